@@ -1,0 +1,165 @@
+"""API keys: their format, their hash, and turning a presented key into a principal.
+
+A key reads ``spk_<tenant id hex><key id hex><secret>``. Carrying the tenant lets the lookup run
+under row-level security like every other read; carrying the key id lets us fetch one row and
+compare hashes in constant time, instead of searching by hash. Only SHA-256 of the whole key is
+stored: the secret has 256 random bits, so a slow password hash would add nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from .db import Database
+from .errors import ServiceError
+
+__all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "new_key", "parse_key"]
+
+SCOPES = ("read", "write", "query", "admin")
+_PREFIX = "spk_"
+_SECRET_BYTES = 32
+_SECRET_CHARS = 43  # base64url of 32 bytes, unpadded
+_KEY_LENGTH = len(_PREFIX) + 64 + _SECRET_CHARS
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant, the key, what it may do and whom it acts for."""
+
+    tenant_id: uuid.UUID
+    key_id: uuid.UUID
+    key_name: str
+    scopes: frozenset[str]
+    user: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: uuid.UUID
+    secret: str
+    key_hash: bytes
+
+
+def hash_key(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def new_key(tenant_id: uuid.UUID) -> NewKey:
+    key_id = uuid.uuid4()
+    raw = base64.urlsafe_b64encode(secrets.token_bytes(_SECRET_BYTES)).rstrip(b"=").decode()
+    secret = f"{_PREFIX}{tenant_id.hex}{key_id.hex}{raw}"
+    return NewKey(key_id=key_id, secret=secret, key_hash=hash_key(secret))
+
+
+def parse_key(secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The (tenant id, key id) a well-formed key names, or None."""
+    if len(secret) != _KEY_LENGTH or not secret.startswith(_PREFIX):
+        return None
+    body = secret[len(_PREFIX):]
+    try:
+        return uuid.UUID(hex=body[:32]), uuid.UUID(hex=body[32:64])
+    except ValueError:
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CachedKey:
+    row: dict[str, Any] | None  # None: no such key (cached too, so floods of bad keys stay cheap)
+    fetched: float
+
+
+class Authenticator:
+    """Verifies keys against the database, trusting a verified row for ``cache_ttl`` seconds.
+
+    A revoked key therefore stops working within ``cache_ttl``. Use times are collected in memory
+    and written in one statement per tenant by :meth:`flush_last_used`, not once per request.
+    """
+
+    def __init__(self, database: Database, *, cache_ttl: float, cache_size: int = 10_000) -> None:
+        self._db = database
+        self._ttl = cache_ttl
+        self._size = cache_size
+        self._cache: OrderedDict[uuid.UUID, _CachedKey] = OrderedDict()
+        self._used: dict[uuid.UUID, set[uuid.UUID]] = {}
+        self._lookups: dict[uuid.UUID, asyncio.Future[_CachedKey]] = {}
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """The principal for ``secret``, or None for a malformed, unknown, revoked or expired key.
+
+        Raises CONNECTION_ERROR when the key has to be checked and the database is unreachable.
+        """
+        ids = parse_key(secret)
+        if ids is None:
+            return None
+        tenant_id, key_id = ids
+        cached = await self._lookup(tenant_id, key_id)
+        row = cached.row
+        # Constant-time: a caller learns nothing from how long a wrong secret takes to refuse.
+        if row is None or not hmac.compare_digest(row["key_hash"], hash_key(secret)):
+            return None
+        if row["tenant_id"] != tenant_id or row["revoked_at"] is not None:
+            return None
+        if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
+            return None
+        self._used.setdefault(tenant_id, set()).add(key_id)
+        return Principal(
+            tenant_id=tenant_id,
+            key_id=key_id,
+            key_name=row["name"],
+            scopes=frozenset(row["scopes"]),
+            user=row["acts_as"],
+        )
+
+    async def _lookup(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> _CachedKey:
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and now - cached.fetched < self._ttl:
+            return cached
+        # Many requests with the same new key share one database round trip.
+        pending = self._lookups.get(key_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_CachedKey] = asyncio.get_running_loop().create_future()
+        self._lookups[key_id] = future
+        try:
+            async with self._db.tenant(tenant_id, readonly=True) as conn:
+                record = await self._db.queries.get_api_key(conn, key_id=key_id)
+            cached = _CachedKey(dict(record) if record else None, time.monotonic())
+            future.set_result(cached)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a future nobody awaited logs nothing
+            raise
+        finally:
+            del self._lookups[key_id]
+        self._cache[key_id] = cached
+        self._cache.move_to_end(key_id)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return cached
+
+    async def flush_last_used(self) -> None:
+        """Write the keys used since the last flush; keep them for the next try on failure."""
+        used, self._used = self._used, {}
+        at = datetime.now(UTC)
+        for tenant_id, key_ids in used.items():
+            try:
+                async with self._db.tenant(tenant_id) as conn:
+                    await self._db.queries.touch_api_keys(conn, key_ids=list(key_ids), used_at=at)
+            except ServiceError:
+                self._used.setdefault(tenant_id, set()).update(key_ids)
+                log.warning("could not record key use; will retry",
+                            extra={"tenant": str(tenant_id)})

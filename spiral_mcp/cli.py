@@ -1,0 +1,227 @@
+"""The ``spiral-mcp`` command: serve, migrate, and manage tenants, keys and demo data.
+
+Every failure is one line on stderr and a non-zero exit: 2 for a bad setting or usage, 1 for
+anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from . import __version__, admin, migrate
+from .config import ConfigError, Settings, load_settings
+from .provision import EMBEDDED_DATABASE, provision, start_embedded
+from .queries import Queries
+
+__all__ = ["main"]
+
+# CLI flag -> environment variable it overrides.
+_FLAGS = {
+    "database_url": "DATABASE_URL",
+    "admin_database_url": "ADMIN_DATABASE_URL",
+    "redis_url": "REDIS_URL",
+    "host": "HOST",
+    "port": "PORT",
+    "log_level": "LOG_LEVEL",
+    "data_dir": "SPIRAL_DATA_DIR",
+}
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can act on; printed as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    db = common.add_argument_group("database (override the environment)")
+    db.add_argument("--database-url", help="runtime role URL (DATABASE_URL)")
+    db.add_argument("--admin-database-url", help="owner role URL (ADMIN_DATABASE_URL)")
+    db.add_argument("--data-dir", help="embedded database folder (SPIRAL_DATA_DIR)")
+
+    parser = argparse.ArgumentParser(
+        prog="spiral-mcp", description="A multi-tenant MCP server for work items and safe SQL."
+    )
+    parser.add_argument("--version", action="version", version=f"spiral-mcp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--host", help="address to listen on (HOST)")
+    serve.add_argument("--port", help="port to listen on (PORT)")
+    serve.add_argument("--log-level", help="debug, info, warning or error (LOG_LEVEL)")
+    serve.add_argument("--redis-url", help="Redis URL for rate limits (REDIS_URL)")
+
+    mig = commands.add_parser("migrate", help="apply, roll back or show schema migrations")
+    mig_actions = mig.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mig_actions.add_parser("apply", parents=[common], help="apply every pending migration")
+    rollback = mig_actions.add_parser("rollback", parents=[common],
+                                      help="roll back the latest migrations")
+    rollback.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    mig_actions.add_parser("status", parents=[common], help="list applied and pending migrations")
+
+    tenant = commands.add_parser("tenant", help="create or list tenants")
+    tenant_actions = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = tenant_actions.add_parser("create", parents=[common], help="create a tenant")
+    create.add_argument("name")
+    tenant_actions.add_parser("list", parents=[common], help="list tenants")
+
+    key = commands.add_parser("apikey", help="create, list or revoke API keys")
+    key_actions = key.add_subparsers(dest="action", required=True, metavar="ACTION")
+    kcreate = key_actions.add_parser("create", parents=[common],
+                                     help="create a key (the secret is printed once)")
+    kcreate.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
+    kcreate.add_argument("--name", required=True, help="what the key is for")
+    kcreate.add_argument("--scopes", default="read", help="read,write,query,admin (default read)")
+    kcreate.add_argument("--user", help="the user the key acts for (actor of writes)")
+    kcreate.add_argument("--expires-in-days", type=_positive_int, help="expire after N days")
+    klist = key_actions.add_parser("list", parents=[common], help="list keys (never secrets)")
+    klist.add_argument("--tenant", type=_uuid, help="only this tenant's keys")
+    krevoke = key_actions.add_parser("revoke", parents=[common], help="revoke a key")
+    krevoke.add_argument("key_id", type=_uuid)
+
+    demo = commands.add_parser("demo", parents=[common], help="load demo data into a tenant")
+    demo.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
+    return parser
+
+
+def _uuid(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a valid id: {raw!r}") from None
+
+
+def _positive_int(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {env: getattr(args, flag, None) for flag, env in _FLAGS.items()}
+    return load_settings(overrides=overrides)
+
+
+async def _admin_url(settings: Settings) -> str:
+    """The owner role's URL: given, or the embedded database's (started when needed)."""
+    if settings.admin_database_url is not None:
+        return settings.admin_database_url
+    if settings.database_url is not None:
+        return settings.database_url
+    superuser = await asyncio.to_thread(start_embedded, settings.data_dir)
+    urls = await provision(superuser, EMBEDDED_DATABASE)
+    assert urls.admin is not None
+    return urls.admin
+
+
+async def _with_admin(
+    settings: Settings, action: Callable[[asyncpg.Connection, Queries], Awaitable[Any]]
+) -> Any:
+    queries = Queries.load()
+    try:
+        conn = await asyncpg.connect(await _admin_url(settings), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"cannot connect to the database: {exc}") from None
+    try:
+        async with conn.transaction():
+            return await action(conn, queries)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise CommandError(
+            f"the database refused: {exc} (admin commands need the owner role's URL in "
+            "ADMIN_DATABASE_URL)"
+        ) from None
+    finally:
+        await conn.close()
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+async def _run_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    url = await _admin_url(settings)
+    try:
+        if args.action == "apply":
+            applied = await asyncio.to_thread(migrate.apply, url)
+            print(f"applied {len(applied)} migration(s){': ' if applied else ''}"
+                  f"{', '.join(applied)}")
+        elif args.action == "rollback":
+            if args.count < 1:
+                raise CommandError("--count must be at least 1")
+            undone = await asyncio.to_thread(migrate.rollback, url, count=args.count)
+            print(f"rolled back {len(undone)} migration(s){': ' if undone else ''}"
+                  f"{', '.join(undone)}")
+        else:
+            state = await asyncio.to_thread(migrate.status, url)
+            for migration_id in state.applied:
+                print(f"applied  {migration_id}")
+            for migration_id in state.pending:
+                print(f"pending  {migration_id}")
+    except CommandError:
+        raise
+    except Exception as exc:  # psycopg and yoyo errors alike end as one line
+        raise CommandError(f"migration failed: {exc}".splitlines()[0]) from None
+
+
+async def _run_admin(args: argparse.Namespace, settings: Settings) -> None:
+    from . import demo
+
+    match args.command, args.action if "action" in args else None:
+        case "tenant", "create":
+            tenant_id = await _with_admin(
+                settings, lambda c, q: admin.create_tenant(c, q, args.name))
+            print(tenant_id)
+        case "tenant", "list":
+            rows = await _with_admin(settings, lambda c, q: q.list_tenants(c))
+            _print_json(admin.rows_as_dicts(rows))
+        case "apikey", "create":
+            expires = (datetime.now(UTC) + timedelta(days=args.expires_in_days)
+                       if args.expires_in_days else None)
+            key_id, secret = await _with_admin(settings, lambda c, q: admin.create_api_key(
+                c, q, tenant_id=args.tenant, name=args.name,
+                scopes=admin.parse_scopes(args.scopes), user=args.user, expires_at=expires))
+            print(f"key id: {key_id}", file=sys.stderr)
+            print("secret (shown once; store it now):", file=sys.stderr)
+            print(secret)
+        case "apikey", "list":
+            rows = await _with_admin(
+                settings, lambda c, q: q.list_api_keys(c, tenant_id=args.tenant))
+            _print_json(admin.rows_as_dicts(rows))
+        case "apikey", "revoke":
+            await _with_admin(settings, lambda c, q: admin.revoke_api_key(c, q, args.key_id))
+            print(f"revoked {args.key_id}")
+        case "demo", _:
+            summary = await _with_admin(
+                settings, lambda c, q: demo.load_demo(c, q, tenant_id=args.tenant))
+            _print_json(summary)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"spiral-mcp: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        if args.command == "serve":
+            from .server.run import serve
+
+            serve(settings)
+        elif args.command == "migrate":
+            asyncio.run(_run_migrate(args, settings))
+        else:
+            asyncio.run(_run_admin(args, settings))
+    except (CommandError, admin.AdminError) as exc:
+        print(f"spiral-mcp: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,231 @@
+"""Settings: one table of environment variables, parsed once, overridable by CLI flags.
+
+A bad value is a :class:`ConfigError` whose message names the variable; the CLI prints it as one
+line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "spiral-mcp")
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"expected a whole number from {lo} to {hi}, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"expected a whole number from {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"expected a number from {lo} to {hi}, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"expected a number from {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _optional_int(lo: int, hi: int) -> Callable[[str], int | None]:
+    parse_int = _int(lo, hi)
+
+    def parse(raw: str) -> int | None:
+        return parse_int(raw) if raw.strip() else None
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"expected true or false, got {raw!r}")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        lowered = raw.strip().lower()
+        if lowered not in choices:
+            raise ConfigError(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return lowered
+
+    return parse
+
+
+def _postgres_url(raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("expected a postgresql:// URL")
+    return raw
+
+
+def _redis_url(raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("expected a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: its parser, default and the line the README shows for it."""
+
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", _postgres_url, None,
+            "PostgreSQL URL of the runtime role; unset: an embedded PostgreSQL under "
+            "SPIRAL_DATA_DIR"),
+    Setting("ADMIN_DATABASE_URL", _postgres_url, None,
+            "PostgreSQL URL of the owner role, for migrations and admin commands "
+            "(default: DATABASE_URL)"),
+    Setting("REDIS_URL", _redis_url, None,
+            "Redis URL for rate limits; unset: limits are kept in process"),
+    Setting("HOST", _text, "127.0.0.1", "address to listen on"),
+    Setting("PORT", _int(1, 65535), 8055, "port to listen on"),
+    Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "log level"),
+    Setting("SPIRAL_DATA_DIR", _text, _default_data_dir(),
+            "where the embedded PostgreSQL keeps its data"),
+    Setting("DB_POOL_MIN", _int(0, 1000), 2, "connections the pool keeps open"),
+    Setting("DB_POOL_MAX", _int(1, 1000), 10, "connections the pool may open"),
+    Setting("DB_CONNECT_TIMEOUT", _float(0.1, 120), 5.0,
+            "seconds to wait for a database connection before CONNECTION_ERROR"),
+    Setting("DB_STATEMENT_TIMEOUT", _float(0.1, 3600), 30.0,
+            "seconds one statement may run before QUERY_TIMEOUT"),
+    Setting("AUTH_CACHE_TTL", _float(0, 3600), 10.0,
+            "seconds a verified API key is trusted before it is checked again "
+            "(a revoked key stops working within this time)"),
+    Setting("ALLOWED_ORIGINS", _csv, (),
+            "extra browser origins allowed to call the server (loopback origins always are)"),
+    Setting("MAX_BODY_BYTES", _int(1024, 1 << 30), 1 << 20,
+            "largest request body accepted (413 beyond)"),
+    Setting("SHUTDOWN_TIMEOUT", _float(0, 600), 10.0,
+            "seconds in-flight requests get to finish on SIGTERM"),
+    Setting("RATE_LIMIT_DEFAULT", _int(1, 1_000_000), 100,
+            "calls per window for each tenant and each key, per class of call"),
+    Setting("RATE_LIMIT_WINDOW", _float(1, 86400), 60.0, "rate-limit window in seconds"),
+    Setting("RATE_LIMIT_READ", _optional_int(1, 1_000_000), None,
+            "budget of read calls (default RATE_LIMIT_DEFAULT)"),
+    Setting("RATE_LIMIT_WRITE", _optional_int(1, 1_000_000), None,
+            "budget of write calls (default RATE_LIMIT_DEFAULT)"),
+    Setting("RATE_LIMIT_QUERY", _optional_int(1, 1_000_000), None,
+            "budget of query calls (default RATE_LIMIT_DEFAULT)"),
+    Setting("DEMO_DATA", _bool, True,
+            "with the embedded database: create a demo tenant, key and data on first start"),
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """The parsed configuration of one process; fields are the lower-cased variable names."""
+
+    database_url: str | None
+    admin_database_url: str | None
+    redis_url: str | None
+    host: str
+    port: int
+    log_level: str
+    spiral_data_dir: str
+    db_pool_min: int
+    db_pool_max: int
+    db_connect_timeout: float
+    db_statement_timeout: float
+    auth_cache_ttl: float
+    allowed_origins: tuple[str, ...]
+    max_body_bytes: int
+    shutdown_timeout: float
+    rate_limit_default: int
+    rate_limit_window: float
+    rate_limit_read: int | None
+    rate_limit_write: int | None
+    rate_limit_query: int | None
+    demo_data: bool
+
+    @property
+    def rate_limits(self) -> dict[str, int]:
+        """Calls per window for each class of call."""
+        return {
+            "read": self.rate_limit_read or self.rate_limit_default,
+            "write": self.rate_limit_write or self.rate_limit_default,
+            "query": self.rate_limit_query or self.rate_limit_default,
+        }
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.spiral_data_dir).expanduser()
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Parse settings from ``environ`` (default: the process environment).
+
+    ``overrides`` maps variable names to raw values from CLI flags; ``None`` means not given.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = overrides.get(setting.env)
+        if raw is None:
+            raw = environ.get(setting.env)
+        if raw is None:
+            value = setting.default
+        else:
+            try:
+                value = setting.parse(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"{setting.env}: {exc}") from None
+        values[setting.env.lower()] = value
+    settings = Settings(**values)
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError(
+            f"DB_POOL_MIN: {settings.db_pool_min} is more than DB_POOL_MAX {settings.db_pool_max}"
+        )
+    return settings

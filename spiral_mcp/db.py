@@ -1,0 +1,116 @@
+"""The database: one asyncpg pool and the one way to touch tenant data.
+
+Every read or write of tenant data happens inside :meth:`Database.tenant`, a transaction whose first
+statement sets ``app.tenant_id`` for that transaction only (``set_config(..., true)``), so a pooled
+connection never carries one tenant's context into another's request. Driver failures leave this
+module as :class:`~spiral_mcp.errors.ServiceError` with CONNECTION_ERROR or QUERY_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from .errors import ErrorCode, ServiceError
+from .queries import Queries
+
+__all__ = ["Database", "connection_error", "create_pool"]
+
+# Failures that mean "the database cannot be reached or went away", not "the query was wrong".
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def connection_error() -> ServiceError:
+    return ServiceError(
+        ErrorCode.CONNECTION_ERROR,
+        "the database is unreachable at the moment; try again shortly",
+        retry_after=1.0,
+    )
+
+
+def _timeout_error() -> ServiceError:
+    return ServiceError(ErrorCode.QUERY_TIMEOUT, "the query took too long and was cancelled")
+
+
+async def create_pool(
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    connect_timeout: float,
+    statement_timeout: float,
+    application_name: str = "spiral-mcp",
+) -> asyncpg.Pool:
+    """A pool whose connections give up fast: connecting within ``connect_timeout`` and each
+    statement within ``statement_timeout`` (server-side, with a client-side backstop)."""
+    return await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=connect_timeout,
+        command_timeout=statement_timeout + 1.0,
+        max_inactive_connection_lifetime=60.0,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(int(statement_timeout * 1000)),
+            # A connection stuck in an open transaction would hold locks; end it server-side.
+            "idle_in_transaction_session_timeout": str(int((statement_timeout + 5) * 1000)),
+        },
+    )
+
+
+class Database:
+    """The runtime pool and the named statements, built once at start-up."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, queries: Queries, *, acquire_timeout: float
+    ) -> None:
+        self.pool = pool
+        self.queries = queries
+        self._acquire_timeout = acquire_timeout
+
+    @asynccontextmanager
+    async def tenant(
+        self, tenant_id: uuid.UUID, *, readonly: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in which only ``tenant_id``'s rows exist.
+
+        Commits when the block ends normally, rolls back when it raises.
+        """
+        try:
+            async with self.connection() as conn, conn.transaction(readonly=readonly):
+                await self.queries.set_tenant(conn, tenant_id=str(tenant_id))
+                yield conn
+        except ServiceError:
+            raise
+        except asyncpg.QueryCanceledError as exc:
+            raise _timeout_error() from exc
+        except _UNREACHABLE as exc:
+            raise connection_error() from exc
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, or CONNECTION_ERROR within the acquire timeout."""
+        try:
+            conn = await self.pool.acquire(timeout=self._acquire_timeout)
+        except (TimeoutError, *_UNREACHABLE) as exc:
+            raise connection_error() from exc
+        try:
+            yield conn
+        except TimeoutError as exc:
+            # The client-side backstop of statement_timeout fired.
+            raise _timeout_error() from exc
+        finally:
+            await self.pool.release(conn)
+

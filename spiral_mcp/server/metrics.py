@@ -1,0 +1,53 @@
+"""Prometheus metrics of one application, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _PoolCollector(Collector):
+    """Reads the pool's sizes at scrape time, so nothing is updated per request."""
+
+    def __init__(self, sizes: Callable[[], tuple[int, int] | None]) -> None:
+        self._sizes = sizes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "db_pool_connections", "Database pool connections by state", labels=["state"]
+        )
+        sizes = self._sizes()
+        if sizes is not None:
+            size, idle = sizes
+            family.add_metric(["in_use"], size - idle)
+            family.add_metric(["free"], idle)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "http_requests_total", "HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds", "HTTP request latency by route",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.rate_limit_backend_errors = Counter(
+            "rate_limit_backend_errors_total",
+            "Rate-limit checks that fell back to in-process buckets because Redis failed",
+            registry=self.registry,
+        )
+
+    def watch_pool(self, sizes: Callable[[], tuple[int, int] | None]) -> None:
+        """Report the database pool; ``sizes`` returns (open, idle) or None when there is none."""
+        self.registry.register(_PoolCollector(sizes))

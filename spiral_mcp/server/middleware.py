@@ -1,0 +1,139 @@
+"""HTTP middleware, outermost first: request context, Origin/Host guard, authentication.
+
+Each is one concern. Errors leave here as small JSON bodies; no handler exception reaches a client
+as a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..errors import ServiceError
+from .keys import AUTHENTICATOR, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .logs import request_id_var
+
+__all__ = ["PUBLIC_PATHS", "authenticate", "json_error", "origin_guard", "request_context"]
+
+log = logging.getLogger("spiral_mcp.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths an operator or a load balancer reaches without a key; they reveal no tenant data.
+PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics"})
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, access log line and metrics for every request; the last net for errors."""
+    client_id = request.headers.get("X-Request-Id", "")
+    request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        except ServiceError as exc:
+            response = json_error(503 if exc.retry_after else 500, str(exc.code), exc.message)
+        except Exception:
+            log.exception("unhandled error")
+            response = json_error(500, "INTERNAL_ERROR", "internal error")
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = request.match_info.route.resource
+        route_name = route.canonical if route is not None else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(route_name, request.method, str(status)).inc()
+        metrics.http_duration.labels(route_name).observe(elapsed)
+        log.info(
+            "request",
+            extra={"method": request.method, "path": request.path, "status": status,
+                   "duration_ms": round(elapsed * 1000, 2)},
+        )
+        request_id_var.reset(token)
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse cross-site browser calls and DNS-rebinding attempts.
+
+    A page on another origin could otherwise drive a local server through the user's browser
+    (MCP transports, "Security Warning"); a rebinding domain reaches a loopback server with a
+    foreign Host header.
+    """
+    settings = request.app[SETTINGS]
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        allowed = origin in settings.allowed_origins or (
+            parts.scheme in ("http", "https") and _is_loopback(parts.hostname or "")
+        )
+        if not allowed:
+            return json_error(403, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
+    if _is_loopback(settings.host):
+        host = urlsplit("//" + request.headers.get("Host", "")).hostname or ""
+        if not _is_loopback(host):
+            return json_error(403, "FORBIDDEN_HOST",
+                              "this server only answers requests addressed to a loopback host")
+    return await handler(request)
+
+
+def _unauthorized(message: str, *, invalid: bool) -> web.Response:
+    challenge = 'Bearer realm="spiral-mcp"'
+    if invalid:
+        challenge += ', error="invalid_token"'
+    return json_error(401, "UNAUTHENTICATED", message, **{"WWW-Authenticate": challenge})
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route but the public ones needs ``Authorization: Bearer <api key>``."""
+    if request.path in PUBLIC_PATHS or request.match_info.http_exception is not None:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return _unauthorized("an API key is required: Authorization: Bearer <key>", invalid=False)
+    try:
+        principal = await request.app[AUTHENTICATOR].authenticate(secret.strip())
+    except ServiceError as exc:
+        return json_error(503, str(exc.code), exc.message, **{"Retry-After": "1"})
+    if principal is None:
+        # The same answer for malformed, unknown, revoked and expired keys: no hint either way.
+        return _unauthorized("the API key is not valid", invalid=True)
+    request[PRINCIPAL] = principal
+    return await handler(request)

@@ -1,0 +1,51 @@
+-- name: demo_insert_project!
+-- params: tenant_id, project_key, name, description, lead
+-- A project; its trigger adds the default workflow.
+INSERT INTO projects (tenant_id, project_key, name, description, lead)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, project_key) DO NOTHING
+
+-- name: demo_max_number$
+-- params: project_key
+-- The highest number used in a project's keys (0 when it has none).
+SELECT coalesce(max(number), 0) FROM work_items WHERE project_key = $1
+
+-- name: demo_insert_work_items
+-- params: tenant_id, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_csv, parent_keys, created, updated, resolved, due
+-- Many work items in one statement (COPY FROM is refused on tables under row-level security).
+INSERT INTO work_items (tenant_id, key, project_key, number, title, description, type, status,
+                        status_category, priority, assignee, reporter, labels, parent_key,
+                        created_at, updated_at, resolved_at, due_at)
+SELECT $1, k, p, n, t, d, ty, s, c, pr, a, r,
+       CASE WHEN l = '' THEN '{}'::text[] ELSE string_to_array(l, ',') END, pk, ca, ua, ra, da
+FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+            $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[])
+     AS x(k, p, n, t, d, ty, s, c, pr, a, r, l, pk, ca, ua, ra, da)
+RETURNING id, key
+
+-- name: demo_insert_transitions!
+-- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats
+INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status, from_category,
+                                   to_category, actor, transitioned_at)
+SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::timestamptz[])
+
+-- name: demo_insert_comments!
+-- params: tenant_id, item_ids, authors, bodies, ats
+INSERT INTO comments (tenant_id, work_item_id, author, body, created_at, updated_at)
+SELECT $1, i, a, b, t, t FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[])
+     AS x(i, a, b, t)
+
+-- name: demo_insert_links!
+-- params: tenant_id, link_types, outward_ids, inward_ids, actors
+INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, created_by)
+SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[])
+ON CONFLICT DO NOTHING
+
+-- name: demo_set_next_numbers!
+-- params:
+-- Keep every project's key counter past its highest number.
+UPDATE projects p SET next_number = sub.n + 1
+FROM (SELECT project_key, max(number) AS n FROM work_items GROUP BY project_key) sub
+WHERE p.project_key = sub.project_key AND p.next_number <= sub.n

@@ -1,0 +1,141 @@
+"""Shared fixtures: a real PostgreSQL (TEST_DATABASE_URL, or the embedded server), a fresh database
+provisioned and migrated for this run, tenants with keys, and the app served over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+
+from spiral_mcp import admin
+from spiral_mcp.config import Settings, load_settings
+from spiral_mcp.provision import DatabaseUrls, provision, start_embedded
+from spiral_mcp.queries import Queries
+from spiral_mcp.server.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def superuser_url() -> str:
+    """A superuser URL: TEST_DATABASE_URL when given, else an embedded server for the tests."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return start_embedded(ROOT / ".test-pg")
+
+
+@pytest.fixture(scope="session")
+async def database_urls(superuser_url: str) -> AsyncIterator[DatabaseUrls]:
+    name = f"spiral_test_{uuid.uuid4().hex[:12]}"
+    urls = await provision(superuser_url, name)
+    yield urls
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def queries() -> Queries:
+    return Queries.load()
+
+
+@pytest.fixture
+async def admin_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the owner role (what the CLI uses)."""
+    assert database_urls.admin is not None
+    conn = await asyncpg.connect(database_urls.admin)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def app_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the runtime role (what the server uses)."""
+    conn = await asyncpg.connect(database_urls.runtime)
+    yield conn
+    await conn.close()
+
+
+class Tenant:
+    def __init__(self, tenant_id: uuid.UUID, key: str, key_id: uuid.UUID) -> None:
+        self.id = tenant_id
+        self.key = key
+        self.key_id = key_id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+TenantFactory = Callable[..., Awaitable[Tenant]]
+
+
+@pytest.fixture
+def make_tenant(database_urls: DatabaseUrls, queries: Queries) -> TenantFactory:
+    """Create a tenant and a key: ``await make_tenant(scopes=[...], user=..., demo=False)``."""
+
+    async def make(
+        *, scopes: tuple[str, ...] = ("read", "write", "query", "admin"),
+        user: str | None = "tester@example.com", demo: bool = False, name: str = "test",
+    ) -> Tenant:
+        from spiral_mcp import demo as demo_data
+
+        assert database_urls.admin is not None
+        conn = await asyncpg.connect(database_urls.admin)
+        try:
+            async with conn.transaction():
+                tenant_id = await admin.create_tenant(conn, queries, name)
+                key_id, secret = await admin.create_api_key(
+                    conn, queries, tenant_id=tenant_id, name="test key", scopes=list(scopes),
+                    user=user,
+                )
+                if demo:
+                    await demo_data.load_demo(conn, queries, tenant_id=tenant_id,
+                                              items_per_project=20)
+        finally:
+            await conn.close()
+        return Tenant(tenant_id, secret, key_id)
+
+    return make
+
+
+def make_settings(database_urls: DatabaseUrls, **env: str) -> Settings:
+    base = {"DATABASE_URL": database_urls.runtime, "AUTH_CACHE_TTL": "0", "DB_POOL_MIN": "1",
+            "DB_POOL_MAX": "5"}
+    return load_settings(environ={**base, **env})
+
+
+@pytest.fixture
+def settings(database_urls: DatabaseUrls) -> Settings:
+    return make_settings(database_urls)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings, database_urls: DatabaseUrls):
+    """The app, served on a real loopback socket, and a client for it."""
+    return await aiohttp_client(create_app(settings, database_url=database_urls.runtime))
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> str:
+    """A reachable Redis, or a skip with the reason; in CI a missing Redis fails the run."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        await asyncio.wait_for(client.ping(), 2)
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs Redis at {url}: {exc}")
+        pytest.skip(f"no Redis reachable at {url} ({exc}); set REDIS_URL to run this test")
+    finally:
+        await client.aclose()
+    return url
