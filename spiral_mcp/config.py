@@ -152,6 +152,15 @@ SETTINGS: tuple[Setting, ...] = (
             "budget of write calls (default RATE_LIMIT_DEFAULT)"),
     Setting("RATE_LIMIT_QUERY", _optional_int(1, 1_000_000), None,
             "budget of query calls (default RATE_LIMIT_DEFAULT)"),
+    Setting("SESSION_MAX", _int(1, 1_000_000), 1000, "MCP sessions open at once, in all"),
+    Setting("SESSION_MAX_PER_KEY", _int(1, 100_000), 50, "MCP sessions open at once per API key"),
+    Setting("SESSION_IDLE_TIMEOUT", _float(1, 86400), 1800.0,
+            "seconds after which an idle MCP session ends"),
+    Setting("SESSION_MAX_CONCURRENT_CALLS", _int(1, 1000), 16,
+            "tool calls running at once on one MCP session"),
+    Setting("ENABLED_TOOLSETS", _csv, (),
+            "toolsets to serve, e.g. jira,sql (default: all)"),
+    Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
     Setting("DEMO_DATA", _bool, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
 )
@@ -181,6 +190,12 @@ class Settings:
     rate_limit_read: int | None
     rate_limit_write: int | None
     rate_limit_query: int | None
+    session_max: int
+    session_max_per_key: int
+    session_idle_timeout: float
+    session_max_concurrent_calls: int
+    enabled_toolsets: tuple[str, ...]
+    read_only: bool
     demo_data: bool
 
     @property

@@ -11,13 +11,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+import orjson
 
 from .errors import ErrorCode, ServiceError
 from .queries import Queries
 
-__all__ = ["Database", "connection_error", "create_pool"]
+__all__ = ["Database", "connection_error", "create_pool", "init_connection"]
 
 # Failures that mean "the database cannot be reached or went away", not "the query was wrong".
 _UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -43,6 +45,18 @@ def _timeout_error() -> ServiceError:
     return ServiceError(ErrorCode.QUERY_TIMEOUT, "the query took too long and was cancelled")
 
 
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """json and jsonb values travel as Python objects, parsed and written by orjson."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads
+        )
+
+
 async def create_pool(
     url: str,
     *,
@@ -61,6 +75,7 @@ async def create_pool(
         timeout=connect_timeout,
         command_timeout=statement_timeout + 1.0,
         max_inactive_connection_lifetime=60.0,
+        init=init_connection,
         server_settings={
             "application_name": application_name,
             "statement_timeout": str(int(statement_timeout * 1000)),

@@ -1,0 +1,14 @@
+"""Tool implementations, one module per toolset, and the registry that serves them."""
+
+from __future__ import annotations
+
+from .registry import Tool, ToolRegistry
+
+__all__ = ["Tool", "ToolRegistry", "builtin_tools"]
+
+
+def builtin_tools() -> list[Tool]:
+    """Every tool the product ships, from each toolset module's ``TOOLS`` table."""
+    from . import jira_read
+
+    return [*jira_read.TOOLS]

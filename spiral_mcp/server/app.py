@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import redis.asyncio as redis
 from aiohttp import web
@@ -18,17 +18,26 @@ from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
 from ..db import Database, create_pool
+from ..handlers import Tool, ToolRegistry, builtin_tools
+from ..handlers.audit import AuditWriter
+from ..protocol import execute, legacy_sse, streamable
+from ..protocol.dispatcher import Dispatcher
+from ..protocol.sessions import SessionStore
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
 from ..roles import check_runtime_role
+from ..tasks import BackgroundTasks
 from . import ops
 from .keys import (
     AUTHENTICATOR,
+    BACKGROUND,
     DATABASE,
+    DISPATCHER,
     HEAD_MIGRATIONS,
     METRICS,
     RATE_LIMITER,
     REDIS,
+    SESSIONS,
     SETTINGS,
 )
 from .metrics import Metrics
@@ -42,8 +51,13 @@ _STARTUP_ATTEMPTS = 15
 _LAST_USED_FLUSH_SECONDS = 30.0
 
 
-def create_app(settings: Settings, *, database_url: str) -> web.Application:
-    """Build the application; ``database_url`` logs in as the runtime role."""
+def create_app(
+    settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None
+) -> web.Application:
+    """Build the application; ``database_url`` logs in as the runtime role.
+
+    ``tools`` replaces the shipped tool set (the conformance harness adds its fixtures this way).
+    """
     app = web.Application(
         middlewares=[request_context, origin_guard, authenticate],
         client_max_size=settings.max_body_bytes,
@@ -52,9 +66,14 @@ def create_app(settings: Settings, *, database_url: str) -> web.Application:
     app[METRICS] = Metrics()
     app[HEAD_MIGRATIONS] = migrate.head_ids()
     app.router.add_routes(ops.routes)
+    app.router.add_routes(streamable.routes)
+    app.router.add_routes(legacy_sse.routes)
+    app.router.add_routes(execute.routes)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_authenticator)
     app.cleanup_ctx.append(_rate_limits)
+    app.cleanup_ctx.append(_protocol(list(tools) if tools is not None else builtin_tools()))
+    app.on_shutdown.append(_end_sessions)
     return app
 
 
@@ -134,3 +153,41 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     yield
     if client is not None:
         await client.aclose()
+
+
+def _protocol(tools: list[Tool]):
+    async def protocol(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        audit = AuditWriter(app[DATABASE])
+        registry = ToolRegistry(
+            tools,
+            enabled_toolsets=frozenset(settings.enabled_toolsets) or None,
+            read_only_mode=settings.read_only,
+            rate_limiter=app[RATE_LIMITER],
+            audit=audit,
+            metrics=app[METRICS],
+        )
+        app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
+                                     metrics=app[METRICS])
+        sessions = SessionStore(
+            max_sessions=settings.session_max, max_per_key=settings.session_max_per_key,
+            idle_timeout=settings.session_idle_timeout,
+        )
+        app[SESSIONS] = sessions
+        app[METRICS].watch_sessions(sessions.count)
+        background = BackgroundTasks()
+        app[BACKGROUND] = background
+        audit.start()
+        yield
+        await background.close(grace=settings.shutdown_timeout)
+        # Last: every call has ended, so every audit row is queued; write them before the pool
+        # closes.
+        await audit.stop()
+
+    return protocol
+
+
+async def _end_sessions(app: web.Application) -> None:
+    """SIGTERM: end every session so open streams finish cleanly rather than being cut."""
+    if SESSIONS in app:
+        app[SESSIONS].close_all()

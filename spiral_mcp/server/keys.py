@@ -8,18 +8,24 @@ from aiohttp import web
 from ..auth import Authenticator, Principal
 from ..config import Settings
 from ..db import Database
+from ..protocol.dispatcher import Dispatcher
+from ..protocol.sessions import SessionStore
 from ..ratelimit import RateLimiter
+from ..tasks import BackgroundTasks
 from .metrics import Metrics
 
 __all__ = [
     "AUTHENTICATOR",
+    "BACKGROUND",
     "DATABASE",
+    "DISPATCHER",
     "HEAD_MIGRATIONS",
     "METRICS",
     "PRINCIPAL",
     "RATE_LIMITER",
     "REDIS",
     "REQUEST_ID",
+    "SESSIONS",
     "SETTINGS",
 ]
 
@@ -30,6 +36,9 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 HEAD_MIGRATIONS = web.AppKey("head_migrations", tuple)
 REDIS = web.AppKey("redis", redis.Redis)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+SESSIONS = web.AppKey("sessions", SessionStore)
+BACKGROUND = web.AppKey("background", BackgroundTasks)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

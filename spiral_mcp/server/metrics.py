@@ -31,6 +31,19 @@ class _PoolCollector(Collector):
         yield family
 
 
+class _SessionCollector(Collector):
+    def __init__(self, count: Callable[[str], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "mcp_sessions_active", "Open MCP sessions by transport", labels=["transport"]
+        )
+        for transport in ("streamable", "sse"):
+            family.add_metric([transport], self._count(transport))
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -42,11 +55,27 @@ class Metrics:
             "http_request_duration_seconds", "HTTP request latency by route",
             ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.mcp_requests = Counter(
+            "mcp_requests_total", "MCP messages by method and transport",
+            ["method", "transport"], registry=self.registry,
+        )
+        self.tool_calls = Counter(
+            "mcp_tool_calls_total", "Tool calls by tool and outcome (ok, error)",
+            ["tool", "status"], registry=self.registry,
+        )
+        self.tool_duration = Histogram(
+            "mcp_tool_duration_seconds", "Tool call latency by tool",
+            ["tool"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
         self.rate_limit_backend_errors = Counter(
             "rate_limit_backend_errors_total",
             "Rate-limit checks that fell back to in-process buckets because Redis failed",
             registry=self.registry,
         )
+
+    def watch_sessions(self, count: Callable[[str], int]) -> None:
+        """Report open MCP sessions; ``count(transport)`` is read at scrape time."""
+        self.registry.register(_SessionCollector(count))
 
     def watch_pool(self, sizes: Callable[[], tuple[int, int] | None]) -> None:
         """Report the database pool; ``sizes`` returns (open, idle) or None when there is none."""

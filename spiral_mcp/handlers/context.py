@@ -1,0 +1,75 @@
+"""What a handler gets besides its arguments: who calls, the database, and how to talk back.
+
+A handler never sees HTTP or the transport; progress and log messages go through the callbacks
+here, and the transport decides which stream carries them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from ..auth import Principal
+from ..db import Database
+from .audit import AuditEntry, redact
+
+__all__ = ["ToolContext"]
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+LogCallback = Callable[[str, Any], Awaitable[None]]
+
+
+async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
+    return None
+
+
+async def _no_log(level: str, data: Any) -> None:
+    return None
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class ToolContext:
+    principal: Principal
+    database: Database
+    tool: str
+    request_id: str | None = None
+    progress: ProgressCallback = _no_progress
+    log: LogCallback = _no_log
+    # Set when the handler wrote its audit row inside its own transaction (writes do, so the
+    # change and its audit commit together); otherwise the registry writes it after the call.
+    audited: bool = False
+    # Set when the result is a stored answer to an earlier call with the same idempotency key.
+    replayed: bool = False
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self.principal.tenant_id
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool) -> AsyncIterator[asyncpg.Connection]:
+        """The tenant's transaction: this call's one way to the data."""
+        async with self.database.tenant(self.principal.tenant_id, readonly=readonly) as conn:
+            yield conn
+
+    async def audit_in(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        arguments: dict[str, Any],
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        """Write this call's audit row in the handler's transaction, with before/after values."""
+        entry = AuditEntry(
+            tenant_id=self.principal.tenant_id, key_id=self.principal.key_id,
+            actor=self.principal.user, tool=self.tool, arguments=redact(arguments),
+            outcome="ok", error_code=None, duration_ms=None, request_id=self.request_id,
+            before=before, after=after,
+        )
+        await self.database.queries.insert_audit(conn, **entry.row())
+        self.audited = True

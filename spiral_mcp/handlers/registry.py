@@ -1,0 +1,248 @@
+"""The tool registry: what a tool is, and the one path every tool call takes.
+
+A tool is data (name, title, description, schemas, annotations, scope, call class) plus one async
+handler. Its schemas are JSON Schema 2020-12 files under ``spiral_mcp/schemas`` — the input as
+``<name>.input.json`` and the ``data`` of a successful result as ``<name>.output.json`` — checked
+and compiled once at start-up. A call goes: visibility and scope → rate limit → argument
+validation → handler → envelope → audit and metrics. Every failure of the tool itself is a result
+with ``isError``; only an unknown tool is a JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+
+from ..auth import Principal
+from ..errors import ErrorCode, ServiceError
+from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
+from .audit import AuditEntry, AuditWriter, redact
+from .context import ToolContext
+
+__all__ = ["Tool", "ToolRegistry", "envelope_schema"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
+
+CALL_CLASSES = ("read", "write", "query")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Tool:
+    """One tool as a handler module declares it."""
+
+    name: str
+    title: str
+    description: str
+    handler: Handler
+    scope: str                      # the API-key scope a caller needs: read, write, query, admin
+    call_class: str                 # the rate-limit budget it spends: read, write, query
+    read_only: bool = True          # no side effects; also the transaction's access mode
+    destructive: bool = False
+    idempotent: bool = True
+    open_world: bool = False        # reaches systems outside the store (a synced source)
+    aliases: tuple[str, ...] = ()   # accepted on tools/call, never listed
+    input_schema: dict[str, Any] | None = None   # default: read from <name>.input.json
+    output_schema: dict[str, Any] | None = None  # default: read from <name>.output.json
+
+    @property
+    def toolset(self) -> str:
+        return self.name.split("_", 1)[0]
+
+
+def envelope_schema(data_schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The output schema of a tool: the result envelope of DESIGN.md around its data."""
+    return {
+        "type": "object",
+        "oneOf": [
+            {
+                "properties": {
+                    "success": {"const": True},
+                    "data": data_schema,
+                    "tenant_id": {"type": "string"},
+                    "timing_ms": {"type": "number"},
+                    "replayed": {"type": "boolean"},
+                },
+                "required": ["success", "data", "tenant_id", "timing_ms"],
+            },
+            {
+                "properties": {
+                    "success": {"const": False},
+                    "error": {
+                        "type": "object",
+                        "properties": {
+                            "code": {"enum": [str(c) for c in ErrorCode]},
+                            "message": {"type": "string"},
+                            "details": {"type": "array"},
+                            "retry_after": {"type": ["number", "null"]},
+                        },
+                        "required": ["code", "message", "details", "retry_after"],
+                    },
+                },
+                "required": ["success", "error"],
+            },
+        ],
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Compiled:
+    tool: Tool
+    listing: dict[str, Any]
+    validator: Draft202012Validator
+
+
+def _load_schema(directory: Path, filename: str) -> dict[str, Any]:
+    path = directory / filename
+    try:
+        schema = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: schema file missing") from None
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def _validation_details(validator: Draft202012Validator, arguments: Any) -> list[dict[str, str]]:
+    details = []
+    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
+        path = "/".join(str(p) for p in error.absolute_path)
+        details.append({"path": "/" + path if path else "/", "message": error.message})
+    return details
+
+
+class ToolRegistry:
+    """Every tool of the running server, with compiled validators; built once at start-up."""
+
+    def __init__(
+        self,
+        tools: Iterable[Tool],
+        *,
+        enabled_toolsets: frozenset[str] | None,
+        read_only_mode: bool,
+        rate_limiter: Any,
+        audit: AuditWriter,
+        metrics: Any,
+        schema_dir: Path | None = None,
+    ) -> None:
+        schema_dir = schema_dir or Path(str(resources.files("spiral_mcp.schemas")))
+        self._rate_limiter = rate_limiter
+        self._audit = audit
+        self._metrics = metrics
+        self._tools: dict[str, _Compiled] = {}
+        self._aliases: dict[str, str] = {}
+        for tool in tools:
+            if enabled_toolsets is not None and tool.toolset not in enabled_toolsets:
+                continue
+            if read_only_mode and not tool.read_only:
+                continue
+            self._add(tool, schema_dir)
+
+    def _add(self, tool: Tool, schema_dir: Path) -> None:
+        if tool.name in self._tools:
+            raise ValueError(f"tool {tool.name} is declared twice")
+        if tool.call_class not in CALL_CLASSES:
+            raise ValueError(f"tool {tool.name}: unknown call class {tool.call_class!r}")
+        input_schema = tool.input_schema or _load_schema(schema_dir, f"{tool.name}.input.json")
+        data_schema = tool.output_schema or _load_schema(schema_dir, f"{tool.name}.output.json")
+        Draft202012Validator.check_schema(input_schema)
+        listing = {
+            "name": tool.name,
+            "title": tool.title,
+            "description": tool.description,
+            "inputSchema": input_schema,
+            "outputSchema": envelope_schema(data_schema),
+            "annotations": {
+                "title": tool.title,
+                "readOnlyHint": tool.read_only,
+                "destructiveHint": tool.destructive,
+                "idempotentHint": tool.idempotent,
+                "openWorldHint": tool.open_world,
+            },
+        }
+        self._tools[tool.name] = _Compiled(tool, listing, Draft202012Validator(input_schema))
+        for alias in tool.aliases:
+            self._aliases[alias] = tool.name
+
+    def visible(self, principal: Principal) -> list[dict[str, Any]]:
+        """The tool listings this key may call, in a stable order."""
+        return [c.listing for name, c in sorted(self._tools.items())
+                if c.tool.scope in principal.scopes]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tools or name in self._aliases
+
+    async def call(self, name: str, arguments: Any, ctx: ToolContext) -> dict[str, Any]:
+        """Run one tool call; return the MCP CallToolResult."""
+        compiled = self._tools.get(self._aliases.get(name, name))
+        if compiled is None or compiled.tool.scope not in ctx.principal.scopes:
+            # A tool this key may not use is as unknown as one that does not exist.
+            raise RpcError(INVALID_PARAMS, f"unknown tool: {name}")
+        tool = compiled.tool
+        started = time.perf_counter()
+        arguments = {} if arguments is None else arguments
+        try:
+            decision = await self._rate_limiter.check(
+                tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,
+                call_class=tool.call_class,
+            )
+            if not decision.allowed:
+                raise ServiceError(
+                    ErrorCode.RATE_LIMITED,
+                    f"rate limit for {tool.call_class} calls reached; retry after "
+                    f"{decision.retry_after:.1f} s",
+                    retry_after=round(decision.retry_after, 3),
+                )
+            if details := _validation_details(compiled.validator, arguments):
+                raise ServiceError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"invalid arguments for {tool.name}: "
+                    + "; ".join(f"{d['path']}: {d['message']}" for d in details[:5]),
+                    details=details,
+                )
+            data = await tool.handler(ctx, arguments)
+            envelope: dict[str, Any] = {
+                "success": True,
+                "data": data,
+                "tenant_id": str(ctx.principal.tenant_id),
+                "timing_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            if ctx.replayed:
+                envelope["replayed"] = True
+            error_code = None
+        except ServiceError as exc:
+            envelope = {"success": False, "error": exc.to_dict()}
+            error_code = str(exc.code)
+        except Exception:
+            log.exception("tool failed", extra={"tool": tool.name})
+            envelope = {"success": False, "error": ServiceError(
+                ErrorCode.INTERNAL_ERROR, "the tool failed unexpectedly; the error is logged",
+            ).to_dict()}
+            error_code = str(ErrorCode.INTERNAL_ERROR)
+        elapsed = time.perf_counter() - started
+        self._metrics.tool_calls.labels(tool.name, "error" if error_code else "ok").inc()
+        self._metrics.tool_duration.labels(tool.name).observe(elapsed)
+        if not ctx.audited:
+            self._audit.enqueue(AuditEntry(
+                tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,
+                actor=ctx.principal.user, tool=tool.name,
+                arguments=redact(arguments) if isinstance(arguments, dict) else None,
+                outcome="error" if error_code else "ok", error_code=error_code,
+                duration_ms=round(elapsed * 1000, 3), request_id=ctx.request_id,
+            ))
+        text = orjson.dumps(envelope).decode()
+        return {
+            "content": [{"type": "text", "text": text}],
+            "structuredContent": envelope,
+            "isError": error_code is not None,
+        }

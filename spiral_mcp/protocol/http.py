@@ -1,0 +1,125 @@
+"""What every HTTP transport shares: reading a body within bounds, JSON answers, SSE frames,
+and running a list of decoded messages through the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from .dispatcher import Dispatcher, Exchange
+from .jsonrpc import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    Message,
+    Notification,
+    Request,
+    RpcError,
+    decode,
+    error_message,
+    parse_message,
+)
+
+__all__ = [
+    "BODY_READ_SECONDS",
+    "answer",
+    "json_body",
+    "read_json",
+    "rpc_error_response",
+    "run_messages",
+    "sse_stream",
+]
+
+# A client that trickles its body this slowly is holding a connection hostage.
+BODY_READ_SECONDS = 30.0
+SSE_PING_SECONDS = 15.0
+# JSON-RPC batches bigger than this are refused before any of it runs.
+MAX_BATCH = 100
+
+
+def json_body(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None
+              ) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def rpc_error_response(error: RpcError, *, status: int = 400,
+                       request_id: Any = None) -> web.Response:
+    return json_body(error_message(request_id if request_id is not None else error.request_id,
+                                   error), status=status)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as a JSON value; RpcError(-32700) when it is not JSON. 413/408 as HTTP errors."""
+    try:
+        async with asyncio.timeout(BODY_READ_SECONDS):
+            body = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body arrived too slowly") from None
+    if not body:
+        raise RpcError(PARSE_ERROR, "the body is empty")
+    return decode(body)
+
+
+def parse_batch(value: Any, *, allow_batch: bool) -> tuple[list[Message], list[dict[str, Any]]]:
+    """Messages to run, and error answers for the entries that were not messages."""
+    if isinstance(value, list):
+        if not allow_batch:
+            raise RpcError(INVALID_REQUEST, "JSON-RPC batches are not allowed here")
+        if not value:
+            raise RpcError(INVALID_REQUEST, "an empty batch is not a request")
+        if len(value) > MAX_BATCH:
+            raise RpcError(INVALID_REQUEST, f"a batch may hold at most {MAX_BATCH} messages")
+        entries = value
+    else:
+        entries = [value]
+    messages: list[Message] = []
+    errors: list[dict[str, Any]] = []
+    for entry in entries:
+        try:
+            messages.append(parse_message(entry))
+        except RpcError as exc:
+            if not isinstance(value, list):
+                raise
+            errors.append(error_message(exc.request_id, exc))
+    return messages, errors
+
+
+async def run_messages(
+    dispatcher: Dispatcher, messages: list[Message], exchange: Exchange
+) -> list[dict[str, Any]]:
+    """Run messages in order; the answers of the requests among them (cancelled ones have none)."""
+    answers = []
+    for message in messages:
+        if isinstance(message, Request):
+            answer_ = await dispatcher.handle_request(message, exchange)
+            if answer_ is not None:
+                answers.append(answer_)
+        elif isinstance(message, Notification):
+            await dispatcher.handle_notification(message, exchange)
+    return answers
+
+
+def answer(answers: list[dict[str, Any]], *, batch: bool,
+           headers: dict[str, str] | None = None) -> web.Response:
+    """The HTTP answer: 202 when nothing needs answering, else the JSON (array for a batch)."""
+    if not answers:
+        return web.Response(status=202, headers=headers)
+    return json_body(answers if batch else answers[0], headers=headers)
+
+
+async def sse_stream(request: web.Request, *, headers: dict[str, str] | None = None
+                     ) -> EventSourceResponse:
+    stream = EventSourceResponse(headers=headers, allow_all_methods=True,
+                                 ping_interval=SSE_PING_SECONDS)
+    await stream.prepare(request)
+    return stream
+
+
+async def send_event(stream: EventSourceResponse, message: dict[str, Any], *,
+                     event_id: int | None = None) -> None:
+    await stream.send(orjson.dumps(message).decode(), event="message",
+                      id=str(event_id) if event_id is not None else None)

@@ -1,0 +1,287 @@
+"""Streamable HTTP at /mcp: the handshake eras (2025-03-26 … 2025-11-25, sessions) and the
+stateless 2026-07-28 era, told apart by the MCP-Protocol-Version header as the official SDK does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from ..server.keys import DISPATCHER, METRICS, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
+from .dispatcher import Exchange
+from .http import (
+    answer,
+    json_body,
+    parse_batch,
+    read_json,
+    rpc_error_response,
+    run_messages,
+    send_event,
+    sse_stream,
+)
+from .jsonrpc import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    Request,
+    RpcError,
+    parse_message,
+)
+from .sessions import Session, SessionLimitError
+from .versions import (
+    BATCHING_VERSIONS,
+    DEFAULT_HEADERLESS_VERSION,
+    HANDSHAKE_VERSIONS,
+    MODERN_VERSIONS,
+    negotiate,
+)
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
+# The wire status of a JSON-RPC error in the stateless era (the official SDK's table).
+MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400,
+                       -32022: 400, METHOD_NOT_FOUND: 404}
+
+
+def _accepts(request: web.Request, *media_types: str) -> bool:
+    accept = request.headers.get("Accept", "")
+    offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if "*/*" in offered:
+        return True
+    return all(m in offered or f"{m.split('/')[0]}/*" in offered for m in media_types)
+
+
+def _is_json(request: web.Request) -> bool:
+    return request.content_type == "application/json"
+
+
+def _http_error(status: int, message: str) -> web.Response:
+    return json_body({"jsonrpc": "2.0", "id": None,
+                      "error": {"code": INVALID_REQUEST, "message": message}}, status=status)
+
+
+def _has_progress(message: Any) -> bool:
+    return (isinstance(message, Request) and isinstance(message.params.get("_meta"), dict)
+            and "progressToken" in message.params["_meta"])
+
+
+@routes.post("/mcp")
+async def post(request: web.Request) -> web.StreamResponse:
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and version not in HANDSHAKE_VERSIONS:
+        return await _post_stateless(request, version)
+    if not _accepts(request, "application/json", "text/event-stream"):
+        return _http_error(406, "Accept must list application/json and text/event-stream")
+    if not _is_json(request):
+        return _http_error(415, "Content-Type must be application/json")
+    try:
+        value = await read_json(request)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+    if isinstance(value, dict) and value.get("method") == "initialize":
+        return await _initialize(request, value)
+    if isinstance(value, list) and any(
+            isinstance(m, dict) and m.get("method") == "initialize" for m in value):
+        return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must not be batched"))
+    session = _session(request)
+    if isinstance(session, web.Response):
+        return session
+    try:
+        messages, errors = parse_batch(
+            value, allow_batch=session.protocol_version in BATCHING_VERSIONS)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+    exchange = _exchange(request, session)
+    headers = {SESSION_HEADER: session.id}
+    if any(_has_progress(m) for m in messages):
+        return await _answer_as_stream(request, messages, errors, exchange, headers)
+    answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange)
+    return answer(answers, batch=isinstance(value, list), headers=headers)
+
+
+async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Response:
+    try:
+        message = parse_message(value)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+    if not isinstance(message, Request):
+        return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must be a request"))
+    settings = request.app[SETTINGS]
+    try:
+        session = request.app[SESSIONS].create(
+            key_id=request[PRINCIPAL].key_id, transport="streamable",
+            protocol_version=negotiate(message.params.get("protocolVersion")),
+            max_concurrent_calls=settings.session_max_concurrent_calls,
+        )
+    except SessionLimitError as exc:
+        return _http_error(429, str(exc))
+    result = request.app[DISPATCHER].initialize_result(
+        message.params, session=session, transport="streamable")
+    return json_body({"jsonrpc": "2.0", "id": message.id, "result": result},
+                     headers={SESSION_HEADER: session.id})
+
+
+def _session(request: web.Request) -> Session | web.Response:
+    """The caller's session, or the HTTP answer for a missing, bad or foreign one."""
+    session_id = request.headers.get(SESSION_HEADER)
+    if not session_id:
+        return _http_error(400, f"{SESSION_HEADER} header is required after initialize")
+    version = request.headers.get(VERSION_HEADER, DEFAULT_HEADERLESS_VERSION)
+    if version not in HANDSHAKE_VERSIONS:
+        return _http_error(400, f"unsupported {VERSION_HEADER}: {version}")
+    session = request.app[SESSIONS].get(session_id, request[PRINCIPAL].key_id,
+                                        transport="streamable")
+    if session is None:
+        # Unknown, ended, expired, or opened by another key: all the same to the caller.
+        return _http_error(404, "session not found; initialize a new one")
+    return session
+
+
+def _exchange(request: web.Request, session: Session) -> Exchange:
+    async def notify(message: dict[str, Any]) -> None:
+        # In JSON mode a request's notifications can only travel on the session's GET stream.
+        if session.stream_open:
+            session.post(message)
+
+    return Exchange(principal=request[PRINCIPAL], protocol_version=session.protocol_version,
+                    transport="streamable", http_request_id=request[REQUEST_ID],
+                    session=session, notify=notify)
+
+
+async def _answer_as_stream(request: web.Request, messages: list[Any], errors: list[Any],
+                            exchange: Exchange, headers: dict[str, str]) -> web.StreamResponse:
+    """An SSE answer: the requests' notifications (progress, log) first, then their answers."""
+    stream = await sse_stream(request, headers=headers)
+
+    async def notify(message: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await send_event(stream, message)
+
+    exchange.notify = notify
+    try:
+        answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange)
+        for message in answers:
+            await send_event(stream, message)
+    except (ConnectionError, RuntimeError):
+        pass  # the client went away; that is not a cancel, and there is no one to tell
+    finally:
+        stream.stop_streaming()
+    return stream
+
+
+@routes.get("/mcp")
+async def get(request: web.Request) -> web.StreamResponse:
+    """The session's stream for server-initiated messages, resumable with Last-Event-ID."""
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and version in MODERN_VERSIONS:
+        return _http_error(405, "the stateless protocol has no GET stream")
+    if not _accepts(request, "text/event-stream"):
+        return _http_error(406, "Accept must list text/event-stream")
+    session = _session(request)
+    if isinstance(session, web.Response):
+        return session
+    if session.stream_open:
+        return _http_error(409, "this session already has a stream open")
+    last_event = request.headers.get("Last-Event-ID", "")
+    session.stream_open = True
+    metrics = request.app[METRICS]
+    try:
+        stream = await sse_stream(request, headers={SESSION_HEADER: session.id})
+        if last_event.isdigit():
+            for event_id, message in session.replay_after(int(last_event)):
+                await send_event(stream, message, event_id=event_id)
+        while (message := await session.outbox.get()) is not None:
+            await send_event(stream, message, event_id=session.record_sent(message))
+            metrics.mcp_requests.labels(message.get("method", "response"), "stream").inc()
+        stream.stop_streaming()
+        return stream
+    finally:
+        session.stream_open = False
+        session.touch()
+
+
+@routes.delete("/mcp")
+async def delete(request: web.Request) -> web.Response:
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and version in MODERN_VERSIONS:
+        return _http_error(405, "the stateless protocol has no sessions to end")
+    session = _session(request)
+    if isinstance(session, web.Response):
+        return session
+    request.app[SESSIONS].remove(session)
+    return web.Response(status=204)
+
+
+# -- the stateless era (2026-07-28) ---------------------------------------------------------
+
+async def _post_stateless(request: web.Request, version: str) -> web.StreamResponse:
+    if not _accepts(request, "application/json"):
+        return _http_error(406, "Accept must list application/json")
+    if not _is_json(request):
+        return _http_error(415, "Content-Type must be application/json")
+    try:
+        value = await read_json(request)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+    if not isinstance(value, dict):
+        return rpc_error_response(RpcError(
+            INVALID_REQUEST, "the body must be one JSON-RPC request or notification"))
+    if "id" not in value:
+        if version not in MODERN_VERSIONS:
+            return rpc_error_response(_unsupported(version))
+        return web.Response(status=202)
+    try:
+        message = parse_message(value)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+    if not isinstance(message, Request):
+        return rpc_error_response(RpcError(INVALID_REQUEST, "expected a request"))
+    if (rejection := _ladder(request, message)) is not None:
+        return rpc_error_response(rejection, request_id=message.id)
+    exchange = Exchange(principal=request[PRINCIPAL], protocol_version=version,
+                        transport="streamable", http_request_id=request[REQUEST_ID])
+    if _has_progress(message) and _accepts(request, "text/event-stream"):
+        return await _answer_as_stream(request, [message], [], exchange, {})
+    reply = await request.app[DISPATCHER].handle_request(message, exchange)
+    if reply is None:
+        return web.Response(status=202)
+    status = MODERN_ERROR_STATUS.get(reply["error"]["code"], 200) if "error" in reply else 200
+    return json_body(reply, status=status)
+
+
+def _unsupported(requested: Any) -> RpcError:
+    return RpcError(-32022, f"unsupported protocol version: {requested}",
+                    {"supported": list(MODERN_VERSIONS), "requested": requested})
+
+
+def _ladder(request: web.Request, message: Request) -> RpcError | None:
+    """The stateless era's checks, in the specification's order; the first failure wins."""
+    meta = message.params.get("_meta")
+    if not isinstance(meta, dict) or PROTOCOL_VERSION_META not in meta \
+            or CLIENT_CAPABILITIES_META not in meta:
+        return RpcError(INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_META!r} and "
+                                        f"{CLIENT_CAPABILITIES_META!r}")
+    body_version = meta[PROTOCOL_VERSION_META]
+    if request.headers.get(VERSION_HEADER) != body_version:
+        return RpcError(HEADER_MISMATCH,
+                        f"{VERSION_HEADER} header does not match params._meta's protocol version")
+    if request.headers.get("Mcp-Method") != message.method:
+        return RpcError(HEADER_MISMATCH, "Mcp-Method header does not match the body's method")
+    if message.method == "tools/call":
+        name = message.params.get("name")
+        if name is not None and request.headers.get("Mcp-Name") != name:
+            return RpcError(HEADER_MISMATCH, "Mcp-Name header does not match the tool's name")
+    if not isinstance(body_version, str):
+        return RpcError(INVALID_PARAMS, "the protocol version must be a string")
+    if body_version not in MODERN_VERSIONS:
+        return _unsupported(body_version)
+    return None
