@@ -1,0 +1,273 @@
+"""Authentication and the request guards, over real HTTP against a real database.
+
+The product has no protected route of its own yet, so each app here gets a tiny ``/whoami`` that
+answers with the principal the middleware attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from spiral_mcp import admin
+from spiral_mcp.auth import new_key
+from spiral_mcp.config import load_settings
+from spiral_mcp.provision import DatabaseUrls
+from spiral_mcp.queries import Queries
+from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import AUTHENTICATOR, PRINCIPAL
+
+INVALID_CHALLENGE = 'Bearer realm="spiral-mcp", error="invalid_token"'
+
+Serve = Callable[..., Awaitable[TestClient]]
+
+
+async def whoami(request: web.Request) -> web.Response:
+    await request.read()  # reading is where aiohttp enforces client_max_size
+    principal = request[PRINCIPAL]
+    return web.json_response({
+        "tenant_id": str(principal.tenant_id),
+        "key_id": str(principal.key_id),
+        "key_name": principal.key_name,
+        "scopes": sorted(principal.scopes),
+        "user": principal.user,
+    })
+
+
+@pytest.fixture
+def serve(aiohttp_client, database_urls: DatabaseUrls) -> Serve:
+    """``await serve(AUTH_CACHE_TTL="1")``: the app with ``/whoami``, on a real loopback socket."""
+
+    async def start(**env: str) -> TestClient:
+        settings = load_settings(environ={
+            "DATABASE_URL": database_urls.runtime, "AUTH_CACHE_TTL": "0", "DB_POOL_MIN": "1",
+            "DB_POOL_MAX": "5", **env,
+        })
+        app = create_app(settings, database_url=database_urls.runtime)
+        app.router.add_route("*", "/whoami", whoami)
+        return await aiohttp_client(app)
+
+    return start
+
+
+async def _create_key(
+    conn: asyncpg.Connection, queries: Queries, tenant_id: uuid.UUID, *,
+    scopes: tuple[str, ...] = ("read",), user: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[uuid.UUID, str]:
+    async with conn.transaction():
+        return await admin.create_api_key(
+            conn, queries, tenant_id=tenant_id, name="auth test", scopes=list(scopes), user=user,
+            expires_at=expires_at)
+
+
+async def _revoke(conn: asyncpg.Connection, queries: Queries, key_id: uuid.UUID) -> None:
+    async with conn.transaction():
+        await admin.revoke_api_key(conn, queries, key_id)
+
+
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def test_a_valid_key_is_the_principal(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries
+) -> None:
+    client = await serve()
+    tenant = await make_tenant()
+    key_id, secret = await _create_key(admin_conn, queries, tenant.id, scopes=("query", "read"),
+                                       user="ana@example.com")
+    resp = await client.get("/whoami", headers=_bearer(secret))
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {
+        "tenant_id": str(tenant.id), "key_id": str(key_id), "key_name": "auth test",
+        "scopes": ["query", "read"], "user": "ana@example.com",
+    }
+    # The scheme is case-insensitive (RFC 9110); a key without a user acts for nobody.
+    resp = await client.get("/whoami", headers={"Authorization": f"bearer {tenant.key}"})
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["key_id"] == str(tenant.key_id) and body["user"] == "tester@example.com"
+    assert body["scopes"] == ["admin", "query", "read", "write"]
+    _, anonymous = await _create_key(admin_conn, queries, tenant.id)
+    resp = await client.get("/whoami", headers=_bearer(anonymous))
+    assert (await resp.json())["user"] is None
+
+
+@pytest.mark.parametrize("header", [None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x"])
+async def test_no_bearer_key_is_401_with_a_challenge(
+    serve: Serve, header: str | None
+) -> None:
+    client = await serve()
+    resp = await client.get("/whoami", headers={"Authorization": header} if header else {})
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="spiral-mcp"'
+    assert (await resp.json())["error"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_every_invalid_key_gets_the_same_answer(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries
+) -> None:
+    """Malformed, unknown, wrong secret, revoked, expired: one status, one header, one body,
+    so an answer never tells whether a key or tenant exists."""
+    client = await serve()
+    tenant = await make_tenant()
+    other = await make_tenant()
+    revoked_id, revoked = await _create_key(admin_conn, queries, tenant.id)
+    await _revoke(admin_conn, queries, revoked_id)
+    _, expired = await _create_key(admin_conn, queries, tenant.id,
+                                   expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    real = tenant.key
+    body_of_real = real[len("spk_") + 64:]
+    cases = {
+        "not a key": "hello",
+        "short": real[:-1],
+        "long": real + "A",
+        "wrong prefix": "spx_" + real[4:],
+        "ids not hex": "spk_" + "z" * 64 + body_of_real,
+        "unknown tenant": new_key(uuid.uuid4()).secret,
+        "real tenant, unknown key id": new_key(tenant.id).secret,
+        "wrong secret for a real key id": real[:-43] + new_key(tenant.id).secret[-43:],
+        "real key under another tenant": f"spk_{other.id.hex}{tenant.key_id.hex}{body_of_real}",
+        "revoked": revoked,
+        "expired": expired,
+    }
+    answers: dict[str, tuple[int, str | None, bytes]] = {}
+    for case, secret in cases.items():
+        resp = await client.get("/whoami", headers=_bearer(secret))
+        answers[case] = (resp.status, resp.headers.get("WWW-Authenticate"), await resp.read())
+    first = answers["not a key"]
+    assert first[0] == 401 and first[1] == INVALID_CHALLENGE
+    assert b"UNAUTHENTICATED" in first[2]
+    assert {case: answer for case, answer in answers.items() if answer != first} == {}
+    # The real key still works: the refusals above were about the keys, not the server.
+    assert (await client.get("/whoami", headers=tenant.headers)).status == 200
+
+
+async def test_revocation_is_immediate_without_a_cache(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries
+) -> None:
+    client = await serve(AUTH_CACHE_TTL="0")
+    tenant = await make_tenant()
+    assert (await client.get("/whoami", headers=tenant.headers)).status == 200
+    await _revoke(admin_conn, queries, tenant.key_id)
+    resp = await client.get("/whoami", headers=tenant.headers)
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == INVALID_CHALLENGE
+
+
+async def test_revocation_takes_effect_within_the_cache_ttl(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries
+) -> None:
+    ttl = 1.0
+    client = await serve(AUTH_CACHE_TTL=str(ttl))
+    tenant = await make_tenant()
+    started = time.monotonic()
+    assert (await client.get("/whoami", headers=tenant.headers)).status == 200  # now cached
+    await _revoke(admin_conn, queries, tenant.key_id)
+    # Within the TTL the verified row is trusted: that is what the cache is for.
+    assert (await client.get("/whoami", headers=tenant.headers)).status == 200
+    while (await client.get("/whoami", headers=tenant.headers)).status == 200:
+        assert time.monotonic() - started < ttl + 2.0, "revoked key still accepted"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started >= ttl
+
+
+async def test_last_used_is_written_by_the_flush_not_per_request(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection
+) -> None:
+    client = await serve()
+    tenant = await make_tenant()
+
+    async def last_used() -> datetime | None:
+        # The owner sees every tenant's key rows (policy owner_admin).
+        return await admin_conn.fetchval(
+            "SELECT last_used_at FROM api_keys WHERE key_id = $1", tenant.key_id)
+
+    before = datetime.now(UTC)
+    for _ in range(3):
+        assert (await client.get("/whoami", headers=tenant.headers)).status == 200
+    assert await last_used() is None
+    await client.app[AUTHENTICATOR].flush_last_used()
+    used = await last_used()
+    assert used is not None and before <= used <= datetime.now(UTC)
+    # A refused key is not "used".
+    unknown = new_key(tenant.id).secret
+    assert (await client.get("/whoami", headers=_bearer(unknown))).status == 401
+    await client.app[AUTHENTICATOR].flush_last_used()
+    assert await last_used() == used
+
+
+@pytest.mark.parametrize("origin", [
+    "https://evil.example", "null", "http://localhost.evil.example",
+    "http://127.0.0.1.nip.io:8055", "file://", "chrome-extension://abcdef",
+])
+async def test_a_foreign_origin_is_403(serve: Serve, make_tenant, origin: str) -> None:
+    client = await serve()
+    tenant = await make_tenant()
+    resp = await client.get("/whoami", headers={**tenant.headers, "Origin": origin})
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "FORBIDDEN_ORIGIN"
+    # Checked before authentication: a keyless cross-site probe learns nothing more.
+    resp = await client.get("/whoami", headers={"Origin": origin})
+    assert resp.status == 403
+
+
+@pytest.mark.parametrize("origin", [
+    "http://localhost:6274", "https://localhost", "http://127.0.0.1:3000", "http://[::1]:8080",
+])
+async def test_a_loopback_origin_is_allowed(serve: Serve, make_tenant, origin: str) -> None:
+    client = await serve()
+    tenant = await make_tenant()
+    resp = await client.get("/whoami", headers={**tenant.headers, "Origin": origin})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_allowed_origins_admits_exactly_those(serve: Serve, make_tenant) -> None:
+    client = await serve(ALLOWED_ORIGINS="https://app.example.com, https://ops.example.com")
+    tenant = await make_tenant()
+    for origin, status in [("https://app.example.com", 200), ("https://ops.example.com", 200),
+                           ("https://app.example.com:8443", 403), ("http://app.example.com", 403),
+                           ("https://evil.example", 403)]:
+        resp = await client.get("/whoami", headers={**tenant.headers, "Origin": origin})
+        assert resp.status == status, origin
+
+
+@pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:8055", "10.1.2.3"])
+async def test_a_foreign_host_header_is_403_on_a_loopback_bind(
+    serve: Serve, make_tenant, host: str
+) -> None:
+    """DNS rebinding: a foreign name resolving to 127.0.0.1 arrives with its own Host."""
+    client = await serve(HOST="127.0.0.1")
+    tenant = await make_tenant()
+    resp = await client.get("/whoami", headers={**tenant.headers, "Host": host})
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "FORBIDDEN_HOST"
+    for loopback in ("localhost:8055", "127.0.0.1", "[::1]:8055"):
+        resp = await client.get("/whoami", headers={**tenant.headers, "Host": loopback})
+        assert resp.status == 200, loopback
+
+
+async def test_any_host_header_is_served_when_bound_to_all_interfaces(
+    serve: Serve, make_tenant
+) -> None:
+    client = await serve(HOST="0.0.0.0")  # noqa: S104 - the setting under test, not a bind
+    tenant = await make_tenant()
+    resp = await client.get("/whoami", headers={**tenant.headers, "Host": "spiral.example.com"})
+    assert resp.status == 200
+
+
+async def test_a_body_over_max_body_bytes_is_413(serve: Serve, make_tenant) -> None:
+    client = await serve(MAX_BODY_BYTES="1024")
+    tenant = await make_tenant()
+    resp = await client.post("/whoami", data=b"x" * 1024, headers=tenant.headers)
+    assert resp.status == 200
+    resp = await client.post("/whoami", data=b"x" * 1025, headers=tenant.headers)
+    assert resp.status == 413
