@@ -87,7 +87,8 @@ async def load_demo(
             key = f"{project_key}-{number}"
             kind = "epic" if number - first < 4 else rng.choice(
                 ("bug", "bug", "story", "task", "task", "feature"))
-            created = now - timedelta(days=rng.uniform(1, 90), hours=rng.uniform(0, 23))
+            # At most 89 days and 23 hours back: every item falls within the last 90 days.
+            created = now - timedelta(days=rng.uniform(1, 89), hours=rng.uniform(0, 23))
             path = rng.choices(_PATHS, _PATH_WEIGHTS)[0]
             at, previous = created, None
             for status in path:
