@@ -161,6 +161,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ENABLED_TOOLSETS", _csv, (),
             "toolsets to serve, e.g. jira,sql (default: all)"),
     Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
+    Setting("IDEMPOTENCY_TTL", _float(60, 30 * 86400), 86400.0,
+            "seconds an idempotency key is remembered"),
     Setting("DEMO_DATA", _bool, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
 )
@@ -196,6 +198,7 @@ class Settings:
     session_max_concurrent_calls: int
     enabled_toolsets: tuple[str, ...]
     read_only: bool
+    idempotency_ttl: float
     demo_data: bool
 
     @property

@@ -17,6 +17,7 @@ import asyncpg
 from ..auth import Principal
 from ..db import Database
 from .audit import AuditEntry, redact
+from .idempotency import Claim
 
 __all__ = ["ToolContext"]
 
@@ -45,6 +46,8 @@ class ToolContext:
     audited: bool = False
     # Set when the result is a stored answer to an earlier call with the same idempotency key.
     replayed: bool = False
+    # The idempotency key this call holds, if it was given one.
+    claim: Claim | None = None
 
     @property
     def tenant_id(self) -> uuid.UUID:
@@ -56,15 +59,20 @@ class ToolContext:
         async with self.database.tenant(self.principal.tenant_id, readonly=readonly) as conn:
             yield conn
 
-    async def audit_in(
+    async def commit_write(
         self,
         conn: asyncpg.Connection,
         *,
         arguments: dict[str, Any],
+        result: Any,
         before: Any = None,
         after: Any = None,
     ) -> None:
-        """Write this call's audit row in the handler's transaction, with before/after values."""
+        """In the write's own transaction: its audit row (with before/after values) and, when the
+        call holds an idempotency key, its stored result — so all of it commits or none does."""
+        if self.claim is not None:
+            await self.database.queries.idempotency_complete(
+                conn, tool=self.claim.tool, key=self.claim.key, response=result)
         entry = AuditEntry(
             tenant_id=self.principal.tenant_id, key_id=self.principal.key_id,
             actor=self.principal.user, tool=self.tool, arguments=redact(arguments),

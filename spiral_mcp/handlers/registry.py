@@ -26,6 +26,7 @@ from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
 from .audit import AuditEntry, AuditWriter, redact
 from .context import ToolContext
+from .idempotency import Claim, IdempotencyStore
 
 __all__ = ["Tool", "ToolRegistry", "envelope_schema"]
 
@@ -132,12 +133,14 @@ class ToolRegistry:
         read_only_mode: bool,
         rate_limiter: Any,
         audit: AuditWriter,
+        idempotency: IdempotencyStore,
         metrics: Any,
         schema_dir: Path | None = None,
     ) -> None:
         schema_dir = schema_dir or Path(str(resources.files("spiral_mcp.schemas")))
         self._rate_limiter = rate_limiter
         self._audit = audit
+        self._idempotency = idempotency
         self._metrics = metrics
         self._tools: dict[str, _Compiled] = {}
         self._aliases: dict[str, str] = {}
@@ -173,6 +176,22 @@ class ToolRegistry:
         self._tools[tool.name] = _Compiled(tool, listing, Draft202012Validator(input_schema))
         for alias in tool.aliases:
             self._aliases[alias] = tool.name
+
+    async def _run(self, tool: Tool, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
+        key = arguments.get("idempotency_key") if not tool.read_only else None
+        if key is None:
+            return await tool.handler(ctx, arguments)
+        outcome = await self._idempotency.claim(ctx.tenant_id, tool.name, key, arguments)
+        if not isinstance(outcome, Claim):
+            ctx.replayed = True
+            return outcome
+        ctx.claim = outcome
+        try:
+            return await tool.handler(ctx, arguments)
+        except BaseException:
+            # Nothing was written (the write's transaction rolled back): let a retry run.
+            await self._idempotency.release(ctx.tenant_id, outcome)
+            raise
 
     def visible(self, principal: Principal) -> list[dict[str, Any]]:
         """The tool listings this key may call, in a stable order."""
@@ -210,7 +229,7 @@ class ToolRegistry:
                     + "; ".join(f"{d['path']}: {d['message']}" for d in details[:5]),
                     details=details,
                 )
-            data = await tool.handler(ctx, arguments)
+            data = await self._run(tool, ctx, arguments)
             envelope: dict[str, Any] = {
                 "success": True,
                 "data": data,

@@ -20,6 +20,7 @@ from ..config import Settings
 from ..db import Database, create_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
+from ..handlers.idempotency import IdempotencyStore
 from ..protocol import execute, legacy_sse, streamable
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _STARTUP_ATTEMPTS = 15
 _LAST_USED_FLUSH_SECONDS = 30.0
+_REAP_SECONDS = 600.0
 
 
 def create_app(
@@ -159,12 +161,14 @@ def _protocol(tools: list[Tool]):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         audit = AuditWriter(app[DATABASE])
+        idempotency = IdempotencyStore(app[DATABASE], ttl=settings.idempotency_ttl)
         registry = ToolRegistry(
             tools,
             enabled_toolsets=frozenset(settings.enabled_toolsets) or None,
             read_only_mode=settings.read_only,
             rate_limiter=app[RATE_LIMITER],
             audit=audit,
+            idempotency=idempotency,
             metrics=app[METRICS],
         )
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
@@ -178,7 +182,9 @@ def _protocol(tools: list[Tool]):
         background = BackgroundTasks()
         app[BACKGROUND] = background
         audit.start()
+        reaper = asyncio.create_task(idempotency.reap_periodically(_REAP_SECONDS))
         yield
+        reaper.cancel()
         await background.close(grace=settings.shutdown_timeout)
         # Last: every call has ended, so every audit row is queued; write them before the pool
         # closes.
