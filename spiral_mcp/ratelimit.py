@@ -118,8 +118,10 @@ class RateLimiter:
                 return await self._redis.take(keys, interval=interval, window=self._window)
             except (RedisError, OSError):
                 # Keep serving on the local buckets for a while rather than failing every call
-                # or waiting on a dead connection each time.
+                # or waiting on a dead connection each time. Calls already in flight fail too:
+                # each is counted, the outage is logged once.
+                if time.monotonic() >= self._backend_down_until:
+                    log.warning("Redis unreachable; rate limits are kept in process for now")
                 self._backend_down_until = time.monotonic() + self._retry_backend_after
                 self._on_backend_error()
-                log.warning("Redis unreachable; rate limits are kept in process for now")
         return self._local.take(keys, interval=interval, window=self._window)
