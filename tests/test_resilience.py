@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 
 from spiral_mcp import admin, demo
 from spiral_mcp.provision import provision
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
-
-from conftest import make_settings
 
 pytestmark = pytest.mark.slow
 
