@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import orjson
@@ -40,6 +40,13 @@ class CommandError(Exception):
     """A command failed for a reason the user can act on; printed as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line too, not the usage block; subcommands inherit this class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     db = common.add_argument_group("database (override the environment)")
@@ -47,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("--admin-database-url", help="owner role URL (ADMIN_DATABASE_URL)")
     db.add_argument("--data-dir", help="embedded database folder (SPIRAL_DATA_DIR)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spiral-mcp", description="A multi-tenant MCP server for work items and safe SQL."
     )
     parser.add_argument("--version", action="version", version=f"spiral-mcp {__version__}")
@@ -199,9 +206,13 @@ async def _run_admin(args: argparse.Namespace, settings: Settings) -> None:
             await _with_admin(settings, lambda c, q: admin.revoke_api_key(c, q, args.key_id))
             print(f"revoked {args.key_id}")
         case "demo", _:
-            summary = await _with_admin(
-                settings, lambda c, q: demo.load_demo(c, q, tenant_id=args.tenant))
-            _print_json(summary)
+            async def load(c: asyncpg.Connection, q: Queries) -> dict[str, int]:
+                # Checked first: an unknown tenant would otherwise end as a foreign-key trace.
+                if not await q.tenant_exists(c, tenant_id=args.tenant):
+                    raise admin.AdminError(f"no tenant with id {args.tenant}")
+                return await demo.load_demo(c, q, tenant_id=args.tenant)
+
+            _print_json(await _with_admin(settings, load))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,248 @@
+"""The ``spiral-mcp`` console script, run as a real process against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from spiral_mcp.config import SETTINGS, load_settings
+from spiral_mcp.provision import DatabaseUrls
+from spiral_mcp.roles import OWNER_ROLE, url_for_role
+from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import PRINCIPAL
+
+# The installed entry point, as an operator runs it; ``-m`` only if the venv has no script.
+_SCRIPT = Path(sys.executable).with_name("spiral-mcp")
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "spiral_mcp"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return orjson.loads(self.out)
+
+
+@pytest.fixture
+def cli(database_urls: DatabaseUrls, tmp_path: Path):
+    """``await cli("tenant", "list", ADMIN_DATABASE_URL=...)``: run the command, capture all."""
+    assert database_urls.admin is not None
+    # Nothing of the caller's environment may steer the command (an unset admin URL would
+    # start the embedded database).
+    base = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
+    base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path)}
+
+    async def run(*args: str, **env: str) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            *COMMAND, *args, env={**base, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode is not None
+        return Result(proc.returncode, out.decode(), err.decode())
+
+    return run
+
+
+def _ok(result: Result) -> Result:
+    assert result.code == 0, result.err
+    return result
+
+
+async def whoami(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    return web.json_response({"tenant_id": str(principal.tenant_id),
+                              "scopes": sorted(principal.scopes), "user": principal.user})
+
+
+@pytest.fixture
+async def server(aiohttp_client, database_urls: DatabaseUrls) -> AsyncIterator[TestClient]:
+    """The app with a tiny protected route; no key cache, so revocation shows at once."""
+    settings = load_settings(environ={"DATABASE_URL": database_urls.runtime,
+                                      "AUTH_CACHE_TTL": "0", "DB_POOL_MIN": "1"})
+    app = create_app(settings, database_url=database_urls.runtime)
+    app.router.add_get("/whoami", whoami)
+    yield await aiohttp_client(app)
+
+
+async def _new_tenant(cli, name: str = "CLI tenant") -> str:
+    result = _ok(await cli("tenant", "create", name))
+    tenant_id = result.out.strip()
+    uuid.UUID(tenant_id)  # stdout is the id alone, for scripts
+    return tenant_id
+
+
+async def test_tenant_create_and_list(cli) -> None:
+    name = f"Acme {uuid.uuid4().hex[:6]}"
+    tenant_id = await _new_tenant(cli, name)
+    listed = (_ok(await cli("tenant", "list"))).json()
+    assert isinstance(listed, list)
+    mine = [row for row in listed if row["tenant_id"] == tenant_id]
+    assert len(mine) == 1
+    assert mine[0]["name"] == name and mine[0]["live_keys"] == 0
+
+
+async def test_apikey_create_list_revoke(cli, server: TestClient) -> None:
+    tenant_id = await _new_tenant(cli)
+    created = _ok(await cli("apikey", "create", "--tenant", tenant_id, "--name", "ci bot",
+                                  "--scopes", "query,read", "--user", "bot@example.com",
+                                  "--expires-in-days", "30"))
+    # The secret is stdout's only line, printed once; the key id and the warning go to stderr.
+    secret = created.out.strip()
+    assert created.out == secret + "\n" and secret.startswith("spk_")
+    assert secret not in created.err and "shown once" in created.err
+    key_id = created.err.split("key id: ", 1)[1].split()[0]
+    uuid.UUID(key_id)
+
+    resp = await server.get("/whoami", headers={"Authorization": f"Bearer {secret}"})
+    assert resp.status == 200
+    assert await resp.json() == {"tenant_id": tenant_id, "scopes": ["query", "read"],
+                                 "user": "bot@example.com"}
+
+    for args in (("--tenant", tenant_id), ()):
+        listing = _ok(await cli("apikey", "list", *args))
+        # Never the secret, any part of it, or its hash.
+        for leak in (secret, secret[-43:], hashlib.sha256(secret.encode()).hexdigest(),
+                     "key_hash"):
+            assert leak not in listing.out and leak not in listing.err
+        rows = [row for row in listing.json() if row["key_id"] == key_id]
+        assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == {"key_id", "tenant_id", "name", "scopes", "acts_as", "created_at",
+                        "expires_at", "revoked_at", "last_used_at"}
+    assert row["tenant_id"] == tenant_id and row["name"] == "ci bot"
+    assert row["scopes"] == ["read", "query"] and row["acts_as"] == "bot@example.com"
+    assert row["revoked_at"] is None
+    expires = datetime.fromisoformat(row["expires_at"])
+    assert abs(expires - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=5)
+    tenants = (_ok(await cli("tenant", "list"))).json()
+    assert [t["live_keys"] for t in tenants if t["tenant_id"] == tenant_id] == [1]
+
+    revoked = _ok(await cli("apikey", "revoke", key_id))
+    assert revoked.out.strip() == f"revoked {key_id}"
+    resp = await server.get("/whoami", headers={"Authorization": f"Bearer {secret}"})
+    assert resp.status == 401
+    listing = (_ok(await cli("apikey", "list", "--tenant", tenant_id))).json()
+    assert listing[0]["revoked_at"] is not None
+    again = await cli("apikey", "revoke", key_id)
+    assert again.code == 1 and "no live key" in again.err
+
+
+async def test_demo_loads_into_a_tenant(cli) -> None:
+    tenant_id = await _new_tenant(cli)
+    summary = (_ok(await cli("demo", "--tenant", tenant_id))).json()
+    assert isinstance(summary, dict)
+    assert summary["projects"] == 3 and summary["work_items"] == 300
+    assert summary["transitions"] >= 300 and summary["comments"] > 0 and summary["links"] > 0
+
+
+# Fixed, so test ids are stable; tenants and keys get random ids, so none has this one.
+UNKNOWN = "0badc0de-0000-4000-8000-000000000000"
+BAD_VALUE_IDS = [
+    "port", "log-level", "admin-url-scheme", "unreachable-db", "blank-tenant-name",
+    "unknown-scope", "no-scope", "key-for-unknown-tenant", "demo-for-unknown-tenant",
+    "tenant-not-a-uuid", "zero-expiry-days", "revoke-not-a-uuid", "revoke-unknown-key",
+    "rollback-count-0", "missing-action",
+]
+
+
+@pytest.mark.parametrize(("args", "env", "code", "says"), [
+    (["tenant", "list"], {"PORT": "abc"}, 2, "PORT: expected a whole number"),
+    (["tenant", "list"], {"LOG_LEVEL": "loud"}, 2, "LOG_LEVEL"),
+    (["tenant", "list"], {"ADMIN_DATABASE_URL": "mysql://db/x"}, 2, "ADMIN_DATABASE_URL"),
+    (["tenant", "list"], {"ADMIN_DATABASE_URL": "postgresql://spiral_owner@127.0.0.1:1/x"}, 1,
+     "cannot connect to the database"),
+    (["tenant", "create", " "], {}, 1, "1 to 200 characters"),
+    (["apikey", "create", "--tenant", "{tenant}", "--name", "k", "--scopes", "read,fly"], {}, 1,
+     "unknown scopes fly"),
+    (["apikey", "create", "--tenant", "{tenant}", "--name", "k", "--scopes", ","], {}, 1,
+     "at least one scope"),
+    (["apikey", "create", "--tenant", UNKNOWN, "--name", "k"], {}, 1,
+     f"no tenant with id {UNKNOWN}"),
+    (["demo", "--tenant", UNKNOWN], {}, 1, f"no tenant with id {UNKNOWN}"),
+    (["apikey", "create", "--tenant", "not-a-uuid", "--name", "k"], {}, 2,
+     "not a valid id: 'not-a-uuid'"),
+    (["apikey", "create", "--tenant", "{tenant}", "--name", "k", "--expires-in-days", "0"], {},
+     2, "--expires-in-days"),
+    (["apikey", "revoke", "12345"], {}, 2, "not a valid id"),
+    (["apikey", "revoke", UNKNOWN], {}, 1, f"no live key with id {UNKNOWN}"),
+    (["migrate", "rollback", "--count", "0"], {}, 1, "--count must be at least 1"),
+    (["tenant"], {}, 2, "required"),
+], ids=BAD_VALUE_IDS)
+async def test_a_bad_value_is_one_line_and_a_failing_exit(
+    cli, make_tenant, args: list[str], env: dict[str, str], code: int, says: str
+) -> None:
+    tenant = await make_tenant()
+    result = await cli(*(a.replace("{tenant}", str(tenant.id)) for a in args), **env)
+    assert result.code == code, result.err
+    assert result.out == ""
+    assert result.err.endswith("\n") and result.err.count("\n") == 1, result.err
+    assert result.err.startswith("spiral-mcp") and "error" in result.err
+    assert says in result.err
+
+
+@pytest.fixture
+async def fresh_database(superuser_url: str) -> AsyncIterator[str]:
+    """An empty database owned by the owner role, never the shared test database; its URL as
+    the owner. The roles exist already (the session's provisioning made them)."""
+    name = f"spiral_cli_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER_ROLE}"')
+        yield url_for_role(superuser_url, OWNER_ROLE, database=name)
+    finally:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+async def _has_table(url: str, table: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+    finally:
+        await conn.close()
+
+
+async def test_migrate_apply_status_rollback_on_a_fresh_database(
+    cli, fresh_database: str
+) -> None:
+    env = {"ADMIN_DATABASE_URL": fresh_database}
+    status = _ok(await cli("migrate", "status", **env))
+    assert status.out.splitlines() == ["pending  0001_core"]
+
+    applied = _ok(await cli("migrate", "apply", **env))
+    assert applied.out.strip() == "applied 1 migration(s): 0001_core"
+    assert await _has_table(fresh_database, "work_items")
+    status = _ok(await cli("migrate", "status", **env))
+    assert status.out.splitlines() == ["applied  0001_core"]
+    again = _ok(await cli("migrate", "apply", **env))
+    assert again.out.strip() == "applied 0 migration(s)"
+
+    undone = _ok(await cli("migrate", "rollback", **env))
+    assert undone.out.strip() == "rolled back 1 migration(s): 0001_core"
+    assert not await _has_table(fresh_database, "work_items")
+    assert not await _has_table(fresh_database, "tenants")
+    status = _ok(await cli("migrate", "status", **env))
+    assert status.out.splitlines() == ["pending  0001_core"]
+
+    # The rollback left nothing behind that would stop a second apply.
+    reapplied = _ok(await cli("migrate", "apply", **env))
+    assert reapplied.out.strip() == "applied 1 migration(s): 0001_core"
+    assert await _has_table(fresh_database, "work_items")
+    created = _ok(await cli("tenant", "create", "after re-apply", **env))
+    uuid.UUID(created.out.strip())
