@@ -1,0 +1,342 @@
+"""Compiles a parsed JQL query to an SQL boolean expression over ``work_items``.
+
+Only two things ever reach the SQL text: column names and expressions from the fixed tables in
+this module, and ``$n`` placeholders. Every value from the query travels as a bind parameter, with
+an explicit cast so its type never depends on inference.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from spiral_mcp.jql.dates import resolve_date
+from spiral_mcp.jql.errors import JqlError
+from spiral_mcp.jql.names import DATE_FUNCTIONS
+from spiral_mcp.jql.nodes import And, Clause, Empty, Func, Literal, Node, Not, Or, Query, Value
+
+__all__ = ["CompiledQuery", "compile_query"]
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """A compiled query: ``where`` is an SQL boolean expression whose ``$n`` placeholders take
+    ``params`` in order; ``order_by`` pairs an allowlisted SQL expression with 'ASC' or 'DESC'."""
+
+    where: str
+    params: list[Any]
+    order_by: list[tuple[str, str]]
+
+
+_EQ = ("=", "!=", "IN", "NOT IN")
+_CMP = (">", ">=", "<", "<=")
+_IS = ("IS", "IS NOT")
+_LIKE = ("~", "!~")
+_OP_ORDER = ("=", "!=", "~", "!~", ">", ">=", "<", "<=", "IN", "NOT IN", "IS", "IS NOT")
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: str  # key, project, status, enum, user, labels, text, date
+    column: str  # a work_items column (the text field uses two)
+    ops: tuple[str, ...]
+    nullable: bool = False  # may be empty: NULL, or for labels no element
+
+
+_FIELDS: dict[str, _Field] = {
+    "project": _Field("project", "project_key", _EQ),
+    "key": _Field("key", "key", _EQ + _CMP),
+    "parent": _Field("key", "parent_key", _EQ + _IS, nullable=True),
+    "status": _Field("status", "status", _EQ),
+    "statusCategory": _Field("enum", "status_category", _EQ),
+    "type": _Field("enum", "type", _EQ),
+    "priority": _Field("enum", "priority", _EQ + _CMP),
+    "source": _Field("enum", "source", _EQ),
+    "assignee": _Field("user", "assignee", _EQ + _IS, nullable=True),
+    "reporter": _Field("user", "reporter", _EQ + _IS, nullable=True),
+    "labels": _Field("labels", "labels", _EQ + _IS, nullable=True),
+    "summary": _Field("text", "title", _LIKE),
+    "description": _Field("text", "description", _LIKE + _IS, nullable=True),
+    "text": _Field("text", "title", _LIKE),
+    "created": _Field("date", "created_at", _EQ + _CMP),
+    "updated": _Field("date", "updated_at", _EQ + _CMP),
+    "resolved": _Field("date", "resolved_at", _EQ + _CMP + _IS, nullable=True),
+    "due": _Field("date", "due_at", _EQ + _CMP + _IS, nullable=True),
+}
+
+# Enumerated fields: every accepted spelling (lower-cased, runs of spaces/hyphens as "_") to the
+# stored value. The columns hold only the canonical lower-case values (CHECK constraints), so
+# normalising here is the case-insensitive match and keeps the plain column indexable.
+_ENUMS: dict[str, dict[str, str]] = {
+    "statusCategory": {
+        "todo": "todo", "to_do": "todo", "new": "todo",
+        "in_progress": "in_progress", "inprogress": "in_progress", "indeterminate": "in_progress",
+        "blocked": "blocked",
+        "in_review": "in_review", "inreview": "in_review",
+        "done": "done", "complete": "done",
+        "cancelled": "cancelled", "canceled": "cancelled",
+    },
+    "type": {
+        "epic": "epic", "story": "story", "task": "task", "bug": "bug", "subtask": "subtask",
+        "sub_task": "subtask", "feature": "feature", "new_feature": "feature",
+    },
+    "priority": {
+        "critical": "critical", "highest": "critical", "blocker": "critical",
+        "high": "high", "major": "high",
+        "medium": "medium",
+        "low": "low", "lowest": "low", "minor": "low", "trivial": "low",
+        "none": "none",
+    },
+    "source": {"local": "local", "jira": "jira", "github": "github", "asana": "asana"},
+}
+_PRIORITY_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+_CATEGORY_RANK = ("todo", "in_progress", "blocked", "in_review", "done", "cancelled")
+
+# ORDER BY allowlist: field -> expressions; "{c}" is replaced by the (alias-qualified) column.
+_SORT: dict[str, tuple[tuple[str, str], ...]] = {
+    "project": (("project_key", "{c}"),),
+    # By number, so PROJ-9 comes before PROJ-10.
+    "key": (("project_key", "{c}"), ("number", "{c}")),
+    "parent": (("parent_key", "{c}"),),
+    "status": (("status", "{c}"),),
+    "statusCategory": (("status_category", "CASE {c} " + " ".join(
+        f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(_CATEGORY_RANK)) + " END"),),
+    "type": (("type", "{c}"),),
+    # Rank, so DESC lists critical first, as Jira does.
+    "priority": (("priority", "CASE {c} " + " ".join(
+        f"WHEN '{name}' THEN {rank}" for name, rank in _PRIORITY_RANK.items()) + " END"),),
+    "source": (("source", "{c}"),),
+    "assignee": (("assignee", "{c}"),),
+    "reporter": (("reporter", "{c}"),),
+    "summary": (("title", "{c}"),),
+    "created": (("created_at", "{c}"),),
+    "updated": (("updated_at", "{c}"),),
+    "resolved": (("resolved_at", "{c}"),),
+    "due": (("due_at", "{c}"),),
+}
+
+_KEY = re.compile(r"([A-Z][A-Z0-9_]{0,19})-([1-9][0-9]{0,9})")
+_PROJECT = re.compile(r"[A-Z][A-Z0-9_]{0,19}")
+_ALIAS = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_CURRENT_USER = "currentUser() needs an API key that acts for a user"
+_INT_MAX = 2**31 - 1
+
+
+def _negate(sql: str) -> str:
+    return f"NOT ({sql})"
+
+
+def _show(value: Value) -> str:
+    if isinstance(value, Literal):
+        return value.text
+    if isinstance(value, Func):
+        return f"{value.name}()"
+    return "EMPTY"
+
+
+def _like_pattern(text: str) -> str:
+    # Contains-match; the value's own wildcards are literal (backslash is LIKE's default escape).
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class _Compiler:
+    def __init__(self, *, user: str | None, now: datetime, first_param: int, alias: str) -> None:
+        self.user = user
+        self.now = now
+        self.first_param = first_param
+        self.alias = alias
+        self.params: list[Any] = []
+
+    # -- SQL pieces --------------------------------------------------------------------------
+    def bind(self, value: Any, cast: str) -> str:
+        self.params.append(value)
+        return f"${self.first_param + len(self.params) - 1}::{cast}"
+
+    def col(self, name: str) -> str:
+        return f"{self.alias}.{name}" if self.alias else name
+
+    # -- tree ----------------------------------------------------------------------------------
+    def node(self, node: Node) -> str:
+        if isinstance(node, And):
+            return "(" + " AND ".join(self.node(child) for child in node.children) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.node(child) for child in node.children) + ")"
+        if isinstance(node, Not):
+            return _negate(self.node(node.child))
+        return self.clause(node)
+
+    def clause(self, clause: Clause) -> str:
+        spec = _FIELDS[clause.field]
+        op = clause.op
+        if op in ("=", "!=") and isinstance(clause.value, Empty) and "IS" in spec.ops:
+            op = "IS" if op == "=" else "IS NOT"  # `x = EMPTY` is Jira's `x IS EMPTY`
+        if op not in spec.ops:
+            allowed = ", ".join(o for o in _OP_ORDER if o in spec.ops)
+            raise JqlError(clause.op_pos, op, f"an operator for {clause.field}: {allowed}")
+        if op in _IS:
+            sql = self.empty(spec)
+            return sql if op == "IS" else _negate(sql)
+        if op in ("IN", "NOT IN"):
+            assert isinstance(clause.value, tuple)
+            sql = self.any_of(clause, spec, clause.value)
+            return sql if op == "IN" else _negate(sql)
+        value = clause.value
+        assert not isinstance(value, tuple)
+        if op in ("=", "!="):
+            sql = self.any_of(clause, spec, (value,))
+            return sql if op == "=" else _negate(sql)
+        if isinstance(value, Empty):
+            raise JqlError(value.pos, "EMPTY", f"a {clause.field} value (EMPTY takes IS or IS NOT)")
+        if op in _LIKE:
+            sql = self.contains(clause, spec, value)
+            return sql if op == "~" else _negate(sql)
+        return self.compare(clause, spec, op, value)
+
+    def empty(self, spec: _Field) -> str:
+        column = self.col(spec.column)
+        if spec.kind == "labels":
+            return f"cardinality({column}) = 0"
+        if spec.kind == "text":
+            return f"({column} IS NULL OR {column} = '')"
+        return f"{column} IS NULL"
+
+    def any_of(self, clause: Clause, spec: _Field, values: tuple[Value, ...]) -> str:
+        """The predicate "the field equals one of ``values``" (EMPTY among them allowed)."""
+        parts: list[str] = []
+        if any(isinstance(v, Empty) for v in values):
+            if not spec.nullable:
+                pos = next(v.pos for v in values if isinstance(v, Empty))
+                raise JqlError(pos, "EMPTY",
+                               f"a {clause.field} value ({clause.field} is never empty)")
+            parts.append(self.empty(spec))
+        present = [v for v in values if not isinstance(v, Empty)]
+        if present:
+            parts.insert(0, self.equals(clause, spec, present))
+        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+    def equals(self, clause: Clause, spec: _Field, values: list[Literal | Func]) -> str:
+        column = self.col(spec.column)
+        if spec.kind == "date":
+            ranges = []
+            for value in values:
+                date = resolve_date(self.date_value(clause, value), self.now)
+                if date.end is None:
+                    ranges.append(f"{column} = {self.bind(date.start, 'timestamptz')}")
+                else:  # a written day (or minute) means "within it"
+                    ranges.append(f"({column} >= {self.bind(date.start, 'timestamptz')} AND "
+                                  f"{column} < {self.bind(date.end, 'timestamptz')})")
+            return ranges[0] if len(ranges) == 1 else "(" + " OR ".join(ranges) + ")"
+        if spec.kind == "status":
+            # Workflow statuses are free text; match them as Jira does, ignoring case.
+            texts = [self.text_value(clause, v) for v in values]
+            binds = ", ".join(f"lower({self.bind(t, 'text')})" for t in texts)
+            if len(texts) == 1:
+                return f"lower({column}) = {binds}"
+            return f"lower({column}) IN ({binds})"
+        texts = [self.scalar(clause, spec, v) for v in values]
+        if spec.kind == "labels":
+            if len(texts) == 1:
+                return f"{column} @> ARRAY[{self.bind(texts[0], 'text')}]"
+            return f"{column} && {self.bind(texts, 'text[]')}"
+        if len(texts) == 1:
+            return f"{column} = {self.bind(texts[0], 'text')}"
+        return f"{column} = ANY({self.bind(texts, 'text[]')})"
+
+    def contains(self, clause: Clause, spec: _Field, value: Literal | Func) -> str:
+        text = self.text_value(clause, value)
+        if not text.strip():
+            raise JqlError(value.pos, _show(value), "some text to search for")
+        pattern = self.bind(_like_pattern(text), "text")
+        if clause.field == "text":
+            # COALESCE, so `text !~ x` keeps an item whose title lacks x and has no description.
+            return (f"({self.col('title')} ILIKE {pattern} OR "
+                    f"COALESCE({self.col('description')}, '') ILIKE {pattern})")
+        return f"{self.col(spec.column)} ILIKE {pattern}"
+
+    def compare(self, clause: Clause, spec: _Field, op: str, value: Literal | Func) -> str:
+        column = self.col(spec.column)
+        if spec.kind == "date":
+            date = resolve_date(self.date_value(clause, value), self.now)
+            return f"{column} {op} {self.bind(date.start, 'timestamptz')}"
+        if spec.kind == "key":  # by number within the key's project
+            project, number = self.parse_key(value)
+            return (f"({self.col('project_key')} = {self.bind(project, 'text')} AND "
+                    f"{self.col('number')} {op} {self.bind(number, 'integer')})")
+        # priority: the set of values ranking on the right side of the given one
+        rank = _PRIORITY_RANK[self.scalar(clause, spec, value)]
+        test = {">": rank.__lt__, ">=": rank.__le__, "<": rank.__gt__, "<=": rank.__ge__}[op]
+        chosen = [name for name, r in _PRIORITY_RANK.items() if test(r)]
+        return f"{column} = ANY({self.bind(chosen, 'text[]')})"
+
+    # -- values --------------------------------------------------------------------------------
+    def literal(self, value: Literal | Func, what: str) -> Literal:
+        if isinstance(value, Func):
+            raise JqlError(value.pos, _show(value), what)
+        return value
+
+    def text_value(self, clause: Clause, value: Literal | Func) -> str:
+        return self.literal(value, f"a {clause.field} value, not a function").text
+
+    def date_value(self, clause: Clause, value: Literal | Func) -> Literal | Func:
+        if isinstance(value, Func) and value.name not in DATE_FUNCTIONS:
+            raise JqlError(value.pos, _show(value), f"a date for {clause.field}")
+        return value
+
+    def parse_key(self, value: Literal | Func) -> tuple[str, int]:
+        literal = self.literal(value, "an issue key like PROJ-12")
+        match = _KEY.fullmatch(literal.text.strip().upper())
+        if match is None or int(match.group(2)) > _INT_MAX:
+            raise JqlError(value.pos, literal.text, "an issue key like PROJ-12")
+        return match.group(1), int(match.group(2))
+
+    def scalar(self, clause: Clause, spec: _Field, value: Literal | Func) -> str:
+        """The stored form of one value of a key, project, enum, user or labels field."""
+        if spec.kind == "user":
+            if isinstance(value, Func) and value.name == "currentUser":
+                if self.user is None:
+                    raise JqlError(value.pos, "currentUser()", "a user", detail=_CURRENT_USER)
+                return self.user
+            return self.literal(value, f"a user or currentUser() for {clause.field}").text
+        if spec.kind == "key":
+            project, number = self.parse_key(value)
+            return f"{project}-{number}"
+        text = self.text_value(clause, value)
+        if spec.kind == "project":
+            upper = text.strip().upper()
+            if _PROJECT.fullmatch(upper) is None:
+                raise JqlError(value.pos, text, "a project key like PROJ")
+            return upper
+        if spec.kind == "enum":
+            names = _ENUMS[clause.field]
+            found = names.get(re.sub(r"[\s\-_]+", "_", text.strip().lower()))
+            if found is None:
+                choices = ", ".join(dict.fromkeys(names.values()))
+                raise JqlError(value.pos, text, f"a {clause.field} value: {choices}")
+            return found
+        return text  # labels
+
+
+def compile_query(query: Query, *, user: str | None, now: datetime, first_param: int = 1,
+                  alias: str = "w") -> CompiledQuery:
+    """Compile a parsed query; see :func:`spiral_mcp.jql.compile_jql`."""
+    if alias and _ALIAS.fullmatch(alias) is None:
+        raise ValueError(f"not a plain SQL alias: {alias!r}")  # caller's bug, not the user's
+    if first_param < 1:
+        raise ValueError("first_param must be at least 1")
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    compiler = _Compiler(user=user, now=now, first_param=first_param, alias=alias)
+    where = "TRUE" if query.where is None else compiler.node(query.where)
+    order_by: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for key in query.order_by:
+        if key.field not in _SORT:
+            raise JqlError(key.pos, key.field, "a field to sort by: " + ", ".join(_SORT))
+        if key.field in seen:
+            raise JqlError(key.pos, key.field, "each field at most once in ORDER BY")
+        seen.add(key.field)
+        for column, template in _SORT[key.field]:
+            order_by.append((template.format(c=compiler.col(column)), key.direction))
+    return CompiledQuery(where, compiler.params, order_by)
