@@ -1,0 +1,112 @@
+"""jira_search over real HTTP: JQL, fields, keyset pages that never skip or repeat, totals,
+errors, and another tenant's items never matching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+async def _search(client, tenant, **arguments: Any) -> dict:
+    resp = await client.post("/execute", headers=tenant.headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "jira_search", "arguments": arguments}})
+    assert resp.status == 200
+    return (await resp.json())["result"]["structuredContent"]
+
+
+async def _all_pages(client, tenant, **arguments: Any) -> list[dict]:
+    items: list[dict] = []
+    cursor = None
+    while True:
+        envelope = await _search(client, tenant, **arguments,
+                                 **({"cursor": cursor} if cursor else {}))
+        assert envelope["success"], envelope
+        items.extend(envelope["data"]["issues"])
+        cursor = envelope["data"]["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def _expected_keys(admin_conn, tenant_id, where_sql: str, order_sql: str) -> list[str]:
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        rows = await admin_conn.fetch(
+            f"SELECT key FROM work_items WHERE {where_sql} ORDER BY {order_sql}")
+    return [r["key"] for r in rows]
+
+
+@pytest.mark.parametrize(("jql", "where_sql", "order_sql"), [
+    ("", "TRUE", "updated_at DESC, id"),
+    ("project = WEB ORDER BY key", "project_key = 'WEB'", "project_key, number, id"),
+    ("statusCategory != done ORDER BY priority DESC, created ASC",
+     "status_category <> 'done'",
+     "CASE priority WHEN 'none' THEN 0 WHEN 'low' THEN 1 WHEN 'medium' THEN 2 "
+     "WHEN 'high' THEN 3 WHEN 'critical' THEN 4 END DESC, created_at, id"),
+    # resolved_at is NULL for open items: NULLs first when descending, and pages must still
+    # neither skip nor repeat them.
+    ("project IN (API, OPS) ORDER BY resolved DESC", "project_key IN ('API', 'OPS')",
+     "resolved_at DESC, id"),
+    ("assignee IS EMPTY ORDER BY assignee", "assignee IS NULL", "assignee, id"),
+])
+async def test_pages_walk_the_whole_result_in_order(
+    client, make_tenant, admin_conn, jql: str, where_sql: str, order_sql: str
+) -> None:
+    tenant = await make_tenant(demo=True)
+    expected = await _expected_keys(admin_conn, tenant.id, where_sql, order_sql)
+    items = await _all_pages(client, tenant, jql=jql, limit=7)
+    assert [i["key"] for i in items] == expected
+    first = await _search(client, tenant, jql=jql, limit=7)
+    assert first["data"]["total"] == len(expected)
+    assert first["data"]["total_is_exact"] is True
+
+
+async def test_fields_choose_what_each_item_carries(client, make_tenant) -> None:
+    tenant = await make_tenant(demo=True)
+    envelope = await _search(client, tenant, jql="project = WEB", fields=["summary", "labels"],
+                             limit=3)
+    assert envelope["success"]
+    assert [set(i) for i in envelope["data"]["issues"]] == [{"key", "summary", "labels"}] * 3
+
+
+async def test_current_user_is_the_keys_user(client, make_tenant, admin_conn) -> None:
+    tenant = await make_tenant(demo=True, user="alice@example.com")
+    expected = await _expected_keys(admin_conn, tenant.id, "assignee = 'alice@example.com'",
+                                    "updated_at DESC, id")
+    items = await _all_pages(client, tenant, jql="assignee = currentUser()", limit=50)
+    assert [i["key"] for i in items] == expected and expected
+
+
+@pytest.mark.parametrize(("arguments", "needle"), [
+    ({"jql": "project = WEB AND"}, "position 17"),
+    ({"jql": "colour = red"}, "colour"),
+    ({"jql": "project = WEB", "cursor": "not-a-cursor"}, "cursor"),
+    ({"limit": 0}, "/limit"),
+    ({"fields": ["password"]}, "/fields/0"),
+])
+async def test_bad_input_is_a_validation_error(client, make_tenant, arguments, needle) -> None:
+    tenant = await make_tenant(demo=True)
+    envelope = await _search(client, tenant, **arguments)
+    assert envelope["success"] is False
+    assert envelope["error"]["code"] == "VALIDATION_ERROR"
+    assert needle in str(envelope["error"])
+
+
+async def test_a_cursor_only_continues_its_own_query(client, make_tenant) -> None:
+    tenant = await make_tenant(demo=True)
+    first = await _search(client, tenant, jql="project = WEB", limit=2)
+    envelope = await _search(client, tenant, jql="project = API", limit=2,
+                             cursor=first["data"]["next_cursor"])
+    assert envelope["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_another_tenants_items_never_match(client, make_tenant) -> None:
+    mine = await make_tenant(demo=True)
+    other = await make_tenant(demo=False)
+    envelope = await _search(client, other, jql="project = WEB OR key = WEB-1")
+    assert envelope["success"]
+    assert envelope["data"] == {"issues": [], "total": 0, "total_is_exact": True,
+                                "next_cursor": None}
+    own = await _search(client, mine, jql="key = WEB-1")
+    assert [i["key"] for i in own["data"]["issues"]] == ["WEB-1"]
