@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from spiral_mcp import migrate
 from spiral_mcp.config import SETTINGS, load_settings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.roles import OWNER_ROLE, url_for_role
@@ -222,27 +223,32 @@ async def test_migrate_apply_status_rollback_on_a_fresh_database(
     cli, fresh_database: str
 ) -> None:
     env = {"ADMIN_DATABASE_URL": fresh_database}
-    status = _ok(await cli("migrate", "status", **env))
-    assert status.out.splitlines() == ["pending  0001_core"]
+    heads = list(migrate.head_ids())
+    assert heads[0] == "0001_core"
 
-    applied = _ok(await cli("migrate", "apply", **env))
-    assert applied.out.strip() == "applied 1 migration(s): 0001_core"
+    async def status() -> list[str]:
+        return _ok(await cli("migrate", "status", **env)).out.splitlines()
+
+    async def run(*args: str) -> str:
+        return _ok(await cli("migrate", *args, **env)).out.strip()
+
+    assert await status() == [f"pending  {m}" for m in heads]
+    assert await run("apply") == f"applied {len(heads)} migration(s): {', '.join(heads)}"
     assert await _has_table(fresh_database, "work_items")
-    status = _ok(await cli("migrate", "status", **env))
-    assert status.out.splitlines() == ["applied  0001_core"]
-    again = _ok(await cli("migrate", "apply", **env))
-    assert again.out.strip() == "applied 0 migration(s)"
+    assert await status() == [f"applied  {m}" for m in heads]
+    assert await run("apply") == "applied 0 migration(s)"
 
-    undone = _ok(await cli("migrate", "rollback", **env))
-    assert undone.out.strip() == "rolled back 1 migration(s): 0001_core"
+    # Default: the latest one only.
+    assert await run("rollback") == f"rolled back 1 migration(s): {heads[-1]}"
+    assert await status() == [*(f"applied  {m}" for m in heads[:-1]), f"pending  {heads[-1]}"]
+    assert await run("apply") == f"applied 1 migration(s): {heads[-1]}"
+
+    # All the way down: nothing of the schema is left...
+    assert await run("rollback", "--count", str(len(heads))) == (
+        f"rolled back {len(heads)} migration(s): {', '.join(reversed(heads))}")
     assert not await _has_table(fresh_database, "work_items")
     assert not await _has_table(fresh_database, "tenants")
-    status = _ok(await cli("migrate", "status", **env))
-    assert status.out.splitlines() == ["pending  0001_core"]
-
-    # The rollback left nothing behind that would stop a second apply.
-    reapplied = _ok(await cli("migrate", "apply", **env))
-    assert reapplied.out.strip() == "applied 1 migration(s): 0001_core"
-    assert await _has_table(fresh_database, "work_items")
-    created = _ok(await cli("tenant", "create", "after re-apply", **env))
-    uuid.UUID(created.out.strip())
+    assert await status() == [f"pending  {m}" for m in heads]
+    # ...and nothing that would stop a second apply.
+    assert await run("apply") == f"applied {len(heads)} migration(s): {', '.join(heads)}"
+    uuid.UUID(_ok(await cli("tenant", "create", "after re-apply", **env)).out.strip())

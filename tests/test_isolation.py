@@ -262,6 +262,38 @@ async def test_runtime_grants_are_exactly_the_migrations(
     assert forced["relrowsecurity"] and forced["relforcerowsecurity"]
 
 
+async def test_every_table_with_a_tenant_id_is_a_guarded_tenant_table(
+    app_conn: asyncpg.Connection,
+) -> None:
+    """A new tenant table missing from TENANT_TABLES would escape the role check and these
+    probes; and every key leads with tenant_id (DESIGN.md, invariant 1)."""
+    with_tenant_id = await app_conn.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' "
+        "AND NOT a.attisdropped WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')")
+    assert {r["relname"] for r in with_tenant_id} == set(TENANT_TABLES)
+    not_leading = await app_conn.fetch(
+        "SELECT i.indexrelid::regclass::text AS index FROM pg_index i "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'tenant_id' "
+        "WHERE i.indrelid = ANY(SELECT ('public.' || t)::regclass FROM unnest($1::text[]) t) "
+        "AND i.indisunique AND i.indkey[0] <> a.attnum", list(TENANT_TABLES))
+    assert [r["index"] for r in not_leading] == []
+    policies = await app_conn.fetch(
+        "SELECT tablename, policyname, roles::text[] AS roles, qual, with_check FROM pg_policies "
+        "WHERE schemaname = 'public' ORDER BY tablename, policyname")
+    by_table: dict[str, set[str]] = {}
+    for policy in policies:
+        by_table.setdefault(policy["tablename"], set()).add(policy["policyname"])
+        if policy["policyname"] == "tenant_isolation":
+            assert "app.tenant_id" in policy["qual"] and "app.tenant_id" in policy["with_check"]
+        else:  # the registry's admin policy is for the owner alone
+            assert policy["policyname"] == "owner_admin"
+            assert policy["roles"] == [OWNER_ROLE]
+    assert by_table == {
+        table: {"tenant_isolation", "owner_admin"} if table in OWNER_ADMIN_TABLES
+        else {"tenant_isolation"} for table in TENANT_TABLES}
+
+
 async def _assert_reads_only_own(conn: asyncpg.Connection, table: str, a: Seed, b: Seed) -> None:
     async with in_tenant(conn, a.tenant_id):
         total = await conn.fetchval(f"SELECT count(*) FROM {table}")
