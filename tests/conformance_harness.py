@@ -1,0 +1,266 @@
+"""Run the MCP conformance suite against the product.
+
+    python -m tests.conformance_harness -- \
+        npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
+
+(``make conformance`` runs exactly that.)
+
+The harness provisions a throwaway database (on TEST_DATABASE_URL, else the embedded server, as
+tests/conftest.py does), creates a tenant and an API key, starts the product with the scenarios'
+fixture tools added (they exist only here, never in the product), and puts a small reverse proxy in
+front that adds ``Authorization: Bearer <key>``: the suite sends no credentials, and the product's
+authentication stays exactly as it is. It then runs
+``<command> server --url http://127.0.0.1:<proxy port>/mcp [--expected-failures <baseline>]`` and
+exits with its status.
+
+The baseline (``tests/conformance-baseline.yml``) lists the scenarios the product cannot pass by
+design (resources, prompts, completion, sampling, elicitation, non-text tool content); see
+``BASELINE_REASONS``. Set ``CONFORMANCE_NO_BASELINE=1`` to run without it and see every failure;
+``CONFORMANCE_ARGS`` adds options to the suite's command line (e.g. ``--scenario ping``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from spiral_mcp import admin
+from spiral_mcp.config import load_settings
+from spiral_mcp.errors import ErrorCode, ServiceError
+from spiral_mcp.handlers import Tool, builtin_tools
+from spiral_mcp.handlers.context import ToolContext
+from spiral_mcp.provision import provision, start_embedded
+from spiral_mcp.queries import Queries
+from spiral_mcp.server.app import create_app
+
+__all__ = ["BASELINE", "BASELINE_REASONS", "fixture_tools", "main", "run"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = Path(__file__).resolve().parent / "conformance-baseline.yml"
+
+# Why each baseline scenario fails; the baseline file holds the same names.
+BASELINE_REASONS: dict[str, str] = {
+    "completion-complete": "the product has no prompts or resource templates to complete",
+    "tools-call-image": "tool results are the JSON envelope (text + structuredContent) only",
+    "tools-call-audio": "tool results are the JSON envelope (text + structuredContent) only",
+    "tools-call-embedded-resource": "tool results are the JSON envelope only; no resources",
+    "tools-call-mixed-content": "tool results are the JSON envelope only",
+    "tools-call-sampling": "the server sends no requests to the client (no sampling)",
+    "tools-call-elicitation": "the server sends no requests to the client (no elicitation)",
+    "elicitation-sep1034-defaults": "the server sends no requests to the client (no elicitation)",
+    "elicitation-sep1330-enums": "the server sends no requests to the client (no elicitation)",
+    "resources-list": "the product serves no MCP resources",
+    "resources-read-text": "the product serves no MCP resources",
+    "resources-read-binary": "the product serves no MCP resources",
+    "resources-templates-read": "the product serves no MCP resources",
+    "resources-subscribe": "the product serves no MCP resources",
+    "resources-unsubscribe": "the product serves no MCP resources",
+    "prompts-list": "the product serves no MCP prompts",
+    "prompts-get-simple": "the product serves no MCP prompts",
+    "prompts-get-with-args": "the product serves no MCP prompts",
+    "prompts-get-embedded-resource": "the product serves no MCP prompts",
+    "prompts-get-with-image": "the product serves no MCP prompts",
+}
+
+_NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+_TEXT: dict[str, Any] = {"type": "object", "properties": {"text": {"type": "string"}}}
+
+
+# -- fixture tools the scenarios call (test-only) ----------------------------------------------
+
+async def _simple_text(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return {"text": "This is a simple text response for testing."}
+
+
+async def _error(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    raise ServiceError(ErrorCode.VALIDATION_ERROR,
+                       "This tool intentionally returns an error for testing")
+
+
+async def _with_progress(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    for done in (0, 50, 100):
+        await ctx.progress(done, 100, None)
+        if done < 100:
+            await asyncio.sleep(0.05)
+    return {"text": "progress reported"}
+
+
+async def _with_logging(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    for i, text in enumerate(("Tool execution started", "Tool processing data",
+                              "Tool execution completed")):
+        if i:
+            await asyncio.sleep(0.05)
+        await ctx.log("info", text)
+    return {"text": "logged"}
+
+
+async def _echo(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return {"text": "ok"}
+
+
+async def _reconnection(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0.1)
+    return {"text": "reconnection test done"}
+
+
+def _fixture(name: str, handler: Any, input_schema: dict[str, Any] | None = None) -> Tool:
+    return Tool(name=name, title=name, description=f"Conformance fixture {name}",
+                handler=handler, scope="read", call_class="read",
+                input_schema=input_schema or _NO_ARGS, output_schema=_TEXT)
+
+
+def fixture_tools() -> list[Tool]:
+    schema_2020_12 = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {"address": {"type": "object", "properties": {
+            "street": {"type": "string"}, "city": {"type": "string"}}}},
+        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+        "additionalProperties": False,
+    }
+    return [
+        _fixture("test_simple_text", _simple_text),
+        _fixture("test_error_handling", _error),
+        _fixture("test_tool_with_progress", _with_progress),
+        _fixture("test_tool_with_logging", _with_logging),
+        _fixture("test_reconnection", _reconnection),
+        _fixture("json_schema_2020_12_tool", _echo, schema_2020_12),
+    ]
+
+
+# -- database, tenant and key ------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def _database() -> AsyncIterator[tuple[str, str]]:
+    """A provisioned throwaway database: (runtime URL, API key secret); dropped afterwards."""
+    superuser = os.environ.get("TEST_DATABASE_URL") or await asyncio.to_thread(
+        start_embedded, ROOT / ".test-pg")
+    name = f"spiral_conformance_{uuid.uuid4().hex[:12]}"
+    urls = await provision(superuser, name)
+    try:
+        assert urls.admin is not None
+        queries = Queries.load()
+        conn = await asyncpg.connect(urls.admin)
+        try:
+            async with conn.transaction():
+                tenant_id = await admin.create_tenant(conn, queries, "conformance")
+                _, secret = await admin.create_api_key(
+                    conn, queries, tenant_id=tenant_id, name="conformance",
+                    scopes=["read", "write", "query"], user="conformance@example.com")
+        finally:
+            await conn.close()
+        yield urls.runtime, secret
+    finally:
+        conn = await asyncpg.connect(superuser)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+# -- the credential-adding reverse proxy -------------------------------------------------------
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                         "te", "trailers", "transfer-encoding", "upgrade", "content-length",
+                         "content-encoding"})
+
+
+def proxy_app(upstream: str, key: str) -> web.Application:
+    """Forward every request to ``upstream`` with the key added; stream the answer (SSE too).
+
+    Host and Origin pass through unchanged, so the product's DNS-rebinding guard sees what the
+    suite sent.
+    """
+    app = web.Application(client_max_size=64 << 20)
+    session_key = web.AppKey("client", aiohttp.ClientSession)
+
+    async def client_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[session_key] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None), auto_decompress=False)
+        yield
+        await app[session_key].close()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in _HOP_BY_HOP and k.lower() != "authorization"}
+        headers["Authorization"] = f"Bearer {key}"
+        body = await request.read()
+        async with app[session_key].request(
+                request.method, upstream + request.rel_url.path_qs, headers=headers,
+                data=body if body else None, allow_redirects=False) as upstream_response:
+            response = web.StreamResponse(status=upstream_response.status)
+            for name, value in upstream_response.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    response.headers.add(name, value)
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                async for chunk in upstream_response.content.iter_any():
+                    await response.write(chunk)
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
+            return response
+
+    app.cleanup_ctx.append(client_ctx)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets
+    return runner, server.sockets[0].getsockname()[1]
+
+
+async def run(command: list[str], *, baseline: Path | None = BASELINE) -> int:
+    """Serve the product behind the proxy, run ``command server --url …``; its exit status."""
+    async with _database() as (runtime_url, key):
+        settings = load_settings(environ={
+            "DATABASE_URL": runtime_url, "AUTH_CACHE_TTL": "5", "DB_POOL_MIN": "1",
+            "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
+        })
+        product = create_app(settings, database_url=runtime_url,
+                             tools=[*builtin_tools(), *fixture_tools()])
+        product_runner, product_port = await _serve(product)
+        proxy_runner, proxy_port = await _serve(
+            proxy_app(f"http://127.0.0.1:{product_port}", key))
+        try:
+            argv = [*command, "server", "--url", f"http://127.0.0.1:{proxy_port}/mcp"]
+            if baseline is not None:
+                argv += ["--expected-failures", str(baseline)]
+            argv += shlex.split(os.environ.get("CONFORMANCE_ARGS", ""))
+            print("conformance:", " ".join(argv), flush=True)
+            process = await asyncio.create_subprocess_exec(*argv)
+            return await process.wait()
+        finally:
+            await proxy_runner.cleanup()
+            await product_runner.cleanup()
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("usage: python -m tests.conformance_harness -- <conformance command ...>",
+              file=sys.stderr)
+        return 2
+    baseline = None if os.environ.get("CONFORMANCE_NO_BASELINE") == "1" else BASELINE
+    return asyncio.run(run(argv, baseline=baseline))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
