@@ -4,8 +4,10 @@ stateless 2026-07-28 era, told apart by the MCP-Protocol-Version header as the o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -50,6 +52,12 @@ CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # The wire status of a JSON-RPC error in the stateless era (the official SDK's table).
 MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400,
                        -32022: 400, METHOD_NOT_FOUND: 404}
+
+
+# How often a stateless request checks whether its client is still connected.
+DISCONNECT_POLL_SECONDS = 0.1
+
+_T = TypeVar("_T")
 
 
 def _accepts(request: web.Request, *media_types: str) -> bool:
@@ -158,7 +166,8 @@ def _exchange(request: web.Request, session: Session) -> Exchange:
 
 
 async def _answer_as_stream(request: web.Request, messages: list[Any], errors: list[Any],
-                            exchange: Exchange, headers: dict[str, str]) -> web.StreamResponse:
+                            exchange: Exchange, headers: dict[str, str], *,
+                            cancel_on_disconnect: bool = False) -> web.StreamResponse:
     """An SSE answer: the requests' notifications (progress, log) first, then their answers."""
     stream = await sse_stream(request, headers=headers)
 
@@ -168,7 +177,14 @@ async def _answer_as_stream(request: web.Request, messages: list[Any], errors: l
 
     exchange.notify = notify
     try:
-        answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange)
+        work = run_messages(request.app[DISPATCHER], messages, exchange)
+        if cancel_on_disconnect:
+            answered = await _cancel_on_disconnect(request, work)
+            if answered is None:
+                return stream  # the client cancelled by closing the stream; no one to answer
+        else:
+            answered = await work
+        answers = errors + answered
         for message in answers:
             await send_event(stream, message)
     except (ConnectionError, RuntimeError):
@@ -250,12 +266,38 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
     exchange = Exchange(principal=request[PRINCIPAL], protocol_version=version,
                         transport="streamable", http_request_id=request[REQUEST_ID])
     if _has_progress(message) and _accepts(request, "text/event-stream"):
-        return await _answer_as_stream(request, [message], [], exchange, {})
-    reply = await request.app[DISPATCHER].handle_request(message, exchange)
+        return await _answer_as_stream(request, [message], [], exchange, {},
+                                       cancel_on_disconnect=True)
+    reply = await _cancel_on_disconnect(
+        request, request.app[DISPATCHER].handle_request(message, exchange))
     if reply is None:
         return web.Response(status=202)
     status = MODERN_ERROR_STATUS.get(reply["error"]["code"], 200) if "error" in reply else 200
     return json_body(reply, status=status)
+
+
+async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T | None:
+    """Run ``work``; cancel it when the client goes away, and then return None.
+
+    In the stateless era there are no client notifications: closing the response stream is how a
+    client cancels a request. (The handshake eras differ: there a disconnect is not a cancel,
+    notifications/cancelled is.) aiohttp does not cancel handlers on a lost connection by default,
+    so the request's work watches its connection itself.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                task.cancel()
+                await asyncio.wait({task})
+                return None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
 
 
 def _unsupported(requested: Any) -> RpcError:

@@ -1,0 +1,208 @@
+"""The official ``mcp`` client package against the product on a real port.
+
+Three ways in: streamable HTTP at /mcp with the initialize handshake (mode="legacy"), /mcp in the
+client's default mode (it probes ``server/discover`` and speaks the stateless 2026-07-28 era), and
+the legacy HTTP+SSE transport at /sse. Each: initialize, list tools, call jira_get_issue (success
+and a VALIDATION_ERROR result), ping, progress, and a call cancelled by the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from conftest import Tenant, TenantFactory, make_settings
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from spiral_mcp.handlers import Tool, builtin_tools
+from spiral_mcp.handlers.context import ToolContext
+from spiral_mcp.provision import DatabaseUrls
+from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import SESSIONS
+
+MODES = ("legacy", "auto", "sse")
+
+_OBJECT: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+_ANY_DATA: dict[str, Any] = {"type": "object"}
+
+
+@dataclasses.dataclass
+class Probe:
+    """What the test-only tools saw: the slow tool's start and its cancellation."""
+
+    started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+def fixture_tools(probe: Probe) -> list[Tool]:
+    async def slow(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        probe.started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            probe.cancelled.set()
+            raise
+        probe.finished.set()
+        return {"slept": True}
+
+    async def steps(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        for done in range(1, 4):
+            await ctx.progress(done, 3, f"step {done}")
+            await asyncio.sleep(0.01)
+        return {"steps": 3}
+
+    return [
+        Tool(name="test_slow", title="Slow", description="Sleeps until cancelled (test only)",
+             handler=slow, scope="read", call_class="read",
+             input_schema=_OBJECT, output_schema=_ANY_DATA),
+        Tool(name="test_steps", title="Steps", description="Reports progress (test only)",
+             handler=steps, scope="read", call_class="read",
+             input_schema=_OBJECT, output_schema=_ANY_DATA),
+    ]
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+class ProductionLikeServer(TestServer):
+    """aiohttp's test server cancels a handler when its client disconnects; ``web.run_app`` (how
+    the product runs) does not. Serve as the product does, so a cancel seen here is the
+    product's own doing."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = False
+        return web.AppRunner(self.app, **kwargs)
+
+
+@pytest.fixture
+async def server(database_urls: DatabaseUrls, probe: Probe) -> AsyncIterator[TestServer]:
+    settings = make_settings(database_urls)
+    app = create_app(settings, database_url=database_urls.runtime,
+                     tools=[*builtin_tools(), *fixture_tools(probe)])
+    server = ProductionLikeServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> Tenant:
+    return await make_tenant(demo=True)
+
+
+@contextlib.asynccontextmanager
+async def connect(server: TestServer, tenant: Tenant, mode: str) -> AsyncIterator[Client]:
+    if mode == "sse":
+        transport: Any = sse_client(str(server.make_url("/sse")), headers=tenant.headers)
+        client_mode = "legacy"
+    else:
+        transport = streamable_http_client(
+            str(server.make_url("/mcp")), http_client=httpx2.AsyncClient(headers=tenant.headers))
+        client_mode = mode
+    async with Client(transport, mode=client_mode) as client:
+        yield client
+
+
+def _expected_version(mode: str) -> str:
+    return {"legacy": "2025-11-25", "auto": "2026-07-28", "sse": "2025-11-25"}[mode]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_handshake_tools_and_calls(server: TestServer, tenant: Tenant, mode: str) -> None:
+    async with connect(server, tenant, mode) as client:
+        assert client.protocol_version == _expected_version(mode)
+        assert client.instructions and "jira_get_issue" in client.instructions
+        if mode != "auto":
+            assert client.server_info is not None and client.server_info.name == "spiral-mcp"
+        assert client.server_capabilities.tools is not None
+
+        listing = await client.list_tools()
+        names = {tool.name for tool in listing.tools}
+        assert {"jira_get_issue", "test_slow", "test_steps"} <= names
+        tool = next(t for t in listing.tools if t.name == "jira_get_issue")
+        assert tool.input_schema["type"] == "object"
+        assert tool.annotations is not None and tool.annotations.read_only_hint is True
+
+        result = await client.call_tool("jira_get_issue", {"issue_key": "WEB-3"})
+        assert result.is_error is False
+        assert result.structured_content is not None
+        assert result.structured_content["success"] is True
+        assert result.structured_content["data"]["key"] == "WEB-3"
+        assert result.structured_content["tenant_id"] == str(tenant.id)
+
+        bad = await client.call_tool("jira_get_issue", {"issue_key": "bad"})
+        assert bad.is_error is True
+        assert bad.structured_content is not None
+        assert bad.structured_content["error"]["code"] == "VALIDATION_ERROR"
+
+        missing = await client.call_tool("jira_get_issue", {"issue_key": "WEB-99999"})
+        assert missing.is_error is True
+        assert missing.structured_content["error"]["code"] == "NOT_FOUND"
+
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("no_such_tool", {})
+        assert unknown.value.error.code == -32602
+
+        if mode != "auto":
+            # The stateless era has no ping (the client deprecates it there).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert (await client.send_ping()).model_dump(exclude_none=True) in ({}, {
+                    "result_type": "complete"})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_notifications(server: TestServer, tenant: Tenant, mode: str) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with connect(server, tenant, mode) as client:
+        result = await client.call_tool("test_steps", {}, progress_callback=on_progress)
+        assert result.is_error is False
+        assert result.structured_content["data"] == {"steps": 3}
+        # Progress arrives before the result on the same stream; allow the callback to run.
+        for _ in range(50):
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancel_stops_the_handler(server: TestServer, tenant: Tenant, probe: Probe,
+                                        mode: str) -> None:
+    async with connect(server, tenant, mode) as client:
+        call = asyncio.ensure_future(client.call_tool("test_slow", {}))
+        await asyncio.wait_for(probe.started.wait(), 10)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # The server stopped the handler itself, not merely stopped waiting for it.
+        await asyncio.wait_for(probe.cancelled.wait(), 10)
+        assert not probe.finished.is_set()
+
+        # The session (or, stateless, the connection) still works afterwards.
+        result = await client.call_tool("jira_get_issue", {"issue_key": "WEB-1"})
+        assert result.is_error is False
+        assert result.structured_content["data"]["key"] == "WEB-1"
+
+        if mode != "auto":
+            # No call is left in flight on the session.
+            sessions = server.app[SESSIONS]
+            assert all(not s.inflight for s in sessions._sessions.values())
