@@ -9,6 +9,6 @@ __all__ = ["Tool", "ToolRegistry", "builtin_tools"]
 
 def builtin_tools() -> list[Tool]:
     """Every tool the product ships, from each toolset module's ``TOOLS`` table."""
-    from . import jira_read, jira_search
+    from . import jira_projects, jira_read, jira_search, jira_write
 
-    return [*jira_read.TOOLS, *jira_search.TOOLS]
+    return [*jira_read.TOOLS, *jira_search.TOOLS, *jira_write.TOOLS, *jira_projects.TOOLS]

@@ -1,0 +1,185 @@
+"""Jira toolset, projects and workflows: list projects, list an item's possible moves, move it.
+
+A project's workflow (its statuses, their categories and the allowed moves) lives in
+``workflow_statuses`` and ``workflow_transitions``; a new project gets the default one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ErrorCode, ServiceError
+from .context import ToolContext
+from .jira_read import not_found
+from .jira_write import conflict, invalid, markdown_text
+from .registry import Tool
+from .rows import jsonable, row_dicts
+
+__all__ = ["TOOLS"]
+
+CATEGORIES = ("todo", "in_progress", "blocked", "in_review", "done", "cancelled")
+
+
+def _allowed_text(status: str, allowed: list[dict[str, Any]]) -> str:
+    if not allowed:
+        return f"the workflow allows no move out of {status!r}"
+    moves = ", ".join(f"{t['name']!r} (id {t['id']}) to {t['to_status']!r}" for t in allowed)
+    return f"from {status!r} the workflow allows: {moves}"
+
+
+def _pick(allowed: list[dict[str, Any]], *, status: str | None,
+          transition_id: str | None) -> dict[str, Any] | None:
+    if transition_id is not None:
+        return next((move for move in allowed if move["id"] == transition_id), None)
+    assert status is not None
+    wanted = status.lower()
+    if move := next((m for m in allowed if m["to_status"].lower() == wanted), None):
+        return move
+    # Agents often pass the transition's name ("Start progress"); take it when it is unambiguous.
+    named = [m for m in allowed if m["name"].lower() == wanted]
+    return named[0] if len(named) == 1 else None
+
+
+async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    issue_key = args["issue_key"].upper()
+    status = args["status"].strip() if "status" in args else None
+    transition_id = str(args["transition_id"]).strip() if "transition_id" in args else None
+    if (status is None) == (transition_id is None):
+        raise invalid("/status", "give either status (the target status name) or "
+                                 "transition_id, not both")
+    comment = markdown_text(args["comment"], "/comment") if args.get("comment") else None
+    expected = args.get("expected_version")
+    queries = ctx.database.queries
+    async with ctx.transaction(readonly=False) as conn:
+        row = await queries.lock_issue(conn, issue_key=issue_key)
+        if row is None:
+            raise not_found(issue_key)
+        if expected is not None and expected != row["version"]:
+            raise conflict(issue_key, expected, row["version"])
+        allowed = row_dicts(await queries.workflow_transitions_from(
+            conn, project_key=row["project_key"], from_status=row["status"]))
+        move = _pick(allowed, status=status, transition_id=transition_id)
+        if move is None:
+            path = "/status" if status is not None else "/transition_id"
+            asked = status if status is not None else f"transition {transition_id}"
+            explanation = _allowed_text(row["status"], allowed)
+            raise ServiceError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{path}: {issue_key} cannot move to {asked!r}; {explanation}",
+                details=[{"path": path, "message": explanation, "current_status": row["status"],
+                          "allowed": allowed}],
+            )
+        moved = await queries.move_issue(
+            conn, work_item_id=row["id"], expected_version=row["version"],
+            status=move["to_status"], status_category=move["to_category"])
+        if moved is None:  # compare-and-set lost; the row lock makes this a can't-happen
+            raise conflict(issue_key, row["version"], row["version"] + 1)
+        await queries.insert_issue_transition(
+            conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=row["status"],
+            to_status=move["to_status"], from_category=row["status_category"],
+            to_category=move["to_category"], actor=ctx.principal.user,
+        )
+        comment_id = None
+        if comment:
+            comment_row = await queries.insert_comment(
+                conn, tenant_id=ctx.tenant_id, work_item_id=row["id"],
+                author=ctx.principal.user, body=comment)
+            comment_id = comment_row["id"]
+        before = {"status": row["status"], "status_category": row["status_category"],
+                  "resolved_at": jsonable(row["resolved_at"]), "version": row["version"]}
+        after = {"status": move["to_status"], "status_category": move["to_category"],
+                 "resolved_at": jsonable(moved["resolved_at"]), "version": moved["version"]}
+        result = {
+            "key": issue_key,
+            "transition": {"id": move["id"], "name": move["name"]},
+            "from_status": row["status"],
+            "from_category": row["status_category"],
+            "to_status": move["to_status"],
+            "to_category": move["to_category"],
+            "resolved_at": after["resolved_at"],
+            "version": moved["version"],
+            "updated_at": jsonable(moved["updated_at"]),
+            "comment_id": comment_id,
+        }
+        await ctx.commit_write(conn, arguments=args, result=result, before=before, after=after)
+    return result
+
+
+async def list_transitions(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    issue_key = args["issue_key"].upper()
+    queries = ctx.database.queries
+    async with ctx.transaction(readonly=True) as conn:
+        row = await queries.issue_workflow_state(conn, issue_key=issue_key)
+        if row is None:
+            raise not_found(issue_key)
+        allowed = row_dicts(await queries.workflow_transitions_from(
+            conn, project_key=row["project_key"], from_status=row["status"]))
+    return {"key": row["key"], "project_key": row["project_key"], "status": row["status"],
+            "status_category": row["status_category"], "version": row["version"],
+            "transitions": allowed}
+
+
+async def list_projects(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    async with ctx.transaction(readonly=True) as conn:
+        rows = await ctx.database.queries.projects_overview(conn)
+    projects = []
+    for row in rows:
+        counts = {category: row["counts"].get(category, 0) for category in CATEGORIES}
+        projects.append({
+            "key": row["key"], "name": row["name"], "description": row["description"],
+            "lead": row["lead"], "issue_types": list(row["issue_types"]),
+            "statuses": row["statuses"], "issue_count": sum(counts.values()),
+            "counts_by_category": counts,
+        })
+    return {"projects": projects}
+
+
+TOOLS = (
+    Tool(
+        name="jira_transition_issue",
+        title="Move a work item to another status",
+        description=(
+            "Move a work item along its project's workflow: give the target status name in "
+            "status (case-insensitive, e.g. \"In Progress\") or a transition_id from "
+            "jira_list_transitions, not both. Only moves the workflow allows from the current "
+            "status are accepted; otherwise the error lists the allowed ones by name and id. "
+            "Entering a done or cancelled status sets resolved_at, leaving one clears it. "
+            "Optional comment (Markdown or ADF) is added in the same step; optional "
+            "expected_version refuses the move with CONFLICT if the item changed since."
+        ),
+        handler=transition_issue,
+        scope="write",
+        call_class="write",
+        read_only=False,
+        destructive=True,   # it overwrites the status and resolution
+        idempotent=False,   # a workflow may loop back (e.g. Reopen), so repeats can move again
+        aliases=("jira.transition_issue",),
+    ),
+    Tool(
+        name="jira_list_transitions",
+        title="List a work item's possible status moves",
+        description=(
+            "Show a work item's current status (and its category) and the moves its project's "
+            "workflow allows from there: each with the transition id, its name, the status it "
+            "leads to and that status's category. Use before jira_transition_issue."
+        ),
+        handler=list_transitions,
+        scope="read",
+        call_class="read",
+        aliases=("jira.list_transitions",),
+    ),
+    Tool(
+        name="jira_list_projects",
+        title="List projects",
+        description=(
+            "List the projects you can work in: key, name, description, lead, the issue types "
+            "they accept, their workflow statuses (name, category, which one new items start "
+            "in) and how many items they hold in all and per status category (todo, "
+            "in_progress, blocked, in_review, done, cancelled)."
+        ),
+        handler=list_projects,
+        scope="read",
+        call_class="read",
+        aliases=("jira.list_projects",),
+    ),
+)

@@ -1,0 +1,386 @@
+"""Jira toolset, writing: create and update work items, comment on them, link them.
+
+Every write runs in one tenant transaction and ends with ``ctx.commit_write``, so the change, its
+audit row (with before and after values) and the stored result of an idempotency key commit
+together or not at all. Keys are accepted in any case and stored upper-case.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..errors import ErrorCode, ServiceError
+from .adf import AdfError, adf_to_markdown, is_adf
+from .context import ToolContext
+from .jira_read import not_found
+from .registry import Tool
+from .rows import jsonable, row_dict
+
+__all__ = ["TOOLS", "conflict", "invalid", "markdown_text"]
+
+# Jira's priority names (and a few older scheme names) onto ours; ours map to themselves.
+_PRIORITIES = {
+    "critical": "critical", "highest": "critical", "blocker": "critical",
+    "high": "high", "major": "high",
+    "medium": "medium", "normal": "medium",
+    "low": "low", "minor": "low",
+    "none": "none", "lowest": "none", "trivial": "none",
+}
+_ISSUE_TYPE_ALIASES = {"sub-task": "subtask", "sub task": "subtask"}
+_COMMENT_MAX = 100_000
+
+# jira_update_issue's field names and the work_items columns they set.
+_COLUMNS = {
+    "summary": "title", "description": "description", "priority": "priority",
+    "assignee": "assignee", "labels": "labels", "due_date": "due_at", "parent_key": "parent_key",
+    "custom_fields": "custom_fields",
+}
+
+# link_type as agents write it -> (stored type, whether the two keys swap). An inverse name reads
+# from the other end: "A is blocked by B" is stored as "B blocks A".
+_LINK_TYPES = {
+    "blocks": ("blocks", False), "block": ("blocks", False), "is blocked by": ("blocks", True),
+    "relates": ("relates", False), "relates to": ("relates", False),
+    "relate": ("relates", False),
+    "duplicates": ("duplicates", False), "duplicate": ("duplicates", False),
+    "is duplicated by": ("duplicates", True),
+    "clones": ("clones", False), "cloners": ("clones", False), "clone": ("clones", False),
+    "is cloned by": ("clones", True),
+}
+_LINK_VERBS = {"blocks": "blocks", "relates": "relates to", "duplicates": "duplicates",
+               "clones": "clones"}
+
+
+def invalid(path: str, message: str, **extra: Any) -> ServiceError:
+    """VALIDATION_ERROR about one argument, with its JSON path as the schema errors carry it."""
+    return ServiceError(ErrorCode.VALIDATION_ERROR, f"{path}: {message}",
+                        details=[{"path": path, "message": message, **extra}])
+
+
+def conflict(issue_key: str, expected: int, current: int) -> ServiceError:
+    return ServiceError(
+        ErrorCode.CONFLICT,
+        f"{issue_key} changed since version {expected}; it is at version {current}. Read it "
+        "again (jira_get_issue) and retry with the new version.",
+        details=[{"path": "/expected_version", "expected": expected, "current": current}],
+    )
+
+
+def markdown_text(value: Any, path: str) -> str:
+    """Markdown from a Markdown string or an ADF document; VALIDATION_ERROR for malformed ADF."""
+    if isinstance(value, str):
+        return value.strip()
+    if not is_adf(value):
+        raise invalid(path, 'give Markdown text or an ADF document ({"type": "doc", ...})')
+    try:
+        return adf_to_markdown(value)
+    except AdfError as exc:
+        raise invalid(path, f"not a valid ADF document: {exc}") from None
+
+
+def _optional_markdown(value: Any, path: str) -> str | None:
+    # An empty description is no description.
+    return None if value is None else markdown_text(value, path) or None
+
+
+def _priority(value: str, path: str) -> str:
+    priority = _PRIORITIES.get(value.strip().lower())
+    if priority is None:
+        raise invalid(path, f"unknown priority {value!r}; use one of critical, high, medium, "
+                            "low, none (or Jira's Highest, High, Medium, Low, Lowest)")
+    return priority
+
+
+def _issue_type(value: str) -> str:
+    name = " ".join(value.lower().split())
+    return _ISSUE_TYPE_ALIASES.get(name, name)
+
+
+def _due_at(value: str | None, path: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        raise invalid(path, f"{value!r} is not a date (YYYY-MM-DD)") from None
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def _labels(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))  # unique, first occurrence's order
+
+
+def _custom_fields(given: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    # Fields not named keep their value; a field set to null is removed.
+    merged = {**current, **given}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+async def _check_parent(conn: Any, ctx: ToolContext, parent_key: str, path: str,
+                        *, child_key: str | None = None) -> None:
+    queries = ctx.database.queries
+    if parent_key == child_key:
+        raise invalid(path, "an item cannot be its own parent")
+    if not await queries.work_item_key_exists(conn, issue_key=parent_key):
+        raise invalid(path, f"no work item with key {parent_key}")
+    if child_key is not None and await queries.parent_chain_contains(
+            conn, parent_key=parent_key, issue_key=child_key):
+        raise invalid(path, f"{parent_key} is below {child_key}; that parent would make a loop")
+
+
+async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    project_key = args["project_key"].upper()
+    summary = args["summary"].strip()
+    issue_type = _issue_type(args.get("issue_type", "task"))
+    priority = _priority(args.get("priority", "medium"), "/priority")
+    description = _optional_markdown(args.get("description"), "/description")
+    due_at = _due_at(args.get("due_date"), "/due_date")
+    parent_key = args["parent_key"].upper() if args.get("parent_key") else None
+    if issue_type == "subtask" and parent_key is None:
+        raise invalid("/parent_key", "a subtask needs a parent_key")
+    queries = ctx.database.queries
+    async with ctx.transaction(readonly=False) as conn:
+        project = await queries.create_issue_project(conn, project_key=project_key)
+        if project is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"no project with key {project_key}")
+        if issue_type not in project["issue_types"]:
+            raise invalid("/issue_type", f"{project_key} has no issue type {issue_type!r}; use "
+                                         f"one of {', '.join(project['issue_types'])}")
+        if project["initial_status"] is None:
+            raise invalid("/project_key", f"{project_key}'s workflow has no initial status")
+        if parent_key is not None:
+            await _check_parent(conn, ctx, parent_key, "/parent_key")
+        # From here the project row is locked until commit: keep the rest short.
+        number = await queries.allocate_issue_number(conn, project_key=project_key)
+        row = await queries.insert_issue(
+            conn, tenant_id=ctx.tenant_id, key=f"{project_key}-{number}",
+            project_key=project_key, number=number, summary=summary, description=description,
+            type=issue_type, status=project["initial_status"],
+            status_category=project["initial_category"], priority=priority,
+            assignee=args.get("assignee"), reporter=ctx.principal.user,
+            labels=_labels(args.get("labels", [])), parent_key=parent_key, due_at=due_at,
+            custom_fields=_custom_fields(args.get("custom_fields", {}), {}),
+        )
+        await queries.insert_issue_transition(
+            conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=None,
+            to_status=row["status"], from_category=None, to_category=row["status_category"],
+            actor=ctx.principal.user,
+        )
+        issue = row_dict(row, drop=("id",))
+        await ctx.commit_write(conn, arguments=args, result=issue, after=issue)
+    return issue
+
+
+def _new_values(fields: dict[str, Any], current: Any) -> dict[str, Any]:
+    """The fields' new values, normalized as stored (before any database check)."""
+    new: dict[str, Any] = {}
+    for name, value in fields.items():
+        path = f"/fields/{name}"
+        match name:
+            case "summary":
+                new[name] = value.strip()
+            case "description":
+                new[name] = _optional_markdown(value, path)
+            case "priority":
+                new[name] = _priority(value, path)
+            case "labels":
+                new[name] = _labels(value)
+            case "due_date":
+                new[name] = _due_at(value, path)
+            case "parent_key":
+                new[name] = value.upper() if value else None
+            case "custom_fields":
+                new[name] = _custom_fields(value, current["custom_fields"])
+            case _:
+                new[name] = value
+    return new
+
+
+def _current_values(row: Any) -> dict[str, Any]:
+    return {name: row[column if column != "title" else "summary"]
+            for name, column in _COLUMNS.items()}
+
+
+def _same(name: str, old: Any, new: Any) -> bool:
+    if name == "labels":
+        return sorted(old) == sorted(new)  # labels are a set; order is not a change
+    return bool(old == new)
+
+
+async def update_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    issue_key = args["issue_key"].upper()
+    expected = args.get("expected_version")
+    queries = ctx.database.queries
+    async with ctx.transaction(readonly=False) as conn:
+        row = await queries.lock_issue(conn, issue_key=issue_key)
+        if row is None:
+            raise not_found(issue_key)
+        if expected is not None and expected != row["version"]:
+            raise conflict(issue_key, expected, row["version"])
+        current = _current_values(row)
+        new = _new_values(args["fields"], row)
+        if new.get("parent_key"):
+            await _check_parent(conn, ctx, new["parent_key"], "/fields/parent_key",
+                                child_key=issue_key)
+        changed = {name: value for name, value in new.items()
+                   if not _same(name, current[name], value)}
+        version, updated_at = row["version"], None
+        if changed:
+            moved = await queries.update_issue_fields(
+                conn, issue_key=issue_key, expected_version=row["version"],
+                changes={_COLUMNS[name]: value for name, value in changed.items()},
+            )
+            if moved is None:  # the compare-and-set lost; the lock makes this a can't-happen
+                raise conflict(issue_key, row["version"], row["version"] + 1)
+            version, updated_at = moved["version"], moved["updated_at"]
+        before = {name: jsonable(current[name]) for name in changed}
+        after = {name: jsonable(value) for name, value in changed.items()}
+        result = {
+            "key": issue_key,
+            "version": version,
+            "updated_at": jsonable(updated_at),
+            "changed": {name: {"from": before[name], "to": after[name]} for name in changed},
+        }
+        await ctx.commit_write(conn, arguments=args, result=result, before=before, after=after)
+    return result
+
+
+async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    issue_key = args["issue_key"].upper()
+    if ("body" in args) == ("comment" in args):
+        raise invalid("/body", "give the comment as body (or as comment), exactly once")
+    path = "/body" if "body" in args else "/comment"
+    body = markdown_text(args.get("body", args.get("comment")), path)
+    if not body:
+        raise invalid(path, "the comment is empty")
+    if len(body) > _COMMENT_MAX:
+        raise invalid(path, f"the comment is longer than {_COMMENT_MAX} characters")
+    queries = ctx.database.queries
+    async with ctx.transaction(readonly=False) as conn:
+        item = await queries.touch_issue(conn, issue_key=issue_key)
+        if item is None:
+            raise not_found(issue_key)
+        row = await queries.insert_comment(conn, tenant_id=ctx.tenant_id, work_item_id=item["id"],
+                                           author=ctx.principal.user, body=body)
+        result = {"issue_key": item["key"], **row_dict(row)}
+        await ctx.commit_write(conn, arguments=args, result=result, after=result)
+    return result
+
+
+async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    outward_key = args["outward_issue_key"].upper()
+    inward_key = args["inward_issue_key"].upper()
+    spelled = " ".join(args["link_type"].lower().split())
+    if spelled not in _LINK_TYPES:
+        raise invalid("/link_type", f"unknown link type {args['link_type']!r}; use blocks, "
+                                    "relates to, duplicates, clones, is blocked by, "
+                                    "is duplicated by or is cloned by")
+    link_type, swap = _LINK_TYPES[spelled]
+    if outward_key == inward_key:
+        raise invalid("/inward_issue_key", "an item cannot be linked to itself")
+    source, target = (inward_key, outward_key) if swap else (outward_key, inward_key)
+    queries = ctx.database.queries
+    async with ctx.transaction(readonly=False) as conn:
+        ids = {r["key"]: r["id"] for r in await queries.lock_link_ends(
+            conn, issue_keys=[outward_key, inward_key])}
+        for key in (outward_key, inward_key):
+            if key not in ids:
+                raise not_found(key)
+        sentence = f"{source} {_LINK_VERBS[link_type]} {target}"
+        row = await queries.insert_link(
+            conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
+            inward_id=ids[target], created_by=ctx.principal.user,
+        )
+        if row is None:
+            raise ServiceError(ErrorCode.CONFLICT, f"the link already exists: {sentence}")
+        result = {
+            "id": row["id"], "link_type": link_type, "outward_issue_key": source,
+            "inward_issue_key": target, "description": sentence,
+            "created_at": jsonable(row["created_at"]),
+        }
+        await ctx.commit_write(conn, arguments=args, result=result, after=result)
+    return result
+
+
+TOOLS = (
+    Tool(
+        name="jira_create_issue",
+        title="Create a work item",
+        description=(
+            "Create a work item (Jira-style issue) in a project and get it back with its new key "
+            "(e.g. PROJ-13), its initial workflow status and version 1. Needs project_key and "
+            "summary; issue_type defaults to task (epic, story, task, bug, subtask, feature; a "
+            "subtask needs parent_key), priority to medium (critical, high, medium, low, none, or "
+            "Jira's Highest..Lowest). description is Markdown or an Atlassian Document Format "
+            "object. due_date is YYYY-MM-DD. The reporter is the API key's user. Pass an "
+            "idempotency_key when you might retry: a retry with the same key and arguments "
+            "returns the first result instead of creating a second item. Use jira_list_projects "
+            "to find project keys and their issue types."
+        ),
+        handler=create_issue,
+        scope="write",
+        call_class="write",
+        read_only=False,
+        destructive=False,
+        idempotent=False,  # without an idempotency_key, each call makes another item
+        aliases=("jira.create_issue",),
+    ),
+    Tool(
+        name="jira_update_issue",
+        title="Update a work item's fields",
+        description=(
+            "Change fields of a work item: put them in fields (summary, description, priority, "
+            "assignee, labels, due_date, parent_key, custom_fields). Fields not named keep their "
+            "value; null clears description, assignee, due_date or parent_key; labels replaces "
+            "the whole list; custom_fields merges (a custom field set to null is removed). The "
+            "key, project and status cannot be changed here (use jira_transition_issue for "
+            "status). Pass expected_version (the version jira_get_issue returned) to refuse the "
+            "update with CONFLICT if someone changed the item since. Returns each changed field "
+            "with its old and new value, and the new version; a call that changes nothing keeps "
+            "the version."
+        ),
+        handler=update_issue,
+        scope="write",
+        call_class="write",
+        read_only=False,
+        destructive=True,   # it overwrites values
+        idempotent=True,    # the same fields again change nothing and keep the version
+        aliases=("jira.update_issue",),
+    ),
+    Tool(
+        name="jira_add_comment",
+        title="Comment on a work item",
+        description=(
+            "Add a comment to a work item. body is Markdown, or an Atlassian Document Format "
+            "document (an object with type \"doc\"), which is stored as Markdown. The author is "
+            "the API key's user. Returns the comment with its id and time."
+        ),
+        handler=add_comment,
+        scope="write",
+        call_class="write",
+        read_only=False,
+        destructive=False,
+        idempotent=False,  # each call adds another comment
+        aliases=("jira.add_comment",),
+    ),
+    Tool(
+        name="jira_link_issues",
+        title="Link two work items",
+        description=(
+            "Link two work items. It reads \"outward_issue_key <link_type> inward_issue_key\": "
+            "link_type blocks with outward PROJ-1 and inward PROJ-2 means PROJ-1 blocks PROJ-2. "
+            "link_type is one of blocks, relates to, duplicates, clones, or an inverse (is "
+            "blocked by, is duplicated by, is cloned by), which reads the other way round. "
+            "\"relates to\" has no direction. The result states the link as a sentence. A link "
+            "that exists already is a CONFLICT; an item cannot link to itself."
+        ),
+        handler=link_issues,
+        scope="write",
+        call_class="write",
+        read_only=False,
+        destructive=False,
+        idempotent=True,  # the same link again is refused; nothing more changes
+        aliases=("jira.link_issues",),
+    ),
+)
