@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx2
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import Tenant, TenantFactory, make_settings
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from serving import ProductionLikeServer
 
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
@@ -76,16 +76,6 @@ def fixture_tools(probe: Probe) -> list[Tool]:
 @pytest.fixture
 def probe() -> Probe:
     return Probe()
-
-
-class ProductionLikeServer(TestServer):
-    """aiohttp's test server cancels a handler when its client disconnects; ``web.run_app`` (how
-    the product runs) does not. Serve as the product does, so a cancel seen here is the
-    product's own doing."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        kwargs["handler_cancellation"] = False
-        return web.AppRunner(self.app, **kwargs)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ and running a list of decoded messages through the dispatcher."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -22,14 +23,17 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
+from .sessions import Session
 
 __all__ = [
     "BODY_READ_SECONDS",
     "answer",
+    "client_gone",
     "json_body",
     "read_json",
     "rpc_error_response",
     "run_messages",
+    "session_messages",
     "sse_stream",
 ]
 
@@ -38,6 +42,8 @@ BODY_READ_SECONDS = 30.0
 SSE_PING_SECONDS = 15.0
 # JSON-RPC batches bigger than this are refused before any of it runs.
 MAX_BATCH = 100
+# How often a waiting stream checks that its client is still there.
+STREAM_POLL_SECONDS = 0.5
 
 
 def json_body(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None
@@ -123,3 +129,28 @@ async def send_event(stream: EventSourceResponse, message: dict[str, Any], *,
                      event_id: int | None = None) -> None:
     await stream.send(orjson.dumps(message).decode(), event="message",
                       id=str(event_id) if event_id is not None else None)
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed (aiohttp offers no event for it)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def session_messages(request: web.Request, session: Session
+                           ) -> AsyncIterator[dict[str, Any]]:
+    """The session's queued messages, until the session ends or the client leaves.
+
+    The server runs with aiohttp's default of not cancelling a handler whose client went away,
+    so a stream waiting for its next message must notice the departure itself; otherwise the
+    session would keep a dead stream forever (a reconnect would get 409, a legacy SSE session
+    would never end).
+    """
+    while not client_gone(request):
+        try:
+            message = await asyncio.wait_for(session.outbox.get(), STREAM_POLL_SECONDS)
+        except TimeoutError:
+            continue
+        if message is None:
+            return
+        yield message

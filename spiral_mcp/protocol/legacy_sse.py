@@ -9,7 +9,14 @@ from aiohttp import web
 
 from ..server.keys import BACKGROUND, DISPATCHER, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
 from .dispatcher import Exchange
-from .http import parse_batch, read_json, run_messages, send_event, sse_stream
+from .http import (
+    parse_batch,
+    read_json,
+    run_messages,
+    send_event,
+    session_messages,
+    sse_stream,
+)
 from .jsonrpc import RpcError
 from .sessions import Session, SessionLimitError
 
@@ -35,7 +42,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     response = await sse_stream(request)
     try:
         await response.send(f"/messages?session_id={session.id}", event="endpoint")
-        while (message := await session.outbox.get()) is not None:
+        async for message in session_messages(request, session):
             await send_event(response, message)
         response.stop_streaming()
     except (ConnectionError, RuntimeError):

@@ -15,12 +15,14 @@ from ..server.keys import DISPATCHER, METRICS, PRINCIPAL, REQUEST_ID, SESSIONS, 
 from .dispatcher import Exchange
 from .http import (
     answer,
+    client_gone,
     json_body,
     parse_batch,
     read_json,
     rpc_error_response,
     run_messages,
     send_event,
+    session_messages,
     sse_stream,
 )
 from .jsonrpc import (
@@ -215,8 +217,13 @@ async def get(request: web.Request) -> web.StreamResponse:
         if last_event.isdigit():
             for event_id, message in session.replay_after(int(last_event)):
                 await send_event(stream, message, event_id=event_id)
-        while (message := await session.outbox.get()) is not None:
-            await send_event(stream, message, event_id=session.record_sent(message))
+        async for message in session_messages(request, session):
+            # Recorded before sending: a message the client misses is replayed on resumption.
+            event_id = session.record_sent(message)
+            try:
+                await send_event(stream, message, event_id=event_id)
+            except (ConnectionError, RuntimeError):
+                break  # the client left; it may come back with Last-Event-ID
             metrics.mcp_requests.labels(message.get("method", "response"), "stream").inc()
         stream.stop_streaming()
         return stream
@@ -290,8 +297,7 @@ async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
             if done:
                 return task.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
+            if client_gone(request):
                 task.cancel()
                 await asyncio.wait({task})
                 return None
