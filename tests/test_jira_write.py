@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from spiral_mcp.handlers.context import ToolContext
 from spiral_mcp.handlers.idempotency import request_hash
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "spiral_mcp" / "schemas"
 
 USER = "tester@example.com"
 WRITE_TOOLS = ("jira_create_issue", "jira_update_issue", "jira_transition_issue",
@@ -35,9 +41,17 @@ async def call(client, tenant, name: str, **arguments: Any) -> dict[str, Any]:
     return envelope
 
 
+@cache
+def output_validator(name: str) -> Draft202012Validator:
+    schema = orjson.loads((SCHEMAS / f"{name}.output.json").read_bytes())
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
 async def ok(client, tenant, name: str, **arguments: Any) -> dict[str, Any]:
+    """The data of a successful call, checked against the tool's declared output schema."""
     envelope = await call(client, tenant, name, **arguments)
     assert envelope["success"], envelope
+    output_validator(name.replace(".", "_", 1)).validate(envelope["data"])
     return envelope["data"]
 
 
@@ -249,6 +263,53 @@ async def test_one_idempotency_key_under_concurrency_makes_one_item(
 
     await fails(client, tenant, "jira_create_issue", "IDEMPOTENCY_MISMATCH",
                 **{**arguments, "summary": "Something else"})
+
+
+IDEMPOTENT_CALLS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # tool: (arguments, other arguments for the same key)
+    "jira_create_issue": ({"project_key": "WEB", "summary": "Once"},
+                          {"project_key": "WEB", "summary": "Twice"}),
+    "jira_update_issue": ({"issue_key": "WEB-2", "fields": {"summary": "Once"}},
+                          {"issue_key": "WEB-2", "fields": {"summary": "Twice"}}),
+    "jira_transition_issue": ({"issue_key": "WEB-21", "status": "In Progress"},
+                              {"issue_key": "WEB-21", "status": "Cancelled"}),
+    "jira_add_comment": ({"issue_key": "WEB-2", "body": "Once"},
+                         {"issue_key": "WEB-2", "body": "Twice"}),
+    "jira_link_issues": ({"outward_issue_key": "WEB-21", "inward_issue_key": "WEB-22",
+                          "link_type": "blocks"},
+                         {"outward_issue_key": "WEB-21", "inward_issue_key": "WEB-22",
+                          "link_type": "clones"}),
+}
+
+
+@pytest.mark.parametrize("tool", WRITE_TOOLS)
+async def test_every_write_tool_replays_and_refuses_reuse(
+        client, make_tenant, admin_conn, tool: str) -> None:
+    tenant = await make_tenant(demo=True)
+    await create(client, tenant)   # WEB-21, WEB-22: fresh items with known state
+    await create(client, tenant)
+    arguments, other = IDEMPOTENT_CALLS[tool]
+    first = await call(client, tenant, tool, **arguments, idempotency_key=f"{tool}:1")
+    assert first["success"] and "replayed" not in first, first
+    again = await call(client, tenant, tool, **arguments, idempotency_key=f"{tool}:1")
+    assert (again["success"], again["replayed"], again["data"]) == (True, True, first["data"])
+    await fails(client, tenant, tool, "IDEMPOTENCY_MISMATCH", **other,
+                idempotency_key=f"{tool}:1")
+    oks = [a for a in await audit_rows(admin_conn, tenant.id, tool) if a["outcome"] == "ok"]
+    assert len(oks) == (3 if tool == "jira_create_issue" else 1)  # the two setup creates
+
+    # A key another call holds right now: IDEMPOTENCY_IN_PROGRESS, and nothing is written.
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        await admin_conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, tool, key, request_hash, state, expires_at) "
+            "VALUES ($1, $2, 'held', $3, 'in_progress', now() + interval '1 hour')",
+            tenant.id, tool, request_hash(other))
+    error = await fails(client, tenant, tool, "IDEMPOTENCY_IN_PROGRESS", **other,
+                        idempotency_key="held")
+    assert error["retry_after"] == 1.0
+    after = [a for a in await audit_rows(admin_conn, tenant.id, tool) if a["outcome"] == "ok"]
+    assert len(after) == len(oks)
 
 
 async def test_a_held_idempotency_key_is_in_progress(client, make_tenant, admin_conn) -> None:
@@ -728,6 +789,7 @@ async def test_list_projects_with_counts(client, make_tenant, admin_conn) -> Non
         assert project["counts_by_category"] == expected
         assert project["issue_count"] == 20  # the other tenant's extra WEB item is not counted
 
+    await fails(client, tenant, "jira_list_projects", "VALIDATION_ERROR", project="WEB")
     # A tenant with no projects sees none, never another tenant's.
     empty = await make_tenant()
     assert await ok(client, empty, "jira_list_projects") == {"projects": []}
