@@ -8,7 +8,10 @@ together or not at all. Keys are accepted in any case and stored upper-case.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
+
+import asyncpg
 
 from ..errors import ErrorCode, ServiceError
 from .adf import AdfError, adf_to_markdown, is_adf
@@ -117,7 +120,7 @@ def _custom_fields(given: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     return {k: v for k, v in merged.items() if v is not None}
 
 
-async def _check_parent(conn: Any, ctx: ToolContext, parent_key: str, path: str,
+async def _check_parent(conn: asyncpg.Connection, ctx: ToolContext, parent_key: str, path: str,
                         *, child_key: str | None = None) -> None:
     queries = ctx.database.queries
     if parent_key == child_key:
@@ -172,7 +175,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     return issue
 
 
-def _new_values(fields: dict[str, Any], current: Any) -> dict[str, Any]:
+def _new_values(fields: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
     """The fields' new values, normalized as stored (before any database check)."""
     new: dict[str, Any] = {}
     for name, value in fields.items():
@@ -197,7 +200,7 @@ def _new_values(fields: dict[str, Any], current: Any) -> dict[str, Any]:
     return new
 
 
-def _current_values(row: Any) -> dict[str, Any]:
+def _current_values(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row[column if column != "title" else "summary"]
             for name, column in _COLUMNS.items()}
 
