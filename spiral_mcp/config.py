@@ -104,6 +104,10 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Setting:
     """One environment variable: its parser, default and the line the README shows for it."""
@@ -163,6 +167,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
     Setting("IDEMPOTENCY_TTL", _float(60, 30 * 86400), 86400.0,
             "seconds an idempotency key is remembered"),
+    Setting("SPIRAL_TEMPLATES_DIR", _optional_text, None,
+            "a folder of your own report templates, served beside the built-in ones"),
+    Setting("EXPLORER_DATABASE_URL", _postgres_url, None,
+            "PostgreSQL URL of the explorer role, for explorer_query (default: DATABASE_URL's "
+            "server and database, logging in as spiral_explorer)"),
+    Setting("EXPLORER_TIMEOUT_S", _float(0.1, 600), 10.0,
+            "seconds one explorer query may run before QUERY_TIMEOUT"),
+    Setting("EXPLORER_MAX_ROWS", _int(1, 100_000), 1000, "most rows one explorer query returns"),
     Setting("DEMO_DATA", _bool, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
 )
@@ -199,6 +211,10 @@ class Settings:
     enabled_toolsets: tuple[str, ...]
     read_only: bool
     idempotency_ttl: float
+    spiral_templates_dir: str | None
+    explorer_database_url: str | None
+    explorer_timeout_s: float
+    explorer_max_rows: int
     demo_data: bool
 
     @property

@@ -9,7 +9,7 @@ module as :class:`~spiral_mcp.errors.ServiceError` with CONNECTION_ERROR or QUER
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -65,9 +65,14 @@ async def create_pool(
     connect_timeout: float,
     statement_timeout: float,
     application_name: str = "spiral-mcp",
+    server_settings: Mapping[str, str] | None = None,
+    **pool_options: Any,
 ) -> asyncpg.Pool:
     """A pool whose connections give up fast: connecting within ``connect_timeout`` and each
-    statement within ``statement_timeout`` (server-side, with a client-side backstop)."""
+    statement within ``statement_timeout`` (server-side, with a client-side backstop).
+
+    ``server_settings`` add to the session settings; ``pool_options`` go to asyncpg as they are
+    (the explorer pool sets its reset and turns the statement cache off)."""
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -78,10 +83,14 @@ async def create_pool(
         init=init_connection,
         server_settings={
             "application_name": application_name,
+            # Our statements are short; JIT compilation cost up to a second on report queries.
+            "jit": "off",
             "statement_timeout": str(int(statement_timeout * 1000)),
             # A connection stuck in an open transaction would hold locks; end it server-side.
             "idle_in_transaction_session_timeout": str(int((statement_timeout + 5) * 1000)),
+            **(server_settings or {}),
         },
+        **pool_options,
     )
 
 

@@ -39,11 +39,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime as dt
-import decimal
 import json
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -54,6 +51,8 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pglast import parser as pg_parser
+
+from .handlers.rows import jsonable
 
 __all__ = [
     "Template", "TemplateError", "builtin_directory", "load_templates", "parse_template",
@@ -342,22 +341,6 @@ async def run_template(
     cursor = await statement.cursor(*args)
     records = await cursor.fetch(template.row_cap + 1)
     truncated = len(records) > template.row_cap
-    rows = [{key: _jsonable(value) for key, value in record.items()}
+    rows = [{key: jsonable(value) for key, value in record.items()}
             for record in records[: template.row_cap]]
     return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value

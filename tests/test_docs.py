@@ -20,3 +20,14 @@ def test_every_setting_is_in_the_readme_table(setting: str) -> None:
 @pytest.mark.parametrize("tool", [t.name for t in builtin_tools()])
 def test_every_tool_is_in_the_readme(tool: str) -> None:
     assert f"`{tool}`" in README
+
+
+def test_the_readme_template_example_loads() -> None:
+    import re
+
+    from spiral_mcp.templates import parse_template
+
+    example = re.search(r"```sql\n(-- name: .*?)```", README, re.S)
+    assert example is not None
+    template = parse_template(Path("README.md"), example.group(1))
+    assert template.name == "sql_open_items_count"

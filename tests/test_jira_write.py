@@ -844,8 +844,6 @@ async def test_another_tenants_items_are_not_found_by_any_tool(
     assert oks == []
 
 
-@pytest.mark.xfail(strict=True, reason="the dispatcher passes the alias as ToolContext.tool, so "
-                   "commit_write audits an alias call under the alias, not the tool's name")
 async def test_alias_calls_are_audited_under_the_tools_name(
         client, make_tenant, admin_conn) -> None:
     tenant = await make_tenant(demo=True)

@@ -54,6 +54,8 @@ class Tool:
     aliases: tuple[str, ...] = ()   # accepted on tools/call, never listed
     input_schema: dict[str, Any] | None = None   # default: read from <name>.input.json
     output_schema: dict[str, Any] | None = None  # default: read from <name>.output.json
+    # A text block put before a successful result's JSON (the explorer marks rows as data).
+    result_note: str | None = None
 
     @property
     def toolset(self) -> str:
@@ -208,6 +210,7 @@ class ToolRegistry:
             # A tool this key may not use is as unknown as one that does not exist.
             raise RpcError(INVALID_PARAMS, f"unknown tool: {name}")
         tool = compiled.tool
+        ctx.tool = tool.name  # called by an alias, it is still audited under its own name
         started = time.perf_counter()
         arguments = {} if arguments is None else arguments
         try:
@@ -258,10 +261,13 @@ class ToolRegistry:
                 arguments=redact(arguments) if isinstance(arguments, dict) else None,
                 outcome="error" if error_code else "ok", error_code=error_code,
                 duration_ms=round(elapsed * 1000, 3), request_id=ctx.request_id,
+                after=ctx.audit_after,
             ))
-        text = orjson.dumps(envelope).decode()
+        content = [{"type": "text", "text": orjson.dumps(envelope).decode()}]
+        if tool.result_note is not None and error_code is None:
+            content.insert(0, {"type": "text", "text": tool.result_note})
         return {
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "structuredContent": envelope,
             "isError": error_code is not None,
         }

@@ -12,7 +12,7 @@ __all__ = ["jsonable", "row_dict", "row_dicts"]
 
 
 def jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
+    if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return float(value)

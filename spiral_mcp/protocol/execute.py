@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..server.keys import DISPATCHER, PRINCIPAL, REQUEST_ID
+from ..server.keys import DISPATCHER, PRINCIPAL, REQUEST_ID, TEMPLATES
 from .dispatcher import Exchange
 from .http import answer, json_body, parse_batch, read_json, rpc_error_response, run_messages
 from .jsonrpc import INVALID_REQUEST, RpcError
@@ -30,6 +30,16 @@ async def execute(request: web.Request) -> web.Response:
                         transport="execute", http_request_id=request[REQUEST_ID])
     answers = errors + await run_messages(request.app[DISPATCHER], batch, exchange)
     return answer(answers, batch=isinstance(value, list))
+
+
+@routes.get("/templates")
+async def templates(request: web.Request) -> web.Response:
+    """The report templates, with their descriptions and parameter schemas."""
+    return json_body({"templates": [
+        {"name": t.name, "title": t.title, "description": t.description,
+         "input_schema": t.input_schema, "row_cap": t.row_cap}
+        for t in request.app[TEMPLATES]
+    ]})
 
 
 @routes.get("/tools")

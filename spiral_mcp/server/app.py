@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
+import asyncpg
 import redis.asyncio as redis
 from aiohttp import web
 
@@ -18,28 +20,33 @@ from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
 from ..db import Database, create_pool
+from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
 from ..handlers.idempotency import IdempotencyStore
+from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
-from ..roles import check_runtime_role
+from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
 from ..tasks import BackgroundTasks
+from ..templates import builtin_directory, load_templates
 from . import ops
 from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
     DATABASE,
     DISPATCHER,
+    EXPLORER,
     HEAD_MIGRATIONS,
     METRICS,
     RATE_LIMITER,
     REDIS,
     SESSIONS,
     SETTINGS,
+    TEMPLATES,
 )
 from .metrics import Metrics
 from .middleware import authenticate, origin_guard, request_context
@@ -54,11 +61,14 @@ _REAP_SECONDS = 600.0
 
 
 def create_app(
-    settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None
+    settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None,
+    explorer_url: str | None = None,
 ) -> web.Application:
-    """Build the application; ``database_url`` logs in as the runtime role.
+    """Build the application; ``database_url`` logs in as the runtime role, ``explorer_url`` as
+    the explorer role (default: EXPLORER_DATABASE_URL, else ``database_url`` as spiral_explorer).
 
-    ``tools`` replaces the shipped tool set (the conformance harness adds its fixtures this way).
+    ``tools`` replaces the shipped tools and report templates (the conformance harness adds its
+    fixtures this way). Raises TemplateError, naming the file, when a report template is bad.
     """
     app = web.Application(
         middlewares=[request_context, origin_guard, authenticate],
@@ -67,14 +77,26 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEAD_MIGRATIONS] = migrate.head_ids()
+    if tools is None:
+        extra = [Path(settings.spiral_templates_dir)] if settings.spiral_templates_dir else []
+        app[TEMPLATES] = load_templates(builtin_directory(), *extra)
+        durations = app[METRICS].template_duration
+        tools = [*builtin_tools(), *template_tools(
+            app[TEMPLATES], observe=lambda name, seconds: durations.labels(name).observe(seconds))]
+    else:
+        app[TEMPLATES] = []
     app.router.add_routes(ops.routes)
     app.router.add_routes(streamable.routes)
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
     app.cleanup_ctx.append(_database(database_url))
+    app.cleanup_ctx.append(_explorer(
+        explorer_url or settings.explorer_database_url or url_for_role(database_url, EXPLORER_ROLE),
+        configured=bool(explorer_url or settings.explorer_database_url),
+    ))
     app.cleanup_ctx.append(_authenticator)
     app.cleanup_ctx.append(_rate_limits)
-    app.cleanup_ctx.append(_protocol(list(tools) if tools is not None else builtin_tools()))
+    app.cleanup_ctx.append(_protocol(list(tools)))
     app.on_shutdown.append(_end_sessions)
     return app
 
@@ -98,6 +120,40 @@ def _database(url: str):
                 pool.terminate()
 
     return database
+
+
+def _explorer(url: str, *, configured: bool):
+    async def explorer(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if settings.enabled_toolsets and "explorer" not in settings.enabled_toolsets:
+            yield
+            return
+        try:
+            pool = await create_explorer_pool(
+                url, min_size=0, max_size=settings.db_pool_max,
+                connect_timeout=settings.db_connect_timeout,
+                query_timeout=settings.explorer_timeout_s)
+            app[EXPLORER] = await Explorer.start(
+                pool, app[DATABASE].queries, acquire_timeout=settings.db_connect_timeout,
+                query_timeout=settings.explorer_timeout_s, max_rows=settings.explorer_max_rows)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            if configured:
+                raise ConnectionError(f"cannot reach the database as the explorer role: {exc}") \
+                    from None
+            # A derived URL (no password of its own) may not log in: serve without the explorer.
+            log.warning("data explorer unavailable; set EXPLORER_DATABASE_URL",
+                        extra={"error": str(exc)})
+            yield
+            return
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout)
+            except TimeoutError:
+                pool.terminate()
+
+    return explorer
 
 
 async def _connect_with_retry(settings: Settings, url: str):
@@ -172,7 +228,7 @@ def _protocol(tools: list[Tool]):
             metrics=app[METRICS],
         )
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
-                                     metrics=app[METRICS])
+                                     metrics=app[METRICS], explorer=app.get(EXPLORER))
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_key=settings.session_max_per_key,
             idle_timeout=settings.session_idle_timeout,

@@ -8,6 +8,7 @@ from aiohttp import web
 from ..auth import Authenticator, Principal
 from ..config import Settings
 from ..db import Database
+from ..explorer import Explorer
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..ratelimit import RateLimiter
@@ -19,6 +20,7 @@ __all__ = [
     "BACKGROUND",
     "DATABASE",
     "DISPATCHER",
+    "EXPLORER",
     "HEAD_MIGRATIONS",
     "METRICS",
     "PRINCIPAL",
@@ -27,6 +29,7 @@ __all__ = [
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
+    "TEMPLATES",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -37,8 +40,10 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 HEAD_MIGRATIONS = web.AppKey("head_migrations", tuple)
 REDIS = web.AppKey("redis", redis.Redis)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+EXPLORER = web.AppKey("explorer", Explorer)
 SESSIONS = web.AppKey("sessions", SessionStore)
 BACKGROUND = web.AppKey("background", BackgroundTasks)
+TEMPLATES = web.AppKey("templates", list)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -67,6 +67,10 @@ class Metrics:
             "mcp_tool_duration_seconds", "Tool call latency by tool",
             ["tool"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.template_duration = Histogram(
+            "sql_template_duration_seconds", "Report template run time by template",
+            ["template"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
         self.rate_limit_backend_errors = Counter(
             "rate_limit_backend_errors_total",
             "Rate-limit checks that fell back to in-process buckets because Redis failed",

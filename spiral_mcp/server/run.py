@@ -17,8 +17,9 @@ from aiohttp import web
 from .. import admin, migrate
 from ..config import Settings
 from ..provision import EMBEDDED_DATABASE, DatabaseUrls, provision, start_embedded
-from ..queries import Queries
+from ..queries import Queries, QueryFileError
 from ..roles import UnsafeRuntimeRole
+from ..templates import TemplateError
 from .app import create_app
 from .logs import configure_logging
 
@@ -98,7 +99,7 @@ async def _external_urls(settings: Settings) -> DatabaseUrls:
 
 async def _build(settings: Settings) -> web.Application:
     urls = await (_embedded_urls(settings) if settings.embedded else _external_urls(settings))
-    return create_app(settings, database_url=urls.runtime)
+    return create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer)
 
 
 def serve(settings: Settings) -> None:
@@ -114,7 +115,7 @@ def serve(settings: Settings) -> None:
             print=None,
             handle_signals=True,
         )
-    except (UnsafeRuntimeRole, ConnectionError, OSError) as exc:
+    except (UnsafeRuntimeRole, TemplateError, QueryFileError, ConnectionError, OSError) as exc:
         print(f"spiral-mcp: error: {exc}", file=sys.stderr)
         sys.exit(1)
     log.info("stopped")

@@ -1,0 +1,61 @@
+"""The `sql` toolset: every report template (a vetted .sql file with its metadata and input
+schema, see ``spiral_mcp.templates``) served as a tool of its own. Adding a report adds a file,
+not code here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..templates import Template, run_template
+from .context import ToolContext
+from .registry import Tool
+
+__all__ = ["RESULT_SCHEMA", "template_tools"]
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "columns": {
+            "type": "array",
+            "items": {"type": "object",
+                      "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
+                      "required": ["name", "type"]},
+        },
+        "rows": {"type": "array", "items": {"type": "object"}},
+        "row_count": {"type": "integer", "minimum": 0},
+        "truncated": {"type": "boolean"},
+    },
+    "required": ["columns", "rows", "row_count", "truncated"],
+}
+
+
+def _handler(template: Template, observe: Callable[[str, float], None]):
+    async def run(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        async with ctx.transaction(readonly=True) as conn:
+            result = await run_template(conn, template, arguments)
+        observe(template.name, time.perf_counter() - started)
+        return result
+
+    return run
+
+
+def template_tools(
+    templates: list[Template], *, observe: Callable[[str, float], None]
+) -> list[Tool]:
+    """One read-only tool per template; ``observe(name, seconds)`` records each run's duration."""
+    return [
+        Tool(
+            name=template.name,
+            title=template.title,
+            description=template.description,
+            handler=_handler(template, observe),
+            scope="read",
+            call_class="query",
+            input_schema=template.input_schema,
+            output_schema=RESULT_SCHEMA,
+        )
+        for template in templates
+    ]
