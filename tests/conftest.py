@@ -122,7 +122,8 @@ def settings(database_urls: DatabaseUrls) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings, database_urls: DatabaseUrls):
     """The app, served on a real loopback socket, and a client for it."""
-    return await aiohttp_client(create_app(settings, database_url=database_urls.runtime))
+    return await aiohttp_client(create_app(settings, database_url=database_urls.runtime,
+                                           explorer_url=database_urls.explorer))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ __all__ = ["Tool", "ToolRegistry", "builtin_tools"]
 
 def builtin_tools() -> list[Tool]:
     """Every tool the product ships, from each toolset module's ``TOOLS`` table."""
-    from . import jira_projects, jira_read, jira_search, jira_write
+    from . import explorer, jira_projects, jira_read, jira_search, jira_write
 
-    return [*jira_read.TOOLS, *jira_search.TOOLS, *jira_write.TOOLS, *jira_projects.TOOLS]
+    return [*jira_read.TOOLS, *jira_search.TOOLS, *jira_write.TOOLS, *jira_projects.TOOLS,
+            *explorer.TOOLS]

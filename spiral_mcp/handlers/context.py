@@ -16,6 +16,7 @@ import asyncpg
 
 from ..auth import Principal
 from ..db import Database
+from ..explorer import Explorer
 from .audit import AuditEntry, redact
 from .idempotency import Claim
 
@@ -38,6 +39,8 @@ class ToolContext:
     principal: Principal
     database: Database
     tool: str
+    # The data explorer (its own pool, as the explorer role), for the explorer toolset.
+    explorer: Explorer | None = None
     request_id: str | None = None
     progress: ProgressCallback = _no_progress
     log: LogCallback = _no_log
@@ -48,6 +51,8 @@ class ToolContext:
     replayed: bool = False
     # The idempotency key this call holds, if it was given one.
     claim: Claim | None = None
+    # What the call produced, for its audit row's `after` (the explorer: row count, duration).
+    audit_after: Any = None
 
     @property
     def tenant_id(self) -> uuid.UUID:

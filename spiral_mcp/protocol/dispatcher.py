@@ -18,6 +18,7 @@ from typing import Any
 from .. import __version__
 from ..auth import Principal
 from ..db import Database
+from ..explorer import Explorer
 from ..handlers import ToolRegistry
 from ..handlers.context import ToolContext
 from .jsonrpc import (
@@ -94,9 +95,11 @@ def _decode_cursor(cursor: Any) -> int:
 
 
 class Dispatcher:
-    def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any) -> None:
+    def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any,
+                 explorer: Explorer | None = None) -> None:
         self.registry = registry
         self._database = database
+        self._explorer = explorer
         self._metrics = metrics
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[Any]]] = {
             "initialize": self._initialize,
@@ -247,7 +250,7 @@ class Dispatcher:
         meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
         ctx = ToolContext(
             principal=exchange.principal, database=self._database, tool=name,
-            request_id=exchange.http_request_id,
+            explorer=self._explorer, request_id=exchange.http_request_id,
             progress=self._progress_sender(meta.get("progressToken"), exchange),
             log=self._log_sender(name, exchange),
         )

@@ -1,0 +1,84 @@
+-- name: explorer_begin!
+-- Open an explorer transaction read-write (the pool's default is read-only) so that
+-- explorer_bind can record the binding; explorer_bind then makes it read-only.
+BEGIN READ WRITE
+
+-- name: explorer_bind!
+-- params: tenant_id
+-- Bind the transaction to the tenant (row-level security), then make it read-only.
+SELECT explorer_support.bind($1::uuid)
+
+-- name: explorer_rollback!
+-- Every explorer transaction ends here: nothing it did, the binding included, is kept.
+ROLLBACK
+
+-- name: explorer_relations
+-- Every relation of the explorer schema with its kind and description.
+SELECT c.relname AS name,
+       CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' ELSE 'table' END
+           AS kind,
+       obj_description(c.oid, 'pg_class') AS description
+FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')
+ORDER BY c.relname
+
+-- name: explorer_columns
+-- The columns of every explorer relation; nullability and defaults come from the table a view
+-- reads (a view's own columns are always nullable and have no defaults).
+SELECT c.relname AS relation, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+       col_description(c.oid, a.attnum) AS description,
+       NOT COALESCE(ba.attnotnull, a.attnotnull) AS nullable,
+       CASE WHEN ba.attidentity IN ('a', 'd') THEN 'generated as identity'
+            ELSE pg_get_expr(ad.adbin, ad.adrelid) END AS default_value
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN explorer_support.relation_bases b ON b.relation_oid = c.oid
+LEFT JOIN pg_catalog.pg_attribute ba
+       ON ba.attrelid = b.base_oid AND ba.attname = a.attname AND NOT ba.attisdropped
+LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = ba.attrelid AND ad.adnum = ba.attnum
+WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')
+ORDER BY c.relname, a.attnum
+
+-- name: explorer_constraints
+-- Primary, unique and foreign keys of the tables below the explorer views, with the view that
+-- reads the referenced table.
+SELECT v.relname AS relation, con.contype::text AS kind, con.conname AS name,
+       ARRAY(SELECT att.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k (num, i)
+             JOIN pg_catalog.pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.num
+             ORDER BY k.i) AS columns,
+       rv.relname AS ref_relation,
+       ARRAY(SELECT att.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k (num, i)
+             JOIN pg_catalog.pg_attribute att ON att.attrelid = con.confrelid
+              AND att.attnum = k.num
+             ORDER BY k.i) AS ref_columns
+FROM explorer_support.relation_bases b
+JOIN pg_catalog.pg_class v ON v.oid = b.relation_oid
+JOIN pg_catalog.pg_constraint con ON con.conrelid = b.base_oid AND con.contype IN ('p', 'u', 'f')
+LEFT JOIN explorer_support.relation_bases rb ON rb.base_oid = con.confrelid
+LEFT JOIN pg_catalog.pg_class rv ON rv.oid = rb.relation_oid
+ORDER BY v.relname, con.contype, con.conname
+
+-- name: explorer_indexes
+-- Indexes of the tables below the explorer views: what a query can filter or sort on cheaply.
+SELECT v.relname AS relation, i.relname AS name, ix.indisunique AS is_unique,
+       am.amname AS method,
+       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true)
+             FROM generate_series(1, ix.indnkeyatts) AS k ORDER BY k) AS columns,
+       pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate
+FROM explorer_support.relation_bases b
+JOIN pg_catalog.pg_class v ON v.oid = b.relation_oid
+JOIN pg_catalog.pg_index ix ON ix.indrelid = b.base_oid
+JOIN pg_catalog.pg_class i ON i.oid = ix.indexrelid
+JOIN pg_catalog.pg_am am ON am.oid = i.relam
+ORDER BY v.relname, i.relname
+
+-- name: explorer_row_counts
+-- params: relations
+-- This tenant's rows in each named relation (all when NULL), counted under row-level security.
+SELECT relation, row_count FROM explorer_support.row_counts($1::text[])
+
+-- name: explorer_column_samples
+-- params: relation, max_values
+-- This tenant's distinct values of the text and boolean columns of a relation, with counts.
+SELECT column_name, distinct_count, sample
+FROM explorer_support.column_samples($1::text, $2::integer)

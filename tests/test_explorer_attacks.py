@@ -1,0 +1,397 @@
+"""The attack corpus: SQL an agent might send to escape its tenant, write, leave state behind or
+exhaust the server, each with the outcome asserted over real HTTP; and queries that are fine and
+must return the right rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.test_explorer import as_tenant, envelope
+
+V, P, T = "VALIDATION_ERROR", "PERMISSION_DENIED", "QUERY_TIMEOUT"
+
+# (case, sql, error code, a word the message must name)
+REFUSED = [
+    # stacked statements
+    ("stacked drop", "SELECT 1; DROP TABLE work_items", V, "one statement"),
+    ("stacked after comment", "SELECT 1 /* x */; DELETE FROM work_items", V, "one statement"),
+    ("stacked set", "SELECT 1; SET app.tenant_id = '00000000-0000-0000-0000-000000000000'", V,
+     "one statement"),
+    # transaction control
+    ("commit", "COMMIT", V, "COMMIT"),
+    ("begin", "BEGIN", V, "BEGIN"),
+    ("rollback", "ROLLBACK", V, "ROLLBACK"),
+    ("savepoint", "SAVEPOINT a", V, "SAVEPOINT"),
+    ("set transaction", "SET TRANSACTION READ WRITE", V, "SET"),
+    # writes in every form
+    ("insert", "INSERT INTO work_items (title) VALUES ('x')", V, "INSERT"),
+    ("update", "UPDATE work_items SET title = 'x'", V, "UPDATE"),
+    ("delete", "DELETE FROM work_items", V, "DELETE"),
+    ("merge", "MERGE INTO work_items w USING projects p ON false WHEN NOT MATCHED THEN DO NOTHING",
+     V, "MERGE"),
+    ("insert in cte", "WITH x AS (INSERT INTO comments (body) VALUES ('x') RETURNING *) "
+                      "SELECT * FROM x", V, "INSERT"),
+    ("update in nested cte", "SELECT * FROM (WITH u AS (UPDATE work_items SET title = 'x' "
+                             "RETURNING 1) SELECT * FROM u) s", V, "UPDATE"),
+    ("delete in recursive cte", "WITH RECURSIVE d AS (DELETE FROM work_items RETURNING id) "
+                                "SELECT count(*) FROM d", V, "DELETE"),
+    ("select into", "SELECT * INTO stolen FROM work_items", V, "SELECT INTO"),
+    ("create table as", "CREATE TABLE stolen AS SELECT * FROM work_items", V, "CREATE TABLE AS"),
+    ("truncate", "TRUNCATE work_items", V, "TRUNCATE"),
+    ("drop", "DROP VIEW explorer.work_items", V, "DROP"),
+    ("alter", "ALTER TABLE work_items DISABLE ROW LEVEL SECURITY", V, "ALTER TABLE"),
+    ("grant", "GRANT SELECT ON api_keys TO spiral_explorer", V, "GRANT"),
+    ("create function", "CREATE FUNCTION f() RETURNS int AS 'SELECT 1' LANGUAGE sql", V, "CREATE"),
+    ("do block", "DO $$ BEGIN DELETE FROM work_items; END $$", V, "DO"),
+    ("call", "CALL p()", V, "CALL"),
+    ("copy to", "COPY work_items TO STDOUT", V, "COPY"),
+    ("copy from program", "COPY work_items FROM PROGRAM 'id'", V, "COPY"),
+    ("vacuum", "VACUUM work_items", V, "VACUUM"),
+    ("refresh", "REFRESH MATERIALIZED VIEW x", V, "REFRESH"),
+    ("notify", "NOTIFY chan, 'x'", V, "NOTIFY"),
+    ("listen", "LISTEN chan", V, "LISTEN"),
+    ("nextval", "SELECT nextval('work_items_id_seq')", P, "nextval"),
+    ("setval", "SELECT setval('work_items_id_seq', 1)", P, "setval"),
+    ("pg_notify", "SELECT pg_notify('c', 'x')", P, "pg_notify"),
+    # switching the tenant, the role or any setting
+    ("set tenant", "SET app.tenant_id = '00000000-0000-0000-0000-000000000000'", V, "SET"),
+    ("set local", "SET LOCAL statement_timeout = 0", V, "SET"),
+    ("reset", "RESET ALL", V, "SET/RESET"),
+    ("set role", "SET ROLE spiral_owner", V, "SET"),
+    ("session authorization", "SET SESSION AUTHORIZATION spiral_owner", V, "SET"),
+    ("set_config tenant", "SELECT set_config('app.tenant_id', "
+                          "'00000000-0000-0000-0000-000000000000', true)", P, "set_config"),
+    ("set_config in subquery", "SELECT (SELECT set_config('search_path', 'public', false)), "
+                               "count(*) FROM work_items", P, "set_config"),
+    ("current_setting", "SELECT current_setting('app.tenant_id')", P, "current_setting"),
+    ("discard", "DISCARD ALL", V, "DISCARD"),
+    ("current_user", "SELECT current_user", P, "CURRENT_USER"),
+    ("session_user", "SELECT session_user", P, "SESSION_USER"),
+    # sleeping
+    ("pg_sleep", "SELECT pg_sleep(30)", P, "pg_sleep"),
+    ("pg_sleep_for in where", "SELECT 1 FROM work_items WHERE pg_sleep_for('1 minute') IS NULL",
+     P, "pg_sleep_for"),
+    ("pg_sleep in order by", "SELECT key FROM work_items ORDER BY pg_sleep(1)", P, "pg_sleep"),
+    # locking
+    ("for update", "SELECT * FROM work_items FOR UPDATE", V, "FOR UPDATE"),
+    ("for share in subquery", "SELECT * FROM (SELECT * FROM work_items FOR SHARE) s", V,
+     "FOR UPDATE"),
+    ("lock table", "LOCK TABLE work_items", V, "LOCK"),
+    ("advisory lock", "SELECT pg_advisory_lock(1)", P, "pg_advisory_lock"),
+    ("advisory xact lock", "SELECT pg_advisory_xact_lock(1)", P, "pg_advisory_xact_lock"),
+    # reading files or server settings
+    ("read file", "SELECT pg_read_file('/etc/passwd')", P, "pg_read_file"),
+    ("read binary file", "SELECT pg_read_binary_file('postgresql.conf')", P, "pg_read_binary_file"),
+    ("ls dir", "SELECT * FROM pg_ls_dir('.')", P, "pg_ls_dir"),
+    ("pg_settings", "SELECT * FROM pg_settings", P, "pg_settings"),
+    ("qualified pg_settings", "SELECT name, setting FROM pg_catalog.pg_settings", P,
+     "pg_catalog.pg_settings"),
+    ("show", "SHOW ALL", V, "SHOW"),
+    ("version", "SELECT version()", P, "version"),
+    ("pg_authid", "SELECT * FROM pg_authid", P, "pg_authid"),
+    ("information_schema", "SELECT * FROM information_schema.tables", P, "information_schema"),
+    ("public table", "SELECT key_hash FROM public.api_keys", P, "public.api_keys"),
+    ("unqualified secret table", "SELECT * FROM api_keys", P, "api_keys"),
+    ("credentials", "SELECT credentials FROM source_instances", P, "source_instances"),
+    ("support schema", "SELECT * FROM explorer_support.bindings", P, "explorer_support"),
+    ("query_to_xml", "SELECT query_to_xml('SELECT * FROM api_keys', true, true, '')", P,
+     "query_to_xml"),
+    ("regclass cast", "SELECT 'public.api_keys'::regclass", P, "regclass"),
+    ("regrole cast", "SELECT CAST('spiral_owner' AS regrole)", P, "regrole"),
+    ("to_regclass", "SELECT to_regclass('api_keys')", P, "to_regclass"),
+    # calling other databases
+    ("dblink", "SELECT * FROM dblink('dbname=postgres', 'SELECT 1') AS t(a int)", P, "dblink"),
+    ("dblink_exec", "SELECT dblink_exec('dbname=postgres', 'DROP TABLE x')", P, "dblink_exec"),
+    ("three-part name", "SELECT * FROM postgres.public.work_items", P, "postgres.public"),
+    ("import foreign schema", "IMPORT FOREIGN SCHEMA public FROM SERVER s INTO explorer", V,
+     "IMPORT"),
+    # large objects
+    ("lo_import", "SELECT lo_import('/etc/passwd')", P, "lo_import"),
+    ("lo_export", "SELECT lo_export(1, '/tmp/x')", P, "lo_export"),
+    ("lo_get", "SELECT lo_get(1)", P, "lo_get"),
+    ("pg_largeobject", "SELECT * FROM pg_largeobject", P, "pg_largeobject"),
+    # prepared statements and cursors
+    ("prepare", "PREPARE p AS SELECT * FROM work_items", V, "PREPARE"),
+    ("execute", "EXECUTE p", V, "EXECUTE"),
+    ("deallocate", "DEALLOCATE ALL", V, "DEALLOCATE"),
+    ("declare cursor", "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM work_items", V,
+     "DECLARE CURSOR"),
+    ("fetch", "FETCH ALL FROM c", V, "FETCH"),
+    ("close", "CLOSE ALL", V, "CLOSE"),
+    ("bind parameter", "SELECT * FROM work_items WHERE key = $1", V, "parameter"),
+    # heavy queries
+    ("huge series", "SELECT count(*) FROM generate_series(1, 10000000000)", V, "generate_series"),
+    ("huge series in select", "SELECT generate_series(1, 1e12)", V, "generate_series"),
+    ("repeat giant string", "SELECT repeat('x', 1000000000)", P, "repeat"),
+    ("lpad giant string", "SELECT lpad('', 1000000000, 'x')", P, "lpad"),
+    ("explain analyze", "EXPLAIN ANALYZE SELECT * FROM work_items", V, "ANALYZE"),
+    ("explain analyze option", "EXPLAIN (ANALYZE true, COSTS off) SELECT 1", V, "ANALYZE"),
+    ("explain of delete", "EXPLAIN DELETE FROM work_items", V, "DELETE"),
+    # unicode-escaped and quoted identifiers
+    ("unicode escaped table", 'SELECT * FROM U&"api\\005Fkeys"', P, "api_keys"),
+    ("unicode escaped function", 'SELECT U&"pg\\005Fsleep"(10)', P, "pg_sleep"),
+    ("unicode escaped schema", 'SELECT * FROM U&"p\\0075blic".api_keys', P, "public.api_keys"),
+    ("quoted upper schema", 'SELECT * FROM "PUBLIC"."API_KEYS"', P, "PUBLIC.API_KEYS"),
+    ("quoted pg_catalog function", 'SELECT "pg_catalog"."pg_sleep"(1)', P, "pg_catalog.pg_sleep"),
+    ("schema-qualified allowed name", "SELECT public.lower('x')", P, "public.lower"),
+    ("qualified operator", "SELECT 1 OPERATOR(public.+) 1", P, "operator public.+"),
+    # comments that hide keywords
+    ("comment hides stacked", "SELECT 1 -- harmless\n; DROP TABLE work_items", V, "one statement"),
+    ("nested comment", "SELECT 1 /* /* nested */ ; */ ; DELETE FROM work_items", V,
+     "one statement"),
+    ("comment splits keyword", "SEL/**/ECT 1", V, "parse"),
+    ("comment inside function name", "SELECT pg_/**/sleep(1)", V, "parse"),
+    # CTE scoping: a CTE's name is not visible outside its query
+    ("cte name out of scope", "SELECT * FROM (WITH pg_roles AS (SELECT 1) SELECT 1) s, pg_roles",
+     P, "pg_roles"),
+    ("forward cte reference", "WITH a AS (SELECT * FROM pg_authid), pg_authid AS (SELECT 1) "
+                              "SELECT * FROM a", P, "pg_authid"),
+    # table functions and others not on the allowlist
+    ("xmltable", "SELECT * FROM XMLTABLE('/a' PASSING '<a/>' COLUMNS x int)", V, "XMLTABLE"),
+    ("tablesample", "SELECT * FROM work_items TABLESAMPLE SYSTEM (10)", V, "TABLESAMPLE"),
+    ("lateral forbidden function", "SELECT * FROM work_items w, LATERAL pg_ls_dir('.') d", P,
+     "pg_ls_dir"),
+    ("rows from forbidden function", "SELECT * FROM ROWS FROM (generate_series(1, 2), "
+                                     "pg_ls_dir('.')) r", P, "pg_ls_dir"),
+    ("forbidden function in filter", "SELECT count(*) FILTER (WHERE pg_sleep(1) IS NULL) "
+                                     "FROM work_items", P, "pg_sleep"),
+    ("forbidden function in window", "SELECT row_number() OVER (ORDER BY pg_backend_pid()) "
+                                     "FROM work_items", P, "pg_backend_pid"),
+    ("forbidden function in default-free values", "VALUES (pg_backend_pid())", P,
+     "pg_backend_pid"),
+    ("empty", "   ", V, "empty"),
+    ("syntax error", "SELEC 1", V, "parse"),
+]
+
+
+@pytest.mark.parametrize(("sql", "code", "named"),
+                         [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+async def test_refused(client, make_tenant, sql: str, code: str, named: str) -> None:
+    tenant = await make_tenant()
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"] is False, env
+    assert env["error"]["code"] == code, env["error"]
+    assert named.lower() in env["error"]["message"].lower(), env["error"]
+
+
+async def test_refusal_names_construct_and_position(client, make_tenant) -> None:
+    tenant = await make_tenant()
+    sql = "SELECT key FROM work_items WHERE pg_sleep(1) IS NULL"
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    detail = env["error"]["details"][0]
+    assert detail["construct"] == "function pg_sleep"
+    assert sql[detail["position"] - 1:].startswith("pg_sleep")
+    assert "character 34" in env["error"]["message"]
+
+
+# (case, explorer sql, the same question asked of the tables as the owner for one tenant)
+FINE = [
+    ("join", "SELECT w.key, p.name FROM work_items w JOIN projects p USING (project_key) "
+             "ORDER BY w.key",
+     "SELECT w.key, p.name FROM work_items w JOIN projects p USING (tenant_id, project_key) "
+     "ORDER BY w.key"),
+    ("left join and aggregate", "SELECT w.key, count(c.id) FROM work_items w LEFT JOIN comments c "
+                                "ON c.work_item_id = w.id GROUP BY w.key ORDER BY 2 DESC, 1",
+     "SELECT w.key, count(c.id) FROM work_items w LEFT JOIN comments c ON c.work_item_id = w.id "
+     "GROUP BY w.key ORDER BY 2 DESC, 1"),
+    ("cte", "WITH open AS (SELECT * FROM work_items WHERE status_category NOT IN "
+            "('done', 'cancelled')) SELECT project_key, count(*) FROM open GROUP BY 1 ORDER BY 1",
+     "SELECT project_key, count(*) FROM work_items WHERE status_category NOT IN "
+     "('done', 'cancelled') GROUP BY 1 ORDER BY 1"),
+    ("recursive cte", "WITH RECURSIVE tree AS (SELECT key, parent_key, 0 AS depth FROM work_items "
+                      "WHERE parent_key IS NULL UNION ALL SELECT w.key, w.parent_key, t.depth + 1 "
+                      "FROM work_items w JOIN tree t ON w.parent_key = t.key) "
+                      "SELECT depth, count(*) FROM tree GROUP BY 1 ORDER BY 1",
+     "WITH RECURSIVE tree AS (SELECT key, parent_key, 0 AS depth FROM work_items "
+     "WHERE parent_key IS NULL UNION ALL SELECT w.key, w.parent_key, t.depth + 1 "
+     "FROM work_items w JOIN tree t ON w.parent_key = t.key) "
+     "SELECT depth, count(*) FROM tree GROUP BY 1 ORDER BY 1"),
+    ("window functions", "SELECT key, row_number() OVER (PARTITION BY project_key ORDER BY "
+                         "created_at, id), lag(key) OVER (PARTITION BY project_key ORDER BY "
+                         "created_at, id) FROM work_items ORDER BY key",
+     "SELECT key, row_number() OVER (PARTITION BY project_key ORDER BY created_at, id), "
+     "lag(key) OVER (PARTITION BY project_key ORDER BY created_at, id) FROM work_items "
+     "ORDER BY key"),
+    ("grouping sets", "SELECT project_key, priority, count(*) FROM work_items "
+                      "GROUP BY GROUPING SETS ((project_key), (priority), ()) "
+                      "ORDER BY 1 NULLS LAST, 2 NULLS LAST",
+     "SELECT project_key, priority, count(*) FROM work_items "
+     "GROUP BY GROUPING SETS ((project_key), (priority), ()) ORDER BY 1 NULLS LAST, 2 NULLS LAST"),
+    ("rollup and grouping()", "SELECT project_key, type, GROUPING(project_key, type), count(*) "
+                              "FROM work_items GROUP BY ROLLUP (project_key, type) "
+                              "ORDER BY 1 NULLS LAST, 2 NULLS LAST",
+     "SELECT project_key, type, GROUPING(project_key, type), count(*) FROM work_items "
+     "GROUP BY ROLLUP (project_key, type) ORDER BY 1 NULLS LAST, 2 NULLS LAST"),
+    ("ordered-set aggregates", "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY "
+                               "extract(epoch FROM resolved_at - created_at)), mode() WITHIN "
+                               "GROUP (ORDER BY priority) FROM work_items "
+                               "WHERE resolved_at IS NOT NULL",
+     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - "
+     "created_at)), mode() WITHIN GROUP (ORDER BY priority) FROM work_items "
+     "WHERE resolved_at IS NOT NULL"),
+    ("date arithmetic", "SELECT date_trunc('week', created_at)::date, count(*) FILTER (WHERE "
+                        "resolved_at IS NOT NULL), round(avg(extract(epoch FROM age(coalesce("
+                        "resolved_at, now()), created_at)) / 86400)::numeric, 1) "
+                        "FROM work_items WHERE created_at > now() - interval '365 days' "
+                        "GROUP BY 1 ORDER BY 1",
+     "SELECT date_trunc('week', created_at)::date, count(*) FILTER (WHERE resolved_at IS NOT "
+     "NULL), round(avg(extract(epoch FROM age(coalesce(resolved_at, now()), created_at)) / "
+     "86400)::numeric, 1) FROM work_items WHERE created_at > now() - interval '365 days' "
+     "GROUP BY 1 ORDER BY 1"),
+    ("labels and lateral unnest", "SELECT l, count(*) FROM work_items w, LATERAL unnest(w.labels) "
+                                  "AS l GROUP BY l ORDER BY 2 DESC, 1",
+     "SELECT l, count(*) FROM work_items w, LATERAL unnest(w.labels) AS l GROUP BY l "
+     "ORDER BY 2 DESC, 1"),
+    ("exists, in, case, distinct on", "SELECT DISTINCT ON (project_key) project_key, key, CASE "
+                                      "WHEN priority IN ('critical', 'high') THEN 'urgent' ELSE "
+                                      "'normal' END FROM work_items w WHERE EXISTS (SELECT 1 FROM "
+                                      "work_item_transitions t WHERE t.work_item_id = w.id) "
+                                      "ORDER BY project_key, created_at DESC, key",
+     "SELECT DISTINCT ON (project_key) project_key, key, CASE WHEN priority IN ('critical', "
+     "'high') THEN 'urgent' ELSE 'normal' END FROM work_items w WHERE EXISTS (SELECT 1 FROM "
+     "work_item_transitions t WHERE t.work_item_id = w.id) ORDER BY project_key, "
+     "created_at DESC, key"),
+    ("union and values", "SELECT 'items', count(*) FROM work_items UNION ALL "
+                         "SELECT 'comments', count(*) FROM comments ORDER BY 1",
+     "SELECT 'items', count(*) FROM work_items UNION ALL SELECT 'comments', count(*) FROM "
+     "comments ORDER BY 1"),
+    ("comment that mentions keywords", "SELECT count(*) /* DROP TABLE work_items; */ FROM "
+                                       "work_items -- ; DELETE FROM work_items",
+     "SELECT count(*) FROM work_items"),
+    ("quoted and qualified names", 'SELECT count(*) FROM "explorer"."work_items" AS "W"',
+     "SELECT count(*) FROM work_items"),
+    ("unicode-escaped allowed name", 'SELECT count(*) FROM U&"work\\005Fitems"',
+     "SELECT count(*) FROM work_items"),
+    ("upper-case names", "SELECT COUNT(*) FROM EXPLORER.WORK_ITEMS",
+     "SELECT count(*) FROM work_items"),
+    ("bounded series", "SELECT g, count(w.id) FROM generate_series(1, 5) g LEFT JOIN "
+                       "work_items w ON w.number = g GROUP BY g ORDER BY g",
+     "SELECT g, count(w.id) FROM generate_series(1, 5) g LEFT JOIN work_items w ON w.number = g "
+     "GROUP BY g ORDER BY g"),
+    ("json", "SELECT jsonb_typeof(custom_fields), count(*) FROM work_items GROUP BY 1",
+     "SELECT jsonb_typeof(custom_fields), count(*) FROM work_items GROUP BY 1"),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), [c[1:] for c in FINE], ids=[c[0] for c in FINE])
+async def test_fine_queries_return_the_tenants_rows(client, make_tenant, admin_conn, sql: str,
+                                                    expected: str) -> None:
+    mine = await make_tenant(demo=True)
+    await make_tenant(demo=True)  # another tenant's rows must never show
+    env = await envelope(client, mine, "explorer_query", sql=sql)
+    assert env["success"], env
+    want = await as_tenant(admin_conn, mine.id, expected)
+    got = env["data"]["rows"]
+    assert len(got) == len(want) and got, (got, want)
+    # Values go through JSON (dates as text, numerics as numbers): compare their text.
+    assert [[str(v) if v is not None else None for v in r] for r in got] == \
+        [[_text(v) for v in r] for r in want]
+
+
+def _text(value):
+    import datetime as dt
+    import decimal
+
+    if value is None:
+        return None
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(float(value))
+    return str(value)
+
+
+async def test_explain_runs_without_executing(client, make_tenant) -> None:
+    tenant = await make_tenant(demo=True)
+    env = await envelope(client, tenant, "explorer_query",
+                         sql="EXPLAIN (COSTS off) SELECT * FROM work_items WHERE key = 'WEB-1'")
+    assert env["success"], env
+    assert env["data"]["explain"] is True
+    assert env["data"]["columns"] == [{"name": "QUERY PLAN", "type": "text"}]
+
+
+async def test_sql_mistakes_come_back_in_postgres_words(client, make_tenant) -> None:
+    tenant = await make_tenant()
+    env = await envelope(client, tenant, "explorer_query", sql="SELECT nope FROM work_items")
+    assert env["error"]["code"] == "VALIDATION_ERROR"
+    assert 'column "nope" does not exist' in env["error"]["message"]
+    assert env["error"]["details"][0]["position"] == 8
+    env = await envelope(client, tenant, "explorer_query", sql="SELECT 1 / 0")
+    assert "division by zero" in env["error"]["message"]
+
+
+@pytest.fixture
+async def slow_client(aiohttp_client, database_urls):
+    from spiral_mcp.server.app import create_app
+
+    settings = make_settings(database_urls, EXPLORER_TIMEOUT_S="0.5", EXPLORER_MAX_ROWS="5")
+    return await aiohttp_client(create_app(settings, database_url=database_urls.runtime,
+                                           explorer_url=database_urls.explorer))
+
+
+@pytest.mark.parametrize("sql", [
+    # a cartesian product of the tenant's items six times over
+    "SELECT count(*) FROM work_items a, work_items b, work_items c, work_items d, "
+    "work_items e, work_items f",
+    # a series whose bounds are not literals escapes the literal check: the timeout ends it
+    "SELECT count(*) FROM generate_series(1, (SELECT 10000000000 + count(*) FROM work_items))",
+    # a giant string built by aggregation
+    "SELECT length(string_agg(md5(g::text), '')) FROM generate_series(1, 1000000) g, "
+    "work_items",
+])
+async def test_heavy_queries_time_out(slow_client, make_tenant, sql: str) -> None:
+    tenant = await make_tenant(demo=True)
+    env = await envelope(slow_client, tenant, "explorer_query", sql=sql)
+    assert env["success"] is False
+    assert env["error"]["code"] == T, env["error"]
+    # The connection is fine afterwards.
+    env = await envelope(slow_client, tenant, "explorer_query", sql="SELECT count(*) FROM projects")
+    assert env["success"], env
+
+
+async def test_rows_are_capped_and_truncation_said(slow_client, make_tenant) -> None:
+    tenant = await make_tenant(demo=True)
+    env = await envelope(slow_client, tenant, "explorer_query", sql="SELECT key FROM work_items")
+    data = env["data"]
+    assert data["row_count"] == 5 and data["truncated"] is True
+    assert data["truncated_by"] == "max_rows"
+    env = await envelope(slow_client, tenant, "explorer_query",
+                         sql="SELECT key FROM work_items", max_rows=2)
+    assert env["data"]["row_count"] == 2 and env["data"]["max_rows"] == 2
+    env = await envelope(slow_client, tenant, "explorer_query",
+                         sql="SELECT key FROM work_items LIMIT 3")
+    assert env["data"]["row_count"] == 3 and env["data"]["truncated"] is False
+
+
+async def test_results_are_capped_by_bytes(client, make_tenant) -> None:
+    tenant = await make_tenant()
+    sql = "SELECT string_agg(md5(g::text), '') FROM generate_series(1, 2000) g, " \
+          "generate_series(1, 20) h GROUP BY h"
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    data = env["data"]
+    assert data["truncated"] is True and data["truncated_by"] == "max_bytes"
+    assert 0 < data["row_count"] < 20
+
+
+async def test_query_needs_the_query_scope(client, make_tenant) -> None:
+    reader = await make_tenant(scopes=("read",))
+    resp = await client.post("/execute", headers=reader.headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "explorer_query", "arguments": {"sql": "SELECT 1"}}})
+    body = await resp.json()
+    assert body["error"]["message"] == "unknown tool: explorer_query"
+
+
+async def test_query_calls_are_rate_limited_as_queries(aiohttp_client, database_urls,
+                                                       make_tenant) -> None:
+    from spiral_mcp.server.app import create_app
+
+    settings = make_settings(database_urls, RATE_LIMIT_QUERY="2", RATE_LIMIT_READ="100")
+    client = await aiohttp_client(create_app(settings, database_url=database_urls.runtime,
+                                             explorer_url=database_urls.explorer))
+    tenant = await make_tenant()
+    codes = [(await envelope(client, tenant, "explorer_query", sql="SELECT 1")).get("error")
+             for _ in range(3)]
+    assert codes[0] is None and codes[1] is None
+    assert codes[2]["code"] == "RATE_LIMITED"
