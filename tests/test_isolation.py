@@ -23,6 +23,7 @@ from spiral_mcp.config import load_settings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.roles import (
     APP_ROLE,
+    EXPLORER_ROLE,
     OWNER_ROLE,
     TENANT_TABLES,
     UnsafeRuntimeRole,
@@ -286,10 +287,14 @@ async def test_every_table_with_a_tenant_id_is_a_guarded_tenant_table(
         by_table.setdefault(policy["tablename"], set()).add(policy["policyname"])
         if policy["policyname"] == "tenant_isolation":
             assert "app.tenant_id" in policy["qual"] and "app.tenant_id" in policy["with_check"]
+        elif policy["policyname"] == "explorer_bound":
+            # 0003_explorer: a further (restrictive) condition for the explorer role's reads.
+            assert policy["roles"] == [EXPLORER_ROLE]
+            assert "bound_tenant()" in policy["qual"] and policy["with_check"] is None
         else:  # the registry's admin policy is for the owner alone
             assert policy["policyname"] == "owner_admin"
             assert policy["roles"] == [OWNER_ROLE]
-    assert by_table == {
+    assert {t: names - {"explorer_bound"} for t, names in by_table.items()} == {
         table: {"tenant_isolation", "owner_admin"} if table in OWNER_ADMIN_TABLES
         else {"tenant_isolation"} for table in TENANT_TABLES}
 
