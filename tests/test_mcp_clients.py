@@ -176,7 +176,8 @@ async def test_progress_notifications(server: TestServer, tenant: Tenant, mode: 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_cancel_stops_the_handler(server: TestServer, tenant: Tenant, probe: Probe,
-                                        mode: str) -> None:
+                                        mode: str, admin_conn) -> None:
+    admin = admin_conn
     async with connect(server, tenant, mode) as client:
         call = asyncio.ensure_future(client.call_tool("test_slow", {}))
         await asyncio.wait_for(probe.started.wait(), 10)
@@ -196,3 +197,14 @@ async def test_cancel_stops_the_handler(server: TestServer, tenant: Tenant, prob
             # No call is left in flight on the session.
             sessions = server.app[SESSIONS]
             assert all(not s.inflight for s in sessions._sessions.values())
+
+    # The cancelled call is still accounted for: its audit row says so.
+    async with admin.transaction():
+        await admin.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        for _ in range(50):
+            codes = await admin.fetch(
+                "SELECT error_code FROM audit_log WHERE tool = 'test_slow'")
+            if codes:
+                break
+            await asyncio.sleep(0.1)
+    assert [r["error_code"] for r in codes] == ["CANCELLED"]

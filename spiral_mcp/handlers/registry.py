@@ -10,6 +10,7 @@ with ``isError``; only an unknown tool is a JSON-RPC error.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -195,6 +196,21 @@ class ToolRegistry:
             await self._idempotency.release(ctx.tenant_id, outcome)
             raise
 
+    def _account(self, tool: Tool, ctx: ToolContext, arguments: Any, error_code: str | None,
+                 elapsed: float) -> None:
+        """Metrics and, unless the handler wrote its own in its transaction, the audit row."""
+        self._metrics.tool_calls.labels(tool.name, "error" if error_code else "ok").inc()
+        self._metrics.tool_duration.labels(tool.name).observe(elapsed)
+        if not ctx.audited:
+            self._audit.enqueue(AuditEntry(
+                tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,
+                actor=ctx.principal.user, tool=tool.name,
+                arguments=redact(arguments) if isinstance(arguments, dict) else None,
+                outcome="error" if error_code else "ok", error_code=error_code,
+                duration_ms=round(elapsed * 1000, 3), request_id=ctx.request_id,
+                after=ctx.audit_after,
+            ))
+
     def visible(self, principal: Principal) -> list[dict[str, Any]]:
         """The tool listings this key may call, in a stable order."""
         return [c.listing for name, c in sorted(self._tools.items())
@@ -245,24 +261,17 @@ class ToolRegistry:
         except ServiceError as exc:
             envelope = {"success": False, "error": exc.to_dict()}
             error_code = str(exc.code)
+        except asyncio.CancelledError:
+            # Cancelled by the client: no answer goes out, but the call is still accounted for.
+            self._account(tool, ctx, arguments, "CANCELLED", time.perf_counter() - started)
+            raise
         except Exception:
             log.exception("tool failed", extra={"tool": tool.name})
             envelope = {"success": False, "error": ServiceError(
                 ErrorCode.INTERNAL_ERROR, "the tool failed unexpectedly; the error is logged",
             ).to_dict()}
             error_code = str(ErrorCode.INTERNAL_ERROR)
-        elapsed = time.perf_counter() - started
-        self._metrics.tool_calls.labels(tool.name, "error" if error_code else "ok").inc()
-        self._metrics.tool_duration.labels(tool.name).observe(elapsed)
-        if not ctx.audited:
-            self._audit.enqueue(AuditEntry(
-                tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,
-                actor=ctx.principal.user, tool=tool.name,
-                arguments=redact(arguments) if isinstance(arguments, dict) else None,
-                outcome="error" if error_code else "ok", error_code=error_code,
-                duration_ms=round(elapsed * 1000, 3), request_id=ctx.request_id,
-                after=ctx.audit_after,
-            ))
+        self._account(tool, ctx, arguments, error_code, time.perf_counter() - started)
         content = [{"type": "text", "text": orjson.dumps(envelope).decode()}]
         if tool.result_note is not None and error_code is None:
             content.insert(0, {"type": "text", "text": tool.result_note})
