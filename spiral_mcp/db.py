@@ -19,7 +19,9 @@ import orjson
 from .errors import ErrorCode, ServiceError
 from .queries import Queries
 
-__all__ = ["Database", "connection_error", "create_pool", "init_connection"]
+__all__ = [
+    "Database", "connection_error", "create_pool", "init_connection", "keep_session",
+]
 
 # Failures that mean "the database cannot be reached or went away", not "the query was wrong".
 _UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -55,6 +57,14 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads
         )
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The runtime pool's reset: none. Its statements leave no session state (the tenant is set
+    per transaction; nothing LISTENs, locks, opens cursors or SETs for the session), so the
+    default reset's round trip (RESET ALL, CLOSE ALL, ...) buys nothing on every release. A
+    transaction left open by a cancelled call is still rolled back: asyncpg does that before it
+    calls this hook."""
 
 
 async def create_pool(

@@ -19,7 +19,7 @@ from aiohttp import web
 from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
-from ..db import Database, create_pool
+from ..db import Database, create_pool, keep_session
 from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
@@ -166,6 +166,7 @@ async def _connect_with_retry(settings: Settings, url: str):
                 max_size=settings.db_pool_max,
                 connect_timeout=settings.db_connect_timeout,
                 statement_timeout=settings.db_statement_timeout,
+                reset=keep_session,
             )
         except (OSError, TimeoutError) as exc:
             if attempt == _STARTUP_ATTEMPTS:
