@@ -31,3 +31,35 @@ def test_the_readme_template_example_loads() -> None:
     assert example is not None
     template = parse_template(Path("README.md"), example.group(1))
     assert template.name == "sql_open_items_count"
+
+
+def _readme_examples() -> list[dict]:
+    import re
+
+    import orjson
+
+    block = re.search(r"One call of each, as `params` of `tools/call`:\n\n```json\n(.*?)```",
+                      README, re.S)
+    assert block is not None
+    return orjson.loads(block.group(1))
+
+
+def test_every_tool_has_a_readme_example_that_its_schema_accepts() -> None:
+    import orjson
+    from jsonschema import Draft202012Validator
+
+    from spiral_mcp.handlers.sql_templates import template_tools
+    from spiral_mcp.templates import load_templates
+
+    tools = [*builtin_tools(), *template_tools(load_templates(), observe=lambda *_: None)]
+    schemas = {}
+    schema_dir = Path(__file__).resolve().parent.parent / "spiral_mcp" / "schemas"
+    for tool in tools:
+        schemas[tool.name] = tool.input_schema or orjson.loads(
+            (schema_dir / f"{tool.name}.input.json").read_bytes())
+    examples = _readme_examples()
+    assert sorted(e["name"] for e in examples) == sorted(schemas)
+    for example in examples:
+        errors = list(Draft202012Validator(schemas[example["name"]]).iter_errors(
+            example["arguments"]))
+        assert errors == [], (example["name"], [e.message for e in errors])
