@@ -8,6 +8,7 @@ module as :class:`~spiral_mcp.errors.ServiceError` with CONNECTION_ERROR or QUER
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -102,6 +103,14 @@ async def create_pool(
         },
         **pool_options,
     )
+
+
+async def close_pool(pool: asyncpg.Pool, *, grace: float) -> None:
+    """Close gracefully within ``grace`` seconds (connections finish their work), then force."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=grace)
+    except TimeoutError:
+        pool.terminate()
 
 
 class Database:

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ErrorCode, ServiceError
 from .context import ToolContext
 from .jira_read import not_found
-from .jira_write import conflict, invalid, markdown_text
+from .jira_write import conflict, invalid, lock_issue, markdown_text
 from .registry import Tool
 from .rows import jsonable, row_dicts
 
@@ -51,11 +51,7 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
     expected = args.get("expected_version")
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
-        row = await queries.lock_issue(conn, issue_key=issue_key)
-        if row is None:
-            raise not_found(issue_key)
-        if expected is not None and expected != row["version"]:
-            raise conflict(issue_key, expected, row["version"])
+        row = await lock_issue(conn, ctx, issue_key, expected)
         allowed = row_dicts(await queries.workflow_transitions_from(
             conn, project_key=row["project_key"], from_status=row["status"]))
         move = _pick(allowed, status=status, transition_id=transition_id)

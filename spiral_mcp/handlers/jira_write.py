@@ -70,6 +70,18 @@ def conflict(issue_key: str, expected: int, current: int) -> ServiceError:
     )
 
 
+async def lock_issue(
+    conn: asyncpg.Connection, ctx: ToolContext, issue_key: str, expected_version: int | None
+) -> asyncpg.Record:
+    """The item, locked for this write: NOT_FOUND, or CONFLICT if ``expected_version`` is stale."""
+    row = await ctx.database.queries.lock_issue(conn, issue_key=issue_key)
+    if row is None:
+        raise not_found(issue_key)
+    if expected_version is not None and expected_version != row["version"]:
+        raise conflict(issue_key, expected_version, row["version"])
+    return row
+
+
 def markdown_text(value: Any, path: str) -> str:
     """Markdown from a Markdown string or an ADF document; VALIDATION_ERROR for malformed ADF."""
     if isinstance(value, str):
@@ -216,11 +228,7 @@ async def update_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     expected = args.get("expected_version")
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
-        row = await queries.lock_issue(conn, issue_key=issue_key)
-        if row is None:
-            raise not_found(issue_key)
-        if expected is not None and expected != row["version"]:
-            raise conflict(issue_key, expected, row["version"])
+        row = await lock_issue(conn, ctx, issue_key, expected)
         current = _current_values(row)
         new = _new_values(args["fields"], row)
         if new.get("parent_key"):

@@ -19,7 +19,7 @@ from aiohttp import web
 from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
-from ..db import Database, create_pool, keep_session
+from ..db import Database, close_pool, create_pool, keep_session
 from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
@@ -114,10 +114,7 @@ def _database(url: str):
             app[METRICS].watch_pool(lambda: (pool.get_size(), pool.get_idle_size()))
             yield
         finally:
-            try:
-                await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout)
-            except TimeoutError:
-                pool.terminate()
+            await close_pool(pool, grace=settings.shutdown_timeout)
 
     return database
 
@@ -148,10 +145,7 @@ def _explorer(url: str, *, configured: bool):
         try:
             yield
         finally:
-            try:
-                await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout)
-            except TimeoutError:
-                pool.terminate()
+            await close_pool(pool, grace=settings.shutdown_timeout)
 
     return explorer
 
