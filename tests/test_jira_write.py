@@ -14,10 +14,12 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
+import spiral_mcp
 from spiral_mcp.handlers.context import ToolContext
 from spiral_mcp.handlers.idempotency import request_hash
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "spiral_mcp" / "schemas"
+# The schemas the server loads, from the installed package or the source tree alike.
+SCHEMAS = Path(spiral_mcp.__file__).resolve().parent / "schemas"
 
 USER = "tester@example.com"
 WRITE_TOOLS = ("jira_create_issue", "jira_update_issue", "jira_transition_issue",
