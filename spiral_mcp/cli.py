@@ -96,6 +96,30 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", parents=[common], help="load demo data into a tenant")
     demo.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
+
+    source = commands.add_parser("source", help="connect, test, sync or remove sources (Jira)")
+    source_actions = source.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sadd = source_actions.add_parser(
+        "add", parents=[common],
+        help="connect a source; the API token comes from --token-env VAR or stdin, never a flag")
+    sadd.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
+    sadd.add_argument("--kind", required=True, choices=("jira",), help="kind of source")
+    sadd.add_argument("--name", required=True, help="a name for this source")
+    sadd.add_argument("--base-url", required=True, help="e.g. https://acme.atlassian.net")
+    sadd.add_argument("--project", action="append", default=[], metavar="SOURCEKEY=LOCALKEY",
+                      help="a project to mirror, and its key in the store (repeatable)")
+    sadd.add_argument("--email", required=True, help="the account's email (Jira basic auth)")
+    sadd.add_argument("--token-env", metavar="VAR",
+                      help="environment variable holding the API token (default: read stdin)")
+    slist = source_actions.add_parser("list", parents=[common], help="list sources (no secrets)")
+    slist.add_argument("--tenant", type=_uuid, help="only this tenant's sources")
+    for action, text in (("test", "check reachability and credentials"),
+                         ("remove", "remove a source (its items stay, as local data)")):
+        source_actions.add_parser(action, parents=[common], help=text).add_argument(
+            "source_id", type=_uuid)
+    ssync = source_actions.add_parser("sync", parents=[common], help="sync a source now")
+    ssync.add_argument("source_id", type=_uuid)
+    ssync.add_argument("--full", action="store_true", help="ignore the cursor, fetch everything")
     return parser
 
 
@@ -215,6 +239,86 @@ async def _run_admin(args: argparse.Namespace, settings: Settings) -> None:
             _print_json(await _with_admin(settings, load))
 
 
+def _read_token(var: str | None) -> str:
+    """The token from an environment variable or stdin: a flag value would land in shell
+    history and in every process listing."""
+    import getpass
+    import os
+
+    if var is not None:
+        token = os.environ.get(var, "")
+        if not token.strip():
+            raise CommandError(f"the environment variable {var} is unset or empty")
+        return token.strip()
+    token = getpass.getpass("API token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    if not token.strip():
+        raise CommandError("no API token on stdin (or use --token-env VAR)")
+    return token.strip()
+
+
+async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
+    from .sources import manage
+    from .sources.base import SourceError
+    from .sources.secrets import CredentialError, load_secret_box
+    from .sources.sync import SyncError
+
+    try:
+        box = load_secret_box(settings)
+        match args.action:
+            case "add":
+                projects = manage.parse_project_map(args.project)
+                token = _read_token(args.token_env)
+                source_id = await _with_admin(settings, lambda c, q: manage.add_source(
+                    c, q, box, tenant_id=args.tenant, kind=args.kind, name=args.name,
+                    base_url=args.base_url, projects=projects, email=args.email, token=token))
+                print(source_id)
+            case "list":
+                _print_json(await _with_admin(
+                    settings, lambda c, q: manage.list_sources(c, q, args.tenant)))
+            case "remove":
+                await _with_admin(settings,
+                                  lambda c, q: manage.remove_source(c, q, args.source_id))
+                print(f"removed {args.source_id}")
+            case "test":
+                row = await _with_admin(settings,
+                                        lambda c, q: manage.find_source(c, q, args.source_id))
+                adapter = manage.make_adapter(row, box, retries=1, timeout=15.0)
+                try:
+                    who = await adapter.check()
+                finally:
+                    await adapter.close()
+                print(f"ok: {row['base_url']} reachable, signed in as {who}")
+            case "sync":
+                await _sync(args, settings, box)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from None
+    except (CredentialError, SyncError, manage.SourceAdminError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:
+    from .sources import manage
+
+    def show(progress: Any) -> None:
+        # One line, rewritten in place on a terminal; one line per page in a log.
+        end = "\r" if sys.stderr.isatty() else "\n"
+        print(f"syncing: {progress.line()}", end=end, file=sys.stderr, flush=True)
+
+    queries = Queries.load()
+    try:
+        conn = await asyncpg.connect(await _admin_url(settings), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"cannot connect to the database: {exc}") from None
+    try:
+        progress = await manage.run_sync(conn, queries, box, args.source_id, full=args.full,
+                                         on_page=show)
+    finally:
+        await conn.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"synced: {progress.line()}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
@@ -229,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             serve(settings)
         elif args.command == "migrate":
             asyncio.run(_run_migrate(args, settings))
+        elif args.command == "source":
+            asyncio.run(_run_source(args, settings))
         else:
             asyncio.run(_run_admin(args, settings))
     except (CommandError, admin.AdminError) as exc:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "ConfigError", "Secret", "Setting", "Settings", "load_settings"]
 
 
 class ConfigError(ValueError):
@@ -108,6 +108,32 @@ def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
 
+class Secret(str):
+    """A secret setting: its repr never shows the value, so a logged Settings leaks nothing."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def _fernet_key(raw: str) -> Secret | None:
+    import base64
+    import binascii
+
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        ok = len(base64.urlsafe_b64decode(raw.encode("ascii"))) == 32
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        ok = False
+    if not ok:
+        # The value itself is never echoed: it is a secret.
+        raise ConfigError("expected a Fernet key (32 bytes, url-safe base64, 44 characters)")
+    return Secret(raw)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Setting:
     """One environment variable: its parser, default and the line the README shows for it."""
@@ -177,6 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPLORER_MAX_ROWS", _int(1, 100_000), 1000, "most rows one explorer query returns"),
     Setting("DEMO_DATA", _bool, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
+    Setting("SPIRAL_SECRET_KEY", _fernet_key, None,
+            "Fernet key that encrypts source credentials; unset with the embedded database: "
+            "generated once in SPIRAL_DATA_DIR/secret.key"),
 )
 
 
@@ -216,6 +245,7 @@ class Settings:
     explorer_timeout_s: float
     explorer_max_rows: int
     demo_data: bool
+    spiral_secret_key: Secret | None
 
     @property
     def rate_limits(self) -> dict[str, int]:

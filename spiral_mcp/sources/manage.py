@@ -1,0 +1,160 @@
+"""The operator's source commands (``spiral-mcp source ...``), run as the owner role.
+
+The owner is bound by row-level security on ``source_instances`` like everyone else, so a command
+given only an instance id looks for it tenant by tenant (the owner may list tenants); nothing
+reads another tenant's rows without first scoping the transaction to that tenant.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from ..queries import Queries
+from .base import Adapter
+from .jira import PROJECT_KEY, JiraAdapter
+from .secrets import SecretBox
+from .sync import SyncProgress, sync_instance
+
+__all__ = ["SourceAdminError", "add_source", "find_source", "list_sources", "make_adapter",
+           "parse_project_map", "remove_source", "run_sync"]
+
+KINDS = ("jira",)  # github and asana adapters are still to come (issue 7)
+
+
+class SourceAdminError(ValueError):
+    """An operator's source request that cannot be carried out; the message says why."""
+
+
+def parse_project_map(pairs: Iterable[str]) -> dict[str, str]:
+    """``["JIRAKEY=LOCALKEY", ...]`` as a dict; both sides must be project keys."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        remote, sep, local = pair.partition("=")
+        remote, local = remote.strip(), (local.strip() if sep else remote.strip())
+        if not PROJECT_KEY.match(remote) or not PROJECT_KEY.match(local):
+            raise SourceAdminError(f"--project {pair!r}: expected SOURCEKEY=LOCALKEY with keys "
+                                   "like ABC (capital letter, then capitals, digits or _)")
+        if remote in mapping or local in mapping.values():
+            raise SourceAdminError(f"--project {pair!r}: a key is mapped twice")
+        mapping[remote] = local
+    if not mapping:
+        raise SourceAdminError("at least one --project is needed")
+    return mapping
+
+
+def check_base_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise SourceAdminError(f"--base-url {raw!r}: expected https://your-site.atlassian.net")
+    if parts.scheme == "http":
+        # Basic auth in clear text would hand the token to anyone on the path; only loopback
+        # (a local proxy or a test double) may use plain http.
+        try:
+            loopback = ipaddress.ip_address(parts.hostname).is_loopback
+        except ValueError:
+            loopback = parts.hostname == "localhost"
+        if not loopback:
+            raise SourceAdminError("--base-url must use https (credentials would travel in "
+                                   "clear text)")
+    return raw.strip().rstrip("/")
+
+
+async def add_source(
+    conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
+    kind: str, name: str, base_url: str, projects: dict[str, str], email: str, token: str,
+) -> uuid.UUID:
+    if kind not in KINDS:
+        raise SourceAdminError(f"--kind {kind}: not supported yet (supported: {', '.join(KINDS)})")
+    if not 1 <= len(name.strip()) <= 200:
+        raise SourceAdminError("a source name has 1 to 200 characters")
+    if not email.strip() or not token.strip():
+        raise SourceAdminError("an email and a non-empty API token are needed")
+    if not await queries.tenant_exists(conn, tenant_id=tenant_id):
+        raise SourceAdminError(f"no tenant with id {tenant_id}")
+    await queries.set_tenant(conn, tenant_id=str(tenant_id))
+    try:
+        return await queries.source_insert(
+            conn, tenant_id=tenant_id, kind=kind, name=name.strip(),
+            base_url=check_base_url(base_url),
+            config=orjson.dumps({"projects": projects}).decode(),
+            credentials=box.seal({"email": email.strip(), "token": token.strip()}))
+    except asyncpg.UniqueViolationError:
+        raise SourceAdminError(f"the tenant already has a source named {name.strip()!r}") from None
+
+
+def _public(row: asyncpg.Record) -> dict[str, Any]:
+    """A listing row: never the credentials themselves."""
+    out = dict(row)
+    out.pop("credentials", None)
+    out["config"] = orjson.loads(out["config"]) if out.get("config") else {}
+    out["sync_cursor"] = orjson.loads(out["sync_cursor"]) if out.get("sync_cursor") else None
+    return out
+
+
+async def _tenant_ids(conn: asyncpg.Connection, queries: Queries,
+                      tenant_id: uuid.UUID | None) -> list[uuid.UUID]:
+    if tenant_id is not None:
+        return [tenant_id]
+    return [row["tenant_id"] for row in await queries.list_tenants(conn)]
+
+
+async def list_sources(conn: asyncpg.Connection, queries: Queries,
+                       tenant_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for tid in await _tenant_ids(conn, queries, tenant_id):
+        await queries.set_tenant(conn, tenant_id=str(tid))
+        found.extend(_public(row) for row in await queries.source_list(conn))
+    return found
+
+
+async def find_source(conn: asyncpg.Connection, queries: Queries,
+                      instance_id: uuid.UUID) -> asyncpg.Record:
+    """The instance (with sealed credentials); leaves the transaction scoped to its tenant."""
+    for tid in await _tenant_ids(conn, queries, None):
+        await queries.set_tenant(conn, tenant_id=str(tid))
+        if (row := await queries.source_get(conn, instance_id=instance_id)) is not None:
+            return row
+    raise SourceAdminError(f"no source with id {instance_id}")
+
+
+async def remove_source(conn: asyncpg.Connection, queries: Queries,
+                        instance_id: uuid.UUID) -> None:
+    await find_source(conn, queries, instance_id)
+    await queries.source_delete(conn, instance_id=instance_id)
+
+
+def make_adapter(row: asyncpg.Record, box: SecretBox, **client_options: Any) -> Adapter:
+    config = orjson.loads(row["config"]) if row["config"] else {}
+    if row["kind"] != "jira":
+        raise SourceAdminError(f"sources of kind {row['kind']} are not supported yet")
+    if row["credentials"] is None:
+        raise SourceAdminError("the source has no credentials; remove and add it again")
+    creds = box.open(row["credentials"])
+    return JiraAdapter(row["base_url"], email=creds["email"], token=creds["token"],
+                       projects=config.get("projects", {}),
+                       status_categories=config.get("status_categories"), **client_options)
+
+
+async def run_sync(
+    conn: asyncpg.Connection, queries: Queries, box: SecretBox, instance_id: uuid.UUID, *,
+    full: bool = False, on_page: Callable[[SyncProgress], None] | None = None,
+    **client_options: Any,
+) -> SyncProgress:
+    """Find the instance and sync it; ``conn`` must be outside a transaction."""
+    async with conn.transaction():
+        row = await find_source(conn, queries, instance_id)
+    adapter = make_adapter(row, box, **client_options)
+    try:
+        return await sync_instance(
+            conn, queries, adapter, tenant_id=row["tenant_id"], instance_id=instance_id,
+            projects=orjson.loads(row["config"]).get("projects", {}),
+            cursor=row["sync_cursor"], full=full, on_page=on_page)
+    finally:
+        await adapter.close()

@@ -1,0 +1,117 @@
+-- name: source_insert$
+-- params: tenant_id, kind, name, base_url, config, credentials
+-- Register a source instance; credentials arrive already encrypted.
+INSERT INTO source_instances (tenant_id, kind, name, base_url, config, credentials)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)
+RETURNING instance_id
+
+-- name: source_list
+-- params:
+-- The current tenant's instances; never the credentials (only whether some are stored).
+SELECT instance_id, tenant_id, kind, name, base_url, config::text AS config,
+       credentials IS NOT NULL AS has_credentials, sync_cursor::text AS sync_cursor,
+       last_synced_at, created_at
+FROM source_instances
+ORDER BY created_at, instance_id
+
+-- name: source_get^
+-- params: instance_id
+-- One instance with its sealed credentials, for a test or a sync; never leaves the process.
+SELECT instance_id, tenant_id, kind, name, base_url, config::text AS config, credentials,
+       sync_cursor::text AS sync_cursor, last_synced_at
+FROM source_instances
+WHERE instance_id = $1
+
+-- name: source_delete$
+-- params: instance_id
+-- Remove an instance; its projects and items stay, as local data (source_instance_id is nulled).
+DELETE FROM source_instances WHERE instance_id = $1 RETURNING instance_id
+
+-- name: source_save_cursor!
+-- params: instance_id, sync_cursor
+-- Runs in the same transaction as the page's upsert, so the cursor never runs ahead of the data.
+UPDATE source_instances SET sync_cursor = $2::text::jsonb, last_synced_at = now()
+WHERE instance_id = $1
+
+-- name: source_ensure_project!
+-- params: tenant_id, project_key, name, instance_id, source_ref
+-- A mirrored project, created when missing (its trigger adds the default workflow).
+INSERT INTO projects (tenant_id, project_key, name, source_instance_id, source_ref)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, project_key) DO NOTHING
+
+-- name: source_project_owner^
+-- params: project_key
+-- Which instance a project mirrors (null: a local project).
+SELECT source_instance_id, source_ref FROM projects WHERE project_key = $1
+
+-- name: source_upsert_items
+-- params: tenant_id, source, source_ids, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_json, parent_keys, created, updated, resolved, due, raws
+-- One page of items in one statement (COPY is refused under row-level security). An unchanged
+-- item is left alone, so its version only moves when the source changed something; labels and
+-- raw travel as JSON text because unnest flattens nested arrays.
+INSERT INTO work_items (tenant_id, source, source_id, key, project_key, number, title, description,
+                        type, status, status_category, priority, assignee, reporter, labels,
+                        parent_key, created_at, updated_at, resolved_at, due_at, raw)
+SELECT $1, $2, sid, k, p, n, t, d, ty, s, c, pr, a, r,
+       ARRAY(SELECT jsonb_array_elements_text(l::jsonb)), pk, ca, ua, ra, da, rw::jsonb
+FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[],
+            $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+            $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[],
+            $20::timestamptz[], $21::text[])
+     AS x(sid, k, p, n, t, d, ty, s, c, pr, a, r, l, pk, ca, ua, ra, da, rw)
+ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO UPDATE SET
+    key = EXCLUDED.key, project_key = EXCLUDED.project_key, number = EXCLUDED.number,
+    title = EXCLUDED.title, description = EXCLUDED.description, type = EXCLUDED.type,
+    status = EXCLUDED.status, status_category = EXCLUDED.status_category,
+    priority = EXCLUDED.priority, assignee = EXCLUDED.assignee, reporter = EXCLUDED.reporter,
+    labels = EXCLUDED.labels, parent_key = EXCLUDED.parent_key,
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+    resolved_at = EXCLUDED.resolved_at, due_at = EXCLUDED.due_at, raw = EXCLUDED.raw,
+    version = work_items.version + 1
+WHERE (work_items.key, work_items.title, work_items.description, work_items.type,
+       work_items.status, work_items.status_category, work_items.priority, work_items.assignee,
+       work_items.reporter, work_items.labels, work_items.parent_key, work_items.updated_at,
+       work_items.resolved_at, work_items.due_at)
+      IS DISTINCT FROM
+      (EXCLUDED.key, EXCLUDED.title, EXCLUDED.description, EXCLUDED.type, EXCLUDED.status,
+       EXCLUDED.status_category, EXCLUDED.priority, EXCLUDED.assignee, EXCLUDED.reporter,
+       EXCLUDED.labels, EXCLUDED.parent_key, EXCLUDED.updated_at, EXCLUDED.resolved_at,
+       EXCLUDED.due_at)
+RETURNING id, (xmax = 0) AS inserted
+
+-- name: source_item_ids
+-- params: source, source_ids
+-- The store's ids of items mirrored from a source, by the source's ids.
+SELECT source_id, id FROM work_items WHERE source = $1 AND source_id = ANY($2::text[])
+
+-- name: source_upsert_comments!
+-- params: tenant_id, item_ids, source_ids, authors, bodies, created, updated
+INSERT INTO comments (tenant_id, work_item_id, source_id, author, body, created_at, updated_at)
+SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                         $7::timestamptz[])
+ON CONFLICT (tenant_id, work_item_id, source_id) WHERE source_id IS NOT NULL DO UPDATE SET
+    author = EXCLUDED.author, body = EXCLUDED.body, updated_at = EXCLUDED.updated_at
+WHERE (comments.author, comments.body, comments.updated_at)
+      IS DISTINCT FROM (EXCLUDED.author, EXCLUDED.body, EXCLUDED.updated_at)
+
+-- name: source_insert_transitions!
+-- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats
+-- History has no source id: a move already recorded (same item, target and moment) is skipped,
+-- so a page synced twice adds nothing.
+INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status, from_category,
+                                   to_category, actor, transitioned_at)
+SELECT DISTINCT $1::uuid, i, fs, ts, fc, tc, a, at
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[]) AS x(i, fs, ts, fc, tc, a, at)
+WHERE NOT EXISTS (SELECT 1 FROM work_item_transitions w
+                  WHERE w.work_item_id = x.i AND w.to_status = x.ts
+                    AND w.transitioned_at = x.at)
+
+-- name: source_bump_next_numbers!
+-- params: project_keys
+-- Keep mirrored projects' key counters past their highest number.
+UPDATE projects p SET next_number = sub.n + 1
+FROM (SELECT project_key, max(number) AS n FROM work_items
+      WHERE project_key = ANY($1::text[]) GROUP BY project_key) sub
+WHERE p.project_key = sub.project_key AND p.next_number <= sub.n
