@@ -92,9 +92,11 @@ class Authenticator:
         self._db = database
         self._ttl = cache_ttl
         self._size = cache_size
-        self._cache: OrderedDict[uuid.UUID, _CachedKey] = OrderedDict()
+        # Keyed by (tenant, key id): a lookup under the tenant a caller claims must never answer for
+        # the same key id under another tenant (else a forged key could lock a real one out).
+        self._cache: OrderedDict[tuple[uuid.UUID, uuid.UUID], _CachedKey] = OrderedDict()
         self._used: dict[uuid.UUID, set[uuid.UUID]] = {}
-        self._lookups: dict[uuid.UUID, asyncio.Future[_CachedKey]] = {}
+        self._lookups: dict[tuple[uuid.UUID, uuid.UUID], asyncio.Future[_CachedKey]] = {}
 
     async def authenticate(self, secret: str) -> Principal | None:
         """The principal for ``secret``, or None for a malformed, unknown, revoked or expired key.
@@ -125,15 +127,16 @@ class Authenticator:
 
     async def _lookup(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> _CachedKey:
         now = time.monotonic()
-        cached = self._cache.get(key_id)
+        ids = (tenant_id, key_id)
+        cached = self._cache.get(ids)
         if cached is not None and now - cached.fetched < self._ttl:
             return cached
         # Many requests with the same new key share one database round trip.
-        pending = self._lookups.get(key_id)
+        pending = self._lookups.get(ids)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[_CachedKey] = asyncio.get_running_loop().create_future()
-        self._lookups[key_id] = future
+        self._lookups[ids] = future
         try:
             async with self._db.tenant(tenant_id, readonly=True) as conn:
                 record = await self._db.queries.get_api_key(conn, key_id=key_id)
@@ -144,9 +147,9 @@ class Authenticator:
             future.exception()  # retrieved here, so a future nobody awaited logs nothing
             raise
         finally:
-            del self._lookups[key_id]
-        self._cache[key_id] = cached
-        self._cache.move_to_end(key_id)
+            del self._lookups[ids]
+        self._cache[ids] = cached
+        self._cache.move_to_end(ids)
         while len(self._cache) > self._size:
             self._cache.popitem(last=False)
         return cached

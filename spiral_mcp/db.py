@@ -141,6 +141,13 @@ class Database:
             raise _timeout_error() from exc
         except _UNREACHABLE as exc:
             raise connection_error() from exc
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # A value the schema refuses (a NUL byte, a number out of range, a CHECK): the
+            # caller's input, not our failure; nothing was written (the transaction rolled back).
+            raise ServiceError(
+                ErrorCode.VALIDATION_ERROR, f"the database refused a value: {exc.args[0]}",
+                details=[{"path": "/", "message": str(exc.args[0])}],
+            ) from exc
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

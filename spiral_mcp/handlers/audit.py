@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 from ..db import Database
-from ..errors import ServiceError
+from ..errors import ErrorCode, ServiceError
 
 __all__ = ["AuditEntry", "AuditWriter", "redact"]
 
@@ -32,6 +32,9 @@ def redact(value: Any) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        # PostgreSQL's text and jsonb refuse NUL; an argument carrying one must not cost the row.
+        return value.replace("\x00", "\ufffd")
     return value
 
 
@@ -97,7 +100,9 @@ class AuditWriter:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write everything queued; entries of a tenant whose write fails go back in the queue."""
+        """Write everything queued. Entries of a tenant whose write fails for want of the database
+        go back in the queue; a batch the database refuses is written row by row, and a row it
+        still refuses is logged and dropped, so no single entry can stop the writer."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._batch_size))]
             by_tenant: dict[uuid.UUID, list[AuditEntry]] = {}
@@ -107,12 +112,31 @@ class AuditWriter:
             for tenant_id, entries in by_tenant.items():
                 try:
                     await self._write(tenant_id, entries)
-                except ServiceError:
-                    failed.extend(entries)
+                except ServiceError as exc:
+                    if exc.code is ErrorCode.CONNECTION_ERROR:
+                        failed.extend(entries)
+                    else:
+                        failed.extend(await self._write_one_by_one(tenant_id, entries))
             if failed:
                 self._queue.extendleft(reversed(failed))
                 log.warning("audit rows not written yet; will retry", extra={"rows": len(failed)})
                 return
+
+    async def _write_one_by_one(
+        self, tenant_id: uuid.UUID, entries: list[AuditEntry]
+    ) -> list[AuditEntry]:
+        """Write each entry alone; return those to retry (the database went away)."""
+        retry = []
+        for entry in entries:
+            try:
+                await self._write(tenant_id, [entry])
+            except ServiceError as exc:
+                if exc.code is ErrorCode.CONNECTION_ERROR:
+                    retry.append(entry)
+                else:
+                    log.error("audit row refused by the database; dropped",
+                              extra={"tool": entry.tool, "error": exc.message})
+        return retry
 
     async def _write(self, tenant_id: uuid.UUID, entries: list[AuditEntry]) -> None:
         rows = [e.row() for e in entries]

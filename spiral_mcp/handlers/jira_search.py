@@ -18,7 +18,6 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import orjson
 
 from ..errors import ErrorCode, ServiceError
@@ -147,14 +146,9 @@ async def search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
                 f"WHERE {where} ORDER BY {order_sql}, w.id LIMIT {int(limit) + 1}")
     count_sql = (f"SELECT count(*) FROM (SELECT 1 FROM work_items w WHERE {compiled.where} "
                  f"LIMIT {TOTAL_CAP + 1}) matched")
-    try:
-        async with ctx.transaction(readonly=True) as conn:
-            rows = await conn.fetch(page_sql, *params)
-            total = await conn.fetchval(count_sql, *compiled.params)
-    except asyncpg.DataError as exc:
-        # A value the database cannot take for its column (e.g. a number out of range).
-        raise ServiceError(ErrorCode.VALIDATION_ERROR, f"invalid JQL value: {exc}",
-                           details=[{"path": "/jql", "message": str(exc)}]) from None
+    async with ctx.transaction(readonly=True) as conn:
+        rows = await conn.fetch(page_sql, *params)
+        total = await conn.fetchval(count_sql, *compiled.params)
     page = rows[:limit]
     result: dict[str, Any] = {
         "issues": [{f: jsonable(r[f]) for f in fields} for r in page],

@@ -55,6 +55,8 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 _TOOLS_PAGE = 50
 # Results the stateless era lets a client cache; they carry ttlMs and cacheScope.
 _CACHEABLE = frozenset({"tools/list", "server/discover"})
+_NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/cancelled",
+                            "notifications/progress", "notifications/roots/list_changed"})
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -115,7 +117,8 @@ class Dispatcher:
 
     async def handle_request(self, request: Request, exchange: Exchange) -> dict[str, Any] | None:
         """Answer one request; None when it was cancelled (a cancelled request gets no answer)."""
-        self._metrics.mcp_requests.labels(request.method, exchange.transport).inc()
+        self._metrics.mcp_requests.labels(self._method_label(request.method),
+                                          exchange.transport).inc()
         handler = self._methods.get(request.method)
         try:
             if handler is None or (exchange.modern and request.method == "initialize") or (
@@ -152,6 +155,9 @@ class Dispatcher:
         # exactly that call; the slots cap how many run at once on one session.
         if session.call_slots.locked():
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
+        if request.id in session.inflight:
+            # A cancellation names a request by id: two live calls with one id would be ambiguous.
+            raise RpcError(INVALID_REQUEST, f"request id {request.id!r} is already in flight")
         async with session.call_slots:
             task = asyncio.ensure_future(handler(request.params, exchange))
             session.inflight[request.id] = task
@@ -160,17 +166,24 @@ class Dispatcher:
             finally:
                 session.inflight.pop(request.id, None)
 
+    def _method_label(self, method: str) -> str:
+        # Clients choose method names; a label per unknown name would grow without bound.
+        return method if method in self._methods or method in _NOTIFICATIONS else "other"
+
     async def handle_notification(self, note: Notification, exchange: Exchange) -> None:
-        self._metrics.mcp_requests.labels(note.method, exchange.transport).inc()
+        self._metrics.mcp_requests.labels(self._method_label(note.method),
+                                          exchange.transport).inc()
         session = exchange.session
         if session is None:
             return
         if note.method == "notifications/initialized":
             session.mark_ready()
         elif note.method == "notifications/cancelled":
-            task = session.inflight.get(note.params.get("requestId"))
-            if task is not None:
-                task.cancel()
+            request_id = note.params.get("requestId")
+            if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+                task = session.inflight.get(request_id)
+                if task is not None:
+                    task.cancel()
 
     def _check_lifecycle(self, method: str, exchange: Exchange) -> None:
         session = exchange.session

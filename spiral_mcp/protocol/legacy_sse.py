@@ -39,7 +39,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except SessionLimitError as exc:
         raise web.HTTPTooManyRequests(text=str(exc)) from None
     session.stream_open = True
-    response = await sse_stream(request)
+    try:
+        response = await sse_stream(request)
+    except BaseException:
+        # The client left before the stream began: the session must not outlive it.
+        session.stream_open = False
+        sessions.remove(session)
+        raise
     try:
         await response.send(f"/messages?session_id={session.id}", event="endpoint")
         async for message in session_messages(request, session):

@@ -214,7 +214,7 @@ async def get(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     try:
         stream = await sse_stream(request, headers={SESSION_HEADER: session.id})
-        if last_event.isdigit():
+        if last_event.isascii() and last_event.isdigit() and len(last_event) <= 18:
             for event_id, message in session.replay_after(int(last_event)):
                 await send_event(stream, message, event_id=event_id)
         async for message in session_messages(request, session):

@@ -31,7 +31,12 @@ class SecretBox:
     __slots__ = ("_fernet",)
 
     def __init__(self, key: str | bytes) -> None:
-        self._fernet = Fernet(key)
+        try:
+            self._fernet = Fernet(key)
+        except (ValueError, TypeError):
+            raise CredentialError(
+                "the secret key is not a valid Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
 
     def seal(self, credentials: dict[str, Any]) -> bytes:
         return self._fernet.encrypt(orjson.dumps(credentials))
