@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ErrorCode, ServiceError
 from .context import ToolContext
 from .jira_read import not_found
-from .jira_write import conflict, invalid, lock_issue, markdown_text
+from .jira_write import comment_body, conflict, invalid, lock_issue
 from .registry import Tool
 from .rows import jsonable, row_dicts
 
@@ -47,7 +47,7 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
     if (status is None) == (transition_id is None):
         raise invalid("/status", "give either status (the target status name) or "
                                  "transition_id, not both")
-    comment = markdown_text(args["comment"], "/comment") if args.get("comment") else None
+    comment = comment_body(args["comment"], "/comment") if args.get("comment") else None
     expected = args.get("expected_version")
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:

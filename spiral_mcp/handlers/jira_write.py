@@ -82,6 +82,16 @@ async def lock_issue(
     return row
 
 
+def comment_body(value: Any, path: str) -> str:
+    """A comment's Markdown (ADF converted), refused when empty or too long for the store."""
+    body = markdown_text(value, path)
+    if not body:
+        raise invalid(path, "the comment is empty")
+    if len(body) > _COMMENT_MAX:
+        raise invalid(path, f"the comment is longer than {_COMMENT_MAX} characters")
+    return body
+
+
 def markdown_text(value: Any, path: str) -> str:
     """Markdown from a Markdown string or an ADF document; VALIDATION_ERROR for malformed ADF."""
     if isinstance(value, str):
@@ -262,11 +272,7 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     if ("body" in args) == ("comment" in args):
         raise invalid("/body", "give the comment as body (or as comment), exactly once")
     path = "/body" if "body" in args else "/comment"
-    body = markdown_text(args.get("body", args.get("comment")), path)
-    if not body:
-        raise invalid(path, "the comment is empty")
-    if len(body) > _COMMENT_MAX:
-        raise invalid(path, f"the comment is longer than {_COMMENT_MAX} characters")
+    body = comment_body(args.get("body", args.get("comment")), path)
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
         item = await queries.touch_issue(conn, issue_key=issue_key)

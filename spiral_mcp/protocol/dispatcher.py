@@ -197,9 +197,7 @@ class Dispatcher:
     # -- methods ---------------------------------------------------------------------------
 
     async def _initialize(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
-        if exchange.session is None:
-            # Stateless doors (/execute) need no handshake; answer it all the same.
-            return self.initialize_result(params, session=None, transport=exchange.transport)
+        # Stateless doors (/execute) need no handshake, and have no session; answer all the same.
         return self.initialize_result(params, session=exchange.session,
                                       transport=exchange.transport)
 
@@ -258,8 +256,6 @@ class Dispatcher:
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, 'tools/call needs a string "name"')
-        if name not in self.registry:
-            raise RpcError(INVALID_PARAMS, f"unknown tool: {name}")
         meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
         ctx = ToolContext(
             principal=exchange.principal, database=self._database, tool=name,
