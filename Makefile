@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CONFORMANCE := npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
+CONFORMANCE_SUITE := npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
 
 .PHONY: install run test lint conformance bench clean
 
@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff check .
 
 conformance: install
-	$(BIN)/python -m tests.conformance_harness -- $(CONFORMANCE)
+	$(BIN)/python -m tests.conformance_harness -- $(CONFORMANCE_SUITE)
 
 bench: install
 	$(BIN)/python -m bench.run
