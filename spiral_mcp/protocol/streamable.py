@@ -79,6 +79,19 @@ def _http_error(status: int, message: str) -> web.Response:
                       "error": {"code": INVALID_REQUEST, "message": message}}, status=status)
 
 
+async def _read_body(request: web.Request, *media_types: str) -> Any:
+    """The POST body as JSON, or the HTTP answer that refuses it: 406 when Accept lacks one of
+    ``media_types``, 415 for another Content-Type, 400 (-32700) for a body that is not JSON."""
+    if not _accepts(request, *media_types):
+        return _http_error(406, f"Accept must list {' and '.join(media_types)}")
+    if not _is_json(request):
+        return _http_error(415, "Content-Type must be application/json")
+    try:
+        return await read_json(request)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+
+
 def _has_progress(message: Any) -> bool:
     return (isinstance(message, Request) and isinstance(message.params.get("_meta"), dict)
             and "progressToken" in message.params["_meta"])
@@ -89,14 +102,9 @@ async def post(request: web.Request) -> web.StreamResponse:
     version = request.headers.get(VERSION_HEADER)
     if version is not None and version not in HANDSHAKE_VERSIONS:
         return await _post_stateless(request, version)
-    if not _accepts(request, "application/json", "text/event-stream"):
-        return _http_error(406, "Accept must list application/json and text/event-stream")
-    if not _is_json(request):
-        return _http_error(415, "Content-Type must be application/json")
-    try:
-        value = await read_json(request)
-    except RpcError as exc:
-        return rpc_error_response(exc)
+    value = await _read_body(request, "application/json", "text/event-stream")
+    if isinstance(value, web.Response):
+        return value
     if isinstance(value, dict) and value.get("method") == "initialize":
         return await _initialize(request, value)
     if isinstance(value, list) and any(
@@ -247,14 +255,9 @@ async def delete(request: web.Request) -> web.Response:
 # -- the stateless era (2026-07-28) ---------------------------------------------------------
 
 async def _post_stateless(request: web.Request, version: str) -> web.StreamResponse:
-    if not _accepts(request, "application/json"):
-        return _http_error(406, "Accept must list application/json")
-    if not _is_json(request):
-        return _http_error(415, "Content-Type must be application/json")
-    try:
-        value = await read_json(request)
-    except RpcError as exc:
-        return rpc_error_response(exc)
+    value = await _read_body(request, "application/json")
+    if isinstance(value, web.Response):
+        return value
     if not isinstance(value, dict):
         return rpc_error_response(RpcError(
             INVALID_REQUEST, "the body must be one JSON-RPC request or notification"))
