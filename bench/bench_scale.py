@@ -56,6 +56,7 @@ from bench.run import (
     with_database,
 )
 from spiral_mcp import admin
+from spiral_mcp.demo import LABELS, SUBJECTS, VERBS
 from spiral_mcp.handlers import jira_search
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
@@ -75,17 +76,6 @@ PEOPLE = tuple(f"{n}@example.com" for n in (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
     "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter",
     "yasmin"))
-LABELS = ("frontend", "backend", "infra", "security", "performance", "customer", "tech-debt",
-          "team-a", "team-b")
-SUBJECTS = ("checkout", "search", "login", "payment webhook", "rate limiter", "cache layer",
-            "CSV export", "dashboard", "notification emails", "deploy pipeline", "audit trail",
-            "image upload", "billing page", "SSO", "API pagination", "error reporting")
-VERBS = {
-    "bug": ("Fix crash in", "Fix timeout in", "Wrong totals in", "Broken layout of"),
-    "story": ("As a customer I can use", "Let admins configure", "Self-service"),
-    "task": ("Upgrade", "Document", "Clean up", "Add monitoring for"),
-    "feature": ("Add dark mode to", "Offer bulk edit in", "Add filters to"),
-}
 DETAILS = ("Seen by several customers since the last release.",
            "Reported by support; logs attached to the ticket.",
            "Needs a design review before work starts.",

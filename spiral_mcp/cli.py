@@ -153,14 +153,19 @@ async def _admin_url(settings: Settings) -> str:
     return urls.admin
 
 
+async def _admin_connection(settings: Settings) -> asyncpg.Connection:
+    """A connection as the owner role, or one line saying why there is none."""
+    try:
+        return await asyncpg.connect(await _admin_url(settings), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"cannot connect to the database: {exc}") from None
+
+
 async def _with_admin(
     settings: Settings, action: Callable[[asyncpg.Connection, Queries], Awaitable[Any]]
 ) -> Any:
     queries = Queries.load()
-    try:
-        conn = await asyncpg.connect(await _admin_url(settings), timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CommandError(f"cannot connect to the database: {exc}") from None
+    conn = await _admin_connection(settings)
     try:
         async with conn.transaction():
             return await action(conn, queries)
@@ -305,10 +310,7 @@ async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:
         print(f"syncing: {progress.line()}", end=end, file=sys.stderr, flush=True)
 
     queries = Queries.load()
-    try:
-        conn = await asyncpg.connect(await _admin_url(settings), timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CommandError(f"cannot connect to the database: {exc}") from None
+    conn = await _admin_connection(settings)
     try:
         progress = await manage.run_sync(conn, queries, box, args.source_id, full=args.full,
                                          on_page=show)

@@ -16,7 +16,7 @@ import asyncpg
 
 from .queries import Queries
 
-__all__ = ["load_demo"]
+__all__ = ["LABELS", "SUBJECTS", "VERBS", "load_demo"]
 
 _PROJECTS = (
     ("WEB", "Web storefront", "The customer-facing shop", "alice@example.com"),
@@ -25,12 +25,12 @@ _PROJECTS = (
 )
 _PEOPLE = ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
            "erin@example.com", "frank@example.com")
-_LABELS = ("frontend", "backend", "infra", "security", "performance", "customer", "tech-debt",
+LABELS = ("frontend", "backend", "infra", "security", "performance", "customer", "tech-debt",
            "team-a", "team-b")
-_SUBJECTS = ("checkout", "search", "login", "payment webhook", "rate limiter", "cache layer",
+SUBJECTS = ("checkout", "search", "login", "payment webhook", "rate limiter", "cache layer",
              "CSV export", "dashboard", "notification emails", "deploy pipeline", "audit trail",
              "image upload", "billing page", "SSO", "API pagination", "error reporting")
-_VERBS = {
+VERBS = {
     "bug": ("Fix crash in", "Fix timeout in", "Wrong totals in", "Broken layout of"),
     "story": ("As a customer I can use", "Let admins configure", "Self-service"),
     "task": ("Upgrade", "Document", "Clean up", "Add monitoring for"),
@@ -97,19 +97,19 @@ async def load_demo(
                 at = min(now, at + timedelta(hours=rng.uniform(2, 24 * 6)))
             final = path[-1]
             last_move = history[-1][3]
-            verb = rng.choice(_VERBS.get(kind, ("Deliver",)))
+            verb = rng.choice(VERBS.get(kind, ("Deliver",)))
             items.append({
                 "keys": key, "project_keys": project_key, "numbers": number,
-                "titles": f"{verb} {rng.choice(_SUBJECTS)}" if kind != "epic"
-                          else f"Epic: {rng.choice(_SUBJECTS)} overhaul",
-                "descriptions": f"{name}: {rng.choice(_SUBJECTS)} needs attention. "
+                "titles": f"{verb} {rng.choice(SUBJECTS)}" if kind != "epic"
+                          else f"Epic: {rng.choice(SUBJECTS)} overhaul",
+                "descriptions": f"{name}: {rng.choice(SUBJECTS)} needs attention. "
                                 "Steps and acceptance criteria are in the linked doc.",
                 "types": kind, "statuses": final, "categories": _CATEGORY[final],
                 "priorities": rng.choices(_PRIORITIES, _PRIORITY_WEIGHTS)[0],
                 "assignees": None if final == "To Do" and rng.random() < 0.4
                              else rng.choice(_PEOPLE),
                 "reporters": rng.choice(_PEOPLE),
-                "labels_csv": ",".join(sorted(rng.sample(_LABELS, rng.randint(0, 3)))),
+                "labels_csv": ",".join(sorted(rng.sample(LABELS, rng.randint(0, 3)))),
                 "parent_keys": rng.choice(epics) if epics and kind != "epic"
                                and rng.random() < 0.5 else None,
                 "created": created, "updated": last_move,
