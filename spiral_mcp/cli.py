@@ -97,18 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[common], help="load demo data into a tenant")
     demo.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
 
-    source = commands.add_parser("source", help="connect, test, sync or remove sources (Jira)")
+    source = commands.add_parser(
+        "source", help="connect, test, sync or remove sources (Jira, GitHub, Asana)")
     source_actions = source.add_subparsers(dest="action", required=True, metavar="ACTION")
     sadd = source_actions.add_parser(
         "add", parents=[common],
         help="connect a source; the API token comes from --token-env VAR or stdin, never a flag")
     sadd.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
-    sadd.add_argument("--kind", required=True, choices=("jira",), help="kind of source")
+    sadd.add_argument("--kind", required=True, choices=("jira", "github", "asana"),
+                      help="kind of source")
     sadd.add_argument("--name", required=True, help="a name for this source")
-    sadd.add_argument("--base-url", required=True, help="e.g. https://acme.atlassian.net")
-    sadd.add_argument("--project", action="append", default=[], metavar="SOURCEKEY=LOCALKEY",
-                      help="a project to mirror, and its key in the store (repeatable)")
-    sadd.add_argument("--email", required=True, help="the account's email (Jira basic auth)")
+    sadd.add_argument("--base-url", help="e.g. https://acme.atlassian.net (GitHub and Asana "
+                                         "default to their public APIs)")
+    sadd.add_argument("--project", action="append", default=[], metavar="SOURCEREF=LOCALKEY",
+                      help="a project to mirror (Jira key, GitHub owner/repo, Asana project "
+                           "gid) and its key in the store (repeatable)")
+    sadd.add_argument("--email", help="Jira Cloud: the account's email (basic auth); leave out "
+                                      "for a Server/Data Center bearer token")
     sadd.add_argument("--token-env", metavar="VAR",
                       help="environment variable holding the API token (default: read stdin)")
     slist = source_actions.add_parser("list", parents=[common], help="list sources (no secrets)")
@@ -271,7 +276,8 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
         box = load_secret_box(settings)
         match args.action:
             case "add":
-                projects = manage.parse_project_map(args.project)
+                projects = manage.parse_project_map(args.project,
+                                                    manage.adapter_class(args.kind))
                 token = _read_token(args.token_env)
                 source_id = await _with_admin(settings, lambda c, q: manage.add_source(
                     c, q, box, tenant_id=args.tenant, kind=args.kind, name=args.name,

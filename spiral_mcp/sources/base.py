@@ -13,16 +13,18 @@ import asyncio
 import dataclasses
 import email.utils
 import random
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
-__all__ = ["Adapter", "Comment", "HttpClient", "Item", "Page", "SourceError", "Transition"]
+__all__ = ["Adapter", "Answer", "Comment", "Draft", "HttpClient", "Item", "Link", "Page", "Ref",
+           "SourceError", "Transition", "Workflow"]
 
 
 class SourceError(Exception):
@@ -53,6 +55,17 @@ class Comment:
     updated: datetime
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Link:
+    """A link as the source states it, seen from the item that carries it: ``link_type`` is one
+    of the store's (blocks, relates, duplicates, clones); ``outward`` means "this item <type>
+    other_key" (False: "other_key <type> this item"). ``other_key`` is already a local key."""
+
+    link_type: str
+    other_key: str
+    outward: bool
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Item:
     """A work item in the store's terms; ``key`` is already mapped to the local project."""
@@ -78,6 +91,7 @@ class Item:
     raw: Mapping[str, Any]
     comments: list[Comment] = dataclasses.field(default_factory=list)
     transitions: list[Transition] = dataclasses.field(default_factory=list)
+    links: list[Link] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,10 +99,60 @@ class Page:
     items: list[Item]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Workflow:
+    """A mirrored project's workflow in the store's terms. ``statuses`` are (name, category) with
+    the initial status first; ``transitions`` are (id, name, from status, to status)."""
+
+    statuses: list[tuple[str, str]]
+    transitions: list[tuple[str, str, str, str]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ref:
+    """An item as its source knows it, for writes: the source's id, the local key and the
+    source project reference (Jira project key, GitHub owner/repo, Asana project gid)."""
+
+    source_id: str
+    key: str
+    project_ref: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Draft:
+    """A new item in the store's terms, for :meth:`Adapter.create`."""
+
+    title: str
+    description: str | None
+    type: str
+    priority: str
+    assignee: str | None
+    labels: list[str]
+    due: date | None
+    parent: Ref | None
+
+
 class Adapter(abc.ABC):
-    """One source instance, read through its API."""
+    """One source instance, read and written through its API.
+
+    An adapter module names its class in ``ADAPTER``; :func:`spiral_mcp.sources.manage.
+    make_adapter` finds it by the instance's kind. Writes return the item as the source answered
+    it, so the store is updated from the source, never from the request.
+    """
 
     kind: str
+    #: What a source project reference looks like (``--project REF=LOCALKEY``), and an example.
+    ref_pattern: re.Pattern[str]
+    ref_example: str
+    #: The API's address when the operator gives none (None: a base URL is required).
+    default_base_url: str | None = None
+
+    @classmethod
+    @abc.abstractmethod
+    def from_instance(cls, base_url: str, credentials: Mapping[str, str],
+                      config: Mapping[str, Any], **client_options: Any) -> Adapter:
+        """The adapter of one stored instance: its decrypted credentials (``token``, and for
+        Jira Cloud ``email``) and its config (``projects``: ref → local key, overrides)."""
 
     @abc.abstractmethod
     async def check(self) -> str:
@@ -98,6 +162,32 @@ class Adapter(abc.ABC):
     def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
         """Items updated at or after ``since`` (all when None), oldest update first, with their
         comments and transitions complete."""
+
+    @abc.abstractmethod
+    async def workflow(self, project_ref: str) -> Workflow:
+        """The statuses and moves of a mirrored project, for the store's workflow tables."""
+
+    @abc.abstractmethod
+    async def create(self, project_ref: str, draft: Draft) -> Item:
+        """Create the item at the source; the created item as the source now has it."""
+
+    @abc.abstractmethod
+    async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
+        """Change fields: keys among title, description, priority, assignee, labels, due
+        (a date or None) and parent (a Ref or None)."""
+
+    @abc.abstractmethod
+    async def transition(self, ref: Ref, status: str) -> Item:
+        """Move the item to the status named ``status`` (a status of :meth:`workflow`)."""
+
+    @abc.abstractmethod
+    async def comment(self, ref: Ref, body: str) -> Comment:
+        """Add a Markdown comment; the comment as stored at the source."""
+
+    @abc.abstractmethod
+    async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
+        """Record "outward <link_type> inward" at the source; False when the source has no such
+        link (the store then keeps it locally)."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -121,7 +211,8 @@ def _retry_after(value: str | None, *, now: float) -> float | None:
 
 
 def _error_text(body: bytes) -> str:
-    """The source's own words, short: Atlassian's errorMessages/message, else the body's start."""
+    """The source's own words, short: Atlassian's errorMessages/errors, GitHub's message/errors,
+    Asana's errors[].message; else the body's start."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -131,10 +222,31 @@ def _error_text(body: bytes) -> str:
         errors = data.get("errors")
         if isinstance(errors, dict):
             messages = [*messages, *(f"{k}: {v}" for k, v in errors.items())]
+        elif isinstance(errors, list):
+            messages = [*messages, *(e.get("message") if isinstance(e, dict) else e
+                                     for e in errors)]
         text = "; ".join(str(m) for m in messages if m)
     else:
         text = body.decode("utf-8", "replace")
     return " ".join(text.split())[:200]
+
+
+def _rate_limit_wait(status: int, headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds until an exhausted rate limit resets (GitHub's 403/429 with
+    ``X-RateLimit-Remaining: 0`` and an epoch ``X-RateLimit-Reset``); None when not that."""
+    if status not in (403, 429) or headers.get("X-RateLimit-Remaining") != "0":
+        return None
+    reset = headers.get("X-RateLimit-Reset", "")
+    return max(0.0, float(reset) - now) if reset.isdigit() else 60.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful answer: its status, headers (for Link pagination) and decoded JSON."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: Any
 
 
 class HttpClient:
@@ -187,10 +299,23 @@ class HttpClient:
 
     async def request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-        json: Any = None,
+        json: Any = None, idempotent: bool | None = None,
     ) -> Any:
         """The decoded JSON answer, retrying what is worth retrying; else SourceError."""
-        url = f"{self.base_url}{path}"
+        return (await self.fetch(method, path, params=params, json=json,
+                                 idempotent=idempotent)).data
+
+    async def fetch(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+        json: Any = None, idempotent: bool | None = None,
+    ) -> Answer:
+        """Like :meth:`request`, with the status and headers. ``path`` may be a whole URL on
+        the same host (a Link header's next page). A request that is not ``idempotent`` (by
+        default: POST) is retried only when the source refused it for rate, never after a 5xx or
+        a lost connection, which may have carried it out."""
+        if idempotent is None:
+            idempotent = method != "POST"
+        url = path if path.startswith(self.base_url + "/") else f"{self.base_url}{path}"
         for attempt in range(self._retries + 1):
             await self._take_slot()
             self.requests += 1
@@ -200,8 +325,7 @@ class HttpClient:
                 ) as response:
                     body = await response.read()
                     status = response.status
-                    retry_after = _retry_after(response.headers.get("Retry-After"),
-                                               now=time.time())
+                    headers = response.headers.copy()
             except aiohttp.ClientConnectorDNSError:
                 raise SourceError("dns", f"cannot resolve the host of {self.base_url}") from None
             except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError,
@@ -214,25 +338,31 @@ class HttpClient:
                                   "or host unreachable)") from None
             except (TimeoutError, aiohttp.ServerDisconnectedError,
                     aiohttp.ClientPayloadError) as exc:
-                if attempt < self._retries:
+                if attempt < self._retries and idempotent:
                     await asyncio.sleep(self._delay(attempt, None))
                     continue
                 kind = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
                 raise SourceError(kind, f"{self.base_url} did not answer in time" if
                                   kind == "timeout" else f"{self.base_url} dropped the "
                                   "connection") from None
-            if status == 429 or status >= 500:
-                if attempt < self._retries:
+            now = time.time()
+            limited = _rate_limit_wait(status, headers, now=now)
+            retry_after = _retry_after(headers.get("Retry-After"), now=now) or limited
+            # A refusal for rate says nothing was done; a 5xx to a create may have created it.
+            worth_retrying = (status == 429 or limited is not None
+                              or (status >= 500 and idempotent))
+            if status == 429 or status >= 500 or limited is not None:
+                if attempt < self._retries and worth_retrying:
                     await asyncio.sleep(self._delay(attempt, retry_after))
                     continue
-                kind = "rate_limited" if status == 429 else "server"
+                kind = "server" if status >= 500 else "rate_limited"
                 raise SourceError(kind, f"{self.base_url} answered {status} after "
                                         f"{attempt + 1} attempts: {_error_text(body)}",
                                   status=status)
             if status >= 300:
                 raise _status_error(self.base_url, status, body)
             try:
-                return orjson.loads(body) if body else None
+                return Answer(status, headers, orjson.loads(body) if body else None)
             except orjson.JSONDecodeError:
                 raise SourceError("bad_response",
                                   f"{self.base_url} answered something that is not JSON "
@@ -250,7 +380,7 @@ def _status_error(base_url: str, status: int, body: bytes) -> SourceError:
     match status:
         case 401:
             return SourceError("auth", f"{base_url} refused the credentials (401); check the "
-                                       f"email and API token{suffix}", status=status)
+                                       f"account and API token{suffix}", status=status)
         case 403:
             return SourceError("forbidden", f"{base_url} denied access (403); the account "
                                             f"lacks permission{suffix}", status=status)

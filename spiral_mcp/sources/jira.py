@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..handlers.adf import AdfError, adf_to_markdown
 from .base import Adapter, Comment, HttpClient, Item, Page, SourceError, Transition
 
-__all__ = ["JiraAdapter", "category_for", "priority_for", "type_for"]
+__all__ = ["ADAPTER", "JiraAdapter", "category_for", "priority_for", "type_for"]
 
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
 FIELDS = ("summary", "description", "issuetype", "status", "priority", "assignee", "reporter",
@@ -115,9 +115,18 @@ class JiraAdapter(Adapter):
     """One Jira Cloud site, the projects in ``projects`` (Jira key → local key)."""
 
     kind = "jira"
+    ref_pattern = PROJECT_KEY
+    ref_example = "ABC"
+
+    @classmethod
+    def from_instance(cls, base_url: str, credentials: Mapping[str, str],
+                      config: Mapping[str, Any], **client_options: Any) -> JiraAdapter:
+        return cls(base_url, email=credentials.get("email"), token=credentials["token"],
+                   projects=config.get("projects", {}),
+                   status_categories=config.get("status_categories"), **client_options)
 
     def __init__(
-        self, base_url: str, *, email: str, token: str, projects: Mapping[str, str],
+        self, base_url: str, *, email: str | None, token: str, projects: Mapping[str, str],
         status_categories: Mapping[str, str] | None = None, page_size: int = 100,
         **client_options: Any,
     ) -> None:
@@ -127,9 +136,14 @@ class JiraAdapter(Adapter):
         self.projects = dict(projects)
         self._overrides = {k.lower(): v for k, v in (status_categories or {}).items()}
         self._page_size = page_size
-        # Built by hand: aiohttp deprecates BasicAuth and its replacement is newer than our floor.
-        basic = base64.b64encode(f"{email}:{token}".encode()).decode()
-        self._http = HttpClient(base_url, headers={"Authorization": f"Basic {basic}"},
+        if email is None:
+            # Server / Data Center: a personal access token, as a bearer token.
+            authorization = f"Bearer {token}"
+        else:
+            # Cloud: email and API token. Built by hand: aiohttp deprecates BasicAuth and its
+            # replacement is newer than our floor.
+            authorization = "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
+        self._http = HttpClient(base_url, headers={"Authorization": authorization},
                                 **client_options)
         self._status_by_id: dict[str, str] = {}
         self._status_by_name: dict[str, str] = {}
@@ -183,7 +197,8 @@ class JiraAdapter(Adapter):
         body: dict[str, Any] = {"jql": self.jql(since=since, zone=zone), "fields": list(FIELDS),
                                 "expand": "changelog", "maxResults": self._page_size}
         while True:
-            answer = await self._http.request("POST", "/rest/api/3/search/jql", json=body)
+            answer = await self._http.request("POST", "/rest/api/3/search/jql", json=body,
+                                              idempotent=True)
             items = [item for issue in answer.get("issues", [])
                      if (item := await self._item(issue)) is not None]
             yield Page(items)
@@ -275,3 +290,6 @@ class JiraAdapter(Adapter):
             for change in history.get("items", [])
             if change.get("field") == "status" and change.get("toString")
         ]
+
+
+ADAPTER = JiraAdapter

@@ -7,7 +7,9 @@ reads another tenant's rows without first scoping the transaction to that tenant
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,29 +20,46 @@ import orjson
 
 from ..queries import Queries
 from .base import Adapter
-from .jira import PROJECT_KEY, JiraAdapter
 from .secrets import SecretBox
 from .sync import SyncProgress, sync_instance
 
-__all__ = ["SourceAdminError", "add_source", "find_source", "list_sources", "make_adapter",
-           "parse_project_map", "remove_source", "run_sync"]
+__all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "find_source",
+           "list_sources", "make_adapter", "parse_project_map", "remove_source", "run_sync"]
 
-KINDS = ("jira",)  # github and asana adapters are still to come (issue 7)
+# The kinds the store knows (source_instances.kind); each is the module ``sources.<kind>`` whose
+# ``ADAPTER`` is its adapter class.
+KINDS = ("jira", "github", "asana")
+LOCAL_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
 
 
 class SourceAdminError(ValueError):
     """An operator's source request that cannot be carried out; the message says why."""
 
 
-def parse_project_map(pairs: Iterable[str]) -> dict[str, str]:
-    """``["JIRAKEY=LOCALKEY", ...]`` as a dict; both sides must be project keys."""
+def adapter_class(kind: str) -> type[Adapter]:
+    if kind not in KINDS:
+        raise SourceAdminError(f"unknown kind of source {kind!r} (known: {', '.join(KINDS)})")
+    try:
+        module = importlib.import_module(f"{__package__}.{kind}")
+    except ModuleNotFoundError:
+        raise SourceAdminError(f"sources of kind {kind} are not supported yet") from None
+    adapter: type[Adapter] = module.ADAPTER
+    return adapter
+
+
+def parse_project_map(pairs: Iterable[str], adapter: type[Adapter]) -> dict[str, str]:
+    """``["SOURCEREF=LOCALKEY", ...]`` as a dict; a bare Jira key maps to itself."""
     mapping: dict[str, str] = {}
+    example = adapter.ref_example
     for pair in pairs:
-        remote, sep, local = pair.partition("=")
-        remote, local = remote.strip(), (local.strip() if sep else remote.strip())
-        if not PROJECT_KEY.match(remote) or not PROJECT_KEY.match(local):
-            raise SourceAdminError(f"--project {pair!r}: expected SOURCEKEY=LOCALKEY with keys "
-                                   "like ABC (capital letter, then capitals, digits or _)")
+        remote, _, local = pair.rpartition("=") if "=" in pair else (pair, "", pair)
+        remote, local = remote.strip(), local.strip()
+        if not adapter.ref_pattern.match(remote):
+            raise SourceAdminError(f"--project {pair!r}: {remote!r} is not a {adapter.kind} "
+                                   f"project reference (like {example})")
+        if not LOCAL_KEY.match(local):
+            raise SourceAdminError(f"--project {pair!r}: expected {example}=LOCALKEY, the local "
+                                   "key like ABC (capital letter, then capitals, digits or _)")
         if remote in mapping or local in mapping.values():
             raise SourceAdminError(f"--project {pair!r}: a key is mapped twice")
         mapping[remote] = local
@@ -52,7 +71,8 @@ def parse_project_map(pairs: Iterable[str]) -> dict[str, str]:
 def check_base_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise SourceAdminError(f"--base-url {raw!r}: expected https://your-site.atlassian.net")
+        raise SourceAdminError(f"--base-url {raw!r}: expected an https:// address such as "
+                               "https://your-site.atlassian.net")
     if parts.scheme == "http":
         # Basic auth in clear text would hand the token to anyone on the path; only loopback
         # (a local proxy or a test double) may use plain http.
@@ -68,14 +88,24 @@ def check_base_url(raw: str) -> str:
 
 async def add_source(
     conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
-    kind: str, name: str, base_url: str, projects: dict[str, str], email: str, token: str,
+    kind: str, name: str, base_url: str | None, projects: dict[str, str], token: str,
+    email: str | None = None,
 ) -> uuid.UUID:
-    if kind not in KINDS:
-        raise SourceAdminError(f"--kind {kind}: not supported yet (supported: {', '.join(KINDS)})")
+    """Register an instance. ``email`` is for Jira Cloud's basic auth; without it a Jira token
+    is a Server/Data Center bearer token. GitHub and Asana take a token alone."""
+    adapter = adapter_class(kind)
     if not 1 <= len(name.strip()) <= 200:
         raise SourceAdminError("a source name has 1 to 200 characters")
-    if not email.strip() or not token.strip():
-        raise SourceAdminError("an email and a non-empty API token are needed")
+    if not token.strip():
+        raise SourceAdminError("a non-empty API token is needed")
+    if email is not None and not email.strip():
+        raise SourceAdminError("--email is empty")
+    base_url = base_url or adapter.default_base_url
+    if base_url is None:
+        raise SourceAdminError(f"a {kind} source needs --base-url")
+    credentials = {"token": token.strip()}
+    if email is not None:
+        credentials["email"] = email.strip()
     if not await queries.tenant_exists(conn, tenant_id=tenant_id):
         raise SourceAdminError(f"no tenant with id {tenant_id}")
     await queries.set_tenant(conn, tenant_id=str(tenant_id))
@@ -84,7 +114,7 @@ async def add_source(
             conn, tenant_id=tenant_id, kind=kind, name=name.strip(),
             base_url=check_base_url(base_url),
             config=orjson.dumps({"projects": projects}).decode(),
-            credentials=box.seal({"email": email.strip(), "token": token.strip()}))
+            credentials=box.seal(credentials))
     except asyncpg.UniqueViolationError:
         raise SourceAdminError(f"the tenant already has a source named {name.strip()!r}") from None
 
@@ -131,15 +161,13 @@ async def remove_source(conn: asyncpg.Connection, queries: Queries,
 
 
 def make_adapter(row: asyncpg.Record, box: SecretBox, **client_options: Any) -> Adapter:
-    config = orjson.loads(row["config"]) if row["config"] else {}
-    if row["kind"] != "jira":
-        raise SourceAdminError(f"sources of kind {row['kind']} are not supported yet")
+    """The adapter of a stored instance, with its credentials decrypted."""
+    adapter = adapter_class(row["kind"])
     if row["credentials"] is None:
         raise SourceAdminError("the source has no credentials; remove and add it again")
-    creds = box.open(row["credentials"])
-    return JiraAdapter(row["base_url"], email=creds["email"], token=creds["token"],
-                       projects=config.get("projects", {}),
-                       status_categories=config.get("status_categories"), **client_options)
+    config = orjson.loads(row["config"]) if row["config"] else {}
+    return adapter.from_instance(row["base_url"], box.open(row["credentials"]), config,
+                                 **client_options)
 
 
 async def run_sync(
