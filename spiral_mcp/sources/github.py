@@ -1,0 +1,414 @@
+"""GitHub issues (REST, API version 2022-11-28), normalised to the store.
+
+Wire shapes followed (docs.github.com/rest; GitHub Enterprise Server at ``https://HOST/api/v3``):
+
+* ``GET /user``: who the token belongs to; ``GET /repos/{owner}/{repo}``: that a mirrored
+  repository is visible and has issues turned on.
+* ``GET /repos/{owner}/{repo}/issues?state=all&sort=updated&direction=asc&per_page=…&since=…``,
+  paginated by the ``Link`` header's ``rel="next"``. Pull requests are in this list too (they
+  carry a ``pull_request`` key) and are left out.
+* ``GET …/issues/{number}/comments`` (only when the issue's ``comments`` count is not 0) and
+  ``GET …/issues/{number}/events``, both Link-paginated: ``closed`` events (with their
+  ``state_reason``) and ``reopened`` events are the status history.
+* Writes: ``POST …/issues``, ``PATCH …/issues/{number}`` (fields, ``state``/``state_reason``),
+  ``POST …/issues/{number}/comments``.
+
+Order: each repository's list comes oldest update first; several repositories are merged by update
+time, so pages are oldest first across all of them and the sync's cursor never passes an item not
+yet written. ``since`` has one-second precision: the adapter asks from one second before the
+cursor, so an item in the cursor's own second is read again (upserts make that harmless).
+
+Mappings (an instance's ``priority_labels`` / ``type_labels`` config, label → value, go first):
+
+* status: open → Open (todo); closed as not_planned or duplicate → Not planned (cancelled);
+  otherwise closed → Closed (done). ``resolved`` is ``closed_at`` while closed.
+* priority, from labels (case-insensitive; the highest wins): ``priority: critical|high|medium|
+  low`` (also ``priority/…``, ``priority-…``, ``prio: …``, ``urgent``, ``normal``), P0 → critical,
+  P1 → high, P2 → medium, P3 → low, a bare ``critical`` or ``urgent`` → critical; none → none.
+* type: the issue's GitHub issue type when set, else labels (also as ``type: …``): bug/defect →
+  bug, enhancement/feature → feature, epic, story, task/chore (precedence in that order); else
+  task. Writing a priority or type writes its label (``priority: high``, ``bug``, ``enhancement``,
+  ``epic``, ``story``); task and none write no label.
+* assignee: the first assignee's login; reporter: ``user.login``; labels: every label's name;
+  due: the milestone's ``due_on``; key: LOCALKEY-<issue number>; source_id: the issue's numeric
+  id. GitHub has no issue links and no parent field: links stay local, and due or parent changes
+  are refused (``SourceError`` kind ``unsupported``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .base import (
+    Adapter,
+    Comment,
+    Draft,
+    HttpClient,
+    Item,
+    Page,
+    Ref,
+    SourceError,
+    Transition,
+    Workflow,
+)
+
+__all__ = ["ADAPTER", "CLOSED", "NOT_PLANNED", "OPEN", "REPO", "GitHubAdapter", "LabelMap",
+           "priority_labels", "status_for", "type_labels"]
+
+# Owner: a user or organisation login; repository: letters, digits, '.', '-', '_', never '.' or
+# '..'. The reference becomes a URL path, so nothing else may pass.
+REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/(?!\.\.?$)[A-Za-z0-9._-]{1,100}$")
+OPEN = ("Open", "todo")
+CLOSED = ("Closed", "done")
+NOT_PLANNED = ("Not planned", "cancelled")
+# A status name → the PATCH that reaches it.
+_STATE_OF = {OPEN[0]: {"state": "open", "state_reason": "reopened"},
+             CLOSED[0]: {"state": "closed", "state_reason": "completed"},
+             NOT_PLANNED[0]: {"state": "closed", "state_reason": "not_planned"}}
+WORKFLOW = Workflow(
+    statuses=[OPEN, CLOSED, NOT_PLANNED],
+    transitions=[("close", "Close", OPEN[0], CLOSED[0]),
+                 ("close-not-planned", "Close as not planned", OPEN[0], NOT_PLANNED[0]),
+                 ("reopen", "Reopen", CLOSED[0], OPEN[0]),
+                 ("reopen-not-planned", "Reopen", NOT_PLANNED[0], OPEN[0])])
+# What a write cannot change at GitHub, and why.
+_CANNOT = {"due": "GitHub issues have no due date of their own (a milestone's due date is "
+                  "shared by all its issues); set the milestone on GitHub",
+           "parent": "GitHub issue parents (sub-issues) cannot be set through this source"}
+_LINK = re.compile(r'<([^>]+)>;\s*rel="([^"]+)"')
+
+_PRIORITY_LABEL = re.compile(r"^(?:priority|prio)\s*[:/_ -]?\s*(?P<word>\w+)$|^p(?P<level>[0-3])$")
+_PRIORITY_WORDS = {"critical": "critical", "urgent": "critical", "high": "high",
+                   "medium": "medium", "normal": "medium", "low": "low"}
+_TYPE_LABEL = re.compile(r"^(?:type|kind)\s*[:/]\s*(?P<word>.+)$")
+_TYPE_WORDS = {"bug": "bug", "defect": "bug", "enhancement": "feature", "feature": "feature",
+               "epic": "epic", "story": "story", "user story": "story", "task": "task",
+               "chore": "task"}
+
+
+def _normal(label: str) -> str:
+    return " ".join(label.lower().split())
+
+
+def _priority_of(name: str) -> str | None:
+    if name in ("critical", "urgent"):
+        return "critical"
+    if (match := _PRIORITY_LABEL.match(name)) is None:
+        return None
+    if match["level"]:
+        return ("critical", "high", "medium", "low")[int(match["level"])]
+    return _PRIORITY_WORDS.get(match["word"])
+
+
+def _type_of(name: str) -> str | None:
+    match = _TYPE_LABEL.match(name)
+    return _TYPE_WORDS.get(match["word"].strip() if match else name)
+
+
+class LabelMap:
+    """How labels state one field of the store (priority or type): the value one label states,
+    the field's value from all of an issue's labels, and the labels that write a value."""
+
+    def __init__(self, *, rank: tuple[str, ...], default: str, parse: Callable[[str], str | None],
+                 written: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> None:
+        overrides = overrides or {}
+        if bad := sorted({v for v in overrides.values() if v not in rank}):
+            raise SourceError("config", f"label overrides name unknown values: {', '.join(bad)} "
+                                        f"(known: {', '.join(rank)})")
+        self.rank = rank  # strongest first
+        self.default = default
+        self._parse = parse
+        self._overrides = {_normal(k): v for k, v in overrides.items()}
+        # An override is also the label written for its value (the first one given wins).
+        self._written = {**written, **{v: k for k, v in reversed(list(overrides.items()))}}
+
+    def value_of(self, label: str) -> str | None:
+        name = _normal(label)
+        return self._overrides.get(name) or self._parse(name)
+
+    def pick(self, labels: Iterable[str], *, first: str | None = None) -> str:
+        """The value stated by ``first`` (a GitHub issue type) if any, else the strongest stated
+        by the labels, else the default."""
+        if first and (value := self.value_of(first)):
+            return value
+        stated = {value for label in labels if (value := self.value_of(label))}
+        return next((v for v in self.rank if v in stated), self.default)
+
+    def relabel(self, labels: Iterable[str], value: str) -> list[str]:
+        """``labels`` with the ones stating this field replaced by the label of ``value``."""
+        kept = [label for label in labels if self.value_of(label) is None]
+        written = self._written.get(value)
+        return [*kept, written] if written else kept
+
+
+def priority_labels(overrides: Mapping[str, str] | None = None) -> LabelMap:
+    return LabelMap(rank=("critical", "high", "medium", "low", "none"), default="none",
+                    parse=_priority_of, overrides=overrides,
+                    written={p: f"priority: {p}" for p in ("critical", "high", "medium", "low")})
+
+
+def type_labels(overrides: Mapping[str, str] | None = None) -> LabelMap:
+    return LabelMap(rank=("epic", "bug", "feature", "story", "task", "subtask"), default="task",
+                    parse=_type_of, overrides=overrides,
+                    written={"bug": "bug", "feature": "enhancement", "epic": "epic",
+                             "story": "story"})
+
+
+def status_for(state: str, state_reason: str | None) -> tuple[str, str]:
+    """The store's (status, category) of an issue's ``state`` and ``state_reason``."""
+    if state != "closed":
+        return OPEN
+    return NOT_PLANNED if state_reason in ("not_planned", "duplicate") else CLOSED
+
+
+def _when(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw) if raw else None
+
+
+def _login(user: Mapping[str, Any] | None) -> str | None:
+    return user.get("login") if user else None
+
+
+def _next_link(header: str | None) -> str | None:
+    return next((url for url, rel in _LINK.findall(header or "") if rel == "next"), None)
+
+
+def _number(ref: Ref) -> int:
+    return int(ref.key.rpartition("-")[2])
+
+
+def _transitions(events: Iterable[Mapping[str, Any]]) -> list[Transition]:
+    """Status moves from closed/reopened events; every issue starts Open."""
+    moves: list[Transition] = []
+    current = OPEN
+    # The events endpoint does not document its order; history must be oldest first.
+    for event in sorted(events, key=lambda e: (e["created_at"], e.get("id", 0))):
+        if event.get("event") == "closed":
+            target = status_for("closed", event.get("state_reason"))
+        elif event.get("event") == "reopened":
+            target = OPEN
+        else:
+            continue
+        moves.append(Transition(current[0], target[0], current[1], target[1],
+                                _login(event.get("actor")), _when(event["created_at"])))
+        current = target
+    return moves
+
+
+def _comment(raw: Mapping[str, Any]) -> Comment | None:
+    body = (raw.get("body") or "").strip()[:100_000]
+    if not body:
+        return None  # the store requires a body
+    created = _when(raw["created_at"])
+    return Comment(str(raw["id"]), _login(raw.get("user")), body, created,
+                   _when(raw.get("updated_at")) or created)
+
+
+class GitHubAdapter(Adapter):
+    """One GitHub (or GitHub Enterprise Server) API, the repositories in ``projects``
+    (``owner/repo`` → local key)."""
+
+    kind = "github"
+    ref_pattern = REPO
+    ref_example = "octo-org/web"
+    default_base_url = "https://api.github.com"
+
+    @classmethod
+    def from_instance(cls, base_url: str, credentials: Mapping[str, str],
+                      config: Mapping[str, Any], **client_options: Any) -> GitHubAdapter:
+        return cls(base_url, token=credentials["token"], projects=config.get("projects", {}),
+                   priority_overrides=config.get("priority_labels"),
+                   type_overrides=config.get("type_labels"), **client_options)
+
+    def __init__(
+        self, base_url: str, *, token: str, projects: Mapping[str, str],
+        priority_overrides: Mapping[str, str] | None = None,
+        type_overrides: Mapping[str, str] | None = None, page_size: int = 100,
+        **client_options: Any,
+    ) -> None:
+        if bad := [ref for ref in projects if not REPO.match(ref)]:
+            raise SourceError("config", f"not a GitHub owner/repo: {', '.join(bad)}")
+        self.projects = dict(projects)
+        self._priority = priority_labels(priority_overrides)
+        self._type = type_labels(type_overrides)
+        self._page_size = min(page_size, 100)  # GitHub's most per page
+        self._http = HttpClient(base_url, headers={
+            "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28"}, **client_options)
+
+    @property
+    def requests(self) -> int:
+        return self._http.requests
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def check(self) -> str:
+        me = await self._http.request("GET", "/user")
+        for repo in self.projects:
+            try:
+                found = await self._http.request("GET", f"/repos/{repo}")
+            except SourceError as exc:
+                if exc.kind == "not_found":
+                    raise SourceError("not_found", f"GitHub repository {repo} does not exist or "
+                                      "is not visible to this token", status=404) from None
+                raise
+            if not found.get("has_issues", True):
+                raise SourceError("config", f"GitHub repository {repo} has issues turned off")
+        return _login(me) or "unknown user"
+
+    async def workflow(self, project_ref: str) -> Workflow:
+        return WORKFLOW
+
+    # --- reading ---------------------------------------------------------------------------
+    async def _chunks(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[list[Any]]:
+        """Each page of a Link-paginated list."""
+        url: str | None = path
+        query: Mapping[str, Any] | None = {**params, "per_page": self._page_size}
+        while url is not None:
+            answer = await self._http.fetch("GET", url, params=query)
+            yield answer.data or []
+            url, query = _next_link(answer.headers.get("Link")), None
+            if url is not None and not url.startswith(self._http.base_url + "/"):
+                # The token goes with every request: never follow a link to another host.
+                raise SourceError("bad_response", f"{self._http.base_url} linked its next page "
+                                                  "to another address; is the base URL right?")
+
+    async def _all(self, path: str) -> list[Any]:
+        return [entry async for chunk in self._chunks(path, {}) for entry in chunk]
+
+    async def _issues(self, repo: str, since: datetime | None) -> AsyncIterator[dict[str, Any]]:
+        """A repository's issues (no pull requests), oldest update first."""
+        params = {"state": "all", "sort": "updated", "direction": "asc"}
+        if since is not None:
+            params["since"] = (since - timedelta(seconds=1)).astimezone(UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        async for chunk in self._chunks(f"/repos/{repo}/issues", params):
+            for issue in chunk:
+                if "pull_request" not in issue:
+                    yield issue
+
+    async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+        repos = list(self.projects)
+        streams = [self._issues(repo, since) for repo in repos]
+        heads: list[tuple[datetime, int, int, dict[str, Any]]] = []
+        tie = itertools.count()  # never compare two issues
+
+        async def advance(stream: int) -> None:
+            if (issue := await anext(streams[stream], None)) is not None:
+                heapq.heappush(heads, (_when(issue["updated_at"]), stream, next(tie), issue))
+
+        try:
+            for stream in range(len(streams)):
+                await advance(stream)
+            batch: list[Item] = []
+            while heads:
+                _, stream, _, issue = heapq.heappop(heads)
+                batch.append(await self._item(repos[stream], issue))
+                if len(batch) == self._page_size:
+                    # Yield before reading on, so a failing next request loses no finished page.
+                    yield Page(batch)
+                    batch = []
+                await advance(stream)
+            if batch:
+                yield Page(batch)
+        finally:
+            for open_stream in streams:
+                await open_stream.aclose()
+
+    async def _item(self, repo: str, issue: Mapping[str, Any]) -> Item:
+        number = issue["number"]
+        local = self.projects[repo]
+        path = f"/repos/{repo}/issues/{number}"
+        comments = await self._all(f"{path}/comments") if issue.get("comments") else []
+        events = await self._all(f"{path}/events")
+        status, category = status_for(issue["state"], issue.get("state_reason"))
+        labels = [label["name"] for label in issue.get("labels") or []]
+        assignees = issue.get("assignees") or []
+        issue_type = (issue.get("type") or {}).get("name")
+        return Item(
+            source_id=str(issue["id"]), key=f"{local}-{number}", project_key=local,
+            number=number, title=(issue.get("title") or f"{local}-{number}")[:1000],
+            description=issue.get("body"), type=self._type.pick(labels, first=issue_type),
+            status=status, status_category=category, priority=self._priority.pick(labels),
+            assignee=_login(assignees[0]) if assignees else None,
+            reporter=_login(issue.get("user")), labels=labels, parent_key=None,
+            created=_when(issue["created_at"]), updated=_when(issue["updated_at"]),
+            resolved=_when(issue.get("closed_at")) if category != "todo" else None,
+            due=_when((issue.get("milestone") or {}).get("due_on")), raw=issue,
+            comments=[c for c in map(_comment, comments) if c is not None],
+            transitions=_transitions(events),
+        )
+
+    # --- writing ---------------------------------------------------------------------------
+    def _repo(self, project_ref: str) -> str:
+        if project_ref not in self.projects:
+            raise SourceError("config", f"GitHub repository {project_ref} is not mirrored by "
+                                        "this source")
+        return project_ref
+
+    async def create(self, project_ref: str, draft: Draft) -> Item:
+        repo = self._repo(project_ref)
+        if draft.due is not None or draft.parent is not None:
+            raise SourceError("unsupported", _CANNOT["due" if draft.due is not None else "parent"])
+        labels = self._type.relabel(self._priority.relabel(draft.labels, draft.priority),
+                                    draft.type)
+        body: dict[str, Any] = {"title": draft.title, "labels": labels,
+                                "assignees": [draft.assignee] if draft.assignee else []}
+        if draft.description is not None:
+            body["body"] = draft.description
+        return await self._item(repo, await self._http.request("POST", f"/repos/{repo}/issues",
+                                                               json=body))
+
+    async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
+        repo = self._repo(ref.project_ref)
+        for field in changes:
+            if field not in ("title", "description", "priority", "assignee", "labels"):
+                raise SourceError("unsupported", _CANNOT.get(field, f"cannot change {field}"))
+        path = f"/repos/{repo}/issues/{_number(ref)}"
+        body: dict[str, Any] = {}
+        if "title" in changes:
+            body["title"] = changes["title"]
+        if "description" in changes:
+            body["body"] = changes["description"]
+        if "assignee" in changes:
+            body["assignees"] = [changes["assignee"]] if changes["assignee"] else []
+        if "labels" in changes or "priority" in changes:
+            # "labels" sets the whole set; "priority" swaps the priority label within it.
+            labels = changes.get("labels")
+            if labels is None:
+                labels = [label["name"] for label in
+                          (await self._http.request("GET", path)).get("labels") or []]
+            if "priority" in changes:
+                labels = self._priority.relabel(labels, changes["priority"])
+            body["labels"] = list(labels)
+        return await self._item(repo, await self._http.request("PATCH", path, json=body))
+
+    async def transition(self, ref: Ref, status: str) -> Item:
+        repo = self._repo(ref.project_ref)
+        target = next((s for s in _STATE_OF if s.lower() == status.strip().lower()), None)
+        if target is None:
+            raise SourceError("invalid", f"GitHub issues have no status {status!r} (known: "
+                                         f"{', '.join(_STATE_OF)})")
+        return await self._item(repo, await self._http.request(
+            "PATCH", f"/repos/{repo}/issues/{_number(ref)}", json=_STATE_OF[target]))
+
+    async def comment(self, ref: Ref, body: str) -> Comment:
+        repo = self._repo(ref.project_ref)
+        raw = await self._http.request("POST", f"/repos/{repo}/issues/{_number(ref)}/comments",
+                                       json={"body": body})
+        comment = _comment(raw)
+        if comment is None:
+            raise SourceError("bad_response", "GitHub stored the comment without a body")
+        return comment
+
+    async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
+        return False  # GitHub issues have no typed links; the store keeps them locally
+
+
+ADAPTER = GitHubAdapter

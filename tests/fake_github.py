@@ -1,0 +1,310 @@
+"""A fake GitHub REST API (version 2022-11-28) speaking GitHub's wire format, for the source tests.
+
+Paths and shapes: ``GET /user``, ``GET /repos/{owner}/{repo}``, ``GET|POST
+/repos/{owner}/{repo}/issues`` (the list takes ``state``, ``sort=updated``, ``direction``,
+``since`` (inclusive), ``per_page`` (at most 100, 30 by default) and ``page``, and answers with a
+``Link`` header of ``first``/``prev``/``next``/``last``; pull requests share the issues' numbers
+and list, marked by ``pull_request``), ``GET|PATCH .../issues/{number}``, ``GET|POST
+.../issues/{number}/comments`` and ``GET .../issues/{number}/events``, paginated alike. Bearer auth:
+anything else is 401 ``{"message": "Bad credentials", "documentation_url": ...}``; unknown things
+are 404 ``{"message": "Not Found"}``; bad writes are 422 ``{"message": "Validation Failed",
+"errors": [...]}``; writes to a read-only repository are 403. Faults stand in for the real thing:
+403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``, 429 with ``retry-after``, 5xx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+DOCS = "https://docs.github.com/rest"
+API_VERSION = "2022-11-28"
+
+
+def gh_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(status: int, message: str, *, errors: list[dict[str, Any]] | None = None,
+           **headers: str) -> web.Response:
+    body: dict[str, Any] = {"message": message, "documentation_url": DOCS}
+    if errors is not None:
+        body["errors"] = errors
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _user(login: str) -> dict[str, Any]:
+    return {"login": login, "id": sum(map(ord, login)), "type": "User",
+            "html_url": f"https://github.com/{login}"}
+
+
+@dataclasses.dataclass
+class FakeGitHub:
+    token: str = "ghp_fake0123456789"
+    login: str = "sync-bot"
+    users: tuple[str, ...] = ("sync-bot", "alice", "bob")
+    # owner/repo -> has_issues
+    repos: dict[str, bool] = dataclasses.field(default_factory=dict)
+    read_only: set[str] = dataclasses.field(default_factory=set)
+    # owner/repo -> number -> issue or pull request, as GitHub renders it
+    issues: dict[str, dict[int, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    events: dict[int, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    # Answers to give instead of the real one, consumed in order: (status, headers).
+    faults: list[tuple[int, dict[str, str]]] = dataclasses.field(default_factory=list)
+    # (repo, page) of the issue list that fails with 500 for as long as this is set.
+    broken_page: tuple[str, int] | None = None
+    log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    accepts: set[str] = dataclasses.field(default_factory=set)
+    clock: datetime = datetime(2025, 6, 1, tzinfo=UTC)
+    _next_id: int = 5000
+
+    # --- building the site ---------------------------------------------------------------
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def tick(self) -> datetime:
+        """The time of a write made through the API: a second after the last one."""
+        self.clock += timedelta(seconds=1)
+        return self.clock
+
+    def add_issue(self, repo: str, *, title: str, updated: datetime, state: str = "open",
+                  state_reason: str | None = None, labels: tuple[str, ...] = (),
+                  assignees: tuple[str, ...] = (), milestone_due: datetime | None = None,
+                  comments: int = 0, reopens: int = 0, pull_request: bool = False,
+                  issue_type: str | None = None) -> dict[str, Any]:
+        """An issue (or pull request) created a day before ``updated``, closed and reopened
+        ``reopens`` times, then closed when ``state`` is closed, a minute apart."""
+        self.repos.setdefault(repo, True)
+        numbers = self.issues.setdefault(repo, {})
+        number = len(numbers) + 1
+        created = updated - timedelta(days=1)
+        issue_id = self._id()
+        issue: dict[str, Any] = {
+            "id": issue_id, "node_id": f"I_kw{issue_id}",
+            "url": f"https://api.github.com/repos/{repo}/issues/{number}",
+            "html_url": f"https://github.com/{repo}/issues/{number}", "number": number,
+            "state": "open", "state_reason": None, "title": title, "body": f"About {title}.",
+            "user": _user("rita"), "labels": [], "assignee": None, "assignees": [],
+            "milestone": None, "locked": False, "comments": 0, "created_at": gh_time(created),
+            "updated_at": gh_time(updated), "closed_at": None, "author_association": "MEMBER",
+            "type": {"id": 1, "name": issue_type} if issue_type else None,
+        }
+        self._set_labels(issue, list(labels))
+        self._set_assignees(issue, list(assignees))
+        if milestone_due is not None:
+            issue["milestone"] = {"number": 1, "title": "v1", "state": "open",
+                                  "due_on": gh_time(milestone_due)}
+        if pull_request:
+            issue["pull_request"] = {"url": f"https://api.github.com/repos/{repo}/pulls/{number}",
+                                     "merged_at": None}
+        numbers[number] = issue
+        self.comments[issue_id] = []
+        self.events[issue_id] = []
+        for n in range(comments):
+            self._comment(issue, f"c{n}", created + timedelta(hours=n + 1), bump=False)
+        steps = [("closed", "completed"), ("open", "reopened")] * reopens
+        if state == "closed":
+            steps.append(("closed", state_reason))
+        for n, (target, reason) in enumerate(steps):
+            self._set_state(issue, target, reason, created + timedelta(minutes=n + 1))
+        issue["updated_at"] = gh_time(updated)
+        return issue
+
+    def _set_labels(self, issue: dict[str, Any], names: list[str]) -> None:
+        issue["labels"] = [{"id": sum(map(ord, n)), "name": n, "color": "ededed",
+                            "default": False, "description": None} for n in dict.fromkeys(names)]
+
+    def _set_assignees(self, issue: dict[str, Any], logins: list[str]) -> None:
+        issue["assignees"] = [_user(login) for login in logins]
+        issue["assignee"] = issue["assignees"][0] if logins else None
+
+    def _set_state(self, issue: dict[str, Any], state: str, reason: str | None,
+                   at: datetime) -> None:
+        if state == issue["state"] and reason == issue["state_reason"]:
+            return
+        event = "closed" if state == "closed" else "reopened"
+        if state != issue["state"]:
+            self.events[issue["id"]].append({
+                "id": self._id(), "actor": _user("mover"), "event": event, "commit_id": None,
+                "created_at": gh_time(at), "state_reason": reason})
+        issue["state"], issue["state_reason"] = state, reason
+        issue["closed_at"] = gh_time(at) if state == "closed" else None
+        issue["updated_at"] = gh_time(at)
+
+    def _comment(self, issue: dict[str, Any], body: str, at: datetime, *, author: str = "carl",
+                 bump: bool = True) -> dict[str, Any]:
+        comment = {"id": self._id(), "user": _user(author), "body": body,
+                   "created_at": gh_time(at), "updated_at": gh_time(at),
+                   "author_association": "MEMBER"}
+        self.comments[issue["id"]].append(comment)
+        issue["comments"] += 1
+        if bump:
+            issue["updated_at"] = gh_time(at)
+        return comment
+
+    def issue(self, repo: str, number: int) -> dict[str, Any]:
+        return self.issues[repo][number]
+
+    def update_issue(self, repo: str, number: int, *, at: datetime, state: str | None = None,
+                     state_reason: str | None = None, title: str | None = None,
+                     comment: str | None = None) -> None:
+        issue = self.issue(repo, number)
+        if state is not None:
+            self._set_state(issue, state, state_reason, at)
+        if title is not None:
+            issue["title"] = title
+        if comment is not None:
+            self._comment(issue, comment, at)
+        issue["updated_at"] = gh_time(at)
+
+    # --- the HTTP side --------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._gate])
+        repo = "/repos/{owner}/{repo}"
+        app.router.add_get("/user", self._me)
+        app.router.add_get(repo, self._repo)
+        app.router.add_get(f"{repo}/issues", self._list)
+        app.router.add_post(f"{repo}/issues", self._create)
+        app.router.add_get(f"{repo}/issues/{{number}}", self._get)
+        app.router.add_patch(f"{repo}/issues/{{number}}", self._patch)
+        app.router.add_get(f"{repo}/issues/{{number}}/comments", self._comments)
+        app.router.add_post(f"{repo}/issues/{{number}}/comments", self._add_comment)
+        app.router.add_get(f"{repo}/issues/{{number}}/events", self._events)
+        return app
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.log.append((request.method, request.path))
+        self.accepts.add(request.headers.get("Accept", ""))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, "Bad credentials")
+        if request.headers.get("X-GitHub-Api-Version", API_VERSION) != API_VERSION:
+            return _error(400, "Unsupported 'X-GitHub-Api-Version' header")
+        if self.faults:
+            status, headers = self.faults.pop(0)
+            message = {403: "API rate limit exceeded for user ID 1.",
+                       429: "You have exceeded a secondary rate limit."}.get(status, "Server Error")
+            return _error(status, message, **headers)
+        if "owner" in request.match_info:
+            name = f"{request.match_info['owner']}/{request.match_info['repo']}"
+            if name not in self.repos:
+                return _error(404, "Not Found")
+            if request.method != "GET" and name in self.read_only:
+                return _error(403, "Resource not accessible by personal access token")
+        return await handler(request)
+
+    @staticmethod
+    def _name(request: web.Request) -> str:
+        return f"{request.match_info['owner']}/{request.match_info['repo']}"
+
+    def _target(self, request: web.Request) -> dict[str, Any] | None:
+        number = request.match_info["number"]
+        return self.issues.get(self._name(request), {}).get(int(number)) if number.isdigit() \
+            else None
+
+    def _paginate(self, request: web.Request, values: list[Any]) -> web.Response:
+        per_page = min(int(request.query.get("per_page", 30)), 100)
+        page = int(request.query.get("page", 1))
+        last = max(1, -(-len(values) // per_page))
+        rels: list[tuple[int, str]] = []
+        if page > 1:
+            rels += [(page - 1, "prev"), (1, "first")]
+        if page < last:
+            rels += [(page + 1, "next"), (last, "last")]
+        links = ", ".join(f'<{request.url.update_query(page=p)}>; rel="{rel}"' for p, rel in rels)
+        return web.json_response(values[(page - 1) * per_page:page * per_page],
+                                 headers={"Link": links} if links else None)
+
+    async def _me(self, request: web.Request) -> web.Response:
+        return web.json_response(_user(self.login))
+
+    async def _repo(self, request: web.Request) -> web.Response:
+        name = self._name(request)
+        return web.json_response({"id": sum(map(ord, name)), "full_name": name,
+                                  "private": True, "has_issues": self.repos[name]})
+
+    async def _list(self, request: web.Request) -> web.Response:
+        name, query = self._name(request), request.query
+        if self.broken_page == (name, int(query.get("page", 1))):
+            return _error(500, "Server Error")
+        found = list(self.issues.get(name, {}).values())
+        if query.get("state", "open") != "all":
+            found = [i for i in found if i["state"] == query.get("state", "open")]
+        if "since" in query:
+            since = datetime.fromisoformat(query["since"])
+            found = [i for i in found if datetime.fromisoformat(i["updated_at"]) >= since]
+        key = "updated_at" if query.get("sort") == "updated" else "created_at"
+        found.sort(key=lambda i: (i[key], i["number"]),
+                   reverse=query.get("direction", "desc") == "desc")
+        return self._paginate(request, found)
+
+    def _invalid(self, body: dict[str, Any], *, creating: bool) -> web.Response | None:
+        """GitHub's 422 for what the fake checks in a write: a missing title, an unknown
+        assignee."""
+        errors: list[dict[str, Any]] = []
+        if (creating or "title" in body) and not str(body.get("title") or "").strip():
+            errors.append({"resource": "Issue", "code": "missing_field", "field": "title"})
+        errors += [{"value": login, "resource": "Issue", "field": "assignees", "code": "invalid"}
+                   for login in body.get("assignees") or [] if login not in self.users]
+        return _error(422, "Validation Failed", errors=errors) if errors else None
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if (refused := self._invalid(body, creating=True)) is not None:
+            return refused
+        at = self.tick()
+        issue = self.add_issue(self._name(request), title=body["title"], updated=at,
+                               labels=tuple(body.get("labels") or ()),
+                               assignees=tuple(body.get("assignees") or ()))
+        issue["body"], issue["created_at"] = body.get("body"), gh_time(at)
+        return web.json_response(issue, status=201)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        issue = self._target(request)
+        return web.json_response(issue) if issue else _error(404, "Not Found")
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        issue = self._target(request)
+        if issue is None:
+            return _error(404, "Not Found")
+        body = await request.json()
+        if (refused := self._invalid(body, creating=False)) is not None:
+            return refused
+        at = self.tick()
+        if "state" in body:
+            self._set_state(issue, body["state"], body.get("state_reason"), at)
+        for field in ("title", "body"):
+            if field in body:
+                issue[field] = body[field]
+        if "labels" in body:
+            self._set_labels(issue, list(body["labels"]))
+        if "assignees" in body:
+            self._set_assignees(issue, list(body["assignees"]))
+        issue["updated_at"] = gh_time(at)
+        return web.json_response(issue)
+
+    async def _comments(self, request: web.Request) -> web.Response:
+        issue = self._target(request)
+        return self._paginate(request, self.comments[issue["id"]]) if issue else _error(
+            404, "Not Found")
+
+    async def _add_comment(self, request: web.Request) -> web.Response:
+        issue = self._target(request)
+        if issue is None:
+            return _error(404, "Not Found")
+        body = await request.json()
+        if not str(body.get("body") or "").strip():
+            return _error(422, "Validation Failed", errors=[
+                {"resource": "IssueComment", "code": "missing_field", "field": "body"}])
+        return web.json_response(self._comment(issue, body["body"], self.tick(),
+                                               author=self.login), status=201)
+
+    async def _events(self, request: web.Request) -> web.Response:
+        issue = self._target(request)
+        return self._paginate(request, self.events[issue["id"]]) if issue else _error(
+            404, "Not Found")
