@@ -206,6 +206,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SPIRAL_SECRET_KEY", _fernet_key, None,
             "Fernet key that encrypts source credentials; unset with the embedded database: "
             "generated once in SPIRAL_DATA_DIR/secret.key"),
+    Setting("SYNC_INTERVAL", _float(0, 7 * 86400), 300.0,
+            "seconds between background syncs of every source instance; 0 turns them off"),
 )
 
 
@@ -246,6 +248,7 @@ class Settings:
     explorer_max_rows: int
     demo_data: bool
     spiral_secret_key: Secret | None
+    sync_interval: float
 
     @property
     def rate_limits(self) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """The application factory: middleware, routes, and the resources built once at start-up.
 
 Resources are cleanup contexts, entered in order and left in reverse: the database first, then
-what uses it (key verification with its background flush, rate limits).
+what uses it (key verification with its background flush, the background source sync, rate
+limits).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ..protocol.sessions import SessionStore
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
+from ..sources.access import SourceAccess
+from ..sources.scheduler import SyncScheduler
 from ..tasks import BackgroundTasks
 from ..templates import builtin_directory, load_templates
 from . import ops
@@ -77,6 +80,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEAD_MIGRATIONS] = migrate.head_ids()
+    sources = SourceAccess.from_settings(settings)
     if tools is None:
         extra = [Path(settings.spiral_templates_dir)] if settings.spiral_templates_dir else []
         app[TEMPLATES] = load_templates(builtin_directory(), *extra)
@@ -95,6 +99,7 @@ def create_app(
         configured=bool(explorer_url or settings.explorer_database_url),
     ))
     app.cleanup_ctx.append(_authenticator)
+    app.cleanup_ctx.append(_source_sync(database_url, sources))
     app.cleanup_ctx.append(_rate_limits)
     app.cleanup_ctx.append(_protocol(list(tools)))
     app.on_shutdown.append(_end_sessions)
@@ -185,6 +190,31 @@ async def _authenticator(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await authenticator.flush_last_used()
+
+
+def _source_sync(url: str, sources: SourceAccess):
+    async def source_sync(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if settings.sync_interval == 0:
+            yield
+            return
+        if sources.unavailable is not None:
+            # Serving needs no sources: start without the background sync, and say why once.
+            log.info("background source sync off", extra={"reason": sources.unavailable})
+            yield
+            return
+        scheduler = SyncScheduler(url, app[DATABASE].queries, sources,
+                                  connect_timeout=settings.db_connect_timeout,
+                                  statement_timeout=settings.db_statement_timeout)
+        task = asyncio.create_task(scheduler.run_forever(settings.sync_interval),
+                                   name="source-sync")
+        yield
+        # A sync cut short keeps its committed pages; the next start resumes from its cursor.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return source_sync
 
 
 async def _rate_limits(app: web.Application) -> AsyncIterator[None]:

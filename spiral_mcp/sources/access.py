@@ -1,0 +1,106 @@
+"""The server's way to its tenants' sources: credentials opened with this process's secret key,
+and a sync that runs at most once per instance at a time, whichever process starts it.
+
+The guard is a PostgreSQL session advisory lock keyed on the instance: every server process and
+the background sync share the database, so they share the lock; a session that dies (a killed
+process, a closed connection) releases it by itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..config import Settings
+from ..queries import Queries
+from .base import Adapter
+from .manage import make_adapter
+from .secrets import CredentialError, SecretBox, load_secret_box
+from .sync import SyncProgress, sync_instance
+
+__all__ = ["SourceAccess", "SourceNotFound", "SyncBusy", "instance_lock", "lock_key"]
+
+
+class SyncBusy(Exception):
+    """Another session is syncing this instance right now."""
+
+
+class SourceNotFound(LookupError):
+    """No instance with this id in the tenant."""
+
+
+def lock_key(instance_id: uuid.UUID) -> int:
+    """The advisory-lock key of an instance: its id's first 64 bits (random in a v4 UUID)."""
+    return int.from_bytes(instance_id.bytes[:8], "big", signed=True)
+
+
+@asynccontextmanager
+async def instance_lock(conn: asyncpg.Connection, queries: Queries,
+                        instance_id: uuid.UUID) -> AsyncIterator[None]:
+    """Hold the instance's sync lock on ``conn`` for the block, or raise :class:`SyncBusy`."""
+    key = lock_key(instance_id)
+    if not await queries.source_try_lock(conn, lock_key=key):
+        raise SyncBusy(f"a sync of source {instance_id} is already running")
+    try:
+        yield
+    finally:
+        try:
+            await queries.source_unlock(conn, lock_key=key)
+        except BaseException:
+            # Cancelled mid-statement, or the connection broke: a session lock must never go
+            # back to a pool (nothing resets it there), so end the session, which releases it.
+            conn.terminate()
+            raise
+
+
+class SourceAccess:
+    """The secret box of this process, when it has one, and the HTTP options of its adapters."""
+
+    def __init__(self, box: SecretBox | None, *, unavailable: str | None = None,
+                 **client_options: Any) -> None:
+        self._box = box
+        self.unavailable = unavailable if box is None else None
+        self._client_options = client_options
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **client_options: Any) -> SourceAccess:
+        """Without a usable key the server still starts; sources are then out of reach."""
+        try:
+            return cls(load_secret_box(settings), **client_options)
+        except CredentialError as exc:
+            return cls(None, unavailable=str(exc), **client_options)
+
+    def adapter(self, row: asyncpg.Record) -> Adapter:
+        """The adapter of a stored instance (``source_get``'s row); CredentialError without a
+        key or when the stored credentials do not open with it."""
+        if self._box is None:
+            raise CredentialError(f"source credentials cannot be opened: {self.unavailable}")
+        return make_adapter(row, self._box, **self._client_options)
+
+    async def sync(
+        self, conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID,
+        instance_id: uuid.UUID, full: bool = False,
+        on_page: Callable[[SyncProgress], None] | None = None,
+    ) -> SyncProgress:
+        """Sync one instance of ``tenant_id`` under its lock; ``conn`` must be outside a
+        transaction (each page commits on its own) and runs as the runtime role."""
+        async with instance_lock(conn, queries, instance_id):
+            # Read under the lock: a sync that just finished elsewhere has moved the cursor.
+            async with conn.transaction():
+                await queries.set_tenant(conn, tenant_id=str(tenant_id))
+                row = await queries.source_get(conn, instance_id=instance_id)
+            if row is None:
+                raise SourceNotFound(f"no source with id {instance_id}")
+            adapter = self.adapter(row)
+            try:
+                return await sync_instance(
+                    conn, queries, adapter, tenant_id=tenant_id, instance_id=instance_id,
+                    projects=orjson.loads(row["config"]).get("projects", {}),
+                    cursor=row["sync_cursor"], full=full, on_page=on_page)
+            finally:
+                await adapter.close()
