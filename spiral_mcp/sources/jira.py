@@ -1,15 +1,31 @@
-"""Jira Cloud (REST v3): enhanced JQL search, changelog, comments, normalised to the store.
+"""Jira Cloud (REST v3) and Server/Data Center (REST v2), read and written, normalised to the store.
 
-Wire shapes followed (developer.atlassian.com, REST v3):
+One class speaks both: an instance with an ``email`` is Cloud (basic auth, REST v3, Atlassian
+Document Format bodies, ``POST search/jql`` with ``nextPageToken``); without one it is Server or
+Data Center (a personal access token as a bearer token, REST v2, plain-text wiki bodies, ``GET
+search`` with ``startAt``/``maxResults``/``total``), which has no v3. Every other path is the same
+under ``/rest/api/{3,2}``.
 
-* ``GET /rest/api/3/myself``: who the token belongs to, and ``timeZone``: JQL dates are read in
-  the user's time zone, so the cursor is written in it.
-* ``GET /rest/api/3/status``: every status with its ``statusCategory.key``, to categorise the
-  historical statuses in changelogs.
-* ``POST /rest/api/3/search/jql`` with ``{jql, fields, expand: "changelog", maxResults,
-  nextPageToken}``; answers ``{issues, nextPageToken, isLast}``.
-* ``GET /rest/api/3/issue/{id}/comment`` and ``/changelog`` (``startAt``/``maxResults``/``total``)
-  when the search answer holds only the first part of an issue's comments or history.
+Wire shapes followed (developer.atlassian.com):
+
+* ``GET myself``: who the token belongs to, and ``timeZone``: JQL dates are read in the user's
+  time zone, so the cursor is written in it.
+* ``GET status``: every status with its ``statusCategory.key``, to categorise the historical
+  statuses in changelogs.
+* Cloud: ``POST search/jql`` with ``{jql, fields, expand: "changelog", maxResults,
+  nextPageToken}``; answers ``{issues, nextPageToken, isLast}``. Server: ``GET search?jql=&fields=
+  &expand=changelog&startAt=&maxResults=``; answers ``{startAt, maxResults, total, issues}``.
+* ``GET issue/{id}/comment`` and ``/changelog`` (``startAt``/``maxResults``/``total``) when the
+  search answer holds only the first part of an issue's comments or history (Server answers
+  the whole changelog inline).
+* ``GET project/{key}/statuses``: per issue type, the project's statuses, for :meth:`workflow`.
+* Writes: ``POST issue`` ``{fields}`` (→ ``{id, key}``), ``PUT issue/{id}`` ``{fields}``, ``GET``
+  and ``POST issue/{id}/transitions`` (``{transitions: [{id, name, to: {name}}]}``, then
+  ``{transition: {id}}``), ``POST issue/{id}/comment`` ``{body}``, ``POST issueLink`` ``{type:
+  {name}, outwardIssue: {key}, inwardIssue: {key}}`` where the outward issue is the one the link
+  reads from ("outward blocks inward"); each write is read back with ``GET issue/{id}?expand=
+  changelog``. ``GET user/search`` (Cloud ``query``, Server ``username``) finds an assignee. A 400
+  (``{"errorMessages": [...], "errors": {field: message}}``) is a SourceError of kind "refused".
 
 Mappings (defaults; an instance's ``status_categories`` config overrides by status name):
 
@@ -17,11 +33,23 @@ Mappings (defaults; an instance's ``status_categories`` config overrides by stat
   status names Blocked/On Hold → blocked, In Review/Review/Code Review → in_review, and Won't Do,
   Cancelled, Rejected, Declined (as a status or a done resolution) → cancelled.
 * priority: Highest/Blocker/Critical → critical, High/Major → high, Medium → medium,
-  Low/Minor → low, Lowest/Trivial → none; no priority → none; an unknown name → medium.
+  Low/Minor → low, Lowest/Trivial → none; no priority → none; an unknown name → medium. Written
+  back as Jira's default scheme's names: Highest, High, Medium, Low, Lowest.
 * type: Epic, Story, Task, Bug; Sub-task (or any subtask type) → subtask; New Feature,
-  Feature, Improvement → feature; anything else → task.
+  Feature, Improvement → feature; anything else → task. Written back as Epic, Story, Task, Bug,
+  Sub-task, New Feature.
+* links: Blocks → blocks, Relates → relates, Duplicate → duplicates, Cloners → clones; other link
+  types, and links to projects we do not mirror, are not mirrored.
 * key: JIRAKEY-12 → LOCALKEY-12 through the project map; source_id is Jira's issue id, which
   survives a key change.
+
+Workflow. Jira's REST gives a project's statuses but no project-wide transition graph that a
+non-admin can read (workflow schemes differ per issue type, and team-managed projects use global
+transitions: any status to any other). So :meth:`workflow` offers every move between two statuses
+of the project (id ``<from status id>-><to status id>``, named after the target, as global
+transitions are), and :meth:`transition` stays faithful by asking Jira for the issue's real
+transitions and refusing a target Jira does not offer. The initial status is the first status of
+Jira's "new" category (where Jira's default workflows start an issue), else the first status.
 """
 
 from __future__ import annotations
@@ -33,15 +61,27 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..handlers.adf import AdfError, adf_to_markdown
-from .base import Adapter, Comment, HttpClient, Item, Page, SourceError, Transition
+from ..handlers.adf import AdfError, adf_to_markdown, markdown_to_adf
+from .base import (
+    Adapter,
+    Comment,
+    Draft,
+    HttpClient,
+    Item,
+    Link,
+    Page,
+    Ref,
+    SourceError,
+    Transition,
+    Workflow,
+)
 
 __all__ = ["ADAPTER", "JiraAdapter", "category_for", "priority_for", "type_for"]
 
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
 FIELDS = ("summary", "description", "issuetype", "status", "priority", "assignee", "reporter",
           "labels", "parent", "created", "updated", "resolutiondate", "resolution", "duedate",
-          "comment")
+          "comment", "issuelinks")
 
 _KEY_CATEGORY = {"new": "todo", "indeterminate": "in_progress", "done": "done",
                  "undefined": "todo"}
@@ -58,6 +98,14 @@ _PRIORITY = {"highest": "critical", "blocker": "critical", "critical": "critical
 _TYPE = {"epic": "epic", "story": "story", "task": "task", "bug": "bug", "sub-task": "subtask",
          "subtask": "subtask", "new feature": "feature", "feature": "feature",
          "improvement": "feature"}
+# The store's values as Jira's default schemes name them, for writes.
+_PRIORITY_NAME = {"critical": "Highest", "high": "High", "medium": "Medium", "low": "Low",
+                  "none": "Lowest"}
+_TYPE_NAME = {"epic": "Epic", "story": "Story", "task": "Task", "bug": "Bug",
+              "subtask": "Sub-task", "feature": "New Feature"}
+_LINK_TYPE = {"Blocks": "blocks", "Relates": "relates", "Duplicate": "duplicates",
+              "Cloners": "clones"}
+_LINK_NAME = {store: jira for jira, store in _LINK_TYPE.items()}
 
 
 def category_for(name: str, category_key: str | None, *, resolution: str | None = None,
@@ -112,7 +160,7 @@ def _markdown(body: Any) -> str | None:
 
 
 class JiraAdapter(Adapter):
-    """One Jira Cloud site, the projects in ``projects`` (Jira key → local key)."""
+    """One Jira site, the projects in ``projects`` (Jira key → local key)."""
 
     kind = "jira"
     ref_pattern = PROJECT_KEY
@@ -136,13 +184,16 @@ class JiraAdapter(Adapter):
         self.projects = dict(projects)
         self._overrides = {k.lower(): v for k, v in (status_categories or {}).items()}
         self._page_size = page_size
+        self._cloud = email is not None
         if email is None:
-            # Server / Data Center: a personal access token, as a bearer token.
+            # Server / Data Center: a personal access token, as a bearer token; REST v2 only.
             authorization = f"Bearer {token}"
+            self._api = "/rest/api/2"
         else:
             # Cloud: email and API token. Built by hand: aiohttp deprecates BasicAuth and its
             # replacement is newer than our floor.
             authorization = "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
+            self._api = "/rest/api/3"
         self._http = HttpClient(base_url, headers={"Authorization": authorization},
                                 **client_options)
         self._status_by_id: dict[str, str] = {}
@@ -156,10 +207,10 @@ class JiraAdapter(Adapter):
         await self._http.close()
 
     async def check(self) -> str:
-        me = await self._http.request("GET", "/rest/api/3/myself")
+        me = await self._http.request("GET", f"{self._api}/myself")
         for jira_key in self.projects:
             try:
-                await self._http.request("GET", f"/rest/api/3/project/{jira_key}")
+                await self._http.request("GET", f"{self._api}/project/{jira_key}")
             except SourceError as exc:
                 if exc.kind == "not_found":
                     raise SourceError("not_found", f"Jira project {jira_key} does not exist or "
@@ -168,14 +219,14 @@ class JiraAdapter(Adapter):
         return _person(me) or "unknown user"
 
     async def _time_zone(self) -> ZoneInfo:
-        me = await self._http.request("GET", "/rest/api/3/myself")
+        me = await self._http.request("GET", f"{self._api}/myself")
         try:
             return ZoneInfo(me.get("timeZone") or "UTC")
         except (ZoneInfoNotFoundError, ValueError):
             return ZoneInfo("UTC")
 
     async def _load_statuses(self) -> None:
-        for status in await self._http.request("GET", "/rest/api/3/status") or []:
+        for status in await self._http.request("GET", f"{self._api}/status") or []:
             key = (status.get("statusCategory") or {}).get("key")
             category = category_for(status["name"], key, overrides=self._overrides)
             self._status_by_id[str(status["id"])] = category
@@ -194,19 +245,175 @@ class JiraAdapter(Adapter):
     async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
         zone = await self._time_zone()
         await self._load_statuses()
-        body: dict[str, Any] = {"jql": self.jql(since=since, zone=zone), "fields": list(FIELDS),
-                                "expand": "changelog", "maxResults": self._page_size}
+        jql = self.jql(since=since, zone=zone)
+        async for issues in self._search_cloud(jql) if self._cloud else self._search_server(jql):
+            yield Page([item for issue in issues
+                        if (item := await self._item(issue)) is not None])
+
+    async def _search_cloud(self, jql: str) -> AsyncIterator[list[Any]]:
+        body: dict[str, Any] = {"jql": jql, "fields": list(FIELDS), "expand": "changelog",
+                                "maxResults": self._page_size}
         while True:
-            answer = await self._http.request("POST", "/rest/api/3/search/jql", json=body,
+            answer = await self._http.request("POST", f"{self._api}/search/jql", json=body,
                                               idempotent=True)
-            items = [item for issue in answer.get("issues", [])
-                     if (item := await self._item(issue)) is not None]
-            yield Page(items)
+            yield answer.get("issues", [])
             token = answer.get("nextPageToken")
             if answer.get("isLast", token is None) or not token:
                 return
             body["nextPageToken"] = token
 
+    async def _search_server(self, jql: str) -> AsyncIterator[list[Any]]:
+        params: dict[str, Any] = {"jql": jql, "fields": ",".join(FIELDS), "expand": "changelog",
+                                  "maxResults": self._page_size, "startAt": 0}
+        while True:
+            answer = await self._http.request("GET", f"{self._api}/search", params=params)
+            issues = answer.get("issues") or []
+            yield issues
+            params["startAt"] += len(issues)
+            if not issues or params["startAt"] >= answer.get("total", 0):
+                return
+
+    # --- workflow and writes -----------------------------------------------------------------
+    def _mirrored(self, project_ref: str) -> str:
+        # The reference goes into a URL path; only a configured key may.
+        if project_ref not in self.projects:
+            raise SourceError("config", f"Jira project {project_ref!r} is not mirrored")
+        return project_ref
+
+    async def workflow(self, project_ref: str) -> Workflow:
+        by_type = await self._http.request(
+            "GET", f"{self._api}/project/{self._mirrored(project_ref)}/statuses")
+        # Issue types share statuses; the union, by name as the store keys them (any case).
+        found: dict[str, tuple[str, str, str | None]] = {}
+        for issuetype in by_type or []:
+            for status in issuetype.get("statuses") or []:
+                key = (status.get("statusCategory") or {}).get("key")
+                found.setdefault(status["name"].lower(), (status["name"][:100],
+                                                          str(status["id"]), key))
+        entries = list(found.values())
+        if entries:
+            # Jira's default workflows start an issue in a status of the "new" category.
+            entries.insert(0, entries.pop(next((n for n, (_, _, key) in enumerate(entries)
+                                                if key == "new"), 0)))
+        statuses = [(name, category_for(name, key, overrides=self._overrides))
+                    for name, _, key in entries]
+        ids = {name: status_id for name, status_id, _ in entries}
+        transitions = [(f"{ids[source]}->{ids[target]}", target, source, target)
+                       for source, _ in statuses for target, _ in statuses if source != target]
+        return Workflow(statuses, transitions)
+
+    def _jira_key(self, ref: Ref) -> str:
+        """The Jira key of a stored item: its source project and the number both keys share."""
+        return f"{self._mirrored(ref.project_ref)}-{ref.key.rpartition('-')[2]}"
+
+    def _issue_path(self, ref: Ref) -> str:
+        # A stored source id goes into a URL path; Jira's are numbers, nothing else may pass.
+        if not ref.source_id.isdigit():
+            raise SourceError("config", f"not a Jira issue id: {ref.source_id!r}")
+        return f"{self._api}/issue/{ref.source_id}"
+
+    def _document(self, markdown: str) -> Any:
+        # Server's v2 takes wiki text, which shows Markdown readably; Cloud's v3 takes ADF.
+        return markdown_to_adf(markdown) if self._cloud else markdown
+
+    async def _user(self, person: str) -> dict[str, str]:
+        """Jira's reference to the user the store names (an email, display name or id)."""
+        params = {"query": person} if self._cloud else {"username": person}
+        wanted = person.strip().lower()
+        for user in await self._http.request("GET", f"{self._api}/user/search",
+                                             params=params) or []:
+            names = {str(user.get(k) or "").lower() for k in ("emailAddress", "displayName",
+                                                              "accountId", "name")}
+            if wanted in names:
+                return {"accountId": user["accountId"]} if self._cloud else {"name": user["name"]}
+        raise SourceError("refused", f"no Jira user matches {person!r}")
+
+    async def _fields(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for name, value in changes.items():
+            match name:
+                case "title":
+                    fields["summary"] = value
+                case "description":
+                    fields["description"] = None if value is None else self._document(value)
+                case "type":
+                    fields["issuetype"] = {"name": _TYPE_NAME[value]}
+                case "priority":
+                    fields["priority"] = {"name": _PRIORITY_NAME[value]}
+                case "assignee":
+                    fields["assignee"] = None if value is None else await self._user(value)
+                case "labels":
+                    fields["labels"] = list(value)
+                case "due":
+                    fields["duedate"] = None if value is None else value.isoformat()
+                case "parent":
+                    fields["parent"] = None if value is None else {"key": self._jira_key(value)}
+                case _:
+                    raise ValueError(f"Jira has no field for {name!r}")
+        return fields
+
+    async def _send(self, method: str, path: str, body: Any) -> Any:
+        try:
+            return await self._http.request(method, path, json=body)
+        except SourceError as exc:
+            if exc.status == 400:
+                # Jira names the fields it refused: the request's fault, not the source's.
+                raise SourceError("refused", str(exc), status=400) from None
+            raise
+
+    async def _read(self, issue_id: str) -> Item:
+        if not self._status_by_id:
+            await self._load_statuses()
+        issue = await self._http.request("GET", f"{self._api}/issue/{issue_id}",
+                                         params={"fields": ",".join(FIELDS),
+                                                 "expand": "changelog"})
+        item = await self._item(issue)
+        if item is None:
+            raise SourceError("refused", f"Jira moved {issue.get('key')} to a project that is "
+                                         "not mirrored")
+        return item
+
+    async def create(self, project_ref: str, draft: Draft) -> Item:
+        changes = {"title": draft.title, "description": draft.description, "type": draft.type,
+                   "priority": draft.priority, "assignee": draft.assignee,
+                   "labels": draft.labels, "due": draft.due, "parent": draft.parent}
+        fields = {"project": {"key": self._mirrored(project_ref)},
+                  **await self._fields({k: v for k, v in changes.items() if v is not None})}
+        created = await self._send("POST", f"{self._api}/issue", {"fields": fields})
+        return await self._read(str(created["id"]))
+
+    async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
+        await self._send("PUT", self._issue_path(ref), {"fields": await self._fields(changes)})
+        return await self._read(ref.source_id)
+
+    async def transition(self, ref: Ref, status: str) -> Item:
+        path = f"{self._issue_path(ref)}/transitions"
+        offered = (await self._http.request("GET", path)).get("transitions") or []
+        chosen = next((t for t in offered
+                       if t["to"]["name"].lower() == status.strip().lower()), None)
+        if chosen is None:
+            allowed = ", ".join(sorted({t["to"]["name"] for t in offered})) or "none"
+            raise SourceError("refused", f"Jira does not let {self._jira_key(ref)} move to "
+                                         f"{status!r}; it can move to: {allowed}")
+        await self._send("POST", path, {"transition": {"id": chosen["id"]}})
+        return await self._read(ref.source_id)
+
+    async def comment(self, ref: Ref, body: str) -> Comment:
+        answer = await self._send("POST", f"{self._issue_path(ref)}/comment",
+                                  {"body": self._document(body)})
+        comment = self._comment(answer)
+        if comment is None:
+            raise SourceError("bad_response", "Jira stored the comment without its text")
+        return comment
+
+    async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
+        await self._send("POST", f"{self._api}/issueLink", {
+            "type": {"name": _LINK_NAME[link_type]},
+            "outwardIssue": {"key": self._jira_key(outward)},
+            "inwardIssue": {"key": self._jira_key(inward)}})
+        return True
+
+    # --- reading issues ----------------------------------------------------------------------
     def _local_key(self, jira_key: str | None) -> tuple[str, str, int] | None:
         if not jira_key or "-" not in jira_key:
             return None
@@ -245,9 +452,9 @@ class JiraAdapter(Adapter):
                                 resolution=resolution, overrides=self._overrides)
         parent = self._local_key((f.get("parent") or {}).get("key"))
         issuetype = f.get("issuetype") or {}
-        comments_raw = await self._rest(f"/rest/api/3/issue/{issue['id']}/comment", "comments",
+        comments_raw = await self._rest(f"{self._api}/issue/{issue['id']}/comment", "comments",
                                         f.get("comment") or {})
-        histories = await self._rest(f"/rest/api/3/issue/{issue['id']}/changelog", "values",
+        histories = await self._rest(f"{self._api}/issue/{issue['id']}/changelog", "values",
                                      {"values": (issue.get("changelog") or {}).get("histories", []),
                                       "total": (issue.get("changelog") or {}).get("total", 0)})
         due = f.get("duedate")
@@ -267,7 +474,20 @@ class JiraAdapter(Adapter):
             raw=issue,
             comments=[c for c in map(self._comment, comments_raw) if c is not None],
             transitions=[t for h in histories for t in self._transitions(h)],
+            links=[link for raw in f.get("issuelinks") or []
+                   if (link := self._link(raw)) is not None],
         )
+
+    def _link(self, raw: Mapping[str, Any]) -> Link | None:
+        # An entry on issue A names the other end B: under "outwardIssue" it reads "A <outward
+        # description> B" (A blocks B), under "inwardIssue" "A <inward description> B".
+        link_type = _LINK_TYPE.get((raw.get("type") or {}).get("name", ""))
+        outward = "outwardIssue" in raw
+        other = self._local_key((raw.get("outwardIssue") or raw.get("inwardIssue") or {})
+                                .get("key"))
+        if link_type is None or other is None:
+            return None  # a custom link type, or an item we do not mirror
+        return Link(link_type, other[0], outward)
 
     def _comment(self, raw: Mapping[str, Any]) -> Comment | None:
         body = (_markdown(raw.get("body")) or "").strip()[:100_000]
