@@ -1,6 +1,6 @@
 """Sources in the server (issue 7): the background sync (one sync per instance at a time across
-processes, interval runs, a failing instance beside a good one, shutdown mid-sync), against the
-fake Jira."""
+processes, interval runs, a failing instance beside a good one, shutdown mid-sync) and the admin
+tools sources_list and sources_sync over real HTTP, against the fake Jira."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from spiral_mcp.sources import manage
 from spiral_mcp.sources.access import SourceAccess, lock_key
 from spiral_mcp.sources.scheduler import SyncScheduler
 from spiral_mcp.sources.secrets import SecretBox
-from tests.conftest import TenantFactory, make_settings
+from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_jira import FakeJira
 
 SECRET_KEY = "x" * 43 + "="
@@ -274,3 +274,151 @@ async def test_without_a_secret_key_the_server_starts_without_background_sync(
         await client.close()
     off = [r for r in caplog.records if r.getMessage() == "background source sync off"]
     assert len(off) == 1 and "SPIRAL_SECRET_KEY" in off[0].reason
+
+
+# --- sources_list and sources_sync over HTTP --------------------------------------------------
+async def call(client: TestClient, tenant: Tenant, name: str, **arguments: Any) -> dict[str, Any]:
+    response = await client.post("/execute", headers=tenant.headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": name, "arguments": arguments}})
+    assert response.status == 200
+    return await response.json()
+
+
+async def envelope(client: TestClient, tenant: Tenant, name: str,
+                   **arguments: Any) -> dict[str, Any]:
+    answer = await call(client, tenant, name, **arguments)
+    assert "result" in answer, answer
+    return answer["result"]["structuredContent"]
+
+
+async def test_sources_list_shows_the_tenants_instances_and_no_credentials(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, serve: Serve, queries) -> None:
+    backfill(jira, 2)
+    owner, other = await make_tenant(), await make_tenant()
+    source_id = await add_source(admin_conn, queries, owner.id, jira)
+    client = await serve()
+    mine = await envelope(client, owner, "sources_list")
+    assert mine["success"], mine
+    (listed,) = mine["data"]["sources"]
+    assert listed["id"] == str(source_id) and listed["kind"] == "jira"
+    assert listed["base_url"] == jira.base_url  # type: ignore[attr-defined]
+    assert listed["projects"] == {"ABC": "LOC"}
+    assert listed["last_synced_at"] is None and listed["cursor"] is None
+    text = orjson.dumps(mine).decode()
+    assert jira.token not in text and jira.email not in text and "credentials" not in text
+    theirs = await envelope(client, other, "sources_list")
+    assert theirs["data"] == {"sources": []}
+
+
+async def test_sources_sync_syncs_and_lists_the_new_cursor(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, serve: Serve,
+        queries) -> None:
+    backfill(jira, 120)
+    tenant = await make_tenant()
+    source_id = await add_source(admin_conn, queries, tenant.id, jira)
+    client = await serve()
+    result = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+    assert result["success"], result
+    data = result["data"]
+    assert (data["pages"], data["items"], data["changed"]) == (2, 120, 120)
+    assert data["source_id"] == str(source_id) and data["items_per_second"] > 0
+    assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 120
+    again = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+    assert again["data"]["changed"] == 0 and again["data"]["items"] < 120  # from the cursor
+    full = await envelope(client, tenant, "sources_sync", source_id=str(source_id), full=True)
+    assert (full["data"]["items"], full["data"]["changed"]) == (120, 0)
+    (listed,) = (await envelope(client, tenant, "sources_list"))["data"]["sources"]
+    assert listed["last_synced_at"] is not None
+    assert listed["cursor"]["updated"].startswith("2025-03-01T")
+
+
+async def test_sources_sync_sends_a_progress_notification_per_page(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, serve: Serve, queries) -> None:
+    backfill(jira, 250)
+    tenant = await make_tenant()
+    source_id = await add_source(admin_conn, queries, tenant.id, jira)
+    client = await serve()
+    headers = {**tenant.headers, "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+    init = await client.post("/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}})
+    assert init.status == 200
+    headers |= {"Mcp-Session-Id": init.headers["Mcp-Session-Id"],
+                "MCP-Protocol-Version": "2025-11-25"}
+    await client.post("/mcp", headers=headers,
+                      json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    response = await client.post("/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "sources_sync", "arguments": {"source_id": str(source_id)},
+            "_meta": {"progressToken": "sync-1"}}})
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    messages = [orjson.loads(line[len("data: "):])
+                for line in (await response.text()).splitlines() if line.startswith("data: ")]
+    progress = [m["params"] for m in messages if m.get("method") == "notifications/progress"]
+    assert [p["progress"] for p in progress] == [1, 2, 3]
+    assert all(p["progressToken"] == "sync-1" and "items" in p["message"] for p in progress)
+    assert messages[-1]["id"] == 1
+    assert messages[-1]["result"]["structuredContent"]["data"]["pages"] == 3
+
+
+async def test_sources_sync_while_a_sync_runs_is_a_conflict(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, serve: Serve,
+        queries) -> None:
+    backfill(jira, 2)
+    tenant = await make_tenant()
+    source_id = await add_source(admin_conn, queries, tenant.id, jira)
+    client = await serve()
+    assert await app_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
+    try:
+        busy = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+    finally:
+        await app_conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
+    assert busy["error"]["code"] == "CONFLICT" and "already running" in busy["error"]["message"]
+    assert jira.log == []
+    assert (await envelope(client, tenant, "sources_sync", source_id=str(source_id)))["success"]
+
+
+async def test_sources_sync_of_another_tenants_instance_is_not_found(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, serve: Serve,
+        queries) -> None:
+    backfill(jira, 3)
+    owner, other = await make_tenant(), await make_tenant()
+    source_id = await add_source(admin_conn, queries, owner.id, jira)
+    client = await serve()
+    for tenant, wanted in ((other, str(source_id)), (owner, str(uuid.uuid4()))):
+        result = await envelope(client, tenant, "sources_sync", source_id=wanted)
+        assert result["error"]["code"] == "NOT_FOUND", result
+    assert jira.log == []
+    for tenant in (owner, other):
+        assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 0
+
+
+async def test_a_refusing_source_is_upstream_error_without_the_token(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, serve: Serve, queries) -> None:
+    backfill(jira, 1)
+    tenant = await make_tenant()
+    source_id = await add_source(admin_conn, queries, tenant.id, jira, token="wrong-token")
+    client = await serve()
+    result = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+    error = result["error"]
+    assert error["code"] == "UPSTREAM_ERROR"
+    assert error["details"] == [{"kind": "auth", "status": 401}]
+    assert "401" in error["message"] and "wrong-token" not in orjson.dumps(result).decode()
+
+
+async def test_keys_without_admin_scope_do_not_see_the_sources_tools(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, serve: Serve, queries) -> None:
+    tenant = await make_tenant(scopes=("read", "write", "query"))
+    source_id = await add_source(admin_conn, queries, tenant.id, jira)
+    client = await serve()
+    listed = await client.post("/execute", headers=tenant.headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    names = {t["name"] for t in (await listed.json())["result"]["tools"]}
+    assert "jira_search" in names and not names & {"sources_list", "sources_sync"}
+    for name, arguments in (("sources_list", {}), ("sources_sync", {"source_id": str(source_id)})):
+        answer = await call(client, tenant, name, **arguments)
+        assert answer["error"]["message"] == f"unknown tool: {name}"
+    assert jira.log == []

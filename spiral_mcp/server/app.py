@@ -85,7 +85,7 @@ def create_app(
         extra = [Path(settings.spiral_templates_dir)] if settings.spiral_templates_dir else []
         app[TEMPLATES] = load_templates(builtin_directory(), *extra)
         durations = app[METRICS].template_duration
-        tools = [*builtin_tools(), *template_tools(
+        tools = [*builtin_tools(sources=sources), *template_tools(
             app[TEMPLATES], observe=lambda name, seconds: durations.labels(name).observe(seconds))]
     else:
         app[TEMPLATES] = []

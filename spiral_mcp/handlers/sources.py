@@ -1,0 +1,135 @@
+"""Sources toolset (admin): the tenant's synced source instances, and a sync on demand.
+
+Credentials never leave the store: the listing reads no credential column, and a sync opens
+them in memory only for its requests to the source. A sync takes the same per-instance lock as
+the background sync, so a call finding one running is a CONFLICT, not a second sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..db import connection_error
+from ..errors import ErrorCode, ServiceError
+from ..sources.access import SourceAccess, SourceNotFound, SyncBusy
+from ..sources.base import SourceError
+from ..sources.manage import SourceAdminError
+from ..sources.secrets import CredentialError
+from ..sources.sync import SyncError, SyncProgress
+from .context import ToolContext
+from .registry import Tool
+from .rows import jsonable
+
+__all__ = ["TOOLS", "upstream_error"]
+
+
+def upstream_error(exc: SourceError) -> ServiceError:
+    """UPSTREAM_ERROR with the source's own words and status (``details``: kind, status)."""
+    return ServiceError(ErrorCode.UPSTREAM_ERROR, str(exc),
+                        details=[{"kind": exc.kind, "status": exc.status}])
+
+
+def _unusable(exc: Exception) -> ServiceError:
+    # The stored instance cannot be used as it is (no key here, credentials that do not open,
+    # an unknown kind): the operator's to fix, not the caller's.
+    return ServiceError(ErrorCode.UPSTREAM_ERROR, str(exc),
+                        details=[{"kind": "credentials", "status": None}])
+
+
+def _listing(row: asyncpg.Record) -> dict[str, Any]:
+    config = orjson.loads(row["config"]) if row["config"] else {}
+    return {
+        "id": str(row["instance_id"]), "kind": row["kind"], "name": row["name"],
+        "base_url": row["base_url"], "projects": config.get("projects", {}),
+        "last_synced_at": jsonable(row["last_synced_at"]),
+        "cursor": orjson.loads(row["sync_cursor"]) if row["sync_cursor"] else None,
+    }
+
+
+async def list_sources(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    async with ctx.transaction(readonly=True) as conn:
+        rows = await ctx.database.queries.source_list(conn)
+    return {"sources": [_listing(row) for row in rows]}
+
+
+async def sync_source(ctx: ToolContext, args: dict[str, Any], *,
+                      sources: SourceAccess) -> dict[str, Any]:
+    instance_id = uuid.UUID(args["source_id"])
+    # The sync reports pages from a plain callback; one sender keeps the notifications in order.
+    pages: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+
+    def on_page(progress: SyncProgress) -> None:
+        pages.put_nowait((progress.pages, progress.line()))
+
+    async def send() -> None:
+        while (page := await pages.get()) is not None:
+            await ctx.progress(page[0], None, page[1])
+
+    sender = asyncio.create_task(send())
+    try:
+        async with ctx.database.connection() as conn:
+            progress = await sources.sync(
+                conn, ctx.database.queries, tenant_id=ctx.tenant_id, instance_id=instance_id,
+                full=args.get("full", False), on_page=on_page)
+        pages.put_nowait(None)
+        await sender
+    except SyncBusy as exc:
+        raise ServiceError(ErrorCode.CONFLICT, f"{exc}; wait for it to finish", retry_after=5.0,
+                           details=[{"path": "/source_id", "message": str(exc)}]) from None
+    except SourceNotFound:
+        # Another tenant's instance is as unknown as none at all.
+        raise ServiceError(ErrorCode.NOT_FOUND, f"no source with id {instance_id}") from None
+    except SourceError as exc:
+        raise upstream_error(exc) from None
+    except (CredentialError, SourceAdminError) as exc:
+        raise _unusable(exc) from None
+    except SyncError as exc:
+        raise ServiceError(ErrorCode.CONFLICT, str(exc)) from None
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        raise connection_error() from exc
+    finally:
+        sender.cancel()
+    return {"source_id": str(instance_id), "pages": progress.pages, "items": progress.items,
+            "changed": progress.changed,
+            "items_per_second": round(progress.items_per_second, 1)}
+
+
+TOOLS = (
+    Tool(
+        name="sources_list",
+        title="List synced sources",
+        description=(
+            "List this tenant's source instances (Jira, GitHub, Asana) whose work items are "
+            "mirrored into the store: id, kind, name, base_url, the project map (source project "
+            "→ local project key), when it last synced and its sync cursor. Credentials are "
+            "never shown. Use an id with sources_sync."
+        ),
+        handler=list_sources,
+        scope="admin",
+        call_class="read",
+    ),
+    Tool(
+        name="sources_sync",
+        title="Sync a source now",
+        description=(
+            "Sync one source instance now (source_id from sources_list): incremental from its "
+            "cursor, or everything with full: true. Sends a progress notification per page when "
+            "the call carries a progressToken, and returns pages, items, how many were new or "
+            "changed, and items per second. A sync already running for the instance (the "
+            "background sync or another call) is a CONFLICT; a source that refuses or cannot be "
+            "reached is UPSTREAM_ERROR with its status and message."
+        ),
+        handler=sync_source,
+        scope="admin",
+        call_class="write",
+        read_only=False,
+        destructive=False,
+        idempotent=True,   # a second sync finds nothing new to change
+        open_world=True,
+    ),
+)
