@@ -150,13 +150,16 @@ async def test_check_names_the_account_and_refuses_clearly(asana: FakeAsana) -> 
     assert info.value.kind == "not_found"
 
 
-async def test_reads_refuse_to_number_tasks_without_the_stored_keys(asana: FakeAsana) -> None:
+async def test_new_tasks_are_not_numbered_without_the_stored_keys(asana: FakeAsana) -> None:
     _backfill(asana, 3)
     adapter = AsanaAdapter(asana.base_url, token=asana.token, projects={A: "ASN"}, **FAST)
     with pytest.raises(SourceError, match="needs the store's keys") as info:
         await anext(adapter.pages(since=None))
+    assert info.value.kind == "config"
+    with pytest.raises(SourceError, match="needs the store's keys"):
+        await adapter.create(A, _draft())
     await adapter.close()
-    assert info.value.kind == "config" and asana.log == []
+    assert asana.log == []  # refused before asking, so nothing was created
 
 
 async def test_workflow_is_open_and_completed(asana: FakeAsana) -> None:
@@ -254,7 +257,7 @@ async def test_a_task_in_two_mirrored_projects_is_one_item_in_the_first(
         asana: FakeAsana, make_tenant, admin_conn, app_conn, queries) -> None:
     both = asana.add_task((B, A), "Shared", modified=T0)
     only_b = asana.add_task(B, "Beta only", modified=T0 - timedelta(hours=1))
-    asana.add_task(A, "Alpha only", modified=T0 - timedelta(hours=2))
+    only_a = asana.add_task(A, "Alpha only", modified=T0 - timedelta(hours=2))
     tenant = await make_tenant()
     source_id = await _add(admin_conn, queries, tenant.id, asana,
                            projects={A: "ASN", B: "BSN"})
@@ -263,13 +266,22 @@ async def test_a_task_in_two_mirrored_projects_is_one_item_in_the_first(
     rows = {r["source_id"]: r["key"] for r in await _rows(
         app_conn, tenant.id, "SELECT source_id, key FROM work_items")}
     assert rows[both] == "ASN-2" and rows[only_b] == "BSN-1" and len(rows) == 3
+    # Moved to the other mirrored project, a task is renumbered there, as a Jira move is.
+    asana.tasks[only_a]["projects"] = [B]
+    asana.touch(only_a, at=T0 + timedelta(hours=1))
+    await _sync(admin_conn, queries, source_id)
+    rows = {r["source_id"]: r["key"] for r in await _rows(
+        app_conn, tenant.id, "SELECT source_id, key FROM work_items")}
+    assert rows == {both: "ASN-2", only_b: "BSN-1", only_a: "BSN-2"}
 
 
 async def test_subtasks_and_dependencies_are_keyed_whichever_comes_first(
         asana: FakeAsana) -> None:
     parent = asana.add_task(A, "Parent", modified=T0)
-    child = asana.add_task(A, "Child", modified=T0 - timedelta(hours=1), parent=parent)
+    child = asana.add_task(A, "Child", modified=T0 - timedelta(hours=1), parent=parent,
+                           comments=2, moves=1)
     blocker = asana.add_task(A, "Blocker", modified=T0 + timedelta(hours=1))
+    asana.tasks[blocker]["due_at"] = "2025-04-01T15:30:00.000Z"
     asana.tasks[child]["dependencies"].append(blocker)
     asana.tasks[blocker]["dependents"].append(child)
     adapter = _adapter(asana, page_size=1)
@@ -279,6 +291,11 @@ async def test_subtasks_and_dependencies_are_keyed_whichever_comes_first(
                                                            ["ASN-3"]]
     first_child, parent_item, child_again = pages[0][0], *pages[1]
     assert (first_child.type, first_child.parent_key, first_child.links) == ("subtask", None, [])
+    # Four stories, one to a page: both comments and the completion are found.
+    assert [c.body for c in first_child.comments] == ["c0", "c1"]
+    assert [(t.to_status, t.actor) for t in first_child.transitions] == [("Completed", "Mover")]
+    assert asana.log.count(("GET", f"/tasks/{child}/stories")) == 4
+    assert pages[2][0].due == datetime(2025, 4, 1, 15, 30, tzinfo=UTC)
     assert child_again.source_id == child and child_again.parent_key == parent_item.key
     assert [(link.link_type, link.other_key, link.outward) for link in pages[2][0].links] == [
         ("blocks", "ASN-1", True)]
@@ -414,7 +431,8 @@ async def test_priority_without_a_priority_field(asana: FakeAsana) -> None:
 async def test_transition_comment_and_link(asana: FakeAsana) -> None:
     first = asana.add_task(A, "First", modified=T0)
     second = asana.add_task(A, "Second", modified=T0)
-    adapter = _adapter(asana)
+    # Writes to known tasks take their keys from the refs: no stored keys needed.
+    adapter = AsanaAdapter(asana.base_url, token=asana.token, projects={A: "ASN"}, **FAST)
     ref = Ref(first, "ASN-1", A)
     done = await adapter.transition(ref, "completed")
     assert (done.status, done.status_category, done.resolved is not None) == (

@@ -12,11 +12,14 @@ Wire shapes followed (developers.asana.com); every body is ``{"data": ...}``:
   ``GET``/``POST /workspaces/{gid}/tags``.
 
 Keys: Asana tasks have no numbers, so the adapter hands them out. The store's keys of the
-source's tasks come in through :meth:`AsanaAdapter.use_keys`; a task keeps its number for good,
-a new task takes its project's next free number when it is yielded, so a number given to an item
+source's tasks come in through :meth:`AsanaAdapter.use_keys` (a sync and a create need them; a
+write to a known task learns its key from its :class:`Ref`). A task keeps its number for good; a
+new task takes its project's next free number when it is yielded, so a number given to an item
 that is never committed (a sync dying) is simply given again. A task in several mirrored projects
 is one item, in the first project of the ``projects`` map it belongs to; moved to another mirrored
-project it is renumbered there, as a Jira issue moved between projects is.
+project it is renumbered there, as a Jira issue moved between projects is. A subtask yielded
+before its parent is yielded again with the parent's key; if the sync dies in between, it has no
+parent key until it next changes.
 
 Mappings (defaults; an instance's ``priorities`` and ``types`` config override by name):
 
@@ -33,8 +36,9 @@ Mappings (defaults; an instance's ``priorities`` and ``types`` config override b
 * labels: the tag names (type tags included); assignee: email, else name; reporter: the
   creator; due: ``due_at``, else ``due_on`` at midnight UTC; resolved: ``completed_at``;
   description: ``notes``; links: dependencies as "blocks", carried by both tasks.
-* Asana notes (modified_since) that adding a story modifies a task, so comments arrive with
-  their task; an edited comment keeps its creation time (stories have no edit time).
+* Asana counts a new story as a modification of its task (``modified_since``), so a new
+  comment brings its task into the delta; an edited comment keeps its creation time (stories
+  carry no edit time).
 """
 
 from __future__ import annotations
@@ -159,13 +163,12 @@ class AsanaAdapter(Adapter):
         self._page_size = min(page_size, 100)  # Asana's most per page
         self._http = HttpClient(base_url, headers={"Authorization": f"Bearer {token}"},
                                 **client_options)
-        self._numbers: dict[str, tuple[str, int]] | None = None
+        # gid -> (project key, number); new numbers are handed out only once the store's
+        # keys are known (``_bound``).
+        self._numbers: dict[str, tuple[str, int]] = {}
         self._next: dict[str, int] = {}
+        self._bound = False
         self._project_info: dict[str, Mapping[str, Any]] = {}
-
-    @property
-    def requests(self) -> int:
-        return self._http.requests
 
     async def close(self) -> None:
         await self._http.close()
@@ -174,31 +177,38 @@ class AsanaAdapter(Adapter):
     def use_keys(self, stored: Iterable[tuple[str, str, int]],
                  next_numbers: Mapping[str, int]) -> None:
         """Learn the store's keys: (task gid, project key, number) of every task mirrored so
-        far, and each mirrored project's next free number. Needed before reads and writes."""
+        far, and each mirrored project's next free number. Needed before a sync or a create;
+        a write to a known task learns its key from its :class:`Ref`."""
         self._numbers = {gid: (project, number) for gid, project, number in stored}
         self._next = dict(next_numbers)
         for project, number in self._numbers.values():
             self._next[project] = max(self._next.get(project, 1), number + 1)
+        self._bound = True
 
-    def _stored_numbers(self) -> dict[str, tuple[str, int]]:
-        if self._numbers is None:
+    def _require_keys(self) -> None:
+        if not self._bound:
             # Numbering without the store's keys would renumber every task: refuse instead.
             raise SourceError("config", "the Asana adapter needs the store's keys (use_keys) "
-                                        "before it can name tasks")
-        return self._numbers
+                                        "before it can name new tasks")
+
+    def _remember(self, *refs: Ref | None) -> None:
+        for ref in refs:
+            if ref is not None:
+                project, _, number = ref.key.rpartition("-")
+                self._numbers.setdefault(ref.source_id, (project, int(number)))
 
     def _number(self, gid: str, project_key: str) -> int:
-        numbers = self._stored_numbers()
-        known = numbers.get(gid)
+        known = self._numbers.get(gid)
         if known is not None and known[0] == project_key:
             return known[1]
+        self._require_keys()
         number = self._next.get(project_key, 1)
         self._next[project_key] = number + 1
-        numbers[gid] = (project_key, number)
+        self._numbers[gid] = (project_key, number)
         return number
 
     def _known_key(self, gid: str | None) -> str | None:
-        known = (self._numbers or {}).get(gid or "")
+        known = self._numbers.get(gid or "")
         return f"{known[0]}-{known[1]}" if known else None
 
     def _home(self, task: Mapping[str, Any]) -> str | None:
@@ -261,7 +271,7 @@ class AsanaAdapter(Adapter):
                                                         str(pair[0]["gid"])))
 
     async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
-        self._stored_numbers()  # before any request
+        self._require_keys()  # before any request
         delta = await self._delta(since)
         pending = {str(task["gid"]) for task, _ in delta}
         # Subtasks yielded before their parent had no key for it; they ride along again.
@@ -363,6 +373,8 @@ class AsanaAdapter(Adapter):
     async def create(self, project_ref: str, draft: Draft) -> Item:
         if project_ref not in self.projects:
             raise SourceError("config", f"Asana project {project_ref} is not mirrored")
+        self._require_keys()
+        self._remember(draft.parent)
         data: dict[str, Any] = {"name": draft.title, "notes": draft.description or "",
                                 "projects": [project_ref]}
         if draft.assignee:
@@ -380,6 +392,7 @@ class AsanaAdapter(Adapter):
         return await self._fetch_item(str(created["data"]["gid"]))
 
     async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
+        self._remember(ref, changes.get("parent"))
         data: dict[str, Any] = {}
         if "title" in changes:
             data["name"] = changes["title"]
@@ -419,6 +432,7 @@ class AsanaAdapter(Adapter):
         if wanted is None:
             raise SourceError("unsupported", f"Asana tasks are {OPEN} or {COMPLETED}, "
                                              f"not {status!r}")
+        self._remember(ref)
         await self._http.request("PUT", f"/tasks/{ref.source_id}",
                                  json={"data": {"completed": wanted == COMPLETED}})
         return await self._fetch_item(ref.source_id)
