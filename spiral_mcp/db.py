@@ -113,6 +113,35 @@ async def close_pool(pool: asyncpg.Pool, *, grace: float) -> None:
         pool.terminate()
 
 
+# BEGIN and the tenant's setting in one simple-protocol message: one round trip instead of two
+# (BEGIN cannot be pipelined with a bound statement through asyncpg). The protocol runs both in
+# order, so the setting is in place before any statement of the transaction reads a row.
+_BEGIN = {
+    True: "BEGIN READ ONLY; SELECT set_config('app.tenant_id', '{}', true)",
+    False: "BEGIN; SELECT set_config('app.tenant_id', '{}', true)",
+}
+
+
+@asynccontextmanager
+async def _tenant_transaction(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, readonly: bool
+) -> AsyncIterator[None]:
+    # The one value formatted into SQL: a UUID object renders as 36 hex digits and dashes, never
+    # as anything a caller typed, so nothing can break out of the literal (SQL injection).
+    if not isinstance(tenant_id, uuid.UUID):
+        raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
+    await conn.execute(_BEGIN[readonly].format(tenant_id))
+    try:
+        yield
+    except BaseException:
+        # Also when cancelled, as asyncpg's own transactions do; a connection that cannot even
+        # roll back is closed by the pool's release.
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
 class Database:
     """The runtime pool and the named statements, built once at start-up."""
 
@@ -132,8 +161,8 @@ class Database:
         Commits when the block ends normally, rolls back when it raises.
         """
         try:
-            async with self.connection() as conn, conn.transaction(readonly=readonly):
-                await self.queries.set_tenant(conn, tenant_id=str(tenant_id))
+            async with self.connection() as conn, _tenant_transaction(conn, tenant_id,
+                                                                      readonly=readonly):
                 yield conn
         except ServiceError:
             raise
