@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 DOCS = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
@@ -60,6 +61,8 @@ class FakeGitHub:
     log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     accepts: set[str] = dataclasses.field(default_factory=set)
     clock: datetime = datetime(2025, 6, 1, tzinfo=UTC)
+    # Another origin to put in Link headers, as a misconfigured proxy might.
+    link_origin: str | None = None
     _next_id: int = 5000
 
     # --- building the site ---------------------------------------------------------------
@@ -216,7 +219,10 @@ class FakeGitHub:
             rels += [(page - 1, "prev"), (1, "first")]
         if page < last:
             rels += [(page + 1, "next"), (last, "last")]
-        links = ", ".join(f'<{request.url.update_query(page=p)}>; rel="{rel}"' for p, rel in rels)
+        url = request.url
+        if self.link_origin:
+            url = URL(self.link_origin).join(request.rel_url)
+        links = ", ".join(f'<{url.update_query(page=p)}>; rel="{rel}"' for p, rel in rels)
         return web.json_response(values[(page - 1) * per_page:page * per_page],
                                  headers={"Link": links} if links else None)
 

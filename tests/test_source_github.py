@@ -246,6 +246,12 @@ async def test_full_backfill_over_many_pages_leaves_pull_requests_out(
                             "SELECT * FROM projects WHERE project_key = 'WEB'"))[0]
     assert project["source_ref"] == "octo/web" and project["source_instance_id"] == source_id
     assert project["next_number"] == len(github.issues["octo/web"])  # the last is a PR
+    statuses = await _fetch(app_conn, tenant.id, "SELECT status, category, is_initial FROM "
+                            "workflow_statuses WHERE project_key = 'WEB' ORDER BY position")
+    assert {tuple(s) for s in statuses} == {("Open", "todo", True), ("Closed", "done", False),
+                                            ("Not planned", "cancelled", False)}
+    assert await _count(app_conn, tenant.id, "SELECT count(*) FROM workflow_transitions "
+                                             "WHERE project_key = 'WEB'") == 4
     # No comment request for an issue without comments (Issue 4 has none).
     four = _number(github, "octo/web", "Issue 4")
     assert ("GET", f"/repos/octo/web/issues/{four}/comments") not in github.log
@@ -262,6 +268,21 @@ async def test_comments_and_events_are_read_through_all_their_pages(github: Fake
     assert github.log.count(("GET", "/repos/octo/web/issues/1/comments")) == 3
     assert github.log.count(("GET", "/repos/octo/web/issues/1/events")) == 3
     assert items[0].transitions[-1].to_status == "Open"
+
+
+async def test_blank_comments_are_left_out_and_links_stay_on_the_api_host(
+        github: FakeGitHub) -> None:
+    issue = github.add_issue("octo/web", title="Quiet", updated=T0, comments=2)
+    github.comments[issue["id"]][0]["body"] = "  "
+    adapter = _adapter(github, page_size=1)
+    [page] = [page async for page in adapter.pages(since=None)]
+    assert [c.body for c in page.items[0].comments] == ["c1"]
+    github.add_issue("octo/web", title="Second", updated=T0)
+    github.link_origin = "http://127.0.0.2:9"
+    with pytest.raises(SourceError, match="linked its next page to another address") as info:
+        [page async for page in adapter.pages(since=None)]
+    await adapter.close()
+    assert info.value.kind == "bad_response"
 
 
 async def test_incremental_sync_picks_up_exactly_the_changes(
@@ -284,7 +305,7 @@ async def test_incremental_sync_picks_up_exactly_the_changes(
     github.log.clear()
     progress = await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
     assert github.log.count(("GET", "/repos/octo/web/issues")) == 1
-    # The four changes and Issue 60 at the old cursor (re-read by the one-second overlap).
+    # The four changes and Issue 60, at the old cursor (since is inclusive).
     assert progress.items == 5 and progress.changed == 4
     assert await _cursor(admin_conn, queries, source_id) == later + timedelta(minutes=3)
     rows = {r["title"]: r for r in await _fetch(

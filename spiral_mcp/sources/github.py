@@ -15,8 +15,8 @@ Wire shapes followed (docs.github.com/rest; GitHub Enterprise Server at ``https:
 
 Order: each repository's list comes oldest update first; several repositories are merged by update
 time, so pages are oldest first across all of them and the sync's cursor never passes an item not
-yet written. ``since`` has one-second precision: the adapter asks from one second before the
-cursor, so an item in the cursor's own second is read again (upserts make that harmless).
+yet written. ``since`` is "updated at or after" with the one-second precision of GitHub's own
+timestamps, so the item at the cursor is read again (upserts make that harmless) and none is lost.
 
 Mappings (an instance's ``priority_labels`` / ``type_labels`` config, label → value, go first):
 
@@ -41,7 +41,7 @@ import heapq
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from .base import (
@@ -186,8 +186,7 @@ def _transitions(events: Iterable[Mapping[str, Any]]) -> list[Transition]:
     """Status moves from closed/reopened events; every issue starts Open."""
     moves: list[Transition] = []
     current = OPEN
-    # The events endpoint does not document its order; history must be oldest first.
-    for event in sorted(events, key=lambda e: (e["created_at"], e.get("id", 0))):
+    for event in events:  # oldest first, as GitHub lists them
         if event.get("event") == "closed":
             target = status_for("closed", event.get("state_reason"))
         elif event.get("event") == "reopened":
@@ -200,13 +199,10 @@ def _transitions(events: Iterable[Mapping[str, Any]]) -> list[Transition]:
     return moves
 
 
-def _comment(raw: Mapping[str, Any]) -> Comment | None:
-    body = (raw.get("body") or "").strip()[:100_000]
-    if not body:
-        return None  # the store requires a body
+def _comment(raw: Mapping[str, Any]) -> Comment:
     created = _when(raw["created_at"])
-    return Comment(str(raw["id"]), _login(raw.get("user")), body, created,
-                   _when(raw.get("updated_at")) or created)
+    return Comment(str(raw["id"]), _login(raw.get("user")), raw["body"].strip()[:100_000],
+                   created, _when(raw.get("updated_at")) or created)
 
 
 class GitHubAdapter(Adapter):
@@ -286,8 +282,7 @@ class GitHubAdapter(Adapter):
         """A repository's issues (no pull requests), oldest update first."""
         params = {"state": "all", "sort": "updated", "direction": "asc"}
         if since is not None:
-            params["since"] = (since - timedelta(seconds=1)).astimezone(UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")
+            params["since"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         async for chunk in self._chunks(f"/repos/{repo}/issues", params):
             for issue in chunk:
                 if "pull_request" not in issue:
@@ -339,9 +334,11 @@ class GitHubAdapter(Adapter):
             assignee=_login(assignees[0]) if assignees else None,
             reporter=_login(issue.get("user")), labels=labels, parent_key=None,
             created=_when(issue["created_at"]), updated=_when(issue["updated_at"]),
+            # The store refuses a resolution on an open item, whatever closed_at still says.
             resolved=_when(issue.get("closed_at")) if category != "todo" else None,
             due=_when((issue.get("milestone") or {}).get("due_on")), raw=issue,
-            comments=[c for c in map(_comment, comments) if c is not None],
+            # The store requires a comment body; a blank one says nothing.
+            comments=[_comment(c) for c in comments if (c.get("body") or "").strip()],
             transitions=_transitions(events),
         )
 
@@ -400,12 +397,8 @@ class GitHubAdapter(Adapter):
 
     async def comment(self, ref: Ref, body: str) -> Comment:
         repo = self._repo(ref.project_ref)
-        raw = await self._http.request("POST", f"/repos/{repo}/issues/{_number(ref)}/comments",
-                                       json={"body": body})
-        comment = _comment(raw)
-        if comment is None:
-            raise SourceError("bad_response", "GitHub stored the comment without a body")
-        return comment
+        return _comment(await self._http.request(
+            "POST", f"/repos/{repo}/issues/{_number(ref)}/comments", json={"body": body}))
 
     async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
         return False  # GitHub issues have no typed links; the store keeps them locally
