@@ -16,7 +16,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -163,6 +163,13 @@ class Adapter(abc.ABC):
         """Items updated at or after ``since`` (all when None), oldest update first, with their
         comments and transitions complete."""
 
+    def use_keys(self, stored: Iterable[tuple[str, str, int]],
+                 next_numbers: Mapping[str, int]) -> None:
+        """The store's keys of this source's items (source id, project key, number) and each
+        mirrored project's next free number, for sources whose items have no numbers (Asana);
+        sources that number their items themselves ignore it."""
+        return None
+
     @abc.abstractmethod
     async def workflow(self, project_ref: str) -> Workflow:
         """The statuses and moves of a mirrored project, for the store's workflow tables."""
@@ -223,12 +230,19 @@ def _error_text(body: bytes) -> str:
         if isinstance(errors, dict):
             messages = [*messages, *(f"{k}: {v}" for k, v in errors.items())]
         elif isinstance(errors, list):
-            messages = [*messages, *(e.get("message") if isinstance(e, dict) else e
-                                     for e in errors)]
+            messages = [*messages, *map(_error_entry, errors)]
         text = "; ".join(str(m) for m in messages if m)
     else:
         text = body.decode("utf-8", "replace")
     return " ".join(text.split())[:200]
+
+
+def _error_entry(entry: Any) -> Any:
+    # GitHub's 422 entries often carry no message, only what was wrong with which field.
+    if not isinstance(entry, dict):
+        return entry
+    return entry.get("message") or " ".join(
+        f"{k}={entry[k]}" for k in ("resource", "field", "code", "value") if k in entry)
 
 
 def _rate_limit_wait(status: int, headers: Mapping[str, str], *, now: float) -> float | None:
@@ -346,8 +360,12 @@ class HttpClient:
                                   kind == "timeout" else f"{self.base_url} dropped the "
                                   "connection") from None
             now = time.time()
-            limited = _rate_limit_wait(status, headers, now=now)
-            retry_after = _retry_after(headers.get("Retry-After"), now=now) or limited
+            retry_after = _retry_after(headers.get("Retry-After"), now=now)
+            # GitHub's secondary rate limit is a 403 with Retry-After; its primary one a 403 or
+            # 429 with X-RateLimit-Remaining: 0.
+            limited = _rate_limit_wait(status, headers, now=now) or (
+                retry_after if status == 403 else None)
+            retry_after = retry_after or limited
             # A refusal for rate says nothing was done; a 5xx to a create may have created it.
             worth_retrying = (status == 429 or limited is not None
                               or (status >= 500 and idempotent))
