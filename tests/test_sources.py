@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.sources import manage
-from spiral_mcp.sources.base import SourceError
+from spiral_mcp.sources.base import Draft, Link, Ref, SourceError
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
 from tests.fake_jira import FakeJira
@@ -96,13 +96,25 @@ def test_own_database_needs_a_key_and_the_key_is_checked(tmp_path: Path) -> None
 
 # --- against the fake Jira -------------------------------------------------------------------
 @pytest.fixture
-async def jira():
-    fake = FakeJira()
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield fake
-    await server.close()
+async def serve_jira():
+    """Start a fake Jira; its address is ``fake.base_url``."""
+    servers: list[TestServer] = []
+
+    async def start(fake: FakeJira) -> FakeJira:
+        server = TestServer(fake.app())
+        await server.start_server()
+        servers.append(server)
+        fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+        return fake
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def jira(serve_jira) -> FakeJira:
+    return await serve_jira(FakeJira())
 
 
 def _backfill(fake: FakeJira, count: int) -> None:
@@ -121,7 +133,8 @@ async def _add(admin_conn: asyncpg.Connection, queries, tenant_id, fake: FakeJir
         return await manage.add_source(
             admin_conn, queries, BOX, tenant_id=tenant_id, kind="jira",
             name=f"jira {os.urandom(3).hex()}", base_url=fake.base_url,
-            projects={"ABC": "LOC"}, email=fake.email, token=token or fake.token)
+            projects={"ABC": "LOC"}, email=None if fake.server else fake.email,
+            token=token or fake.token)
 
 
 async def _count(conn: asyncpg.Connection, tenant_id, sql: str) -> int:
@@ -236,13 +249,14 @@ async def test_429_and_5xx_are_retried_honouring_retry_after(
     _backfill(jira, 5)
     tenant = await make_tenant()
     source_id = await _add(admin_conn, queries, tenant.id, jira)
-    # /myself first (for the time zone): 429 with Retry-After 1, then 503, then 502, then fine.
+    # The project's statuses first (for its workflow): 429 with Retry-After 1, then 503, then
+    # 502, then fine.
     jira.faults = [(429, {"Retry-After": "1"}), (503, {}), (502, {})]
     started = datetime.now(UTC)
     progress = await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
     assert progress.items == 5
     assert (datetime.now(UTC) - started).total_seconds() >= 1.0  # waited as asked
-    assert jira.log.count(("GET", "/rest/api/3/myself")) == 4
+    assert jira.log.count(("GET", "/rest/api/3/project/ABC/statuses")) == 4
     # Retries exhausted: a clear error, not a hang.
     jira.faults = [(503, {})] * 3
     with pytest.raises(SourceError, match="503 after 3 attempts") as info:
@@ -290,13 +304,18 @@ async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
 async def test_another_tenant_never_sees_synced_items_or_sources(
         jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
     _backfill(jira, 10)
+    jira.link_issues("ABC-1", "ABC-2", "Blocks", at=T0)
     owner, other = await make_tenant(), await make_tenant()
     source_id = await _add(admin_conn, queries, owner.id, jira)
     await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
     assert await _count(app_conn, owner.id, "SELECT count(*) FROM work_items") == 10
+    assert await _count(app_conn, owner.id, "SELECT count(*) FROM work_item_links") == 1
+    assert await _count(app_conn, owner.id, "SELECT count(*) FROM workflow_transitions") == 30
     for sql in ("SELECT count(*) FROM work_items", "SELECT count(*) FROM comments",
                 "SELECT count(*) FROM work_item_transitions", "SELECT count(*) FROM projects",
-                "SELECT count(*) FROM source_instances"):
+                "SELECT count(*) FROM source_instances", "SELECT count(*) FROM work_item_links",
+                "SELECT count(*) FROM workflow_statuses",
+                "SELECT count(*) FROM workflow_transitions"):
         assert await _count(app_conn, other.id, sql) == 0, sql
     async with admin_conn.transaction():
         listed = await manage.list_sources(admin_conn, queries, other.id)
@@ -355,3 +374,275 @@ async def test_cli_add_list_test_sync_remove(jira: FakeJira, make_tenant, databa
     assert code == 0, err
     code, out, err = await run("test", source_id)
     assert code == 1 and "no source with id" in err
+
+
+# --- workflows and links on sync -------------------------------------------------------------
+async def _workflow(conn: asyncpg.Connection, tenant_id) -> tuple[list[tuple], set[tuple]]:
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        statuses = await conn.fetch(
+            "SELECT status, category, is_initial FROM workflow_statuses "
+            "WHERE project_key = 'LOC' ORDER BY position")
+        moves = await conn.fetch("SELECT transition_id, name, from_status, to_status "
+                                 "FROM workflow_transitions WHERE project_key = 'LOC'")
+    return [tuple(r) for r in statuses], {tuple(r) for r in moves}
+
+
+async def test_the_adapter_reads_a_project_workflow(jira: FakeJira) -> None:
+    adapter = JiraAdapter(jira.base_url, email=jira.email, token=jira.token,
+                          projects={"ABC": "LOC"}, **FAST)
+    workflow = await adapter.workflow("ABC")
+    with pytest.raises(SourceError, match="not mirrored") as info:
+        await adapter.workflow("../myself")
+    await adapter.close()
+    assert info.value.kind == "config"
+    # The union over issue types; the "new" status first although Bug lists In Progress first.
+    assert workflow.statuses == [("To Do", "todo"), ("In Progress", "in_progress"),
+                                 ("Blocked", "blocked"), ("In Review", "in_review"),
+                                 ("Done", "done"), ("Won't Do", "cancelled")]
+    assert len(workflow.transitions) == 6 * 5
+    assert ("1->3", "In Progress", "To Do", "In Progress") in workflow.transitions
+
+
+async def test_sync_replaces_the_default_workflow_and_keeps_retired_statuses(
+        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+    _backfill(jira, 12)
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, jira)
+    await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
+    statuses, moves = await _workflow(app_conn, tenant.id)
+    assert statuses == [("To Do", "todo", True), ("In Progress", "in_progress", False),
+                        ("Blocked", "blocked", False), ("In Review", "in_review", False),
+                        ("Done", "done", False), ("Won't Do", "cancelled", False)]
+    assert len(moves) == 30 and ("5->1", "To Do", "Done", "To Do") in moves
+    assert not any(name == "Start progress" for _, name, _, _ in moves)  # the default's
+    # Jira retires statuses: the workflow shrinks, items keep the status Jira gave them.
+    jira.type_statuses = {"Task": ("In Progress", "Done", "To Do")}
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, full=True, **FAST)
+    assert progress.items == 12 and progress.changed == 0
+    statuses, moves = await _workflow(app_conn, tenant.id)
+    assert statuses == [("To Do", "todo", True), ("In Progress", "in_progress", False),
+                        ("Done", "done", False)]
+    assert moves == {("1->3", "In Progress", "To Do", "In Progress"),
+                     ("1->5", "Done", "To Do", "Done"), ("3->1", "To Do", "In Progress", "To Do"),
+                     ("3->5", "Done", "In Progress", "Done"), ("5->1", "To Do", "Done", "To Do"),
+                     ("5->3", "In Progress", "Done", "In Progress")}
+    assert await _count(app_conn, tenant.id,
+                        "SELECT count(*) FROM work_items WHERE status = 'Won''t Do' "
+                        "AND status_category = 'cancelled'") == 2
+
+
+async def test_links_are_synced_when_both_ends_are_stored(
+        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+    _backfill(jira, 10)
+    jira.add_issue("XYZ-1", summary="Elsewhere", updated=T0)
+    jira.link_issues("ABC-1", "ABC-2", "Blocks", at=T0 - timedelta(hours=20))
+    jira.link_issues("ABC-3", "ABC-9", "Duplicate", at=T0 - timedelta(hours=20))
+    jira.link_issues("ABC-6", "ABC-5", "Cloners", at=T0 - timedelta(hours=20))
+    jira.link_issues("ABC-7", "ABC-8", "Relates", at=T0 - timedelta(hours=20))
+    jira.link_issues("ABC-4", "XYZ-1", "Blocks", at=T0 - timedelta(hours=20))
+    # ABC-9 moves to the last page: ABC-3's page cannot link to it yet, its own page does.
+    jira.update_issue("ABC-9", at=T0 + timedelta(hours=1), summary="Later")
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, jira)
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=3, **FAST)
+    assert progress.pages == 4
+    sql = ("SELECT l.link_type, o.key, i.key FROM work_item_links l "
+           "JOIN work_items o ON o.id = l.outward_id JOIN work_items i ON i.id = l.inward_id")
+    expected = {("blocks", "LOC-1", "LOC-2"), ("duplicates", "LOC-3", "LOC-9"),
+                ("clones", "LOC-6", "LOC-5"), ("relates", "LOC-7", "LOC-8")}
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        assert {tuple(r) for r in await app_conn.fetch(sql)} == expected
+    await manage.run_sync(admin_conn, queries, BOX, source_id, full=True, **FAST)
+    assert await _count(app_conn, tenant.id, "SELECT count(*) FROM work_item_links") == 4
+
+
+async def test_server_data_center_syncs_over_rest_v2_with_a_bearer_token(
+        serve_jira, make_tenant, admin_conn, app_conn, queries) -> None:
+    jira = await serve_jira(FakeJira(server=True))
+    _backfill(jira, 25)
+    jira.link_issues("ABC-1", "ABC-2", "Blocks", at=T0)
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, jira)
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=10, **FAST)
+    assert (progress.pages, progress.items, progress.changed) == (3, 25, 25)
+    assert jira.log.count(("GET", "/rest/api/2/search")) == 3
+    assert all(path.startswith("/rest/api/2/") for _, path in jira.log)
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        row = await app_conn.fetchrow("SELECT * FROM work_items WHERE key = 'LOC-7'")
+        comments = await app_conn.fetch(
+            "SELECT body FROM comments WHERE work_item_id = $1 ORDER BY created_at", row["id"])
+        moves = await app_conn.fetchval(
+            "SELECT count(*) FROM work_item_transitions WHERE work_item_id = $1", row["id"])
+    assert row["description"] == "About Issue 7." and row["status"] == "In Progress"
+    assert [c["body"] for c in comments] == ["c0", "c1", "c2"]  # the third from /comment
+    assert moves == 3
+    assert await _count(app_conn, tenant.id, "SELECT count(*) FROM work_item_links") == 1
+    assert await _count(app_conn, tenant.id, "SELECT count(*) FROM workflow_statuses") == 6
+    jira.token = "rotated"
+    with pytest.raises(SourceError, match="refused the credentials"):
+        await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
+
+
+# --- writes ----------------------------------------------------------------------------------
+def _adapter(jira: FakeJira) -> JiraAdapter:
+    return JiraAdapter(jira.base_url, email=None if jira.server else jira.email,
+                       token=jira.token, projects={"ABC": "LOC"}, **FAST)
+
+
+def _ref(jira: FakeJira, key: str) -> Ref:
+    issue = jira.find(key)
+    assert issue is not None
+    return Ref(issue["id"], key.replace("ABC-", "LOC-"), "ABC")
+
+
+def _draft(**changes) -> Draft:
+    fields = {"title": "Crash on save", "description": "Steps:\n\n1. **save** twice\n2. see `E1`",
+              "type": "bug", "priority": "high", "assignee": "alice@x.io",
+              "labels": ["ops", "p1"], "due": date(2025, 4, 1), "parent": None}
+    return Draft(**{**fields, **changes})
+
+
+async def test_create_writes_jira_fields_and_returns_the_item_as_jira_has_it(
+        jira: FakeJira) -> None:
+    _backfill(jira, 2)
+    adapter = _adapter(jira)
+    item = await adapter.create("ABC", _draft(parent=_ref(jira, "ABC-1")))
+    await adapter.close()
+    method, path, body = jira.writes[0]
+    assert (method, path) == ("POST", "/rest/api/3/issue")
+    fields = body["fields"]
+    assert fields["project"] == {"key": "ABC"} and fields["issuetype"] == {"name": "Bug"}
+    assert fields["priority"] == {"name": "High"} and fields["duedate"] == "2025-04-01"
+    assert fields["assignee"] == {"accountId": "5b10ac8d82e05b22cc7d4ef5"}
+    assert fields["parent"] == {"key": "ABC-1"} and fields["labels"] == ["ops", "p1"]
+    assert fields["description"]["type"] == "doc"
+    assert (item.key, item.project_key, item.number) == ("LOC-3", "LOC", 3)
+    assert item.source_id == jira.find("ABC-3")["id"]  # type: ignore[index]
+    assert (item.title, item.type, item.priority, item.status, item.status_category) == (
+        "Crash on save", "bug", "high", "To Do", "todo")
+    assert item.description == "Steps:\n\n1. **save** twice\n2. see `E1`"
+    assert (item.assignee, item.labels, item.parent_key) == ("alice@x.io", ["ops", "p1"], "LOC-1")
+    assert item.due == datetime(2025, 4, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("draft", "message"), [
+    (_draft(labels=["two words"]), "labels: The label 'two words' contains spaces"),
+    (_draft(title=""), "summary: You must specify a summary"),
+])
+async def test_create_refused_by_jira_names_the_field(jira: FakeJira, draft: Draft,
+                                                      message: str) -> None:
+    adapter = _adapter(jira)
+    with pytest.raises(SourceError, match=message) as info:
+        await adapter.create("ABC", draft)
+    await adapter.close()
+    assert (info.value.kind, info.value.status) == ("refused", 400)
+    assert jira.issues == {}
+
+
+async def test_an_unknown_assignee_or_project_is_refused_before_any_write(
+        jira: FakeJira) -> None:
+    adapter = _adapter(jira)
+    with pytest.raises(SourceError, match=r"no Jira user matches 'nobody@x\.io'") as info:
+        await adapter.create("ABC", _draft(assignee="nobody@x.io"))
+    assert info.value.kind == "refused"
+    with pytest.raises(SourceError, match="'XYZ' is not mirrored"):
+        await adapter.create("XYZ", _draft())
+    await adapter.close()
+    assert jira.writes == []
+
+
+async def test_update_changes_fields_and_reads_back(jira: FakeJira) -> None:
+    _backfill(jira, 3)
+    jira.update_issue("ABC-3", at=T0, summary="Old")
+    adapter = _adapter(jira)
+    ref = _ref(jira, "ABC-3")
+    item = await adapter.update(ref, {"title": "New title", "priority": "critical",
+                                      "labels": [], "due": date(2025, 5, 2),
+                                      "description": "# Why\n\nBecause.", "assignee": None,
+                                      "parent": _ref(jira, "ABC-1")})
+    assert jira.writes[-1][:2] == ("PUT", f"/rest/api/3/issue/{ref.source_id}")
+    assert jira.writes[-1][2]["fields"]["assignee"] is None
+    assert (item.key, item.title, item.priority, item.labels) == ("LOC-3", "New title",
+                                                                  "critical", [])
+    assert item.description == "# Why\n\nBecause." and item.parent_key == "LOC-1"
+    assert item.due == datetime(2025, 5, 2, tzinfo=UTC)
+    item = await adapter.update(ref, {"due": None, "parent": None})
+    assert (item.due, item.parent_key) == (None, None)
+    with pytest.raises(SourceError, match="labels: The label 'a b' contains spaces") as info:
+        await adapter.update(ref, {"labels": ["a b"], "title": "Never"})
+    await adapter.close()
+    assert (info.value.kind, info.value.status) == ("refused", 400)
+    assert jira.find("ABC-3")["fields"]["summary"] == "New title"  # type: ignore[index]
+
+
+async def test_transition_takes_the_issue_s_own_transition_to_the_status(
+        jira: FakeJira) -> None:
+    _backfill(jira, 6)  # ABC-6 is in To Do
+    adapter = _adapter(jira)
+    ref = _ref(jira, "ABC-6")
+    item = await adapter.transition(ref, "in progress")
+    assert jira.writes[-1] == ("POST", f"/rest/api/3/issue/{ref.source_id}/transitions",
+                               {"transition": {"id": "31"}})
+    assert (item.status, item.status_category) == ("In Progress", "in_progress")
+    assert [(t.from_status, t.to_status, t.to_category) for t in item.transitions][-1] == (
+        "To Do", "In Progress", "in_progress")
+    writes = len(jira.writes)
+    with pytest.raises(SourceError) as info:
+        await adapter.transition(ref, "Won't Do")
+    await adapter.close()
+    assert info.value.kind == "refused"
+    assert str(info.value) == ("Jira does not let ABC-6 move to \"Won't Do\"; it can move to: "
+                               "Blocked, Done, In Review, To Do")
+    assert len(jira.writes) == writes  # nothing was sent
+
+
+async def test_comment_is_sent_as_adf_and_returned_as_markdown(jira: FakeJira) -> None:
+    _backfill(jira, 1)
+    adapter = _adapter(jira)
+    ref = _ref(jira, "ABC-1")
+    comment = await adapter.comment(ref, "Looks **good**, see <https://ci.example/42>")
+    assert jira.writes[-1][2]["body"]["content"][0]["content"][1] == {
+        "type": "text", "text": "good", "marks": [{"type": "strong"}]}
+    assert comment.body == "Looks **good**, see <https://ci.example/42>"
+    assert comment.author == jira.email and comment.source_id
+    with pytest.raises(SourceError, match="comment: Comment body can not be empty") as info:
+        await adapter.comment(ref, "   ")
+    await adapter.close()
+    assert info.value.kind == "refused"
+
+
+async def test_link_is_created_at_jira_and_read_from_both_ends(jira: FakeJira) -> None:
+    _backfill(jira, 2)
+    adapter = _adapter(jira)
+    assert await adapter.link(_ref(jira, "ABC-2"), _ref(jira, "ABC-1"), "duplicates") is True
+    assert jira.writes[-1] == ("POST", "/rest/api/3/issueLink", {
+        "type": {"name": "Duplicate"}, "outwardIssue": {"key": "ABC-2"},
+        "inwardIssue": {"key": "ABC-1"}})
+    items = {i.key: i async for page in adapter.pages(since=None) for i in page.items}
+    await adapter.close()
+    assert items["LOC-2"].links == [Link("duplicates", "LOC-1", True)]
+    assert items["LOC-1"].links == [Link("duplicates", "LOC-2", False)]
+
+
+async def test_server_writes_plain_text_and_names_users(serve_jira) -> None:
+    jira = await serve_jira(FakeJira(server=True))
+    _backfill(jira, 6)
+    adapter = _adapter(jira)
+    item = await adapter.create("ABC", _draft(assignee="Alice Liddell"))
+    fields = jira.writes[0][2]["fields"]
+    assert jira.writes[0][1] == "/rest/api/2/issue"
+    assert fields["description"] == "Steps:\n\n1. **save** twice\n2. see `E1`"
+    assert fields["assignee"] == {"name": "alice"}
+    assert (item.key, item.description, item.assignee) == (
+        "LOC-7", "Steps:\n\n1. **save** twice\n2. see `E1`", "alice@x.io")
+    ref = _ref(jira, "ABC-7")
+    comment = await adapter.comment(ref, "Plain *wiki*")
+    assert jira.writes[-1] == ("POST", f"/rest/api/2/issue/{ref.source_id}/comment",
+                               {"body": "Plain *wiki*"})
+    assert comment.body == "Plain *wiki*"
+    item = await adapter.transition(ref, "Won't Do")
+    await adapter.close()
+    assert (item.status, item.status_category) == ("Won't Do", "cancelled")

@@ -4,6 +4,11 @@ Each page from the adapter is written in ONE transaction together with the insta
 latest ``updated`` seen so far): a sync killed between pages resumes from the last committed page,
 and re-reading the overlap changes nothing because every write is an upsert keyed on the source's
 ids. Pages come oldest update first, so the cursor only ever moves past items already stored.
+
+Before the pages, each mirrored project's workflow is replaced by the source's (a workflow is not
+paged, so it is read whole and written with the projects). Links ride with their items: a page
+writes the links whose two ends are stored, and a link to an item not synced yet is written when
+that item's page comes, since the source lists it on both ends.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncpg
 import orjson
 
 from ..queries import Queries
-from .base import Adapter, Item
+from .base import Adapter, Item, Workflow
 
 __all__ = ["SyncError", "SyncProgress", "sync_instance"]
 
@@ -71,11 +76,39 @@ async def _ensure_projects(
                             "map the source project to another key")
 
 
+async def _write_workflow(
+    conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, project_key: str,
+    workflow: Workflow,
+) -> None:
+    """Replace the project's workflow (at first the default one its trigger added)."""
+    if not workflow.statuses:
+        return  # a source that names no status leaves the project's workflow as it is
+    # The store keys statuses case-insensitively; the first spelling wins.
+    by_name: dict[str, tuple[str, str]] = {}
+    for name, category in workflow.statuses:
+        by_name.setdefault(name.lower(), (name, category))
+    statuses = list(by_name.values())
+    names = [name for name, _ in statuses]
+    await queries.source_prune_workflow_statuses(conn, project_key=project_key, statuses=names)
+    await queries.source_clear_initial_status(conn, project_key=project_key)
+    await queries.source_upsert_workflow_statuses(
+        conn, tenant_id=tenant_id, project_key=project_key, statuses=names,
+        categories=[category for _, category in statuses])
+    # A move must join two statuses the project has (a dropped spelling has none).
+    moves = [t for t in workflow.transitions if t[2] in names and t[3] in names]
+    columns = {"transition_ids": [t[0] for t in moves], "names": [t[1] for t in moves],
+               "from_statuses": [t[2] for t in moves], "to_statuses": [t[3] for t in moves]}
+    await queries.source_prune_workflow_transitions(conn, project_key=project_key, **columns)
+    await queries.source_insert_workflow_transitions(conn, tenant_id=tenant_id,
+                                                     project_key=project_key, **columns)
+
+
 async def _write_page(
     conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, source: str,
     items: list[Item],
 ) -> int:
-    """Upsert one page's items, comments and transitions; return how many items changed."""
+    """Upsert one page's items, comments, transitions and links; return how many items
+    changed."""
     # One row per source id: ON CONFLICT cannot touch the same row twice in one statement.
     unique = list({item.source_id: item for item in items}.values())
     changed = await queries.source_upsert_items(
@@ -110,6 +143,14 @@ async def _write_page(
             from_categories=[t.from_category for _, t in moves],
             to_categories=[t.to_category for _, t in moves],
             actors=[t.actor for _, t in moves], ats=[t.at for _, t in moves])
+    # Seen from either end a link is one (type, outward, inward) triple; the set keeps one.
+    links = {(link.link_type, i.key, link.other_key) if link.outward
+             else (link.link_type, link.other_key, i.key)
+             for i in unique for link in i.links}
+    if links:
+        await queries.source_insert_links(
+            conn, tenant_id=tenant_id, link_types=[t for t, _, _ in links],
+            outward_keys=[o for _, o, _ in links], inward_keys=[i for _, _, i in links])
     await queries.source_bump_next_numbers(
         conn, project_keys=sorted({i.project_key for i in unique}))
     return len(changed)
@@ -132,10 +173,15 @@ async def sync_instance(
     ``conn`` must not be inside a transaction: every page commits on its own.
     """
     progress = SyncProgress()
+    # Read before the transaction opens: no transaction waits on the source.
+    workflows = {ref: await adapter.workflow(ref) for ref in projects}
     async with conn.transaction():
         await queries.set_tenant(conn, tenant_id=str(tenant_id))
         await _ensure_projects(conn, queries, tenant_id=tenant_id, instance_id=instance_id,
                                projects=projects)
+        for ref, workflow in workflows.items():
+            await _write_workflow(conn, queries, tenant_id=tenant_id,
+                                  project_key=projects[ref], workflow=workflow)
     since = None if full else _cursor_of(cursor)
     high_water = since
     async for page in adapter.pages(since=since):

@@ -115,3 +115,52 @@ UPDATE projects p SET next_number = sub.n + 1
 FROM (SELECT project_key, max(number) AS n FROM work_items
       WHERE project_key = ANY($1::text[]) GROUP BY project_key) sub
 WHERE p.project_key = sub.project_key AND p.next_number <= sub.n
+
+-- name: source_prune_workflow_statuses!
+-- params: project_key, statuses
+-- A mirrored project's workflow is the source's: statuses it no longer has go, with their moves.
+-- Items keep their status text (work_items.status references no workflow row), so an item in a
+-- status the source retired is still stored as the source has it.
+DELETE FROM workflow_statuses WHERE project_key = $1 AND NOT (status = ANY($2::text[]))
+
+-- name: source_clear_initial_status!
+-- params: project_key
+-- The one-initial-status index is checked row by row: clear the mark before the upsert moves it.
+UPDATE workflow_statuses SET is_initial = false WHERE project_key = $1 AND is_initial
+
+-- name: source_upsert_workflow_statuses!
+-- params: tenant_id, project_key, statuses, categories
+-- The source's statuses in its order, the first one initial.
+INSERT INTO workflow_statuses (tenant_id, project_key, status, category, is_initial, position)
+SELECT $1, $2, s, c, n = 1, n::smallint
+FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(s, c, n)
+ON CONFLICT (tenant_id, project_key, status) DO UPDATE SET
+    category = EXCLUDED.category, is_initial = EXCLUDED.is_initial, position = EXCLUDED.position
+
+-- name: source_prune_workflow_transitions!
+-- params: project_key, transition_ids, names, from_statuses, to_statuses
+-- Moves the source no longer offers, or offers under another id or name.
+DELETE FROM workflow_transitions
+WHERE project_key = $1
+  AND (transition_id, name, from_status, to_status) NOT IN (
+      SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]))
+
+-- name: source_insert_workflow_transitions!
+-- params: tenant_id, project_key, transition_ids, names, from_statuses, to_statuses
+-- What the prune kept is identical to its new row, so a conflict on either key adds nothing.
+INSERT INTO workflow_transitions (tenant_id, project_key, transition_id, name, from_status,
+                                  to_status)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
+ON CONFLICT DO NOTHING
+
+-- name: source_insert_links!
+-- params: tenant_id, link_types, outward_keys, inward_keys
+-- Links whose two ends are stored. One whose other end is not synced yet comes with that end's
+-- page: a source lists a link on both of its items.
+INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id)
+SELECT DISTINCT $1::uuid, x.t, o.id, i.id
+FROM unnest($2::text[], $3::text[], $4::text[]) AS x(t, ok, ik)
+JOIN work_items o ON o.key = x.ok
+JOIN work_items i ON i.key = x.ik
+WHERE o.id <> i.id
+ON CONFLICT DO NOTHING
