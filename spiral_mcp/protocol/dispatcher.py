@@ -117,8 +117,8 @@ class Dispatcher:
 
     async def handle_request(self, request: Request, exchange: Exchange) -> dict[str, Any] | None:
         """Answer one request; None when it was cancelled (a cancelled request gets no answer)."""
-        self._metrics.mcp_requests.labels(self._method_label(request.method),
-                                          exchange.transport).inc()
+        self._metrics.labels(self._metrics.mcp_requests, self._method_label(request.method),
+                             exchange.transport).inc()
         handler = self._methods.get(request.method)
         try:
             if handler is None or (exchange.modern and request.method == "initialize") or (
@@ -171,8 +171,8 @@ class Dispatcher:
         return method if method in self._methods or method in _NOTIFICATIONS else "other"
 
     async def handle_notification(self, note: Notification, exchange: Exchange) -> None:
-        self._metrics.mcp_requests.labels(self._method_label(note.method),
-                                          exchange.transport).inc()
+        self._metrics.labels(self._metrics.mcp_requests, self._method_label(note.method),
+                             exchange.transport).inc()
         session = exchange.session
         if session is None:
             return

@@ -36,9 +36,26 @@ def _where(exc: BaseException) -> str | None:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # The timestamp up to the second, rendered once per second rather than once per line.
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, created: float) -> str:
+        # Rounded to the microsecond as datetime.fromtimestamp does, then cut to milliseconds.
+        second = int(created)
+        micro = round((created - second) * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+            self._second = second
+        return f"{self._second_text}.{micro // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -63,5 +80,11 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The JSON lines carry none of the caller's file, line, thread or process: do not collect
+    # them for every record (finding the caller walks the stack on each call).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # aiohttp's access log would repeat what our request middleware logs, without the request id.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

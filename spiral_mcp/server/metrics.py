@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
+
+# Label children kept at hand; past this many, children are looked up as usual (labels a client
+# can vary must not grow the cache without bound).
+_MAX_CACHED_CHILDREN = 1024
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -76,6 +81,18 @@ class Metrics:
             "Rate-limit checks that fell back to in-process buckets because Redis failed",
             registry=self.registry,
         )
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def labels(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: prometheus_client checks and converts the values
+        and takes a lock on every lookup, several times per request otherwise."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*values)
+            if len(self._children) < _MAX_CACHED_CHILDREN:
+                self._children[key] = child
+        return child
 
     def watch_sessions(self, count: Callable[[str], int]) -> None:
         """Report open MCP sessions; ``count(transport)`` is read at scrape time."""
