@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from importlib import resources
@@ -103,6 +104,91 @@ class _Compiled:
     tool: Tool
     listing: dict[str, Any]
     validator: Draft202012Validator
+    # A quick yes for the plain schemas most tools have, or None; never says yes to an instance
+    # the validator would refuse (a no is left to the validator, which also says why).
+    surely_valid: Callable[[Any], bool] | None
+
+
+# What the quick check understands. Anything else in a schema (a nested object, an array, a
+# $ref, a format assertion turned on...) leaves that schema to jsonschema alone.
+_ANNOTATIONS = frozenset({"$schema", "$comment", "title", "description", "default", "examples"})
+_TOP_KEYWORDS = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties"}
+_PROPERTY_KEYWORDS = _ANNOTATIONS | {"type", "pattern", "minLength", "maxLength", "minimum",
+                                     "maximum", "enum"}
+_SCALARS = {
+    # Stricter than JSON Schema where it is cheap to be (an integral float is an integer there):
+    # an instance refused here still goes to the validator.
+    "string": lambda v: type(v) is str,
+    "boolean": lambda v: v is True or v is False,
+    "integer": lambda v: type(v) is int,
+    "number": lambda v: type(v) is int or type(v) is float,
+    "null": lambda v: v is None,
+}
+
+
+def _quick_property(schema: Any) -> Callable[[Any], bool] | None:
+    if not isinstance(schema, dict) or not schema.keys() <= _PROPERTY_KEYWORDS:
+        return None
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else types
+    if not isinstance(types, list) or not types or not all(t in _SCALARS for t in types):
+        return None
+    type_checks = [_SCALARS[t] for t in types]
+    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
+    min_length, max_length = schema.get("minLength", 0), schema.get("maxLength")
+    minimum, maximum = schema.get("minimum"), schema.get("maximum")
+    enum = schema.get("enum")
+    if enum is not None and not all(type(e) is str for e in enum):
+        return None
+
+    def check(value: Any) -> bool:
+        if not any(t(value) for t in type_checks):
+            return False
+        if type(value) is str:
+            # As jsonschema: re.search, lengths in code points.
+            if pattern is not None and pattern.search(value) is None:
+                return False
+            if len(value) < min_length or (max_length is not None and len(value) > max_length):
+                return False
+        elif (type(value) is int or type(value) is float) and (
+                (minimum is not None and value < minimum)
+                or (maximum is not None and value > maximum)):
+            return False
+        return enum is None or (type(value) is str and value in enum)
+
+    return check
+
+
+def _quick_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """A fast, conservative validity test for a flat object schema of scalar properties."""
+    if not schema.keys() <= _TOP_KEYWORDS or schema.get("type") != "object":
+        return None
+    additional = schema.get("additionalProperties", True)
+    if additional not in (True, False):
+        return None
+    checks = {}
+    for name, property_schema in schema.get("properties", {}).items():
+        if (check := _quick_property(property_schema)) is None:
+            return None
+        checks[name] = check
+    required = tuple(schema.get("required", ()))
+
+    def surely_valid(instance: Any) -> bool:
+        if type(instance) is not dict:
+            return False
+        for name in required:
+            if name not in instance:
+                return False
+        for name, value in instance.items():
+            check = checks.get(name)
+            if check is None:
+                if additional is False:
+                    return False
+            elif not check(value):
+                return False
+        return True
+
+    return surely_valid
 
 
 def _load_schema(directory: Path, filename: str) -> dict[str, Any]:
@@ -176,7 +262,8 @@ class ToolRegistry:
                 "openWorldHint": tool.open_world,
             },
         }
-        self._tools[tool.name] = _Compiled(tool, listing, Draft202012Validator(input_schema))
+        self._tools[tool.name] = _Compiled(tool, listing, Draft202012Validator(input_schema),
+                                           _quick_check(input_schema))
         for alias in tool.aliases:
             self._aliases[alias] = tool.name
 
@@ -242,7 +329,8 @@ class ToolRegistry:
                     f"{decision.retry_after:.1f} s",
                     retry_after=round(decision.retry_after, 3),
                 )
-            if details := _validation_details(compiled.validator, arguments):
+            if not (compiled.surely_valid is not None and compiled.surely_valid(arguments)) \
+                    and (details := _validation_details(compiled.validator, arguments)):
                 raise ServiceError(
                     ErrorCode.VALIDATION_ERROR,
                     f"invalid arguments for {tool.name}: "
