@@ -7,6 +7,7 @@ the same algorithm runs in process: the server keeps serving and says so in logs
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -21,30 +22,44 @@ __all__ = ["Decision", "LocalBuckets", "RateLimiter", "RedisBuckets"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: the buckets; ARGV: emission interval and window in microseconds.
-# A bucket stores its theoretical arrival time (TAT). A call is allowed when, for every bucket,
-# max(TAT, now) + interval - now <= window; only then are all TATs advanced.
+# KEYS: the buckets of every check, in order; ARGV: per check, its number of keys and its
+# emission interval and window in microseconds. A bucket stores its theoretical arrival time
+# (TAT). A check is allowed when, for each of its buckets, max(TAT, now) + interval - now <=
+# window; only then are its TATs advanced. Checks run one after another, exactly as separate
+# calls would, so a later check of the batch sees what an earlier one took.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local wait = 0
-local next_tats = {}
-for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local next_tat = tat + interval
-  if next_tat - now > window and next_tat - now - window > wait then
-    wait = next_tat - now - window
+local replies = {}
+local first = 1
+for c = 1, #ARGV, 3 do
+  local count = tonumber(ARGV[c])
+  local interval = tonumber(ARGV[c + 1])
+  local window = tonumber(ARGV[c + 2])
+  local wait = 0
+  local next_tats = {}
+  for i = 1, count do
+    local tat = tonumber(redis.call('GET', KEYS[first + i - 1]) or now)
+    if tat < now then tat = now end
+    local next_tat = tat + interval
+    if next_tat - now > window and next_tat - now - window > wait then
+      wait = next_tat - now - window
+    end
+    next_tats[i] = next_tat
   end
-  next_tats[i] = next_tat
+  if wait > 0 then
+    replies[#replies + 1] = 0
+  else
+    for i = 1, count do
+      redis.call('SET', KEYS[first + i - 1], next_tats[i], 'PX',
+                 math.ceil((next_tats[i] - now) / 1000) + 1)
+    end
+    replies[#replies + 1] = 1
+  end
+  replies[#replies + 1] = wait
+  first = first + count
 end
-if wait > 0 then return {0, wait} end
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, next_tats[i], 'PX', math.ceil((next_tats[i] - now) / 1000) + 1)
-end
-return {1, 0}
+return replies
 """
 
 
@@ -75,16 +90,67 @@ class LocalBuckets:
         return Decision(True)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Check:
+    keys: list[str]
+    interval_us: int
+    window_us: int
+    decision: asyncio.Future[Decision]
+
+
 class RedisBuckets:
-    def __init__(self, client: redis.Redis) -> None:
+    """GCRA on Redis, one script call for many checks.
+
+    Checks that arrive while a script call is on its way wait for it to return and then go
+    together in the next one: at concurrency 1 every check is sent at once, under load a round
+    trip (and Redis's and the client's work per command) serves many calls. Exactness is kept:
+    the script evaluates the checks one by one, in arrival order, on Redis's clock.
+    """
+
+    def __init__(self, client: redis.Redis, *, max_batch: int = 256) -> None:
         self._client = client
         self._script = client.register_script(_GCRA)
+        # A bound on one script's run time: Redis serves nothing else while it runs.
+        self._max_batch = max_batch
+        self._pending: list[_Check] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def take(self, keys: list[str], *, interval: float, window: float) -> Decision:
-        allowed, wait_us = await self._script(
-            keys=keys, args=[math.ceil(interval * 1e6), math.ceil(window * 1e6)]
-        )
-        return Decision(bool(allowed), wait_us / 1e6)
+        check = _Check(keys, math.ceil(interval * 1e6), math.ceil(window * 1e6),
+                       asyncio.get_running_loop().create_future())
+        self._pending.append(check)
+        if self._sender is None:
+            # A task of its own: a caller that is cancelled must not take the batch down with it.
+            self._sender = asyncio.create_task(self._send(), name="rate-limit-checks")
+        return await check.decision
+
+    async def _send(self) -> None:
+        batch: list[_Check] = []
+        try:
+            while self._pending:
+                batch = self._pending[:self._max_batch]
+                del self._pending[:self._max_batch]
+                try:
+                    replies = await self._script(
+                        keys=[key for c in batch for key in c.keys],
+                        args=[n for c in batch for n in (len(c.keys), c.interval_us, c.window_us)])
+                except Exception as exc:
+                    # Each caller sees the failure and falls back to the local buckets.
+                    for c in batch:
+                        if not c.decision.done():
+                            c.decision.set_exception(exc)
+                    continue
+                for i, c in enumerate(batch):
+                    if not c.decision.done():
+                        c.decision.set_result(Decision(bool(replies[2 * i]),
+                                                       replies[2 * i + 1] / 1e6))
+        except asyncio.CancelledError:
+            for c in (*batch, *self._pending):
+                c.decision.cancel()
+            self._pending.clear()
+            raise
+        finally:
+            self._sender = None
 
 
 class RateLimiter:
