@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ErrorCode, ServiceError
+from ..sources.access import SourceAccess
+from ..sources.base import Adapter, Comment, Item, SourceError
 from .context import ToolContext
 from .jira_read import not_found
 from .jira_write import comment_body, conflict, invalid, lock_issue
 from .registry import Tool
 from .rows import jsonable, row_dicts
+from .writethrough import Mirror, ask, item_mirrors, store_comment, store_item
 
 __all__ = ["TOOLS"]
 
@@ -40,7 +43,44 @@ def _pick(allowed: list[dict[str, Any]], *, status: str | None,
     return named[0] if len(named) == 1 else None
 
 
-async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+def _transition_result(issue_key: str, move: dict[str, Any], before: dict[str, Any],
+                       after: dict[str, Any], updated_at: Any,
+                       comment_id: int | None) -> dict[str, Any]:
+    return {
+        "key": issue_key,
+        "transition": {"id": move["id"], "name": move["name"]},
+        "from_status": before["status"],
+        "from_category": before["status_category"],
+        "to_status": after["status"],
+        "to_category": after["status_category"],
+        "resolved_at": after["resolved_at"],
+        "version": after["version"],
+        "updated_at": jsonable(updated_at),
+        "comment_id": comment_id,
+    }
+
+
+async def _move_at_source(sources: SourceAccess, mirror: Mirror, status: str,
+                          comment: str | None) -> tuple[Item, Comment | None]:
+    """The move, then the comment, in one conversation with the source."""
+    ref = mirror.ref
+
+    async def request(adapter: Adapter) -> tuple[Item, Comment | None]:
+        moved = await adapter.transition(ref, status)
+        if comment is None:
+            return moved, None
+        try:
+            return moved, await adapter.comment(ref, comment)
+        except SourceError as exc:
+            # The move stands at the source (the next sync brings it); say so.
+            raise SourceError(exc.kind, f"{ref.key} moved to {status!r}, but the comment was "
+                                        f"not added: {exc}", status=exc.status) from None
+
+    return await ask(sources, mirror, request)
+
+
+async def transition_issue(ctx: ToolContext, args: dict[str, Any], *,
+                           sources: SourceAccess) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     status = args["status"].strip() if "status" in args else None
     transition_id = str(args["transition_id"]).strip() if "transition_id" in args else None
@@ -65,38 +105,44 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
                 details=[{"path": path, "message": explanation, "current_status": row["status"],
                           "allowed": allowed}],
             )
-        moved = await queries.move_issue(
-            conn, work_item_id=row["id"], expected_version=row["version"],
-            status=move["to_status"], status_category=move["to_category"])
-        if moved is None:  # compare-and-set lost; the row lock makes this a can't-happen
-            raise conflict(issue_key, row["version"], row["version"] + 1)
-        await queries.insert_issue_transition(
-            conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=row["status"],
-            to_status=move["to_status"], from_category=row["status_category"],
-            to_category=move["to_category"], actor=ctx.principal.user,
-        )
-        comment_id = None
-        if comment:
-            comment_row = await queries.insert_comment(
-                conn, tenant_id=ctx.tenant_id, work_item_id=row["id"],
-                author=ctx.principal.user, body=comment)
-            comment_id = comment_row["id"]
         before = {"status": row["status"], "status_category": row["status_category"],
                   "resolved_at": jsonable(row["resolved_at"]), "version": row["version"]}
-        after = {"status": move["to_status"], "status_category": move["to_category"],
-                 "resolved_at": jsonable(moved["resolved_at"]), "version": moved["version"]}
-        result = {
-            "key": issue_key,
-            "transition": {"id": move["id"], "name": move["name"]},
-            "from_status": row["status"],
-            "from_category": row["status_category"],
-            "to_status": move["to_status"],
-            "to_category": move["to_category"],
-            "resolved_at": after["resolved_at"],
-            "version": moved["version"],
-            "updated_at": jsonable(moved["updated_at"]),
-            "comment_id": comment_id,
-        }
+        mirror = (await item_mirrors(conn, ctx, [issue_key])).get(issue_key)
+        if mirror is None:
+            moved = await queries.move_issue(
+                conn, work_item_id=row["id"], expected_version=row["version"],
+                status=move["to_status"], status_category=move["to_category"])
+            if moved is None:  # compare-and-set lost; the row lock makes this a can't-happen
+                raise conflict(issue_key, row["version"], row["version"] + 1)
+            await queries.insert_issue_transition(
+                conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=row["status"],
+                to_status=move["to_status"], from_category=row["status_category"],
+                to_category=move["to_category"], actor=ctx.principal.user,
+            )
+            comment_id = None
+            if comment:
+                comment_row = await queries.insert_comment(
+                    conn, tenant_id=ctx.tenant_id, work_item_id=row["id"],
+                    author=ctx.principal.user, body=comment)
+                comment_id = comment_row["id"]
+            after = {"status": move["to_status"], "status_category": move["to_category"],
+                     "resolved_at": jsonable(moved["resolved_at"]), "version": moved["version"]}
+            result = _transition_result(issue_key, move, before, after, moved["updated_at"],
+                                        comment_id)
+            await ctx.commit_write(conn, arguments=args, result=result, before=before,
+                                   after=after)
+            return result
+    # A mirrored item: checked against the workflow (the source's, as synced) above; the source
+    # moves it with no transaction open, and its answer is what the store keeps.
+    item, noted = await _move_at_source(sources, mirror, move["to_status"], comment)
+    async with ctx.transaction(readonly=False) as conn:
+        await store_item(conn, ctx, mirror, item)
+        comment_id = (await store_comment(conn, ctx, issue_key, noted))["id"] if noted else None
+        stored = await queries.get_issue(conn, issue_key=issue_key)
+        after = {"status": stored["status"], "status_category": stored["status_category"],
+                 "resolved_at": jsonable(stored["resolved_at"]), "version": stored["version"]}
+        result = _transition_result(issue_key, move, before, after, stored["updated_at"],
+                                    comment_id)
         await ctx.commit_write(conn, arguments=args, result=result, before=before, after=after)
     return result
 

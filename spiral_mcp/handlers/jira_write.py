@@ -14,13 +14,16 @@ from typing import Any
 import asyncpg
 
 from ..errors import ErrorCode, ServiceError
+from ..sources.access import SourceAccess
+from ..sources.base import Draft, Ref
 from .adf import AdfError, adf_to_markdown, is_adf
 from .context import ToolContext
 from .jira_read import not_found
 from .registry import Tool
 from .rows import jsonable, row_dict
+from .writethrough import Mirror, ask, item_mirrors, project_mirror, store_comment, store_item
 
-__all__ = ["TOOLS", "conflict", "invalid", "markdown_text"]
+__all__ = ["TOOLS", "comment_body", "conflict", "invalid", "lock_issue", "markdown_text"]
 
 # Jira's priority names (and a few older scheme names) onto ours; ours map to themselves.
 _PRIORITIES = {
@@ -38,6 +41,12 @@ _COLUMNS = {
     "summary": "title", "description": "description", "priority": "priority",
     "assignee": "assignee", "labels": "labels", "due_date": "due_at", "parent_key": "parent_key",
     "custom_fields": "custom_fields",
+}
+
+# jira_update_issue's field names and the adapter's names for them; custom fields stay local.
+_SOURCE_FIELDS = {
+    "summary": "title", "description": "description", "priority": "priority",
+    "assignee": "assignee", "labels": "labels", "due_date": "due", "parent_key": "parent",
 }
 
 # link_type as agents write it -> (stored type, whether the two keys swap). An inverse name reads
@@ -154,7 +163,20 @@ async def _check_parent(conn: asyncpg.Connection, ctx: ToolContext, parent_key: 
         raise invalid(path, f"{parent_key} is below {child_key}; that parent would make a loop")
 
 
-async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+async def _source_parent(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
+                         parent_key: str | None, path: str) -> Ref | None:
+    """The parent as the source knows it: a mirrored item's parent lives at the same source."""
+    if parent_key is None:
+        return None
+    parent = (await item_mirrors(conn, ctx, [parent_key])).get(parent_key)
+    if parent is None or parent.instance_id != mirror.instance_id:
+        raise invalid(path, f"{parent_key} is not mirrored from the same source; a mirrored "
+                            "item's parent must be")
+    return parent.ref
+
+
+async def create_issue(ctx: ToolContext, args: dict[str, Any], *,
+                       sources: SourceAccess) -> dict[str, Any]:
     project_key = args["project_key"].upper()
     summary = args["summary"].strip()
     issue_type = _issue_type(args.get("issue_type", "task"))
@@ -176,23 +198,38 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
             raise invalid("/project_key", f"{project_key}'s workflow has no initial status")
         if parent_key is not None:
             await _check_parent(conn, ctx, parent_key, "/parent_key")
-        # From here the project row is locked until commit: keep the rest short.
-        number = await queries.allocate_issue_number(conn, project_key=project_key)
-        row = await queries.insert_issue(
-            conn, tenant_id=ctx.tenant_id, key=f"{project_key}-{number}",
-            project_key=project_key, number=number, summary=summary, description=description,
-            type=issue_type, status=project["initial_status"],
-            status_category=project["initial_category"], priority=priority,
-            assignee=args.get("assignee"), reporter=ctx.principal.user,
-            labels=_labels(args.get("labels", [])), parent_key=parent_key, due_at=due_at,
-            custom_fields=_custom_fields(args.get("custom_fields", {}), {}),
-        )
-        await queries.insert_issue_transition(
-            conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=None,
-            to_status=row["status"], from_category=None, to_category=row["status_category"],
-            actor=ctx.principal.user,
-        )
-        issue = row_dict(row, drop=("id",))
+        mirror = await project_mirror(conn, ctx, project_key)
+        if mirror is None:
+            # From here the project row is locked until commit: keep the rest short.
+            number = await queries.allocate_issue_number(conn, project_key=project_key)
+            row = await queries.insert_issue(
+                conn, tenant_id=ctx.tenant_id, key=f"{project_key}-{number}",
+                project_key=project_key, number=number, summary=summary,
+                description=description, type=issue_type, status=project["initial_status"],
+                status_category=project["initial_category"], priority=priority,
+                assignee=args.get("assignee"), reporter=ctx.principal.user,
+                labels=_labels(args.get("labels", [])), parent_key=parent_key, due_at=due_at,
+                custom_fields=_custom_fields(args.get("custom_fields", {}), {}),
+            )
+            await queries.insert_issue_transition(
+                conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=None,
+                to_status=row["status"], from_category=None, to_category=row["status_category"],
+                actor=ctx.principal.user,
+            )
+            issue = row_dict(row, drop=("id",))
+            await ctx.commit_write(conn, arguments=args, result=issue, after=issue)
+            return issue
+        parent = await _source_parent(conn, ctx, mirror, parent_key, "/parent_key")
+    # A mirrored project: the source makes the item (and its key); nothing is open meanwhile.
+    draft = Draft(title=summary, description=description, type=issue_type, priority=priority,
+                  assignee=args.get("assignee"), labels=_labels(args.get("labels", [])),
+                  due=due_at.date() if due_at else None, parent=parent)
+    item = await ask(sources, mirror, lambda adapter: adapter.create(mirror.project_ref, draft))
+    async with ctx.transaction(readonly=False) as conn:
+        await store_item(conn, ctx, mirror, item)
+        if custom := _custom_fields(args.get("custom_fields", {}), {}):
+            await queries.set_custom_fields(conn, issue_key=item.key, custom_fields=custom)
+        issue = row_dict(await queries.get_issue(conn, issue_key=item.key), drop=("id",))
         await ctx.commit_write(conn, arguments=args, result=issue, after=issue)
     return issue
 
@@ -233,10 +270,26 @@ def _same(name: str, old: Any, new: Any) -> bool:
     return bool(old == new)
 
 
-async def update_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+async def _set_fields(conn: asyncpg.Connection, ctx: ToolContext, issue_key: str,
+                      version: int, changes: dict[str, Any]) -> asyncpg.Record:
+    moved = await ctx.database.queries.update_issue_fields(
+        conn, issue_key=issue_key, expected_version=version,
+        changes={_COLUMNS[name]: value for name, value in changes.items()})
+    if moved is None:  # a concurrent change (a sync) won the compare-and-set
+        raise conflict(issue_key, version, version + 1)
+    return moved
+
+
+def _update_result(issue_key: str, version: int, updated_at: Any, before: dict[str, Any],
+                   after: dict[str, Any]) -> dict[str, Any]:
+    return {"key": issue_key, "version": version, "updated_at": jsonable(updated_at),
+            "changed": {name: {"from": before[name], "to": after[name]} for name in before}}
+
+
+async def update_issue(ctx: ToolContext, args: dict[str, Any], *,
+                       sources: SourceAccess) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     expected = args.get("expected_version")
-    queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
         row = await lock_issue(conn, ctx, issue_key, expected)
         current = _current_values(row)
@@ -246,28 +299,48 @@ async def update_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
                                 child_key=issue_key)
         changed = {name: value for name, value in new.items()
                    if not _same(name, current[name], value)}
-        version, updated_at = row["version"], None
-        if changed:
-            moved = await queries.update_issue_fields(
-                conn, issue_key=issue_key, expected_version=row["version"],
-                changes={_COLUMNS[name]: value for name, value in changed.items()},
-            )
-            if moved is None:  # the compare-and-set lost; the lock makes this a can't-happen
-                raise conflict(issue_key, row["version"], row["version"] + 1)
-            version, updated_at = moved["version"], moved["updated_at"]
         before = {name: jsonable(current[name]) for name in changed}
-        after = {name: jsonable(value) for name, value in changed.items()}
-        result = {
-            "key": issue_key,
-            "version": version,
-            "updated_at": jsonable(updated_at),
-            "changed": {name: {"from": before[name], "to": after[name]} for name in changed},
-        }
+        mirror = (await item_mirrors(conn, ctx, [issue_key])).get(issue_key)
+        if mirror is None:
+            version, updated_at = row["version"], None
+            if changed:
+                moved = await _set_fields(conn, ctx, issue_key, row["version"], changed)
+                version, updated_at = moved["version"], moved["updated_at"]
+            after = {name: jsonable(value) for name, value in changed.items()}
+            result = _update_result(issue_key, version, updated_at, before, after)
+            await ctx.commit_write(conn, arguments=args, result=result, before=before,
+                                   after=after)
+            return result
+        remote = {_SOURCE_FIELDS[name]: value for name, value in changed.items()
+                  if name in _SOURCE_FIELDS}
+        if remote.get("due") is not None:
+            remote["due"] = remote["due"].date()
+        if "parent" in remote:
+            remote["parent"] = await _source_parent(conn, ctx, mirror, remote["parent"],
+                                                    "/fields/parent_key")
+    # A mirrored item: the version was checked above; the source decides the values, and no
+    # transaction or lock is open while it does.
+    item = (await ask(sources, mirror, lambda adapter: adapter.update(mirror.ref, remote))
+            if remote else None)
+    async with ctx.transaction(readonly=False) as conn:
+        if item is not None:
+            await store_item(conn, ctx, mirror, item)
+        row = await ctx.database.queries.get_issue(conn, issue_key=issue_key)
+        stored = _current_values(row)
+        version, updated_at = row["version"], row["updated_at"] if changed else None
+        if "custom_fields" in changed:  # the store's own field, never the source's
+            moved = await _set_fields(conn, ctx, issue_key, version,
+                                      {"custom_fields": changed["custom_fields"]})
+            version, updated_at = moved["version"], moved["updated_at"]
+            stored["custom_fields"] = changed["custom_fields"]
+        after = {name: jsonable(stored[name]) for name in changed}
+        result = _update_result(issue_key, version, updated_at, before, after)
         await ctx.commit_write(conn, arguments=args, result=result, before=before, after=after)
     return result
 
 
-async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+async def add_comment(ctx: ToolContext, args: dict[str, Any], *,
+                      sources: SourceAccess) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     if ("body" in args) == ("comment" in args):
         raise invalid("/body", "give the comment as body (or as comment), exactly once")
@@ -275,17 +348,27 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     body = comment_body(args.get("body", args.get("comment")), path)
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
-        item = await queries.touch_issue(conn, issue_key=issue_key)
-        if item is None:
-            raise not_found(issue_key)
-        row = await queries.insert_comment(conn, tenant_id=ctx.tenant_id, work_item_id=item["id"],
-                                           author=ctx.principal.user, body=body)
-        result = {"issue_key": item["key"], **row_dict(row)}
+        mirror = (await item_mirrors(conn, ctx, [issue_key])).get(issue_key)
+        if mirror is None:
+            item = await queries.touch_issue(conn, issue_key=issue_key)
+            if item is None:
+                raise not_found(issue_key)
+            row = await queries.insert_comment(conn, tenant_id=ctx.tenant_id,
+                                               work_item_id=item["id"],
+                                               author=ctx.principal.user, body=body)
+            result = {"issue_key": item["key"], **row_dict(row)}
+            await ctx.commit_write(conn, arguments=args, result=result, after=result)
+            return result
+    comment = await ask(sources, mirror, lambda adapter: adapter.comment(mirror.ref, body))
+    async with ctx.transaction(readonly=False) as conn:
+        row = await store_comment(conn, ctx, issue_key, comment)
+        result = {"issue_key": issue_key, **row_dict(row)}
         await ctx.commit_write(conn, arguments=args, result=result, after=result)
     return result
 
 
-async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+async def link_issues(ctx: ToolContext, args: dict[str, Any], *,
+                      sources: SourceAccess) -> dict[str, Any]:
     outward_key = args["outward_issue_key"].upper()
     inward_key = args["inward_issue_key"].upper()
     spelled = " ".join(args["link_type"].lower().split())
@@ -297,26 +380,47 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     if outward_key == inward_key:
         raise invalid("/inward_issue_key", "an item cannot be linked to itself")
     source, target = (inward_key, outward_key) if swap else (outward_key, inward_key)
-    queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
-        ids = {r["key"]: r["id"] for r in await queries.lock_link_ends(
-            conn, issue_keys=[outward_key, inward_key])}
-        for key in (outward_key, inward_key):
-            if key not in ids:
-                raise not_found(key)
-        sentence = f"{source} {_LINK_VERBS[link_type]} {target}"
-        row = await queries.insert_link(
-            conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
-            inward_id=ids[target], created_by=ctx.principal.user,
-        )
-        if row is None:
-            raise ServiceError(ErrorCode.CONFLICT, f"the link already exists: {sentence}")
-        result = {
-            "id": row["id"], "link_type": link_type, "outward_issue_key": source,
-            "inward_issue_key": target, "description": sentence,
-            "created_at": jsonable(row["created_at"]),
-        }
-        await ctx.commit_write(conn, arguments=args, result=result, after=result)
+        ids = await _link_ends(conn, ctx, outward_key, inward_key)
+        mirrors = await item_mirrors(conn, ctx, [source, target])
+        outward, inward = mirrors.get(source), mirrors.get(target)
+        # Only a link between two items of one source can live there; any other stays local.
+        if outward is None or inward is None or outward.instance_id != inward.instance_id:
+            return await _insert_link(conn, ctx, args, ids, link_type, source, target)
+    await ask(sources, outward, lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
+    async with ctx.transaction(readonly=False) as conn:
+        ids = await _link_ends(conn, ctx, outward_key, inward_key)
+        return await _insert_link(conn, ctx, args, ids, link_type, source, target)
+
+
+async def _link_ends(conn: asyncpg.Connection, ctx: ToolContext, *keys: str) -> dict[str, int]:
+    """Both ends of a new link by key, locked; NOT_FOUND for a missing one."""
+    ids = {r["key"]: r["id"] for r in await ctx.database.queries.lock_link_ends(
+        conn, issue_keys=list(keys))}
+    for key in keys:
+        if key not in ids:
+            raise not_found(key)
+    return ids
+
+
+async def _insert_link(conn: asyncpg.Connection, ctx: ToolContext, args: dict[str, Any],
+                       ids: dict[str, int], link_type: str, source: str,
+                       target: str) -> dict[str, Any]:
+    """Store "source <link_type> target" with its audit row; CONFLICT when it exists."""
+    queries = ctx.database.queries
+    sentence = f"{source} {_LINK_VERBS[link_type]} {target}"
+    row = await queries.insert_link(
+        conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
+        inward_id=ids[target], created_by=ctx.principal.user,
+    )
+    if row is None:
+        raise ServiceError(ErrorCode.CONFLICT, f"the link already exists: {sentence}")
+    result = {
+        "id": row["id"], "link_type": link_type, "outward_issue_key": source,
+        "inward_issue_key": target, "description": sentence,
+        "created_at": jsonable(row["created_at"]),
+    }
+    await ctx.commit_write(conn, arguments=args, result=result, after=result)
     return result
 
 
@@ -332,8 +436,10 @@ TOOLS = (
             "Jira's Highest..Lowest). description is Markdown or an Atlassian Document Format "
             "object. due_date is YYYY-MM-DD. The reporter is the API key's user. Pass an "
             "idempotency_key when you might retry: a retry with the same key and arguments "
-            "returns the first result instead of creating a second item. Use jira_list_projects "
-            "to find project keys and their issue types."
+            "returns the first result instead of creating a second item. In a project mirrored "
+            "from a source (Jira, GitHub, Asana) the item is created there first and its key is "
+            "the source's; a refusal is UPSTREAM_ERROR. Use jira_list_projects to find project "
+            "keys and their issue types."
         ),
         handler=create_issue,
         scope="write",

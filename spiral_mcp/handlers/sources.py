@@ -25,7 +25,7 @@ from .context import ToolContext
 from .registry import Tool
 from .rows import jsonable
 
-__all__ = ["TOOLS", "upstream_error"]
+__all__ = ["TOOLS", "unusable_source", "upstream_error"]
 
 
 def upstream_error(exc: SourceError) -> ServiceError:
@@ -34,7 +34,7 @@ def upstream_error(exc: SourceError) -> ServiceError:
                         details=[{"kind": exc.kind, "status": exc.status}])
 
 
-def _unusable(exc: Exception) -> ServiceError:
+def unusable_source(exc: Exception) -> ServiceError:
     # The stored instance cannot be used as it is (no key here, credentials that do not open,
     # an unknown kind): the operator's to fix, not the caller's.
     return ServiceError(ErrorCode.UPSTREAM_ERROR, str(exc),
@@ -87,7 +87,7 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any], *,
     except SourceError as exc:
         raise upstream_error(exc) from None
     except (CredentialError, SourceAdminError) as exc:
-        raise _unusable(exc) from None
+        raise unusable_source(exc) from None
     except SyncError as exc:
         raise ServiceError(ErrorCode.CONFLICT, str(exc)) from None
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:

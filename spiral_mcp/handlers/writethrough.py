@@ -1,0 +1,113 @@
+"""Writes to mirrored projects go to their source first; the store follows the source's answer.
+
+A project whose ``source_instance_id`` is set belongs to its source: a write tool checks what it
+can in a short transaction (the item exists, ``expected_version`` is current, the move is in the
+workflow), ends it, asks the source with no transaction or row lock open, then writes the item as
+the source answered in one transaction with its audit row and idempotency result, through the
+sync's own page writer. A source that refuses or cannot be reached is UPSTREAM_ERROR with its
+status and words, and the store is unchanged.
+
+Between the check and the source's answer another write may land; the source decides, and the
+store takes its answer. A call whose source write succeeded but whose store transaction failed
+releases its idempotency key (the registry does so for every failure), so a retry with the key
+may write at the source again; the next sync brings the store in line either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import asyncpg
+
+from ..errors import ErrorCode, ServiceError
+from ..sources.access import SourceAccess
+from ..sources.base import Adapter, Comment, Item, Ref, SourceError
+from ..sources.manage import SourceAdminError
+from ..sources.secrets import CredentialError
+from ..sources.sync import _write_page
+from .context import ToolContext
+from .jira_read import not_found
+from .sources import unusable_source, upstream_error
+
+__all__ = ["Mirror", "ask", "item_mirrors", "project_mirror", "store_comment", "store_item"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Mirror:
+    """Where a mirrored project or item lives: its instance (the row the adapter is built from)
+    and, for an item, its :class:`Ref` at the source."""
+
+    instance: asyncpg.Record
+    ref: Ref | None = None
+
+    @property
+    def instance_id(self) -> uuid.UUID:
+        return self.instance["instance_id"]
+
+    @property
+    def project_ref(self) -> str:
+        return self.instance["source_ref"]
+
+
+async def project_mirror(conn: asyncpg.Connection, ctx: ToolContext,
+                         project_key: str) -> Mirror | None:
+    """The project's source; None for a local project."""
+    row = await ctx.database.queries.project_mirror(conn, project_key=project_key)
+    return None if row is None else Mirror(row)
+
+
+async def item_mirrors(conn: asyncpg.Connection, ctx: ToolContext,
+                       issue_keys: Sequence[str]) -> dict[str, Mirror]:
+    """The sources of the items among ``issue_keys`` that live in mirrored projects."""
+    rows = await ctx.database.queries.item_mirrors(conn, issue_keys=list(issue_keys))
+    mirrors = {}
+    for row in rows:
+        if row["source_id"] is None:
+            # Mirrored project, yet no id at the source: nothing there to write to.
+            raise ServiceError(ErrorCode.CONFLICT, f"{row['key']} is not at its source yet; "
+                                                   "sync the source (sources_sync) and retry")
+        mirrors[row["key"]] = Mirror(row, Ref(row["source_id"], row["key"], row["source_ref"]))
+    return mirrors
+
+
+async def ask(sources: SourceAccess, mirror: Mirror,
+              request: Callable[[Adapter], Awaitable[T]]) -> T:
+    """One write at the source, as UPSTREAM_ERROR when it refuses or cannot be reached."""
+    try:
+        adapter = sources.adapter(mirror.instance)
+    except (CredentialError, SourceAdminError) as exc:
+        raise unusable_source(exc) from None
+    try:
+        return await request(adapter)
+    except SourceError as exc:
+        raise upstream_error(exc) from None
+    finally:
+        await adapter.close()
+
+
+async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
+                     item: Item) -> None:
+    """Write the item as the source answered it, exactly as a sync page would."""
+    await _write_page(conn, ctx.database.queries, tenant_id=ctx.tenant_id,
+                      source=mirror.instance["kind"], items=[item])
+
+
+async def store_comment(conn: asyncpg.Connection, ctx: ToolContext, issue_key: str,
+                        comment: Comment) -> asyncpg.Record:
+    """Write a comment as the source answered it (keyed on its source id, as a sync writes it);
+    the stored comment."""
+    queries = ctx.database.queries
+    item = await queries.get_issue(conn, issue_key=issue_key)
+    if item is None:
+        raise not_found(issue_key)
+    await queries.source_upsert_comments(
+        conn, tenant_id=ctx.tenant_id, item_ids=[item["id"]], source_ids=[comment.source_id],
+        authors=[comment.author], bodies=[comment.body], created=[comment.created],
+        updated=[comment.updated])
+    return await queries.comment_by_source_id(conn, issue_key=issue_key,
+                                              source_id=comment.source_id)

@@ -1,0 +1,235 @@
+"""Write-through (issue 7): the jira write tools on a mirrored project change the source first and
+store its answer; a refusing or unreachable source is UPSTREAM_ERROR with the store unchanged; an
+idempotency key keeps a retry from writing twice at the source; other tenants see nothing. Over
+real HTTP, against the fake Jira."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from spiral_mcp.server.app import create_app
+from tests.conftest import Tenant, TenantFactory, make_settings
+from tests.fake_jira import FakeJira
+from tests.test_source_sync_server import SECRET_KEY, add_source, backfill, envelope, scalar
+
+
+@pytest.fixture
+async def jira() -> AsyncIterator[FakeJira]:
+    fake = FakeJira()
+    server = TestServer(fake.app())
+    await server.start_server()
+    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    yield fake
+    await server.close()
+
+
+@dataclasses.dataclass
+class Site:
+    """A tenant whose project LOC mirrors the fake Jira's ABC (ABC-1..3 synced as LOC-1..3)."""
+
+    jira: FakeJira
+    tenant: Tenant
+    client: TestClient
+    source_id: uuid.UUID
+    conn: asyncpg.Connection
+
+    async def call(self, name: str, **arguments: Any) -> dict[str, Any]:
+        return await envelope(self.client, self.tenant, name, **arguments)
+
+    async def ok(self, name: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.call(name, **arguments)
+        assert result["success"], result
+        return result["data"]
+
+    async def upstream_error(self, name: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.call(name, **arguments)
+        assert result["error"]["code"] == "UPSTREAM_ERROR", result
+        return result["error"]
+
+    async def row(self, key: str) -> asyncpg.Record | None:
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                    str(self.tenant.id))
+            return await self.conn.fetchrow("SELECT * FROM work_items WHERE key = $1", key)
+
+    async def count(self, sql: str, *args: Any) -> int:
+        return await scalar(self.conn, self.tenant.id, sql, *args)
+
+    def issue(self, key: str) -> dict[str, Any]:
+        found = self.jira.find(key)
+        assert found is not None, key
+        return found
+
+
+@pytest.fixture
+async def site(jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, database_urls,
+               queries) -> AsyncIterator[Site]:
+    backfill(jira, 3)
+    tenant = await make_tenant()
+    source_id = await add_source(admin_conn, queries, tenant.id, jira)
+    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
+    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
+    await client.start_server()
+    site = Site(jira, tenant, client, source_id, app_conn)
+    await site.ok("sources_sync", source_id=str(source_id))
+    jira.writes.clear()
+    yield site
+    await client.close()
+
+
+async def test_create_goes_to_the_source_and_a_retry_with_its_key_does_not(
+        site: Site, admin_conn) -> None:
+    arguments = {"project_key": "LOC", "summary": "Made through spiral", "issue_type": "bug",
+                 "priority": "high", "labels": ["api"], "description": "Steps **here**",
+                 "assignee": "alice@x.io", "due_date": "2030-05-17",
+                 "custom_fields": {"team": "core"}, "idempotency_key": "create-1"}
+    issue = await site.ok("jira_create_issue", **arguments)
+    made = site.issue("ABC-4")
+    assert (issue["key"], issue["source"], issue["source_id"]) == ("LOC-4", "jira", made["id"])
+    assert (issue["summary"], issue["type"], issue["priority"]) == (
+        "Made through spiral", "bug", "high")
+    assert issue["assignee"] == "alice@x.io" and issue["labels"] == ["api"]
+    assert issue["custom_fields"] == {"team": "core"} and issue["version"] == 1
+    assert made["fields"]["priority"] == {"name": "High"}
+    assert made["fields"]["duedate"] == "2030-05-17"
+    row = await site.row("LOC-4")
+    assert row["source_id"] == made["id"] and row["title"] == "Made through spiral"
+    # Audited in the write's transaction, as the owner reads it.
+    assert await scalar(admin_conn, site.tenant.id, "SELECT count(*) FROM audit_log WHERE "
+                        "tool = 'jira_create_issue' AND outcome = 'ok'") == 1
+    again = await site.call("jira_create_issue", **arguments)
+    assert again["replayed"] and again["data"] == issue
+    assert [w[:2] for w in site.jira.writes] == [("POST", "/rest/api/3/issue")]
+    assert site.jira.find("ABC-5") is None
+
+
+async def test_update_goes_to_the_source_after_the_version_check(site: Site) -> None:
+    version = (await site.row("LOC-1"))["version"]
+    stale = await site.call("jira_update_issue", issue_key="LOC-1", expected_version=version + 7,
+                            fields={"summary": "Never"})
+    assert stale["error"]["code"] == "CONFLICT"
+    assert site.jira.writes == []  # refused before the source was asked
+    changed = await site.ok("jira_update_issue", issue_key="loc-1", expected_version=version,
+                            fields={"summary": "Renamed through spiral", "priority": "low",
+                                    "labels": ["a", "b"], "custom_fields": {"size": 3}})
+    assert changed["changed"]["summary"] == {"from": "Issue 1", "to": "Renamed through spiral"}
+    assert changed["changed"]["priority"] == {"from": "medium", "to": "low"}
+    assert changed["changed"]["custom_fields"]["to"] == {"size": 3}
+    fields = site.issue("ABC-1")["fields"]
+    assert (fields["summary"], fields["priority"], fields["labels"]) == (
+        "Renamed through spiral", {"name": "Low"}, ["a", "b"])
+    assert "custom_fields" not in str(site.jira.writes)  # the store's own field stays home
+    row = await site.row("LOC-1")
+    assert (row["title"], row["priority"], row["labels"]) == ("Renamed through spiral", "low",
+                                                              ["a", "b"])
+    assert row["version"] == changed["version"] > version
+
+
+async def test_transition_with_a_comment_goes_to_the_source(site: Site) -> None:
+    moved = await site.ok("jira_transition_issue", issue_key="LOC-1", status="In Progress",
+                          comment="Picking this up.")
+    assert (moved["from_status"], moved["to_status"], moved["to_category"]) == (
+        "To Do", "In Progress", "in_progress")
+    assert site.issue("ABC-1")["fields"]["status"]["name"] == "In Progress"
+    at_source = site.jira.comments[site.issue("ABC-1")["id"]]
+    assert len(at_source) == 1
+    row = await site.row("LOC-1")
+    assert (row["status"], row["version"]) == ("In Progress", moved["version"])
+    assert await site.count("SELECT count(*) FROM comments WHERE id = $1 AND source_id = $2 "
+                            "AND body = 'Picking this up.'", moved["comment_id"],
+                            at_source[0]["id"]) == 1
+    assert await site.count("SELECT count(*) FROM work_item_transitions WHERE work_item_id = $1 "
+                            "AND to_status = 'In Progress'", row["id"]) == 1
+
+
+async def test_a_move_the_source_refuses_is_upstream_error_and_changes_nothing(
+        site: Site) -> None:
+    before = await site.row("LOC-2")
+    # The synced workflow has Done; Jira's own allows To Do -> In Progress or Won't Do only.
+    error = await site.upstream_error("jira_transition_issue", issue_key="LOC-2", status="Done")
+    assert "can move to: In Progress, Won't Do" in error["message"]
+    assert site.issue("ABC-2")["fields"]["status"]["name"] == "To Do"
+    after = await site.row("LOC-2")
+    assert (after["status"], after["version"]) == (before["status"], before["version"])
+
+
+async def test_comment_and_link_go_to_the_source(site: Site) -> None:
+    comment = await site.ok("jira_add_comment", issue_key="LOC-3", body="Seen on **prod**.")
+    (at_source,) = site.jira.comments[site.issue("ABC-3")["id"]]
+    assert at_source["body"]["type"] == "doc"  # sent as ADF
+    assert await site.count("SELECT count(*) FROM comments WHERE id = $1 AND source_id = $2",
+                            comment["id"], at_source["id"]) == 1
+    link = await site.ok("jira_link_issues", outward_issue_key="LOC-2",
+                         inward_issue_key="LOC-1", link_type="is blocked by")
+    assert link["description"] == "LOC-1 blocks LOC-2"
+    assert [(name, out, inward) for _, name, out, inward in site.jira.links] == [
+        ("Blocks", site.issue("ABC-1")["id"], site.issue("ABC-2")["id"])]
+    assert await site.count("SELECT count(*) FROM work_item_links WHERE id = $1 AND "
+                            "link_type = 'blocks'", link["id"]) == 1
+
+
+async def test_refusals_are_upstream_errors_with_the_sources_status_and_words(
+        site: Site) -> None:
+    error = await site.upstream_error("jira_create_issue", project_key="LOC", summary="x" * 300)
+    assert error["details"] == [{"kind": "refused", "status": 400}]
+    assert "Summary must be less than 255 characters" in error["message"]
+    assert await site.row("LOC-4") is None
+    site.jira.faults = [(409, {})]
+    before = await site.row("LOC-1")
+    error = await site.upstream_error("jira_update_issue", issue_key="LOC-1",
+                                      fields={"summary": "Clash"})
+    assert error["details"] == [{"kind": "bad_response", "status": 409}]
+    after = await site.row("LOC-1")
+    assert (after["title"], after["version"]) == (before["title"], before["version"])
+    # A failed call frees its idempotency key: the retry runs, and writes once.
+    arguments = {"project_key": "LOC", "summary": "Second try", "idempotency_key": "k-1"}
+    site.jira.faults = [(409, {})]
+    await site.upstream_error("jira_create_issue", **arguments)
+    created = await site.ok("jira_create_issue", **arguments)
+    assert created["key"] == "LOC-4" and site.issue("ABC-4")["fields"]["summary"] == "Second try"
+
+
+async def test_an_unreachable_source_is_upstream_error_and_stores_nothing(
+        site: Site, admin_conn) -> None:
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                 str(site.tenant.id))
+        await admin_conn.execute("UPDATE source_instances SET base_url = 'http://127.0.0.1:9'")
+    comments = "SELECT count(*) FROM comments"
+    before = await site.count(comments)
+    error = await site.upstream_error("jira_add_comment", issue_key="LOC-1", body="Lost")
+    assert error["details"] == [{"kind": "unreachable", "status": None}]
+    assert await site.count(comments) == before
+    error = await site.upstream_error("jira_link_issues", outward_issue_key="LOC-1",
+                                      inward_issue_key="LOC-2", link_type="relates to")
+    assert await site.count("SELECT count(*) FROM work_item_links") == 0
+
+
+async def test_local_projects_stay_local_and_other_tenants_see_nothing(
+        site: Site, make_tenant: TenantFactory) -> None:
+    local = await site.ok("jira_create_issue", project_key="LOC", summary="Mirrored")
+    async with site.conn.transaction():
+        await site.conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                str(site.tenant.id))
+        await site.conn.execute("INSERT INTO projects (tenant_id, project_key, name) "
+                                "VALUES ($1, 'HOME', 'Local')", site.tenant.id)
+    site.jira.writes.clear()
+    home = await site.ok("jira_create_issue", project_key="HOME", summary="Stays here")
+    await site.ok("jira_add_comment", issue_key=home["key"], body="Local note")
+    assert home["source"] == "local" and site.jira.writes == []
+    other = await make_tenant()
+    for name, arguments in (
+            ("jira_get_issue", {"issue_key": local["key"]}),
+            ("jira_update_issue", {"issue_key": local["key"], "fields": {"summary": "Mine"}}),
+            ("jira_add_comment", {"issue_key": local["key"], "body": "Hello"}),
+            ("jira_create_issue", {"project_key": "LOC", "summary": "Sneaky"})):
+        result = await envelope(site.client, other, name, **arguments)
+        assert result["error"]["code"] == "NOT_FOUND", (name, result)
+    assert site.jira.writes == []
