@@ -92,25 +92,8 @@ async def _add(admin_conn: asyncpg.Connection, queries, tenant_id: uuid.UUID, fa
 
 async def _sync(admin_conn: asyncpg.Connection, queries, source_id: uuid.UUID, *,
                 full: bool = False, **options) -> sync.SyncProgress:
-    """``manage.run_sync`` with the step the sync needs for Asana (see the adapter's
-    ``use_keys``): the store's keys of the source's tasks, read in the tenant's transaction."""
-    async with admin_conn.transaction():
-        row = await manage.find_source(admin_conn, queries, source_id)
-        stored = await admin_conn.fetch(
-            "SELECT source_id, project_key, number FROM work_items WHERE source = 'asana'")
-        counters = await admin_conn.fetch(
-            "SELECT project_key, next_number FROM projects WHERE source_instance_id = $1",
-            source_id)
-    adapter = manage.make_adapter(row, BOX, **{**FAST, **options})
-    assert isinstance(adapter, AsanaAdapter)
-    adapter.use_keys([tuple(r) for r in stored], {r[0]: r[1] for r in counters})
-    try:
-        return await sync.sync_instance(
-            admin_conn, queries, adapter, tenant_id=row["tenant_id"], instance_id=source_id,
-            projects=orjson.loads(row["config"])["projects"], cursor=row["sync_cursor"],
-            full=full)
-    finally:
-        await adapter.close()
+    return await manage.run_sync(admin_conn, queries, BOX, source_id, full=full,
+                                 **{**FAST, **options})
 
 
 async def _rows(conn: asyncpg.Connection, tenant_id: uuid.UUID, sql: str, *args) -> list:

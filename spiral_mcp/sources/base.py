@@ -363,9 +363,11 @@ class HttpClient:
             retry_after = _retry_after(headers.get("Retry-After"), now=now)
             # GitHub's secondary rate limit is a 403 with Retry-After; its primary one a 403 or
             # 429 with X-RateLimit-Remaining: 0.
-            limited = _rate_limit_wait(status, headers, now=now) or (
-                retry_after if status == 403 else None)
-            retry_after = retry_after or limited
+            limited = _rate_limit_wait(status, headers, now=now)
+            if limited is None and status == 403:
+                limited = retry_after
+            if retry_after is None:
+                retry_after = limited
             # A refusal for rate says nothing was done; a 5xx to a create may have created it.
             worth_retrying = (status == 429 or limited is not None
                               or (status >= 500 and idempotent))

@@ -156,6 +156,16 @@ async def _write_page(
     return len(changed)
 
 
+async def _teach_keys(conn: asyncpg.Connection, queries: Queries, adapter: Adapter, *,
+                      project_keys: list[str]) -> None:
+    """Tell the adapter the keys the store already gave its items (see Adapter.use_keys)."""
+    stored = await queries.source_item_numbers(conn, source=adapter.kind,
+                                               project_keys=project_keys)
+    counters = await queries.source_next_numbers(conn, project_keys=project_keys)
+    adapter.use_keys([(r["source_id"], r["project_key"], r["number"]) for r in stored],
+                     {r["project_key"]: r["next_number"] for r in counters})
+
+
 async def sync_instance(
     conn: asyncpg.Connection,
     queries: Queries,
@@ -182,6 +192,7 @@ async def sync_instance(
         for ref, workflow in workflows.items():
             await _write_workflow(conn, queries, tenant_id=tenant_id,
                                   project_key=projects[ref], workflow=workflow)
+        await _teach_keys(conn, queries, adapter, project_keys=list(projects.values()))
     since = None if full else _cursor_of(cursor)
     high_water = since
     async for page in adapter.pages(since=since):

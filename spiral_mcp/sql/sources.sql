@@ -164,3 +164,14 @@ JOIN work_items o ON o.key = x.ok
 JOIN work_items i ON i.key = x.ik
 WHERE o.id <> i.id
 ON CONFLICT DO NOTHING
+
+-- name: source_item_numbers
+-- params: source, project_keys
+-- The keys the store gave a source's items, for adapters whose items have no numbers (Asana).
+SELECT source_id, project_key, number FROM work_items
+WHERE source = $1 AND project_key = ANY($2::text[]) AND source_id IS NOT NULL
+
+-- name: source_next_numbers
+-- params: project_keys
+-- Each mirrored project's next free number, for the same adapters.
+SELECT project_key, next_number FROM projects WHERE project_key = ANY($1::text[])
