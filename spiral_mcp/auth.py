@@ -79,6 +79,17 @@ def parse_key(secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
 class _CachedKey:
     row: dict[str, Any] | None  # None: no such key (cached too, so floods of bad keys stay cheap)
     fetched: float
+    # Who the key is when its row is usable (this tenant's, not revoked), built once per lookup.
+    principal: Principal | None = None
+
+    @classmethod
+    def of(cls, ids: tuple[uuid.UUID, uuid.UUID], row: dict[str, Any] | None) -> _CachedKey:
+        tenant_id, key_id = ids
+        principal = None
+        if row is not None and row["tenant_id"] == tenant_id and row["revoked_at"] is None:
+            principal = Principal(tenant_id=tenant_id, key_id=key_id, key_name=row["name"],
+                                  scopes=frozenset(row["scopes"]), user=row["acts_as"])
+        return cls(row, time.monotonic(), principal)
 
 
 class Authenticator:
@@ -112,18 +123,12 @@ class Authenticator:
         # Constant-time: a caller learns nothing from how long a wrong secret takes to refuse.
         if row is None or not hmac.compare_digest(row["key_hash"], hash_key(secret)):
             return None
-        if row["tenant_id"] != tenant_id or row["revoked_at"] is not None:
+        if cached.principal is None:  # another tenant's key id, or revoked
             return None
         if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
             return None
         self._used.setdefault(tenant_id, set()).add(key_id)
-        return Principal(
-            tenant_id=tenant_id,
-            key_id=key_id,
-            key_name=row["name"],
-            scopes=frozenset(row["scopes"]),
-            user=row["acts_as"],
-        )
+        return cached.principal
 
     async def _lookup(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> _CachedKey:
         now = time.monotonic()
@@ -140,7 +145,7 @@ class Authenticator:
         try:
             async with self._db.tenant(tenant_id, readonly=True) as conn:
                 record = await self._db.queries.get_api_key(conn, key_id=key_id)
-            cached = _CachedKey(dict(record) if record else None, time.monotonic())
+            cached = _CachedKey.of(ids, dict(record) if record else None)
             future.set_result(cached)
         except BaseException as exc:
             future.set_exception(exc)

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -63,6 +63,9 @@ return replies
 """
 
 
+_MAX_CACHED_KEYS = 10_000
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
@@ -77,7 +80,7 @@ class LocalBuckets:
         self._tats: dict[str, float] = {}
         self._next_sweep = 0.0
 
-    def take(self, keys: list[str], *, interval: float, window: float) -> Decision:
+    def take(self, keys: Sequence[str], *, interval: float, window: float) -> Decision:
         now = self._clock()
         if now >= self._next_sweep:
             self._tats = {k: v for k, v in self._tats.items() if v > now}
@@ -92,7 +95,7 @@ class LocalBuckets:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Check:
-    keys: list[str]
+    keys: Sequence[str]
     interval_us: int
     window_us: int
     decision: asyncio.Future[Decision]
@@ -115,7 +118,7 @@ class RedisBuckets:
         self._pending: list[_Check] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def take(self, keys: list[str], *, interval: float, window: float) -> Decision:
+    async def take(self, keys: Sequence[str], *, interval: float, window: float) -> Decision:
         check = _Check(keys, math.ceil(interval * 1e6), math.ceil(window * 1e6),
                        asyncio.get_running_loop().create_future())
         self._pending.append(check)
@@ -172,13 +175,20 @@ class RateLimiter:
         self._on_backend_error = on_backend_error
         self._retry_backend_after = retry_backend_after
         self._backend_down_until = 0.0
+        # The bucket names of each (class, tenant, key), rendered once rather than per call.
+        self._keys: dict[tuple[str, uuid.UUID, uuid.UUID], tuple[str, ...]] = {}
 
     async def check(
         self, *, tenant_id: uuid.UUID, key_id: uuid.UUID, call_class: str
     ) -> Decision:
         limit = self._limits[call_class]
         interval = self._window / limit
-        keys = [f"spiral:rl:{call_class}:t:{tenant_id}", f"spiral:rl:{call_class}:k:{key_id}"]
+        keys = self._keys.get((call_class, tenant_id, key_id))
+        if keys is None:
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()
+            keys = (f"spiral:rl:{call_class}:t:{tenant_id}", f"spiral:rl:{call_class}:k:{key_id}")
+            self._keys[call_class, tenant_id, key_id] = keys
         if self._redis is not None and time.monotonic() >= self._backend_down_until:
             try:
                 return await self._redis.take(keys, interval=interval, window=self._window)

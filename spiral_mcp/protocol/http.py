@@ -60,11 +60,14 @@ def rpc_error_response(error: RpcError, *, status: int = 400,
 
 async def read_json(request: web.Request) -> Any:
     """The body as a JSON value; RpcError(-32700) when it is not JSON. 413/408 as HTTP errors."""
-    try:
-        async with asyncio.timeout(BODY_READ_SECONDS):
-            body = await request.read()
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(text="the request body arrived too slowly") from None
+    if request.content.is_eof():
+        body = await request.read()  # all of it has arrived: nothing to wait for, no timer
+    else:
+        try:
+            async with asyncio.timeout(BODY_READ_SECONDS):
+                body = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(text="the request body arrived too slowly") from None
     if not body:
         raise RpcError(PARSE_ERROR, "the body is empty")
     return decode(body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -62,9 +63,14 @@ DISCONNECT_POLL_SECONDS = 0.1
 _T = TypeVar("_T")
 
 
+@functools.lru_cache(maxsize=64)
+def _offered(accept: str) -> frozenset[str]:
+    # A client sends the same Accept header on every request: parse each one once.
+    return frozenset(part.split(";")[0].strip().lower() for part in accept.split(","))
+
+
 def _accepts(request: web.Request, *media_types: str) -> bool:
-    accept = request.headers.get("Accept", "")
-    offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    offered = _offered(request.headers.get("Accept", ""))
     if "*/*" in offered:
         return True
     return all(m in offered or f"{m.split('/')[0]}/*" in offered for m in media_types)

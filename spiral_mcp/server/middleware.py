@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -42,7 +42,7 @@ def json_error(status: int, code: str, message: str, **headers: str) -> web.Resp
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, access log line and metrics for every request; the last net for errors."""
     client_id = request.headers.get("X-Request-Id", "")
-    request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+    request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else secrets.token_hex(16)
     request[REQUEST_ID] = request_id
     token = request_id_var.set(request_id)
     started = time.perf_counter()
