@@ -457,13 +457,16 @@ def count_round_trips(superuser_url: str, log_file: Path, target: Target,
         if m and m["app"] == app:
             statements[" ".join(m["sql"].split())[:90]] += 1
     total = sum(statements.values())
-    # Transactions off the call path, each BEGIN, set_config, its statement, COMMIT and the pool's
-    # reset: the batched audit INSERT, the key lookup when the auth cache expired (one call in
-    # AUTH_CACHE_TTL seconds pays it), the batched last_used UPDATE.
+    # Transactions off the call path: the batched audit INSERT, the key lookup when the auth
+    # cache expired (one call in AUTH_CACHE_TTL seconds pays it), the batched last_used UPDATE.
+    # Each costs what a call's transaction costs besides its statement (BEGIN and the tenant's
+    # setting, COMMIT, and a pool reset if there is one): the statements per transaction.
     side = {s: n for s, n in statements.items()
             if s.startswith(("INSERT INTO audit_log", "SELECT key_id, tenant_id",
                              "UPDATE api_keys"))}
-    in_path = total - 5 * sum(side.values())
+    transactions = sum(n for s, n in statements.items() if s.startswith(("COMMIT", "ROLLBACK")))
+    per_transaction = total / transactions if transactions else 1
+    in_path = total - per_transaction * sum(side.values())
     return {
         "target": target.name, "calls": calls, "statements": total,
         "per_call": round(in_path / calls, 2),
