@@ -270,7 +270,7 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
     from .sources import manage
     from .sources.base import SourceError
     from .sources.secrets import CredentialError, load_secret_box
-    from .sources.sync import SyncError
+    from .sources.sync import SyncBusy, SyncError
 
     try:
         box = load_secret_box(settings)
@@ -303,7 +303,7 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
                 await _sync(args, settings, box)
     except SourceError as exc:
         raise CommandError(str(exc)) from None
-    except (CredentialError, SyncError, manage.SourceAdminError) as exc:
+    except (CredentialError, SyncBusy, SyncError, manage.SourceAdminError) as exc:
         raise CommandError(str(exc)) from None
 
 

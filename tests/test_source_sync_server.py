@@ -23,9 +23,10 @@ from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 from spiral_mcp.sources import manage
-from spiral_mcp.sources.access import SourceAccess, lock_key
+from spiral_mcp.sources.access import SourceAccess
 from spiral_mcp.sources.scheduler import SyncScheduler
 from spiral_mcp.sources.secrets import SecretBox
+from spiral_mcp.sources.sync import lock_key
 from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_jira import FakeJira
 

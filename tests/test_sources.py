@@ -18,6 +18,7 @@ from spiral_mcp.sources import manage
 from spiral_mcp.sources.base import Draft, Link, Ref, SourceError
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
+from spiral_mcp.sources.sync import SyncBusy, lock_key
 from tests.fake_jira import FakeJira
 
 BOX = SecretBox(b"x" * 43 + b"=")
@@ -272,6 +273,23 @@ async def test_bad_credentials_stop_the_sync_with_a_clear_message(
     with pytest.raises(SourceError, match="refused the credentials") as info:
         await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
     assert "wrong-token" not in str(info.value)
+
+
+async def test_the_operators_sync_waits_for_no_one_and_runs_alone(
+        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+    """The CLI's sync takes the instance's lock, as the server's syncs do: while another session
+    holds it, the sync refuses before asking the source."""
+    _backfill(jira, 3)
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, jira)
+    assert await app_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
+    try:
+        with pytest.raises(SyncBusy, match="already running"):
+            await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
+        assert jira.log == []
+    finally:
+        await app_conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
+    assert (await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)).items == 3
 
 
 async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(

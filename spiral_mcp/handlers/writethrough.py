@@ -27,7 +27,7 @@ from ..sources.access import SourceAccess
 from ..sources.base import Adapter, Comment, Item, Ref, SourceError
 from ..sources.manage import SourceAdminError
 from ..sources.secrets import CredentialError
-from ..sources.sync import _write_page
+from ..sources.sync import write_items
 from .context import ToolContext
 from .jira_read import not_found
 from .sources import unusable_source, upstream_error
@@ -93,7 +93,7 @@ async def ask(sources: SourceAccess, mirror: Mirror,
 async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
                      item: Item) -> None:
     """Write the item as the source answered it, exactly as a sync page would."""
-    await _write_page(conn, ctx.database.queries, tenant_id=ctx.tenant_id,
+    await write_items(conn, ctx.database.queries, tenant_id=ctx.tenant_id,
                       source=mirror.instance["kind"], items=[item])
 
 

@@ -1,16 +1,14 @@
 """The server's way to its tenants' sources: credentials opened with this process's secret key,
 and a sync that runs at most once per instance at a time, whichever process starts it.
 
-The guard is a PostgreSQL session advisory lock keyed on the instance: every server process and
-the background sync share the database, so they share the lock; a session that dies (a killed
-process, a closed connection) releases it by itself.
+The guard is the instance's advisory lock (:func:`sync.instance_lock`), which the CLI's
+``source sync`` takes too.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -21,41 +19,13 @@ from ..queries import Queries
 from .base import Adapter
 from .manage import make_adapter
 from .secrets import CredentialError, SecretBox, load_secret_box
-from .sync import SyncProgress, sync_instance
+from .sync import SyncBusy, SyncProgress, instance_lock, sync_instance
 
-__all__ = ["SourceAccess", "SourceNotFound", "SyncBusy", "instance_lock", "lock_key"]
-
-
-class SyncBusy(Exception):
-    """Another session is syncing this instance right now."""
+__all__ = ["SourceAccess", "SourceNotFound", "SyncBusy"]
 
 
 class SourceNotFound(LookupError):
     """No instance with this id in the tenant."""
-
-
-def lock_key(instance_id: uuid.UUID) -> int:
-    """The advisory-lock key of an instance: its id's first 64 bits (random in a v4 UUID)."""
-    return int.from_bytes(instance_id.bytes[:8], "big", signed=True)
-
-
-@asynccontextmanager
-async def instance_lock(conn: asyncpg.Connection, queries: Queries,
-                        instance_id: uuid.UUID) -> AsyncIterator[None]:
-    """Hold the instance's sync lock on ``conn`` for the block, or raise :class:`SyncBusy`."""
-    key = lock_key(instance_id)
-    if not await queries.source_try_lock(conn, lock_key=key):
-        raise SyncBusy(f"a sync of source {instance_id} is already running")
-    try:
-        yield
-    finally:
-        try:
-            await queries.source_unlock(conn, lock_key=key)
-        except BaseException:
-            # Cancelled mid-statement, or the connection broke: a session lock must never go
-            # back to a pool (nothing resets it there), so end the session, which releases it.
-            conn.terminate()
-            raise
 
 
 class SourceAccess:

@@ -21,7 +21,7 @@ import orjson
 from ..queries import Queries
 from .base import Adapter
 from .secrets import SecretBox
-from .sync import SyncProgress, sync_instance
+from .sync import SyncProgress, instance_lock, sync_instance
 
 __all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "find_source",
            "list_sources", "make_adapter", "parse_project_map", "remove_source", "run_sync"]
@@ -176,13 +176,16 @@ async def run_sync(
     **client_options: Any,
 ) -> SyncProgress:
     """Find the instance and sync it; ``conn`` must be outside a transaction."""
-    async with conn.transaction():
-        row = await find_source(conn, queries, instance_id)
-    adapter = make_adapter(row, box, **client_options)
-    try:
-        return await sync_instance(
-            conn, queries, adapter, tenant_id=row["tenant_id"], instance_id=instance_id,
-            projects=orjson.loads(row["config"]).get("projects", {}),
-            cursor=row["sync_cursor"], full=full, on_page=on_page)
-    finally:
-        await adapter.close()
+    # The same lock as the server's syncs; read the row under it, as a sync that just finished
+    # elsewhere has moved the cursor.
+    async with instance_lock(conn, queries, instance_id):
+        async with conn.transaction():
+            row = await find_source(conn, queries, instance_id)
+        adapter = make_adapter(row, box, **client_options)
+        try:
+            return await sync_instance(
+                conn, queries, adapter, tenant_id=row["tenant_id"], instance_id=instance_id,
+                projects=orjson.loads(row["config"]).get("projects", {}),
+                cursor=row["sync_cursor"], full=full, on_page=on_page)
+        finally:
+            await adapter.close()

@@ -9,6 +9,10 @@ Before the pages, each mirrored project's workflow is replaced by the source's (
 paged, so it is read whole and written with the projects). Links ride with their items: a page
 writes the links whose two ends are stored, and a link to an item not synced yet is written when
 that item's page comes, since the source lists it on both ends.
+
+One sync per instance at a time, whichever process runs it: :func:`instance_lock` is a PostgreSQL
+session advisory lock keyed on the instance, shared by every server process, the background sync
+and the CLI through the database; a session that dies releases it by itself.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +31,40 @@ import orjson
 from ..queries import Queries
 from .base import Adapter, Item, Workflow
 
-__all__ = ["SyncError", "SyncProgress", "sync_instance"]
+__all__ = ["SyncBusy", "SyncError", "SyncProgress", "instance_lock", "lock_key", "sync_instance",
+           "write_items"]
 
 
 class SyncError(Exception):
     """The sync cannot proceed for a reason the operator can fix."""
+
+
+class SyncBusy(Exception):
+    """Another session is syncing this instance right now."""
+
+
+def lock_key(instance_id: uuid.UUID) -> int:
+    """The advisory-lock key of an instance: its id's first 64 bits (random in a v4 UUID)."""
+    return int.from_bytes(instance_id.bytes[:8], "big", signed=True)
+
+
+@asynccontextmanager
+async def instance_lock(conn: asyncpg.Connection, queries: Queries,
+                        instance_id: uuid.UUID) -> AsyncIterator[None]:
+    """Hold the instance's sync lock on ``conn`` for the block, or raise :class:`SyncBusy`."""
+    key = lock_key(instance_id)
+    if not await queries.source_try_lock(conn, lock_key=key):
+        raise SyncBusy(f"a sync of source {instance_id} is already running")
+    try:
+        yield
+    finally:
+        try:
+            await queries.source_unlock(conn, lock_key=key)
+        except BaseException:
+            # Cancelled mid-statement, or the connection broke: a session lock must never go
+            # back to a pool (nothing resets it there), so end the session, which releases it.
+            conn.terminate()
+            raise
 
 
 @dataclasses.dataclass(slots=True)
@@ -103,7 +137,7 @@ async def _write_workflow(
                                                      project_key=project_key, **columns)
 
 
-async def _write_page(
+async def write_items(
     conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, source: str,
     items: list[Item],
 ) -> int:
@@ -201,7 +235,7 @@ async def sync_instance(
             high_water = newest if high_water is None else max(high_water, newest)
         async with conn.transaction():
             await queries.set_tenant(conn, tenant_id=str(tenant_id))
-            progress.changed += await _write_page(conn, queries, tenant_id=tenant_id,
+            progress.changed += await write_items(conn, queries, tenant_id=tenant_id,
                                                   source=adapter.kind, items=page.items)
             await queries.source_save_cursor(
                 conn, instance_id=instance_id,

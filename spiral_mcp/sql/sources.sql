@@ -78,6 +78,8 @@ WHERE (work_items.key, work_items.title, work_items.description, work_items.type
        EXCLUDED.status_category, EXCLUDED.priority, EXCLUDED.assignee, EXCLUDED.reporter,
        EXCLUDED.labels, EXCLUDED.parent_key, EXCLUDED.updated_at, EXCLUDED.resolved_at,
        EXCLUDED.due_at)
+  -- An answer older than what is stored (a write-through racing a sync page) never rolls back.
+  AND EXCLUDED.updated_at >= work_items.updated_at
 RETURNING id, (xmax = 0) AS inserted
 
 -- name: source_item_ids
