@@ -388,6 +388,16 @@ async def test_cli_add_list_test_sync_remove(jira: FakeJira, make_tenant, databa
                                "plain", "--base-url", "http://jira.example.com", "--project",
                                "ABC", "--email", "e", "--token-env", "JIRA_TOKEN")
     assert code == 1 and "https" in err
+    # Other kinds: GitHub's API address is the default, its projects are owner/repo.
+    code, out, err = await run("add", "--tenant", str(tenant.id), "--kind", "github", "--name",
+                               "octo", "--project", "octo-org/web=WEB", "--token-env",
+                               "JIRA_TOKEN")
+    assert code == 0, err
+    code, out, err = await run("list", "--tenant", str(tenant.id))
+    assert '"base_url": "https://api.github.com"' in out and '"octo-org/web": "WEB"' in out
+    code, out, err = await run("add", "--tenant", str(tenant.id), "--kind", "asana", "--name",
+                               "a", "--project", "ABC=ABC", "--token-env", "JIRA_TOKEN")
+    assert code == 1 and "'ABC' is not a project reference for asana (like 12" in err, err
     code, out, err = await run("remove", source_id)
     assert code == 0, err
     code, out, err = await run("test", source_id)

@@ -55,8 +55,8 @@ def parse_project_map(pairs: Iterable[str], adapter: type[Adapter]) -> dict[str,
         remote, _, local = pair.rpartition("=") if "=" in pair else (pair, "", pair)
         remote, local = remote.strip(), local.strip()
         if not adapter.ref_pattern.match(remote):
-            raise SourceAdminError(f"--project {pair!r}: {remote!r} is not a {adapter.kind} "
-                                   f"project reference (like {example})")
+            raise SourceAdminError(f"--project {pair!r}: {remote!r} is not a project reference "
+                                   f"for {adapter.kind} (like {example})")
         if not LOCAL_KEY.match(local):
             raise SourceAdminError(f"--project {pair!r}: expected {example}=LOCALKEY, the local "
                                    "key like ABC (capital letter, then capitals, digits or _)")
