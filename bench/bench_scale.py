@@ -10,9 +10,9 @@
   search (built by the handler itself, ``jira_search.search`` with a capturing context), as the
   runtime role inside a transaction scoped with ``set_config('app.tenant_id', ..., true)``, and
   which index each plan uses.
-- Issue 5: the six ``sql_*`` report templates, the same way (server figures + plans), and what
-  marking pg_trgm's operator functions LEAKPROOF would change for ``sql_search_issues_by_text``
-  (and ``texticlike`` for JQL's ``~``), measured inside a transaction that is rolled back.
+- Issue 5: the six ``sql_*`` report templates, the same way (server figures + plans), the text
+  search's in-database time per kind of query, and what marking ``texticlike`` LEAKPROOF would
+  change for JQL's ``~``, measured inside a transaction that is rolled back.
 
 The data (database ``spiral_scale``, embedded PostgreSQL under ``bench/.data/scale`` unless
 BENCH_DATABASE_URL names a superuser URL) is kept between runs: tenants already loaded are skipped.
@@ -480,19 +480,38 @@ async def timed(conn: asyncpg.Connection, sql: str, args: list[Any], runs: int) 
     return round(statistics.median(samples), 2)
 
 
-LEAKPROOF_FUNCTIONS = ("word_similarity_op(text, text)",
-                       "word_similarity_commutator_op(text, text)")
+async def text_search_timings(superuser_db_url: str, tenant_id: uuid.UUID,
+                              template_sql: str, texts: list[str],
+                              runs: int) -> dict[str, Any]:
+    """sql_search_issues_by_text in the database as the runtime role, per query: a common word,
+    two words, and a typo that matches nothing (the slow case: the nearest-first index scan
+    reads until it has its 100 candidates)."""
+    conn = await asyncpg.connect(superuser_db_url)
+    result: dict[str, Any] = {}
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL jit = off")
+            await conn.execute("SET LOCAL ROLE spiral_app")
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+            for q in texts:
+                args = [q, None, 20]
+                plan = json.loads(await conn.fetchval(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + template_sql, *args))
+                result[q] = {"median_ms": await timed(conn, template_sql, args, runs),
+                             "rows": len(await conn.fetch(template_sql, *args)),
+                             **summarize_plan(plan)}
+    finally:
+        await conn.close()
+    return result
 
 
 async def leakproof_experiment(superuser_db_url: str, tenant_id: uuid.UUID,
-                               template_sql: str, texts: list[str],
                                search_sql: list[tuple[str, str, tuple[Any, ...]]],
                                runs: int) -> dict[str, Any]:
-    """sql_search_issues_by_text (and JQL ~) as the runtime role, as it is and with pg_trgm's
-    operator functions (and texticlike) marked LEAKPROOF; everything rolled back."""
+    """JQL ~ as the runtime role, as it is and with texticlike (ILIKE) marked LEAKPROOF;
+    everything rolled back."""
     conn = await asyncpg.connect(superuser_db_url)
-    result: dict[str, Any] = {"functions": [*LEAKPROOF_FUNCTIONS, "texticlike(text, text)"],
-                              "template": {}, "jql": {}}
+    result: dict[str, Any] = {"functions": ["texticlike(text, text)"], "jql": {}}
     try:
         for phase in ("as_is", "leakproof"):
             tr = conn.transaction()
@@ -505,16 +524,6 @@ async def leakproof_experiment(superuser_db_url: str, tenant_id: uuid.UUID,
                 await conn.execute("SET LOCAL ROLE spiral_app")
                 await conn.execute("SELECT set_config('app.tenant_id', $1, true)",
                                    str(tenant_id))
-                for q in texts:
-                    args = [q, None, 20]
-                    plan = json.loads(await conn.fetchval(
-                        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + template_sql, *args))
-                    entry = result["template"].setdefault(q, {})
-                    entry[phase] = {"median_ms": await timed(conn, template_sql, args, runs),
-                                    **summarize_plan(plan)}
-                    if phase == "leakproof":
-                        entry[phase]["text"] = "\n".join(r[0] for r in await conn.fetch(
-                            "EXPLAIN (ANALYZE, BUFFERS) " + template_sql, *args))
                 for name, sql, args in search_sql:
                     plan = json.loads(await conn.fetchval(
                         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args))
@@ -526,48 +535,6 @@ async def leakproof_experiment(superuser_db_url: str, tenant_id: uuid.UUID,
     finally:
         await conn.close()
     return result
-
-
-async def composite_gin_experiment(superuser_db_url: str, tenant_id: uuid.UUID,
-                                   template_sql: str, texts: list[str],
-                                   runs: int) -> dict[str, Any]:
-    """What a tenant-leading trigram index would give (btree_gin: (tenant_id, title
-    gin_trgm_ops) and the same on description), with the operators LEAKPROOF; rolled back."""
-    conn = await asyncpg.connect(superuser_db_url, command_timeout=1800)
-    out: dict[str, Any] = {"indexes": [], "template": {}}
-    try:
-        tr = conn.transaction()
-        await tr.start()
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
-            for fn in LEAKPROOF_FUNCTIONS:
-                await conn.execute(f"ALTER FUNCTION {fn} LEAKPROOF")
-            await conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-            for column in ("title", "description"):
-                started = time.monotonic()
-                await conn.execute(f"CREATE INDEX bench_{column}_trgm_tenant ON work_items "
-                                   f"USING gin (tenant_id, {column} gin_trgm_ops)")
-                out["indexes"].append({
-                    "index": f"(tenant_id, {column} gin_trgm_ops)",
-                    "build_s": round(time.monotonic() - started, 1),
-                    "size": await conn.fetchval(
-                        "SELECT pg_size_pretty(pg_relation_size($1::regclass))",
-                        f"bench_{column}_trgm_tenant")})
-                log(f"  built {out['indexes'][-1]}")
-            await conn.execute("SET LOCAL jit = off")
-            await conn.execute("SET LOCAL ROLE spiral_app")
-            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
-            for q in texts:
-                args = [q, None, 20]
-                plan = json.loads(await conn.fetchval(
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + template_sql, *args))
-                out["template"][q] = {"median_ms": await timed(conn, template_sql, args, runs),
-                                      **summarize_plan(plan)}
-        finally:
-            await tr.rollback()
-    finally:
-        await conn.close()
-    return out
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -583,10 +550,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--load-workers", type=int, default=2,
                    help="connections loading tenants in parallel (default 2)")
     p.add_argument("--runs", type=int, default=15,
-                   help="executions per in-database timing of the LEAKPROOF experiment")
-    p.add_argument("--gin-experiment", action="store_true",
-                   help="also build tenant-leading trigram indexes in a rolled-back transaction "
-                        "(btree_gin; minutes on 1M rows) and time sql_search_issues_by_text")
+                   help="executions per in-database timing (text search, LEAKPROOF experiment)")
     p.add_argument("--skip-http", action="store_true", help="plans and experiments only")
     p.add_argument("--only", default="", help="only cases whose name contains this")
     p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR",
@@ -693,8 +657,11 @@ def main() -> None:
     log("EXPLAIN (ANALYZE, BUFFERS) of every case as spiral_app")
     asyncio.run(all_plans())
 
+    log("text search in the database")
+    text = asyncio.run(text_search_timings(
+        superuser_db_url, tenant_id, templates["sql_search_issues_by_text"].sql,
+        ["checkout", "payment webhook", "chekout tiemout"], args.runs))
     log("LEAKPROOF experiment (rolled back)")
-    text_template = templates["sql_search_issues_by_text"]
     jql_sql = []
     for name in ("text ~ checkout",):
         page, _count = asyncio.run(search_statements(SEARCHES[name], "dave@example.com"))
@@ -703,15 +670,7 @@ def main() -> None:
     jql_sql.append(("search: summary ~ checkout (page)", summary_stmt[0][0], summary_stmt[0][1]))
     jql_sql.append(("search: summary ~ checkout (count)", summary_stmt[1][0],
                     summary_stmt[1][1]))
-    leak = asyncio.run(leakproof_experiment(
-        superuser_db_url, tenant_id, text_template.sql,
-        ["checkout", "payment webhook", "chekout tiemout"], jql_sql, args.runs))
-    gin = None
-    if args.gin_experiment:
-        log("tenant-leading trigram index experiment (rolled back)")
-        gin = asyncio.run(composite_gin_experiment(
-            superuser_db_url, tenant_id, text_template.sql,
-            ["checkout", "payment webhook", "chekout tiemout"], args.runs))
+    leak = asyncio.run(leakproof_experiment(superuser_db_url, tenant_id, jql_sql, args.runs))
 
     # -- report
     print()
@@ -734,21 +693,14 @@ def main() -> None:
                   + "; ".join(s["scans"]))
             if differs:
                 print(f"      generic plan: {'; '.join(generic or [])}")
+    print("\nsql_search_issues_by_text in the database (median ms as spiral_app):")
+    for q, r in text.items():
+        print(f"  {q!r}: {r['median_ms']} ms, {r['rows']} rows ({'; '.join(r['scans'])})")
     print("\nLEAKPROOF experiment (in-database median ms as spiral_app, rolled back):")
-    for q, phases in leak["template"].items():
-        print(f"  sql_search_issues_by_text {q!r}: as is {phases['as_is']['median_ms']} ms "
-              f"({'; '.join(phases['as_is']['scans'])}) -> leakproof "
-              f"{phases['leakproof']['median_ms']} ms ({'; '.join(phases['leakproof']['scans'])})")
     for q, phases in leak["jql"].items():
         print(f"  {q}: as is {phases['as_is']['median_ms']} ms "
               f"({'; '.join(phases['as_is']['scans'])}) -> leakproof "
               f"{phases['leakproof']['median_ms']} ms ({'; '.join(phases['leakproof']['scans'])})")
-
-    if gin is not None:
-        print(f"\ntenant-leading trigram indexes (rolled back): {gin['indexes']}")
-        for q, r in gin["template"].items():
-            print(f"  sql_search_issues_by_text {q!r}: {r['median_ms']} ms "
-                  f"({'; '.join(r['scans'])})")
 
     out = RESULTS / f"{stamp}-scale.json"
     out.write_text(json.dumps({
@@ -763,7 +715,7 @@ def main() -> None:
         "data": {k: v for k, v in db.items() if k not in ("api_key", "runtime")},
         "cases": [{k: v for k, v in c.items() if k not in ("lua",)} | {"args": c["args"][:5]}
                   for c in all_cases],
-        "http": http, "plans": plans, "leakproof": leak, "tenant_gin": gin,
+        "http": http, "plans": plans, "text_search": text, "leakproof": leak,
     }, indent=2, default=str))
     print(f"\nresults: {out}  (server log: {workdir})")
 
