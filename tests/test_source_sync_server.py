@@ -406,7 +406,7 @@ async def test_a_refusing_source_is_upstream_error_without_the_token(
     result = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
     error = result["error"]
     assert error["code"] == "UPSTREAM_ERROR"
-    assert error["details"] == [{"kind": "auth", "status": 401}]
+    assert error["details"] == [{"kind": "auth", "status": 401, "ambiguous": False}]
     assert "401" in error["message"] and "wrong-token" not in orjson.dumps(result).decode()
 
 

@@ -178,14 +178,14 @@ async def test_comment_and_link_go_to_the_source(site: Site) -> None:
 async def test_refusals_are_upstream_errors_with_the_sources_status_and_words(
         site: Site) -> None:
     error = await site.upstream_error("jira_create_issue", project_key="LOC", summary="x" * 300)
-    assert error["details"] == [{"kind": "refused", "status": 400}]
+    assert error["details"] == [{"kind": "refused", "status": 400, "ambiguous": False}]
     assert "Summary must be less than 255 characters" in error["message"]
     assert await site.row("LOC-4") is None
     site.jira.faults = [(409, {})]
     before = await site.row("LOC-1")
     error = await site.upstream_error("jira_update_issue", issue_key="LOC-1",
                                       fields={"summary": "Clash"})
-    assert error["details"] == [{"kind": "bad_response", "status": 409}]
+    assert error["details"] == [{"kind": "bad_response", "status": 409, "ambiguous": False}]
     after = await site.row("LOC-1")
     assert (after["title"], after["version"]) == (before["title"], before["version"])
     # A failed call frees its idempotency key: the retry runs, and writes once.
@@ -194,6 +194,25 @@ async def test_refusals_are_upstream_errors_with_the_sources_status_and_words(
     await site.upstream_error("jira_create_issue", **arguments)
     created = await site.ok("jira_create_issue", **arguments)
     assert created["key"] == "LOC-4" and site.issue("ABC-4")["fields"]["summary"] == "Second try"
+
+
+async def test_a_create_whose_fate_is_unknown_keeps_its_key(site: Site) -> None:
+    """A 5xx to a create may hide a created issue: the call says so, it is not retried, and
+    the same idempotency key is held back, so the agent's retry cannot create a second one."""
+    arguments = {"project_key": "LOC", "summary": "Maybe made", "idempotency_key": "unsure-1"}
+    site.jira.faults = [(502, {})]
+    error = await site.upstream_error("jira_create_issue", **arguments)
+    assert error["details"] == [{"kind": "server", "status": 502, "ambiguous": True}]
+    assert "may have made the change" in error["message"]
+    retry = await site.call("jira_create_issue", **arguments)
+    assert retry["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS", retry
+    assert [w[:2] for w in site.jira.writes] == []  # the fake refused before creating
+    assert site.jira.log.count(("POST", "/rest/api/3/issue")) == 1
+    # A plain refusal (nothing made) frees its key, as before.
+    site.jira.faults = [(400, {})]
+    again = {**arguments, "idempotency_key": "sure-1"}
+    await site.upstream_error("jira_create_issue", **again)
+    assert (await site.ok("jira_create_issue", **again))["key"] == "LOC-4"
 
 
 async def test_an_unreachable_source_is_upstream_error_and_stores_nothing(
@@ -205,7 +224,7 @@ async def test_an_unreachable_source_is_upstream_error_and_stores_nothing(
     comments = "SELECT count(*) FROM comments"
     before = await site.count(comments)
     error = await site.upstream_error("jira_add_comment", issue_key="LOC-1", body="Lost")
-    assert error["details"] == [{"kind": "unreachable", "status": None}]
+    assert error["details"] == [{"kind": "unreachable", "status": None, "ambiguous": False}]
     assert await site.count(comments) == before
     error = await site.upstream_error("jira_link_issues", outward_issue_key="LOC-1",
                                       inward_issue_key="LOC-2", link_type="relates to")

@@ -51,6 +51,9 @@ class ToolContext:
     replayed: bool = False
     # The idempotency key this call holds, if it was given one.
     claim: Claim | None = None
+    # Set once a change may have reached a source (write-through): if the call fails after that,
+    # its idempotency key is kept until its lease ends, so a retry cannot make the change twice.
+    outcome_unknown: bool = False
     # What the call produced, for its audit row's `after` (the explorer: row count, duration).
     audit_after: Any = None
 

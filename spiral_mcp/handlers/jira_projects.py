@@ -60,7 +60,7 @@ def _transition_result(issue_key: str, move: dict[str, Any], before: dict[str, A
     }
 
 
-async def _move_at_source(sources: SourceAccess, mirror: Mirror, status: str,
+async def _move_at_source(ctx: ToolContext, sources: SourceAccess, mirror: Mirror, status: str,
                           comment: str | None) -> tuple[Item, Comment | None]:
     """The move, then the comment, in one conversation with the source."""
     ref = mirror.ref
@@ -74,9 +74,10 @@ async def _move_at_source(sources: SourceAccess, mirror: Mirror, status: str,
         except SourceError as exc:
             # The move stands at the source (the next sync brings it); say so.
             raise SourceError(exc.kind, f"{ref.key} moved to {status!r}, but the comment was "
-                                        f"not added: {exc}", status=exc.status) from None
+                                        f"not added: {exc}", status=exc.status,
+                              ambiguous=True) from None
 
-    return await ask(sources, mirror, request)
+    return await ask(ctx, sources, mirror, request)
 
 
 async def transition_issue(ctx: ToolContext, args: dict[str, Any], *,
@@ -134,7 +135,7 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any], *,
             return result
     # A mirrored item: checked against the workflow (the source's, as synced) above; the source
     # moves it with no transaction open, and its answer is what the store keeps.
-    item, noted = await _move_at_source(sources, mirror, move["to_status"], comment)
+    item, noted = await _move_at_source(ctx, sources, mirror, move["to_status"], comment)
     async with ctx.transaction(readonly=False) as conn:
         await store_item(conn, ctx, mirror, item)
         comment_id = (await store_comment(conn, ctx, issue_key, noted))["id"] if noted else None

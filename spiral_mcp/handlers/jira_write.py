@@ -224,7 +224,8 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any], *,
     draft = Draft(title=summary, description=description, type=issue_type, priority=priority,
                   assignee=args.get("assignee"), labels=_labels(args.get("labels", [])),
                   due=due_at.date() if due_at else None, parent=parent)
-    item = await ask(sources, mirror, lambda adapter: adapter.create(mirror.project_ref, draft))
+    item = await ask(ctx, sources, mirror,
+                     lambda adapter: adapter.create(mirror.project_ref, draft))
     async with ctx.transaction(readonly=False) as conn:
         await store_item(conn, ctx, mirror, item)
         if custom := _custom_fields(args.get("custom_fields", {}), {}):
@@ -320,7 +321,7 @@ async def update_issue(ctx: ToolContext, args: dict[str, Any], *,
                                                     "/fields/parent_key")
     # A mirrored item: the version was checked above; the source decides the values, and no
     # transaction or lock is open while it does.
-    item = (await ask(sources, mirror, lambda adapter: adapter.update(mirror.ref, remote))
+    item = (await ask(ctx, sources, mirror, lambda adapter: adapter.update(mirror.ref, remote))
             if remote else None)
     async with ctx.transaction(readonly=False) as conn:
         if item is not None:
@@ -359,7 +360,7 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any], *,
             result = {"issue_key": item["key"], **row_dict(row)}
             await ctx.commit_write(conn, arguments=args, result=result, after=result)
             return result
-    comment = await ask(sources, mirror, lambda adapter: adapter.comment(mirror.ref, body))
+    comment = await ask(ctx, sources, mirror, lambda adapter: adapter.comment(mirror.ref, body))
     async with ctx.transaction(readonly=False) as conn:
         row = await store_comment(conn, ctx, issue_key, comment)
         result = {"issue_key": issue_key, **row_dict(row)}
@@ -387,7 +388,8 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any], *,
         # Only a link between two items of one source can live there; any other stays local.
         if outward is None or inward is None or outward.instance_id != inward.instance_id:
             return await _insert_link(conn, ctx, args, ids, link_type, source, target)
-    await ask(sources, outward, lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
+    await ask(ctx, sources, outward,
+              lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
     async with ctx.transaction(readonly=False) as conn:
         ids = await _link_ends(conn, ctx, outward_key, inward_key)
         return await _insert_link(conn, ctx, args, ids, link_type, source, target)

@@ -279,8 +279,11 @@ class ToolRegistry:
         try:
             return await tool.handler(ctx, arguments)
         except BaseException:
-            # Nothing was written (the write's transaction rolled back): let a retry run.
-            await self._idempotency.release(ctx.tenant_id, outcome)
+            # Nothing was written (the write's transaction rolled back): let a retry run. Unless
+            # a source may have carried the change out: then the key stays claimed until its
+            # lease ends, and a retry meanwhile is told the call is in progress.
+            if not ctx.outcome_unknown:
+                await self._idempotency.release(ctx.tenant_id, outcome)
             raise
 
     def _account(self, tool: Tool, ctx: ToolContext, arguments: Any, error_code: str | None,

@@ -29,9 +29,16 @@ __all__ = ["TOOLS", "unusable_source", "upstream_error"]
 
 
 def upstream_error(exc: SourceError) -> ServiceError:
-    """UPSTREAM_ERROR with the source's own words and status (``details``: kind, status)."""
-    return ServiceError(ErrorCode.UPSTREAM_ERROR, str(exc),
-                        details=[{"kind": exc.kind, "status": exc.status}])
+    """UPSTREAM_ERROR with the source's own words and status (``details``: kind, status, and
+    whether the change may have been made all the same)."""
+    message = str(exc)
+    if exc.ambiguous:
+        message += ("; the source may have made the change all the same: sync it (sources_sync) "
+                    "and look before writing again (a retry with the same idempotency_key is "
+                    "held back meanwhile)")
+    return ServiceError(ErrorCode.UPSTREAM_ERROR, message,
+                        details=[{"kind": exc.kind, "status": exc.status,
+                                  "ambiguous": exc.ambiguous}])
 
 
 def unusable_source(exc: Exception) -> ServiceError:

@@ -75,19 +75,25 @@ async def item_mirrors(conn: asyncpg.Connection, ctx: ToolContext,
     return mirrors
 
 
-async def ask(sources: SourceAccess, mirror: Mirror,
+async def ask(ctx: ToolContext, sources: SourceAccess, mirror: Mirror,
               request: Callable[[Adapter], Awaitable[T]]) -> T:
-    """One write at the source, as UPSTREAM_ERROR when it refuses or cannot be reached."""
+    """One write at the source, as UPSTREAM_ERROR when it refuses or cannot be reached.
+
+    From an answer on (and after a failure that may hide a change) the outcome is the source's:
+    ``ctx.outcome_unknown`` keeps the call's idempotency key if storing the answer fails."""
     try:
         adapter = sources.adapter(mirror.instance)
     except (CredentialError, SourceAdminError) as exc:
         raise unusable_source(exc) from None
     try:
-        return await request(adapter)
+        answer = await request(adapter)
     except SourceError as exc:
+        ctx.outcome_unknown = exc.ambiguous
         raise upstream_error(exc) from None
     finally:
         await adapter.close()
+    ctx.outcome_unknown = True
+    return answer
 
 
 async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,

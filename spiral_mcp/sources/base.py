@@ -28,12 +28,16 @@ __all__ = ["Adapter", "Answer", "Comment", "Draft", "HttpClient", "Item", "Link"
 
 
 class SourceError(Exception):
-    """A source could not be asked or refused; ``kind`` names the failure for callers."""
+    """A source could not be asked or refused; ``kind`` names the failure for callers.
+    ``ambiguous``: a write that may have been carried out all the same (its answer was lost, or
+    was a 5xx), so a retry could make the change twice."""
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 ambiguous: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.ambiguous = ambiguous
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -358,7 +362,7 @@ class HttpClient:
                 kind = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
                 raise SourceError(kind, f"{self.base_url} did not answer in time" if
                                   kind == "timeout" else f"{self.base_url} dropped the "
-                                  "connection") from None
+                                  "connection", ambiguous=not idempotent) from None
             now = time.time()
             retry_after = _retry_after(headers.get("Retry-After"), now=now)
             # GitHub's secondary rate limit is a 403 with Retry-After; its primary one a 403 or
@@ -378,7 +382,7 @@ class HttpClient:
                 kind = "server" if status >= 500 else "rate_limited"
                 raise SourceError(kind, f"{self.base_url} answered {status} after "
                                         f"{attempt + 1} attempts: {_error_text(body)}",
-                                  status=status)
+                                  status=status, ambiguous=status >= 500 and not idempotent)
             if status >= 300:
                 raise _status_error(self.base_url, status, body)
             try:
