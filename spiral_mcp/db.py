@@ -181,8 +181,12 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, or CONNECTION_ERROR within the acquire timeout."""
+        # With a connection idle the acquire cannot wait (opening a replacement for one closed
+        # while idle is bounded by the connect timeout): no timer to arm and cancel, for the
+        # acquire and again for the release's reset, which asyncpg bounds by the same timeout.
+        timeout = None if self.pool.get_idle_size() else self._acquire_timeout
         try:
-            conn = await self.pool.acquire(timeout=self._acquire_timeout)
+            conn = await self.pool.acquire(timeout=timeout)
         except (TimeoutError, *_UNREACHABLE) as exc:
             raise connection_error() from exc
         try:
