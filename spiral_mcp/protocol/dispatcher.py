@@ -151,20 +151,30 @@ class Dispatcher:
         session = exchange.session
         if session is None or request.method != "tools/call":
             return await handler(request.params, exchange)
-        # Tool calls on a session run as tasks of their own so notifications/cancelled can stop
+        # Tool calls on a session are registered by id so notifications/cancelled can stop
         # exactly that call; the slots cap how many run at once on one session.
         if session.call_slots.locked():
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
         if request.id in session.inflight:
             # A cancellation names a request by id: two live calls with one id would be ambiguous.
             raise RpcError(INVALID_REQUEST, f"request id {request.id!r} is already in flight")
+        # The call runs in the request's own task (a task per call cost more than the rest of the
+        # dispatch). A cancel takes the call out of ``inflight`` before it cancels the task: that
+        # is how it is told apart from a cancellation of the request itself (shutdown), which is
+        # passed on.
+        task = asyncio.current_task()
+        assert task is not None
         async with session.call_slots:
-            task = asyncio.ensure_future(handler(request.params, exchange))
             session.inflight[request.id] = task
             try:
-                return await task
+                return await handler(request.params, exchange)
+            except asyncio.CancelledError:
+                if session.inflight.get(request.id) is not task:
+                    task.uncancel()  # handle_request answers nothing unless more cancels remain
+                raise
             finally:
-                session.inflight.pop(request.id, None)
+                if session.inflight.get(request.id) is task:
+                    del session.inflight[request.id]
 
     def _method_label(self, method: str) -> str:
         # Clients choose method names; a label per unknown name would grow without bound.
@@ -181,9 +191,7 @@ class Dispatcher:
         elif note.method == "notifications/cancelled":
             request_id = note.params.get("requestId")
             if isinstance(request_id, str | int) and not isinstance(request_id, bool):
-                task = session.inflight.get(request_id)
-                if task is not None:
-                    task.cancel()
+                session.cancel_call(request_id)
 
     def _check_lifecycle(self, method: str, exchange: Exchange) -> None:
         session = exchange.session

@@ -41,7 +41,8 @@ class Session:
     log_level: str | None = None      # set by logging/setLevel; None: send no log messages
     client_info: dict[str, Any] = dataclasses.field(default_factory=dict)
     last_seen: float = dataclasses.field(default_factory=time.monotonic)
-    # Requests in flight by JSON-RPC id, so notifications/cancelled can stop the right one.
+    # Requests in flight by JSON-RPC id (the task each runs in), so notifications/cancelled can
+    # stop the right one.
     inflight: dict[Any, asyncio.Task[Any]] = dataclasses.field(default_factory=dict)
     # Server-to-client messages waiting for the session's stream (GET /mcp or GET /sse).
     outbox: asyncio.Queue[dict[str, Any] | None] = dataclasses.field(
@@ -68,9 +69,19 @@ class Session:
         if self.state is SessionState.CLOSED:
             return
         self.state = SessionState.CLOSED
-        for task in self.inflight.values():
-            task.cancel()
+        for request_id in list(self.inflight):
+            self.cancel_call(request_id)
         self.outbox.put_nowait(None)
+
+    def cancel_call(self, request_id: Any) -> None:
+        """Stop the call in flight with this id, if any; it ends without an answer.
+
+        It leaves ``inflight`` first: the call's task sees it gone and knows the cancellation
+        was this one (see Dispatcher._run).
+        """
+        task = self.inflight.pop(request_id, None)
+        if task is not None:
+            task.cancel()
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message for the session's stream."""
