@@ -21,7 +21,8 @@ from .errors import ErrorCode, ServiceError
 from .queries import Queries
 
 __all__ = [
-    "Database", "connection_error", "create_pool", "init_connection", "keep_session",
+    "Database", "TenantTransaction", "connection_error", "create_pool", "init_connection",
+    "keep_session",
 ]
 
 # Failures that mean "the database cannot be reached or went away", not "the query was wrong".
@@ -113,6 +114,24 @@ async def close_pool(pool: asyncpg.Pool, *, grace: float) -> None:
         pool.terminate()
 
 
+def _service_error(exc: BaseException) -> ServiceError | None:
+    """What a driver failure inside a tenant transaction means to the caller; None: not ours to
+    name (a ServiceError of the block, a cancellation, a bug), it passes as it is."""
+    if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+        # Server-side statement_timeout, or the client-side backstop of it.
+        return _timeout_error()
+    if isinstance(exc, _UNREACHABLE):
+        return connection_error()
+    if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        # A value the schema refuses (a NUL byte, a number out of range, a CHECK): the caller's
+        # input, not our failure; nothing was written (the transaction rolled back).
+        return ServiceError(
+            ErrorCode.VALIDATION_ERROR, f"the database refused a value: {exc.args[0]}",
+            details=[{"path": "/", "message": str(exc.args[0])}],
+        )
+    return None
+
+
 # BEGIN and the tenant's setting in one simple-protocol message: one round trip instead of two
 # (BEGIN cannot be pipelined with a bound statement through asyncpg). The protocol runs both in
 # order, so the setting is in place before any statement of the transaction reads a row.
@@ -122,24 +141,58 @@ _BEGIN = {
 }
 
 
-@asynccontextmanager
-async def _tenant_transaction(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, readonly: bool
-) -> AsyncIterator[None]:
-    # The one value formatted into SQL: a UUID object renders as 36 hex digits and dashes, never
-    # as anything a caller typed, so nothing can break out of the literal (SQL injection).
-    if not isinstance(tenant_id, uuid.UUID):
-        raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
-    await conn.execute(_BEGIN[readonly].format(tenant_id))
-    try:
-        yield
-    except BaseException:
-        # Also when cancelled, as asyncpg's own transactions do; a connection that cannot even
-        # roll back is closed by the pool's release.
-        if not conn.is_closed() and conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
+class TenantTransaction:
+    """``async with database.tenant(...) as conn``: a pooled connection in a transaction scoped to
+    one tenant; commits when the block ends normally, rolls back when it raises.
+
+    A class rather than generator-based context managers: one tool call enters it once, and the
+    nested generators it replaced cost more than the rest of the call's dispatch.
+    """
+
+    __slots__ = ("_begin", "_conn", "_database")
+
+    def __init__(self, database: Database, tenant_id: uuid.UUID, *, readonly: bool) -> None:
+        # The one value formatted into SQL: a UUID object renders as 36 hex digits and dashes,
+        # never as anything a caller typed, so nothing can break out of the literal (injection).
+        if not isinstance(tenant_id, uuid.UUID):
+            raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
+        self._database = database
+        self._begin = _BEGIN[readonly].format(tenant_id)
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if self._conn is not None:
+            raise RuntimeError("cannot enter the tenant transaction; it is already entered")
+        conn = await self._database.acquire()
+        try:
+            await conn.execute(self._begin)
+        except BaseException as exc:
+            await self._database.pool.release(conn)
+            if (error := _service_error(exc)) is not None:
+                raise error from exc
+            raise
+        self._conn = conn
+        return conn
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        try:
+            try:
+                if exc is None:
+                    await conn.execute("COMMIT")
+                elif not conn.is_closed() and conn.is_in_transaction():
+                    # Also when cancelled, as asyncpg's own transactions do; a connection that
+                    # cannot even roll back is closed by the pool's release.
+                    await conn.execute("ROLLBACK")
+            finally:
+                await self._database.pool.release(conn)
+        except BaseException as failure:
+            if (error := _service_error(failure)) is not None:
+                raise error from failure
+            raise
+        if exc is not None and (error := _service_error(exc)) is not None:
+            raise error from exc
 
 
 class Database:
@@ -152,43 +205,31 @@ class Database:
         self.queries = queries
         self._acquire_timeout = acquire_timeout
 
-    @asynccontextmanager
-    async def tenant(
-        self, tenant_id: uuid.UUID, *, readonly: bool = False
-    ) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction in which only ``tenant_id``'s rows exist.
+    def tenant(self, tenant_id: uuid.UUID, *, readonly: bool = False) -> TenantTransaction:
+        """A transaction in which only ``tenant_id``'s rows exist (``async with``).
 
-        Commits when the block ends normally, rolls back when it raises.
+        Commits when the block ends normally, rolls back when it raises. Driver failures leave
+        it as ServiceError: CONNECTION_ERROR, QUERY_TIMEOUT, or VALIDATION_ERROR for a value the
+        schema refuses.
         """
-        try:
-            async with self.connection() as conn, _tenant_transaction(conn, tenant_id,
-                                                                      readonly=readonly):
-                yield conn
-        except ServiceError:
-            raise
-        except asyncpg.QueryCanceledError as exc:
-            raise _timeout_error() from exc
-        except _UNREACHABLE as exc:
-            raise connection_error() from exc
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            # A value the schema refuses (a NUL byte, a number out of range, a CHECK): the
-            # caller's input, not our failure; nothing was written (the transaction rolled back).
-            raise ServiceError(
-                ErrorCode.VALIDATION_ERROR, f"the database refused a value: {exc.args[0]}",
-                details=[{"path": "/", "message": str(exc.args[0])}],
-            ) from exc
+        return TenantTransaction(self, tenant_id, readonly=readonly)
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, or CONNECTION_ERROR within the acquire timeout."""
+    async def acquire(self) -> asyncpg.Connection:
+        """A pooled connection (give it back with ``pool.release``), or CONNECTION_ERROR within
+        the acquire timeout."""
         # With a connection idle the acquire cannot wait (opening a replacement for one closed
         # while idle is bounded by the connect timeout): no timer to arm and cancel, for the
         # acquire and again for the release's reset, which asyncpg bounds by the same timeout.
         timeout = None if self.pool.get_idle_size() else self._acquire_timeout
         try:
-            conn = await self.pool.acquire(timeout=timeout)
+            return await self.pool.acquire(timeout=timeout)
         except (TimeoutError, *_UNREACHABLE) as exc:
             raise connection_error() from exc
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, or CONNECTION_ERROR within the acquire timeout."""
+        conn = await self.acquire()
         try:
             yield conn
         except TimeoutError as exc:
@@ -196,4 +237,3 @@ class Database:
             raise _timeout_error() from exc
         finally:
             await self.pool.release(conn)
-

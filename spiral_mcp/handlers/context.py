@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from ..auth import Principal
-from ..db import Database
+from ..db import Database, TenantTransaction
 from ..explorer import Explorer
 from .audit import AuditEntry, redact
 from .idempotency import Claim
@@ -61,11 +60,9 @@ class ToolContext:
     def tenant_id(self) -> uuid.UUID:
         return self.principal.tenant_id
 
-    @asynccontextmanager
-    async def transaction(self, *, readonly: bool) -> AsyncIterator[asyncpg.Connection]:
-        """The tenant's transaction: this call's one way to the data."""
-        async with self.database.tenant(self.principal.tenant_id, readonly=readonly) as conn:
-            yield conn
+    def transaction(self, *, readonly: bool) -> TenantTransaction:
+        """The tenant's transaction (``async with``): this call's one way to the data."""
+        return self.database.tenant(self.principal.tenant_id, readonly=readonly)
 
     async def commit_write(
         self,
