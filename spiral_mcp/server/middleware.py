@@ -6,6 +6,7 @@ as a traceback.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -88,6 +89,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)
+def _loopback_host(host_header: str) -> bool:
+    # Cached: every request's Host header is checked, and clients repeat the same few values.
+    return _is_loopback(urlsplit("//" + host_header).hostname or "")
+
+
 @web.middleware
 async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse cross-site browser calls and DNS-rebinding attempts.
@@ -105,11 +112,9 @@ async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResp
         )
         if not allowed:
             return json_error(403, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
-    if _is_loopback(settings.host):
-        host = urlsplit("//" + request.headers.get("Host", "")).hostname or ""
-        if not _is_loopback(host):
-            return json_error(403, "FORBIDDEN_HOST",
-                              "this server only answers requests addressed to a loopback host")
+    if _is_loopback(settings.host) and not _loopback_host(request.headers.get("Host", "")):
+        return json_error(403, "FORBIDDEN_HOST",
+                          "this server only answers requests addressed to a loopback host")
     return await handler(request)
 
 
