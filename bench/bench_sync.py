@@ -1,0 +1,801 @@
+"""Sync throughput (issue 7): how fast ``sync_instance`` stores items; a Jira sync end to end.
+
+    .venv/bin/python -m bench.bench_sync                           # the full run (a few minutes)
+    .venv/bin/python -m bench.bench_sync --items 5000 --jira-issues 500 --page-sizes 100
+
+- Store: a bench adapter (a real :class:`Adapter` that serves pre-built pages of normalised items
+  from memory, so only the PostgreSQL side is measured) is synced by ``sync_instance`` as the
+  runtime role, as the scheduler does: a backfill of ``--items`` items, a full re-sync of the same
+  items (all unchanged), and a full re-sync where ``--changed`` of them changed; per page size,
+  each page size on a freshly provisioned database. Every statement is timed on the client
+  (asyncpg's query logger: send, server work, answer), so the report says how many statements a
+  page takes and where the time goes; Python = the rest (building arguments, JSON of ``raw``).
+- Where the time goes in PostgreSQL: EXPLAIN (ANALYZE, BUFFERS) of each page statement for one
+  page of new items and one of unchanged items (rolled back).
+- End to end: the fake Jira of ``tests/fake_jira.py`` in a process of its own (a real Jira is
+  elsewhere too) with ``--jira-issues`` issues, synced through HTTP by the real ``JiraAdapter``.
+
+PostgreSQL: BENCH_DATABASE_URL (a superuser URL) or the embedded server under bench/.data/sync;
+database ``spiral_bench_sync``, dropped and provisioned again for each part. Results: a table on
+stdout, everything in ``bench/results/<ts>-sync.json``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import random
+import socket
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import asyncpg
+
+from bench.bench_scale import CATEGORY, DETAILS, PATH_WEIGHTS, PATHS, PEOPLE
+from bench.run import BENCH, RESULTS, cpu_busy, free_port, log, with_database
+from spiral_mcp import admin, migrate
+from spiral_mcp.demo import LABELS, SUBJECTS, VERBS
+from spiral_mcp.provision import DatabaseUrls, provision, start_embedded
+from spiral_mcp.queries import Queries
+from spiral_mcp.sources import manage, sync
+from spiral_mcp.sources.base import (
+    Adapter,
+    Comment,
+    Draft,
+    Item,
+    Link,
+    Page,
+    Ref,
+    Transition,
+    Workflow,
+)
+from spiral_mcp.sources.secrets import SecretBox
+
+DATABASE = "spiral_bench_sync"
+PROJECT = "BEN"
+TARGET = 5_000  # items/s, issue 7
+BOX = SecretBox(b"b" * 43 + b"=")
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+TYPES = ("bug", "bug", "story", "task", "task", "feature")
+PRIORITY_NAMES = {"critical": "Highest", "high": "High", "medium": "Medium", "low": "Low",
+                  "none": "Lowest"}
+LINK_TYPES = ("blocks", "relates", "relates", "duplicates", "clones")
+# The statements a sync sends, by name, so the client-side timings can be grouped.
+STATEMENTS = ("set_tenant", "source_ensure_project", "source_project_owner",
+              "source_prune_workflow_statuses", "source_clear_initial_status",
+              "source_upsert_workflow_statuses", "source_prune_workflow_transitions",
+              "source_insert_workflow_transitions", "source_item_numbers", "source_next_numbers",
+              "source_upsert_items", "source_item_ids", "source_upsert_comments",
+              "source_insert_transitions", "source_insert_links", "source_bump_next_numbers",
+              "source_save_cursor")
+
+
+# -- items --------------------------------------------------------------------------------------
+
+def _adf(text: str) -> dict[str, Any]:
+    # raw is the source's whole answer; Jira Cloud's bodies are ADF, so raw is that big.
+    return {"type": "doc", "version": 1, "content": [
+        {"type": "paragraph", "content": [{"type": "text", "text": para}]}
+        for para in text.split("\n\n")]}
+
+
+def _person(email: str | None) -> dict[str, Any] | None:
+    if email is None:
+        return None
+    name = email.split("@")[0]
+    return {"accountId": f"5b10{abs(hash(name)) % 10**20:020d}", "displayName": name.title(),
+            "emailAddress": email, "active": True, "timeZone": "Europe/Berlin"}
+
+
+def _jira_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def _raw(item: Item) -> dict[str, Any]:
+    """A Jira Cloud search answer's issue for ``item`` (fields, comments, changelog)."""
+    number = item.number
+    return {
+        "id": item.source_id, "key": item.key,
+        "self": f"https://example.atlassian.net/rest/api/3/issue/{item.source_id}",
+        "fields": {
+            "summary": item.title, "description": _adf(item.description or ""),
+            "issuetype": {"name": item.type.title(), "subtask": False},
+            "status": {"name": item.status, "statusCategory": {"key": item.status_category}},
+            "priority": {"name": PRIORITY_NAMES[item.priority]},
+            "assignee": _person(item.assignee), "reporter": _person(item.reporter),
+            "labels": item.labels, "created": _jira_time(item.created),
+            "updated": _jira_time(item.updated),
+            "resolutiondate": _jira_time(item.resolved) if item.resolved else None,
+            "duedate": item.due.date().isoformat() if item.due else None,
+            "parent": {"key": item.parent_key} if item.parent_key else None,
+            "comment": {"startAt": 0, "maxResults": 20, "total": len(item.comments),
+                        "comments": [{"id": c.source_id, "author": _person(c.author),
+                                      "body": _adf(c.body), "created": _jira_time(c.created),
+                                      "updated": _jira_time(c.updated)}
+                                     for c in item.comments]},
+            "issuelinks": [{"id": f"{number}{n}", "type": {"name": link.link_type.title()},
+                            "outwardIssue" if link.outward else "inwardIssue":
+                                {"key": link.other_key}}
+                           for n, link in enumerate(item.links)],
+        },
+        "changelog": {"startAt": 0, "maxResults": 40, "total": len(item.transitions),
+                      "histories": [{"id": f"h{number}-{n}", "author": _person(t.actor),
+                                     "created": _jira_time(t.at),
+                                     "items": [{"field": "status", "fromString": t.from_status,
+                                                "toString": t.to_status}]}
+                                    for n, t in enumerate(item.transitions)]},
+    }
+
+
+def _text(rng: random.Random, sentences: int) -> str:
+    lines = [f"The {rng.choice(SUBJECTS)} {rng.choice(('flow', 'page', 'job', 'endpoint'))} "
+             f"{rng.choice(DETAILS).lower()}" for _ in range(sentences)]
+    return "\n\n".join(" ".join(lines[i:i + 3]) for i in range(0, len(lines), 3))
+
+
+def make_items(count: int, seed: int = 7) -> list[Item]:
+    """``count`` items as an adapter would yield them, oldest update first: descriptions of
+    3-12 sentences (~250-1,000 characters), 0-3 labels, 0-4 comments, the 2-5 moves of a
+    demo.py workflow path, a parent for one item in ten, a link for one in five (listed on both
+    ends, as a source does), and the source's whole issue as ``raw`` (~2-5 KB of JSON)."""
+    rng = random.Random(seed)
+    items: list[Item] = []
+    for number in range(1, count + 1):
+        kind = rng.choice(TYPES)
+        updated = T0 + timedelta(seconds=number)  # unique, ascending: pages come in this order
+        created = updated - timedelta(days=rng.uniform(1, 300))
+        path = rng.choices(PATHS, PATH_WEIGHTS)[0]
+        step = (updated - created) / len(path)
+        moves = [Transition(from_status=path[n - 1] if n else None, to_status=status,
+                            from_category=CATEGORY[path[n - 1]] if n else None,
+                            to_category=CATEGORY[status], actor=rng.choice(PEOPLE),
+                            at=created + step * n) for n, status in enumerate(path)]
+        comments = [Comment(source_id=f"{number}{n:02d}", author=rng.choice(PEOPLE),
+                            body=_text(rng, rng.randint(1, 5)), created=created + step * n,
+                            updated=created + step * n) for n in range(rng.choice((0, 1, 1, 2,
+                                                                                   2, 3, 4)))]
+        category = CATEGORY[path[-1]]
+        items.append(Item(
+            source_id=str(100_000 + number), key=f"{PROJECT}-{number}", project_key=PROJECT,
+            number=number, title=f"{rng.choice(VERBS[kind])} {rng.choice(SUBJECTS)}",
+            description=_text(rng, rng.randint(3, 12)), type=kind, status=path[-1],
+            status_category=category,
+            priority=rng.choices(("critical", "high", "medium", "low", "none"),
+                                 (5, 20, 50, 20, 5))[0],
+            assignee=rng.choice((*PEOPLE, None)), reporter=rng.choice(PEOPLE),
+            labels=rng.sample(LABELS, rng.choice((0, 1, 1, 2, 3))),
+            parent_key=f"{PROJECT}-{rng.randint(1, number - 1)}" if number > 1 and
+            rng.random() < 0.1 else None,
+            created=created, updated=updated,
+            resolved=moves[-1].at if category in ("done", "cancelled") else None,
+            due=updated + timedelta(days=30) if rng.random() < 0.2 else None,
+            raw={}, comments=comments, transitions=moves))
+        if number > 1 and rng.random() < 0.2:
+            other = items[rng.randint(max(0, number - 500), number - 2)]
+            link_type = rng.choice(LINK_TYPES)
+            items[-1].links.append(Link(link_type, other.key, True))
+            other.links.append(Link(link_type, items[-1].key, False))
+    return [dataclasses.replace(item, raw=_raw(item)) for item in items]
+
+
+def change_some(items: list[Item], fraction: float, seed: int = 11) -> list[Item]:
+    """A source after ``fraction`` of its items moved on: new title, one more move and one more
+    comment, a later ``updated`` (so they come last, as a source orders them)."""
+    rng = random.Random(seed)
+    changed = set(rng.sample(range(len(items)), int(len(items) * fraction)))
+    at = items[-1].updated
+    out: list[Item] = []
+    for n, item in enumerate(items):
+        if n not in changed:
+            out.append(item)
+            continue
+        at += timedelta(seconds=1)
+        target = "In Progress" if item.status != "In Progress" else "In Review"
+        moved = dataclasses.replace(
+            item, title=f"{item.title} (again)", status=target,
+            status_category=CATEGORY[target], updated=at, resolved=None,
+            transitions=[*item.transitions, Transition(item.status, target,
+                                                       item.status_category,
+                                                       CATEGORY[target], PEOPLE[0], at)],
+            comments=[*item.comments, Comment(f"{item.number}99", PEOPLE[1],
+                                              "Reopened: seen again after the release.", at,
+                                              at)])
+        out.append(dataclasses.replace(moved, raw=_raw(moved)))
+    return sorted(out, key=lambda i: i.updated)
+
+
+# -- the bench adapter --------------------------------------------------------------------------
+
+class MemoryAdapter(Adapter):
+    """Serves pre-built pages of items from memory, as an adapter would after its HTTP work, so
+    a sync measured with it measures the store. Reads only: it has no source to write to."""
+
+    kind = "jira"  # the store accepts only known sources; nothing here speaks to a Jira
+    ref_pattern = manage.LOCAL_KEY
+    ref_example = PROJECT
+
+    def __init__(self, items: list[Item], page_size: int) -> None:
+        self.items = items
+        self.page_size = page_size
+
+    @classmethod
+    def from_instance(cls, base_url: str, credentials: Mapping[str, str],
+                      config: Mapping[str, Any], **client_options: Any) -> MemoryAdapter:
+        raise NotImplementedError("a bench adapter is built from items, not from an instance")
+
+    async def check(self) -> str:
+        return "bench"
+
+    async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+        wanted = [i for i in self.items if since is None or i.updated >= since]
+        for start in range(0, len(wanted), self.page_size):
+            yield Page(wanted[start:start + self.page_size])
+
+    async def workflow(self, project_ref: str) -> Workflow:
+        moves = {(a, b) for path in PATHS for a, b in itertools.pairwise(path)}
+        return Workflow(list(CATEGORY.items()),
+                        [(f"{a}->{b}", b, a, b) for a, b in sorted(moves)])
+
+    async def create(self, project_ref: str, draft: Draft) -> Item:
+        raise NotImplementedError("the bench adapter only reads")
+
+    async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
+        raise NotImplementedError("the bench adapter only reads")
+
+    async def transition(self, ref: Ref, status: str) -> Item:
+        raise NotImplementedError("the bench adapter only reads")
+
+    async def comment(self, ref: Ref, body: str) -> Comment:
+        raise NotImplementedError("the bench adapter only reads")
+
+    async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
+        raise NotImplementedError("the bench adapter only reads")
+
+    async def close(self) -> None:
+        return None
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+class StatementLog:
+    """Every statement a connection sends, named, with its client-side time."""
+
+    def __init__(self, queries: Queries) -> None:
+        self._names = {getattr(queries, name).sql: name for name in STATEMENTS} | PROPOSED_NAMES
+        self.entries: list[tuple[str, float]] = []
+
+    def __call__(self, record: Any) -> None:
+        name = self._names.get(record.query) or record.query.split()[0].rstrip(";").upper()
+        self.entries.append((name, record.elapsed))
+
+    @contextlib.contextmanager
+    def on(self, conn: asyncpg.Connection) -> Iterator[None]:
+        self.entries = []
+        conn.add_query_logger(self)
+        try:
+            yield
+        finally:
+            conn.remove_query_logger(self)
+
+
+def summarize(entries: list[tuple[str, float]], pages: int, seconds: float) -> dict[str, Any]:
+    by_name: dict[str, list[float]] = collections.defaultdict(list)
+    for name, elapsed in entries:
+        by_name[name].append(elapsed)
+    in_statements = sum(e for _, e in entries)
+    return {
+        "statements": len(entries),
+        "statements_per_page": round(len(entries) / max(1, pages), 2),
+        "statement_seconds": round(in_statements, 3),
+        "python_seconds": round(seconds - in_statements, 3),
+        "by_statement": {name: {"count": len(v), "total_s": round(sum(v), 3),
+                                "mean_ms": round(1000 * statistics.fmean(v), 3),
+                                "share": round(sum(v) / seconds, 3)}
+                         for name, v in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))},
+    }
+
+
+async def timed_sync(conn: asyncpg.Connection, queries: Queries, adapter: Adapter,
+                     statements: StatementLog, *, tenant_id: uuid.UUID,
+                     instance_id: uuid.UUID, full: bool) -> dict[str, Any]:
+    cursor = await _cursor(conn, queries, tenant_id, instance_id)
+    page_ends: list[float] = []
+    with statements.on(conn):
+        started = time.perf_counter()
+        progress = await sync.sync_instance(
+            conn, queries, adapter, tenant_id=tenant_id, instance_id=instance_id,
+            projects={PROJECT: PROJECT}, cursor=cursor, full=full,
+            on_page=lambda _: page_ends.append(time.perf_counter()))
+        seconds = time.perf_counter() - started
+        await asyncio.sleep(0)  # the logger's callbacks run soon after each statement
+    page_ms = sorted(1000 * (b - a) for a, b in itertools.pairwise(page_ends))
+    return {"items": progress.items, "pages": progress.pages, "changed": progress.changed,
+            "seconds": round(seconds, 3), "items_per_s": round(progress.items / seconds),
+            "page_ms_p50": round(statistics.median(page_ms), 2) if page_ms else None,
+            "page_ms_p99": round(page_ms[int(len(page_ms) * 0.99)], 2) if page_ms else None,
+            **summarize(statements.entries, progress.pages, seconds)}
+
+
+async def _cursor(conn: asyncpg.Connection, queries: Queries, tenant_id: uuid.UUID,
+                  instance_id: uuid.UUID) -> str | None:
+    async with conn.transaction():
+        await queries.set_tenant(conn, tenant_id=str(tenant_id))
+        row = await queries.source_get(conn, instance_id=instance_id)
+    return row["sync_cursor"]
+
+
+# -- a prototype of the proposed page writer ----------------------------------------------------
+# What bench/README.md proposes for sync.py and sources.sql, measured through sync_instance:
+# custom plans for the page's statements (after five executions asyncpg's prepared statements get
+# PostgreSQL's generic plan, which for unnest of array parameters is several times slower); skip
+# the items whose stored ``updated`` equals the source's (the source moves it with every change,
+# comments and links included); two statements that read the page's rows instead of all the
+# project's or the tenant's.
+CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
+
+PROPOSED_STORED = """SELECT source_id, updated_at FROM work_items
+WHERE source = $1 AND source_id = ANY($2::text[])"""
+# source_insert_transitions with the check as a subquery with LIMIT, which the planner cannot
+# turn into an anti-join (as is it hashes every transition of the tenant for each page): one
+# probe of work_item_transitions_item per move.
+PROPOSED_TRANSITIONS = """INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status,
+    to_status, from_category, to_category, actor, transitioned_at)
+SELECT DISTINCT $1::uuid, i, fs, ts, fc, tc, a, at
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[]) AS x(i, fs, ts, fc, tc, a, at)
+WHERE (SELECT true FROM work_item_transitions w
+       WHERE w.tenant_id = $1::uuid AND w.work_item_id = x.i AND w.transitioned_at = x.at
+         AND w.to_status = x.ts LIMIT 1) IS NULL"""
+# source_bump_next_numbers reading each project's highest number from the unique index's end.
+PROPOSED_BUMP = """UPDATE projects p SET next_number = top.n + 1
+FROM (SELECT k, (SELECT w.number FROM work_items w WHERE w.project_key = k
+                 ORDER BY w.number DESC LIMIT 1) AS n
+      FROM unnest($1::text[]) AS k) top
+WHERE p.project_key = top.k AND p.next_number <= top.n"""
+
+
+PROPOSED_NAMES = {PROPOSED_STORED: "proposed_stored_updated",
+                  PROPOSED_TRANSITIONS: "proposed_insert_transitions",
+                  PROPOSED_BUMP: "proposed_bump_next_numbers"}
+
+
+# The product's writer, kept: the prototype is patched in its place while it runs.
+WRITE_ITEMS = sync.write_items
+
+
+class Rewriting:
+    """A connection that sends the proposed text in place of two of the product's statements."""
+
+    def __init__(self, real: asyncpg.Connection, replace: dict[str, str]) -> None:
+        self.real = real
+        self.replace = replace
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        return await self.real.fetch(self.replace.get(sql, sql), *args)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        return await self.real.execute(self.replace.get(sql, sql), *args)
+
+
+async def proposed_write_items(conn: asyncpg.Connection, queries: Queries, *,
+                               tenant_id: uuid.UUID, source: str, items: list[Item]) -> int:
+    stored = {r["source_id"]: r["updated_at"] for r in await conn.fetch(
+        PROPOSED_STORED, source, [i.source_id for i in items])}
+    todo = [i for i in items if stored.get(i.source_id) != i.updated]
+    if not todo:
+        return 0
+    rewriting = Rewriting(conn, {queries.source_insert_transitions.sql: PROPOSED_TRANSITIONS,
+                                 queries.source_bump_next_numbers.sql: PROPOSED_BUMP})
+    return await WRITE_ITEMS(rewriting, queries,  # type: ignore[arg-type]
+                             tenant_id=tenant_id, source=source, items=todo)
+
+
+# -- the database -------------------------------------------------------------------------------
+
+async def fresh_database(superuser_url: str) -> DatabaseUrls:
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    return await provision(superuser_url, DATABASE)
+
+
+async def new_source(urls: DatabaseUrls, queries: Queries, name: str, *, base_url: str,
+                     projects: dict[str, str], email: str, token: str,
+                     ) -> tuple[uuid.UUID, uuid.UUID]:
+    """A tenant (spiral_mcp.admin) with one Jira source instance, as the owner role."""
+    assert urls.admin is not None
+    conn = await asyncpg.connect(urls.admin)
+    try:
+        async with conn.transaction():
+            tenant_id = await admin.create_tenant(conn, queries, name)
+            instance_id = await manage.add_source(
+                conn, queries, BOX, tenant_id=tenant_id, kind="jira", name=name,
+                base_url=base_url, projects=projects, email=email, token=token)
+    finally:
+        await conn.close()
+    return tenant_id, instance_id
+
+
+async def store_runs(superuser_url: str, queries: Queries, items: list[Item],
+                     changed: list[Item], page_size: int, variant: str,
+                     index_pages: int) -> dict[str, Any]:
+    """Backfill, unchanged full re-sync, re-sync with some items changed; one page size, the
+    product's page writer (``as-is``), the same with custom plans (``custom-plans``) or the
+    prototype (``proposed``, with custom plans)."""
+    urls = await fresh_database(superuser_url)
+    tenant_id, instance_id = await new_source(
+        urls, queries, f"bench sync {page_size}", base_url="https://bench.invalid",
+        projects={PROJECT: PROJECT}, email="bench@example.com",
+        token="unused")  # noqa: S106 - never sent anywhere
+    conn = await asyncpg.connect(urls.runtime, server_settings=CUSTOM_PLANS
+                                 if variant != "as-is" else None)
+    statements = StatementLog(queries)
+    runs: dict[str, Any] = {}
+    writer = proposed_write_items if variant == "proposed" else WRITE_ITEMS
+    try:
+        with mock.patch.object(sync, "write_items", writer):
+            for name, source, full in (("backfill", items, False), ("unchanged", items, True),
+                                       ("changed", changed, True)):
+                runs[name] = await timed_sync(conn, queries, MemoryAdapter(source, page_size),
+                                              statements, tenant_id=tenant_id,
+                                              instance_id=instance_id, full=full)
+                r = runs[name]
+                log(f"  {variant}, pages of {page_size}, {name}: {r['items']:,} items "
+                    f"({r['changed']:,} new or changed) in {r['seconds']:.1f} s = "
+                    f"{r['items_per_s']:,} items/s, {r['statements_per_page']} statements/page")
+        runs["explain"] = await explain_page(urls.runtime, queries, tenant_id, items, page_size)
+        runs["sizes"] = await table_sizes(with_database(superuser_url, DATABASE))
+        if index_pages:
+            assert urls.admin is not None
+            runs["index_costs"] = await index_costs(urls.admin, queries, tenant_id, items,
+                                                    page_size, index_pages)
+    finally:
+        await conn.close()
+    return runs
+
+
+# -- where the time goes in PostgreSQL ----------------------------------------------------------
+
+class Explaining:
+    """A stand-in connection that runs each statement under EXPLAIN (ANALYZE, BUFFERS), which
+    carries it out, and keeps the plans; a read is run again for its rows, which the page's
+    later statements need."""
+
+    def __init__(self, real: asyncpg.Connection) -> None:
+        self.real = real
+        self.plans: list[tuple[str, dict[str, Any]]] = []
+
+    async def _run(self, sql: str, *args: Any) -> Any:
+        plan = json.loads(await self.real.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args))[0]
+        self.plans.append((sql, plan))
+        return await self.real.fetch(sql, *args) if sql.lstrip().startswith("SELECT") else []
+
+    fetch = fetchrow = fetchval = execute = _run
+
+
+async def explain_page(runtime_url: str, queries: Queries, tenant_id: uuid.UUID,
+                       items: list[Item], page_size: int) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of each statement write_items sends, for one page of new
+    items (numbers past the stored ones) and one page already stored unchanged; rolled back."""
+    fresh = [dataclasses.replace(i, source_id=f"9{i.source_id}", number=i.number + 10**6,
+                                 key=f"{PROJECT}-{i.number + 10**6}", links=[])
+             for i in items[:page_size]]
+    names = {getattr(queries, s).sql: s for s in STATEMENTS} | PROPOSED_NAMES
+    out: dict[str, Any] = {}
+    conn = await asyncpg.connect(runtime_url)
+    try:
+        for label, page, writer in (("new", fresh, WRITE_ITEMS),
+                                    ("unchanged", items[:page_size], WRITE_ITEMS),
+                                    ("new, proposed", fresh, proposed_write_items),
+                                    ("unchanged, proposed", items[:page_size],
+                                     proposed_write_items)):
+            explaining = Explaining(conn)
+            tr = conn.transaction()
+            await tr.start()
+            try:
+                await queries.set_tenant(conn, tenant_id=str(tenant_id))
+                await writer(explaining, queries,  # type: ignore[arg-type]
+                             tenant_id=tenant_id, source="jira", items=page)
+            finally:
+                await tr.rollback()
+            out[label] = [{
+                "statement": names[sql], "execution_ms": round(plan["Execution Time"], 3),
+                "planning_ms": round(plan["Planning Time"], 3),
+                "triggers": {t["Trigger Name"]: {"ms": round(t["Time"], 3), "calls": t["Calls"]}
+                             for t in plan.get("Triggers", [])},
+                "plan": _plan_lines(plan["Plan"])} for sql, plan in explaining.plans]
+    finally:
+        await conn.close()
+    return out
+
+
+async def index_costs(admin_url: str, queries: Queries, tenant_id: uuid.UUID,
+                      items: list[Item], page_size: int, pages: int) -> dict[str, Any]:
+    """Milliseconds per page of new items with the indexes as they are, and with each secondary
+    index of work_items, comments and work_item_transitions dropped (each in a transaction of
+    its own, rolled back), as the owner (which owns the indexes; forced RLS applies to it too)."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        droppable = [r["name"] for r in await conn.fetch(
+            "SELECT i.indexrelid::regclass::text AS name FROM pg_index i "
+            "WHERE i.indrelid::regclass::text = ANY($1) AND NOT i.indisprimary "
+            "AND NOT i.indisunique", ["work_items", "comments", "work_item_transitions"])]
+        out: dict[str, Any] = {}
+        # The baseline first and last: a drift over the experiment (autovacuum, caches, other
+        # work on the machine) shows as the two differing.
+        for n_run, dropped in enumerate([None, *droppable, None]):
+            tr = conn.transaction()
+            await tr.start()
+            try:
+                await queries.set_tenant(conn, tenant_id=str(tenant_id))
+                if dropped is not None:
+                    await conn.execute(f'DROP INDEX "{dropped}"')
+                started = time.perf_counter()
+                for n in range(pages):
+                    page = [dataclasses.replace(
+                        i, source_id=f"8{n}{i.source_id}", number=i.number + (n + 2) * 10**6,
+                        key=f"{PROJECT}-{i.number + (n + 2) * 10**6}", links=[])
+                        for i in items[n * page_size:(n + 1) * page_size]]
+                    await WRITE_ITEMS(conn, queries, tenant_id=tenant_id, source="jira",
+                                      items=page)
+                label = dropped or ("(none dropped, first)" if n_run == 0
+                                    else "(none dropped, last)")
+                out[label] = round(1000 * (time.perf_counter() - started) / pages, 1)
+            finally:
+                await tr.rollback()
+        return out
+    finally:
+        await conn.close()
+
+
+def _plan_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
+    what = node["Node Type"] + (f" on {node['Relation Name']}" if "Relation Name" in node else "")
+    what += f" using {node['Index Name']}" if "Index Name" in node else ""
+    line = (f"{'  ' * depth}{what} (rows {node.get('Actual Rows')}, loops "
+            f"{node.get('Actual Loops')}, {node.get('Actual Total Time')} ms, shared hit "
+            f"{node.get('Shared Hit Blocks', 0)} read {node.get('Shared Read Blocks', 0)} "
+            f"dirtied {node.get('Shared Dirtied Blocks', 0)})")
+    return [line, *(x for child in node.get("Plans", []) for x in _plan_lines(child, depth + 1))]
+
+
+async def table_sizes(superuser_db_url: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(superuser_db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname, pg_total_relation_size(c.oid) AS total, "
+            "pg_relation_size(c.oid) AS heap, (SELECT count(*) FROM pg_index i "
+            "WHERE i.indrelid = c.oid) AS indexes FROM pg_class c WHERE c.relname = ANY($1)",
+            ["work_items", "comments", "work_item_transitions", "work_item_links"])
+    finally:
+        await conn.close()
+    return {r["relname"]: {"total_mb": round(r["total"] / 2**20, 1),
+                           "heap_mb": round(r["heap"] / 2**20, 1), "indexes": r["indexes"]}
+            for r in rows}
+
+
+# -- end to end through HTTP --------------------------------------------------------------------
+
+def serve_fake_jira(port: int, issues: int) -> None:
+    """The child process: a fake Jira Cloud site with ``issues`` issues on ``port``."""
+    from aiohttp import web
+
+    from tests.fake_jira import FakeJira
+
+    rng = random.Random(3)
+    # Jira Cloud's search answers carry up to 20 comments and 40 histories inline.
+    fake = FakeJira(inline_comments=20, inline_histories=40, projects={"ABC"})
+    statuses = ("To Do", "In Progress", "Blocked", "In Review", "Done", "Won't Do")
+    moves = (("In Progress",), ("In Progress", "In Review"), ("In Progress", "In Review", "Done"))
+    for n in range(1, issues + 1):
+        fake.add_issue(f"ABC-{n}", summary=f"{rng.choice(VERBS['bug'])} {rng.choice(SUBJECTS)}",
+                       updated=T0 + timedelta(minutes=n), status=statuses[n % 6],
+                       issuetype=rng.choice(("Bug", "Story", "Task")),
+                       labels=tuple(rng.sample(LABELS, rng.randint(0, 3))),
+                       assignee=rng.choice(("Alice Liddell", "Bob Stone", None)),
+                       comments=rng.randint(0, 4), moves=rng.choice(moves),
+                       parent="ABC-1" if n > 1 and n % 10 == 0 else None)
+    keys = [f"ABC-{n}" for n in range(1, issues + 1)]
+    for n in range(issues // 10):  # one link per ten issues; both ends count as updated
+        a, b = rng.sample(keys, 2)
+        fake.link_issues(a, b, rng.choice(("Blocks", "Relates")),
+                         at=T0 + timedelta(minutes=issues + n))
+    web.run_app(fake.app(), host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def wait_for_port(port: int, process: multiprocessing.Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.is_alive():
+            raise RuntimeError("the fake Jira exited")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the fake Jira did not listen on {port} within {timeout:g} s")
+
+
+async def jira_run(superuser_url: str, queries: Queries, issues: int, rate: float,
+                   page_size: int) -> dict[str, Any]:
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve_fake_jira, args=(port, issues), daemon=True)
+    process.start()
+    try:
+        await asyncio.to_thread(wait_for_port, port, process, 120)
+        urls = await fresh_database(superuser_url)
+        tenant_id, instance_id = await new_source(
+            urls, queries, "bench jira", base_url=f"http://127.0.0.1:{port}",
+            projects={"ABC": "JIR"}, email="bot@example.com",
+            token="s3cret-token")  # noqa: S106 - the fake's own
+        conn = await asyncpg.connect(urls.runtime)
+        statements = StatementLog(queries)
+        runs: dict[str, Any] = {}
+        try:
+            for name, full in (("backfill", False), ("incremental, nothing new", False)):
+                row = await _instance(conn, queries, tenant_id, instance_id)
+                adapter = manage.make_adapter(row, BOX, rate=rate, page_size=page_size)
+                cursor = row["sync_cursor"]
+                with statements.on(conn):
+                    started = time.perf_counter()
+                    progress = await sync.sync_instance(
+                        conn, queries, adapter, tenant_id=tenant_id, instance_id=instance_id,
+                        projects={"ABC": "JIR"}, cursor=cursor, full=full)
+                    seconds = time.perf_counter() - started
+                    await asyncio.sleep(0)
+                requests = adapter.requests  # type: ignore[attr-defined]
+                await adapter.close()
+                in_db = sum(e for _, e in statements.entries)
+                runs[name] = {"items": progress.items, "pages": progress.pages,
+                              "changed": progress.changed, "seconds": round(seconds, 3),
+                              "items_per_s": round(progress.items / seconds),
+                              "http_requests": requests, "statement_seconds": round(in_db, 3),
+                              "source_and_parse_seconds": round(seconds - in_db, 3)}
+                log(f"  jira {name}: {progress.items:,} items in {seconds:.1f} s = "
+                    f"{progress.items / seconds:,.0f} items/s, {requests} requests, "
+                    f"{in_db:.1f} s in statements")
+        finally:
+            await conn.close()
+    finally:
+        process.terminate()
+        process.join(10)
+    return runs
+
+
+async def _instance(conn: asyncpg.Connection, queries: Queries, tenant_id: uuid.UUID,
+                    instance_id: uuid.UUID) -> asyncpg.Record:
+    async with conn.transaction():
+        await queries.set_tenant(conn, tenant_id=str(tenant_id))
+        return await queries.source_get(conn, instance_id=instance_id)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_sync",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--items", type=int, default=50_000, help="items of the store runs")
+    p.add_argument("--page-sizes", default="100,500", help="comma-separated (default 100,500)")
+    p.add_argument("--changed", type=float, default=0.1,
+                   help="share of items changed in the last re-sync (default 0.1)")
+    p.add_argument("--variants", default="as-is,proposed",
+                   help="as-is (sync.write_items), custom-plans (the same with "
+                        "plan_cache_mode = force_custom_plan), proposed (the prototype)")
+    p.add_argument("--index-pages", type=int, default=5,
+                   help="pages of new items per index dropped in the index experiment (0: skip)")
+    p.add_argument("--jira-issues", type=int, default=5_000,
+                   help="issues of the fake Jira (0: skip the end-to-end run)")
+    p.add_argument("--jira-rate", type=float, default=10_000.0,
+                   help="the adapter's request rate per second (default 10000: no waiting)")
+    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR",
+                                                        str(BENCH / ".data" / "sync")),
+                   help="the embedded PostgreSQL's folder, without BENCH_DATABASE_URL")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    page_sizes = [int(s) for s in args.page_sizes.split(",") if s.strip()]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    busy = cpu_busy(3.0)
+    log(f"machine busy before the run: {busy:.0%} of all CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}" if busy is not None else "cannot read /proc/stat")
+    superuser_url = os.environ.get("BENCH_DATABASE_URL")
+    if not superuser_url:
+        log(f"starting the embedded PostgreSQL under {args.data_dir}")
+        superuser_url = start_embedded(Path(args.data_dir).resolve())
+    queries = Queries.load()
+
+    started = time.perf_counter()
+    items = make_items(args.items)
+    changed = change_some(items, args.changed)
+    raw_kb = statistics.fmean(len(json.dumps(i.raw, default=str)) for i in items[:1000]) / 1024
+    log(f"built {len(items):,} items in {time.perf_counter() - started:.1f} s "
+        f"({sum(len(i.comments) for i in items):,} comments, "
+        f"{sum(len(i.transitions) for i in items):,} moves, "
+        f"{sum(len(i.links) for i in items) // 2:,} links; raw ~{raw_kb:.1f} KB)")
+
+    variants = [v for v in args.variants.split(",") if v.strip()]
+    store: dict[str, Any] = {}
+    for size in page_sizes:
+        for variant in variants:
+            # The index experiment once: the product's writer, the first page size.
+            index_pages = args.index_pages if (size, variant) == (page_sizes[0], "as-is") else 0
+            store[f"{variant} {size}"] = asyncio.run(store_runs(
+                superuser_url, queries, items, changed, size, variant, index_pages))
+    jira = (asyncio.run(jira_run(superuser_url, queries, args.jira_issues, args.jira_rate, 100))
+            if args.jira_issues else None)
+
+    print(f"\nspiral-mcp sync benchmark {stamp}: {args.items:,} items, CPU busy before the run "
+          f"{busy:.0%}" if busy is not None else "")
+    print(f"schema: migrations {', '.join(migrate.head_ids())}")
+    head = (f"{'writer, page':<14} {'run':<10} {'items/s':>8} {'stmts/page':>10} "
+            f"{'page p50 ms':>11} {'in statements':>13} {'python':>7}  top statements "
+            "(share of wall time)")
+    print(head)
+    print("-" * len(head))
+    for key, runs in store.items():
+        for name in ("backfill", "unchanged", "changed"):
+            r = runs[name]
+            top = ", ".join(f"{n} {s['share']:.0%}" for n, s in
+                            list(r["by_statement"].items())[:4])
+            print(f"{key:<14} {name:<10} {r['items_per_s']:>8,} {r['statements_per_page']:>10} "
+                  f"{r['page_ms_p50']:>11} {r['statement_seconds']:>12.1f}s "
+                  f"{r['python_seconds']:>6.1f}s  {top}")
+    for key, runs in store.items():
+        if not key.startswith("as-is"):
+            continue  # the same plans: explain_page runs both writers
+        print(f"\nEXPLAIN ANALYZE after the runs, one page ({key}; execution ms; triggers):")
+        for label, plans in runs["explain"].items():
+            print(f"  {label}: " + ", ".join(
+                f"{p['statement']} {p['execution_ms']:.1f}" + (
+                    " [" + "; ".join(f"{t} {v['ms']:.1f}" for t, v in p["triggers"].items())
+                    + "]" if p["triggers"] else "") for p in plans))
+    for key, runs in store.items():
+        if "index_costs" in runs:
+            costs = runs["index_costs"]
+            first, last = costs["(none dropped, first)"], costs["(none dropped, last)"]
+            base = (first + last) / 2
+            print(f"\nms per page of new items ({key}), with one index dropped (rolled back):")
+            print(f"  none dropped {first} (first) / {last} (last); " + ", ".join(
+                f"{name} {ms} ({ms - base:+.1f})" for name, ms in costs.items()
+                if not name.startswith("(none")))
+    if jira:
+        print(f"\nend to end (fake Jira Cloud, {args.jira_issues:,} issues, JiraAdapter rate "
+              f"{args.jira_rate:g}/s, pages of 100):")
+        for name, r in jira.items():
+            print(f"  {name}: {r['items_per_s']:,} items/s ({r['items']:,} items, "
+                  f"{r['http_requests']} requests, {r['seconds']:.1f} s of which "
+                  f"{r['statement_seconds']:.1f} s in statements)")
+    out = RESULTS / f"{stamp}-sync.json"
+    out.write_text(json.dumps({
+        "timestamp": stamp,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": sys.version.split()[0]},
+        "cpu_busy_before": busy, "migrations": migrate.head_ids(),
+        "config": vars(args) | {"database": "BENCH_DATABASE_URL"
+                                if os.environ.get("BENCH_DATABASE_URL") else "embedded"},
+        "store": store, "jira": jira,
+    }, indent=2, default=str))
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
