@@ -3,6 +3,7 @@ real wire format, and the resumable incremental sync (issue 7)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from datetime import UTC, date, datetime, timedelta
@@ -15,11 +16,11 @@ from aiohttp.test_utils import TestServer
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.sources import manage
-from spiral_mcp.sources.base import Draft, Link, Ref, SourceError
+from spiral_mcp.sources.base import Draft, Item, Link, Ref, SourceError
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
-from spiral_mcp.sources.sync import SyncBusy, lock_key
-from tests.fake_jira import FakeJira
+from spiral_mcp.sources.sync import SyncBusy, lock_key, write_items
+from tests.fake_jira import FakeJira, jira_time
 
 BOX = SecretBox(b"x" * 43 + b"=")
 FAST = {"backoff": 0.01, "max_backoff": 0.05, "rate": 1000.0, "timeout": 5.0}
@@ -317,6 +318,92 @@ async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
     assert await _count(app_conn, tenant.id,
                         "SELECT count(*) FROM work_item_transitions") == expected_moves
     assert await _count(app_conn, tenant.id, "SELECT count(*) FROM comments") == expected_comments
+
+
+async def _snapshot(conn: asyncpg.Connection, tenant_id) -> dict[str, list[tuple]]:
+    """Every synced row with its row version (xmin, xmax): a row written or even locked since
+    shows as a new pair."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        return {table: [tuple(r) for r in await conn.fetch(
+            f"SELECT *, xmin::text, xmax::text FROM {table} ORDER BY id")]
+            for table in ("work_items", "comments", "work_item_transitions", "work_item_links")}
+
+
+async def test_a_resync_of_unchanged_items_writes_nothing(
+        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+    _backfill(jira, 30)
+    jira.link_issues("ABC-1", "ABC-2", "Blocks", at=T0 - timedelta(hours=40))
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, jira)
+    await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=10, **FAST)
+    before = await _snapshot(app_conn, tenant.id)
+    # A comment edited without the issue's update moving is not read: the store trusts updated.
+    jira.comments[jira.find("ABC-3")["id"]][0]["body"] = jira.body("edited unseen")
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=10,
+                                     full=True, **FAST)
+    assert (progress.items, progress.changed) == (30, 0)
+    assert await _snapshot(app_conn, tenant.id) == before
+    assert await _count(app_conn, tenant.id,
+                        "SELECT count(*) FROM work_items WHERE version = 1") == 30
+    assert len(before["comments"]) == sum(n % 4 for n in range(1, 31))
+    assert len(before["work_item_transitions"]) == sum(n % 4 for n in range(1, 31))
+    assert len(before["work_item_links"]) == 1
+
+
+async def test_a_newer_update_rewrites_the_item_s_comments_and_moves(
+        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+    _backfill(jira, 12)
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, jira)
+    await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=5, **FAST)
+    issue = jira.find("ABC-3")
+    later = T0 + timedelta(hours=1)
+    comments = jira.comments[issue["id"]]
+    comments[0].update(body=jira.body("edited"), updated=jira_time(later))
+    comments.append({"id": f"{issue['id']}9", "author": {"displayName": "Dora"},
+                     "body": jira.body("a new one"), "created": jira_time(later),
+                     "updated": jira_time(later)})
+    jira.update_issue("ABC-3", at=later, status="To Do")  # the 4th move
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=5, **FAST)
+    assert progress.changed == 1
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        item = await app_conn.fetchrow(
+            "SELECT id, status, version FROM work_items WHERE key = 'LOC-3'")
+        bodies = [r["body"] for r in await app_conn.fetch(
+            "SELECT body FROM comments WHERE work_item_id = $1 ORDER BY created_at", item["id"])]
+        moves = await app_conn.fetch(
+            "SELECT to_status FROM work_item_transitions WHERE work_item_id = $1 "
+            "ORDER BY transitioned_at", item["id"])
+    assert (item["status"], item["version"]) == ("To Do", 2)
+    assert bodies == ["edited", "c1", "c2", "a new one"]
+    assert [m["to_status"] for m in moves] == ["In Progress", "In Review", "Done", "To Do"]
+
+
+async def test_an_item_given_its_parent_s_key_later_is_rewritten_at_the_same_update(
+        make_tenant, app_conn, queries) -> None:
+    """Asana yields a subtask met before its parent again, with the parent's key and the same
+    modification time: the key and the parent count as changes, not only ``updated``."""
+    tenant = await make_tenant()
+    child = Item(source_id="2", key="LOC-2", project_key="LOC", number=2, title="Child",
+                 description=None, type="subtask", status="To Do", status_category="todo",
+                 priority="none", assignee=None, reporter=None, labels=[], parent_key=None,
+                 created=T0, updated=T0, resolved=None, due=None, raw={})
+    parent = dataclasses.replace(child, source_id="1", key="LOC-1", number=1, title="Parent",
+                                 type="task")
+    for page in ([child], [parent, dataclasses.replace(child, parent_key="LOC-1")]):
+        async with app_conn.transaction():
+            await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
+            await queries.source_ensure_project(app_conn, tenant_id=tenant.id, project_key="LOC",
+                                                name="LOC", instance_id=None, source_ref=None)
+            assert await write_items(app_conn, queries, tenant_id=tenant.id, source="jira",
+                                     items=page) == len(page)
+    async with app_conn.transaction():
+        await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
+        row = await app_conn.fetchrow(
+            "SELECT parent_key, version FROM work_items WHERE key = 'LOC-2'")
+    assert (row["parent_key"], row["version"]) == ("LOC-1", 2)
 
 
 async def test_another_tenant_never_sees_synced_items_or_sources(

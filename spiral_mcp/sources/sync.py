@@ -3,7 +3,9 @@
 Each page from the adapter is written in ONE transaction together with the instance's cursor (the
 latest ``updated`` seen so far): a sync killed between pages resumes from the last committed page,
 and re-reading the overlap changes nothing because every write is an upsert keyed on the source's
-ids. Pages come oldest update first, so the cursor only ever moves past items already stored.
+ids. Pages come oldest update first, so the cursor only ever moves past items already stored. An
+item stored with the source's ``updated`` is not written again at all: a source moves it with every
+change to the item, its comments and links included, so a re-sync costs one lookup per page.
 
 Before the pages, each mirrored project's workflow is replaced by the source's (a workflow is not
 paged, so it is read whole and written with the projects). Links ride with their items: a page
@@ -141,34 +143,46 @@ async def write_items(
     conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, source: str,
     items: list[Item],
 ) -> int:
-    """Upsert one page's items, comments, transitions and links; return how many items
-    changed."""
+    """Upsert one page's new or changed items, comments, transitions and links; return how many
+    items changed."""
     # One row per source id: ON CONFLICT cannot touch the same row twice in one statement.
     unique = list({item.source_id: item for item in items}.values())
+    stored = {row["source_id"]: row for row in await queries.source_stored_items(
+        conn, source=source, source_ids=[i.source_id for i in unique])}
+    # Besides ``updated``, the key and the parent: Asana numbers its tasks here, so a task moved
+    # between projects, or a subtask yielded again with its parent's key, keeps its time.
+    todo = [i for i in unique if (row := stored.get(i.source_id)) is None
+            or (row["updated_at"], row["key"], row["parent_key"])
+            != (i.updated, i.key, i.parent_key)]
+    if not todo:
+        return 0
+    # Only a page with writes pays the round trip; the lookup's plan probes per id either way.
+    await queries.source_custom_plans(conn)
     changed = await queries.source_upsert_items(
         conn, tenant_id=tenant_id, source=source,
-        source_ids=[i.source_id for i in unique], keys=[i.key for i in unique],
-        project_keys=[i.project_key for i in unique], numbers=[i.number for i in unique],
-        titles=[i.title for i in unique], descriptions=[i.description for i in unique],
-        types=[i.type for i in unique], statuses=[i.status for i in unique],
-        categories=[i.status_category for i in unique], priorities=[i.priority for i in unique],
-        assignees=[i.assignee for i in unique], reporters=[i.reporter for i in unique],
-        labels_json=[_json(i.labels) for i in unique],
-        parent_keys=[i.parent_key for i in unique], created=[i.created for i in unique],
-        updated=[i.updated for i in unique], resolved=[i.resolved for i in unique],
-        due=[i.due for i in unique], raws=[_json(i.raw) for i in unique],
+        source_ids=[i.source_id for i in todo], keys=[i.key for i in todo],
+        project_keys=[i.project_key for i in todo], numbers=[i.number for i in todo],
+        titles=[i.title for i in todo], descriptions=[i.description for i in todo],
+        types=[i.type for i in todo], statuses=[i.status for i in todo],
+        categories=[i.status_category for i in todo], priorities=[i.priority for i in todo],
+        assignees=[i.assignee for i in todo], reporters=[i.reporter for i in todo],
+        labels_json=[_json(i.labels) for i in todo],
+        parent_keys=[i.parent_key for i in todo], created=[i.created for i in todo],
+        updated=[i.updated for i in todo], resolved=[i.resolved for i in todo],
+        due=[i.due for i in todo], raws=[_json(i.raw) for i in todo],
     )
-    rows = await queries.source_item_ids(conn, source=source,
-                                         source_ids=[i.source_id for i in unique])
-    ids = {row["source_id"]: row["id"] for row in rows}
-    comments = [(ids[i.source_id], c) for i in unique for c in i.comments]
+    ids = {row["source_id"]: row["id"] for row in (*stored.values(), *changed)}
+    # A new item the upsert left alone was stored by a write-through since the lookup, the same or
+    # newer; that write carried its comments, moves and links.
+    todo = [i for i in todo if i.source_id in ids]
+    comments = [(ids[i.source_id], c) for i in todo for c in i.comments]
     if comments:
         await queries.source_upsert_comments(
             conn, tenant_id=tenant_id, item_ids=[i for i, _ in comments],
             source_ids=[c.source_id for _, c in comments],
             authors=[c.author for _, c in comments], bodies=[c.body for _, c in comments],
             created=[c.created for _, c in comments], updated=[c.updated for _, c in comments])
-    moves = [(ids[i.source_id], t) for i in unique for t in i.transitions]
+    moves = [(ids[i.source_id], t) for i in todo for t in i.transitions]
     if moves:
         await queries.source_insert_transitions(
             conn, tenant_id=tenant_id, item_ids=[i for i, _ in moves],
@@ -180,13 +194,13 @@ async def write_items(
     # Seen from either end a link is one (type, outward, inward) triple; the set keeps one.
     links = {(link.link_type, i.key, link.other_key) if link.outward
              else (link.link_type, link.other_key, i.key)
-             for i in unique for link in i.links}
+             for i in todo for link in i.links}
     if links:
         await queries.source_insert_links(
             conn, tenant_id=tenant_id, link_types=[t for t, _, _ in links],
             outward_keys=[o for _, o, _ in links], inward_keys=[i for _, _, i in links])
     await queries.source_bump_next_numbers(
-        conn, project_keys=sorted({i.project_key for i in unique}))
+        conn, project_keys=sorted({i.project_key for i in todo}))
     return len(changed)
 
 

@@ -80,12 +80,24 @@ WHERE (work_items.key, work_items.title, work_items.description, work_items.type
        EXCLUDED.due_at)
   -- An answer older than what is stored (a write-through racing a sync page) never rolls back.
   AND EXCLUDED.updated_at >= work_items.updated_at
-RETURNING id, (xmax = 0) AS inserted
+RETURNING source_id, id
 
--- name: source_item_ids
+-- name: source_custom_plans!
+-- params:
+-- For the rest of the transaction: after five executions a prepared statement may get a generic
+-- plan, several times slower for unnest of array parameters. LOCAL: a pooled connection is left
+-- as it was.
+SET LOCAL plan_cache_mode = force_custom_plan
+
+-- name: source_stored_items
 -- params: source, source_ids
--- The store's ids of items mirrored from a source, by the source's ids.
-SELECT source_id, id FROM work_items WHERE source = $1 AND source_id = ANY($2::text[])
+-- What the store holds of a source's items, by the source's ids: one probe of work_items_source_id
+-- per id whatever the statistics say (a table filled since its last ANALYZE, or never analysed,
+-- otherwise gets a scan of the tenant's whole source range).
+SELECT x.sid AS source_id, w.id, w.key, w.parent_key, w.updated_at
+FROM unnest($2::text[]) AS x(sid)
+CROSS JOIN LATERAL (SELECT id, key, parent_key, updated_at FROM work_items
+                    WHERE source = $1 AND source_id = x.sid LIMIT 1) w
 
 -- name: source_upsert_comments!
 -- params: tenant_id, item_ids, source_ids, authors, bodies, created, updated
@@ -100,23 +112,28 @@ WHERE (comments.author, comments.body, comments.updated_at)
 -- name: source_insert_transitions!
 -- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats
 -- History has no source id: a move already recorded (same item, target and moment) is skipped,
--- so a page synced twice adds nothing.
+-- so a page synced twice adds nothing. The check is a scalar subquery, one probe of
+-- work_item_transitions_item per move: as NOT EXISTS it becomes an anti-join, which hashes every
+-- transition of the tenant.
 INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status, from_category,
                                    to_category, actor, transitioned_at)
 SELECT DISTINCT $1::uuid, i, fs, ts, fc, tc, a, at
 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::timestamptz[]) AS x(i, fs, ts, fc, tc, a, at)
-WHERE NOT EXISTS (SELECT 1 FROM work_item_transitions w
-                  WHERE w.work_item_id = x.i AND w.to_status = x.ts
-                    AND w.transitioned_at = x.at)
+WHERE (SELECT true FROM work_item_transitions w
+       WHERE w.tenant_id = $1 AND w.work_item_id = x.i AND w.transitioned_at = x.at
+         AND w.to_status = x.ts
+       LIMIT 1) IS NULL
 
 -- name: source_bump_next_numbers!
 -- params: project_keys
--- Keep mirrored projects' key counters past their highest number.
-UPDATE projects p SET next_number = sub.n + 1
-FROM (SELECT project_key, max(number) AS n FROM work_items
-      WHERE project_key = ANY($1::text[]) GROUP BY project_key) sub
-WHERE p.project_key = sub.project_key AND p.next_number <= sub.n
+-- Keep mirrored projects' key counters past their highest number, read from the end of
+-- (tenant_id, project_key, number): max() over the project would read all its items per page.
+UPDATE projects p SET next_number = top.n + 1
+FROM (SELECT k, (SELECT number FROM work_items WHERE project_key = k
+                 ORDER BY number DESC LIMIT 1) AS n
+      FROM unnest($1::text[]) AS k) top
+WHERE p.project_key = top.k AND p.next_number <= top.n
 
 -- name: source_prune_workflow_statuses!
 -- params: project_key, statuses
@@ -158,12 +175,13 @@ ON CONFLICT DO NOTHING
 -- name: source_insert_links!
 -- params: tenant_id, link_types, outward_keys, inward_keys
 -- Links whose two ends are stored. One whose other end is not synced yet comes with that end's
--- page: a source lists a link on both of its items.
+-- page: a source lists a link on both of its items. Each end is one probe of (tenant_id, key),
+-- whatever the statistics say, as in source_stored_items.
 INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id)
 SELECT DISTINCT $1::uuid, x.t, o.id, i.id
 FROM unnest($2::text[], $3::text[], $4::text[]) AS x(t, ok, ik)
-JOIN work_items o ON o.key = x.ok
-JOIN work_items i ON i.key = x.ik
+CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ok LIMIT 1) o
+CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ik LIMIT 1) i
 WHERE o.id <> i.id
 ON CONFLICT DO NOTHING
 
