@@ -170,9 +170,6 @@ class AsanaAdapter(Adapter):
         self._bound = False
         self._project_info: dict[str, Mapping[str, Any]] = {}
 
-    async def close(self) -> None:
-        await self._http.close()
-
     # --- keys ------------------------------------------------------------------------------
     def use_keys(self, stored: Iterable[tuple[str, str, int]],
                  next_numbers: Mapping[str, int]) -> None:

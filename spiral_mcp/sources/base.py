@@ -150,6 +150,8 @@ class Adapter(abc.ABC):
     ref_example: str
     #: The API's address when the operator gives none (None: a base URL is required).
     default_base_url: str | None = None
+    #: Every request goes through it: timeouts, rate and retries are the client's.
+    _http: HttpClient
 
     @classmethod
     @abc.abstractmethod
@@ -200,9 +202,14 @@ class Adapter(abc.ABC):
         """Record "outward <link_type> inward" at the source; False when the source has no such
         link (the store then keeps it locally)."""
 
-    @abc.abstractmethod
+    @property
+    def requests(self) -> int:
+        """Requests sent so far, retries included."""
+        return self._http.requests
+
     async def close(self) -> None:
         """Release the HTTP session."""
+        await self._http.close()
 
 
 def _retry_after(value: str | None, *, now: float) -> float | None:

@@ -237,13 +237,6 @@ class GitHubAdapter(Adapter):
             "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28"}, **client_options)
 
-    @property
-    def requests(self) -> int:
-        return self._http.requests
-
-    async def close(self) -> None:
-        await self._http.close()
-
     async def check(self) -> str:
         me = await self._http.request("GET", "/user")
         for repo in self.projects:

@@ -199,13 +199,6 @@ class JiraAdapter(Adapter):
         self._status_by_id: dict[str, str] = {}
         self._status_by_name: dict[str, str] = {}
 
-    @property
-    def requests(self) -> int:
-        return self._http.requests
-
-    async def close(self) -> None:
-        await self._http.close()
-
     async def check(self) -> str:
         me = await self._http.request("GET", f"{self._api}/myself")
         for jira_key in self.projects:
