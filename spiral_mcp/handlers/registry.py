@@ -134,7 +134,10 @@ def _quick_property(schema: Any) -> Callable[[Any], bool] | None:
     if not isinstance(types, list) or not types or not all(t in _SCALARS for t in types):
         return None
     type_checks = [_SCALARS[t] for t in types]
-    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
+    try:
+        pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
+    except (re.error, TypeError):
+        return None  # jsonschema reports it when it validates, as it always did
     min_length, max_length = schema.get("minLength", 0), schema.get("maxLength")
     minimum, maximum = schema.get("minimum"), schema.get("maximum")
     enum = schema.get("enum")
