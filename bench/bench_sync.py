@@ -11,7 +11,8 @@
   (asyncpg's query logger: send, server work, answer), so the report says how many statements a
   page takes and where the time goes; Python = the rest (building arguments, JSON of ``raw``).
 - Where the time goes in PostgreSQL: EXPLAIN (ANALYZE, BUFFERS) of each page statement for one
-  page of new items and one of unchanged items (rolled back).
+  page of new items and one of unchanged items (rolled back), and the cost of each secondary index
+  (pages of new items with the index dropped, rolled back).
 - End to end: the fake Jira of ``tests/fake_jira.py`` in a process of its own (a real Jira is
   elsewhere too) with ``--jira-issues`` issues, synced through HTTP by the real ``JiraAdapter``.
 
@@ -42,7 +43,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import asyncpg
 
@@ -80,9 +80,9 @@ STATEMENTS = ("set_tenant", "source_ensure_project", "source_project_owner",
               "source_prune_workflow_statuses", "source_clear_initial_status",
               "source_upsert_workflow_statuses", "source_prune_workflow_transitions",
               "source_insert_workflow_transitions", "source_item_numbers", "source_next_numbers",
-              "source_upsert_items", "source_item_ids", "source_upsert_comments",
-              "source_insert_transitions", "source_insert_links", "source_bump_next_numbers",
-              "source_save_cursor")
+              "source_stored_items", "source_custom_plans", "source_upsert_items",
+              "source_upsert_comments", "source_insert_transitions", "source_insert_links",
+              "source_bump_next_numbers", "source_save_cursor")
 
 
 # -- items --------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class StatementLog:
     """Every statement a connection sends, named, with its client-side time."""
 
     def __init__(self, queries: Queries) -> None:
-        self._names = {getattr(queries, name).sql: name for name in STATEMENTS} | PROPOSED_NAMES
+        self._names = {getattr(queries, name).sql: name for name in STATEMENTS}
         self.entries: list[tuple[str, float]] = []
 
     def __call__(self, record: Any) -> None:
@@ -339,72 +339,6 @@ async def _cursor(conn: asyncpg.Connection, queries: Queries, tenant_id: uuid.UU
     return row["sync_cursor"]
 
 
-# -- a prototype of the proposed page writer ----------------------------------------------------
-# What bench/README.md proposes for sync.py and sources.sql, measured through sync_instance:
-# custom plans for the page's statements (after five executions asyncpg's prepared statements get
-# PostgreSQL's generic plan, which for unnest of array parameters is several times slower); skip
-# the items whose stored ``updated`` equals the source's (the source moves it with every change,
-# comments and links included); two statements that read the page's rows instead of all the
-# project's or the tenant's.
-CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
-
-PROPOSED_STORED = """SELECT source_id, updated_at FROM work_items
-WHERE source = $1 AND source_id = ANY($2::text[])"""
-# source_insert_transitions with the check as a subquery with LIMIT, which the planner cannot
-# turn into an anti-join (as is it hashes every transition of the tenant for each page): one
-# probe of work_item_transitions_item per move.
-PROPOSED_TRANSITIONS = """INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status,
-    to_status, from_category, to_category, actor, transitioned_at)
-SELECT DISTINCT $1::uuid, i, fs, ts, fc, tc, a, at
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[]) AS x(i, fs, ts, fc, tc, a, at)
-WHERE (SELECT true FROM work_item_transitions w
-       WHERE w.tenant_id = $1::uuid AND w.work_item_id = x.i AND w.transitioned_at = x.at
-         AND w.to_status = x.ts LIMIT 1) IS NULL"""
-# source_bump_next_numbers reading each project's highest number from the unique index's end.
-PROPOSED_BUMP = """UPDATE projects p SET next_number = top.n + 1
-FROM (SELECT k, (SELECT w.number FROM work_items w WHERE w.project_key = k
-                 ORDER BY w.number DESC LIMIT 1) AS n
-      FROM unnest($1::text[]) AS k) top
-WHERE p.project_key = top.k AND p.next_number <= top.n"""
-
-
-PROPOSED_NAMES = {PROPOSED_STORED: "proposed_stored_updated",
-                  PROPOSED_TRANSITIONS: "proposed_insert_transitions",
-                  PROPOSED_BUMP: "proposed_bump_next_numbers"}
-
-
-# The product's writer, kept: the prototype is patched in its place while it runs.
-WRITE_ITEMS = sync.write_items
-
-
-class Rewriting:
-    """A connection that sends the proposed text in place of two of the product's statements."""
-
-    def __init__(self, real: asyncpg.Connection, replace: dict[str, str]) -> None:
-        self.real = real
-        self.replace = replace
-
-    async def fetch(self, sql: str, *args: Any) -> Any:
-        return await self.real.fetch(self.replace.get(sql, sql), *args)
-
-    async def execute(self, sql: str, *args: Any) -> Any:
-        return await self.real.execute(self.replace.get(sql, sql), *args)
-
-
-async def proposed_write_items(conn: asyncpg.Connection, queries: Queries, *,
-                               tenant_id: uuid.UUID, source: str, items: list[Item]) -> int:
-    stored = {r["source_id"]: r["updated_at"] for r in await conn.fetch(
-        PROPOSED_STORED, source, [i.source_id for i in items])}
-    todo = [i for i in items if stored.get(i.source_id) != i.updated]
-    if not todo:
-        return 0
-    rewriting = Rewriting(conn, {queries.source_insert_transitions.sql: PROPOSED_TRANSITIONS,
-                                 queries.source_bump_next_numbers.sql: PROPOSED_BUMP})
-    return await WRITE_ITEMS(rewriting, queries,  # type: ignore[arg-type]
-                             tenant_id=tenant_id, source=source, items=todo)
-
-
 # -- the database -------------------------------------------------------------------------------
 
 async def fresh_database(superuser_url: str) -> DatabaseUrls:
@@ -434,33 +368,31 @@ async def new_source(urls: DatabaseUrls, queries: Queries, name: str, *, base_ur
 
 
 async def store_runs(superuser_url: str, queries: Queries, items: list[Item],
-                     changed: list[Item], page_size: int, variant: str,
+                     changed: list[Item], page_size: int,
                      index_pages: int) -> dict[str, Any]:
-    """Backfill, unchanged full re-sync, re-sync with some items changed; one page size, the
-    product's page writer (``as-is``), the same with custom plans (``custom-plans``) or the
-    prototype (``proposed``, with custom plans)."""
+    """Backfill, unchanged full re-sync, re-sync with some items changed; one page size."""
     urls = await fresh_database(superuser_url)
     tenant_id, instance_id = await new_source(
         urls, queries, f"bench sync {page_size}", base_url="https://bench.invalid",
         projects={PROJECT: PROJECT}, email="bench@example.com",
         token="unused")  # noqa: S106 - never sent anywhere
-    conn = await asyncpg.connect(urls.runtime, server_settings=CUSTOM_PLANS
-                                 if variant != "as-is" else None)
+    conn = await asyncpg.connect(urls.runtime)
     statements = StatementLog(queries)
     runs: dict[str, Any] = {}
-    writer = proposed_write_items if variant == "proposed" else WRITE_ITEMS
     try:
-        with mock.patch.object(sync, "write_items", writer):
-            for name, source, full in (("backfill", items, False), ("unchanged", items, True),
-                                       ("changed", changed, True)):
-                runs[name] = await timed_sync(conn, queries, MemoryAdapter(source, page_size),
-                                              statements, tenant_id=tenant_id,
-                                              instance_id=instance_id, full=full)
-                r = runs[name]
-                log(f"  {variant}, pages of {page_size}, {name}: {r['items']:,} items "
-                    f"({r['changed']:,} new or changed) in {r['seconds']:.1f} s = "
-                    f"{r['items_per_s']:,} items/s, {r['statements_per_page']} statements/page")
-        runs["explain"] = await explain_page(urls.runtime, queries, tenant_id, items, page_size)
+        for name, source, full in (("backfill", items, False), ("unchanged", items, True),
+                                   ("changed", changed, True)):
+            runs[name] = await timed_sync(conn, queries, MemoryAdapter(source, page_size),
+                                          statements, tenant_id=tenant_id,
+                                          instance_id=instance_id, full=full)
+            r = runs[name]
+            r["load_average"] = os.getloadavg()[0]
+            log(f"  pages of {page_size}, {name}: {r['items']:,} items "
+                f"({r['changed']:,} new or changed) in {r['seconds']:.1f} s = "
+                f"{r['items_per_s']:,} items/s, {r['statements_per_page']} statements/page, "
+                f"load average {r['load_average']:.1f}")
+        runs["explain"] = await explain_page(urls.runtime, queries, tenant_id, changed,
+                                             page_size)
         runs["sizes"] = await table_sizes(with_database(superuser_url, DATABASE))
         if index_pages:
             assert urls.admin is not None
@@ -474,19 +406,26 @@ async def store_runs(superuser_url: str, queries: Queries, items: list[Item],
 # -- where the time goes in PostgreSQL ----------------------------------------------------------
 
 class Explaining:
-    """A stand-in connection that runs each statement under EXPLAIN (ANALYZE, BUFFERS), which
-    carries it out, and keeps the plans; a read is run again for its rows, which the page's
-    later statements need."""
+    """A stand-in connection that runs each statement under EXPLAIN (ANALYZE, BUFFERS) in a
+    savepoint rolled back, keeps the plan, then runs it for its rows (the upsert's ids too),
+    which the page's later statements need."""
 
     def __init__(self, real: asyncpg.Connection) -> None:
         self.real = real
         self.plans: list[tuple[str, dict[str, Any]]] = []
 
     async def _run(self, sql: str, *args: Any) -> Any:
-        plan = json.loads(await self.real.fetchval(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args))[0]
+        if sql.startswith("SET"):  # source_custom_plans: nothing to explain
+            return await self.real.execute(sql, *args)
+        savepoint = self.real.transaction()
+        await savepoint.start()
+        try:
+            plan = json.loads(await self.real.fetchval(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args))[0]
+        finally:
+            await savepoint.rollback()
         self.plans.append((sql, plan))
-        return await self.real.fetch(sql, *args) if sql.lstrip().startswith("SELECT") else []
+        return await self.real.fetch(sql, *args)
 
     fetch = fetchrow = fetchval = execute = _run
 
@@ -494,26 +433,22 @@ class Explaining:
 async def explain_page(runtime_url: str, queries: Queries, tenant_id: uuid.UUID,
                        items: list[Item], page_size: int) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of each statement write_items sends, for one page of new
-    items (numbers past the stored ones) and one page already stored unchanged; rolled back."""
+    items (numbers past the stored ones) and one page of ``items`` as stored; rolled back."""
     fresh = [dataclasses.replace(i, source_id=f"9{i.source_id}", number=i.number + 10**6,
                                  key=f"{PROJECT}-{i.number + 10**6}", links=[])
              for i in items[:page_size]]
-    names = {getattr(queries, s).sql: s for s in STATEMENTS} | PROPOSED_NAMES
+    names = {getattr(queries, s).sql: s for s in STATEMENTS}
     out: dict[str, Any] = {}
     conn = await asyncpg.connect(runtime_url)
     try:
-        for label, page, writer in (("new", fresh, WRITE_ITEMS),
-                                    ("unchanged", items[:page_size], WRITE_ITEMS),
-                                    ("new, proposed", fresh, proposed_write_items),
-                                    ("unchanged, proposed", items[:page_size],
-                                     proposed_write_items)):
+        for label, page in (("new", fresh), ("unchanged", items[:page_size])):
             explaining = Explaining(conn)
             tr = conn.transaction()
             await tr.start()
             try:
                 await queries.set_tenant(conn, tenant_id=str(tenant_id))
-                await writer(explaining, queries,  # type: ignore[arg-type]
-                             tenant_id=tenant_id, source="jira", items=page)
+                await sync.write_items(explaining, queries,  # type: ignore[arg-type]
+                                       tenant_id=tenant_id, source="jira", items=page)
             finally:
                 await tr.rollback()
             out[label] = [{
@@ -554,8 +489,8 @@ async def index_costs(admin_url: str, queries: Queries, tenant_id: uuid.UUID,
                         i, source_id=f"8{n}{i.source_id}", number=i.number + (n + 2) * 10**6,
                         key=f"{PROJECT}-{i.number + (n + 2) * 10**6}", links=[])
                         for i in items[n * page_size:(n + 1) * page_size]]
-                    await WRITE_ITEMS(conn, queries, tenant_id=tenant_id, source="jira",
-                                      items=page)
+                    await sync.write_items(conn, queries, tenant_id=tenant_id,
+                                           source="jira", items=page)
                 label = dropped or ("(none dropped, first)" if n_run == 0
                                     else "(none dropped, last)")
                 out[label] = round(1000 * (time.perf_counter() - started) / pages, 1)
@@ -694,9 +629,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--page-sizes", default="100,500", help="comma-separated (default 100,500)")
     p.add_argument("--changed", type=float, default=0.1,
                    help="share of items changed in the last re-sync (default 0.1)")
-    p.add_argument("--variants", default="as-is,proposed",
-                   help="as-is (sync.write_items), custom-plans (the same with "
-                        "plan_cache_mode = force_custom_plan), proposed (the prototype)")
     p.add_argument("--index-pages", type=int, default=5,
                    help="pages of new items per index dropped in the index experiment (0: skip)")
     p.add_argument("--jira-issues", type=int, default=5_000,
@@ -732,21 +664,21 @@ def main() -> None:
         f"{sum(len(i.transitions) for i in items):,} moves, "
         f"{sum(len(i.links) for i in items) // 2:,} links; raw ~{raw_kb:.1f} KB)")
 
-    variants = [v for v in args.variants.split(",") if v.strip()]
     store: dict[str, Any] = {}
     for size in page_sizes:
-        for variant in variants:
-            # The index experiment once: the product's writer, the first page size.
-            index_pages = args.index_pages if (size, variant) == (page_sizes[0], "as-is") else 0
-            store[f"{variant} {size}"] = asyncio.run(store_runs(
-                superuser_url, queries, items, changed, size, variant, index_pages))
+        # The index experiment once, with the first page size.
+        index_pages = args.index_pages if size == page_sizes[0] else 0
+        store[f"pages of {size}"] = asyncio.run(store_runs(
+            superuser_url, queries, items, changed, size, index_pages))
     jira = (asyncio.run(jira_run(superuser_url, queries, args.jira_issues, args.jira_rate, 100))
             if args.jira_issues else None)
+    busy_after = cpu_busy(3.0)  # other work on a shared machine skews the figures
 
-    print(f"\nspiral-mcp sync benchmark {stamp}: {args.items:,} items, CPU busy before the run "
-          f"{busy:.0%}" if busy is not None else "")
+    if busy is not None and busy_after is not None:
+        print(f"\nspiral-mcp sync benchmark {stamp}: {args.items:,} items, CPU busy before the "
+              f"run {busy:.0%}, after it {busy_after:.0%}")
     print(f"schema: migrations {', '.join(migrate.head_ids())}")
-    head = (f"{'writer, page':<14} {'run':<10} {'items/s':>8} {'stmts/page':>10} "
+    head = (f"{'page size':<14} {'run':<10} {'items/s':>8} {'stmts/page':>10} "
             f"{'page p50 ms':>11} {'in statements':>13} {'python':>7}  top statements "
             "(share of wall time)")
     print(head)
@@ -760,8 +692,6 @@ def main() -> None:
                   f"{r['page_ms_p50']:>11} {r['statement_seconds']:>12.1f}s "
                   f"{r['python_seconds']:>6.1f}s  {top}")
     for key, runs in store.items():
-        if not key.startswith("as-is"):
-            continue  # the same plans: explain_page runs both writers
         print(f"\nEXPLAIN ANALYZE after the runs, one page ({key}; execution ms; triggers):")
         for label, plans in runs["explain"].items():
             print(f"  {label}: " + ", ".join(
@@ -789,7 +719,7 @@ def main() -> None:
         "timestamp": stamp,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0]},
-        "cpu_busy_before": busy, "migrations": migrate.head_ids(),
+        "cpu_busy_before": busy, "cpu_busy_after": busy_after, "migrations": migrate.head_ids(),
         "config": vars(args) | {"database": "BENCH_DATABASE_URL"
                                 if os.environ.get("BENCH_DATABASE_URL") else "embedded"},
         "store": store, "jira": jira,

@@ -112,9 +112,8 @@ WHERE (comments.author, comments.body, comments.updated_at)
 -- name: source_insert_transitions!
 -- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats
 -- History has no source id: a move already recorded (same item, target and moment) is skipped,
--- so a page synced twice adds nothing. The check is a scalar subquery, one probe of
--- work_item_transitions_item per move: as NOT EXISTS it becomes an anti-join, which hashes every
--- transition of the tenant.
+-- so a page synced twice adds nothing. The check is a scalar subquery, one index probe per move:
+-- as NOT EXISTS it becomes an anti-join, which hashes every transition of the tenant.
 INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status, from_category,
                                    to_category, actor, transitioned_at)
 SELECT DISTINCT $1::uuid, i, fs, ts, fc, tc, a, at
