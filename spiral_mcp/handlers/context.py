@@ -16,6 +16,7 @@ import asyncpg
 from ..auth import Principal
 from ..db import Database, TenantTransaction
 from ..explorer import Explorer
+from ..sources.access import SourceAccess
 from .audit import AuditEntry, redact
 from .idempotency import Claim
 
@@ -40,6 +41,9 @@ class ToolContext:
     tool: str
     # The data explorer (its own pool, as the explorer role), for the explorer toolset.
     explorer: Explorer | None = None
+    # The server's way to its tenants' sources (credentials, adapters), for the sources toolset
+    # and writes to mirrored projects; None: this server reaches no source.
+    sources: SourceAccess | None = None
     request_id: str | None = None
     progress: ProgressCallback = _no_progress
     log: LogCallback = _no_log

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ErrorCode, ServiceError
-from ..sources.access import SourceAccess
 from ..sources.base import Adapter, Comment, Item, SourceError
 from .context import ToolContext
 from .jira_read import not_found
@@ -60,7 +59,7 @@ def _transition_result(issue_key: str, move: dict[str, Any], before: dict[str, A
     }
 
 
-async def _move_at_source(ctx: ToolContext, sources: SourceAccess, mirror: Mirror, status: str,
+async def _move_at_source(ctx: ToolContext, mirror: Mirror, status: str,
                           comment: str | None) -> tuple[Item, Comment | None]:
     """The move, then the comment, in one conversation with the source."""
     ref = mirror.ref
@@ -77,11 +76,10 @@ async def _move_at_source(ctx: ToolContext, sources: SourceAccess, mirror: Mirro
                                         f"not added: {exc}", status=exc.status,
                               ambiguous=True) from None
 
-    return await ask(ctx, sources, mirror, request)
+    return await ask(ctx, mirror, request)
 
 
-async def transition_issue(ctx: ToolContext, args: dict[str, Any], *,
-                           sources: SourceAccess) -> dict[str, Any]:
+async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     status = args["status"].strip() if "status" in args else None
     transition_id = str(args["transition_id"]).strip() if "transition_id" in args else None
@@ -135,7 +133,7 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any], *,
             return result
     # A mirrored item: checked against the workflow (the source's, as synced) above; the source
     # moves it with no transaction open, and its answer is what the store keeps.
-    item, noted = await _move_at_source(ctx, sources, mirror, move["to_status"], comment)
+    item, noted = await _move_at_source(ctx, mirror, move["to_status"], comment)
     async with ctx.transaction(readonly=False) as conn:
         await store_item(conn, ctx, mirror, item)
         comment_id = (await store_comment(conn, ctx, issue_key, noted))["id"] if noted else None

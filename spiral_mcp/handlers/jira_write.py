@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 
 from ..errors import ErrorCode, ServiceError
-from ..sources.access import SourceAccess
 from ..sources.base import Draft, Ref
 from .adf import AdfError, adf_to_markdown, is_adf
 from .context import ToolContext
@@ -175,8 +174,7 @@ async def _source_parent(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mir
     return parent.ref
 
 
-async def create_issue(ctx: ToolContext, args: dict[str, Any], *,
-                       sources: SourceAccess) -> dict[str, Any]:
+async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     project_key = args["project_key"].upper()
     summary = args["summary"].strip()
     issue_type = _issue_type(args.get("issue_type", "task"))
@@ -224,7 +222,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any], *,
     draft = Draft(title=summary, description=description, type=issue_type, priority=priority,
                   assignee=args.get("assignee"), labels=_labels(args.get("labels", [])),
                   due=due_at.date() if due_at else None, parent=parent)
-    item = await ask(ctx, sources, mirror,
+    item = await ask(ctx, mirror,
                      lambda adapter: adapter.create(mirror.project_ref, draft))
     async with ctx.transaction(readonly=False) as conn:
         await store_item(conn, ctx, mirror, item)
@@ -287,8 +285,7 @@ def _update_result(issue_key: str, version: int, updated_at: Any, before: dict[s
             "changed": {name: {"from": before[name], "to": after[name]} for name in before}}
 
 
-async def update_issue(ctx: ToolContext, args: dict[str, Any], *,
-                       sources: SourceAccess) -> dict[str, Any]:
+async def update_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     expected = args.get("expected_version")
     async with ctx.transaction(readonly=False) as conn:
@@ -321,7 +318,7 @@ async def update_issue(ctx: ToolContext, args: dict[str, Any], *,
                                                     "/fields/parent_key")
     # A mirrored item: the version was checked above; the source decides the values, and no
     # transaction or lock is open while it does.
-    item = (await ask(ctx, sources, mirror, lambda adapter: adapter.update(mirror.ref, remote))
+    item = (await ask(ctx, mirror, lambda adapter: adapter.update(mirror.ref, remote))
             if remote else None)
     async with ctx.transaction(readonly=False) as conn:
         if item is not None:
@@ -340,8 +337,7 @@ async def update_issue(ctx: ToolContext, args: dict[str, Any], *,
     return result
 
 
-async def add_comment(ctx: ToolContext, args: dict[str, Any], *,
-                      sources: SourceAccess) -> dict[str, Any]:
+async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     if ("body" in args) == ("comment" in args):
         raise invalid("/body", "give the comment as body (or as comment), exactly once")
@@ -360,7 +356,7 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any], *,
             result = {"issue_key": item["key"], **row_dict(row)}
             await ctx.commit_write(conn, arguments=args, result=result, after=result)
             return result
-    comment = await ask(ctx, sources, mirror, lambda adapter: adapter.comment(mirror.ref, body))
+    comment = await ask(ctx, mirror, lambda adapter: adapter.comment(mirror.ref, body))
     async with ctx.transaction(readonly=False) as conn:
         row = await store_comment(conn, ctx, issue_key, comment)
         result = {"issue_key": issue_key, **row_dict(row)}
@@ -368,8 +364,7 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any], *,
     return result
 
 
-async def link_issues(ctx: ToolContext, args: dict[str, Any], *,
-                      sources: SourceAccess) -> dict[str, Any]:
+async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     outward_key = args["outward_issue_key"].upper()
     inward_key = args["inward_issue_key"].upper()
     spelled = " ".join(args["link_type"].lower().split())
@@ -388,7 +383,7 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any], *,
         # Only a link between two items of one source can live there; any other stays local.
         if outward is None or inward is None or outward.instance_id != inward.instance_id:
             return await _insert_link(conn, ctx, args, ids, link_type, source, target)
-    await ask(ctx, sources, outward,
+    await ask(ctx, outward,
               lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
     async with ctx.transaction(readonly=False) as conn:
         ids = await _link_ends(conn, ctx, outward_key, inward_key)

@@ -64,8 +64,12 @@ async def list_sources(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     return {"sources": [_listing(row) for row in rows]}
 
 
-async def sync_source(ctx: ToolContext, args: dict[str, Any], *,
-                      sources: SourceAccess) -> dict[str, Any]:
+def source_access(ctx: ToolContext) -> SourceAccess:
+    """The server's way to sources; a registry served without one reaches none, and says so."""
+    return ctx.sources or SourceAccess(None, unavailable="this server reaches no sources")
+
+
+async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     instance_id = uuid.UUID(args["source_id"])
     # The sync reports pages from a plain callback; one sender keeps the notifications in order.
     pages: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
@@ -80,7 +84,7 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any], *,
     sender = asyncio.create_task(send())
     try:
         async with ctx.database.connection() as conn:
-            progress = await sources.sync(
+            progress = await source_access(ctx).sync(
                 conn, ctx.database.queries, tenant_id=ctx.tenant_id, instance_id=instance_id,
                 full=args.get("full", False), on_page=on_page)
         pages.put_nowait(None)

@@ -23,14 +23,13 @@ from typing import TypeVar
 import asyncpg
 
 from ..errors import ErrorCode, ServiceError
-from ..sources.access import SourceAccess
 from ..sources.base import Adapter, Comment, Item, Ref, SourceError
 from ..sources.manage import SourceAdminError
 from ..sources.secrets import CredentialError
 from ..sources.sync import write_items
 from .context import ToolContext
 from .jira_read import not_found
-from .sources import unusable_source, upstream_error
+from .sources import source_access, unusable_source, upstream_error
 
 __all__ = ["Mirror", "ask", "item_mirrors", "project_mirror", "store_comment", "store_item"]
 
@@ -75,14 +74,14 @@ async def item_mirrors(conn: asyncpg.Connection, ctx: ToolContext,
     return mirrors
 
 
-async def ask(ctx: ToolContext, sources: SourceAccess, mirror: Mirror,
+async def ask(ctx: ToolContext, mirror: Mirror,
               request: Callable[[Adapter], Awaitable[T]]) -> T:
     """One write at the source, as UPSTREAM_ERROR when it refuses or cannot be reached.
 
     From an answer on (and after a failure that may hide a change) the outcome is the source's:
     ``ctx.outcome_unknown`` keeps the call's idempotency key if storing the answer fails."""
     try:
-        adapter = sources.adapter(mirror.instance)
+        adapter = source_access(ctx).adapter(mirror.instance)
     except (CredentialError, SourceAdminError) as exc:
         raise unusable_source(exc) from None
     try:

@@ -21,6 +21,7 @@ from ..db import Database
 from ..explorer import Explorer
 from ..handlers import ToolRegistry
 from ..handlers.context import ToolContext
+from ..sources.access import SourceAccess
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -98,10 +99,11 @@ def _decode_cursor(cursor: Any) -> int:
 
 class Dispatcher:
     def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any,
-                 explorer: Explorer | None = None) -> None:
+                 explorer: Explorer | None = None, sources: SourceAccess | None = None) -> None:
         self.registry = registry
         self._database = database
         self._explorer = explorer
+        self._sources = sources
         self._metrics = metrics
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[Any]]] = {
             "initialize": self._initialize,
@@ -267,7 +269,7 @@ class Dispatcher:
         meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
         ctx = ToolContext(
             principal=exchange.principal, database=self._database, tool=name,
-            explorer=self._explorer, request_id=exchange.http_request_id,
+            explorer=self._explorer, sources=self._sources, request_id=exchange.http_request_id,
             progress=self._progress_sender(meta.get("progressToken"), exchange),
             log=self._log_sender(name, exchange),
         )

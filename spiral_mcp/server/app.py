@@ -49,6 +49,7 @@ from .keys import (
     REDIS,
     SESSIONS,
     SETTINGS,
+    SOURCES,
     TEMPLATES,
 )
 from .metrics import Metrics
@@ -80,12 +81,12 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[HEAD_MIGRATIONS] = migrate.head_ids()
-    sources = SourceAccess.from_settings(settings)
+    sources = app[SOURCES] = SourceAccess.from_settings(settings)
     if tools is None:
         extra = [Path(settings.spiral_templates_dir)] if settings.spiral_templates_dir else []
         app[TEMPLATES] = load_templates(builtin_directory(), *extra)
         durations = app[METRICS].template_duration
-        tools = [*builtin_tools(sources=sources), *template_tools(
+        tools = [*builtin_tools(), *template_tools(
             app[TEMPLATES], observe=lambda name, seconds: durations.labels(name).observe(seconds))]
     else:
         app[TEMPLATES] = []
@@ -253,7 +254,8 @@ def _protocol(tools: list[Tool]):
             metrics=app[METRICS],
         )
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
-                                     metrics=app[METRICS], explorer=app.get(EXPLORER))
+                                     metrics=app[METRICS], explorer=app.get(EXPLORER),
+                                     sources=app[SOURCES])
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_key=settings.session_max_per_key,
             idle_timeout=settings.session_idle_timeout,

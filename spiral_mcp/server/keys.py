@@ -12,6 +12,7 @@ from ..explorer import Explorer
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..ratelimit import RateLimiter
+from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
 from .metrics import Metrics
 
@@ -44,6 +45,7 @@ EXPLORER = web.AppKey("explorer", Explorer)
 SESSIONS = web.AppKey("sessions", SessionStore)
 BACKGROUND = web.AppKey("background", BackgroundTasks)
 TEMPLATES = web.AppKey("templates", list)
+SOURCES = web.AppKey("sources", SourceAccess)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
