@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,9 +16,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from spiral_mcp.server.app import create_app
+from spiral_mcp.sources import manage
 from tests.conftest import Tenant, TenantFactory, make_settings
+from tests.fake_asana import FakeAsana
 from tests.fake_jira import FakeJira
-from tests.test_source_sync_server import SECRET_KEY, add_source, backfill, envelope, scalar
+from tests.test_source_sync_server import BOX, SECRET_KEY, add_source, backfill, envelope, scalar
+
+ASANA_PROJECT = "1200000000000042"
 
 
 @pytest.fixture
@@ -252,3 +257,42 @@ async def test_local_projects_stay_local_and_other_tenants_see_nothing(
         result = await envelope(site.client, other, name, **arguments)
         assert result["error"]["code"] == "NOT_FOUND", (name, result)
     assert site.jira.writes == []
+
+
+async def test_a_create_in_an_asana_project_takes_the_stores_next_number(
+        make_tenant: TenantFactory, admin_conn, app_conn, database_urls, queries) -> None:
+    """Asana tasks have no numbers: the store gives the new task its project's next number,
+    under the project's lock, and a later sync keeps it."""
+    fake = FakeAsana()
+    fake.add_project(ASANA_PROJECT, "Design")
+    for n in range(3):
+        fake.add_task(ASANA_PROJECT, f"Task {n}", modified=datetime(2026, 1, 1 + n, tzinfo=UTC))
+    server = TestServer(fake.app())
+    await server.start_server()
+    fake.base_url = str(server.make_url("/api/1.0"))
+    tenant = await make_tenant()
+    async with admin_conn.transaction():
+        source_id = await manage.add_source(
+            admin_conn, queries, BOX, tenant_id=tenant.id, kind="asana", name="design",
+            base_url=fake.base_url, projects={ASANA_PROJECT: "DES"}, token=fake.token)
+    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
+    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
+    await client.start_server()
+    try:
+        synced = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+        assert synced["success"] and synced["data"]["items"] == 3, synced
+        made = await envelope(client, tenant, "jira_create_issue", project_key="DES",
+                              summary="Drawn through spiral", idempotency_key="asana-1")
+        assert made["success"], made
+        assert made["data"]["key"] == "DES-4" and made["data"]["source"] == "asana"
+        gid = made["data"]["source_id"]
+        assert fake.tasks[gid]["name"] == "Drawn through spiral"
+        resynced = await envelope(client, tenant, "sources_sync", source_id=str(source_id),
+                                  full=True)
+        assert resynced["success"], resynced
+        assert await scalar(app_conn, tenant.id, "SELECT key FROM work_items WHERE "
+                            "source_id = $1", gid) == "DES-4"
+        assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 4
+    finally:
+        await client.close()
+        await server.close()

@@ -138,6 +138,7 @@ class AsanaAdapter(Adapter):
     """One Asana account, the projects in ``projects`` (project gid → local key)."""
 
     kind = "asana"
+    numbers_items = False
     ref_pattern = PROJECT_GID
     ref_example = "1204567890123456"
     default_base_url = "https://app.asana.com/api/1.0"

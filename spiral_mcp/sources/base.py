@@ -150,6 +150,9 @@ class Adapter(abc.ABC):
     ref_example: str
     #: The API's address when the operator gives none (None: a base URL is required).
     default_base_url: str | None = None
+    #: Whether the source numbers its items (Jira keys, GitHub issue numbers). When it does not
+    #: (Asana), the store hands out the numbers: see :meth:`use_keys`.
+    numbers_items: bool = True
     #: Every request goes through it: timeouts, rate and retries are the client's.
     _http: HttpClient
 

@@ -1,7 +1,9 @@
 -- name: create_issue_project^
 -- params: project_key
--- The project a new item goes into, its issue types and its workflow's initial status.
-SELECT p.project_key, p.issue_types, s.status AS initial_status, s.category AS initial_category
+-- The project a new item goes into, its issue types, its workflow's initial status, and where its
+-- numbering stands (for a source whose items have no numbers).
+SELECT p.project_key, p.issue_types, s.status AS initial_status, s.category AS initial_category,
+       p.next_number
 FROM projects p
 LEFT JOIN workflow_statuses s ON s.project_key = p.project_key AND s.is_initial
 WHERE p.project_key = $1
