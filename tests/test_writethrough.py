@@ -19,6 +19,7 @@ from spiral_mcp.server.app import create_app
 from spiral_mcp.sources import manage
 from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_asana import FakeAsana
+from tests.fake_github import FakeGitHub
 from tests.fake_jira import FakeJira
 from tests.test_source_sync_server import BOX, SECRET_KEY, add_source, backfill, envelope, scalar
 
@@ -293,6 +294,44 @@ async def test_a_create_in_an_asana_project_takes_the_stores_next_number(
         assert await scalar(app_conn, tenant.id, "SELECT key FROM work_items WHERE "
                             "source_id = $1", gid) == "DES-4"
         assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 4
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_github_issues_are_created_and_closed_through_the_tools(
+        make_tenant: TenantFactory, admin_conn, app_conn, database_urls, queries) -> None:
+    """The same tools on a project mirrored from GitHub: the issue is made there, closing it
+    moves the store to Closed, and a link stays local (GitHub has none)."""
+    fake = FakeGitHub()
+    fake.add_issue("octo/web", title="Existing", updated=datetime(2026, 1, 1, tzinfo=UTC))
+    server = TestServer(fake.app())
+    await server.start_server()
+    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    tenant = await make_tenant()
+    async with admin_conn.transaction():
+        source_id = await manage.add_source(
+            admin_conn, queries, BOX, tenant_id=tenant.id, kind="github", name="octo",
+            base_url=fake.base_url, projects={"octo/web": "WEB"}, token=fake.token)
+    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
+    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
+    await client.start_server()
+    try:
+        synced = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+        assert synced["success"] and synced["data"]["items"] == 1, synced
+        made = await envelope(client, tenant, "jira_create_issue", project_key="WEB",
+                              summary="Broken header", issue_type="bug", priority="high")
+        assert made["success"], made
+        assert (made["data"]["key"], made["data"]["status"]) == ("WEB-2", "Open")
+        assert {label["name"] for label in fake.issue("octo/web", 2)["labels"]} >= {"bug"}
+        closed = await envelope(client, tenant, "jira_transition_issue", issue_key="WEB-2",
+                                status="Closed")
+        assert closed["success"] and closed["data"]["to_category"] == "done", closed
+        assert fake.issue("octo/web", 2)["state"] == "closed"
+        linked = await envelope(client, tenant, "jira_link_issues", outward_issue_key="WEB-2",
+                                inward_issue_key="WEB-1", link_type="blocks")
+        assert linked["success"], linked
+        assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_item_links") == 1
     finally:
         await client.close()
         await server.close()
