@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -328,6 +328,15 @@ async def test_github_issues_are_created_and_closed_through_the_tools(
                                 status="Closed")
         assert closed["success"] and closed["data"]["to_category"] == "done", closed
         assert fake.issue("octo/web", 2)["state"] == "closed"
+        # GitHub's timestamps have one-second precision: a change may come back with the
+        # `updated` already stored, and must be stored all the same.
+        fake.clock = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(seconds=1)
+        renamed = await envelope(client, tenant, "jira_update_issue", issue_key="WEB-1",
+                                 fields={"summary": "Existing, renamed"})
+        assert renamed["success"], renamed
+        assert fake.issue("octo/web", 1)["updated_at"].startswith("2026-01-01T00:00:00")
+        assert await scalar(app_conn, tenant.id, "SELECT title FROM work_items WHERE "
+                            "key = 'WEB-1'") == "Existing, renamed"
         linked = await envelope(client, tenant, "jira_link_issues", outward_issue_key="WEB-2",
                                 inward_issue_key="WEB-1", link_type="blocks")
         assert linked["success"], linked

@@ -99,7 +99,7 @@ async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
                      item: Item) -> None:
     """Write the item as the source answered it, exactly as a sync page would."""
     await write_items(conn, ctx.database.queries, tenant_id=ctx.tenant_id,
-                      source=mirror.instance["kind"], items=[item])
+                      source=mirror.instance["kind"], items=[item], skip_unchanged=False)
 
 
 async def store_comment(conn: asyncpg.Connection, ctx: ToolContext, issue_key: str,

@@ -141,17 +141,18 @@ async def _write_workflow(
 
 async def write_items(
     conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, source: str,
-    items: list[Item],
+    items: list[Item], skip_unchanged: bool = True,
 ) -> int:
     """Upsert one page's new or changed items, comments, transitions and links; return how many
-    items changed."""
+    items changed. A write-through's answer passes ``skip_unchanged=False``: a source with
+    one-second timestamps (GitHub) may answer a change with the ``updated`` already stored."""
     # One row per source id: ON CONFLICT cannot touch the same row twice in one statement.
     unique = list({item.source_id: item for item in items}.values())
     stored = {row["source_id"]: row for row in await queries.source_stored_items(
         conn, source=source, source_ids=[i.source_id for i in unique])}
     # Besides ``updated``, the key and the parent: Asana numbers its tasks here, so a task moved
     # between projects, or a subtask yielded again with its parent's key, keeps its time.
-    todo = [i for i in unique if (row := stored.get(i.source_id)) is None
+    todo = [i for i in unique if not skip_unchanged or (row := stored.get(i.source_id)) is None
             or (row["updated_at"], row["key"], row["parent_key"])
             != (i.updated, i.key, i.parent_key)]
     if not todo:
