@@ -112,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     sadd.add_argument("--project", action="append", default=[], metavar="SOURCEREF=LOCALKEY",
                       help="a project to mirror (Jira key, GitHub owner/repo, Asana project "
                            "gid) and its key in the store (repeatable)")
+    sadd.add_argument("--map", action="append", default=[], metavar="KEY:NAME=VALUE",
+                      help="override a default mapping, e.g. status_categories:Triage=todo "
+                           "(Jira), priority_labels:sev1=critical (GitHub), "
+                           "types:Incident=bug (Asana); repeatable")
     sadd.add_argument("--email", help="Jira Cloud: the account's email (basic auth); leave out "
                                       "for a Server/Data Center bearer token")
     sadd.add_argument("--token-env", metavar="VAR",
@@ -276,12 +280,14 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
         box = load_secret_box(settings)
         match args.action:
             case "add":
-                projects = manage.parse_project_map(args.project,
-                                                    manage.adapter_class(args.kind))
+                kind = manage.adapter_class(args.kind)
+                projects = manage.parse_project_map(args.project, kind)
+                overrides = manage.parse_overrides(args.map, kind)
                 token = _read_token(args.token_env)
                 source_id = await _with_admin(settings, lambda c, q: manage.add_source(
                     c, q, box, tenant_id=args.tenant, kind=args.kind, name=args.name,
-                    base_url=args.base_url, projects=projects, email=args.email, token=token))
+                    base_url=args.base_url, projects=projects, email=args.email, token=token,
+                    overrides=overrides))
                 print(source_id)
             case "list":
                 _print_json(await _with_admin(

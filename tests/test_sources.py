@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -45,6 +46,29 @@ def test_status_category(name: str, key: str | None, resolution: str | None,
 
 def test_status_category_override() -> None:
     assert category_for("QA", "indeterminate", overrides={"qa": "in_review"}) == "in_review"
+
+
+@pytest.mark.parametrize(("kind", "pairs", "expected"), [
+    ("jira", ["status_categories:Triage=todo", "status_categories:QA=in_review"],
+     {"status_categories": {"Triage": "todo", "QA": "in_review"}}),
+    ("github", ["priority_labels:sev1=critical", "type_labels:regression=bug"],
+     {"priority_labels": {"sev1": "critical"}, "type_labels": {"regression": "bug"}}),
+    ("asana", ["types:Incident=bug"], {"types": {"Incident": "bug"}}),
+])
+def test_mapping_overrides_parse_per_kind(kind: str, pairs: list[str], expected: dict) -> None:
+    assert manage.parse_overrides(pairs, manage.adapter_class(kind)) == expected
+
+
+@pytest.mark.parametrize(("kind", "pair", "message"), [
+    ("jira", "priority_labels:x=high", "jira has no mapping 'priority_labels' (its mappings: "
+                                        "status_categories)"),
+    ("jira", "status_categories:Triage=later", "'later' is not one of blocked, cancelled, done"),
+    ("github", "type_labels:=bug", "expected KEY:NAME=VALUE"),
+    ("asana", "priorities", "expected KEY:NAME=VALUE, e.g. priorities:Triage=critical"),
+])
+def test_a_bad_mapping_override_is_one_clear_line(kind: str, pair: str, message: str) -> None:
+    with pytest.raises(manage.SourceAdminError, match=re.escape(message)):
+        manage.parse_overrides([pair], manage.adapter_class(kind))
 
 
 @pytest.mark.parametrize(("name", "expected"), [
@@ -276,6 +300,20 @@ async def test_bad_credentials_stop_the_sync_with_a_clear_message(
     assert "wrong-token" not in str(info.value)
 
 
+async def test_an_instances_mapping_override_applies_to_its_sync(
+        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+    jira.add_issue("ABC-1", summary="Held", status="Blocked", updated=T0)
+    tenant = await make_tenant()
+    async with admin_conn.transaction():
+        source_id = await manage.add_source(
+            admin_conn, queries, BOX, tenant_id=tenant.id, kind="jira", name="mapped",
+            base_url=jira.base_url, projects={"ABC": "MAP"}, email=jira.email,
+            token=jira.token, overrides={"status_categories": {"Blocked": "in_progress"}})
+    await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
+    category = "SELECT status_category FROM work_items WHERE key = 'MAP-1'"
+    assert await _count(app_conn, tenant.id, category) == "in_progress"  # default: blocked
+
+
 async def test_the_operators_sync_waits_for_no_one_and_runs_alone(
         jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
     """The CLI's sync takes the instance's lock, as the server's syncs do: while another session
@@ -482,6 +520,16 @@ async def test_cli_add_list_test_sync_remove(jira: FakeJira, make_tenant, databa
     assert code == 0, err
     code, out, err = await run("list", "--tenant", str(tenant.id))
     assert '"base_url": "https://api.github.com"' in out and '"octo-org/web": "WEB"' in out
+    code, out, err = await run("add", "--tenant", str(tenant.id), "--kind", "github", "--name",
+                               "octo2", "--project", "octo-org/api=API", "--map",
+                               "priority_labels:sev1=critical", "--token-env", "JIRA_TOKEN")
+    assert code == 0, err
+    code, out, err = await run("list", "--tenant", str(tenant.id))
+    assert '"priority_labels": {' in out and '"sev1": "critical"' in out
+    code, out, err = await run("add", "--tenant", str(tenant.id), "--kind", "github", "--name",
+                               "octo3", "--project", "octo-org/x=X", "--map", "sev1=critical",
+                               "--token-env", "JIRA_TOKEN")
+    assert code == 1 and "github has no mapping" in err, err
     code, out, err = await run("add", "--tenant", str(tenant.id), "--kind", "asana", "--name",
                                "a", "--project", "ABC=ABC", "--token-env", "JIRA_TOKEN")
     assert code == 1 and "'ABC' is not a project reference for asana (like 12" in err, err

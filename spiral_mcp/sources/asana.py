@@ -50,6 +50,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .base import (
+    PRIORITIES,
+    TYPES,
     Adapter,
     Comment,
     Draft,
@@ -138,6 +140,7 @@ class AsanaAdapter(Adapter):
     """One Asana account, the projects in ``projects`` (project gid → local key)."""
 
     kind = "asana"
+    overrides = {"priorities": PRIORITIES, "types": TYPES}
     numbers_items = False
     ref_pattern = PROJECT_GID
     ref_example = "1204567890123456"

@@ -23,8 +23,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-__all__ = ["Adapter", "Answer", "Comment", "Draft", "HttpClient", "Item", "Link", "Page", "Ref",
-           "SourceError", "Transition", "Workflow"]
+__all__ = ["CATEGORIES", "PRIORITIES", "TYPES", "Adapter", "Answer", "Comment", "Draft",
+           "HttpClient", "Item", "Link", "Page", "Ref", "SourceError", "Transition", "Workflow"]
+
+
+# The store's values, which an instance's mapping overrides must name.
+CATEGORIES = frozenset({"todo", "in_progress", "blocked", "in_review", "done", "cancelled"})
+PRIORITIES = frozenset({"critical", "high", "medium", "low", "none"})
+TYPES = frozenset({"epic", "story", "task", "bug", "subtask", "feature"})
 
 
 class SourceError(Exception):
@@ -150,6 +156,9 @@ class Adapter(abc.ABC):
     ref_example: str
     #: The API's address when the operator gives none (None: a base URL is required).
     default_base_url: str | None = None
+    #: The instance config's mapping overrides (``--map KEY:NAME=VALUE``): each key, with the
+    #: values a source name may map to.
+    overrides: Mapping[str, frozenset[str]] = {}
     #: Whether the source numbers its items (Jira keys, GitHub issue numbers). When it does not
     #: (Asana), the store hands out the numbers: see :meth:`use_keys`.
     numbers_items: bool = True

@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .base import (
+    PRIORITIES,
+    TYPES,
     Adapter,
     Comment,
     Draft,
@@ -210,6 +212,7 @@ class GitHubAdapter(Adapter):
     (``owner/repo`` → local key)."""
 
     kind = "github"
+    overrides = {"priority_labels": PRIORITIES, "type_labels": TYPES}
     ref_pattern = REPO
     ref_example = "octo-org/web"
     default_base_url = "https://api.github.com"

@@ -63,6 +63,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..handlers.adf import AdfError, adf_to_markdown, markdown_to_adf
 from .base import (
+    CATEGORIES,
     Adapter,
     Comment,
     Draft,
@@ -163,6 +164,7 @@ class JiraAdapter(Adapter):
     """One Jira site, the projects in ``projects`` (Jira key → local key)."""
 
     kind = "jira"
+    overrides = {"status_categories": CATEGORIES}
     ref_pattern = PROJECT_KEY
     ref_example = "ABC"
 

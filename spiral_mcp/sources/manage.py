@@ -24,7 +24,8 @@ from .secrets import SecretBox
 from .sync import SyncProgress, instance_lock, sync_instance
 
 __all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "find_source",
-           "list_sources", "make_adapter", "parse_project_map", "remove_source", "run_sync"]
+           "list_sources", "make_adapter", "parse_overrides", "parse_project_map",
+           "remove_source", "run_sync"]
 
 # The kinds the store knows (source_instances.kind); each is the module ``sources.<kind>`` whose
 # ``ADAPTER`` is its adapter class.
@@ -68,6 +69,28 @@ def parse_project_map(pairs: Iterable[str], adapter: type[Adapter]) -> dict[str,
     return mapping
 
 
+def parse_overrides(pairs: Iterable[str], adapter: type[Adapter]) -> dict[str, dict[str, str]]:
+    """``["KEY:NAME=VALUE", ...]`` as the instance config's mapping overrides, e.g.
+    ``status_categories:Triage=todo`` for Jira or ``priority_labels:sev1=critical`` for GitHub."""
+    overrides: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, _, rest = pair.partition(":")
+        name, sep, value = rest.rpartition("=")
+        allowed = adapter.overrides.get(key.strip())
+        if allowed is None:
+            keys = ", ".join(adapter.overrides) or "none"
+            raise SourceAdminError(f"--map {pair!r}: {adapter.kind} has no mapping {key!r} "
+                                   f"(its mappings: {keys})")
+        if not sep or not name.strip():
+            raise SourceAdminError(f"--map {pair!r}: expected KEY:NAME=VALUE, e.g. "
+                                   f"{key.strip()}:Triage={min(allowed)}")
+        if value.strip() not in allowed:
+            raise SourceAdminError(f"--map {pair!r}: {value.strip()!r} is not one of "
+                                   f"{', '.join(sorted(allowed))}")
+        overrides.setdefault(key.strip(), {})[name.strip()] = value.strip()
+    return overrides
+
+
 def check_base_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -89,7 +112,7 @@ def check_base_url(raw: str) -> str:
 async def add_source(
     conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
     kind: str, name: str, base_url: str | None, projects: dict[str, str], token: str,
-    email: str | None = None,
+    email: str | None = None, overrides: dict[str, dict[str, str]] | None = None,
 ) -> uuid.UUID:
     """Register an instance. ``email`` is for Jira Cloud's basic auth; without it a Jira token
     is a Server/Data Center bearer token. GitHub and Asana take a token alone."""
@@ -113,7 +136,7 @@ async def add_source(
         return await queries.source_insert(
             conn, tenant_id=tenant_id, kind=kind, name=name.strip(),
             base_url=check_base_url(base_url),
-            config=orjson.dumps({"projects": projects}).decode(),
+            config=orjson.dumps({"projects": projects, **(overrides or {})}).decode(),
             credentials=box.seal(credentials))
     except asyncpg.UniqueViolationError:
         raise SourceAdminError(f"the tenant already has a source named {name.strip()!r}") from None
