@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -140,3 +141,23 @@ async def redis_url() -> str:
     finally:
         await client.aclose()
     return url
+
+
+@pytest.fixture
+async def serve_fake():
+    """Serve a fake source API (anything with ``app()``) over real HTTP until the test ends:
+    ``await serve_fake(FakeJira())``; its address, with ``path`` if given, is ``fake.base_url``."""
+    from aiohttp.test_utils import TestServer
+
+    servers: list[TestServer] = []
+
+    async def start(fake: Any, *, path: str = "", app: Any = None) -> Any:
+        server = TestServer(app if app is not None else fake.app())
+        await server.start_server()
+        servers.append(server)
+        fake.base_url = str(server.make_url(path)).rstrip("/")
+        return fake
+
+    yield start
+    for server in servers:
+        await server.close()

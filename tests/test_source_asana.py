@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 
 from spiral_mcp.sources import manage, sync
 from spiral_mcp.sources.asana import AsanaAdapter, priority_for, type_for
@@ -56,16 +55,12 @@ def test_type_override_and_bad_project_gid() -> None:
 
 # --- against the fake Asana ------------------------------------------------------------------
 @pytest.fixture
-async def asana():
+async def asana(serve_fake) -> FakeAsana:
     fake = FakeAsana()
     for gid, name in ((A, "Alpha"), (B, "Beta")):
         fake.add_project(gid, name)
     fake.add_project(BARE, "Bare", priority_field=False)
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.base_url = str(server.make_url("/api/1.0"))
-    yield fake
-    await server.close()
+    return await serve_fake(fake, path="/api/1.0")
 
 
 def _backfill(fake: FakeAsana, count: int) -> list[str]:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 
 from spiral_mcp.sources import manage
 from spiral_mcp.sources.base import Draft, Ref, SourceError
@@ -106,13 +105,8 @@ def test_project_references(ref: str, valid: bool) -> None:
 
 # --- against the fake GitHub -----------------------------------------------------------------
 @pytest.fixture
-async def github():
-    fake = FakeGitHub()
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield fake
-    await server.close()
+async def github(serve_fake) -> FakeGitHub:
+    return await serve_fake(FakeGitHub())
 
 
 def _backfill(fake: FakeGitHub, repo: str, count: int, *, end: datetime = T0,

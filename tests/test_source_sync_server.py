@@ -69,17 +69,13 @@ class Watched:
 
 
 @pytest.fixture
-async def jira() -> AsyncIterator[FakeJira]:
+async def jira(serve_fake) -> AsyncIterator[FakeJira]:
     fake = FakeJira()
     fake.watch = Watched(fake)  # type: ignore[attr-defined]
     app = fake.app()
     app.middlewares.insert(0, fake.watch.middleware)  # type: ignore[attr-defined]
-    server = TestServer(app)
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield fake
+    yield await serve_fake(fake, app=app)
     fake.watch.release.set()  # type: ignore[attr-defined]
-    await server.close()
 
 
 def backfill(fake: FakeJira, count: int, *, prefix: str = "ABC") -> None:

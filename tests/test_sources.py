@@ -13,7 +13,6 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.sources import manage
@@ -122,25 +121,8 @@ def test_own_database_needs_a_key_and_the_key_is_checked(tmp_path: Path) -> None
 
 # --- against the fake Jira -------------------------------------------------------------------
 @pytest.fixture
-async def serve_jira():
-    """Start a fake Jira; its address is ``fake.base_url``."""
-    servers: list[TestServer] = []
-
-    async def start(fake: FakeJira) -> FakeJira:
-        server = TestServer(fake.app())
-        await server.start_server()
-        servers.append(server)
-        fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-        return fake
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
-@pytest.fixture
-async def jira(serve_jira) -> FakeJira:
-    return await serve_jira(FakeJira())
+async def jira(serve_fake) -> FakeJira:
+    return await serve_fake(FakeJira())
 
 
 def _backfill(fake: FakeJira, count: int) -> None:
@@ -622,8 +604,8 @@ async def test_links_are_synced_when_both_ends_are_stored(
 
 
 async def test_server_data_center_syncs_over_rest_v2_with_a_bearer_token(
-        serve_jira, make_tenant, admin_conn, app_conn, queries) -> None:
-    jira = await serve_jira(FakeJira(server=True))
+        serve_fake, make_tenant, admin_conn, app_conn, queries) -> None:
+    jira = await serve_fake(FakeJira(server=True))
     _backfill(jira, 25)
     jira.link_issues("ABC-1", "ABC-2", "Blocks", at=T0)
     tenant = await make_tenant()
@@ -790,8 +772,8 @@ async def test_link_is_created_at_jira_and_read_from_both_ends(jira: FakeJira) -
     assert items["LOC-1"].links == [Link("duplicates", "LOC-2", False)]
 
 
-async def test_server_writes_plain_text_and_names_users(serve_jira) -> None:
-    jira = await serve_jira(FakeJira(server=True))
+async def test_server_writes_plain_text_and_names_users(serve_fake) -> None:
+    jira = await serve_fake(FakeJira(server=True))
     _backfill(jira, 6)
     adapter = _adapter(jira)
     item = await adapter.create("ABC", _draft(assignee="Alice Liddell"))

@@ -27,13 +27,18 @@ ASANA_PROJECT = "1200000000000042"
 
 
 @pytest.fixture
-async def jira() -> AsyncIterator[FakeJira]:
-    fake = FakeJira()
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield fake
-    await server.close()
+async def jira(serve_fake) -> FakeJira:
+    return await serve_fake(FakeJira())
+
+
+@pytest.fixture
+async def serve_spiral(database_urls) -> AsyncIterator[TestClient]:
+    """The server with source access and no background sync: syncs happen when a test asks."""
+    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
+    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
+    await client.start_server()
+    yield client
+    await client.close()
 
 
 @dataclasses.dataclass
@@ -75,19 +80,15 @@ class Site:
 
 
 @pytest.fixture
-async def site(jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, database_urls,
-               queries) -> AsyncIterator[Site]:
+async def site(jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn,
+               serve_spiral: TestClient, queries) -> Site:
     backfill(jira, 3)
     tenant = await make_tenant()
     source_id = await add_source(admin_conn, queries, tenant.id, jira)
-    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
-    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
-    await client.start_server()
-    site = Site(jira, tenant, client, source_id, app_conn)
+    site = Site(jira, tenant, serve_spiral, source_id, app_conn)
     await site.ok("sources_sync", source_id=str(source_id))
     jira.writes.clear()
-    yield site
-    await client.close()
+    return site
 
 
 async def test_create_goes_to_the_source_and_a_retry_with_its_key_does_not(
@@ -260,87 +261,80 @@ async def test_local_projects_stay_local_and_other_tenants_see_nothing(
     assert site.jira.writes == []
 
 
+async def _mirror(admin_conn, queries, client: TestClient, tenant: Tenant, kind: str,
+                  fake: Any, projects: dict[str, str]) -> uuid.UUID:
+    """Connect ``fake`` as the tenant's source of ``kind`` and sync it once."""
+    async with admin_conn.transaction():
+        source_id = await manage.add_source(
+            admin_conn, queries, BOX, tenant_id=tenant.id, kind=kind, name=kind,
+            base_url=fake.base_url, projects=projects, token=fake.token)
+    synced = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
+    assert synced["success"], synced
+    return source_id
+
+
 async def test_a_create_in_an_asana_project_takes_the_stores_next_number(
-        make_tenant: TenantFactory, admin_conn, app_conn, database_urls, queries) -> None:
+        make_tenant: TenantFactory, admin_conn, app_conn, serve_fake, serve_spiral: TestClient,
+        queries) -> None:
     """Asana tasks have no numbers: the store gives the new task its project's next number,
     under the project's lock, and a later sync keeps it."""
     fake = FakeAsana()
     fake.add_project(ASANA_PROJECT, "Design")
     for n in range(3):
         fake.add_task(ASANA_PROJECT, f"Task {n}", modified=datetime(2026, 1, 1 + n, tzinfo=UTC))
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.base_url = str(server.make_url("/api/1.0"))
-    tenant = await make_tenant()
-    async with admin_conn.transaction():
-        source_id = await manage.add_source(
-            admin_conn, queries, BOX, tenant_id=tenant.id, kind="asana", name="design",
-            base_url=fake.base_url, projects={ASANA_PROJECT: "DES"}, token=fake.token)
-    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
-    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
-    await client.start_server()
-    try:
-        synced = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
-        assert synced["success"] and synced["data"]["items"] == 3, synced
-        made = await envelope(client, tenant, "jira_create_issue", project_key="DES",
-                              summary="Drawn through spiral", idempotency_key="asana-1")
-        assert made["success"], made
-        assert made["data"]["key"] == "DES-4" and made["data"]["source"] == "asana"
-        gid = made["data"]["source_id"]
-        assert fake.tasks[gid]["name"] == "Drawn through spiral"
-        resynced = await envelope(client, tenant, "sources_sync", source_id=str(source_id),
-                                  full=True)
-        assert resynced["success"], resynced
-        assert await scalar(app_conn, tenant.id, "SELECT key FROM work_items WHERE "
-                            "source_id = $1", gid) == "DES-4"
-        assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 4
-    finally:
-        await client.close()
-        await server.close()
+    await serve_fake(fake, path="/api/1.0")
+    tenant, client = await make_tenant(), serve_spiral
+    source_id = await _mirror(admin_conn, queries, client, tenant, "asana", fake,
+                              {ASANA_PROJECT: "DES"})
+    assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 3
+    made = await envelope(client, tenant, "jira_create_issue", project_key="DES",
+                          summary="Drawn through spiral", idempotency_key="asana-1")
+    assert made["success"], made
+    assert made["data"]["key"] == "DES-4" and made["data"]["source"] == "asana"
+    gid = made["data"]["source_id"]
+    assert fake.tasks[gid]["name"] == "Drawn through spiral"
+    resynced = await envelope(client, tenant, "sources_sync", source_id=str(source_id),
+                              full=True)
+    assert resynced["success"], resynced
+    assert await scalar(app_conn, tenant.id, "SELECT key FROM work_items WHERE "
+                        "source_id = $1", gid) == "DES-4"
+    assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 4
 
 
 async def test_github_issues_are_created_and_closed_through_the_tools(
-        make_tenant: TenantFactory, admin_conn, app_conn, database_urls, queries) -> None:
+        make_tenant: TenantFactory, admin_conn, app_conn, serve_fake, serve_spiral: TestClient,
+        queries) -> None:
     """The same tools on a project mirrored from GitHub: the issue is made there, closing it
     moves the store to Closed, and a link stays local (GitHub has none)."""
     fake = FakeGitHub()
     fake.add_issue("octo/web", title="Existing", updated=datetime(2026, 1, 1, tzinfo=UTC))
-    server = TestServer(fake.app())
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    tenant = await make_tenant()
-    async with admin_conn.transaction():
-        source_id = await manage.add_source(
-            admin_conn, queries, BOX, tenant_id=tenant.id, kind="github", name="octo",
-            base_url=fake.base_url, projects={"octo/web": "WEB"}, token=fake.token)
-    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0")
-    client = TestClient(TestServer(create_app(settings, database_url=database_urls.runtime)))
-    await client.start_server()
-    try:
-        synced = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
-        assert synced["success"] and synced["data"]["items"] == 1, synced
-        made = await envelope(client, tenant, "jira_create_issue", project_key="WEB",
-                              summary="Broken header", issue_type="bug", priority="high")
-        assert made["success"], made
-        assert (made["data"]["key"], made["data"]["status"]) == ("WEB-2", "Open")
-        assert {label["name"] for label in fake.issue("octo/web", 2)["labels"]} >= {"bug"}
-        closed = await envelope(client, tenant, "jira_transition_issue", issue_key="WEB-2",
-                                status="Closed")
-        assert closed["success"] and closed["data"]["to_category"] == "done", closed
-        assert fake.issue("octo/web", 2)["state"] == "closed"
-        # GitHub's timestamps have one-second precision: a change may come back with the
-        # `updated` already stored, and must be stored all the same.
-        fake.clock = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(seconds=1)
-        renamed = await envelope(client, tenant, "jira_update_issue", issue_key="WEB-1",
-                                 fields={"summary": "Existing, renamed"})
-        assert renamed["success"], renamed
-        assert fake.issue("octo/web", 1)["updated_at"].startswith("2026-01-01T00:00:00")
-        assert await scalar(app_conn, tenant.id, "SELECT title FROM work_items WHERE "
-                            "key = 'WEB-1'") == "Existing, renamed"
-        linked = await envelope(client, tenant, "jira_link_issues", outward_issue_key="WEB-2",
-                                inward_issue_key="WEB-1", link_type="blocks")
-        assert linked["success"], linked
-        assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_item_links") == 1
-    finally:
-        await client.close()
-        await server.close()
+    await serve_fake(fake)
+    tenant, client = await make_tenant(), serve_spiral
+    await _mirror(admin_conn, queries, client, tenant, "github", fake, {"octo/web": "WEB"})
+    assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 1
+    made = await envelope(client, tenant, "jira_create_issue", project_key="WEB",
+                          summary="Broken header", issue_type="bug", priority="high")
+    assert made["success"], made
+    assert (made["data"]["key"], made["data"]["status"]) == ("WEB-2", "Open")
+    assert {label["name"] for label in fake.issue("octo/web", 2)["labels"]} >= {"bug"}
+    closed = await envelope(client, tenant, "jira_transition_issue", issue_key="WEB-2",
+                            status="Closed")
+    assert closed["success"] and closed["data"]["to_category"] == "done", closed
+    assert fake.issue("octo/web", 2)["state"] == "closed"
+    # GitHub's timestamps have one-second precision: a change may come back with the
+    # `updated` already stored, and must be stored all the same.
+    fake.clock = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(seconds=1)
+    renamed = await envelope(client, tenant, "jira_update_issue", issue_key="WEB-1",
+                             fields={"summary": "Existing, renamed"})
+    assert renamed["success"], renamed
+    assert fake.issue("octo/web", 1)["updated_at"].startswith("2026-01-01T00:00:00")
+    assert await scalar(app_conn, tenant.id, "SELECT title FROM work_items WHERE "
+                        "key = 'WEB-1'") == "Existing, renamed"
+    linked = await envelope(client, tenant, "jira_link_issues", outward_issue_key="WEB-2",
+                            inward_issue_key="WEB-1", link_type="blocks")
+    assert linked["success"], linked
+    assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_item_links") == 1
+    other = await make_tenant()
+    unseen = await envelope(client, other, "jira_get_issue", issue_key="WEB-2")
+    assert unseen["error"]["code"] == "NOT_FOUND", unseen
+    assert await scalar(app_conn, other.id, "SELECT count(*) FROM work_items") == 0
