@@ -7,7 +7,6 @@ together or not at all. Keys are accepted in any case and stored upper-case.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -15,14 +14,22 @@ from typing import Any
 import asyncpg
 
 from ..errors import ErrorCode, ServiceError
-from ..sources.base import Adapter, Draft, Item, Ref
-from ..sources.manage import adapter_class
+from ..sources.base import Draft, Ref
 from .adf import AdfError, adf_to_markdown, is_adf
 from .context import ToolContext
 from .jira_read import not_found
 from .registry import Tool
 from .rows import jsonable, row_dict
-from .writethrough import Mirror, ask, item_mirrors, project_mirror, store_comment, store_item
+from .writethrough import (
+    Mirror,
+    ask,
+    create_at_source,
+    item_mirrors,
+    project_mirror,
+    store_comment,
+    store_created,
+    store_item,
+)
 
 __all__ = ["TOOLS", "comment_body", "conflict", "invalid", "lock_issue", "markdown_text"]
 
@@ -224,20 +231,10 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     draft = Draft(title=summary, description=description, type=issue_type, priority=priority,
                   assignee=args.get("assignee"), labels=_labels(args.get("labels", [])),
                   due=due_at.date() if due_at else None, parent=parent)
-
-    async def make(adapter: Adapter) -> Item:
-        # A source without numbers (Asana) names the new item after the project's next number;
-        # the store takes that number for good below, under the project's lock.
-        adapter.use_keys([], {project_key: project["next_number"]})
-        return await adapter.create(mirror.project_ref, draft)
-
-    item = await ask(ctx, mirror, make)
+    item = await create_at_source(ctx, mirror, draft, project_key=project_key,
+                                  next_number=project["next_number"])
     async with ctx.transaction(readonly=False) as conn:
-        if not adapter_class(mirror.instance["kind"]).numbers_items:
-            # Another create may have taken the number meanwhile: allocate it here.
-            number = await queries.allocate_issue_number(conn, project_key=project_key)
-            item = dataclasses.replace(item, key=f"{project_key}-{number}", number=number)
-        await store_item(conn, ctx, mirror, item)
+        item = await store_created(conn, ctx, mirror, item)
         if custom := _custom_fields(args.get("custom_fields", {}), {}):
             await queries.set_custom_fields(conn, issue_key=item.key, custom_fields=custom)
         issue = row_dict(await queries.get_issue(conn, issue_key=item.key), drop=("id",))

@@ -23,15 +23,16 @@ from typing import TypeVar
 import asyncpg
 
 from ..errors import ErrorCode, ServiceError
-from ..sources.base import Adapter, Comment, Item, Ref, SourceError
-from ..sources.manage import SourceAdminError
+from ..sources.base import Adapter, Comment, Draft, Item, Ref, SourceError
+from ..sources.manage import SourceAdminError, adapter_class
 from ..sources.secrets import CredentialError
 from ..sources.sync import write_items
 from .context import ToolContext
 from .jira_read import not_found
 from .sources import source_access, unusable_source, upstream_error
 
-__all__ = ["Mirror", "ask", "item_mirrors", "project_mirror", "store_comment", "store_item"]
+__all__ = ["Mirror", "ask", "create_at_source", "item_mirrors", "project_mirror", "store_comment",
+           "store_created", "store_item"]
 
 T = TypeVar("T")
 
@@ -93,6 +94,31 @@ async def ask(ctx: ToolContext, mirror: Mirror,
         await adapter.close()
     ctx.outcome_unknown = True
     return answer
+
+
+async def create_at_source(ctx: ToolContext, mirror: Mirror, draft: Draft, *,
+                           project_key: str, next_number: int) -> Item:
+    """Create the item at the mirrored project's source. A source without numbers (Asana) names
+    it after the project's ``next_number``; :func:`store_created` settles the number."""
+
+    async def create(adapter: Adapter) -> Item:
+        adapter.use_keys([], {project_key: next_number})
+        return await adapter.create(mirror.project_ref, draft)
+
+    return await ask(ctx, mirror, create)
+
+
+async def store_created(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
+                        item: Item) -> Item:
+    """Store a newly created item, as stored. A source without numbers gets the project's next
+    number here, under the project's lock: another create may have taken the one it was named
+    after."""
+    if not adapter_class(mirror.instance["kind"]).numbers_items:
+        number = await ctx.database.queries.allocate_issue_number(
+            conn, project_key=item.project_key)
+        item = dataclasses.replace(item, key=f"{item.project_key}-{number}", number=number)
+    await store_item(conn, ctx, mirror, item)
+    return item
 
 
 async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
