@@ -10,11 +10,17 @@ anything else is 401 ``{"message": "Bad credentials", "documentation_url": ...}`
 are 404 ``{"message": "Not Found"}``; bad writes are 422 ``{"message": "Validation Failed",
 "errors": [...]}``; writes to a read-only repository are 403. Faults stand in for the real thing:
 403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``, 429 with ``retry-after``, 5xx.
+
+The issue list is computed afresh for every request, as GitHub's is: an issue changed between two
+page requests (``before_list`` hooks do that) leaves its place for the end of a list sorted by
+update, and every issue after its old place moves one place earlier.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,8 +62,13 @@ class FakeGitHub:
     events: dict[int, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     # Answers to give instead of the real one, consumed in order: (status, headers).
     faults: list[tuple[int, dict[str, str]]] = dataclasses.field(default_factory=list)
-    # (repo, page) of the issue list that fails with 500 for as long as this is set.
-    broken_page: tuple[str, int] | None = None
+    # (repo, n): that repository's issue list fails with 500 from its n-th request on, for as
+    # long as this is set.
+    broken_list: tuple[str, int] | None = None
+    # n -> what to do just before answering the n-th issue list request (of any repository).
+    before_list: dict[int, Callable[[], Any]] = dataclasses.field(default_factory=dict)
+    # Issue list requests answered or refused so far, per repository.
+    list_requests: Counter[str] = dataclasses.field(default_factory=Counter)
     log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     accepts: set[str] = dataclasses.field(default_factory=set)
     clock: datetime = datetime(2025, 6, 1, tzinfo=UTC)
@@ -236,7 +247,11 @@ class FakeGitHub:
 
     async def _list(self, request: web.Request) -> web.Response:
         name, query = self._name(request), request.query
-        if self.broken_page == (name, int(query.get("page", 1))):
+        self.list_requests[name] += 1
+        if (hook := self.before_list.pop(self.list_requests.total(), None)) is not None:
+            hook()
+        if self.broken_list is not None and self.broken_list[0] == name \
+                and self.list_requests[name] >= self.broken_list[1]:
             return _error(500, "Server Error")
         found = list(self.issues.get(name, {}).values())
         if query.get("state", "open") != "all":

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from spiral_mcp.sources import manage
-from spiral_mcp.sources.base import Draft, Ref, SourceError
+from spiral_mcp.sources.base import Draft, Item, Ref, SourceError
 from spiral_mcp.sources.github import (
     CLOSED,
     NOT_PLANNED,
@@ -333,19 +333,76 @@ async def test_several_repositories_are_merged_oldest_update_first(github: FakeG
     assert len({i.key for i in items}) == 30
 
 
+# --- changes while a sync reads --------------------------------------------------------------
+def _change_on_list_request(fake: FakeGitHub, request: int, title: str, new_title: str) -> None:
+    """Just before the ``request``-th list request, ``title`` changes (so it moves to the end)."""
+    fake.before_list[request] = lambda: fake.update_issue(
+        "octo/web", _number(fake, "octo/web", title), at=fake.tick(), title=new_title)
+
+
+async def _read_all(adapter: GitHubAdapter) -> list[Item]:
+    items = [item async for page in adapter.pages(since=None) for item in page.items]
+    await adapter.close()
+    return items
+
+
+async def test_an_issue_changed_mid_sync_shifts_no_other_out_of_it(github: FakeGitHub) -> None:
+    """After page 1 was read, Issue 2 changes: it leaves its place for the end, and Issue 4
+    slips back across the boundary onto page 1; Issue 9, not read yet, changes too. Every issue
+    is read, the changed ones at their new version, and no version twice."""
+    _backfill(github, "octo/web", 12, prs=False)
+    _change_on_list_request(github, 2, "Issue 2", "Moved")
+    _change_on_list_request(github, 3, "Issue 9", "Moved too")
+    items = await _read_all(_adapter(github, page_size=3))
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Issue {n}" for n in range(1, 13) if n != 9), "Moved", "Moved too"])
+    assert len({(i.source_id, i.updated) for i in items}) == len(items)
+    assert [i.updated for i in items] == sorted(i.updated for i in items)
+    assert [i.title for i in items[-2:]] == ["Moved", "Moved too"]
+
+
+async def test_more_than_a_page_of_issues_in_one_second_all_arrive_once(
+        github: FakeGitHub) -> None:
+    """``since`` cannot get past a second that fills a page: the pages of that second are
+    followed by number, and the read ends."""
+    for n in range(1, 26):
+        github.add_issue("octo/web", title=f"Bulk {n}", updated=T0)
+    github.add_issue("octo/web", title="After", updated=T0 + timedelta(seconds=1))
+    items = await _read_all(_adapter(github, page_size=10))
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Bulk {n}" for n in range(1, 26)), "After"])
+    assert github.list_requests["octo/web"] == 3
+
+
+async def test_a_sync_stores_an_issue_changed_mid_way_and_the_one_it_shifted(
+        github: FakeGitHub, make_tenant, admin_conn, app_conn, queries) -> None:
+    _backfill(github, "octo/web", 12, prs=False)
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, github)
+    _change_on_list_request(github, 2, "Issue 2", "Moved")
+    await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=3, **FAST)
+    rows = {r["title"]: r for r in await _fetch(app_conn, tenant.id,
+                                                "SELECT title, version FROM work_items")}
+    assert sorted(rows) == sorted([*(f"Issue {n}" for n in range(1, 13) if n != 2), "Moved"])
+    assert rows["Moved"]["version"] == 2 and rows["Issue 4"]["version"] == 1
+    assert await _cursor(admin_conn, queries, source_id) == github.clock
+
+
 async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
         github: FakeGitHub, make_tenant, admin_conn, app_conn, queries) -> None:
     _backfill(github, "octo/web", 100, prs=False)
     tenant = await make_tenant()
     source_id = await _add(admin_conn, queries, tenant.id, github)
-    github.broken_page = ("octo/web", 3)
+    # Requests 2 and 3 ask again from the last issue read, so each brings 19 new ones: the
+    # fourth is the one after the second page of 20 is complete.
+    github.broken_list = ("octo/web", 4)
     with pytest.raises(SourceError, match="500"):
         await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=20, retries=1,
                               **FAST)
     count_sql = "SELECT count(*) FROM work_items WHERE source = 'github'"
     assert await _count(app_conn, tenant.id, count_sql) == 40  # pages 1 and 2 committed
     assert await _cursor(admin_conn, queries, source_id) == T0 - timedelta(hours=60)  # Issue 40
-    github.broken_page = None
+    github.broken_list = None
     progress = await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=20, **FAST)
     assert progress.items == 61  # from Issue 40 (the cursor) on
     assert await _count(app_conn, tenant.id, count_sql) == 100
@@ -362,7 +419,7 @@ async def test_a_sync_of_two_repositories_killed_half_way_leaves_no_gap(
     tenant = await make_tenant()
     source_id = await _add(admin_conn, queries, tenant.id, github,
                            projects={"octo/web": "WEB", "octo/api": "API"})
-    github.broken_page = ("octo/api", 2)
+    github.broken_list = ("octo/api", 2)
     with pytest.raises(SourceError, match="500"):
         await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=4, retries=1,
                               **FAST)
@@ -375,7 +432,7 @@ async def test_a_sync_of_two_repositories_killed_half_way_leaves_no_gap(
     assert 0 < len(stored) < 30
     assert {str(i["id"]) for i in issues if datetime.fromisoformat(i["updated_at"]) <= cursor} \
         <= stored
-    github.broken_page = None
+    github.broken_list = None
     await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=4, **FAST)
     assert await _count(app_conn, tenant.id, "SELECT count(DISTINCT source_id) FROM work_items "
                                              "WHERE source = 'github'") == 30

@@ -5,8 +5,8 @@ Wire shapes followed (docs.github.com/rest; GitHub Enterprise Server at ``https:
 * ``GET /user``: who the token belongs to; ``GET /repos/{owner}/{repo}``: that a mirrored
   repository is visible and has issues turned on.
 * ``GET /repos/{owner}/{repo}/issues?state=all&sort=updated&direction=asc&per_page=…&since=…``,
-  paginated by the ``Link`` header's ``rel="next"``. Pull requests are in this list too (they
-  carry a ``pull_request`` key) and are left out.
+  each page asked again from the last update read (see Order). Pull requests are in this list
+  too (they carry a ``pull_request`` key) and are left out.
 * ``GET …/issues/{number}/comments`` (only when the issue's ``comments`` count is not 0) and
   ``GET …/issues/{number}/events``, both Link-paginated: ``closed`` events (with their
   ``state_reason``) and ``reopened`` events are the status history.
@@ -17,6 +17,10 @@ Order: each repository's list comes oldest update first; several repositories ar
 time, so pages are oldest first across all of them and the sync's cursor never passes an item not
 yet written. ``since`` is "updated at or after" with the one-second precision of GitHub's own
 timestamps, so the item at the cursor is read again (upserts make that harmless) and none is lost.
+The list's ``Link`` page numbers are positions in a list that moves when an issue changes during
+the sync, so each next page is asked ``since`` the last update read instead (keyset pagination),
+skipping the versions already read; a page number is followed only through a page that is all
+one second. An issue changed during the sync is read again at its new place.
 
 Mappings (an instance's ``priority_labels`` / ``type_labels`` config, label → value, go first):
 
@@ -176,6 +180,11 @@ def _login(user: Mapping[str, Any] | None) -> str | None:
     return user.get("login") if user else None
 
 
+def _stamp(at: datetime) -> str:
+    """A ``since`` value: GitHub's timestamps are whole seconds in UTC."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _next_link(header: str | None) -> str | None:
     return next((url for url, rel in _LINK.findall(header or "") if rel == "next"), None)
 
@@ -258,31 +267,58 @@ class GitHubAdapter(Adapter):
         return WORKFLOW
 
     # --- reading ---------------------------------------------------------------------------
-    async def _chunks(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[list[Any]]:
-        """Each page of a Link-paginated list."""
-        url: str | None = path
-        query: Mapping[str, Any] | None = {**params, "per_page": self._page_size}
-        while url is not None:
-            answer = await self._http.fetch("GET", url, params=query)
-            yield answer.data or []
-            url, query = _next_link(answer.headers.get("Link")), None
-            if url is not None and not url.startswith(self._http.base_url + "/"):
-                # The token goes with every request: never follow a link to another host.
-                raise SourceError("bad_response", f"{self._http.base_url} linked its next page "
-                                                  "to another address; is the base URL right?")
+    async def _page(self, url: str,
+                    query: Mapping[str, Any] | None) -> tuple[list[Any], str | None]:
+        """One page of a Link-paginated list, and the address of the next page if any."""
+        answer = await self._http.fetch("GET", url, params=query)
+        following = _next_link(answer.headers.get("Link"))
+        if following is not None and not following.startswith(self._http.base_url + "/"):
+            # The token goes with every request: never follow a link to another host.
+            raise SourceError("bad_response", f"{self._http.base_url} linked its next page "
+                                              "to another address; is the base URL right?")
+        return answer.data or [], following
 
     async def _all(self, path: str) -> list[Any]:
-        return [entry async for chunk in self._chunks(path, {}) for entry in chunk]
+        entries: list[Any] = []
+        url: str | None = path
+        query: Mapping[str, Any] | None = {"per_page": self._page_size}
+        while url is not None:
+            chunk, url = await self._page(url, query)
+            entries += chunk
+            query = None
+        return entries
 
     async def _issues(self, repo: str, since: datetime | None) -> AsyncIterator[dict[str, Any]]:
-        """A repository's issues (no pull requests), oldest update first."""
-        params = {"state": "all", "sort": "updated", "direction": "asc"}
-        if since is not None:
-            params["since"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        async for chunk in self._chunks(f"/repos/{repo}/issues", params):
+        """A repository's issues (no pull requests), oldest update first, each version once.
+
+        Keyset pagination: GitHub's list is computed afresh for every page, so an issue changed
+        meanwhile leaves its place for the end and the issue after a page boundary slips back
+        onto the page already read; page numbers would step over it. So each next page is asked
+        from the update time of the last issue read (``since`` is inclusive), and the issues
+        of that second seen already are skipped by (id, updated_at). Only a page that is one
+        second from first to last, which ``since`` cannot get past, is followed by its number.
+        """
+        path = f"/repos/{repo}/issues"
+        params = {"state": "all", "sort": "updated", "direction": "asc",
+                  "per_page": self._page_size}
+        url, query = path, {**params, **({"since": _stamp(since)} if since else {})}
+        seen: set[tuple[int, str]] = set()
+        while True:
+            chunk, following = await self._page(url, query)
             for issue in chunk:
-                if "pull_request" not in issue:
+                version = (issue["id"], issue["updated_at"])
+                if "pull_request" not in issue and version not in seen:
+                    seen.add(version)
                     yield issue
+            if following is None or not chunk:
+                return
+            first, last = chunk[0]["updated_at"], chunk[-1]["updated_at"]
+            if _when(first) == _when(last):
+                url, query = following, None
+            else:
+                url, query = path, {**params, "since": last}
+                # Every later page starts at ``last``: no older version can come again.
+                seen = {version for version in seen if version[1] == last}
 
     async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
         repos = list(self.projects)
