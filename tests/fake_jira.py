@@ -16,7 +16,10 @@ project/{key}/statuses`` (per issue type), ``GET user/search`` (Cloud ``query``,
 from), ``issuelinks`` on each issue. Errors are Jira's body ``{"errorMessages": [...], "errors":
 {field: message}}``: 400 for bad fields or transitions, 401, 404, 429 (with ``Retry-After``) and
 5xx. Search understands the JQL the adapter writes: ``project in (...)``, an optional ``updated
->= "yyyy-MM-dd HH:mm"`` read in the user's time zone, ``ORDER BY updated ASC, key ASC``.
+>= "yyyy-MM-dd HH:mm"`` read in the user's time zone, ``ORDER BY updated ASC, key ASC``. The
+result is computed afresh for every request, as Jira's is: an issue changed between two page
+requests (``before_search`` hooks do that) leaves its place for the end, and every issue after its
+old place moves one place earlier, so ``startAt`` alone would step over one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -114,8 +118,12 @@ class FakeJira:
     links: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
     # Answers to give instead of the real one, consumed in order: (status, headers).
     faults: list[tuple[int, dict[str, str]]] = dataclasses.field(default_factory=list)
-    # Search pages (1-based) that fail with 500 for as long as this is set: a dying sync.
-    broken_page: int | None = None
+    # The n-th search request and every later one fail with 500 for as long as this is set: a
+    # dying sync.
+    broken_search: int | None = None
+    # n -> what to do just before answering the n-th search request.
+    before_search: dict[int, Callable[[], Any]] = dataclasses.field(default_factory=dict)
+    searches: int = 0
     log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     # Bodies of the writes received, in order: (method, path, JSON body).
     writes: list[tuple[str, str, Any]] = dataclasses.field(default_factory=list)
@@ -285,6 +293,9 @@ class FakeJira:
                                   if wanted and any(wanted in part.lower() for part in u)])
 
     def _found(self, jql: str) -> list[dict[str, Any]] | None:
+        self.searches += 1
+        if (hook := self.before_search.pop(self.searches, None)) is not None:
+            hook()
         match = _JQL.match(jql)
         if match is None:
             return None
@@ -297,6 +308,9 @@ class FakeJira:
                      if datetime.fromisoformat(i["fields"]["updated"]) >= since]
         return sorted(found, key=lambda i: (i["fields"]["updated"], i["key"]))
 
+    def _broken(self) -> bool:
+        return self.broken_search is not None and self.searches >= self.broken_search
+
     async def _search(self, request: web.Request) -> web.Response:
         body = await request.json()
         found = self._found(body["jql"])
@@ -304,7 +318,7 @@ class FakeJira:
             return _error(400, f"Error in the JQL Query: {body['jql']}")
         start = int(base64.b64decode(body["nextPageToken"])) if body.get("nextPageToken") else 0
         size = min(int(body.get("maxResults", 50)), 100)
-        if self.broken_page == start // size + 1:
+        if self._broken():
             return _error(500, "Internal server error")
         wanted = set(body.get("fields", []))
         issues = [self._render(i, wanted, "changelog" in body.get("expand", ""))
@@ -321,7 +335,7 @@ class FakeJira:
         if found is None:
             return _error(400, f"Error in the JQL Query: {query.get('jql')}")
         start, size = int(query.get("startAt", 0)), min(int(query.get("maxResults", 50)), 100)
-        if self.broken_page == start // size + 1:
+        if self._broken():
             return _error(500, "Internal server error")
         wanted = set(query.get("fields", "").split(","))
         issues = [self._render(i, wanted, "changelog" in query.get("expand", ""))

@@ -313,12 +313,14 @@ async def test_the_operators_sync_waits_for_no_one_and_runs_alone(
     assert (await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)).items == 3
 
 
+@pytest.mark.parametrize("server", [False, True], ids=["cloud", "server"])
 async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
-        jira: FakeJira, make_tenant, admin_conn, app_conn, queries) -> None:
+        serve_fake, server: bool, make_tenant, admin_conn, app_conn, queries) -> None:
+    jira = await serve_fake(FakeJira(server=server))
     _backfill(jira, 100)
     tenant = await make_tenant()
     source_id = await _add(admin_conn, queries, tenant.id, jira)
-    jira.broken_page = 3
+    jira.broken_search = 3
     with pytest.raises(SourceError, match="500"):
         await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=20, retries=1,
                               **FAST)
@@ -327,7 +329,7 @@ async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
     async with admin_conn.transaction():
         row = await manage.find_source(admin_conn, queries, source_id)
     assert orjson.loads(row["sync_cursor"])["updated"].startswith("2025-02-27T")  # ABC-40
-    jira.broken_page = None
+    jira.broken_search = None
     progress = await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=20, **FAST)
     assert progress.items == 61  # from ABC-40 (the cursor's minute) on
     assert await _count(app_conn, tenant.id, count_sql) == 100
@@ -338,6 +340,68 @@ async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
     assert await _count(app_conn, tenant.id,
                         "SELECT count(*) FROM work_item_transitions") == expected_moves
     assert await _count(app_conn, tenant.id, "SELECT count(*) FROM comments") == expected_comments
+
+
+# --- changes while a Server sync reads (startAt pagination) ------------------------------------
+@pytest.fixture
+async def jira_server(serve_fake) -> FakeJira:
+    return await serve_fake(FakeJira(server=True))
+
+
+def _change_on_search(fake: FakeJira, request: int, key: str, at: datetime) -> None:
+    """Just before the ``request``-th search, ``key`` changes at ``at`` (so it moves to the
+    end)."""
+    fake.before_search[request] = lambda: fake.update_issue(key, at=at, summary=f"{key} moved")
+
+
+async def _read_all(fake: FakeJira, *, page_size: int) -> list[Item]:
+    adapter = JiraAdapter(fake.base_url, email=None, token=fake.token, projects={"ABC": "LOC"},
+                          page_size=page_size, **FAST)
+    items = [item async for page in adapter.pages(since=None) for item in page.items]
+    await adapter.close()
+    assert len({(i.source_id, i.updated) for i in items}) == len(items)  # no version twice
+    assert [i.updated for i in items] == sorted(i.updated for i in items)
+    return items
+
+
+async def test_an_issue_changed_mid_sync_shifts_no_other_out_of_it(jira_server: FakeJira) -> None:
+    """After page 1 was read, ABC-2 changes: it leaves its place for the end and ABC-4 slips
+    back onto page 1; ABC-9, not read yet, changes too. Every issue is read, each changed one
+    again at its new version."""
+    _backfill(jira_server, 12)
+    _change_on_search(jira_server, 2, "ABC-2", T0 + timedelta(hours=1))
+    _change_on_search(jira_server, 3, "ABC-9", T0 + timedelta(hours=2))
+    items = await _read_all(jira_server, page_size=3)
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Issue {n}" for n in range(1, 13) if n != 9), "ABC-2 moved", "ABC-9 moved"])
+    assert [i.title for i in items[-2:]] == ["ABC-2 moved", "ABC-9 moved"]
+
+
+def _one_minute(fake: FakeJira, count: int) -> None:
+    """``count`` issues updated a second apart within one minute: more than a page that
+    ``updated >= "yyyy-MM-dd HH:mm"`` cannot tell apart."""
+    for n in range(1, count + 1):
+        fake.add_issue(f"ABC-{n}", summary=f"Issue {n}", updated=T0 + timedelta(seconds=n))
+
+
+async def test_more_than_a_page_in_one_minute_all_arrive_once(jira_server: FakeJira) -> None:
+    _one_minute(jira_server, 25)
+    items = await _read_all(jira_server, page_size=10)
+    assert [i.key for i in items] == [f"LOC-{n}" for n in range(1, 26)]
+    assert jira_server.searches == 3
+
+
+async def test_an_issue_changed_within_a_crowded_minute_shifts_no_other_out(
+        jira_server: FakeJira) -> None:
+    """Within one minute only startAt moves on; a change behind it shifts the rest, which the
+    adapter sees (the page no longer starts with the last issue read) and reads the minute
+    again, skipping what it has read."""
+    _one_minute(jira_server, 25)
+    _change_on_search(jira_server, 2, "ABC-3", T0 + timedelta(hours=1))
+    items = await _read_all(jira_server, page_size=10)
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Issue {n}" for n in range(1, 26)), "ABC-3 moved"])
+    assert items[-1].title == "ABC-3 moved"
 
 
 async def _snapshot(conn: asyncpg.Connection, tenant_id) -> dict[str, list[tuple]]:

@@ -15,6 +15,9 @@ Wire shapes followed (developer.atlassian.com):
 * Cloud: ``POST search/jql`` with ``{jql, fields, expand: "changelog", maxResults,
   nextPageToken}``; answers ``{issues, nextPageToken, isLast}``. Server: ``GET search?jql=&fields=
   &expand=changelog&startAt=&maxResults=``; answers ``{startAt, maxResults, total, issues}``.
+  ``startAt`` is a position in a result that moves when an issue changes during the sync, so the
+  Server search is keyset-paginated on ``updated`` (see :meth:`JiraAdapter._search_server`);
+  Cloud's ``nextPageToken`` needs none of that.
 * ``GET issue/{id}/comment`` and ``/changelog`` (``startAt``/``maxResults``/``total``) when the
   search answer holds only the first part of an issue's comments or history (Server answers
   the whole changelog inline).
@@ -142,6 +145,17 @@ def _when(raw: str | None) -> datetime | None:
     return datetime.fromisoformat(raw) if raw else None
 
 
+def _first_minute(since: datetime, zone: ZoneInfo) -> datetime:
+    """Where a search from ``since`` starts: JQL dates have minute precision in the user's zone;
+    a minute early, so an item updated in the cursor's own minute is fetched again (upserts make
+    it harmless)."""
+    return since.astimezone(zone).replace(second=0, microsecond=0) - timedelta(minutes=1)
+
+
+def _version(issue: Mapping[str, Any]) -> tuple[str, str]:
+    return str(issue["id"]), issue["fields"]["updated"]
+
+
 def _text_of(node: Any) -> str:
     if isinstance(node, Mapping):
         return node.get("text", "") + "".join(_text_of(c) for c in node.get("content", []))
@@ -227,21 +241,24 @@ class JiraAdapter(Adapter):
             self._status_by_id[str(status["id"])] = category
             self._status_by_name[status["name"].lower()] = category
 
-    def jql(self, *, since: datetime | None, zone: ZoneInfo) -> str:
+    def jql(self, *, start: datetime | None) -> str:
+        """The search of the mirrored projects updated from the minute ``start`` on (a time in
+        the user's zone, see :func:`_first_minute`), oldest update first."""
         projects = ", ".join(f'"{k}"' for k in self.projects)
         where = f"project in ({projects})"
-        if since is not None:
-            # JQL dates have minute precision in the user's zone: start a minute early, so an
-            # item updated in the cursor's own minute is fetched again (upserts make it harmless).
-            local = since.astimezone(zone) - timedelta(minutes=1)
-            where += f' AND updated >= "{local:%Y-%m-%d %H:%M}"'
+        if start is not None:
+            where += f' AND updated >= "{start:%Y-%m-%d %H:%M}"'
         return f"{where} ORDER BY updated ASC, key ASC"
 
     async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
         zone = await self._time_zone()
         await self._load_statuses()
-        jql = self.jql(since=since, zone=zone)
-        async for issues in self._search_cloud(jql) if self._cloud else self._search_server(jql):
+        if self._cloud:
+            start = _first_minute(since, zone) if since is not None else None
+            search = self._search_cloud(self.jql(start=start))
+        else:
+            search = self._search_server(since, zone)
+        async for issues in search:
             yield Page([item for issue in issues
                         if (item := await self._item(issue)) is not None])
 
@@ -257,16 +274,45 @@ class JiraAdapter(Adapter):
                 return
             body["nextPageToken"] = token
 
-    async def _search_server(self, jql: str) -> AsyncIterator[list[Any]]:
-        params: dict[str, Any] = {"jql": jql, "fields": ",".join(FIELDS), "expand": "changelog",
-                                  "maxResults": self._page_size, "startAt": 0}
+    async def _search_server(self, since: datetime | None,
+                             zone: ZoneInfo) -> AsyncIterator[list[Any]]:
+        """Issues updated from ``since`` on, oldest update first, each version once.
+
+        ``startAt`` counts places in a result that moves: an issue changed during the sync
+        leaves its place for the end and every one after it moves a place earlier, so one would
+        slip back across a page boundary unread. So the search is keyset-paginated: each page is
+        asked from the minute of the last issue read (JQL has no finer ``updated``), with
+        ``startAt`` skipping what this walk of that window has passed, less one: the page must
+        start with the last issue read, else something behind it moved and the window is walked
+        again from its start. Versions already read, by (id, updated), are not yielded twice.
+        """
+        start = _first_minute(since, zone) if since is not None else None
+        walk: list[tuple[str, str]] = []  # (id, updated) passed in this window, in order
+        seen: set[tuple[str, str]] = set()
         while True:
-            answer = await self._http.request("GET", f"{self._api}/search", params=params)
+            at = max(len(walk) - 1, 0)
+            answer = await self._http.request("GET", f"{self._api}/search", params={
+                "jql": self.jql(start=start), "fields": ",".join(FIELDS),
+                "expand": "changelog", "startAt": at,
+                "maxResults": self._page_size + (1 if walk else 0)})
             issues = answer.get("issues") or []
-            yield issues
-            params["startAt"] += len(issues)
-            if not issues or params["startAt"] >= answer.get("total", 0):
+            if walk and (not issues or _version(issues[0]) != walk[-1]):
+                walk = []  # an issue behind our place moved: walk this window again
+                continue
+            fresh = issues[1:] if walk else issues
+            walk += map(_version, fresh)
+            new = [issue for issue in fresh if _version(issue) not in seen]
+            seen.update(map(_version, new))
+            if new:
+                yield new
+            if not fresh or at + len(issues) >= answer.get("total", 0):
                 return
+            ahead = _first_minute(_when(walk[-1][1]), zone)
+            if start is None or ahead > start:
+                # No older version can come again: keep what is in the new window.
+                start = ahead
+                walk = [v for v in walk if _when(v[1]) >= start]
+                seen = {v for v in seen if _when(v[1]) >= start}
 
     # --- workflow and writes -----------------------------------------------------------------
     def _mirrored(self, project_ref: str) -> str:
