@@ -1,14 +1,17 @@
 """Rate limits: GCRA buckets per tenant and per key, for each class of call (read, write, query).
 
 With Redis, both buckets of a call are checked and taken in one atomic script on Redis's clock, so
-several server processes share one budget exactly. Without Redis, or while Redis cannot be reached,
-the same algorithm runs in process: the server keeps serving and says so in logs and a metric.
+several server processes share one budget: exactly for small limits, and for large ones with
+tokens leased ahead, so most calls need no round trip (the bound is in :class:`RedisBuckets`).
+Without Redis, or while Redis cannot be reached, the same algorithm runs in process: the server
+keeps serving and says so in logs and a metric.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -22,40 +25,46 @@ __all__ = ["Decision", "LocalBuckets", "RateLimiter", "RedisBuckets"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: the buckets of every check, in order; ARGV: per check, its number of keys and its
-# emission interval and window in microseconds. A bucket stores its theoretical arrival time
-# (TAT). A check is allowed when, for each of its buckets, max(TAT, now) + interval - now <=
-# window; only then are its TATs advanced. Checks run one after another, exactly as separate
-# calls would, so a later check of the batch sees what an earlier one took.
+# KEYS: the buckets of every entry, in order; ARGV: per entry, its number of keys, its emission
+# interval and window in microseconds, the calls waiting on it (need) and the tokens it would like
+# on top (extra). A bucket stores its theoretical arrival time (TAT); token j of a take is there
+# when max(TAT, now) + j * interval - now <= window for each of the entry's buckets. An entry is
+# granted min(need + extra, tokens there) and its TATs advance by that many intervals: exactly
+# what ``need`` separate calls would get one after another (the first ones pass, and once one is
+# refused so is every later one), plus what is left of ``extra``. Reply per entry: the grant,
+# and when it is short of need, the wait for the next token. Entries run in order, so a later
+# one sees what an earlier one took.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local replies = {}
 local first = 1
-for c = 1, #ARGV, 3 do
+for c = 1, #ARGV, 5 do
   local count = tonumber(ARGV[c])
   local interval = tonumber(ARGV[c + 1])
   local window = tonumber(ARGV[c + 2])
-  local wait = 0
-  local next_tats = {}
+  local need = tonumber(ARGV[c + 3])
+  local grant = need + tonumber(ARGV[c + 4])
+  local tats = {}
   for i = 1, count do
     local tat = tonumber(redis.call('GET', KEYS[first + i - 1]) or now)
     if tat < now then tat = now end
-    local next_tat = tat + interval
-    if next_tat - now > window and next_tat - now - window > wait then
-      wait = next_tat - now - window
-    end
-    next_tats[i] = next_tat
+    tats[i] = tat
+    local room = math.floor((window - (tat - now)) / interval)
+    if room < grant then grant = room end
   end
-  if wait > 0 then
-    replies[#replies + 1] = 0
-  else
-    for i = 1, count do
-      redis.call('SET', KEYS[first + i - 1], next_tats[i], 'PX',
-                 math.ceil((next_tats[i] - now) / 1000) + 1)
+  if grant < 0 then grant = 0 end
+  local wait = 0
+  for i = 1, count do
+    local next_tat = tats[i] + grant * interval
+    if grant > 0 then
+      redis.call('SET', KEYS[first + i - 1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
     end
-    replies[#replies + 1] = 1
+    if grant < need and next_tat + interval - now - window > wait then
+      wait = next_tat + interval - now - window
+    end
   end
+  replies[#replies + 1] = grant
   replies[#replies + 1] = wait
   first = first + count
 end
@@ -70,6 +79,9 @@ _MAX_CACHED_KEYS = 10_000
 class Decision:
     allowed: bool
     retry_after: float = 0.0  # seconds
+
+
+_ALLOWED = Decision(True)
 
 
 class LocalBuckets:
@@ -90,70 +102,140 @@ class LocalBuckets:
         if wait > 1e-9:
             return Decision(False, wait)
         self._tats.update(zip(keys, next_tats, strict=True))
-        return Decision(True)
+        return _ALLOWED
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Check:
-    keys: Sequence[str]
+@dataclasses.dataclass(slots=True)
+class _Lease:
+    """Tokens of one set of buckets taken from Redis ahead of the calls that will spend them."""
+
+    tokens: int = 0
+    expires: float = 0.0
+    # How many tokens to ask for on top of the calls waiting, the next time: doubled when a
+    # lease is spent before it expires, halved when it expires unspent, 0 after a refusal.
+    size: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    """The checks of one set of buckets waiting for the next script call."""
+
     interval_us: int
     window_us: int
-    decision: asyncio.Future[Decision]
+    max_lease: int
+    waiting: list[asyncio.Future[Decision]] = dataclasses.field(default_factory=list)
 
 
 class RedisBuckets:
-    """GCRA on Redis, one script call for many checks.
+    """GCRA on Redis, shared by every process, with few round trips.
 
-    Checks that arrive while a script call is on its way wait for it to return and then go
-    together in the next one: at concurrency 1 every check is sent at once, under load a round
-    trip (and Redis's and the client's work per command) serves many calls. Exactness is kept:
-    the script evaluates the checks one by one, in arrival order, on Redis's clock.
+    Checks that arrive while a script call is on its way wait for it to return and go together
+    in the next one, those of one set of buckets as one entry. An entry also asks for tokens
+    ahead of need (a lease), spent by later calls of this process without a round trip; a lease
+    holds at most ``lease_share`` of the limit and expires ``lease_seconds`` after it was taken.
+    Tokens are only ever taken in Redis, so all processes together never take more than the
+    limit allows; what leasing changes is when a token is spent: up to ``lease_seconds`` after
+    Redis granted it. So in any stretch of time the calls admitted are at most what the limit
+    allows over a stretch ``lease_seconds`` longer, and never more than one lease per process
+    beyond the limit; tokens a lease did not spend are lost (other processes may be refused
+    meanwhile, by at most as many). Limits under ``1 / lease_share`` calls per window are not
+    leased: every call is checked in Redis, exactly.
     """
 
-    def __init__(self, client: redis.Redis, *, max_batch: int = 256) -> None:
+    def __init__(self, client: redis.Redis, *, max_batch: int = 256, lease_share: float = 0.01,
+                 lease_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._script = client.register_script(_GCRA)
         # A bound on one script's run time: Redis serves nothing else while it runs.
         self._max_batch = max_batch
-        self._pending: list[_Check] = []
+        self._lease_share = lease_share
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._leases: dict[tuple[str, ...], _Lease] = {}
+        self._pending: dict[tuple[str, ...], _Entry] = {}
         self._sender: asyncio.Task[None] | None = None
 
     async def take(self, keys: Sequence[str], *, interval: float, window: float) -> Decision:
-        check = _Check(keys, math.ceil(interval * 1e6), math.ceil(window * 1e6),
-                       asyncio.get_running_loop().create_future())
-        self._pending.append(check)
+        keys = tuple(keys)
+        lease = self._leases.get(keys)
+        if lease is not None and lease.tokens and self._clock() < lease.expires:
+            lease.tokens -= 1
+            return _ALLOWED
+        entry = self._pending.get(keys)
+        if entry is None:
+            entry = self._pending[keys] = _Entry(
+                math.ceil(interval * 1e6), math.ceil(window * 1e6),
+                math.floor(window / interval * self._lease_share + 1e-9))
+        decision = asyncio.get_running_loop().create_future()
+        entry.waiting.append(decision)
         if self._sender is None:
             # A task of its own: a caller that is cancelled must not take the batch down with it.
             self._sender = asyncio.create_task(self._send(), name="rate-limit-checks")
-        return await check.decision
+        return await decision
+
+    def _lease_size(self, keys: tuple[str, ...], entry: _Entry) -> int:
+        """Tokens to ask for on top of the waiting calls."""
+        lease = self._leases.get(keys)
+        if entry.max_lease < 1 or lease is None:
+            return 0
+        if lease.tokens:  # expired unspent: ask for less
+            return lease.size // 2
+        return min(entry.max_lease, max(1, 2 * lease.size))
 
     async def _send(self) -> None:
-        batch: list[_Check] = []
+        batch: list[tuple[tuple[str, ...], _Entry, int]] = []
         try:
             while self._pending:
-                batch = self._pending[:self._max_batch]
-                del self._pending[:self._max_batch]
+                batch = [(keys, entry, self._lease_size(keys, entry))
+                         for keys, entry in itertools.islice(self._pending.items(),
+                                                             self._max_batch)]
+                for keys, _, _ in batch:
+                    del self._pending[keys]
                 try:
                     replies = await self._script(
-                        keys=[key for c in batch for key in c.keys],
-                        args=[n for c in batch for n in (len(c.keys), c.interval_us, c.window_us)])
+                        keys=[key for keys, _, _ in batch for key in keys],
+                        args=[n for keys, entry, extra in batch for n in (
+                            len(keys), entry.interval_us, entry.window_us, len(entry.waiting),
+                            extra)])
                 except Exception as exc:
                     # Each caller sees the failure and falls back to the local buckets.
-                    for c in batch:
-                        if not c.decision.done():
-                            c.decision.set_exception(exc)
+                    for _, entry, _ in batch:
+                        for waiter in entry.waiting:
+                            if not waiter.done():
+                                waiter.set_exception(exc)
                     continue
-                for i, c in enumerate(batch):
-                    if not c.decision.done():
-                        c.decision.set_result(Decision(bool(replies[2 * i]),
-                                                       replies[2 * i + 1] / 1e6))
+                now = self._clock()
+                for i, (keys, entry, extra) in enumerate(batch):
+                    self._settle(keys, entry, extra, replies[2 * i], replies[2 * i + 1], now)
+            batch = []
         except asyncio.CancelledError:
-            for c in (*batch, *self._pending):
-                c.decision.cancel()
+            for waiter in (*(w for _, e, _ in batch for w in e.waiting),
+                           *(w for e in self._pending.values() for w in e.waiting)):
+                waiter.cancel()
             self._pending.clear()
             raise
         finally:
             self._sender = None
+
+    def _settle(self, keys: tuple[str, ...], entry: _Entry, extra: int, granted: int,
+                wait_us: int, now: float) -> None:
+        """Answer an entry's waiting calls in arrival order and keep the rest as its lease."""
+        short = granted < len(entry.waiting)
+        refused = Decision(False, wait_us / 1e6)
+        for waiter in entry.waiting:
+            if waiter.done():
+                continue  # cancelled: its token, if any, goes to the lease
+            if granted:
+                granted -= 1
+                waiter.set_result(_ALLOWED)
+            else:
+                waiter.set_result(refused)
+        if entry.max_lease < 1:
+            return
+        if keys not in self._leases and len(self._leases) >= _MAX_CACHED_KEYS:
+            self._leases.clear()  # unspent tokens are lost: fewer calls pass, never more
+        # Refused: ask for nothing ahead until calls pass again.
+        self._leases[keys] = _Lease(granted, now + self._lease_seconds, 0 if short else extra)
 
 
 class RateLimiter:

@@ -4,10 +4,13 @@ Redis that goes away never turns into a 500."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
+import redis.asyncio as redis
 from conftest import make_settings
 
+from spiral_mcp.ratelimit import RedisBuckets
 from spiral_mcp.server.app import create_app
 
 # Keys verified once and a patient pool: the 100-call bursts measure the limiter, not how fast
@@ -93,3 +96,96 @@ async def test_unreachable_redis_keeps_serving_on_local_buckets(
     ready = await client.get("/ready")
     assert ready.status == 503
     assert (await ready.json())["checks"]["redis"] == "unreachable"
+
+
+# -- RedisBuckets alone: several limiters (processes) on one Redis ------------------------------
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _buckets(client, **options) -> tuple[RedisBuckets, list[list]]:
+    """RedisBuckets whose script calls are recorded: the args of each."""
+    buckets = RedisBuckets(client, **options)
+    script, calls = buckets._script, []
+
+    async def recorded(*, keys, args):
+        calls.append(list(args))
+        return await script(keys=keys, args=args)
+
+    buckets._script = recorded
+    return buckets, calls
+
+
+def _bucket_keys() -> tuple[str, str]:
+    run = uuid.uuid4().hex
+    return (f"spiral:rl:test:t:{run}", f"spiral:rl:test:k:{run}")
+
+
+@pytest.mark.redis
+async def test_checks_of_one_bucket_in_a_batch_are_one_entry_and_exact(redis_client) -> None:
+    keys = _bucket_keys()
+    # 50 per hour: too small a limit to lease (under 1 / lease_share), so every check is exact.
+    first, first_calls = _buckets(redis_client)
+    second, second_calls = _buckets(redis_client)
+    decisions = await asyncio.gather(*(
+        b.take(keys, interval=3600 / 50, window=3600) for _ in range(80)
+        for b in (first, second)))
+    assert [d.allowed for d in decisions].count(True) == 50
+    assert all(0 < d.retry_after <= 3600 for d in decisions if not d.allowed)
+    # The 80 checks each limiter received in one turn of the loop went as one entry (5
+    # arguments: key count, interval, window, calls waiting, tokens asked for ahead).
+    assert first_calls == second_calls == [[2, 72_000_000, 3_600_000_000, 80, 0]]
+    # Exhausted: a later check is refused too.
+    assert not (await first.take(keys, interval=3600 / 50, window=3600)).allowed
+
+
+@pytest.mark.redis
+async def test_leases_spare_round_trips_and_never_pass_more_than_the_limit(redis_client) -> None:
+    keys = _bucket_keys()
+    clock = _Clock()
+    # 1,000 per hour: a lease holds at most 10 tokens.
+    limiters = [_buckets(redis_client, clock=clock) for _ in range(2)]
+
+    async def round_robin(rounds: int) -> int:
+        allowed = 0
+        for _ in range(rounds):
+            for buckets, _ in limiters:
+                allowed += (await buckets.take(keys, interval=3.6, window=3600)).allowed
+        return allowed
+
+    # Well within the budget, every call passes, most without a round trip.
+    assert await round_robin(450) == 900
+    for _, calls in limiters:
+        assert len(calls) < 450 / 5
+        assert max(args[4] for args in calls) == 10
+    # Every token was taken in Redis: no more than the limit passed (one more may have refilled
+    # while the test ran); a lease left unspent is all that may be missing.
+    assert 1000 - 2 * 10 <= 900 + await round_robin(100) <= 1001
+
+
+@pytest.mark.redis
+async def test_a_lease_expires(redis_client) -> None:
+    keys = _bucket_keys()
+    clock = _Clock()
+    buckets, calls = _buckets(redis_client, clock=clock, lease_seconds=1.0)
+    for _ in range(3):  # the first takes nothing ahead, the second one token, the third spends it
+        assert (await buckets.take(keys, interval=3.6, window=3600)).allowed
+    assert len(calls) == 2
+    assert (await buckets.take(keys, interval=3.6, window=3600)).allowed
+    assert len(calls) == 3  # spent: the lease doubles to 2
+    clock.now += 1.5
+    assert (await buckets.take(keys, interval=3.6, window=3600)).allowed
+    assert len(calls) == 4  # expired with 2 unspent: asks for 1
+    assert calls[-1][3:] == [1, 1]
