@@ -383,8 +383,8 @@ def goal(rows: list[dict[str, Any]]) -> list[str]:
     """Issue 3's bar at concurrency 16: >= 0.7 of the bare handler and >= 2x the SDK."""
     lines = []
     for row in rows:
-        if row["concurrency"] == 16 and "vs_bare" in row:
-            ok = (row["vs_bare"] or 0) >= 0.7 and (row["vs_sdk"] or 0) >= 2.0
+        if row["concurrency"] == 16 and row.get("vs_bare") and row.get("vs_sdk"):
+            ok = row["vs_bare"] >= 0.7 and row["vs_sdk"] >= 2.0
             lines.append(f"{row['target']}: {row['vs_bare']:.2f} of bare (>= 0.70), "
                          f"{row['vs_sdk']:.2f}x SDK (>= 2.00): {'PASS' if ok else 'FAIL'}")
     return lines
@@ -613,6 +613,8 @@ def parse_args() -> argparse.Namespace:
                         "mcp+redis, execute+redis)")
     p.add_argument("--profile", type=int, default=int(os.environ.get("BENCH_PROFILE", 10)),
                    help="seconds of py-spy on the product at c=16 after the runs; 0: none")
+    p.add_argument("--profile-target", default="execute",
+                   help="the product target the profile drives (default execute)")
     p.add_argument("--round-trips", type=int, default=20,
                    help="calls whose statements are counted in PostgreSQL's log; 0: skip "
                         "(embedded server only)")
@@ -732,15 +734,14 @@ def main() -> None:
             for t in [*product_targets, *(t for t in targets if t.kind == "bare")]:
                 round_trips.append(count_round_trips(superuser_url, pg_log, t, args.round_trips))
         prof: list[dict[str, Any]] = []
-        if args.profile and product_targets:
-            execute = next((t for t in product_targets if t.name == "execute"),
-                           product_targets[0])
-            log(f"profiling the product ({execute.name}) with py-spy for {args.profile} s")
+        profiled = next((t for t in targets if t.name == args.profile_target), None)
+        if args.profile and profiled is not None:
+            log(f"profiling the product ({profiled.name}) with py-spy for {args.profile} s")
             prof = [p for p in (
-                profile(execute, anchors, keys, args.profile,
-                        RESULTS / f"{stamp}-profile-{execute.name}-wall", gil=False),
-                profile(execute, anchors, keys, args.profile,
-                        RESULTS / f"{stamp}-profile-{execute.name}-gil", gil=True),
+                profile(profiled, anchors, keys, args.profile,
+                        RESULTS / f"{stamp}-profile-{profiled.name}-wall", gil=False),
+                profile(profiled, anchors, keys, args.profile,
+                        RESULTS / f"{stamp}-profile-{profiled.name}-gil", gil=True),
             ) if p is not None]
     finally:
         for s in servers:
