@@ -157,8 +157,6 @@ async def write_items(
             != (i.updated, i.key, i.parent_key)]
     if not todo:
         return 0
-    # Only a page with writes pays the round trip; the lookup's plan probes per id either way.
-    await queries.source_custom_plans(conn)
     changed = await queries.source_upsert_items(
         conn, tenant_id=tenant_id, source=source,
         source_ids=[i.source_id for i in todo], keys=[i.key for i in todo],
@@ -250,11 +248,15 @@ async def sync_instance(
             high_water = newest if high_water is None else max(high_water, newest)
         async with conn.transaction():
             await queries.set_tenant(conn, tenant_id=str(tenant_id))
-            progress.changed += await write_items(conn, queries, tenant_id=tenant_id,
-                                                  source=adapter.kind, items=page.items)
+            changed = await write_items(conn, queries, tenant_id=tenant_id,
+                                        source=adapter.kind, items=page.items)
             await queries.source_save_cursor(
                 conn, instance_id=instance_id,
                 sync_cursor=_json({"updated": high_water.isoformat() if high_water else None}))
+        if changed:
+            # A backfill outgrows the statistics its session's cached plans were made from.
+            await queries.source_refresh_statistics(conn)
+        progress.changed += changed
         progress.pages += 1
         progress.items += len(page.items)
         if on_page is not None:

@@ -33,6 +33,11 @@ DELETE FROM source_instances WHERE instance_id = $1 RETURNING instance_id
 UPDATE source_instances SET sync_cursor = $2::text::jsonb, last_synced_at = now()
 WHERE instance_id = $1
 
+-- name: source_refresh_statistics!
+-- params:
+-- After a page with writes, in a transaction of its own: see refresh_sync_statistics (0006).
+SELECT refresh_sync_statistics()
+
 -- name: source_ensure_project!
 -- params: tenant_id, project_key, name, instance_id, source_ref
 -- A mirrored project, created when missing (its trigger adds the default workflow).
@@ -82,13 +87,6 @@ WHERE (work_items.key, work_items.title, work_items.description, work_items.type
   AND EXCLUDED.updated_at >= work_items.updated_at
 RETURNING source_id, id
 
--- name: source_custom_plans!
--- params:
--- For the rest of the transaction: after five executions a prepared statement may get a generic
--- plan, several times slower for unnest of array parameters. LOCAL: a pooled connection is left
--- as it was.
-SET LOCAL plan_cache_mode = force_custom_plan
-
 -- name: source_stored_items
 -- params: source, source_ids
 -- What the store holds of a source's items, by the source's ids: one probe of work_items_source_id
@@ -111,18 +109,13 @@ WHERE (comments.author, comments.body, comments.updated_at)
 
 -- name: source_insert_transitions!
 -- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats
--- History has no source id: a move already recorded (same item, target and moment) is skipped,
--- so a page synced twice adds nothing. The check is a scalar subquery, one index probe per move:
--- as NOT EXISTS it becomes an anti-join, which hashes every transition of the tenant.
+-- History has no source id: a move already recorded (same item, moment and target) is skipped by
+-- work_item_transitions_move, so a page synced twice adds nothing.
 INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status, from_category,
                                    to_category, actor, transitioned_at)
-SELECT DISTINCT $1::uuid, i, fs, ts, fc, tc, a, at
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[]) AS x(i, fs, ts, fc, tc, a, at)
-WHERE (SELECT true FROM work_item_transitions w
-       WHERE w.tenant_id = $1 AND w.work_item_id = x.i AND w.transitioned_at = x.at
-         AND w.to_status = x.ts
-       LIMIT 1) IS NULL
+SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::timestamptz[])
+ON CONFLICT (tenant_id, work_item_id, transitioned_at, to_status) DO NOTHING
 
 -- name: source_bump_next_numbers!
 -- params: project_keys

@@ -1,0 +1,82 @@
+"""refresh_sync_statistics (migration 0006): a sync's writes get statistics without waiting for
+autovacuum, so plans its session caches are not made for an empty table."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from spiral_mcp.queries import Queries
+from tests.conftest import TenantFactory
+
+
+async def _analyses(conn: asyncpg.Connection, table: str) -> int:
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return await conn.fetchval(
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = $1::regclass", table)
+
+
+async def _make_stale(conn: asyncpg.Connection, tenant_id, table_rows: float) -> None:
+    """Add more moves than the function's threshold (500 plus the table's size) and publish
+    this session's counters, which PostgreSQL otherwise sends at most once a second."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        item = await conn.fetchval("SELECT id FROM work_items LIMIT 1")
+        await conn.execute(
+            """INSERT INTO work_item_transitions (tenant_id, work_item_id, to_status, to_category,
+                                                  transitioned_at)
+               SELECT $1, $2, 'Done', 'done', timestamptz '2020-01-01' + n * interval '1 second'
+               FROM generate_series(1, $3::int) AS n""",
+            tenant_id, item, 600 + int(max(table_rows, 0)))
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT 1")  # the flush happens at the end of a transaction
+
+
+async def _table_rows(conn: asyncpg.Connection, table: str) -> float:
+    return await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = $1::regclass", table)
+
+
+async def test_a_stale_table_is_analysed_once(
+    app_conn: asyncpg.Connection, queries: Queries, make_tenant: TenantFactory,
+) -> None:
+    tenant = await make_tenant(demo=True)
+    await queries.source_refresh_statistics(app_conn)  # whatever other tests left stale
+    before = await _analyses(app_conn, "work_item_transitions")
+
+    await _make_stale(app_conn, tenant.id, await _table_rows(app_conn, "work_item_transitions"))
+    await queries.source_refresh_statistics(app_conn)
+    assert await _analyses(app_conn, "work_item_transitions") == before + 1
+
+    # Fresh statistics: nothing to do.
+    await queries.source_refresh_statistics(app_conn)
+    assert await _analyses(app_conn, "work_item_transitions") == before + 1
+
+
+async def test_a_table_being_analysed_elsewhere_is_skipped_not_waited_for(
+    app_conn: asyncpg.Connection, admin_conn: asyncpg.Connection, queries: Queries,
+    make_tenant: TenantFactory,
+) -> None:
+    tenant = await make_tenant(demo=True)
+    await queries.source_refresh_statistics(app_conn)
+    await _make_stale(app_conn, tenant.id, await _table_rows(app_conn, "work_item_transitions"))
+    before = await _analyses(app_conn, "work_item_transitions")
+
+    # The lock ANALYZE itself takes, held as autovacuum or another sync would hold it.
+    async with admin_conn.transaction():
+        await admin_conn.execute(
+            "LOCK TABLE work_item_transitions IN SHARE UPDATE EXCLUSIVE MODE")
+        await asyncio.wait_for(queries.source_refresh_statistics(app_conn), timeout=30)
+        assert await _analyses(app_conn, "work_item_transitions") == before
+
+    await queries.source_refresh_statistics(app_conn)
+    assert await _analyses(app_conn, "work_item_transitions") == before + 1
+
+
+async def test_the_runtime_role_gets_no_other_rights_from_it(app_conn: asyncpg.Connection) -> None:
+    # ANALYZE itself stays the owner's: as the runtime role it is skipped with a warning.
+    warnings: list[str] = []
+    app_conn.add_log_listener(lambda _c, message: warnings.append(str(message)))
+    await app_conn.execute("ANALYZE work_items")
+    await asyncio.sleep(0)
+    assert any("only table or database owner can analyze" in w for w in warnings)
