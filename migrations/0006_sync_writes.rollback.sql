@@ -5,3 +5,5 @@ CREATE INDEX work_item_transitions_item
     ON work_item_transitions (tenant_id, work_item_id, transitioned_at);
 DROP INDEX work_item_transitions_move;
 DROP FUNCTION refresh_sync_statistics();
+ALTER TABLE work_items ALTER COLUMN raw SET COMPRESSION default,
+                       ALTER COLUMN description SET COMPRESSION default;

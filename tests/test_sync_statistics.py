@@ -80,3 +80,16 @@ async def test_the_runtime_role_gets_no_other_rights_from_it(app_conn: asyncpg.C
     await app_conn.execute("ANALYZE work_items")
     await asyncio.sleep(0)
     assert any("only table or database owner can analyze" in w for w in warnings)
+
+
+async def test_raw_and_descriptions_are_compressed_with_lz4_where_the_server_has_it(
+    app_conn: asyncpg.Connection,
+) -> None:
+    methods = await app_conn.fetchval(
+        "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+    rows = await app_conn.fetch(
+        "SELECT attname, attcompression FROM pg_attribute "
+        "WHERE attrelid = 'work_items'::regclass AND attname IN ('raw', 'description')")
+    expected = b"l" if "lz4" in methods else b"\0"
+    assert {r["attname"]: r["attcompression"] for r in rows} == {
+        "raw": expected, "description": expected}
