@@ -39,7 +39,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,7 @@ class MemoryAdapter(Adapter):
     async def check(self) -> str:
         return "bench"
 
-    async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+    async def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         wanted = [i for i in self.items if since is None or i.updated >= since]
         for start in range(0, len(wanted), self.page_size):
             yield Page(wanted[start:start + self.page_size])

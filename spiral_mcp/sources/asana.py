@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -271,7 +271,7 @@ class AsanaAdapter(Adapter):
         return sorted(found.values(), key=lambda pair: (_when(pair[0]["modified_at"]),
                                                         str(pair[0]["gid"])))
 
-    async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+    async def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         self._require_keys()  # before any request
         delta = await self._delta(since)
         pending = {str(task["gid"]) for task, _ in delta}

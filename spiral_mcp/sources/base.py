@@ -16,7 +16,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -177,7 +177,7 @@ class Adapter(abc.ABC):
         """Prove reachability and credentials; return who we are signed in as."""
 
     @abc.abstractmethod
-    def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+    def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         """Items updated at or after ``since`` (all when None), oldest update first, with their
         comments and transitions complete."""
 

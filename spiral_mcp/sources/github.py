@@ -44,7 +44,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -320,7 +320,7 @@ class GitHubAdapter(Adapter):
                 # Every later page starts at ``last``: no older version can come again.
                 seen = {version for version in seen if version[1] == last}
 
-    async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+    async def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         repos = list(self.projects)
         streams = [self._issues(repo, since) for repo in repos]
         heads: list[tuple[datetime, int, int, dict[str, Any]]] = []

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -250,7 +250,7 @@ class JiraAdapter(Adapter):
             where += f' AND updated >= "{start:%Y-%m-%d %H:%M}"'
         return f"{where} ORDER BY updated ASC, key ASC"
 
-    async def pages(self, *, since: datetime | None) -> AsyncIterator[Page]:
+    async def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         zone = await self._time_zone()
         await self._load_statuses()
         if self._cloud:
