@@ -75,8 +75,17 @@ def parse_key(secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         return None
 
 
+def _key_name(secret: str) -> str | None:
+    """The part of a key that names it (tenant and key id, as hex), or None when the key cannot
+    be one of ours; whether the hex is valid is left to :func:`parse_key`."""
+    if len(secret) != _KEY_LENGTH or not secret.startswith(_PREFIX):
+        return None
+    return secret[len(_PREFIX):len(_PREFIX) + 64]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _CachedKey:
+    ids: tuple[uuid.UUID, uuid.UUID]
     row: dict[str, Any] | None  # None: no such key (cached too, so floods of bad keys stay cheap)
     fetched: float
     # Who the key is when its row is usable (this tenant's, not revoked), built once per lookup.
@@ -89,7 +98,7 @@ class _CachedKey:
         if row is not None and row["tenant_id"] == tenant_id and row["revoked_at"] is None:
             principal = Principal(tenant_id=tenant_id, key_id=key_id, key_name=row["name"],
                                   scopes=frozenset(row["scopes"]), user=row["acts_as"])
-        return cls(row, time.monotonic(), principal)
+        return cls(ids, row, time.monotonic(), principal)
 
 
 class Authenticator:
@@ -103,22 +112,29 @@ class Authenticator:
         self._db = database
         self._ttl = cache_ttl
         self._size = cache_size
-        # Keyed by (tenant, key id): a lookup under the tenant a caller claims must never answer for
-        # the same key id under another tenant (else a forged key could lock a real one out).
-        self._cache: OrderedDict[tuple[uuid.UUID, uuid.UUID], _CachedKey] = OrderedDict()
-        self._used: dict[uuid.UUID, set[uuid.UUID]] = {}
-        self._lookups: dict[tuple[uuid.UUID, uuid.UUID], asyncio.Future[_CachedKey]] = {}
+        # Keyed by the key's name, its tenant and key id as they are written in it: a lookup
+        # under the tenant a caller claims must never answer for the same key id under another
+        # tenant (else a forged key could lock a real one out). A string, so a cached key is
+        # found without parsing its ids into UUIDs on every request.
+        self._cache: OrderedDict[str, _CachedKey] = OrderedDict()
+        # The keys used since the last flush, by name.
+        self._used: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
+        self._lookups: dict[str, asyncio.Future[_CachedKey]] = {}
 
     async def authenticate(self, secret: str) -> Principal | None:
         """The principal for ``secret``, or None for a malformed, unknown, revoked or expired key.
 
         Raises CONNECTION_ERROR when the key has to be checked and the database is unreachable.
         """
-        ids = parse_key(secret)
-        if ids is None:
+        name = _key_name(secret)
+        if name is None:
             return None
-        tenant_id, key_id = ids
-        cached = await self._lookup(tenant_id, key_id)
+        cached = self._cache.get(name)
+        if cached is None or time.monotonic() - cached.fetched >= self._ttl:
+            ids = parse_key(secret)
+            if ids is None:
+                return None
+            cached = await self._lookup(name, ids)
         row = cached.row
         # Constant-time: a caller learns nothing from how long a wrong secret takes to refuse.
         if row is None or not hmac.compare_digest(row["key_hash"], hash_key(secret)):
@@ -127,21 +143,17 @@ class Authenticator:
             return None
         if row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC):
             return None
-        self._used.setdefault(tenant_id, set()).add(key_id)
+        self._used[name] = cached.ids
         return cached.principal
 
-    async def _lookup(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> _CachedKey:
-        now = time.monotonic()
-        ids = (tenant_id, key_id)
-        cached = self._cache.get(ids)
-        if cached is not None and now - cached.fetched < self._ttl:
-            return cached
+    async def _lookup(self, name: str, ids: tuple[uuid.UUID, uuid.UUID]) -> _CachedKey:
         # Many requests with the same new key share one database round trip.
-        pending = self._lookups.get(ids)
+        pending = self._lookups.get(name)
         if pending is not None:
             return await asyncio.shield(pending)
+        tenant_id, key_id = ids
         future: asyncio.Future[_CachedKey] = asyncio.get_running_loop().create_future()
-        self._lookups[ids] = future
+        self._lookups[name] = future
         try:
             async with self._db.tenant(tenant_id, readonly=True) as conn:
                 record = await self._db.queries.get_api_key(conn, key_id=key_id)
@@ -152,9 +164,9 @@ class Authenticator:
             future.exception()  # retrieved here, so a future nobody awaited logs nothing
             raise
         finally:
-            del self._lookups[ids]
-        self._cache[ids] = cached
-        self._cache.move_to_end(ids)
+            del self._lookups[name]
+        self._cache[name] = cached
+        self._cache.move_to_end(name)
         while len(self._cache) > self._size:
             self._cache.popitem(last=False)
         return cached
@@ -162,12 +174,15 @@ class Authenticator:
     async def flush_last_used(self) -> None:
         """Write the keys used since the last flush; keep them for the next try on failure."""
         used, self._used = self._used, {}
+        by_tenant: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for tenant_id, key_id in used.values():
+            by_tenant.setdefault(tenant_id, set()).add(key_id)
         at = datetime.now(UTC)
-        for tenant_id, key_ids in used.items():
+        for tenant_id, key_ids in by_tenant.items():
             try:
                 async with self._db.tenant(tenant_id) as conn:
                     await self._db.queries.touch_api_keys(conn, key_ids=list(key_ids), used_at=at)
             except ServiceError:
-                self._used.setdefault(tenant_id, set()).update(key_ids)
+                self._used.update((n, ids) for n, ids in used.items() if ids[0] == tenant_id)
                 log.warning("could not record key use; will retry",
                             extra={"tenant": str(tenant_id)})
