@@ -154,8 +154,9 @@ class Dispatcher:
         if session is None or request.method != "tools/call":
             return await handler(request.params, exchange)
         # Tool calls on a session are registered by id so notifications/cancelled can stop
-        # exactly that call; the slots cap how many run at once on one session.
-        if session.call_slots.locked():
+        # exactly that call, and counted to cap how many run at once on one session (a counter:
+        # a call over the cap is refused, never queued, so a semaphore would only count).
+        if session.calls_running >= session.max_concurrent_calls:
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
         if request.id in session.inflight:
             # A cancellation names a request by id: two live calls with one id would be ambiguous.
@@ -166,17 +167,18 @@ class Dispatcher:
         # passed on.
         task = asyncio.current_task()
         assert task is not None
-        async with session.call_slots:
-            session.inflight[request.id] = task
-            try:
-                return await handler(request.params, exchange)
-            except asyncio.CancelledError:
-                if session.inflight.get(request.id) is not task:
-                    task.uncancel()  # handle_request answers nothing unless more cancels remain
-                raise
-            finally:
-                if session.inflight.get(request.id) is task:
-                    del session.inflight[request.id]
+        session.calls_running += 1
+        session.inflight[request.id] = task
+        try:
+            return await handler(request.params, exchange)
+        except asyncio.CancelledError:
+            if session.inflight.get(request.id) is not task:
+                task.uncancel()  # handle_request answers nothing unless more cancels remain
+            raise
+        finally:
+            session.calls_running -= 1
+            if session.inflight.get(request.id) is task:
+                del session.inflight[request.id]
 
     def _method_label(self, method: str) -> str:
         # Clients choose method names; a label per unknown name would grow without bound.

@@ -52,9 +52,9 @@ class Session:
         default_factory=lambda: collections.deque(maxlen=256))
     next_event_id: int = 1
     stream_open: bool = False
-
-    def __post_init__(self) -> None:
-        self.call_slots = asyncio.Semaphore(self.max_concurrent_calls)
+    # Tool calls running now (capped by max_concurrent_calls); a cancelled call counts until it
+    # has ended, even once it has left ``inflight``.
+    calls_running: int = 0
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
