@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
 
     source = commands.add_parser(
-        "source", help="connect, test, sync or remove sources (Jira, GitHub, Asana)")
+        "source", help="connect, test, change, sync or remove sources (Jira, GitHub, Asana)")
     source_actions = source.add_subparsers(dest="action", required=True, metavar="ACTION")
     sadd = source_actions.add_parser(
         "add", parents=[common],
@@ -126,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
                          ("remove", "remove a source (its items stay, as local data)")):
         source_actions.add_parser(action, parents=[common], help=text).add_argument(
             "source_id", type=_uuid)
+    sset = source_actions.add_parser(
+        "set", parents=[common],
+        help="change a source's mapping overrides (a sync --full re-applies them to stored items)")
+    sset.add_argument("source_id", type=_uuid)
+    sset.add_argument("--tenant", type=_uuid, help="the tenant the source must belong to")
+    sset.add_argument("--map", action="append", default=[], metavar="KEY:NAME=VALUE",
+                      help="set an override, as for source add (repeatable)")
+    sset.add_argument("--unmap", action="append", default=[], metavar="KEY:NAME",
+                      help="remove an override, e.g. status_categories:Triage (repeatable)")
     ssync = source_actions.add_parser("sync", parents=[common], help="sync a source now")
     ssync.add_argument("source_id", type=_uuid)
     ssync.add_argument("--full", action="store_true", help="ignore the cursor, fetch everything")
@@ -305,12 +314,27 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
                 finally:
                     await adapter.close()
                 print(f"ok: {row['base_url']} reachable, signed in as {who}")
+            case "set":
+                await _set_overrides(args, settings)
             case "sync":
                 await _sync(args, settings, box)
     except SourceError as exc:
         raise CommandError(str(exc)) from None
     except (CredentialError, SyncBusy, SyncError, manage.SourceAdminError) as exc:
         raise CommandError(str(exc)) from None
+
+
+async def _set_overrides(args: argparse.Namespace, settings: Settings) -> None:
+    from .sources import manage
+
+    if not args.map and not args.unmap:
+        raise CommandError("nothing to change: give --map KEY:NAME=VALUE or --unmap KEY:NAME")
+    overrides = await _with_admin(settings, lambda c, q: manage.change_overrides(
+        c, q, args.source_id, tenant_id=args.tenant, mapped=args.map, unmapped=args.unmap))
+    _print_json(overrides)
+    # Stored items keep the old mapping until the source changes them.
+    print(f"re-apply to stored items with: spiral-mcp source sync {args.source_id} --full",
+          file=sys.stderr)
 
 
 async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:

@@ -391,12 +391,14 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         outward, inward = mirrors.get(source), mirrors.get(target)
         # Only a link between two items of one source can live there; any other stays local.
         if outward is None or inward is None or outward.instance_id != inward.instance_id:
-            return await _insert_link(conn, ctx, args, ids, link_type, source, target)
-    await ask(ctx, outward,
-              lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
+            return await _insert_link(conn, ctx, args, ids, link_type, source, target, "local")
+    linked = await ask(ctx, outward,
+                       lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
+    # A link the source holds is its to prune; one it cannot hold (GitHub) stays local.
+    held_by = outward.instance["kind"] if linked else "local"
     async with ctx.transaction(readonly=False) as conn:
         ids = await _link_ends(conn, ctx, outward_key, inward_key)
-        return await _insert_link(conn, ctx, args, ids, link_type, source, target)
+        return await _insert_link(conn, ctx, args, ids, link_type, source, target, held_by)
 
 
 async def _link_ends(conn: asyncpg.Connection, ctx: ToolContext, *keys: str) -> dict[str, int]:
@@ -410,14 +412,15 @@ async def _link_ends(conn: asyncpg.Connection, ctx: ToolContext, *keys: str) -> 
 
 
 async def _insert_link(conn: asyncpg.Connection, ctx: ToolContext, args: dict[str, Any],
-                       ids: dict[str, int], link_type: str, source: str,
-                       target: str) -> dict[str, Any]:
-    """Store "source <link_type> target" with its audit row; CONFLICT when it exists."""
+                       ids: dict[str, int], link_type: str, source: str, target: str,
+                       held_by: str) -> dict[str, Any]:
+    """Store "source <link_type> target" with its audit row; CONFLICT when it exists.
+    ``held_by``: 'local', or the kind of source the link was written to."""
     queries = ctx.database.queries
     sentence = f"{source} {_LINK_VERBS[link_type]} {target}"
     row = await queries.insert_link(
         conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
-        inward_id=ids[target], created_by=ctx.principal.user,
+        inward_id=ids[target], created_by=ctx.principal.user, source=held_by,
     )
     if row is None:
         raise ServiceError(ErrorCode.CONFLICT, f"the link already exists: {sentence}")

@@ -123,9 +123,15 @@ async def store_created(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirr
 
 async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
                      item: Item) -> None:
-    """Write the item as the source answered it, exactly as a sync page would."""
-    await write_items(conn, ctx.database.queries, tenant_id=ctx.tenant_id,
-                      source=mirror.instance["kind"], items=[item], skip_unchanged=False)
+    """Write the item as the source answered it, as a sync page would. A source that numbers
+    its items names every link's other end in its answer, so the links it dropped go; one the
+    store numbers (Asana) names only the ends its adapter was told (the written item), so its
+    links are left to the syncs (a link removed there changes both its ends, and the sync of
+    either end prunes it)."""
+    kind = mirror.instance["kind"]
+    await write_items(conn, ctx.database.queries, tenant_id=ctx.tenant_id, source=kind,
+                      items=[item], skip_unchanged=False,
+                      prune_links=adapter_class(kind).numbers_items)
 
 
 async def store_comment(conn: asyncpg.Connection, ctx: ToolContext, issue_key: str,

@@ -23,9 +23,9 @@ from .base import Adapter
 from .secrets import SecretBox
 from .sync import SyncProgress, instance_lock, sync_instance
 
-__all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "find_source",
-           "list_sources", "make_adapter", "parse_overrides", "parse_project_map",
-           "remove_source", "run_sync"]
+__all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "change_overrides",
+           "find_source", "list_sources", "make_adapter", "parse_overrides", "parse_project_map",
+           "parse_unmapped", "remove_source", "run_sync"]
 
 # The kinds the store knows (source_instances.kind); each is the module ``sources.<kind>`` whose
 # ``ADAPTER`` is its adapter class.
@@ -89,6 +89,76 @@ def parse_overrides(pairs: Iterable[str], adapter: type[Adapter]) -> dict[str, d
                                    f"{', '.join(sorted(allowed))}")
         overrides.setdefault(key.strip(), {})[name.strip()] = value.strip()
     return overrides
+
+
+def parse_unmapped(pairs: Iterable[str], adapter: type[Adapter]) -> list[tuple[str, str]]:
+    """``["KEY:NAME", ...]`` as (key, name) pairs: overrides to remove, e.g.
+    ``status_categories:Triage`` for Jira."""
+    removed = []
+    for pair in pairs:
+        key, sep, name = (part.strip() for part in pair.partition(":"))
+        if key not in adapter.overrides:
+            keys = ", ".join(adapter.overrides) or "none"
+            raise SourceAdminError(f"--unmap {pair!r}: {adapter.kind} has no mapping {key!r} "
+                                   f"(its mappings: {keys})")
+        if not sep or not name or "=" in name:
+            raise SourceAdminError(f"--unmap {pair!r}: expected KEY:NAME, e.g. {key}:Triage")
+        removed.append((key, name))
+    return removed
+
+
+def _named(mapping: dict[str, str], name: str) -> str | None:
+    """The spelling under which ``mapping`` holds ``name``: adapters match names whatever their
+    case, so Triage and triage are one override."""
+    return next((held for held in mapping if held.casefold() == name.casefold()), None)
+
+
+def _drop(mapping: dict[str, str], name: str) -> None:
+    if (held := _named(mapping, name)) is not None:
+        del mapping[held]
+
+
+def _changed_overrides(config: dict[str, Any], adapter: type[Adapter], *, mapped: Iterable[str],
+                       unmapped: Iterable[str]) -> dict[str, Any]:
+    """``config`` with the ``--map`` pairs set and the ``--unmap`` pairs removed, all checked
+    before any is applied."""
+    added = parse_overrides(mapped, adapter)
+    removed = parse_unmapped(unmapped, adapter)
+    for key, name in removed:
+        if _named(added.get(key, {}), name) is not None:
+            raise SourceAdminError(f"{key}:{name} is both mapped and unmapped")
+        held = config.get(key) or {}
+        if _named(held, name) is None:
+            raise SourceAdminError(f"--unmap {key}:{name}: the source has no such override "
+                                   f"(its {key} overrides: {', '.join(sorted(held)) or 'none'})")
+    changed = {key: dict(config.get(key) or {}) for key in adapter.overrides}
+    for key, name in removed:
+        _drop(changed[key], name)
+    for key, names in added.items():
+        for name, value in names.items():
+            _drop(changed[key], name)  # a new spelling replaces the old one
+            changed[key][name] = value
+    # A mapping left with no override goes from the config, as source add never writes one.
+    return {**{k: v for k, v in config.items() if k not in adapter.overrides},
+            **{k: v for k, v in changed.items() if v}}
+
+
+async def change_overrides(
+    conn: asyncpg.Connection, queries: Queries, instance_id: uuid.UUID, *,
+    tenant_id: uuid.UUID | None = None, mapped: Iterable[str] = (),
+    unmapped: Iterable[str] = (),
+) -> dict[str, dict[str, str]]:
+    """Set (``KEY:NAME=VALUE``) and remove (``KEY:NAME``) an instance's mapping overrides, checked
+    as ``source add`` checks them; all or nothing. Returns the overrides it has now. Syncs from
+    then on map with them; items already stored keep their mapping until the source changes them
+    or a full sync re-applies it. ``tenant_id``: the instance must be that tenant's."""
+    row = await find_source(conn, queries, instance_id, tenant_id=tenant_id)
+    adapter = adapter_class(row["kind"])
+    config = orjson.loads(await queries.source_config_for_update(conn, instance_id=instance_id))
+    config = _changed_overrides(config, adapter, mapped=mapped, unmapped=unmapped)
+    await queries.source_set_config(conn, instance_id=instance_id,
+                                    config=orjson.dumps(config).decode())
+    return {key: config[key] for key in adapter.overrides if key in config}
 
 
 def check_base_url(raw: str) -> str:
@@ -167,10 +237,11 @@ async def list_sources(conn: asyncpg.Connection, queries: Queries,
     return found
 
 
-async def find_source(conn: asyncpg.Connection, queries: Queries,
-                      instance_id: uuid.UUID) -> asyncpg.Record:
-    """The instance (with sealed credentials); leaves the transaction scoped to its tenant."""
-    for tid in await _tenant_ids(conn, queries, None):
+async def find_source(conn: asyncpg.Connection, queries: Queries, instance_id: uuid.UUID, *,
+                      tenant_id: uuid.UUID | None = None) -> asyncpg.Record:
+    """The instance (with sealed credentials), looked for in ``tenant_id`` only when given (any
+    other tenant's is not found); leaves the transaction scoped to its tenant."""
+    for tid in await _tenant_ids(conn, queries, tenant_id):
         await queries.set_tenant(conn, tenant_id=str(tid))
         if (row := await queries.source_get(conn, instance_id=instance_id)) is not None:
             return row

@@ -31,7 +31,7 @@ import asyncpg
 import orjson
 
 from ..queries import Queries
-from .base import Adapter, Item, Workflow
+from .base import Adapter, Item, Link, Workflow
 
 __all__ = ["SyncBusy", "SyncError", "SyncProgress", "instance_lock", "lock_key", "sync_instance",
            "write_items"]
@@ -139,22 +139,49 @@ async def _write_workflow(
                                                      project_key=project_key, **columns)
 
 
+def _link_triple(key: str, link: Link) -> tuple[str, str, str]:
+    """(type, outward key, inward key) of a link the item ``key`` carries."""
+    return ((link.link_type, key, link.other_key) if link.outward
+            else (link.link_type, link.other_key, key))
+
+
+async def _prune_links(conn: asyncpg.Connection, queries: Queries, *, source: str,
+                       ids: dict[str, int], items: list[Item]) -> None:
+    """Delete the links ``source`` holds on ``items`` that their own report no longer names.
+    Only items the upsert wrote: an answer older than the stored item (a sync page racing a
+    write-through) must not take links from the newer one."""
+    if not items:
+        return
+    reported = [(ids[i.source_id], _link_triple(i.key, link)) for i in items for link in i.links]
+    await queries.source_prune_links(
+        conn, source=source, item_ids=[ids[i.source_id] for i in items],
+        reporters=[item for item, _ in reported], link_types=[t for _, (t, _, _) in reported],
+        outward_keys=[o for _, (_, o, _) in reported],
+        inward_keys=[k for _, (_, _, k) in reported])
+
+
 async def write_items(
     conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, source: str,
-    items: list[Item], skip_unchanged: bool = True,
+    items: list[Item], skip_unchanged: bool = True, prune_links: bool = True,
 ) -> int:
     """Upsert one page's new or changed items, comments, transitions and links; return how many
     items changed. A write-through's answer passes ``skip_unchanged=False``: a source with
-    one-second timestamps (GitHub) may answer a change with the ``updated`` already stored."""
+    one-second timestamps (GitHub) may answer a change with the ``updated`` already stored.
+
+    The links ``source`` holds on an item it wrote and no longer reports for that item go, in the
+    same transaction (local links stay); ``prune_links=False`` keeps them, for an answer that may
+    not name every link's other end."""
     # One row per source id: ON CONFLICT cannot touch the same row twice in one statement.
     unique = list({item.source_id: item for item in items}.values())
     stored = {row["source_id"]: row for row in await queries.source_stored_items(
         conn, source=source, source_ids=[i.source_id for i in unique])}
     # Besides ``updated``, the key and the parent: Asana numbers its tasks here, so a task moved
-    # between projects, or a subtask yielded again with its parent's key, keeps its time.
+    # between projects, or a subtask yielded again with its parent's key, keeps its time. And what
+    # the instance's mappings make of it: a full sync after an override changed re-maps the items.
     todo = [i for i in unique if not skip_unchanged or (row := stored.get(i.source_id)) is None
-            or (row["updated_at"], row["key"], row["parent_key"])
-            != (i.updated, i.key, i.parent_key)]
+            or (row["updated_at"], row["key"], row["parent_key"], row["status_category"],
+                row["type"], row["priority"])
+            != (i.updated, i.key, i.parent_key, i.status_category, i.type, i.priority)]
     if not todo:
         return 0
     changed = await queries.source_upsert_items(
@@ -190,13 +217,15 @@ async def write_items(
             from_categories=[t.from_category for _, t in moves],
             to_categories=[t.to_category for _, t in moves],
             actors=[t.actor for _, t in moves], ats=[t.at for _, t in moves])
+    if prune_links:
+        written = {row["source_id"] for row in changed}
+        await _prune_links(conn, queries, source=source, ids=ids,
+                           items=[i for i in todo if i.source_id in written])
     # Seen from either end a link is one (type, outward, inward) triple; the set keeps one.
-    links = {(link.link_type, i.key, link.other_key) if link.outward
-             else (link.link_type, link.other_key, i.key)
-             for i in todo for link in i.links}
+    links = {_link_triple(i.key, link) for i in todo for link in i.links}
     if links:
         await queries.source_insert_links(
-            conn, tenant_id=tenant_id, link_types=[t for t, _, _ in links],
+            conn, tenant_id=tenant_id, source=source, link_types=[t for t, _, _ in links],
             outward_keys=[o for _, o, _ in links], inward_keys=[i for _, _, i in links])
     await queries.source_bump_next_numbers(
         conn, project_keys=sorted({i.project_key for i in todo}))
@@ -225,7 +254,8 @@ async def sync_instance(
     full: bool = False,
     on_page: Callable[[SyncProgress], None] | None = None,
 ) -> SyncProgress:
-    """Sync ``adapter``'s items into ``tenant_id`` from the stored ``cursor`` (or all, ``full``).
+    """Sync ``adapter``'s items into ``tenant_id`` from the stored ``cursor`` (or all, ``full``,
+    which also re-applies the instance's mappings to items the source has not changed).
 
     ``conn`` must not be inside a transaction: every page commits on its own.
     """

@@ -131,11 +131,12 @@ RETURNING id, author, body, created_at
 SELECT id, key FROM work_items WHERE key = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE
 
 -- name: insert_link^
--- params: tenant_id, link_type, outward_id, inward_id, created_by
+-- params: tenant_id, link_type, outward_id, inward_id, created_by, source
 -- A link "outward link_type inward", unless it exists; "relates" is symmetric, so the reverse
--- pair counts as the same link. Returns nothing for a duplicate.
-INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, created_by)
-SELECT $1::uuid, $2::text, $3::bigint, $4::bigint, $5::text
+-- pair counts as the same link. Returns nothing for a duplicate. source: 'local', or the kind of
+-- source that holds the link (it was written there first), whose syncs may prune it.
+INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, created_by, source)
+SELECT $1::uuid, $2::text, $3::bigint, $4::bigint, $5::text, $6::text
 WHERE NOT EXISTS (
     SELECT 1 FROM work_item_links
     WHERE link_type = $2::text

@@ -22,6 +22,17 @@ SELECT instance_id, tenant_id, kind, name, base_url, config::text AS config, cre
 FROM source_instances
 WHERE instance_id = $1
 
+-- name: source_config_for_update$
+-- params: instance_id
+-- An instance's config, locked until the transaction ends: two changes to its mappings at once
+-- queue here instead of one overwriting the other.
+SELECT config::text FROM source_instances WHERE instance_id = $1 FOR UPDATE
+
+-- name: source_set_config!
+-- params: instance_id, config
+-- The instance's config as a whole; the next sync's adapter reads it.
+UPDATE source_instances SET config = $2::text::jsonb WHERE instance_id = $1
+
 -- name: source_delete$
 -- params: instance_id
 -- Remove an instance; its projects and items stay, as local data (source_instance_id is nulled).
@@ -92,9 +103,11 @@ RETURNING source_id, id
 -- What the store holds of a source's items, by the source's ids: one probe of work_items_source_id
 -- per id whatever the statistics say (a table filled since its last ANALYZE, or never analysed,
 -- otherwise gets a scan of the tenant's whole source range).
-SELECT x.sid AS source_id, w.id, w.key, w.parent_key, w.updated_at
+SELECT x.sid AS source_id, w.id, w.key, w.parent_key, w.updated_at, w.status_category, w.type,
+       w.priority
 FROM unnest($2::text[]) AS x(sid)
-CROSS JOIN LATERAL (SELECT id, key, parent_key, updated_at FROM work_items
+CROSS JOIN LATERAL (SELECT id, key, parent_key, updated_at, status_category, type, priority
+                    FROM work_items
                     WHERE source = $1 AND source_id = x.sid LIMIT 1) w
 
 -- name: source_upsert_comments!
@@ -164,14 +177,45 @@ INSERT INTO workflow_transitions (tenant_id, project_key, transition_id, name, f
 SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])
 ON CONFLICT DO NOTHING
 
+-- name: source_prune_links!
+-- params: source, item_ids, reporters, link_types, outward_keys, inward_keys
+-- The links of a page's written items that their source holds and no longer reports. Each item's
+-- own report decides for its links (reporters[n] is the item reporting link n): the source lists
+-- a link on both its ends, and an end it no longer lists the link on has lost it, whatever the
+-- other end said when it was stored (that end is changed too and comes with a later page). Local
+-- links are never read. Every access is a probe per element, whatever the statistics say: each
+-- item's links by (tenant_id, outward_id) and (tenant_id, inward_id), each reported end by
+-- (tenant_id, key), each doomed link by its primary key.
+WITH reported AS MATERIALIZED (
+    SELECT x.item, x.t, o.id AS outward_id, i.id AS inward_id
+    FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) AS x(item, t, ok, ik)
+    CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ok LIMIT 1) o
+    CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ik LIMIT 1) i
+)
+DELETE FROM work_item_links
+WHERE id = ANY(ARRAY(
+    SELECT held.id
+    FROM unnest($2::bigint[]) AS w(item)
+    CROSS JOIN LATERAL (
+        SELECT id, link_type, outward_id, inward_id FROM work_item_links
+        WHERE outward_id = w.item AND source = $1
+        UNION ALL
+        SELECT id, link_type, outward_id, inward_id FROM work_item_links
+        WHERE inward_id = w.item AND source = $1) held
+    WHERE NOT EXISTS (
+        SELECT 1 FROM reported r
+        WHERE r.item = w.item AND r.t = held.link_type AND r.outward_id = held.outward_id
+          AND r.inward_id = held.inward_id)))
+
 -- name: source_insert_links!
--- params: tenant_id, link_types, outward_keys, inward_keys
--- Links whose two ends are stored. One whose other end is not synced yet comes with that end's
--- page: a source lists a link on both of its items. Each end is one probe of (tenant_id, key),
--- whatever the statistics say, as in source_stored_items.
-INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id)
-SELECT DISTINCT $1::uuid, x.t, o.id, i.id
-FROM unnest($2::text[], $3::text[], $4::text[]) AS x(t, ok, ik)
+-- params: tenant_id, source, link_types, outward_keys, inward_keys
+-- Links whose two ends are stored, held by the source that reported them. One whose other end is
+-- not synced yet comes with that end's page: a source lists a link on both of its items. A link
+-- the store already holds locally stays local (and is never pruned). Each end is one probe of
+-- (tenant_id, key), whatever the statistics say, as in source_stored_items.
+INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, source)
+SELECT DISTINCT $1::uuid, x.t, o.id, i.id, $2::text
+FROM unnest($3::text[], $4::text[], $5::text[]) AS x(t, ok, ik)
 CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ok LIMIT 1) o
 CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ik LIMIT 1) i
 WHERE o.id <> i.id
