@@ -19,11 +19,12 @@ and the CLI through the database; a session that dies releases it by itself.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +32,7 @@ import asyncpg
 import orjson
 
 from ..queries import Queries
-from .base import Adapter, Item, Link, Workflow
+from .base import Adapter, Item, Link, Page, Workflow
 
 __all__ = ["SyncBusy", "SyncError", "SyncProgress", "instance_lock", "lock_key", "sync_instance",
            "write_items"]
@@ -84,6 +85,29 @@ class SyncProgress:
     def line(self) -> str:
         return (f"pages {self.pages}, items {self.items} ({self.changed} new or changed), "
                 f"{self.items_per_second:.0f} items/s")
+
+
+async def _read_ahead(pages: AsyncGenerator[Page, None]) -> AsyncIterator[Page]:
+    """``pages`` with the next one already asked for while the caller writes this one: a sync
+    takes about as long as the slower of the source and the store rather than both together.
+    Pages still arrive, and are written, in order."""
+    upcoming: asyncio.Task[Page] = asyncio.ensure_future(anext(pages))
+    try:
+        while True:
+            try:
+                page = await upcoming
+            except StopAsyncIteration:
+                return
+            upcoming = asyncio.ensure_future(anext(pages))
+            yield page
+    finally:
+        # The caller stopped (done, failed or cancelled): a page read for nothing is dropped,
+        # and its failure too, since the caller's own outcome is the one to report.
+        upcoming.cancel()
+        await asyncio.wait([upcoming])
+        if not upcoming.cancelled():
+            upcoming.exception()
+        await pages.aclose()
 
 
 def _cursor_of(raw: str | None) -> datetime | None:
@@ -272,23 +296,25 @@ async def sync_instance(
         await _teach_keys(conn, queries, adapter, project_keys=list(projects.values()))
     since = None if full else _cursor_of(cursor)
     high_water = since
-    async for page in adapter.pages(since=since):
-        if page.items:
-            newest = max(i.updated for i in page.items)
-            high_water = newest if high_water is None else max(high_water, newest)
-        async with conn.transaction():
-            await queries.set_tenant(conn, tenant_id=str(tenant_id))
-            changed = await write_items(conn, queries, tenant_id=tenant_id,
-                                        source=adapter.kind, items=page.items)
-            await queries.source_save_cursor(
-                conn, instance_id=instance_id,
-                sync_cursor=_json({"updated": high_water.isoformat() if high_water else None}))
-        if changed:
-            # A backfill outgrows the statistics its session's cached plans were made from.
-            await queries.source_refresh_statistics(conn)
-        progress.changed += changed
-        progress.pages += 1
-        progress.items += len(page.items)
-        if on_page is not None:
-            on_page(progress)
+    # aclosing: a failed write stops the read ahead at once, not when the generator is collected.
+    async with aclosing(_read_ahead(adapter.pages(since=since))) as pages:
+        async for page in pages:
+            if page.items:
+                newest = max(i.updated for i in page.items)
+                high_water = newest if high_water is None else max(high_water, newest)
+            async with conn.transaction():
+                await queries.set_tenant(conn, tenant_id=str(tenant_id))
+                changed = await write_items(conn, queries, tenant_id=tenant_id,
+                                            source=adapter.kind, items=page.items)
+                await queries.source_save_cursor(
+                    conn, instance_id=instance_id,
+                    sync_cursor=_json({"updated": high_water.isoformat() if high_water else None}))
+            if changed:
+                # A backfill outgrows the statistics its session's cached plans were made from.
+                await queries.source_refresh_statistics(conn)
+            progress.changed += changed
+            progress.pages += 1
+            progress.items += len(page.items)
+            if on_page is not None:
+                on_page(progress)
     return progress

@@ -1,13 +1,19 @@
-"""refresh_sync_statistics (migration 0006): a sync's writes get statistics without waiting for
-autovacuum, so plans its session caches are not made for an empty table."""
+"""How a sync writes: statistics refreshed as a backfill outgrows them (refresh_sync_statistics,
+migration 0006), so the plans its session caches are not made for an empty table; lz4 for the
+large columns; the next page read from the source while this one is written."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import asyncpg
+import pytest
 
 from spiral_mcp.queries import Queries
+from spiral_mcp.sources import sync
+from spiral_mcp.sources.base import Page, SourceError
 from tests.conftest import TenantFactory
 
 
@@ -93,3 +99,59 @@ async def test_raw_and_descriptions_are_compressed_with_lz4_where_the_server_has
     expected = b"l" if "lz4" in methods else b"\0"
     assert {r["attname"]: r["attcompression"] for r in rows} == {
         "raw": expected, "description": expected}
+
+
+class _Source:
+    """Pages 0..n-1 as an adapter yields them, recording what was asked for and when it closed."""
+
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at = n, fail_at
+        self.asked: list[int] = []
+        self.closed = False
+
+    async def pages(self) -> AsyncGenerator[Page, None]:
+        try:
+            for number in range(self.n):
+                self.asked.append(number)
+                await asyncio.sleep(0.01)  # the source's round trip
+                if number == self.fail_at:
+                    raise SourceError("unavailable", "HTTP 503 from the source", status=503)
+                yield Page([])
+        finally:
+            self.closed = True
+
+
+async def test_the_next_page_is_read_while_this_one_is_written() -> None:
+    source = _Source(3)
+    seen = []
+    async with aclosing(sync._read_ahead(source.pages())) as pages:
+        async for _ in pages:
+            seen.append(len(seen))
+            await asyncio.sleep(0.005)  # the page's write, shorter than a read
+            # While this page was written, the next one was already asked for.
+            assert source.asked == list(range(min(len(seen) + 1, 3)))
+    assert seen == [0, 1, 2] and source.closed
+
+
+async def test_a_source_failure_arrives_after_the_pages_before_it() -> None:
+    source = _Source(5, fail_at=2)
+    seen = 0
+    with pytest.raises(SourceError, match="503"):
+        async with aclosing(sync._read_ahead(source.pages())) as pages:
+            async for _ in pages:
+                seen += 1
+    assert seen == 2 and source.closed
+
+
+async def test_a_write_failure_drops_the_page_read_ahead_and_closes_the_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = _Source(5, fail_at=1)  # the page read ahead of the failed write fails too
+    with pytest.raises(RuntimeError, match="store"):
+        async with aclosing(sync._read_ahead(source.pages())) as pages:
+            async for _ in pages:
+                await asyncio.sleep(0.05)  # meanwhile the page read ahead fails
+                raise RuntimeError("the store refused the page")
+    assert source.closed and source.asked == [0, 1]
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
