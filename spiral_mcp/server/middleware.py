@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ..errors import ServiceError
 from .keys import AUTHENTICATOR, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
-from .logs import request_id_var
+from .logs import AccessRecord, request_id_var
 
 __all__ = ["PUBLIC_PATHS", "authenticate", "json_error", "origin_guard", "request_context"]
 
@@ -71,11 +71,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics.labels(metrics.http_requests, route_name, request.method, str(status)).inc()
         metrics.labels(metrics.http_duration, route_name).observe(elapsed)
         if log.isEnabledFor(logging.INFO):
-            log.info(
-                "request",
-                extra={"method": request.method, "path": request.path, "status": status,
-                       "duration_ms": round(elapsed * 1000, 2)},
-            )
+            log.handle(AccessRecord(log.name, {
+                "method": request.method, "path": request.path, "status": status,
+                "duration_ms": round(elapsed * 1000, 2)}))
         request_id_var.reset(token)
 
 
