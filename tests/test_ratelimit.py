@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 from conftest import make_settings
 
-from spiral_mcp.ratelimit import RedisBuckets
+from spiral_mcp.ratelimit import Decision, LocalBuckets, RedisBuckets
 from spiral_mcp.server.app import create_app
 
 # Keys verified once and a patient pool: the 100-call bursts measure the limiter, not how fast
@@ -189,3 +189,16 @@ async def test_a_lease_expires(redis_client) -> None:
     assert (await buckets.take(keys, interval=3.6, window=3600)).allowed
     assert len(calls) == 4  # expired with 2 unspent: asks for 1
     assert calls[-1][3:] == [1, 1]
+
+
+def test_local_buckets_refuse_with_the_wait_and_refill() -> None:
+    clock = _Clock()
+    buckets = LocalBuckets(clock)
+    keys = ("spiral:rl:read:t:1", "spiral:rl:read:k:1")
+    assert [buckets.take(keys, interval=10, window=20).allowed for _ in range(2)] == [True, True]
+    assert buckets.take(keys, interval=10, window=20) == Decision(False, 10)
+    # Another key of the tenant shares the tenant's bucket, and is refused by it alone.
+    assert not buckets.take((keys[0], "spiral:rl:read:k:2"), interval=10, window=20).allowed
+    clock.now += 10
+    assert buckets.take(keys, interval=10, window=20).allowed
+    assert not buckets.take(keys, interval=10, window=20).allowed
