@@ -81,7 +81,8 @@ STATEMENTS = ("set_tenant", "source_ensure_project", "source_project_owner",
               "source_upsert_workflow_statuses", "source_prune_workflow_transitions",
               "source_insert_workflow_transitions", "source_item_numbers", "source_next_numbers",
               "source_stored_items", "source_upsert_items",
-              "source_upsert_comments", "source_insert_transitions", "source_insert_links",
+              "source_upsert_comments", "source_insert_transitions", "source_prune_links",
+              "source_insert_links",
               "source_bump_next_numbers", "source_save_cursor", "source_refresh_statistics")
 
 
