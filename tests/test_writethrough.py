@@ -338,3 +338,31 @@ async def test_github_issues_are_created_and_closed_through_the_tools(
     unseen = await envelope(client, other, "jira_get_issue", issue_key="WEB-2")
     assert unseen["error"]["code"] == "NOT_FOUND", unseen
     assert await scalar(app_conn, other.id, "SELECT count(*) FROM work_items") == 0
+
+
+async def test_a_write_to_an_asana_subtask_keeps_its_parent(
+        make_tenant: TenantFactory, admin_conn, app_conn, serve_fake, serve_spiral: TestClient,
+        queries) -> None:
+    """The store numbers Asana tasks, so an answer names the parent by key only if the adapter
+    was told the parent's key: a write must not drop the parent of the item it stores."""
+    fake = FakeAsana()
+    fake.add_project(ASANA_PROJECT, "Design")
+    parent = fake.add_task(ASANA_PROJECT, "Parent", modified=datetime(2025, 1, 1, tzinfo=UTC))
+    fake.add_task(ASANA_PROJECT, "Child", modified=datetime(2025, 1, 2, tzinfo=UTC),
+                  parent=parent)
+    await serve_fake(fake, path="/api/1.0")
+    tenant, client = await make_tenant(), serve_spiral
+    await _mirror(admin_conn, queries, client, tenant, "asana", fake, {ASANA_PROJECT: "DES"})
+    child = "SELECT parent_key FROM work_items WHERE title LIKE 'Child%'"
+    assert await scalar(app_conn, tenant.id, child) == "DES-1"
+
+    key = await scalar(app_conn, tenant.id, "SELECT key FROM work_items WHERE title = 'Child'")
+    updated = await envelope(client, tenant, "jira_update_issue", issue_key=key,
+                             fields={"summary": "Child, renamed"})
+    assert updated["success"], updated
+    assert updated["data"]["changed"]["summary"]["to"] == "Child, renamed"
+    assert await scalar(app_conn, tenant.id, child) == "DES-1"
+    moved = await envelope(client, tenant, "jira_transition_issue", issue_key=key,
+                           status="Completed")
+    assert moved["success"], moved
+    assert await scalar(app_conn, tenant.id, child) == "DES-1"

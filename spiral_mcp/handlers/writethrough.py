@@ -71,7 +71,10 @@ async def item_mirrors(conn: asyncpg.Connection, ctx: ToolContext,
             # Mirrored project, yet no id at the source: nothing there to write to.
             raise ServiceError(ErrorCode.CONFLICT, f"{row['key']} is not at its source yet; "
                                                    "sync the source (sources_sync) and retry")
-        mirrors[row["key"]] = Mirror(row, Ref(row["source_id"], row["key"], row["source_ref"]))
+        parent = (Ref(row["parent_source_id"], row["parent_key"], row["source_ref"])
+                  if row["parent_source_id"] else None)
+        mirrors[row["key"]] = Mirror(row, Ref(row["source_id"], row["key"], row["source_ref"],
+                                              parent))
     return mirrors
 
 

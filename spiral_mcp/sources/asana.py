@@ -194,9 +194,10 @@ class AsanaAdapter(Adapter):
 
     def _remember(self, *refs: Ref | None) -> None:
         for ref in refs:
-            if ref is not None:
+            while ref is not None:  # the item, then its parent: an answer names both
                 project, _, number = ref.key.rpartition("-")
                 self._numbers.setdefault(ref.source_id, (project, int(number)))
+                ref = ref.parent
 
     def _number(self, gid: str, project_key: str) -> int:
         known = self._numbers.get(gid)

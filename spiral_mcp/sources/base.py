@@ -126,6 +126,9 @@ class Ref:
     source_id: str
     key: str
     project_ref: str
+    # Its parent, when the store holds one from the same source: a source the store numbers
+    # (Asana) can name the parent in its answer only by a key it was told.
+    parent: Ref | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,12 +12,15 @@ WHERE p.project_key = $1
 -- params: issue_keys
 -- For items of mirrored projects: their instance, sealed credentials, the source project and the
 -- item's id at the source (null for an item the source does not know); items of local projects
--- are left out.
+-- are left out. With each, its parent's key and id at the same source, when it has one there.
 SELECT w.key, w.source_id, s.instance_id, s.kind, s.base_url, s.config::text AS config,
-       s.credentials, p.source_ref
+       s.credentials, p.source_ref, up.key AS parent_key, up.source_id AS parent_source_id
 FROM work_items w
 JOIN projects p ON p.project_key = w.project_key
 JOIN source_instances s ON s.instance_id = p.source_instance_id
+LEFT JOIN LATERAL (SELECT key, source_id FROM work_items
+                   WHERE key = w.parent_key AND source = w.source AND source_id IS NOT NULL
+                   LIMIT 1) up ON true
 WHERE w.key = ANY($1::text[])
 
 -- name: set_custom_fields!
