@@ -305,12 +305,23 @@ _RESULT = re.compile(r"RESULT rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) error
 _CHECK = re.compile(r"CHECK bad=(\d+) first=(.*)")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of a process so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(target: Target, concurrency: int, duration: float, anchors: Path,
             keys: str) -> dict[str, Any]:
     env = {**os.environ, **target.env, "KEYS": keys, "ANCHORS_DIR": str(anchors)}
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--timeout", "5s",
             "-s", str(CHECK_LUA), target.url]
+    cpu_before = cpu_seconds(target.server.process.pid)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
+    cpu_after = cpu_seconds(target.server.process.pid)
     result = _RESULT.search(done.stdout)
     check = _CHECK.search(done.stdout)
     if result is None or check is None:
@@ -320,6 +331,9 @@ def run_wrk(target: Target, concurrency: int, duration: float, anchors: Path,
         "target": target.name, "concurrency": concurrency,
         "rps": float(result[1]), "p50_ms": float(result[2]), "p99_ms": float(result[3]),
         "socket_errors": int(result[4]), "non2xx": int(result[5]), "bad_answers": int(check[1]),
+        # The server's CPU time per call: steadier than calls/s when other work shares the CPUs.
+        "cpu_us_per_call": round((cpu_after - cpu_before) * 1e6 / (float(result[1]) * duration))
+        if cpu_before is not None and cpu_after is not None and float(result[1]) else None,
     }
     if run["bad_answers"] or run["socket_errors"]:
         run["first_bad"] = check[2][:300]
@@ -343,6 +357,8 @@ def summarize(runs: list[dict[str, Any]], targets: list[Target],
                 medians[t.name] = {
                     "rps": _median(mine, "rps"), "p50_ms": _median(mine, "p50_ms"),
                     "p99_ms": _median(mine, "p99_ms"),
+                    "cpu_us_per_call": statistics.median(
+                        [r["cpu_us_per_call"] for r in mine if r.get("cpu_us_per_call")] or [0]),
                     "bad_answers": sum(r["bad_answers"] + r["socket_errors"] for r in mine),
                     "runs": [r["rps"] for r in mine],
                 }
@@ -365,7 +381,7 @@ def _ratio(value: float | None) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'conc':>4}  {'target':<22} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'/bare':>6} {'/SDK':>6} {'bad':>5}   runs (calls/s)")
+            f"{'/bare':>6} {'/SDK':>6} {'CPU us':>7} {'bad':>5}   runs (calls/s)")
     print(head)
     print("-" * len(head))
     last = None
@@ -375,7 +391,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         last = row["concurrency"]
         print(f"{row['concurrency']:>4}  {row['target']:<22} {row['rps']:>9,.0f} "
               f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {_ratio(row.get('vs_bare'))} "
-              f"{_ratio(row.get('vs_sdk'))} {row['bad_answers']:>5}   "
+              f"{_ratio(row.get('vs_sdk'))} {row['cpu_us_per_call']:>7,.0f} "
+              f"{row['bad_answers']:>5}   "
               + ", ".join(f"{r:,.0f}" for r in row["runs"]))
 
 
@@ -546,7 +563,7 @@ def profile(target: Target, anchors: Path, keys: str, seconds: int, out: Path, *
                                                  "server, asyncpg protocol)"] += n
     idle = sum(n for f, n in own.items() if "select" in f and ("selectors" in f or "epoll" in f))
     return {
-        "mode": "gil" if gil else "wall (non-idle)",
+        "target": target.name, "mode": "gil" if gil else "wall (non-idle)",
         "rps_while_profiling": load["rps"], "samples": total, "idle_samples": idle,
         "collapsed": str(raw),
         "groups": [(g, round(100 * n / total, 1)) for g, n in groups.most_common()],
@@ -614,7 +631,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=int(os.environ.get("BENCH_PROFILE", 10)),
                    help="seconds of py-spy on the product at c=16 after the runs; 0: none")
     p.add_argument("--profile-target", default="execute",
-                   help="the product target the profile drives (default execute)")
+                   help="the product targets the profile drives, comma-separated (default "
+                        "execute)")
     p.add_argument("--round-trips", type=int, default=20,
                    help="calls whose statements are counted in PostgreSQL's log; 0: skip "
                         "(embedded server only)")
@@ -725,7 +743,8 @@ def main() -> None:
                     run["loadavg_1m"] = os.getloadavg()[0]
                     runs.append(run)
                     log(f"  c={c:<3} round {rep + 1}  {t.name:<14} {run['rps']:>8,.0f} calls/s"
-                        f"  p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms")
+                        f"  p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms"
+                        f"  {run['cpu_us_per_call'] or 0:,} us CPU/call")
 
         rows = summarize(runs, targets, levels)
         round_trips = []
@@ -734,10 +753,12 @@ def main() -> None:
             for t in [*product_targets, *(t for t in targets if t.kind == "bare")]:
                 round_trips.append(count_round_trips(superuser_url, pg_log, t, args.round_trips))
         prof: list[dict[str, Any]] = []
-        profiled = next((t for t in targets if t.name == args.profile_target), None)
-        if args.profile and profiled is not None:
+        for name in args.profile_target.split(","):
+            profiled = next((t for t in targets if t.name == name.strip()), None)
+            if not args.profile or profiled is None:
+                continue
             log(f"profiling the product ({profiled.name}) with py-spy for {args.profile} s")
-            prof = [p for p in (
+            prof += [p for p in (
                 profile(profiled, anchors, keys, args.profile,
                         RESULTS / f"{stamp}-profile-{profiled.name}-wall", gil=False),
                 profile(profiled, anchors, keys, args.profile,
@@ -762,8 +783,9 @@ def main() -> None:
         for sql, n in rt["by_statement"].items():
             print(f"  {n:>4}  {sql}")
     for p in prof:
-        print(f"\nprofile, {p['mode']} samples ({p['samples']}, {p['rps_while_profiling']:,.0f} "
-              f"calls/s while sampled; stacks in {p['collapsed']}), own time:")
+        print(f"\nprofile of {p['target']}, {p['mode']} samples ({p['samples']}, "
+              f"{p['rps_while_profiling']:,.0f} calls/s while sampled; stacks in "
+              f"{p['collapsed']}), own time:")
         for f, pct in p["own"][:12]:
             print(f"  {pct:5.1f}%  {f}")
         print("by part of the request path (share of samples whose stack contains it):")
