@@ -118,10 +118,12 @@ def generate_project(rng: random.Random, project_key: str, name: str, count: int
         created = now - timedelta(days=rng.uniform(0.2, 365))
         path = rng.choices(PATHS, PATH_WEIGHTS)[0]
         at, previous = created, None
-        for status in path:
+        for step, status in enumerate(path, start=2):
             history.append((key, previous, status, at, rng.choice(PEOPLE)))
             previous = status
-            at = min(now, at + timedelta(hours=rng.uniform(2, 24 * 6)))
+            # A second apart at least near now: one item's moves never share a moment.
+            at = min(now - timedelta(seconds=len(path) - step),
+                     at + timedelta(hours=rng.uniform(2, 24 * 6)))
         final, last_move = path[-1], history[-1][3]
         subject = rng.choice(SUBJECTS)
         cols["keys"].append(key)

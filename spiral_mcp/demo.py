@@ -91,10 +91,13 @@ async def load_demo(
             created = now - timedelta(days=rng.uniform(1, 89), hours=rng.uniform(0, 23))
             path = rng.choices(_PATHS, _PATH_WEIGHTS)[0]
             at, previous = created, None
-            for status in path:
+            for step, status in enumerate(path, start=2):
                 history.append((key, previous, status, at, rng.choice(_PEOPLE)))
                 previous = status
-                at = min(now, at + timedelta(hours=rng.uniform(2, 24 * 6)))
+                # Kept in the past, a second apart at least: one item's moves never share a
+                # moment (a move is unique by item, moment and target).
+                latest = now - timedelta(seconds=len(path) - step)
+                at = min(latest, at + timedelta(hours=rng.uniform(2, 24 * 6)))
             final = path[-1]
             last_move = history[-1][3]
             verb = rng.choice(VERBS.get(kind, ("Deliver",)))
