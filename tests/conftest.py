@@ -18,6 +18,7 @@ from spiral_mcp import admin
 from spiral_mcp.config import Settings, load_settings
 from spiral_mcp.provision import DatabaseUrls, provision, start_embedded
 from spiral_mcp.queries import Queries
+from spiral_mcp.roles import OWNER_ROLE, url_for_role
 from spiral_mcp.server.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,20 @@ async def database_urls(superuser_url: str) -> AsyncIterator[DatabaseUrls]:
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def fresh_database(superuser_url: str) -> AsyncIterator[str]:
+    """An empty database owned by the owner role, never the shared test database; its URL as
+    the owner. The roles exist already (the session's provisioning made them)."""
+    name = f"spiral_fresh_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER_ROLE}"')
+        yield url_for_role(superuser_url, OWNER_ROLE, database=name)
+    finally:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
 
 

@@ -21,7 +21,6 @@ from aiohttp.test_utils import TestClient
 from spiral_mcp import migrate
 from spiral_mcp.config import SETTINGS, load_settings
 from spiral_mcp.provision import DatabaseUrls
-from spiral_mcp.roles import OWNER_ROLE, url_for_role
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import PRINCIPAL
 
@@ -195,20 +194,6 @@ async def test_a_bad_value_is_one_line_and_a_failing_exit(
     assert result.err.endswith("\n") and result.err.count("\n") == 1, result.err
     assert result.err.startswith("spiral-mcp") and "error" in result.err
     assert says in result.err
-
-
-@pytest.fixture
-async def fresh_database(superuser_url: str) -> AsyncIterator[str]:
-    """An empty database owned by the owner role, never the shared test database; its URL as
-    the owner. The roles exist already (the session's provisioning made them)."""
-    name = f"spiral_cli_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(superuser_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER_ROLE}"')
-        yield url_for_role(superuser_url, OWNER_ROLE, database=name)
-    finally:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 async def _has_table(url: str, table: str) -> bool:

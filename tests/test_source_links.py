@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -15,7 +14,6 @@ import pytest
 
 from spiral_mcp import migrate
 from spiral_mcp.queries import Queries
-from spiral_mcp.roles import OWNER_ROLE, url_for_role
 from spiral_mcp.sources import manage
 from tests.conftest import TenantFactory
 from tests.fake_jira import FakeJira
@@ -169,17 +167,6 @@ async def test_write_through_links_are_held_by_the_source(site: Site) -> None:  
 
 
 # --- the migration ---------------------------------------------------------------------------
-@pytest.fixture
-async def fresh_database(superuser_url: str) -> AsyncIterator[str]:
-    """An empty database owned by the owner role; its URL as the owner."""
-    name = f"spiral_links_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(superuser_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER_ROLE}"')
-        yield url_for_role(superuser_url, OWNER_ROLE, database=name)
-    finally:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 SEED = """
