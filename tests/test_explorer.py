@@ -66,6 +66,29 @@ async def test_query_returns_typed_columns_rows_and_timing(client, two_tenants, 
 
 
 
+async def test_links_show_where_they_live_to_their_tenant_only(client, two_tenants, admin_conn):
+    mine, other = two_tenants
+    # One of my links held by a source; the other tenant's links stay local.
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(mine.id))
+        marked = await admin_conn.fetchval(
+            "UPDATE work_item_links SET source = 'jira' "
+            "WHERE id = (SELECT min(id) FROM work_item_links) RETURNING id")
+    sql = "SELECT id, source FROM work_item_links ORDER BY id"
+    data = (await envelope(client, mine, "explorer_query", sql=sql))["data"]
+    assert {"name": "source", "type": "text"} in data["columns"]
+    expected = await as_tenant(admin_conn, mine.id, sql)
+    assert data["rows"] == expected
+    assert [marked, "jira"] in expected and any(s == "local" for _, s in expected)
+    theirs = (await envelope(client, other, "explorer_query", sql=sql))["data"]["rows"]
+    assert theirs and marked not in [link_id for link_id, _ in theirs]
+    assert all(source == "local" for _, source in theirs)
+    described = (await envelope(client, mine, "explorer_describe_table",
+                                table="work_item_links"))["data"]
+    source = next(c for c in described["columns"] if c["name"] == "source")
+    assert source["description"].startswith("Where the link lives")
+
+
 async def test_list_tables_counts_only_this_tenants_rows(client, make_tenant, admin_conn):
     mine = await make_tenant(demo=True)
     await make_tenant(demo=True)

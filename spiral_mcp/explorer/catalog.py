@@ -56,7 +56,7 @@ CODED_VALUES: list[dict[str, Any]] = [
                 {"value": "relates", "meaning": "related, no direction"},
                 {"value": "duplicates", "meaning": "outward item duplicates inward item"},
                 {"value": "clones", "meaning": "outward item is a clone of inward item"}]},
-    {"columns": ["work_items.source", "sources.kind"],
+    {"columns": ["work_items.source", "work_item_links.source", "sources.kind"],
      "values": [{"value": "local", "meaning": "created here"},
                 {"value": "jira", "meaning": "synced from Jira"},
                 {"value": "github", "meaning": "synced from GitHub issues"},
