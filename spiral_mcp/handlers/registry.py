@@ -293,8 +293,8 @@ class ToolRegistry:
                  elapsed: float) -> None:
         """Metrics and, unless the handler wrote its own in its transaction, the audit row."""
         metrics = self._metrics
-        metrics.labels(metrics.tool_calls, tool.name, "error" if error_code else "ok").inc()
-        metrics.labels(metrics.tool_duration, tool.name).observe(elapsed)
+        metrics.tool_calls.labels(tool.name, "error" if error_code else "ok").inc()
+        metrics.tool_duration.labels(tool.name).observe(elapsed)
         if not ctx.audited:
             self._audit.enqueue(AuditEntry(
                 tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,

@@ -119,8 +119,8 @@ class Dispatcher:
 
     async def handle_request(self, request: Request, exchange: Exchange) -> dict[str, Any] | None:
         """Answer one request; None when it was cancelled (a cancelled request gets no answer)."""
-        self._metrics.labels(self._metrics.mcp_requests, self._method_label(request.method),
-                             exchange.transport).inc()
+        self._metrics.mcp_requests.labels(self._method_label(request.method),
+                                          exchange.transport).inc()
         handler = self._methods.get(request.method)
         try:
             if handler is None or (exchange.modern and request.method == "initialize") or (
@@ -185,8 +185,8 @@ class Dispatcher:
         return method if method in self._methods or method in _NOTIFICATIONS else "other"
 
     async def handle_notification(self, note: Notification, exchange: Exchange) -> None:
-        self._metrics.labels(self._metrics.mcp_requests, self._method_label(note.method),
-                             exchange.transport).inc()
+        self._metrics.mcp_requests.labels(self._method_label(note.method),
+                                          exchange.transport).inc()
         session = exchange.session
         if session is None:
             return
@@ -268,19 +268,22 @@ class Dispatcher:
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, 'tools/call needs a string "name"')
-        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
         ctx = ToolContext(
             principal=exchange.principal, database=self._database, tool=name,
             explorer=self._explorer, sources=self._sources, request_id=exchange.http_request_id,
-            progress=self._progress_sender(meta.get("progressToken"), exchange),
-            log=self._log_sender(name, exchange),
         )
+        # Without a token or a session nothing can be sent: the context's silent defaults serve,
+        # and no closures are made for the call.
+        if token is not None:
+            ctx.progress = self._progress_sender(token, exchange)
+        if exchange.session is not None:
+            ctx.log = self._log_sender(name, exchange)
         return await self.registry.call(name, params.get("arguments"), ctx)
 
     def _progress_sender(self, token: Any, exchange: Exchange):
         async def progress(done: float, total: float | None, message: str | None) -> None:
-            if token is None:
-                return
             params: dict[str, Any] = {"progressToken": token, "progress": done}
             if total is not None:
                 params["total"] = total

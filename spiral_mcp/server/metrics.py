@@ -1,21 +1,146 @@
-"""Prometheus metrics of one application, in a registry of its own (no global state)."""
+"""Prometheus metrics of one application, in a registry of its own (no global state).
+
+The request path's counters and histograms are plain numbers (:class:`PlainCounter`,
+:class:`PlainHistogram`) that the registry reads at scrape time: prometheus_client's own take a
+lock on every update, several per request. Only the event loop's thread updates or scrapes them
+(the /metrics handler renders on the loop), so they need none. The exposition is
+prometheus_client's, with the same names, labels, types and ``_created`` series as its classes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import bisect
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["Metrics"]
-
-# Label children kept at hand; past this many, children are looked up as usual (labels a client
-# can vary must not grow the cache without bound).
-_MAX_CACHED_CHILDREN = 1024
+__all__ = ["Metrics", "PlainCounter", "PlainHistogram"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def _with_created() -> bool:
+    # prometheus_client's switch (PROMETHEUS_DISABLE_CREATED_SERIES, disable_created_metrics()),
+    # read at scrape time as its own classes do.
+    return bool(prometheus_metrics._use_created)
+
+
+class _CounterChild:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _HistogramChild:
+    __slots__ = ("_bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0.0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        # The first bucket whose bound is >= value (prometheus_client's ``value <= bound``).
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1.0
+
+
+class _PlainFamily(Collector):
+    """Label children kept in a dict; ``labels(*values)`` as prometheus_client's."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def labels(self, *values: Any) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values")
+            # Label values are text, as prometheus_client makes them.
+            key = tuple(str(v) for v in values)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._new_child()
+        return child
+
+    def _new_child(self) -> Any:
+        raise NotImplementedError
+
+    def _series(self) -> Iterator[tuple[dict[str, str], Any]]:
+        for values, child in list(self._children.items()):
+            yield dict(zip(self.labelnames, values, strict=True)), child
+
+
+class PlainCounter(_PlainFamily):
+    """A labelled counter, exposed as prometheus_client's Counter (``<name>_total``)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *,
+                 registry: CollectorRegistry) -> None:
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
+
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "counter")]
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "counter")
+        created = _with_created()
+        for labels, child in self._series():
+            metric.add_sample(self.name + "_total", labels, child.value)
+            if created:
+                metric.add_sample(self.name + "_created", labels, child.created)
+        yield metric
+
+
+class PlainHistogram(_PlainFamily):
+    """A labelled histogram, exposed as prometheus_client's Histogram."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *,
+                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        super().__init__(name, documentation, labelnames, registry)
+        bounds = tuple(float(b) for b in buckets)
+        self._bounds = bounds if bounds[-1] == math.inf else (*bounds, math.inf)
+        self._le = tuple(floatToGoString(b) for b in self._bounds)
+
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self._bounds)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "histogram")
+        created = _with_created()
+        for labels, child in self._series():
+            total = 0.0
+            for le, count in zip(self._le, child.counts, strict=True):
+                total += count
+                metric.add_sample(self.name + "_bucket", {**labels, "le": le}, total)
+            metric.add_sample(self.name + "_count", labels, total)
+            metric.add_sample(self.name + "_sum", labels, child.sum)
+            if created:
+                metric.add_sample(self.name + "_created", labels, child.created)
+        yield metric
 
 
 class _PoolCollector(Collector):
@@ -52,27 +177,28 @@ class _SessionCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.http_requests = Counter(
+        # Updated by tool calls and requests: plain numbers (see the module's docstring).
+        self.http_requests = PlainCounter(
             "http_requests_total", "HTTP requests by route, method and status",
             ["route", "method", "status"], registry=self.registry,
         )
-        self.http_duration = Histogram(
+        self.http_duration = PlainHistogram(
             "http_request_duration_seconds", "HTTP request latency by route",
             ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self.mcp_requests = Counter(
+        self.mcp_requests = PlainCounter(
             "mcp_requests_total", "MCP messages by method and transport",
             ["method", "transport"], registry=self.registry,
         )
-        self.tool_calls = Counter(
+        self.tool_calls = PlainCounter(
             "mcp_tool_calls_total", "Tool calls by tool and outcome (ok, error)",
             ["tool", "status"], registry=self.registry,
         )
-        self.tool_duration = Histogram(
+        self.tool_duration = PlainHistogram(
             "mcp_tool_duration_seconds", "Tool call latency by tool",
             ["tool"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self.template_duration = Histogram(
+        self.template_duration = PlainHistogram(
             "sql_template_duration_seconds", "Report template run time by template",
             ["template"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
@@ -81,18 +207,6 @@ class Metrics:
             "Rate-limit checks that fell back to in-process buckets because Redis failed",
             registry=self.registry,
         )
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-
-    def labels(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, cached: prometheus_client checks and converts the values
-        and takes a lock on every lookup, several times per request otherwise."""
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            child = metric.labels(*values)
-            if len(self._children) < _MAX_CACHED_CHILDREN:
-                self._children[key] = child
-        return child
 
     def watch_sessions(self, count: Callable[[str], int]) -> None:
         """Report open MCP sessions; ``count(transport)`` is read at scrape time."""

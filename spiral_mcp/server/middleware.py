@@ -68,8 +68,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = request.match_info.route.resource
         route_name = route.canonical if route is not None else "unmatched"
         metrics = request.app[METRICS]
-        metrics.labels(metrics.http_requests, route_name, request.method, str(status)).inc()
-        metrics.labels(metrics.http_duration, route_name).observe(elapsed)
+        metrics.http_requests.labels(route_name, request.method, str(status)).inc()
+        metrics.http_duration.labels(route_name).observe(elapsed)
         if log.isEnabledFor(logging.INFO):
             log.handle(AccessRecord(log.name, {
                 "method": request.method, "path": request.path, "status": status,
