@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 
 import orjson
 
 from spiral_mcp import __version__
-from spiral_mcp.server.logs import JsonFormatter
+from spiral_mcp.server.logs import AccessRecord, BatchingStreamHandler, JsonFormatter
 
 
 async def test_index_names_the_service(client) -> None:
@@ -65,3 +67,44 @@ async def test_every_request_has_an_access_line(client) -> None:
     assert first["level"] == "info" and first["logger"] == "spiral_mcp.http"
     assert first["msg"] == "request" and first["method"] == "GET"
     assert first["duration_ms"] >= 0 and first["ts"].endswith("+00:00")
+
+
+async def test_log_lines_are_written_in_batches_on_the_loop() -> None:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, delay=0.05)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("spiral_mcp.test_batching")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("first")
+        logger.info("second")
+        assert stream.getvalue() == ""  # waiting for the batch
+        await asyncio.sleep(0.1)
+        assert [orjson.loads(line)["msg"] for line in stream.getvalue().splitlines()] == [
+            "first", "second"]
+        logger.info("third")
+        logger.warning("fourth")  # a warning goes out at once, with what waits before it
+        assert [orjson.loads(line)["msg"] for line in stream.getvalue().splitlines()][2:] == [
+            "third", "fourth"]
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def test_log_lines_outside_the_loop_are_written_at_once() -> None:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.handle(logging.LogRecord("x", logging.INFO, "", 0, "alone", (), None))
+    assert orjson.loads(stream.getvalue())["msg"] == "alone"
+
+
+def test_access_line_fields_are_formatted() -> None:
+    line = orjson.loads(JsonFormatter().format(AccessRecord("spiral_mcp.http", {
+        "method": "POST", "path": "/execute", "status": 200, "duration_ms": 1.5})))
+    assert {k: line[k] for k in ("level", "logger", "msg", "method", "path", "status",
+                                 "duration_ms")} == {
+        "level": "info", "logger": "spiral_mcp.http", "msg": "request", "method": "POST",
+        "path": "/execute", "status": 200, "duration_ms": 1.5}

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -83,6 +84,10 @@ async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
             await process.wait()
     logs = (await process.stdout.read()).decode()
     assert '"msg":"stopped"' in logs
+    # Access lines are written in batches: the last ones are flushed on the way out.
+    access = [orjson.loads(line) for line in logs.splitlines() if '"msg":"request"' in line]
+    assert {"path": "/execute", "status": 200} in [
+        {"path": a["path"], "status": a["status"]} for a in access]
 
     # The audit row of the call in flight was written before the pool closed.
     async with admin_conn.transaction():
