@@ -36,7 +36,8 @@ def jsonable(value: Any) -> Any:
 
 def row_dict(row: Mapping[str, Any], *, drop: Iterable[str] = ()) -> dict[str, Any]:
     skip = set(drop)
-    return {k: jsonable(v) for k, v in row.items() if k not in skip}
+    # The plain test inline as well: a call of jsonable per plain value cost a third of the row.
+    return {k: v if type(v) in _PLAIN else jsonable(v) for k, v in row.items() if k not in skip}
 
 
 def row_dicts(
