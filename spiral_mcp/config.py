@@ -208,6 +208,8 @@ SETTINGS: tuple[Setting, ...] = (
             "generated once in SPIRAL_DATA_DIR/secret.key"),
     Setting("SYNC_INTERVAL", _float(0, 7 * 86400), 300.0,
             "seconds between background syncs of every source instance; 0 turns them off"),
+    Setting("SYNC_CONCURRENCY", _int(1, 64), 4,
+            "source instances one server process syncs at once in the background"),
 )
 
 
@@ -249,6 +251,7 @@ class Settings:
     demo_data: bool
     spiral_secret_key: Secret | None
     sync_interval: float
+    sync_concurrency: int
 
     @property
     def rate_limits(self) -> dict[str, int]:

@@ -68,13 +68,25 @@ class Watched:
             self.in_flight -= 1
 
 
-@pytest.fixture
-async def jira(serve_fake) -> AsyncIterator[FakeJira]:
+async def watched_jira(serve_fake) -> FakeJira:
     fake = FakeJira()
     fake.watch = Watched(fake)  # type: ignore[attr-defined]
     app = fake.app()
     app.middlewares.insert(0, fake.watch.middleware)  # type: ignore[attr-defined]
-    yield await serve_fake(fake, app=app)
+    return await serve_fake(fake, app=app)
+
+
+@pytest.fixture
+async def jira(serve_fake) -> AsyncIterator[FakeJira]:
+    fake = await watched_jira(serve_fake)
+    yield fake
+    fake.watch.release.set()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def other_jira(serve_fake) -> AsyncIterator[FakeJira]:
+    fake = await watched_jira(serve_fake)
+    yield fake
     fake.watch.release.set()  # type: ignore[attr-defined]
 
 
@@ -209,6 +221,47 @@ async def test_interval_runs_pick_up_changes(
     await eventually(lambda: has("SELECT title FROM work_items WHERE key = 'LOC-2'",
                                  "Renamed at the source"))
     await eventually(lambda: has("SELECT count(*) FROM work_items", 4))
+
+
+@pytest.mark.parametrize("concurrency", [4, 1])
+async def test_a_slow_instance_holds_up_no_other_tenants(
+        concurrency: int, jira: FakeJira, other_jira: FakeJira, make_tenant: TenantFactory,
+        admin_conn, app_conn, serve: Serve, queries) -> None:
+    backfill(jira, 150)
+    jira.watch.hold_search = 2  # type: ignore[attr-defined]  # the slow one's second page waits
+    backfill(other_jira, 3)
+    slow, quick = await make_tenant(), await make_tenant()
+    await add_source(admin_conn, queries, slow.id, jira)
+    await add_source(admin_conn, queries, quick.id, other_jira)
+    count = "SELECT count(*) FROM work_items"
+    await serve(SYNC_INTERVAL="0.1", SYNC_CONCURRENCY=str(concurrency))
+    await asyncio.wait_for(jira.watch.held.wait(), 15)  # type: ignore[attr-defined]
+    other_jira.update_issue("ABC-2", at=T0 + timedelta(hours=1), summary="Renamed meanwhile")
+    renamed = "SELECT count(*) FROM work_items WHERE title = 'Renamed meanwhile'"
+
+    async def quick_is_current() -> bool:
+        return (await scalar(app_conn, quick.id, count) == 3
+                and await scalar(app_conn, quick.id, renamed) == 1)
+
+    if concurrency > 1:
+        # The other tenant's instance is synced, and synced again at its interval, while the
+        # slow one waits on its source.
+        await eventually(quick_is_current)
+    else:
+        # One at a time: the slow sync holds the only slot (the change waits for it).
+        await asyncio.sleep(1.0)
+        assert not await quick_is_current()
+    assert await scalar(app_conn, slow.id, count) == 100  # its first page, committed
+    jira.watch.release.set()  # type: ignore[attr-defined]
+
+    async def slow_is_done() -> bool:
+        return await scalar(app_conn, slow.id, count) == 150
+
+    await eventually(slow_is_done)
+    await eventually(quick_is_current)
+    # Side by side, each tenant's sync wrote into its own store only.
+    assert await scalar(app_conn, slow.id, renamed) == 0
+    assert await scalar(app_conn, quick.id, count) == 3
 
 
 async def test_a_failing_instance_does_not_stop_the_others(

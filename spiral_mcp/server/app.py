@@ -206,7 +206,8 @@ def _source_sync(url: str, sources: SourceAccess):
             return
         scheduler = SyncScheduler(url, app[DATABASE].queries, sources,
                                   connect_timeout=settings.db_connect_timeout,
-                                  statement_timeout=settings.db_statement_timeout)
+                                  statement_timeout=settings.db_statement_timeout,
+                                  concurrency=settings.sync_concurrency)
         task = asyncio.create_task(scheduler.run_forever(settings.sync_interval),
                                    name="source-sync")
         yield

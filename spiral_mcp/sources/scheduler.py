@@ -1,11 +1,13 @@
-"""The background sync: every SYNC_INTERVAL seconds, each source instance of each tenant, in turn.
+"""The background sync: each source instance of each tenant, again every SYNC_INTERVAL seconds.
 
-A round runs on a connection of its own, as the runtime role; ``source_schedule()`` names the
-instances (ids only) and each is synced inside its tenant's context under the instance's lock, so
-several server processes never sync one instance twice at once: the one that finds it locked
-skips it. A failing instance is one log line and the round goes on. Cancelling the task (on
-shutdown) stops the sync between or inside pages; committed pages and their cursor stay, so the
-next round resumes there.
+Instances are synced side by side, up to SYNC_CONCURRENCY at once, each on a connection of its
+own as the runtime role, so one slow instance (a backfill, a source that throttles for an hour)
+holds up no other tenant's: each instance comes due ``interval`` seconds after its own last sync
+ended. ``source_schedule()`` names the instances (ids only); each is synced inside its tenant's
+context under the instance's lock, so several server processes never sync one instance twice at
+once: the one that finds it locked skips it. A failing instance is one log line. Cancelling the
+task (on shutdown) stops the syncs between or inside pages; committed pages and their cursor
+stay, so the next start resumes there.
 """
 
 from __future__ import annotations
@@ -30,28 +32,64 @@ log = logging.getLogger(__name__)
 
 # Failures an operator fixes at the source or in its configuration: one line, no traceback.
 _EXPECTED = (SourceError, SyncError, CredentialError, SourceAdminError, SourceNotFound)
+# The database being away: the schedule is read again at the next look.
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The longest the loop sleeps between looks at the schedule: a source added, or an instance whose
+# sync ended, waits at most this much longer than its interval.
+_MAX_LOOK = 5.0
 
 
 class SyncScheduler:
-    """Syncs every instance of every tenant, one round per :meth:`run_once`."""
+    """Syncs every instance of every tenant: once each per :meth:`run_once`, or forever."""
 
     def __init__(self, url: str, queries: Queries, access: SourceAccess, *,
-                 connect_timeout: float, statement_timeout: float) -> None:
+                 connect_timeout: float, statement_timeout: float, concurrency: int = 4) -> None:
         self._url = url
         self._queries = queries
         self._access = access
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def run_forever(self, interval: float) -> None:
-        """A round now, then one ``interval`` seconds after each round ends."""
-        while True:
-            try:
-                await self.run_once()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("background sync round failed; retrying next interval",
-                            extra={"error": f"{type(exc).__name__}: {exc}"})
-            await asyncio.sleep(interval)
+        """Start each instance's sync when it is due (now, then ``interval`` seconds after its
+        last one ended) and no sync of it is running here; look again every few seconds."""
+        loop = asyncio.get_running_loop()
+        running: dict[uuid.UUID, asyncio.Task[SyncProgress | None]] = {}
+        due: dict[uuid.UUID, float] = {}
+
+        def ended(instance_id: uuid.UUID) -> None:
+            running.pop(instance_id, None)
+            due[instance_id] = loop.time() + interval
+
+        try:
+            while True:
+                try:
+                    schedule = await self._schedule()
+                except _UNREACHABLE as exc:
+                    log.warning("background sync cannot read its schedule; retrying",
+                                extra={"error": f"{type(exc).__name__}: {exc}"})
+                    schedule = []
+                for tenant_id, instance_id in schedule:
+                    if instance_id in running or due.get(instance_id, 0.0) > loop.time():
+                        continue
+                    task = asyncio.create_task(self._sync(tenant_id, instance_id),
+                                               name=f"source-sync {instance_id}")
+                    task.add_done_callback(lambda _, i=instance_id: ended(i))
+                    running[instance_id] = task
+                await asyncio.sleep(min(interval, _MAX_LOOK))
+        finally:
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+
+    async def run_once(self) -> Mapping[uuid.UUID, SyncProgress | None]:
+        """Sync every instance once, side by side within the concurrency; each instance's
+        progress, None for one skipped (locked) or failed."""
+        async with asyncio.TaskGroup() as group:
+            tasks = {instance_id: group.create_task(self._sync(tenant_id, instance_id))
+                     for tenant_id, instance_id in await self._schedule()}
+        return {instance_id: task.result() for instance_id, task in tasks.items()}
 
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(
@@ -60,27 +98,39 @@ class SyncScheduler:
             server_settings={"application_name": "spiral-mcp sync",
                              "statement_timeout": str(int(self._statement_timeout * 1000))})
 
-    async def run_once(self) -> Mapping[uuid.UUID, SyncProgress | None]:
-        """One round: each instance's progress, None for one skipped (locked) or failed."""
+    async def _schedule(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         conn = await self._connect()
         try:
             async with conn.transaction():
-                schedule = await self._queries.source_schedule(conn)
-            results: dict[uuid.UUID, SyncProgress | None] = {}
-            for row in schedule:
-                results[row["instance_id"]] = await self._sync(conn, row["tenant_id"],
-                                                               row["instance_id"])
-                if conn.is_closed():  # lost mid-round; the next round reconnects
-                    break
-        except BaseException:
-            # Ends the session at once, which releases an instance lock it may still hold.
-            conn.terminate()
-            raise
-        await conn.close()
-        return results
+                rows = await self._queries.source_schedule(conn)
+        finally:
+            await conn.close()
+        return [(row["tenant_id"], row["instance_id"]) for row in rows]
 
-    async def _sync(self, conn: asyncpg.Connection, tenant_id: uuid.UUID,
-                    instance_id: uuid.UUID) -> SyncProgress | None:
+    async def _sync(self, tenant_id: uuid.UUID, instance_id: uuid.UUID) -> SyncProgress | None:
+        async with self._slots:
+            try:
+                conn = await self._connect()
+            except _UNREACHABLE as exc:
+                log.warning("source sync failed", extra={"tenant": str(tenant_id),
+                                                         "source": str(instance_id),
+                                                         "error": f"{type(exc).__name__}: {exc}"})
+                return None
+            try:
+                progress = await self._sync_on(conn, tenant_id, instance_id)
+            except BaseException:
+                # Cancelled, or a bug: end the session at once, which releases an instance lock
+                # it may still hold.
+                conn.terminate()
+                raise
+            try:
+                await conn.close(timeout=self._connect_timeout)
+            except _UNREACHABLE:
+                conn.terminate()
+            return progress
+
+    async def _sync_on(self, conn: asyncpg.Connection, tenant_id: uuid.UUID,
+                       instance_id: uuid.UUID) -> SyncProgress | None:
         fields = {"tenant": str(tenant_id), "source": str(instance_id)}
         try:
             progress = await self._access.sync(conn, self._queries, tenant_id=tenant_id,
