@@ -404,6 +404,31 @@ async def store_runs(superuser_url: str, queries: Queries, items: list[Item],
     return runs
 
 
+async def side_by_side(superuser_url: str, queries: Queries, items: list[Item], page_size: int,
+                       syncs: int) -> dict[str, Any]:
+    """``syncs`` tenants backfill their own copy of ``items`` at once, each on a connection of its
+    own, as the background scheduler runs instances side by side: what the store takes in all."""
+    urls = await fresh_database(superuser_url)
+    sources = [await new_source(urls, queries, f"bench side by side {n}",
+                                base_url="https://bench.invalid", projects={PROJECT: PROJECT},
+                                email="bench@example.com", token="unused")  # noqa: S106
+               for n in range(syncs)]
+    conns = [await asyncpg.connect(urls.runtime) for _ in sources]
+    try:
+        started = time.perf_counter()
+        done = await asyncio.gather(*(sync.sync_instance(
+            conn, queries, MemoryAdapter(items, page_size), tenant_id=tenant_id,
+            instance_id=instance_id, projects={PROJECT: PROJECT}, cursor=None)
+            for conn, (tenant_id, instance_id) in zip(conns, sources, strict=True)))
+        seconds = time.perf_counter() - started
+    finally:
+        for conn in conns:
+            await conn.close()
+    total = sum(progress.items for progress in done)
+    return {"syncs": syncs, "page_size": page_size, "items": total, "seconds": round(seconds, 3),
+            "items_per_s": round(total / seconds), "load_average": os.getloadavg()[0]}
+
+
 # -- where the time goes in PostgreSQL ----------------------------------------------------------
 
 class Explaining:
@@ -632,6 +657,8 @@ def parse_args() -> argparse.Namespace:
                    help="share of items changed in the last re-sync (default 0.1)")
     p.add_argument("--index-pages", type=int, default=5,
                    help="pages of new items per index dropped in the index experiment (0: skip)")
+    p.add_argument("--side-by-side", type=int, default=2,
+                   help="backfills at once, one tenant each, pages of the first size (0: skip)")
     p.add_argument("--jira-issues", type=int, default=5_000,
                    help="issues of the fake Jira (0: skip the end-to-end run)")
     p.add_argument("--jira-rate", type=float, default=10_000.0,
@@ -671,6 +698,11 @@ def main() -> None:
         index_pages = args.index_pages if size == page_sizes[0] else 0
         store[f"pages of {size}"] = asyncio.run(store_runs(
             superuser_url, queries, items, changed, size, index_pages))
+    parallel = (asyncio.run(side_by_side(superuser_url, queries, items, page_sizes[0],
+                                         args.side_by_side)) if args.side_by_side else None)
+    if parallel:
+        log(f"  side by side: {parallel['syncs']} backfills of {args.items:,} items, pages of "
+            f"{parallel['page_size']}: {parallel['items_per_s']:,} items/s in all")
     jira = (asyncio.run(jira_run(superuser_url, queries, args.jira_issues, args.jira_rate, 100))
             if args.jira_issues else None)
     busy_after = cpu_busy(3.0)  # other work on a shared machine skews the figures
@@ -708,6 +740,10 @@ def main() -> None:
             print(f"  none dropped {first} (first) / {last} (last); " + ", ".join(
                 f"{name} {ms} ({ms - base:+.1f})" for name, ms in costs.items()
                 if not name.startswith("(none")))
+    if parallel:
+        print(f"\nside by side: {parallel['syncs']} tenants backfilling {args.items:,} items each "
+              f"at once (pages of {parallel['page_size']}): {parallel['items_per_s']:,} items/s "
+              f"into the store in all ({parallel['items']:,} in {parallel['seconds']:.1f} s)")
     if jira:
         print(f"\nend to end (fake Jira Cloud, {args.jira_issues:,} issues, JiraAdapter rate "
               f"{args.jira_rate:g}/s, pages of 100):")
@@ -723,7 +759,7 @@ def main() -> None:
         "cpu_busy_before": busy, "cpu_busy_after": busy_after, "migrations": migrate.head_ids(),
         "config": vars(args) | {"database": "BENCH_DATABASE_URL"
                                 if os.environ.get("BENCH_DATABASE_URL") else "embedded"},
-        "store": store, "jira": jira,
+        "store": store, "side_by_side": parallel, "jira": jira,
     }, indent=2, default=str))
     print(f"\nresults: {out}")
 
