@@ -44,6 +44,11 @@ class Principal:
     key_name: str
     scopes: frozenset[str]
     user: str | None = None
+    # The tenant id as text, made once per key lookup rather than in every call's envelope.
+    tenant_text: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tenant_text", str(self.tenant_id))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -115,14 +115,15 @@ _ANNOTATIONS = frozenset({"$schema", "$comment", "title", "description", "defaul
 _TOP_KEYWORDS = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties"}
 _PROPERTY_KEYWORDS = _ANNOTATIONS | {"type", "pattern", "minLength", "maxLength", "minimum",
                                      "maximum", "enum"}
-_SCALARS = {
-    # Stricter than JSON Schema where it is cheap to be (an integral float is an integer there):
-    # an instance refused here still goes to the validator.
-    "string": lambda v: type(v) is str,
-    "boolean": lambda v: v is True or v is False,
-    "integer": lambda v: type(v) is int,
-    "number": lambda v: type(v) is int or type(v) is float,
-    "null": lambda v: v is None,
+_SCALARS: dict[str, tuple[type, ...]] = {
+    # The exact Python types JSON values of each type decode to. Stricter than JSON Schema where
+    # it is cheap to be (an integral float is an integer there, and bool is no int here): an
+    # instance refused here still goes to the validator.
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "null": (type(None),),
 }
 
 
@@ -133,7 +134,7 @@ def _quick_property(schema: Any) -> Callable[[Any], bool] | None:
     types = [types] if isinstance(types, str) else types
     if not isinstance(types, list) or not types or not all(t in _SCALARS for t in types):
         return None
-    type_checks = [_SCALARS[t] for t in types]
+    allowed = frozenset(python_type for t in types for python_type in _SCALARS[t])
     try:
         pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
     except (re.error, TypeError):
@@ -145,7 +146,7 @@ def _quick_property(schema: Any) -> Callable[[Any], bool] | None:
         return None
 
     def check(value: Any) -> bool:
-        if not any(t(value) for t in type_checks):
+        if type(value) not in allowed:
             return False
         if type(value) is str:
             # As jsonschema: re.search, lengths in code points.
@@ -347,7 +348,7 @@ class ToolRegistry:
             envelope: dict[str, Any] = {
                 "success": True,
                 "data": data,
-                "tenant_id": str(ctx.principal.tenant_id),
+                "tenant_id": ctx.principal.tenant_text,
                 "timing_ms": round((time.perf_counter() - started) * 1000, 3),
             }
             if ctx.replayed:

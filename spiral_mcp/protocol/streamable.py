@@ -64,16 +64,16 @@ _T = TypeVar("_T")
 
 
 @functools.lru_cache(maxsize=64)
-def _offered(accept: str) -> frozenset[str]:
-    # A client sends the same Accept header on every request: parse each one once.
-    return frozenset(part.split(";")[0].strip().lower() for part in accept.split(","))
-
-
-def _accepts(request: web.Request, *media_types: str) -> bool:
-    offered = _offered(request.headers.get("Accept", ""))
+def _accept_allows(accept: str, media_types: tuple[str, ...]) -> bool:
+    # A client sends the same Accept header on every request: answer each one once.
+    offered = frozenset(part.split(";")[0].strip().lower() for part in accept.split(","))
     if "*/*" in offered:
         return True
     return all(m in offered or f"{m.split('/')[0]}/*" in offered for m in media_types)
+
+
+def _accepts(request: web.Request, *media_types: str) -> bool:
+    return _accept_allows(request.headers.get("Accept", ""), media_types)
 
 
 def _is_json(request: web.Request) -> bool:
