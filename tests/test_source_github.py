@@ -364,14 +364,32 @@ async def test_an_issue_changed_mid_sync_shifts_no_other_out_of_it(github: FakeG
 async def test_more_than_a_page_of_issues_in_one_second_all_arrive_once(
         github: FakeGitHub) -> None:
     """``since`` cannot get past a second that fills a page: the pages of that second are
-    followed by number, and the read ends."""
+    followed by number, then read once more (nothing new: nothing changed), and the read ends."""
     for n in range(1, 26):
         github.add_issue("octo/web", title=f"Bulk {n}", updated=T0)
     github.add_issue("octo/web", title="After", updated=T0 + timedelta(seconds=1))
     items = await _read_all(_adapter(github, page_size=10))
     assert sorted(i.title for i in items) == sorted(
         [*(f"Bulk {n}" for n in range(1, 26)), "After"])
-    assert github.list_requests["octo/web"] == 3
+    assert github.list_requests["octo/web"] == 3 + 3
+
+
+async def test_an_issue_changed_while_one_second_is_read_by_number_shifts_none_out(
+        github: FakeGitHub) -> None:
+    """25 issues share a second, so its pages are followed by number. Bulk 3, read on page 1,
+    changes before page 2 and leaves its place for the end: Bulk 11 slips back onto page 1 and
+    page 2 starts at Bulk 12. Before anything later, the second is read again: Bulk 11 comes,
+    still oldest update first, and no version twice."""
+    for n in range(1, 26):
+        github.add_issue("octo/web", title=f"Bulk {n}", updated=T0)
+    github.add_issue("octo/web", title="After", updated=T0 + timedelta(seconds=1))
+    _change_on_list_request(github, 2, "Bulk 3", "Bulk 3 moved")
+    items = await _read_all(_adapter(github, page_size=10))
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Bulk {n}" for n in range(1, 26) if n != 3), "Bulk 3", "Bulk 3 moved", "After"])
+    assert len({(i.source_id, i.updated) for i in items}) == len(items)
+    assert [i.updated for i in items] == sorted(i.updated for i in items)
+    assert [i.title for i in items[-2:]] == ["After", "Bulk 3 moved"]
 
 
 async def test_a_sync_stores_an_issue_changed_mid_way_and_the_one_it_shifted(

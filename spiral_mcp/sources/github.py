@@ -296,29 +296,62 @@ class GitHubAdapter(Adapter):
         onto the page already read; page numbers would step over it. So each next page is asked
         from the update time of the last issue read (``since`` is inclusive), and the issues
         of that second seen already are skipped by (id, updated_at). Only a page that is one
-        second from first to last, which ``since`` cannot get past, is followed by its number.
+        second from first to last, which ``since`` cannot get past, is followed by its number;
+        that second is then read again before anything later, for an issue a change stepped over.
         """
         path = f"/repos/{repo}/issues"
         params = {"state": "all", "sort": "updated", "direction": "asc",
                   "per_page": self._page_size}
         url, query = path, {**params, **({"since": _stamp(since)} if since else {})}
         seen: set[tuple[int, str]] = set()
+        by_number: datetime | None = None  # the second whose pages are followed by number
         while True:
             chunk, following = await self._page(url, query)
             for issue in chunk:
+                if by_number is not None and _when(issue["updated_at"]) != by_number:
+                    async for missed in self._second_again(path, params, by_number, seen):
+                        yield missed
+                    by_number = None
                 version = (issue["id"], issue["updated_at"])
                 if "pull_request" not in issue and version not in seen:
                     seen.add(version)
                     yield issue
             if following is None or not chunk:
+                if by_number is not None:
+                    async for missed in self._second_again(path, params, by_number, seen):
+                        yield missed
                 return
             first, last = chunk[0]["updated_at"], chunk[-1]["updated_at"]
             if _when(first) == _when(last):
+                by_number = _when(first)
                 url, query = following, None
             else:
                 url, query = path, {**params, "since": last}
                 # Every later page starts at ``last``: no older version can come again.
                 seen = {version for version in seen if version[1] == last}
+
+    async def _second_again(self, path: str, params: Mapping[str, Any], second: datetime,
+                            seen: set[tuple[int, str]]) -> AsyncIterator[dict[str, Any]]:
+        """The issues updated in ``second`` not seen yet, read again by page number until a
+        reading finds none (a change during one reading can step over another issue), at most
+        three times."""
+        for _ in range(3):
+            found = False
+            url, query = path, {**params, "since": _stamp(second)}
+            while url is not None:
+                chunk, following = await self._page(url, query)
+                for issue in chunk:
+                    if _when(issue["updated_at"]) != second:
+                        following = None  # past the second: the caller reads on from here
+                        break
+                    version = (issue["id"], issue["updated_at"])
+                    if "pull_request" not in issue and version not in seen:
+                        seen.add(version)
+                        found = True
+                        yield issue
+                url, query = following, None
+            if not found:
+                return
 
     async def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         repos = list(self.projects)
