@@ -296,11 +296,17 @@ async def test_shutdown_mid_sync_keeps_committed_pages_and_resumes(
     source_id = await add_source(admin_conn, queries, tenant.id, jira)
     client = await serve(SYNC_INTERVAL="0.1")
     await asyncio.wait_for(jira.watch.held.wait(), 15)  # type: ignore[attr-defined]
+    count = "SELECT count(*) FROM work_items"
+
+    async def two_pages() -> bool:
+        # Page 3 is asked for while page 2 is written (read-ahead): let that write end.
+        return await scalar(app_conn, tenant.id, count) == 200
+
+    await eventually(two_pages)
     started = time.monotonic()
     await client.close()  # the cleanup cancels the sync waiting on page 3
     assert time.monotonic() - started < 5
-    count = "SELECT count(*) FROM work_items"
-    assert await scalar(app_conn, tenant.id, count) == 200  # pages 1 and 2 committed
+    assert await scalar(app_conn, tenant.id, count) == 200  # pages 1 and 2 stay
     cursor = await scalar(app_conn, tenant.id, "SELECT sync_cursor::text FROM source_instances")
     assert orjson.loads(cursor)["updated"] is not None
     # The cancelled session let go of the lock, and the next sync resumes from the cursor.

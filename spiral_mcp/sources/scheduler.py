@@ -58,9 +58,12 @@ class SyncScheduler:
         running: dict[uuid.UUID, asyncio.Task[SyncProgress | None]] = {}
         due: dict[uuid.UUID, float] = {}
 
-        def ended(instance_id: uuid.UUID) -> None:
+        def ended(instance_id: uuid.UUID, task: asyncio.Task[SyncProgress | None]) -> None:
             running.pop(instance_id, None)
             due[instance_id] = loop.time() + interval
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("source sync failed", exc_info=exc,
+                          extra={"source": str(instance_id)})
 
         try:
             while True:
@@ -70,12 +73,16 @@ class SyncScheduler:
                     log.warning("background sync cannot read its schedule; retrying",
                                 extra={"error": f"{type(exc).__name__}: {exc}"})
                     schedule = []
+                else:
+                    # Forget instances removed since (their ids never come back).
+                    for gone in due.keys() - {instance_id for _, instance_id in schedule}:
+                        del due[gone]
                 for tenant_id, instance_id in schedule:
                     if instance_id in running or due.get(instance_id, 0.0) > loop.time():
                         continue
                     task = asyncio.create_task(self._sync(tenant_id, instance_id),
                                                name=f"source-sync {instance_id}")
-                    task.add_done_callback(lambda _, i=instance_id: ended(i))
+                    task.add_done_callback(lambda done, i=instance_id: ended(i, done))
                     running[instance_id] = task
                 await asyncio.sleep(min(interval, _MAX_LOOK))
         finally:
