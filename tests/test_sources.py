@@ -16,7 +16,7 @@ import pytest
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.sources import manage
-from spiral_mcp.sources.base import Draft, Item, Link, Ref, SourceError
+from spiral_mcp.sources.base import Comment, Draft, Item, Link, Ref, SourceError
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
 from spiral_mcp.sources.sync import SyncBusy, lock_key, write_items
@@ -488,6 +488,34 @@ async def test_an_item_given_its_parent_s_key_later_is_rewritten_at_the_same_upd
         row = await app_conn.fetchrow(
             "SELECT parent_key, version FROM work_items WHERE key = 'LOC-2'")
     assert (row["parent_key"], row["version"]) == ("LOC-1", 2)
+
+
+async def test_an_answer_older_than_the_store_leaves_its_comments_alone(
+        make_tenant, app_conn, queries) -> None:
+    """A write-through's answer can arrive after a sync page that stored a newer version of the
+    item: the item is not rolled back, and neither is a comment edited since."""
+    tenant, other = await make_tenant(), await make_tenant()
+    older = Item(source_id="7", key="LOC-7", project_key="LOC", number=7, title="Old title",
+                 description=None, type="task", status="To Do", status_category="todo",
+                 priority="none", assignee=None, reporter=None, labels=[], parent_key=None,
+                 created=T0, updated=T0 + timedelta(minutes=1), resolved=None, due=None, raw={},
+                 comments=[Comment("c1", "ann", "first words", T0, T0 + timedelta(minutes=1))])
+    newer = dataclasses.replace(
+        older, title="New title", updated=T0 + timedelta(minutes=5),
+        comments=[Comment("c1", "ann", "edited words", T0, T0 + timedelta(minutes=5))])
+    for items, skip in (([newer], True), ([older], False)):
+        async with app_conn.transaction():
+            await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
+            await queries.source_ensure_project(app_conn, tenant_id=tenant.id, project_key="LOC",
+                                                name="LOC", instance_id=None, source_ref=None)
+            await write_items(app_conn, queries, tenant_id=tenant.id, source="jira",
+                              items=items, skip_unchanged=skip)
+    async with app_conn.transaction():
+        await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
+        row = await app_conn.fetchrow(
+            "SELECT w.title, c.body FROM work_items w JOIN comments c ON c.work_item_id = w.id")
+    assert (row["title"], row["body"]) == ("New title", "edited words")
+    assert await _count(app_conn, other.id, "SELECT count(*) FROM comments") == 0
 
 
 async def test_another_tenant_never_sees_synced_items_or_sources(

@@ -222,9 +222,13 @@ async def write_items(
         due=[i.due for i in todo], raws=[_json(i.raw) for i in todo],
     )
     ids = {row["source_id"]: row["id"] for row in (*stored.values(), *changed)}
-    # A new item the upsert left alone was stored by a write-through since the lookup, the same or
-    # newer; that write carried its comments, moves and links.
-    todo = [i for i in todo if i.source_id in ids]
+    written = {row["source_id"] for row in changed}
+    # Comments, moves and links come with an item the upsert wrote, or one stored at this very
+    # version. Not from an answer older than the store's (a write-through's racing a sync page):
+    # it would roll an edited comment back. Nor for a new item the upsert left alone: a
+    # write-through stored it since the lookup, the same or newer, with its own.
+    todo = [i for i in todo if i.source_id in written
+            or ((row := stored.get(i.source_id)) is not None and row["updated_at"] <= i.updated)]
     comments = [(ids[i.source_id], c) for i in todo for c in i.comments]
     if comments:
         await queries.source_upsert_comments(
@@ -242,7 +246,6 @@ async def write_items(
             to_categories=[t.to_category for _, t in moves],
             actors=[t.actor for _, t in moves], ats=[t.at for _, t in moves])
     if prune_links:
-        written = {row["source_id"] for row in changed}
         await _prune_links(conn, queries, source=source, ids=ids,
                            items=[i for i in todo if i.source_id in written])
     # Seen from either end a link is one (type, outward, inward) triple; the set keeps one.
