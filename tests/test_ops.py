@@ -43,6 +43,15 @@ async def test_metrics_are_prometheus_text(client) -> None:
     assert 'db_pool_connections{state="free"}' in text
 
 
+async def test_unusual_http_methods_share_one_metrics_series(client) -> None:
+    # (aiohttp's C parser refuses unknown tokens outright; its Python parser takes any token.)
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        assert (await client.request(method, "/nowhere")).status == 404
+    text = await (await client.get("/metrics")).text()
+    assert "PROPFIND" not in text and "MKCOL" not in text
+    assert 'http_requests_total{method="other",route="unmatched",status="404"} 3.0' in text
+
+
 async def test_every_request_has_an_access_line(client) -> None:
     lines: list[dict] = []
 

@@ -32,6 +32,9 @@ PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics"})
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# A client may send any token as the HTTP method; a metrics series per unknown one would grow
+# without bound.
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -68,7 +71,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = request.match_info.route.resource
         route_name = route.canonical if route is not None else "unmatched"
         metrics = request.app[METRICS]
-        metrics.http_requests.labels(route_name, request.method, str(status)).inc()
+        method = request.method if request.method in _HTTP_METHODS else "other"
+        metrics.http_requests.labels(route_name, method, str(status)).inc()
         metrics.http_duration.labels(route_name).observe(elapsed)
         if log.isEnabledFor(logging.INFO):
             log.handle(AccessRecord(log.name, {
