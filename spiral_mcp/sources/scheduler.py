@@ -34,9 +34,8 @@ log = logging.getLogger(__name__)
 _EXPECTED = (SourceError, SyncError, CredentialError, SourceAdminError, SourceNotFound)
 # The database being away: the schedule is read again at the next look.
 _UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-# The longest the loop sleeps between looks at the schedule: a source added, or an instance whose
-# sync ended, waits at most this much longer than its interval.
-_MAX_LOOK = 5.0
+# The shortest sleep between looks at the schedule (instances due within it start together).
+_MIN_LOOK = 0.05
 
 
 class SyncScheduler:
@@ -53,10 +52,13 @@ class SyncScheduler:
 
     async def run_forever(self, interval: float) -> None:
         """Start each instance's sync when it is due (now, then ``interval`` seconds after its
-        last one ended) and no sync of it is running here; look again every few seconds."""
+        last one ended) and no sync of it is running here. The schedule is read again when the
+        next instance comes due, and at least every ``interval`` (for sources added meanwhile),
+        on one connection kept for it."""
         loop = asyncio.get_running_loop()
         running: dict[uuid.UUID, asyncio.Task[SyncProgress | None]] = {}
         due: dict[uuid.UUID, float] = {}
+        conn: asyncpg.Connection | None = None
 
         def ended(instance_id: uuid.UUID, task: asyncio.Task[SyncProgress | None]) -> None:
             running.pop(instance_id, None)
@@ -68,15 +70,20 @@ class SyncScheduler:
         try:
             while True:
                 try:
-                    schedule = await self._schedule()
+                    if conn is None or conn.is_closed():
+                        conn = await self._connect()
+                    schedule = await self._read_schedule(conn)
                 except _UNREACHABLE as exc:
-                    log.warning("background sync cannot read its schedule; retrying",
-                                extra={"error": f"{type(exc).__name__}: {exc}"})
-                    schedule = []
-                else:
-                    # Forget instances removed since (their ids never come back).
-                    for gone in due.keys() - {instance_id for _, instance_id in schedule}:
-                        del due[gone]
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                    log.warning("background sync cannot read its schedule; retrying next "
+                                "interval", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    await asyncio.sleep(interval)
+                    continue
+                # Forget instances removed since (their ids never come back).
+                for gone in due.keys() - {instance_id for _, instance_id in schedule}:
+                    del due[gone]
                 for tenant_id, instance_id in schedule:
                     if instance_id in running or due.get(instance_id, 0.0) > loop.time():
                         continue
@@ -84,8 +91,12 @@ class SyncScheduler:
                                                name=f"source-sync {instance_id}")
                     task.add_done_callback(lambda done, i=instance_id: ended(i, done))
                     running[instance_id] = task
-                await asyncio.sleep(min(interval, _MAX_LOOK))
+                now = loop.time()
+                waits = [at - now for i, at in due.items() if i not in running]
+                await asyncio.sleep(max(_MIN_LOOK, min([interval, *waits])))
         finally:
+            if conn is not None:
+                conn.terminate()
             for task in running.values():
                 task.cancel()
             await asyncio.gather(*running.values(), return_exceptions=True)
@@ -108,10 +119,13 @@ class SyncScheduler:
     async def _schedule(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         conn = await self._connect()
         try:
-            async with conn.transaction():
-                rows = await self._queries.source_schedule(conn)
+            return await self._read_schedule(conn)
         finally:
             await conn.close()
+
+    async def _read_schedule(self, conn: asyncpg.Connection) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        async with conn.transaction():
+            rows = await self._queries.source_schedule(conn)
         return [(row["tenant_id"], row["instance_id"]) for row in rows]
 
     async def _sync(self, tenant_id: uuid.UUID, instance_id: uuid.UUID) -> SyncProgress | None:
