@@ -115,10 +115,15 @@ def _database(url: str):
         try:
             async with pool.acquire() as conn:
                 await check_runtime_role(conn)
-            db = Database(pool, queries, acquire_timeout=settings.db_connect_timeout)
+            # The pool resets nothing (keep_session), so settled connections may be kept.
+            db = Database(pool, queries, acquire_timeout=settings.db_connect_timeout,
+                          keep_idle=True)
             app[DATABASE] = db
-            app[METRICS].watch_pool(lambda: (pool.get_size(), pool.get_idle_size()))
-            yield
+            app[METRICS].watch_pool(db.sizes)
+            try:
+                yield
+            finally:
+                await db.close()
         finally:
             await close_pool(pool, grace=settings.shutdown_timeout)
 

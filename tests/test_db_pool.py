@@ -1,0 +1,184 @@
+"""The runtime Database keeps settled connections for the next call (``keep_idle``): what it keeps
+carries no tenant, what it must not keep goes back through the pool, unused ones age out, and
+closing hands everything back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from spiral_mcp.db import Database, _is_open, create_pool, keep_session
+from spiral_mcp.errors import ServiceError
+from spiral_mcp.queries import Queries
+
+
+@pytest.fixture
+async def pool(database_urls):
+    pool = await create_pool(database_urls.runtime, min_size=1, max_size=2, connect_timeout=5,
+                             statement_timeout=10, reset=keep_session)
+    yield pool
+    pool.terminate()
+
+
+@pytest.fixture
+async def database(pool, queries: Queries):
+    database = Database(pool, queries, acquire_timeout=5, keep_idle=True)
+    yield database
+    await database.close()
+
+
+async def _backend(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT pg_backend_pid()")
+
+
+async def test_a_kept_connection_serves_the_next_tenant_with_nothing_of_the_last(
+        database, make_tenant) -> None:
+    a, b = await make_tenant(demo=True), await make_tenant()
+    async with database.tenant(a.id, readonly=True) as conn:
+        first = await _backend(conn)
+        key = await conn.fetchval("SELECT min(key) FROM work_items")
+        assert await conn.fetchval("SELECT count(*) FROM work_items") > 0
+    # The same connection, kept rather than released: the tenant went with the transaction.
+    async with database.connection() as conn:
+        assert await _backend(conn) == first
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id', true)") in (None, "")
+        assert await conn.fetchval("SELECT count(*) FROM work_items") == 0
+    async with database.tenant(b.id, readonly=True) as conn:
+        assert await _backend(conn) == first
+        assert await conn.fetchval("SELECT count(*) FROM work_items") == 0
+        assert await conn.fetchrow("SELECT * FROM work_items WHERE key = $1", key) is None
+
+
+async def test_a_failed_block_is_rolled_back_and_its_connection_still_serves(
+        database, make_tenant) -> None:
+    a = await make_tenant(demo=True)
+    with pytest.raises(RuntimeError):
+        async with database.tenant(a.id) as conn:
+            backend = await _backend(conn)
+            key, title = await conn.fetchrow("SELECT key, title FROM work_items LIMIT 1")
+            await conn.execute("UPDATE work_items SET title = 'changed' WHERE key = $1", key)
+            raise RuntimeError("the handler failed")
+    async with database.tenant(a.id, readonly=True) as conn:
+        assert await _backend(conn) == backend
+        assert await conn.fetchval("SELECT title FROM work_items WHERE key = $1", key) == title
+
+
+async def test_a_cancelled_call_s_connection_serves_the_next_call_clean(
+        database, make_tenant) -> None:
+    a = await make_tenant()
+
+    async def slow() -> None:
+        async with database.tenant(a.id, readonly=True) as conn:
+            await conn.execute("SELECT pg_sleep(30)")
+
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # asyncpg waits out the cancelled statement before the rollback runs; a connection whose
+    # rollback went through is idle and may be kept.
+    async with database.connection() as conn:
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id', true)") in (None, "")
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+            " AND state = 'active'")
+
+
+async def test_a_connection_the_server_ended_while_kept_is_not_handed_out(
+        database, make_tenant, superuser_url) -> None:
+    a = await make_tenant()
+    async with database.tenant(a.id, readonly=True) as conn:
+        ended = await _backend(conn)
+    superuser = await asyncpg.connect(superuser_url)
+    try:
+        assert await superuser.fetchval("SELECT pg_terminate_backend($1)", ended)
+    finally:
+        await superuser.close()
+    for _ in range(100):  # the kept connection learns of its end when its socket closes
+        if not _is_open(database._idle[-1][0]):
+            break
+        await asyncio.sleep(0.02)
+    async with database.tenant(a.id, readonly=True) as conn:
+        assert await _backend(conn) != ended
+        assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_unused_connections_go_back_to_the_pool(database, pool, make_tenant,
+                                                      monkeypatch) -> None:
+    monkeypatch.setattr(Database, "IDLE_SECONDS", 0.1)
+    a = await make_tenant()
+    async with database.tenant(a.id, readonly=True):
+        pass
+    assert database.sizes() == (pool.get_size(), 1) and pool.get_idle_size() == 0
+    await asyncio.sleep(0.4)
+    assert len(database._idle) == 0
+    assert pool.get_idle_size() == 1
+    assert database.sizes() == (pool.get_size(), 1)
+
+
+async def test_close_hands_every_kept_connection_back(pool, queries, make_tenant) -> None:
+    database = Database(pool, queries, acquire_timeout=5, keep_idle=True)
+    a = await make_tenant()
+
+    async def call() -> None:
+        async with database.tenant(a.id, readonly=True) as conn:
+            await conn.execute("SELECT pg_sleep(0.05)")
+
+    await asyncio.gather(call(), call())
+    assert len(database._idle) == 2
+    await database.close()
+    assert len(database._idle) == 0
+    # A call ending after close gives its connection straight back.
+    async with database.tenant(a.id, readonly=True):
+        pass
+    assert len(database._idle) == 0
+    await asyncio.wait_for(pool.close(), 5)
+
+
+async def test_without_keep_idle_every_connection_goes_back(pool, queries, make_tenant) -> None:
+    database = Database(pool, queries, acquire_timeout=5)
+    a = await make_tenant()
+    async with database.tenant(a.id, readonly=True):
+        pass
+    assert len(database._idle) == 0 and pool.get_idle_size() == 1
+
+
+async def test_a_timeout_is_a_service_error_and_the_connection_still_serves(
+        database_urls, queries, make_tenant) -> None:
+    short = await create_pool(database_urls.runtime, min_size=0, max_size=1, connect_timeout=5,
+                              statement_timeout=0.2, reset=keep_session)
+    database = Database(short, queries, acquire_timeout=5, keep_idle=True)
+    a = await make_tenant()
+    try:
+        with pytest.raises(ServiceError) as caught:
+            async with database.tenant(a.id, readonly=True) as conn:
+                await conn.execute("SELECT pg_sleep(2)")
+        assert caught.value.code == "QUERY_TIMEOUT"
+        async with database.tenant(a.id, readonly=True) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await database.close()
+        await short.close()
+
+
+async def test_calls_waiting_for_a_connection_get_the_released_ones(
+        pool, queries, make_tenant) -> None:
+    # More calls than connections: those waiting in the pool's acquire must be handed the
+    # connections the others give back, not wait out their timeout while those are kept.
+    database = Database(pool, queries, acquire_timeout=2, keep_idle=True)
+    a = await make_tenant()
+
+    async def call() -> int:
+        async with database.tenant(a.id, readonly=True) as conn:
+            await conn.execute("SELECT pg_sleep(0.05)")
+            return await _backend(conn)
+
+    try:
+        backends = await asyncio.wait_for(asyncio.gather(*(call() for _ in range(8))), 1.5)
+        assert len(backends) == 8 and len(set(backends)) <= pool.get_max_size()
+    finally:
+        await database.close()
