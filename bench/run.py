@@ -640,6 +640,10 @@ def parse_args() -> argparse.Namespace:
                    help="scheduling priority of the servers, wrk and the embedded PostgreSQL "
                         "(BENCH_NICE; e.g. -10 as root, so other work on a shared machine "
                         "disturbs the runs less; every target gets the same; default 0)")
+    p.add_argument("--baseline", default="",
+                   help="another source tree of the product (e.g. `git worktree add /tmp/base "
+                        "HEAD~1`), served beside this one as targets mcp@base and "
+                        "execute@base: a before/after in one interleaved run")
     p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
                    help="where the embedded PostgreSQL lives (default bench/.data)")
     return p.parse_args()
@@ -698,13 +702,20 @@ def main() -> None:
             else:
                 log(f"Redis at {args.redis_url} is not reachable: no Redis run "
                     "(apt-get install -y redis-server, or --redis-url '')")
+        if args.baseline:
+            variants.append(("@base", None))
         for suffix, redis_url in variants:
             env = {**PRODUCT_ENV, "DATABASE_URL": runtime_url, "LOG_LEVEL": args.log_level}
             if redis_url:
                 env["REDIS_URL"] = redis_url
+            tree = ROOT
+            if suffix == "@base":
+                # Its own source first on the import path, ahead of the installed package.
+                tree = Path(args.baseline).resolve()
+                env["PYTHONPATH"] = str(tree)
             product = start_server(f"product{suffix}",
                                    [sys.executable, "-m", "spiral_mcp", "serve"],
-                                   env, free_port(), workdir, cwd=ROOT)
+                                   env, free_port(), workdir, cwd=tree)
             servers.append(product)
             base = f"http://127.0.0.1:{product.port}"
             common = {"BODY_KIND": "mcp", "AUTH": api_key, "ARG": "issue_key"}
@@ -748,7 +759,8 @@ def main() -> None:
 
         rows = summarize(runs, targets, levels)
         round_trips = []
-        product_targets = [t for t in targets if t.kind == "product" and "+" not in t.name]
+        product_targets = [t for t in targets if t.kind == "product" and "+" not in t.name
+                           and "@" not in t.name]
         if args.round_trips and pg_log is not None and pg_log.exists():
             for t in [*product_targets, *(t for t in targets if t.kind == "bare")]:
                 round_trips.append(count_round_trips(superuser_url, pg_log, t, args.round_trips))

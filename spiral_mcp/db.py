@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -207,9 +208,9 @@ class Database:
     """The runtime pool and the named statements, built once at start-up.
 
     With ``keep_idle``, a connection a call gave back settled (its transaction ended, nothing in
-    flight) is kept checked out for the next call instead of going back through the pool: the
-    pool's release costs a task and a timer every time (~15 us of CPU idle, more under load, of a
-    call's ~400), where keeping it costs a deque append. Only for a pool whose reset does nothing
+    flight) is handed straight to a call waiting for one, or kept checked out for the next call,
+    instead of going back through the pool: the pool's release costs a task and a timer every
+    time, and its acquire a queue, a proxy and a future. Only for a pool whose reset does nothing
     (:func:`keep_session`), since kept connections skip it; connections unused for
     ``IDLE_SECONDS`` go back to the pool, whose own inactivity limit then applies.
     """
@@ -227,10 +228,13 @@ class Database:
         # Kept connections with the loop time each came back, oldest first; taken newest first,
         # so under light load the oldest age out.
         self._idle: collections.deque[tuple[asyncpg.Connection, float]] = collections.deque()
+        # Calls waiting for a connection while every one the pool may open is out, first first.
+        self._waiters: collections.deque[asyncio.Future[asyncpg.Connection]] = \
+            collections.deque()
         self._expiry: asyncio.TimerHandle | None = None
-        self._returning: set[asyncio.Task[None]] = set()
-        # Calls inside the pool's acquire (waiting for a connection, or opening one).
-        self._acquiring = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Calls inside the pool's own acquire (while it opens connections, some may wait there).
+        self._in_pool_acquire = 0
 
     def tenant(self, tenant_id: uuid.UUID, *, readonly: bool = False) -> TenantTransaction:
         """A transaction in which only ``tenant_id``'s rows exist (``async with``).
@@ -253,32 +257,86 @@ class Database:
             if _is_open(conn):
                 return conn
             # Closed while kept (the server ended it): asyncpg has already taken it back.
+        pool = self.pool
+        if self._keep_idle and not pool.get_idle_size() \
+                and pool.get_size() >= pool.get_max_size():
+            return await self._wait_for_release()
         # With a connection idle the acquire cannot wait (opening a replacement for one closed
         # while idle is bounded by the connect timeout): no timer to arm and cancel, for the
         # acquire and again for the release's reset, which asyncpg bounds by the same timeout.
-        timeout = None if self.pool.get_idle_size() else self._acquire_timeout
-        self._acquiring += 1
+        timeout = None if pool.get_idle_size() else self._acquire_timeout
+        self._in_pool_acquire += 1
         try:
-            return await self.pool.acquire(timeout=timeout)
+            return await pool.acquire(timeout=timeout)
         except (TimeoutError, *_UNREACHABLE) as exc:
             raise connection_error() from exc
         finally:
-            self._acquiring -= 1
+            self._in_pool_acquire -= 1
+
+    async def _wait_for_release(self) -> asyncpg.Connection:
+        waiter: asyncio.Future[asyncpg.Connection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        taken = False
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                conn = await waiter
+                taken = True
+                return conn
+        except TimeoutError as exc:
+            raise connection_error() from exc
+        finally:
+            if taken:
+                pass  # the caller has it
+            elif waiter.done() and not waiter.cancelled():
+                # Handed a connection in the very turn this call timed out or was cancelled.
+                self._hand_over(waiter.result())
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def _hand_over(self, conn: asyncpg.Connection) -> None:
+        """A settled connection to the first waiting call, else kept for the next one (or, once
+        closing, back to the pool)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if not self._keep_idle:
+            self._spawn(self.pool.release(conn))
+            return
+        loop = asyncio.get_running_loop()
+        self._idle.append((conn, loop.time()))
+        if self._expiry is None:
+            self._expiry = loop.call_later(self.IDLE_SECONDS, self._return_unused)
 
     async def release(self, conn: asyncpg.Connection, *, settled: bool) -> None:
         """Give a connection back. ``settled``: the caller's last statement finished and no
-        transaction is open, so the connection may be kept as it is; otherwise the pool's
-        release cleans it up (rolls back, waits out a cancelled query, or closes it)."""
-        # While a call waits in the pool's acquire, connections go back through the pool, which
-        # hands them to its waiters; kept ones would be out of their reach.
-        if settled and self._keep_idle and not self._acquiring and _is_open(conn) \
-                and not conn.is_in_transaction():
-            loop = asyncio.get_running_loop()
-            self._idle.append((conn, loop.time()))
-            if self._expiry is None:
-                self._expiry = loop.call_later(self.IDLE_SECONDS, self._return_unused)
+        transaction is open, so the connection may serve another call as it is; otherwise the
+        pool's release cleans it up (rolls back, waits out a cancelled query, or closes it)."""
+        if settled and (self._waiters or (self._keep_idle and not self._in_pool_acquire)) \
+                and _is_open(conn) and not conn.is_in_transaction():
+            # Kept only while no call is inside the pool's acquire, where it could be waiting
+            # for a release that would otherwise never come.
+            self._hand_over(conn)
             return
         await self.pool.release(conn)
+        if self._waiters:
+            # That connection went to the pool (or was closed): fetch one for a waiting call.
+            self._spawn(self._acquire_for_waiter())
+
+    async def _acquire_for_waiter(self) -> None:
+        try:
+            conn = await self.pool.acquire(timeout=self._acquire_timeout)
+        except (TimeoutError, *_UNREACHABLE):
+            return  # the waiter's own timeout answers it
+        self._hand_over(conn)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _return_unused(self) -> None:
         """Timer: connections kept longer than IDLE_SECONDS unused go back to the pool."""
@@ -288,9 +346,7 @@ class Database:
         while self._idle and self._idle[0][1] <= horizon:
             conn, _ = self._idle.popleft()
             if _is_open(conn):
-                task = loop.create_task(self.pool.release(conn))
-                self._returning.add(task)
-                task.add_done_callback(self._returning.discard)
+                self._spawn(self.pool.release(conn))
         if self._idle:
             self._expiry = loop.call_at(self._idle[0][1] + self.IDLE_SECONDS,
                                         self._return_unused)
@@ -306,8 +362,8 @@ class Database:
             conn, _ = self._idle.popleft()
             if _is_open(conn):
                 await self.pool.release(conn)
-        if self._returning:
-            await asyncio.gather(*self._returning, return_exceptions=True)
+        while self._tasks:  # a task may start another (a connection fetched, then returned)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -182,3 +182,80 @@ async def test_calls_waiting_for_a_connection_get_the_released_ones(
         assert len(backends) == 8 and len(set(backends)) <= pool.get_max_size()
     finally:
         await database.close()
+
+
+async def _hold(database: Database, tenant_id, release: asyncio.Event) -> int:
+    async with database.tenant(tenant_id, readonly=True) as conn:
+        backend = await _backend(conn)
+        await release.wait()
+        return backend
+
+
+async def test_a_call_waiting_longer_than_the_acquire_timeout_is_told_so(
+        pool, queries, make_tenant) -> None:
+    database = Database(pool, queries, acquire_timeout=0.3, keep_idle=True)
+    a = await make_tenant()
+    release = asyncio.Event()
+    holders = [asyncio.create_task(_hold(database, a.id, release)) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    try:
+        with pytest.raises(ServiceError) as caught:
+            async with database.tenant(a.id, readonly=True):
+                pass
+        assert caught.value.code == "CONNECTION_ERROR"
+        assert not database._waiters
+        # A waiter cancelled meanwhile leaves nothing behind either.
+        waiting = asyncio.create_task(_hold(database, a.id, asyncio.Event()))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not database._waiters
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    # Both connections serve again.
+    async with database.tenant(a.id, readonly=True) as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+    await database.close()
+
+
+async def test_a_waiting_call_gets_a_connection_when_one_in_use_is_lost(
+        pool, queries, make_tenant, superuser_url) -> None:
+    # A lost connection goes back through the pool, not to the waiting call, which must still
+    # be served: by a connection the pool opens in its place.
+    database = Database(pool, queries, acquire_timeout=3, keep_idle=True)
+    a = await make_tenant()
+    go_on = asyncio.Event()
+    backends: list[int] = []
+
+    async def hold_then_query() -> None:
+        async with database.tenant(a.id, readonly=True) as conn:
+            backends.append(await _backend(conn))
+            await go_on.wait()
+            await conn.fetchval("SELECT 1")
+
+    holders = [asyncio.create_task(hold_then_query()) for _ in range(2)]
+    await asyncio.sleep(0.2)
+
+    async def waiting_call() -> int:
+        async with database.tenant(a.id, readonly=True) as conn:
+            return await _backend(conn)
+
+    waiter = asyncio.create_task(waiting_call())
+    await asyncio.sleep(0.1)
+    assert len(database._waiters) == 1
+    superuser = await asyncpg.connect(superuser_url)
+    try:
+        assert await superuser.fetchval("SELECT pg_terminate_backend($1)", backends[0])
+    finally:
+        await superuser.close()
+    await asyncio.sleep(0.1)
+    go_on.set()
+    outcomes = await asyncio.gather(*holders, return_exceptions=True)
+    assert isinstance(outcomes[0], ServiceError) and outcomes[0].code == "CONNECTION_ERROR"
+    assert outcomes[1] is None
+    served = await asyncio.wait_for(waiter, 3)
+    assert served != backends[0]
+    assert not database._waiters
+    await database.close()
