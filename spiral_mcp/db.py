@@ -315,16 +315,18 @@ class Database:
         """Give a connection back. ``settled``: the caller's last statement finished and no
         transaction is open, so the connection may serve another call as it is; otherwise the
         pool's release cleans it up (rolls back, waits out a cancelled query, or closes it)."""
-        if settled and (self._waiters or (self._keep_idle and not self._in_pool_acquire)) \
+        if settled and not self._in_pool_acquire and (self._waiters or self._keep_idle) \
                 and _is_open(conn) and not conn.is_in_transaction():
             # Kept only while no call is inside the pool's acquire, where it could be waiting
             # for a release that would otherwise never come.
             self._hand_over(conn)
             return
-        await self.pool.release(conn)
-        if self._waiters:
-            # That connection went to the pool (or was closed): fetch one for a waiting call.
-            self._spawn(self._acquire_for_waiter())
+        try:
+            await self.pool.release(conn)
+        finally:
+            if self._waiters:
+                # That connection went to the pool (or was closed): fetch one for a waiter.
+                self._spawn(self._acquire_for_waiter())
 
     async def _acquire_for_waiter(self) -> None:
         try:
