@@ -331,9 +331,12 @@ class Database:
     async def _acquire_for_waiter(self) -> None:
         try:
             conn = await self.pool.acquire(timeout=self._acquire_timeout)
-        except (TimeoutError, *_UNREACHABLE):
-            return  # the waiter's own timeout answers it
-        self._hand_over(conn)
+        except Exception:
+            return  # the waiter's own timeout answers it; the pool reports its own failures
+        if not self._waiters and self._in_pool_acquire:
+            await self.pool.release(conn)  # a call inside the pool's acquire may need it
+        else:
+            self._hand_over(conn)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
