@@ -276,24 +276,25 @@ class Database:
     async def _wait_for_release(self) -> asyncpg.Connection:
         waiter: asyncio.Future[asyncpg.Connection] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        taken = False
         try:
             async with asyncio.timeout(self._acquire_timeout):
-                conn = await waiter
-                taken = True
-                return conn
+                return await waiter
         except TimeoutError as exc:
+            self._abandon(waiter)
             raise connection_error() from exc
-        finally:
-            if taken:
-                pass  # the caller has it
-            elif waiter.done() and not waiter.cancelled():
-                # Handed a connection in the very turn this call timed out or was cancelled.
-                self._hand_over(waiter.result())
-            else:
-                waiter.cancel()
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+        except BaseException:
+            self._abandon(waiter)
+            raise
+
+    def _abandon(self, waiter: asyncio.Future[asyncpg.Connection]) -> None:
+        """A waiting call timed out or was cancelled: out of the queue, and a connection handed
+        to it in that very turn goes on to the next call."""
+        if waiter.done() and not waiter.cancelled():
+            self._hand_over(waiter.result())
+        else:
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
     def _hand_over(self, conn: asyncpg.Connection) -> None:
         """A settled connection to the first waiting call, else kept for the next one (or, once

@@ -259,3 +259,54 @@ async def test_a_waiting_call_gets_a_connection_when_one_in_use_is_lost(
     assert served != backends[0]
     assert not database._waiters
     await database.close()
+
+
+async def test_a_call_queued_in_the_pool_while_it_opens_a_connection_is_served(
+        database, pool, make_tenant) -> None:
+    # One connection open of two: the next two calls both enter the pool's acquire, one opening
+    # the second connection, the other queued there for a release. The connection given back
+    # meanwhile must go to the pool for the queued call, not be kept.
+    a = await make_tenant()
+    first_done, second_done, at_once = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    at_once.set()
+    first = asyncio.create_task(_hold(database, a.id, first_done))
+    await asyncio.sleep(0.1)
+    assert pool.get_size() == 1
+    second = asyncio.create_task(_hold(database, a.id, second_done))
+    queued = asyncio.create_task(_hold(database, a.id, at_once))
+    await asyncio.sleep(0.2)
+    try:
+        assert database._in_pool_acquire == 1 and not queued.done()
+        first_done.set()
+        await first
+        assert await asyncio.wait_for(queued, 1.5)
+    finally:
+        first_done.set()
+        second_done.set()
+        await asyncio.gather(first, second, queued, return_exceptions=True)
+
+
+async def test_a_waiting_call_is_served_when_the_releasing_call_is_cancelled(
+        database, make_tenant) -> None:
+    # The pool's release is shielded: cancelled, it still returns the connection to the pool,
+    # and a waiting call must then be given one from there.
+    a = await make_tenant()
+    held = [await database.acquire(), await database.acquire()]
+
+    async def waiting_call() -> int:
+        async with database.tenant(a.id, readonly=True) as conn:
+            return await _backend(conn)
+
+    waiter = asyncio.create_task(waiting_call())
+    await asyncio.sleep(0.1)
+    assert len(database._waiters) == 1
+    await held[0].execute("BEGIN")  # unsettled: it goes back through the pool's release
+    releasing = asyncio.create_task(database.release(held[0], settled=False))
+    await asyncio.sleep(0)
+    releasing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await releasing
+    try:
+        assert await asyncio.wait_for(waiter, 1.5)
+    finally:
+        await database.release(held[1], settled=True)
