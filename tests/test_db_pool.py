@@ -5,6 +5,7 @@ closing hands everything back."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -184,6 +185,13 @@ async def test_calls_waiting_for_a_connection_get_the_released_ones(
         await database.close()
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Polls ``condition`` until it holds (a loaded machine may take its time), at most 5 s."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 async def _hold(database: Database, tenant_id, release: asyncio.Event) -> int:
     async with database.tenant(tenant_id, readonly=True) as conn:
         backend = await _backend(conn)
@@ -197,7 +205,8 @@ async def test_a_call_waiting_longer_than_the_acquire_timeout_is_told_so(
     a = await make_tenant()
     release = asyncio.Event()
     holders = [asyncio.create_task(_hold(database, a.id, release)) for _ in range(2)]
-    await asyncio.sleep(0.2)
+    await _until(lambda: pool.get_size() == 2 and not pool.get_idle_size()
+                 and not database._in_pool_acquire)
     try:
         with pytest.raises(ServiceError) as caught:
             async with database.tenant(a.id, readonly=True):
@@ -227,24 +236,23 @@ async def test_a_waiting_call_gets_a_connection_when_one_in_use_is_lost(
     database = Database(pool, queries, acquire_timeout=3, keep_idle=True)
     a = await make_tenant()
     go_on = asyncio.Event()
-    backends: list[int] = []
+    backends: dict[int, int] = {}  # by holder, in whatever order their queries finish
 
-    async def hold_then_query() -> None:
+    async def hold_then_query(holder: int) -> None:
         async with database.tenant(a.id, readonly=True) as conn:
-            backends.append(await _backend(conn))
+            backends[holder] = await _backend(conn)
             await go_on.wait()
             await conn.fetchval("SELECT 1")
 
-    holders = [asyncio.create_task(hold_then_query()) for _ in range(2)]
-    await asyncio.sleep(0.2)
+    holders = [asyncio.create_task(hold_then_query(holder)) for holder in range(2)]
+    await _until(lambda: len(backends) == 2)
 
     async def waiting_call() -> int:
         async with database.tenant(a.id, readonly=True) as conn:
             return await _backend(conn)
 
     waiter = asyncio.create_task(waiting_call())
-    await asyncio.sleep(0.1)
-    assert len(database._waiters) == 1
+    await _until(lambda: len(database._waiters) == 1)
     superuser = await asyncpg.connect(superuser_url)
     try:
         assert await superuser.fetchval("SELECT pg_terminate_backend($1)", backends[0])
@@ -274,8 +282,9 @@ async def test_a_call_queued_in_the_pool_while_it_opens_a_connection_is_served(
     assert pool.get_size() == 1
     second = asyncio.create_task(_hold(database, a.id, second_done))
     queued = asyncio.create_task(_hold(database, a.id, at_once))
-    await asyncio.sleep(0.2)
     try:
+        await _until(lambda: pool.get_size() == 2)
+        await asyncio.sleep(0.05)
         assert database._in_pool_acquire == 1 and not queued.done()
         first_done.set()
         await first
@@ -298,8 +307,7 @@ async def test_a_waiting_call_is_served_when_the_releasing_call_is_cancelled(
             return await _backend(conn)
 
     waiter = asyncio.create_task(waiting_call())
-    await asyncio.sleep(0.1)
-    assert len(database._waiters) == 1
+    await _until(lambda: len(database._waiters) == 1)
     await held[0].execute("BEGIN")  # unsettled: it goes back through the pool's release
     releasing = asyncio.create_task(database.release(held[0], settled=False))
     await asyncio.sleep(0)
