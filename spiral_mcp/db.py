@@ -14,7 +14,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -228,9 +228,11 @@ class Database:
         # Kept connections with the loop time each came back, oldest first; taken newest first,
         # so under light load the oldest age out.
         self._idle: collections.deque[tuple[asyncpg.Connection, float]] = collections.deque()
-        # Calls waiting for a connection while every one the pool may open is out, first first.
-        self._waiters: collections.deque[asyncio.Future[asyncpg.Connection]] = \
-            collections.deque()
+        # Calls waiting for a connection while every one the pool may open is out, first first,
+        # each with the loop time it gives up at; as they all wait as long, the first gives up
+        # first, and one timer (for the first) serves them all instead of a timer per call.
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._waiters_expiry: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Calls inside the pool's own acquire (while it opens connections, some may wait there).
@@ -274,25 +276,39 @@ class Database:
             self._in_pool_acquire -= 1
 
     async def _wait_for_release(self) -> asyncpg.Connection:
-        waiter: asyncio.Future[asyncpg.Connection] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.time() + self._acquire_timeout, loop.create_future())
         self._waiters.append(waiter)
+        if self._waiters_expiry is None:
+            self._waiters_expiry = loop.call_at(waiter.deadline, self._expire_waiters)
         try:
-            async with asyncio.timeout(self._acquire_timeout):
-                return await waiter
+            return await waiter.future
         except TimeoutError as exc:
-            self._abandon(waiter)
             raise connection_error() from exc
         except BaseException:
             self._abandon(waiter)
             raise
 
-    def _abandon(self, waiter: asyncio.Future[asyncpg.Connection]) -> None:
-        """A waiting call timed out or was cancelled: out of the queue, and a connection handed
-        to it in that very turn goes on to the next call."""
-        if waiter.done() and not waiter.cancelled():
-            self._hand_over(waiter.result())
+    def _expire_waiters(self) -> None:
+        """Timer: calls that waited the acquire timeout give up (CONNECTION_ERROR)."""
+        loop = asyncio.get_running_loop()
+        self._waiters_expiry = None
+        now = loop.time()
+        while self._waiters and self._waiters[0].deadline <= now:
+            future = self._waiters.popleft().future
+            if not future.done():
+                future.set_exception(TimeoutError())
+        if self._waiters:
+            self._waiters_expiry = loop.call_at(self._waiters[0].deadline, self._expire_waiters)
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """A waiting call was cancelled: out of the queue, and a connection handed to it in that
+        very turn goes on to the next call."""
+        future = waiter.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self._hand_over(future.result())
         else:
-            waiter.cancel()
+            future.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
 
@@ -300,9 +316,9 @@ class Database:
         """A settled connection to the first waiting call, else kept for the next one (or, once
         closing, back to the pool)."""
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
+            future = self._waiters.popleft().future
+            if not future.done():
+                future.set_result(conn)
                 return
         if not self._keep_idle:
             self._spawn(self.pool.release(conn))
@@ -384,6 +400,11 @@ class Database:
             raise _timeout_error() from exc
         finally:
             await self.release(conn, settled=settled)
+
+
+class _Waiter(NamedTuple):
+    deadline: float  # loop time
+    future: asyncio.Future[asyncpg.Connection]
 
 
 def _is_open(conn: asyncpg.Connection) -> bool:

@@ -318,3 +318,33 @@ async def test_a_waiting_call_is_served_when_the_releasing_call_is_cancelled(
         assert await asyncio.wait_for(waiter, 1.5)
     finally:
         await database.release(held[1], settled=True)
+
+
+async def test_each_waiting_call_waits_its_own_timeout(pool, queries, make_tenant) -> None:
+    # One timer serves every waiting call: set for the first, it must not end a later one early
+    # when the first was served before its time ran out.
+    database = Database(pool, queries, acquire_timeout=0.6, keep_idle=True)
+    a = await make_tenant()
+    loop = asyncio.get_running_loop()
+    ends = [asyncio.Event() for _ in range(3)]
+    holders = [asyncio.create_task(_hold(database, a.id, ends[i])) for i in range(2)]
+    await _until(lambda: pool.get_size() == 2 and not pool.get_idle_size()
+                 and not database._in_pool_acquire)
+    first = asyncio.create_task(_hold(database, a.id, ends[2]))
+    await _until(lambda: len(database._waiters) == 1)
+    await asyncio.sleep(0.3)
+    second_started = loop.time()
+    second = asyncio.create_task(_hold(database, a.id, asyncio.Event()))
+    await _until(lambda: len(database._waiters) == 2)
+    ends[0].set()  # the first waiting call is served; the second waits on
+    try:
+        with pytest.raises(ServiceError) as caught:
+            await second
+        assert caught.value.code == "CONNECTION_ERROR"
+        assert loop.time() - second_started >= 0.59
+        assert not database._waiters and not first.done()
+    finally:
+        for end in ends:
+            end.set()
+        await asyncio.gather(*holders, first)
+        await database.close()
