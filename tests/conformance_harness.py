@@ -52,10 +52,6 @@ BASELINE = Path(__file__).resolve().parent / "conformance-baseline.yml"
 # Why each baseline scenario fails; the baseline file holds the same names.
 BASELINE_REASONS: dict[str, str] = {
     "completion-complete": "the product has no prompts or resource templates to complete",
-    "tools-call-image": "tool results are the JSON envelope (text + structuredContent) only",
-    "tools-call-audio": "tool results are the JSON envelope (text + structuredContent) only",
-    "tools-call-embedded-resource": "tool results are the JSON envelope only; no resources",
-    "tools-call-mixed-content": "tool results are the JSON envelope only",
     "tools-call-sampling": "the server sends no requests to the client (no sampling)",
     "tools-call-elicitation": "the server sends no requests to the client (no elicitation)",
     "elicitation-sep1034-defaults": "the server sends no requests to the client (no elicitation)",
@@ -114,6 +110,39 @@ async def _reconnection(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any
     return {"text": "reconnection test done"}
 
 
+# A 1x1 red PNG and eight samples of silence as 8 kHz WAV.
+_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLv"
+        "AAAAAElFTkSuQmCC")
+_WAV = "UklGRiwAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQgAAACAgICAgICAgA=="
+_IMAGE = {"type": "image", "data": _PNG, "mimeType": "image/png"}
+
+
+async def _image(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.attach(_IMAGE)
+    return {"text": "an image"}
+
+
+async def _audio(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.attach({"type": "audio", "data": _WAV, "mimeType": "audio/wav"})
+    return {"text": "a sound"}
+
+
+async def _embedded_resource(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.attach({"type": "resource", "resource": {
+        "uri": "test://embedded-resource", "mimeType": "text/plain",
+        "text": "This is an embedded resource content."}})
+    return {"text": "a resource"}
+
+
+async def _mixed(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.attach({"type": "text", "text": "Multiple content types test:"})
+    ctx.attach(_IMAGE)
+    ctx.attach({"type": "resource", "resource": {
+        "uri": "test://mixed-content-resource", "mimeType": "application/json",
+        "text": '{"test":"data","value":123}'}})
+    return {"text": "mixed"}
+
+
 def _fixture(name: str, handler: Any, input_schema: dict[str, Any] | None = None) -> Tool:
     return Tool(name=name, title=name, description=f"Conformance fixture {name}",
                 handler=handler, scope="read", call_class="read",
@@ -136,6 +165,10 @@ def fixture_tools() -> list[Tool]:
         _fixture("test_tool_with_logging", _with_logging),
         _fixture("test_reconnection", _reconnection),
         _fixture("json_schema_2020_12_tool", _echo, schema_2020_12),
+        _fixture("test_image_content", _image),
+        _fixture("test_audio_content", _audio),
+        _fixture("test_embedded_resource", _embedded_resource),
+        _fixture("test_multiple_content_types", _mixed),
     ]
 
 

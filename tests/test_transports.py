@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from conftest import Tenant, TenantFactory, make_settings
 from serving import ProductionLikeServer
 
+from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
 from spiral_mcp.provision import DatabaseUrls
@@ -832,3 +833,46 @@ async def test_metrics(client: TestClient, tenant: Tenant) -> None:
     assert 'mcp_tool_duration_seconds_count{tool="jira_get_issue"} 2.0' in text
     assert 'mcp_sessions_active{transport="streamable"} 1.0' in text
     assert 'mcp_requests_total{method="tools/call",transport="streamable"} 2.0' in text
+
+
+# -- content blocks beside the envelope ---------------------------------------------------------
+
+_IMAGE = {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
+
+
+async def _drawing(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.attach(_IMAGE)
+    if args.get("fail"):
+        raise ServiceError(ErrorCode.NOT_FOUND, "nothing to draw")
+    return {"text": "drawn"}
+
+
+async def test_blocks_a_tool_attaches_come_before_the_envelope(serve: Serve,
+                                                               tenant: Tenant) -> None:
+    tool = Tool(name="test_drawing", title="Drawing", description="Attaches an image (test only)",
+                handler=_drawing, scope="read", call_class="read",
+                input_schema={"type": "object", "properties": {"fail": {"type": "boolean"}}},
+                output_schema={"type": "object"})
+    client = await serve(tools=[tool])
+    response = await post(client, tenant, request("tools/call", name="test_drawing",
+                                                  arguments={}), path="/execute")
+    result = (await response.json())["result"]
+    assert result["content"][0] == _IMAGE and len(result["content"]) == 2
+    # The envelope is still the last block's JSON and the structured content, unchanged.
+    assert orjson.loads(result["content"][-1]["text"]) == result["structuredContent"]
+    assert result["structuredContent"]["data"] == {"text": "drawn"}
+    assert result["isError"] is False
+    # A failed call carries only its error envelope.
+    response = await post(client, tenant, request("tools/call", name="test_drawing",
+                                                  arguments={"fail": True}), path="/execute")
+    result = (await response.json())["result"]
+    assert result["isError"] is True
+    assert [block["type"] for block in result["content"]] == ["text"]
+    assert result["structuredContent"]["error"]["code"] == "NOT_FOUND"
+
+
+def test_only_mcp_content_blocks_can_be_attached() -> None:
+    ctx = ToolContext(principal=None, database=None, tool="test")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="video"):
+        ctx.attach({"type": "video", "data": ""})
+    assert ctx.attachments is None

@@ -22,6 +22,8 @@ from .idempotency import Claim
 
 __all__ = ["ToolContext"]
 
+_CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
+
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 LogCallback = Callable[[str, Any], Awaitable[None]]
 
@@ -59,10 +61,22 @@ class ToolContext:
     outcome_unknown: bool = False
     # What the call produced, for its audit row's `after` (the explorer: row count, duration).
     audit_after: Any = None
+    # MCP content blocks a successful result carries before its JSON text (see attach).
+    attachments: list[dict[str, Any]] | None = None
 
     @property
     def tenant_id(self) -> uuid.UUID:
         return self.principal.tenant_id
+
+    def attach(self, block: dict[str, Any]) -> None:
+        """Add a content block (text, image, audio, an embedded resource or a resource link) to
+        the result, for a client to show beside the envelope; the envelope's JSON stays the
+        result's last block and its structuredContent."""
+        if block.get("type") not in _CONTENT_TYPES:
+            raise ValueError(f"not an MCP content block type: {block.get('type')!r}")
+        if self.attachments is None:
+            self.attachments = []
+        self.attachments.append(block)
 
     def transaction(self, *, readonly: bool) -> TenantTransaction:
         """The tenant's transaction (``async with``): this call's one way to the data."""

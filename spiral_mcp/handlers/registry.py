@@ -369,8 +369,11 @@ class ToolRegistry:
             error_code = str(ErrorCode.INTERNAL_ERROR)
         self._account(tool, ctx, arguments, error_code, time.perf_counter() - started)
         content = [{"type": "text", "text": orjson.dumps(envelope).decode()}]
-        if tool.result_note is not None and error_code is None:
-            content.insert(0, {"type": "text", "text": tool.result_note})
+        if error_code is None:
+            if ctx.attachments:
+                content[:0] = ctx.attachments
+            if tool.result_note is not None:
+                content.insert(0, {"type": "text", "text": tool.result_note})
         return {
             "content": content,
             "structuredContent": envelope,
