@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 from aiohttp import web
 
 from spiral_mcp import admin
@@ -40,6 +41,8 @@ from spiral_mcp.config import load_settings
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
+from spiral_mcp.handlers.prompts import Prompt, PromptArgument
+from spiral_mcp.handlers.resources import Resource
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
@@ -51,22 +54,10 @@ BASELINE = Path(__file__).resolve().parent / "conformance-baseline.yml"
 
 # Why each baseline scenario fails; the baseline file holds the same names.
 BASELINE_REASONS: dict[str, str] = {
-    "completion-complete": "the product has no prompts or resource templates to complete",
     "tools-call-sampling": "the server sends no requests to the client (no sampling)",
     "tools-call-elicitation": "the server sends no requests to the client (no elicitation)",
     "elicitation-sep1034-defaults": "the server sends no requests to the client (no elicitation)",
     "elicitation-sep1330-enums": "the server sends no requests to the client (no elicitation)",
-    "resources-list": "the product serves no MCP resources",
-    "resources-read-text": "the product serves no MCP resources",
-    "resources-read-binary": "the product serves no MCP resources",
-    "resources-templates-read": "the product serves no MCP resources",
-    "resources-subscribe": "the product serves no MCP resources",
-    "resources-unsubscribe": "the product serves no MCP resources",
-    "prompts-list": "the product serves no MCP prompts",
-    "prompts-get-simple": "the product serves no MCP prompts",
-    "prompts-get-with-args": "the product serves no MCP prompts",
-    "prompts-get-embedded-resource": "the product serves no MCP prompts",
-    "prompts-get-with-image": "the product serves no MCP prompts",
 }
 
 _NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -172,6 +163,83 @@ def fixture_tools() -> list[Tool]:
     ]
 
 
+# -- fixture resources and prompts (test-only) -------------------------------------------------
+
+def _contents(uri: str, mime_type: str, **body: str):
+    async def read(ctx: ToolContext, values: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"uri": uri, "mimeType": mime_type, **body}]
+
+    return read
+
+
+async def _template_data(ctx: ToolContext, values: dict[str, str]) -> list[dict[str, Any]]:
+    item = values["id"]
+    return [{"uri": f"test://template/{item}/data", "mimeType": "application/json",
+             "text": orjson.dumps({"id": item, "templateTest": True,
+                                   "data": f"Data for ID: {item}"}).decode()}]
+
+
+def fixture_resources() -> list[Resource]:
+    return [
+        Resource(uri="test://static-text", name="static-text", description="A static text",
+                 mime_type="text/plain", read=_contents(
+                     "test://static-text", "text/plain",
+                     text="This is the content of the static text resource.")),
+        Resource(uri="test://static-binary", name="static-binary", description="A 1x1 PNG",
+                 mime_type="image/png",
+                 read=_contents("test://static-binary", "image/png", blob=_PNG)),
+        Resource(uri="test://watched-resource", name="watched-resource",
+                 description="A resource to subscribe to", mime_type="text/plain",
+                 read=_contents("test://watched-resource", "text/plain", text="watched")),
+        Resource(uri="test://template/{id}/data", name="template-data",
+                 description="Data for an id", mime_type="application/json",
+                 read=_template_data),
+    ]
+
+
+def _user(content: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+async def _simple_prompt(ctx: ToolContext, args: dict[str, str]) -> list[dict[str, Any]]:
+    return [_user({"type": "text", "text": "This is a simple prompt for testing."})]
+
+
+async def _prompt_with_arguments(ctx: ToolContext, args: dict[str, str]
+                                 ) -> list[dict[str, Any]]:
+    return [_user({"type": "text", "text": f"Prompt with arguments: arg1='{args['arg1']}', "
+                                           f"arg2='{args['arg2']}'"})]
+
+
+async def _prompt_with_resource(ctx: ToolContext, args: dict[str, str]
+                                ) -> list[dict[str, Any]]:
+    return [_user({"type": "resource", "resource": {
+                "uri": args["resourceUri"], "mimeType": "text/plain",
+                "text": "Embedded resource content for testing."}}),
+            _user({"type": "text", "text": "Please process the embedded resource above."})]
+
+
+async def _prompt_with_image(ctx: ToolContext, args: dict[str, str]) -> list[dict[str, Any]]:
+    return [_user(_IMAGE), _user({"type": "text", "text": "Please analyze the image above."})]
+
+
+def fixture_prompts() -> list[Prompt]:
+    return [
+        Prompt(name="test_simple_prompt", description="A prompt with no arguments",
+               render=_simple_prompt),
+        Prompt(name="test_prompt_with_arguments", description="A prompt with two arguments",
+               render=_prompt_with_arguments,
+               arguments=(PromptArgument(name="arg1", description="First test argument"),
+                          PromptArgument(name="arg2", description="Second test argument"))),
+        Prompt(name="test_prompt_with_embedded_resource", description="Embeds a resource",
+               render=_prompt_with_resource,
+               arguments=(PromptArgument(name="resourceUri",
+                                         description="URI of the resource to embed"),)),
+        Prompt(name="test_prompt_with_image", description="A prompt with an image",
+               render=_prompt_with_image),
+    ]
+
+
 # -- database, tenant and key ------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
@@ -267,7 +335,8 @@ async def run(command: list[str], *, baseline: Path | None = BASELINE) -> int:
             "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
         })
         product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools()])
+                             tools=[*builtin_tools(), *fixture_tools()],
+                             resources=fixture_resources(), prompts=fixture_prompts())
         product_runner, product_port = await _serve(product)
         proxy_runner, proxy_port = await _serve(
             proxy_app(f"http://127.0.0.1:{product_port}", key))

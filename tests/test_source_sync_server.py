@@ -29,6 +29,7 @@ from spiral_mcp.sources.secrets import SecretBox
 from spiral_mcp.sources.sync import lock_key
 from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_jira import FakeJira
+from tests.serving import app_clients
 
 SECRET_KEY = "x" * 43 + "="
 BOX = SecretBox(SECRET_KEY)
@@ -130,21 +131,14 @@ Serve = Callable[..., Awaitable[TestClient]]
 @pytest.fixture
 async def serve(database_urls: DatabaseUrls) -> AsyncIterator[Serve]:
     """``await serve(**env)``: an app that can open sources (SPIRAL_SECRET_KEY set)."""
-    clients: list[TestClient] = []
+    async with app_clients() as start_client:
+        async def start(**env: str) -> TestClient:
+            settings = make_settings(database_urls, **{"SPIRAL_SECRET_KEY": SECRET_KEY,
+                                                       "SYNC_INTERVAL": "0", **env})
+            return await start_client(create_app(settings, database_url=database_urls.runtime,
+                                                 explorer_url=database_urls.explorer))
 
-    async def start(**env: str) -> TestClient:
-        settings = make_settings(database_urls, **{"SPIRAL_SECRET_KEY": SECRET_KEY,
-                                                   "SYNC_INTERVAL": "0", **env})
-        app = create_app(settings, database_url=database_urls.runtime,
-                         explorer_url=database_urls.explorer)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+        yield start
 
 
 # --- the background sync ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from conftest import Tenant, TenantFactory, make_settings
-from serving import ProductionLikeServer
+from serving import app_clients
 
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers import Tool, builtin_tools
@@ -69,20 +69,13 @@ class Slow:
 async def serve(database_urls: DatabaseUrls) -> AsyncIterator[Serve]:
     """``await serve(tools=[...], **env)``: the app on a real loopback socket, served like
     production, and a client for it."""
-    clients: list[TestClient] = []
+    async with app_clients() as start_client:
+        async def start(tools: list[Tool] | None = None, **env: str) -> TestClient:
+            return await start_client(create_app(
+                make_settings(database_urls, **env), database_url=database_urls.runtime,
+                tools=[*builtin_tools(), *(tools or [])]))
 
-    async def start(tools: list[Tool] | None = None, **env: str) -> TestClient:
-        settings = make_settings(database_urls, **env)
-        app = create_app(settings, database_url=database_urls.runtime,
-                         tools=[*builtin_tools(), *(tools or [])])
-        client = TestClient(ProductionLikeServer(app, host="127.0.0.1"))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+        yield start
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ class Session:
     # Tool calls running now (capped by max_concurrent_calls); a cancelled call counts until it
     # has ended, even once it has left ``inflight``.
     calls_running: int = 0
+    # Resource URIs the client subscribed to (resources/subscribe).
+    subscriptions: set[str] = dataclasses.field(default_factory=set)
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()

@@ -25,6 +25,8 @@ from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
 from ..handlers.idempotency import IdempotencyStore
+from ..handlers.prompts import Prompt, PromptRegistry
+from ..handlers.resources import Resource, ResourceRegistry
 from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
 from ..protocol.dispatcher import Dispatcher
@@ -66,13 +68,16 @@ _REAP_SECONDS = 600.0
 
 def create_app(
     settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None,
-    explorer_url: str | None = None,
+    explorer_url: str | None = None, resources: Iterable[Resource] = (),
+    prompts: Iterable[Prompt] = (),
 ) -> web.Application:
     """Build the application; ``database_url`` logs in as the runtime role, ``explorer_url`` as
     the explorer role (default: EXPLORER_DATABASE_URL, else ``database_url`` as spiral_explorer).
 
     ``tools`` replaces the shipped tools and report templates (the conformance harness adds its
-    fixtures this way). Raises TemplateError, naming the file, when a report template is bad.
+    fixtures this way); ``resources`` and ``prompts`` are served as MCP resources and prompts
+    (the product ships none). Raises TemplateError, naming the file, when a report template is
+    bad.
     """
     app = web.Application(
         middlewares=[request_context, origin_guard, authenticate],
@@ -102,7 +107,8 @@ def create_app(
     app.cleanup_ctx.append(_authenticator)
     app.cleanup_ctx.append(_source_sync(database_url, sources))
     app.cleanup_ctx.append(_rate_limits)
-    app.cleanup_ctx.append(_protocol(list(tools)))
+    app.cleanup_ctx.append(_protocol(list(tools), ResourceRegistry(resources),
+                                     PromptRegistry(prompts)))
     app.on_shutdown.append(_end_sessions)
     return app
 
@@ -245,7 +251,7 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
 
 
-def _protocol(tools: list[Tool]):
+def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptRegistry):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         audit = AuditWriter(app[DATABASE])
@@ -261,7 +267,8 @@ def _protocol(tools: list[Tool]):
         )
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
-                                     sources=app[SOURCES])
+                                     sources=app[SOURCES], resources=resources,
+                                     prompts=prompts)
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_key=settings.session_max_per_key,
             idle_timeout=settings.session_idle_timeout,

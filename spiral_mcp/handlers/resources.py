@@ -1,0 +1,100 @@
+"""MCP resources: content a client reads by URI (``resources/list``, ``resources/templates/list``,
+``resources/read``, ``resources/subscribe``).
+
+The product ships none; whoever builds the app may register some (the conformance harness does),
+and the server declares the ``resources`` capability only when there are some. A resource's URI
+may be a template whose ``{name}`` parts each match one path segment (RFC 6570, level 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ..auth import Principal
+from ..protocol.jsonrpc import RpcError
+from .context import ToolContext
+
+__all__ = ["RESOURCE_NOT_FOUND", "Resource", "ResourceRegistry"]
+
+# The specification's code for a URI that names no resource.
+RESOURCE_NOT_FOUND = -32002
+
+# The resource's contents, each {"uri", "mimeType", "text" | "blob"}, given the template's values.
+Reader = Callable[[ToolContext, dict[str, str]], Awaitable[list[dict[str, Any]]]]
+
+_TEMPLATE_PART = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Resource:
+    uri: str                  # a URI, or a URI template with {name} parts
+    name: str
+    description: str
+    read: Reader
+    title: str | None = None
+    mime_type: str | None = None
+    scope: str = "read"       # the API-key scope a caller needs to see and read it
+
+    @property
+    def is_template(self) -> bool:
+        return _TEMPLATE_PART.search(self.uri) is not None
+
+    def listing(self) -> dict[str, Any]:
+        entry = {"uriTemplate" if self.is_template else "uri": self.uri, "name": self.name,
+                 "description": self.description}
+        if self.title is not None:
+            entry["title"] = self.title
+        if self.mime_type is not None:
+            entry["mimeType"] = self.mime_type
+        return entry
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts, last = [], 0
+    for part in _TEMPLATE_PART.finditer(template):
+        parts += [re.escape(template[last:part.start()]), f"(?P<{part.group(1)}>[^/?#]+)"]
+        last = part.end()
+    return re.compile("".join(parts) + re.escape(template[last:]))
+
+
+class ResourceRegistry:
+    def __init__(self, resources: Iterable[Resource] = ()) -> None:
+        self._direct: dict[str, Resource] = {}
+        self._templates: list[tuple[Resource, re.Pattern[str]]] = []
+        for resource in resources:
+            if resource.is_template:
+                self._templates.append((resource, _pattern(resource.uri)))
+            elif self._direct.setdefault(resource.uri, resource) is not resource:
+                raise ValueError(f"two resources have the URI {resource.uri}")
+
+    def __bool__(self) -> bool:
+        return bool(self._direct or self._templates)
+
+    def listed(self, principal: Principal) -> list[dict[str, Any]]:
+        """The direct resources this key may read, by URI."""
+        return [r.listing() for uri, r in sorted(self._direct.items())
+                if r.scope in principal.scopes]
+
+    def templates(self, principal: Principal) -> list[dict[str, Any]]:
+        return [r.listing() for r, _ in self._templates if r.scope in principal.scopes]
+
+    def find(self, uri: str, principal: Principal) -> tuple[Resource, dict[str, str]]:
+        """The resource ``uri`` names and its template's values; RESOURCE_NOT_FOUND when none
+        does, or the key may not read it (the same answer: it learns nothing)."""
+        resource = self._direct.get(uri)
+        if resource is not None and resource.scope in principal.scopes:
+            return resource, {}
+        for resource, pattern in self._templates:
+            if resource.scope in principal.scopes and (match := pattern.fullmatch(uri)):
+                return resource, match.groupdict()
+        raise RpcError(RESOURCE_NOT_FOUND, f"resource not found: {uri}", {"uri": uri})
+
+    def template(self, template: Any, principal: Principal) -> Resource | None:
+        """The resource template ``template`` (for completion), if this key may read it."""
+        for resource, _ in self._templates:
+            if resource.uri == template and resource.scope in principal.scopes:
+                return resource
+        return None
