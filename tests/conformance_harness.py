@@ -7,16 +7,12 @@
 
 The harness provisions a throwaway database (on TEST_DATABASE_URL, else the embedded server, as
 tests/conftest.py does), creates a tenant and an API key, starts the product with the scenarios'
-fixture tools added (they exist only here, never in the product), and puts a small reverse proxy in
-front that adds ``Authorization: Bearer <key>``: the suite sends no credentials, and the product's
-authentication stays exactly as it is. It then runs
-``<command> server --url http://127.0.0.1:<proxy port>/mcp [--expected-failures <baseline>]`` and
-exits with its status.
-
-The baseline (``tests/conformance-baseline.yml``) lists the scenarios the product cannot pass by
-design (resources, prompts, completion, sampling, elicitation, non-text tool content); see
-``BASELINE_REASONS``. Set ``CONFORMANCE_NO_BASELINE=1`` to run without it and see every failure;
-``CONFORMANCE_ARGS`` adds options to the suite's command line (e.g. ``--scenario ping``).
+fixture tools, resources and prompts added (they exist only here, never in the product), and puts
+a small reverse proxy in front that adds ``Authorization: Bearer <key>``: the suite sends no
+credentials, and the product's authentication stays exactly as it is. It then runs
+``<command> server --url http://127.0.0.1:<proxy port>/mcp`` and exits with its status; every
+scenario must pass. ``CONFORMANCE_ARGS`` adds options to the suite's command line (e.g.
+``--scenario ping``).
 """
 
 from __future__ import annotations
@@ -47,21 +43,16 @@ from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 
-__all__ = ["BASELINE", "BASELINE_REASONS", "fixture_tools", "main", "run"]
+__all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = Path(__file__).resolve().parent / "conformance-baseline.yml"
-
-# Why each baseline scenario fails; the baseline file holds the same names.
-BASELINE_REASONS: dict[str, str] = {
-    "tools-call-sampling": "the server sends no requests to the client (no sampling)",
-    "tools-call-elicitation": "the server sends no requests to the client (no elicitation)",
-    "elicitation-sep1034-defaults": "the server sends no requests to the client (no elicitation)",
-    "elicitation-sep1330-enums": "the server sends no requests to the client (no elicitation)",
-}
 
 _NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 _TEXT: dict[str, Any] = {"type": "object", "properties": {"text": {"type": "string"}}}
+
+
+def _string_argument(name: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {name: {"type": "string"}}, "required": [name]}
 
 
 # -- fixture tools the scenarios call (test-only) ----------------------------------------------
@@ -134,6 +125,60 @@ async def _mixed(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"text": "mixed"}
 
 
+async def _sampling(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    result = await ctx.ask("sampling/createMessage", {
+        "messages": [{"role": "user", "content": {"type": "text", "text": args["prompt"]}}],
+        "maxTokens": 100})
+    return {"text": f"LLM response: {result.get('content', {}).get('text')}"}
+
+
+async def _elicit(ctx: ToolContext, message: str, schema: dict[str, Any]) -> dict[str, Any]:
+    result = await ctx.ask("elicitation/create", {"message": message, "requestedSchema": schema})
+    return {"text": f"Elicitation completed: action={result.get('action')}, "
+                    f"content={orjson.dumps(result.get('content')).decode()}"}
+
+
+async def _elicitation(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return await _elicit(ctx, args["message"], {
+        "type": "object",
+        "properties": {"username": {"type": "string", "description": "User's response"},
+                       "email": {"type": "string", "description": "User's email address"}},
+        "required": ["username", "email"]})
+
+
+async def _elicitation_defaults(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return await _elicit(ctx, "Please review your details", {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "default": "John Doe"},
+            "age": {"type": "integer", "default": 30},
+            "score": {"type": "number", "default": 95.5},
+            "status": {"type": "string", "enum": ["active", "inactive", "pending"],
+                       "default": "active"},
+            "verified": {"type": "boolean", "default": True},
+        }})
+
+
+async def _elicitation_enums(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return await _elicit(ctx, "Please choose", {
+        "type": "object",
+        "properties": {
+            "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+            "titledSingle": {"type": "string", "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"}]},
+            "legacyEnum": {"type": "string", "enum": ["opt1", "opt2", "opt3"],
+                           "enumNames": ["Option One", "Option Two", "Option Three"]},
+            "untitledMulti": {"type": "array", "items": {
+                "type": "string", "enum": ["option1", "option2", "option3"]}},
+            "titledMulti": {"type": "array", "items": {"anyOf": [
+                {"const": "value1", "title": "First Choice"},
+                {"const": "value2", "title": "Second Choice"},
+                {"const": "value3", "title": "Third Choice"}]}},
+        }})
+
+
 def _fixture(name: str, handler: Any, input_schema: dict[str, Any] | None = None) -> Tool:
     return Tool(name=name, title=name, description=f"Conformance fixture {name}",
                 handler=handler, scope="read", call_class="read",
@@ -160,6 +205,10 @@ def fixture_tools() -> list[Tool]:
         _fixture("test_audio_content", _audio),
         _fixture("test_embedded_resource", _embedded_resource),
         _fixture("test_multiple_content_types", _mixed),
+        _fixture("test_sampling", _sampling, _string_argument("prompt")),
+        _fixture("test_elicitation", _elicitation, _string_argument("message")),
+        _fixture("test_elicitation_sep1034_defaults", _elicitation_defaults),
+        _fixture("test_elicitation_sep1330_enums", _elicitation_enums),
     ]
 
 
@@ -327,7 +376,7 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, server.sockets[0].getsockname()[1]
 
 
-async def run(command: list[str], *, baseline: Path | None = BASELINE) -> int:
+async def run(command: list[str]) -> int:
     """Serve the product behind the proxy, run ``command server --url …``; its exit status."""
     async with _database() as (runtime_url, key):
         settings = load_settings(environ={
@@ -342,8 +391,6 @@ async def run(command: list[str], *, baseline: Path | None = BASELINE) -> int:
             proxy_app(f"http://127.0.0.1:{product_port}", key))
         try:
             argv = [*command, "server", "--url", f"http://127.0.0.1:{proxy_port}/mcp"]
-            if baseline is not None:
-                argv += ["--expected-failures", str(baseline)]
             argv += shlex.split(os.environ.get("CONFORMANCE_ARGS", ""))
             print("conformance:", " ".join(argv), flush=True)
             process = await asyncio.create_subprocess_exec(*argv)
@@ -360,8 +407,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tests.conformance_harness -- <conformance command ...>",
               file=sys.stderr)
         return 2
-    baseline = None if os.environ.get("CONFORMANCE_NO_BASELINE") == "1" else BASELINE
-    return asyncio.run(run(argv, baseline=baseline))
+    return asyncio.run(run(argv))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import httpx2
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Tenant, TenantFactory, make_settings
-from mcp import Client
+from mcp import Client, types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -63,7 +63,19 @@ def fixture_tools(probe: Probe) -> list[Tool]:
             await asyncio.sleep(0.01)
         return {"steps": 3}
 
+    async def ask(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        sampled = await ctx.ask("sampling/createMessage", {
+            "messages": [{"role": "user", "content": {"type": "text", "text": "Say hi"}}],
+            "maxTokens": 10})
+        elicited = await ctx.ask("elicitation/create", {
+            "message": "Your name?", "requestedSchema": {
+                "type": "object", "properties": {"name": {"type": "string"}}}})
+        return {"sampled": sampled["content"]["text"], "elicited": elicited}
+
     return [
+        Tool(name="test_ask", title="Ask", description="Asks the client (test only)",
+             handler=ask, scope="read", call_class="read",
+             input_schema=_OBJECT, output_schema=_ANY_DATA),
         Tool(name="test_slow", title="Slow", description="Sleeps until cancelled (test only)",
              handler=slow, scope="read", call_class="read",
              input_schema=_OBJECT, output_schema=_ANY_DATA),
@@ -95,7 +107,8 @@ async def tenant(make_tenant: TenantFactory) -> Tenant:
 
 
 @contextlib.asynccontextmanager
-async def connect(server: TestServer, tenant: Tenant, mode: str) -> AsyncIterator[Client]:
+async def connect(server: TestServer, tenant: Tenant, mode: str,
+                  **callbacks: Any) -> AsyncIterator[Client]:
     if mode == "sse":
         transport: Any = sse_client(str(server.make_url("/sse")), headers=tenant.headers)
         client_mode = "legacy"
@@ -103,7 +116,7 @@ async def connect(server: TestServer, tenant: Tenant, mode: str) -> AsyncIterato
         transport = streamable_http_client(
             str(server.make_url("/mcp")), http_client=httpx2.AsyncClient(headers=tenant.headers))
         client_mode = mode
-    async with Client(transport, mode=client_mode) as client:
+    async with Client(transport, mode=client_mode, **callbacks) as client:
         yield client
 
 
@@ -208,3 +221,39 @@ async def test_cancel_stops_the_handler(server: TestServer, tenant: Tenant, prob
                 break
             await asyncio.sleep(0.1)
     assert [r["error_code"] for r in codes] == ["CANCELLED"]
+
+
+async def _sample(context: Any, params: types.CreateMessageRequestParams
+                  ) -> types.CreateMessageResult:
+    assert params.messages[0].content.text == "Say hi"
+    return types.CreateMessageResult(role="assistant", model="test-model",
+                                     content=types.TextContent(type="text", text="hi there"))
+
+
+async def _elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    assert params.message == "Your name?"
+    return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+
+@pytest.mark.parametrize("mode", ("legacy", "sse"))
+async def test_a_tool_asks_the_client_for_sampling_and_elicitation(
+        server: TestServer, tenant: Tenant, mode: str) -> None:
+    async with connect(server, tenant, mode, sampling_callback=_sample,
+                       elicitation_callback=_elicit) as client:
+        result = await client.call_tool("test_ask", {})
+        assert result.is_error is False, result
+        assert result.structured_content["data"] == {
+            "sampled": "hi there", "elicited": {"action": "accept", "content": {"name": "Ada"}}}
+        sessions = server.app[SESSIONS]
+        assert all(not s.asked for s in sessions._sessions.values())
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_client_without_the_capability_is_not_asked(
+        server: TestServer, tenant: Tenant, mode: str) -> None:
+    async with connect(server, tenant, mode) as client:
+        result = await client.call_tool("test_ask", {})
+        assert result.is_error is True
+        error = result.structured_content["error"]
+        assert error["code"] == "UPSTREAM_ERROR"
+        assert "sampling" in error["message"] or "without a session" in error["message"]

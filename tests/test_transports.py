@@ -25,6 +25,7 @@ from serving import app_clients
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
+from spiral_mcp.protocol import dispatcher
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import SESSIONS
@@ -111,9 +112,10 @@ async def post(client: TestClient, tenant: Tenant, body: Any, *, sid: str | None
                              headers=headers(tenant, sid=sid, version=version, **extra))
 
 
-async def open_session(client: TestClient, tenant: Tenant, version: str = "2025-11-25") -> str:
+async def open_session(client: TestClient, tenant: Tenant, version: str = "2025-11-25", *,
+                       capabilities: dict[str, Any] | None = None) -> str:
     response = await post(client, tenant, request(
-        "initialize", 0, protocolVersion=version, capabilities={},
+        "initialize", 0, protocolVersion=version, capabilities=capabilities or {},
         clientInfo={"name": "test", "version": "1"}))
     assert response.status == 200, await response.text()
     body = await response.json()
@@ -869,3 +871,64 @@ def test_only_mcp_content_blocks_can_be_attached() -> None:
     with pytest.raises(ValueError, match="video"):
         ctx.attach({"type": "video", "data": ""})
     assert ctx.attachments is None
+
+
+# -- requests to the client (sampling, elicitation) ---------------------------------------------
+
+async def _sample(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return {"answer": await ctx.ask("sampling/createMessage", {"messages": [], "maxTokens": 5})}
+
+
+async def test_a_request_to_the_client_goes_on_the_stream_and_its_answer_comes_back(
+        serve: Serve, tenant: Tenant, make_tenant: TenantFactory, monkeypatch) -> None:
+    tool = Tool(name="test_sample", title="Sample", description="Asks the client (test only)",
+                handler=_sample, scope="read", call_class="read", input_schema=_OBJECT,
+                output_schema={"type": "object"})
+    client = await serve(tools=[tool])
+    sid = await open_session(client, tenant, capabilities={"sampling": {}})
+    version = "2025-11-25"
+
+    async def call(rid: int) -> dict[str, Any]:
+        response = await post(client, tenant, request("tools/call", rid, name="test_sample",
+                                                      arguments={}), sid=sid, version=version)
+        return (await response.json())["result"]
+
+    async def answer(who: Tenant, body: dict[str, Any]) -> int:
+        return (await post(client, who, {"jsonrpc": "2.0", **body}, sid=sid,
+                           version=version)).status
+
+    # A JSON answer with no stream open: nothing can carry the request, and the call says so.
+    result = await call(1)
+    assert result["isError"] and "no stream is open" in result["structuredContent"]["error"][
+        "message"]
+
+    stream = await client.get("/mcp", headers=headers(tenant, sid=sid, version=version,
+                                                      accept="text/event-stream"))
+    assert stream.status == 200
+    try:
+        pending = asyncio.create_task(call(2))
+        asked = orjson.loads((await read_event(stream))["data"])
+        assert asked["method"] == "sampling/createMessage" and isinstance(asked["id"], str)
+        # An id never sent, and the session presented by another key, change nothing.
+        assert await answer(tenant, {"id": "spiral-999", "result": {}}) == 202
+        assert await answer(await make_tenant(), {"id": asked["id"], "result": {}}) == 404
+        assert not pending.done()
+        assert await answer(tenant, {"id": asked["id"], "result": {"model": "m"}}) == 202
+        result = await asyncio.wait_for(pending, 5)
+        assert result["structuredContent"]["data"] == {"answer": {"model": "m"}}
+
+        pending = asyncio.create_task(call(3))
+        asked = orjson.loads((await read_event(stream))["data"])
+        assert await answer(tenant, {"id": asked["id"], "error": {
+            "code": -1, "message": "User rejected sampling request"}}) == 202
+        error = (await asyncio.wait_for(pending, 5))["structuredContent"]["error"]
+        assert error["code"] == "UPSTREAM_ERROR" and "User rejected" in error["message"]
+
+        monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 0.2)
+        pending = asyncio.create_task(call(4))
+        await read_event(stream)
+        error = (await asyncio.wait_for(pending, 5))["structuredContent"]["error"]
+        assert error["code"] == "UPSTREAM_ERROR" and "did not answer" in error["message"]
+        assert not client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable").asked
+    finally:
+        stream.close()

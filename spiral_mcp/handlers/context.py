@@ -15,6 +15,7 @@ import asyncpg
 
 from ..auth import Principal
 from ..db import Database, TenantTransaction
+from ..errors import ErrorCode, ServiceError
 from ..explorer import Explorer
 from ..sources.access import SourceAccess
 from .audit import AuditEntry, redact
@@ -26,6 +27,8 @@ _CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 LogCallback = Callable[[str, Any], Awaitable[None]]
+# Sends the client a request (sampling/createMessage, elicitation/create) and returns its result.
+AskCallback = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -34,6 +37,11 @@ async def _no_progress(progress: float, total: float | None, message: str | None
 
 async def _no_log(level: str, data: Any) -> None:
     return None
+
+
+async def _cannot_ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    raise ServiceError(ErrorCode.UPSTREAM_ERROR,
+                       "this call cannot ask the client anything: it came without a session")
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -49,6 +57,8 @@ class ToolContext:
     request_id: str | None = None
     progress: ProgressCallback = _no_progress
     log: LogCallback = _no_log
+    # UPSTREAM_ERROR when the client lacks the capability, cannot be reached, refuses or is silent.
+    ask: AskCallback = _cannot_ask
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False

@@ -33,11 +33,12 @@ from .jsonrpc import (
     METHOD_NOT_FOUND,
     Notification,
     Request,
+    Response,
     RpcError,
     error_message,
     result_message,
 )
-from .sessions import Session
+from .sessions import ClientError, Session
 from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
 
 __all__ = ["Dispatcher", "Exchange"]
@@ -64,11 +65,19 @@ _CACHEABLE = frozenset({"tools/list", "server/discover"})
 _NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/cancelled",
                             "notifications/progress", "notifications/roots/list_changed"})
 
-Notify = Callable[[dict[str, Any]], Awaitable[None]]
+# Sends a message on the request's stream; False when no stream could take it.
+Notify = Callable[[dict[str, Any]], Awaitable[bool]]
+
+# How long a tool call waits for the client to answer a request of ours: a person may be the one
+# answering an elicitation.
+CLIENT_ANSWER_SECONDS = 300.0
+# The client capability each request to the client needs.
+_CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
+                      "roots/list": "roots"}
 
 
-async def _drop(message: dict[str, Any]) -> None:
-    return None
+async def _drop(message: dict[str, Any]) -> bool:
+    return False
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -285,6 +294,8 @@ class Dispatcher:
             session.handshake_done = True
             if isinstance(params.get("clientInfo"), dict):
                 session.client_info = params["clientInfo"]
+            if isinstance(params.get("capabilities"), dict):
+                session.client_capabilities = params["capabilities"]
         if transport == "streamable":
             self._metrics.mcp_requests.labels("initialize", transport).inc()
         return {
@@ -338,6 +349,7 @@ class Dispatcher:
             ctx.progress = self._progress_sender(token, exchange)
         if exchange.session is not None:
             ctx.log = self._log_sender(name, exchange)
+            ctx.ask = self._asker(exchange.session, exchange.notify)
         return await self.registry.call(name, params.get("arguments"), ctx)
 
     async def _resources_list(self, params: dict[str, Any], exchange: Exchange
@@ -417,6 +429,41 @@ class Dispatcher:
                                    "params": params})
 
         return progress
+
+    def handle_response(self, response: Response, exchange: Exchange) -> None:
+        """A client's answer to a request of ours goes to the call waiting for it."""
+        if exchange.session is not None:
+            exchange.session.answer(response.id, response.result, response.error)
+
+    def _asker(self, session: Session, notify: Notify):
+        async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            capability = _CLIENT_CAPABILITY[method]
+            if capability not in session.client_capabilities:
+                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
+                                   f"the client does not offer {capability}")
+            request_id, answer = session.expect_answer()
+            try:
+                if not await notify({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                     "params": params}):
+                    raise ServiceError(
+                        ErrorCode.UPSTREAM_ERROR, f"no stream is open to send {method} on; "
+                        "open the session's GET stream, or accept text/event-stream answers")
+                async with asyncio.timeout(CLIENT_ANSWER_SECONDS):
+                    result = await answer
+            except TimeoutError:
+                raise ServiceError(ErrorCode.UPSTREAM_ERROR, f"the client did not answer "
+                                   f"{method} within {CLIENT_ANSWER_SECONDS:g} s") from None
+            except ClientError as exc:
+                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
+                                   f"the client refused {method}: {exc}") from None
+            finally:
+                session.asked.pop(request_id, None)
+            if not isinstance(result, dict):
+                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
+                                   f"the client's answer to {method} is not an object")
+            return result
+
+        return ask
 
     def _log_sender(self, logger: str, exchange: Exchange):
         async def send(level: str, data: Any) -> None:

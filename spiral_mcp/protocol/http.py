@@ -109,6 +109,8 @@ async def run_messages(
                 answers.append(answer_)
         elif isinstance(message, Notification):
             await dispatcher.handle_notification(message, exchange)
+        else:
+            dispatcher.handle_response(message, exchange)
     return answers
 
 

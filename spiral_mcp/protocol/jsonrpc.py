@@ -77,9 +77,11 @@ class Notification:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Response:
-    """A client's answer to a server request; we send none, so these are acknowledged only."""
+    """A client's answer to a server request (sampling, elicitation): its result or error."""
 
     id: RequestId | None
+    result: Any = None
+    error: Any = None
 
 
 Message = Request | Notification | Response
@@ -100,7 +102,7 @@ def parse_message(value: Any) -> Message:
         raise RpcError(INVALID_REQUEST, 'the "jsonrpc" member must be "2.0"', request_id=rid)
     if "method" not in value:
         if "result" in value or "error" in value:
-            return Response(rid)
+            return Response(rid, value.get("result"), value.get("error"))
         raise RpcError(INVALID_REQUEST, 'a request needs a "method"', request_id=rid)
     method = value["method"]
     if not isinstance(method, str) or not method:

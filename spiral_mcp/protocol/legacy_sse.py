@@ -76,8 +76,9 @@ async def messages(request: web.Request) -> web.Response:
     exchange = Exchange(principal=request[PRINCIPAL], protocol_version=session.protocol_version,
                         transport="sse", http_request_id=request[REQUEST_ID], session=session)
 
-    async def notify(message: dict) -> None:
+    async def notify(message: dict) -> bool:
         session.post(message)
+        return True
 
     exchange.notify = notify
     # The answer goes on the stream, after this POST has been acknowledged.

@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-__all__ = ["Session", "SessionLimitError", "SessionState", "SessionStore"]
+__all__ = ["ClientError", "Session", "SessionLimitError", "SessionState", "SessionStore"]
 
 
 class SessionState(enum.Enum):
@@ -27,6 +27,15 @@ class SessionState(enum.Enum):
 
 class SessionLimitError(Exception):
     """Too many sessions, in all or for one key."""
+
+
+class ClientError(Exception):
+    """The client answered a request of ours with a JSON-RPC error (its ``error`` object)."""
+
+    def __init__(self, error: Any) -> None:
+        message = error.get("message") if isinstance(error, dict) else None
+        super().__init__(message if isinstance(message, str) else "the client refused")
+        self.error = error
 
 
 @dataclasses.dataclass(eq=False)
@@ -40,6 +49,7 @@ class Session:
     handshake_done: bool = False      # initialize answered; a second one is refused
     log_level: str | None = None      # set by logging/setLevel; None: send no log messages
     client_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    client_capabilities: dict[str, Any] = dataclasses.field(default_factory=dict)
     last_seen: float = dataclasses.field(default_factory=time.monotonic)
     # Requests in flight by JSON-RPC id (the task each runs in), so notifications/cancelled can
     # stop the right one.
@@ -57,6 +67,9 @@ class Session:
     calls_running: int = 0
     # Resource URIs the client subscribed to (resources/subscribe).
     subscriptions: set[str] = dataclasses.field(default_factory=set)
+    # Requests this server sent the client (sampling, elicitation), by id, awaiting its answer.
+    asked: dict[str, asyncio.Future[Any]] = dataclasses.field(default_factory=dict)
+    next_ask: int = 1
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -84,6 +97,24 @@ class Session:
         task = self.inflight.pop(request_id, None)
         if task is not None:
             task.cancel()
+
+    def expect_answer(self) -> tuple[str, asyncio.Future[Any]]:
+        """An id for a request to the client, and the future its answer will settle."""
+        request_id = f"spiral-{self.next_ask}"
+        self.next_ask += 1
+        answer = self.asked[request_id] = asyncio.get_running_loop().create_future()
+        return request_id, answer
+
+    def answer(self, request_id: Any, result: Any, error: Any) -> None:
+        """The client's answer to one of this session's requests; others are ignored (only this
+        session's key can reach it, and an id it was never sent means nothing)."""
+        answer = self.asked.pop(request_id, None) if isinstance(request_id, str) else None
+        if answer is None or answer.done():
+            return
+        if error is not None:
+            answer.set_exception(ClientError(error))
+        else:
+            answer.set_result(result)
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message for the session's stream."""

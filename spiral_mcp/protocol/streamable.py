@@ -5,7 +5,6 @@ stateless 2026-07-28 era, told apart by the MCP-Protocol-Version header as the o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -171,10 +170,11 @@ def _session(request: web.Request) -> Session | web.Response:
 
 
 def _exchange(request: web.Request, session: Session) -> Exchange:
-    async def notify(message: dict[str, Any]) -> None:
+    async def notify(message: dict[str, Any]) -> bool:
         # In JSON mode a request's notifications can only travel on the session's GET stream.
         if session.stream_open:
             session.post(message)
+        return session.stream_open
 
     return Exchange(principal=request[PRINCIPAL], protocol_version=session.protocol_version,
                     transport="streamable", http_request_id=request[REQUEST_ID],
@@ -187,9 +187,12 @@ async def _answer_as_stream(request: web.Request, messages: list[Any], errors: l
     """An SSE answer: the requests' notifications (progress, log) first, then their answers."""
     stream = await sse_stream(request, headers=headers)
 
-    async def notify(message: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
+    async def notify(message: dict[str, Any]) -> bool:
+        try:
             await send_event(stream, message)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
 
     exchange.notify = notify
     try:
