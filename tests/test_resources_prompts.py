@@ -17,7 +17,8 @@ from serving import app_clients
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers.context import ToolContext
 from spiral_mcp.handlers.prompts import Prompt, PromptArgument
-from spiral_mcp.handlers.resources import Resource
+from spiral_mcp.handlers.resources import Resource, ResourceRegistry
+from spiral_mcp.protocol import dispatcher
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import SESSIONS
@@ -48,11 +49,20 @@ RESOURCES = [
              read=_readme, scope="admin"),
     Resource(uri="spiral://items/{key}", name="item", description="A work item's title",
              read=_item_title),
+    Resource(uri="spiral://notes/{name}", name="note", description="A note", read=_readme),
+    Resource(uri="spiral://notes/admin", name="admin-note", description="For admins",
+             read=_readme, scope="admin"),
 ]
+
+
+async def _missing(ctx: ToolContext, args: dict[str, str]) -> list[dict[str, Any]]:
+    raise ServiceError(ErrorCode.NOT_FOUND, "nothing to say")
+
 PROMPTS = [
     Prompt(name="greet", description="Greets someone", render=_greeting,
            arguments=(PromptArgument(name="name", description="Who",
                                      choices=("Ada", "Alan", "Grace")),)),
+    Prompt(name="missing", description="Finds nothing", render=_missing),
 ]
 
 
@@ -111,20 +121,25 @@ async def test_resources_are_listed_and_read_by_what_the_key_may_see(
     assert "prompts" not in capabilities and capabilities["completions"] == {}
 
     listed = (await rpc(client, admin, "resources/list"))["result"]["resources"]
-    assert [r["uri"] for r in listed] == ["spiral://admin-notes", "spiral://readme"]
+    assert [r["uri"] for r in listed] == ["spiral://admin-notes", "spiral://notes/admin",
+                                          "spiral://readme"]
     listed = (await rpc(client, reader, "resources/list"))["result"]["resources"]
     assert listed == [{"uri": "spiral://readme", "name": "readme", "description": "A text",
                        "mimeType": "text/plain"}]
     templates = (await rpc(client, reader, "resources/templates/list"))["result"]
     assert templates["resourceTemplates"] == [
         {"uriTemplate": "spiral://items/{key}", "name": "item",
-         "description": "A work item's title"}]
+         "description": "A work item's title"},
+        {"uriTemplate": "spiral://notes/{name}", "name": "note", "description": "A note"}]
+    assert (await rpc(client, reader, "resources/read", uri="spiral://notes/x"))["result"]
 
     read = (await rpc(client, reader, "resources/read", uri="spiral://readme"))["result"]
     assert read == {"contents": [{"uri": "spiral://readme", "mimeType": "text/plain",
                                   "text": "hello"}]}
-    # A resource the key may not read is as unknown as one that does not exist.
-    for uri in ("spiral://admin-notes", "spiral://nothing", "spiral://items/a/b"):
+    # A resource the key may not read is as unknown as one that does not exist, also when a
+    # template it may read matches the URI.
+    for uri in ("spiral://admin-notes", "spiral://nothing", "spiral://items/a/b",
+                "spiral://notes/admin"):
         error = (await rpc(client, reader, "resources/read", uri=uri))["error"]
         assert error == {"code": -32002, "message": f"resource not found: {uri}",
                          "data": {"uri": uri}}
@@ -151,8 +166,8 @@ async def test_a_resource_reads_only_the_caller_s_tenant(
     assert error["code"] == -32002 and error["data"]["code"] == "NOT_FOUND"
 
 
-async def test_subscriptions_belong_to_a_session(serve: Serve,
-                                                 make_tenant: TenantFactory) -> None:
+async def test_subscriptions_belong_to_a_session(serve: Serve, make_tenant: TenantFactory,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     client = await serve(resources=RESOURCES)
     tenant = await make_tenant()
     headers = await session(client, tenant)
@@ -170,6 +185,11 @@ async def test_subscriptions_belong_to_a_session(serve: Serve,
     assert error["code"] == -32002 and live.subscriptions == {"spiral://readme"}
     assert (await call("resources/unsubscribe", uri="spiral://readme"))["result"] == {}
     assert live.subscriptions == set()
+    monkeypatch.setattr(dispatcher, "MAX_SUBSCRIPTIONS", 1)
+    assert (await call("resources/subscribe", uri="spiral://notes/a"))["result"] == {}
+    error = (await call("resources/subscribe", uri="spiral://notes/b"))["error"]
+    assert error["code"] == -32600 and "at most 1" in error["message"]
+    assert live.subscriptions == {"spiral://notes/a"}
     # No session, nothing to deliver updates on.
     error = (await rpc(client, tenant, "resources/subscribe", uri="spiral://readme"))["error"]
     assert error["code"] == -32600
@@ -183,8 +203,8 @@ async def test_prompts_are_filled_in_and_their_arguments_checked(
                               capabilities={}))["result"]["capabilities"]
     assert capabilities["prompts"] == {"listChanged": False} and "resources" not in capabilities
     listed = (await rpc(client, tenant, "prompts/list"))["result"]["prompts"]
-    assert listed == [{"name": "greet", "description": "Greets someone", "arguments": [
-        {"name": "name", "description": "Who", "required": True}]}]
+    assert listed[0] == {"name": "greet", "description": "Greets someone", "arguments": [
+        {"name": "name", "description": "Who", "required": True}]}
     got = (await rpc(client, tenant, "prompts/get", name="greet",
                      arguments={"name": "Ada"}))["result"]
     assert got == {"description": "Greets someone", "messages": [
@@ -194,6 +214,7 @@ async def test_prompts_are_filled_in_and_their_arguments_checked(
         ({"name": "greet", "arguments": {"name": 1}}, "prompt arguments must be"),
         ({"name": "greet", "arguments": {"name": "x", "age": "3"}}, "unknown arguments"),
         ({"name": "nope"}, "unknown prompt: nope"),
+        ({"name": "missing"}, "nothing to say"),  # the renderer's NOT_FOUND
     ):
         error = (await rpc(client, tenant, "prompts/get", **params))["error"]
         assert error["code"] == -32602 and message in error["message"], error
@@ -221,3 +242,9 @@ async def test_completion_offers_an_argument_s_choices(serve: Serve,
         error = (await rpc(client, tenant, "completion/complete", ref=ref,
                            argument=argument))["error"]
         assert error["code"] == -32602, (ref, argument, error)
+
+
+def test_a_template_must_be_unambiguous() -> None:
+    for template in ("x://{a}/{a}", "x://{a}{b}"):
+        with pytest.raises(ValueError):
+            ResourceRegistry([Resource(uri=template, name="t", description="t", read=_readme)])

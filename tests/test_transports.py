@@ -440,13 +440,31 @@ async def test_idle_sessions_expire(serve: Serve, tenant: Tenant) -> None:
     assert client.app[SESSIONS].count("streamable") == 0
 
 
-async def test_concurrent_calls_per_session_are_capped(serve: Serve, tenant: Tenant) -> None:
+async def _slow_call(serve: Serve, tenant: Tenant, **env: str
+                     ) -> tuple[TestClient, Slow, str, asyncio.Future[ClientResponse]]:
+    """A session (its client and id) with a test_slow call running on it."""
     slow = Slow()
-    client = await serve(tools=[slow.tool()], SESSION_MAX_CONCURRENT_CALLS="1")
+    client = await serve(tools=[slow.tool()], **env)
     sid = await open_session(client, tenant)
-    first = asyncio.ensure_future(post(client, tenant, request(
+    running = asyncio.ensure_future(post(client, tenant, request(
         "tools/call", 1, name="test_slow", arguments={}), sid=sid))
     await asyncio.wait_for(slow.started.wait(), 5)
+    return client, slow, sid, running
+
+
+async def test_a_session_with_a_call_running_does_not_expire(serve: Serve,
+                                                              tenant: Tenant) -> None:
+    # The call may be waiting for its client (an elicitation a person answers): a request on
+    # the session meanwhile must not end it and cancel the call.
+    client, slow, sid, running = await _slow_call(serve, tenant, SESSION_IDLE_TIMEOUT="1")
+    await asyncio.sleep(1.3)
+    assert (await post(client, tenant, request("ping", 2), sid=sid)).status == 200
+    assert not slow.cancelled.is_set() and not running.done()
+    running.cancel()
+
+
+async def test_concurrent_calls_per_session_are_capped(serve: Serve, tenant: Tenant) -> None:
+    client, slow, sid, first = await _slow_call(serve, tenant, SESSION_MAX_CONCURRENT_CALLS="1")
 
     refused = await post(client, tenant, request(
         "tools/call", 2, name="jira_get_issue", arguments={"issue_key": "WEB-1"}), sid=sid)
@@ -926,9 +944,24 @@ async def test_a_request_to_the_client_goes_on_the_stream_and_its_answer_comes_b
 
         monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 0.2)
         pending = asyncio.create_task(call(4))
-        await read_event(stream)
+        asked = orjson.loads((await read_event(stream))["data"])
         error = (await asyncio.wait_for(pending, 5))["structuredContent"]["error"]
         assert error["code"] == "UPSTREAM_ERROR" and "did not answer" in error["message"]
-        assert not client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable").asked
+        # The client is told the request no longer stands.
+        assert orjson.loads((await read_event(stream))["data"]) == {
+            "jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": asked["id"]}}
+        session = client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable")
+        assert not session.asked
+
+        # Ending the session ends a call waiting for an answer at once, not after the timeout.
+        monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 60)
+        pending = asyncio.create_task(post(client, tenant, request(
+            "tools/call", 5, name="test_sample", arguments={}), sid=sid, version=version))
+        await read_event(stream)
+        deleted = await client.delete("/mcp", headers=headers(tenant, sid=sid, version=version))
+        assert deleted.status == 204
+        assert (await asyncio.wait_for(pending, 5)).status == 202  # cancelled: no answer
+        assert not session.asked and not session.inflight
     finally:
         stream.close()

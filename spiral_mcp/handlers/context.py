@@ -58,6 +58,8 @@ class ToolContext:
     progress: ProgressCallback = _no_progress
     log: LogCallback = _no_log
     # UPSTREAM_ERROR when the client lacks the capability, cannot be reached, refuses or is silent.
+    # The answer may take minutes (a person): never ask inside a transaction, which would hold a
+    # pooled connection all that time.
     ask: AskCallback = _cannot_ask
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
@@ -82,8 +84,8 @@ class ToolContext:
         """Add a content block (text, image, audio, an embedded resource or a resource link) to
         the result, for a client to show beside the envelope; the envelope's JSON stays the
         result's last block and its structuredContent."""
-        if block.get("type") not in _CONTENT_TYPES:
-            raise ValueError(f"not an MCP content block type: {block.get('type')!r}")
+        if not isinstance(block, dict) or block.get("type") not in _CONTENT_TYPES:
+            raise ValueError(f"not an MCP content block: {block!r:.80}")
         if self.attachments is None:
             self.attachments = []
         self.attachments.append(block)

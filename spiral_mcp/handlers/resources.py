@@ -53,6 +53,11 @@ class Resource:
 
 
 def _pattern(template: str) -> re.Pattern[str]:
+    names = _TEMPLATE_PART.findall(template)
+    if len(set(names)) < len(names):
+        raise ValueError(f"a variable appears twice in the URI template {template}")
+    if "}{" in template:
+        raise ValueError(f"two variables touch in the URI template {template}")
     parts, last = [], 0
     for part in _TEMPLATE_PART.finditer(template):
         parts += [re.escape(template[last:part.start()]), f"(?P<{part.group(1)}>[^/?#]+)"]
@@ -85,8 +90,11 @@ class ResourceRegistry:
         """The resource ``uri`` names and its template's values; RESOURCE_NOT_FOUND when none
         does, or the key may not read it (the same answer: it learns nothing)."""
         resource = self._direct.get(uri)
-        if resource is not None and resource.scope in principal.scopes:
-            return resource, {}
+        if resource is not None:
+            # Never on to the templates: one might match this URI under a lesser scope.
+            if resource.scope in principal.scopes:
+                return resource, {}
+            raise RpcError(RESOURCE_NOT_FOUND, f"resource not found: {uri}", {"uri": uri})
         for resource, pattern in self._templates:
             if resource.scope in principal.scopes and (match := pattern.fullmatch(uri)):
                 return resource, match.groupdict()

@@ -38,7 +38,7 @@ from .jsonrpc import (
     error_message,
     result_message,
 )
-from .sessions import ClientError, Session
+from .sessions import ClientError, Session, SessionState
 from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
 
 __all__ = ["Dispatcher", "Exchange"]
@@ -59,6 +59,7 @@ Every result is an envelope: success, data or error.code (VALIDATION_ERROR, NOT_
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _PAGE = 50
+MAX_SUBSCRIPTIONS = 100
 _COMPLETIONS = 100
 # Results the stateless era lets a client cache; they carry ttlMs and cacheScope.
 _CACHEABLE = frozenset({"tools/list", "server/discover"})
@@ -129,20 +130,21 @@ def _uri(params: dict[str, Any]) -> str:
     return uri
 
 
-# How a failure of a resource's reader or a prompt's renderer reaches the client.
-_SERVICE_ERROR_CODES = {ErrorCode.NOT_FOUND: RESOURCE_NOT_FOUND,
-                        ErrorCode.VALIDATION_ERROR: INVALID_PARAMS}
-
 
 @contextlib.asynccontextmanager
-async def _as_rpc_errors() -> AsyncIterator[None]:
+async def _as_rpc_errors(not_found: int) -> AsyncIterator[None]:
     """A resource reader's or prompt renderer's ServiceError as the JSON-RPC error it means
-    (those methods answer with errors, not with result envelopes)."""
+    (those methods answer with errors, not with result envelopes); NOT_FOUND as ``not_found``."""
     try:
         yield
     except ServiceError as exc:
-        raise RpcError(_SERVICE_ERROR_CODES.get(exc.code, INTERNAL_ERROR), exc.message,
-                       exc.to_dict()) from exc
+        if exc.code == ErrorCode.NOT_FOUND:
+            code = not_found
+        elif exc.code == ErrorCode.VALIDATION_ERROR:
+            code = INVALID_PARAMS
+        else:
+            code = INTERNAL_ERROR
+        raise RpcError(code, exc.message, exc.to_dict()) from exc
 
 
 class Dispatcher:
@@ -228,6 +230,8 @@ class Dispatcher:
         # Tool calls on a session are registered by id so notifications/cancelled can stop
         # exactly that call, and counted to cap how many run at once on one session (a counter:
         # a call over the cap is refused, never queued, so a semaphore would only count).
+        if session.state is SessionState.CLOSED:
+            raise RpcError(INVALID_REQUEST, "the session has ended; initialize a new one")
         if session.calls_running >= session.max_concurrent_calls:
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
         if request.id in session.inflight:
@@ -363,7 +367,7 @@ class Dispatcher:
     async def _resources_read(self, params: dict[str, Any], exchange: Exchange
                               ) -> dict[str, Any]:
         resource, values = self._resources.find(_uri(params), exchange.principal)
-        async with _as_rpc_errors():
+        async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
             contents = await resource.read(self._context(exchange, resource.uri), values)
         return {"contents": contents}
 
@@ -373,6 +377,10 @@ class Dispatcher:
         self._resources.find(uri, exchange.principal)  # only what exists and this key may read
         if exchange.session is None:
             raise RpcError(INVALID_REQUEST, "subscriptions need a session")
+        if len(exchange.session.subscriptions) >= MAX_SUBSCRIPTIONS \
+                and uri not in exchange.session.subscriptions:
+            raise RpcError(INVALID_REQUEST, f"a session may hold at most {MAX_SUBSCRIPTIONS} "
+                                            "subscriptions")
         exchange.session.subscriptions.add(uri)
         return {}
 
@@ -389,7 +397,7 @@ class Dispatcher:
     async def _prompts_get(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         prompt = self._prompts.find(params.get("name"), exchange.principal)
         arguments = prompt.check(params.get("arguments"))
-        async with _as_rpc_errors():
+        async with _as_rpc_errors(not_found=INVALID_PARAMS):
             messages = await prompt.render(self._context(exchange, prompt.name), arguments)
         return {"description": prompt.description, "messages": messages}
 
@@ -437,14 +445,19 @@ class Dispatcher:
 
     def _asker(self, session: Session, notify: Notify):
         async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
-            capability = _CLIENT_CAPABILITY[method]
+            capability = _CLIENT_CAPABILITY.get(method)
+            if capability is None:
+                raise ValueError(f"not a request a server may send a client: {method}")
             if capability not in session.client_capabilities:
                 raise ServiceError(ErrorCode.UPSTREAM_ERROR,
                                    f"the client does not offer {capability}")
-            request_id, answer = session.expect_answer()
+            request_id: str | None = None
+            sent = False
             try:
-                if not await notify({"jsonrpc": "2.0", "id": request_id, "method": method,
-                                     "params": params}):
+                request_id, answer = session.expect_answer()
+                sent = await notify({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                     "params": params})
+                if not sent:
                     raise ServiceError(
                         ErrorCode.UPSTREAM_ERROR, f"no stream is open to send {method} on; "
                         "open the session's GET stream, or accept text/event-stream answers")
@@ -457,7 +470,16 @@ class Dispatcher:
                 raise ServiceError(ErrorCode.UPSTREAM_ERROR,
                                    f"the client refused {method}: {exc}") from None
             finally:
-                session.asked.pop(request_id, None)
+                if request_id is not None:
+                    session.asked.pop(request_id, None)
+                    if answer.done() and not answer.cancelled():
+                        answer.exception()  # retrieved, whatever happened meanwhile
+                    elif sent:
+                        # Given up on (timed out, or the call was cancelled): tell the client,
+                        # so it stops asking its user or its model.
+                        answer.cancel()
+                        await notify({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                      "params": {"requestId": request_id}})
             if not isinstance(result, dict):
                 raise ServiceError(ErrorCode.UPSTREAM_ERROR,
                                    f"the client's answer to {method} is not an object")

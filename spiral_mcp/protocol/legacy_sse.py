@@ -77,8 +77,7 @@ async def messages(request: web.Request) -> web.Response:
                         transport="sse", http_request_id=request[REQUEST_ID], session=session)
 
     async def notify(message: dict) -> bool:
-        session.post(message)
-        return True
+        return session.post(message)
 
     exchange.notify = notify
     # The answer goes on the stream, after this POST has been acknowledged.

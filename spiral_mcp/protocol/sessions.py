@@ -86,6 +86,10 @@ class Session:
         self.state = SessionState.CLOSED
         for request_id in list(self.inflight):
             self.cancel_call(request_id)
+        for answer in self.asked.values():
+            if not answer.done():
+                answer.set_exception(ClientError({"message": "the session ended"}))
+        self.asked.clear()
         self.outbox.put_nowait(None)
 
     def cancel_call(self, request_id: Any) -> None:
@@ -99,7 +103,10 @@ class Session:
             task.cancel()
 
     def expect_answer(self) -> tuple[str, asyncio.Future[Any]]:
-        """An id for a request to the client, and the future its answer will settle."""
+        """An id for a request to the client, and the future its answer (or the session's end)
+        will settle."""
+        if self.state is SessionState.CLOSED:
+            raise ClientError({"message": "the session ended"})
         request_id = f"spiral-{self.next_ask}"
         self.next_ask += 1
         answer = self.asked[request_id] = asyncio.get_running_loop().create_future()
@@ -116,10 +123,12 @@ class Session:
         else:
             answer.set_result(result)
 
-    def post(self, message: dict[str, Any]) -> None:
-        """Queue a message for the session's stream."""
-        if self.state is not SessionState.CLOSED:
-            self.outbox.put_nowait(message)
+    def post(self, message: dict[str, Any]) -> bool:
+        """Queue a message for the session's stream; False once the session has ended."""
+        if self.state is SessionState.CLOSED:
+            return False
+        self.outbox.put_nowait(message)
+        return True
 
     def record_sent(self, message: dict[str, Any]) -> int:
         event_id = self.next_event_id
@@ -161,7 +170,8 @@ class SessionStore:
         if (session is None or session.key_id != key_id or session.transport != transport
                 or session.state is SessionState.CLOSED):
             return None
-        if time.monotonic() - session.last_seen > self._idle_timeout and not session.stream_open:
+        if time.monotonic() - session.last_seen > self._idle_timeout and not session.stream_open \
+                and not session.inflight:
             self.remove(session)
             return None
         session.touch()

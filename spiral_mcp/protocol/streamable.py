@@ -172,9 +172,7 @@ def _session(request: web.Request) -> Session | web.Response:
 def _exchange(request: web.Request, session: Session) -> Exchange:
     async def notify(message: dict[str, Any]) -> bool:
         # In JSON mode a request's notifications can only travel on the session's GET stream.
-        if session.stream_open:
-            session.post(message)
-        return session.stream_open
+        return session.stream_open and session.post(message)
 
     return Exchange(principal=request[PRINCIPAL], protocol_version=session.protocol_version,
                     transport="streamable", http_request_id=request[REQUEST_ID],
