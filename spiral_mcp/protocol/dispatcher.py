@@ -130,7 +130,6 @@ def _uri(params: dict[str, Any]) -> str:
     return uri
 
 
-
 @contextlib.asynccontextmanager
 async def _as_rpc_errors(not_found: int) -> AsyncIterator[None]:
     """A resource reader's or prompt renderer's ServiceError as the JSON-RPC error it means
