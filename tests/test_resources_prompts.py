@@ -69,9 +69,10 @@ PROMPTS = [
 @pytest.fixture
 async def serve(database_urls: DatabaseUrls) -> AsyncIterator[Serve]:
     async with app_clients() as start_client:
-        async def start(**registered: Any) -> TestClient:
+        async def start(env: dict[str, str] | None = None, **registered: Any) -> TestClient:
             return await start_client(create_app(
-                make_settings(database_urls), database_url=database_urls.runtime, **registered))
+                make_settings(database_urls, **(env or {})), database_url=database_urls.runtime,
+                **registered))
 
         yield start
 
@@ -248,3 +249,20 @@ def test_a_template_must_be_unambiguous() -> None:
     for template in ("x://{a}/{a}", "x://{a}{b}"):
         with pytest.raises(ValueError):
             ResourceRegistry([Resource(uri=template, name="t", description="t", read=_readme)])
+
+
+async def test_reads_and_prompts_spend_the_key_s_read_budget(serve: Serve,
+                                                            make_tenant: TenantFactory) -> None:
+    client = await serve({"RATE_LIMIT_READ": "2", "RATE_LIMIT_WINDOW": "3600"},
+                         resources=RESOURCES, prompts=PROMPTS)
+    tenant, other = await make_tenant(), await make_tenant()
+    assert "result" in await rpc(client, tenant, "resources/read", uri="spiral://readme")
+    assert "result" in await rpc(client, tenant, "prompts/get", name="greet",
+                                 arguments={"name": "Ada"})
+    for method, params in (("resources/read", {"uri": "spiral://readme"}),
+                           ("prompts/get", {"name": "greet", "arguments": {"name": "Ada"}})):
+        error = (await rpc(client, tenant, method, **params))["error"]
+        assert error["code"] == -32603 and error["data"]["code"] == "RATE_LIMITED", error
+        assert error["data"]["retry_after"] > 0
+    # Another key's budget is its own.
+    assert "result" in await rpc(client, other, "resources/read", uri="spiral://readme")

@@ -314,6 +314,19 @@ class ToolRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._tools or name in self._aliases
 
+    async def admit(self, principal: Principal, call_class: str) -> None:
+        """Spend one call of ``call_class`` from the key's budget, or RATE_LIMITED. Tool calls,
+        resource reads and prompts all draw on it."""
+        decision = await self._rate_limiter.check(
+            tenant_id=principal.tenant_id, key_id=principal.key_id, call_class=call_class)
+        if not decision.allowed:
+            raise ServiceError(
+                ErrorCode.RATE_LIMITED,
+                f"rate limit for {call_class} calls reached; retry after "
+                f"{decision.retry_after:.1f} s",
+                retry_after=round(decision.retry_after, 3),
+            )
+
     async def call(self, name: str, arguments: Any, ctx: ToolContext) -> dict[str, Any]:
         """Run one tool call; return the MCP CallToolResult."""
         compiled = self._tools.get(self._aliases.get(name, name))
@@ -325,17 +338,7 @@ class ToolRegistry:
         started = time.perf_counter()
         arguments = {} if arguments is None else arguments
         try:
-            decision = await self._rate_limiter.check(
-                tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,
-                call_class=tool.call_class,
-            )
-            if not decision.allowed:
-                raise ServiceError(
-                    ErrorCode.RATE_LIMITED,
-                    f"rate limit for {tool.call_class} calls reached; retry after "
-                    f"{decision.retry_after:.1f} s",
-                    retry_after=round(decision.retry_after, 3),
-                )
+            await self.admit(ctx.principal, tool.call_class)
             if not (compiled.surely_valid is not None and compiled.surely_valid(arguments)) \
                     and (details := _validation_details(compiled.validator, arguments)):
                 raise ServiceError(

@@ -73,8 +73,7 @@ Notify = Callable[[dict[str, Any]], Awaitable[bool]]
 # answering an elicitation.
 CLIENT_ANSWER_SECONDS = 300.0
 # The client capability each request to the client needs.
-_CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
-                      "roots/list": "roots"}
+_CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation"}
 
 
 async def _drop(message: dict[str, Any]) -> bool:
@@ -367,6 +366,7 @@ class Dispatcher:
                               ) -> dict[str, Any]:
         resource, values = self._resources.find(_uri(params), exchange.principal)
         async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
+            await self.registry.admit(exchange.principal, "read")
             contents = await resource.read(self._context(exchange, resource.uri), values)
         return {"contents": contents}
 
@@ -397,6 +397,7 @@ class Dispatcher:
         prompt = self._prompts.find(params.get("name"), exchange.principal)
         arguments = prompt.check(params.get("arguments"))
         async with _as_rpc_errors(not_found=INVALID_PARAMS):
+            await self.registry.admit(exchange.principal, "read")
             messages = await prompt.render(self._context(exchange, prompt.name), arguments)
         return {"description": prompt.description, "messages": messages}
 
