@@ -897,71 +897,75 @@ async def _sample(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"answer": await ctx.ask("sampling/createMessage", {"messages": [], "maxTokens": 5})}
 
 
-async def test_a_request_to_the_client_goes_on_the_stream_and_its_answer_comes_back(
+async def test_a_request_to_the_client_goes_on_the_call_s_stream_and_its_answer_comes_back(
         serve: Serve, tenant: Tenant, make_tenant: TenantFactory, monkeypatch) -> None:
     tool = Tool(name="test_sample", title="Sample", description="Asks the client (test only)",
                 handler=_sample, scope="read", call_class="read", input_schema=_OBJECT,
                 output_schema={"type": "object"})
     client = await serve(tools=[tool])
-    sid = await open_session(client, tenant, capabilities={"sampling": {}})
     version = "2025-11-25"
 
-    async def call(rid: int) -> dict[str, Any]:
+    # A client that did not declare sampling is not asked, and its answer stays plain JSON.
+    plain = await open_session(client, tenant)
+    response = await post(client, tenant, request("tools/call", 1, name="test_sample",
+                                                  arguments={}), sid=plain, version=version)
+    error = (await response.json())["result"]["structuredContent"]["error"]
+    assert error["code"] == "UPSTREAM_ERROR" and "does not offer sampling" in error["message"]
+
+    # One that did gets its tool calls answered as a stream, which carries what they ask.
+    sid = await open_session(client, tenant, capabilities={"sampling": {}})
+    session = client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable")
+
+    async def call(rid: int) -> ClientResponse:
         response = await post(client, tenant, request("tools/call", rid, name="test_sample",
                                                       arguments={}), sid=sid, version=version)
-        return (await response.json())["result"]
+        assert response.status == 200 and response.content_type == "text/event-stream"
+        return response
+
+    async def event(response: ClientResponse) -> dict[str, Any]:
+        return orjson.loads((await read_event(response))["data"])
 
     async def answer(who: Tenant, body: dict[str, Any]) -> int:
         return (await post(client, who, {"jsonrpc": "2.0", **body}, sid=sid,
                            version=version)).status
 
-    # A JSON answer with no stream open: nothing can carry the request, and the call says so.
-    result = await call(1)
-    assert result["isError"] and "no stream is open" in result["structuredContent"]["error"][
-        "message"]
+    response = await call(2)
+    asked = await event(response)
+    assert asked["method"] == "sampling/createMessage" and isinstance(asked["id"], str)
+    # An id never sent, and the session presented by another key, settle nothing.
+    assert await answer(tenant, {"id": "spiral-999", "result": {"model": "wrong"}}) == 202
+    assert await answer(await make_tenant(), {"id": asked["id"],
+                                              "result": {"model": "wrong"}}) == 404
+    assert await answer(tenant, {"id": asked["id"], "result": {"model": "m"}}) == 202
+    result = await event(response)
+    assert result["id"] == 2
+    assert result["result"]["structuredContent"]["data"] == {"answer": {"model": "m"}}
 
-    stream = await client.get("/mcp", headers=headers(tenant, sid=sid, version=version,
-                                                      accept="text/event-stream"))
-    assert stream.status == 200
-    try:
-        pending = asyncio.create_task(call(2))
-        asked = orjson.loads((await read_event(stream))["data"])
-        assert asked["method"] == "sampling/createMessage" and isinstance(asked["id"], str)
-        # An id never sent, and the session presented by another key, change nothing.
-        assert await answer(tenant, {"id": "spiral-999", "result": {}}) == 202
-        assert await answer(await make_tenant(), {"id": asked["id"], "result": {}}) == 404
-        assert not pending.done()
-        assert await answer(tenant, {"id": asked["id"], "result": {"model": "m"}}) == 202
-        result = await asyncio.wait_for(pending, 5)
-        assert result["structuredContent"]["data"] == {"answer": {"model": "m"}}
+    response = await call(3)
+    asked = await event(response)
+    assert await answer(tenant, {"id": asked["id"], "error": {
+        "code": -1, "message": "User rejected sampling request"}}) == 202
+    error = (await event(response))["result"]["structuredContent"]["error"]
+    assert error["code"] == "UPSTREAM_ERROR" and "User rejected" in error["message"]
 
-        pending = asyncio.create_task(call(3))
-        asked = orjson.loads((await read_event(stream))["data"])
-        assert await answer(tenant, {"id": asked["id"], "error": {
-            "code": -1, "message": "User rejected sampling request"}}) == 202
-        error = (await asyncio.wait_for(pending, 5))["structuredContent"]["error"]
-        assert error["code"] == "UPSTREAM_ERROR" and "User rejected" in error["message"]
+    monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 0.2)
+    response = await call(4)
+    asked = await event(response)
+    # The client is told the request no longer stands, then the call's answer follows.
+    assert await event(response) == {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                      "params": {"requestId": asked["id"]}}
+    error = (await event(response))["result"]["structuredContent"]["error"]
+    assert error["code"] == "UPSTREAM_ERROR" and "did not answer" in error["message"]
+    assert not session.asked
 
-        monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 0.2)
-        pending = asyncio.create_task(call(4))
-        asked = orjson.loads((await read_event(stream))["data"])
-        error = (await asyncio.wait_for(pending, 5))["structuredContent"]["error"]
-        assert error["code"] == "UPSTREAM_ERROR" and "did not answer" in error["message"]
-        # The client is told the request no longer stands.
-        assert orjson.loads((await read_event(stream))["data"]) == {
-            "jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": asked["id"]}}
-        session = client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable")
-        assert not session.asked
-
-        # Ending the session ends a call waiting for an answer at once, not after the timeout.
-        monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 60)
-        pending = asyncio.create_task(post(client, tenant, request(
-            "tools/call", 5, name="test_sample", arguments={}), sid=sid, version=version))
-        await read_event(stream)
-        deleted = await client.delete("/mcp", headers=headers(tenant, sid=sid, version=version))
-        assert deleted.status == 204
-        assert (await asyncio.wait_for(pending, 5)).status == 202  # cancelled: no answer
-        assert not session.asked and not session.inflight
-    finally:
-        stream.close()
+    # Ending the session ends a call waiting for an answer at once, not after the timeout, and
+    # it answers nothing.
+    monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 60)
+    response = await call(5)
+    await event(response)
+    deleted = await client.delete("/mcp", headers=headers(tenant, sid=sid, version=version))
+    assert deleted.status == 204
+    with pytest.raises(EOFError):
+        while True:
+            assert "id" not in await event(response)
+    assert not session.asked and not session.inflight

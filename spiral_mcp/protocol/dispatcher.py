@@ -41,7 +41,7 @@ from .jsonrpc import (
 from .sessions import ClientError, Session, SessionState
 from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
 
-__all__ = ["Dispatcher", "Exchange"]
+__all__ = ["Dispatcher", "Exchange", "can_ask"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ _CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create"
 
 async def _drop(message: dict[str, Any]) -> bool:
     return False
+
+
+def can_ask(session: Session) -> bool:
+    """Whether the client declared a capability a tool may use to ask it something."""
+    return not session.client_capabilities.keys().isdisjoint(_CLIENT_CAPABILITY.values())
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -458,9 +463,8 @@ class Dispatcher:
                 sent = await notify({"jsonrpc": "2.0", "id": request_id, "method": method,
                                      "params": params})
                 if not sent:
-                    raise ServiceError(
-                        ErrorCode.UPSTREAM_ERROR, f"no stream is open to send {method} on; "
-                        "open the session's GET stream, or accept text/event-stream answers")
+                    raise ServiceError(ErrorCode.UPSTREAM_ERROR,
+                                       f"could not send {method}: no stream to the client is open")
                 async with asyncio.timeout(CLIENT_ANSWER_SECONDS):
                     result = await answer
             except TimeoutError:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ..server.keys import DISPATCHER, METRICS, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
-from .dispatcher import Exchange
+from .dispatcher import Exchange, can_ask
 from .http import (
     answer,
     client_gone,
@@ -102,6 +102,13 @@ def _has_progress(message: Any) -> bool:
             and "progressToken" in message.params["_meta"])
 
 
+def _may_ask(session: Session, message: Any) -> bool:
+    # A tool call of a client that can be asked things answers as a stream, so what it asks
+    # travels on the call's own stream, as the transport prescribes, not on a GET stream the
+    # client may not have opened yet.
+    return isinstance(message, Request) and message.method == "tools/call" and can_ask(session)
+
+
 @routes.post("/mcp")
 async def post(request: web.Request) -> web.StreamResponse:
     version = request.headers.get(VERSION_HEADER)
@@ -125,7 +132,7 @@ async def post(request: web.Request) -> web.StreamResponse:
         return rpc_error_response(exc)
     exchange = _exchange(request, session)
     headers = {SESSION_HEADER: session.id}
-    if any(_has_progress(m) for m in messages):
+    if any(_has_progress(m) or _may_ask(session, m) for m in messages):
         return await _answer_as_stream(request, messages, errors, exchange, headers)
     answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange)
     return answer(answers, batch=isinstance(value, list), headers=headers)
