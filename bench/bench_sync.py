@@ -13,6 +13,9 @@
 - Where the time goes in PostgreSQL: EXPLAIN (ANALYZE, BUFFERS) of each page statement for one
   page of new items and one of unchanged items (rolled back), and the cost of each secondary index
   (pages of new items with the index dropped, rolled back).
+- The floor: what PostgreSQL alone spends on each part of a new item (row, B-trees, text index,
+  moves, comments), the stored items inserted again into copies of the tables in one statement a
+  part, rolled back; so what one core, and every core, could take at most.
 - End to end: the fake Jira of ``tests/fake_jira.py`` in a process of its own (a real Jira is
   elsewhere too) with ``--jira-issues`` issues, synced through HTTP by the real ``JiraAdapter``.
 
@@ -399,6 +402,7 @@ async def store_runs(superuser_url: str, queries: Queries, items: list[Item],
             assert urls.admin is not None
             runs["index_costs"] = await index_costs(urls.admin, queries, tenant_id, items,
                                                     page_size, index_pages)
+            runs["floor"] = await item_floor(with_database(superuser_url, DATABASE))
     finally:
         await conn.close()
     return runs
@@ -525,6 +529,73 @@ async def index_costs(admin_url: str, queries: Queries, tenant_id: uuid.UUID,
         return out
     finally:
         await conn.close()
+
+
+# Copies of the item tables, filled from the stored rows, one part of a new item's cost at a time:
+# (the copy, the DDL making it, the INSERT filling it). Each copy of work_items carries one part
+# more than the one before it; the text index is the only index of work_items that is not a
+# B-tree. `raw::text::jsonb` parses the JSON again, as the upsert of an item does. Left out: the
+# items' foreign key to projects and the policies' checks (the copies have no RLS).
+_FLOOR_ITEMS = ("INSERT INTO floor_{copy} OVERRIDING SYSTEM VALUE SELECT tenant_id, id, key, "
+                "project_key, number, title, description, type, status, status_category, "
+                "priority, assignee, reporter, labels, parent_key, created_at, updated_at, "
+                "resolved_at, due_at, custom_fields, source, source_id, raw::text::jsonb, "
+                "version FROM work_items")
+_FLOOR_PARTS = (
+    ("row",
+     "CREATE TABLE floor_row (LIKE work_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+     "INCLUDING STORAGE INCLUDING COMPRESSION)", _FLOOR_ITEMS.format(copy="row")),
+    ("btree",
+     "CREATE TABLE floor_btree (LIKE work_items INCLUDING ALL); "
+     "DO $$ BEGIN EXECUTE (SELECT string_agg(format('DROP INDEX %s', indexrelid::regclass), ';') "
+     "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid JOIN pg_am ON pg_am.oid = relam "
+     "WHERE indrelid = 'floor_btree'::regclass AND amname <> 'btree'); END $$",
+     _FLOOR_ITEMS.format(copy="btree")),
+    ("items",
+     "CREATE TABLE floor_items (LIKE work_items INCLUDING ALL)", _FLOOR_ITEMS.format(copy="items")),
+    ("moves",
+     "CREATE TABLE floor_moves (LIKE work_item_transitions INCLUDING ALL, FOREIGN KEY "
+     "(tenant_id, work_item_id) REFERENCES floor_items)",
+     "INSERT INTO floor_moves OVERRIDING SYSTEM VALUE SELECT * FROM work_item_transitions "
+     "ON CONFLICT DO NOTHING"),
+    ("comments",
+     "CREATE TABLE floor_comments (LIKE comments INCLUDING ALL, FOREIGN KEY "
+     "(tenant_id, work_item_id) REFERENCES floor_items)",
+     "INSERT INTO floor_comments OVERRIDING SYSTEM VALUE SELECT * FROM comments "
+     "ON CONFLICT DO NOTHING"),
+)
+
+
+async def item_floor(superuser_db_url: str) -> dict[str, Any]:
+    """What PostgreSQL alone spends on each part of a new item: the stored items, their moves and
+    comments inserted again, one statement each (no round trips, no Python), into copies of the
+    tables that add one part at a time; rolled back. Microseconds per item; each part is the
+    difference to the copy before it, so the sum is what a whole item costs."""
+    conn = await asyncpg.connect(superuser_db_url)
+    try:
+        items = await conn.fetchval("SELECT count(*) FROM work_items")
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            spent: dict[str, float] = {}
+            for copy, ddl, insert in _FLOOR_PARTS:
+                await conn.execute(ddl)
+                started = time.perf_counter()
+                await conn.execute(insert)
+                spent[copy] = 1e6 * (time.perf_counter() - started) / items
+        finally:
+            await tr.rollback()
+    finally:
+        await conn.close()
+    parts = {"the row (heap, TOAST, constraints, JSON of raw)": spent["row"],
+             "its B-tree indexes": spent["btree"] - spent["row"],
+             "the GiST trigram text index": spent["items"] - spent["btree"],
+             "its moves (unique index, foreign key, ON CONFLICT)": spent["moves"],
+             "its comments (indexes, foreign key, ON CONFLICT)": spent["comments"]}
+    per_item = sum(parts.values())
+    return {"items": items, "us_per_item": {k: round(v, 1) for k, v in parts.items()},
+            "sum_us": round(per_item, 1), "one_core_items_per_s": round(1e6 / per_item),
+            "every_core_items_per_s": round((os.cpu_count() or 1) * 1e6 / per_item)}
 
 
 def _plan_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
@@ -656,7 +727,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--changed", type=float, default=0.1,
                    help="share of items changed in the last re-sync (default 0.1)")
     p.add_argument("--index-pages", type=int, default=5,
-                   help="pages of new items per index dropped in the index experiment (0: skip)")
+                   help="pages of new items per index dropped in the index experiment "
+                        "(0: skip it and the floor)")
     p.add_argument("--side-by-side", type=int, default=2,
                    help="backfills at once, one tenant each, pages of the first size (0: skip)")
     p.add_argument("--jira-issues", type=int, default=5_000,
@@ -694,7 +766,7 @@ def main() -> None:
 
     store: dict[str, Any] = {}
     for size in page_sizes:
-        # The index experiment once, with the first page size.
+        # The index experiment and the floor once, with the first page size.
         index_pages = args.index_pages if size == page_sizes[0] else 0
         store[f"pages of {size}"] = asyncio.run(store_runs(
             superuser_url, queries, items, changed, size, index_pages))
@@ -740,6 +812,17 @@ def main() -> None:
             print(f"  none dropped {first} (first) / {last} (last); " + ", ".join(
                 f"{name} {ms} ({ms - base:+.1f})" for name, ms in costs.items()
                 if not name.startswith("(none")))
+    for runs in store.values():
+        if "floor" in runs:
+            floor = runs["floor"]
+            print(f"\nPostgreSQL alone, per new item ({floor['items']:,} stored items inserted "
+                  "again into copies of the tables, one statement a part):")
+            for part, us in floor["us_per_item"].items():
+                print(f"  {part:<52} {us:>7.1f} us")
+            print(f"  {'sum':<52} {floor['sum_us']:>7.1f} us: at most "
+                  f"{floor['one_core_items_per_s']:,} items/s on one core, "
+                  f"{floor['every_core_items_per_s']:,} on all {os.cpu_count()} "
+                  f"(aim {TARGET:,})")
     if parallel:
         print(f"\nside by side: {parallel['syncs']} tenants backfilling {args.items:,} items each "
               f"at once (pages of {parallel['page_size']}): {parallel['items_per_s']:,} items/s "
