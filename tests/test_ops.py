@@ -27,10 +27,11 @@ async def test_health_is_ok_without_a_key(client) -> None:
     assert resp.headers["X-Request-Id"]
 
 
-async def test_ready_checks_database_and_migrations(client) -> None:
+async def test_ready_checks_database_migrations_and_explorer(client) -> None:
     resp = await client.get("/ready")
     assert resp.status == 200, await resp.text()
-    assert (await resp.json()) == {"status": "ready", "checks": {"database": "ok"}}
+    assert (await resp.json()) == {"status": "ready",
+                                   "checks": {"database": "ok", "explorer": "ok"}}
 
 
 async def test_metrics_are_prometheus_text(client) -> None:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
+import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
 
 from .. import __version__
 from ..errors import ServiceError
-from .keys import DATABASE, HEAD_MIGRATIONS, METRICS, REDIS
+from ..explorer import Explorer
+from .keys import DATABASE, EXPLORER, HEAD_MIGRATIONS, METRICS, REDIS
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
 _CHECK_TIMEOUT = 2.0
+# No connection within the pool's timeout, or one that broke under the check (a server restart).
+_UNREACHABLE = (ServiceError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 @routes.get("/")
@@ -49,15 +55,22 @@ async def _check_database(app: web.Application) -> str:
             applied = await database.queries.migrations_applied(
                 conn, migration_ids=list(head)
             )
-    except (ServiceError, TimeoutError):
+    except _UNREACHABLE:
         return "unreachable"
     return "ok" if applied == len(head) else f"migrations not at head ({applied}/{len(head)})"
 
 
-async def _check_redis(app: web.Application) -> str | None:
-    client = app.get(REDIS)
-    if client is None:
-        return None
+async def _check_explorer(explorer: Explorer) -> str:
+    """The explorer logs in as a role of its own, with a pool of its own: either can fail alone."""
+    try:
+        async with explorer.database.connection() as conn:
+            await explorer.queries.explorer_ping(conn)
+    except _UNREACHABLE:
+        return "unreachable"
+    return "ok"
+
+
+async def _check_redis(client: Redis) -> str:
     try:
         await client.ping()
     except Exception:  # any failure of the client means "not ready", whatever its kind
@@ -65,22 +78,29 @@ async def _check_redis(app: web.Application) -> str | None:
     return "ok"
 
 
-@routes.get("/ready")
-async def ready(request: web.Request) -> web.Response:
-    """Can serve: database reachable, schema at head, Redis reachable when configured."""
+async def _within_timeout(check: Awaitable[str]) -> str:
     try:
         async with asyncio.timeout(_CHECK_TIMEOUT):
-            database, redis_state = await asyncio.gather(
-                _check_database(request.app), _check_redis(request.app)
-            )
+            return await check
     except TimeoutError:
-        database, redis_state = "timeout", "timeout"
-    checks = {"database": database}
-    if redis_state is not None:
-        checks["redis"] = redis_state
-    ok = all(state == "ok" for state in checks.values())
+        return "timeout"
+
+
+@routes.get("/ready")
+async def ready(request: web.Request) -> web.Response:
+    """Can serve: database reachable, schema at head; the explorer's pool and Redis reachable
+    when the process has them. Each check has its own time limit, so a slow one names itself."""
+    app = request.app
+    checks = {"database": _check_database(app)}
+    if (explorer := app.get(EXPLORER)) is not None:
+        checks["explorer"] = _check_explorer(explorer)
+    if (redis := app.get(REDIS)) is not None:
+        checks["redis"] = _check_redis(redis)
+    states = dict(zip(checks, await asyncio.gather(*map(_within_timeout, checks.values())),
+                      strict=True))
+    ok = all(state == "ok" for state in states.values())
     return web.json_response(
-        {"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+        {"status": "ready" if ok else "unavailable", "checks": states}, status=200 if ok else 503
     )
 
 

@@ -12,6 +12,10 @@ SELECT explorer_support.bind($1::uuid)
 -- Every explorer transaction ends here: nothing it did, the binding included, is kept.
 ROLLBACK
 
+-- name: explorer_ping$
+-- Readiness: the explorer role's pool can reach the database.
+SELECT 1
+
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
 SELECT c.relname AS name,
