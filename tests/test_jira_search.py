@@ -60,6 +60,13 @@ async def test_pages_walk_the_whole_result_in_order(
     first = await _search(client, tenant, jql=jql, limit=7)
     assert first["data"]["total"] == len(expected)
     assert first["data"]["total_is_exact"] is True
+    if cursor := first["data"]["next_cursor"]:
+        second = await _search(client, tenant, jql=jql, limit=7, cursor=cursor)
+        assert second["data"]["total"] == len(expected)
+    # A first page that holds every match is its own count.
+    whole = await _search(client, tenant, jql=jql, limit=len(expected))
+    assert len(whole["data"]["issues"]) == whole["data"]["total"] == len(expected)
+    assert whole["data"]["next_cursor"] is None
 
 
 async def test_fields_choose_what_each_item_carries(client, make_tenant) -> None:

@@ -148,7 +148,10 @@ async def search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
                  f"LIMIT {TOTAL_CAP + 1}) matched")
     async with ctx.transaction(readonly=True) as conn:
         rows = await conn.fetch(page_sql, *params)
-        total = await conn.fetchval(count_sql, *compiled.params)
+        if cursor is None and len(rows) <= limit:
+            total = len(rows)  # the first page holds every match: nothing left to count
+        else:
+            total = await conn.fetchval(count_sql, *compiled.params)
     page = rows[:limit]
     result: dict[str, Any] = {
         "issues": [{f: jsonable(r[f]) for f in fields} for r in page],
