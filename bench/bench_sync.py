@@ -395,13 +395,13 @@ async def store_runs(superuser_url: str, queries: Queries, items: list[Item],
                 f"({r['changed']:,} new or changed) in {r['seconds']:.1f} s = "
                 f"{r['items_per_s']:,} items/s, {r['statements_per_page']} statements/page, "
                 f"load average {r['load_average']:.1f}")
-        runs["explain"] = await explain_page(urls.runtime, queries, tenant_id, changed,
-                                             page_size)
+        runs["explain"] = await explain_page(urls.runtime, queries, tenant_id, instance_id,
+                                             changed, page_size)
         runs["sizes"] = await table_sizes(with_database(superuser_url, DATABASE))
         if index_pages:
             assert urls.admin is not None
-            runs["index_costs"] = await index_costs(urls.admin, queries, tenant_id, items,
-                                                    page_size, index_pages)
+            runs["index_costs"] = await index_costs(urls.admin, queries, tenant_id, instance_id,
+                                                    items, page_size, index_pages)
             runs["floor"] = await item_floor(with_database(superuser_url, DATABASE))
     finally:
         await conn.close()
@@ -461,7 +461,8 @@ class Explaining:
 
 
 async def explain_page(runtime_url: str, queries: Queries, tenant_id: uuid.UUID,
-                       items: list[Item], page_size: int) -> dict[str, Any]:
+                       instance_id: uuid.UUID, items: list[Item], page_size: int
+                       ) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of each statement write_items sends, for one page of new
     items (numbers past the stored ones) and one page of ``items`` as stored; rolled back."""
     fresh = [dataclasses.replace(i, source_id=f"9{i.source_id}", number=i.number + 10**6,
@@ -478,7 +479,8 @@ async def explain_page(runtime_url: str, queries: Queries, tenant_id: uuid.UUID,
             try:
                 await queries.set_tenant(conn, tenant_id=str(tenant_id))
                 await sync.write_items(explaining, queries,  # type: ignore[arg-type]
-                                       tenant_id=tenant_id, source="jira", items=page)
+                                       tenant_id=tenant_id, source="jira",
+                                       instance_id=instance_id, items=page)
             finally:
                 await tr.rollback()
             out[label] = [{
@@ -493,7 +495,8 @@ async def explain_page(runtime_url: str, queries: Queries, tenant_id: uuid.UUID,
 
 
 async def index_costs(admin_url: str, queries: Queries, tenant_id: uuid.UUID,
-                      items: list[Item], page_size: int, pages: int) -> dict[str, Any]:
+                      instance_id: uuid.UUID, items: list[Item], page_size: int,
+                      pages: int) -> dict[str, Any]:
     """Milliseconds per page of new items with the indexes as they are, and with each secondary
     index of work_items, comments and work_item_transitions dropped (each in a transaction of
     its own, rolled back), as the owner (which owns the indexes; forced RLS applies to it too)."""
@@ -519,8 +522,8 @@ async def index_costs(admin_url: str, queries: Queries, tenant_id: uuid.UUID,
                         i, source_id=f"8{n}{i.source_id}", number=i.number + (n + 2) * 10**6,
                         key=f"{PROJECT}-{i.number + (n + 2) * 10**6}", links=[])
                         for i in items[n * page_size:(n + 1) * page_size]]
-                    await sync.write_items(conn, queries, tenant_id=tenant_id,
-                                           source="jira", items=page)
+                    await sync.write_items(conn, queries, tenant_id=tenant_id, source="jira",
+                                           instance_id=instance_id, items=page)
                 label = dropped or ("(none dropped, first)" if n_run == 0
                                     else "(none dropped, last)")
                 out[label] = round(1000 * (time.perf_counter() - started) / pages, 1)

@@ -133,7 +133,8 @@ async def store_item(conn: asyncpg.Connection, ctx: ToolContext, mirror: Mirror,
     either end prunes it)."""
     kind = mirror.instance["kind"]
     await write_items(conn, ctx.database.queries, tenant_id=ctx.tenant_id, source=kind,
-                      items=[item], skip_unchanged=False,
+                      instance_id=mirror.instance_id, items=[item],
+                      skip_unchanged=False,
                       prune_links=adapter_class(kind).numbers_items)
 
 

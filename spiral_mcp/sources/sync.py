@@ -186,11 +186,13 @@ async def _prune_links(conn: asyncpg.Connection, queries: Queries, *, source: st
 
 async def write_items(
     conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID, source: str,
-    items: list[Item], skip_unchanged: bool = True, prune_links: bool = True,
+    instance_id: uuid.UUID, items: list[Item], skip_unchanged: bool = True,
+    prune_links: bool = True,
 ) -> int:
-    """Upsert one page's new or changed items, comments, transitions and links; return how many
-    items changed. A write-through's answer passes ``skip_unchanged=False``: a source with
-    one-second timestamps (GitHub) may answer a change with the ``updated`` already stored.
+    """Upsert one page's new or changed items of the ``source`` (kind) instance ``instance_id``,
+    their comments, transitions and links; return how many items changed. A write-through's
+    answer passes ``skip_unchanged=False``: a source with one-second timestamps (GitHub) may
+    answer a change with the ``updated`` already stored.
 
     The links ``source`` holds on an item it wrote and no longer reports for that item go, in the
     same transaction (local links stay); ``prune_links=False`` keeps them, for an answer that may
@@ -198,7 +200,7 @@ async def write_items(
     # One row per source id: ON CONFLICT cannot touch the same row twice in one statement.
     unique = list({item.source_id: item for item in items}.values())
     stored = {row["source_id"]: row for row in await queries.source_stored_items(
-        conn, source=source, source_ids=[i.source_id for i in unique])}
+        conn, instance_id=instance_id, source_ids=[i.source_id for i in unique])}
     # Besides ``updated``, the key and the parent: Asana numbers its tasks here, so a task moved
     # between projects, or a subtask yielded again with its parent's key, keeps its time. And what
     # the instance's mappings make of it: a full sync after an override changed re-maps the items.
@@ -209,7 +211,7 @@ async def write_items(
     if not todo:
         return 0
     changed = await queries.source_upsert_items(
-        conn, tenant_id=tenant_id, source=source,
+        conn, tenant_id=tenant_id, source=source, instance_id=instance_id,
         source_ids=[i.source_id for i in todo], keys=[i.key for i in todo],
         project_keys=[i.project_key for i in todo], numbers=[i.number for i in todo],
         titles=[i.title for i in todo], descriptions=[i.description for i in todo],
@@ -260,9 +262,9 @@ async def write_items(
 
 
 async def _teach_keys(conn: asyncpg.Connection, queries: Queries, adapter: Adapter, *,
-                      project_keys: list[str]) -> None:
+                      instance_id: uuid.UUID, project_keys: list[str]) -> None:
     """Tell the adapter the keys the store already gave its items (see Adapter.use_keys)."""
-    stored = await queries.source_item_numbers(conn, source=adapter.kind,
+    stored = await queries.source_item_numbers(conn, instance_id=instance_id,
                                                project_keys=project_keys)
     counters = await queries.source_next_numbers(conn, project_keys=project_keys)
     adapter.use_keys([(r["source_id"], r["project_key"], r["number"]) for r in stored],
@@ -296,7 +298,8 @@ async def sync_instance(
         for ref, workflow in workflows.items():
             await _write_workflow(conn, queries, tenant_id=tenant_id,
                                   project_key=projects[ref], workflow=workflow)
-        await _teach_keys(conn, queries, adapter, project_keys=list(projects.values()))
+        await _teach_keys(conn, queries, adapter, instance_id=instance_id,
+                          project_keys=list(projects.values()))
     since = None if full else _cursor_of(cursor)
     high_water = since
     # aclosing: a failed write stops the read ahead at once, not when the generator is collected.
@@ -308,7 +311,8 @@ async def sync_instance(
             async with conn.transaction():
                 await queries.set_tenant(conn, tenant_id=str(tenant_id))
                 changed = await write_items(conn, queries, tenant_id=tenant_id,
-                                            source=adapter.kind, items=page.items)
+                                            source=adapter.kind, instance_id=instance_id,
+                                            items=page.items)
                 await queries.source_save_cursor(
                     conn, instance_id=instance_id,
                     sync_cursor=_json({"updated": high_water.isoformat() if high_water else None}))

@@ -62,21 +62,22 @@ ON CONFLICT (tenant_id, project_key) DO NOTHING
 SELECT source_instance_id, source_ref FROM projects WHERE project_key = $1
 
 -- name: source_upsert_items
--- params: tenant_id, source, source_ids, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_json, parent_keys, created, updated, resolved, due, raws
+-- params: tenant_id, source, instance_id, source_ids, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_json, parent_keys, created, updated, resolved, due, raws
 -- One page of items in one statement (COPY is refused under row-level security). An unchanged
 -- item is left alone, so its version only moves when the source changed something; labels and
 -- raw travel as JSON text because unnest flattens nested arrays.
-INSERT INTO work_items (tenant_id, source, source_id, key, project_key, number, title, description,
-                        type, status, status_category, priority, assignee, reporter, labels,
-                        parent_key, created_at, updated_at, resolved_at, due_at, raw)
-SELECT $1, $2, sid, k, p, n, t, d, ty, s, c, pr, a, r,
+INSERT INTO work_items (tenant_id, source, source_instance_id, source_id, key, project_key, number,
+                        title, description, type, status, status_category, priority, assignee,
+                        reporter, labels, parent_key, created_at, updated_at, resolved_at, due_at,
+                        raw)
+SELECT $1, $2, $3, sid, k, p, n, t, d, ty, s, c, pr, a, r,
        ARRAY(SELECT jsonb_array_elements_text(l::jsonb)), pk, ca, ua, ra, da, rw::jsonb
-FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[],
-            $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-            $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[],
-            $20::timestamptz[], $21::text[])
+FROM unnest($4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::text[], $10::text[],
+            $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+            $17::text[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
+            $21::timestamptz[], $22::text[])
      AS x(sid, k, p, n, t, d, ty, s, c, pr, a, r, l, pk, ca, ua, ra, da, rw)
-ON CONFLICT (tenant_id, source, source_id) WHERE source_id IS NOT NULL DO UPDATE SET
+ON CONFLICT (tenant_id, source_instance_id, source_id) WHERE source_id IS NOT NULL DO UPDATE SET
     key = EXCLUDED.key, project_key = EXCLUDED.project_key, number = EXCLUDED.number,
     title = EXCLUDED.title, description = EXCLUDED.description, type = EXCLUDED.type,
     status = EXCLUDED.status, status_category = EXCLUDED.status_category,
@@ -99,16 +100,16 @@ WHERE (work_items.key, work_items.title, work_items.description, work_items.type
 RETURNING source_id, id
 
 -- name: source_stored_items
--- params: source, source_ids
--- What the store holds of a source's items, by the source's ids: one probe of work_items_source_id
--- per id whatever the statistics say (a table filled since its last ANALYZE, or never analysed,
--- otherwise gets a scan of the tenant's whole source range).
+-- params: instance_id, source_ids
+-- What the store holds of an instance's items, by the source's ids: one probe of
+-- work_items_instance_source_id per id whatever the statistics say (a table filled since its
+-- last ANALYZE, or never analysed, otherwise gets a scan of the tenant's whole source range).
 SELECT x.sid AS source_id, w.id, w.key, w.parent_key, w.updated_at, w.status_category, w.type,
        w.priority
 FROM unnest($2::text[]) AS x(sid)
 CROSS JOIN LATERAL (SELECT id, key, parent_key, updated_at, status_category, type, priority
                     FROM work_items
-                    WHERE source = $1 AND source_id = x.sid LIMIT 1) w
+                    WHERE source_instance_id = $1 AND source_id = x.sid LIMIT 1) w
 
 -- name: source_upsert_comments!
 -- params: tenant_id, item_ids, source_ids, authors, bodies, created, updated
@@ -222,10 +223,10 @@ WHERE o.id <> i.id
 ON CONFLICT DO NOTHING
 
 -- name: source_item_numbers
--- params: source, project_keys
--- The keys the store gave a source's items, for adapters whose items have no numbers (Asana).
+-- params: instance_id, project_keys
+-- The keys the store gave an instance's items, for adapters whose items have no numbers (Asana).
 SELECT source_id, project_key, number FROM work_items
-WHERE source = $1 AND project_key = ANY($2::text[]) AND source_id IS NOT NULL
+WHERE source_instance_id = $1 AND project_key = ANY($2::text[]) AND source_id IS NOT NULL
 
 -- name: source_next_numbers
 -- params: project_keys

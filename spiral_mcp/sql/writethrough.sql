@@ -19,7 +19,8 @@ FROM work_items w
 JOIN projects p ON p.project_key = w.project_key
 JOIN source_instances s ON s.instance_id = p.source_instance_id
 LEFT JOIN LATERAL (SELECT key, source_id FROM work_items
-                   WHERE key = w.parent_key AND source = w.source AND source_id IS NOT NULL
+                   WHERE key = w.parent_key AND source_instance_id = w.source_instance_id
+                     AND source_id IS NOT NULL
                    LIMIT 1) up ON true
 WHERE w.key = ANY($1::text[])
 
