@@ -145,6 +145,15 @@ async def _add(admin_conn: asyncpg.Connection, queries, tenant_id, fake: FakeJir
             token=token or fake.token)
 
 
+async def _instance(admin_conn: asyncpg.Connection, queries, tenant_id) -> object:
+    """An instance mirroring ABC as LOC, for tests that write its items themselves."""
+    async with admin_conn.transaction():
+        return await manage.add_source(
+            admin_conn, queries, BOX, tenant_id=tenant_id, kind="jira", name="written here",
+            base_url="https://jira.example.invalid", projects={"ABC": "LOC"},
+            email="bot@example.com", token="unused")
+
+
 async def _count(conn: asyncpg.Connection, tenant_id, sql: str) -> int:
     async with conn.transaction():
         await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
@@ -466,10 +475,11 @@ async def test_a_newer_update_rewrites_the_item_s_comments_and_moves(
 
 
 async def test_an_item_given_its_parent_s_key_later_is_rewritten_at_the_same_update(
-        make_tenant, app_conn, queries) -> None:
+        make_tenant, admin_conn, app_conn, queries) -> None:
     """Asana yields a subtask met before its parent again, with the parent's key and the same
     modification time: the key and the parent count as changes, not only ``updated``."""
     tenant = await make_tenant()
+    instance_id = await _instance(admin_conn, queries, tenant.id)
     child = Item(source_id="2", key="LOC-2", project_key="LOC", number=2, title="Child",
                  description=None, type="subtask", status="To Do", status_category="todo",
                  priority="none", assignee=None, reporter=None, labels=[], parent_key=None,
@@ -479,10 +489,11 @@ async def test_an_item_given_its_parent_s_key_later_is_rewritten_at_the_same_upd
     for page in ([child], [parent, dataclasses.replace(child, parent_key="LOC-1")]):
         async with app_conn.transaction():
             await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
-            await queries.source_ensure_project(app_conn, tenant_id=tenant.id, project_key="LOC",
-                                                name="LOC", instance_id=None, source_ref=None)
+            await queries.source_ensure_project(
+                app_conn, tenant_id=tenant.id, project_key="LOC", name="LOC",
+                instance_id=instance_id, source_ref="ABC")
             assert await write_items(app_conn, queries, tenant_id=tenant.id, source="jira",
-                                     items=page) == len(page)
+                                     instance_id=instance_id, items=page) == len(page)
     async with app_conn.transaction():
         await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
         row = await app_conn.fetchrow(
@@ -491,10 +502,11 @@ async def test_an_item_given_its_parent_s_key_later_is_rewritten_at_the_same_upd
 
 
 async def test_an_answer_older_than_the_store_leaves_its_comments_alone(
-        make_tenant, app_conn, queries) -> None:
+        make_tenant, admin_conn, app_conn, queries) -> None:
     """A write-through's answer can arrive after a sync page that stored a newer version of the
     item: the item is not rolled back, and neither is a comment edited since."""
     tenant, other = await make_tenant(), await make_tenant()
+    instance_id = await _instance(admin_conn, queries, tenant.id)
     older = Item(source_id="7", key="LOC-7", project_key="LOC", number=7, title="Old title",
                  description=None, type="task", status="To Do", status_category="todo",
                  priority="none", assignee=None, reporter=None, labels=[], parent_key=None,
@@ -506,16 +518,45 @@ async def test_an_answer_older_than_the_store_leaves_its_comments_alone(
     for items, skip in (([newer], True), ([older], False)):
         async with app_conn.transaction():
             await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
-            await queries.source_ensure_project(app_conn, tenant_id=tenant.id, project_key="LOC",
-                                                name="LOC", instance_id=None, source_ref=None)
+            await queries.source_ensure_project(
+                app_conn, tenant_id=tenant.id, project_key="LOC", name="LOC",
+                instance_id=instance_id, source_ref="ABC")
             await write_items(app_conn, queries, tenant_id=tenant.id, source="jira",
-                              items=items, skip_unchanged=skip)
+                              instance_id=instance_id, items=items, skip_unchanged=skip)
     async with app_conn.transaction():
         await queries.set_tenant(app_conn, tenant_id=str(tenant.id))
         row = await app_conn.fetchrow(
             "SELECT w.title, c.body FROM work_items w JOIN comments c ON c.work_item_id = w.id")
     assert (row["title"], row["body"]) == ("New title", "edited words")
     assert await _count(app_conn, other.id, "SELECT count(*) FROM comments") == 0
+
+
+async def test_two_sites_of_one_kind_keep_their_own_items(serve_fake, make_tenant, admin_conn,
+                                                           app_conn, queries) -> None:
+    """Two Jira sites number their issues alike (ids from 10000 on each): each keeps its own
+    items, and syncing one again moves nothing of the other's."""
+    first, second = await serve_fake(FakeJira()), await serve_fake(FakeJira(projects={"XYZ"}))
+    for n in range(1, 4):
+        first.add_issue(f"ABC-{n}", summary=f"first {n}", updated=T0 + timedelta(minutes=n))
+        second.add_issue(f"XYZ-{n}", summary=f"second {n}", updated=T0 + timedelta(minutes=n))
+    assert {i["id"] for i in first.issues.values()} == {i["id"] for i in second.issues.values()}
+    tenant = await make_tenant()
+    ids = []
+    for fake, projects in ((first, {"ABC": "AAA"}), (second, {"XYZ": "BBB"})):
+        async with admin_conn.transaction():
+            ids.append(await manage.add_source(
+                admin_conn, queries, BOX, tenant_id=tenant.id, kind="jira",
+                name=f"jira {projects}", base_url=fake.base_url, projects=projects,
+                email=fake.email, token=fake.token))
+    for source_id in (*ids, ids[0]):
+        await manage.run_sync(admin_conn, queries, BOX, source_id, full=True, **FAST)
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        rows = await app_conn.fetch("SELECT key, title, source_instance_id, version "
+                                    "FROM work_items ORDER BY key")
+    assert [(r["key"], r["title"], r["source_instance_id"], r["version"]) for r in rows] == [
+        *((f"AAA-{n}", f"first {n}", ids[0], 1) for n in range(1, 4)),
+        *((f"BBB-{n}", f"second {n}", ids[1], 1) for n in range(1, 4))]
 
 
 async def test_another_tenant_never_sees_synced_items_or_sources(
