@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import orjson
 import pytest
+from aiohttp import web
 
 from spiral_mcp.sources import manage, sync
 from spiral_mcp.sources.asana import AsanaAdapter, priority_for, type_for
@@ -229,6 +230,41 @@ async def test_incremental_sync_picks_up_exactly_the_changes_with_stable_keys(
     progress = await _sync(admin_conn, queries, source_id, full=True, page_size=25)
     assert progress.items == 61 and progress.changed == 0
     assert await _count(app_conn, tenant.id, "SELECT max(number) FROM work_items") == 61
+
+
+class _ChangingWhileListed(FakeAsana):
+    """Asana with changes made while a sync reads its task listing, after the first page."""
+
+    change = None
+
+    async def _tasks(self, request: web.Request) -> web.Response:
+        if request.query.get("offset") and self.change is not None:
+            change, self.change = self.change, None
+            change()
+        return await super()._tasks(request)
+
+
+async def test_a_change_made_while_the_listing_is_read_is_synced_next_time(
+        serve_fake, make_tenant, admin_conn, app_conn, queries) -> None:
+    """Asana lists tasks in no order of modification: a task changed after its place in the
+    listing was read, while a later one changed after it, is synced by the next sync."""
+    fake = _ChangingWhileListed()
+    fake.add_project(A, "Alpha")
+    await serve_fake(fake, path="/api/1.0")
+    gids = [fake.add_task(A, f"T{n}", modified=T0 - timedelta(hours=10 - n)) for n in range(4)]
+
+    def change() -> None:  # T0 was on the first page of the listing, T3 is on the second
+        now = datetime.now(UTC)
+        fake.touch(gids[0], at=now, name="T0 changed")
+        fake.touch(gids[3], at=now + timedelta(seconds=5), name="T3 changed")
+
+    fake.change = change
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, fake)
+    for _ in range(2):
+        await _sync(admin_conn, queries, source_id, page_size=2)
+    titles = {r["title"] for r in await _rows(app_conn, tenant.id, "SELECT title FROM work_items")}
+    assert titles == {"T0 changed", "T1", "T2", "T3 changed"}
 
 
 async def test_a_task_in_two_mirrored_projects_is_one_item_in_the_first(

@@ -406,6 +406,30 @@ async def test_a_sync_stores_an_issue_changed_mid_way_and_the_one_it_shifted(
     assert await _cursor(admin_conn, queries, source_id) == github.clock
 
 
+async def test_a_change_to_a_repository_already_read_is_synced_next_time(
+        github: FakeGitHub, make_tenant, admin_conn, app_conn, queries) -> None:
+    """Repositories are read one after another: an issue of one already read that changes while
+    another is still read (and changes later again) is synced by the next sync."""
+    github.add_issue("octo/api", title="API 1", updated=T0 - timedelta(hours=10))
+    for n in range(1, 6):
+        github.add_issue("octo/web", title=f"Web {n}", updated=T0 - timedelta(hours=8 - n))
+
+    def change() -> None:  # while the sync reads web's second page; api was read whole
+        now = datetime.now(UTC).replace(microsecond=0)
+        github.update_issue("octo/api", 1, at=now, title="API 1 changed")
+        github.update_issue("octo/web", 5, at=now + timedelta(seconds=5), title="Web 5 changed")
+
+    github.before_list[3] = change
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, github,
+                           projects={"octo/web": "WEB", "octo/api": "API"})
+    for _ in range(2):
+        await manage.run_sync(admin_conn, queries, BOX, source_id, page_size=2, **FAST)
+    titles = {r["title"] for r in await _fetch(app_conn, tenant.id,
+                                               "SELECT title FROM work_items")}
+    assert titles == {"API 1 changed", "Web 1", "Web 2", "Web 3", "Web 4", "Web 5 changed"}
+
+
 async def test_a_sync_killed_half_way_resumes_without_duplicates_or_gaps(
         github: FakeGitHub, make_tenant, admin_conn, app_conn, queries) -> None:
     _backfill(github, "octo/web", 100, prs=False)

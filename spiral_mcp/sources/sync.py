@@ -1,7 +1,8 @@
 """Incremental, resumable sync of one source instance into one tenant's store.
 
 Each page from the adapter is written in ONE transaction together with the instance's cursor (the
-latest ``updated`` seen so far): a sync killed between pages resumes from the last committed page,
+latest ``updated`` seen so far, but never later than shortly before the sync began: see
+:data:`CURSOR_LAG`): a sync killed between pages resumes from the last committed page,
 and re-reading the overlap changes nothing because every write is an upsert keyed on the source's
 ids. Pages come oldest update first, so the cursor only ever moves past items already stored. An
 item stored with the source's ``updated`` is not written again at all: a source moves it with every
@@ -25,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,14 @@ class SyncError(Exception):
 
 class SyncBusy(Exception):
     """Another session is syncing this instance right now."""
+
+
+# How far behind a sync's start its saved cursor stays. An item that changes while a sync reads
+# may be read before its change and never again in that sync: Asana lists tasks in no order of
+# modification, GitHub's repositories are read one after another, and Jira Cloud's search index
+# lags its changes a little. So the next sync reads again from before this one began, and writes
+# nothing of what it finds unchanged. The margin also covers a source's clock running ahead.
+CURSOR_LAG = timedelta(minutes=2)
 
 
 def lock_key(instance_id: uuid.UUID) -> int:
@@ -302,11 +311,12 @@ async def sync_instance(
                           project_keys=list(projects.values()))
     since = None if full else _cursor_of(cursor)
     high_water = since
+    settled = datetime.now(UTC) - CURSOR_LAG  # the cursor never passes it, see CURSOR_LAG
     # aclosing: a failed write stops the read ahead at once, not when the generator is collected.
     async with aclosing(_read_ahead(adapter.pages(since=since))) as pages:
         async for page in pages:
             if page.items:
-                newest = max(i.updated for i in page.items)
+                newest = min(max(i.updated for i in page.items), settled)
                 high_water = newest if high_water is None else max(high_water, newest)
             async with conn.transaction():
                 await queries.set_tenant(conn, tenant_id=str(tenant_id))
