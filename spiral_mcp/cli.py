@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     sadd.add_argument("--kind", required=True, choices=("jira", "github", "asana"),
                       help="kind of source")
     sadd.add_argument("--name", required=True, help="a name for this source")
-    sadd.add_argument("--base-url", help="e.g. https://acme.atlassian.net (GitHub and Asana "
-                                         "default to their public APIs)")
+    sadd.add_argument("--base-url", help="e.g. https://acme.atlassian.net, with no credentials, "
+                                         "query or fragment (GitHub and Asana default to their "
+                                         "public APIs)")
     sadd.add_argument("--project", action="append", default=[], metavar="SOURCEREF=LOCALKEY",
                       help="a project to mirror (Jira key, GitHub owner/repo, Asana project "
                            "gid) and its key in the store (repeatable)")

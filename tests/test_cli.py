@@ -196,6 +196,26 @@ async def test_a_bad_value_is_one_line_and_a_failing_exit(
     assert says in result.err
 
 
+@pytest.mark.parametrize(("base_url", "says"), [
+    ("https://[::1", "not a valid address: Invalid IPv6 URL"),
+    ("https://example.com:99999", "not a valid address: Port out of range"),
+    ("http://bot%40example.com:s3cret-token@127.0.0.1:8080", "must not hold credentials"),
+    ("https://example.com/rest?x=1", "no query (?) or fragment (#)"),
+], ids=["unclosed-ipv6", "port-out-of-range", "credentials", "query"])
+async def test_a_bad_source_base_url_is_one_line_and_stores_nothing(
+    cli, make_tenant, base_url: str, says: str
+) -> None:
+    tenant = await make_tenant()
+    env = {"SPIRAL_SECRET_KEY": "x" * 43 + "=", "TOKEN": "s3cret-token"}
+    result = await cli("source", "add", "--tenant", str(tenant.id), "--kind", "jira", "--name",
+                       "acme", "--base-url", base_url, "--project", "ABC=ABC", "--email",
+                       "bot@example.com", "--token-env", "TOKEN", **env)
+    assert result.code == 1 and result.out == "", result.err
+    assert result.err.startswith("spiral-mcp: error: --base-url") and says in result.err
+    assert result.err.count("\n") == 1 and "s3cret" not in result.err, result.err
+    assert _ok(await cli("source", "list", "--tenant", str(tenant.id), **env)).json() == []
+
+
 async def _has_table(url: str, table: str) -> bool:
     conn = await asyncpg.connect(url)
     try:

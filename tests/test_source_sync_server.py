@@ -446,6 +446,27 @@ async def test_sources_sync_of_another_tenants_instance_is_not_found(
         assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 0
 
 
+async def test_another_tenants_instance_syncing_is_not_found_not_a_conflict(
+        jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, serve: Serve,
+        queries) -> None:
+    """The lock is keyed on the id alone: tried before the tenant's lookup, a CONFLICT would
+    tell another tenant that the instance exists and is syncing right now."""
+    backfill(jira, 3)
+    owner, other = await make_tenant(), await make_tenant()
+    source_id = await add_source(admin_conn, queries, owner.id, jira)
+    client = await serve()
+    assert await app_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
+    try:
+        result = await envelope(client, other, "sources_sync", source_id=str(source_id))
+    finally:
+        await app_conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
+    assert result["error"]["code"] == "NOT_FOUND", result
+    assert "already running" not in orjson.dumps(result).decode()
+    assert jira.log == []
+    assert await scalar(app_conn, other.id, "SELECT count(*) FROM work_items") == 0
+    assert (await envelope(client, other, "sources_list"))["data"] == {"sources": []}
+
+
 async def test_a_refusing_source_is_upstream_error_without_the_token(
         jira: FakeJira, make_tenant: TenantFactory, admin_conn, serve: Serve, queries) -> None:
     backfill(jira, 1)

@@ -119,6 +119,44 @@ def test_own_database_needs_a_key_and_the_key_is_checked(tmp_path: Path) -> None
     assert load_secret_box(settings).open(BOX.seal({"a": 1})) == {"a": 1}
 
 
+# --- base URLs -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("https://acme.atlassian.net/", "https://acme.atlassian.net"),
+    (" https://jira.example.com:8443/jira ", "https://jira.example.com:8443/jira"),
+    ("https://[::1]:8443/api/v3", "https://[::1]:8443/api/v3"),
+    ("https://bücher.example", "https://bücher.example"),
+    ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ("http://localhost/", "http://localhost"),
+])
+def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) -> None:
+    assert manage.check_base_url(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ("https://[::1", "not a valid address: Invalid IPv6 URL"),
+    ("https://example.com:99999", "not a valid address: Port out of range"),
+    ("https://example.com:port", "not a valid address: Port could not be cast"),
+    ("https://example.com:0", "port 0"),
+    ("https://ex..com", "'ex..com' is not a valid host"),
+    ("https://-x.example.com", "is not a valid host"),
+    ("https://exa mple.com", "no spaces or control characters"),
+    ("https://example.com/a\nb", "no spaces or control characters"),
+    ("https://example.com/rest?x=1", "no query (?) or fragment (#)"),
+    ("https://example.com/rest#top", "no query (?) or fragment (#)"),
+    ("https://example.com/rest?", "no query (?) or fragment (#)"),
+    ("http://bot%40example.com:s3cret-token@127.0.0.1:8080", "must not hold credentials"),
+    ("https://bot:s3cret-token@[::1", "must not hold credentials"),
+    ("bot:s3cret-token@jira.example.com", "must not hold credentials"),
+    ("jira.example.com", "expected an https:// address"),
+    ("http://jira.example.com", "must use https"),
+])
+def test_a_bad_base_url_is_one_clear_line_without_its_secret(raw: str, says: str) -> None:
+    with pytest.raises(manage.SourceAdminError) as info:
+        manage.check_base_url(raw)
+    assert says in str(info.value) and "s3cret" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 # --- against the fake Jira -------------------------------------------------------------------
 @pytest.fixture
 async def jira(serve_fake) -> FakeJira:

@@ -28,6 +28,18 @@ class SourceNotFound(LookupError):
     """No instance with this id in the tenant."""
 
 
+async def _tenant_source(conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID,
+                         instance_id: uuid.UUID) -> asyncpg.Record:
+    """The instance as ``tenant_id`` sees it (row-level security); another tenant's, like none at
+    all, is :class:`SourceNotFound`."""
+    async with conn.transaction():
+        await queries.set_tenant(conn, tenant_id=str(tenant_id))
+        row = await queries.source_get(conn, instance_id=instance_id)
+    if row is None:
+        raise SourceNotFound(f"no source with id {instance_id}")
+    return row
+
+
 class SourceAccess:
     """The secret box of this process, when it has one, and the HTTP options of its adapters."""
 
@@ -59,13 +71,13 @@ class SourceAccess:
     ) -> SyncProgress:
         """Sync one instance of ``tenant_id`` under its lock; ``conn`` must be outside a
         transaction (each page commits on its own) and runs as the runtime role."""
+        # Seen by the tenant before its lock is tried: the lock is keyed on the id alone, so a
+        # busy answer for another tenant's id would tell that its instance exists and is syncing.
+        await _tenant_source(conn, queries, tenant_id=tenant_id, instance_id=instance_id)
         async with instance_lock(conn, queries, instance_id):
-            # Read under the lock: a sync that just finished elsewhere has moved the cursor.
-            async with conn.transaction():
-                await queries.set_tenant(conn, tenant_id=str(tenant_id))
-                row = await queries.source_get(conn, instance_id=instance_id)
-            if row is None:
-                raise SourceNotFound(f"no source with id {instance_id}")
+            # Read again under the lock: a sync that just finished elsewhere has moved the cursor.
+            row = await _tenant_source(conn, queries, tenant_id=tenant_id,
+                                       instance_id=instance_id)
             adapter = self.adapter(row)
             try:
                 return await sync_instance(

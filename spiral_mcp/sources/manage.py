@@ -31,6 +31,8 @@ __all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "change_o
 # ``ADAPTER`` is its adapter class.
 KINDS = ("jira", "github", "asana")
 LOCAL_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
+# One DNS label; _ too, as internal hosts have it and clients accept it.
+HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
 
 
 class SourceAdminError(ValueError):
@@ -161,11 +163,48 @@ async def change_overrides(
     return {key: config[key] for key in adapter.overrides if key in config}
 
 
+def _is_host(host: str) -> bool:
+    """An IP address or a DNS name (international names in their IDNA form)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        labels = host.encode("idna").decode().rstrip(".").split(".")
+    except UnicodeError:  # an empty or over-long label
+        return False
+    return all(HOST_LABEL.match(label) for label in labels)
+
+
 def check_base_url(raw: str) -> str:
-    parts = urlsplit(raw.strip())
+    """The source's API address, checked: https (plain http only to loopback), a host, maybe a
+    port and a path, and nothing else; without a trailing slash."""
+    url = raw.strip()
+    if "@" in url:
+        # user:token@host would store the token in clear in base_url, shown by every listing
+        # and error; the message never echoes the URL, so it cannot repeat the token either.
+        raise SourceAdminError("--base-url must not hold credentials (user:token@host, or any "
+                               "@): give them with --email and --token-env or stdin, never in "
+                               "the URL")
+    if not url.isprintable() or " " in url:
+        raise SourceAdminError(f"--base-url {url!r}: no spaces or control characters")
+    if "?" in url or "#" in url:
+        # Request paths are appended to the base URL; a query or fragment would swallow them.
+        raise SourceAdminError(f"--base-url {url!r}: no query (?) or fragment (#), only "
+                               "scheme, host, port and path")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsed lazily: a port out of range or not a number raises here
+    except ValueError as exc:  # e.g. an unclosed [IPv6 bracket
+        raise SourceAdminError(f"--base-url {url!r} is not a valid address: {exc}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise SourceAdminError(f"--base-url {raw!r}: expected an https:// address such as "
+        raise SourceAdminError(f"--base-url {url!r}: expected an https:// address such as "
                                "https://your-site.atlassian.net")
+    if not _is_host(parts.hostname):
+        raise SourceAdminError(f"--base-url {url!r}: {parts.hostname!r} is not a valid host")
+    if port == 0:
+        raise SourceAdminError(f"--base-url {url!r}: port 0 cannot be connected to")
     if parts.scheme == "http":
         # Basic auth in clear text would hand the token to anyone on the path; only loopback
         # (a local proxy or a test double) may use plain http.
@@ -176,7 +215,7 @@ def check_base_url(raw: str) -> str:
         if not loopback:
             raise SourceAdminError("--base-url must use https (credentials would travel in "
                                    "clear text)")
-    return raw.strip().rstrip("/")
+    return url.rstrip("/")
 
 
 async def add_source(
@@ -196,6 +235,7 @@ async def add_source(
     base_url = base_url or adapter.default_base_url
     if base_url is None:
         raise SourceAdminError(f"a {kind} source needs --base-url")
+    base_url = check_base_url(base_url)  # before anything is sealed or stored
     credentials = {"token": token.strip()}
     if email is not None:
         credentials["email"] = email.strip()
@@ -205,7 +245,7 @@ async def add_source(
     try:
         return await queries.source_insert(
             conn, tenant_id=tenant_id, kind=kind, name=name.strip(),
-            base_url=check_base_url(base_url),
+            base_url=base_url,
             config=orjson.dumps({"projects": projects, **(overrides or {})}).decode(),
             credentials=box.seal(credentials))
     except asyncpg.UniqueViolationError:
