@@ -176,3 +176,25 @@ async def serve_fake():
     yield start
     for server in servers:
         await server.close()
+
+
+@pytest.fixture
+async def resetting_host() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A host that reads each request's head, then resets the connection, as a crashing proxy
+    does: its base URL, and the heads it read."""
+    import socket
+    import struct
+
+    heads: list[bytes] = []
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        # Lingering 0 s makes the close a reset (RST), not an orderly end (FIN).
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                   struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
+    server.close()
+    await server.wait_closed()

@@ -57,6 +57,9 @@ class FakeAsana:
     tags: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # Answers to give instead of the real one, consumed in order: (status, headers).
     faults: list[tuple[int, dict[str, str]]] = dataclasses.field(default_factory=list)
+    # The same for one (method, path) only (the path after /api/1.0); these go first.
+    faults_at: dict[tuple[str, str], list[tuple[int, dict[str, str]]]] = dataclasses.field(
+        default_factory=dict)
     # A task whose stories answer 500 for as long as this is set: a sync dying half-way.
     broken_task: str | None = None
     # The clock writes stamp modified_at with; each write moves it a second.
@@ -216,8 +219,8 @@ class FakeAsana:
         self.queries.append(dict(request.query))
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, "Not Authorized")
-        if self.faults:
-            status, headers = self.faults.pop(0)
+        if faults := self.faults_at.get((request.method, path)) or self.faults:
+            status, headers = faults.pop(0)
             return _error(status, "You have made too many requests recently. Please, be chill."
                           if status == 429 else "Server Error", **headers)
         try:

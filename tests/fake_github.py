@@ -8,8 +8,10 @@ and list, marked by ``pull_request``), ``GET|PATCH .../issues/{number}``, ``GET|
 .../issues/{number}/comments`` and ``GET .../issues/{number}/events``, paginated alike. Bearer auth:
 anything else is 401 ``{"message": "Bad credentials", "documentation_url": ...}``; unknown things
 are 404 ``{"message": "Not Found"}``; bad writes are 422 ``{"message": "Validation Failed",
-"errors": [...]}``; writes to a read-only repository are 403. Faults stand in for the real thing:
-403 with ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``, 429 with ``retry-after``, 5xx.
+"errors": [...]}``; writes to a read-only repository are 403. Faults stand in for the real thing,
+for the next request or for one method and path: the primary rate limit (403 or 429 with
+``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``), a secondary one (403 or 429 saying
+"secondary rate limit", with or without ``retry-after``), 5xx.
 
 The issue list is computed afresh for every request, as GitHub's is: an issue changed between two
 page requests (``before_list`` hooks do that) leaves its place for the end of a list sorted by
@@ -43,6 +45,17 @@ def _error(status: int, message: str, *, errors: list[dict[str, Any]] | None = N
     return web.json_response(body, status=status, headers=headers)
 
 
+def _fault_message(status: int, headers: dict[str, str]) -> str:
+    # GitHub's words: a 403 or 429 with no requests remaining is the primary rate limit; any
+    # other is a secondary one.
+    if status in (403, 429):
+        return ("API rate limit exceeded for user ID 1."
+                if headers.get("x-ratelimit-remaining") == "0" else
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+                "try again.")
+    return "Server Error"
+
+
 def _user(login: str) -> dict[str, Any]:
     return {"login": login, "id": sum(map(ord, login)), "type": "User",
             "html_url": f"https://github.com/{login}"}
@@ -62,6 +75,9 @@ class FakeGitHub:
     events: dict[int, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     # Answers to give instead of the real one, consumed in order: (status, headers).
     faults: list[tuple[int, dict[str, str]]] = dataclasses.field(default_factory=list)
+    # The same for one (method, path) only; these go first.
+    faults_at: dict[tuple[str, str], list[tuple[int, dict[str, str]]]] = dataclasses.field(
+        default_factory=dict)
     # (repo, n): that repository's issue list fails with 500 from its n-th request on, for as
     # long as this is set.
     broken_list: tuple[str, int] | None = None
@@ -199,11 +215,9 @@ class FakeGitHub:
             return _error(401, "Bad credentials")
         if request.headers.get("X-GitHub-Api-Version", API_VERSION) != API_VERSION:
             return _error(400, "Unsupported 'X-GitHub-Api-Version' header")
-        if self.faults:
-            status, headers = self.faults.pop(0)
-            message = {403: "API rate limit exceeded for user ID 1.",
-                       429: "You have exceeded a secondary rate limit."}.get(status, "Server Error")
-            return _error(status, message, **headers)
+        if faults := self.faults_at.get((request.method, request.path)) or self.faults:
+            status, headers = faults.pop(0)
+            return _error(status, _fault_message(status, headers), **headers)
         if "owner" in request.match_info:
             name = f"{request.match_info['owner']}/{request.match_info['repo']}"
             if name not in self.repos:

@@ -118,6 +118,9 @@ class FakeJira:
     links: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
     # Answers to give instead of the real one, consumed in order: (status, headers).
     faults: list[tuple[int, dict[str, str]]] = dataclasses.field(default_factory=list)
+    # The same for one (method, path) only; these go first.
+    faults_at: dict[tuple[str, str], list[tuple[int, dict[str, str]]]] = dataclasses.field(
+        default_factory=dict)
     # The n-th search request and every later one fail with 500 for as long as this is set: a
     # dying sync.
     broken_search: int | None = None
@@ -256,8 +259,8 @@ class FakeJira:
             expected = "Basic " + base64.b64encode(f"{self.email}:{self.token}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return _error(401, "Client must be authenticated to access this resource.")
-        if self.faults:
-            status, headers = self.faults.pop(0)
+        if faults := self.faults_at.get((request.method, request.path)) or self.faults:
+            status, headers = faults.pop(0)
             return _error(status, "Rate limit exceeded." if status == 429 else "Internal error",
                           **headers)
         if request.method in ("POST", "PUT") and not request.path.startswith(

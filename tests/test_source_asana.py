@@ -430,6 +430,30 @@ async def test_create_and_update_write_through_and_answer_as_asana_has_it(
     await adapter.close()
 
 
+async def test_a_failure_after_asana_took_part_of_a_write_is_ambiguous(asana: FakeAsana) -> None:
+    """A create read back, or an update's tags set after its fields: once Asana took a request
+    of the write, a failure says the change may be there. One before that stays plain."""
+    task = asana.add_task(A, "Only", modified=T0)
+    adapter = _adapter(asana)
+    created = str(asana._next_gid + 1)
+    asana.faults_at[("GET", f"/tasks/{created}")] = [(404, {})]
+    with pytest.raises(SourceError, match="may have reached") as info:
+        await adapter.create(A, _draft(labels=[], type="task"))
+    assert (info.value.kind, info.value.ambiguous) == ("not_found", True)
+    assert asana.tasks[created]["name"] == "Write me"
+    ref = Ref(task, "ASN-1", A)
+    asana.faults_at[("POST", f"/tasks/{task}/addTag")] = [(403, {})]
+    with pytest.raises(SourceError, match="may have reached") as info:
+        await adapter.update(ref, {"title": "Renamed", "labels": ["ux"]})
+    assert (info.value.kind, info.value.ambiguous) == ("forbidden", True)
+    assert asana.tasks[task]["name"] == "Renamed"
+    asana.faults_at[("PUT", f"/tasks/{task}")] = [(403, {})]
+    with pytest.raises(SourceError) as info:
+        await adapter.update(ref, {"title": "Again", "labels": ["ux"]})
+    await adapter.close()
+    assert (info.value.kind, info.value.ambiguous) == ("forbidden", False)
+
+
 async def test_priority_without_a_priority_field(asana: FakeAsana) -> None:
     adapter = _adapter(asana, {BARE: "BAR"})
     item = await adapter.create(BARE, _draft(labels=[], type="task", priority="medium"))

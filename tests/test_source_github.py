@@ -504,6 +504,48 @@ async def test_rate_limits_and_5xx_are_retried_as_github_asks(
     assert info.value.kind == "server"
 
 
+async def test_a_primary_limit_that_resets_too_late_fails_at_once_naming_the_reset(
+        github: FakeGitHub) -> None:
+    reset = int(time.time()) + 3600
+    github.faults = [(403, {"x-ratelimit-remaining": "0", "x-ratelimit-limit": "5000",
+                            "x-ratelimit-reset": str(reset)})] * 5
+    waits: list[float] = []
+    adapter = _adapter(github, max_retry_after=60, sleep=_recording(waits))
+    with pytest.raises(SourceError, match="API rate limit exceeded") as info:
+        await adapter.check()
+    await adapter.close()
+    assert (info.value.kind, info.value.status) == ("rate_limited", 403)
+    assert datetime.fromtimestamp(reset, UTC).strftime("%Y-%m-%d %H:%M:%S") in str(info.value)
+    assert github.log == [("GET", "/user")] and waits == []
+
+
+async def test_a_secondary_limit_waits_a_minute_or_fails_when_that_is_too_long(
+        github: FakeGitHub) -> None:
+    """GitHub: without retry-after or an exhausted limit, wait at least a minute."""
+    github.repos["octo/web"] = True
+    waits: list[float] = []
+    adapter = _adapter(github, sleep=_recording(waits))
+    for status in (403, 429):
+        github.faults = [(status, {"x-ratelimit-remaining": "4999"})]
+        assert await adapter.check() == "sync-bot"
+    await adapter.close()
+    assert waits == [60.0, 60.0]
+    github.log.clear()
+    impatient = _adapter(github, max_retry_after=30, sleep=_recording(waits))
+    github.faults = [(403, {"x-ratelimit-remaining": "4999"})]
+    with pytest.raises(SourceError, match="secondary rate limit") as info:
+        await impatient.check()
+    await impatient.close()
+    assert (info.value.kind, info.value.status) == ("rate_limited", 403)
+    assert github.log == [("GET", "/user")] and waits == [60.0, 60.0]
+
+
+def _recording(waits: list[float]):
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+    return sleep
+
+
 async def test_bad_credentials_stop_the_sync_with_one_clear_line(
         github: FakeGitHub, make_tenant, admin_conn, app_conn, queries) -> None:
     _backfill(github, "octo/web", 3)
@@ -595,6 +637,19 @@ async def test_create_update_transition_and_comment(github: FakeGitHub) -> None:
     assert comment.source_id == str(github.comments[issue["id"]][0]["id"])
     assert issue["comments"] == 1
     await adapter.close()
+
+
+async def test_a_created_issue_whose_events_cannot_be_read_is_ambiguous(
+        github: FakeGitHub) -> None:
+    _backfill(github, "octo/web", 2, prs=False)
+    github.faults_at[("GET", "/repos/octo/web/issues/3/events")] = [(502, {})] * 5
+    adapter = _adapter(github)
+    with pytest.raises(SourceError, match="may have reached") as info:
+        await adapter.create("octo/web", _draft())
+    await adapter.close()
+    assert (info.value.kind, info.value.ambiguous) == ("server", True)
+    assert github.issue("octo/web", 3)["title"] == "Add dark mode"
+    assert github.log.count(("POST", "/repos/octo/web/issues")) == 1
 
 
 async def test_refusals_are_source_errors_in_githubs_words(github: FakeGitHub) -> None:

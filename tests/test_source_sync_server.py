@@ -293,14 +293,15 @@ async def test_shutdown_mid_sync_keeps_committed_pages_and_resumes(
     count = "SELECT count(*) FROM work_items"
 
     async def two_pages() -> bool:
-        # Page 3 is asked for while page 2 is written (read-ahead): let that write end.
-        return await scalar(app_conn, tenant.id, count) == 200
+        # Page 3 is asked for while page 2 is written (read-ahead): let that write end. Page 2
+        # is searched from the minute of page 1's last issue, which it skips: 99 new of 100.
+        return await scalar(app_conn, tenant.id, count) == 199
 
     await eventually(two_pages)
     started = time.monotonic()
     await client.close()  # the cleanup cancels the sync waiting on page 3
     assert time.monotonic() - started < 5
-    assert await scalar(app_conn, tenant.id, count) == 200  # pages 1 and 2 stay
+    assert await scalar(app_conn, tenant.id, count) == 199  # pages 1 and 2 stay
     cursor = await scalar(app_conn, tenant.id, "SELECT sync_cursor::text FROM source_instances")
     assert orjson.loads(cursor)["updated"] is not None
     # The cancelled session let go of the lock, and the next sync resumes from the cursor.

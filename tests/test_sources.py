@@ -16,7 +16,7 @@ import pytest
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.sources import manage
-from spiral_mcp.sources.base import Comment, Draft, Item, Link, Ref, SourceError
+from spiral_mcp.sources.base import Comment, Draft, HttpClient, Item, Link, Ref, SourceError
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
 from spiral_mcp.sources.sync import SyncBusy, lock_key, write_items
@@ -226,6 +226,33 @@ async def test_unreachable_host_is_one_clear_line() -> None:
         await adapter.check()
     await adapter.close()
     assert info.value.kind == "unreachable"
+
+
+async def test_a_reset_connection_is_a_source_error_retried_only_when_idempotent(
+        resetting_host: tuple[str, list[bytes]]) -> None:
+    base_url, heads = resetting_host
+    client = HttpClient(base_url, retries=2, **FAST)
+    with pytest.raises(SourceError, match="dropped the connection") as info:
+        await client.request("GET", "/rest/api/3/myself")
+    assert (info.value.kind, info.value.ambiguous) == ("unreachable", False)
+    assert len(heads) >= 3  # asked again
+    heads.clear()
+    with pytest.raises(SourceError, match="dropped the connection") as info:
+        await client.request("POST", "/rest/api/3/issue", json={"fields": {}})
+    await client.close()
+    # The create may have been made: it is not sent again, and says so.
+    assert (info.value.kind, info.value.ambiguous) == ("unreachable", True)
+    assert len(heads) == 1
+
+
+@pytest.mark.parametrize("base_url", ["http://jira.example.com:99999", "ftp://jira.example.com",
+                                      "http://[::1", "http://jira\udcff.example.com"])
+async def test_a_url_nothing_can_be_sent_to_is_a_source_error(base_url: str) -> None:
+    client = HttpClient(base_url, **FAST)
+    with pytest.raises(SourceError, match="not a usable http") as info:
+        await client.request("GET", "/rest/api/3/myself")
+    await client.close()
+    assert (info.value.kind, info.value.ambiguous) == ("unreachable", False)
 
 
 async def test_full_backfill_over_many_pages(jira: FakeJira, make_tenant, admin_conn, app_conn,
@@ -449,6 +476,82 @@ async def test_an_issue_changed_within_a_crowded_minute_shifts_no_other_out(
     assert sorted(i.title for i in items) == sorted(
         [*(f"Issue {n}" for n in range(1, 26)), "ABC-3 moved"])
     assert items[-1].title == "ABC-3 moved"
+
+
+# --- changes while a Cloud sync reads (nextPageToken, no snapshot promised) -------------------
+def _minute_of(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+async def _read_cloud(fake: FakeJira, *,
+                      page_size: int) -> tuple[list[Item], list[tuple[datetime, set[str]]]]:
+    """What a Cloud sync reads and, after each page, the cursor it saves then (the latest update
+    read) with the keys of the issues updated by then whose version it has not read."""
+    adapter = JiraAdapter(fake.base_url, email=fake.email, token=fake.token,
+                          projects={"ABC": "LOC"}, page_size=page_size, **FAST)
+    items: list[Item] = []
+    cursors: list[tuple[datetime, set[str]]] = []
+    async for page in adapter.pages(since=None):
+        items += page.items
+        cursor = max(i.updated for i in items)
+        read = {(i.source_id, i.updated) for i in items}
+        now = {i["key"]: (i["id"], datetime.fromisoformat(i["fields"]["updated"]))
+               for i in fake.issues.values()}
+        cursors.append((cursor, {key for key, version in now.items()
+                                 if version[1] <= cursor and version not in read}))
+    await adapter.close()
+    assert len({(i.source_id, i.updated) for i in items}) == len(items)  # no version twice
+    minutes = [_minute_of(i.updated) for i in items]
+    assert minutes == sorted(minutes)  # nothing from a minute already left behind
+    return items, cursors
+
+
+async def test_cloud_an_issue_changed_mid_sync_shifts_no_other_out(jira: FakeJira) -> None:
+    """After page 1 was read, ABC-2 changes: it leaves its place for the end and ABC-4 slips
+    back onto page 1, where a position-based token steps over it; ABC-9 changes too. Every
+    issue is read, and no saved cursor is ever past an issue not read."""
+    _backfill(jira, 12)
+    _change_on_search(jira, 2, "ABC-2", T0 + timedelta(hours=1))
+    _change_on_search(jira, 3, "ABC-9", T0 + timedelta(hours=2))
+    items, cursors = await _read_cloud(jira, page_size=3)
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Issue {n}" for n in range(1, 13) if n != 9), "ABC-2 moved", "ABC-9 moved"])
+    assert [i.title for i in items[-2:]] == ["ABC-2 moved", "ABC-9 moved"]
+    assert all(not unread for _, unread in cursors), cursors
+
+
+async def test_cloud_a_page_of_new_issues_is_one_search(jira: FakeJira) -> None:
+    """Each page is searched again from the minute of the last issue read, one issue longer
+    for that issue, so it still brings a whole page of new ones."""
+    _backfill(jira, 12)
+    items, _ = await _read_cloud(jira, page_size=3)
+    assert [i.key for i in items] == [f"LOC-{n}" for n in range(1, 13)]
+    assert jira.searches == 4
+
+
+async def test_cloud_more_than_a_page_in_one_minute_all_arrive_once(jira: FakeJira) -> None:
+    """No search from a minute gets past a minute fuller than a page: it is followed by token
+    to its end, and read once more to be sure nothing shifted past the walk."""
+    _one_minute(jira, 25)
+    items, cursors = await _read_cloud(jira, page_size=10)
+    assert [i.key for i in items] == [f"LOC-{n}" for n in range(1, 26)]
+    assert all(not unread for _, unread in cursors), cursors
+    assert jira.searches == 6  # 1 + the minute by token (3) + again (2) + after it (1)
+
+
+async def test_cloud_an_issue_changed_within_a_crowded_minute_shifts_no_other_out(
+        jira: FakeJira) -> None:
+    """While the minute is followed by token ABC-3 changes, and the token steps over ABC-21.
+    Reading the minute again finds it before anything later is read; meanwhile the cursor stays
+    in that minute, from which a resumed sync would read again."""
+    _one_minute(jira, 25)
+    _change_on_search(jira, 3, "ABC-3", T0 + timedelta(hours=1))
+    items, cursors = await _read_cloud(jira, page_size=10)
+    assert sorted(i.title for i in items) == sorted(
+        [*(f"Issue {n}" for n in range(1, 26)), "ABC-3 moved"])
+    assert items[-1].title == "ABC-3 moved"
+    assert any(unread for _, unread in cursors)  # the step over happened
+    assert all(_minute_of(cursor) == _minute_of(T0) for cursor, unread in cursors if unread)
 
 
 async def _snapshot(conn: asyncpg.Connection, tenant_id) -> dict[str, list[tuple]]:
@@ -913,6 +1016,34 @@ async def test_transition_takes_the_issue_s_own_transition_to_the_status(
     assert str(info.value) == ("Jira does not let ABC-6 move to \"Won't Do\"; it can move to: "
                                "Blocked, Done, In Review, To Do")
     assert len(jira.writes) == writes  # nothing was sent
+
+
+async def test_a_failure_after_jira_took_the_write_is_ambiguous(jira: FakeJira) -> None:
+    """Reading back a write Jira took can fail too: the change is made, so the failure says it
+    may be there (a retry could make it twice). One before Jira took anything stays plain."""
+    _backfill(jira, 6)  # ABC-6 is in To Do
+    adapter = _adapter(jira)
+    created = str(jira._next_id + 1)
+    jira.faults_at[("GET", f"/rest/api/3/issue/{created}")] = [(404, {})]
+    with pytest.raises(SourceError, match="may have reached") as info:
+        await adapter.create("ABC", _draft())
+    assert (info.value.kind, info.value.status, info.value.ambiguous) == ("not_found", 404, True)
+    assert jira.find("ABC-7")["id"] == created  # type: ignore[index]
+    ref = _ref(jira, "ABC-6")
+    read_back = ("GET", f"/rest/api/3/issue/{ref.source_id}")
+    for write in (adapter.update(ref, {"title": "Renamed"}),
+                  adapter.transition(ref, "In Progress")):
+        jira.faults_at[read_back] = [(503, {})] * 5
+        with pytest.raises(SourceError, match="may have reached") as info:
+            await write
+        assert (info.value.kind, info.value.ambiguous) == ("server", True)
+    fields = jira.find("ABC-6")["fields"]  # type: ignore[index]
+    assert (fields["summary"], fields["status"]["name"]) == ("Renamed", "In Progress")
+    jira.faults_at[("GET", f"{read_back[1]}/transitions")] = [(503, {})] * 5
+    with pytest.raises(SourceError) as info:
+        await adapter.transition(ref, "Done")
+    await adapter.close()
+    assert (info.value.kind, info.value.ambiguous) == ("server", False)
 
 
 async def test_comment_is_sent_as_adf_and_returned_as_markdown(jira: FakeJira) -> None:

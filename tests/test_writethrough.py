@@ -222,6 +222,21 @@ async def test_a_create_whose_fate_is_unknown_keeps_its_key(site: Site) -> None:
     assert (await site.ok("jira_create_issue", **again))["key"] == "LOC-4"
 
 
+async def test_a_create_made_but_not_read_back_keeps_its_key(site: Site) -> None:
+    """Jira created the issue, then reading it back failed: not a refusal that left everything
+    as it was, so the key is held back and a retry makes no second issue."""
+    arguments = {"project_key": "LOC", "summary": "Made, unread", "idempotency_key": "unread-1"}
+    site.jira.faults_at[("GET", f"/rest/api/3/issue/{site.jira._next_id + 1}")] = [(404, {})]
+    error = await site.upstream_error("jira_create_issue", **arguments)
+    assert error["details"] == [{"kind": "not_found", "status": 404, "ambiguous": True}]
+    assert "may have reached" in error["message"]
+    retry = await site.call("jira_create_issue", **arguments)
+    assert retry["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS", retry
+    assert [w[:2] for w in site.jira.writes] == [("POST", "/rest/api/3/issue")]
+    assert site.jira.find("ABC-4") is not None and site.jira.find("ABC-5") is None
+    assert await site.row("LOC-4") is None
+
+
 async def test_an_unreachable_source_is_upstream_error_and_stores_nothing(
         site: Site, admin_conn) -> None:
     async with admin_conn.transaction():
@@ -236,6 +251,25 @@ async def test_an_unreachable_source_is_upstream_error_and_stores_nothing(
     error = await site.upstream_error("jira_link_issues", outward_issue_key="LOC-1",
                                       inward_issue_key="LOC-2", link_type="relates to")
     assert await site.count("SELECT count(*) FROM work_item_links") == 0
+
+
+async def test_a_source_that_resets_the_connection_is_upstream_error(
+        site: Site, admin_conn, resetting_host: tuple[str, list[bytes]]) -> None:
+    """A reset is the source's failure, never "the database is unreachable"; one after a
+    comment was sent may hide it, so the key is held back."""
+    base_url, heads = resetting_host
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                 str(site.tenant.id))
+        await admin_conn.execute("UPDATE source_instances SET base_url = $1", base_url)
+    arguments = {"issue_key": "LOC-1", "body": "Lost?", "idempotency_key": "reset-1"}
+    error = await site.upstream_error("jira_add_comment", **arguments)
+    assert error["details"] == [{"kind": "unreachable", "status": None, "ambiguous": True}]
+    retry = await site.call("jira_add_comment", **arguments)
+    assert retry["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS", retry
+    assert len(heads) == 1
+    error = await site.upstream_error("sources_sync", source_id=str(site.source_id))
+    assert error["details"] == [{"kind": "unreachable", "status": None, "ambiguous": False}]
 
 
 async def test_local_projects_stay_local_and_other_tenants_see_nothing(

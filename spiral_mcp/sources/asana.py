@@ -63,6 +63,7 @@ from .base import (
     SourceError,
     Transition,
     Workflow,
+    writes,
 )
 
 __all__ = ["ADAPTER", "AsanaAdapter", "priority_for", "type_for"]
@@ -372,6 +373,7 @@ class AsanaAdapter(Adapter):
             gids.append(existing[name])
         return gids
 
+    @writes
     async def create(self, project_ref: str, draft: Draft) -> Item:
         if project_ref not in self.projects:
             raise SourceError("config", f"Asana project {project_ref} is not mirrored")
@@ -393,6 +395,7 @@ class AsanaAdapter(Adapter):
         created = await self._http.request("POST", "/tasks", json={"data": data})
         return await self._fetch_item(str(created["data"]["gid"]))
 
+    @writes
     async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
         self._remember(ref, changes.get("parent"))
         data: dict[str, Any] = {}
@@ -429,6 +432,7 @@ class AsanaAdapter(Adapter):
             await self._http.request("POST", f"/tasks/{ref.source_id}/{action}",
                                      json={"data": {"tag": gid}}, idempotent=True)
 
+    @writes
     async def transition(self, ref: Ref, status: str) -> Item:
         wanted = next((s for s in (OPEN, COMPLETED) if s.lower() == status.strip().lower()), None)
         if wanted is None:
@@ -439,11 +443,13 @@ class AsanaAdapter(Adapter):
                                  json={"data": {"completed": wanted == COMPLETED}})
         return await self._fetch_item(ref.source_id)
 
+    @writes
     async def comment(self, ref: Ref, body: str) -> Comment:
         answer = await self._http.request("POST", f"/tasks/{ref.source_id}/stories",
                                           json={"data": {"text": body}})
         return _comment(answer["data"])
 
+    @writes
     async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
         if link_type != "blocks":
             return False  # Asana's only task-to-task link is a dependency

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
+import functools
 import random
 import re
 import ssl
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiohttp
 import orjson
 
 __all__ = ["CATEGORIES", "PRIORITIES", "TYPES", "Adapter", "Answer", "Comment", "Draft",
-           "HttpClient", "Item", "Link", "Page", "Ref", "SourceError", "Transition", "Workflow"]
+           "HttpClient", "Item", "Link", "Page", "Ref", "SourceError", "Transition", "Workflow",
+           "writes"]
 
 
 # The store's values, which an instance's mapping overrides must name.
@@ -36,7 +39,8 @@ TYPES = frozenset({"epic", "story", "task", "bug", "subtask", "feature"})
 class SourceError(Exception):
     """A source could not be asked or refused; ``kind`` names the failure for callers.
     ``ambiguous``: a write that may have been carried out all the same (its answer was lost, or
-    was a 5xx), so a retry could make the change twice."""
+    was a 5xx, or a later request of the same write failed), so a retry could make the change
+    twice."""
 
     def __init__(self, kind: str, message: str, *, status: int | None = None,
                  ambiguous: bool = False) -> None:
@@ -150,7 +154,8 @@ class Adapter(abc.ABC):
 
     An adapter module names its class in ``ADAPTER``; :func:`spiral_mcp.sources.manage.
     make_adapter` finds it by the instance's kind. Writes return the item as the source answered
-    it, so the store is updated from the source, never from the request.
+    it, so the store is updated from the source, never from the request; each is marked
+    :func:`writes`, so a failure after the source accepted part of it says so.
     """
 
     kind: str
@@ -227,6 +232,24 @@ class Adapter(abc.ABC):
         await self._http.close()
 
 
+_A = TypeVar("_A", bound=Adapter)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def writes(method: Callable[Concatenate[_A, _P], Awaitable[_R]],
+           ) -> Callable[Concatenate[_A, _P], Awaitable[_R]]:
+    """Marks an adapter method as one write at the source, however many requests it takes (see
+    :meth:`HttpClient.write`)."""
+
+    @functools.wraps(method)
+    async def write(adapter: _A, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with adapter._http.write():
+            return await method(adapter, *args, **kwargs)
+
+    return write
+
+
 def _retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
     if not value:
@@ -271,13 +294,23 @@ def _error_entry(entry: Any) -> Any:
         f"{k}={entry[k]}" for k in ("resource", "field", "code", "value") if k in entry)
 
 
-def _rate_limit_wait(status: int, headers: Mapping[str, str], *, now: float) -> float | None:
-    """Seconds until an exhausted rate limit resets (GitHub's 403/429 with
-    ``X-RateLimit-Remaining: 0`` and an epoch ``X-RateLimit-Reset``); None when not that."""
-    if status not in (403, 429) or headers.get("X-RateLimit-Remaining") != "0":
+def _rate_limit_wait(status: int, headers: Mapping[str, str], body: bytes, *,
+                     now: float) -> float | None:
+    """Seconds a refusal for rate asks us to wait (0: it names no time); None when the answer is
+    no such refusal. As GitHub's "Rate limits for the REST API" says: ``Retry-After`` when
+    given; else, with ``X-RateLimit-Remaining: 0``, until the epoch ``X-RateLimit-Reset``; else,
+    for a secondary rate limit (a 403 or 429 saying so), at least a minute. Any 429 is one."""
+    if status not in (403, 429):
         return None
-    reset = headers.get("X-RateLimit-Reset", "")
-    return max(0.0, float(reset) - now) if reset.isdigit() else 60.0
+    retry_after = _retry_after(headers.get("Retry-After"), now=now)
+    if retry_after is not None:
+        return retry_after
+    if headers.get("X-RateLimit-Remaining") == "0":
+        reset = headers.get("X-RateLimit-Reset", "")
+        return max(0.0, float(reset) - now) if reset.isdigit() else 60.0
+    if b"secondary rate limit" in body.lower():
+        return 60.0
+    return 0.0 if status == 429 else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -290,7 +323,8 @@ class Answer:
 
 
 class HttpClient:
-    """JSON over HTTP to one source instance, at most ``rate`` requests per second."""
+    """JSON over HTTP to one source instance, at most ``rate`` requests per second. ``sleep``
+    waits out backoffs and what a source asks (tests pass one that only records)."""
 
     def __init__(
         self,
@@ -303,6 +337,7 @@ class HttpClient:
         max_backoff: float = 30.0,
         rate: float = 10.0,
         max_retry_after: float = 120.0,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = aiohttp.ClientSession(
@@ -316,13 +351,31 @@ class HttpClient:
         self._max_backoff = max_backoff
         # A source asking for more than this is treated as down rather than waited for.
         self._max_retry_after = max_retry_after
+        self._sleep = sleep
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._next_slot = 0.0
         self._slot_lock = asyncio.Lock()
         self.requests = 0
+        # Requests that may change something (any method but GET and HEAD) the source took.
+        self._accepted = 0
 
     async def close(self) -> None:
         await self._session.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        """One write of several requests (the write and reading it back, or several writes).
+        Once the source has accepted one of them, a failure after it is ambiguous: the change
+        may be there, and a retry could make it twice."""
+        accepted = self._accepted
+        try:
+            yield
+        except SourceError as exc:
+            if exc.ambiguous or self._accepted == accepted:
+                raise
+            raise SourceError(exc.kind, f"the change may have reached {self.base_url} (it "
+                                        f"accepted a request of it), but then: {exc}",
+                              status=exc.status, ambiguous=True) from None
 
     async def _take_slot(self) -> None:
         async with self._slot_lock:
@@ -332,10 +385,10 @@ class HttpClient:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
+    def _delay(self, attempt: int, asked: float) -> float:
         # Full jitter: many syncs backing off together do not retry in lock step.
         backoff = random.uniform(0, min(self._max_backoff, self._backoff * 2**attempt))  # noqa: S311
-        return max(backoff, min(retry_after, self._max_retry_after)) if retry_after else backoff
+        return max(backoff, asked)
 
     async def request(
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
@@ -376,44 +429,65 @@ class HttpClient:
                 raise SourceError("unreachable",
                                   f"cannot connect to {self.base_url} (connection refused "
                                   "or host unreachable)") from None
-            except (TimeoutError, aiohttp.ServerDisconnectedError,
-                    aiohttp.ClientPayloadError) as exc:
+            except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError):
+                # Nothing was sent: the base URL is not one aiohttp can send to.
+                raise SourceError("unreachable", f"cannot send to {self.base_url}: not a "
+                                                 "usable http(s) URL") from None
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # It may have been sent, and carried out: only one that may be repeated is.
                 if attempt < self._retries and idempotent:
-                    await asyncio.sleep(self._delay(attempt, None))
+                    await self._sleep(self._delay(attempt, 0.0))
                     continue
-                kind = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
-                raise SourceError(kind, f"{self.base_url} did not answer in time" if
-                                  kind == "timeout" else f"{self.base_url} dropped the "
-                                  "connection", ambiguous=not idempotent) from None
+                raise _lost(self.base_url, exc, idempotent=idempotent) from None
             now = time.time()
-            retry_after = _retry_after(headers.get("Retry-After"), now=now)
-            # GitHub's secondary rate limit is a 403 with Retry-After; its primary one a 403 or
-            # 429 with X-RateLimit-Remaining: 0.
-            limited = _rate_limit_wait(status, headers, now=now)
-            if limited is None and status == 403:
-                limited = retry_after
-            if retry_after is None:
-                retry_after = limited
+            limited = _rate_limit_wait(status, headers, body, now=now)
+            if limited is None and status < 500:
+                return self._answer(method, status, headers, body)
             # A refusal for rate says nothing was done; a 5xx to a create may have created it.
-            worth_retrying = (status == 429 or limited is not None
-                              or (status >= 500 and idempotent))
-            if status == 429 or status >= 500 or limited is not None:
-                if attempt < self._retries and worth_retrying:
-                    await asyncio.sleep(self._delay(attempt, retry_after))
-                    continue
-                kind = "server" if status >= 500 else "rate_limited"
+            kind = "server" if limited is None else "rate_limited"
+            ambiguous = limited is None and not idempotent
+            asked = limited or _retry_after(headers.get("Retry-After"), now=now) or 0.0
+            if asked > self._max_retry_after and not ambiguous:
+                raise self._too_long(kind, status, body, asked, now=now)
+            if ambiguous or attempt == self._retries:
                 raise SourceError(kind, f"{self.base_url} answered {status} after "
                                         f"{attempt + 1} attempts: {_error_text(body)}",
-                                  status=status, ambiguous=status >= 500 and not idempotent)
-            if status >= 300:
-                raise _status_error(self.base_url, status, body)
-            try:
-                return Answer(status, headers, orjson.loads(body) if body else None)
-            except orjson.JSONDecodeError:
-                raise SourceError("bad_response",
-                                  f"{self.base_url} answered something that is not JSON "
-                                  f"(is the base URL right?)", status=status) from None
+                                  status=status, ambiguous=ambiguous)
+            await self._sleep(self._delay(attempt, asked))
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _answer(self, method: str, status: int, headers: Mapping[str, str],
+                body: bytes) -> Answer:
+        if status >= 300:
+            raise _status_error(self.base_url, status, body)
+        if method not in ("GET", "HEAD"):
+            self._accepted += 1
+        try:
+            return Answer(status, headers, orjson.loads(body) if body else None)
+        except orjson.JSONDecodeError:
+            raise SourceError("bad_response",
+                              f"{self.base_url} answered something that is not JSON "
+                              f"(is the base URL right?)", status=status) from None
+
+    def _too_long(self, kind: str, status: int, body: bytes, asked: float, *,
+                  now: float) -> SourceError:
+        # Waiting less than asked only spends a request; longer than this, the source is down.
+        until = datetime.fromtimestamp(now + asked, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return SourceError(kind, f"{self.base_url} answered {status} and asks to wait until "
+                                 f"{until} ({asked:.0f} s, more than the "
+                                 f"{self._max_retry_after:g} s we wait): {_error_text(body)}",
+                           status=status)
+
+
+def _lost(base_url: str, exc: BaseException, *, idempotent: bool) -> SourceError:
+    """A request whose answer never came: ambiguous unless it may be repeated or was never
+    sent (a connect timeout)."""
+    sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
+    if isinstance(exc, TimeoutError):
+        return SourceError("timeout", f"{base_url} did not answer in time",
+                           ambiguous=sent and not idempotent)
+    return SourceError("unreachable", f"{base_url} dropped the connection "
+                                      f"({_first_line(exc)})", ambiguous=not idempotent)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -61,6 +61,7 @@ from .base import (
     SourceError,
     Transition,
     Workflow,
+    writes,
 )
 
 __all__ = ["ADAPTER", "CLOSED", "NOT_PLANNED", "OPEN", "REPO", "GitHubAdapter", "LabelMap",
@@ -414,6 +415,7 @@ class GitHubAdapter(Adapter):
                                         "this source")
         return project_ref
 
+    @writes
     async def create(self, project_ref: str, draft: Draft) -> Item:
         repo = self._repo(project_ref)
         if draft.due is not None or draft.parent is not None:
@@ -427,6 +429,7 @@ class GitHubAdapter(Adapter):
         return await self._item(repo, await self._http.request("POST", f"/repos/{repo}/issues",
                                                                json=body))
 
+    @writes
     async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
         repo = self._repo(ref.project_ref)
         for field in changes:
@@ -451,6 +454,7 @@ class GitHubAdapter(Adapter):
             body["labels"] = list(labels)
         return await self._item(repo, await self._http.request("PATCH", path, json=body))
 
+    @writes
     async def transition(self, ref: Ref, status: str) -> Item:
         repo = self._repo(ref.project_ref)
         target = next((s for s in _STATE_OF if s.lower() == status.strip().lower()), None)
@@ -460,6 +464,7 @@ class GitHubAdapter(Adapter):
         return await self._item(repo, await self._http.request(
             "PATCH", f"/repos/{repo}/issues/{_number(ref)}", json=_STATE_OF[target]))
 
+    @writes
     async def comment(self, ref: Ref, body: str) -> Comment:
         repo = self._repo(ref.project_ref)
         return _comment(await self._http.request(

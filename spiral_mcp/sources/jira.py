@@ -15,9 +15,11 @@ Wire shapes followed (developer.atlassian.com):
 * Cloud: ``POST search/jql`` with ``{jql, fields, expand: "changelog", maxResults,
   nextPageToken}``; answers ``{issues, nextPageToken, isLast}``. Server: ``GET search?jql=&fields=
   &expand=changelog&startAt=&maxResults=``; answers ``{startAt, maxResults, total, issues}``.
-  ``startAt`` is a position in a result that moves when an issue changes during the sync, so the
-  Server search is keyset-paginated on ``updated`` (see :meth:`JiraAdapter._search_server`);
-  Cloud's ``nextPageToken`` needs none of that.
+  ``nextPageToken`` is left out on the last page, and a page may hold fewer issues than asked.
+  ``startAt`` is a position in a result that moves when an issue changes during the sync, and
+  Atlassian does not document ``nextPageToken`` as a snapshot, so it may be one too: both
+  searches are keyset-paginated on ``updated`` (see :meth:`JiraAdapter._search_server` and
+  :meth:`JiraAdapter._search_cloud`).
 * ``GET issue/{id}/comment`` and ``/changelog`` (``startAt``/``maxResults``/``total``) when the
   search answer holds only the first part of an issue's comments or history (Server answers
   the whole changelog inline).
@@ -78,6 +80,7 @@ from .base import (
     SourceError,
     Transition,
     Workflow,
+    writes,
 )
 
 __all__ = ["ADAPTER", "JiraAdapter", "category_for", "priority_for", "type_for"]
@@ -154,6 +157,19 @@ def _first_minute(since: datetime, zone: ZoneInfo) -> datetime:
 
 def _version(issue: Mapping[str, Any]) -> tuple[str, str]:
     return str(issue["id"]), issue["fields"]["updated"]
+
+
+def _minute(issue: Mapping[str, Any]) -> datetime:
+    """The minute ``issue`` was updated in, the finest step of JQL's ``updated``. In UTC: every
+    zone is whole minutes off it, and a wall clock repeats an hour when summer time ends."""
+    return _when(issue["fields"]["updated"]).astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _unseen(issues: list[Any], seen: set[tuple[str, str]]) -> list[Any]:
+    """The issues whose version is not in ``seen``, which then holds them."""
+    new = [issue for issue in issues if _version(issue) not in seen]
+    seen.update(map(_version, new))
+    return new
 
 
 def _text_of(node: Any) -> str:
@@ -253,26 +269,90 @@ class JiraAdapter(Adapter):
     async def pages(self, *, since: datetime | None) -> AsyncGenerator[Page, None]:
         zone = await self._time_zone()
         await self._load_statuses()
-        if self._cloud:
-            start = _first_minute(since, zone) if since is not None else None
-            search = self._search_cloud(self.jql(start=start))
-        else:
-            search = self._search_server(since, zone)
-        async for issues in search:
+        search = self._search_cloud if self._cloud else self._search_server
+        async for issues in search(since, zone):
             yield Page([item for issue in issues
                         if (item := await self._item(issue)) is not None])
 
-    async def _search_cloud(self, jql: str) -> AsyncIterator[list[Any]]:
-        body: dict[str, Any] = {"jql": jql, "fields": list(FIELDS), "expand": "changelog",
-                                "maxResults": self._page_size}
+    async def _search_cloud(self, since: datetime | None,
+                            zone: ZoneInfo) -> AsyncIterator[list[Any]]:
+        """Issues updated from ``since`` on, oldest update first, each version once.
+
+        ``nextPageToken`` is not documented to walk a snapshot. If it is a place in a result
+        computed afresh, as ``startAt`` is, an issue changed during the sync leaves its place for
+        the end and the issue after a page boundary slips back onto the page already read, where
+        a token would step over it. So each next page is a fresh search from the minute of the
+        last issue read (JQL has no finer ``updated``), asking for as many more issues as there
+        are versions read from that minute on, which it skips by (id, updated): a page of new
+        issues stays one request. Only a page that ends in the minute it started from, which no
+        fresh search can get past, is followed by its token (:meth:`_crowded_minute`).
+        """
+        start = _first_minute(since, zone).astimezone(UTC) if since is not None else None
+        seen: set[tuple[str, str]] = set()  # versions read, updated from ``start`` on
         while True:
-            answer = await self._http.request("POST", f"{self._api}/search/jql", json=body,
-                                              idempotent=True)
-            yield answer.get("issues", [])
-            token = answer.get("nextPageToken")
-            if answer.get("isLast", token is None) or not token:
+            body = self._cloud_search(start, zone, size=self._page_size + len(seen))
+            issues, token = await self._cloud_page(body)
+            if token is not None and start is not None and _minute(issues[-1]) <= start:
+                async for new in self._crowded_minute(body, issues, token, seen):
+                    yield new
+                start += timedelta(minutes=1)  # the whole minute is read
+            else:
+                if new := _unseen(issues, seen):
+                    yield new
+                if token is None:
+                    return
+                start = _minute(issues[-1])  # strictly later: this loop always moves on
+            seen = {version for version in seen if _when(version[1]) >= start}
+
+    async def _crowded_minute(self, body: Mapping[str, Any], issues: list[Any],
+                              token: str | None,
+                              seen: set[tuple[str, str]]) -> AsyncIterator[list[Any]]:
+        """The issues of the minute ``body`` searches from, which holds more than a page, not in
+        ``seen``; ``issues`` is the first page and ``token`` leads to the next.
+
+        The minute is followed by token to its end, then read again from a fresh search until a
+        reading finds nothing new: a change during one reading can shift an issue past it, so
+        one found again comes after later ones of the same minute. At most four readings, so a
+        minute that keeps changing cannot hold the sync forever. A sync stopped meanwhile
+        resumes from this minute: the cursor stays in it until it is done.
+        """
+        minute = _minute(issues[0])
+        for _ in range(4):
+            found = False
+            while True:
+                within = [issue for issue in issues if _minute(issue) <= minute]
+                if new := _unseen(within, seen):
+                    found = True
+                    yield new
+                if token is None or len(within) < len(issues):
+                    break  # the minute is over: a fresh search reads on from the next
+                issues, token = await self._cloud_page(body, token)
+            if not found:
                 return
-            body["nextPageToken"] = token
+            issues, token = await self._cloud_page(body)
+
+    def _cloud_search(self, start: datetime | None, zone: ZoneInfo, *,
+                      size: int) -> dict[str, Any]:
+        local = start.astimezone(zone) if start is not None else None
+        return {"jql": self.jql(start=local), "fields": list(FIELDS), "expand": "changelog",
+                "maxResults": size}
+
+    async def _cloud_page(self, body: Mapping[str, Any],
+                          token: str | None = None) -> tuple[list[Any], str | None]:
+        """A page of the Cloud search ``body`` (the first, or the one ``token`` leads to) and the
+        token of the next, None after the last."""
+        answer = await self._http.request(
+            "POST", f"{self._api}/search/jql", idempotent=True,
+            json={**body, "nextPageToken": token} if token else body)
+        issues = answer.get("issues") or []
+        following = answer.get("nextPageToken")
+        if answer.get("isLast") or not following or not issues:
+            return issues, None
+        if following == token:
+            # The same place again: following it would never end.
+            raise SourceError("bad_response", f"{self._http.base_url} answered a search page "
+                              "with the token that asked for it")
+        return issues, following
 
     async def _search_server(self, since: datetime | None,
                              zone: ZoneInfo) -> AsyncIterator[list[Any]]:
@@ -414,6 +494,7 @@ class JiraAdapter(Adapter):
                                          "not mirrored")
         return item
 
+    @writes
     async def create(self, project_ref: str, draft: Draft) -> Item:
         changes = {"title": draft.title, "description": draft.description, "type": draft.type,
                    "priority": draft.priority, "assignee": draft.assignee,
@@ -423,10 +504,12 @@ class JiraAdapter(Adapter):
         created = await self._send("POST", f"{self._api}/issue", {"fields": fields})
         return await self._read(str(created["id"]))
 
+    @writes
     async def update(self, ref: Ref, changes: Mapping[str, Any]) -> Item:
         await self._send("PUT", self._issue_path(ref), {"fields": await self._fields(changes)})
         return await self._read(ref.source_id)
 
+    @writes
     async def transition(self, ref: Ref, status: str) -> Item:
         path = f"{self._issue_path(ref)}/transitions"
         offered = (await self._http.request("GET", path)).get("transitions") or []
@@ -439,6 +522,7 @@ class JiraAdapter(Adapter):
         await self._send("POST", path, {"transition": {"id": chosen["id"]}})
         return await self._read(ref.source_id)
 
+    @writes
     async def comment(self, ref: Ref, body: str) -> Comment:
         answer = await self._send("POST", f"{self._issue_path(ref)}/comment",
                                   {"body": self._document(body)})
@@ -447,6 +531,7 @@ class JiraAdapter(Adapter):
             raise SourceError("bad_response", "Jira stored the comment without its text")
         return comment
 
+    @writes
     async def link(self, outward: Ref, inward: Ref, link_type: str) -> bool:
         await self._send("POST", f"{self._api}/issueLink", {
             "type": {"name": _LINK_NAME[link_type]},
