@@ -127,11 +127,21 @@ def _service_error(exc: BaseException) -> ServiceError | None:
     if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
         # A value the schema refuses (a NUL byte, a number out of range, a CHECK): the caller's
         # input, not our failure; nothing was written (the transaction rolled back).
-        return ServiceError(
-            ErrorCode.VALIDATION_ERROR, f"the database refused a value: {exc.args[0]}",
-            details=[{"path": "/", "message": str(exc.args[0])}],
-        )
+        message = _refused_value(exc)
+        return ServiceError(ErrorCode.VALIDATION_ERROR, message,
+                            details=[{"path": "/", "message": message}])
     return None
+
+
+def _refused_value(exc: asyncpg.PostgresError) -> str:
+    """What was refused, in the schema's words when the server names them. Never the driver's
+    text: it numbers our statement's parameters ($1) and echoes the value."""
+    if column := getattr(exc, "column_name", None):
+        return f"the database refused the value for {column}"
+    if constraint := getattr(exc, "constraint_name", None):
+        return f"the database refused a value: it breaks the rule {constraint}"
+    return ("the database refused a value (text with a NUL character, a number out of range, "
+            "or a value of the wrong type)")
 
 
 # BEGIN and the tenant's setting in one simple-protocol message: one round trip instead of two

@@ -53,6 +53,7 @@ from jsonschema.exceptions import SchemaError
 from pglast import parser as pg_parser
 
 from .handlers.rows import jsonable
+from .schema_types import accepts, integral_floats
 
 __all__ = [
     "Template", "TemplateError", "builtin_directory", "load_templates", "parse_template",
@@ -298,27 +299,13 @@ def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
             stack.extend(node)
 
 
-def _accepts(schema: Any, json_type: str) -> bool:
-    """Whether ``schema`` (or one of its anyOf/oneOf branches) allows values of ``json_type``."""
-    if not isinstance(schema, dict):
-        return False
-    declared = schema.get("type")
-    if declared == json_type or (isinstance(declared, list) and json_type in declared):
-        return True
-    return any(_accepts(branch, json_type)
-               for key in ("anyOf", "oneOf") for branch in schema.get(key, ()))
-
-
 def _coerce(value: Any, schema: dict[str, Any]) -> Any:
     if value is None:
         return None
-    if _accepts(schema, "array") and not isinstance(value, list):
+    if accepts(schema, "array") and not isinstance(value, list):
         return [value]
     # JSON Schema counts 30.0 as an integer; PostgreSQL's int binding does not take a float.
-    if isinstance(value, float) and value.is_integer() and _accepts(schema, "integer") \
-            and not _accepts(schema, "number"):
-        return int(value)
-    return value
+    return integral_floats(value, schema)
 
 
 async def run_template(

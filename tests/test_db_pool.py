@@ -348,3 +348,25 @@ async def test_each_waiting_call_waits_its_own_timeout(pool, queries, make_tenan
             end.set()
         await asyncio.gather(*holders, first)
         await database.close()
+
+
+@pytest.mark.parametrize(("statement", "value", "message"), [
+    ("SELECT $1::integer", "x", "the database refused a value (text with a NUL character"),
+    ("SELECT $1::integer", 2**40, "the database refused a value (text with a NUL character"),
+    ("SELECT $1::text", "a\x00b", "the database refused a value (text with a NUL character"),
+    ("INSERT INTO projects (tenant_id, project_key, name) "
+     "VALUES (current_setting('app.tenant_id')::uuid, 'P', $1)", None,
+     "the database refused the value for name"),
+])
+async def test_a_refused_value_is_named_without_the_drivers_words(
+        pool, queries, make_tenant, statement, value, message) -> None:
+    """The driver's text numbers our statement's parameters ($1) and echoes the value: the
+    caller gets the column when the server names it, else a plain sentence."""
+    database = Database(pool, queries, acquire_timeout=5)
+    a = await make_tenant()
+    with pytest.raises(ServiceError) as caught:
+        async with database.tenant(a.id) as conn:
+            await conn.fetchval(statement, value)
+    assert caught.value.code == "VALIDATION_ERROR"
+    assert caught.value.message.startswith(message), caught.value.message
+    assert "$" not in str(caught.value.to_dict())

@@ -1,10 +1,12 @@
 """Inputs that once slipped through: a NUL byte, a forged key naming a real key id under another
-tenant, odd notification ids, metric labels chosen by clients, template listings and scopes."""
+tenant, odd notification ids, metric labels chosen by clients, template listings and scopes,
+integral floats for integers, arguments nested deeper than anything recursive can take."""
 
 from __future__ import annotations
 
 import asyncio
 
+import orjson
 from conftest import make_settings
 
 from spiral_mcp.auth import parse_key
@@ -98,3 +100,63 @@ async def test_templates_listing_follows_the_keys_scopes(client, make_tenant) ->
     assert len(listed) == 6
     listed = (await (await client.get("/templates", headers=querier.headers)).json())["templates"]
     assert listed == []
+
+
+async def test_an_integral_float_is_an_integer_wherever_the_schema_says_integer(
+    client, make_tenant
+) -> None:
+    """JSON Schema counts 5.0 as an integer: the handler gets 5, not a float it cannot slice
+    with, compare as an id, or bind as an int."""
+    tenant = await make_tenant(demo=True)
+    found = await _call(client, tenant, "jira_search", {"jql": "project = WEB", "limit": 5.0})
+    assert found["success"] and len(found["data"]["issues"]) == 5, found
+    listed = await _call(client, tenant, "jira_list_transitions", {"issue_key": "WEB-2"})
+    move = listed["data"]["transitions"][0]
+    moved = await _call(client, tenant, "jira_transition_issue",
+                        {"issue_key": "WEB-2", "transition_id": float(move["id"])})
+    assert moved["success"] and moved["data"]["to_status"] == move["to_status"], moved
+    report = await _call(client, tenant, "sql_get_project_metrics",
+                         {"project_key": "WEB", "days": 30.0})
+    assert report["success"], report
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+async def test_arguments_nested_too_deep_are_refused_by_path_and_audited(
+    client, make_tenant, admin_conn
+) -> None:
+    """Refused before validation, audit or hashing recurse into them (Python's stack, orjson's
+    255 levels), whatever the depth the JSON decoder let through; the call is still audited."""
+    tenant = await make_tenant(demo=True)
+    # Written out by hand: json.dumps itself recurses, and orjson stops at 255 levels.
+    calls = [("jira_get_issue", '{"issue_key": "WEB-1", "x": ' + _nested(1000) + "}"),
+             ("jira_get_issue", '{"issue_key": "WEB-1", "x": ' + _nested(300) + "}"),
+             ("jira_add_comment", '{"issue_key": "WEB-1", "idempotency_key": "deep", '
+                                  '"body": {"type": "doc", "content": ' + _nested(100) + "}}")]
+    for name, arguments in calls:
+        body = ('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "' + name
+                + '", "arguments": ' + arguments + "}}")
+        resp = await client.post("/execute", data=body.encode(), headers={
+            **tenant.headers, "Content-Type": "application/json"})
+        envelope = (await resp.json())["result"]["structuredContent"]
+        assert envelope["error"]["code"] == "VALIDATION_ERROR", envelope
+        (detail,) = envelope["error"]["details"]
+        assert detail["message"] == "nested deeper than 64 levels"
+        assert detail["path"].startswith("/x/0/0/" if name == "jira_get_issue"
+                                         else "/body/content/0/0/")
+    for _ in range(50):
+        tools = await _audit_tools(admin_conn, tenant)
+        if len(tools) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert tools == ["jira_get_issue", "jira_get_issue", "jira_add_comment"]
+    # 64 levels are fine (the schema, not the depth, decides); 65 are not.
+    envelope = await _call(client, tenant, "jira_search", {
+        "jql": "key = WEB-1", "fields": [orjson.loads(_nested(62))]})
+    assert "nested deeper" not in str(envelope)
+    envelope = await _call(client, tenant, "jira_search", {
+        "jql": "key = WEB-1", "fields": [orjson.loads(_nested(63))]})
+    assert envelope["error"]["details"][0]["message"] == "nested deeper than 64 levels"
+

@@ -3,17 +3,23 @@ errors, and another tenant's items never matching."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import orjson
 import pytest
 
 
-async def _search(client, tenant, **arguments: Any) -> dict:
+async def _call(client, tenant, name: str, **arguments: Any) -> dict:
     resp = await client.post("/execute", headers=tenant.headers, json={
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "jira_search", "arguments": arguments}})
+        "params": {"name": name, "arguments": arguments}})
     assert resp.status == 200
     return (await resp.json())["result"]["structuredContent"]
+
+
+async def _search(client, tenant, **arguments: Any) -> dict:
+    return await _call(client, tenant, "jira_search", **arguments)
 
 
 async def _all_pages(client, tenant, **arguments: Any) -> list[dict]:
@@ -108,6 +114,33 @@ async def test_a_cursor_only_continues_its_own_query(client, make_tenant) -> Non
     assert envelope["error"]["code"] == "VALIDATION_ERROR"
 
 
+def _tampered(cursor: str, **changes: Any) -> str:
+    payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    return base64.urlsafe_b64encode(orjson.dumps({**payload, **changes})).decode()
+
+
+@pytest.mark.parametrize(("jql", "values", "last_id"), [
+    ("project = WEB ORDER BY key", [["v", "WEB"], ["v", "2"]], 1),        # text for int4
+    ("project = WEB ORDER BY key", [["v", 5], ["v", 2]], 1),              # int for text
+    ("project = WEB ORDER BY key", [["v", "WEB"], ["v", 2**40]], 1),      # past int4
+    ("project = WEB ORDER BY key", [["v", "W\u0000"], ["v", 2]], 1),      # NUL in text
+    ("project = WEB ORDER BY key", [["v", "WEB"], ["v", 2]], 2**63),      # past bigint
+    ("project = WEB ORDER BY key", [["v", "WEB"], ["v", 2]], 1.5),
+    ("project = WEB", [["v", "2026-01-01T00:00:00+00:00"]], 1),           # text for a time
+    ("project = WEB", [["ts", "2026-01-01T00:00:00"]], 1),                 # no time zone
+    ("project = WEB", [["ts", "0001-01-01T00:00:00+05:00"]], 1),           # before year 1
+    ("project = WEB", [["ts", 7]], 1),
+])
+async def test_a_tampered_cursor_is_refused_before_the_database_sees_it(
+        client, make_tenant, jql, values, last_id) -> None:
+    tenant = await make_tenant(demo=True)
+    first = await _search(client, tenant, jql=jql, limit=2)
+    cursor = _tampered(first["data"]["next_cursor"], v=values, id=last_id)
+    envelope = await _search(client, tenant, jql=jql, limit=2, cursor=cursor)
+    assert envelope["error"]["code"] == "VALIDATION_ERROR", envelope
+    assert envelope["error"]["message"] == "cursor is not valid"
+
+
 async def test_another_tenants_items_never_match(client, make_tenant) -> None:
     mine = await make_tenant(demo=True)
     other = await make_tenant(demo=False)
@@ -117,3 +150,16 @@ async def test_another_tenants_items_never_match(client, make_tenant) -> None:
                                 "next_cursor": None}
     own = await _search(client, mine, jql="key = WEB-1")
     assert [i["key"] for i in own["data"]["issues"]] == ["WEB-1"]
+
+
+async def test_a_priority_is_found_by_the_name_it_was_written_with(client, make_tenant) -> None:
+    """JQL reads Jira's priority names as the writers store them: Lowest and Trivial are none,
+    Normal is medium."""
+    tenant = await make_tenant(demo=True)
+    for name in ("Lowest", "Trivial", "Normal"):
+        created = await _call(client, tenant, "jira_create_issue", project_key="WEB",
+                              summary=f"A {name} one", priority=name)
+        assert created["success"], created
+        key = created["data"]["key"]
+        found = await _search(client, tenant, jql=f"key = {key} AND priority = {name}")
+        assert [i["key"] for i in found["data"]["issues"]] == [key], (name, found)

@@ -182,6 +182,23 @@ async def test_comment_and_link_go_to_the_source(site: Site) -> None:
                             "link_type = 'blocks'", link["id"]) == 1
 
 
+async def test_a_link_that_exists_is_refused_before_the_source_is_asked(site: Site) -> None:
+    """A duplicate (the reverse of a "relates" is one) is CONFLICT from the store alone: the
+    source gets no second copy, and the call's idempotency key is free again."""
+    await site.ok("jira_link_issues", outward_issue_key="LOC-1", inward_issue_key="LOC-2",
+                  link_type="relates to")
+    site.jira.writes.clear()
+    for outward, inward, key in (("LOC-2", "LOC-1", "dup-1"), ("LOC-1", "LOC-2", "dup-2"),
+                                 ("LOC-2", "LOC-1", "dup-1")):
+        again = await site.call("jira_link_issues", outward_issue_key=outward,
+                                inward_issue_key=inward, link_type="relates",
+                                idempotency_key=key)
+        assert again["error"]["code"] == "CONFLICT", again
+        assert "the link already exists" in again["error"]["message"]
+    assert site.jira.writes == [] and len(site.jira.links) == 1
+    assert await site.count("SELECT count(*) FROM work_item_links") == 1
+
+
 async def test_refusals_are_upstream_errors_with_the_sources_status_and_words(
         site: Site) -> None:
     error = await site.upstream_error("jira_create_issue", project_key="LOC", summary="x" * 300)

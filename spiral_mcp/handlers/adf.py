@@ -175,14 +175,20 @@ def _marked(text: str, marks: Any, path: str) -> str:
 
 
 def _text_of(node: Mapping[str, Any]) -> str:
-    """The plain text under a node, for code blocks and nodes we do not render."""
-    text = node.get("text")
-    if isinstance(text, str):
-        return text
-    content = node.get("content")
-    if isinstance(content, list):
-        return "".join(_text_of(c) for c in content if isinstance(c, Mapping))
-    return ""
+    """The plain text under a node, for code blocks and nodes we do not render. A walk with its
+    own stack: a source's document (a synced Jira comment) comes with no depth bound."""
+    parts = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        text = current.get("text")
+        if isinstance(text, str):
+            parts.append(text)
+            continue
+        content = current.get("content")
+        if isinstance(content, list):
+            stack.extend(reversed([c for c in content if isinstance(c, Mapping)]))
+    return "".join(parts)
 
 
 def _longest_backticks(text: str) -> int:

@@ -33,13 +33,19 @@ def _secret_name(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
-def redact(value: Any) -> Any:
-    """``value`` with every member whose name suggests a secret replaced by a marker."""
+def redact(value: Any, *, depth: int | None = None) -> Any:
+    """``value`` with every member whose name suggests a secret replaced by a marker. With
+    ``depth``, a container below that many levels is a marker too: the registry audits arguments
+    it refused for their nesting, and this recursion must not be what fails on them."""
+    if depth is not None:
+        if depth <= 0 and isinstance(value, dict | list):
+            return "[nested too deep]"
+        depth -= 1
     if isinstance(value, dict):
-        return {k: "[redacted]" if _secret_name(str(k)) else redact(v)
+        return {k: "[redacted]" if _secret_name(str(k)) else redact(v, depth=depth)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact(v, depth=depth) for v in value]
     if isinstance(value, str):
         # PostgreSQL's text and jsonb refuse NUL; an argument carrying one must not cost the row.
         return value.replace("\x00", "\ufffd")

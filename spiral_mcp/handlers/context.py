@@ -105,9 +105,17 @@ class ToolContext:
     ) -> None:
         """In the write's own transaction: its audit row (with before/after values) and, when the
         call holds an idempotency key, its stored result — so all of it commits or none does."""
-        if self.claim is not None:
-            await self.database.queries.idempotency_complete(
-                conn, tool=self.claim.tool, key=self.claim.key, response=result)
+        if self.claim is not None and not await self.database.queries.idempotency_complete(
+                conn, tool=self.claim.tool, key=self.claim.key,
+                claimed_at=self.claim.claimed_at, response=result):
+            # The call outlived its lease and another took the key over: raising rolls this
+            # write back, so the key's result stays that of one call.
+            raise ServiceError(
+                ErrorCode.IDEMPOTENCY_IN_PROGRESS,
+                f"idempotency key {self.claim.key!r} was taken over by another call while this "
+                "one ran past its lease; nothing was written. Retry with the key for its result.",
+                retry_after=1.0,
+            )
         entry = AuditEntry(
             tenant_id=self.principal.tenant_id, key_id=self.principal.key_id,
             actor=self.principal.user, tool=self.tool, arguments=redact(arguments),

@@ -5,7 +5,8 @@ calls with the same key see it at once and get IDEMPOTENCY_IN_PROGRESS. The hand
 result in the transaction of its write (``ToolContext.commit_write``), so the change, its audit row
 and the stored result commit together or not at all. A later call with the same key and the same
 arguments replays the stored result; with other arguments it is IDEMPOTENCY_MISMATCH. A call that
-fails releases the key. Keys expire after IDEMPOTENCY_TTL and are reaped per tenant.
+fails releases the key. A completed key expires IDEMPOTENCY_TTL after it completed and is reaped
+per tenant; a key in progress is freed only by its call or its lease, however short the TTL.
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ _LEASE_SECONDS = 600.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Claim:
+    """A key held for one call; ``claimed_at`` (the record's created_at) tells it from a later
+    call's claim of the same key, after the lease ran out."""
+
     tool: str
     key: str
+    claimed_at: datetime
 
 
 def request_hash(arguments: dict[str, Any]) -> bytes:
@@ -65,8 +70,8 @@ class IdempotencyStore:
                 expires_at=datetime.now(UTC) + timedelta(seconds=self._ttl),
                 lease_seconds=_LEASE_SECONDS,
             )
-            if claimed:
-                return Claim(tool, key)
+            if claimed is not None:
+                return Claim(tool, key, claimed)
             record = await queries.idempotency_get(conn, tool=tool, key=key)
         if record is None:  # reaped between the two statements: as good as new, try again
             return await self.claim(tenant_id, tool, key, arguments)
@@ -86,7 +91,8 @@ class IdempotencyStore:
     async def release(self, tenant_id: uuid.UUID, claim: Claim) -> None:
         try:
             async with self._db.tenant(tenant_id) as conn:
-                await self._db.queries.idempotency_release(conn, tool=claim.tool, key=claim.key)
+                await self._db.queries.idempotency_release(conn, tool=claim.tool, key=claim.key,
+                                                           claimed_at=claim.claimed_at)
         except ServiceError:
             log.warning("could not release an idempotency key; it frees itself after its lease")
 
@@ -97,7 +103,8 @@ class IdempotencyStore:
         for tenant_id, last_use in list(self._last_use.items()):
             try:
                 async with self._db.tenant(tenant_id) as conn:
-                    removed += await self._db.queries.idempotency_reap(conn)
+                    removed += await self._db.queries.idempotency_reap(
+                        conn, lease_seconds=_LEASE_SECONDS)
             except ServiceError:
                 continue
             if started - last_use > self._ttl:

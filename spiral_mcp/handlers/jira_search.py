@@ -54,7 +54,11 @@ FIELD_COLUMNS = {
 DEFAULT_FIELDS = ("key", "summary", "type", "status", "status_category", "priority", "assignee",
                   "labels", "parent_key", "updated_at")
 DEFAULT_ORDER = [("w.updated_at", "DESC")]
+DEFAULT_ORDER_KINDS = ["timestamp"]
 TOTAL_CAP = 5000
+# The bounds of the integers a cursor may carry: int4 sort values, the bigint row id.
+_INT4 = range(-2**31, 2**31)
+_INT8 = range(-2**63, 2**63)
 
 
 def _fingerprint(jql: str) -> str:
@@ -67,11 +71,19 @@ def _encode_value(value: Any) -> list[Any]:
     return ["v", value]
 
 
-def _decode_value(item: Any) -> Any:
-    kind, value = item
-    if kind == "ts":
-        return datetime.fromisoformat(value)
-    if kind == "v" and (value is None or isinstance(value, str | int)):
+def _decode_value(item: Any, kind: str) -> Any:
+    """One sort value of a cursor, checked against the kind of its ORDER BY expression: a
+    tampered cursor is refused here, not by the driver binding it."""
+    tag, value = item
+    if value is None:
+        return None
+    if tag == "ts" and kind == "timestamp" and isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is not None:  # as every timestamptz is written
+            return moment.astimezone(UTC)
+    if tag == "v" and kind == "integer" and type(value) is int and value in _INT4:
+        return value
+    if tag == "v" and kind == "text" and isinstance(value, str) and "\x00" not in value:
         return value
     raise ValueError("bad cursor value")
 
@@ -81,20 +93,28 @@ def _encode_cursor(jql: str, values: list[Any], last_id: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, jql: str, width: int) -> tuple[list[Any], int]:
+def _invalid_cursor() -> ServiceError:
+    return ServiceError(ErrorCode.VALIDATION_ERROR, "cursor is not valid",
+                        details=[{"path": "/cursor", "message": "not a cursor of this tool"}])
+
+
+def _decode_cursor(cursor: str, jql: str, kinds: list[str]) -> tuple[list[Any], int]:
     try:
         payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        values = [_decode_value(v) for v in payload["v"]]
-        last_id = payload["id"]
-        fingerprint = payload["q"]
+        fingerprint, encoded, last_id = payload["q"], payload["v"], payload["id"]
     except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise ServiceError(ErrorCode.VALIDATION_ERROR, "cursor is not valid",
-                           details=[{"path": "/cursor", "message": "not a cursor of this tool"}]
-                           ) from None
-    if fingerprint != _fingerprint(jql) or len(values) != width or not isinstance(last_id, int):
+        raise _invalid_cursor() from None
+    if fingerprint != _fingerprint(jql) or not isinstance(encoded, list) \
+            or len(encoded) != len(kinds):
         raise ServiceError(ErrorCode.VALIDATION_ERROR, "cursor belongs to another query",
                            details=[{"path": "/cursor",
                                      "message": "pass the same jql as the call that gave it"}])
+    try:
+        values = [_decode_value(v, k) for v, k in zip(encoded, kinds, strict=True)]
+    except (ValueError, TypeError, OverflowError):
+        raise _invalid_cursor() from None
+    if type(last_id) is not int or last_id not in _INT8:
+        raise _invalid_cursor()
     return values, last_id
 
 
@@ -134,10 +154,11 @@ async def search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         raise ServiceError(ErrorCode.VALIDATION_ERROR, f"invalid JQL: {exc}",
                            details=[{"path": "/jql", "message": str(exc)}]) from None
     order = compiled.order_by or DEFAULT_ORDER
+    kinds = compiled.order_kinds or DEFAULT_ORDER_KINDS
     params = list(compiled.params)
     where = compiled.where
     if cursor := args.get("cursor"):
-        values, last_id = _decode_cursor(cursor, jql, len(order))
+        values, last_id = _decode_cursor(cursor, jql, kinds)
         where = f"({where}) AND {_after(order, values, last_id, params)}"
     sort_columns = ", ".join(f"{expr} AS _s{i}" for i, (expr, _) in enumerate(order))
     order_sql = ", ".join(f"{expr} {direction}" for expr, direction in order)

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import ErrorCode, ServiceError
+from ..priorities import priority_of
 from ..sources.base import Draft, Ref
 from .adf import AdfError, adf_to_markdown, is_adf
 from .context import ToolContext
@@ -33,14 +34,6 @@ from .writethrough import (
 
 __all__ = ["TOOLS", "comment_body", "conflict", "invalid", "lock_issue", "markdown_text"]
 
-# Jira's priority names (and a few older scheme names) onto ours; ours map to themselves.
-_PRIORITIES = {
-    "critical": "critical", "highest": "critical", "blocker": "critical",
-    "high": "high", "major": "high",
-    "medium": "medium", "normal": "medium",
-    "low": "low", "minor": "low",
-    "none": "none", "lowest": "none", "trivial": "none",
-}
 _ISSUE_TYPE_ALIASES = {"sub-task": "subtask", "sub task": "subtask"}
 _COMMENT_MAX = 100_000
 
@@ -127,7 +120,7 @@ def _optional_markdown(value: Any, path: str) -> str | None:
 
 
 def _priority(value: str, path: str) -> str:
-    priority = _PRIORITIES.get(value.strip().lower())
+    priority = priority_of(value)
     if priority is None:
         raise invalid(path, f"unknown priority {value!r}; use one of critical, high, medium, "
                             "low, none (or Jira's Highest, High, Medium, Low, Lowest)")
@@ -392,6 +385,10 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         # Only a link between two items of one source can live there; any other stays local.
         if outward is None or inward is None or outward.instance_id != inward.instance_id:
             return await _insert_link(conn, ctx, args, ids, link_type, source, target, "local")
+        # Refused here, not after the source wrote a second copy of it.
+        if await ctx.database.queries.link_exists(
+                conn, link_type=link_type, outward_id=ids[source], inward_id=ids[target]):
+            raise _link_exists(link_type, source, target)
     linked = await ask(ctx, outward,
                        lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
     # A link the source holds is its to prune; one it cannot hold (GitHub) stays local.
@@ -411,22 +408,29 @@ async def _link_ends(conn: asyncpg.Connection, ctx: ToolContext, *keys: str) -> 
     return ids
 
 
+def _link_sentence(link_type: str, source: str, target: str) -> str:
+    return f"{source} {_LINK_VERBS[link_type]} {target}"
+
+
+def _link_exists(link_type: str, source: str, target: str) -> ServiceError:
+    return ServiceError(ErrorCode.CONFLICT, "the link already exists: "
+                        + _link_sentence(link_type, source, target))
+
+
 async def _insert_link(conn: asyncpg.Connection, ctx: ToolContext, args: dict[str, Any],
                        ids: dict[str, int], link_type: str, source: str, target: str,
                        held_by: str) -> dict[str, Any]:
     """Store "source <link_type> target" with its audit row; CONFLICT when it exists.
     ``held_by``: 'local', or the kind of source the link was written to."""
-    queries = ctx.database.queries
-    sentence = f"{source} {_LINK_VERBS[link_type]} {target}"
-    row = await queries.insert_link(
+    row = await ctx.database.queries.insert_link(
         conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
         inward_id=ids[target], created_by=ctx.principal.user, source=held_by,
     )
     if row is None:
-        raise ServiceError(ErrorCode.CONFLICT, f"the link already exists: {sentence}")
+        raise _link_exists(link_type, source, target)
     result = {
         "id": row["id"], "link_type": link_type, "outward_issue_key": source,
-        "inward_issue_key": target, "description": sentence,
+        "inward_issue_key": target, "description": _link_sentence(link_type, source, target),
         "created_at": jsonable(row["created_at"]),
     }
     await ctx.commit_write(conn, arguments=args, result=result, after=result)

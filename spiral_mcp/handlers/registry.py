@@ -26,17 +26,22 @@ from jsonschema import Draft202012Validator
 from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
+from ..schema_types import integral_floats
 from .audit import AuditEntry, AuditWriter, redact
 from .context import ToolContext
 from .idempotency import Claim, IdempotencyStore
 
-__all__ = ["Tool", "ToolRegistry", "envelope_schema"]
+__all__ = ["MAX_ARGUMENT_DEPTH", "Tool", "ToolRegistry", "envelope_schema"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
 
 CALL_CLASSES = ("read", "write", "query")
+
+# Arguments nested deeper are refused before anything recursive (validation, audit, hashing,
+# ADF) walks them: Python's stack and orjson (255 levels) give out long before a tool would.
+MAX_ARGUMENT_DEPTH = 64
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +212,46 @@ def _load_schema(directory: Path, filename: str) -> dict[str, Any]:
     return schema
 
 
+def _too_deep(arguments: Any) -> str | None:
+    """The path of the first container nested deeper than MAX_ARGUMENT_DEPTH, or None; a walk
+    with its own stack, so no depth can overflow it."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(arguments, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if len(path) >= MAX_ARGUMENT_DEPTH:
+            return "/" + "/".join(map(str, path))
+        stack.extend((child, (*path, name)) for name, child in children)
+    return None
+
+
+def _invalid_arguments(tool: str, details: list[dict[str, str]]) -> ServiceError:
+    return ServiceError(
+        ErrorCode.VALIDATION_ERROR,
+        f"invalid arguments for {tool}: "
+        + "; ".join(f"{d['path']}: {d['message']}" for d in details[:5]),
+        details=details,
+    )
+
+
+def _valid_arguments(compiled: _Compiled, arguments: Any) -> Any:
+    """The arguments as the handler gets them, or VALIDATION_ERROR naming each failing field."""
+    if compiled.surely_valid is not None and compiled.surely_valid(arguments):
+        return arguments
+    if (path := _too_deep(arguments)) is not None:
+        raise _invalid_arguments(compiled.tool.name, [{
+            "path": path, "message": f"nested deeper than {MAX_ARGUMENT_DEPTH} levels"}])
+    if details := _validation_details(compiled.validator, arguments):
+        raise _invalid_arguments(compiled.tool.name, details)
+    # JSON Schema counts 5.0 as an integer; a handler slicing rows or binding an int does not.
+    return integral_floats(arguments, compiled.validator.schema)
+
+
 def _validation_details(validator: Draft202012Validator, arguments: Any) -> list[dict[str, str]]:
     details = []
     for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
@@ -300,7 +345,8 @@ class ToolRegistry:
             self._audit.enqueue(AuditEntry(
                 tenant_id=ctx.principal.tenant_id, key_id=ctx.principal.key_id,
                 actor=ctx.principal.user, tool=tool.name,
-                arguments=redact(arguments) if isinstance(arguments, dict) else None,
+                arguments=(redact(arguments, depth=MAX_ARGUMENT_DEPTH)
+                           if isinstance(arguments, dict) else None),
                 outcome="error" if error_code else "ok", error_code=error_code,
                 duration_ms=round(elapsed * 1000, 3), request_id=ctx.request_id,
                 after=ctx.audit_after,
@@ -339,14 +385,7 @@ class ToolRegistry:
         arguments = {} if arguments is None else arguments
         try:
             await self.admit(ctx.principal, tool.call_class)
-            if not (compiled.surely_valid is not None and compiled.surely_valid(arguments)) \
-                    and (details := _validation_details(compiled.validator, arguments)):
-                raise ServiceError(
-                    ErrorCode.VALIDATION_ERROR,
-                    f"invalid arguments for {tool.name}: "
-                    + "; ".join(f"{d['path']}: {d['message']}" for d in details[:5]),
-                    details=details,
-                )
+            arguments = _valid_arguments(compiled, arguments)
             data = await self._run(tool, ctx, arguments)
             envelope: dict[str, Any] = {
                 "success": True,

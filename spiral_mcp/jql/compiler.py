@@ -16,6 +16,7 @@ from spiral_mcp.jql.dates import resolve_date
 from spiral_mcp.jql.errors import JqlError
 from spiral_mcp.jql.names import DATE_FUNCTIONS
 from spiral_mcp.jql.nodes import And, Clause, Empty, Func, Literal, Node, Not, Or, Query, Value
+from spiral_mcp.priorities import PRIORITIES, PRIORITY_ALIASES
 
 __all__ = ["CompiledQuery", "compile_query"]
 
@@ -23,11 +24,14 @@ __all__ = ["CompiledQuery", "compile_query"]
 @dataclass(frozen=True)
 class CompiledQuery:
     """A compiled query: ``where`` is an SQL boolean expression whose ``$n`` placeholders take
-    ``params`` in order; ``order_by`` pairs an allowlisted SQL expression with 'ASC' or 'DESC'."""
+    ``params`` in order; ``order_by`` pairs an allowlisted SQL expression with 'ASC' or 'DESC',
+    and ``order_kinds`` says what each expression's values are: 'text', 'integer' (int4) or
+    'timestamp' (a keyset cursor checks the values it carries against them)."""
 
     where: str
     params: list[Any]
     order_by: list[tuple[str, str]]
+    order_kinds: list[str]
 
 
 _EQ = ("=", "!=", "IN", "NOT IN")
@@ -82,39 +86,36 @@ _ENUMS: dict[str, dict[str, str]] = {
         "epic": "epic", "story": "story", "task": "task", "bug": "bug", "subtask": "subtask",
         "sub_task": "subtask", "feature": "feature", "new_feature": "feature",
     },
-    "priority": {
-        "critical": "critical", "highest": "critical", "blocker": "critical",
-        "high": "high", "major": "high",
-        "medium": "medium",
-        "low": "low", "lowest": "low", "minor": "low", "trivial": "low",
-        "none": "none",
-    },
+    "priority": PRIORITY_ALIASES,  # the writers' own table: what they store, JQL finds
     "source": {"local": "local", "jira": "jira", "github": "github", "asana": "asana"},
 }
-_PRIORITY_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+_PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
 _CATEGORY_RANK = ("todo", "in_progress", "blocked", "in_review", "done", "cancelled")
 
-# ORDER BY allowlist: field -> expressions; "{c}" is replaced by the (alias-qualified) column.
-_SORT: dict[str, tuple[tuple[str, str], ...]] = {
-    "project": (("project_key", "{c}"),),
+# ORDER BY allowlist: field -> (column, expression, kind of its values); "{c}" is replaced by
+# the (alias-qualified) column.
+_SORT: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "project": (("project_key", "{c}", "text"),),
     # By number, so PROJ-9 comes before PROJ-10.
-    "key": (("project_key", "{c}"), ("number", "{c}")),
-    "parent": (("parent_key", "{c}"),),
-    "status": (("status", "{c}"),),
+    "key": (("project_key", "{c}", "text"), ("number", "{c}", "integer")),
+    "parent": (("parent_key", "{c}", "text"),),
+    "status": (("status", "{c}", "text"),),
     "statusCategory": (("status_category", "CASE {c} " + " ".join(
-        f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(_CATEGORY_RANK)) + " END"),),
-    "type": (("type", "{c}"),),
+        f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(_CATEGORY_RANK)) + " END",
+        "integer"),),
+    "type": (("type", "{c}", "text"),),
     # Rank, so DESC lists critical first, as Jira does.
     "priority": (("priority", "CASE {c} " + " ".join(
-        f"WHEN '{name}' THEN {rank}" for name, rank in _PRIORITY_RANK.items()) + " END"),),
-    "source": (("source", "{c}"),),
-    "assignee": (("assignee", "{c}"),),
-    "reporter": (("reporter", "{c}"),),
-    "summary": (("title", "{c}"),),
-    "created": (("created_at", "{c}"),),
-    "updated": (("updated_at", "{c}"),),
-    "resolved": (("resolved_at", "{c}"),),
-    "due": (("due_at", "{c}"),),
+        f"WHEN '{name}' THEN {rank}" for name, rank in _PRIORITY_RANK.items()) + " END",
+        "integer"),),
+    "source": (("source", "{c}", "text"),),
+    "assignee": (("assignee", "{c}", "text"),),
+    "reporter": (("reporter", "{c}", "text"),),
+    "summary": (("title", "{c}", "text"),),
+    "created": (("created_at", "{c}", "timestamp"),),
+    "updated": (("updated_at", "{c}", "timestamp"),),
+    "resolved": (("resolved_at", "{c}", "timestamp"),),
+    "due": (("due_at", "{c}", "timestamp"),),
 }
 
 _KEY = re.compile(r"([A-Z][A-Z0-9_]{0,19})-([1-9][0-9]{0,9})")
@@ -330,6 +331,7 @@ def compile_query(query: Query, *, user: str | None, now: datetime, first_param:
     compiler = _Compiler(user=user, now=now, first_param=first_param, alias=alias)
     where = "TRUE" if query.where is None else compiler.node(query.where)
     order_by: list[tuple[str, str]] = []
+    order_kinds: list[str] = []
     seen: set[str] = set()
     for key in query.order_by:
         if key.field not in _SORT:
@@ -337,6 +339,7 @@ def compile_query(query: Query, *, user: str | None, now: datetime, first_param:
         if key.field in seen:
             raise JqlError(key.pos, key.field, "each field at most once in ORDER BY")
         seen.add(key.field)
-        for column, template in _SORT[key.field]:
+        for column, template, kind in _SORT[key.field]:
             order_by.append((template.format(c=compiler.col(column)), key.direction))
-    return CompiledQuery(where, compiler.params, order_by)
+            order_kinds.append(kind)
+    return CompiledQuery(where, compiler.params, order_by, order_kinds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from spiral_mcp.jql.errors import JqlError
@@ -26,6 +27,12 @@ EOF = "EOF"
 _WORD_EXTRA = frozenset("_-.@+:/*?$#")
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t", "r": "\r", " ": " "}
 
+# PostgreSQL text holds neither NUL nor half a surrogate pair; refused here with a position rather
+# than by the database's driver with its own words.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_STORABLE = "a character other than NUL (\\u0000) or half a surrogate pair (\\ud800-\\udfff)"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
 
 @dataclass(frozen=True)
 class Token:
@@ -40,6 +47,32 @@ class Token:
 
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch in _WORD_EXTRA
+
+
+def _unstorable(ch: str, pos: int) -> JqlError:
+    return JqlError(pos, f"\\u{ord(ch):04x}", _STORABLE)
+
+
+def _hex4(jql: str, at: int) -> int | None:
+    digits = jql[at : at + 4]
+    return int(digits, 16) if len(digits) == 4 and all(c in _HEX for c in digits) else None
+
+
+def _unicode_escape(jql: str, at: int) -> tuple[str, int] | None:
+    """The character of the ``\\uXXXX`` escape at ``at`` and the index after it (two escapes
+    that make a surrogate pair, as JSON writes one, are one character); None if there is none."""
+    code = _hex4(jql, at + 2)
+    if code is None:
+        return None
+    end = at + 6
+    if 0xD800 <= code < 0xDC00 and jql.startswith("\\u", end):
+        low = _hex4(jql, end + 2)
+        if low is not None and 0xDC00 <= low < 0xE000:
+            return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)), end + 6
+    char = chr(code)
+    if _UNSTORABLE.match(char):
+        raise _unstorable(char, at)
+    return char, end
 
 
 def _read_string(jql: str, start: int) -> tuple[str, int]:
@@ -59,12 +92,10 @@ def _read_string(jql: str, start: int) -> tuple[str, int]:
                 out.append(_ESCAPES[nxt])
                 i += 2
                 continue
-            if nxt == "u":
-                digits = jql[i + 2 : i + 6]
-                if len(digits) == 4 and all(c in "0123456789abcdefABCDEF" for c in digits):
-                    out.append(chr(int(digits, 16)))
-                    i += 6
-                    continue
+            if nxt == "u" and (escaped := _unicode_escape(jql, i)) is not None:
+                char, i = escaped
+                out.append(char)
+                continue
             raise JqlError(i, jql[i : i + 2],
                            "an escape: \\\", \\', \\\\, \\n, \\t, \\r, \\<space> or \\uXXXX")
         out.append(ch)
@@ -74,6 +105,8 @@ def _read_string(jql: str, start: int) -> tuple[str, int]:
 
 def tokenize(jql: str) -> list[Token]:
     """Tokenize ``jql``; the list always ends with an EOF token at ``len(jql)``."""
+    if (bad := _UNSTORABLE.search(jql)) is not None:
+        raise _unstorable(bad.group(), bad.start())
     tokens: list[Token] = []
     i, n = 0, len(jql)
     while i < n:

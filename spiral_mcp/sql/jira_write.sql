@@ -130,6 +130,17 @@ RETURNING id, author, body, created_at
 -- either direction) queue here, so the duplicate check below sees the other's row.
 SELECT id, key FROM work_items WHERE key = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE
 
+-- name: link_exists$
+-- params: link_type, outward_id, inward_id
+-- Whether "outward link_type inward" is stored already, by insert_link's own test (the reverse
+-- pair of a "relates" counts): a mirrored write asks before it writes to the source.
+SELECT EXISTS (
+    SELECT 1 FROM work_item_links
+    WHERE link_type = $1::text
+      AND ((outward_id = $2::bigint AND inward_id = $3::bigint)
+           OR ($1::text = 'relates' AND outward_id = $3::bigint AND inward_id = $2::bigint))
+)
+
 -- name: insert_link^
 -- params: tenant_id, link_type, outward_id, inward_id, created_by, source
 -- A link "outward link_type inward", unless it exists; "relates" is symmetric, so the reverse
