@@ -24,3 +24,35 @@ CREATE DATABASE spiral OWNER spiral_owner;
 -- Only the three roles may connect (PUBLIC gets CONNECT and TEMP on a new database by default).
 REVOKE ALL ON DATABASE spiral FROM PUBLIC;
 GRANT CONNECT ON DATABASE spiral TO spiral_app, spiral_explorer;
+
+-- Explorer sessions publish no query text: every tenant's explorer sessions share one role, and
+-- a role may read its own sessions' query text in pg_stat_activity.
+ALTER ROLE spiral_explorer SET track_activities = off;
+
+-- Built-in functions the explorer role must not run even if a query ever got past the explorer's
+-- check (reading or ending other sessions, running SQL given as text, sleeping, dblink). PUBLIC's
+-- EXECUTE cannot be taken from one role alone: take it from PUBLIC, give it back to the owner and
+-- runtime roles and pg_monitor. Keep in step with roles.GUARDED_FUNCTIONS.
+\connect spiral
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT oid FROM pg_catalog.pg_proc
+        WHERE proname = ANY (ARRAY[
+            'pg_cancel_backend', 'pg_terminate_backend', 'pg_stat_get_activity',
+            'pg_stat_get_backend_activity', 'ts_stat', 'pg_sleep', 'pg_sleep_for',
+            'pg_sleep_until', 'query_to_xml', 'query_to_xmlschema', 'query_to_xml_and_xmlschema',
+            'cursor_to_xml', 'cursor_to_xmlschema', 'table_to_xml', 'table_to_xmlschema',
+            'table_to_xml_and_xmlschema', 'schema_to_xml', 'schema_to_xmlschema',
+            'schema_to_xml_and_xmlschema', 'database_to_xml', 'database_to_xmlschema',
+            'database_to_xml_and_xmlschema'])
+           OR proname LIKE 'dblink%'
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO spiral_owner, spiral_app, pg_monitor', f);
+    END LOOP;
+END $$;
+REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
+GRANT SELECT ON pg_catalog.pg_stat_activity TO spiral_owner, spiral_app, pg_monitor;

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     kcreate.add_argument("--name", required=True, help="what the key is for")
     kcreate.add_argument("--scopes", default="read", help="read,write,query,admin (default read)")
     kcreate.add_argument("--user", help="the user the key acts for (actor of writes)")
-    kcreate.add_argument("--expires-in-days", type=_positive_int, help="expire after N days")
+    kcreate.add_argument("--expires-in-days", type=_days, help="expire after N days")
     klist = key_actions.add_parser("list", parents=[common], help="list keys (never secrets)")
     klist.add_argument("--tenant", type=_uuid, help="only this tenant's keys")
     krevoke = key_actions.add_parser("revoke", parents=[common], help="revoke a key")
@@ -155,6 +155,16 @@ def _positive_int(raw: str) -> int:
     return int(raw)
 
 
+def _days(raw: str) -> int:
+    # A date past 9999-12-31 overflows Python's datetime (it would end as a traceback).
+    days = _positive_int(raw)
+    most = (datetime(9999, 12, 31, tzinfo=UTC) - datetime.now(UTC)).days
+    if days > most:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {most} days (a key expires by the year 9999), got {raw!r}")
+    return days
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {env: getattr(args, flag, None) for flag, env in _FLAGS.items()}
     return load_settings(overrides=overrides)
@@ -178,6 +188,9 @@ async def _admin_connection(settings: Settings) -> asyncpg.Connection:
         return await asyncpg.connect(await _admin_url(settings), timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
         raise CommandError(f"cannot connect to the database: {exc}") from None
+    except ValueError as exc:  # a URL asyncpg cannot read: "postgresql://[::1"
+        raise CommandError(f"cannot connect to the database: the URL is not valid ({exc})") \
+            from None
 
 
 async def _with_admin(

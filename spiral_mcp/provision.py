@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 
 from . import migrate
-from .roles import APP_ROLE, EXPLORER_ROLE, OWNER_ROLE, ensure_roles, url_for_role
+from .roles import APP_ROLE, EXPLORER_ROLE, OWNER_ROLE, ensure_roles, guard_database, url_for_role
 
 __all__ = ["DatabaseUrls", "provision", "start_embedded"]
 
@@ -44,7 +44,8 @@ def start_embedded(data_dir: Path) -> str:
 
 
 async def provision(superuser_url: str, database: str) -> DatabaseUrls:
-    """Create the roles and ``database`` (owned by the owner role) when missing, migrate it."""
+    """Create the roles and ``database`` (owned by the owner role) when missing, keep the
+    explorer role from the functions it must not run there, and migrate it."""
     admin = await asyncpg.connect(superuser_url)
     try:
         await ensure_roles(admin)
@@ -52,6 +53,12 @@ async def provision(superuser_url: str, database: str) -> DatabaseUrls:
         if not exists:
             # Identifiers cannot be bound; ``database`` comes from code or the test harness.
             await admin.execute(f'CREATE DATABASE "{database}" OWNER "{OWNER_ROLE}"')
+    finally:
+        await admin.close()
+    # Privileges on functions belong to each database: guard this one, as the superuser.
+    admin = await asyncpg.connect(superuser_url, database=database)
+    try:
+        await guard_database(admin)
     finally:
         await admin.close()
     owner_url = url_for_role(superuser_url, OWNER_ROLE, database=database)

@@ -18,6 +18,7 @@ __all__ = [
     "UnsafeRuntimeRole",
     "check_runtime_role",
     "ensure_roles",
+    "guard_database",
     "url_for_role",
 ]
 
@@ -31,6 +32,23 @@ TENANT_TABLES = (
     "workflow_transitions", "work_items", "work_item_transitions", "comments", "work_item_links",
     "audit_log", "idempotency_keys",
 )
+
+
+# Built-in functions the explorer role must not run even if a query ever got past the explorer's
+# check: every tenant's explorer sessions share that role, and a role may read its own sessions'
+# query text and cancel or end them; ts_stat and the *_to_xml functions run SQL given as text;
+# pg_sleep* holds a connection; dblink reaches other databases. EXECUTE granted to PUBLIC cannot
+# be taken from one role alone, so it is taken from PUBLIC and given back to the roles that may
+# need it (pg_monitor: monitoring agents). The same list is in docker/init-roles.sql.
+GUARDED_FUNCTIONS = (
+    "pg_cancel_backend", "pg_terminate_backend", "pg_stat_get_activity",
+    "pg_stat_get_backend_activity", "ts_stat", "pg_sleep", "pg_sleep_for", "pg_sleep_until",
+    "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml",
+    "cursor_to_xmlschema", "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema", "database_to_xml",
+    "database_to_xmlschema", "database_to_xml_and_xmlschema",
+)
+_GUARDED_GRANTEES = f'"{OWNER_ROLE}", "{APP_ROLE}", pg_monitor'
 
 
 class UnsafeRuntimeRole(RuntimeError):
@@ -47,6 +65,29 @@ async def ensure_roles(admin: asyncpg.Connection) -> None:
             await admin.execute(f'CREATE ROLE "{role}" LOGIN')
     for role in (APP_ROLE, EXPLORER_ROLE):
         await admin.execute(f'ALTER ROLE "{role}" NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB')
+    # Explorer sessions publish no query text: another tenant's would otherwise be readable
+    # (pg_stat_activity) by any session of the shared role.
+    await admin.execute(f'ALTER ROLE "{EXPLORER_ROLE}" SET track_activities = off')
+
+
+async def guard_database(admin: asyncpg.Connection) -> None:
+    """In the database ``admin`` (a superuser) is connected to: take GUARDED_FUNCTIONS and the
+    pg_stat_activity view from PUBLIC, so the explorer role cannot use them; give them back to
+    the owner and runtime roles and pg_monitor."""
+    signatures = await admin.fetch(
+        "SELECT oid::regprocedure::text AS signature FROM pg_catalog.pg_proc "
+        "WHERE proname = ANY($1::name[]) OR proname LIKE 'dblink%' ORDER BY 1",
+        list(GUARDED_FUNCTIONS),
+    )
+    # Signatures come from the catalog, quoted by regprocedure; role names are constants.
+    statements = [
+        f"REVOKE EXECUTE ON FUNCTION {r['signature']} FROM PUBLIC; "
+        f"GRANT EXECUTE ON FUNCTION {r['signature']} TO {_GUARDED_GRANTEES}"
+        for r in signatures
+    ]
+    statements.append("REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC; "
+                      f"GRANT SELECT ON pg_catalog.pg_stat_activity TO {_GUARDED_GRANTEES}")
+    await admin.execute("; ".join(statements))
 
 
 async def check_runtime_role(conn: asyncpg.Connection) -> None:

@@ -157,7 +157,7 @@ BAD_VALUE_IDS = [
     "port", "log-level", "admin-url-scheme", "unreachable-db", "blank-tenant-name",
     "unknown-scope", "no-scope", "key-for-unknown-tenant", "demo-for-unknown-tenant",
     "tenant-not-a-uuid", "zero-expiry-days", "revoke-not-a-uuid", "revoke-unknown-key",
-    "rollback-count-0", "missing-action",
+    "rollback-count-0", "missing-action", "expiry-past-year-9999", "admin-url-unreadable",
 ]
 
 
@@ -183,6 +183,10 @@ BAD_VALUE_IDS = [
     (["apikey", "revoke", UNKNOWN], {}, 1, f"no live key with id {UNKNOWN}"),
     (["migrate", "rollback", "--count", "0"], {}, 1, "--count must be at least 1"),
     (["tenant"], {}, 2, "required"),
+    (["apikey", "create", "--tenant", "{tenant}", "--name", "k", "--expires-in-days",
+      "99999999"], {}, 2, "--expires-in-days: expected at most"),
+    (["tenant", "list", "--admin-database-url", "postgresql://[::1"], {}, 1,
+     "the URL is not valid (Invalid IPv6 URL)"),
 ], ids=BAD_VALUE_IDS)
 async def test_a_bad_value_is_one_line_and_a_failing_exit(
     cli, make_tenant, args: list[str], env: dict[str, str], code: int, says: str

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.explorer import Explorer, create_explorer_pool
 from spiral_mcp.queries import Queries
 
@@ -237,6 +239,17 @@ async def explorer(database_urls):
     ("SELECT set_config('transaction_read_only', 'off', true)", asyncpg.PostgresError),
     ("SELECT * FROM explorer.work_items FOR UPDATE", asyncpg.PostgresError),
     ("CREATE TEMP TABLE t (a int)", asyncpg.PostgresError),
+    # built-in functions taken from the explorer role at provisioning (roles.guard_database)
+    ("SELECT pg_stat_get_backend_activity(1)", asyncpg.InsufficientPrivilegeError),
+    ("SELECT * FROM pg_stat_get_activity(NULL)", asyncpg.InsufficientPrivilegeError),
+    ("SELECT query FROM pg_stat_activity", asyncpg.InsufficientPrivilegeError),
+    ("SELECT pg_cancel_backend(pg_backend_pid())", asyncpg.InsufficientPrivilegeError),
+    ("SELECT pg_terminate_backend(pg_backend_pid())", asyncpg.InsufficientPrivilegeError),
+    ("SELECT * FROM ts_stat('SELECT to_tsvector(''simple'', ''x'')')",
+     asyncpg.InsufficientPrivilegeError),
+    ("SELECT query_to_xml('SELECT 1', true, true, '')", asyncpg.InsufficientPrivilegeError),
+    ("SELECT pg_sleep(0)", asyncpg.InsufficientPrivilegeError),
+    ("SELECT pg_sleep_for('0 s')", asyncpg.InsufficientPrivilegeError),
 ])
 async def test_layer_refuses_writes_and_secrets_without_the_check(explorer, make_tenant, sql,
                                                                   error):
@@ -303,3 +316,103 @@ async def test_bindings_never_outlive_their_transaction(explorer, make_tenant, a
     async with explorer.bound(tenant.id) as conn:
         await conn.fetchval("SELECT 1")
     assert await admin_conn.fetchval("SELECT count(*) FROM explorer_support.bindings") == 0
+
+
+async def test_explorer_sessions_publish_no_query_text(explorer, make_tenant):
+    tenant = await make_tenant()
+    async with explorer.bound(tenant.id) as conn:
+        assert await conn.fetchval("SHOW track_activities") == "off"
+
+
+async def test_the_product_s_roles_keep_the_guarded_functions(app_conn, admin_conn):
+    # What the explorer role lost, the runtime and owner roles still have (pg_stat_activity and
+    # pg_sleep are used by the pool's tests, advisory locks by the sync: never taken).
+    for conn in (app_conn, admin_conn):
+        assert await conn.fetchval("SELECT count(*) FROM pg_stat_activity") >= 1
+        await conn.execute("SELECT pg_sleep(0)")
+        assert await conn.fetchval("SELECT pg_try_advisory_xact_lock(7)")
+
+
+def test_the_docker_init_script_guards_the_same_functions():
+    from spiral_mcp.roles import GUARDED_FUNCTIONS
+
+    script = (Path(__file__).parent.parent / "docker" / "init-roles.sql").read_text()
+    assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
+    assert "ALTER ROLE spiral_explorer SET track_activities = off" in script
+
+
+async def test_out_columns_match_the_catalog(admin_conn):
+    from spiral_mcp.explorer.allowlist import FUNCTIONS, OUT_COLUMNS
+
+    rows = await admin_conn.fetch(
+        "SELECT DISTINCT proname::text, (SELECT array_agg(n ORDER BY i) FROM unnest("
+        "proargnames, proargmodes) WITH ORDINALITY a (n, m, i) WHERE m IN ('o', 'b', 't')) "
+        "AS out FROM pg_proc WHERE proname = ANY($1::text[]) AND proargmodes IS NOT NULL "
+        "AND 'o' = ANY(proargmodes)", sorted(FUNCTIONS))
+    found = {r["proname"]: tuple(r["out"]) for r in rows}
+    # unnest(tsvector) is the one exception: no tsvector can be made or read in the explorer.
+    assert {k: v for k, v in found.items() if k != "unnest"} == OUT_COLUMNS
+
+
+async def test_a_query_cancelled_by_someone_else_is_not_called_a_timeout(
+        explorer, make_tenant, superuser_url, database_urls):
+    tenant = await make_tenant(demo=True)
+    heavy = "SELECT count(*) FROM work_items a, work_items b, work_items c, work_items d, " \
+            "work_items e"
+    task = asyncio.create_task(explorer.query(tenant.id, heavy))
+    database = database_urls.explorer.rsplit("/", 1)[-1]
+    superuser = await asyncpg.connect(superuser_url)
+    try:
+        await asyncio.sleep(0.5)
+        assert await superuser.fetchval(
+            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = 'spiral_explorer' AND datname = $1", database) == 1
+    finally:
+        await superuser.close()
+    with pytest.raises(ServiceError) as refused:
+        await task
+    assert refused.value.code == ErrorCode.CONNECTION_ERROR
+    assert "cancelled" in refused.value.message and "time limit" in refused.value.message
+
+
+@pytest.mark.parametrize(("sql", "column"), [
+    ("SELECT '4713-01-01 BC'::date AS d", "d"),
+    ("SELECT 1 AS n, '10000-01-01'::date AS later", "later"),
+    ("SELECT '20000-01-01 00:00'::timestamp AS t", "t"),
+    ("SELECT ARRAY['20000-01-01 00:00'::timestamptz] AS ts", "ts"),
+])
+async def test_values_python_cannot_hold_are_a_clear_error(client, make_tenant, sql, column):
+    tenant = await make_tenant()
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["error"]["code"] == "VALIDATION_ERROR", env["error"]
+    assert f"{column}::text" in env["error"]["message"]
+
+
+async def test_rows_are_fetched_in_batches_and_stop_at_the_byte_cap(explorer, make_tenant,
+                                                                    monkeypatch):
+    from asyncpg.cursor import Cursor
+
+    from spiral_mcp.explorer.runner import MAX_RESULT_BYTES
+
+    fetched: list[int] = []
+    fetch = Cursor.fetch
+
+    async def counting(self, n, *, timeout=None):
+        rows = await fetch(self, n, timeout=timeout)
+        fetched.extend(len(repr(r)) for r in rows)
+        return rows
+
+    monkeypatch.setattr(Cursor, "fetch", counting)
+    tenant = await make_tenant()
+    # Rows of about 50 kB each: some twenty fit in a result.
+    wide = "SELECT g, (SELECT string_agg(md5(h::text), '') FROM generate_series(1, 1600) h) " \
+           "FROM generate_series(1, 1000) g"
+    data = await explorer.query(tenant.id, wide)
+    assert data["truncated_by"] == "max_bytes" and 0 < data["row_count"] < 25
+    assert len(fetched) < 2 * data["row_count"]
+    # One value of 3 MB never leaves the server: its row comes back as NULL.
+    fetched.clear()
+    huge = "SELECT string_agg(md5(g::text), '') FROM generate_series(1, 100000) g"
+    data = await explorer.query(tenant.id, huge)
+    assert data["truncated_by"] == "max_bytes" and data["rows"] == []
+    assert fetched and max(fetched) < 1000 < MAX_RESULT_BYTES

@@ -160,6 +160,39 @@ REFUSED = [
                                      "FROM work_items", P, "pg_backend_pid"),
     ("forbidden function in default-free values", "VALUES (pg_backend_pid())", P,
      "pg_backend_pid"),
+    # attribute notation: (x).f and item.f are the call f(x) when f is not a column
+    ("attribute sleep", "SELECT (0.2::float8).pg_sleep", P, "pg_sleep"),
+    ("attribute setting", "SELECT ('app.tenant_id'::text).current_setting", P,
+     "current_setting"),
+    ("attribute regclass", "SELECT ('public.api_keys'::text).regclass", P, "regclass"),
+    ("attribute advisory lock", "SELECT (1::int8).pg_advisory_lock", P, "pg_advisory_lock"),
+    ("attribute of a row", "SELECT w.pg_typeof FROM work_items w", P, "pg_typeof"),
+    ("attribute of a row in parentheses", "SELECT (w).pg_typeof FROM work_items w", P,
+     "pg_typeof"),
+    ("attribute of a column", "SELECT (title).upper FROM work_items", P, "upper"),
+    ("attribute runs sql text", "SELECT ('SELECT to_tsvector(''simple'', current_user::text)'"
+                                "::text).ts_stat", P, "ts_stat"),
+    ("attribute reads backends", "SELECT (g::int4).pg_stat_get_backend_activity FROM "
+                                 "generate_series(1, 200) g", P, "pg_stat_get_backend_activity"),
+    ("attribute of a series", "SELECT g.pg_sleep FROM generate_series(1, 2) g", P, "pg_sleep"),
+    ("attribute of a subquery", "SELECT s.pg_sleep FROM (SELECT 0.1::float8 AS x) s", P,
+     "pg_sleep"),
+    ("attribute of a cte", "WITH c AS (SELECT 1::int8 AS x) SELECT c.pg_advisory_lock FROM c", P,
+     "pg_advisory_lock"),
+    ("attribute of a renamed column", "SELECT s.key FROM (SELECT key FROM work_items) s(k)", P,
+     "s.key"),
+    ("attribute of an inner-scope name", "SELECT s.x FROM (SELECT w.x FROM (SELECT 1 AS y) w) s",
+     P, "w.x"),
+    ("attribute in a union", "SELECT key FROM work_items UNION SELECT w.pg_typeof::text FROM "
+                             "work_items w", P, "pg_typeof"),
+    ("attribute of a multi-array unnest", "SELECT pg_typeof.pg_typeof FROM unnest(ARRAY[1], "
+                                          "ARRAY[2]) pg_typeof", P, "pg_typeof"),
+    ("qualified operator in order by using", "SELECT key FROM work_items ORDER BY key USING "
+                                             "OPERATOR(public.<)", P, "operator public.<"),
+    ("deeply nested sum", "SELECT " + "+".join(["1"] * 600), V, "nested too deeply"),
+    ("deeply nested not", "SELECT " + "NOT " * 1000 + "true", V, "nested too deeply"),
+    ("deeply nested case", "SELECT " + "CASE WHEN true THEN " * 500 + "1" + " END" * 500, V,
+     "nested too deeply"),
     ("empty", "   ", V, "empty"),
     ("syntax error", "SELEC 1", V, "parse"),
 ]
@@ -271,6 +304,27 @@ FINE = [
      "GROUP BY g ORDER BY g"),
     ("json", "SELECT jsonb_typeof(custom_fields), count(*) FROM work_items GROUP BY 1",
      "SELECT jsonb_typeof(custom_fields), count(*) FROM work_items GROUP BY 1"),
+    ("qualified columns of subqueries, ctes and joins",
+     "WITH c AS (SELECT work_item_id, count(*) AS n FROM comments GROUP BY 1) "
+     "SELECT explorer.work_items.key, c.n, s.name, j.project_key, s.count "
+     "FROM work_items JOIN c ON c.work_item_id = work_items.id "
+     "JOIN (SELECT project_key AS pk, name, count(*) FROM projects GROUP BY 1, 2) s "
+     "ON s.pk = work_items.project_key "
+     "JOIN (projects p JOIN work_items w USING (project_key)) j ON j.key = work_items.key "
+     "ORDER BY 1",
+     "WITH c AS (SELECT work_item_id, count(*) AS n FROM comments GROUP BY 1) "
+     "SELECT w.key, c.n, p.name, w.project_key, 1 "
+     "FROM work_items w JOIN c ON c.work_item_id = w.id "
+     "JOIN projects p ON p.project_key = w.project_key ORDER BY 1"),
+    ("qualified columns of functions and values",
+     "SELECT g.g, g.ordinality, v.label, e.key FROM generate_series(1, 3) WITH ORDINALITY g "
+     "JOIN (VALUES (1, 'one'), (2, 'two')) v(n, label) ON v.n = g.g "
+     "LEFT JOIN work_items w ON w.number = g.g AND w.project_key = (SELECT min(project_key) "
+     "FROM projects) LEFT JOIN LATERAL jsonb_each(w.custom_fields) e ON true "
+     "WHERE (v).n IS NOT NULL ORDER BY 1, 4",
+     "SELECT g, g, CASE g WHEN 1 THEN 'one' ELSE 'two' END, e.key FROM generate_series(1, 2) g "
+     "LEFT JOIN work_items w ON w.number = g AND w.project_key = (SELECT min(project_key) "
+     "FROM projects) LEFT JOIN LATERAL jsonb_each(w.custom_fields) e ON true ORDER BY 1, 4"),
 ]
 
 

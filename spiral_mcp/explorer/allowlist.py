@@ -7,7 +7,7 @@ setting, sleep, catalog lookup by name or large object is reachable from this li
 
 from __future__ import annotations
 
-__all__ = ["FUNCTIONS", "NODES", "SQL_VALUE_FUNCTIONS", "TYPES"]
+__all__ = ["FUNCTIONS", "NODES", "OUT_COLUMNS", "SQL_VALUE_FUNCTIONS", "TYPES"]
 
 _AGGREGATES = {
     "count", "sum", "avg", "min", "max", "string_agg", "array_agg", "bool_and", "bool_or",
@@ -70,6 +70,16 @@ FUNCTIONS: frozenset[str] = frozenset(
     _AGGREGATES | _WINDOW | _DATE_TIME | _STRING | _MATH | _CONDITIONAL | _JSON | _ARRAY
     | _SERIES
 )
+
+# The allowed functions with OUT parameters, and their names: the columns such a function gives
+# in FROM, and (two or more) the fields of the record it returns. The validator resolves
+# ``item.column`` and ``(value).field`` against these; tests check them against pg_proc.
+OUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("jsonb_each", "jsonb_each_text", "json_each", "json_each_text"),
+                    ("key", "value")),
+    **dict.fromkeys(("jsonb_array_elements", "jsonb_array_elements_text", "json_array_elements",
+                     "json_array_elements_text"), ("value",)),
+}
 
 # Types a value may be cast to. Object-identifier types (regclass, regproc, regrole, ...) are
 # absent on purpose: their input functions look names up in the catalogs.

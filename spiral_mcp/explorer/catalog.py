@@ -113,6 +113,10 @@ class Catalog:
     def names(self) -> list[str]:
         return sorted(self.tables)
 
+    def columns(self) -> dict[str, list[str]]:
+        """Each relation's column names, in order."""
+        return {name: [c["name"] for c in table.columns] for name, table in self.tables.items()}
+
     def find(self, name: str) -> Table | None:
         """Case-insensitive, with or without the ``explorer.`` prefix."""
         key = name.strip().strip('"').lower().removeprefix("explorer.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as dt
 import decimal
 import ipaddress
@@ -14,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-__all__ = ["Shaped", "column_type", "json_value", "shape_rows"]
+__all__ = ["Shaper", "column_type", "json_value"]
 
 
 def column_type(pg_type: Any) -> str:
@@ -51,24 +50,41 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Shaped:
-    rows: list[list[Any]]
-    truncated: bool
-    truncated_by: str | None  # "max_rows", "max_bytes" or None
+class Shaper:
+    """Rows taken one at a time as JSON arrays, until ``max_rows`` of them or ``max_bytes`` of
+    JSON: the caller fetches in batches and stops as soon as ``full``."""
 
+    def __init__(self, *, max_rows: int, max_bytes: int) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.rows: list[list[Any]] = []
+        self.size = 0
+        self.truncated_by: str | None = None  # "max_rows", "max_bytes" or None
 
-def shape_rows(records: Sequence[asyncpg.Record], *, max_rows: int, max_bytes: int) -> Shaped:
-    """At most ``max_rows`` rows (one more was fetched to tell whether there were more) whose JSON
-    stays within ``max_bytes``."""
-    rows: list[list[Any]] = []
-    size = 0
-    for record in records[:max_rows]:
-        row = [json_value(v) for v in record.values()]
-        size += len(orjson.dumps(row))
-        if size > max_bytes:
-            return Shaped(rows, True, "max_bytes")
-        rows.append(row)
-    if len(records) > max_rows:
-        return Shaped(rows, True, "max_rows")
-    return Shaped(rows, False, None)
+    @property
+    def full(self) -> bool:
+        return self.truncated_by is not None
+
+    def add(self, values: Sequence[Any] | None) -> None:
+        """One more row; None stands for a row the server found too large to send."""
+        if self.full:
+            return
+        if len(self.rows) == self.max_rows:
+            self.truncated_by = "max_rows"  # one more row than asked for: there were more
+            return
+        row = None if values is None else [json_value(v) for v in values]
+        size = self.max_bytes + 1 if row is None else len(orjson.dumps(row))
+        if self.size + size > self.max_bytes:
+            self.truncated_by = "max_bytes"
+            return
+        self.size += size
+        self.rows.append(row)
+
+    def batch_size(self) -> int:
+        """How many rows to fetch next: what may still fit, judged by the rows so far (at most
+        256, so one batch of rows near the size limit stays a few megabytes)."""
+        left = self.max_rows + 1 - len(self.rows)
+        if not self.rows:
+            return min(left, 16)
+        average = max(self.size // len(self.rows), 1)
+        return max(1, min(left, 256, (self.max_bytes - self.size) // average + 1))

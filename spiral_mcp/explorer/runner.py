@@ -6,6 +6,11 @@ rolled back. A query is one prepared statement (the unnamed one: the statement c
 nothing named is left on the server) read through a portal, at most ``max_rows + 1`` rows. When the
 connection goes back to the pool, DISCARD ALL clears whatever session state could have been left:
 settings, prepared statements, cursors, temporary objects, advisory locks, LISTEN.
+
+A SELECT is prepared as written (for its columns, and PostgreSQL's positions in its errors), then
+run inside a wrapper that sends each row as one record, or NULL when its text is beyond the
+result's size limit, so a single huge value never leaves the server; rows are fetched in batches,
+and fetching stops at that limit.
 """
 
 from __future__ import annotations
@@ -23,13 +28,19 @@ from ..db import Database, connection_error, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from .catalog import Catalog, load_catalog
-from .results import column_type, shape_rows
-from .validator import QueryValidator
+from .results import Shaper, column_type
+from .validator import CheckedQuery, QueryValidator
 
 __all__ = ["Explorer", "create_explorer_pool"]
 
 # The JSON of one result stays under this (the MCP result carries it twice: structured + text).
 MAX_RESULT_BYTES = 1 << 20
+# Each row as one record, NULL when its text is over $1 bytes (defends against one value of
+# hundreds of megabytes, built by nested replace(), landing in this process). The statement
+# inside is the checked one, verbatim; the newline ends a trailing -- comment.
+_CAPPED = "SELECT CASE WHEN octet_length(ROW(r.*)::text) <= $1 THEN ROW(r.*) END FROM (\n{}\n) AS r"
+# Types whose values can lie outside what Python's datetime holds (years 1-9999).
+_DATE_TIME_TYPES = frozenset({"date", "timestamp", "timestamptz"})
 
 
 async def _discard_all(conn: asyncpg.Connection) -> None:
@@ -67,6 +78,27 @@ def _sql_error(exc: asyncpg.PostgresError) -> ServiceError:
     return ServiceError(ErrorCode.VALIDATION_ERROR, f"the query failed: {exc}", details=[detail])
 
 
+def _undecodable(attributes: list[Any]) -> ServiceError:
+    """A value PostgreSQL holds but Python cannot (a date before year 1 or after 9999)."""
+    names = [a.name for a in attributes
+             if column_type(a.type).removesuffix("[]") in _DATE_TIME_TYPES]
+    where = f"column {' or '.join(names)}" if names else "a date or time column"
+    cast = f"{names[0]}::text" if names else "column::text"
+    return ServiceError(
+        ErrorCode.VALIDATION_ERROR,
+        f"a value of {where} is outside the years 1-9999 the explorer can return; cast it to "
+        f"text ({cast}) or filter such rows out",
+        details=[{"construct": "value out of range", "columns": names}],
+    )
+
+
+def _cancelled() -> ServiceError:
+    # Not our statement_timeout: an operator or a shutdown cancelled the query.
+    return ServiceError(ErrorCode.CONNECTION_ERROR,
+                        "the query was cancelled on the database before its time limit; "
+                        "try again", retry_after=1.0)
+
+
 class Explorer:
     """The explorer's pool, validator and limits, built once at start-up."""
 
@@ -85,8 +117,8 @@ class Explorer:
         database = Database(pool, queries, acquire_timeout=acquire_timeout)
         async with database.connection() as conn:
             catalog = await load_catalog(conn, queries)
-        return cls(database, QueryValidator(catalog.names), catalog, timeout=query_timeout,
-                   max_rows=max_rows)
+        validator = QueryValidator(catalog.columns())
+        return cls(database, validator, catalog, timeout=query_timeout, max_rows=max_rows)
 
     @property
     def queries(self) -> Queries:
@@ -121,17 +153,20 @@ class Explorer:
         checked = self.validator.check(sql)
         validated = time.perf_counter()
         deadline = validated + self.timeout
+        attributes: list[Any] = []
         try:
             async with self.bound(tenant_id) as conn:
                 # Parse/describe then bind/execute through a portal: one statement, never the
                 # simple-query protocol that would accept "SELECT 1; DROP ...".
                 stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
                 attributes = stmt.get_attributes()
-                cursor = await stmt.cursor(timeout=self._left(deadline))
-                records = await cursor.fetch(limit + 1, timeout=self._left(deadline))
+                shaped = await self._fetch(conn, stmt, checked, limit, deadline)
         except ServiceError:
             raise
         except (TimeoutError, asyncpg.QueryCanceledError) as exc:
+            if isinstance(exc, asyncpg.QueryCanceledError) \
+                    and time.perf_counter() - validated < self.timeout:
+                raise _cancelled() from exc
             raise ServiceError(
                 ErrorCode.QUERY_TIMEOUT,
                 f"the query ran longer than {self.timeout:g} s and was cancelled; narrow it "
@@ -141,13 +176,14 @@ class Explorer:
             raise connection_error() from exc
         except asyncpg.PostgresError as exc:
             raise _sql_error(exc) from exc
+        except (ValueError, OverflowError) as exc:  # asyncpg decoding a row
+            raise _undecodable(attributes) from exc
         executed = time.perf_counter()
-        shaped = shape_rows(records, max_rows=limit, max_bytes=MAX_RESULT_BYTES)
         return {
             "columns": [{"name": a.name, "type": column_type(a.type)} for a in attributes],
             "rows": shaped.rows,
             "row_count": len(shaped.rows),
-            "truncated": shaped.truncated,
+            "truncated": shaped.full,
             "truncated_by": shaped.truncated_by,
             "max_rows": limit,
             "sql": checked.sql,
@@ -157,6 +193,26 @@ class Explorer:
                 "execute_ms": round((executed - validated) * 1000, 3),
             },
         }
+
+    async def _fetch(self, conn: asyncpg.Connection, stmt: asyncpg.prepared_stmt.PreparedStatement,
+                     checked: CheckedQuery, limit: int, deadline: float) -> Shaper:
+        """Fetch in batches until the rows or bytes are enough; a SELECT through ``_CAPPED``
+        (an EXPLAIN's plan is small, and cannot be wrapped)."""
+        shaper = Shaper(max_rows=limit, max_bytes=MAX_RESULT_BYTES)
+        args: tuple[int, ...] = ()
+        if not checked.explain:
+            stmt = await conn.prepare(_CAPPED.format(checked.statement),
+                                      timeout=self._left(deadline))
+            args = (MAX_RESULT_BYTES,)
+        cursor = await stmt.cursor(*args, timeout=self._left(deadline))
+        while not shaper.full:
+            size = shaper.batch_size()
+            batch = await cursor.fetch(size, timeout=self._left(deadline))
+            for record in batch:
+                shaper.add(tuple(record) if checked.explain else record[0])
+            if len(batch) < size:
+                break
+        return shaper
 
     def _left(self, deadline: float) -> float:
         # The client-side backstop of statement_timeout: a little beyond it, never negative.

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 from pglast import parser as pg_parser
 
 from ..errors import ErrorCode, ServiceError
-from .allowlist import FUNCTIONS, NODES, SQL_VALUE_FUNCTIONS, TYPES
+from .allowlist import FUNCTIONS, NODES, OUT_COLUMNS, SQL_VALUE_FUNCTIONS, TYPES
 
 __all__ = ["CheckedQuery", "QueryValidator"]
 
@@ -42,13 +42,22 @@ _NODE_NAMES = {
     "CurrentOfExpr": "WHERE CURRENT OF", "MultiAssignRef": "a multiple assignment",
 }
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+# The names PostgreSQL gives CURRENT_DATE and the like as output columns.
+_SQL_VALUE_NAMES = {"DATE": "current_date", "TIME": "current_time",
+                    "TIMESTAMP": "current_timestamp", "LOCALTIME": "localtime",
+                    "LOCALTIMESTAMP": "localtimestamp"}
+
+# A FROM item's column names, in order; None when they are not known exactly here.
+Columns = tuple[str, ...] | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CheckedQuery:
-    """A query that passed: its text (run exactly as given) and what it is."""
+    """A query that passed: its text (run exactly as given), the statement alone (without a
+    trailing semicolon or comment) and what it is."""
 
     sql: str
+    statement: str
     explain: bool
 
 
@@ -58,6 +67,11 @@ def _statement_name(kind: str, body: dict[str, Any]) -> str:
     if kind in _STATEMENT_NAMES:
         return _STATEMENT_NAMES[kind]
     return _CAMEL.sub(" ", kind.removesuffix("Stmt")).upper()
+
+
+def _too_deep() -> ServiceError:
+    return ServiceError(ErrorCode.VALIDATION_ERROR, "the query is nested too deeply",
+                        details=[{"construct": "nesting", "position": 1}])
 
 
 def _names(items: list[Any]) -> list[str]:
@@ -88,11 +102,95 @@ class _Refused(Exception):
         self.location = location
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Scope:
+    """What one point of the query sees: the CTEs in scope (name → columns) and the FROM items
+    (reference name → columns) of its own query level and of every level around it."""
+
+    ctes: Mapping[str, Columns] = dataclasses.field(default_factory=dict)
+    items: tuple[tuple[str, Columns], ...] = ()
+
+    def with_ctes(self, ctes: Mapping[str, Columns]) -> _Scope:
+        return _Scope({**self.ctes, **ctes}, self.items)
+
+    def with_items(self, items: Sequence[tuple[str, Columns]]) -> _Scope:
+        return _Scope(self.ctes, (*self.items, *items))
+
+    def lookup(self, name: str) -> list[Columns]:
+        """The columns of every item called ``name``. More items than PostgreSQL would let the
+        point see is safe: a qualified column must be a column of each of them."""
+        return [columns for ref, columns in self.items if ref == name]
+
+
+def _renamed(columns: Columns, alias: Any) -> Columns:
+    """An item's columns under its alias: ``AS a(x, y)`` renames the first ones."""
+    names = _names((alias or {}).get("colnames") or [])
+    if not names:
+        return columns
+    return None if columns is None else (*names, *columns[len(names):])
+
+
+def _concat(parts: Sequence[Columns]) -> Columns:
+    return None if any(p is None for p in parts) else tuple(c for p in parts for c in p or ())
+
+
+def _joined(left: Columns, right: Columns, body: dict[str, Any]) -> Columns:
+    """A join's columns as PostgreSQL orders them: merged USING columns first."""
+    if left is None or right is None:
+        return None
+    if body.get("isNatural"):
+        using = [c for c in left if c in right]
+    else:
+        using = _names(body.get("usingClause") or [])
+    return (*using, *(c for c in left if c not in using), *(c for c in right if c not in using))
+
+
+def _figure(node: Any) -> tuple[str | None, int]:
+    """PostgreSQL's FigureColname: the output name of an unnamed select-list expression and how
+    sure it is. Unsure cases give None (PostgreSQL's ``?column?``, which names no function)."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return None, 0
+    ((kind, body),) = node.items()
+    match kind:
+        case "ColumnRef":
+            last = body["fields"][-1]
+            return (last["String"]["sval"], 2) if "String" in last else (None, 0)
+        case "A_Indirection":
+            fields = _names(body.get("indirection") or [])
+            return (fields[-1], 2) if fields else _figure(body.get("arg"))
+        case "FuncCall":
+            return _names(body["funcname"])[-1], 2
+        case "A_Expr":
+            return ("nullif", 2) if body.get("kind") == "AEXPR_NULLIF" else (None, 0)
+        case "TypeCast":
+            name, strength = _figure(body.get("arg"))
+            types = _names(body.get("typeName", {}).get("names") or [])
+            return (types[-1], 1) if strength <= 1 and types else (name, strength)
+        case "CollateClause":
+            return _figure(body.get("arg"))
+        case "GroupingFunc":
+            return "grouping", 2
+        case "SubLink":
+            return {"EXISTS_SUBLINK": ("exists", 2), "ARRAY_SUBLINK": ("array", 2)}.get(
+                body.get("subLinkType"), (None, 0))
+        case "CaseExpr" | "A_ArrayExpr" | "RowExpr":
+            return {"CaseExpr": "case", "A_ArrayExpr": "array", "RowExpr": "row"}[kind], 1
+        case "CoalesceExpr":
+            return "coalesce", 2
+        case "MinMaxExpr":
+            return ("greatest" if body.get("op") == "IS_GREATEST" else "least"), 2
+        case "SQLValueFunction":
+            op = str(body.get("op", "")).removeprefix("SVFOP_").removeprefix("CURRENT_")
+            return _SQL_VALUE_NAMES.get(op.removesuffix("_N")), 2
+    return None, 0
+
+
 class QueryValidator:
     """Checks explorer queries against the explorer's relations and the allowlists."""
 
-    def __init__(self, relations: Iterable[str], *, max_series_rows: int = 1_000_000) -> None:
-        self.relations = frozenset(relations)
+    def __init__(self, relations: Mapping[str, Sequence[str]], *,
+                 max_series_rows: int = 1_000_000) -> None:
+        self.relations = {name: tuple(columns) for name, columns in relations.items()}
         self.max_series_rows = max_series_rows
 
     def check(self, sql: str) -> CheckedQuery:
@@ -106,6 +204,9 @@ class QueryValidator:
                 details=[{"construct": "syntax", "position": exc.location + 1}]
                 if isinstance(getattr(exc, "location", None), int) else [],
             ) from None
+        except orjson.JSONDecodeError:
+            # orjson refuses JSON nested deeper than 1024 levels: "1+1+...", NOT NOT ..., CASE.
+            raise _too_deep() from None
         try:
             return self._check_tree(sql, tree)
         except _Refused as refused:
@@ -115,8 +216,7 @@ class QueryValidator:
                 details=[{"construct": refused.construct, "position": position}],
             ) from None
         except RecursionError:
-            raise ServiceError(ErrorCode.VALIDATION_ERROR, "the query is nested too deeply",
-                               details=[{"construct": "nesting", "position": 1}]) from None
+            raise _too_deep() from None
 
     # -- the statement ---------------------------------------------------------------------
 
@@ -147,12 +247,14 @@ class QueryValidator:
             raise _Refused(ErrorCode.VALIDATION_ERROR, name,
                            f"{name} is not allowed: only one SELECT (or EXPLAIN SELECT) may run",
                            body.get("location", 0))
-        self._node("SelectStmt", body, frozenset(), 0)
-        return CheckedQuery(sql=sql, explain=explain)
+        self._select(body, _Scope(), 0)
+        start, length = stmts[0].get("stmt_location", 0), stmts[0].get("stmt_len", 0)
+        statement = sql.encode()[start:start + length if length else None].decode()
+        return CheckedQuery(sql=sql, statement=statement, explain=explain)
 
     # -- the walk ---------------------------------------------------------------------------
 
-    def _visit(self, value: Any, scope: frozenset[str], loc: int) -> None:
+    def _visit(self, value: Any, scope: _Scope, loc: int) -> None:
         if isinstance(value, list):
             for item in value:
                 self._visit(item, scope, loc)
@@ -165,7 +267,7 @@ class QueryValidator:
             # A struct inlined in its parent's field (alias, type name, window, ...).
             self._fields(value, scope, loc)
 
-    def _fields(self, body: dict[str, Any], scope: frozenset[str], loc: int,
+    def _fields(self, body: dict[str, Any], scope: _Scope, loc: int,
                 skip: tuple[str, ...] = ()) -> None:
         loc = body["location"] if isinstance(body.get("location"), int) and body["location"] >= 0 \
             else loc
@@ -182,7 +284,7 @@ class QueryValidator:
                 self._type(value, loc)
             self._visit(value, scope, loc)
 
-    def _node(self, kind: str, body: Any, scope: frozenset[str], loc: int) -> None:
+    def _node(self, kind: str, body: Any, scope: _Scope, loc: int) -> None:
         if isinstance(body, dict) and isinstance(body.get("location"), int) \
                 and body["location"] >= 0:
             loc = body["location"]
@@ -203,11 +305,12 @@ class QueryValidator:
                 self._function(body, loc)
                 self._fields(body, scope, loc, skip=("funcname",))
             case "A_Expr":
-                operator = _names(body.get("name") or [])
-                if len(operator) > 1 and operator[0] != "pg_catalog":
-                    raise _Refused(ErrorCode.PERMISSION_DENIED, f"operator {'.'.join(operator)}",
-                                   f"operator {'.'.join(operator)} is not allowed", loc)
+                self._operator(body.get("name") or [], loc)
                 self._fields(body, scope, loc, skip=("name",))
+            case "SortBy":
+                # ORDER BY x USING op names an operator as A_Expr does.
+                self._operator(body.get("useOp") or [], loc)
+                self._fields(body, scope, loc, skip=("useOp",))
             case "SQLValueFunction":
                 if body.get("op") not in SQL_VALUE_FUNCTIONS:
                     name = str(body.get("op", "")).removeprefix("SVFOP_")
@@ -220,31 +323,228 @@ class QueryValidator:
                     | "BitString" | "A_Star":
                 return
             case "ColumnRef":
-                return  # names of columns; relations and functions are checked elsewhere
+                self._column(body, scope, loc)
+            case "A_Indirection":
+                self._indirection(body, scope, loc)
+                self._fields(body, scope, loc)
             case _:
                 self._fields(body, scope, loc) if isinstance(body, dict) \
                     else self._visit(body, scope, loc)
 
-    def _select(self, body: dict[str, Any], scope: frozenset[str], loc: int) -> None:
-        with_clause = body.get("withClause")
-        if with_clause:
-            ctes = [c.get("CommonTableExpr", {}) for c in with_clause.get("ctes") or []]
-            names = [c.get("ctename", "") for c in ctes]
-            recursive = bool(with_clause.get("recursive"))
-            for i, cte in enumerate(ctes):
-                # A CTE sees the ones before it, or all of them under RECURSIVE; a name it
-                # cannot see would resolve to a real relation, so scoping must be exact.
-                visible = scope | frozenset(names if recursive else names[:i])
-                self._node("CommonTableExpr", cte, visible, loc)
-            scope = scope | frozenset(names)
-        self._fields(body, scope, loc, skip=("withClause",))
+    # -- queries and their FROM items -------------------------------------------------------
 
-    def _relation(self, body: dict[str, Any], scope: frozenset[str], loc: int) -> None:
+    def _query(self, node: dict[str, Any], scope: _Scope, loc: int) -> Columns:
+        """A subquery's output columns (after checking it)."""
+        ((kind, body),) = node.items()
+        if kind != "SelectStmt":
+            self._node(kind, body, scope, loc)  # refuses it by name
+            return None
+        return self._select(body, scope, loc)
+
+    def _select(self, body: dict[str, Any], scope: _Scope, loc: int) -> Columns:
+        scope = self._with(body.get("withClause"), scope, loc)
+        if body.get("op", "SETOP_NONE") != "SETOP_NONE":
+            # UNION and the like: the left query names the columns.
+            columns = self._select(body["larg"], scope, loc)
+            self._select(body["rarg"], scope, loc)
+            self._fields(body, scope, loc, skip=("withClause", "larg", "rarg"))
+            return columns
+        items: list[tuple[str, Columns]] = []
+        expansion = [self._from_item(entry, scope, items, loc)
+                     for entry in body.get("fromClause") or []]
+        inner = scope.with_items(items)
+        self._fields(body, inner, loc, skip=("withClause", "fromClause"))
+        return self._output(body, inner, _concat(expansion))
+
+    def _with(self, with_clause: Any, scope: _Scope, loc: int) -> _Scope:
+        if not with_clause:
+            return scope
+        ctes = [c.get("CommonTableExpr", {}) for c in with_clause.get("ctes") or []]
+        names = [c.get("ctename", "") for c in ctes]
+        recursive = bool(with_clause.get("recursive"))
+        # A CTE sees the ones before it, or all of them under RECURSIVE; a name it cannot see
+        # would resolve to a real relation, so scoping must be exact. A CTE not yet read has
+        # columns not known yet.
+        known: dict[str, Columns] = dict.fromkeys(names if recursive else [], None)
+        for cte, name in zip(ctes, names, strict=True):
+            known[name] = self._cte(cte, scope.with_ctes(known), recursive, loc)
+        return scope.with_ctes(known)
+
+    def _cte(self, cte: dict[str, Any], scope: _Scope, recursive: bool, loc: int) -> Columns:
+        loc = cte.get("location", loc)
+        query = cte.get("ctequery") or {}
+        body = query.get("SelectStmt")
+        self._fields(cte, scope, loc, skip=("ctequery", "ctename", "aliascolnames"))
+        if recursive and body and body.get("op", "SETOP_NONE") != "SETOP_NONE":
+            # The recursive term sees the CTE with the columns its first term names.
+            left = self._select(body["larg"], scope, loc)
+            own = _renamed(left, {"colnames": cte.get("aliascolnames")})
+            inner = scope.with_ctes({cte.get("ctename", ""): own})
+            self._select(body["rarg"], inner, loc)
+            self._fields(body, inner, loc, skip=("larg", "rarg"))
+            return own
+        return _renamed(self._query(query, scope, loc), {"colnames": cte.get("aliascolnames")})
+
+    def _from_item(self, entry: dict[str, Any], scope: _Scope,
+                   items: list[tuple[str, Columns]], loc: int) -> Columns:
+        """Check one FROM entry, add the names it brings to ``items``; return its columns
+        (what ``*`` expands to). An entry is checked seeing the entries before it (LATERAL)."""
+        ((kind, body),) = entry.items()
+        loc = body.get("location", loc) if isinstance(body, dict) else loc
+        alias = body.get("alias") if isinstance(body, dict) else None
+        match kind:
+            case "RangeVar":
+                self._node(kind, body, scope, loc)
+                name = body.get("relname", "")
+                columns = scope.ctes[name] if body.get("schemaname") is None \
+                    and name in scope.ctes else self.relations[name]
+                default: str | None = name
+            case "RangeSubselect":
+                columns = self._query(body["subquery"], scope.with_items(items), loc)
+                self._fields(body, scope, loc, skip=("subquery",))
+                default = None
+            case "RangeFunction":
+                self._fields(body, scope.with_items(items), loc)
+                columns, default = self._function_columns(body)
+            case "JoinExpr":
+                left = self._from_item(body["larg"], scope, items, loc)
+                right = self._from_item(body["rarg"], scope, items, loc)
+                self._fields(body, scope.with_items(items), loc, skip=("larg", "rarg"))
+                columns = _joined(left, right, body)
+                if body.get("join_using_alias"):
+                    items.append((body["join_using_alias"]["aliasname"],
+                                  tuple(_names(body.get("usingClause") or []))))
+                default = None
+            case _:
+                self._node(kind, body, scope, loc)  # refused (TABLESAMPLE, XMLTABLE, ...)
+                return None
+        columns = _renamed(columns, alias)
+        name = alias["aliasname"] if alias else default
+        if name is not None:
+            items.append((name, columns))
+        return columns
+
+    def _function_columns(self, body: dict[str, Any]) -> tuple[Columns, str | None]:
+        """A function in FROM: its columns (from a column definition list, its OUT parameters,
+        else one column named after the alias or the function) and its default name."""
+        functions = [f["List"]["items"] for f in body.get("functions") or []]
+        alias = body.get("alias")
+        columns: list[str] = []
+        name = None
+        for call, definitions in functions:
+            definitions = (definitions or {}).get("List", {}).get("items") \
+                or body.get("coldeflist") or []
+            if "FuncCall" not in call:
+                return None, None
+            name = _names(call["FuncCall"]["funcname"])[-1]
+            if name == "unnest" and len(call["FuncCall"].get("args") or []) > 1:
+                return None, None  # becomes one function per array, named unnest each
+            if definitions:
+                columns += [d["ColumnDef"]["colname"] for d in definitions]
+            elif name in OUT_COLUMNS:
+                columns += OUT_COLUMNS[name]
+            else:
+                # A scalar result. (unnest(tsvector) would return a record, but no tsvector
+                # can be made or read here: the type and its functions are not allowed.)
+                columns.append(alias["aliasname"] if alias and len(functions) == 1 else name)
+        if body.get("ordinality"):
+            columns.append("ordinality")
+        return tuple(columns), name if len(functions) == 1 else None
+
+    def _output(self, body: dict[str, Any], scope: _Scope, star: Columns) -> Columns:
+        """A query's output column names, as a subquery or CTE shows them."""
+        if body.get("valuesLists"):
+            first = body["valuesLists"][0].get("List", {}).get("items") or []
+            return tuple(f"column{i}" for i in range(1, len(first) + 1))
+        names: list[str] = []
+        for target in body.get("targetList") or []:
+            res = target.get("ResTarget", {})
+            value = res.get("val") or {}
+            fields = value.get("ColumnRef", {}).get("fields") or []
+            if res.get("name"):
+                names.append(res["name"])
+            elif fields and "A_Star" in fields[-1]:
+                found = scope.lookup(_names(fields)[-1]) if len(fields) > 1 else [star]
+                if len(found) != 1 or found[0] is None:
+                    return None
+                names += found[0]
+            else:
+                names.append(_figure(value)[0] or "?column?")
+        return tuple(names)
+
+    # -- names that could call a function ---------------------------------------------------
+
+    def _column(self, body: dict[str, Any], scope: _Scope, loc: int) -> None:
+        """A qualified column ``q.name`` must be a column of the FROM item ``q``: otherwise
+        PostgreSQL reads it as the call ``name(q)`` (attribute notation), of any function."""
+        fields = body.get("fields") or []
+        if len(fields) < 2:
+            return  # a bare name is a column or a FROM item's whole row, never a call
+        qualifier = _names(fields[:-1])
+        if len(qualifier) == 2 and qualifier[0] == EXPLORER_SCHEMA:
+            qualifier = qualifier[1:]  # explorer.table.column
+        shown = ".".join(_names(fields) + ["*"] * ("A_Star" in fields[-1]))
+        if len(qualifier) != 1:
+            raise _Refused(ErrorCode.PERMISSION_DENIED, f"column {shown}",
+                           f"{shown} is not allowed: name a column as column or item.column",
+                           loc)
+        found = scope.lookup(qualifier[0])
+        if not found:
+            raise _Refused(ErrorCode.VALIDATION_ERROR, f"column {shown}",
+                           f"{shown}: no FROM item named {qualifier[0]} is in scope here", loc)
+        if "A_Star" in fields[-1]:
+            return  # the item's whole row
+        self._member(qualifier[0], _names(fields[-1:])[0], found, loc)
+
+    def _indirection(self, body: dict[str, Any], scope: _Scope, loc: int) -> None:
+        """``(value).name`` selects a field of a composite value, or calls ``name(value)``: it
+        is allowed only on a FROM item's row or a known record (``(jsonb_each(x)).key``)."""
+        indirection = body.get("indirection") or []
+        fields = _names(indirection)
+        if not fields:
+            return  # subscripts and .*
+        shown = f"(...).{fields[0]}"
+        if len(fields) > 1 or "String" not in indirection[0]:
+            raise _Refused(ErrorCode.PERMISSION_DENIED, f"field {shown}",
+                           f"field selection {shown} is allowed only on a FROM item's row", loc)
+        arg = body.get("arg") or {}
+        owner = _figure(arg)[0] or "(...)"
+        self._member(owner, fields[0], self._row_columns(arg, scope) or [None], loc)
+
+    def _row_columns(self, arg: dict[str, Any], scope: _Scope) -> list[Columns]:
+        """The fields of the composite value ``arg``, when it is one known here."""
+        if "FuncCall" in arg:
+            record = OUT_COLUMNS.get(_names(arg["FuncCall"]["funcname"])[-1], ())
+            return [record if len(record) > 1 else None]  # one OUT column: a plain value
+        ref = arg.get("ColumnRef", {}).get("fields") or []
+        names = _names(ref)
+        if len(ref) == 2 and "A_Star" in ref[1]:
+            return scope.lookup(names[0])  # (item.*).name
+        if len(ref) != 1 or not names:
+            return [None]
+        # A bare name is a column if any item in scope has one so called; only else a row.
+        if any(columns is None or names[0] in columns for _, columns in scope.items):
+            return [None]
+        return scope.lookup(names[0])
+
+    def _member(self, owner: str, name: str, found: list[Columns], loc: int) -> None:
+        if all(columns is not None and name in columns for columns in found):
+            return
+        known = found[0] if len(found) == 1 and found[0] is not None else None
+        hint = f"; its columns: {', '.join(known)}" if known else ""
+        raise _Refused(ErrorCode.PERMISSION_DENIED, f"column {owner}.{name}",
+                       f"{owner}.{name} is not a known column of {owner}: PostgreSQL would call "
+                       f"a function {name}({owner}), which explorer queries may not do{hint}",
+                       loc)
+
+    # -- relations, functions, operators, types ---------------------------------------------
+
+    def _relation(self, body: dict[str, Any], scope: _Scope, loc: int) -> None:
         schema = body.get("schemaname")
         name = body.get("relname", "")
         qualified = ".".join(p for p in (body.get("catalogname"), schema, name) if p)
         if body.get("catalogname") is None and (
-            (schema is None and (name in scope or name in self.relations))
+            (schema is None and (name in scope.ctes or name in self.relations))
             or (schema == EXPLORER_SCHEMA and name in self.relations)
         ):
             self._fields(body, scope, loc, skip=("relname", "schemaname"))
@@ -252,6 +552,12 @@ class QueryValidator:
         raise _Refused(ErrorCode.PERMISSION_DENIED, f"relation {qualified}",
                        f"relation {qualified} is not one of the explorer tables "
                        f"({', '.join(sorted(self.relations))})", loc)
+
+    def _operator(self, names: list[Any], loc: int) -> None:
+        operator = _names(names)
+        if len(operator) > 1 and operator[0] != "pg_catalog":
+            raise _Refused(ErrorCode.PERMISSION_DENIED, f"operator {'.'.join(operator)}",
+                           f"operator {'.'.join(operator)} is not allowed", loc)
 
     def _function(self, body: dict[str, Any], loc: int) -> None:
         parts = _names(body.get("funcname") or [])
