@@ -140,6 +140,10 @@ class Authenticator:
             if ids is None:
                 return None
             cached = await self._lookup(name, ids)
+        else:
+            # Least recently used goes first: a flood of made-up keys must not push out the
+            # keys in real use.
+            self._cache.move_to_end(name)
         row = cached.row
         # Constant-time: a caller learns nothing from how long a wrong secret takes to refuse.
         if row is None or not hmac.compare_digest(row["key_hash"], hash_key(secret)):

@@ -183,9 +183,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RATE_LIMIT_QUERY", _optional_int(1, 1_000_000), None,
             "budget of query calls (default RATE_LIMIT_DEFAULT)"),
     Setting("SESSION_MAX", _int(1, 1_000_000), 1000, "MCP sessions open at once, in all"),
-    Setting("SESSION_MAX_PER_KEY", _int(1, 100_000), 50, "MCP sessions open at once per API key"),
+    Setting("SESSION_MAX_PER_TENANT", _int(1, 1_000_000), 200,
+            "MCP sessions open at once per tenant (its least recently used idle one gives way)"),
+    Setting("SESSION_MAX_PER_KEY", _int(1, 100_000), 50,
+            "MCP sessions open at once per API key (its least recently used idle one gives way)"),
     Setting("SESSION_IDLE_TIMEOUT", _float(1, 86400), 1800.0,
-            "seconds after which an idle MCP session ends"),
+            "seconds after which an idle MCP session ends (60 at most for one never "
+            "initialized)"),
     Setting("SESSION_MAX_CONCURRENT_CALLS", _int(1, 1000), 16,
             "tool calls running at once on one MCP session"),
     Setting("ENABLED_TOOLSETS", _csv, (),
@@ -238,6 +242,7 @@ class Settings:
     rate_limit_write: int | None
     rate_limit_query: int | None
     session_max: int
+    session_max_per_tenant: int
     session_max_per_key: int
     session_idle_timeout: float
     session_max_concurrent_calls: int

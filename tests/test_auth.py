@@ -18,12 +18,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from spiral_mcp import admin
-from spiral_mcp.auth import new_key
+from spiral_mcp.auth import Authenticator, new_key
 from spiral_mcp.config import load_settings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
-from spiral_mcp.server.keys import AUTHENTICATOR, PRINCIPAL
+from spiral_mcp.server.keys import AUTHENTICATOR, DATABASE, PRINCIPAL
 
 INVALID_CHALLENGE = 'Bearer realm="spiral-mcp", error="invalid_token"'
 
@@ -271,3 +271,21 @@ async def test_a_body_over_max_body_bytes_is_413(serve: Serve, make_tenant) -> N
     assert resp.status == 200
     resp = await client.post("/whoami", data=b"x" * 1025, headers=tenant.headers)
     assert resp.status == 413
+
+
+async def test_keys_in_use_stay_cached_through_a_flood_of_made_up_ones(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries
+) -> None:
+    client = await serve()
+    tenant = await make_tenant()
+    authenticator = Authenticator(client.app[DATABASE], cache_ttl=60, cache_size=3)
+    flood = [new_key(tenant.id).secret for _ in range(4)]
+    assert await authenticator.authenticate(tenant.key) is not None
+    for made_up in flood[:2]:
+        assert await authenticator.authenticate(made_up) is None
+    assert await authenticator.authenticate(tenant.key) is not None  # in use: most recent now
+    # Revoked meanwhile: a cached key is still trusted (the TTL's promise), a looked-up one not.
+    await _revoke(admin_conn, queries, tenant.key_id)
+    for made_up in flood[2:]:
+        assert await authenticator.authenticate(made_up) is None
+    assert await authenticator.authenticate(tenant.key) is not None, "the flood pushed it out"

@@ -118,3 +118,11 @@ def test_access_line_fields_are_formatted() -> None:
                                  "duration_ms")} == {
         "level": "info", "logger": "spiral_mcp.http", "msg": "request", "method": "POST",
         "path": "/execute", "status": 200, "duration_ms": 1.5}
+
+
+async def test_malformed_origin_or_host_is_refused_not_a_500(client) -> None:
+    # urlsplit raises on an unclosed IPv6 bracket; that must be a refusal on every route.
+    resp = await client.get("/health", headers={"Origin": "http://[::1"})
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "FORBIDDEN_ORIGIN"
+    resp = await client.get("/health", headers={"Host": "[::1"})
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "FORBIDDEN_HOST"

@@ -13,6 +13,15 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from conftest import make_settings
+from serving import ProductionLikeServer
+
+from spiral_mcp.auth import Principal
+from spiral_mcp.handlers import Tool, builtin_tools
+from spiral_mcp.protocol.dispatcher import Exchange
+from spiral_mcp.protocol.jsonrpc import Request
+from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import DISPATCHER, SESSIONS
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +103,83 @@ async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
         await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
         tools = [r["tool"] for r in await admin_conn.fetch("SELECT tool FROM audit_log")]
     assert "explorer_query" in tools
+
+
+async def test_shutdown_lets_calls_on_sessions_finish_and_ends_idle_streams(
+    database_urls, make_tenant
+) -> None:
+    """/mcp calls in flight when shutdown begins are answered (JSON and SSE), an idle session's
+    GET stream ends, and the sessions take no new call meanwhile."""
+    tenant = await make_tenant()
+    started: list[int] = []
+
+    async def slow(ctx, args):
+        started.append(1)
+        await asyncio.sleep(1.5)
+        return {"slept": True}
+
+    tool = Tool(name="test_slow", title="Slow", description="Sleeps (test only)", handler=slow,
+                scope="read", call_class="read", input_schema={"type": "object"},
+                output_schema={"type": "object"})
+    app = create_app(make_settings(database_urls, SHUTDOWN_TIMEOUT="10"),
+                     database_url=database_urls.runtime, tools=[*builtin_tools(), tool])
+    server = ProductionLikeServer(app, host="127.0.0.1")
+    await server.start_server(shutdown_timeout=10)
+    base = {**tenant.headers, "Accept": "application/json, text/event-stream"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def session() -> dict[str, str]:
+                init = await http.post(server.make_url("/mcp"), headers=base, json={
+                    "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                        "protocolVersion": "2025-11-25", "capabilities": {},
+                        "clientInfo": {"name": "t", "version": "1"}}})
+                headers = {**base, "Mcp-Session-Id": init.headers["Mcp-Session-Id"],
+                           "MCP-Protocol-Version": "2025-11-25"}
+                await http.post(server.make_url("/mcp"), headers=headers,
+                                json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+                return headers
+
+            def call(headers: dict[str, str], **meta: str) -> asyncio.Future:
+                params = {"name": "test_slow", "arguments": {}, "_meta": meta}
+                return asyncio.ensure_future(http.post(server.make_url("/mcp"), headers=headers,
+                                                       json={"jsonrpc": "2.0", "id": 1,
+                                                             "method": "tools/call",
+                                                             "params": params}))
+
+            as_json, as_sse, idle = await session(), await session(), await session()
+            stream = await http.get(server.make_url("/mcp"),
+                                    headers={**idle, "Accept": "text/event-stream"})
+            assert stream.status == 200
+            json_call, sse_call = call(as_json), call(as_sse, progressToken="p")
+            for _ in range(50):
+                if len(started) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            shutdown = asyncio.ensure_future(server.close())  # what SIGTERM does in run_app
+            await asyncio.sleep(0.2)
+
+            # Meanwhile a session takes no new call: a clear JSON-RPC error.
+            live = app[SESSIONS].get(idle["Mcp-Session-Id"], tenant.key_id,
+                                     transport="streamable")
+            assert live is not None
+            principal = Principal(tenant_id=tenant.id, key_id=tenant.key_id, key_name="test key",
+                                  scopes=frozenset({"read"}), user=None)
+            refused = await app[DISPATCHER].handle_request(
+                Request(id=2, method="tools/call", params={"name": "test_slow"}),
+                Exchange(principal=principal, protocol_version="2025-11-25",
+                         transport="streamable", session=live))
+            assert refused is not None and "shutting down" in refused["error"]["message"]
+            # The idle session's stream ends at once, cleanly.
+            assert b"Traceback" not in await asyncio.wait_for(stream.content.read(), 5)
+
+            answered = await asyncio.wait_for(json_call, 10)
+            assert answered.status == 200
+            body = await answered.json()
+            assert body["result"]["structuredContent"]["data"] == {"slept": True}, body
+            streamed = await asyncio.wait_for(sse_call, 10)
+            assert streamed.status == 200
+            events = (await asyncio.wait_for(streamed.content.read(), 10)).decode()
+            assert '"slept":true' in events, events
+            await asyncio.wait_for(shutdown, 15)
+    finally:
+        await server.close()

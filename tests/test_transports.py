@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,11 +24,13 @@ from aiohttp.test_utils import TestClient
 from conftest import Tenant, TenantFactory, make_settings
 from serving import app_clients
 
+from spiral_mcp import admin
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
-from spiral_mcp.protocol import dispatcher
+from spiral_mcp.protocol import dispatcher, http, sessions
 from spiral_mcp.provision import DatabaseUrls
+from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import SESSIONS
 
@@ -402,6 +406,15 @@ async def test_get_stream_one_per_session_and_resumption(client: TestClient,
     again.close()
 
 
+async def test_a_call_ended_by_delete_is_answered_with_an_error(serve: Serve,
+                                                                  tenant: Tenant) -> None:
+    client, slow, sid, running = await _slow_call(serve, tenant)
+    assert (await client.delete("/mcp", headers=headers(tenant, sid=sid))).status == 204
+    await asyncio.wait_for(slow.cancelled.wait(), 5)
+    ended = await error_of(await asyncio.wait_for(running, 5), 200)
+    assert ended == {"code": -32603, "message": "the session ended before the call finished"}
+
+
 async def test_delete_ends_an_open_stream(client: TestClient, tenant: Tenant) -> None:
     sid = await open_session(client, tenant)
     stream = await client.get("/mcp", headers=headers(tenant, sid=sid, accept="text/event-stream"))
@@ -411,21 +424,166 @@ async def test_delete_ends_an_open_stream(client: TestClient, tenant: Tenant) ->
         assert await stream.content.read() in (b"", b": ping\r\n\r\n")
 
 
+async def _stalled(client: TestClient, head: str, body: bytes = b""
+                   ) -> asyncio.StreamWriter:
+    """A connection that sends a request, then reads nothing past its answer's head: the
+    server's sends on it stall once the buffers between them are full."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.host, client.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(head.encode() + body)
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return writer
+
+
+def _errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_stalled_get_stream_is_cut_off_cleanly(
+        client: TestClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(http, "SSE_SEND_SECONDS", 0.3)
+    sid = await open_session(client, tenant)
+    writer = await _stalled(client, (
+        f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tenant.key}\r\n"
+        f"Accept: text/event-stream\r\n{SESSION}: {sid}\r\n\r\n"))
+    session = client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable")
+    assert session is not None and session.stream_open
+    for _ in range(8):  # more than the socket buffers between server and client hold
+        session.post(note("x" * (1 << 20)))
+    async with asyncio.timeout(10):
+        while session.stream_open:
+            await asyncio.sleep(0.1)
+    assert _errors_logged(caplog) == []
+    writer.close()
+
+
+class Chatty:
+    """A test-only tool that sends big progress messages, noting what its sends raised."""
+
+    def __init__(self) -> None:
+        self.raised: list[BaseException] = []
+        self.done = asyncio.Event()
+
+    async def handler(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            for _ in range(8):
+                await ctx.progress(1, None, "x" * (1 << 20))
+        except Exception as exc:
+            self.raised.append(exc)
+        finally:
+            self.done.set()
+        return {}
+
+    def tool(self) -> Tool:
+        return Tool(name="test_chatty", title="Chatty", description="Talks a lot (test only)",
+                    handler=self.handler, scope="read", call_class="read",
+                    input_schema=_OBJECT, output_schema={"type": "object"})
+
+
+async def test_a_stalled_sse_answer_never_reaches_the_tool(
+        serve: Serve, tenant: Tenant, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A stalled client is the transport's business: the tool's progress sends just stop
+    # arriving, rather than raising a TimeoutError (an OSError: "database unreachable").
+    monkeypatch.setattr(http, "SSE_SEND_SECONDS", 0.3)
+    chatty = Chatty()
+    client = await serve(tools=[chatty.tool()])
+    sid = await open_session(client, tenant)
+    body = orjson.dumps(request("tools/call", 1, name="test_chatty", arguments={},
+                                _meta={"progressToken": "p"}))
+    writer = await _stalled(client, (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tenant.key}\r\n"
+        f"Accept: {ACCEPT_BOTH}\r\nContent-Type: application/json\r\n{SESSION}: {sid}\r\n"
+        f"{VERSION}: 2025-11-25\r\nContent-Length: {len(body)}\r\n\r\n"), body)
+    await asyncio.wait_for(chatty.done.wait(), 10)
+    assert chatty.raised == []
+    session = client.app[SESSIONS].get(sid, tenant.key_id, transport="streamable")
+    async with asyncio.timeout(5):
+        while session is not None and session.calls_running:
+            await asyncio.sleep(0.1)
+    assert _errors_logged(caplog) == []
+    writer.close()
+
+
 # -- caps and expiry ---------------------------------------------------------------------------
+
+async def _streaming(client: TestClient, tenant: Tenant) -> tuple[str, ClientResponse]:
+    """A session with its GET stream open: it cannot give way to a new one."""
+    sid = await open_session(client, tenant)
+    stream = await client.get("/mcp", headers=headers(tenant, sid=sid, accept="text/event-stream"))
+    assert stream.status == 200
+    return sid, stream
+
 
 async def test_sessions_per_key_are_capped(serve: Serve, tenant: Tenant,
                                            make_tenant: TenantFactory) -> None:
     client = await serve(SESSION_MAX_PER_KEY="2")
-    first = await open_session(client, tenant)
-    await open_session(client, tenant)
+    first, first_stream = await _streaming(client, tenant)
+    await _streaming(client, tenant)
     third = await post(client, tenant, request("initialize", 0, protocolVersion="2025-11-25"))
     assert third.status == 429
     # Another key is not held back by this one's sessions.
     other = await make_tenant(name="other")
     await open_session(client, other)
     # Ending one makes room again.
+    first_stream.close()
     assert (await client.delete("/mcp", headers=headers(tenant, sid=first))).status == 204
     await open_session(client, tenant)
+
+
+async def test_a_full_key_gives_up_its_least_recently_used_idle_session(
+        serve: Serve, tenant: Tenant) -> None:
+    client = await serve(SESSION_MAX_PER_KEY="3")
+    streaming, _ = await _streaming(client, tenant)  # least recent, but its stream is open
+    oldest = await open_session(client, tenant)
+    newest = await open_session(client, tenant)
+    assert (await post(client, tenant, request("ping"), sid=oldest)).status == 200  # used again
+    await open_session(client, tenant)
+    await error_of(await post(client, tenant, request("ping"), sid=newest), 404)
+    for kept in (streaming, oldest):
+        assert (await post(client, tenant, request("ping"), sid=kept)).status == 200
+
+
+async def test_one_tenant_cannot_fill_the_server(serve: Serve, tenant: Tenant,
+                                                 make_tenant: TenantFactory,
+                                                 admin_conn: asyncpg.Connection,
+                                                 queries: Queries) -> None:
+    client = await serve(SESSION_MAX="4", SESSION_MAX_PER_TENANT="2")
+    greedy = [tenant]
+    for _ in range(2):
+        async with admin_conn.transaction():
+            key_id, secret = await admin.create_api_key(
+                admin_conn, queries, tenant_id=tenant.id, name="another key", scopes=["read"],
+                user=None)
+        greedy.append(Tenant(tenant.id, secret, key_id))
+    for key in greedy:  # one session per key, one more than the tenant may hold
+        await open_session(client, key)
+    assert client.app[SESSIONS].count("streamable") == 2
+    await _streaming(client, greedy[0])
+    await _streaming(client, greedy[1])
+    refused = await post(client, greedy[2], request("initialize", 0,
+                                                     protocolVersion="2025-11-25"))
+    assert (await error_of(refused, 429))["message"].startswith("this tenant")
+    # Every other tenant still gets in.
+    await open_session(client, await make_tenant(name="modest"))
+
+
+async def test_a_session_never_initialized_expires_after_a_minute(
+        serve: Serve, tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions, "UNINITIALIZED_TIMEOUT", 0.5)
+    client = await serve()
+    opened = await post(client, tenant, request(
+        "initialize", 0, protocolVersion="2025-11-25", capabilities={},
+        clientInfo={"name": "test", "version": "1"}))
+    abandoned = opened.headers[SESSION]
+    used = await open_session(client, tenant)
+    await asyncio.sleep(0.7)
+    await error_of(await post(client, tenant, request("ping"), sid=abandoned), 404)
+    assert (await post(client, tenant, request("ping"), sid=used)).status == 200
 
 
 async def test_idle_sessions_expire(serve: Serve, tenant: Tenant) -> None:
@@ -476,13 +634,14 @@ async def test_concurrent_calls_per_session_are_capped(serve: Serve, tenant: Ten
         "tools/call", 2, name="jira_get_issue", arguments={"issue_key": "WEB-1"}), sid=other)
     assert (await ok.json())["result"]["isError"] is False
 
-    # notifications/cancelled stops the slow call; it gets no answer, and the slot frees up.
+    # notifications/cancelled stops the slow call, and the slot frees up. Its POST is still
+    # answered (a request never gets an empty 202); the client that cancelled ignores it.
     cancel = await post(client, tenant, {"jsonrpc": "2.0", "method": "notifications/cancelled",
                                          "params": {"requestId": 1}}, sid=sid)
     assert cancel.status == 202
     await asyncio.wait_for(slow.cancelled.wait(), 5)
-    first_response = await asyncio.wait_for(first, 5)
-    assert first_response.status == 202 and await first_response.read() == b""
+    cancelled = await error_of(await asyncio.wait_for(first, 5), 200)
+    assert cancelled["code"] == -32603 and "cancelled" in cancelled["message"]
     ok = await post(client, tenant, request(
         "tools/call", 3, name="jira_get_issue", arguments={"issue_key": "WEB-1"}), sid=sid)
     assert (await ok.json())["result"]["isError"] is False
@@ -803,6 +962,68 @@ async def test_foreign_origin_is_refused(client: TestClient, tenant: Tenant) -> 
     assert local.status == 200
 
 
+async def test_browser_clients_of_allowed_origins_pass_cors(serve: Serve, tenant: Tenant) -> None:
+    # The MCP Inspector in direct mode (its page on localhost:6274), or any ALLOWED_ORIGINS page.
+    client = await serve(ALLOWED_ORIGINS="https://app.example.com")
+    for origin in ("http://localhost:6274", "https://app.example.com"):
+        preflight = await client.options("/mcp", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert preflight.status == 204  # no key: browsers send none with a preflight
+        assert preflight.headers["Access-Control-Allow-Origin"] == origin
+        assert {"GET", "POST", "DELETE"} <= {
+            m.strip() for m in preflight.headers["Access-Control-Allow-Methods"].split(",")}
+        assert {"authorization", "content-type", "mcp-session-id", "mcp-protocol-version",
+                "last-event-id"} <= {h.strip() for h in
+                                     preflight.headers["Access-Control-Allow-Headers"].split(",")}
+        assert int(preflight.headers["Access-Control-Max-Age"]) > 0
+
+        opened = await post(client, tenant, request(
+            "initialize", 0, protocolVersion="2025-11-25", capabilities={},
+            clientInfo={"name": "page", "version": "1"}), Origin=origin)
+        assert opened.status == 200
+        assert opened.headers["Access-Control-Allow-Origin"] == origin
+        assert "Mcp-Session-Id" in opened.headers["Access-Control-Expose-Headers"]
+        stream = await client.get("/mcp", headers=headers(
+            tenant, sid=opened.headers[SESSION], accept="text/event-stream", Origin=origin))
+        assert stream.headers["Access-Control-Allow-Origin"] == origin  # a stream's head too
+        stream.close()
+        refused = await client.post("/mcp", data=b"{}", headers={"Origin": origin})
+        assert refused.status == 401 and refused.headers["Access-Control-Allow-Origin"] == origin
+        assert "WWW-Authenticate" in refused.headers["Access-Control-Expose-Headers"]
+
+    foreign = await client.options("/mcp", headers={"Origin": "https://evil.example.com",
+                                                    "Access-Control-Request-Method": "POST"})
+    assert foreign.status == 403 and "Access-Control-Allow-Origin" not in foreign.headers
+
+
+async def _raw(client: TestClient, head: bytes, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Send bytes no HTTP client library would (a header that is not UTF-8); the status and the
+    JSON body of the answer."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head + b"Connection: close\r\n\r\n" + body)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), orjson.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+async def test_a_protocol_version_header_that_is_not_utf8_is_a_400(client: TestClient,
+                                                                    tenant: Tenant) -> None:
+    sid = await open_session(client, tenant)
+    common = (f"Host: 127.0.0.1\r\nAuthorization: Bearer {tenant.key}\r\n"
+              f"Accept: {ACCEPT_BOTH}\r\n{SESSION}: {sid}\r\n").encode()
+    bad = f"{VERSION}: 2025-".encode() + b"\xff\r\n"
+    body = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    status, answer = await _raw(client, b"POST /mcp HTTP/1.1\r\n" + common + bad + (
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n").encode(), body)
+    assert status == 400 and answer["error"]["code"] == -32022
+    assert answer["error"]["data"]["requested"] == "2025-\\udcff"  # escaped, never raw
+    for method in (b"GET", b"DELETE"):
+        status, answer = await _raw(client, method + b" /mcp HTTP/1.1\r\n" + common + bad)
+        assert status == 400 and "unsupported" in answer["error"]["message"]
+
+
 # -- audit and metrics -------------------------------------------------------------------------
 
 async def _audit_rows(admin_conn: asyncpg.Connection, tenant: Tenant) -> list[asyncpg.Record]:
@@ -958,14 +1179,16 @@ async def test_a_request_to_the_client_goes_on_the_call_s_stream_and_its_answer_
     assert error["code"] == "UPSTREAM_ERROR" and "did not answer" in error["message"]
     assert not session.asked
 
-    # Ending the session ends a call waiting for an answer at once, not after the timeout, and
-    # it answers nothing.
+    # Ending the session ends a call waiting for an answer at once, not after the timeout: its
+    # stream closes after an error saying so.
     monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 60)
     response = await call(5)
     await event(response)
     deleted = await client.delete("/mcp", headers=headers(tenant, sid=sid, version=version))
     assert deleted.status == 204
+    assert (await event(response))["method"] == "notifications/cancelled"
+    ended = await event(response)
+    assert ended["id"] == 5 and "session ended" in ended["error"]["message"]
     with pytest.raises(EOFError):
-        while True:
-            assert "id" not in await event(response)
+        await event(response)
     assert not session.asked and not session.inflight

@@ -235,6 +235,9 @@ class Dispatcher:
         # a call over the cap is refused, never queued, so a semaphore would only count).
         if session.state is SessionState.CLOSED:
             raise RpcError(INVALID_REQUEST, "the session has ended; initialize a new one")
+        if session.state is SessionState.CLOSING:
+            raise RpcError(INTERNAL_ERROR, "the server is shutting down and takes no new calls; "
+                                           "retry on a new session")
         if session.calls_running >= session.max_concurrent_calls:
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
         if request.id in session.inflight:

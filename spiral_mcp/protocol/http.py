@@ -4,7 +4,7 @@ and running a list of decoded messages through the dispatcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -23,16 +23,19 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
-from .sessions import Session
+from .sessions import Session, SessionState
 
 __all__ = [
     "BODY_READ_SECONDS",
+    "StreamClosed",
     "answer",
     "client_gone",
     "json_body",
     "read_json",
     "rpc_error_response",
     "run_messages",
+    "send",
+    "send_event",
     "session_messages",
     "sse_stream",
 ]
@@ -40,6 +43,9 @@ __all__ = [
 # A client that trickles its body this slowly is holding a connection hostage.
 BODY_READ_SECONDS = 30.0
 SSE_PING_SECONDS = 15.0
+# An SSE client that has taken nothing for this long has stalled (its buffers and ours are
+# full): aiohttp-sse (3.x) then aborts the connection rather than hold the sender forever.
+SSE_SEND_SECONDS = 30.0
 # JSON-RPC batches bigger than this are refused before any of it runs.
 MAX_BATCH = 100
 # How often a waiting stream checks that its client is still there.
@@ -98,13 +104,20 @@ def parse_batch(value: Any, *, allow_batch: bool) -> tuple[list[Message], list[d
 
 
 async def run_messages(
-    dispatcher: Dispatcher, messages: list[Message], exchange: Exchange
+    dispatcher: Dispatcher, messages: list[Message], exchange: Exchange, *,
+    unanswered: Callable[[Request], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run messages in order; the answers of the requests among them (cancelled ones have none)."""
+    """Run messages in order; the answers of the requests among them.
+
+    A cancelled request has no answer of its own; ``unanswered`` makes one where the transport
+    owes every request an answer (a POSTed request never gets an empty 202).
+    """
     answers = []
     for message in messages:
         if isinstance(message, Request):
             answer_ = await dispatcher.handle_request(message, exchange)
+            if answer_ is None and unanswered is not None:
+                answer_ = unanswered(message)
             if answer_ is not None:
                 answers.append(answer_)
         elif isinstance(message, Notification):
@@ -122,18 +135,34 @@ def answer(answers: list[dict[str, Any]], *, batch: bool,
     return json_body(answers if batch else answers[0], headers=headers)
 
 
+class StreamClosed(Exception):
+    """An SSE stream cannot take more: its client left, or stalled and was cut off."""
+
+
 async def sse_stream(request: web.Request, *, headers: dict[str, str] | None = None
                      ) -> EventSourceResponse:
     stream = EventSourceResponse(headers=headers, allow_all_methods=True,
-                                 ping_interval=SSE_PING_SECONDS)
+                                 ping_interval=SSE_PING_SECONDS, send_timeout=SSE_SEND_SECONDS)
     await stream.prepare(request)
     return stream
 
 
+async def send(stream: EventSourceResponse, data: str, *, event: str,
+               event_id: int | None = None) -> None:
+    """Send one SSE event; StreamClosed when the client is gone or stalled.
+
+    One exception for every way a send fails, so no transport lets one escape: a TimeoutError
+    (a stalled client) would otherwise reach a tool as an OSError and read as a database fault.
+    """
+    try:
+        await stream.send(data, event=event, id=str(event_id) if event_id is not None else None)
+    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+        raise StreamClosed(str(exc)) from exc
+
+
 async def send_event(stream: EventSourceResponse, message: dict[str, Any], *,
                      event_id: int | None = None) -> None:
-    await stream.send(orjson.dumps(message).decode(), event="message",
-                      id=str(event_id) if event_id is not None else None)
+    await send(stream, orjson.dumps(message).decode(), event="message", event_id=event_id)
 
 
 def client_gone(request: web.Request) -> bool:
@@ -144,7 +173,8 @@ def client_gone(request: web.Request) -> bool:
 
 async def session_messages(request: web.Request, session: Session
                            ) -> AsyncIterator[dict[str, Any]]:
-    """The session's queued messages, until the session ends or the client leaves.
+    """The session's queued messages, until the session ends, the client leaves, or the server
+    shuts down and no call runs on the session any more.
 
     The server runs with aiohttp's default of not cancelling a handler whose client went away,
     so a stream waiting for its next message must notice the departure itself; otherwise the
@@ -155,6 +185,10 @@ async def session_messages(request: web.Request, session: Session
         try:
             message = await asyncio.wait_for(session.outbox.get(), STREAM_POLL_SECONDS)
         except TimeoutError:
+            # Checked only with the outbox empty: a legacy call's answer is queued after the
+            # call has ended, and must still go out.
+            if session.state is SessionState.CLOSING and session.idle:
+                return
             continue
         if message is None:
             return

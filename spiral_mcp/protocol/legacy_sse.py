@@ -10,9 +10,11 @@ from aiohttp import web
 from ..server.keys import BACKGROUND, DISPATCHER, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
 from .dispatcher import Exchange
 from .http import (
+    StreamClosed,
     parse_batch,
     read_json,
     run_messages,
+    send,
     send_event,
     session_messages,
     sse_stream,
@@ -33,7 +35,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sessions = request.app[SESSIONS]
     try:
         session = sessions.create(
-            key_id=request[PRINCIPAL].key_id, transport="sse", protocol_version="2024-11-05",
+            key_id=request[PRINCIPAL].key_id, tenant_id=request[PRINCIPAL].tenant_id,
+            transport="sse", protocol_version="2024-11-05",
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
     except SessionLimitError as exc:
@@ -47,12 +50,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
         sessions.remove(session)
         raise
     try:
-        await response.send(f"/messages?session_id={session.id}", event="endpoint")
+        await send(response, f"/messages?session_id={session.id}", event="endpoint")
         async for message in session_messages(request, session):
             await send_event(response, message)
         response.stop_streaming()
-    except (ConnectionError, RuntimeError):
-        pass  # the client left; its session ends with its stream
+    except StreamClosed:
+        pass  # the client left or stalled; its session ends with its stream
     finally:
         session.stream_open = False
         sessions.remove(session)

@@ -1,6 +1,10 @@
 """MCP sessions: created by ``initialize``, bound to the API key that opened them, capped,
 expired when idle, and ended by DELETE, by the client going away (legacy SSE) or by shutdown.
 
+Shutdown comes in two steps: :meth:`SessionStore.drain_all` when the server stops accepting
+(running calls finish, new ones are refused, idle streams end), then
+:meth:`SessionStore.close_all` once the grace period is over (whatever still runs is cancelled).
+
 A session id alone never routes a message: a lookup needs the id *and* the key that created it,
 so a leaked id is useless to another caller (and looks like any unknown id: 404).
 """
@@ -14,6 +18,7 @@ import enum
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ClientError", "Session", "SessionLimitError", "SessionState", "SessionStore"]
@@ -22,11 +27,12 @@ __all__ = ["ClientError", "Session", "SessionLimitError", "SessionState", "Sessi
 class SessionState(enum.Enum):
     OPEN = "open"                # initialize answered, waiting for notifications/initialized
     READY = "ready"              # initialized: every method may flow
+    CLOSING = "closing"          # shutting down: running calls finish, new ones are refused
     CLOSED = "closed"
 
 
 class SessionLimitError(Exception):
-    """Too many sessions, in all or for one key."""
+    """Too many sessions, in all, for one tenant or for one key."""
 
 
 class ClientError(Exception):
@@ -42,6 +48,7 @@ class ClientError(Exception):
 class Session:
     id: str
     key_id: uuid.UUID
+    tenant_id: uuid.UUID
     transport: str                    # "streamable" or "sse"
     protocol_version: str
     max_concurrent_calls: int
@@ -77,7 +84,27 @@ class Session:
     def mark_ready(self) -> None:
         if self.state is SessionState.CLOSED:
             raise RuntimeError("cannot initialize; the session is already closed")
-        self.state = SessionState.READY
+        if self.state is SessionState.OPEN:
+            self.state = SessionState.READY
+
+    @property
+    def idle(self) -> bool:
+        """No call runs (a cancelled one counts until it has ended)."""
+        return self.calls_running == 0
+
+    @property
+    def evictable(self) -> bool:
+        """Nothing would be lost by ending it: no stream open, no call running."""
+        return not self.stream_open and self.idle
+
+    def drain(self) -> None:
+        """Shutdown: refuse new calls and let the running ones finish; the stream ends once no
+        call runs (see http.session_messages), so what they send still reaches the client."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSING
+        if self.idle:
+            self.outbox.put_nowait(None)
 
     def close(self) -> None:
         """End the session: cancel what runs, and tell its stream to finish."""
@@ -140,29 +167,53 @@ class Session:
         return [(i, m) for i, m in self.sent if i > event_id]
 
 
+# A session whose client never sent notifications/initialized is abandoned much sooner than an
+# idle one: a client that opens sessions it never uses must not hold places for half an hour.
+UNINITIALIZED_TIMEOUT = 60.0
+
+
 class SessionStore:
-    def __init__(self, *, max_sessions: int, max_per_key: int, idle_timeout: float) -> None:
+    def __init__(self, *, max_sessions: int, max_per_tenant: int, max_per_key: int,
+                 idle_timeout: float) -> None:
         self._max = max_sessions
+        self._max_per_tenant = max_per_tenant
         self._max_per_key = max_per_key
         self._idle_timeout = idle_timeout
+        # In order of last use, least recent first (``get`` moves a session to the end), so the
+        # session a full key or tenant gives up is found from the front.
         self._sessions: dict[str, Session] = {}
 
     def create(
-        self, *, key_id: uuid.UUID, transport: str, protocol_version: str,
+        self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, transport: str, protocol_version: str,
         max_concurrent_calls: int,
     ) -> Session:
+        """A new session; at a key's or a tenant's cap, its least recently used session with no
+        stream and no call is ended to make room. SessionLimitError when none can be."""
         self.expire_idle()
+        self._make_room(lambda s: s.key_id == key_id, self._max_per_key,
+                        "this API key has as many sessions open as it allows")
+        # Per tenant too: one tenant's keys must not fill the server and lock every other
+        # tenant out.
+        self._make_room(lambda s: s.tenant_id == tenant_id, self._max_per_tenant,
+                        "this tenant has as many sessions open as it allows")
         if len(self._sessions) >= self._max:
             raise SessionLimitError("the server has as many sessions open as it allows")
-        if sum(1 for s in self._sessions.values() if s.key_id == key_id) >= self._max_per_key:
-            raise SessionLimitError("this API key has as many sessions open as it allows")
         # 128 random bits, visible ASCII only, as the transport rules require.
         session = Session(
-            id=secrets.token_hex(16), key_id=key_id, transport=transport,
+            id=secrets.token_hex(16), key_id=key_id, tenant_id=tenant_id, transport=transport,
             protocol_version=protocol_version, max_concurrent_calls=max_concurrent_calls,
         )
         self._sessions[session.id] = session
         return session
+
+    def _make_room(self, owned: Callable[[Session], bool], cap: int, refusal: str) -> None:
+        owned_now = [s for s in self._sessions.values() if owned(s)]
+        if len(owned_now) < cap:
+            return
+        victim = next((s for s in owned_now if s.evictable), None)
+        if victim is None:
+            raise SessionLimitError(refusal)
+        self.remove(victim)
 
     def get(self, session_id: str, key_id: uuid.UUID, *, transport: str) -> Session | None:
         """The live session with this id opened by this key over this transport, or None."""
@@ -170,25 +221,37 @@ class SessionStore:
         if (session is None or session.key_id != key_id or session.transport != transport
                 or session.state is SessionState.CLOSED):
             return None
-        if time.monotonic() - session.last_seen > self._idle_timeout and not session.stream_open \
-                and not session.inflight:
+        if self._expired(session, time.monotonic()):
             self.remove(session)
             return None
         session.touch()
+        # Most recently used last: see _make_room.
+        self._sessions[session_id] = self._sessions.pop(session_id)
         return session
 
     def remove(self, session: Session) -> None:
         session.close()
         self._sessions.pop(session.id, None)
 
+    def _expired(self, session: Session, now: float) -> bool:
+        timeout = self._idle_timeout
+        if session.state is SessionState.OPEN:
+            timeout = min(timeout, UNINITIALIZED_TIMEOUT)
+        return now - session.last_seen > timeout and session.evictable
+
     def expire_idle(self) -> None:
         now = time.monotonic()
         for session in list(self._sessions.values()):
-            if (now - session.last_seen > self._idle_timeout and not session.stream_open
-                    and not session.inflight):
+            if self._expired(session, now):
                 self.remove(session)
 
+    def drain_all(self) -> None:
+        """Shutdown has begun: every session finishes what runs and takes no new calls."""
+        for session in self._sessions.values():
+            session.drain()
+
     def close_all(self) -> None:
+        """The grace period is over: end every session, cancelling what still runs."""
         for session in list(self._sessions.values()):
             self.remove(session)
 

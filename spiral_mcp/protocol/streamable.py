@@ -14,6 +14,7 @@ from aiohttp import web
 from ..server.keys import DISPATCHER, METRICS, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
 from .dispatcher import Exchange, can_ask
 from .http import (
+    StreamClosed,
     answer,
     client_gone,
     json_body,
@@ -27,14 +28,16 @@ from .http import (
 )
 from .jsonrpc import (
     HEADER_MISMATCH,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     Request,
     RpcError,
+    error_message,
     parse_message,
 )
-from .sessions import Session, SessionLimitError
+from .sessions import Session, SessionLimitError, SessionState
 from .versions import (
     BATCHING_VERSIONS,
     DEFAULT_HEADERLESS_VERSION,
@@ -77,6 +80,16 @@ def _accepts(request: web.Request, *media_types: str) -> bool:
 
 def _is_json(request: web.Request) -> bool:
     return request.content_type == "application/json"
+
+
+def _shown(header_value: str) -> str:
+    """A header value fit to repeat in an answer: aiohttp decodes headers with surrogateescape,
+    and a lone surrogate cannot be encoded as JSON (a 500), so whatever is not printable ASCII
+    is escaped."""
+    if header_value.isascii() and header_value.isprintable():
+        return header_value
+    return "".join(c if c.isascii() and c.isprintable() else f"\\u{ord(c):04x}"
+                   for c in header_value)
 
 
 def _http_error(status: int, message: str) -> web.Response:
@@ -134,8 +147,18 @@ async def post(request: web.Request) -> web.StreamResponse:
     headers = {SESSION_HEADER: session.id}
     if any(_has_progress(m) or _may_ask(session, m) for m in messages):
         return await _answer_as_stream(request, messages, errors, exchange, headers)
-    answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange)
+    answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange,
+                                          unanswered=functools.partial(_unanswered, session))
     return answer(answers, batch=isinstance(value, list), headers=headers)
+
+
+def _unanswered(session: Session, request: Request) -> dict[str, Any]:
+    """The answer of a call that ended without one (cancelled by the client, by DELETE or at
+    the end of shutdown's grace): the transport owes a POSTed request an answer, never an empty
+    202, and the client ignores it if it was the one that cancelled."""
+    reason = ("the session ended before the call finished" if session.state is SessionState.CLOSED
+              else "the request was cancelled")
+    return error_message(request.id, RpcError(INTERNAL_ERROR, reason))
 
 
 async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Response:
@@ -148,7 +171,8 @@ async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Respon
     settings = request.app[SETTINGS]
     try:
         session = request.app[SESSIONS].create(
-            key_id=request[PRINCIPAL].key_id, transport="streamable",
+            key_id=request[PRINCIPAL].key_id, tenant_id=request[PRINCIPAL].tenant_id,
+            transport="streamable",
             protocol_version=negotiate(message.params.get("protocolVersion")),
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
@@ -167,7 +191,7 @@ def _session(request: web.Request) -> Session | web.Response:
         return _http_error(400, f"{SESSION_HEADER} header is required after initialize")
     version = request.headers.get(VERSION_HEADER, DEFAULT_HEADERLESS_VERSION)
     if version not in HANDSHAKE_VERSIONS:
-        return _http_error(400, f"unsupported {VERSION_HEADER}: {version}")
+        return _http_error(400, f"unsupported {VERSION_HEADER}: {_shown(version)}")
     session = request.app[SESSIONS].get(session_id, request[PRINCIPAL].key_id,
                                         transport="streamable")
     if session is None:
@@ -195,13 +219,15 @@ async def _answer_as_stream(request: web.Request, messages: list[Any], errors: l
     async def notify(message: dict[str, Any]) -> bool:
         try:
             await send_event(stream, message)
-        except (ConnectionError, RuntimeError):
+        except StreamClosed:
             return False
         return True
 
     exchange.notify = notify
     try:
-        work = run_messages(request.app[DISPATCHER], messages, exchange)
+        unanswered = (functools.partial(_unanswered, exchange.session)
+                      if exchange.session is not None else None)
+        work = run_messages(request.app[DISPATCHER], messages, exchange, unanswered=unanswered)
         if cancel_on_disconnect:
             answered = await _cancel_on_disconnect(request, work)
             if answered is None:
@@ -211,7 +237,7 @@ async def _answer_as_stream(request: web.Request, messages: list[Any], errors: l
         answers = errors + answered
         for message in answers:
             await send_event(stream, message)
-    except (ConnectionError, RuntimeError):
+    except StreamClosed:
         pass  # the client went away; that is not a cancel, and there is no one to tell
     finally:
         stream.stop_streaming()
@@ -236,17 +262,17 @@ async def get(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     try:
         stream = await sse_stream(request, headers={SESSION_HEADER: session.id})
-        if last_event.isascii() and last_event.isdigit() and len(last_event) <= 18:
-            for event_id, message in session.replay_after(int(last_event)):
+        try:
+            if last_event.isascii() and last_event.isdigit() and len(last_event) <= 18:
+                for event_id, message in session.replay_after(int(last_event)):
+                    await send_event(stream, message, event_id=event_id)
+            async for message in session_messages(request, session):
+                # Recorded before sending: a message the client misses is replayed on resumption.
+                event_id = session.record_sent(message)
                 await send_event(stream, message, event_id=event_id)
-        async for message in session_messages(request, session):
-            # Recorded before sending: a message the client misses is replayed on resumption.
-            event_id = session.record_sent(message)
-            try:
-                await send_event(stream, message, event_id=event_id)
-            except (ConnectionError, RuntimeError):
-                break  # the client left; it may come back with Last-Event-ID
-            metrics.mcp_requests.labels(message.get("method", "response"), "stream").inc()
+                metrics.mcp_requests.labels(message.get("method", "response"), "stream").inc()
+        except StreamClosed:
+            pass  # the client left or stalled; it may come back with Last-Event-ID
         stream.stop_streaming()
         return stream
     finally:
@@ -277,7 +303,7 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
             INVALID_REQUEST, "the body must be one JSON-RPC request or notification"))
     if "id" not in value:
         if version not in MODERN_VERSIONS:
-            return rpc_error_response(_unsupported(version))
+            return rpc_error_response(_unsupported(_shown(version)))
         return web.Response(status=202)
     try:
         message = parse_message(value)

@@ -55,7 +55,7 @@ from .keys import (
     TEMPLATES,
 )
 from .metrics import Metrics
-from .middleware import authenticate, origin_guard, request_context
+from .middleware import authenticate, cors_headers, origin_guard, request_context
 
 __all__ = ["create_app"]
 
@@ -109,7 +109,8 @@ def create_app(
     app.cleanup_ctx.append(_rate_limits)
     app.cleanup_ctx.append(_protocol(list(tools), ResourceRegistry(resources),
                                      PromptRegistry(prompts)))
-    app.on_shutdown.append(_end_sessions)
+    app.on_response_prepare.append(cors_headers)
+    app.on_shutdown.append(_drain_sessions)
     return app
 
 
@@ -270,8 +271,8 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
                                      sources=app[SOURCES], resources=resources,
                                      prompts=prompts)
         sessions = SessionStore(
-            max_sessions=settings.session_max, max_per_key=settings.session_max_per_key,
-            idle_timeout=settings.session_idle_timeout,
+            max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
+            max_per_key=settings.session_max_per_key, idle_timeout=settings.session_idle_timeout,
         )
         app[SESSIONS] = sessions
         app[METRICS].watch_sessions(sessions.count)
@@ -281,6 +282,9 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         reaper = asyncio.create_task(idempotency.reap_periodically(_REAP_SECONDS))
         yield
         reaper.cancel()
+        # The grace period is over (aiohttp waited SHUTDOWN_TIMEOUT for requests): what still
+        # runs on a session is cancelled now.
+        sessions.close_all()
         await background.close(grace=settings.shutdown_timeout)
         # Last: every call has ended, so every audit row is queued; write them before the pool
         # closes.
@@ -289,7 +293,8 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
     return protocol
 
 
-async def _end_sessions(app: web.Application) -> None:
-    """SIGTERM: end every session so open streams finish cleanly rather than being cut."""
+async def _drain_sessions(app: web.Application) -> None:
+    """SIGTERM: sessions take no new calls and their idle streams finish cleanly rather than
+    being cut; running calls get SHUTDOWN_TIMEOUT (aiohttp runs this before it waits)."""
     if SESSIONS in app:
-        app[SESSIONS].close_all()
+        app[SESSIONS].drain_all()

@@ -19,6 +19,7 @@ from .metrics import Metrics
 __all__ = [
     "AUTHENTICATOR",
     "BACKGROUND",
+    "CORS_ORIGIN",
     "DATABASE",
     "DISPATCHER",
     "EXPLORER",
@@ -49,3 +50,5 @@ SOURCES = web.AppKey("sources", SourceAccess)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
+# The request's Origin once origin_guard has allowed it: its answer may be read by that page.
+CORS_ORIGIN = web.RequestKey("cors_origin", str)

@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..errors import ServiceError
-from .keys import AUTHENTICATOR, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .keys import AUTHENTICATOR, CORS_ORIGIN, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
 from .logs import AccessRecord, request_id_var
 
-__all__ = ["PUBLIC_PATHS", "authenticate", "json_error", "origin_guard", "request_context"]
+__all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "json_error", "origin_guard",
+           "request_context"]
 
 log = logging.getLogger("spiral_mcp.http")
 
@@ -35,6 +36,18 @@ _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # A client may send any token as the HTTP method; a metrics series per unknown one would grow
 # without bound.
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Where a browser client (the MCP Inspector in direct mode) sends requests that need a CORS
+# preflight: a bearer key, JSON bodies and the MCP headers are never "simple".
+_CORS_PATHS = frozenset({"/mcp", "/sse", "/messages", "/execute", "/tools", "/templates"})
+_CORS_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "authorization, content-type, mcp-session-id, "
+                                    "mcp-protocol-version, mcp-method, mcp-name, last-event-id",
+    "Access-Control-Max-Age": "3600",
+}
+# What a page's script may read of an answer beyond the basic headers: the session id it must
+# send back, and the challenge of a 401.
+_CORS_EXPOSE = "Mcp-Session-Id, WWW-Authenticate"
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -94,7 +107,20 @@ def _is_loopback(host: str) -> bool:
 @functools.lru_cache(maxsize=256)
 def _loopback_host(host_header: str) -> bool:
     # Cached: every request's Host header is checked, and clients repeat the same few values.
-    return _is_loopback(urlsplit("//" + host_header).hostname or "")
+    try:
+        return _is_loopback(urlsplit("//" + host_header).hostname or "")
+    except ValueError:  # "[::1" and the like: no host at all, so not a loopback one
+        return False
+
+
+def _origin_allowed(origin: str, allowed_origins: tuple[str, ...]) -> bool:
+    if origin in allowed_origins:
+        return True
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # a malformed Origin is a refusal, never a 500
+        return False
+    return parts.scheme in ("http", "https") and _is_loopback(parts.hostname or "")
 
 
 @web.middleware
@@ -107,17 +133,28 @@ async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResp
     """
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
-    if origin is not None:
-        parts = urlsplit(origin)
-        allowed = origin in settings.allowed_origins or (
-            parts.scheme in ("http", "https") and _is_loopback(parts.hostname or "")
-        )
-        if not allowed:
-            return json_error(403, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
+    if origin is not None and not _origin_allowed(origin, settings.allowed_origins):
+        return json_error(403, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
     if _is_loopback(settings.host) and not _loopback_host(request.headers.get("Host", "")):
         return json_error(403, "FORBIDDEN_HOST",
                           "this server only answers requests addressed to a loopback host")
+    if origin is not None:
+        request[CORS_ORIGIN] = origin
+        if request.method == "OPTIONS" and request.path in _CORS_PATHS:
+            # A preflight carries no key (browsers never send credentials with it), so it is
+            # answered here, before authentication.
+            return web.Response(status=204, headers=_CORS_PREFLIGHT)
     return await handler(request)
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: let an allowed origin's page read the answer (streams included,
+    whose headers leave before their handler returns)."""
+    origin = request.get(CORS_ORIGIN)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE
+        response.headers.add("Vary", "Origin")
 
 
 def _unauthorized(message: str, *, invalid: bool) -> web.Response:
