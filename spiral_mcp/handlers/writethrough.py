@@ -8,9 +8,10 @@ sync's own page writer. A source that refuses or cannot be reached is UPSTREAM_E
 status and words, and the store is unchanged.
 
 Between the check and the source's answer another write may land; the source decides, and the
-store takes its answer. A call whose source write succeeded but whose store transaction failed
-releases its idempotency key (the registry does so for every failure), so a retry with the key
-may write at the source again; the next sync brings the store in line either way.
+store takes its answer. Once the source may have made the change (it answered, or its answer was
+lost), the call's outcome is unknown to a retry: a failure after that keeps the call's
+idempotency key until its lease ends instead of releasing it, so a retry with the key cannot
+write at the source twice; the next sync brings the store in line either way.
 """
 
 from __future__ import annotations
