@@ -1,4 +1,5 @@
-"""The README stays true: every setting and every shipped tool is documented there."""
+"""The README stays true: every setting and every shipped tool is documented there, and what it
+sends an operator to run does what provisioning does."""
 
 from __future__ import annotations
 
@@ -63,3 +64,13 @@ def test_every_tool_has_a_readme_example_that_its_schema_accepts() -> None:
         errors = list(Draft202012Validator(schemas[example["name"]]).iter_errors(
             example["arguments"]))
         assert errors == [], (example["name"], [e.message for e in errors])
+
+
+def test_the_docker_init_script_guards_what_provisioning_guards() -> None:
+    """README sends an operator of their own PostgreSQL to docker/init-roles.sql for the grants
+    that provisioning makes (roles.guard_database)."""
+    from spiral_mcp.roles import GUARDED_FUNCTIONS
+
+    script = (Path(__file__).resolve().parent.parent / "docker" / "init-roles.sql").read_text()
+    assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
+    assert "ALTER ROLE spiral_explorer SET track_activities = off" in script

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from conftest import make_settings
 
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.explorer import Explorer, create_explorer_pool
 from spiral_mcp.queries import Queries
+from spiral_mcp.server.app import create_app
 
 
 async def call(client, tenant, name: str, **arguments: Any) -> dict:
@@ -333,12 +336,23 @@ async def test_the_product_s_roles_keep_the_guarded_functions(app_conn, admin_co
         assert await conn.fetchval("SELECT pg_try_advisory_xact_lock(7)")
 
 
-def test_the_docker_init_script_guards_the_same_functions():
-    from spiral_mcp.roles import GUARDED_FUNCTIONS
-
-    script = (Path(__file__).parent.parent / "docker" / "init-roles.sql").read_text()
-    assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
-    assert "ALTER ROLE spiral_explorer SET track_activities = off" in script
+async def test_a_database_without_the_guard_is_named_at_start_up(
+        explorer, superuser_url, database_urls, aiohttp_client, caplog):
+    assert await explorer.unguarded() == []
+    # A database set up by hand without the grants of docker/init-roles.sql.
+    grant = "EXECUTE ON FUNCTION pg_catalog.pg_sleep(double precision)"
+    su = await asyncpg.connect(superuser_url, database=urlsplit(database_urls.runtime).path[1:])
+    try:
+        await su.execute(f"GRANT {grant} TO spiral_explorer")
+        assert await explorer.unguarded() == ["pg_sleep(double precision)"]
+        caplog.set_level(logging.WARNING, logger="spiral_mcp.server.app")
+        await aiohttp_client(create_app(make_settings(database_urls),
+                                        database_url=database_urls.runtime))
+    finally:
+        await su.execute(f"REVOKE {grant} FROM spiral_explorer")
+        await su.close()
+    warned = [r for r in caplog.records if "explorer role may still" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].exposed == ["pg_sleep(double precision)"]
 
 
 async def test_out_columns_match_the_catalog(admin_conn):

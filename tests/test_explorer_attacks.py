@@ -187,6 +187,16 @@ REFUSED = [
                              "work_items w", P, "pg_typeof"),
     ("attribute of a multi-array unnest", "SELECT pg_typeof.pg_typeof FROM unnest(ARRAY[1], "
                                           "ARRAY[2]) pg_typeof", P, "pg_typeof"),
+    # a bare (name).f: PostgreSQL reads name as a column first, whatever names the check derives
+    ("attribute of a scalar subquery's column", "SELECT (n).pg_sleep FROM (SELECT (SELECT 1 AS n)) "
+                                               "s, (SELECT 1 AS pg_sleep) n", P, "pg_sleep"),
+    ("attribute of a case's column", "SELECT (g).pg_stat_get_backend_activity FROM (SELECT CASE "
+                                     "WHEN false THEN 0 ELSE g END FROM generate_series(1, 50) g) "
+                                     "s, (SELECT 1 AS pg_stat_get_backend_activity) g", P,
+     "pg_stat_get_backend_activity"),
+    ("attribute of an unnested row's column", "SELECT (number).pg_sleep FROM unnest(ARRAY(SELECT "
+                                              "w FROM work_items w LIMIT 1)) u, (SELECT 1 AS "
+                                              "pg_sleep) number", P, "pg_sleep"),
     ("qualified operator in order by using", "SELECT key FROM work_items ORDER BY key USING "
                                              "OPERATOR(public.<)", P, "operator public.<"),
     ("deeply nested sum", "SELECT " + "+".join(["1"] * 600), V, "nested too deeply"),
@@ -316,12 +326,21 @@ FINE = [
      "SELECT w.key, c.n, p.name, w.project_key, 1 "
      "FROM work_items w JOIN c ON c.work_item_id = w.id "
      "JOIN projects p ON p.project_key = w.project_key ORDER BY 1"),
+    ("an alias used again in a subquery names its own item",
+     "SELECT w.key FROM work_items w WHERE NOT EXISTS (SELECT 1 FROM comments w WHERE w.body = "
+     "'no such words') AND w.key IN (SELECT w.key FROM work_items w) ORDER BY 1",
+     "SELECT key FROM work_items ORDER BY 1"),
+    ("an alias used again in a joined subquery",
+     "SELECT w.key, x.work_item_id FROM work_items w JOIN (SELECT w.work_item_id FROM comments w) "
+     "x ON x.work_item_id = w.id ORDER BY 1, 2",
+     "SELECT w.key, c.work_item_id FROM work_items w JOIN comments c ON c.work_item_id = w.id "
+     "ORDER BY 1, 2"),
     ("qualified columns of functions and values",
      "SELECT g.g, g.ordinality, v.label, e.key FROM generate_series(1, 3) WITH ORDINALITY g "
      "JOIN (VALUES (1, 'one'), (2, 'two')) v(n, label) ON v.n = g.g "
      "LEFT JOIN work_items w ON w.number = g.g AND w.project_key = (SELECT min(project_key) "
      "FROM projects) LEFT JOIN LATERAL jsonb_each(w.custom_fields) e ON true "
-     "WHERE (v).n IS NOT NULL ORDER BY 1, 4",
+     "WHERE (v.*).n IS NOT NULL ORDER BY 1, 4",
      "SELECT g, g, CASE g WHEN 1 THEN 'one' ELSE 'two' END, e.key FROM generate_series(1, 2) g "
      "LEFT JOIN work_items w ON w.number = g AND w.project_key = (SELECT min(project_key) "
      "FROM projects) LEFT JOIN LATERAL jsonb_each(w.custom_fields) e ON true ORDER BY 1, 4"),

@@ -27,6 +27,7 @@ import asyncpg
 from ..db import Database, connection_error, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
+from ..roles import GUARDED_FUNCTIONS
 from .catalog import Catalog, load_catalog
 from .results import Shaper, column_type
 from .validator import CheckedQuery, QueryValidator
@@ -123,6 +124,13 @@ class Explorer:
     @property
     def queries(self) -> Queries:
         return self.database.queries
+
+    async def unguarded(self) -> list[str]:
+        """What the explorer role may still do that provisioning takes from it (see
+        ``roles.guard_database``): the validator is the first wall, this the second."""
+        async with self.database.connection() as conn:
+            rows = await self.queries.explorer_unguarded(conn, functions=list(GUARDED_FUNCTIONS))
+        return [row["exposed"] for row in rows]
 
     @asynccontextmanager
     async def bound(self, tenant_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:

@@ -105,21 +105,26 @@ class _Refused(Exception):
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Scope:
     """What one point of the query sees: the CTEs in scope (name → columns) and the FROM items
-    (reference name → columns) of its own query level and of every level around it."""
+    (reference name → columns) of its own query level and of every level around it, one tuple
+    per level, the innermost last."""
 
     ctes: Mapping[str, Columns] = dataclasses.field(default_factory=dict)
-    items: tuple[tuple[str, Columns], ...] = ()
+    levels: tuple[tuple[tuple[str, Columns], ...], ...] = ()
 
     def with_ctes(self, ctes: Mapping[str, Columns]) -> _Scope:
-        return _Scope({**self.ctes, **ctes}, self.items)
+        return _Scope({**self.ctes, **ctes}, self.levels)
 
     def with_items(self, items: Sequence[tuple[str, Columns]]) -> _Scope:
-        return _Scope(self.ctes, (*self.items, *items))
+        return _Scope(self.ctes, (*self.levels, tuple(items)))
 
     def lookup(self, name: str) -> list[Columns]:
-        """The columns of every item called ``name``. More items than PostgreSQL would let the
-        point see is safe: a qualified column must be a column of each of them."""
-        return [columns for ref, columns in self.items if ref == name]
+        """The columns of the items called ``name`` at the innermost level that has one, as
+        PostgreSQL resolves a qualified name. More than one (PostgreSQL would refuse the query)
+        is safe: a qualified column must be a column of each of them."""
+        for level in reversed(self.levels):
+            if found := [columns for ref, columns in level if ref == name]:
+                return found
+        return []
 
 
 def _renamed(columns: Columns, alias: Any) -> Columns:
@@ -498,7 +503,8 @@ class QueryValidator:
 
     def _indirection(self, body: dict[str, Any], scope: _Scope, loc: int) -> None:
         """``(value).name`` selects a field of a composite value, or calls ``name(value)``: it
-        is allowed only on a FROM item's row or a known record (``(jsonb_each(x)).key``)."""
+        is allowed only on a FROM item's whole row (``(item.*).name``) or a known record
+        (``(jsonb_each(x)).key``)."""
         indirection = body.get("indirection") or []
         fields = _names(indirection)
         if not fields:
@@ -508,6 +514,14 @@ class QueryValidator:
             raise _Refused(ErrorCode.PERMISSION_DENIED, f"field {shown}",
                            f"field selection {shown} is allowed only on a FROM item's row", loc)
         arg = body.get("arg") or {}
+        ref = arg.get("ColumnRef", {}).get("fields") or []
+        if len(ref) == 1 and "String" in ref[0]:
+            # PostgreSQL reads a bare name as a column before a FROM item, whatever this check
+            # makes of the items' columns, and (column).name calls name(column).
+            bare = f"({ref[0]['String']['sval']}).{fields[0]}"
+            raise _Refused(ErrorCode.PERMISSION_DENIED, f"field {bare}",
+                           f"{bare} is not allowed: write {bare[1:].replace(')', '', 1)} for a "
+                           "column of a FROM item", loc)
         owner = _figure(arg)[0] or "(...)"
         self._member(owner, fields[0], self._row_columns(arg, scope) or [None], loc)
 
@@ -520,12 +534,7 @@ class QueryValidator:
         names = _names(ref)
         if len(ref) == 2 and "A_Star" in ref[1]:
             return scope.lookup(names[0])  # (item.*).name
-        if len(ref) != 1 or not names:
-            return [None]
-        # A bare name is a column if any item in scope has one so called; only else a row.
-        if any(columns is None or names[0] in columns for _, columns in scope.items):
-            return [None]
-        return scope.lookup(names[0])
+        return [None]
 
     def _member(self, owner: str, name: str, found: list[Columns], loc: int) -> None:
         if all(columns is not None and name in columns for columns in found):

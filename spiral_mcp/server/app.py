@@ -151,6 +151,10 @@ def _explorer(url: str, *, configured: bool):
             app[EXPLORER] = await Explorer.start(
                 pool, app[DATABASE].queries, acquire_timeout=settings.db_connect_timeout,
                 query_timeout=settings.explorer_timeout_s, max_rows=settings.explorer_max_rows)
+            if exposed := await app[EXPLORER].unguarded():
+                log.warning("the explorer role may still read or signal other sessions; run the "
+                            "grants at the end of docker/init-roles.sql in this database",
+                            extra={"exposed": exposed[:8]})
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             if configured:
                 raise ConnectionError(f"cannot reach the database as the explorer role: {exc}") \

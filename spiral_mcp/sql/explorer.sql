@@ -16,6 +16,15 @@ ROLLBACK
 -- Readiness: the explorer role's pool can reach the database.
 SELECT 1
 
+-- name: explorer_unguarded
+-- params: functions
+-- What provisioning takes from this role that it still has (a database set up by hand may lack
+-- that step): the guarded functions it may run, and whether its sessions publish query text.
+SELECT p.oid::regprocedure::text AS exposed FROM pg_catalog.pg_proc p
+WHERE p.proname = ANY($1::name[]) AND has_function_privilege(p.oid, 'EXECUTE')
+UNION ALL
+SELECT 'track_activities' WHERE current_setting('track_activities')::bool
+
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
 SELECT c.relname AS name,
