@@ -560,14 +560,16 @@ async def test_one_tenant_cannot_fill_the_server(serve: Serve, tenant: Tenant,
                 admin_conn, queries, tenant_id=tenant.id, name="another key", scopes=["read"],
                 user=None)
         greedy.append(Tenant(tenant.id, secret, key_id))
-    for key in greedy:  # one session per key, one more than the tenant may hold
-        await open_session(client, key)
-    assert client.app[SESSIONS].count("streamable") == 2
-    await _streaming(client, greedy[0])
-    await _streaming(client, greedy[1])
+    first = await open_session(client, greedy[0])
+    await open_session(client, greedy[1])
+    # At the tenant's cap, another key's idle sessions are not ended for a newcomer.
     refused = await post(client, greedy[2], request("initialize", 0,
                                                      protocolVersion="2025-11-25"))
     assert (await error_of(refused, 429))["message"].startswith("this tenant")
+    # A key holding an idle session of its own gives it up for its new one.
+    await open_session(client, greedy[0])
+    await error_of(await post(client, greedy[0], request("ping"), sid=first), 404)
+    assert client.app[SESSIONS].count("streamable") == 2
     # Every other tenant still gets in.
     await open_session(client, await make_tenant(name="modest"))
 

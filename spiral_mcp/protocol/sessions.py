@@ -187,14 +187,16 @@ class SessionStore:
         self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, transport: str, protocol_version: str,
         max_concurrent_calls: int,
     ) -> Session:
-        """A new session; at a key's or a tenant's cap, its least recently used session with no
-        stream and no call is ended to make room. SessionLimitError when none can be."""
+        """A new session. At the key's or the tenant's cap, the key's own least recently used
+        session with no stream and no call is ended to make room (never another key's: one
+        client looping ``initialize`` must not end its neighbours' sessions); SessionLimitError
+        when none can be."""
         self.expire_idle()
-        self._make_room(lambda s: s.key_id == key_id, self._max_per_key,
+        self._make_room(lambda s: s.key_id == key_id, key_id, self._max_per_key,
                         "this API key has as many sessions open as it allows")
         # Per tenant too: one tenant's keys must not fill the server and lock every other
         # tenant out.
-        self._make_room(lambda s: s.tenant_id == tenant_id, self._max_per_tenant,
+        self._make_room(lambda s: s.tenant_id == tenant_id, key_id, self._max_per_tenant,
                         "this tenant has as many sessions open as it allows")
         if len(self._sessions) >= self._max:
             raise SessionLimitError("the server has as many sessions open as it allows")
@@ -206,11 +208,12 @@ class SessionStore:
         self._sessions[session.id] = session
         return session
 
-    def _make_room(self, owned: Callable[[Session], bool], cap: int, refusal: str) -> None:
+    def _make_room(self, owned: Callable[[Session], bool], key_id: uuid.UUID, cap: int,
+                   refusal: str) -> None:
         owned_now = [s for s in self._sessions.values() if owned(s)]
         if len(owned_now) < cap:
             return
-        victim = next((s for s in owned_now if s.evictable), None)
+        victim = next((s for s in owned_now if s.key_id == key_id and s.evictable), None)
         if victim is None:
             raise SessionLimitError(refusal)
         self.remove(victim)
