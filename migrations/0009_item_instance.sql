@@ -20,6 +20,9 @@ WHERE p.tenant_id = w.tenant_id AND p.project_key = w.project_key
 ALTER TABLE projects FORCE ROW LEVEL SECURITY;
 ALTER TABLE work_items FORCE ROW LEVEL SECURITY;
 
+-- Not partial: removing an instance sets its items' instance to null through the foreign key,
+-- which finds them by (tenant_id, source_instance_id) with this index (local items, whose
+-- instance and source id are null, never conflict: nulls are distinct).
 CREATE UNIQUE INDEX work_items_instance_source_id
-    ON work_items (tenant_id, source_instance_id, source_id) WHERE source_id IS NOT NULL;
+    ON work_items (tenant_id, source_instance_id, source_id);
 DROP INDEX work_items_source_id;

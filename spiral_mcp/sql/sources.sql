@@ -77,7 +77,7 @@ FROM unnest($4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::text[
             $17::text[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
             $21::timestamptz[], $22::text[])
      AS x(sid, k, p, n, t, d, ty, s, c, pr, a, r, l, pk, ca, ua, ra, da, rw)
-ON CONFLICT (tenant_id, source_instance_id, source_id) WHERE source_id IS NOT NULL DO UPDATE SET
+ON CONFLICT (tenant_id, source_instance_id, source_id) DO UPDATE SET
     key = EXCLUDED.key, project_key = EXCLUDED.project_key, number = EXCLUDED.number,
     title = EXCLUDED.title, description = EXCLUDED.description, type = EXCLUDED.type,
     status = EXCLUDED.status, status_category = EXCLUDED.status_category,
