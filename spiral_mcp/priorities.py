@@ -1,8 +1,8 @@
 """The store's priorities and every name accepted for them.
 
-One table for the writers (jira_create_issue, jira_update_issue) and JQL, so an item created or
-synced as Jira's "Lowest" is found by ``priority = Lowest``. The adapters (``sources/``) keep
-their own tables of their sources' names; Jira's agree with this one (Lowest/Trivial → none).
+One table for the writers (jira_create_issue, jira_update_issue), JQL and the Jira adapter, so
+an item created or synced as Jira's "Lowest" is found by ``priority = Lowest``. GitHub's labels
+and Asana's custom field have names of their own (their adapters map them).
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..handlers.adf import AdfError, adf_to_markdown, markdown_to_adf
+from ..priorities import priority_of
 from .base import (
     CATEGORIES,
     Adapter,
@@ -99,9 +100,6 @@ _NAME_CATEGORY = {
     "cancelled": "cancelled", "canceled": "cancelled", "rejected": "cancelled",
     "declined": "cancelled",
 }
-_PRIORITY = {"highest": "critical", "blocker": "critical", "critical": "critical",
-             "high": "high", "major": "high", "medium": "medium", "low": "low", "minor": "low",
-             "lowest": "none", "trivial": "none"}
 _TYPE = {"epic": "epic", "story": "story", "task": "task", "bug": "bug", "sub-task": "subtask",
          "subtask": "subtask", "new feature": "feature", "feature": "feature",
          "improvement": "feature"}
@@ -113,6 +111,8 @@ _TYPE_NAME = {"epic": "Epic", "story": "Story", "task": "Task", "bug": "Bug",
 _LINK_TYPE = {"Blocks": "blocks", "Relates": "relates", "Duplicate": "duplicates",
               "Cloners": "clones"}
 _LINK_NAME = {store: jira for jira, store in _LINK_TYPE.items()}
+# Readings of a minute that holds more than a page, at most (see JiraAdapter._crowded_minute).
+_MINUTE_READINGS = 4
 
 
 def category_for(name: str, category_key: str | None, *, resolution: str | None = None,
@@ -130,7 +130,7 @@ def category_for(name: str, category_key: str | None, *, resolution: str | None 
 
 
 def priority_for(name: str | None) -> str:
-    return "none" if not name else _PRIORITY.get(name.strip().lower(), "medium")
+    return "none" if not name else priority_of(name) or "medium"
 
 
 def type_for(name: str | None, *, subtask: bool = False) -> str:
@@ -317,7 +317,7 @@ class JiraAdapter(Adapter):
         resumes from this minute: the cursor stays in it until it is done.
         """
         minute = _minute(issues[0])
-        for _ in range(4):
+        for reading in range(_MINUTE_READINGS):
             found = False
             while True:
                 within = [issue for issue in issues if _minute(issue) <= minute]
@@ -327,7 +327,7 @@ class JiraAdapter(Adapter):
                 if token is None or len(within) < len(issues):
                     break  # the minute is over: a fresh search reads on from the next
                 issues, token = await self._cloud_page(body, token)
-            if not found:
+            if not found or reading == _MINUTE_READINGS - 1:
                 return
             issues, token = await self._cloud_page(body)
 
