@@ -146,10 +146,10 @@ def test_keywords_and_fields_are_case_insensitive() -> None:
     ("assignee in (bob, EMPTY)", "(w.assignee = $1::text OR w.assignee IS NULL)", ["bob"]),
     ("assignee not in (bob, EMPTY)", "NOT ((w.assignee = $1::text OR w.assignee IS NULL))",
      ["bob"]),
-    ("labels = x", "w.labels @> ARRAY[$1::text]", ["x"]),
-    ("labels != x", "NOT (w.labels @> ARRAY[$1::text])", ["x"]),
-    ("labels in (x, y)", "w.labels && $1::text[]", [["x", "y"]]),
-    ("labels not in (x, y)", "NOT (w.labels && $1::text[])", [["x", "y"]]),
+    ("labels = x", "NULLIF(w.labels, '{}') @> ARRAY[$1::text]", ["x"]),
+    ("labels != x", "NOT (NULLIF(w.labels, '{}') @> ARRAY[$1::text])", ["x"]),
+    ("labels in (x, y)", "NULLIF(w.labels, '{}') && $1::text[]", [["x", "y"]]),
+    ("labels not in (x, y)", "NOT (NULLIF(w.labels, '{}') && $1::text[])", [["x", "y"]]),
     ("labels is empty", "cardinality(w.labels) = 0", []),
     ("labels is not empty", "NOT (cardinality(w.labels) = 0)", []),
     ("summary ~ login", "w.title ILIKE $1::text", ["%login%"]),
@@ -228,7 +228,7 @@ def test_boolean_structure_and_numbering() -> None:
                         first_param=3)
     assert compiled.where == (
         "((w.project_key = $3::text AND (lower(w.status) = lower($4::text) OR "
-        "NOT (w.type = $5::text))) OR w.labels @> ARRAY[$6::text])")
+        "NOT (w.type = $5::text))) OR NULLIF(w.labels, '{}') @> ARRAY[$6::text])")
     assert compiled.params == ["WEB", "a", "bug", "x"]
 
 
@@ -540,9 +540,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("labels = frontend", ["JQ-1", "JQ-5", "JQ-8"]),
     ("labels in (urgent, perf)", ["JQ-1", "JQ-6", "JQ-9"]),
     ("labels is empty", ["JQ-2", "JQ-7", "JQ-10", "JQ-11", "JQ-12"]),
-    ("labels != frontend", all_but("JQ-1", "JQ-5", "JQ-8")),
-    ("labels not in (frontend, backend)", ["JQ-2", "JQ-4", "JQ-7", "JQ-10", "JQ-11", "JQ-12",
-                                           "OPS-1"]),
+    # As in Jira, != and NOT IN leave out items with no labels, as they leave out empty fields.
+    ("labels != frontend", all_but("JQ-1", "JQ-5", "JQ-8", "JQ-2", "JQ-7", "JQ-10", "JQ-11",
+                                   "JQ-12")),
+    ("labels not in (frontend, backend)", ["JQ-4", "OPS-1"]),
+    ("labels not in (frontend, EMPTY)", ["JQ-3", "JQ-4", "JQ-6", "JQ-9", "OPS-1"]),
+    ("labels in (frontend, EMPTY)", ["JQ-1", "JQ-2", "JQ-5", "JQ-7", "JQ-8", "JQ-10", "JQ-11",
+                                     "JQ-12"]),
     ("parent = jq-2", ["JQ-3", "JQ-4"]),
     ("parent is not empty", ["JQ-3", "JQ-4", "JQ-8"]),
     ("parent in (JQ-1, JQ-2)", ["JQ-3", "JQ-4", "JQ-8"]),

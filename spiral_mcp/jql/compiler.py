@@ -239,6 +239,9 @@ class _Compiler:
             return f"lower({column}) IN ({binds})"
         texts = [self.scalar(clause, spec, v) for v in values]
         if spec.kind == "labels":
+            # No labels is an empty field, as a NULL is: unknown, so `!=` and `NOT IN` leave
+            # such items out, as Jira does and as they do for every other field.
+            column = f"NULLIF({column}, '{{}}')"
             if len(texts) == 1:
                 return f"{column} @> ARRAY[{self.bind(texts[0], 'text')}]"
             return f"{column} && {self.bind(texts, 'text[]')}"
