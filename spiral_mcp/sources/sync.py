@@ -51,7 +51,8 @@ class SyncBusy(Exception):
 # may be read before its change and never again in that sync: Asana lists tasks in no order of
 # modification, GitHub's repositories are read one after another, and Jira Cloud's search index
 # lags its changes a little. So the next sync reads again from before this one began, and writes
-# nothing of what it finds unchanged. The margin also covers a source's clock running ahead.
+# nothing of what it finds unchanged. The margin also covers a source's clock up to that far
+# behind ours (its stamps of changes made during the sync would fall before our start).
 CURSOR_LAG = timedelta(minutes=2)
 
 
