@@ -399,7 +399,8 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, or CONNECTION_ERROR within the acquire timeout."""
+        """A pooled connection, or CONNECTION_ERROR within the acquire timeout; the connection
+        breaking under the block (a server restart, a network cut) is CONNECTION_ERROR too."""
         conn = await self.acquire()
         settled = False
         try:
@@ -408,6 +409,8 @@ class Database:
         except TimeoutError as exc:
             # The client-side backstop of statement_timeout fired.
             raise _timeout_error() from exc
+        except _UNREACHABLE as exc:
+            raise connection_error() from exc
         finally:
             await self.release(conn, settled=settled)
 

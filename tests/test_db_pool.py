@@ -166,6 +166,22 @@ async def test_a_timeout_is_a_service_error_and_the_connection_still_serves(
         await short.close()
 
 
+async def test_a_connection_lost_under_a_block_is_a_connection_error(
+        database: Database, superuser_url: str) -> None:
+    superuser = await asyncpg.connect(superuser_url)
+    try:
+        with pytest.raises(ServiceError) as caught:
+            async with database.connection() as conn:
+                await superuser.execute("SELECT pg_terminate_backend($1)", await _backend(conn))
+                await _until(conn.is_closed)  # the server's goodbye has arrived
+                await conn.fetchval("SELECT 1")
+    finally:
+        await superuser.close()
+    assert caught.value.code == "CONNECTION_ERROR"
+    async with database.connection() as conn:  # a fresh one serves the next call
+        assert await conn.fetchval("SELECT 1") == 1
+
+
 async def test_calls_waiting_for_a_connection_get_the_released_ones(
         pool, queries, make_tenant) -> None:
     # More calls than connections: those waiting in the pool's acquire must be handed the

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from ..db import Database, connection_error, create_pool
+from ..db import Database, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from ..roles import GUARDED_FUNCTIONS
@@ -142,8 +142,6 @@ class Explorer:
             except asyncpg.QueryCanceledError as exc:
                 raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the database did not answer in time") \
                     from exc
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-                raise connection_error() from exc
             try:
                 yield conn
             finally:
@@ -180,8 +178,6 @@ class Explorer:
                 f"the query ran longer than {self.timeout:g} s and was cancelled; narrow it "
                 "(filters, LIMIT) or aggregate in SQL",
             ) from exc
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise connection_error() from exc
         except asyncpg.PostgresError as exc:
             raise _sql_error(exc) from exc
         except (ValueError, OverflowError) as exc:  # asyncpg decoding a row

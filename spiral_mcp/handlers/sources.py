@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..db import connection_error
 from ..errors import ErrorCode, ServiceError
 from ..sources.access import SourceAccess, SourceNotFound, SyncBusy
 from ..sources.base import SourceError
@@ -101,8 +100,6 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         raise unusable_source(exc) from None
     except SyncError as exc:
         raise ServiceError(ErrorCode.CONFLICT, str(exc)) from None
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        raise connection_error() from exc
     finally:
         sender.cancel()
     return {"source_id": str(instance_id), "pages": progress.pages, "items": progress.items,

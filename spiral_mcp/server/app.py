@@ -21,6 +21,7 @@ from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
 from ..db import Database, close_pool, create_pool, keep_session
+from ..errors import ServiceError
 from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
@@ -155,7 +156,7 @@ def _explorer(url: str, *, configured: bool):
                 log.warning("the explorer role may still read or signal other sessions; run the "
                             "grants at the end of docker/init-roles.sql in this database",
                             extra={"exposed": exposed[:8]})
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        except (ServiceError, OSError, asyncpg.PostgresError) as exc:
             if configured:
                 raise ConnectionError(f"cannot reach the database as the explorer role: {exc}") \
                     from None
