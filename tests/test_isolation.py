@@ -469,6 +469,26 @@ async def test_a_tenant_cannot_attach_rows_to_another_tenants_items(
             await app_conn.execute(*SPECS[table].insert(a.tenant_id, b))
 
 
+async def test_a_tenant_cannot_key_its_items_on_another_tenants_instance(
+    two_tenants: tuple[Seed, Seed], admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+) -> None:
+    """Items carry their source instance (0009); that foreign key leads with tenant_id too."""
+    a, b = two_tenants
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(b.tenant_id))
+        theirs = await admin_conn.fetchval(
+            "INSERT INTO source_instances (tenant_id, kind, name, base_url) VALUES "
+            "($1, 'jira', 'theirs', 'https://jira.example.com') RETURNING instance_id",
+            b.tenant_id)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with in_tenant(app_conn, a.tenant_id):
+            await app_conn.execute(
+                "INSERT INTO work_items (tenant_id, key, project_key, number, title, status, "
+                "status_category, source, source_id, source_instance_id) VALUES "
+                "($1, 'ISO-3', 'ISO', 3, 'third', 'To Do', 'todo', 'jira', '10001', $2)",
+                a.tenant_id, theirs)
+
+
 async def test_keys_are_unique_per_tenant_not_globally(
     make_tenant, app_conn: asyncpg.Connection
 ) -> None:

@@ -5,6 +5,7 @@ tools sources_list and sources_sync over real HTTP, against the fake Jira."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -142,19 +143,27 @@ async def serve(database_urls: DatabaseUrls) -> AsyncIterator[Serve]:
 
 
 # --- the background sync ----------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def held_lock(conn: asyncpg.Connection, source_id: uuid.UUID) -> AsyncIterator[None]:
+    """The instance's sync lock, held by ``conn``'s session as another process syncing it."""
+    assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
+    try:
+        yield
+    finally:
+        assert await conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
+
+
 async def test_a_held_lock_makes_a_round_skip_the_instance(
         jira: FakeJira, make_tenant: TenantFactory, admin_conn, app_conn, database_urls,
         queries) -> None:
     backfill(jira, 5)
     tenant = await make_tenant()
     source_id = await add_source(admin_conn, queries, tenant.id, jira)
-    # Another process syncing it: its session holds the instance's lock.
-    assert await app_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
-    results = await scheduler(database_urls, queries).run_once()
+    async with held_lock(app_conn, source_id):
+        results = await scheduler(database_urls, queries).run_once()
     assert results[source_id] is None
     assert jira.log == []
     assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 0
-    assert await app_conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
     results = await scheduler(database_urls, queries).run_once()
     assert results[source_id] is not None and results[source_id].items == 5
     assert await scalar(app_conn, tenant.id, "SELECT count(*) FROM work_items") == 5
@@ -422,11 +431,8 @@ async def test_sources_sync_while_a_sync_runs_is_a_conflict(
     tenant = await make_tenant()
     source_id = await add_source(admin_conn, queries, tenant.id, jira)
     client = await serve()
-    assert await app_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
-    try:
+    async with held_lock(app_conn, source_id):
         busy = await envelope(client, tenant, "sources_sync", source_id=str(source_id))
-    finally:
-        await app_conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
     assert busy["error"]["code"] == "CONFLICT" and "already running" in busy["error"]["message"]
     assert jira.log == []
     assert (await envelope(client, tenant, "sources_sync", source_id=str(source_id)))["success"]
@@ -456,11 +462,8 @@ async def test_another_tenants_instance_syncing_is_not_found_not_a_conflict(
     owner, other = await make_tenant(), await make_tenant()
     source_id = await add_source(admin_conn, queries, owner.id, jira)
     client = await serve()
-    assert await app_conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(source_id))
-    try:
+    async with held_lock(app_conn, source_id):
         result = await envelope(client, other, "sources_sync", source_id=str(source_id))
-    finally:
-        await app_conn.fetchval("SELECT pg_advisory_unlock($1)", lock_key(source_id))
     assert result["error"]["code"] == "NOT_FOUND", result
     assert "already running" not in orjson.dumps(result).decode()
     assert jira.log == []
