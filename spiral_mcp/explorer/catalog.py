@@ -77,7 +77,8 @@ HINTS = [
     "in_progress (work_item_transitions.to_category) to resolved_at.",
     "Times are timestamptz; date_trunc('week', created_at) groups by week, "
     "now() - interval '30 days' looks back.",
-    "Only SELECT (or EXPLAIN without ANALYZE) over these tables, with the listed functions.",
+    "Only SELECT over these tables, with the listed functions (no EXPLAIN: plans come from "
+    "statistics of every tenant's rows).",
 ]
 
 

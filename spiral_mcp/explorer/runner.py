@@ -7,8 +7,9 @@ nothing named is left on the server) read through a portal, at most ``max_rows +
 connection goes back to the pool, DISCARD ALL clears whatever session state could have been left:
 settings, prepared statements, cursors, temporary objects, advisory locks, LISTEN.
 
-A SELECT is prepared as written (for its columns, and PostgreSQL's positions in its errors), then
-run inside a wrapper that sends each row as one record, or NULL when its text is beyond the
+A SELECT is prepared as written (for its columns, and PostgreSQL's positions in its errors), with
+the server showing its analysis of it, which must pass ``resolved``'s check; then it is run
+inside a wrapper that sends each row as one record, or NULL when its text is beyond the
 result's size limit, so a single huge value never leaves the server; rows are fetched in batches,
 and fetching stops at that limit.
 """
@@ -29,6 +30,7 @@ from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from ..roles import GUARDED_FUNCTIONS
 from .catalog import Catalog, load_catalog
+from .resolved import Resolution, load_resolution
 from .results import Shaper, column_type
 from .validator import CheckedQuery, QueryValidator
 
@@ -103,23 +105,27 @@ def _cancelled() -> ServiceError:
 class Explorer:
     """The explorer's pool, validator and limits, built once at start-up."""
 
-    def __init__(self, database: Database, validator: QueryValidator, catalog: Catalog, *,
-                 timeout: float, max_rows: int) -> None:
+    def __init__(self, database: Database, validator: QueryValidator, catalog: Catalog,
+                 resolution: Resolution, *, timeout: float, max_rows: int) -> None:
         self.database = database
         self.validator = validator
         self.catalog = catalog
+        self.resolution = resolution
         self.timeout = timeout
         self.max_rows = max_rows
 
     @classmethod
     async def start(cls, pool: asyncpg.Pool, queries: Queries, *, acquire_timeout: float,
                     query_timeout: float, max_rows: int) -> Explorer:
-        """Read the explorer schema's structure and build the validator over its relations."""
+        """Read the explorer schema's structure and the allowed OIDs; build the validator over
+        the schema's relations."""
         database = Database(pool, queries, acquire_timeout=acquire_timeout)
         async with database.connection() as conn:
             catalog = await load_catalog(conn, queries)
+            resolution = await load_resolution(conn, queries)
         validator = QueryValidator(catalog.columns())
-        return cls(database, validator, catalog, timeout=query_timeout, max_rows=max_rows)
+        return cls(database, validator, catalog, resolution, timeout=query_timeout,
+                   max_rows=max_rows)
 
     @property
     def queries(self) -> Queries:
@@ -164,9 +170,10 @@ class Explorer:
             async with self.bound(tenant_id) as conn:
                 # Parse/describe then bind/execute through a portal: one statement, never the
                 # simple-query protocol that would accept "SELECT 1; DROP ...".
-                stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
+                stmt = await self.resolution.prepare(conn, checked.sql,
+                                                     time_limit=self._left(deadline))
                 attributes = stmt.get_attributes()
-                shaped = await self._fetch(conn, stmt, checked, limit, deadline)
+                shaped = await self._fetch(conn, checked, limit, deadline)
         except ServiceError:
             raise
         except (TimeoutError, asyncpg.QueryCanceledError) as exc:
@@ -191,29 +198,23 @@ class Explorer:
             "truncated_by": shaped.truncated_by,
             "max_rows": limit,
             "sql": checked.sql,
-            "explain": checked.explain,
             "timing": {
                 "validate_ms": round((validated - started) * 1000, 3),
                 "execute_ms": round((executed - validated) * 1000, 3),
             },
         }
 
-    async def _fetch(self, conn: asyncpg.Connection, stmt: asyncpg.prepared_stmt.PreparedStatement,
-                     checked: CheckedQuery, limit: int, deadline: float) -> Shaper:
-        """Fetch in batches until the rows or bytes are enough; a SELECT through ``_CAPPED``
-        (an EXPLAIN's plan is small, and cannot be wrapped)."""
+    async def _fetch(self, conn: asyncpg.Connection, checked: CheckedQuery, limit: int,
+                     deadline: float) -> Shaper:
+        """Fetch through ``_CAPPED`` in batches until the rows or bytes are enough."""
         shaper = Shaper(max_rows=limit, max_bytes=MAX_RESULT_BYTES)
-        args: tuple[int, ...] = ()
-        if not checked.explain:
-            stmt = await conn.prepare(_CAPPED.format(checked.statement),
-                                      timeout=self._left(deadline))
-            args = (MAX_RESULT_BYTES,)
-        cursor = await stmt.cursor(*args, timeout=self._left(deadline))
+        stmt = await conn.prepare(_CAPPED.format(checked.statement), timeout=self._left(deadline))
+        cursor = await stmt.cursor(MAX_RESULT_BYTES, timeout=self._left(deadline))
         while not shaper.full:
             size = shaper.batch_size()
             batch = await cursor.fetch(size, timeout=self._left(deadline))
             for record in batch:
-                shaper.add(tuple(record) if checked.explain else record[0])
+                shaper.add(record[0])
             if len(batch) < size:
                 break
         return shaper

@@ -1,12 +1,13 @@
 """The explorer's query check: PostgreSQL's own parser, then a walk over every node of the tree.
 
-A query passes only if it is exactly one SELECT (or an EXPLAIN of one, without ANALYZE) in which
-every node is of an allowed kind, every relation is an explorer view (or a CTE in scope), every
-function and type is on the allowlist, and there is no SELECT INTO or locking clause. Anything else
-is refused with the construct named and its position (1-based characters, as PostgreSQL counts).
+A query passes only if it is exactly one SELECT in which every node is of an allowed kind, every
+relation is an explorer view (or a CTE in scope), every function and type is on the allowlist,
+and there is no SELECT INTO or locking clause. Anything else is refused with the construct named
+and its position (1-based characters, as PostgreSQL counts).
 
-This check is the first wall, not the only one: the query then runs as the explorer role in a
-read-only transaction bound to the tenant (see ``runner``).
+This check is the first wall, not the only one: PostgreSQL's own reading of the query is checked
+again before it runs (``resolved``), and it runs as the explorer role in a read-only transaction
+bound to the tenant (``runner``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from .allowlist import FUNCTIONS, NODES, OUT_COLUMNS, SQL_VALUE_FUNCTIONS, TYPES
 __all__ = ["CheckedQuery", "QueryValidator"]
 
 EXPLORER_SCHEMA = "explorer"
-# EXPLAIN options that only describe the plan; ANALYZE (which runs the query) is not here.
-_EXPLAIN_OPTIONS = frozenset({"costs", "verbose", "format", "summary", "generic_plan", "buffers",
-                              "memory"})
+# Why EXPLAIN is not offered: a plan is made from statistics of every tenant's rows.
+_NO_EXPLAIN = (
+    "EXPLAIN is not offered: PostgreSQL plans from statistics over every tenant's rows, so a "
+    "plan's estimates and choices would describe other tenants' data; the explorer's views keep "
+    "those statistics out of every query's plan, which leaves EXPLAIN nothing true to show"
+)
 _STATEMENT_NAMES = {
     "VariableSetStmt": "SET/RESET", "VariableShowStmt": "SHOW", "CopyStmt": "COPY",
     "DeclareCursorStmt": "DECLARE CURSOR", "ClosePortalStmt": "CLOSE", "DoStmt": "DO",
@@ -53,12 +57,11 @@ Columns = tuple[str, ...] | None
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CheckedQuery:
-    """A query that passed: its text (run exactly as given), the statement alone (without a
-    trailing semicolon or comment) and what it is."""
+    """A query that passed: its text (run exactly as given) and the statement alone (without a
+    trailing semicolon or comment)."""
 
     sql: str
     statement: str
-    explain: bool
 
 
 def _statement_name(kind: str, body: dict[str, Any]) -> str:
@@ -235,27 +238,17 @@ class QueryValidator:
                            f"only one statement may run; found {len(stmts)}",
                            stmts[1].get("stmt_location", 0))
         ((kind, body),) = stmts[0]["stmt"].items()
-        explain = kind == "ExplainStmt"
-        if explain:
-            for option in body.get("options") or []:
-                elem = option.get("DefElem", {})
-                name = elem.get("defname", "")
-                if name not in _EXPLAIN_OPTIONS:
-                    raise _Refused(ErrorCode.VALIDATION_ERROR, f"EXPLAIN {name.upper()}",
-                                   f"EXPLAIN option {name.upper()} is not allowed "
-                                   "(it would run the query)" if name == "analyze" else
-                                   f"EXPLAIN option {name.upper()} is not allowed",
-                                   elem.get("location", 0))
-            ((kind, body),) = body["query"].items()
+        if kind == "ExplainStmt":
+            raise _Refused(ErrorCode.VALIDATION_ERROR, "EXPLAIN", _NO_EXPLAIN, 0)
         if kind != "SelectStmt":
             name = _statement_name(kind, body)
             raise _Refused(ErrorCode.VALIDATION_ERROR, name,
-                           f"{name} is not allowed: only one SELECT (or EXPLAIN SELECT) may run",
+                           f"{name} is not allowed: only one SELECT may run",
                            body.get("location", 0))
         self._select(body, _Scope(), 0)
         start, length = stmts[0].get("stmt_location", 0), stmts[0].get("stmt_len", 0)
         statement = sql.encode()[start:start + length if length else None].decode()
-        return CheckedQuery(sql=sql, statement=statement, explain=explain)
+        return CheckedQuery(sql=sql, statement=statement)
 
     # -- the walk ---------------------------------------------------------------------------
 

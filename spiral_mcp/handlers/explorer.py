@@ -127,9 +127,9 @@ TOOLS = (
         name="explorer_query",
         title="Run a read-only SQL query",
         description=(
-            "Run one read-only PostgreSQL SELECT (or EXPLAIN without ANALYZE) over the explorer "
-            "tables, e.g. `SELECT status_category, count(*) FROM work_items GROUP BY 1`. Joins, "
-            "CTEs, window functions, aggregates and date arithmetic are fine; writes, settings, "
+            "Run one read-only PostgreSQL SELECT over the explorer tables, e.g. "
+            "`SELECT status_category, count(*) FROM work_items GROUP BY 1`. Joins, CTEs, window "
+            "functions, aggregates and date arithmetic are fine; writes, settings, EXPLAIN, "
             "other schemas and functions outside the allowlist (see explorer_get_metadata) are "
             "refused with the construct and its position. Returns columns (name, type), rows as "
             "arrays, row_count, truncated (more rows than max_rows), the SQL that ran and timing. "

@@ -95,3 +95,55 @@ SELECT relation, row_count FROM explorer_support.row_counts($1::text[])
 -- This tenant's distinct values of the text and boolean columns of a relation, with counts.
 SELECT column_name, distinct_count, sample
 FROM explorer_support.column_samples($1::text, $2::integer)
+
+-- name: explorer_allowed_oids
+-- params: functions, types
+-- What the check of PostgreSQL's own reading of a query allows, by OID (explorer.resolved):
+-- the allowlist's functions and types as this database numbers them, with the arrays of those
+-- types and the explorer views' row and column types, the casts
+-- between allowed types, the operators of pg_catalog over them, and the explorer's relations.
+WITH named_types AS (
+    SELECT to_regtype(name)::oid AS oid FROM unnest($2::text[]) AS name
+    UNION
+    SELECT a.atttypid FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'explorer'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+    UNION
+    SELECT c.reltype FROM pg_catalog.pg_class c
+    WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')
+), types AS (
+    SELECT oid FROM named_types WHERE oid IS NOT NULL
+    UNION
+    SELECT t.typarray FROM pg_catalog.pg_type t JOIN named_types n ON n.oid = t.oid
+    WHERE t.typarray <> 0
+), operand_types AS (
+    SELECT oid FROM types
+    UNION ALL
+    SELECT 0
+    UNION ALL
+    SELECT to_regtype(name)::oid FROM unnest(ARRAY['anyelement', 'anyarray', 'anynonarray',
+        'anycompatible', 'anycompatiblearray', 'anycompatiblenonarray']) AS name
+), operators AS (
+    SELECT o.oid, o.oprcode FROM pg_catalog.pg_operator o
+    WHERE o.oprnamespace = 'pg_catalog'::regnamespace
+      AND o.oprleft IN (SELECT oid FROM operand_types)
+      AND o.oprright IN (SELECT oid FROM operand_types)
+)
+SELECT 'types' AS kind, oid FROM types
+UNION ALL
+SELECT 'functions', p.oid FROM pg_catalog.pg_proc p
+WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY($1::name[])
+UNION ALL
+SELECT 'functions', c.castfunc FROM pg_catalog.pg_cast c
+WHERE c.castfunc <> 0 AND c.castsource IN (SELECT oid FROM types)
+  AND c.casttarget IN (SELECT oid FROM types)
+UNION ALL
+SELECT 'operators', oid FROM operators
+UNION ALL
+SELECT 'operator_functions', oprcode::oid FROM operators
+UNION ALL
+SELECT 'in_range', p.oid FROM pg_catalog.pg_proc p
+WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = 'in_range'
+UNION ALL
+SELECT 'relations', c.oid FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')

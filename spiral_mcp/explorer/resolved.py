@@ -1,0 +1,228 @@
+"""The second wall: what PostgreSQL itself made of a query, checked before it runs.
+
+The validator reads names the way it expects PostgreSQL to; twice a query has made PostgreSQL
+read a name otherwise (``t.f`` calling ``f(t)``). This check does not depend on that reading.
+When the query is prepared, the server analyses it (names resolved, views not yet expanded, no
+planning, nothing run) and, with ``debug_print_parse`` on, sends this connection that analysed
+tree. Every node in it must be of a known kind, and every function, aggregate, window function,
+operator, type and relation it names by OID must be one the explorer allows; the OIDs are read
+from the catalog at start-up, from the allowlist's names. A query failing this is refused before
+its statement is ever executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+
+import asyncpg
+
+from ..errors import ErrorCode, ServiceError
+from ..queries import Queries
+from .allowlist import FUNCTIONS, TYPES
+from .nodedump import Node, NodeDumpError, parse_node_dump
+
+__all__ = ["Resolution", "load_resolution"]
+
+# Types a value may have besides the castable ones (TYPES): what allowed functions return or
+# take and nobody casts to, and the types PostgreSQL gives literals and rows.
+_MORE_TYPES = ("bytea", "record", "unknown")
+
+# Node kinds an analysed SELECT may hold. A kind not here (XML, SQL/JSON, table functions,
+# parameters, sequences, DML's nodes, a kind a later PostgreSQL adds) refuses the query.
+_TAGS = frozenset({
+    "QUERY", "RANGETBLENTRY", "RTEPERMISSIONINFO", "RANGETBLFUNCTION", "RANGETBLREF",
+    "FROMEXPR", "JOINEXPR", "TARGETENTRY", "ALIAS", "SETOPERATIONSTMT", "SORTGROUPCLAUSE",
+    "GROUPINGSET", "WINDOWCLAUSE", "COMMONTABLEEXPR", "CTESEARCHCLAUSE", "CTECYCLECLAUSE",
+    "VAR", "CONST", "FUNCEXPR", "NAMEDARGEXPR", "AGGREF", "WINDOWFUNC", "GROUPINGFUNC",
+    "OPEXPR", "DISTINCTEXPR", "NULLIFEXPR", "SCALARARRAYOPEXPR", "ROWCOMPAREEXPR", "BOOLEXPR",
+    "SUBLINK", "FIELDSELECT", "RELABELTYPE", "COERCEVIAIO", "ARRAYCOERCEEXPR", "COLLATEEXPR",
+    "CASEEXPR", "CASEWHEN", "CASETESTEXPR", "ARRAYEXPR", "ROWEXPR", "COALESCEEXPR",
+    "MINMAXEXPR", "SQLVALUEFUNCTION", "NULLTEST", "BOOLEANTEST", "SUBSCRIPTINGREF", "PARAM",
+})
+# Fields naming a function, an operator (or its function), a type, by node kind.
+_FUNCTIONS = {"FUNCEXPR": ("funcid",), "AGGREF": ("aggfnoid",), "WINDOWFUNC": ("winfnoid",)}
+_OPERATORS = {
+    "OPEXPR": ("opno",), "DISTINCTEXPR": ("opno",), "NULLIFEXPR": ("opno",),
+    "SCALARARRAYOPEXPR": ("opno",), "SORTGROUPCLAUSE": ("eqop", "sortop"),
+    "CTECYCLECLAUSE": ("cycle_mark_neop",), "ROWCOMPAREEXPR": ("opnos",),
+}
+_OPERATOR_FUNCTIONS = {
+    "OPEXPR": ("opfuncid",), "DISTINCTEXPR": ("opfuncid",), "NULLIFEXPR": ("opfuncid",),
+    "SCALARARRAYOPEXPR": ("opfuncid", "hashfuncid", "negfuncid"),
+}
+_IN_RANGE = {"WINDOWCLAUSE": ("startInRangeFunc", "endInRangeFunc")}
+_TYPES = {
+    "VAR": ("vartype",), "CONST": ("consttype",), "FUNCEXPR": ("funcresulttype",),
+    "OPEXPR": ("opresulttype",), "DISTINCTEXPR": ("opresulttype",),
+    "NULLIFEXPR": ("opresulttype",), "AGGREF": ("aggtype", "aggargtypes"),
+    "WINDOWFUNC": ("wintype",), "COERCEVIAIO": ("resulttype",), "RELABELTYPE": ("resulttype",),
+    "ARRAYCOERCEEXPR": ("resulttype",), "FIELDSELECT": ("resulttype",),
+    "ARRAYEXPR": ("array_typeid", "element_typeid"), "ROWEXPR": ("row_typeid",),
+    "CASEEXPR": ("casetype",), "CASETESTEXPR": ("typeId",), "COALESCEEXPR": ("coalescetype",),
+    "MINMAXEXPR": ("minmaxtype",), "SQLVALUEFUNCTION": ("type",),
+    "SUBSCRIPTINGREF": ("refcontainertype", "refelemtype", "refrestype"),
+    "CTECYCLECLAUSE": ("cycle_mark_type",), "RANGETBLFUNCTION": ("funccoltypes",),
+    "COMMONTABLEEXPR": ("ctecoltypes",), "SETOPERATIONSTMT": ("colTypes",),
+    "PARAM": ("paramtype",),
+}
+# RTEKind: a relation, subquery, join, function, VALUES, CTE, empty FROM, GROUP BY (PG 18).
+_RTE_KINDS = frozenset({"0", "1", "2", "3", "5", "6", "8", "9"})
+# SQLValueFunctionOp: CURRENT_DATE ... LOCALTIMESTAMP(n); the user and schema ones follow.
+_SQL_VALUE_OPS = frozenset(str(op) for op in range(9))
+_ACL_SELECT = "2"
+# ParamKind PARAM_SUBLINK: the row of an ANY/ALL subquery, as its test reads it. The others are
+# a bind parameter (none: the explorer binds no values) and the planner's.
+_PARAM_SUBLINK = "2"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resolution:
+    """The OIDs the explorer allows, as this database numbers them."""
+
+    functions: frozenset[int]
+    operators: frozenset[int]
+    operator_functions: frozenset[int]
+    in_range: frozenset[int]
+    types: frozenset[int]
+    relations: frozenset[int]
+
+    async def prepare(self, conn: asyncpg.Connection, sql: str, *, time_limit: float
+                      ) -> asyncpg.prepared_stmt.PreparedStatement:
+        """Prepare ``sql`` and check PostgreSQL's analysis of it; the statement when it passes.
+        Must run inside a transaction (the settings it turns on end with it)."""
+        dumps: list[str] = []
+
+        def listen(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
+            if message.message.startswith("parse tree"):
+                dumps.append(message.detail or "")
+
+        await conn.execute(_INSPECT.format("on", "log"), timeout=time_limit)
+        conn.add_log_listener(listen)
+        try:
+            stmt = await conn.prepare(sql, timeout=time_limit)
+            if not dumps:
+                await asyncio.sleep(0)  # listeners are called soon after, not inside
+        finally:
+            conn.remove_log_listener(listen)
+        await conn.execute(_INSPECT.format("off", "notice"), timeout=time_limit)
+        if not dumps:
+            raise _refused("the server did not show how it read the query", sql, None)
+        # The first dump is the query's: asyncpg may then prepare its own type introspection.
+        try:
+            tree = parse_node_dump(dumps[0])
+        except NodeDumpError as exc:
+            raise _refused(f"the server's reading of the query could not be checked ({exc}); "
+                           "simplify unusual names", sql, None) from None
+        found = self.unallowed(tree)
+        if found is not None:
+            kind, oid, location = found
+            name = await _describe(conn, kind, oid)
+            raise _refused(f"{kind} {name} is not allowed in explorer queries", sql, location)
+        return stmt
+
+    def unallowed(self, tree: Node) -> tuple[str, int, int | None] | None:
+        """The first thing in ``tree`` the explorer does not allow: (kind, OID, location);
+        an OID of 0 when what is refused is a construct, not a catalog object."""
+        if tree.tag != "QUERY":
+            return "construct", 0, None
+        for node in tree.walk():
+            location = _int(node.scalar("location"))
+            if node.tag not in _TAGS:
+                return "construct", 0, location
+            if node.tag == "QUERY" and not _plain_select(node):
+                return "construct", 0, location
+            if node.tag == "RANGETBLENTRY" and not self._range_entry(node):
+                return "relation", _int(node.scalar("relid")) or 0, location
+            if node.tag == "RTEPERMISSIONINFO" and not (
+                    _int(node.scalar("relid")) in self.relations
+                    and node.scalar("requiredPerms") == _ACL_SELECT):
+                return "relation", _int(node.scalar("relid")) or 0, location
+            if (node.tag == "SQLVALUEFUNCTION" and node.scalar("op") not in _SQL_VALUE_OPS) \
+                    or (node.tag == "PARAM" and node.scalar("paramkind") != _PARAM_SUBLINK):
+                return "construct", 0, location
+            for kind, fields, allowed in (
+                ("function", _FUNCTIONS, self.functions),
+                ("operator", _OPERATORS, self.operators),
+                ("function", _OPERATOR_FUNCTIONS, self.operator_functions),
+                ("function", _IN_RANGE, self.in_range),
+                ("type", _TYPES, self.types),
+            ):
+                for oid in _oids(node, fields.get(node.tag, ())):
+                    if oid and oid not in allowed:
+                        return kind, oid, location
+        return None
+
+    def _range_entry(self, node: Node) -> bool:
+        kind = node.scalar("rtekind")
+        if kind not in _RTE_KINDS or node.fields.get("tablesample", ["<>"]) != ["<>"]:
+            return False
+        return kind != "0" or _int(node.scalar("relid")) in self.relations
+
+
+_INSPECT = ("SELECT pg_catalog.set_config('debug_print_parse', '{0}', true), "
+            "pg_catalog.set_config('debug_pretty_print', 'off', true), "
+            "pg_catalog.set_config('client_min_messages', '{1}', true)")
+
+
+def _plain_select(node: Node) -> bool:
+    # commandType 1 is CMD_SELECT; no utility statement, row locks or data-modifying WITH.
+    return (node.scalar("commandType") == "1" and node.scalar("utilityStmt") == "<>"
+            and node.scalar("resultRelation") == "0" and node.scalar("hasForUpdate") == "false"
+            and node.scalar("hasModifyingCTE") == "false"
+            and node.fields.get("rowMarks", ["<>"]) == ["<>"])
+
+
+def _int(token: str | None) -> int | None:
+    try:
+        return int(token) if token is not None else None
+    except ValueError:
+        return None
+
+
+def _oids(node: Node, fields: Iterable[str]) -> Iterable[int]:
+    """The OIDs in ``fields``: one number, or an OID list ``(o 1 2)``; anything else is -1,
+    which no allowlist holds."""
+    for field in fields:
+        for value in node.fields.get(field, ()):
+            if isinstance(value, str):
+                yield -1 if value != "<>" and _int(value) is None else _int(value) or 0
+            elif isinstance(value, list) and value[:1] == ["o"]:
+                yield from (_int(v) if isinstance(v, str) and _int(v) is not None else -1
+                            for v in value[1:])
+            elif value != []:
+                yield -1
+
+
+async def _describe(conn: asyncpg.Connection, kind: str, oid: int) -> str:
+    """How PostgreSQL names the refused object, for the message."""
+    cast = {"function": "regprocedure", "operator": "regoperator", "type": "regtype",
+            "relation": "regclass"}.get(kind)
+    if cast is None or oid <= 0:
+        return "(a construct PostgreSQL read from the query)"
+    try:
+        return await conn.fetchval(f"SELECT $1::oid::{cast}::text", oid)  # cast is a constant
+    except asyncpg.PostgresError:
+        return f"#{oid}"
+
+
+def _refused(message: str, sql: str, location: int | None) -> ServiceError:
+    detail: dict[str, object] = {"construct": "resolved"}
+    if location is not None and location >= 0:
+        # PostgreSQL counts bytes from 0; the explorer's messages count characters from 1.
+        position = len(sql.encode()[:location].decode(errors="ignore")) + 1
+        detail["position"] = position
+        message += f" (at character {position})"
+    return ServiceError(ErrorCode.PERMISSION_DENIED, message, details=[detail])
+
+
+async def load_resolution(conn: asyncpg.Connection, queries: Queries) -> Resolution:
+    """Read the allowed OIDs from the catalog, through the explorer's own connection."""
+    rows = await queries.explorer_allowed_oids(
+        conn, functions=sorted(FUNCTIONS), types=sorted(TYPES | set(_MORE_TYPES)))
+    found: dict[str, set[int]] = {}
+    for row in rows:
+        found.setdefault(row["kind"], set()).add(row["oid"])
+    return Resolution(**{kind: frozenset(found.get(kind, ())) for kind in (
+        "functions", "operators", "operator_functions", "in_range", "types", "relations")})
