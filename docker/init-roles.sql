@@ -28,6 +28,9 @@ GRANT CONNECT ON DATABASE spiral TO spiral_app, spiral_explorer;
 -- Explorer sessions publish no query text: every tenant's explorer sessions share one role, and
 -- a role may read its own sessions' query text in pg_stat_activity.
 ALTER ROLE spiral_explorer SET track_activities = off;
+-- The explorer has the server show it its reading of each query (debug_print_parse, a LOG
+-- message); that message is for the explorer, not the server's log.
+ALTER ROLE spiral_explorer SET log_min_messages = fatal;
 
 -- Built-in functions the explorer role must not run even if a query ever got past the explorer's
 -- check (reading or ending other sessions, running SQL given as text, sleeping, dblink). PUBLIC's

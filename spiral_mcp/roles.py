@@ -68,6 +68,9 @@ async def ensure_roles(admin: asyncpg.Connection) -> None:
     # Explorer sessions publish no query text: another tenant's would otherwise be readable
     # (pg_stat_activity) by any session of the shared role.
     await admin.execute(f'ALTER ROLE "{EXPLORER_ROLE}" SET track_activities = off')
+    # The explorer has the server show it its reading of each query (debug_print_parse, sent
+    # as a LOG message): that is for the explorer, not for the server's log.
+    await admin.execute(f'ALTER ROLE "{EXPLORER_ROLE}" SET log_min_messages = fatal')
 
 
 async def guard_database(admin: asyncpg.Connection) -> None:

@@ -74,3 +74,4 @@ def test_the_docker_init_script_guards_what_provisioning_guards() -> None:
     script = (Path(__file__).resolve().parent.parent / "docker" / "init-roles.sql").read_text()
     assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
     assert "ALTER ROLE spiral_explorer SET track_activities = off" in script
+    assert "ALTER ROLE spiral_explorer SET log_min_messages = fatal" in script

@@ -327,6 +327,14 @@ async def test_explorer_sessions_publish_no_query_text(explorer, make_tenant):
         assert await conn.fetchval("SHOW track_activities") == "off"
 
 
+async def test_explorer_sessions_keep_their_query_readings_out_of_the_server_log(explorer,
+                                                                                 make_tenant):
+    # The explorer has the server show it how it read each query, as a LOG message.
+    tenant = await make_tenant()
+    async with explorer.bound(tenant.id) as conn:
+        assert await conn.fetchval("SHOW log_min_messages") == "fatal"
+
+
 async def test_the_product_s_roles_keep_the_guarded_functions(app_conn, admin_conn):
     # What the explorer role lost, the runtime and owner roles still have (pg_stat_activity and
     # pg_sleep are used by the pool's tests, advisory locks by the sync: never taken).
