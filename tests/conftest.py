@@ -96,6 +96,20 @@ TenantFactory = Callable[..., Awaitable[Tenant]]
 
 
 @pytest.fixture
+async def explorer(database_urls: DatabaseUrls) -> AsyncIterator[Any]:
+    """The data explorer on a pool of its own, as the server builds it."""
+    from spiral_mcp.explorer import Explorer, create_explorer_pool
+
+    pool = await create_explorer_pool(database_urls.explorer, min_size=1, max_size=1,
+                                      connect_timeout=5, query_timeout=2)
+    try:
+        yield await Explorer.start(pool, Queries.load(), acquire_timeout=5, query_timeout=2,
+                                   max_rows=100)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
 def make_tenant(database_urls: DatabaseUrls, queries: Queries) -> TenantFactory:
     """Create a tenant and a key: ``await make_tenant(scopes=[...], user=..., demo=False)``."""
 

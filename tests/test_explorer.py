@@ -16,8 +16,6 @@ import pytest
 from conftest import make_settings
 
 from spiral_mcp.errors import ErrorCode, ServiceError
-from spiral_mcp.explorer import Explorer, create_explorer_pool
-from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 
 
@@ -215,17 +213,6 @@ async def test_every_query_is_audited_with_sql_rows_and_duration(client, make_te
 
 
 # -- the layer below the check: what holds if a query ever got past it ----------------------
-
-
-@pytest.fixture
-async def explorer(database_urls):
-    pool = await create_explorer_pool(database_urls.explorer, min_size=1, max_size=1,
-                                      connect_timeout=5, query_timeout=2)
-    try:
-        yield await Explorer.start(pool, Queries.load(), acquire_timeout=5, query_timeout=2,
-                                   max_rows=100)
-    finally:
-        await pool.close()
 
 
 @pytest.mark.parametrize(("sql", "error"), [

@@ -6,10 +6,26 @@ from __future__ import annotations
 
 import pytest
 
+from spiral_mcp.errors import ErrorCode, ServiceError
 from tests.conftest import make_settings
 from tests.test_explorer import as_tenant, envelope
 
 V, P, T = "VALIDATION_ERROR", "PERMISSION_DENIED", "QUERY_TIMEOUT"
+
+# Queries in which PostgreSQL reads t.current_setting as current_setting(t), t being an outer
+# item that the validator once took for an inner one (issue 16): each ran
+# current_setting('server_version').
+BYPASSES = [
+    ("aliased join hides its items",
+     "SELECT (SELECT t.current_setting FROM ((SELECT 1 AS current_setting) t CROSS JOIN "
+     "(SELECT 1) u) AS j) FROM unnest(ARRAY['server_version']) t"),
+    ("a subquery in FROM does not see its siblings",
+     "SELECT (SELECT x FROM (SELECT 1 AS current_setting) t, (SELECT t.current_setting AS x) s) "
+     "FROM unnest(ARRAY['server_version']) t"),
+    ("an ON clause does not see items outside its join",
+     "SELECT (SELECT 1 FROM (SELECT 1 AS current_setting) t, (SELECT 1) a JOIN (SELECT 1) b "
+     "ON t.current_setting IS NOT NULL) FROM unnest(ARRAY['server_version']) t"),
+]
 
 # (case, sql, error code, a word the message must name)
 REFUSED = [
@@ -199,6 +215,10 @@ REFUSED = [
                                               "pg_sleep) number", P, "pg_sleep"),
     ("qualified operator in order by using", "SELECT key FROM work_items ORDER BY key USING "
                                              "OPERATOR(public.<)", P, "operator public.<"),
+    # Scopes as PostgreSQL has them, where an outer item of the same name would be f's argument
+    *[(name, sql, P, "current_setting") for name, sql in BYPASSES],
+    ("qualified operator in any", "SELECT 1 WHERE 'x' OPERATOR(public.%) ANY (SELECT 'y')", P,
+     "operator public.%"),
     ("deeply nested sum", "SELECT " + "+".join(["1"] * 600), V, "nested too deeply"),
     ("deeply nested not", "SELECT " + "NOT " * 1000 + "true", V, "nested too deeply"),
     ("deeply nested case", "SELECT " + "CASE WHEN true THEN " * 500 + "1" + " END" * 500, V,
@@ -473,3 +493,19 @@ async def test_query_calls_are_rate_limited_as_queries(aiohttp_client, database_
              for _ in range(3)]
     assert codes[0] is None and codes[1] is None
     assert codes[2]["code"] == "RATE_LIMITED"
+
+
+@pytest.mark.parametrize("sql", [sql for _, sql in BYPASSES]
+                         + ["SELECT pg_catalog.current_setting('server_version')",
+                            "SELECT 1 WHERE 'x' OPERATOR(public.%) ANY (SELECT 'y')"],
+                         ids=[name for name, _ in BYPASSES] + ["named", "operator"])
+async def test_the_second_wall_refuses_what_the_first_let_through(explorer, make_tenant, sql):
+    """PostgreSQL's own reading of the query is checked without the validator: each of these got
+    past an earlier validator, and is refused here by what PostgreSQL resolved it to."""
+    tenant = await make_tenant()
+    async with explorer.bound(tenant.id) as conn:
+        with pytest.raises(ServiceError) as refused:
+            await explorer.resolution.prepare(conn, sql, time_limit=5)
+    assert refused.value.code is ErrorCode.PERMISSION_DENIED
+    assert "current_setting(text)" in refused.value.message \
+        or "operator public.%" in refused.value.message, refused.value.message

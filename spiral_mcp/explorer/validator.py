@@ -309,6 +309,10 @@ class QueryValidator:
                 # ORDER BY x USING op names an operator as A_Expr does.
                 self._operator(body.get("useOp") or [], loc)
                 self._fields(body, scope, loc, skip=("useOp",))
+            case "SubLink":
+                # x OPERATOR(s.op) ANY (SELECT ...) names its operator here.
+                self._operator(body.get("operName") or [], loc)
+                self._fields(body, scope, loc, skip=("operName",))
             case "SQLValueFunction":
                 if body.get("op") not in SQL_VALUE_FUNCTIONS:
                     name = str(body.get("op", "")).removeprefix("SVFOP_")
@@ -348,8 +352,11 @@ class QueryValidator:
             self._fields(body, scope, loc, skip=("withClause", "larg", "rarg"))
             return columns
         items: list[tuple[str, Columns]] = []
-        expansion = [self._from_item(entry, scope, items, loc)
-                     for entry in body.get("fromClause") or []]
+        expansion: list[Columns] = []
+        for entry in body.get("fromClause") or []:
+            columns, brought = self._from_item(entry, scope, items, loc)
+            expansion.append(columns)
+            items += brought
         inner = scope.with_items(items)
         self._fields(body, inner, loc, skip=("withClause", "fromClause"))
         return self._output(body, inner, _concat(expansion))
@@ -384,9 +391,12 @@ class QueryValidator:
         return _renamed(self._query(query, scope, loc), {"colnames": cte.get("aliascolnames")})
 
     def _from_item(self, entry: dict[str, Any], scope: _Scope,
-                   items: list[tuple[str, Columns]], loc: int) -> Columns:
-        """Check one FROM entry, add the names it brings to ``items``; return its columns
-        (what ``*`` expands to). An entry is checked seeing the entries before it (LATERAL)."""
+                   preceding: Sequence[tuple[str, Columns]], loc: int
+                   ) -> tuple[Columns, list[tuple[str, Columns]]]:
+        """Check one FROM entry: its columns (what ``*`` expands to) and the names it brings
+        into its query level. ``preceding`` are the names brought before it at this level,
+        which only LATERAL sees (a function in FROM is LATERAL without saying so); elsewhere
+        PostgreSQL passes over them and looks a name up in the levels around, as this does."""
         ((kind, body),) = entry.items()
         loc = body.get("location", loc) if isinstance(body, dict) else loc
         alias = body.get("alias") if isinstance(body, dict) else None
@@ -398,29 +408,39 @@ class QueryValidator:
                     and name in scope.ctes else self.relations[name]
                 default: str | None = name
             case "RangeSubselect":
-                columns = self._query(body["subquery"], scope.with_items(items), loc)
+                inside = scope.with_items(preceding) if body.get("lateral") else scope
+                columns = self._query(body["subquery"], inside, loc)
                 self._fields(body, scope, loc, skip=("subquery",))
                 default = None
             case "RangeFunction":
-                self._fields(body, scope.with_items(items), loc)
+                self._fields(body, scope.with_items(preceding), loc)
                 columns, default = self._function_columns(body)
             case "JoinExpr":
-                left = self._from_item(body["larg"], scope, items, loc)
-                right = self._from_item(body["rarg"], scope, items, loc)
-                self._fields(body, scope.with_items(items), loc, skip=("larg", "rarg"))
-                columns = _joined(left, right, body)
-                if body.get("join_using_alias"):
-                    items.append((body["join_using_alias"]["aliasname"],
-                                  tuple(_names(body.get("usingClause") or []))))
-                default = None
+                return self._join(body, scope, preceding, loc)
             case _:
                 self._node(kind, body, scope, loc)  # refused (TABLESAMPLE, XMLTABLE, ...)
-                return None
+                return None, []
         columns = _renamed(columns, alias)
         name = alias["aliasname"] if alias else default
-        if name is not None:
-            items.append((name, columns))
-        return columns
+        return columns, [] if name is None else [(name, columns)]
+
+    def _join(self, body: dict[str, Any], scope: _Scope,
+              preceding: Sequence[tuple[str, Columns]], loc: int
+              ) -> tuple[Columns, list[tuple[str, Columns]]]:
+        """A join: its ON clause sees only the join's own items; an alias hides them."""
+        left, left_items = self._from_item(body["larg"], scope, preceding, loc)
+        right, right_items = self._from_item(body["rarg"], scope,
+                                             [*preceding, *left_items], loc)
+        own = [*left_items, *right_items]
+        self._fields(body, scope.with_items(own), loc, skip=("larg", "rarg"))
+        columns = _joined(left, right, body)
+        if body.get("alias"):
+            columns = _renamed(columns, body["alias"])
+            return columns, [(body["alias"]["aliasname"], columns)]
+        if body.get("join_using_alias"):
+            own.append((body["join_using_alias"]["aliasname"],
+                        tuple(_names(body.get("usingClause") or []))))
+        return columns, own
 
     def _function_columns(self, body: dict[str, Any]) -> tuple[Columns, str | None]:
         """A function in FROM: its columns (from a column definition list, its OUT parameters,
