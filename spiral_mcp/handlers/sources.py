@@ -2,7 +2,9 @@
 
 Credentials never leave the store: the listing reads no credential column, and a sync opens
 them in memory only for its requests to the source. A sync takes the same per-instance lock as
-the background sync, so a call finding one running is a CONFLICT, not a second sync.
+the background sync, so a call finding one running is a CONFLICT, not a second sync. It runs on a
+connection of its own, never one of the request pool: it waits on the source between pages while
+holding that lock.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
     sender = asyncio.create_task(send())
     try:
-        async with ctx.database.connection() as conn:
+        # Not the pool's: a source answering slowly would keep a pooled connection from every
+        # tenant's calls, authentication included, for as long as it takes.
+        async with ctx.database.detached(application_name="spiral-mcp sync") as conn:
             progress = await source_access(ctx).sync(
                 conn, ctx.database.queries, tenant_id=ctx.tenant_id, instance_id=instance_id,
                 full=args.get("full", False), on_page=on_page)

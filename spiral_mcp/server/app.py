@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiohttp import web
 from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
-from ..db import Database, close_pool, create_pool, keep_session
+from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
 from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
@@ -124,8 +125,11 @@ def _database(url: str):
             async with pool.acquire() as conn:
                 await check_runtime_role(conn)
             # The pool resets nothing (keep_session), so settled connections may be kept.
+            # Work that waits on a third party opens connections of its own (detached).
             db = Database(pool, queries, acquire_timeout=settings.db_connect_timeout,
-                          keep_idle=True)
+                          keep_idle=True, connect=functools.partial(
+                              connect, url, connect_timeout=settings.db_connect_timeout,
+                              statement_timeout=settings.db_statement_timeout))
             app[DATABASE] = db
             app[METRICS].watch_pool(db.sizes)
             try:
