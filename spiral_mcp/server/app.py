@@ -36,6 +36,7 @@ from ..protocol.sessions import SessionStore
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
+from ..shares import Shares
 from ..sources.access import SourceAccess
 from ..sources.scheduler import SyncScheduler
 from ..tasks import BackgroundTasks
@@ -271,6 +272,7 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             enabled_toolsets=frozenset(settings.enabled_toolsets) or None,
             read_only_mode=settings.read_only,
             rate_limiter=app[RATE_LIMITER],
+            shares=Shares.from_settings(settings),
             audit=audit,
             idempotency=idempotency,
             metrics=app[METRICS],
