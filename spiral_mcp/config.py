@@ -214,6 +214,20 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds between background syncs of every source instance; 0 turns them off"),
     Setting("SYNC_CONCURRENCY", _int(1, 64), 4,
             "source instances one server process syncs at once in the background"),
+    # Shares of slow work (see shares.py): what one tenant may hold at once in one process, so
+    # another tenant's calls still find a connection. Unset: derived from the pool sizes.
+    Setting("EXPLORER_MAX_PER_TENANT", _optional_int(1, 1000), None,
+            "explorer calls one tenant runs at once in a server process (default: half of "
+            "DB_POOL_MAX, the explorer pool's size); more are RATE_LIMITED"),
+    Setting("REPORT_MAX_PER_TENANT", _optional_int(1, 1000), None,
+            "report template (sql_) calls one tenant runs at once in a server process "
+            "(default: half of DB_POOL_MAX); more are RATE_LIMITED"),
+    Setting("SYNC_ON_DEMAND_MAX", _optional_int(1, 1000), None,
+            "sources_sync calls one server process runs at once, each on a database connection "
+            "of its own outside the pool (default: half of DB_POOL_MAX); more are RATE_LIMITED"),
+    Setting("SYNC_MAX_PER_TENANT", _optional_int(1, 1000), None,
+            "sources_sync calls one tenant runs at once in a server process (default: half of "
+            "SYNC_ON_DEMAND_MAX); more are RATE_LIMITED"),
 )
 
 
@@ -257,6 +271,10 @@ class Settings:
     spiral_secret_key: Secret | None
     sync_interval: float
     sync_concurrency: int
+    explorer_max_per_tenant: int | None
+    report_max_per_tenant: int | None
+    sync_on_demand_max: int | None
+    sync_max_per_tenant: int | None
 
     @property
     def rate_limits(self) -> dict[str, int]:
@@ -266,6 +284,28 @@ class Settings:
             "write": self.rate_limit_write or self.rate_limit_default,
             "query": self.rate_limit_query or self.rate_limit_default,
         }
+
+    @property
+    def explorer_share(self) -> int:
+        """Explorer calls one tenant runs at once: about half of the explorer pool (DB_POOL_MAX
+        connections) at most, so no one tenant can take the whole pool from the others."""
+        return self.explorer_max_per_tenant or max(1, self.db_pool_max // 2)
+
+    @property
+    def report_share(self) -> int:
+        """Report template calls one tenant runs at once (they hold runtime pool connections
+        for up to DB_STATEMENT_TIMEOUT each)."""
+        return self.report_max_per_tenant or max(1, self.db_pool_max // 2)
+
+    @property
+    def sync_calls(self) -> int:
+        """sources_sync calls one process runs at once, each on a connection of its own."""
+        return self.sync_on_demand_max or max(1, self.db_pool_max // 2)
+
+    @property
+    def sync_share(self) -> int:
+        """sources_sync calls one tenant runs at once."""
+        return self.sync_max_per_tenant or max(1, self.sync_calls // 2)
 
     @property
     def data_dir(self) -> Path:
@@ -303,4 +343,15 @@ def load_settings(
         raise ConfigError(
             f"DB_POOL_MIN: {settings.db_pool_min} is more than DB_POOL_MAX {settings.db_pool_max}"
         )
+    # A share larger than what it is a share of would bound nothing.
+    for env, share, whole, of in (
+            ("EXPLORER_MAX_PER_TENANT", settings.explorer_max_per_tenant, settings.db_pool_max,
+             "DB_POOL_MAX"),
+            ("REPORT_MAX_PER_TENANT", settings.report_max_per_tenant, settings.db_pool_max,
+             "DB_POOL_MAX"),
+            ("SYNC_MAX_PER_TENANT", settings.sync_max_per_tenant, settings.sync_calls,
+             "SYNC_ON_DEMAND_MAX"),
+    ):
+        if share is not None and share > whole:
+            raise ConfigError(f"{env}: {share} is more than {of} {whole}")
     return settings

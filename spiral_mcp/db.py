@@ -12,9 +12,9 @@ import asyncio
 import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import orjson
@@ -23,8 +23,8 @@ from .errors import ErrorCode, ServiceError
 from .queries import Queries
 
 __all__ = [
-    "Database", "TenantTransaction", "connection_error", "create_pool", "init_connection",
-    "keep_session",
+    "Connect", "Database", "TenantTransaction", "connect", "connection_error", "create_pool",
+    "init_connection", "keep_session",
 ]
 
 # Failures that mean "the database cannot be reached or went away", not "the query was wrong".
@@ -95,17 +95,36 @@ async def create_pool(
         command_timeout=statement_timeout + 1.0,
         max_inactive_connection_lifetime=60.0,
         init=init_connection,
-        server_settings={
-            "application_name": application_name,
-            # Our statements are short; JIT compilation cost up to a second on report queries.
-            "jit": "off",
-            "statement_timeout": str(int(statement_timeout * 1000)),
-            # A connection stuck in an open transaction would hold locks; end it server-side.
-            "idle_in_transaction_session_timeout": str(int((statement_timeout + 5) * 1000)),
-            **(server_settings or {}),
-        },
+        server_settings=_session_settings(statement_timeout, application_name, server_settings),
         **pool_options,
     )
+
+
+async def connect(url: str, *, connect_timeout: float, statement_timeout: float,
+                  application_name: str) -> asyncpg.Connection:
+    """One connection outside any pool, set up as a pooled one is (see :func:`create_pool`)."""
+    conn = await asyncpg.connect(
+        url, timeout=connect_timeout, command_timeout=statement_timeout + 1.0,
+        server_settings=_session_settings(statement_timeout, application_name, None))
+    try:
+        await init_connection(conn)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
+def _session_settings(statement_timeout: float, application_name: str,
+                      extra: Mapping[str, str] | None) -> dict[str, str]:
+    return {
+        "application_name": application_name,
+        # Our statements are short; JIT compilation cost up to a second on report queries.
+        "jit": "off",
+        "statement_timeout": str(int(statement_timeout * 1000)),
+        # A connection stuck in an open transaction would hold locks; end it server-side.
+        "idle_in_transaction_session_timeout": str(int((statement_timeout + 5) * 1000)),
+        **(extra or {}),
+    }
 
 
 async def close_pool(pool: asyncpg.Pool, *, grace: float) -> None:
@@ -229,10 +248,12 @@ class Database:
 
     def __init__(
         self, pool: asyncpg.Pool, queries: Queries, *, acquire_timeout: float,
-        keep_idle: bool = False,
+        keep_idle: bool = False, connect: Connect | None = None,
     ) -> None:
         self.pool = pool
         self.queries = queries
+        # Opens a connection outside the pool (see detached); None: this database opens none.
+        self._connect = connect
         self._acquire_timeout = acquire_timeout
         self._keep_idle = keep_idle
         # Kept connections with the loop time each came back, oldest first; taken newest first,
@@ -413,6 +434,50 @@ class Database:
             raise connection_error() from exc
         finally:
             await self.release(conn, settled=settled)
+
+
+    @asynccontextmanager
+    async def detached(self, *, application_name: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own, outside the pool, closed when the block ends: for work that
+        waits on a third party while it keeps a session (a sync holds its instance's lock
+        between pages while the source answers). On a pooled connection that wait would keep
+        the connection from every other call, authentication included, for as long as the
+        third party takes. CONNECTION_ERROR when it cannot be opened or breaks under the block.
+        """
+        if self._connect is None:
+            raise RuntimeError("cannot open a detached connection; this database was given no "
+                               "way to connect outside its pool")
+        try:
+            conn = await self._connect(application_name=application_name)
+        except (TimeoutError, *_UNREACHABLE) as exc:
+            raise connection_error() from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, TimeoutError):
+                await self._close(conn)
+            else:
+                # Cancelled or timed out, maybe mid-statement: end the session at once, which
+                # also releases any session lock it holds (nothing else would).
+                conn.terminate()
+            if isinstance(exc, TimeoutError):
+                raise _timeout_error() from exc
+            if isinstance(exc, _UNREACHABLE):
+                raise connection_error() from exc
+            raise
+        await self._close(conn)
+
+    async def _close(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.close(timeout=self._acquire_timeout)
+        except (TimeoutError, *_UNREACHABLE):
+            conn.terminate()
+
+
+class Connect(Protocol):
+    """Opens one connection outside the pool (:func:`connect` with the pool's URL bound)."""
+
+    def __call__(self, *, application_name: str) -> Awaitable[asyncpg.Connection]: ...
 
 
 class _Waiter(NamedTuple):

@@ -3,7 +3,8 @@
 Structure (columns, keys, relationships, indexes) comes from the catalog read at start-up; row
 counts and sample values are counted in a transaction bound to the caller's tenant, so they are
 that tenant's alone. Queries go through ``spiral_mcp.explorer``: checked, then run as the explorer
-role, read-only, bound to the tenant, capped and timed.
+role, read-only, bound to the tenant, capped and timed. Every explorer tool takes a connection of
+the explorer pool, so each runs in its tenant's explorer share (EXPLORER_MAX_PER_TENANT).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ TOOLS = (
         handler=list_tables,
         scope="query",
         call_class="query",
+        share="explorer",
     ),
     Tool(
         name="explorer_describe_table",
@@ -109,6 +111,7 @@ TOOLS = (
         handler=describe_table,
         scope="query",
         call_class="query",
+        share="explorer",
     ),
     Tool(
         name="explorer_get_metadata",
@@ -122,6 +125,7 @@ TOOLS = (
         handler=get_metadata,
         scope="query",
         call_class="query",
+        share="explorer",
     ),
     Tool(
         name="explorer_query",
@@ -138,6 +142,7 @@ TOOLS = (
         handler=query,
         scope="query",
         call_class="query",
+        share="explorer",
         result_note=DATA_NOTE,
     ),
 )

@@ -4,8 +4,9 @@ A tool is data (name, title, description, schemas, annotations, scope, call clas
 handler. Its schemas are JSON Schema 2020-12 files under ``spiral_mcp/schemas`` — the input as
 ``<name>.input.json`` and the ``data`` of a successful result as ``<name>.output.json`` — checked
 and compiled once at start-up. A call goes: visibility and scope → rate limit → argument
-validation → handler → envelope → audit and metrics. Every failure of the tool itself is a result
-with ``isError``; only an unknown tool is a JSON-RPC error.
+validation → its tenant's share of slow work, for a tool that declares one → handler → envelope →
+audit and metrics. Every failure of the tool itself is a result with ``isError``; only an unknown
+tool is a JSON-RPC error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
 from ..schema_types import integral_floats
+from ..shares import ShareExhausted, Shares
 from .audit import AuditEntry, AuditWriter, redact
 from .context import ToolContext
 from .idempotency import Claim, IdempotencyStore
@@ -54,6 +57,9 @@ class Tool:
     handler: Handler
     scope: str                      # the API-key scope a caller needs: read, write, query, admin
     call_class: str                 # the rate-limit budget it spends: read, write, query
+    # The kind of slow work it is (explorer, report, sync), whose per-tenant share of concurrent
+    # calls it runs in (shares.py); None: quick work, bounded by its rate limit alone.
+    share: str | None = None
     read_only: bool = True          # no side effects; also the transaction's access mode
     destructive: bool = False
     idempotent: bool = True
@@ -270,6 +276,7 @@ class ToolRegistry:
         enabled_toolsets: frozenset[str] | None,
         read_only_mode: bool,
         rate_limiter: Any,
+        shares: Shares,
         audit: AuditWriter,
         idempotency: IdempotencyStore,
         metrics: Any,
@@ -277,6 +284,7 @@ class ToolRegistry:
     ) -> None:
         schema_dir = schema_dir or Path(str(resources.files("spiral_mcp.schemas")))
         self._rate_limiter = rate_limiter
+        self._shares = shares
         self._audit = audit
         self._idempotency = idempotency
         self._metrics = metrics
@@ -294,6 +302,8 @@ class ToolRegistry:
             raise ValueError(f"tool {tool.name} is declared twice")
         if tool.call_class not in CALL_CLASSES:
             raise ValueError(f"tool {tool.name}: unknown call class {tool.call_class!r}")
+        if tool.share is not None and tool.share not in self._shares:
+            raise ValueError(f"tool {tool.name}: no share of slow work named {tool.share!r}")
         input_schema = tool.input_schema or _load_schema(schema_dir, f"{tool.name}.input.json")
         data_schema = tool.output_schema or _load_schema(schema_dir, f"{tool.name}.output.json")
         Draft202012Validator.check_schema(input_schema)
@@ -373,6 +383,18 @@ class ToolRegistry:
                 retry_after=round(decision.retry_after, 3),
             )
 
+    def _take_share(self, kind: str, principal: Principal) -> AbstractContextManager[None]:
+        """A place in the tenant's share of ``kind`` for the call, or RATE_LIMITED at once.
+        Taken after validation and before an idempotency key is claimed: a refused call did
+        nothing and may be retried as it is."""
+        try:
+            return self._shares.take(kind, principal.tenant_id)
+        except ShareExhausted as exc:
+            raise ServiceError(
+                ErrorCode.RATE_LIMITED, str(exc), retry_after=exc.retry_after,
+                details=[{"share": exc.kind, "limit": exc.limit}],
+            ) from None
+
     async def call(self, name: str, arguments: Any, ctx: ToolContext) -> dict[str, Any]:
         """Run one tool call; return the MCP CallToolResult."""
         compiled = self._tools.get(self._aliases.get(name, name))
@@ -386,7 +408,11 @@ class ToolRegistry:
         try:
             await self.admit(ctx.principal, tool.call_class)
             arguments = _valid_arguments(compiled, arguments)
-            data = await self._run(tool, ctx, arguments)
+            if tool.share is None:
+                data = await self._run(tool, ctx, arguments)
+            else:
+                with self._take_share(tool.share, ctx.principal):
+                    data = await self._run(tool, ctx, arguments)
             envelope: dict[str, Any] = {
                 "success": True,
                 "data": data,

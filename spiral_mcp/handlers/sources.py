@@ -2,7 +2,9 @@
 
 Credentials never leave the store: the listing reads no credential column, and a sync opens
 them in memory only for its requests to the source. A sync takes the same per-instance lock as
-the background sync, so a call finding one running is a CONFLICT, not a second sync.
+the background sync, so a call finding one running is a CONFLICT, not a second sync. It runs on a
+connection of its own, never one of the request pool (it waits on the source between pages while
+holding that lock), and in its tenant's share of syncs (SYNC_MAX_PER_TENANT).
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
     sender = asyncio.create_task(send())
     try:
-        async with ctx.database.connection() as conn:
+        # Not the pool's: a source answering slowly would keep a pooled connection from every
+        # tenant's calls, authentication included, for as long as it takes.
+        async with ctx.database.detached(application_name="spiral-mcp sync") as conn:
             progress = await source_access(ctx).sync(
                 conn, ctx.database.queries, tenant_id=ctx.tenant_id, instance_id=instance_id,
                 full=args.get("full", False), on_page=on_page)
@@ -129,12 +133,14 @@ TOOLS = (
             "cursor, or everything with full: true. Sends a progress notification per page when "
             "the call carries a progressToken, and returns pages, items, how many were new or "
             "changed, and items per second. A sync already running for the instance (the "
-            "background sync or another call) is a CONFLICT; a source that refuses or cannot be "
-            "reached is UPSTREAM_ERROR with its status and message."
+            "background sync or another call) is a CONFLICT; more syncs at once than the "
+            "tenant's share are RATE_LIMITED; a source that refuses or cannot be reached is "
+            "UPSTREAM_ERROR with its status and message."
         ),
         handler=sync_source,
         scope="admin",
         call_class="write",
+        share="sync",
         read_only=False,
         destructive=False,
         idempotent=True,   # a second sync finds nothing new to change

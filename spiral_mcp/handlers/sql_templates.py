@@ -54,6 +54,8 @@ def template_tools(
             handler=_handler(template, observe),
             scope="read",
             call_class="query",
+            # A report holds a runtime pool connection for as long as its statement runs.
+            share="report",
             input_schema=template.input_schema,
             output_schema=RESULT_SCHEMA,
         )

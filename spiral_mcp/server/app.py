@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from aiohttp import web
 from .. import migrate
 from ..auth import Authenticator
 from ..config import Settings
-from ..db import Database, close_pool, create_pool, keep_session
+from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
 from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
@@ -35,6 +36,7 @@ from ..protocol.sessions import SessionStore
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
+from ..shares import Shares
 from ..sources.access import SourceAccess
 from ..sources.scheduler import SyncScheduler
 from ..tasks import BackgroundTasks
@@ -124,8 +126,11 @@ def _database(url: str):
             async with pool.acquire() as conn:
                 await check_runtime_role(conn)
             # The pool resets nothing (keep_session), so settled connections may be kept.
+            # Work that waits on a third party opens connections of its own (detached).
             db = Database(pool, queries, acquire_timeout=settings.db_connect_timeout,
-                          keep_idle=True)
+                          keep_idle=True, connect=functools.partial(
+                              connect, url, connect_timeout=settings.db_connect_timeout,
+                              statement_timeout=settings.db_statement_timeout))
             app[DATABASE] = db
             app[METRICS].watch_pool(db.sizes)
             try:
@@ -267,6 +272,7 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             enabled_toolsets=frozenset(settings.enabled_toolsets) or None,
             read_only_mode=settings.read_only,
             rate_limiter=app[RATE_LIMITER],
+            shares=Shares.from_settings(settings),
             audit=audit,
             idempotency=idempotency,
             metrics=app[METRICS],

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from ..db import connect
 from ..queries import Queries
 from .access import SourceAccess, SourceNotFound, SyncBusy
 from .base import SourceError
@@ -110,11 +111,10 @@ class SyncScheduler:
         return {instance_id: task.result() for instance_id, task in tasks.items()}
 
     async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            self._url, timeout=self._connect_timeout,
-            command_timeout=self._statement_timeout + 1.0,
-            server_settings={"application_name": "spiral-mcp sync",
-                             "statement_timeout": str(int(self._statement_timeout * 1000))})
+        # Never the request pool's: a sync waits on its source while it holds the connection.
+        return await connect(self._url, connect_timeout=self._connect_timeout,
+                             statement_timeout=self._statement_timeout,
+                             application_name="spiral-mcp sync")
 
     async def _schedule(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         conn = await self._connect()
