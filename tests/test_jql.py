@@ -21,6 +21,14 @@ def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
 
 
+def last(*parts: int) -> datetime:
+    """The last microsecond of the day (3 parts) or minute (5 parts) given."""
+    moment = utc(*parts)
+    if len(parts) == 3:
+        return moment.replace(hour=23, minute=59, second=59, microsecond=999999)
+    return moment.replace(second=59, microsecond=999999)
+
+
 def compile_(jql: str, user: str | None = "alice@example.com", **kw: Any) -> CompiledQuery:
     return compile_jql(jql, user=user, now=NOW, **kw)
 
@@ -162,20 +170,20 @@ def test_keywords_and_fields_are_case_insensitive() -> None:
     ("created > 2026-01-31", "w.created_at > $1::timestamptz", [utc(2026, 1, 31)]),
     ("updated >= '2026/01/31'", "w.updated_at >= $1::timestamptz", [utc(2026, 1, 31)]),
     ("created = 2026-01-31",
-     "(w.created_at >= $1::timestamptz AND w.created_at < $2::timestamptz)",
-     [utc(2026, 1, 31), utc(2026, 2, 1)]),
+     "(w.created_at >= $1::timestamptz AND w.created_at <= $2::timestamptz)",
+     [utc(2026, 1, 31), last(2026, 1, 31)]),
     ("due != 2026-01-31",
-     "NOT ((w.due_at >= $1::timestamptz AND w.due_at < $2::timestamptz))",
-     [utc(2026, 1, 31), utc(2026, 2, 1)]),
+     "NOT ((w.due_at >= $1::timestamptz AND w.due_at <= $2::timestamptz))",
+     [utc(2026, 1, 31), last(2026, 1, 31)]),
     ("resolved = '2026-01-31 14:00'",
-     "(w.resolved_at >= $1::timestamptz AND w.resolved_at < $2::timestamptz)",
-     [utc(2026, 1, 31, 14), utc(2026, 1, 31, 14, 1)]),
+     "(w.resolved_at >= $1::timestamptz AND w.resolved_at <= $2::timestamptz)",
+     [utc(2026, 1, 31, 14), last(2026, 1, 31, 14, 0)]),
     ("resolved is empty", "w.resolved_at IS NULL", []),
     ("due is not null", "NOT (w.due_at IS NULL)", []),
     ("created in (2026-01-31, -1d)",
-     "((w.created_at >= $1::timestamptz AND w.created_at < $2::timestamptz) OR "
+     "((w.created_at >= $1::timestamptz AND w.created_at <= $2::timestamptz) OR "
      "w.created_at = $3::timestamptz)",
-     [utc(2026, 1, 31), utc(2026, 2, 1), NOW - timedelta(days=1)]),
+     [utc(2026, 1, 31), last(2026, 1, 31), NOW - timedelta(days=1)]),
 ])
 def test_compiles_each_field_and_operator(jql: str, sql: str, params: list[Any]) -> None:
     assert where(jql) == (sql, params)
@@ -221,6 +229,24 @@ def test_now_without_a_zone_is_utc_and_other_zones_convert() -> None:
     assert eastern.day == 19
     shifted = compile_jql("created > startOfDay()", user=None, now=eastern)
     assert shifted.params == [utc(2026, 3, 18)]
+
+
+@pytest.mark.parametrize(("jql", "sql", "params"), [
+    # The day's end used to be computed as the next day, past what a datetime holds.
+    ("created < 9999-12-31", "w.created_at < $1::timestamptz", [utc(9999, 12, 31)]),
+    ("created = 9999-12-31",
+     "(w.created_at >= $1::timestamptz AND w.created_at <= $2::timestamptz)",
+     [utc(9999, 12, 31), last(9999, 12, 31)]),
+    ("updated in ('9999-12-31 23:59')",
+     "(w.updated_at >= $1::timestamptz AND w.updated_at <= $2::timestamptz)",
+     [utc(9999, 12, 31, 23, 59), last(9999, 12, 31)]),
+    ("updated = '9999-12-31 23:59:59'",
+     "(w.updated_at >= $1::timestamptz AND w.updated_at <= $2::timestamptz)",
+     [utc(9999, 12, 31, 23, 59, 59), last(9999, 12, 31)]),
+    ("due <= endOfYear(+7973)", "w.due_at <= $1::timestamptz", [last(9999, 12, 31)]),
+])
+def test_the_last_day_a_date_can_name(jql: str, sql: str, params: list[Any]) -> None:
+    assert where(jql) == (sql, params)
 
 
 def test_boolean_structure_and_numbering() -> None:
@@ -558,6 +584,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("created <= '2026/02/01'", ["JQ-3", "JQ-4", "JQ-5", "JQ-9"]),
     ("created != 2026-01-31", all_but("JQ-3", "JQ-4")),
     ("created in (2026-01-31, 2026-02-01)", ["JQ-3", "JQ-4", "JQ-5"]),
+    ("created < 9999-12-31", ALL),
+    ("created >= 9999-12-31 OR updated = '9999-12-31 23:59'", []),
     ("updated >= startOfDay()", ["JQ-1", "JQ-6"]),
     ("updated >= -1h", ["JQ-1", "JQ-6"]),
     ("updated > -1h", ["JQ-6"]),

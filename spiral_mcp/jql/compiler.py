@@ -224,11 +224,11 @@ class _Compiler:
             ranges = []
             for value in values:
                 date = resolve_date(self.date_value(clause, value), self.now)
-                if date.end is None:
+                if date.last is None:
                     ranges.append(f"{column} = {self.bind(date.start, 'timestamptz')}")
                 else:  # a written day (or minute) means "within it"
                     ranges.append(f"({column} >= {self.bind(date.start, 'timestamptz')} AND "
-                                  f"{column} < {self.bind(date.end, 'timestamptz')})")
+                                  f"{column} <= {self.bind(date.last, 'timestamptz')})")
             return ranges[0] if len(ranges) == 1 else "(" + " OR ".join(ranges) + ")"
         if spec.kind == "status":
             # Workflow statuses are free text; match them as Jira does, ignoring case.
