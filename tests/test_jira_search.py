@@ -55,6 +55,9 @@ async def _expected_keys(admin_conn, tenant_id, where_sql: str, order_sql: str) 
     ("project IN (API, OPS) ORDER BY resolved DESC", "project_key IN ('API', 'OPS')",
      "resolved_at DESC, id"),
     ("assignee IS EMPTY ORDER BY assignee", "assignee IS NULL", "assignee, id"),
+    # Due dates sort by day, so the key orders each day's items.
+    ("due IS NOT EMPTY ORDER BY due, key DESC", "due_at IS NOT NULL",
+     "date_trunc('day', due_at, 'UTC'), project_key DESC, number DESC, id"),
 ])
 async def test_pages_walk_the_whole_result_in_order(
     client, make_tenant, admin_conn, jql: str, where_sql: str, order_sql: str

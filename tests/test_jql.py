@@ -232,6 +232,29 @@ def test_now_without_a_zone_is_utc_and_other_zones_convert() -> None:
 
 
 @pytest.mark.parametrize(("jql", "sql", "params"), [
+    # A due date is a date, as in Jira: every value stands for its UTC day, for every operator.
+    ("due < 2026-01-31", "w.due_at < $1::timestamptz", [utc(2026, 1, 31)]),
+    ("due <= 2026-01-31", "w.due_at <= $1::timestamptz", [last(2026, 1, 31)]),
+    ("due > 2026-01-31", "w.due_at > $1::timestamptz", [last(2026, 1, 31)]),
+    ("due >= 2026-01-31", "w.due_at >= $1::timestamptz", [utc(2026, 1, 31)]),
+    ("due = 2026-01-31", "(w.due_at >= $1::timestamptz AND w.due_at <= $2::timestamptz)",
+     [utc(2026, 1, 31), last(2026, 1, 31)]),
+    ("due <= '2026-01-31 14:00'", "w.due_at <= $1::timestamptz", [last(2026, 1, 31)]),
+    ("due > '2026-01-31 14:00'", "w.due_at > $1::timestamptz", [last(2026, 1, 31)]),
+    ("due < now()", "w.due_at < $1::timestamptz", [utc(2026, 3, 18)]),
+    ("due <= -1d", "w.due_at <= $1::timestamptz", [last(2026, 3, 17)]),
+    ("due >= endOfWeek()", "w.due_at >= $1::timestamptz", [utc(2026, 3, 22)]),
+    ("due = now()", "(w.due_at >= $1::timestamptz AND w.due_at <= $2::timestamptz)",
+     [utc(2026, 3, 18), last(2026, 3, 18)]),
+    # A date-and-time field keeps comparing the moment, as Jira's created does.
+    ("created <= 2026-01-31", "w.created_at <= $1::timestamptz", [utc(2026, 1, 31)]),
+    ("created > now()", "w.created_at > $1::timestamptz", [NOW]),
+])
+def test_due_compares_days(jql: str, sql: str, params: list[Any]) -> None:
+    assert where(jql) == (sql, params)
+
+
+@pytest.mark.parametrize(("jql", "sql", "params"), [
     # The day's end used to be computed as the next day, past what a datetime holds.
     ("created < 9999-12-31", "w.created_at < $1::timestamptz", [utc(9999, 12, 31)]),
     ("created = 9999-12-31",
@@ -243,6 +266,7 @@ def test_now_without_a_zone_is_utc_and_other_zones_convert() -> None:
     ("updated = '9999-12-31 23:59:59'",
      "(w.updated_at >= $1::timestamptz AND w.updated_at <= $2::timestamptz)",
      [utc(9999, 12, 31, 23, 59, 59), last(9999, 12, 31)]),
+    ("due > 9999-12-31", "w.due_at > $1::timestamptz", [last(9999, 12, 31)]),
     ("due <= endOfYear(+7973)", "w.due_at <= $1::timestamptz", [last(9999, 12, 31)]),
 ])
 def test_the_last_day_a_date_can_name(jql: str, sql: str, params: list[Any]) -> None:
@@ -284,7 +308,8 @@ def test_order_by_uses_the_allowlist() -> None:
     ]
     assert compiled.order_by[3][0].startswith("CASE w.status_category WHEN 'todo' THEN 0")
     assert compiled.order_by[4:] == [
-        ("w.title", "ASC"), ("w.due_at", "ASC"), ("w.assignee", "ASC"), ("w.reporter", "ASC"),
+        ("w.title", "ASC"), ("date_trunc('day', w.due_at, 'UTC')", "ASC"),
+        ("w.assignee", "ASC"), ("w.reporter", "ASC"),
         ("w.project_key", "ASC"), ("w.parent_key", "ASC"), ("w.status", "ASC"),
         ("w.type", "ASC"), ("w.source", "ASC"), ("w.created_at", "ASC"),
         ("w.resolved_at", "ASC"),
@@ -645,6 +670,46 @@ async def test_compiled_queries_return_the_expected_keys(
         if got != expected:
             failures.append(f"{jql!r}: got {got}, expected {expected}")
     assert not failures, "\n".join(failures)
+
+
+# Due dates on one day at several times of day (synced ones can carry a time), and at the
+# edges of the days around it.
+DUE_ITEMS: list[tuple[Any, ...]] = [
+    (f"DUE-{n}", f"Due {n}", None, "task", "To Do", "todo", "medium", None, None, [], None,
+     NOW - timedelta(days=1), NOW - timedelta(days=1), None, due, "local")
+    for n, due in enumerate([
+        utc(2026, 3, 20, 6), utc(2026, 3, 20, 18), utc(2026, 3, 20),
+        utc(2026, 3, 21), last(2026, 3, 19), None], start=1)
+]
+
+
+@pytest.mark.parametrize(("jql", "keys"), [
+    ("due = 2026-03-20", ["DUE-1", "DUE-2", "DUE-3"]),
+    ("due != 2026-03-20", ["DUE-4", "DUE-5"]),
+    ("due in (2026-03-19, 2026-03-21)", ["DUE-4", "DUE-5"]),
+    # The day itself is in <= and >=, not in < and >: what moment of it each item is due at
+    # does not matter (the midnight instant used to decide).
+    ("due <= 2026-03-20", ["DUE-1", "DUE-2", "DUE-3", "DUE-5"]),
+    ("due < 2026-03-20", ["DUE-5"]),
+    ("due > 2026-03-20", ["DUE-4"]),
+    ("due >= 2026-03-20", ["DUE-1", "DUE-2", "DUE-3", "DUE-4"]),
+    ("due > '2026-03-20 12:00'", ["DUE-4"]),
+    # Relative dates and functions name a day too (now is 2026-03-18 15:30).
+    ("due <= 2d", ["DUE-1", "DUE-2", "DUE-3", "DUE-5"]),
+    ("due > startOfDay(+1)", ["DUE-1", "DUE-2", "DUE-3", "DUE-4"]),
+    ("due >= endOfDay(+2)", ["DUE-1", "DUE-2", "DUE-3", "DUE-4"]),
+    ("due < 9999-12-31", ["DUE-1", "DUE-2", "DUE-3", "DUE-4", "DUE-5"]),
+    # Sorted by day, so the second key orders each day's items (not their time of day).
+    ("due is not empty ORDER BY due ASC, key DESC", ["DUE-5", "DUE-3", "DUE-2", "DUE-1", "DUE-4"]),
+    ("due is not empty ORDER BY due DESC, key ASC", ["DUE-4", "DUE-1", "DUE-2", "DUE-3", "DUE-5"]),
+])
+async def test_due_dates_are_days(
+    app_conn: asyncpg.Connection, admin_conn: asyncpg.Connection, make_tenant,
+    jql: str, keys: list[str],
+) -> None:
+    tenant = await make_tenant(name="due")
+    await insert_items(admin_conn, tenant.id, DUE_ITEMS)
+    assert await run(app_conn, tenant.id, jql) == keys
 
 
 async def test_sql_in_a_value_is_only_a_value(
