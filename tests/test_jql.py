@@ -165,7 +165,12 @@ def test_keywords_and_fields_are_case_insensitive() -> None:
     ("description ~ '50%_off\\\\'", "w.description ILIKE $1::text", ["%50\\%\\_off\\\\%"]),
     ("description is empty", "(w.description IS NULL OR w.description = '')", []),
     ("description = EMPTY", "(w.description IS NULL OR w.description = '')", []),
-    ("text ~ x", "(w.title ILIKE $1::text OR COALESCE(w.description, '') ILIKE $1::text)",
+    ("text ~ x", "(w.title ILIKE $1::text OR COALESCE(w.description, '') ILIKE $1::text OR "
+     "EXISTS (SELECT 1 FROM comments w_comment WHERE w_comment.tenant_id = w.tenant_id "
+     "AND w_comment.work_item_id = w.id AND w_comment.body ILIKE $1::text) OR "
+     "(w.custom_fields <> '{}' AND EXISTS (SELECT 1 FROM jsonb_each(w.custom_fields) "
+     "w_custom(name, value) WHERE jsonb_typeof(w_custom.value) = 'string' "
+     "AND w_custom.value #>> '{}' ILIKE $1::text)))",
      ["%x%"]),
     ("created > 2026-01-31", "w.created_at > $1::timestamptz", [utc(2026, 1, 31)]),
     ("updated >= '2026/01/31'", "w.updated_at >= $1::timestamptz", [utc(2026, 1, 31)]),
@@ -710,6 +715,53 @@ async def test_due_dates_are_days(
     tenant = await make_tenant(name="due")
     await insert_items(admin_conn, tenant.id, DUE_ITEMS)
     assert await run(app_conn, tenant.id, jql) == keys
+
+
+async def add_comment(conn: asyncpg.Connection, tenant_id: uuid.UUID, key: str,
+                      body: str) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        await conn.execute(
+            "INSERT INTO comments (tenant_id, work_item_id, body) "
+            "SELECT tenant_id, id, $2 FROM work_items WHERE key = $1", key, body)
+
+
+async def test_text_searches_comments_and_text_custom_fields(
+    app_conn: asyncpg.Connection, admin_conn: asyncpg.Connection, make_tenant,
+    tenant_items: uuid.UUID,
+) -> None:
+    """As Jira's text field: summary, description, comments and text custom fields."""
+    await add_comment(admin_conn, tenant_items, "JQ-2", "Spotted a Zebra in the logs")
+    await add_comment(admin_conn, tenant_items, "JQ-2", "second thought")
+    await add_comment(admin_conn, tenant_items, "JQ-4", "nothing striped")
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                 str(tenant_items))
+        await admin_conn.execute(
+            "UPDATE work_items SET custom_fields = $2 WHERE key = $1", "JQ-7",
+            '{"environment": "zebra OS 3", "points": 31337, "tags": ["quagga"]}')
+    # Another tenant's comment on its own JQ-3 never makes this tenant's JQ-3 match.
+    other = await make_tenant(name="other")
+    await insert_items(admin_conn, other.id, [ITEMS[2]])
+    await add_comment(admin_conn, other.id, "JQ-3", "quagga")
+
+    assert await run(app_conn, tenant_items, "text ~ zebra") == ["JQ-2", "JQ-7"]
+    assert await run(app_conn, tenant_items, "text ~ 'second thought'") == ["JQ-2"]
+    assert await run(app_conn, tenant_items, "text !~ zebra") == all_but("JQ-2", "JQ-7")
+    # Only string values of custom fields are text; the other tenant's comment is theirs.
+    assert await run(app_conn, tenant_items, "text ~ 31337 OR text ~ quagga") == []
+    assert await run(app_conn, other.id, "text ~ quagga") == ["JQ-3"]
+    # summary and description stay what they are.
+    assert await run(app_conn, tenant_items, "summary ~ zebra OR description ~ zebra") == []
+    # Unqualified columns: the subqueries name the table itself.
+    compiled = compile_jql("text ~ zebra", user=None, now=NOW, alias="")
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                               str(tenant_items))
+        rows = await app_conn.fetch(
+            f"SELECT key FROM work_items WHERE {compiled.where} ORDER BY number",
+            *compiled.params)
+    assert [r["key"] for r in rows] == ["JQ-2", "JQ-7"]
 
 
 async def test_sql_in_a_value_is_only_a_value(

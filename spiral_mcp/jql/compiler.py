@@ -258,9 +258,24 @@ class _Compiler:
             raise JqlError(value.pos, _show(value), "some text to search for")
         pattern = self.bind(_like_pattern(text), "text")
         if clause.field == "text":
-            # COALESCE, so `text !~ x` keeps an item whose title lacks x and has no description.
+            # Jira's text field: summary, description, comments and text custom fields (this
+            # store's custom fields whose value is a string). COALESCE, so `text !~ x` keeps an
+            # item whose title lacks x and has no description. The planner reads the tenant's
+            # comments once (comments_item leads with tenant_id) or probes them item by item
+            # (tenant_id, work_item_id); an item without custom fields skips their function
+            # scan. The subqueries' aliases derive from the item's, so they never hide it.
+            item = self.alias or "work_items"
+            comment, custom = f"{item}_comment", f"{item}_custom"
             return (f"({self.col('title')} ILIKE {pattern} OR "
-                    f"COALESCE({self.col('description')}, '') ILIKE {pattern})")
+                    f"COALESCE({self.col('description')}, '') ILIKE {pattern} OR "
+                    f"EXISTS (SELECT 1 FROM comments {comment} "
+                    f"WHERE {comment}.tenant_id = {item}.tenant_id "
+                    f"AND {comment}.work_item_id = {item}.id "
+                    f"AND {comment}.body ILIKE {pattern}) OR "
+                    f"({item}.custom_fields <> '{{}}' AND "
+                    f"EXISTS (SELECT 1 FROM jsonb_each({item}.custom_fields) {custom}(name, value) "
+                    f"WHERE jsonb_typeof({custom}.value) = 'string' "
+                    f"AND {custom}.value #>> '{{}}' ILIKE {pattern})))")
         return f"{self.col(spec.column)} ILIKE {pattern}"
 
     def compare(self, clause: Clause, spec: _Field, op: str, value: Literal | Func) -> str:
