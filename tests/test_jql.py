@@ -10,7 +10,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from spiral_mcp.jql import MAX_DEPTH, CompiledQuery, JqlError, compile_jql, parse_jql
+from spiral_mcp.jql import (
+    MAX_DEPTH,
+    CompiledQuery,
+    JqlError,
+    KnownValues,
+    check_known,
+    compile_jql,
+    named_values,
+    parse_jql,
+)
 from spiral_mcp.jql.nodes import And, Clause, Empty, Func, Literal, Not, Or, SortKey
 
 # A Wednesday afternoon: startOfDay is 03-18, startOfWeek Monday 03-16, startOfMonth 03-01.
@@ -438,6 +447,30 @@ def test_errors_name_position_found_and_expected(
     assert str(err.value) == f"at position {position}: found {shown}, expected " + (
         err.value.expected)
     assert isinstance(err.value, ValueError)
+
+
+def test_project_and_status_values_are_checked_against_the_known_ones() -> None:
+    jql = "project = web AND NOT (status in (Done, 'in progress') OR project != API)"
+    query = parse_jql(jql)
+    assert [(field, value.text, value.pos) for field, value in named_values(query)] == [
+        ("project", "web", 10), ("status", "Done", jql.index("Done")),
+        ("status", "in progress", jql.index("'in")), ("project", "API", jql.index("API"))]
+    check_known(query, KnownValues(("API", "WEB"), ("Done", "In Progress")))
+    with pytest.raises(JqlError) as err:
+        check_known(query, KnownValues(("API", "WEB"), ("Done",)))
+    position = jql.index("'in")
+    assert (err.value.position, err.value.found) == (position, "in progress")
+    assert str(err.value) == (f"at position {position}: the value 'in progress' does not exist "
+                              "for the field 'status'; known values: Done")
+    many = KnownValues(tuple(f"P{n}" for n in range(60)), ())
+    with pytest.raises(JqlError) as err:
+        check_known(parse_jql("status = x OR project = X"), many)
+    assert str(err.value).startswith("at position 9: the value 'x' does not exist for the "
+                                     "field 'status'; known values: none")
+    with pytest.raises(JqlError) as err:
+        check_known(parse_jql("project = X"), many)
+    assert str(err.value).endswith("known values: P0, P1, P2, " + ", ".join(
+        f"P{n}" for n in range(3, 50)) + ", ... (10 more)")
 
 
 def test_error_message_example() -> None:
