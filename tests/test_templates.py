@@ -259,8 +259,8 @@ def test_builtin_templates_load(templates: dict[str, Template]) -> None:
 
 async def test_search_issues_by_project(app_conn, world: World, templates) -> None:
     t = templates["sql_search_issues_by_project"]
-    # Newest update first: ALPHA-10 (T0-21h), 4 (day 1 start), 7/5/3 (all at(2): higher id first),
-    # 2 (at(3.5)), 1 (at(5)), 6 (at(5.75)), 8 (at(9)), 9 (at(20)).
+    # Newest update first: ALPHA-10 (T0-21h), 4 (day 1 start), 7/5/3 (all at(2): newest
+    # created first), 2 (at(3.5)), 1 (at(5)), 6 (at(5.75)), 8 (at(9)), 9 (at(20)).
     everything = await report(app_conn, world, world.a, t, project_key="ALPHA")
     assert everything.column("key") == [f"ALPHA-{n}" for n in (10, 4, 7, 5, 3, 2, 1, 6, 8, 9)]
     assert everything.result["truncated"] is False and everything.result["row_count"] == 10
@@ -285,6 +285,28 @@ async def test_search_issues_by_project(app_conn, world: World, templates) -> No
     assert high.column("key") == ["ALPHA-7", "ALPHA-1"]
     three = await report(app_conn, world, world.a, t, project_key="ALPHA", limit=3)
     assert three.column("key") == ["ALPHA-10", "ALPHA-4", "ALPHA-7"]
+
+
+async def test_search_issues_by_project_breaks_ties_by_creation(
+    app_conn, admin_conn, make_tenant, world: World, templates
+) -> None:
+    """Items updated at one moment come newest (created) first, then by key number; never in
+    the order they were stored (TIE-1, stored first, is the newest)."""
+    t0 = world.t0
+    touched = t0 - dt.timedelta(hours=12)
+
+    def item(number: int, created_days_ago: float) -> Item:
+        created = t0 - dt.timedelta(days=created_days_ago)
+        return Item(f"TIE-{number}", f"Tie {number}", "To Do", created,
+                    ((None, "To Do", touched, REP),))
+
+    tenant = await make_tenant(name="ties")
+    await seed(admin_conn, tenant.id, "ties",
+               {"TIE": [item(1, 1), item(2, 3), item(3, 2), item(4, 2)]})
+    r = await report(app_conn, world, tenant.id, templates["sql_search_issues_by_project"],
+                     project_key="TIE")
+    assert r.column("key") == ["TIE-1", "TIE-4", "TIE-3", "TIE-2"]
+    assert set(r.column("updated_at")) == {touched.isoformat()}
 
 
 async def test_get_project_metrics(app_conn, world: World, templates) -> None:
