@@ -66,8 +66,8 @@ def today_midnight() -> dt.datetime:
 
 
 def tenant_a_items(t0: dt.datetime) -> dict[str, list[Item]]:
-    """The main tenant. Lead (created -> resolved) and cycle (first In Progress -> resolved)
-    times in days are noted per resolved item."""
+    """The main tenant. Lead (created -> resolved) and cycle (first move into a started status:
+    In Progress, Blocked or In Review -> resolved) times in days are noted per resolved item."""
 
     def at(days: float, hours: float = 0) -> dt.datetime:
         return t0 - dt.timedelta(days=days) + dt.timedelta(hours=hours)
@@ -496,6 +496,39 @@ async def test_lead_time_metrics(app_conn, world: World, templates) -> None:
     wider = await report(app_conn, world, world.a, t, project_key="ALPHA", days=14)
     assert (wider.rows[0]["resolved"], wider.rows[0]["lead_time_p50_days"]) == (5, 4.0)
     assert wider.rows[0]["throughput_per_week"] == 2.5  # 5 * 7 / 14
+
+
+async def test_cycle_time_starts_with_any_started_status(
+    app_conn, admin_conn, make_tenant, world: World, templates
+) -> None:
+    """Work in progress counts Blocked and In Review too: an item that went there first (never
+    In Progress) has a cycle time, from its first started move."""
+    t0 = world.t0
+
+    def at(days: float) -> dt.datetime:
+        return t0 - dt.timedelta(days=days)
+
+    def moves(*steps: tuple[str | None, str, float]) -> tuple[Move, ...]:
+        return tuple((before, after, at(when), DEV) for before, after, when in steps)
+
+    tenant = await make_tenant(name="cycle")
+    await seed(admin_conn, tenant.id, "cycle", {"CYC": [
+        # cycle 5 - 2 = 3: blocked first
+        Item("CYC-1", "Blocked first", "Done", at(6), moves(
+            (None, "To Do", 6), ("To Do", "Blocked", 5), ("Blocked", "In Review", 4),
+            ("In Review", "Done", 2))),
+        # cycle 4 - 1 = 3: straight to review, then back to work
+        Item("CYC-2", "Review first", "Done", at(5), moves(
+            (None, "To Do", 5), ("To Do", "In Review", 4), ("In Review", "In Progress", 3),
+            ("In Progress", "Done", 1))),
+        # never started: no cycle time
+        Item("CYC-3", "Done at once", "Done", at(3), moves(
+            (None, "To Do", 3), ("To Do", "Done", 2))),
+    ]})
+    r = await report(app_conn, world, tenant.id, templates["sql_lead_time_metrics"], days=7)
+    period = r.rows[0]
+    assert (period["resolved"], period["cycle_time_items"], period["cycle_time_p50_days"],
+            period["cycle_time_avg_days"]) == (3, 2, 3.0, 3.0)
 
 
 async def test_empty_results_are_zeros_and_nulls(app_conn, world: World, templates) -> None:

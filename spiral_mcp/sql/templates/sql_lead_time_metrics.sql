@@ -7,9 +7,11 @@
 --   Counted items: status category done with resolved_at in the period, matching the filters.
 --   Cancelled items are NOT counted.
 --   - lead time: resolved_at - created_at, in days.
---   - cycle time: from the item's first transition into a status of category in_progress
---   (at or before resolved_at) to resolved_at, in days; null for items never recorded in
---   progress, which are left out of the cycle figures (cycle_time_items counts the rest).
+--   - cycle time: from the item's first transition into a started status, i.e. one of category
+--   in_progress, blocked or in_review (the categories work in progress counts), at or before
+--   resolved_at, to resolved_at, in days; null for items never recorded as started, which are
+--   left out of the cycle figures (cycle_time_items counts the rest). An item that went
+--   To Do -> Blocked -> In Review -> Done started when it was blocked.
 --
 --   Percentiles p50, p75, p90, p95 are percentile_cont (interpolated); they and the averages are
 --   rounded to 0.001.
@@ -51,7 +53,7 @@ WITH period AS (
     LEFT JOIN LATERAL (
         SELECT min(t.transitioned_at) AS at
         FROM work_item_transitions AS t
-        WHERE t.work_item_id = w.id AND t.to_category = 'in_progress'
+        WHERE t.work_item_id = w.id AND t.to_category IN ('in_progress', 'blocked', 'in_review')
           AND t.transitioned_at <= w.resolved_at
     ) AS started ON true
     WHERE w.status_category = 'done'
