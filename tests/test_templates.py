@@ -344,6 +344,50 @@ async def test_get_project_metrics(app_conn, world: World, templates) -> None:
     assert len(default.rows) == 33 and default.rows[0]["first_day"] == day(world, 29)
 
 
+async def test_project_metrics_compare_like_with_like(
+    app_conn, admin_conn, make_tenant, world: World, templates
+) -> None:
+    """Today so far is compared with yesterday until the same time of day, not with all of
+    yesterday: what happened yesterday later than now's time of day is not in the previous
+    period yet."""
+    seeded = dt.datetime.now(dt.UTC)
+    yesterday, before = world.t0 - dt.timedelta(days=1), world.t0 - dt.timedelta(days=2)
+    # Yesterday, after now's time of day; the last event, at later + step / 2, still before
+    # midnight (half the time left at most).
+    step = min(dt.timedelta(minutes=10), (world.t0 + dt.timedelta(days=1) - seeded) / 2)
+    later = seeded - dt.timedelta(days=1) + step
+
+    def life(*steps: tuple[str | None, str, dt.datetime]) -> tuple[Move, ...]:
+        return tuple((status, to, when, DEV) for status, to, when in steps)
+
+    tenant = await make_tenant(name="like")
+    await seed(admin_conn, tenant.id, "like", {"LIKE": [
+        # created at yesterday's midnight: in the previous period
+        Item("LIKE-1", "Early", "To Do", yesterday, life((None, "To Do", yesterday))),
+        # created and started yesterday, later than now's time of day: not yet
+        Item("LIKE-2", "Late", "In Progress", later, life(
+            (None, "To Do", later), ("To Do", "In Progress", later + step / 2))),
+        # in progress since the day before, resolved yesterday later than now's time of day:
+        # still work in progress at the previous period's end, not resolved in it
+        Item("LIKE-3", "Resolved late", "Done", before, life(
+            (None, "To Do", before), ("To Do", "In Progress", before),
+            ("In Progress", "Done", later))),
+    ]})
+    r = await report(app_conn, world, tenant.id, templates["sql_get_project_metrics"],
+                     project_key="LIKE", days=1)
+    columns = ("kind", "first_day", "last_day", "created", "resolved", "wip_end_of_day",
+               "lead_time_p50_days")
+    assert [tuple(row[c] for c in columns) for row in r.rows] == [
+        ("period", day(world, 0), day(world, 0), 0, 0, 1, None),
+        ("previous_period", day(world, 1), day(world, 1), 1, 0, 1, None),
+        ("change", None, None, -1, 0, 0, None),
+        ("day", day(world, 0), day(world, 0), 0, 0, 1, None),
+    ]
+    ends = [dt.datetime.fromisoformat(row["ends_at"]) for row in r.rows[:2]]
+    assert ends[0] >= seeded and ends[0] - ends[1] == dt.timedelta(days=1)
+    assert [row["ends_at"] for row in r.rows[2:]] == [None, None]
+
+
 async def test_search_issues_by_text(app_conn, world: World, templates) -> None:
     t = templates["sql_search_issues_by_text"]
     # word_similarity = the trigram similarity (shared / distinct in either) of the query and the
