@@ -257,6 +257,21 @@ def test_builtin_templates_load(templates: dict[str, Template]) -> None:
     assert templates["sql_lead_time_metrics"].input_schema["required"] == []
 
 
+def test_descriptions_say_what_is_rounded_and_how_percentiles_are_computed(
+    templates: dict[str, Template],
+) -> None:
+    """An agent reads only the description: a rounded figure says to what, a percentile how
+    it is found (percentile_cont interpolates between values; percentile_disc would not)."""
+    for template in templates.values():
+        text = " ".join(template.description.split())
+        if "round(" in template.sql:
+            assert re.search(r"rounded to 0\.0*1\b", text), template.name
+            assert "half away from zero" in text, template.name
+        if "percentile_cont" in template.sql:
+            assert "interpolated linearly" in text and "(n - 1) * p" in text, template.name
+        assert "percentile_disc" not in template.sql, template.name
+
+
 async def test_search_issues_by_project(app_conn, world: World, templates) -> None:
     t = templates["sql_search_issues_by_project"]
     # Newest update first: ALPHA-10 (T0-21h), 4 (day 1 start), 7/5/3 (all at(2): newest
