@@ -55,6 +55,9 @@ async def _expected_keys(admin_conn, tenant_id, where_sql: str, order_sql: str) 
     ("project IN (API, OPS) ORDER BY resolved DESC", "project_key IN ('API', 'OPS')",
      "resolved_at DESC, id"),
     ("assignee IS EMPTY ORDER BY assignee", "assignee IS NULL", "assignee, id"),
+    # Due dates sort by day, so the key orders each day's items.
+    ("due IS NOT EMPTY ORDER BY due, key DESC", "due_at IS NOT NULL",
+     "date_trunc('day', due_at, 'UTC'), project_key DESC, number DESC, id"),
 ])
 async def test_pages_walk_the_whole_result_in_order(
     client, make_tenant, admin_conn, jql: str, where_sql: str, order_sql: str
@@ -141,15 +144,83 @@ async def test_a_tampered_cursor_is_refused_before_the_database_sees_it(
     assert envelope["error"]["message"] == "cursor is not valid"
 
 
-async def test_another_tenants_items_never_match(client, make_tenant) -> None:
+async def _add_project(admin_conn, tenant_id, project_key: str) -> None:
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        await admin_conn.execute(
+            "INSERT INTO projects (tenant_id, project_key, name) VALUES ($1, $2, $2)",
+            tenant_id, project_key)
+
+
+async def test_another_tenants_items_never_match(client, make_tenant, admin_conn) -> None:
     mine = await make_tenant(demo=True)
     other = await make_tenant(demo=False)
-    envelope = await _search(client, other, jql="project = WEB OR key = WEB-1")
+    await _add_project(admin_conn, other.id, "OWN")
+    envelope = await _search(client, other, jql="project = OWN OR key = WEB-1")
     assert envelope["success"]
     assert envelope["data"] == {"issues": [], "total": 0, "total_is_exact": True,
                                 "next_cursor": None}
     own = await _search(client, mine, jql="key = WEB-1")
     assert [i["key"] for i in own["data"]["issues"]] == ["WEB-1"]
+    # Another tenant's project is as unknown as one that never existed, and the values an
+    # error lists are the caller's own.
+    theirs = await _search(client, other, jql="key = WEB-1 OR project = WEB")
+    assert theirs["error"]["code"] == "VALIDATION_ERROR"
+    assert theirs["error"]["message"] == (
+        "invalid JQL: at position 25: the value 'WEB' does not exist for the field 'project'; "
+        "known values: OWN")
+    back = await _search(client, mine, jql="project in (WEB, OWN)")
+    assert back["error"]["message"] == (
+        "invalid JQL: at position 17: the value 'OWN' does not exist for the field 'project'; "
+        "known values: API, OPS, WEB")
+
+
+STATUSES = "Blocked, Cancelled, Done, In Progress, In Review, To Do"
+
+
+@pytest.mark.parametrize(("jql", "message"), [
+    ("project = NOPE", "at position 10: the value 'NOPE' does not exist for the field "
+                       "'project'; known values: API, OPS, WEB"),
+    ("project IN (WEB, nope)", "at position 17: the value 'nope' does not exist for the field "
+                               "'project'; known values: API, OPS, WEB"),
+    # As in Jira, != and NOT IN refuse it too: "everything but a typo" is no answer.
+    ("project != NOPE", "at position 11: the value 'NOPE' does not exist"),
+    ("assignee = x OR project NOT IN (API, NOPE)", "at position 37: the value 'NOPE'"),
+    ("status = 'Nope'", "at position 9: the value 'Nope' does not exist for the field "
+                        f"'status'; known values: {STATUSES}"),
+    ("NOT status IN (done, 'in progress', Nope)", "at position 36: the value 'Nope'"),
+    ("status != ''", "at position 10: the value '' does not exist for the field 'status'"),
+    # Types are a fixed set, checked by the compiler, with the same ingredients.
+    ("type = Story AND issuetype = Spike",
+     "at position 29: found 'Spike', expected a type value: epic, story, task, bug, subtask, "
+     "feature"),
+])
+async def test_a_value_the_tenant_does_not_have_is_refused(
+        client, make_tenant, jql: str, message: str) -> None:
+    tenant = await make_tenant(demo=True)
+    envelope = await _search(client, tenant, jql=jql)
+    assert envelope["success"] is False
+    assert envelope["error"]["code"] == "VALIDATION_ERROR"
+    assert envelope["error"]["message"].startswith(f"invalid JQL: {message}"), envelope
+    assert envelope["error"]["details"] == [
+        {"path": "/jql", "message": envelope["error"]["message"].removeprefix("invalid JQL: ")}]
+
+
+async def test_a_status_only_items_still_carry_is_known(client, make_tenant, admin_conn) -> None:
+    """A status its source retired leaves the workflow but stays on its items: still findable."""
+    tenant = await make_tenant(demo=True)
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        await admin_conn.execute("UPDATE work_items SET status = 'Legacy' WHERE key = 'WEB-2'")
+    found = await _search(client, tenant, jql="status = legacy OR status = 'IN PROGRESS'",
+                          fields=["status"], limit=100)
+    assert found["success"], found
+    assert "WEB-2" in [i["key"] for i in found["data"]["issues"]]
+    assert {i["status"] for i in found["data"]["issues"]} <= {"Legacy", "In Progress"}
+    refused = await _search(client, tenant, jql="status IN (Legacy, Legacy2)")
+    assert refused["error"]["message"] == (
+        "invalid JQL: at position 19: the value 'Legacy2' does not exist for the field "
+        f"'status'; known values: {STATUSES}, Legacy")
 
 
 async def test_a_priority_is_found_by_the_name_it_was_written_with(client, make_tenant) -> None:

@@ -10,7 +10,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from spiral_mcp.jql import MAX_DEPTH, CompiledQuery, JqlError, compile_jql, parse_jql
+from spiral_mcp.jql import (
+    MAX_DEPTH,
+    CompiledQuery,
+    JqlError,
+    KnownValues,
+    check_known,
+    compile_jql,
+    named_values,
+    parse_jql,
+)
 from spiral_mcp.jql.nodes import And, Clause, Empty, Func, Literal, Not, Or, SortKey
 
 # A Wednesday afternoon: startOfDay is 03-18, startOfWeek Monday 03-16, startOfMonth 03-01.
@@ -19,6 +28,14 @@ NOW = datetime(2026, 3, 18, 15, 30, tzinfo=UTC)
 
 def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def last(*parts: int) -> datetime:
+    """The last microsecond of the day (3 parts) or minute (5 parts) given."""
+    moment = utc(*parts)
+    if len(parts) == 3:
+        return moment.replace(hour=23, minute=59, second=59, microsecond=999999)
+    return moment.replace(second=59, microsecond=999999)
 
 
 def compile_(jql: str, user: str | None = "alice@example.com", **kw: Any) -> CompiledQuery:
@@ -157,25 +174,30 @@ def test_keywords_and_fields_are_case_insensitive() -> None:
     ("description ~ '50%_off\\\\'", "w.description ILIKE $1::text", ["%50\\%\\_off\\\\%"]),
     ("description is empty", "(w.description IS NULL OR w.description = '')", []),
     ("description = EMPTY", "(w.description IS NULL OR w.description = '')", []),
-    ("text ~ x", "(w.title ILIKE $1::text OR COALESCE(w.description, '') ILIKE $1::text)",
+    ("text ~ x", "(w.title ILIKE $1::text OR COALESCE(w.description, '') ILIKE $1::text OR "
+     "EXISTS (SELECT 1 FROM comments w_comment WHERE w_comment.tenant_id = w.tenant_id "
+     "AND w_comment.work_item_id = w.id AND w_comment.body ILIKE $1::text) OR "
+     "(w.custom_fields <> '{}' AND EXISTS (SELECT 1 FROM jsonb_each(w.custom_fields) "
+     "w_custom(name, value) WHERE jsonb_typeof(w_custom.value) = 'string' "
+     "AND w_custom.value #>> '{}' ILIKE $1::text)))",
      ["%x%"]),
     ("created > 2026-01-31", "w.created_at > $1::timestamptz", [utc(2026, 1, 31)]),
     ("updated >= '2026/01/31'", "w.updated_at >= $1::timestamptz", [utc(2026, 1, 31)]),
     ("created = 2026-01-31",
-     "(w.created_at >= $1::timestamptz AND w.created_at < $2::timestamptz)",
-     [utc(2026, 1, 31), utc(2026, 2, 1)]),
+     "(w.created_at >= $1::timestamptz AND w.created_at <= $2::timestamptz)",
+     [utc(2026, 1, 31), last(2026, 1, 31)]),
     ("due != 2026-01-31",
-     "NOT ((w.due_at >= $1::timestamptz AND w.due_at < $2::timestamptz))",
-     [utc(2026, 1, 31), utc(2026, 2, 1)]),
+     "NOT ((w.due_at >= $1::timestamptz AND w.due_at <= $2::timestamptz))",
+     [utc(2026, 1, 31), last(2026, 1, 31)]),
     ("resolved = '2026-01-31 14:00'",
-     "(w.resolved_at >= $1::timestamptz AND w.resolved_at < $2::timestamptz)",
-     [utc(2026, 1, 31, 14), utc(2026, 1, 31, 14, 1)]),
+     "(w.resolved_at >= $1::timestamptz AND w.resolved_at <= $2::timestamptz)",
+     [utc(2026, 1, 31, 14), last(2026, 1, 31, 14, 0)]),
     ("resolved is empty", "w.resolved_at IS NULL", []),
     ("due is not null", "NOT (w.due_at IS NULL)", []),
     ("created in (2026-01-31, -1d)",
-     "((w.created_at >= $1::timestamptz AND w.created_at < $2::timestamptz) OR "
+     "((w.created_at >= $1::timestamptz AND w.created_at <= $2::timestamptz) OR "
      "w.created_at = $3::timestamptz)",
-     [utc(2026, 1, 31), utc(2026, 2, 1), NOW - timedelta(days=1)]),
+     [utc(2026, 1, 31), last(2026, 1, 31), NOW - timedelta(days=1)]),
 ])
 def test_compiles_each_field_and_operator(jql: str, sql: str, params: list[Any]) -> None:
     assert where(jql) == (sql, params)
@@ -223,6 +245,48 @@ def test_now_without_a_zone_is_utc_and_other_zones_convert() -> None:
     assert shifted.params == [utc(2026, 3, 18)]
 
 
+@pytest.mark.parametrize(("jql", "sql", "params"), [
+    # A due date is a date, as in Jira: every value stands for its UTC day, for every operator.
+    ("due < 2026-01-31", "w.due_at < $1::timestamptz", [utc(2026, 1, 31)]),
+    ("due <= 2026-01-31", "w.due_at <= $1::timestamptz", [last(2026, 1, 31)]),
+    ("due > 2026-01-31", "w.due_at > $1::timestamptz", [last(2026, 1, 31)]),
+    ("due >= 2026-01-31", "w.due_at >= $1::timestamptz", [utc(2026, 1, 31)]),
+    ("due = 2026-01-31", "(w.due_at >= $1::timestamptz AND w.due_at <= $2::timestamptz)",
+     [utc(2026, 1, 31), last(2026, 1, 31)]),
+    ("due <= '2026-01-31 14:00'", "w.due_at <= $1::timestamptz", [last(2026, 1, 31)]),
+    ("due > '2026-01-31 14:00'", "w.due_at > $1::timestamptz", [last(2026, 1, 31)]),
+    ("due < now()", "w.due_at < $1::timestamptz", [utc(2026, 3, 18)]),
+    ("due <= -1d", "w.due_at <= $1::timestamptz", [last(2026, 3, 17)]),
+    ("due >= endOfWeek()", "w.due_at >= $1::timestamptz", [utc(2026, 3, 22)]),
+    ("due = now()", "(w.due_at >= $1::timestamptz AND w.due_at <= $2::timestamptz)",
+     [utc(2026, 3, 18), last(2026, 3, 18)]),
+    # A date-and-time field keeps comparing the moment, as Jira's created does.
+    ("created <= 2026-01-31", "w.created_at <= $1::timestamptz", [utc(2026, 1, 31)]),
+    ("created > now()", "w.created_at > $1::timestamptz", [NOW]),
+])
+def test_due_compares_days(jql: str, sql: str, params: list[Any]) -> None:
+    assert where(jql) == (sql, params)
+
+
+@pytest.mark.parametrize(("jql", "sql", "params"), [
+    # The day's end used to be computed as the next day, past what a datetime holds.
+    ("created < 9999-12-31", "w.created_at < $1::timestamptz", [utc(9999, 12, 31)]),
+    ("created = 9999-12-31",
+     "(w.created_at >= $1::timestamptz AND w.created_at <= $2::timestamptz)",
+     [utc(9999, 12, 31), last(9999, 12, 31)]),
+    ("updated in ('9999-12-31 23:59')",
+     "(w.updated_at >= $1::timestamptz AND w.updated_at <= $2::timestamptz)",
+     [utc(9999, 12, 31, 23, 59), last(9999, 12, 31)]),
+    ("updated = '9999-12-31 23:59:59'",
+     "(w.updated_at >= $1::timestamptz AND w.updated_at <= $2::timestamptz)",
+     [utc(9999, 12, 31, 23, 59, 59), last(9999, 12, 31)]),
+    ("due > 9999-12-31", "w.due_at > $1::timestamptz", [last(9999, 12, 31)]),
+    ("due <= endOfYear(+7973)", "w.due_at <= $1::timestamptz", [last(9999, 12, 31)]),
+])
+def test_the_last_day_a_date_can_name(jql: str, sql: str, params: list[Any]) -> None:
+    assert where(jql) == (sql, params)
+
+
 def test_boolean_structure_and_numbering() -> None:
     compiled = compile_("project = web AND (status = a OR NOT type = bug) OR labels = x",
                         first_param=3)
@@ -258,7 +322,8 @@ def test_order_by_uses_the_allowlist() -> None:
     ]
     assert compiled.order_by[3][0].startswith("CASE w.status_category WHEN 'todo' THEN 0")
     assert compiled.order_by[4:] == [
-        ("w.title", "ASC"), ("w.due_at", "ASC"), ("w.assignee", "ASC"), ("w.reporter", "ASC"),
+        ("w.title", "ASC"), ("date_trunc('day', w.due_at, 'UTC')", "ASC"),
+        ("w.assignee", "ASC"), ("w.reporter", "ASC"),
         ("w.project_key", "ASC"), ("w.parent_key", "ASC"), ("w.status", "ASC"),
         ("w.type", "ASC"), ("w.source", "ASC"), ("w.created_at", "ASC"),
         ("w.resolved_at", "ASC"),
@@ -382,6 +447,30 @@ def test_errors_name_position_found_and_expected(
     assert str(err.value) == f"at position {position}: found {shown}, expected " + (
         err.value.expected)
     assert isinstance(err.value, ValueError)
+
+
+def test_project_and_status_values_are_checked_against_the_known_ones() -> None:
+    jql = "project = web AND NOT (status in (Done, 'in progress') OR project != API)"
+    query = parse_jql(jql)
+    assert [(field, value.text, value.pos) for field, value in named_values(query)] == [
+        ("project", "web", 10), ("status", "Done", jql.index("Done")),
+        ("status", "in progress", jql.index("'in")), ("project", "API", jql.index("API"))]
+    check_known(query, KnownValues(("API", "WEB"), ("Done", "In Progress")))
+    with pytest.raises(JqlError) as err:
+        check_known(query, KnownValues(("API", "WEB"), ("Done",)))
+    position = jql.index("'in")
+    assert (err.value.position, err.value.found) == (position, "in progress")
+    assert str(err.value) == (f"at position {position}: the value 'in progress' does not exist "
+                              "for the field 'status'; known values: Done")
+    many = KnownValues(tuple(f"P{n}" for n in range(60)), ())
+    with pytest.raises(JqlError) as err:
+        check_known(parse_jql("status = x OR project = X"), many)
+    assert str(err.value).startswith("at position 9: the value 'x' does not exist for the "
+                                     "field 'status'; known values: none")
+    with pytest.raises(JqlError) as err:
+        check_known(parse_jql("project = X"), many)
+    assert str(err.value).endswith("known values: P0, P1, P2, " + ", ".join(
+        f"P{n}" for n in range(3, 50)) + ", ... (10 more)")
 
 
 def test_error_message_example() -> None:
@@ -558,6 +647,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("created <= '2026/02/01'", ["JQ-3", "JQ-4", "JQ-5", "JQ-9"]),
     ("created != 2026-01-31", all_but("JQ-3", "JQ-4")),
     ("created in (2026-01-31, 2026-02-01)", ["JQ-3", "JQ-4", "JQ-5"]),
+    ("created < 9999-12-31", ALL),
+    ("created >= 9999-12-31 OR updated = '9999-12-31 23:59'", []),
     ("updated >= startOfDay()", ["JQ-1", "JQ-6"]),
     ("updated >= -1h", ["JQ-1", "JQ-6"]),
     ("updated > -1h", ["JQ-6"]),
@@ -617,6 +708,93 @@ async def test_compiled_queries_return_the_expected_keys(
         if got != expected:
             failures.append(f"{jql!r}: got {got}, expected {expected}")
     assert not failures, "\n".join(failures)
+
+
+# Due dates on one day at several times of day (synced ones can carry a time), and at the
+# edges of the days around it.
+DUE_ITEMS: list[tuple[Any, ...]] = [
+    (f"DUE-{n}", f"Due {n}", None, "task", "To Do", "todo", "medium", None, None, [], None,
+     NOW - timedelta(days=1), NOW - timedelta(days=1), None, due, "local")
+    for n, due in enumerate([
+        utc(2026, 3, 20, 6), utc(2026, 3, 20, 18), utc(2026, 3, 20),
+        utc(2026, 3, 21), last(2026, 3, 19), None], start=1)
+]
+
+
+@pytest.mark.parametrize(("jql", "keys"), [
+    ("due = 2026-03-20", ["DUE-1", "DUE-2", "DUE-3"]),
+    ("due != 2026-03-20", ["DUE-4", "DUE-5"]),
+    ("due in (2026-03-19, 2026-03-21)", ["DUE-4", "DUE-5"]),
+    # The day itself is in <= and >=, not in < and >: what moment of it each item is due at
+    # does not matter (the midnight instant used to decide).
+    ("due <= 2026-03-20", ["DUE-1", "DUE-2", "DUE-3", "DUE-5"]),
+    ("due < 2026-03-20", ["DUE-5"]),
+    ("due > 2026-03-20", ["DUE-4"]),
+    ("due >= 2026-03-20", ["DUE-1", "DUE-2", "DUE-3", "DUE-4"]),
+    ("due > '2026-03-20 12:00'", ["DUE-4"]),
+    # Relative dates and functions name a day too (now is 2026-03-18 15:30).
+    ("due <= 2d", ["DUE-1", "DUE-2", "DUE-3", "DUE-5"]),
+    ("due > startOfDay(+1)", ["DUE-1", "DUE-2", "DUE-3", "DUE-4"]),
+    ("due >= endOfDay(+2)", ["DUE-1", "DUE-2", "DUE-3", "DUE-4"]),
+    ("due < 9999-12-31", ["DUE-1", "DUE-2", "DUE-3", "DUE-4", "DUE-5"]),
+    # Sorted by day, so the second key orders each day's items (not their time of day).
+    ("due is not empty ORDER BY due ASC, key DESC", ["DUE-5", "DUE-3", "DUE-2", "DUE-1", "DUE-4"]),
+    ("due is not empty ORDER BY due DESC, key ASC", ["DUE-4", "DUE-1", "DUE-2", "DUE-3", "DUE-5"]),
+])
+async def test_due_dates_are_days(
+    app_conn: asyncpg.Connection, admin_conn: asyncpg.Connection, make_tenant,
+    jql: str, keys: list[str],
+) -> None:
+    tenant = await make_tenant(name="due")
+    await insert_items(admin_conn, tenant.id, DUE_ITEMS)
+    assert await run(app_conn, tenant.id, jql) == keys
+
+
+async def add_comment(conn: asyncpg.Connection, tenant_id: uuid.UUID, key: str,
+                      body: str) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        await conn.execute(
+            "INSERT INTO comments (tenant_id, work_item_id, body) "
+            "SELECT tenant_id, id, $2 FROM work_items WHERE key = $1", key, body)
+
+
+async def test_text_searches_comments_and_text_custom_fields(
+    app_conn: asyncpg.Connection, admin_conn: asyncpg.Connection, make_tenant,
+    tenant_items: uuid.UUID,
+) -> None:
+    """As Jira's text field: summary, description, comments and text custom fields."""
+    await add_comment(admin_conn, tenant_items, "JQ-2", "Spotted a Zebra in the logs")
+    await add_comment(admin_conn, tenant_items, "JQ-2", "second thought")
+    await add_comment(admin_conn, tenant_items, "JQ-4", "nothing striped")
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                 str(tenant_items))
+        await admin_conn.execute(
+            "UPDATE work_items SET custom_fields = $2 WHERE key = $1", "JQ-7",
+            '{"environment": "zebra OS 3", "points": 31337, "tags": ["quagga"]}')
+    # Another tenant's comment on its own JQ-3 never makes this tenant's JQ-3 match.
+    other = await make_tenant(name="other")
+    await insert_items(admin_conn, other.id, [ITEMS[2]])
+    await add_comment(admin_conn, other.id, "JQ-3", "quagga")
+
+    assert await run(app_conn, tenant_items, "text ~ zebra") == ["JQ-2", "JQ-7"]
+    assert await run(app_conn, tenant_items, "text ~ 'second thought'") == ["JQ-2"]
+    assert await run(app_conn, tenant_items, "text !~ zebra") == all_but("JQ-2", "JQ-7")
+    # Only string values of custom fields are text; the other tenant's comment is theirs.
+    assert await run(app_conn, tenant_items, "text ~ 31337 OR text ~ quagga") == []
+    assert await run(app_conn, other.id, "text ~ quagga") == ["JQ-3"]
+    # summary and description stay what they are.
+    assert await run(app_conn, tenant_items, "summary ~ zebra OR description ~ zebra") == []
+    # Unqualified columns: the subqueries name the table itself.
+    compiled = compile_jql("text ~ zebra", user=None, now=NOW, alias="")
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                               str(tenant_items))
+        rows = await app_conn.fetch(
+            f"SELECT key FROM work_items WHERE {compiled.where} ORDER BY number",
+            *compiled.params)
+    assert [r["key"] for r in rows] == ["JQ-2", "JQ-7"]
 
 
 async def test_sql_in_a_value_is_only_a_value(

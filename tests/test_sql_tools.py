@@ -58,7 +58,7 @@ async def test_a_template_runs_in_the_callers_tenant(client, make_tenant, admin_
         await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
         expected = [r["key"] for r in await admin_conn.fetch(
             "SELECT key FROM work_items WHERE project_key = 'WEB' "
-            "ORDER BY updated_at DESC, id DESC")]
+            "ORDER BY updated_at DESC, created_at DESC, number DESC")]
     assert [r["key"] for r in data["rows"]] == expected
     assert data["row_count"] == len(expected) and data["truncated"] is False
     assert {"name": "key", "type": "text"} in data["columns"]

@@ -66,8 +66,8 @@ def today_midnight() -> dt.datetime:
 
 
 def tenant_a_items(t0: dt.datetime) -> dict[str, list[Item]]:
-    """The main tenant. Lead (created -> resolved) and cycle (first In Progress -> resolved)
-    times in days are noted per resolved item."""
+    """The main tenant. Lead (created -> resolved) and cycle (first move into a started status:
+    In Progress, Blocked or In Review -> resolved) times in days are noted per resolved item."""
 
     def at(days: float, hours: float = 0) -> dt.datetime:
         return t0 - dt.timedelta(days=days) + dt.timedelta(hours=hours)
@@ -257,10 +257,25 @@ def test_builtin_templates_load(templates: dict[str, Template]) -> None:
     assert templates["sql_lead_time_metrics"].input_schema["required"] == []
 
 
+def test_descriptions_say_what_is_rounded_and_how_percentiles_are_computed(
+    templates: dict[str, Template],
+) -> None:
+    """An agent reads only the description: a rounded figure says to what, a percentile how
+    it is found (percentile_cont interpolates between values; percentile_disc would not)."""
+    for template in templates.values():
+        text = " ".join(template.description.split())
+        if "round(" in template.sql:
+            assert re.search(r"rounded to 0\.0*1\b", text), template.name
+            assert "half away from zero" in text, template.name
+        if "percentile_cont" in template.sql:
+            assert "interpolated linearly" in text and "(n - 1) * p" in text, template.name
+        assert "percentile_disc" not in template.sql, template.name
+
+
 async def test_search_issues_by_project(app_conn, world: World, templates) -> None:
     t = templates["sql_search_issues_by_project"]
-    # Newest update first: ALPHA-10 (T0-21h), 4 (day 1 start), 7/5/3 (all at(2): higher id first),
-    # 2 (at(3.5)), 1 (at(5)), 6 (at(5.75)), 8 (at(9)), 9 (at(20)).
+    # Newest update first: ALPHA-10 (T0-21h), 4 (day 1 start), 7/5/3 (all at(2): newest
+    # created first), 2 (at(3.5)), 1 (at(5)), 6 (at(5.75)), 8 (at(9)), 9 (at(20)).
     everything = await report(app_conn, world, world.a, t, project_key="ALPHA")
     assert everything.column("key") == [f"ALPHA-{n}" for n in (10, 4, 7, 5, 3, 2, 1, 6, 8, 9)]
     assert everything.result["truncated"] is False and everything.result["row_count"] == 10
@@ -285,6 +300,28 @@ async def test_search_issues_by_project(app_conn, world: World, templates) -> No
     assert high.column("key") == ["ALPHA-7", "ALPHA-1"]
     three = await report(app_conn, world, world.a, t, project_key="ALPHA", limit=3)
     assert three.column("key") == ["ALPHA-10", "ALPHA-4", "ALPHA-7"]
+
+
+async def test_search_issues_by_project_breaks_ties_by_creation(
+    app_conn, admin_conn, make_tenant, world: World, templates
+) -> None:
+    """Items updated at one moment come newest (created) first, then by key number; never in
+    the order they were stored (TIE-1, stored first, is the newest)."""
+    t0 = world.t0
+    touched = t0 - dt.timedelta(hours=12)
+
+    def item(number: int, created_days_ago: float) -> Item:
+        created = t0 - dt.timedelta(days=created_days_ago)
+        return Item(f"TIE-{number}", f"Tie {number}", "To Do", created,
+                    ((None, "To Do", touched, REP),))
+
+    tenant = await make_tenant(name="ties")
+    await seed(admin_conn, tenant.id, "ties",
+               {"TIE": [item(1, 1), item(2, 3), item(3, 2), item(4, 2)]})
+    r = await report(app_conn, world, tenant.id, templates["sql_search_issues_by_project"],
+                     project_key="TIE")
+    assert r.column("key") == ["TIE-1", "TIE-4", "TIE-3", "TIE-2"]
+    assert set(r.column("updated_at")) == {touched.isoformat()}
 
 
 async def test_get_project_metrics(app_conn, world: World, templates) -> None:
@@ -320,6 +357,50 @@ async def test_get_project_metrics(app_conn, world: World, templates) -> None:
     default = await report(app_conn, world, world.a, templates["sql_get_project_metrics"],
                            project_key="ALPHA")
     assert len(default.rows) == 33 and default.rows[0]["first_day"] == day(world, 29)
+
+
+async def test_project_metrics_compare_like_with_like(
+    app_conn, admin_conn, make_tenant, world: World, templates
+) -> None:
+    """Today so far is compared with yesterday until the same time of day, not with all of
+    yesterday: what happened yesterday later than now's time of day is not in the previous
+    period yet."""
+    seeded = dt.datetime.now(dt.UTC)
+    yesterday, before = world.t0 - dt.timedelta(days=1), world.t0 - dt.timedelta(days=2)
+    # Yesterday, after now's time of day; the last event, at later + step / 2, still before
+    # midnight (half the time left at most).
+    step = min(dt.timedelta(minutes=10), (world.t0 + dt.timedelta(days=1) - seeded) / 2)
+    later = seeded - dt.timedelta(days=1) + step
+
+    def life(*steps: tuple[str | None, str, dt.datetime]) -> tuple[Move, ...]:
+        return tuple((status, to, when, DEV) for status, to, when in steps)
+
+    tenant = await make_tenant(name="like")
+    await seed(admin_conn, tenant.id, "like", {"LIKE": [
+        # created at yesterday's midnight: in the previous period
+        Item("LIKE-1", "Early", "To Do", yesterday, life((None, "To Do", yesterday))),
+        # created and started yesterday, later than now's time of day: not yet
+        Item("LIKE-2", "Late", "In Progress", later, life(
+            (None, "To Do", later), ("To Do", "In Progress", later + step / 2))),
+        # in progress since the day before, resolved yesterday later than now's time of day:
+        # still work in progress at the previous period's end, not resolved in it
+        Item("LIKE-3", "Resolved late", "Done", before, life(
+            (None, "To Do", before), ("To Do", "In Progress", before),
+            ("In Progress", "Done", later))),
+    ]})
+    r = await report(app_conn, world, tenant.id, templates["sql_get_project_metrics"],
+                     project_key="LIKE", days=1)
+    columns = ("kind", "first_day", "last_day", "created", "resolved", "wip_end_of_day",
+               "lead_time_p50_days")
+    assert [tuple(row[c] for c in columns) for row in r.rows] == [
+        ("period", day(world, 0), day(world, 0), 0, 0, 1, None),
+        ("previous_period", day(world, 1), day(world, 1), 1, 0, 1, None),
+        ("change", None, None, -1, 0, 0, None),
+        ("day", day(world, 0), day(world, 0), 0, 0, 1, None),
+    ]
+    ends = [dt.datetime.fromisoformat(row["ends_at"]) for row in r.rows[:2]]
+    assert ends[0] >= seeded and ends[0] - ends[1] == dt.timedelta(days=1)
+    assert [row["ends_at"] for row in r.rows[2:]] == [None, None]
 
 
 async def test_search_issues_by_text(app_conn, world: World, templates) -> None:
@@ -474,6 +555,39 @@ async def test_lead_time_metrics(app_conn, world: World, templates) -> None:
     wider = await report(app_conn, world, world.a, t, project_key="ALPHA", days=14)
     assert (wider.rows[0]["resolved"], wider.rows[0]["lead_time_p50_days"]) == (5, 4.0)
     assert wider.rows[0]["throughput_per_week"] == 2.5  # 5 * 7 / 14
+
+
+async def test_cycle_time_starts_with_any_started_status(
+    app_conn, admin_conn, make_tenant, world: World, templates
+) -> None:
+    """Work in progress counts Blocked and In Review too: an item that went there first (never
+    In Progress) has a cycle time, from its first started move."""
+    t0 = world.t0
+
+    def at(days: float) -> dt.datetime:
+        return t0 - dt.timedelta(days=days)
+
+    def moves(*steps: tuple[str | None, str, float]) -> tuple[Move, ...]:
+        return tuple((before, after, at(when), DEV) for before, after, when in steps)
+
+    tenant = await make_tenant(name="cycle")
+    await seed(admin_conn, tenant.id, "cycle", {"CYC": [
+        # cycle 5 - 2 = 3: blocked first
+        Item("CYC-1", "Blocked first", "Done", at(6), moves(
+            (None, "To Do", 6), ("To Do", "Blocked", 5), ("Blocked", "In Review", 4),
+            ("In Review", "Done", 2))),
+        # cycle 4 - 1 = 3: straight to review, then back to work
+        Item("CYC-2", "Review first", "Done", at(5), moves(
+            (None, "To Do", 5), ("To Do", "In Review", 4), ("In Review", "In Progress", 3),
+            ("In Progress", "Done", 1))),
+        # never started: no cycle time
+        Item("CYC-3", "Done at once", "Done", at(3), moves(
+            (None, "To Do", 3), ("To Do", "Done", 2))),
+    ]})
+    r = await report(app_conn, world, tenant.id, templates["sql_lead_time_metrics"], days=7)
+    period = r.rows[0]
+    assert (period["resolved"], period["cycle_time_items"], period["cycle_time_p50_days"],
+            period["cycle_time_avg_days"]) == (3, 2, 3.0, 3.0)
 
 
 async def test_empty_results_are_zeros_and_nulls(app_conn, world: World, templates) -> None:

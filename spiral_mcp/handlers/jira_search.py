@@ -3,6 +3,8 @@
 The JQL compiler (``spiral_mcp.jql``) gives a WHERE expression with bind placeholders and ORDER BY
 expressions, all from its allowlists; this module adds the selected columns (from an allowlist
 too), the keyset condition of the cursor and the page size. No value is ever part of SQL text.
+The projects and statuses a query names are checked against the tenant's own, read in the
+search's transaction (``spiral_mcp.jql.vocabulary``): an unknown one is an error, as in Jira.
 
 Keyset pagination: the cursor carries the sort values of the last row of a page (and its id, the
 tiebreaker). The next page starts strictly after that row in the query's own order, with
@@ -18,10 +20,19 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 
 from ..errors import ErrorCode, ServiceError
-from ..jql import JqlError, compile_jql
+from ..jql import (
+    JqlError,
+    KnownValues,
+    check_known,
+    compile_query,
+    named_values,
+    parse_jql,
+)
+from ..jql.nodes import Query
 from .context import ToolContext
 from .registry import Tool
 from .rows import jsonable
@@ -144,15 +155,35 @@ def _after(order: list[tuple[str, str]], values: list[Any], last_id: int,
     return "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
 
 
+def _invalid_jql(exc: JqlError) -> ServiceError:
+    return ServiceError(ErrorCode.VALIDATION_ERROR, f"invalid JQL: {exc}",
+                        details=[{"path": "/jql", "message": str(exc)}])
+
+
+async def _check_known(ctx: ToolContext, conn: asyncpg.Connection, query: Query) -> None:
+    """Refuse a project or status the tenant does not have, as Jira does (one small read, and
+    only when the query names one)."""
+    named = named_values(query)
+    if not named:
+        return
+    row = await ctx.database.queries.jql_known_values(
+        conn, statuses=[value.text for field, value in named if field == "status"])
+    known = KnownValues(tuple(row["projects"]), (*row["statuses"], *row["item_statuses"]))
+    try:
+        check_known(query, known)
+    except JqlError as exc:
+        raise _invalid_jql(exc) from None
+
+
 async def search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     jql = args.get("jql", "")
     limit = args.get("limit", 50)
     fields = list(dict.fromkeys(["key", *args.get("fields", DEFAULT_FIELDS)]))
     try:
-        compiled = compile_jql(jql, user=ctx.principal.user, now=datetime.now(UTC))
+        query = parse_jql(jql)
+        compiled = compile_query(query, user=ctx.principal.user, now=datetime.now(UTC))
     except JqlError as exc:
-        raise ServiceError(ErrorCode.VALIDATION_ERROR, f"invalid JQL: {exc}",
-                           details=[{"path": "/jql", "message": str(exc)}]) from None
+        raise _invalid_jql(exc) from None
     order = compiled.order_by or DEFAULT_ORDER
     kinds = compiled.order_kinds or DEFAULT_ORDER_KINDS
     params = list(compiled.params)
@@ -168,6 +199,7 @@ async def search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     count_sql = (f"SELECT count(*) FROM (SELECT 1 FROM work_items w WHERE {compiled.where} "
                  f"LIMIT {TOTAL_CAP + 1}) matched")
     async with ctx.transaction(readonly=True) as conn:
+        await _check_known(ctx, conn, query)
         rows = await conn.fetch(page_sql, *params)
         if cursor is None and len(rows) <= limit:
             total = len(rows)  # the first page holds every match: nothing left to count
@@ -199,10 +231,13 @@ TOOLS = (
             "priority (critical > high > medium > low > none), assignee, reporter, labels, parent, "
             "created, updated, resolved, due, summary, description, text, source. Operators: = != "
             "IN, NOT IN, ~ !~ (contains), > >= < <=, IS EMPTY, IS NOT EMPTY; AND OR NOT and "
-            "parentheses; dates like 2026-01-31, -7d, -2w, startOfWeek(). Returns up to `limit` "
-            "items (default 50) with the `fields` you choose, `total` (exact up to 5000: see "
-            "total_is_exact) and `next_cursor`: pass it back with the same jql for the next page. "
-            "Without ORDER BY, newest update first."
+            "parentheses; dates like 2026-01-31, -7d, -2w, startOfWeek() (days are UTC days; due "
+            "is a date: `due <= 2026-01-31` includes that day, whatever value names it). `text` "
+            "searches summary, description, comments and text custom fields. A project or "
+            "status this workspace does not have is an error listing the ones it has. Returns up "
+            "to `limit` items (default 50) with the `fields` you choose, `total` (exact up to "
+            "5000: see total_is_exact) and `next_cursor`: pass it back with the same jql for the "
+            "next page. Without ORDER BY, newest update first."
         ),
         handler=search,
         scope="read",

@@ -4,7 +4,8 @@
 gives a :class:`CompiledQuery`: an SQL boolean expression with ``$n`` placeholders, the values for
 them, and the ORDER BY expressions. The pipeline is lexer -> parser (a syntax tree in
 :mod:`.nodes`) -> compiler; every value travels as a bind parameter and every piece of SQL text
-comes from fixed tables in :mod:`.compiler`.
+comes from fixed tables in :mod:`.compiler`. The values a tenant defines (projects, statuses) are
+checked apart, against what the caller reads from the tenant's data (:mod:`.vocabulary`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from spiral_mcp.jql.compiler import CompiledQuery, compile_query
 from spiral_mcp.jql.errors import JqlError
 from spiral_mcp.jql.names import FIELDS, FUNCTIONS
 from spiral_mcp.jql.parser import MAX_DEPTH, parse_jql
+from spiral_mcp.jql.vocabulary import KnownValues, check_known, named_values
 
-__all__ = ["FIELDS", "FUNCTIONS", "MAX_DEPTH", "CompiledQuery", "JqlError", "compile_jql",
-           "parse_jql"]
+__all__ = ["FIELDS", "FUNCTIONS", "MAX_DEPTH", "CompiledQuery", "JqlError", "KnownValues",
+           "check_known", "compile_jql", "compile_query", "named_values", "parse_jql"]
 
 
 def compile_jql(

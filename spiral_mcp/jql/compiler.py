@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from spiral_mcp.jql.dates import resolve_date
+from spiral_mcp.jql.dates import DateValue, day_of, resolve_date
 from spiral_mcp.jql.errors import JqlError
 from spiral_mcp.jql.names import DATE_FUNCTIONS
 from spiral_mcp.jql.nodes import And, Clause, Empty, Func, Literal, Node, Not, Or, Query, Value
@@ -43,7 +43,7 @@ _OP_ORDER = ("=", "!=", "~", "!~", ">", ">=", "<", "<=", "IN", "NOT IN", "IS", "
 
 @dataclass(frozen=True)
 class _Field:
-    kind: str  # key, project, status, enum, user, labels, text, date
+    kind: str  # key, project, status, enum, user, labels, text, date, day
     column: str  # a work_items column (the text field uses two)
     ops: tuple[str, ...]
     nullable: bool = False  # may be empty: NULL, or for labels no element
@@ -67,8 +67,10 @@ _FIELDS: dict[str, _Field] = {
     "created": _Field("date", "created_at", _EQ + _CMP),
     "updated": _Field("date", "updated_at", _EQ + _CMP),
     "resolved": _Field("date", "resolved_at", _EQ + _CMP + _IS, nullable=True),
-    "due": _Field("date", "due_at", _EQ + _CMP + _IS, nullable=True),
+    # A date without a time, as Jira's due date: compared (and sorted) by its UTC day.
+    "due": _Field("day", "due_at", _EQ + _CMP + _IS, nullable=True),
 }
+_DATES = ("date", "day")
 
 # Enumerated fields: every accepted spelling (lower-cased, runs of spaces/hyphens as "_") to the
 # stored value. The columns hold only the canonical lower-case values (CHECK constraints), so
@@ -115,7 +117,8 @@ _SORT: dict[str, tuple[tuple[str, str, str], ...]] = {
     "created": (("created_at", "{c}", "timestamp"),),
     "updated": (("updated_at", "{c}", "timestamp"),),
     "resolved": (("resolved_at", "{c}", "timestamp"),),
-    "due": (("due_at", "{c}", "timestamp"),),
+    # By day, so a second sort key orders the items due the same day.
+    "due": (("due_at", "date_trunc('day', {c}, 'UTC')", "timestamp"),),
 }
 
 _KEY = re.compile(r"([A-Z][A-Z0-9_]{0,19})-([1-9][0-9]{0,9})")
@@ -220,15 +223,15 @@ class _Compiler:
 
     def equals(self, clause: Clause, spec: _Field, values: list[Literal | Func]) -> str:
         column = self.col(spec.column)
-        if spec.kind == "date":
+        if spec.kind in _DATES:
             ranges = []
             for value in values:
-                date = resolve_date(self.date_value(clause, value), self.now)
-                if date.end is None:
+                date = self.date(clause, spec, value)
+                if date.last is None:
                     ranges.append(f"{column} = {self.bind(date.start, 'timestamptz')}")
                 else:  # a written day (or minute) means "within it"
                     ranges.append(f"({column} >= {self.bind(date.start, 'timestamptz')} AND "
-                                  f"{column} < {self.bind(date.end, 'timestamptz')})")
+                                  f"{column} <= {self.bind(date.last, 'timestamptz')})")
             return ranges[0] if len(ranges) == 1 else "(" + " OR ".join(ranges) + ")"
         if spec.kind == "status":
             # Workflow statuses are free text; match them as Jira does, ignoring case.
@@ -255,16 +258,33 @@ class _Compiler:
             raise JqlError(value.pos, _show(value), "some text to search for")
         pattern = self.bind(_like_pattern(text), "text")
         if clause.field == "text":
-            # COALESCE, so `text !~ x` keeps an item whose title lacks x and has no description.
+            # Jira's text field: summary, description, comments and text custom fields (this
+            # store's custom fields whose value is a string). COALESCE, so `text !~ x` keeps an
+            # item whose title lacks x and has no description. The planner reads the tenant's
+            # comments once (comments_item leads with tenant_id) or probes them item by item
+            # (tenant_id, work_item_id); an item without custom fields skips their function
+            # scan. The subqueries' aliases derive from the item's, so they never hide it.
+            item = self.alias or "work_items"
+            comment, custom = f"{item}_comment", f"{item}_custom"
             return (f"({self.col('title')} ILIKE {pattern} OR "
-                    f"COALESCE({self.col('description')}, '') ILIKE {pattern})")
+                    f"COALESCE({self.col('description')}, '') ILIKE {pattern} OR "
+                    f"EXISTS (SELECT 1 FROM comments {comment} "
+                    f"WHERE {comment}.tenant_id = {item}.tenant_id "
+                    f"AND {comment}.work_item_id = {item}.id "
+                    f"AND {comment}.body ILIKE {pattern}) OR "
+                    f"({item}.custom_fields <> '{{}}' AND "
+                    f"EXISTS (SELECT 1 FROM jsonb_each({item}.custom_fields) {custom}(name, value) "
+                    f"WHERE jsonb_typeof({custom}.value) = 'string' "
+                    f"AND {custom}.value #>> '{{}}' ILIKE {pattern})))")
         return f"{self.col(spec.column)} ILIKE {pattern}"
 
     def compare(self, clause: Clause, spec: _Field, op: str, value: Literal | Func) -> str:
         column = self.col(spec.column)
-        if spec.kind == "date":
-            date = resolve_date(self.date_value(clause, value), self.now)
-            return f"{column} {op} {self.bind(date.start, 'timestamptz')}"
+        if spec.kind in _DATES:
+            date = self.date(clause, spec, value)
+            # A day field compares days: `<= D` takes all of D, `> D` none of it.
+            bound = date.last if spec.kind == "day" and op in ("<=", ">") else date.start
+            return f"{column} {op} {self.bind(bound, 'timestamptz')}"
         if spec.kind == "key":  # by number within the key's project
             project, number = self.parse_key(value)
             return (f"({self.col('project_key')} = {self.bind(project, 'text')} AND "
@@ -284,10 +304,13 @@ class _Compiler:
     def text_value(self, clause: Clause, value: Literal | Func) -> str:
         return self.literal(value, f"a {clause.field} value, not a function").text
 
-    def date_value(self, clause: Clause, value: Literal | Func) -> Literal | Func:
+    def date(self, clause: Clause, spec: _Field, value: Literal | Func) -> DateValue:
         if isinstance(value, Func) and value.name not in DATE_FUNCTIONS:
             raise JqlError(value.pos, _show(value), f"a date for {clause.field}")
-        return value
+        date = resolve_date(value, self.now)
+        # A day field holds a date, as Jira's due date does: any value (2026-01-31, -1d, now())
+        # stands for its whole UTC day, the day `due = 2026-01-31` has always meant.
+        return day_of(date) if spec.kind == "day" else date
 
     def parse_key(self, value: Literal | Func) -> tuple[str, int]:
         literal = self.literal(value, "an issue key like PROJ-12")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from spiral_mcp.jql.errors import JqlError
 from spiral_mcp.jql.nodes import Func, Literal
 
-__all__ = ["DateValue", "resolve_date"]
+__all__ = ["DateValue", "day_of", "resolve_date"]
 
 _DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})", re.ASCII)
 _DATETIME = re.compile(
@@ -29,11 +29,19 @@ _EXPECTED = ('a date: 2026-01-31, "2026-01-31 14:00", a relative date like -7d, 
 
 @dataclass(frozen=True)
 class DateValue:
-    """A resolved date: the instant ``start`` and, for a day or minute written out, the end of
-    that span (exclusive), which ``=`` uses to mean "within"."""
+    """A resolved date: the instant ``start`` and, for a span written out (a day, a minute, a
+    second), ``last``: its last microsecond, which ``=`` uses to mean "within". Inclusive, so the
+    span of 9999-12-31 ends where datetime does instead of overflowing (timestamps have
+    microseconds, so ``<= last`` is exactly "before the next span")."""
 
     start: datetime
-    end: datetime | None = None
+    last: datetime | None = None
+
+
+def day_of(value: DateValue) -> DateValue:
+    """The whole UTC day holding ``value.start``: what a date means to a date-only field."""
+    start = value.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    return DateValue(start, start.replace(hour=23, minute=59, second=59, microsecond=999999))
 
 
 def _unit(raw: str) -> str:
@@ -75,13 +83,14 @@ def _absolute(text: str) -> DateValue | None:
     if match := _DATE.fullmatch(text):
         year, month, day = (int(g) for g in match.groups())
         start = datetime(year, month, day, tzinfo=UTC)
-        return DateValue(start, start + timedelta(days=1))
+        return day_of(DateValue(start))
     if match := _DATETIME.fullmatch(text):
         year, month, day, hour, minute = (int(g) for g in match.groups()[:5])
         seconds = match.group(6)
         start = datetime(year, month, day, hour, minute, int(seconds or 0), tzinfo=UTC)
-        span = timedelta(seconds=1) if seconds else timedelta(minutes=1)
-        return DateValue(start, start + span)
+        last = start.replace(microsecond=999999) if seconds else start.replace(
+            second=59, microsecond=999999)
+        return DateValue(start, last)
     return None
 
 
@@ -128,8 +137,17 @@ def _function(func: Func, now: datetime) -> datetime:
     # endOf: move whole periods first (so the end of next month is that month's last day),
     # otherwise shift the end itself.
     if unit == period:
-        return _shift(_shift(start, amount, period), 1, period) - _MICROSECOND
-    return _shift(_shift(start, 1, period) - _MICROSECOND, amount, unit)
+        return _end_of(_shift(start, amount, period), period)
+    return _shift(_end_of(start, period), amount, unit)
+
+
+def _end_of(start: datetime, period: str) -> datetime:
+    """The last microsecond of the period from ``start``: the next one's start, less 1 us. A
+    period reaching past year 9999 ends where datetime does (the next start is out of range)."""
+    try:
+        return _shift(start, 1, period) - _MICROSECOND
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def resolve_date(value: Literal | Func, now: datetime) -> DateValue:

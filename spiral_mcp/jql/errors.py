@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["JqlError"]
+__all__ = ["JqlError", "show_found"]
 
 _SHOW_LIMIT = 40
 
 
-def _show(found: str) -> str:
+def show_found(found: str) -> str:
+    """Found text as an error shows it: quoted, cut at 40 characters."""
     if not found:
         return "end of query"
     if len(found) > _SHOW_LIMIT:
@@ -29,5 +30,5 @@ class JqlError(ValueError):
         self.found = found
         self.expected = expected
         self.detail = detail
-        text = detail if detail else f"found {_show(found)}, expected {expected}"
+        text = detail if detail else f"found {show_found(found)}, expected {expected}"
         super().__init__(f"at position {position}: {text}")

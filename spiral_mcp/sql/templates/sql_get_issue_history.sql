@@ -3,7 +3,8 @@
 -- row_cap: 500
 -- description: The timeline of one work item: one row per recorded status transition, oldest
 --   first (the most recent `limit` transitions when there are more), with how long the item
---   stayed in each status. Durations are in hours, rounded to 0.01.
+--   stayed in each status. Durations are in hours, rounded to 0.01 (half away from zero; totals
+--   add up the unrounded stays).
 --
 --   Columns:
 --   - seq: the transition's position in the item's whole history (1 = first).

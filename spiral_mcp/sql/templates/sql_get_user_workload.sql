@@ -13,8 +13,9 @@
 --   - stale: time in current status of at least `stale_days` days (no status change since).
 --
 --   Columns: project_key, project_name, open_items, critical_or_high_items (priority critical or
---   high), stale_items, avg_days_in_current_status and max_days_in_current_status (days, rounded
---   to 0.01), stale_days (the threshold used). No rows means the person has no such items.
+--   high), stale_items, avg_days_in_current_status (the mean) and max_days_in_current_status
+--   (days of 24 hours, rounded to 0.01, half away from zero; stale_items counts unrounded),
+--   stale_days (the threshold used). No rows means the person has no such items.
 -- param assignee: {"type": "string", "minLength": 1, "maxLength": 200,
 --   "description": "The user name items are assigned to, e.g. ana@example.com."}
 -- param statuses: {"type": "array", "minItems": 1, "maxItems": 20,

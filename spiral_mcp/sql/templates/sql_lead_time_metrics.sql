@@ -6,13 +6,17 @@
 --
 --   Counted items: status category done with resolved_at in the period, matching the filters.
 --   Cancelled items are NOT counted.
---   - lead time: resolved_at - created_at, in days.
---   - cycle time: from the item's first transition into a status of category in_progress
---   (at or before resolved_at) to resolved_at, in days; null for items never recorded in
---   progress, which are left out of the cycle figures (cycle_time_items counts the rest).
+--   - lead time: resolved_at - created_at, in days (of 24 hours, with fractions).
+--   - cycle time: from the item's first transition into a started status, i.e. one of category
+--   in_progress, blocked or in_review (the categories work in progress counts), at or before
+--   resolved_at, to resolved_at, in days; null for items never recorded as started, which are
+--   left out of the cycle figures (cycle_time_items counts the rest). An item that went
+--   To Do -> Blocked -> In Review -> Done started when it was blocked.
 --
---   Percentiles p50, p75, p90, p95 are percentile_cont (interpolated); they and the averages are
---   rounded to 0.001.
+--   Percentiles p50, p75, p90, p95 are percentile_cont: over the n sorted times, percentile p
+--   lies at position (n - 1) * p, interpolated linearly between the two values around it (so it
+--   need not be any item's own; one item gives its own). They, the averages (the mean) and the
+--   period's throughput_per_week are rounded to 0.001, half away from zero.
 --
 --   Rows, told apart by `kind`:
 --   - "period": the whole period; throughput_per_week = resolved * 7 / days (an average).
@@ -51,7 +55,7 @@ WITH period AS (
     LEFT JOIN LATERAL (
         SELECT min(t.transitioned_at) AS at
         FROM work_item_transitions AS t
-        WHERE t.work_item_id = w.id AND t.to_category = 'in_progress'
+        WHERE t.work_item_id = w.id AND t.to_category IN ('in_progress', 'blocked', 'in_review')
           AND t.transitioned_at <= w.resolved_at
     ) AS started ON true
     WHERE w.status_category = 'done'

@@ -2,7 +2,7 @@
 -- title: Work items of a project
 -- row_cap: 100
 -- description: Lists the work items of one project, most recently updated first (ties: newest
---   item first), with at most `limit` rows.
+--   item first, by created_at, then the highest key number), with at most `limit` rows.
 --   Filters (all optional, combined with AND):
 --   - status: one value or a list; an item matches when its status name (case-insensitive,
 --   e.g. "In Review") or its status category (todo, in_progress, blocked, in_review, done,
@@ -35,5 +35,5 @@ WHERE w.project_key = $1::text
                   WHERE lower(wanted.s) IN (lower(w.status), w.status_category)))
   AND ($3::text IS NULL OR lower(w.assignee) = lower($3::text))
   AND ($4::text IS NULL OR w.priority = $4::text)
-ORDER BY w.updated_at DESC, w.id DESC
+ORDER BY w.updated_at DESC, w.created_at DESC, w.number DESC
 LIMIT $5::int

@@ -9,7 +9,8 @@
 --   (shared / all distinct trigrams) between the query and the best-matching stretch of the
 --   text; 1 means the query occurs there as whole words. `similarity` scores the title and the
 --   description as one text; an item matches when it is at least the server's
---   pg_trgm.word_similarity_threshold (0.6 unless an operator changed it).
+--   pg_trgm.word_similarity_threshold (0.6 unless an operator changed it). The three scores are
+--   rounded to 0.0001 (half away from zero); matching and order use them unrounded.
 --
 --   Columns: key, project_key, title, status, status_category, priority, assignee, updated_at,
 --   similarity, title_similarity and description_similarity (each part on its own; 0 when there
