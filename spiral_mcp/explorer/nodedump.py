@@ -21,7 +21,7 @@ __all__ = ["Node", "NodeDumpError", "read_node_dump"]
 # format_node_dump's LINELEN.
 _LINE_BYTES = 78
 # A token: structure, or a run of anything else in which a backslash escapes the next character.
-_TOKEN = re.compile(r"[{}()]|(?:\\.|[^\s{}()\\])+", re.DOTALL)
+_TOKEN = re.compile(r"[{}()]|(?:[^\s{}()\\]|\\.)[^\s{}()\\]*(?:\\.[^\s{}()\\]*)*", re.DOTALL)
 _TAG = re.compile(r"[A-Z_]+")
 
 
@@ -60,31 +60,16 @@ def read_node_dump(text: str) -> list[Node]:
     """Every node of one dump, each after the nodes inside it (the root last); NodeDumpError
     when the text is not exactly one well-formed node."""
     nodes: list[Node] = []
-    # Open nodes, innermost last, each with its field being written and its open lists' depth.
-    stack: list[tuple[Node, list[str] | None, int]] = []
-    tokens = _tokens(text)
-    expect_tag = False
-    for lexeme in tokens:
-        if expect_tag:
-            if not _TAG.fullmatch(lexeme):
-                raise NodeDumpError("a node without a tag")
-            stack.append((Node(lexeme), None, 0))
-            expect_tag = False
-            continue
-        if lexeme == "{":
-            if not stack and nodes:
-                raise NodeDumpError("the dump is more than one node")
-            expect_tag = True
-            continue
-        if not stack:
-            raise NodeDumpError(f"unexpected {lexeme!r} outside a node")
-        node, field, depth = stack[-1]
-        if lexeme == "}":
-            if depth:
-                raise NodeDumpError(f"a list is not closed in a {node.tag}")
-            stack.pop()
-            nodes.append(node)
-        elif lexeme.startswith(":") and len(lexeme) > 1:
+    # The node being read, its field being written, and how deep in lists of that field it
+    # is; the nodes around it wait on ``outer`` with theirs.
+    node: Node | None = None
+    field: list[str] | None = None
+    depth = 0
+    outer: list[tuple[Node, list[str] | None, int]] = []
+    lexemes = iter(_tokens(text))
+    for lexeme in lexemes:
+        first = lexeme[0]
+        if first == ":" and len(lexeme) > 1 and node is not None:
             if depth:
                 raise NodeDumpError(f"a field inside a list in a {node.tag}")
             name = lexeme[1:]
@@ -92,7 +77,24 @@ def read_node_dump(text: str) -> list[Node]:
                 # A string can start with ':'; one that repeats a field name is not trusted.
                 raise NodeDumpError(f"field {name} twice in a {node.tag}")
             field = node.fields[name] = []
-            stack[-1] = (node, field, 0)
+        elif lexeme == "{":
+            if node is None and nodes:
+                raise NodeDumpError("the dump is more than one node")
+            tag = next(lexemes, "")
+            if not _TAG.fullmatch(tag):
+                raise NodeDumpError("a node without a tag")
+            if node is not None:
+                if field is None:
+                    raise NodeDumpError(f"a value before any field in a {node.tag}")
+                outer.append((node, field, depth))
+            node, field, depth = Node(tag), None, 0
+        elif node is None:
+            raise NodeDumpError(f"unexpected {lexeme!r} outside a node")
+        elif lexeme == "}":
+            if depth:
+                raise NodeDumpError(f"a list is not closed in a {node.tag}")
+            nodes.append(node)
+            node, field, depth = outer.pop() if outer else (None, None, 0)
         elif field is None:
             raise NodeDumpError(f"a value before any field in a {node.tag}")
         else:
@@ -103,7 +105,6 @@ def read_node_dump(text: str) -> list[Node]:
                     raise NodeDumpError(f"unexpected ')' in a {node.tag}")
                 depth -= 1
             field.append(lexeme)
-            stack[-1] = (node, field, depth)
-    if stack or expect_tag or not nodes:
+    if node is not None or not nodes:
         raise NodeDumpError("the dump ends early")
     return nodes
