@@ -71,20 +71,6 @@ LEFT JOIN explorer_support.relation_bases rb ON rb.base_oid = con.confrelid
 LEFT JOIN pg_catalog.pg_class rv ON rv.oid = rb.relation_oid
 ORDER BY v.relname, con.contype, con.conname
 
--- name: explorer_indexes
--- Indexes of the tables below the explorer views: what a query can filter or sort on cheaply.
-SELECT v.relname AS relation, i.relname AS name, ix.indisunique AS is_unique,
-       am.amname AS method,
-       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true)
-             FROM generate_series(1, ix.indnkeyatts) AS k ORDER BY k) AS columns,
-       pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate
-FROM explorer_support.relation_bases b
-JOIN pg_catalog.pg_class v ON v.oid = b.relation_oid
-JOIN pg_catalog.pg_index ix ON ix.indrelid = b.base_oid
-JOIN pg_catalog.pg_class i ON i.oid = ix.indexrelid
-JOIN pg_catalog.pg_am am ON am.oid = i.relam
-ORDER BY v.relname, i.relname
-
 -- name: explorer_row_counts
 -- params: relations
 -- This tenant's rows in each named relation (all when NULL), counted under row-level security.
