@@ -19,11 +19,14 @@ SELECT 1
 -- name: explorer_unguarded
 -- params: functions
 -- What provisioning takes from this role that it still has (a database set up by hand may lack
--- that step): the guarded functions it may run, and whether its sessions publish query text.
+-- that step): the guarded functions it may run, whether its sessions publish query text, and
+-- whether the server's readings of its queries would fill the server log.
 SELECT p.oid::regprocedure::text AS exposed FROM pg_catalog.pg_proc p
 WHERE p.proname = ANY($1::name[]) AND has_function_privilege(p.oid, 'EXECUTE')
 UNION ALL
 SELECT 'track_activities' WHERE current_setting('track_activities')::bool
+UNION ALL
+SELECT 'log_min_messages' WHERE current_setting('log_min_messages') NOT IN ('fatal', 'panic')
 
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
