@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from .ids import take_work_ids
 from .queries import Queries
 
 __all__ = ["LABELS", "SUBJECTS", "VERBS", "load_demo"]
@@ -126,9 +127,23 @@ async def load_demo(
     names = ("keys", "project_keys", "numbers", "titles", "descriptions", "types", "statuses",
              "categories", "priorities", "assignees", "reporters", "labels_csv", "parent_keys",
              "created", "updated", "resolved", "due")
-    inserted = await queries.demo_insert_work_items(
-        conn, tenant_id=tenant_id, **_columns(items, names))
-    ids = {row["key"]: row["id"] for row in inserted}
+    keys = [item["keys"] for item in items]
+    comments = [(item["keys"], rng.choice(_PEOPLE), rng.choice(_COMMENTS),
+                 min(now, item["created"] + timedelta(hours=rng.uniform(1, 24 * 20))))
+                for item in items for _ in range(rng.choice((0, 0, 1, 1, 2, 3)))]
+    links = sorted({(rng.choice(("blocks", "relates", "duplicates", "clones")), a, b)
+                    for a, b in (rng.sample(keys, 2) for _ in range(len(keys) // 5))})
+
+    # Project rows before the tenant's id counter (the lock order of spiral_mcp.ids), then one
+    # block of ids for everything.
+    await queries.demo_set_next_numbers(conn, project_keys=[i["project_keys"] for i in items],
+                                        numbers=[i["numbers"] for i in items])
+    item_ids, move_ids, comment_ids, link_ids = await take_work_ids(
+        conn, queries, tenant_id=tenant_id,
+        counts=(len(items), len(history), len(comments), len(links)))
+    ids = dict(zip(keys, item_ids, strict=True))
+    await queries.demo_insert_work_items(conn, tenant_id=tenant_id, ids=item_ids,
+                                         **_columns(items, names))
 
     await queries.demo_insert_transitions(
         conn, tenant_id=tenant_id,
@@ -139,25 +154,20 @@ async def load_demo(
         to_categories=[_CATEGORY[to] for _, _, to, *_ in history],
         actors=[actor for *_, actor in history],
         ats=[at for _, _, _, at, _ in history],
+        ids=move_ids,
     )
 
-    comments = [(ids[item["keys"]], rng.choice(_PEOPLE), rng.choice(_COMMENTS),
-                 min(now, item["created"] + timedelta(hours=rng.uniform(1, 24 * 20))))
-                for item in items for _ in range(rng.choice((0, 0, 1, 1, 2, 3)))]
     await queries.demo_insert_comments(
-        conn, tenant_id=tenant_id, item_ids=[c[0] for c in comments],
+        conn, tenant_id=tenant_id, item_ids=[ids[c[0]] for c in comments],
         authors=[c[1] for c in comments], bodies=[c[2] for c in comments],
-        ats=[c[3] for c in comments],
+        ats=[c[3] for c in comments], ids=comment_ids,
     )
 
-    keys = list(ids)
-    links = {(rng.choice(("blocks", "relates", "duplicates", "clones")), a, b)
-             for a, b in (rng.sample(keys, 2) for _ in range(len(keys) // 5))}
     await queries.demo_insert_links(
         conn, tenant_id=tenant_id, link_types=[t for t, _, _ in links],
         outward_ids=[ids[a] for _, a, _ in links], inward_ids=[ids[b] for _, _, b in links],
         actors=["demo@example.com"] * len(links),
+        ids=link_ids,
     )
-    await queries.demo_set_next_numbers(conn)
     return {"projects": len(_PROJECTS), "work_items": len(items), "transitions": len(history),
             "comments": len(comments), "links": len(links)}
