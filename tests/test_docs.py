@@ -34,7 +34,7 @@ def test_the_readme_template_example_loads() -> None:
     assert template.name == "sql_open_items_count"
 
 
-def _readme_examples() -> list[dict]:
+def readme_examples() -> list[dict]:
     import re
 
     import orjson
@@ -58,7 +58,7 @@ def test_every_tool_has_a_readme_example_that_its_schema_accepts() -> None:
     for tool in tools:
         schemas[tool.name] = tool.input_schema or orjson.loads(
             (schema_dir / f"{tool.name}.input.json").read_bytes())
-    examples = _readme_examples()
+    examples = readme_examples()
     assert sorted(e["name"] for e in examples) == sorted(schemas)
     for example in examples:
         errors = list(Draft202012Validator(schemas[example["name"]]).iter_errors(
