@@ -143,12 +143,21 @@ async def test_apikey_create_list_revoke(cli, server: TestClient) -> None:
     assert again.code == 1 and "no live key" in again.err
 
 
-async def test_demo_loads_into_a_tenant(cli) -> None:
+async def test_demo_loads_into_a_tenant_once(cli, app_conn: asyncpg.Connection) -> None:
     tenant_id = await _new_tenant(cli)
     summary = (_ok(await cli("demo", "--tenant", tenant_id))).json()
     assert isinstance(summary, dict)
     assert summary["projects"] == 3 and summary["work_items"] == 300
     assert summary["transitions"] >= 300 and summary["comments"] > 0 and summary["links"] > 0
+    # A second time is refused, in one line, and loads nothing.
+    again = await cli("demo", "--tenant", tenant_id)
+    assert again.code == 1 and again.out == "", again.err
+    assert again.err == (f"spiral-mcp: error: tenant {tenant_id} already has the project(s) "
+                         "API, OPS, WEB; the demo loads only into a tenant without them, so "
+                         "nothing was loaded\n")
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant_id)
+        assert await app_conn.fetchval("SELECT count(*) FROM work_items") == 300
 
 
 # Fixed, so test ids are stable; tenants and keys get random ids, so none has this one.
