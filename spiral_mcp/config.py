@@ -12,7 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "ConfigError", "Secret", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "TOOLSETS", "ConfigError", "Secret", "Setting", "Settings",
+           "load_settings"]
+
+# The toolsets ENABLED_TOOLSETS may name: a tool's toolset is its name up to the first "_"
+# (tests/test_config.py keeps this list equal to what the shipped tools declare).
+TOOLSETS = ("explorer", "jira", "sources", "sql")
 
 
 class ConfigError(ValueError):
@@ -98,6 +103,16 @@ def _redis_url(raw: str) -> str | None:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _toolsets(raw: str) -> tuple[str, ...]:
+    # Names match whatever their case, as every other choice does; an unknown one is refused
+    # rather than served as zero tools.
+    names = tuple(dict.fromkeys(part.lower() for part in _csv(raw)))
+    if unknown := [name for name in names if name not in TOOLSETS]:
+        raise ConfigError(f"unknown toolset {', '.join(map(repr, unknown))}; expected some of "
+                          f"{', '.join(TOOLSETS)}, comma-separated")
+    return names
 
 
 def _text(raw: str) -> str:
@@ -192,8 +207,9 @@ SETTINGS: tuple[Setting, ...] = (
             "initialized)"),
     Setting("SESSION_MAX_CONCURRENT_CALLS", _int(1, 1000), 16,
             "tool calls running at once on one MCP session"),
-    Setting("ENABLED_TOOLSETS", _csv, (),
-            "toolsets to serve, e.g. jira,sql (default: all)"),
+    Setting("ENABLED_TOOLSETS", _toolsets, (),
+            "toolsets to serve, comma-separated, from explorer, jira, sources, sql "
+            "(default: all)"),
     Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
     Setting("IDEMPOTENCY_TTL", _float(60, 30 * 86400), 86400.0,
             "seconds an idempotency key is remembered"),

@@ -167,6 +167,7 @@ BAD_VALUE_IDS = [
     "unknown-scope", "no-scope", "key-for-unknown-tenant", "demo-for-unknown-tenant",
     "tenant-not-a-uuid", "zero-expiry-days", "revoke-not-a-uuid", "revoke-unknown-key",
     "rollback-count-0", "missing-action", "expiry-past-year-9999", "admin-url-unreadable",
+    "unknown-toolset",
 ]
 
 
@@ -196,6 +197,9 @@ BAD_VALUE_IDS = [
       "99999999"], {}, 2, "--expires-in-days: expected at most"),
     (["tenant", "list", "--admin-database-url", "postgresql://[::1"], {}, 1,
      "the URL is not valid (Invalid IPv6 URL)"),
+    (["serve"], {"ENABLED_TOOLSETS": "jira,confluence"}, 2,
+     "ENABLED_TOOLSETS: unknown toolset 'confluence'; expected some of explorer, jira, sources, "
+     "sql"),
 ], ids=BAD_VALUE_IDS)
 async def test_a_bad_value_is_one_line_and_a_failing_exit(
     cli, make_tenant, args: list[str], env: dict[str, str], code: int, says: str
