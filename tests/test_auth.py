@@ -102,15 +102,28 @@ async def test_a_valid_key_is_the_principal(
     assert (await resp.json())["user"] is None
 
 
-@pytest.mark.parametrize("header", [None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x"])
-async def test_no_bearer_key_is_401_with_a_challenge(
-    serve: Serve, header: str | None
+KEY_SENT = "spk_" + "0" * 64 + "k" * 43  # a key's shape; sent in place of the scheme
+
+
+@pytest.mark.parametrize(("header", "says"), [
+    (None, "an API key is required: Authorization: Bearer <key>"),
+    ("Basic dXNlcjpwYXNz", "the Authorization scheme must be Bearer: Authorization: Bearer <key>"),
+    ("Bearer", "the API key is missing after Bearer: Authorization: Bearer <key>"),
+    ("Bearer   ", "the API key is missing after Bearer: Authorization: Bearer <key>"),
+    ("Token x", "the Authorization scheme must be Bearer: Authorization: Bearer <key>"),
+    (KEY_SENT, "the Authorization header has no scheme: send the key as "
+               "Authorization: Bearer <key>"),
+], ids=["none", "basic", "bearer-alone", "bearer-blank", "token", "key-without-bearer"])
+async def test_no_bearer_key_is_401_saying_what_is_missing(
+    serve: Serve, header: str | None, says: str
 ) -> None:
     client = await serve()
     resp = await client.get("/whoami", headers={"Authorization": header} if header else {})
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="spiral-mcp"'
-    assert (await resp.json())["error"]["code"] == "UNAUTHENTICATED"
+    error = (await resp.json())["error"]
+    assert error == {"code": "UNAUTHENTICATED", "message": says}
+    assert KEY_SENT not in await resp.text()  # a key sent wrongly is never echoed
 
 
 async def test_every_invalid_key_gets_the_same_answer(

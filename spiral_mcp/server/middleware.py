@@ -164,15 +164,30 @@ def _unauthorized(message: str, *, invalid: bool) -> web.Response:
     return json_error(401, "UNAUTHENTICATED", message, **{"WWW-Authenticate": challenge})
 
 
+def _missing_bearer(scheme: str, rest: str) -> str:
+    """Why an Authorization header is not ``Bearer <key>``, in words that point at the fix.
+
+    Never repeats the header: what was sent in place of a scheme may be the key itself.
+    """
+    if not scheme:
+        return "an API key is required: Authorization: Bearer <key>"
+    if scheme.lower() == "bearer":
+        return "the API key is missing after Bearer: Authorization: Bearer <key>"
+    if not rest.strip():
+        # One word and no scheme: most often a key pasted without "Bearer ".
+        return ("the Authorization header has no scheme: send the key as "
+                "Authorization: Bearer <key>")
+    return "the Authorization scheme must be Bearer: Authorization: Bearer <key>"
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every route but the public ones needs ``Authorization: Bearer <api key>``."""
     if request.path in PUBLIC_PATHS or request.match_info.http_exception is not None:
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
+    scheme, _, secret = request.headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        return _unauthorized("an API key is required: Authorization: Bearer <key>", invalid=False)
+        return _unauthorized(_missing_bearer(scheme, secret), invalid=False)
     try:
         principal = await request.app[AUTHENTICATOR].authenticate(secret.strip())
     except ServiceError as exc:
