@@ -223,6 +223,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPLORER_MAX_ROWS", _int(1, 100_000), 1000, "most rows one explorer query returns"),
     Setting("DEMO_DATA", _bool, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
+    Setting("BOOTSTRAP_TENANT", _optional_text, None,
+            "on a start with no tenant in the database: create a tenant of this name and an API "
+            "key with every scope, and print the key once (needs ADMIN_DATABASE_URL with your "
+            "own PostgreSQL)"),
     Setting("SPIRAL_SECRET_KEY", _fernet_key, None,
             "Fernet key that encrypts source credentials; unset with the embedded database: "
             "generated once in SPIRAL_DATA_DIR/secret.key"),
@@ -284,6 +288,7 @@ class Settings:
     explorer_timeout_s: float
     explorer_max_rows: int
     demo_data: bool
+    bootstrap_tenant: str | None
     spiral_secret_key: Secret | None
     sync_interval: float
     sync_concurrency: int
@@ -359,6 +364,13 @@ def load_settings(
         raise ConfigError(
             f"DB_POOL_MIN: {settings.db_pool_min} is more than DB_POOL_MAX {settings.db_pool_max}"
         )
+    if settings.bootstrap_tenant is not None:
+        if len(settings.bootstrap_tenant.strip()) > 200:
+            raise ConfigError("BOOTSTRAP_TENANT: a tenant name has 1 to 200 characters")
+        if settings.database_url is not None and settings.admin_database_url is None:
+            # The runtime role may not create tenants or keys; the owner role does.
+            raise ConfigError("BOOTSTRAP_TENANT: needs ADMIN_DATABASE_URL, the owner role's URL, "
+                              "to create the tenant")
     # A share larger than what it is a share of would bound nothing.
     for env, share, whole, of in (
             ("EXPLORER_MAX_PER_TENANT", settings.explorer_max_per_tenant, settings.db_pool_max,

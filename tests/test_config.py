@@ -29,3 +29,17 @@ def test_an_unknown_toolset_is_refused_naming_the_variable(raw: str) -> None:
     message = str(refused.value)
     assert message.startswith("ENABLED_TOOLSETS: unknown toolset ")
     assert "expected some of explorer, jira, sources, sql" in message
+
+
+def test_bootstrap_tenant_needs_the_owner_role_with_your_own_postgresql() -> None:
+    runtime = "postgresql://spiral_app@db/spiral"
+    with pytest.raises(ConfigError, match=r"^BOOTSTRAP_TENANT: needs ADMIN_DATABASE_URL"):
+        load_settings(environ={"DATABASE_URL": runtime, "BOOTSTRAP_TENANT": "Acme"})
+    settings = load_settings(environ={
+        "DATABASE_URL": runtime, "ADMIN_DATABASE_URL": "postgresql://spiral_owner@db/spiral",
+        "BOOTSTRAP_TENANT": " Acme "})
+    assert settings.bootstrap_tenant == "Acme"
+    # The embedded database has its owner's URL itself.
+    assert load_settings(environ={"BOOTSTRAP_TENANT": "Acme"}).bootstrap_tenant == "Acme"
+    with pytest.raises(ConfigError, match=r"^BOOTSTRAP_TENANT: a tenant name has 1 to 200"):
+        load_settings(environ={"BOOTSTRAP_TENANT": "x" * 201})

@@ -37,3 +37,16 @@ def test_every_data_file_matches_a_package_data_pattern() -> None:
             if path.is_file() and path.suffix in (".sql", ".json"):
                 relative = path.relative_to(folder)
                 assert any(relative.match(p) for p in patterns[package]), relative
+
+
+def test_the_first_docker_compose_up_leads_to_a_key() -> None:
+    """The server of docker-compose.yml creates a tenant and prints its key on the first start
+    (BOOTSTRAP_TENANT, which needs the owner role's URL), and takes SPIRAL_SECRET_KEY from .env;
+    the file says where the key is shown. The logic itself: test_first_start."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    server = compose.split("\n  server:\n", 1)[1]
+    environment = server.split("    environment:\n", 1)[1].split("\n    ports:", 1)[0]
+    assert "      BOOTSTRAP_TENANT: ${BOOTSTRAP_TENANT:-Default}\n" in environment
+    assert "      ADMIN_DATABASE_URL: postgresql://spiral_owner:" in environment
+    assert "      SPIRAL_SECRET_KEY: ${SPIRAL_SECRET_KEY:-}\n" in environment
+    assert "docker compose logs server" in compose
