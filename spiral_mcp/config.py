@@ -181,7 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds one statement may run before QUERY_TIMEOUT"),
     Setting("AUTH_CACHE_TTL", _float(0, 3600), 10.0,
             "seconds a verified API key is trusted before it is checked again "
-            "(a revoked key stops working within this time)"),
+            "(a revoked key stops working within this time, and its open streams end)"),
     Setting("ALLOWED_ORIGINS", _csv, (),
             "extra browser origins allowed to call the server (loopback origins always are)"),
     Setting("MAX_BODY_BYTES", _int(1024, 1 << 30), 1 << 20,

@@ -17,8 +17,17 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..auth import Authenticator
 from ..errors import ServiceError
-from .keys import AUTHENTICATOR, CORS_ORIGIN, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .keys import (
+    AUTHENTICATOR,
+    CORS_ORIGIN,
+    KEY_STILL_VALID,
+    METRICS,
+    PRINCIPAL,
+    REQUEST_ID,
+    SETTINGS,
+)
 from .logs import AccessRecord, request_id_var
 
 __all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "json_error", "origin_guard",
@@ -196,4 +205,18 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         # The same answer for malformed, unknown, revoked and expired keys: no hint either way.
         return _unauthorized("the API key is not valid", invalid=True)
     request[PRINCIPAL] = principal
+    if request.method == "GET":
+        # Only a GET opens a stream that outlives its authentication (GET /sse, GET /mcp).
+        request[KEY_STILL_VALID] = functools.partial(
+            _key_still_valid, request.app[AUTHENTICATOR], secret.strip())
     return await handler(request)
+
+
+async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:
+    """Whether a stream's key still authenticates, as a new request would find it: no longer
+    once revoked (seen within AUTH_CACHE_TTL) or expired. Still valid while the database cannot
+    say: an outage ends no stream, and nothing can be revoked meanwhile."""
+    try:
+        return await authenticator.authenticate(secret) is not None
+    except ServiceError:
+        return True
