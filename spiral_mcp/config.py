@@ -208,8 +208,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SESSION_MAX_CONCURRENT_CALLS", _int(1, 1000), 16,
             "tool calls running at once on one MCP session"),
     Setting("ENABLED_TOOLSETS", _toolsets, (),
-            "toolsets to serve, comma-separated, from explorer, jira, sources, sql "
-            "(default: all)"),
+            f"toolsets to serve, comma-separated, from {', '.join(TOOLSETS)} (default: all)"),
     Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
     Setting("IDEMPOTENCY_TTL", _float(60, 30 * 86400), 86400.0,
             "seconds an idempotency key is remembered"),

@@ -214,8 +214,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:
     """Whether a stream's key still authenticates, as a new request would find it: no longer
-    once revoked (seen within AUTH_CACHE_TTL) or expired. Still valid while the database cannot
-    say: an outage ends no stream, and nothing can be revoked meanwhile."""
+    once revoked (seen within AUTH_CACHE_TTL) or expired. Taken as valid while the database
+    cannot be asked: an outage must not end every stream at once."""
     try:
         return await authenticator.authenticate(secret) is not None
     except ServiceError:
