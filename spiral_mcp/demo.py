@@ -2,7 +2,9 @@
 spread over the last 90 days, so a new user has something real to ask about.
 
 Deterministic for a given seed and moment. Runs inside the caller's transaction, scoped to the
-tenant like every other write.
+tenant like every other write. Loaded once per tenant: a tenant that has any of the demo's
+projects already is refused (:class:`DemoPresent`), so a second ``spiral-mcp demo`` cannot double
+the data or mix it into a project of the tenant's own.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 
 import asyncpg
 
+from .admin import AdminError
 from .ids import take_work_ids
 from .queries import Queries
 
-__all__ = ["LABELS", "SUBJECTS", "VERBS", "load_demo"]
+__all__ = ["LABELS", "SUBJECTS", "VERBS", "DemoPresent", "load_demo"]
 
 _PROJECTS = (
     ("WEB", "Web storefront", "The customer-facing shop", "alice@example.com"),
@@ -58,6 +61,10 @@ _COMMENTS = ("Looking into this now.", "Reproduced on staging.", "PR is up for r
              "Can we split this into smaller pieces?", "Added a test for the edge case.")
 
 
+class DemoPresent(AdminError):
+    """The tenant has a project the demo would load into; nothing was loaded."""
+
+
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
     return {name: [row[name] for row in rows] for name in names}
 
@@ -71,10 +78,20 @@ async def load_demo(
     seed: int = 7,
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Add the demo projects and their items to ``tenant_id``; return what was created."""
+    """Add the demo projects and their items to ``tenant_id``; return what was created.
+
+    Raises DemoPresent, having changed nothing, when the tenant has any of the demo's projects.
+    """
     rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
     now = now or datetime.now(UTC)
     await queries.set_tenant(conn, tenant_id=str(tenant_id))
+    present = await queries.demo_projects_present(
+        conn, project_keys=[key for key, *_ in _PROJECTS])
+    if present:
+        keys = ", ".join(row["project_key"] for row in present)
+        raise DemoPresent(
+            f"tenant {tenant_id} already has the project(s) {keys}; the demo loads only into a "
+            "tenant without them, so nothing was loaded")
     items: list[dict[str, Any]] = []
     history: list[tuple[str, str | None, str, datetime, str]] = []
     for project_key, name, description, lead in _PROJECTS:
@@ -82,11 +99,10 @@ async def load_demo(
             conn, tenant_id=tenant_id, project_key=project_key, name=name,
             description=description, lead=lead,
         )
-        first = await queries.demo_max_number(conn, project_key=project_key) + 1
         epics: list[str] = []
-        for number in range(first, first + items_per_project):
+        for number in range(1, items_per_project + 1):
             key = f"{project_key}-{number}"
-            kind = "epic" if number - first < 4 else rng.choice(
+            kind = "epic" if number <= 4 else rng.choice(
                 ("bug", "bug", "story", "task", "task", "feature"))
             # At most 89 days and 23 hours back: every item falls within the last 90 days.
             created = now - timedelta(days=rng.uniform(1, 89), hours=rng.uniform(0, 23))

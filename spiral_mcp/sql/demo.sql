@@ -5,10 +5,10 @@ INSERT INTO projects (tenant_id, project_key, name, description, lead)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (tenant_id, project_key) DO NOTHING
 
--- name: demo_max_number$
--- params: project_key
--- The highest number used in a project's keys (0 when it has none).
-SELECT coalesce(max(number), 0) FROM work_items WHERE project_key = $1
+-- name: demo_projects_present
+-- params: project_keys
+-- Which of these project keys the tenant has already (its own projects or an earlier demo's).
+SELECT project_key FROM projects WHERE project_key = ANY($1::text[]) ORDER BY project_key
 
 -- name: demo_insert_work_items
 -- params: tenant_id, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_csv, parent_keys, created, updated, resolved, due, ids
