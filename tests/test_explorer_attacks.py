@@ -219,6 +219,19 @@ REFUSED = [
     *[(name, sql, P, "current_setting") for name, sql in BYPASSES],
     ("qualified operator in any", "SELECT 1 WHERE 'x' OPERATOR(public.%) ANY (SELECT 'y')", P,
      "operator public.%"),
+    # Functions in FROM are named as PostgreSQL names them, and unnest may return whole rows.
+    ("a cast in from", "SELECT (SELECT text.current_setting FROM CAST('search_path' AS text)) "
+                       "FROM (SELECT 1 AS current_setting) AS text", P, "current_setting"),
+    ("coalesce in from", "SELECT (SELECT coalesce.to_regclass FROM coalesce('pg_class')) FROM "
+                         "(SELECT 1 AS to_regclass) AS coalesce", P, "to_regclass"),
+    ("rows from", "SELECT (SELECT unnest.pg_typeof FROM ROWS FROM (unnest(array[1]), "
+                  "unnest(array[2]))) FROM (SELECT 1 AS pg_typeof) AS unnest", P, "pg_typeof"),
+    ("unnest of rows", "SELECT pg_column_size.pg_column_size FROM work_items w, "
+                       "unnest(ARRAY[w]) AS pg_column_size", P, "pg_column_size"),
+    ("the one-byte char type", "SELECT 'x'::\"char\"", P, "type char"),
+    # Names the server would have to cut in two when it folds its reading of the query.
+    ("a name the fold would cut", 'SELECT 1 AS "' + "(" * 38 + 'a\u00e9b"', V, "not allowed"),
+    ("a name with a control character", 'SELECT 1 AS "a\rb"', V, "control"),
     ("deeply nested sum", "SELECT " + "+".join(["1"] * 600), V, "nested too deeply"),
     ("deeply nested not", "SELECT " + "NOT " * 1000 + "true", V, "nested too deeply"),
     ("deeply nested case", "SELECT " + "CASE WHEN true THEN " * 500 + "1" + " END" * 500, V,
@@ -494,6 +507,35 @@ async def test_query_calls_are_rate_limited_as_queries(aiohttp_client, database_
              for _ in range(3)]
     assert codes[0] is None and codes[1] is None
     assert codes[2]["code"] == "RATE_LIMITED"
+
+
+def _hidden_relation(relation: str, columns: str) -> str:
+    """A query whose names (newlines, carriage returns, escaped parentheses) once made the
+    reader of the server's reading take a catalog view for a subquery (an independent attack)."""
+    fill = "(" * 37 + "\n"
+    names = ["a" + fill + "}\r:rtekind\r1", "a" + "(" * 36 + "\n)", fill + "}",
+             fill + "{ALIAS\r:zz", fill + "{ALIAS\r:yy", fill + "("]
+    quoted = ['"' + name.replace('"', '""') + '"' for name in names]
+    return f"SELECT {columns} FROM {relation} AS {quoted[0]}({', '.join(quoted[1:])})"
+
+
+@pytest.mark.parametrize(("relation", "columns"), [
+    ("pg_catalog.pg_stat_user_tables", "n_live_tup"), ("pg_catalog.pg_class", "reltuples"),
+    ("pg_catalog.pg_locks", "pid"), ("public.work_items", "key"),
+])
+async def test_names_that_confuse_the_reading_do_not_hide_a_relation(explorer, make_tenant,
+                                                                     relation, columns):
+    # Without the validator: PostgreSQL's reading and the locks it took must each refuse it.
+    sql = _hidden_relation(relation, columns)
+    tenant = await make_tenant()
+    async with explorer.bound(tenant.id) as conn:
+        with pytest.raises(ServiceError) as reading:
+            await explorer.resolution.prepare(conn, sql, time_limit=5)
+        await conn.prepare(sql)
+        with pytest.raises(ServiceError) as locks:
+            await explorer.resolution.check_held(conn, explorer.queries, sql)
+    assert reading.value.code is locks.value.code is ErrorCode.PERMISSION_DENIED
+    assert locks.value.message.startswith("relation ")
 
 
 @pytest.mark.parametrize("sql", [sql for _, sql in BYPASSES]

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from spiral_mcp.explorer.nodedump import NodeDumpError, read_node_dump
+from spiral_mcp.explorer.nodedump import NodeDumpError, fold, read_node_dump
 from tests.test_explorer import envelope
+
+
+def served(text: str) -> str:
+    """``text`` as the server sends it: folded into lines of at most 78 bytes."""
+    return fold(text.encode()).decode()
+
 
 DUMP = ("{QUERY :commandType 1 :rtable <> :targetList ({TARGETENTRY :expr {FUNCEXPR :funcid 870 "
         ":args ({CONST :consttype 25 :constvalue 5 [ 20 0 0 0 120 ]})} :resname a\\{b}) "
@@ -13,7 +19,7 @@ DUMP = ("{QUERY :commandType 1 :rtable <> :targetList ({TARGETENTRY :expr {FUNCE
 
 
 def test_nodes_come_innermost_first_with_their_own_fields() -> None:
-    nodes = read_node_dump(DUMP)
+    nodes = read_node_dump(served(DUMP))
     assert [n.tag for n in nodes] == ["CONST", "FUNCEXPR", "TARGETENTRY", "QUERY"]
     const, function, target, query = nodes
     assert const.fields["constvalue"] == ["5", "[", "20", "0", "0", "0", "120", "]"]
@@ -23,14 +29,22 @@ def test_nodes_come_innermost_first_with_their_own_fields() -> None:
     assert query.fields["targetList"] == ["(", ")"]
 
 
-def test_the_server_s_folds_are_undone() -> None:
-    folded = DUMP.replace(" :funcid ", "\n:funcid ").replace(" :resname a", "\n:resname a")
-    assert [n.tag for n in read_node_dump(folded)] == ["CONST", "FUNCEXPR", "TARGETENTRY",
-                                                      "QUERY"]
+@pytest.mark.parametrize("name", [
+    "plain", "with\\ a\\ space", "new\\\nline", "\\(" * 30, "x" * 60 + "\\ " * 10,
+    "\\\\" * 30, "\r:rtekind\r1",
+])
+def test_the_server_s_folds_are_undone(name: str) -> None:
+    # Names escaped as nodeToString escapes them, at every offset from a fold.
+    for pad in range(0, 80, 7):
+        text = "{QUERY :a " + "7 " * pad + f":resname {name} :b (o 1 2)}}"
+        (node,) = read_node_dump(served(text))
+        assert node.fields["resname"] == [name]
+        assert node.fields["b"] == ["(", "o", "1", "2", ")"]
 
 
 @pytest.mark.parametrize(("dump", "why"), [
-    ("{QUERY :resname\n" + "x" * 78 + "\ny}", "folded"),  # a fold that cut a token
+    # 78 bytes with nowhere to fold: a token cut, or a space dropped after it?
+    ("{QUERY :resname " + "x" * 78 + " :b 1}", "one way only"),
     ("{QUERY :a 1 :a 2}", "twice"),
     ("{QUERY :a 1", "ends early"),
     ("{QUERY :a (1}", "not closed"),
@@ -43,7 +57,12 @@ def test_the_server_s_folds_are_undone() -> None:
 ])
 def test_what_it_cannot_be_sure_of_is_refused(dump: str, why: str) -> None:
     with pytest.raises(NodeDumpError, match=why):
-        read_node_dump(dump)
+        read_node_dump(served(dump))
+
+
+def test_a_dump_the_server_did_not_fold_is_refused() -> None:
+    with pytest.raises(NodeDumpError, match="not what the server folds"):
+        read_node_dump("{QUERY :a 1 :b " + "2 " * 60 + "}\n")
 
 
 @pytest.mark.parametrize("name", [

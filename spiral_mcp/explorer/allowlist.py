@@ -84,7 +84,7 @@ OUT_COLUMNS: dict[str, tuple[str, ...]] = {
 # Types a value may be cast to. Object-identifier types (regclass, regproc, regrole, ...) are
 # absent on purpose: their input functions look names up in the catalogs.
 TYPES: frozenset[str] = frozenset({
-    "text", "varchar", "bpchar", "char", "int2", "int4", "int8", "smallint", "integer", "int",
+    "text", "varchar", "bpchar", "int2", "int4", "int8", "smallint", "integer", "int",
     "bigint", "numeric", "decimal", "float4", "float8", "real", "bool", "boolean", "date",
     "time", "timetz", "timestamp", "timestamptz", "interval", "uuid", "json", "jsonb",
     "jsonpath",

@@ -1,10 +1,13 @@
 """Reading PostgreSQL's text form of a node tree, as ``debug_print_parse`` sends it.
 
 ``nodeToString`` writes ``{TAG :field value ...}`` for a node, ``(...)`` for a list, and bare
-tokens for scalars, escaping with a backslash every whitespace or brace in a string. The server
-then folds the text into lines of at most 78 bytes (``format_node_dump``): a fold replaces one
-space, except where a line holds no space to fold at, and the fold cuts a token. Such a cut
-cannot be told from an escaped character, so a dump with one is refused rather than guessed at.
+tokens for scalars, with one space between tokens and a backslash before every space, tab,
+newline, brace, parenthesis or backslash in a string (a carriage return it leaves as it is). The
+server then folds that text into lines of at most 78 bytes (``format_node_dump``): a fold drops a
+space, or, where a line holds no space to fold at, cuts a token. The reader undoes the folds
+exactly: it finds the text whose fold is the dump it was sent, deciding at each newline that
+could be a string's own whether it is; a dump that more than one text of different tokens would
+fold to (a cut token beside a dropped space) is refused rather than guessed at.
 
 The reader is one pass over the tokens (a query's tree runs to thousands of them): it gives each
 node with the scalar tokens of its own fields, a list written in a field (``(o 23 25)``) kept as
@@ -16,13 +19,17 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["Node", "NodeDumpError", "read_node_dump"]
+__all__ = ["Node", "NodeDumpError", "fold", "read_node_dump"]
 
 # format_node_dump's LINELEN.
 _LINE_BYTES = 78
-# A token: structure, or a run of anything else in which a backslash escapes the next character.
-_TOKEN = re.compile(r"[{}()]|(?:[^\s{}()\\]|\\.)[^\s{}()\\]*(?:\\.[^\s{}()\\]*)*", re.DOTALL)
+# A token: structure, or a run of anything else in which a backslash escapes the next byte;
+# between tokens, what PostgreSQL's own reader (pg_strtok) takes for white space.
+_TOKEN = re.compile(r"[{}()]|(?:[^ \n\t{}()\\]|\\.)[^ \n\t{}()\\]*(?:\\.[^ \n\t{}()\\]*)*",
+                    re.DOTALL)
 _TAG = re.compile(r"[A-Z_]+")
+# How many ways of reading the newlines are tried before the dump is refused.
+_MAX_READINGS = 4096
 
 
 class NodeDumpError(ValueError):
@@ -44,16 +51,84 @@ class Node:
         return values[0] if values is not None and len(values) == 1 else None
 
 
-def _tokens(text: str) -> list[str]:
-    lines = text.split("\n")
-    for line in lines[:-1]:
-        if len(line.encode()) >= _LINE_BYTES and " " not in line[1:]:
-            raise NodeDumpError("a token was folded across lines")
-    text = " ".join(lines)
-    trailing = len(text.rstrip()) - len(text.rstrip().rstrip("\\"))
-    if trailing % 2:
-        raise NodeDumpError("a stray backslash at the end")
-    return _TOKEN.findall(text)
+def fold(text: bytes) -> bytes:
+    """``format_node_dump``: ``text`` in lines of at most 78 bytes, each ending in a newline."""
+    out: list[bytes] = []
+    i = 0
+    while True:
+        line = text[i:i + _LINE_BYTES]
+        i += len(line)
+        if i >= len(text):
+            break
+        if text[i:i + 1] == b" ":
+            i += 1  # the space after a full line is dropped
+        else:
+            k = line.rfind(b" ", 1)
+            if k > 0:  # back up to the line's last space, dropped; the rest goes on the next
+                i -= len(line) - k - 1
+                line = line[:k]
+        out.append(line)
+    if line:
+        out.append(line)
+    return b"".join(piece + b"\n" for piece in out)
+
+
+def _unfolded(dump: bytes) -> bytes:
+    """The one text, as tokens go, whose fold is ``dump``. A newline is a fold unless it follows
+    an odd run of backslashes, where it may be a string's own: each such newline is read both
+    ways, as is a full line with no space to fold at (a cut token, or a space dropped after it);
+    every reading whose fold gives the dump back must give the same tokens."""
+    pieces = dump.split(b"\n")
+    if pieces[-1]:
+        raise NodeDumpError("the dump does not end its last line")
+    last = len(pieces) - 2
+    found: list[bytes] = []
+    # Readings in progress: the next piece, the line so far, and the text before that line as
+    # a chain of (earlier chain, bytes), so that a branch copies nothing.
+    pending: list[tuple[int, bytes, tuple | None]] = [(0, b"", None)]
+    tried = 0
+    while pending:
+        k, line, done = pending.pop()
+        tried += 1
+        if tried > _MAX_READINGS:
+            raise NodeDumpError("too many ways to read the dump's lines")
+        line += pieces[k]
+        if len(line) > _LINE_BYTES:
+            continue
+        if k == last:
+            found.append(_joined((done, line)))
+            continue
+        run = len(line) - len(line.rstrip(b"\\"))
+        if run % 2 and len(line) < _LINE_BYTES:  # an escaped newline of a string's
+            pending.append((k + 1, line + b"\n", done))
+        if len(line) == _LINE_BYTES and b" " not in line[1:]:
+            pending.append((k + 1, b"", (done, line)))
+        pending.append((k + 1, b"", ((done, line), b" ")))
+    valid = [text for text in found if fold(text) == dump]
+    if not valid:
+        raise NodeDumpError("the dump is not what the server folds")
+    if len(valid) > 1 and len({tuple(_tokens_of(text)) for text in valid}) > 1:
+        raise NodeDumpError("the dump's lines cannot be read one way only")
+    return valid[0]
+
+
+def _joined(chain: tuple | None) -> bytes:
+    parts: list[bytes] = []
+    while chain is not None:
+        chain, part = chain
+        parts.append(part)
+    return b"".join(reversed(parts))
+
+
+def _tokens_of(text: bytes) -> list[str]:
+    tail = text.rstrip(b" \n\t")
+    if (len(tail) - len(tail.rstrip(b"\\"))) % 2:
+        raise NodeDumpError("a stray backslash at the end")  # the only byte no token takes
+    return _TOKEN.findall(text.decode(errors="replace"))
+
+
+def _tokens(dump: str) -> list[str]:
+    return _tokens_of(_unfolded(dump.encode()))
 
 
 def read_node_dump(text: str) -> list[Node]:

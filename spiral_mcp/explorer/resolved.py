@@ -87,26 +87,32 @@ class Resolution:
     in_range: frozenset[int]
     types: frozenset[int]
     relations: frozenset[int]
+    lockable: frozenset[int]
 
     async def prepare(self, conn: asyncpg.Connection, sql: str, *, time_limit: float
                       ) -> asyncpg.prepared_stmt.PreparedStatement:
         """Prepare ``sql`` and check PostgreSQL's analysis of it; the statement when it passes.
-        Must run inside a transaction (the settings it turns on end with it)."""
+        Runs in a savepoint of the caller's transaction, rolled back after: that ends the
+        settings that show the reading, and lets go of the locks that reading the query (and
+        asyncpg's look-ups of its types) took, so that ``check_held`` sees only a statement's."""
         dumps: list[str] = []
 
         def listen(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
             if message.message.startswith("parse tree"):
                 dumps.append(message.detail or "")
 
-        await conn.execute(_INSPECT.format("on", "log"), timeout=time_limit)
-        conn.add_log_listener(listen)
+        await conn.execute(_SAVEPOINT, timeout=time_limit)
         try:
-            stmt = await conn.prepare(sql, timeout=time_limit)
-            if not dumps:
-                await asyncio.sleep(0)  # listeners are called soon after, not inside
+            await conn.execute(_INSPECT, timeout=time_limit)
+            conn.add_log_listener(listen)
+            try:
+                stmt = await conn.prepare(sql, timeout=time_limit)
+                if not dumps:
+                    await asyncio.sleep(0)  # listeners are called soon after, not inside
+            finally:
+                conn.remove_log_listener(listen)
         finally:
-            conn.remove_log_listener(listen)
-        await conn.execute(_INSPECT.format("off", "notice"), timeout=time_limit)
+            await conn.execute(_ROLLBACK_TO, timeout=time_limit)
         if not dumps:
             raise _refused("the server did not show how it read the query", sql, None)
         # The first dump is the query's: asyncpg may then prepare its own type introspection.
@@ -121,6 +127,15 @@ class Resolution:
             name = await _describe(conn, kind, oid)
             raise _refused(f"{kind} {name} is not allowed in explorer queries", sql, location)
         return stmt
+
+    async def check_held(self, conn: asyncpg.Connection, queries: Queries, sql: str) -> None:
+        """Refuse a prepared statement that locked a relation the explorer does not read: parse
+        analysis locks every relation a query names, and views' rewriting the tables below,
+        whatever the reading of the dump made of them."""
+        held = await queries.explorer_locks_held(conn, allowed=list(self.lockable))
+        if held:
+            raise _refused(f"relation {held[0]['name']} is not allowed in explorer queries",
+                           sql, None)
 
     def unallowed(self, nodes: list[Node]) -> tuple[str, int, int | None] | None:
         """The first thing among ``nodes`` (a tree's, its root last) that the explorer does not
@@ -161,9 +176,13 @@ class Resolution:
         return kind != "0" or _int(node.scalar("relid")) in self.relations
 
 
-_INSPECT = ("SELECT pg_catalog.set_config('debug_print_parse', '{0}', true), "
+# Our own statements, constants (the explorer's transaction is begun by hand, which asyncpg's
+# transaction objects refuse to nest in).
+_SAVEPOINT = "SAVEPOINT explorer_reading"
+_ROLLBACK_TO = "ROLLBACK TO SAVEPOINT explorer_reading"
+_INSPECT = ("SELECT pg_catalog.set_config('debug_print_parse', 'on', true), "
             "pg_catalog.set_config('debug_pretty_print', 'off', true), "
-            "pg_catalog.set_config('client_min_messages', '{1}', true)")
+            "pg_catalog.set_config('client_min_messages', 'log', true)")
 
 
 def _plain_select(node: Node) -> bool:
@@ -225,4 +244,5 @@ async def load_resolution(conn: asyncpg.Connection, queries: Queries) -> Resolut
     for row in rows:
         found.setdefault(row["kind"], set()).add(row["oid"])
     return Resolution(**{kind: frozenset(found.get(kind, ())) for kind in (
-        "functions", "operators", "operator_functions", "in_range", "types", "relations")})
+        "functions", "operators", "operator_functions", "in_range", "types", "relations",
+        "lockable")})

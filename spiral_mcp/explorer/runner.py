@@ -209,6 +209,7 @@ class Explorer:
         """Fetch through ``_CAPPED`` in batches until the rows or bytes are enough."""
         shaper = Shaper(max_rows=limit, max_bytes=MAX_RESULT_BYTES)
         stmt = await conn.prepare(_CAPPED.format(checked.statement), timeout=self._left(deadline))
+        await self.resolution.check_held(conn, self.queries, checked.sql)
         cursor = await stmt.cursor(MAX_RESULT_BYTES, timeout=self._left(deadline))
         while not shaper.full:
             size = shaper.batch_size()

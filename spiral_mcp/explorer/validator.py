@@ -51,6 +51,17 @@ _SQL_VALUE_NAMES = {"DATE": "current_date", "TIME": "current_time",
                     "TIMESTAMP": "current_timestamp", "LOCALTIME": "localtime",
                     "LOCALTIMESTAMP": "localtimestamp"}
 
+# Keys whose string value is a name the query gives or uses (besides String nodes in lists).
+_NAME_KEYS = frozenset({"aliasname", "name", "refname", "ctename", "colname", "relname",
+                        "schemaname", "catalogname", "cycle_mark_column", "cycle_path_column",
+                        "search_seq_column"})
+# The characters PostgreSQL escapes when it writes a name into a node tree; a name may hold a
+# few (a name's longest written form must stay a token the server never has to cut in two when
+# it folds the tree's text, see nodedump), and no control character.
+_ESCAPED = re.compile(r"[(){}\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_NAME_BYTES = 63
+
 # A FROM item's column names, in order; None when they are not known exactly here.
 Columns = tuple[str, ...] | None
 
@@ -94,6 +105,32 @@ def _literal(node: Any) -> float | None:
         except (KeyError, ValueError):
             return None
     return None
+
+
+def _check_names(tree: Any) -> None:
+    """Refuse a name with a control character, or one whose written form would be longer than
+    any plain name PostgreSQL keeps (63 bytes) by more than its quotes."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            name = value.get("sval") if key == "String" and isinstance(value, dict) else \
+                value if key in _NAME_KEYS else None
+            if isinstance(name, str) and (
+                    _CONTROL.search(name)
+                    or len(name.encode()) + len(_ESCAPED.findall(name)) > _MAX_NAME_BYTES):
+                raise _Refused(ErrorCode.VALIDATION_ERROR, "name",
+                               f"the name {name!r} is not allowed: names may not hold control "
+                               "characters, nor be longer than 63 bytes counting each of "
+                               "( ) { } \\ twice", node.get("location", 0)
+                               if isinstance(node.get("location"), int) else 0)
+            if not isinstance(value, str):
+                stack.append(value)
 
 
 class _Refused(Exception):
@@ -216,6 +253,7 @@ class QueryValidator:
             # orjson refuses JSON nested deeper than 1024 levels: "1+1+...", NOT NOT ..., CASE.
             raise _too_deep() from None
         try:
+            _check_names(tree)
             return self._check_tree(sql, tree)
         except _Refused as refused:
             position = len(sql.encode()[: max(refused.location, 0)].decode(errors="ignore")) + 1
@@ -442,32 +480,31 @@ class QueryValidator:
                         tuple(_names(body.get("usingClause") or []))))
         return columns, own
 
-    def _function_columns(self, body: dict[str, Any]) -> tuple[Columns, str | None]:
-        """A function in FROM: its columns (from a column definition list, its OUT parameters,
-        else one column named after the alias or the function) and its default name."""
+    def _function_columns(self, body: dict[str, Any]) -> tuple[Columns, str]:
+        """A function in FROM: its columns and the name PostgreSQL gives it without an alias
+        (what it would name the first function as an output column, even for ROWS FROM or an
+        expression such as CAST). Columns come from a column definition list, OUT parameters,
+        or, for a function known to return one plain value, its alias or name; they are not
+        known for an expression or unnest, which may return a whole row."""
         functions = [f["List"]["items"] for f in body.get("functions") or []]
         alias = body.get("alias")
         columns: list[str] = []
-        name = None
+        known = True
         for call, definitions in functions:
             definitions = (definitions or {}).get("List", {}).get("items") \
                 or body.get("coldeflist") or []
-            if "FuncCall" not in call:
-                return None, None
-            name = _names(call["FuncCall"]["funcname"])[-1]
-            if name == "unnest" and len(call["FuncCall"].get("args") or []) > 1:
-                return None, None  # becomes one function per array, named unnest each
+            name = _figure(call)[0] or "?column?"
             if definitions:
                 columns += [d["ColumnDef"]["colname"] for d in definitions]
-            elif name in OUT_COLUMNS:
+            elif "FuncCall" in call and name in OUT_COLUMNS:
                 columns += OUT_COLUMNS[name]
-            else:
-                # A scalar result. (unnest(tsvector) would return a record, but no tsvector
-                # can be made or read here: the type and its functions are not allowed.)
+            elif "FuncCall" in call and name != "unnest":
                 columns.append(alias["aliasname"] if alias and len(functions) == 1 else name)
+            else:
+                known = False
         if body.get("ordinality"):
             columns.append("ordinality")
-        return tuple(columns), name if len(functions) == 1 else None
+        return (tuple(columns) if known else None), _figure(functions[0][0])[0] or "?column?"
 
     def _output(self, body: dict[str, Any], scope: _Scope, star: Columns) -> Columns:
         """A query's output column names, as a subquery or CTE shows them."""

@@ -90,7 +90,8 @@ FROM explorer_support.column_samples($1::text, $2::integer)
 -- What the check of PostgreSQL's own reading of a query allows, by OID (explorer.resolved):
 -- the allowlist's functions and types as this database numbers them, with the arrays of those
 -- types and the explorer views' row and column types, the casts
--- between allowed types, the operators of pg_catalog over them, and the explorer's relations.
+-- between allowed types, the operators of pg_catalog over them, the explorer's relations, and
+-- the relations an explorer transaction may hold locks on.
 WITH named_types AS (
     SELECT to_regtype(name)::oid AS oid FROM unnest($2::text[]) AS name
     UNION
@@ -136,3 +137,22 @@ WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = 'in_range'
 UNION ALL
 SELECT 'relations', c.oid FROM pg_catalog.pg_class c
 WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')
+UNION ALL
+SELECT 'lockable', c.oid FROM pg_catalog.pg_class c
+WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')
+UNION ALL
+SELECT 'lockable', base_oid FROM explorer_support.relation_bases
+UNION ALL
+SELECT 'lockable', unnest(ARRAY['explorer_support.bindings'::regclass,
+                                'pg_catalog.pg_locks'::regclass])::oid
+UNION ALL
+SELECT 'lockable', i.indexrelid FROM pg_catalog.pg_index i
+WHERE i.indrelid = 'explorer_support.bindings'::regclass
+
+-- name: explorer_locks_held
+-- params: allowed
+-- The relations this transaction holds a lock on besides the ``allowed`` ones (explorer.resolved:
+-- a prepared query locks every relation it names, and the tables below the views it names).
+SELECT l.relation::regclass::text AS name FROM pg_catalog.pg_locks l
+WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.relation <> ALL($1::oid[])
+ORDER BY 1
