@@ -519,23 +519,28 @@ def _hidden_relation(relation: str, columns: str) -> str:
     return f"SELECT {columns} FROM {relation} AS {quoted[0]}({', '.join(quoted[1:])})"
 
 
-@pytest.mark.parametrize(("relation", "columns"), [
-    ("pg_catalog.pg_stat_user_tables", "n_live_tup"), ("pg_catalog.pg_class", "reltuples"),
-    ("pg_catalog.pg_locks", "pid"), ("public.work_items", "key"),
+@pytest.mark.parametrize(("relation", "columns", "locks_tell"), [
+    ("pg_catalog.pg_stat_user_tables", "n_live_tup", True),
+    ("pg_catalog.pg_class", "reltuples", True), ("pg_catalog.pg_locks", "pid", True),
+    # A table below a view is locked by the view's queries too: only the reading tells.
+    ("public.work_items", "title", False),
 ])
 async def test_names_that_confuse_the_reading_do_not_hide_a_relation(explorer, make_tenant,
-                                                                     relation, columns):
-    # Without the validator: PostgreSQL's reading and the locks it took must each refuse it.
+                                                                     relation, columns,
+                                                                     locks_tell):
+    # Without the validator: PostgreSQL's reading, and the locks it took, refuse it each.
     sql = _hidden_relation(relation, columns)
     tenant = await make_tenant()
     async with explorer.bound(tenant.id) as conn:
         with pytest.raises(ServiceError) as reading:
             await explorer.resolution.prepare(conn, sql, time_limit=5)
-        await conn.prepare(sql)
-        with pytest.raises(ServiceError) as locks:
-            await explorer.resolution.check_held(conn, explorer.queries, sql)
-    assert reading.value.code is locks.value.code is ErrorCode.PERMISSION_DENIED
-    assert locks.value.message.startswith("relation ")
+        assert reading.value.code is ErrorCode.PERMISSION_DENIED
+        if locks_tell:
+            await conn.prepare(sql)
+            with pytest.raises(ServiceError) as locks:
+                await explorer.resolution.check_held(conn, explorer.queries, sql)
+            assert locks.value.code is ErrorCode.PERMISSION_DENIED
+            assert locks.value.message.startswith("relation ")
 
 
 @pytest.mark.parametrize("sql", [sql for _, sql in BYPASSES]

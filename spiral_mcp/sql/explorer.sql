@@ -143,8 +143,7 @@ WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm',
 UNION ALL
 SELECT 'lockable', base_oid FROM explorer_support.relation_bases
 UNION ALL
-SELECT 'lockable', unnest(ARRAY['explorer_support.bindings'::regclass,
-                                'pg_catalog.pg_locks'::regclass])::oid
+SELECT 'lockable', 'explorer_support.bindings'::regclass::oid
 UNION ALL
 SELECT 'lockable', i.indexrelid FROM pg_catalog.pg_index i
 WHERE i.indrelid = 'explorer_support.bindings'::regclass
@@ -153,6 +152,7 @@ WHERE i.indrelid = 'explorer_support.bindings'::regclass
 -- params: allowed
 -- The relations this transaction holds a lock on besides the ``allowed`` ones (explorer.resolved:
 -- a prepared query locks every relation it names, and the tables below the views it names).
-SELECT l.relation::regclass::text AS name FROM pg_catalog.pg_locks l
+-- Through the function, not the view pg_locks, so that asking locks nothing itself.
+SELECT l.relation::regclass::text AS name FROM pg_catalog.pg_lock_status() AS l
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.relation <> ALL($1::oid[])
 ORDER BY 1
