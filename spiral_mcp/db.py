@@ -51,16 +51,34 @@ def _timeout_error() -> ServiceError:
     return ServiceError(ErrorCode.QUERY_TIMEOUT, "the query took too long and was cancelled")
 
 
-def _encode_json(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+def _encode_json(value: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return _JSONB_VERSION + orjson.dumps(value, default=str)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"jsonb in an unknown binary format (version {data[:1]!r})")
+    return orjson.loads(memoryview(data)[1:])
+
+
+# jsonb's binary form: a version byte, then the JSON text.
+_JSONB_VERSION = b"\x01"
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """json and jsonb values travel as Python objects, parsed and written by orjson."""
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads
-        )
+    """json and jsonb values travel as Python objects, parsed and written by orjson.
+
+    In the binary format: asyncpg decodes a value inside a record or array in that format with
+    whatever codec its type has, so a text-format codec would be handed binary jsonb (a version
+    byte first) and fail on every jsonb value in a ``ROW(...)`` or whole-row reference."""
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_json,
+                              decoder=orjson.loads, format="binary")
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_encode_jsonb,
+                              decoder=_decode_jsonb, format="binary")
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

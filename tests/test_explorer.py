@@ -68,6 +68,40 @@ async def test_query_returns_typed_columns_rows_and_timing(client, two_tenants, 
     assert len(result["content"]) == 2
 
 
+async def test_the_most_natural_query_returns_every_column_json_included(client, make_tenant,
+                                                                         admin_conn):
+    tenant = await make_tenant(demo=True)
+    fields = {"story_points": 3, "sprint": {"name": "S1", "goals": ["ship", None]}, "ok": True}
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        first = await admin_conn.fetchval(
+            "UPDATE work_items SET custom_fields = $1::jsonb WHERE id = (SELECT min(id) FROM "
+            "work_items) RETURNING id", json.dumps(fields))
+    env = await envelope(client, tenant, "explorer_query",
+                         sql="SELECT * FROM work_items ORDER BY id", max_rows=5)
+    assert env["success"], env
+    data = env["data"]
+    names = [c["name"] for c in data["columns"]]
+    assert {"name": "custom_fields", "type": "jsonb"} in data["columns"] and "title" in names
+    custom = names.index("custom_fields")
+    assert data["rows"][0][names.index("id")] == first
+    assert data["rows"][0][custom] == fields
+    assert all(row[custom] == {} for row in data["rows"][1:])
+    # The same values inside a record, an array and a whole-row reference.
+    for sql, value in [
+        ("SELECT ROW(id, custom_fields) FROM work_items ORDER BY id LIMIT 1", [first, fields]),
+        ("SELECT array_agg(custom_fields ORDER BY id) FILTER (WHERE id = (SELECT min(id) FROM "
+         "work_items)) FROM work_items", [fields]),
+        ("SELECT jsonb_build_object('f', custom_fields)::json FROM work_items ORDER BY id "
+         "LIMIT 1", {"f": fields}),
+    ]:
+        env = await envelope(client, tenant, "explorer_query", sql=sql)
+        assert env["success"] and env["data"]["rows"] == [[value]], (sql, env)
+    env = await envelope(client, tenant, "explorer_query",
+                         sql="SELECT w FROM work_items w ORDER BY id LIMIT 1")
+    assert env["success"], env
+    assert env["data"]["rows"][0][0]["custom_fields"] == fields
+
 
 async def test_links_show_where_they_live_to_their_tenant_only(client, two_tenants, admin_conn):
     mine, other = two_tenants
