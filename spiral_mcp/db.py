@@ -12,7 +12,7 @@ import asyncio
 import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple, Protocol
 
@@ -98,13 +98,15 @@ async def create_pool(
     statement_timeout: float,
     application_name: str = "spiral-mcp",
     server_settings: Mapping[str, str] | None = None,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection,
     **pool_options: Any,
 ) -> asyncpg.Pool:
     """A pool whose connections give up fast: connecting within ``connect_timeout`` and each
     statement within ``statement_timeout`` (server-side, with a client-side backstop).
 
-    ``server_settings`` add to the session settings; ``pool_options`` go to asyncpg as they are
-    (the explorer pool sets its reset and turns the statement cache off)."""
+    ``server_settings`` add to the session settings; ``init`` sets up each new connection (by
+    default: :func:`init_connection`); ``pool_options`` go to asyncpg as they are (the explorer
+    pool sets its reset and turns the statement cache off)."""
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -112,7 +114,7 @@ async def create_pool(
         timeout=connect_timeout,
         command_timeout=statement_timeout + 1.0,
         max_inactive_connection_lifetime=60.0,
-        init=init_connection,
+        init=init,
         server_settings=_session_settings(statement_timeout, application_name, server_settings),
         **pool_options,
     )

@@ -418,17 +418,48 @@ async def test_a_query_cancelled_by_someone_else_is_not_called_a_timeout(
     assert "cancelled" in refused.value.message and "time limit" in refused.value.message
 
 
-@pytest.mark.parametrize(("sql", "column"), [
-    ("SELECT '4713-01-01 BC'::date AS d", "d"),
-    ("SELECT 1 AS n, '10000-01-01'::date AS later", "later"),
-    ("SELECT '20000-01-01 00:00'::timestamp AS t", "t"),
-    ("SELECT ARRAY['20000-01-01 00:00'::timestamptz] AS ts", "ts"),
+_DEEP = "[" * 1100 + "]" * 1100
+
+
+@pytest.mark.parametrize(("sql", "column", "what"), [
+    ("SELECT '4713-01-01 BC'::date AS d", "d", "a date or time outside the years 1-9999"),
+    ("SELECT now() AS n, '10000-01-01'::date AS later, current_date AS today", "later",
+     "a date or time outside the years 1-9999"),
+    ("SELECT '20000-01-01 00:00'::timestamp AS t", "t", "a date or time"),
+    ("SELECT ARRAY['20000-01-01 00:00'::timestamptz] AS ts", "ts", "a date or time"),
+    # Inside a record, next to a column of the same type that Python can hold.
+    ("SELECT current_date AS d, ROW(1, ROW('294276-01-01'::date)) AS r", "r",
+     "a date or time"),
+    ("SELECT 1 AS \"a b\", '{\"n\": 1e400}'::jsonb AS \"a b\"", '"a b"',
+     "a JSON value (number is infinity when parsed as double)"),
+    (f"SELECT '{{}}'::jsonb AS fine, '{_DEEP}'::json AS deep", "deep", "a JSON value (depth"),
 ])
-async def test_values_python_cannot_hold_are_a_clear_error(client, make_tenant, sql, column):
+async def test_values_python_cannot_hold_are_a_clear_error_naming_their_column(
+        client, make_tenant, sql, column, what):
     tenant = await make_tenant()
     env = await envelope(client, tenant, "explorer_query", sql=sql)
     assert env["error"]["code"] == "VALIDATION_ERROR", env["error"]
-    assert f"{column}::text" in env["error"]["message"]
+    message = env["error"]["message"]
+    assert message.startswith(f"column {column.strip(chr(34))} holds {what}"), message
+    assert f"cast it to text ({column}::text)" in message
+
+
+async def test_values_asyncpg_gets_wrong_or_refuses_come_as_postgresql_means_them(
+        client, make_tenant):
+    tenant = await make_tenant()
+    sql = ("SELECT 'infinity'::date AS d, '-infinity'::timestamptz AS t, "
+           "'24:00'::time AS midnight, '24:00+05:30'::timetz AS tz, "
+           "'3000000 years 1 mon'::interval AS long_ago, "
+           "'-1 year -2 mons 3 days 00:00:01.5'::interval AS span, "
+           "ROW('2024-02-29 12:34:56.789+02'::timestamptz, '23:59:59.999999'::time) AS r")
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"], env
+    day = 86_400
+    assert env["data"]["rows"] == [[
+        "infinity", "-infinity", "24:00:00", "24:00:00+05:30",
+        (3_000_000 * 365 + 30) * day, -(365 + 60 - 3) * day + 1.5,
+        ["2024-02-29T10:34:56.789000+00:00", "23:59:59.999999"],
+    ]]
 
 
 async def test_rows_are_fetched_in_batches_and_stop_at_the_byte_cap(explorer, make_tenant,
