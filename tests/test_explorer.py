@@ -462,6 +462,14 @@ async def test_values_asyncpg_gets_wrong_or_refuses_come_as_postgresql_means_the
     ]]
 
 
+async def test_a_numeric_beyond_a_double_comes_as_its_text_not_null(client, make_tenant):
+    tenant = await make_tenant()
+    sql = "SELECT 1e400::numeric AS big, -1e400::numeric AS low, 2.5::numeric AS n, 'NaN'::numeric"
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"], env
+    assert env["data"]["rows"] == [["1E+400", "-1E+400", 2.5, "NaN"]]
+
+
 async def test_rows_are_fetched_in_batches_and_stop_at_the_byte_cap(explorer, make_tenant,
                                                                     monkeypatch):
     from asyncpg.cursor import Cursor

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import ipaddress
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,10 @@ def json_value(value: Any) -> Any:
         return value if value == value and value not in (float("inf"), float("-inf")) \
             else str(value)
     if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else str(value)
+        # A numeric beyond a double (1e400) as its text: as a float it would be infinite, and
+        # infinity is no JSON number (it would be written as null).
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
