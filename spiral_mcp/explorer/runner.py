@@ -17,6 +17,7 @@ and fetching stops at that limit.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,8 +31,9 @@ from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from ..roles import GUARDED_FUNCTIONS
 from .catalog import Catalog, load_catalog
+from .codecs import init_explorer_connection
 from .resolved import Resolution, load_resolution
-from .results import Shaper, column_type
+from .results import Shaper, UnreadableValue, column_type
 from .validator import CheckedQuery, QueryValidator
 
 __all__ = ["Explorer", "create_explorer_pool"]
@@ -42,8 +44,8 @@ MAX_RESULT_BYTES = 1 << 20
 # hundreds of megabytes, built by nested replace(), landing in this process). The statement
 # inside is the checked one, verbatim; the newline ends a trailing -- comment.
 _CAPPED = "SELECT CASE WHEN octet_length(ROW(r.*)::text) <= $1 THEN ROW(r.*) END FROM (\n{}\n) AS r"
-# Types whose values can lie outside what Python's datetime holds (years 1-9999).
-_DATE_TIME_TYPES = frozenset({"date", "timestamp", "timestamptz"})
+# A column name that needs no quotes in SQL.
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
 async def _discard_all(conn: asyncpg.Connection) -> None:
@@ -66,6 +68,7 @@ async def create_explorer_pool(
         },
         statement_cache_size=0,
         reset=_discard_all,
+        init=init_explorer_connection,
     )
 
 
@@ -81,17 +84,14 @@ def _sql_error(exc: asyncpg.PostgresError) -> ServiceError:
     return ServiceError(ErrorCode.VALIDATION_ERROR, f"the query failed: {exc}", details=[detail])
 
 
-def _undecodable(attributes: list[Any]) -> ServiceError:
-    """A value PostgreSQL holds but Python cannot (a date before year 1 or after 9999)."""
-    names = [a.name for a in attributes
-             if column_type(a.type).removesuffix("[]") in _DATE_TIME_TYPES]
-    where = f"column {' or '.join(names)}" if names else "a date or time column"
-    cast = f"{names[0]}::text" if names else "column::text"
+def _unreadable(column: str, what: str) -> ServiceError:
+    """A value PostgreSQL holds but the explorer cannot return, in ``column``."""
+    name = column if _PLAIN_NAME.fullmatch(column) else '"{}"'.format(column.replace('"', '""'))
     return ServiceError(
         ErrorCode.VALIDATION_ERROR,
-        f"a value of {where} is outside the years 1-9999 the explorer can return; cast it to "
-        f"text ({cast}) or filter such rows out",
-        details=[{"construct": "value out of range", "columns": names}],
+        f"column {column} holds {what}, which the explorer cannot return; cast it to text "
+        f"({name}::text) or filter such rows out",
+        details=[{"construct": "unreadable value", "column": column}],
     )
 
 
@@ -187,8 +187,8 @@ class Explorer:
             ) from exc
         except asyncpg.PostgresError as exc:
             raise _sql_error(exc) from exc
-        except (ValueError, OverflowError) as exc:  # asyncpg decoding a row
-            raise _undecodable(attributes) from exc
+        except UnreadableValue as exc:
+            raise _unreadable(attributes[exc.column].name, exc.what) from None
         executed = time.perf_counter()
         return {
             "columns": [{"name": a.name, "type": column_type(a.type)} for a in attributes],
