@@ -23,10 +23,11 @@ class LaggingProxy:
     proxy, a load balancer) may: the client has read the server's last words (PostgreSQL's
     FATAL when it ends a backend) yet its socket is still open."""
 
-    def __init__(self, host: str, port: int, *, lag: float) -> None:
+    def __init__(self, host: str, port: int, *, lag: float = 0.0) -> None:
         self._target = (host, port)
         self._lag = lag
         self._server: asyncio.Server | None = None
+        self._port = 0
         self._tasks: set[asyncio.Task[None]] = set()
         # Local ports of the proxy's own connections to the server, as pg_stat_activity's
         # client_port shows them: which backends are behind this proxy.
@@ -34,16 +35,19 @@ class LaggingProxy:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return self._port
 
     async def start(self) -> LaggingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        """Listen (again, on the same port after :meth:`close`)."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def close(self) -> None:
+        """Stop listening and cut every connection: the database is unreachable."""
         if self._server is not None:
             self._server.close()
+            self._server = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

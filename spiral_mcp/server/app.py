@@ -265,7 +265,12 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
 def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptRegistry):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        audit = AuditWriter(app[DATABASE])
+        metrics = app[METRICS]
+        audit = AuditWriter(
+            app[DATABASE],
+            on_failure=lambda reason: metrics.audit_write_failures.labels(reason).inc(),
+            on_dropped=lambda reason, rows: metrics.audit_rows_dropped.labels(reason).inc(rows))
+        metrics.watch_audit(lambda: audit.queued)
         idempotency = IdempotencyStore(app[DATABASE], ttl=settings.idempotency_ttl)
         registry = ToolRegistry(
             tools,
