@@ -15,6 +15,7 @@ from ..ratelimit import RateLimiter
 from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
 from .metrics import Metrics
+from .shutdown import ShutdownClock
 
 __all__ = [
     "AUTHENTICATOR",
@@ -31,6 +32,7 @@ __all__ = [
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
+    "SHUTDOWN",
     "TEMPLATES",
 ]
 
@@ -47,6 +49,7 @@ SESSIONS = web.AppKey("sessions", SessionStore)
 BACKGROUND = web.AppKey("background", BackgroundTasks)
 TEMPLATES = web.AppKey("templates", list)
 SOURCES = web.AppKey("sources", SourceAccess)
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

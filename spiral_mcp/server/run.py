@@ -1,7 +1,9 @@
 """Serving: prepare the database, build the app, listen, and stop gracefully on SIGTERM.
 
-aiohttp's runner stops accepting on SIGTERM/SIGINT, gives in-flight requests SHUTDOWN_TIMEOUT
-seconds, then runs the cleanup contexts in reverse (flush, close the pool).
+aiohttp's runner stops accepting on SIGTERM/SIGINT and waits for in-flight requests, then runs
+the cleanup contexts in reverse (flush, close the pool). The app cuts the calls still running
+when SHUTDOWN_TIMEOUT is over (``shutdown.py``), so their requests end then; aiohttp's own wait,
+longer by the wind-down, is only a backstop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..roles import UnsafeRuntimeRole
 from ..templates import TemplateError
 from .app import create_app
 from .logs import configure_logging
+from .shutdown import WIND_DOWN_SECONDS
 
 __all__ = ["serve"]
 
@@ -127,7 +130,7 @@ def serve(settings: Settings) -> None:
             loop=loop,
             host=settings.host,
             port=settings.port,
-            shutdown_timeout=settings.shutdown_timeout,
+            shutdown_timeout=settings.shutdown_timeout + WIND_DOWN_SECONDS,
             access_log=None,
             print=None,
             handle_signals=True,
