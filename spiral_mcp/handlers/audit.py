@@ -185,6 +185,7 @@ class AuditWriter:
         all within ``grace`` seconds; what still cannot be written is logged and counted as
         lost."""
         self._stopping.set()
+        self._wake.set()
         task = self._task
         try:
             async with asyncio.timeout(grace):
