@@ -107,7 +107,7 @@ class LocalBuckets:
     Beside Redis it is also the process's picture of the buckets Redis keeps: each script reply
     sets a bucket's TAT here (:meth:`observe`), so when Redis goes away the checks carry on from
     each tenant's recent use instead of full buckets, and the keys taken from here meanwhile are
-    marked :meth:`unshared` until Redis has been told (see :class:`RedisBuckets`).
+    marked (:meth:`take_unshared`) until Redis has been told (see :class:`RedisBuckets`).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
