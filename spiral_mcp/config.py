@@ -12,7 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "ConfigError", "Secret", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "TOOLSETS", "ConfigError", "Secret", "Setting", "Settings",
+           "load_settings"]
+
+# The toolsets ENABLED_TOOLSETS may name: a tool's toolset is its name up to the first "_"
+# (tests/test_config.py keeps this list equal to what the shipped tools declare).
+TOOLSETS = ("explorer", "jira", "sources", "sql")
 
 
 class ConfigError(ValueError):
@@ -100,6 +105,16 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _toolsets(raw: str) -> tuple[str, ...]:
+    # Names match whatever their case, as every other choice does; an unknown one is refused
+    # rather than served as zero tools.
+    names = tuple(dict.fromkeys(part.lower() for part in _csv(raw)))
+    if unknown := [name for name in names if name not in TOOLSETS]:
+        raise ConfigError(f"unknown toolset {', '.join(map(repr, unknown))}; expected some of "
+                          f"{', '.join(TOOLSETS)}, comma-separated")
+    return names
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -166,7 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds one statement may run before QUERY_TIMEOUT"),
     Setting("AUTH_CACHE_TTL", _float(0, 3600), 10.0,
             "seconds a verified API key is trusted before it is checked again "
-            "(a revoked key stops working within this time)"),
+            "(a revoked key stops working within this time, and its open streams end)"),
     Setting("ALLOWED_ORIGINS", _csv, (),
             "extra browser origins allowed to call the server (loopback origins always are)"),
     Setting("MAX_BODY_BYTES", _int(1024, 1 << 30), 1 << 20,
@@ -192,8 +207,8 @@ SETTINGS: tuple[Setting, ...] = (
             "initialized)"),
     Setting("SESSION_MAX_CONCURRENT_CALLS", _int(1, 1000), 16,
             "tool calls running at once on one MCP session"),
-    Setting("ENABLED_TOOLSETS", _csv, (),
-            "toolsets to serve, e.g. jira,sql (default: all)"),
+    Setting("ENABLED_TOOLSETS", _toolsets, (),
+            f"toolsets to serve, comma-separated, from {', '.join(TOOLSETS)} (default: all)"),
     Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
     Setting("IDEMPOTENCY_TTL", _float(60, 30 * 86400), 86400.0,
             "seconds an idempotency key is remembered"),
@@ -207,6 +222,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPLORER_MAX_ROWS", _int(1, 100_000), 1000, "most rows one explorer query returns"),
     Setting("DEMO_DATA", _bool, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
+    Setting("BOOTSTRAP_TENANT", _optional_text, None,
+            "on a start with no tenant in the database: create a tenant of this name and an API "
+            "key with every scope, and print the key once (needs ADMIN_DATABASE_URL with your "
+            "own PostgreSQL)"),
     Setting("SPIRAL_SECRET_KEY", _fernet_key, None,
             "Fernet key that encrypts source credentials; unset with the embedded database: "
             "generated once in SPIRAL_DATA_DIR/secret.key"),
@@ -268,6 +287,7 @@ class Settings:
     explorer_timeout_s: float
     explorer_max_rows: int
     demo_data: bool
+    bootstrap_tenant: str | None
     spiral_secret_key: Secret | None
     sync_interval: float
     sync_concurrency: int
@@ -343,6 +363,13 @@ def load_settings(
         raise ConfigError(
             f"DB_POOL_MIN: {settings.db_pool_min} is more than DB_POOL_MAX {settings.db_pool_max}"
         )
+    if settings.bootstrap_tenant is not None:
+        if len(settings.bootstrap_tenant.strip()) > 200:
+            raise ConfigError("BOOTSTRAP_TENANT: a tenant name has 1 to 200 characters")
+        if settings.database_url is not None and settings.admin_database_url is None:
+            # The runtime role may not create tenants or keys; the owner role does.
+            raise ConfigError("BOOTSTRAP_TENANT: needs ADMIN_DATABASE_URL, the owner role's URL, "
+                              "to create the tenant")
     # A share larger than what it is a share of would bound nothing.
     for env, share, whole, of in (
             ("EXPLORER_MAX_PER_TENANT", settings.explorer_max_per_tenant, settings.db_pool_max,

@@ -2,7 +2,9 @@
 spread over the last 90 days, so a new user has something real to ask about.
 
 Deterministic for a given seed and moment. Runs inside the caller's transaction, scoped to the
-tenant like every other write.
+tenant like every other write. Loaded once per tenant: a tenant that has any of the demo's
+projects already is refused (:class:`DemoPresent`), so a second ``spiral-mcp demo`` cannot double
+the data or mix it into a project of the tenant's own.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 import asyncpg
 
+from .admin import AdminError
+from .ids import take_work_ids
 from .queries import Queries
 
-__all__ = ["LABELS", "SUBJECTS", "VERBS", "load_demo"]
+__all__ = ["LABELS", "SUBJECTS", "VERBS", "DemoPresent", "load_demo"]
 
 _PROJECTS = (
     ("WEB", "Web storefront", "The customer-facing shop", "alice@example.com"),
@@ -57,6 +61,10 @@ _COMMENTS = ("Looking into this now.", "Reproduced on staging.", "PR is up for r
              "Can we split this into smaller pieces?", "Added a test for the edge case.")
 
 
+class DemoPresent(AdminError):
+    """The tenant has a project the demo would load into; nothing was loaded."""
+
+
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, list[Any]]:
     return {name: [row[name] for row in rows] for name in names}
 
@@ -70,10 +78,20 @@ async def load_demo(
     seed: int = 7,
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Add the demo projects and their items to ``tenant_id``; return what was created."""
+    """Add the demo projects and their items to ``tenant_id``; return what was created.
+
+    Raises DemoPresent, having changed nothing, when the tenant has any of the demo's projects.
+    """
     rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
     now = now or datetime.now(UTC)
     await queries.set_tenant(conn, tenant_id=str(tenant_id))
+    present = await queries.demo_projects_present(
+        conn, project_keys=[key for key, *_ in _PROJECTS])
+    if present:
+        keys = ", ".join(row["project_key"] for row in present)
+        raise DemoPresent(
+            f"tenant {tenant_id} already has the project(s) {keys}; the demo loads only into a "
+            "tenant without them, so nothing was loaded")
     items: list[dict[str, Any]] = []
     history: list[tuple[str, str | None, str, datetime, str]] = []
     for project_key, name, description, lead in _PROJECTS:
@@ -81,11 +99,10 @@ async def load_demo(
             conn, tenant_id=tenant_id, project_key=project_key, name=name,
             description=description, lead=lead,
         )
-        first = await queries.demo_max_number(conn, project_key=project_key) + 1
         epics: list[str] = []
-        for number in range(first, first + items_per_project):
+        for number in range(1, items_per_project + 1):
             key = f"{project_key}-{number}"
-            kind = "epic" if number - first < 4 else rng.choice(
+            kind = "epic" if number <= 4 else rng.choice(
                 ("bug", "bug", "story", "task", "task", "feature"))
             # At most 89 days and 23 hours back: every item falls within the last 90 days.
             created = now - timedelta(days=rng.uniform(1, 89), hours=rng.uniform(0, 23))
@@ -126,9 +143,23 @@ async def load_demo(
     names = ("keys", "project_keys", "numbers", "titles", "descriptions", "types", "statuses",
              "categories", "priorities", "assignees", "reporters", "labels_csv", "parent_keys",
              "created", "updated", "resolved", "due")
-    inserted = await queries.demo_insert_work_items(
-        conn, tenant_id=tenant_id, **_columns(items, names))
-    ids = {row["key"]: row["id"] for row in inserted}
+    keys = [item["keys"] for item in items]
+    comments = [(item["keys"], rng.choice(_PEOPLE), rng.choice(_COMMENTS),
+                 min(now, item["created"] + timedelta(hours=rng.uniform(1, 24 * 20))))
+                for item in items for _ in range(rng.choice((0, 0, 1, 1, 2, 3)))]
+    links = sorted({(rng.choice(("blocks", "relates", "duplicates", "clones")), a, b)
+                    for a, b in (rng.sample(keys, 2) for _ in range(len(keys) // 5))})
+
+    # Project rows before the tenant's id counter (the lock order of spiral_mcp.ids), then one
+    # block of ids for everything.
+    await queries.demo_set_next_numbers(conn, project_keys=[i["project_keys"] for i in items],
+                                        numbers=[i["numbers"] for i in items])
+    item_ids, move_ids, comment_ids, link_ids = await take_work_ids(
+        conn, queries, tenant_id=tenant_id,
+        counts=(len(items), len(history), len(comments), len(links)))
+    ids = dict(zip(keys, item_ids, strict=True))
+    await queries.demo_insert_work_items(conn, tenant_id=tenant_id, ids=item_ids,
+                                         **_columns(items, names))
 
     await queries.demo_insert_transitions(
         conn, tenant_id=tenant_id,
@@ -139,25 +170,20 @@ async def load_demo(
         to_categories=[_CATEGORY[to] for _, _, to, *_ in history],
         actors=[actor for *_, actor in history],
         ats=[at for _, _, _, at, _ in history],
+        ids=move_ids,
     )
 
-    comments = [(ids[item["keys"]], rng.choice(_PEOPLE), rng.choice(_COMMENTS),
-                 min(now, item["created"] + timedelta(hours=rng.uniform(1, 24 * 20))))
-                for item in items for _ in range(rng.choice((0, 0, 1, 1, 2, 3)))]
     await queries.demo_insert_comments(
-        conn, tenant_id=tenant_id, item_ids=[c[0] for c in comments],
+        conn, tenant_id=tenant_id, item_ids=[ids[c[0]] for c in comments],
         authors=[c[1] for c in comments], bodies=[c[2] for c in comments],
-        ats=[c[3] for c in comments],
+        ats=[c[3] for c in comments], ids=comment_ids,
     )
 
-    keys = list(ids)
-    links = {(rng.choice(("blocks", "relates", "duplicates", "clones")), a, b)
-             for a, b in (rng.sample(keys, 2) for _ in range(len(keys) // 5))}
     await queries.demo_insert_links(
         conn, tenant_id=tenant_id, link_types=[t for t, _, _ in links],
         outward_ids=[ids[a] for _, a, _ in links], inward_ids=[ids[b] for _, _, b in links],
         actors=["demo@example.com"] * len(links),
+        ids=link_ids,
     )
-    await queries.demo_set_next_numbers(conn)
     return {"projects": len(_PROJECTS), "work_items": len(items), "transitions": len(history),
             "comments": len(comments), "links": len(links)}

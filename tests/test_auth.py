@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +24,7 @@ from spiral_mcp.config import load_settings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
-from spiral_mcp.server.keys import AUTHENTICATOR, DATABASE, PRINCIPAL
+from spiral_mcp.server.keys import AUTHENTICATOR, DATABASE, PRINCIPAL, SESSIONS
 
 INVALID_CHALLENGE = 'Bearer realm="spiral-mcp", error="invalid_token"'
 
@@ -102,15 +103,28 @@ async def test_a_valid_key_is_the_principal(
     assert (await resp.json())["user"] is None
 
 
-@pytest.mark.parametrize("header", [None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token x"])
-async def test_no_bearer_key_is_401_with_a_challenge(
-    serve: Serve, header: str | None
+KEY_SENT = "spk_" + "0" * 64 + "k" * 43  # a key's shape; sent in place of the scheme
+
+
+@pytest.mark.parametrize(("header", "says"), [
+    (None, "an API key is required: Authorization: Bearer <key>"),
+    ("Basic dXNlcjpwYXNz", "the Authorization scheme must be Bearer: Authorization: Bearer <key>"),
+    ("Bearer", "the API key is missing after Bearer: Authorization: Bearer <key>"),
+    ("Bearer   ", "the API key is missing after Bearer: Authorization: Bearer <key>"),
+    ("Token x", "the Authorization scheme must be Bearer: Authorization: Bearer <key>"),
+    (KEY_SENT, "the Authorization header has no scheme: send the key as "
+               "Authorization: Bearer <key>"),
+], ids=["none", "basic", "bearer-alone", "bearer-blank", "token", "key-without-bearer"])
+async def test_no_bearer_key_is_401_saying_what_is_missing(
+    serve: Serve, header: str | None, says: str
 ) -> None:
     client = await serve()
     resp = await client.get("/whoami", headers={"Authorization": header} if header else {})
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"] == 'Bearer realm="spiral-mcp"'
-    assert (await resp.json())["error"]["code"] == "UNAUTHENTICATED"
+    error = (await resp.json())["error"]
+    assert error == {"code": "UNAUTHENTICATED", "message": says}
+    assert KEY_SENT not in await resp.text()  # a key sent wrongly is never echoed
 
 
 async def test_every_invalid_key_gets_the_same_answer(
@@ -289,3 +303,80 @@ async def test_keys_in_use_stay_cached_through_a_flood_of_made_up_ones(
     for made_up in flood[2:]:
         assert await authenticator.authenticate(made_up) is None
     assert await authenticator.authenticate(tenant.key) is not None, "the flood pushed it out"
+
+
+async def _open_streams(client: TestClient, secret: str) -> dict[str, Any]:
+    """A legacy SSE stream (GET /sse, its endpoint event read) and a streamable-HTTP session
+    with its GET stream, both opened with ``secret``; and the session's id."""
+    bearer = _bearer(secret)
+    sse = await client.get("/sse", headers={**bearer, "Accept": "text/event-stream"})
+    assert sse.status == 200
+    assert (await asyncio.wait_for(sse.content.readline(), 5)).startswith(b"event: endpoint")
+    mcp_headers = {**bearer, "Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json"}
+    init = await client.post("/mcp", headers=mcp_headers, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}})
+    assert init.status == 200
+    sid = init.headers["Mcp-Session-Id"]
+    session_headers = {**mcp_headers, "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    assert (await client.post("/mcp", headers=session_headers, json={
+        "jsonrpc": "2.0", "method": "notifications/initialized"})).status == 202
+    stream = await client.get("/mcp", headers={**session_headers, "Accept": "text/event-stream"})
+    assert stream.status == 200
+    return {"sse": sse, "mcp": stream, "sid": sid, "headers": session_headers}
+
+
+async def _ended(response: Any, *, within: float) -> float:
+    """Seconds until the server ends an SSE response (pings aside), or a failure after
+    ``within``."""
+    started = time.monotonic()
+    async with asyncio.timeout(within):
+        while await response.content.readline():
+            pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("ending", ["revoked", "expired"])
+async def test_a_revoked_or_expired_keys_streams_end_within_the_cache_ttl(
+    serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries, ending: str
+) -> None:
+    """POST /messages was refused after revocation while GET /sse lived on, so a client waiting
+    on it (the SDK) waited forever. Now the streams of a key no longer valid end, legacy SSE and
+    streamable HTTP alike, and the streamable session with them."""
+    ttl = 1.0
+    client = await serve(AUTH_CACHE_TTL=str(ttl))
+    tenant = await make_tenant()
+    key_id, secret = await _create_key(
+        admin_conn, queries, tenant.id, scopes=("read",),
+        expires_at=datetime.now(UTC) + timedelta(seconds=2) if ending == "expired" else None)
+    doomed = await _open_streams(client, secret)
+    kept = await _open_streams(client, tenant.key)  # another key of the tenant: untouched
+    sessions = client.app[SESSIONS]
+    assert sessions.count("streamable") == 2 and sessions.count("sse") == 2
+
+    if ending == "revoked":
+        await _revoke(admin_conn, queries, key_id)
+        within = ttl + 2.0  # the cached row is trusted for the TTL, then the stream ends
+    else:
+        within = 2.0 + 2.0  # no cache makes an expired key live longer
+    for name in ("sse", "mcp"):
+        assert await _ended(doomed[name], within=within) <= within
+    # The streamable session ended with its stream; the key's requests are refused.
+    assert sessions.get(doomed["sid"], key_id, transport="streamable") is None
+    assert sessions.count("streamable") == 1 and sessions.count("sse") == 1
+    refused = await client.post("/mcp", headers=doomed["headers"], json={
+        "jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert refused.status == 401
+
+    # The other key's streams still flow.
+    session = sessions.get(kept["sid"], tenant.key_id, transport="streamable")
+    assert session is not None
+    session.post({"jsonrpc": "2.0", "method": "notifications/message",
+                  "params": {"level": "info", "data": "still here"}})
+    async with asyncio.timeout(5):
+        while b"still here" not in await kept["mcp"].content.readline():
+            pass
+    for response in (kept["sse"], kept["mcp"]):
+        response.close()

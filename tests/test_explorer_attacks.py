@@ -477,8 +477,9 @@ async def test_query_needs_the_query_scope(client, make_tenant) -> None:
     resp = await client.post("/execute", headers=reader.headers, json={
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "explorer_query", "arguments": {"sql": "SELECT 1"}}})
-    body = await resp.json()
-    assert body["error"]["message"] == "unknown tool: explorer_query"
+    error = (await resp.json())["result"]["structuredContent"]["error"]
+    assert error["code"] == "PERMISSION_DENIED"
+    assert error["details"] == [{"scope": "query", "key_scopes": ["read"]}]
 
 
 async def test_query_calls_are_rate_limited_as_queries(aiohttp_client, database_urls,

@@ -113,6 +113,12 @@ SPECS: dict[str, TableSpec] = {
         _ins("INSERT INTO idempotency_keys (tenant_id, tool, key, request_hash, state, expires_at) "
              "VALUES ($1, 'intruder', 'k2', '\\x00'::bytea, 'in_progress', "
              "now() + interval '1 hour')")),
+    # 0011: the counters that number a tenant's rows; the seed's inserts made both of A's.
+    "tenant_counters": TableSpec(
+        frozenset({"select", "insert", "update"}), "last_id = last_id + 1",
+        _ins("INSERT INTO tenant_counters AS c (tenant_id, counter, last_id) "
+             "VALUES ($1, 'work', 1) "
+             "ON CONFLICT (tenant_id, counter) DO UPDATE SET last_id = c.last_id + 1")),
 }
 
 tables = pytest.mark.parametrize("table", TENANT_TABLES)
@@ -460,13 +466,26 @@ async def test_the_context_ends_with_its_transaction(
 
 @pytest.mark.parametrize("table", ["work_item_transitions", "comments", "work_item_links"])
 async def test_a_tenant_cannot_attach_rows_to_another_tenants_items(
-    table: str, two_tenants: tuple[Seed, Seed], app_conn: asyncpg.Connection
+    table: str, two_tenants: tuple[Seed, Seed], app_conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
 ) -> None:
-    """Foreign keys lead with tenant_id: B's item ids do not exist under A's tenant id."""
+    """Foreign keys lead with tenant_id: ids B's items have and A's do not name nothing under
+    A's tenant id. (Ids are numbered per tenant since 0011, so the seeded items have the same ids
+    in both tenants, and under A's tenant id each names A's own item.)"""
     a, b = two_tenants
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(b.tenant_id))
+        only_b = tuple(r["id"] for r in await admin_conn.fetch(
+            "INSERT INTO work_items "
+            "(tenant_id, key, project_key, number, title, status, status_category) "
+            "VALUES ($1, 'ISO-3', 'ISO', 3, 'third', 'To Do', 'todo'), "
+            "($1, 'ISO-4', 'ISO', 4, 'fourth', 'To Do', 'todo') RETURNING id", b.tenant_id))
+    async with in_tenant(app_conn, a.tenant_id):
+        assert await app_conn.fetchval(
+            "SELECT count(*) FROM work_items WHERE id = ANY($1::bigint[])", list(only_b)) == 0
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         async with in_tenant(app_conn, a.tenant_id):
-            await app_conn.execute(*SPECS[table].insert(a.tenant_id, b))
+            await app_conn.execute(*SPECS[table].insert(a.tenant_id, Seed(b.tenant_id, only_b)))
 
 
 async def test_a_tenant_cannot_key_its_items_on_another_tenants_instance(

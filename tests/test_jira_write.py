@@ -374,7 +374,9 @@ async def test_read_only_key_cannot_call_write_tools(client, make_tenant) -> Non
     }
     for name in WRITE_TOOLS:
         answer = await rpc(client, tenant, name, arguments[name])
-        assert answer["error"]["code"] == -32602, answer
+        error = answer["result"]["structuredContent"]["error"]
+        assert error["code"] == "PERMISSION_DENIED", answer
+        assert error["message"].startswith(f"{name} needs the API-key scope 'write'")
     listed = await client.get("/tools", headers=tenant.headers)
     names = {t["name"] for t in (await listed.json())["tools"]}
     assert {"jira_list_projects", "jira_list_transitions"} <= names

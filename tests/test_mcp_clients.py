@@ -257,3 +257,72 @@ async def test_a_client_without_the_capability_is_not_asked(
         error = result.structured_content["error"]
         assert error["code"] == "UPSTREAM_ERROR"
         assert "sampling" in error["message"] or "without a session" in error["message"]
+
+
+SEARCH_HELD_SECONDS = 6.0  # longer than httpx2's default 5 s read timeout
+
+
+@pytest.mark.slow
+async def test_the_readme_python_snippet_survives_a_long_call(
+        database_urls: DatabaseUrls, make_tenant: TenantFactory, admin_conn, queries,
+        serve_fake, tmp_path) -> None:
+    """README's Python example, run as written (its URL pointed at this server), against a
+    source whose search takes longer than httpx2's default read timeout: sources_sync answers
+    after it, and the snippet's timeout carries the call through."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from aiohttp import web
+
+    from spiral_mcp.sources import manage
+    from spiral_mcp.sources.secrets import SecretBox
+    from tests.fake_jira import FakeJira
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert snippet is not None
+    code = snippet.group(1)
+    assert 'URL = "http://127.0.0.1:8055/mcp"\n' in code
+
+    @web.middleware
+    async def slow_search(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.endswith("/search/jql"):
+            await asyncio.sleep(SEARCH_HELD_SECONDS)
+        return await handler(request)
+
+    jira = FakeJira()
+    app = jira.app()
+    app.middlewares.insert(0, slow_search)
+    await serve_fake(jira, app=app)
+    secret_key = "x" * 43 + "="
+    tenant = await make_tenant(scopes=("read", "admin"))
+    async with admin_conn.transaction():
+        await manage.add_source(
+            admin_conn, queries, SecretBox(secret_key), tenant_id=tenant.id, kind="jira",
+            name="slow jira", base_url=jira.base_url, projects={"ABC": "ABC"},
+            email=jira.email, token=jira.token)
+
+    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=secret_key, SYNC_INTERVAL="0")
+    server = ProductionLikeServer(create_app(settings, database_url=database_urls.runtime),
+                                  host="127.0.0.1")
+    await server.start_server()
+    try:
+        code = code.replace('URL = "http://127.0.0.1:8055/mcp"',
+                            f'URL = "{server.make_url("/mcp")}"')
+        script = tmp_path / "snippet.py"
+        script.write_text(code)
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), env={**os.environ, "SPIRAL_KEY": tenant.key},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        elapsed = time.monotonic() - started
+    finally:
+        await server.close()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert elapsed > SEARCH_HELD_SECONDS
+    assert out.decode().startswith("slow jira {'success': True, 'data': {"), out.decode()

@@ -18,6 +18,10 @@ async def test_index_names_the_service(client) -> None:
     body = await resp.json()
     assert body["name"] == "spiral-mcp" and body["version"] == __version__
     assert body["endpoints"]["mcp"] == "/mcp"
+    # Every route the app serves is named, but /messages: the /sse stream gives each session
+    # its own address there.
+    served = {resource.canonical for resource in client.app.router.resources()}
+    assert set(body["endpoints"].values()) == served - {"/", "/messages"}
 
 
 async def test_health_is_ok_without_a_key(client) -> None:

@@ -37,3 +37,74 @@ def test_every_data_file_matches_a_package_data_pattern() -> None:
             if path.is_file() and path.suffix in (".sql", ".json"):
                 relative = path.relative_to(folder)
                 assert any(relative.match(p) for p in patterns[package]), relative
+
+
+def test_the_first_docker_compose_up_leads_to_a_key() -> None:
+    """The server of docker-compose.yml creates a tenant and prints its key on the first start
+    (BOOTSTRAP_TENANT, which needs the owner role's URL), and takes SPIRAL_SECRET_KEY from .env;
+    the file says where the key is shown. The logic itself: test_first_start."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    server = compose.split("\n  server:\n", 1)[1]
+    environment = server.split("    environment:\n", 1)[1].split("\n    ports:", 1)[0]
+    assert "      BOOTSTRAP_TENANT: ${BOOTSTRAP_TENANT:-Default}\n" in environment
+    assert "      ADMIN_DATABASE_URL: postgresql://spiral_owner:" in environment
+    assert "      SPIRAL_SECRET_KEY: ${SPIRAL_SECRET_KEY:-}\n" in environment
+    assert "docker compose logs server" in compose
+
+
+def _make(*args: str, venv: Path) -> list[str]:
+    """The commands ``make`` would run (``-n``: nothing runs), with .venv at ``venv``."""
+    import subprocess
+
+    done = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), *args, f"VENV={venv}"],
+                          capture_output=True, text=True, check=True, timeout=30)
+    return done.stdout.splitlines()
+
+
+def _pip_installs(commands: list[str]) -> list[str]:
+    return [c.split(" install ", 1)[1] for c in commands if "-m pip install" in c
+            and "--upgrade pip" not in c]
+
+
+def test_make_run_installs_the_server_alone_and_make_test_adds_the_extras(tmp_path: Path) -> None:
+    import os
+
+    venv = tmp_path / "venv"
+    # Fresh: run installs the server without the development extras (pytest, mcp, ruff: 245 MB)
+    # and says so first; test installs both layers.
+    run = _make("run", venv=venv)
+    assert _pip_installs(run) == ["--progress-bar on -e ."]
+    assert any(line.startswith("echo \"==> installing spiral-mcp") for line in run)
+    assert run[-1] == f"{venv}/bin/spiral-mcp serve"
+    assert _pip_installs(_make("test", venv=venv)) == ["--progress-bar on -e .",
+                                                        "--progress-bar on -e '.[dev]'"]
+    # After make run (its stamp only), make test adds the extras and nothing else...
+    venv.mkdir()
+    (venv / ".installed").touch()
+    assert _pip_installs(_make("test", venv=venv)) == ["--progress-bar on -e '.[dev]'"]
+    assert _pip_installs(_make("run", venv=venv)) == []
+    # ...after make test, make run installs nothing...
+    (venv / ".installed-dev").touch()
+    assert _pip_installs(_make("run", venv=venv)) == []
+    assert _pip_installs(_make("test", venv=venv)) == []
+    # ...and a setup.cfg changed since renews both layers.
+    before = (ROOT / "setup.cfg").stat().st_mtime - 10
+    for stamp in (".installed", ".installed-dev"):
+        os.utime(venv / stamp, (before, before))
+    assert len(_pip_installs(_make("test", venv=venv))) == 2
+
+
+def test_make_help_lists_every_target() -> None:
+    import re
+    import subprocess
+
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY: (.*)$", makefile, re.M)
+    assert phony is not None
+    listed = subprocess.run(["make", "-s", "-C", str(ROOT), "help"], capture_output=True,
+                            text=True, check=True, timeout=30).stdout
+    shown = {line.split()[0] for line in listed.splitlines()[1:]}
+    assert shown == set(phony.group(1).split())
+    # `make` alone helps too, rather than installing.
+    assert subprocess.run(["make", "-s", "-C", str(ROOT)], capture_output=True, text=True,
+                          check=True, timeout=30).stdout == listed

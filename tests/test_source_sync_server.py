@@ -495,5 +495,7 @@ async def test_keys_without_admin_scope_do_not_see_the_sources_tools(
     assert "jira_search" in names and not names & {"sources_list", "sources_sync"}
     for name, arguments in (("sources_list", {}), ("sources_sync", {"source_id": str(source_id)})):
         answer = await call(client, tenant, name, **arguments)
-        assert answer["error"]["message"] == f"unknown tool: {name}"
+        error = answer["result"]["structuredContent"]["error"]
+        assert error["code"] == "PERMISSION_DENIED"
+        assert error["message"].startswith(f"{name} needs the API-key scope 'admin'")
     assert jira.log == []

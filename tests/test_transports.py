@@ -948,7 +948,18 @@ async def test_tools_follow_the_keys_scopes(client: TestClient,
     assert not [t for t in listed["tools"] if t["name"].startswith("jira_")]
     call = await post(client, querier, request(
         "tools/call", 1, name="jira_get_issue", arguments={"issue_key": "WEB-1"}), path="/execute")
-    assert (await call.json())["error"]["code"] == -32602
+    # Listed or not, a tool the key's scopes do not allow is named as such, with the scope.
+    result = (await call.json())["result"]
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"] == {
+        "code": "PERMISSION_DENIED",
+        "message": "jira_get_issue needs the API-key scope 'read', which this key does not have "
+                   "(its scopes: query); use a key with 'read'",
+        "details": [{"scope": "read", "key_scopes": ["query"]}], "retry_after": None}
+    unknown = await post(client, querier, request(
+        "tools/call", 2, name="jira_get_isue", arguments={}), path="/execute")
+    assert (await unknown.json())["error"] == {"code": -32602,
+                                               "message": "unknown tool: jira_get_isue"}
     sid = await open_session(client, querier)
     body = await (await post(client, querier, request("tools/list", 1), sid=sid)).json()
     assert "jira_get_issue" not in {t["name"] for t in body["result"]["tools"]}

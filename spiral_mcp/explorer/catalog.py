@@ -1,9 +1,10 @@
-"""What the explorer schema holds: tables, columns, keys, relationships, indexes, coded values.
+"""What the explorer schema holds: tables, columns, keys, relationships, coded values.
 
 The structure is read from PostgreSQL's catalogs once at start-up (it changes only with a
-migration, and a migration means a restart). Views carry the keys, relationships and indexes of the
-table each one reads, in the view's own column names and without ``tenant_id`` (every row an agent
-sees is its tenant's anyway). Row counts and sample values are per tenant and per call.
+migration, and a migration means a restart). Views carry the keys and relationships of the table
+each one reads, in the view's own column names and without ``tenant_id`` (every row an agent sees
+is its tenant's anyway). The tables' indexes are not shown: an explorer query cannot use them
+(migration 0010), beyond the tenant's own. Row counts and sample values are per tenant and per call.
 """
 
 from __future__ import annotations
@@ -91,14 +92,12 @@ class Table:
     primary_key: list[str]
     unique_keys: list[list[str]]
     relationships: list[dict[str, Any]]
-    indexes: list[dict[str, Any]]
 
     def structure(self) -> dict[str, Any]:
         return {
             "name": self.name, "kind": self.kind, "description": self.description,
             "columns": self.columns, "primary_key": self.primary_key,
             "unique_keys": self.unique_keys, "relationships": self.relationships,
-            "indexes": self.indexes,
         }
 
 
@@ -171,20 +170,11 @@ async def load_catalog(conn: asyncpg.Connection, queries: Queries) -> Catalog:
                 "columns": cols, "to_table": row["ref_relation"],
                 "to_columns": _without_tenant(list(row["ref_columns"])),
             })
-    indexes: dict[str, list[dict[str, Any]]] = {r["name"]: [] for r in relations}
-    for row in await queries.explorer_indexes(conn):
-        cols = _without_tenant(list(row["columns"]))
-        if cols:
-            indexes[row["relation"]].append({
-                "name": row["name"], "columns": cols, "unique": row["is_unique"],
-                "method": row["method"], "where": row["predicate"],
-            })
     return Catalog({
         r["name"]: Table(
             name=r["name"], kind=r["kind"], description=r["description"],
             columns=columns[r["name"]], primary_key=keys[r["name"]]["pk"],
             unique_keys=keys[r["name"]]["unique"], relationships=keys[r["name"]]["fk"],
-            indexes=indexes[r["name"]],
         )
         for r in relations
     })

@@ -5,23 +5,24 @@ tokens for scalars, escaping with a backslash every whitespace or brace in a str
 then folds the text into lines of at most 78 bytes (``format_node_dump``): a fold replaces one
 space, except where a line holds no space to fold at, and the fold cuts a token. Such a cut
 cannot be told from an escaped character, so a dump with one is refused rather than guessed at.
+
+The reader is one pass over the tokens (a query's tree runs to thousands of them): it gives each
+node with the scalar tokens of its own fields, a list written in a field (``(o 23 25)``) kept as
+its tokens, a node written in a field given as a node of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
 
-__all__ = ["Node", "NodeDumpError", "parse_node_dump"]
+__all__ = ["Node", "NodeDumpError", "read_node_dump"]
 
 # format_node_dump's LINELEN.
 _LINE_BYTES = 78
-# A token: structure, or a run of anything else in which a backslash escapes the next character;
-# white space between tokens; and anything else, which no dump holds (a lone final backslash).
-_TOKEN = re.compile(r"(\s+)|([{}()]|(?:\\.|[^\s{}()\\])+)|(.)", re.DOTALL)
-
-Value = "Node | list[Value] | str"
+# A token: structure, or a run of anything else in which a backslash escapes the next character.
+_TOKEN = re.compile(r"[{}()]|(?:[^\s{}()\\]|\\.)[^\s{}()\\]*(?:\\.[^\s{}()\\]*)*", re.DOTALL)
+_TAG = re.compile(r"[A-Z_]+")
 
 
 class NodeDumpError(ValueError):
@@ -30,94 +31,80 @@ class NodeDumpError(ValueError):
 
 @dataclasses.dataclass(slots=True)
 class Node:
-    """One node: its tag (``FUNCEXPR``) and its fields, each a list of values (a node, a list,
-    or scalar tokens; ``:constvalue 4 [ 1 0 0 0 ]`` is several)."""
+    """One node: its tag (``FUNCEXPR``) and, for each field, the tokens written in it directly
+    (``:constvalue 4 [ 1 0 0 0 ]`` gives ``4 [ 1 0 0 0 ]``); nodes inside are nodes of their
+    own."""
 
     tag: str
-    fields: dict[str, list] = dataclasses.field(default_factory=dict)
+    fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def scalar(self, name: str) -> str | None:
         """The field's single token, or None when absent or not a single token."""
         values = self.fields.get(name)
-        return values[0] if values and len(values) == 1 and isinstance(values[0], str) else None
-
-    def walk(self) -> Iterator[Node]:
-        """This node and every node below it."""
-        stack: list = [self]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, Node):
-                yield item
-                for values in item.fields.values():
-                    stack.extend(values)
-            elif isinstance(item, list):
-                stack.extend(item)
+        return values[0] if values is not None and len(values) == 1 else None
 
 
-def _unfold(text: str) -> str:
+def _tokens(text: str) -> list[str]:
     lines = text.split("\n")
     for line in lines[:-1]:
         if len(line.encode()) >= _LINE_BYTES and " " not in line[1:]:
             raise NodeDumpError("a token was folded across lines")
-    return " ".join(lines)
+    text = " ".join(lines)
+    trailing = len(text.rstrip()) - len(text.rstrip().rstrip("\\"))
+    if trailing % 2:
+        raise NodeDumpError("a stray backslash at the end")
+    return _TOKEN.findall(text)
 
 
-def parse_node_dump(text: str) -> Node:
-    """The node tree of one dump; NodeDumpError when it is not exactly one well-formed node."""
-    tokens = []
-    for space, token, stray in _TOKEN.findall(_unfold(text)):
-        if stray:
-            raise NodeDumpError(f"a stray {stray!r}")
-        if not space:
-            tokens.append(token)
-    node, end = _value(tokens, 0)
-    if not isinstance(node, Node) or end != len(tokens):
-        raise NodeDumpError("the dump is not one node")
-    return node
-
-
-def _value(lexemes: list[str], i: int) -> tuple:
-    if i >= len(lexemes):
-        raise NodeDumpError("the dump ends early")
-    lexeme = lexemes[i]
-    if lexeme == "{":
-        return _node(lexemes, i + 1)
-    if lexeme == "(":
-        items: list = []
-        i += 1
-        while i < len(lexemes) and lexemes[i] != ")":
-            if lexemes[i] == "}" or lexemes[i].startswith(":"):
-                raise NodeDumpError(f"unexpected {lexemes[i]!r} in a list")
-            item, i = _value(lexemes, i)
-            items.append(item)
-        if i >= len(lexemes):
-            raise NodeDumpError("a list is not closed")
-        return items, i + 1
-    if lexeme in (")", "}"):
-        raise NodeDumpError(f"unexpected {lexeme!r}")
-    return lexeme, i + 1
-
-
-def _node(tokens: list[str], i: int) -> tuple[Node, int]:
-    if i >= len(tokens) or not re.fullmatch(r"[A-Z_]+", tokens[i]):
-        raise NodeDumpError("a node without a tag")
-    node = Node(tokens[i])
-    i += 1
-    field: list | None = None
-    while i < len(tokens) and tokens[i] != "}":
-        lexeme = tokens[i]
-        if lexeme.startswith(":") and len(lexeme) > 1:
+def read_node_dump(text: str) -> list[Node]:
+    """Every node of one dump, each after the nodes inside it (the root last); NodeDumpError
+    when the text is not exactly one well-formed node."""
+    nodes: list[Node] = []
+    # The node being read, its field being written, and how deep in lists of that field it
+    # is; the nodes around it wait on ``outer`` with theirs.
+    node: Node | None = None
+    field: list[str] | None = None
+    depth = 0
+    outer: list[tuple[Node, list[str] | None, int]] = []
+    lexemes = iter(_tokens(text))
+    for lexeme in lexemes:
+        first = lexeme[0]
+        if first == ":" and len(lexeme) > 1 and node is not None:
+            if depth:
+                raise NodeDumpError(f"a field inside a list in a {node.tag}")
             name = lexeme[1:]
             if name in node.fields:
                 # A string can start with ':'; one that repeats a field name is not trusted.
                 raise NodeDumpError(f"field {name} twice in a {node.tag}")
             field = node.fields[name] = []
-            i += 1
-            continue
-        if field is None:
+        elif lexeme == "{":
+            if node is None and nodes:
+                raise NodeDumpError("the dump is more than one node")
+            tag = next(lexemes, "")
+            if not _TAG.fullmatch(tag):
+                raise NodeDumpError("a node without a tag")
+            if node is not None:
+                if field is None:
+                    raise NodeDumpError(f"a value before any field in a {node.tag}")
+                outer.append((node, field, depth))
+            node, field, depth = Node(tag), None, 0
+        elif node is None:
+            raise NodeDumpError(f"unexpected {lexeme!r} outside a node")
+        elif lexeme == "}":
+            if depth:
+                raise NodeDumpError(f"a list is not closed in a {node.tag}")
+            nodes.append(node)
+            node, field, depth = outer.pop() if outer else (None, None, 0)
+        elif field is None:
             raise NodeDumpError(f"a value before any field in a {node.tag}")
-        value, i = _value(tokens, i)
-        field.append(value)
-    if i >= len(tokens):
-        raise NodeDumpError(f"a {node.tag} is not closed")
-    return node, i + 1
+        else:
+            if lexeme == "(":
+                depth += 1
+            elif lexeme == ")":
+                if not depth:
+                    raise NodeDumpError(f"unexpected ')' in a {node.tag}")
+                depth -= 1
+            field.append(lexeme)
+    if node is not None or not nodes:
+        raise NodeDumpError("the dump ends early")
+    return nodes

@@ -21,7 +21,7 @@ import asyncpg
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from .allowlist import FUNCTIONS, TYPES
-from .nodedump import Node, NodeDumpError, parse_node_dump
+from .nodedump import Node, NodeDumpError, read_node_dump
 
 __all__ = ["Resolution", "load_resolution"]
 
@@ -111,23 +111,23 @@ class Resolution:
             raise _refused("the server did not show how it read the query", sql, None)
         # The first dump is the query's: asyncpg may then prepare its own type introspection.
         try:
-            tree = parse_node_dump(dumps[0])
+            nodes = read_node_dump(dumps[0])
         except NodeDumpError as exc:
             raise _refused(f"the server's reading of the query could not be checked ({exc}); "
                            "simplify unusual names", sql, None) from None
-        found = self.unallowed(tree)
+        found = self.unallowed(nodes)
         if found is not None:
             kind, oid, location = found
             name = await _describe(conn, kind, oid)
             raise _refused(f"{kind} {name} is not allowed in explorer queries", sql, location)
         return stmt
 
-    def unallowed(self, tree: Node) -> tuple[str, int, int | None] | None:
-        """The first thing in ``tree`` the explorer does not allow: (kind, OID, location);
-        an OID of 0 when what is refused is a construct, not a catalog object."""
-        if tree.tag != "QUERY":
+    def unallowed(self, nodes: list[Node]) -> tuple[str, int, int | None] | None:
+        """The first thing among ``nodes`` (a tree's, its root last) that the explorer does not
+        allow: (kind, OID, location); an OID of 0 when it is a construct, not a catalog object."""
+        if nodes[-1].tag != "QUERY":
             return "construct", 0, None
-        for node in tree.walk():
+        for node in nodes:
             location = _int(node.scalar("location"))
             if node.tag not in _TAGS:
                 return "construct", 0, location
@@ -157,7 +157,7 @@ class Resolution:
     def _range_entry(self, node: Node) -> bool:
         kind = node.scalar("rtekind")
         if kind not in _RTE_KINDS or node.fields.get("tablesample", ["<>"]) != ["<>"]:
-            return False
+            return False  # a TABLESAMPLE clause is refused by its node kind besides
         return kind != "0" or _int(node.scalar("relid")) in self.relations
 
 
@@ -182,17 +182,17 @@ def _int(token: str | None) -> int | None:
 
 
 def _oids(node: Node, fields: Iterable[str]) -> Iterable[int]:
-    """The OIDs in ``fields``: one number, or an OID list ``(o 1 2)``; anything else is -1,
-    which no allowlist holds."""
+    """The OIDs in ``fields``: one number, an OID list ``(o 1 2)``, or none (``<>``); anything
+    else is -1, which no allowlist holds."""
     for field in fields:
-        for value in node.fields.get(field, ()):
-            if isinstance(value, str):
-                yield -1 if value != "<>" and _int(value) is None else _int(value) or 0
-            elif isinstance(value, list) and value[:1] == ["o"]:
-                yield from (_int(v) if isinstance(v, str) and _int(v) is not None else -1
-                            for v in value[1:])
-            elif value != []:
-                yield -1
+        tokens = node.fields.get(field)
+        if tokens is None or tokens == ["<>"]:
+            continue
+        if len(tokens) >= 3 and tokens[:2] == ["(", "o"] and tokens[-1] == ")":
+            tokens = tokens[2:-1]
+        for token in tokens:
+            oid = _int(token)
+            yield -1 if oid is None else oid
 
 
 async def _describe(conn: asyncpg.Connection, kind: str, oid: int) -> str:

@@ -1,6 +1,6 @@
 """Explorer toolset: look around the tenant's data and ask it questions in read-only SQL.
 
-Structure (columns, keys, relationships, indexes) comes from the catalog read at start-up; row
+Structure (columns, keys, relationships) comes from the catalog read at start-up; row
 counts and sample values are counted in a transaction bound to the caller's tenant, so they are
 that tenant's alone. Queries go through ``spiral_mcp.explorer``: checked, then run as the explorer
 role, read-only, bound to the tenant, capped and timed. Every explorer tool takes a connection of
@@ -104,7 +104,7 @@ TOOLS = (
         title="Describe an explorer table",
         description=(
             "One explorer table in detail: columns (name, type, nullable, default, description), "
-            "primary key, unique keys, relationships to other tables, indexes, your tenant's row "
+            "primary key, unique keys, relationships to other tables, your tenant's row "
             "count and sample values of its low-cardinality columns. Names are case-insensitive; "
             "an unknown name returns NOT_FOUND with the closest names."
         ),

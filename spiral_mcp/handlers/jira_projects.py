@@ -90,6 +90,11 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
     expected = args.get("expected_version")
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
+        # The ids of the move and its comment before the item's lock: the lock order in
+        # spiral_mcp.ids. Unused for a mirrored item (the source moves it first): a gap in this
+        # tenant's own ids.
+        first_id = await queries.take_work_ids(conn, tenant_id=ctx.tenant_id,
+                                               count=2 if comment else 1)
         row = await lock_issue(conn, ctx, issue_key, expected)
         allowed = row_dicts(await queries.workflow_transitions_from(
             conn, project_key=row["project_key"], from_status=row["status"]))
@@ -116,14 +121,14 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
             await queries.insert_issue_transition(
                 conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=row["status"],
                 to_status=move["to_status"], from_category=row["status_category"],
-                to_category=move["to_category"], actor=ctx.principal.user,
+                to_category=move["to_category"], actor=ctx.principal.user, id=first_id,
                 transitioned_at=moved["updated_at"],
             )
             comment_id = None
             if comment:
                 comment_row = await queries.insert_comment(
                     conn, tenant_id=ctx.tenant_id, work_item_id=row["id"],
-                    author=ctx.principal.user, body=comment)
+                    author=ctx.principal.user, body=comment, id=first_id + 1)
                 comment_id = comment_row["id"]
             after = {"status": move["to_status"], "status_category": move["to_category"],
                      "resolved_at": jsonable(moved["resolved_at"]), "version": moved["version"]}

@@ -202,6 +202,9 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         if mirror is None:
             # From here the project row is locked until commit: keep the rest short.
             number = await queries.allocate_issue_number(conn, project_key=project_key)
+            # The item's id and its first move's are the tenant's next (the trigger): its
+            # counter, taken after the project's row and before any other (the lock order in
+            # spiral_mcp.ids).
             row = await queries.insert_issue(
                 conn, tenant_id=ctx.tenant_id, key=f"{project_key}-{number}",
                 project_key=project_key, number=number, summary=summary,
@@ -214,7 +217,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
             await queries.insert_issue_transition(
                 conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=None,
                 to_status=row["status"], from_category=None, to_category=row["status_category"],
-                actor=ctx.principal.user, transitioned_at=row["created_at"],
+                actor=ctx.principal.user, id=None, transitioned_at=row["created_at"],
             )
             issue = row_dict(row, drop=("id",))
             await ctx.commit_write(conn, arguments=args, result=issue, after=issue)
@@ -349,12 +352,15 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     async with ctx.transaction(readonly=False) as conn:
         mirror = (await item_mirrors(conn, ctx, [issue_key])).get(issue_key)
         if mirror is None:
+            # The comment's id before the item's lock: the lock order in spiral_mcp.ids.
+            comment_id = await queries.take_work_ids(conn, tenant_id=ctx.tenant_id, count=1)
             item = await queries.touch_issue(conn, issue_key=issue_key)
             if item is None:
                 raise not_found(issue_key)
             row = await queries.insert_comment(conn, tenant_id=ctx.tenant_id,
                                                work_item_id=item["id"],
-                                               author=ctx.principal.user, body=body)
+                                               author=ctx.principal.user, body=body,
+                                               id=comment_id)
             result = {"issue_key": item["key"], **row_dict(row)}
             await ctx.commit_write(conn, arguments=args, result=result, after=result)
             return result
@@ -379,12 +385,14 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         raise invalid("/inward_issue_key", "an item cannot be linked to itself")
     source, target = (inward_key, outward_key) if swap else (outward_key, inward_key)
     async with ctx.transaction(readonly=False) as conn:
+        link_id = await _take_link_id(conn, ctx)
         ids = await _link_ends(conn, ctx, outward_key, inward_key)
         mirrors = await item_mirrors(conn, ctx, [source, target])
         outward, inward = mirrors.get(source), mirrors.get(target)
         # Only a link between two items of one source can live there; any other stays local.
         if outward is None or inward is None or outward.instance_id != inward.instance_id:
-            return await _insert_link(conn, ctx, args, ids, link_type, source, target, "local")
+            return await _insert_link(conn, ctx, args, ids, link_type, source, target, "local",
+                                      link_id)
         # Refused here, not after the source wrote a second copy of it.
         if await ctx.database.queries.link_exists(
                 conn, link_type=link_type, outward_id=ids[source], inward_id=ids[target]):
@@ -394,8 +402,17 @@ async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     # A link the source holds is its to prune; one it cannot hold (GitHub) stays local.
     held_by = outward.instance["kind"] if linked else "local"
     async with ctx.transaction(readonly=False) as conn:
+        link_id = await _take_link_id(conn, ctx)
         ids = await _link_ends(conn, ctx, outward_key, inward_key)
-        return await _insert_link(conn, ctx, args, ids, link_type, source, target, held_by)
+        return await _insert_link(conn, ctx, args, ids, link_type, source, target, held_by,
+                                  link_id)
+
+
+async def _take_link_id(conn: asyncpg.Connection, ctx: ToolContext) -> int:
+    """A new link's id, taken before its ends are locked: the lock order in spiral_mcp.ids (a
+    page writer holding the tenant's counter may be waiting for either end). Unused when the
+    link exists already or is asked of a source first: a gap in this tenant's own ids."""
+    return await ctx.database.queries.take_work_ids(conn, tenant_id=ctx.tenant_id, count=1)
 
 
 async def _link_ends(conn: asyncpg.Connection, ctx: ToolContext, *keys: str) -> dict[str, int]:
@@ -419,12 +436,12 @@ def _link_exists(link_type: str, source: str, target: str) -> ServiceError:
 
 async def _insert_link(conn: asyncpg.Connection, ctx: ToolContext, args: dict[str, Any],
                        ids: dict[str, int], link_type: str, source: str, target: str,
-                       held_by: str) -> dict[str, Any]:
-    """Store "source <link_type> target" with its audit row; CONFLICT when it exists.
-    ``held_by``: 'local', or the kind of source the link was written to."""
+                       held_by: str, link_id: int) -> dict[str, Any]:
+    """Store "source <link_type> target" as ``link_id`` with its audit row; CONFLICT when it
+    exists. ``held_by``: 'local', or the kind of source the link was written to."""
     row = await ctx.database.queries.insert_link(
         conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
-        inward_id=ids[target], created_by=ctx.principal.user, source=held_by,
+        inward_id=ids[target], created_by=ctx.principal.user, source=held_by, id=link_id,
     )
     if row is None:
         raise _link_exists(link_type, source, target)

@@ -5,8 +5,9 @@ handler. Its schemas are JSON Schema 2020-12 files under ``spiral_mcp/schemas`` 
 ``<name>.input.json`` and the ``data`` of a successful result as ``<name>.output.json`` — checked
 and compiled once at start-up. A call goes: visibility and scope → rate limit → argument
 validation → its tenant's share of slow work, for a tool that declares one → handler → envelope →
-audit and metrics. Every failure of the tool itself is a result with ``isError``; only an unknown
-tool is a JSON-RPC error.
+audit and metrics. Every failure of the tool itself is a result with ``isError`` (a tool the key's
+scopes do not allow is PERMISSION_DENIED, naming the scope); only an unknown tool is a JSON-RPC
+error.
 """
 
 from __future__ import annotations
@@ -267,6 +268,16 @@ def _valid_arguments(compiled: _Compiled, arguments: Any) -> Any:
     return integral_floats(arguments, compiled.validator.schema)
 
 
+def _missing_scope(tool: Tool, principal: Principal) -> ServiceError:
+    has = ", ".join(sorted(principal.scopes)) or "none"
+    return ServiceError(
+        ErrorCode.PERMISSION_DENIED,
+        f"{tool.name} needs the API-key scope '{tool.scope}', which this key does not have "
+        f"(its scopes: {has}); use a key with '{tool.scope}'",
+        details=[{"scope": tool.scope, "key_scopes": sorted(principal.scopes)}],
+    )
+
+
 def _validation_details(validator: Draft202012Validator, arguments: Any) -> list[dict[str, str]]:
     details = []
     for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
@@ -430,8 +441,7 @@ class ToolRegistry:
     async def call(self, name: str, arguments: Any, ctx: ToolContext) -> dict[str, Any]:
         """Run one tool call; return the MCP CallToolResult."""
         compiled = self._tools.get(self._aliases.get(name, name))
-        if compiled is None or compiled.tool.scope not in ctx.principal.scopes:
-            # A tool this key may not use is as unknown as one that does not exist.
+        if compiled is None:
             raise RpcError(INVALID_PARAMS, f"unknown tool: {name}")
         tool = compiled.tool
         ctx.tool = tool.name  # called by an alias, it is still audited under its own name
@@ -459,6 +469,12 @@ class ToolRegistry:
                     arguments: Any, started: float, task: asyncio.Task[Any]
                     ) -> dict[str, Any]:
         try:
+            # Named, not hidden: every tenant is served the same tools, so saying which scope a
+            # tool needs tells a key nothing about anyone's data, and "unknown tool" for a tool
+            # README lists sent people looking for a typo. tools/list still shows only the
+            # tools a key may call. Checked before the rate limit: a refusal spends no budget.
+            if tool.scope not in ctx.principal.scopes:
+                raise _missing_scope(tool, ctx.principal)
             await self.admit(ctx.principal, tool.call_class)
             arguments = _valid_arguments(compiled, arguments)
             if tool.share is None:

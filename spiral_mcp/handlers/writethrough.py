@@ -147,9 +147,11 @@ async def store_comment(conn: asyncpg.Connection, ctx: ToolContext, issue_key: s
     item = await queries.get_issue(conn, issue_key=issue_key)
     if item is None:
         raise not_found(issue_key)
+    # Its id is the tenant's next (the trigger): the tenant's counter is this write's first lock,
+    # or was taken already by the item's page writer (the lock order in spiral_mcp.ids).
     await queries.source_upsert_comments(
         conn, tenant_id=ctx.tenant_id, item_ids=[item["id"]], source_ids=[comment.source_id],
         authors=[comment.author], bodies=[comment.body], created=[comment.created],
-        updated=[comment.updated])
+        updated=[comment.updated], ids=[None])
     return await queries.comment_by_source_id(conn, issue_key=issue_key,
                                               source_id=comment.source_id)

@@ -4,7 +4,8 @@ and running a list of decoded messages through the dispatcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from .sessions import Session, SessionState
 
 __all__ = [
     "BODY_READ_SECONDS",
+    "KeyNoLongerValid",
     "StreamClosed",
     "answer",
     "client_gone",
@@ -139,6 +141,10 @@ class StreamClosed(Exception):
     """An SSE stream cannot take more: its client left, or stalled and was cut off."""
 
 
+class KeyNoLongerValid(Exception):
+    """The key that opened a stream was revoked or has expired: the stream and its session end."""
+
+
 async def sse_stream(request: web.Request, *, headers: dict[str, str] | None = None
                      ) -> EventSourceResponse:
     stream = EventSourceResponse(headers=headers, allow_all_methods=True,
@@ -171,8 +177,10 @@ def client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def session_messages(request: web.Request, session: Session
-                           ) -> AsyncIterator[dict[str, Any]]:
+async def session_messages(
+    request: web.Request, session: Session, *,
+    key_still_valid: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[dict[str, Any]]:
     """The session's queued messages, until the session ends, the client leaves, or the server
     shuts down and no call runs on the session any more.
 
@@ -180,8 +188,18 @@ async def session_messages(request: web.Request, session: Session
     so a stream waiting for its next message must notice the departure itself; otherwise the
     session would keep a dead stream forever (a reconnect would get 409, a legacy SSE session
     would never end).
+
+    ``key_still_valid`` is asked every STREAM_POLL_SECONDS, busy or idle: once the key that
+    opened the stream is revoked or expired, KeyNoLongerValid ends it. Otherwise only its next
+    request would be refused, and a client waiting on the stream (an SDK awaiting an answer on
+    GET /sse) would wait forever.
     """
+    next_check = time.monotonic() + STREAM_POLL_SECONDS
     while not client_gone(request):
+        if key_still_valid is not None and time.monotonic() >= next_check:
+            if not await key_still_valid():
+                raise KeyNoLongerValid(f"the API key of session {session.id} is no longer valid")
+            next_check = time.monotonic() + STREAM_POLL_SECONDS
         try:
             message = await asyncio.wait_for(session.outbox.get(), STREAM_POLL_SECONDS)
         except TimeoutError:

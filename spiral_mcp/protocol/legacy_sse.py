@@ -7,9 +7,18 @@ import re
 
 from aiohttp import web
 
-from ..server.keys import BACKGROUND, DISPATCHER, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
+from ..server.keys import (
+    BACKGROUND,
+    DISPATCHER,
+    KEY_STILL_VALID,
+    PRINCIPAL,
+    REQUEST_ID,
+    SESSIONS,
+    SETTINGS,
+)
 from .dispatcher import Exchange
 from .http import (
+    KeyNoLongerValid,
     StreamClosed,
     parse_batch,
     read_json,
@@ -51,9 +60,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise
     try:
         await send(response, f"/messages?session_id={session.id}", event="endpoint")
-        async for message in session_messages(request, session):
+        async for message in session_messages(request, session,
+                                              key_still_valid=request.get(KEY_STILL_VALID)):
             await send_event(response, message)
         response.stop_streaming()
+    except KeyNoLongerValid:
+        response.stop_streaming()  # the session ends with its stream, below
     except StreamClosed:
         pass  # the client left or stalled; its session ends with its stream
     finally:

@@ -11,9 +11,18 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ..server.keys import DISPATCHER, METRICS, PRINCIPAL, REQUEST_ID, SESSIONS, SETTINGS
+from ..server.keys import (
+    DISPATCHER,
+    KEY_STILL_VALID,
+    METRICS,
+    PRINCIPAL,
+    REQUEST_ID,
+    SESSIONS,
+    SETTINGS,
+)
 from .dispatcher import Exchange, can_ask
 from .http import (
+    KeyNoLongerValid,
     StreamClosed,
     answer,
     client_gone,
@@ -266,13 +275,18 @@ async def get(request: web.Request) -> web.StreamResponse:
             if last_event.isascii() and last_event.isdigit() and len(last_event) <= 18:
                 for event_id, message in session.replay_after(int(last_event)):
                     await send_event(stream, message, event_id=event_id)
-            async for message in session_messages(request, session):
+            async for message in session_messages(request, session,
+                                                  key_still_valid=request.get(KEY_STILL_VALID)):
                 # Recorded before sending: a message the client misses is replayed on resumption.
                 event_id = session.record_sent(message)
                 await send_event(stream, message, event_id=event_id)
                 metrics.mcp_requests.labels(message.get("method", "response"), "stream").inc()
         except StreamClosed:
             pass  # the client left or stalled; it may come back with Last-Event-ID
+        except KeyNoLongerValid:
+            # Its key can make no request any more: the session ends (cancelling what runs on
+            # it) with the stream, rather than idling out half an hour later.
+            request.app[SESSIONS].remove(session)
         stream.stop_streaming()
         return stream
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import redis.asyncio as redis
 from aiohttp import web
 
@@ -25,6 +27,7 @@ __all__ = [
     "DISPATCHER",
     "EXPLORER",
     "HEAD_MIGRATIONS",
+    "KEY_STILL_VALID",
     "METRICS",
     "PRINCIPAL",
     "RATE_LIMITER",
@@ -55,3 +58,6 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 # The request's Origin once origin_guard has allowed it: its answer may be read by that page.
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
+# Whether the key that opened a long-lived stream still authenticates (set by authenticate, asked
+# by the streams): a revoked or expired key's streams end, not only its next requests.
+KEY_STILL_VALID = web.RequestKey[Callable[[], Awaitable[bool]]]("key_still_valid")

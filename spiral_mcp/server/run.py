@@ -1,94 +1,86 @@
-"""Serving: prepare the database, build the app, listen, and stop gracefully on SIGTERM.
+"""Serving: check the address, prepare the database, build the app, listen, and stop gracefully
+on SIGTERM.
 
-aiohttp's runner stops accepting on SIGTERM/SIGINT and waits for in-flight requests, then runs
-the cleanup contexts in reverse (flush, close the pool). The app cuts the calls still running
-when SHUTDOWN_TIMEOUT is over (``shutdown.py``), so their requests end then; aiohttp's own wait,
-longer by the wind-down, is only a backstop.
+The address is checked first: a port another process holds is said in one line before any
+database is started, created, migrated or a key printed (and lost). aiohttp's runner stops
+accepting on SIGTERM/SIGINT and waits for in-flight requests, then runs the cleanup contexts in
+reverse (flush, close the pool). The app cuts the calls still running when SHUTDOWN_TIMEOUT is
+over (``shutdown.py``), so their requests end then; aiohttp's own wait, longer by the wind-down,
+is only a backstop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import sys
 
-import asyncpg
-import orjson
 from aiohttp import web
 
-from .. import admin, migrate
+from .. import migrate
 from ..config import Settings
 from ..provision import EMBEDDED_DATABASE, DatabaseUrls, provision, start_embedded
-from ..queries import Queries, QueryFileError
+from ..queries import QueryFileError
 from ..roles import UnsafeRuntimeRole
 from ..templates import TemplateError
 from .app import create_app
+from .first_start import bootstrap, print_listening
 from .logs import configure_logging
 from .shutdown import WIND_DOWN_SECONDS
 
-__all__ = ["serve"]
+__all__ = ["ListenError", "check_address", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(OSError):
+    """The server cannot listen where HOST and PORT say; the message names what to change."""
+
+
+def _listen_error(settings: Settings, exc: OSError) -> ListenError:
+    if exc.errno == errno.EADDRINUSE:
+        other = settings.port + 1 if settings.port < 65535 else 8056
+        return ListenError(
+            f"port {settings.port} on {settings.host} is in use (another spiral-mcp running?); "
+            f"set PORT to a free one, e.g. PORT={other} make run")
+    return ListenError(f"cannot listen on {settings.host}:{settings.port} "
+                       f"({exc.strerror or exc}); change HOST or PORT")
+
+
+def check_address(settings: Settings) -> None:
+    """Raise ListenError, naming the setting to change, when HOST:PORT cannot be listened on.
+
+    Bound as aiohttp will bind (address reuse on, IPv6 sockets IPv6 only), then let go at once.
+    Another process may still take the port before the server binds it; aiohttp's own bind then
+    fails with the same words.
+    """
+    try:
+        addresses = socket.getaddrinfo(settings.host or None, settings.port,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"HOST: cannot listen on {settings.host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise _listen_error(settings, exc) from None
 
 
 async def _embedded_urls(settings: Settings) -> DatabaseUrls:
     superuser = await asyncio.to_thread(start_embedded, settings.data_dir)
     urls = await provision(superuser, EMBEDDED_DATABASE)
     log.info("embedded PostgreSQL ready", extra={"data_dir": str(settings.data_dir)})
-    if settings.demo_data:
+    if settings.demo_data or settings.bootstrap_tenant is not None:
         assert urls.admin is not None
-        await _first_start_demo(urls.admin, settings)
+        await bootstrap(urls.admin, settings, name=settings.bootstrap_tenant or "Demo",
+                        demo=settings.demo_data)
     return urls
-
-
-async def _first_start_demo(admin_url: str, settings: Settings) -> None:
-    """On the very first start, a demo tenant with data and a key, printed once."""
-    from .. import demo
-
-    queries = Queries.load()
-    conn = await asyncpg.connect(admin_url)
-    try:
-        async with conn.transaction():
-            if await queries.list_tenants(conn):
-                return
-            tenant_id = await admin.create_tenant(conn, queries, "Demo")
-            _, secret = await admin.create_api_key(
-                conn, queries, tenant_id=tenant_id, name="demo",
-                scopes=["read", "write", "query", "admin"], user="demo@example.com",
-            )
-            summary = await demo.load_demo(conn, queries, tenant_id=tenant_id)
-    finally:
-        await conn.close()
-    _print_banner(settings, tenant_id=str(tenant_id), secret=secret, summary=summary)
-
-
-def _print_banner(settings: Settings, *, tenant_id: str, secret: str, summary: dict) -> None:
-    # Printed to the terminal, never logged: the key must not reach log storage.
-    url = f"http://{settings.host}:{settings.port}"
-    desktop = {"mcpServers": {"spiral": {
-        "command": "npx",
-        "args": ["-y", "mcp-remote", f"{url}/mcp", "--header", "Authorization:${SPIRAL_AUTH}"],
-        "env": {"SPIRAL_AUTH": f"Bearer {secret}"},
-    }}}
-    lines = [
-        "",
-        "spiral-mcp: first start - created a demo tenant with "
-        f"{summary.get('work_items', 0)} work items in {summary.get('projects', 0)} projects.",
-        f"  tenant id: {tenant_id}",
-        f"  API key (shown once, store it now): {secret}",
-        "",
-        "  Claude Code:",
-        f'    claude mcp add --transport http spiral {url}/mcp '
-        f'--header "Authorization: Bearer {secret}"',
-        "  Claude Desktop (claude_desktop_config.json):",
-        *("    " + line for line in
-          orjson.dumps(desktop, option=orjson.OPT_INDENT_2).decode().splitlines()),
-        "  MCP Inspector:",
-        f"    npx @modelcontextprotocol/inspector  (Streamable HTTP, {url}/mcp, "
-        "header Authorization: Bearer <key>)",
-        "",
-    ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 async def _external_urls(settings: Settings) -> DatabaseUrls:
@@ -97,6 +89,9 @@ async def _external_urls(settings: Settings) -> DatabaseUrls:
         applied = await asyncio.to_thread(migrate.apply, settings.admin_database_url)
         if applied:
             log.info("applied migrations", extra={"migrations": list(applied)})
+        if settings.bootstrap_tenant is not None:
+            await bootstrap(settings.admin_database_url, settings,
+                            name=settings.bootstrap_tenant, demo=False)
     return DatabaseUrls(runtime=settings.database_url, admin=settings.admin_database_url)
 
 
@@ -121,6 +116,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
+    try:
+        check_address(settings)
+    except ListenError as exc:
+        print(f"spiral-mcp: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     loop = new_event_loop()
     log.info("starting", extra={"host": settings.host, "port": settings.port,
                                 "event_loop": type(loop).__module__.split(".")[0]})
@@ -132,10 +132,13 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             shutdown_timeout=settings.shutdown_timeout + WIND_DOWN_SECONDS,
             access_log=None,
-            print=None,
+            # Called once the server listens: our one line instead of aiohttp's banner.
+            print=lambda _banner: print_listening(settings),
             handle_signals=True,
         )
     except (UnsafeRuntimeRole, TemplateError, QueryFileError, ConnectionError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            exc = _listen_error(settings, exc)  # taken while the database was being prepared
         print(f"spiral-mcp: error: {exc}", file=sys.stderr)
         sys.exit(1)
     log.info("stopped")

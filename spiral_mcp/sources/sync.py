@@ -7,6 +7,8 @@ and re-reading the overlap changes nothing because every write is an upsert keye
 ids. Pages come oldest update first, so the cursor only ever moves past items already stored. An
 item stored with the source's ``updated`` is not written again at all: a source moves it with every
 change to the item, its comments and links included, so a re-sync costs one lookup per page.
+A page's new rows take their ids in one block from the tenant's own counter
+(:mod:`spiral_mcp.ids`), before the page locks any row.
 
 Before the pages, each mirrored project's workflow is replaced by the source's (a workflow is not
 paged, so it is read whole and written with the projects). Links ride with their items: a page
@@ -32,6 +34,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ..ids import take_work_ids
 from ..queries import Queries
 from .base import Adapter, Item, Link, Page, Workflow
 
@@ -220,6 +223,23 @@ async def write_items(
             != (i.updated, i.key, i.parent_key, i.status_category, i.type, i.priority)]
     if not todo:
         return 0
+    # The page takes its ids before it locks any row (spiral_mcp.ids), so before it knows which
+    # comments, moves and links it writes (those of the items kept below): enough for every item
+    # that may bring some, new or not older than the stored one.
+    bounded = [i for i in todo if (row := stored.get(i.source_id)) is None
+               or row["updated_at"] <= i.updated]
+    links = {_link_triple(i.key, link) for i in bounded for link in i.links}
+    new_items = [i for i in todo if i.source_id not in stored]
+    counts = (len(new_items), sum(len(i.comments) for i in bounded),
+              sum(len(i.transitions) for i in bounded), len(links))
+    await queries.source_bump_next_numbers(
+        conn, project_keys=[i.project_key for i in todo], numbers=[i.number for i in todo])
+    # Taken even when no id is needed: a page takes the counter before its first row lock, never
+    # after, so a write-through that stores a comment after its item (the counter again) cannot
+    # be waiting for a page that waits for its item.
+    item_ids, comment_ids, move_ids, link_ids = await take_work_ids(
+        conn, queries, tenant_id=tenant_id, counts=counts)
+    fresh = dict(zip((i.source_id for i in new_items), item_ids, strict=True))
     changed = await queries.source_upsert_items(
         conn, tenant_id=tenant_id, source=source, instance_id=instance_id,
         source_ids=[i.source_id for i in todo], keys=[i.key for i in todo],
@@ -232,6 +252,9 @@ async def write_items(
         parent_keys=[i.parent_key for i in todo], created=[i.created for i in todo],
         updated=[i.updated for i in todo], resolved=[i.resolved for i in todo],
         due=[i.due for i in todo], raws=[_json(i.raw) for i in todo],
+        # A stored item's own id: its row goes to the update.
+        ids=[fresh[i.source_id] if i.source_id in fresh else stored[i.source_id]["id"]
+             for i in todo],
     )
     ids = {row["source_id"]: row["id"] for row in (*stored.values(), *changed)}
     written = {row["source_id"] for row in changed}
@@ -247,7 +270,8 @@ async def write_items(
             conn, tenant_id=tenant_id, item_ids=[i for i, _ in comments],
             source_ids=[c.source_id for _, c in comments],
             authors=[c.author for _, c in comments], bodies=[c.body for _, c in comments],
-            created=[c.created for _, c in comments], updated=[c.updated for _, c in comments])
+            created=[c.created for _, c in comments], updated=[c.updated for _, c in comments],
+            ids=comment_ids[:len(comments)])
     moves = [(ids[i.source_id], t) for i in todo for t in i.transitions]
     if moves:
         await queries.source_insert_transitions(
@@ -256,7 +280,8 @@ async def write_items(
             to_statuses=[t.to_status for _, t in moves],
             from_categories=[t.from_category for _, t in moves],
             to_categories=[t.to_category for _, t in moves],
-            actors=[t.actor for _, t in moves], ats=[t.at for _, t in moves])
+            actors=[t.actor for _, t in moves], ats=[t.at for _, t in moves],
+            ids=move_ids[:len(moves)])
     if prune_links:
         await _prune_links(conn, queries, source=source, ids=ids,
                            items=[i for i in todo if i.source_id in written])
@@ -265,9 +290,8 @@ async def write_items(
     if links:
         await queries.source_insert_links(
             conn, tenant_id=tenant_id, source=source, link_types=[t for t, _, _ in links],
-            outward_keys=[o for _, o, _ in links], inward_keys=[i for _, _, i in links])
-    await queries.source_bump_next_numbers(
-        conn, project_keys=sorted({i.project_key for i in todo}))
+            outward_keys=[o for _, o, _ in links], inward_keys=[i for _, _, i in links],
+            ids=link_ids[:len(links)])
     return len(changed)
 
 

@@ -35,3 +35,15 @@ ORDER BY created_at, key_id
 UPDATE api_keys SET revoked_at = now()
 WHERE key_id = $1 AND revoked_at IS NULL
 RETURNING key_id
+
+-- name: lock_first_start!
+-- params:
+-- Serialize first starts to the end of the transaction: servers starting together on an empty
+-- database create one tenant between them. (The two-key form: a lock space of its own, apart
+-- from the sources' one-key locks.)
+SELECT pg_advisory_xact_lock(hashtext('spiral-mcp'), 1)
+
+-- name: has_tenants$
+-- params:
+-- Whether any tenant exists; the owner role sees all of them.
+SELECT EXISTS (SELECT 1 FROM tenants)

@@ -19,11 +19,14 @@ SELECT 1
 -- name: explorer_unguarded
 -- params: functions
 -- What provisioning takes from this role that it still has (a database set up by hand may lack
--- that step): the guarded functions it may run, and whether its sessions publish query text.
+-- that step): the guarded functions it may run, whether its sessions publish query text, and
+-- whether the server's readings of its queries would fill the server log.
 SELECT p.oid::regprocedure::text AS exposed FROM pg_catalog.pg_proc p
 WHERE p.proname = ANY($1::name[]) AND has_function_privilege(p.oid, 'EXECUTE')
 UNION ALL
 SELECT 'track_activities' WHERE current_setting('track_activities')::bool
+UNION ALL
+SELECT 'log_min_messages' WHERE current_setting('log_min_messages') NOT IN ('fatal', 'panic')
 
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
@@ -70,20 +73,6 @@ JOIN pg_catalog.pg_constraint con ON con.conrelid = b.base_oid AND con.contype I
 LEFT JOIN explorer_support.relation_bases rb ON rb.base_oid = con.confrelid
 LEFT JOIN pg_catalog.pg_class rv ON rv.oid = rb.relation_oid
 ORDER BY v.relname, con.contype, con.conname
-
--- name: explorer_indexes
--- Indexes of the tables below the explorer views: what a query can filter or sort on cheaply.
-SELECT v.relname AS relation, i.relname AS name, ix.indisunique AS is_unique,
-       am.amname AS method,
-       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true)
-             FROM generate_series(1, ix.indnkeyatts) AS k ORDER BY k) AS columns,
-       pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate
-FROM explorer_support.relation_bases b
-JOIN pg_catalog.pg_class v ON v.oid = b.relation_oid
-JOIN pg_catalog.pg_index ix ON ix.indrelid = b.base_oid
-JOIN pg_catalog.pg_class i ON i.oid = ix.indexrelid
-JOIN pg_catalog.pg_am am ON am.oid = i.relam
-ORDER BY v.relname, i.relname
 
 -- name: explorer_row_counts
 -- params: relations

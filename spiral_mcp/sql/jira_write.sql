@@ -34,14 +34,16 @@ RETURNING id, key, project_key, title AS summary, description, type, status, sta
           due_at, custom_fields, source, source_id, version
 
 -- name: insert_issue_transition!
--- params: tenant_id, work_item_id, from_status, to_status, from_category, to_category, actor, transitioned_at
--- One step of an item's status history (from NULL when the item is created), stamped with the
--- moment the step made (move_issue's updated_at; the item's created_at for its creation), never
--- with the transaction's start: a move that waited for the item's lock must sort after the move
--- it waited for, as history is read in transitioned_at order.
+-- params: tenant_id, work_item_id, from_status, to_status, from_category, to_category, actor, id, transitioned_at
+-- One step of an item's status history (from NULL when the item is created). id: one taken
+-- with take_work_ids, or null for the tenant's next (its counter is already held: a create took
+-- it for the item just before). transitioned_at: the moment the step made (move_issue's
+-- updated_at; the item's created_at for its creation), never the transaction's start: a move
+-- that waited for the item's lock must sort after the move it waited for, as history is read in
+-- transitioned_at order.
 INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status,
-                                   from_category, to_category, actor, transitioned_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                   from_category, to_category, actor, id, transitioned_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 
 -- name: work_item_key_exists$
 -- params: issue_key
@@ -135,10 +137,10 @@ WHERE key = $1
 RETURNING id, key
 
 -- name: insert_comment^
--- params: tenant_id, work_item_id, author, body
--- A new comment on an item.
-INSERT INTO comments (tenant_id, work_item_id, author, body)
-VALUES ($1, $2, $3, $4)
+-- params: tenant_id, work_item_id, author, body, id
+-- A new comment on an item; id taken with take_work_ids before the item was locked.
+INSERT INTO comments (tenant_id, work_item_id, author, body, id)
+VALUES ($1, $2, $3, $4, $5)
 RETURNING id, author, body, created_at
 
 -- name: lock_link_ends
@@ -159,12 +161,13 @@ SELECT EXISTS (
 )
 
 -- name: insert_link^
--- params: tenant_id, link_type, outward_id, inward_id, created_by, source
+-- params: tenant_id, link_type, outward_id, inward_id, created_by, source, id
 -- A link "outward link_type inward", unless it exists; "relates" is symmetric, so the reverse
 -- pair counts as the same link. Returns nothing for a duplicate. source: 'local', or the kind of
--- source that holds the link (it was written there first), whose syncs may prune it.
-INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, created_by, source)
-SELECT $1::uuid, $2::text, $3::bigint, $4::bigint, $5::text, $6::text
+-- source that holds the link (it was written there first), whose syncs may prune it. id: taken
+-- with take_work_ids before the ends were locked.
+INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, created_by, source, id)
+SELECT $1::uuid, $2::text, $3::bigint, $4::bigint, $5::text, $6::text, $7::bigint
 WHERE NOT EXISTS (
     SELECT 1 FROM work_item_links
     WHERE link_type = $2::text

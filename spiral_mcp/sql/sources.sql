@@ -62,21 +62,22 @@ ON CONFLICT (tenant_id, project_key) DO NOTHING
 SELECT source_instance_id, source_ref FROM projects WHERE project_key = $1
 
 -- name: source_upsert_items
--- params: tenant_id, source, instance_id, source_ids, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_json, parent_keys, created, updated, resolved, due, raws
+-- params: tenant_id, source, instance_id, source_ids, keys, project_keys, numbers, titles, descriptions, types, statuses, categories, priorities, assignees, reporters, labels_json, parent_keys, created, updated, resolved, due, raws, ids
 -- One page of items in one statement (COPY is refused under row-level security). An unchanged
 -- item is left alone, so its version only moves when the source changed something; labels and
--- raw travel as JSON text because unnest flattens nested arrays.
-INSERT INTO work_items (tenant_id, source, source_instance_id, source_id, key, project_key, number,
-                        title, description, type, status, status_category, priority, assignee,
-                        reporter, labels, parent_key, created_at, updated_at, resolved_at, due_at,
-                        raw)
-SELECT $1, $2, $3, sid, k, p, n, t, d, ty, s, c, pr, a, r,
+-- raw travel as JSON text because unnest flattens nested arrays. ids: a stored item's own id (the
+-- row goes to the update), a new item's taken from the tenant's counter (take_work_ids).
+INSERT INTO work_items (tenant_id, id, source, source_instance_id, source_id, key, project_key,
+                        number, title, description, type, status, status_category, priority,
+                        assignee, reporter, labels, parent_key, created_at, updated_at,
+                        resolved_at, due_at, raw)
+SELECT $1, i, $2, $3, sid, k, p, n, t, d, ty, s, c, pr, a, r,
        ARRAY(SELECT jsonb_array_elements_text(l::jsonb)), pk, ca, ua, ra, da, rw::jsonb
 FROM unnest($4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::text[], $10::text[],
             $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
             $17::text[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
-            $21::timestamptz[], $22::text[])
-     AS x(sid, k, p, n, t, d, ty, s, c, pr, a, r, l, pk, ca, ua, ra, da, rw)
+            $21::timestamptz[], $22::text[], $23::bigint[])
+     AS x(sid, k, p, n, t, d, ty, s, c, pr, a, r, l, pk, ca, ua, ra, da, rw, i)
 ON CONFLICT (tenant_id, source_instance_id, source_id) DO UPDATE SET
     key = EXCLUDED.key, project_key = EXCLUDED.project_key, number = EXCLUDED.number,
     title = EXCLUDED.title, description = EXCLUDED.description, type = EXCLUDED.type,
@@ -112,33 +113,36 @@ CROSS JOIN LATERAL (SELECT id, key, parent_key, updated_at, status_category, typ
                     WHERE source_instance_id = $1 AND source_id = x.sid LIMIT 1) w
 
 -- name: source_upsert_comments!
--- params: tenant_id, item_ids, source_ids, authors, bodies, created, updated
-INSERT INTO comments (tenant_id, work_item_id, source_id, author, body, created_at, updated_at)
+-- params: tenant_id, item_ids, source_ids, authors, bodies, created, updated, ids
+-- ids: taken from the tenant's counter for every row (one that turns out stored keeps its own), or
+-- null, which the trigger fills one row at a time (a single comment).
+INSERT INTO comments (tenant_id, work_item_id, source_id, author, body, created_at, updated_at,
+                      id)
 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                         $7::timestamptz[])
+                         $7::timestamptz[], $8::bigint[])
 ON CONFLICT (tenant_id, work_item_id, source_id) WHERE source_id IS NOT NULL DO UPDATE SET
     author = EXCLUDED.author, body = EXCLUDED.body, updated_at = EXCLUDED.updated_at
 WHERE (comments.author, comments.body, comments.updated_at)
       IS DISTINCT FROM (EXCLUDED.author, EXCLUDED.body, EXCLUDED.updated_at)
 
 -- name: source_insert_transitions!
--- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats
+-- params: tenant_id, item_ids, from_statuses, to_statuses, from_categories, to_categories, actors, ats, ids
 -- History has no source id: a move already recorded (same item, moment and target) is skipped by
--- work_item_transitions_move, so a page synced twice adds nothing.
+-- work_item_transitions_move, so a page synced twice adds nothing (nor uses its id).
 INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status, from_category,
-                                   to_category, actor, transitioned_at)
+                                   to_category, actor, transitioned_at, id)
 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::timestamptz[])
+                         $8::timestamptz[], $9::bigint[])
 ON CONFLICT (tenant_id, work_item_id, transitioned_at, to_status) DO NOTHING
 
 -- name: source_bump_next_numbers!
--- params: project_keys
--- Keep mirrored projects' key counters past their highest number, read from the end of
--- (tenant_id, project_key, number): max() over the project would read all its items per page.
+-- params: project_keys, numbers
+-- Keep mirrored projects' key counters past the numbers of the items a page is about to write
+-- (every stored number is past already: each write of an item keeps its project so). Before
+-- the page takes its ids: project rows are locked before the tenant's id counter, as a create
+-- takes its number before its id (the lock order in spiral_mcp.ids).
 UPDATE projects p SET next_number = top.n + 1
-FROM (SELECT k, (SELECT number FROM work_items WHERE project_key = k
-                 ORDER BY number DESC LIMIT 1) AS n
-      FROM unnest($1::text[]) AS k) top
+FROM (SELECT k, max(n) AS n FROM unnest($1::text[], $2::int[]) AS x(k, n) GROUP BY k) top
 WHERE p.project_key = top.k AND p.next_number <= top.n
 
 -- name: source_prune_workflow_statuses!
@@ -209,14 +213,15 @@ WHERE id = ANY(ARRAY(
           AND r.inward_id = held.inward_id)))
 
 -- name: source_insert_links!
--- params: tenant_id, source, link_types, outward_keys, inward_keys
+-- params: tenant_id, source, link_types, outward_keys, inward_keys, ids
 -- Links whose two ends are stored, held by the source that reported them. One whose other end is
 -- not synced yet comes with that end's page: a source lists a link on both of its items. A link
 -- the store already holds locally stays local (and is never pruned). Each end is one probe of
--- (tenant_id, key), whatever the statistics say, as in source_stored_items.
-INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id, source)
-SELECT DISTINCT $1::uuid, x.t, o.id, i.id, $2::text
-FROM unnest($3::text[], $4::text[], $5::text[]) AS x(t, ok, ik)
+-- (tenant_id, key), whatever the statistics say, as in source_stored_items. ids: one per
+-- reported link, taken from the tenant's counter.
+INSERT INTO work_item_links (tenant_id, id, link_type, outward_id, inward_id, source)
+SELECT DISTINCT ON (x.t, o.id, i.id) $1::uuid, x.n, x.t, o.id, i.id, $2::text
+FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS x(t, ok, ik, n)
 CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ok LIMIT 1) o
 CROSS JOIN LATERAL (SELECT id FROM work_items WHERE key = x.ik LIMIT 1) i
 WHERE o.id <> i.id

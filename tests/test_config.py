@@ -1,0 +1,45 @@
+"""Settings: each bad value is one ConfigError naming its variable (the CLI prints it as one line,
+see test_cli); names that choose among a fixed set match whatever their case."""
+
+from __future__ import annotations
+
+import pytest
+
+from spiral_mcp.config import TOOLSETS, ConfigError, load_settings
+from spiral_mcp.handlers import builtin_tools
+from spiral_mcp.handlers.sql_templates import template_tools
+from spiral_mcp.templates import load_templates
+
+
+def test_the_toolsets_are_those_of_the_shipped_tools() -> None:
+    tools = [*builtin_tools(), *template_tools(load_templates(), observe=lambda *_: None)]
+    assert set(TOOLSETS) == {tool.toolset for tool in tools}
+
+
+def test_enabled_toolsets_match_whatever_their_case() -> None:
+    settings = load_settings(environ={"ENABLED_TOOLSETS": " Jira, SQL ,jira"})
+    assert settings.enabled_toolsets == ("jira", "sql")
+    assert load_settings(environ={}).enabled_toolsets == ()
+
+
+@pytest.mark.parametrize("raw", ["confluence", "jira,Confluence", "jira_search"])
+def test_an_unknown_toolset_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ={"ENABLED_TOOLSETS": raw})
+    message = str(refused.value)
+    assert message.startswith("ENABLED_TOOLSETS: unknown toolset ")
+    assert "expected some of explorer, jira, sources, sql" in message
+
+
+def test_bootstrap_tenant_needs_the_owner_role_with_your_own_postgresql() -> None:
+    runtime = "postgresql://spiral_app@db/spiral"
+    with pytest.raises(ConfigError, match=r"^BOOTSTRAP_TENANT: needs ADMIN_DATABASE_URL"):
+        load_settings(environ={"DATABASE_URL": runtime, "BOOTSTRAP_TENANT": "Acme"})
+    settings = load_settings(environ={
+        "DATABASE_URL": runtime, "ADMIN_DATABASE_URL": "postgresql://spiral_owner@db/spiral",
+        "BOOTSTRAP_TENANT": " Acme "})
+    assert settings.bootstrap_tenant == "Acme"
+    # The embedded database has its owner's URL itself.
+    assert load_settings(environ={"BOOTSTRAP_TENANT": "Acme"}).bootstrap_tenant == "Acme"
+    with pytest.raises(ConfigError, match=r"^BOOTSTRAP_TENANT: a tenant name has 1 to 200"):
+        load_settings(environ={"BOOTSTRAP_TENANT": "x" * 201})
