@@ -36,6 +36,11 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # A connection the server ended: its FATAL read while the connection was idle leaves the
+    # protocol consuming an error, and until the close arrives (it may lag: a container's port
+    # proxy) a statement is refused with "cannot switch to state 15; another operation (2) is in
+    # progress" (asyncpg then aborts the connection). Seen during every server restart.
+    asyncpg.InternalClientError,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -854,3 +855,50 @@ async def test_alias_calls_are_audited_under_the_tools_name(
     await ok(client, tenant, "jira.add_comment", issue_key="WEB-1", body="by alias")
     tools = await fetch(admin_conn, tenant.id, "SELECT tool FROM audit_log WHERE outcome = 'ok'")
     assert [r["tool"] for r in tools] == ["jira_add_comment"]
+
+
+async def test_racing_transitions_leave_history_in_commit_order(
+    aiohttp_client, database_urls, make_tenant
+) -> None:
+    """Twenty transitions of one item at once: each waits for the item's lock, so they commit
+    one after another, and the history (jira_get_issue, sql_get_issue_history) lists them in
+    that order: each move starts where the one before ended, the last ends in the item's
+    status, and updated_at never goes back. (A move stamped with its transaction's start, taken
+    before it waited for the lock, sorted before moves that committed earlier.)"""
+    from conftest import make_settings
+
+    from spiral_mcp.server.app import create_app
+
+    tenant = await make_tenant(demo=True)
+    settings = make_settings(database_urls, DB_POOL_MAX="10", RATE_LIMIT_WRITE="1000")
+    client = await aiohttp_client(create_app(settings, database_url=database_urls.runtime))
+    key = (await create(client, tenant))["key"]
+    # Each allowed from a status another one leads to: most of the moves go through.
+    targets = ["In Progress", "To Do", "In Progress", "Cancelled", "To Do"]
+    envelopes = await asyncio.gather(*(
+        call(client, tenant, "jira_transition_issue", issue_key=key,
+             status=targets[i % len(targets)]) for i in range(20)))
+    assert {e["error"]["code"] for e in envelopes if not e["success"]} <= {"VALIDATION_ERROR"}
+    moves = sorted((e["data"] for e in envelopes if e["success"]), key=lambda m: m["version"])
+    assert len(moves) >= 5, envelopes
+    # In commit order (the version counts the moves under the item's lock): a chain, and
+    # updated_at only moves forward.
+    for before, after in itertools.pairwise(moves):
+        assert after["from_status"] == before["to_status"]
+        assert dt.datetime.fromisoformat(after["updated_at"]) \
+            > dt.datetime.fromisoformat(before["updated_at"]), (before, after)
+
+    issue = await ok(client, tenant, "jira_get_issue", issue_key=key, include_history=True)
+    expected = [(None, "To Do")] + [(m["from_status"], m["to_status"]) for m in moves]
+    assert [(h["from_status"], h["to_status"]) for h in issue["history"]] == expected
+    assert issue["status"] == moves[-1]["to_status"]
+    assert issue["updated_at"] == moves[-1]["updated_at"]
+    # Each move is stamped with the moment it made, the item's updated_at of that move.
+    assert [h["transitioned_at"] for h in issue["history"][1:]] == [
+        m["updated_at"] for m in moves]
+
+    history = await call(client, tenant, "sql_get_issue_history", issue_key=key)
+    assert history["success"], history
+    history = history["data"]
+    assert [(r["from_status"], r["to_status"]) for r in history["rows"]] == expected
+    assert [r["is_current"] for r in history["rows"]] == [False] * len(moves) + [True]

@@ -4,13 +4,15 @@ Redis that goes away never turns into a 500."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import pytest
 import redis.asyncio as redis
 from conftest import make_settings
+from faults import OwnRedis
 
-from spiral_mcp.ratelimit import Decision, LocalBuckets, RedisBuckets
+from spiral_mcp.ratelimit import Decision, LocalBuckets, RateLimiter, RedisBuckets
 from spiral_mcp.server.app import create_app
 
 # Keys verified once and a patient pool: the 100-call bursts measure the limiter, not how fast
@@ -146,7 +148,9 @@ async def test_checks_of_one_bucket_in_a_batch_are_one_entry_and_exact(redis_cli
     assert all(0 < d.retry_after <= 3600 for d in decisions if not d.allowed)
     # The 80 checks each limiter received in one turn of the loop went as one entry (5
     # arguments: key count, interval, window, calls waiting, tokens asked for ahead).
-    assert first_calls == second_calls == [[2, 72_000_000, 3_600_000_000, 80, 0]]
+    # Then per bucket how far ahead the limiter knew it (nothing yet) and whether it was taken
+    # in process since Redis last said (no).
+    assert first_calls == second_calls == [[2, 72_000_000, 3_600_000_000, 80, 0, 0, 0, 0, 0]]
     # Exhausted: a later check is refused too.
     assert not (await first.take(keys, interval=3600 / 50, window=3600)).allowed
 
@@ -188,7 +192,7 @@ async def test_a_lease_expires(redis_client) -> None:
     clock.now += 1.5
     assert (await buckets.take(keys, interval=3.6, window=3600)).allowed
     assert len(calls) == 4  # expired with 2 unspent: asks for 1
-    assert calls[-1][3:] == [1, 1]
+    assert calls[-1][3:5] == [1, 1]
 
 
 def test_local_buckets_refuse_with_the_wait_and_refill() -> None:
@@ -202,3 +206,59 @@ def test_local_buckets_refuse_with_the_wait_and_refill() -> None:
     clock.now += 10
     assert buckets.take(keys, interval=10, window=20).allowed
     assert not buckets.take(keys, interval=10, window=20).allowed
+
+
+# -- Redis going away and coming back empty ------------------------------------------------------
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of this test's own, which it may stop: the machine's Redis is shared."""
+    if not OwnRedis.available():
+        pytest.skip("no redis-server to start")
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("limit", [20, 200])  # checked in Redis each time / leased ahead
+async def test_an_outage_and_an_empty_redis_let_no_burst_through(
+    own_redis, caplog, limit: int
+) -> None:
+    """The budget spent through Redis stays spent when Redis goes away (the in-process buckets
+    start from what Redis last said, not full) and when it comes back empty (its buckets are
+    started from the process's): a burst passed both times, 653 calls in a second against
+    60/s. The outage is logged once, and once when it ends."""
+    caplog.set_level(logging.INFO, logger="spiral_mcp.ratelimit")
+    clients = [redis.Redis.from_url(own_redis.url, socket_timeout=0.5,
+                                    socket_connect_timeout=0.5) for _ in range(2)]
+    failures: list[int] = []
+    limiter = RateLimiter(limits={"read": limit}, window=3600,
+                          redis_buckets=RedisBuckets(clients[0]),
+                          on_backend_error=lambda: failures.append(1), retry_backend_after=0.2)
+    tenant_id, key_id = uuid.uuid4(), uuid.uuid4()
+
+    async def burst(calls: int, *, of=limiter, key: uuid.UUID = key_id) -> int:
+        return sum([(await of.check(tenant_id=tenant_id, key_id=key, call_class="read")).allowed
+                    for _ in range(calls)])
+
+    try:
+        assert await burst(limit + 10) == limit
+        own_redis.stop()
+        assert await burst(limit + 10) == 0
+        await asyncio.sleep(0.3)  # Redis is asked again, and fails again
+        assert await burst(10, key=uuid.uuid4()) == 0  # the tenant's bucket is spent too
+        assert len(failures) >= 2
+        own_redis.start()  # empty
+        await asyncio.sleep(0.3)
+        assert await burst(limit + 10) == 0
+        # Redis holds the spent buckets again: another process is refused as well.
+        other = RateLimiter(limits={"read": limit}, window=3600,
+                            redis_buckets=RedisBuckets(clients[1]))
+        assert await burst(10, of=other) == 0
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert [r.getMessage() for r in caplog.records if r.name == "spiral_mcp.ratelimit"] == [
+        "Redis unreachable; rate limits are kept in process for now",
+        "Redis reachable again; rate limits are shared again"]

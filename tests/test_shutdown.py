@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-from conftest import make_settings
+from conftest import ROOT, make_settings
 from serving import ProductionLikeServer
 
 from spiral_mcp.auth import Principal
@@ -36,20 +38,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+async def _serve(database_urls, port: int, **settings: str) -> asyncio.subprocess.Process:
+    """`spiral-mcp serve` of this source tree (not whichever the environment installed)."""
+    script = Path(sys.executable).with_name("spiral-mcp")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "spiral_mcp"]
+    env = {**os.environ, "DATABASE_URL": database_urls.runtime,
+           "EXPLORER_DATABASE_URL": database_urls.explorer or "", "PORT": str(port),
+           "LOG_LEVEL": "info", **settings,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("ADMIN_DATABASE_URL", None)
+    return await asyncio.create_subprocess_exec(
+        *command, "serve", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+
+
 async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(
     database_urls, make_tenant, admin_conn
 ) -> None:
     tenant = await make_tenant(demo=True)
     port = _free_port()
-    script = Path(sys.executable).with_name("spiral-mcp")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "spiral_mcp"]
-    env = {**os.environ, "DATABASE_URL": database_urls.runtime,
-           "EXPLORER_DATABASE_URL": database_urls.explorer or "", "PORT": str(port),
-           "SHUTDOWN_TIMEOUT": "20", "EXPLORER_TIMEOUT_S": "30", "LOG_LEVEL": "info"}
-    env.pop("ADMIN_DATABASE_URL", None)
-    process = await asyncio.create_subprocess_exec(
-        *command, "serve", env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+    process = await _serve(database_urls, port, SHUTDOWN_TIMEOUT="20", EXPLORER_TIMEOUT_S="30")
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -183,3 +191,98 @@ async def test_shutdown_lets_calls_on_sessions_finish_and_ends_idle_streams(
             await asyncio.wait_for(shutdown, 15)
     finally:
         await server.close()
+
+
+async def test_sigterm_cuts_the_calls_still_running_when_the_grace_period_ends(
+    database_urls, make_tenant, admin_conn
+) -> None:
+    """SHUTDOWN_TIMEOUT is kept: calls still running when it ends (here held by a table lock)
+    are cut, answered (CONNECTION_ERROR, the server is shutting down) on /execute and on an MCP
+    session alike, and audited, and the process exits 0 within the wind-down. They were cut
+    with no answer and no audit row, and the process took 13.8 s and 24.5 s with 10 s set."""
+    from spiral_mcp.server.shutdown import WIND_DOWN_SECONDS
+
+    grace = 2.0
+    tenant = await make_tenant(demo=True)
+    port = _free_port()
+    process = await _serve(database_urls, port, SHUTDOWN_TIMEOUT=str(grace),
+                           DB_STATEMENT_TIMEOUT="60")
+    base = f"http://127.0.0.1:{port}"
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "jira_get_issue", "arguments": {"issue_key": "WEB-1"}}}
+    lock = admin_conn.transaction()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{base}/ready") as resp:
+                        if resp.status == 200:
+                            break
+                        last = await resp.text()
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                process.kill()
+                pytest.fail("the server did not become ready: "
+                            + last)
+            mcp = {**tenant.headers, "Accept": "application/json, text/event-stream"}
+            init = await http.post(f"{base}/mcp", headers=mcp, json={
+                "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}})
+            mcp = {**mcp, "Mcp-Session-Id": init.headers["Mcp-Session-Id"],
+                   "MCP-Protocol-Version": "2025-11-25"}
+            await http.post(f"{base}/mcp", headers=mcp,
+                            json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+            await lock.start()
+            await admin_conn.execute("LOCK TABLE work_items IN ACCESS EXCLUSIVE MODE")
+            calls = [asyncio.ensure_future(http.post(f"{base}/execute", headers=tenant.headers,
+                                                     json=call)),
+                     asyncio.ensure_future(http.post(f"{base}/mcp", headers=mcp, json=call))]
+            await asyncio.sleep(1)  # both wait for the lock
+            assert not any(c.done() for c in calls)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+
+            for answered in asyncio.as_completed(calls, timeout=grace + WIND_DOWN_SECONDS):
+                resp = await answered
+                assert resp.status == 200
+                envelope = (await resp.json())["result"]["structuredContent"]
+                assert envelope["success"] is False
+                assert envelope["error"]["code"] == "CONNECTION_ERROR"
+                assert "shutting down" in envelope["error"]["message"]
+                assert grace - 0.5 <= time.monotonic() - signalled <= grace + 2
+            assert await asyncio.wait_for(process.wait(), grace + WIND_DOWN_SECONDS) == 0
+            assert time.monotonic() - signalled <= grace + WIND_DOWN_SECONDS
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if lock._managed is False and admin_conn.is_in_transaction():
+            await lock.rollback()
+    output = (await process.stdout.read() + await process.stderr.read()).decode()
+    assert "Traceback" not in output
+    assert '"msg":"stopped"' in output
+
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        rows = await admin_conn.fetch("SELECT outcome, error_code FROM audit_log "
+                                      "WHERE tool = 'jira_get_issue'")
+    assert [tuple(r) for r in rows] == [("error", "CONNECTION_ERROR")] * 2
+
+
+def test_compose_gives_the_server_longer_than_its_shutdown_takes() -> None:
+    """Docker kills a container that has not stopped within its stop grace period (10 s unless
+    set): the server's SHUTDOWN_TIMEOUT and wind-down must fit inside it, or calls are cut with
+    no answer and no audit row."""
+    from spiral_mcp.server.shutdown import WIND_DOWN_SECONDS
+
+    compose = (ROOT / "docker-compose.yml").read_text()
+    server = re.search(r"^  server:\n((?:    .*\n|\s*\n)+)", compose, re.MULTILINE)
+    assert server is not None
+    period = re.search(r"^    stop_grace_period: (\d+)s$", server.group(1), re.MULTILINE)
+    timeout = re.search(r'^      SHUTDOWN_TIMEOUT: "([\d.]+)"$', server.group(1), re.MULTILINE)
+    assert period is not None and timeout is not None
+    assert int(period.group(1)) > float(timeout.group(1)) + WIND_DOWN_SECONDS

@@ -154,7 +154,8 @@ class Explorer:
                 if not conn.is_closed() and conn.is_in_transaction():
                     # On failure the pool's reset rolls back or drops the connection.
                     with contextlib.suppress(OSError, asyncpg.PostgresError,
-                                             asyncpg.InterfaceError):
+                                             asyncpg.InterfaceError,
+                                             asyncpg.InternalClientError):
                         await self.queries.explorer_rollback(conn)
 
     async def query(self, tenant_id: uuid.UUID, sql: str, *, max_rows: int | None = None

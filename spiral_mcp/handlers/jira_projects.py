@@ -122,6 +122,7 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
                 conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=row["status"],
                 to_status=move["to_status"], from_category=row["status_category"],
                 to_category=move["to_category"], actor=ctx.principal.user, id=first_id,
+                transitioned_at=moved["updated_at"],
             )
             comment_id = None
             if comment:

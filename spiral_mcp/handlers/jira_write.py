@@ -217,7 +217,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
             await queries.insert_issue_transition(
                 conn, tenant_id=ctx.tenant_id, work_item_id=row["id"], from_status=None,
                 to_status=row["status"], from_category=None, to_category=row["status_category"],
-                actor=ctx.principal.user, id=None,
+                actor=ctx.principal.user, id=None, transitioned_at=row["created_at"],
             )
             issue = row_dict(row, drop=("id",))
             await ctx.commit_write(conn, arguments=args, result=issue, after=issue)

@@ -237,6 +237,15 @@ def _too_deep(arguments: Any) -> str | None:
     return None
 
 
+def _shutting_down() -> dict[str, Any]:
+    """The error of a call cut at the end of shutdown's grace period, or refused after it."""
+    return ServiceError(
+        ErrorCode.CONNECTION_ERROR,
+        "the server is shutting down; the call was stopped before it finished (retry it)",
+        retry_after=1.0,
+    ).to_dict()
+
+
 def _invalid_arguments(tool: str, details: list[dict[str, str]]) -> ServiceError:
     return ServiceError(
         ErrorCode.VALIDATION_ERROR,
@@ -301,6 +310,13 @@ class ToolRegistry:
         self._metrics = metrics
         self._tools: dict[str, _Compiled] = {}
         self._aliases: dict[str, str] = {}
+        # The task of every call running now (a task runs one call at a time), and those cut
+        # by shutdown (see stop_calls); once cut, no call starts.
+        self._running: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         for tool in tools:
             if enabled_toolsets is not None and tool.toolset not in enabled_toolsets:
                 continue
@@ -406,6 +422,22 @@ class ToolRegistry:
                 details=[{"share": exc.kind, "limit": exc.limit}],
             ) from None
 
+    def stop_calls(self) -> int:
+        """Shutdown's grace period is over: cut every call still running (each is answered
+        CONNECTION_ERROR and audited, as its handler's cleanup, a rollback, completes) and
+        refuse calls from now on. How many were cut."""
+        self._stopped = True
+        cut = 0
+        for task in self._running - self._cut:
+            self._cut.add(task)
+            task.cancel()
+            cut += 1
+        return cut
+
+    async def calls_ended(self) -> None:
+        """Return once no call runs."""
+        await self._idle.wait()
+
     async def call(self, name: str, arguments: Any, ctx: ToolContext) -> dict[str, Any]:
         """Run one tool call; return the MCP CallToolResult."""
         compiled = self._tools.get(self._aliases.get(name, name))
@@ -415,6 +447,27 @@ class ToolRegistry:
         ctx.tool = tool.name  # called by an alias, it is still audited under its own name
         started = time.perf_counter()
         arguments = {} if arguments is None else arguments
+        if self._stopped:
+            # The rest of a batch, or a request that slipped in: nothing starts once calls
+            # are cut.
+            return self._result(tool, ctx, _shutting_down(), arguments, started)
+        # Every suspension point of the call is inside the try below, so a cancel of this task
+        # while it is registered lands there (see stop_calls).
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        self._idle.clear()
+        try:
+            return await self._call(tool, compiled, ctx, arguments, started, task)
+        finally:
+            self._running.discard(task)
+            self._cut.discard(task)
+            if not self._running:
+                self._idle.set()
+
+    async def _call(self, tool: Tool, compiled: _Compiled, ctx: ToolContext,
+                    arguments: Any, started: float, task: asyncio.Task[Any]
+                    ) -> dict[str, Any]:
         try:
             # Named, not hidden: every tenant is served the same tools, so saying which scope a
             # tool needs tells a key nothing about anyone's data, and "unknown tool" for a tool
@@ -437,20 +490,33 @@ class ToolRegistry:
             }
             if ctx.replayed:
                 envelope["replayed"] = True
-            error_code = None
         except ServiceError as exc:
             envelope = {"success": False, "error": exc.to_dict()}
-            error_code = str(exc.code)
         except asyncio.CancelledError:
-            # Cancelled by the client: no answer goes out, but the call is still accounted for.
-            self._account(tool, ctx, arguments, "CANCELLED", time.perf_counter() - started)
-            raise
+            if task not in self._cut:
+                # Cancelled by the client: no answer goes out, but the call is still accounted
+                # for.
+                self._account(tool, ctx, arguments, "CANCELLED", time.perf_counter() - started)
+                raise
+            envelope = {"success": False, "error": _shutting_down()}
         except Exception:
             log.exception("tool failed", extra={"tool": tool.name})
             envelope = {"success": False, "error": ServiceError(
                 ErrorCode.INTERNAL_ERROR, "the tool failed unexpectedly; the error is logged",
             ).to_dict()}
-            error_code = str(ErrorCode.INTERNAL_ERROR)
+        if task in self._cut:
+            # Cut by shutdown. The handler may have turned the cancel into an error of its own
+            # (the rollback it interrupted) or, done already, let it pass: either way the call
+            # is answered now, and its task is no longer being cancelled.
+            task.uncancel()
+            if not envelope["success"]:
+                envelope = {"success": False, "error": _shutting_down()}
+        return self._result(tool, ctx, envelope, arguments, started)
+
+    def _result(self, tool: Tool, ctx: ToolContext, envelope: dict[str, Any], arguments: Any,
+                started: float) -> dict[str, Any]:
+        """Account for the call (metrics, audit) and wrap its envelope as a CallToolResult."""
+        error_code = None if envelope["success"] else envelope["error"]["code"]
         self._account(tool, ctx, arguments, error_code, time.perf_counter() - started)
         content = [{"type": "text", "text": orjson.dumps(envelope).decode()}]
         if error_code is None:

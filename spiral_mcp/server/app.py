@@ -2,7 +2,7 @@
 
 Resources are cleanup contexts, entered in order and left in reverse: the database first, then
 what uses it (key verification with its background flush, the background source sync, rate
-limits).
+limits). On the way out each takes its step of shutdown's wind-down (``shutdown.py``).
 """
 
 from __future__ import annotations
@@ -54,11 +54,13 @@ from .keys import (
     REDIS,
     SESSIONS,
     SETTINGS,
+    SHUTDOWN,
     SOURCES,
     TEMPLATES,
 )
 from .metrics import Metrics
 from .middleware import authenticate, cors_headers, origin_guard, request_context
+from .shutdown import ShutdownClock
 
 __all__ = ["create_app"]
 
@@ -88,6 +90,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[SHUTDOWN] = ShutdownClock(settings.shutdown_timeout)
     app[HEAD_MIGRATIONS] = migrate.head_ids()
     sources = app[SOURCES] = SourceAccess.from_settings(settings)
     if tools is None:
@@ -138,7 +141,7 @@ def _database(url: str):
             finally:
                 await db.close()
         finally:
-            await close_pool(pool, grace=settings.shutdown_timeout)
+            await close_pool(pool, grace=app[SHUTDOWN].left(2.0))
 
     return database
 
@@ -173,7 +176,7 @@ def _explorer(url: str, *, configured: bool):
         try:
             yield
         finally:
-            await close_pool(pool, grace=settings.shutdown_timeout)
+            await close_pool(pool, grace=app[SHUTDOWN].left(1.0))
 
     return explorer
 
@@ -212,7 +215,10 @@ async def _authenticator(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    await authenticator.flush_last_used()
+    # Only a key's last use is lost if the database does not answer in time.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(app[SHUTDOWN].left(1.0)):
+            await authenticator.flush_last_used()
 
 
 def _source_sync(url: str, sources: SourceAccess):
@@ -265,7 +271,12 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
 def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptRegistry):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        audit = AuditWriter(app[DATABASE])
+        metrics = app[METRICS]
+        audit = AuditWriter(
+            app[DATABASE],
+            on_failure=lambda reason: metrics.audit_write_failures.labels(reason).inc(),
+            on_dropped=lambda reason, rows: metrics.audit_rows_dropped.labels(reason).inc(rows))
+        metrics.watch_audit(lambda: audit.queued)
         idempotency = IdempotencyStore(app[DATABASE], ttl=settings.idempotency_ttl)
         registry = ToolRegistry(
             tools,
@@ -293,19 +304,28 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         reaper = asyncio.create_task(idempotency.reap_periodically(_REAP_SECONDS))
         yield
         reaper.cancel()
-        # The grace period is over (aiohttp waited SHUTDOWN_TIMEOUT for requests): what still
-        # runs on a session is cancelled now.
+        clock = app[SHUTDOWN]
+        clock.wind_down()
+        # The grace period is over, or every request has ended: a call still running (there is
+        # none unless shutdown began elsewhere than SIGTERM) is cut, answered and audited.
+        registry.stop_calls()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(clock.left(2.0)):
+                await registry.calls_ended()
         sessions.close_all()
-        await background.close(grace=settings.shutdown_timeout)
+        await background.close(grace=clock.left(1.0))
         # Last: every call has ended, so every audit row is queued; write them before the pool
         # closes.
-        await audit.stop()
+        await audit.stop(grace=clock.left(3.0))
 
     return protocol
 
 
 async def _drain_sessions(app: web.Application) -> None:
     """SIGTERM: sessions take no new calls and their idle streams finish cleanly rather than
-    being cut; running calls get SHUTDOWN_TIMEOUT (aiohttp runs this before it waits)."""
+    being cut; calls in flight get SHUTDOWN_TIMEOUT (aiohttp runs this before it waits for
+    requests), then are cut (each answered and audited)."""
     if SESSIONS in app:
         app[SESSIONS].drain_all()
+    if DISPATCHER in app:
+        app[SHUTDOWN].begin(app[DISPATCHER].registry.stop_calls)

@@ -17,6 +17,7 @@ from ..ratelimit import RateLimiter
 from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
 from .metrics import Metrics
+from .shutdown import ShutdownClock
 
 __all__ = [
     "AUTHENTICATOR",
@@ -34,6 +35,7 @@ __all__ = [
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
+    "SHUTDOWN",
     "TEMPLATES",
 ]
 
@@ -50,6 +52,7 @@ SESSIONS = web.AppKey("sessions", SessionStore)
 BACKGROUND = web.AppKey("background", BackgroundTasks)
 TEMPLATES = web.AppKey("templates", list)
 SOURCES = web.AppKey("sources", SourceAccess)
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

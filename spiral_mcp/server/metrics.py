@@ -174,6 +174,15 @@ class _SessionCollector(Collector):
         yield family
 
 
+class _AuditCollector(Collector):
+    def __init__(self, queued: Callable[[], int]) -> None:
+        self._queued = queued
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("audit_rows_queued", "Audit rows waiting to be written",
+                                value=self._queued())
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -207,10 +216,26 @@ class Metrics:
             "Rate-limit checks that fell back to in-process buckets because Redis failed",
             registry=self.registry,
         )
+        self.audit_write_failures = Counter(
+            "audit_write_failures_total",
+            "Attempts to write queued audit rows that failed, by reason (unreachable: no "
+            "database; refused: the database refused the statement); the rows are kept",
+            ["reason"], registry=self.registry,
+        )
+        self.audit_rows_dropped = Counter(
+            "audit_rows_dropped_total",
+            "Audit rows given up, by reason (invalid: refused for their values; queue_full: "
+            "the queue's bound reached during an outage; shutdown: not written before exit)",
+            ["reason"], registry=self.registry,
+        )
 
     def watch_sessions(self, count: Callable[[str], int]) -> None:
         """Report open MCP sessions; ``count(transport)`` is read at scrape time."""
         self.registry.register(_SessionCollector(count))
+
+    def watch_audit(self, queued: Callable[[], int]) -> None:
+        """Report the audit rows waiting to be written; ``queued`` is read at scrape time."""
+        self.registry.register(_AuditCollector(queued))
 
     def watch_pool(self, sizes: Callable[[], tuple[int, int] | None]) -> None:
         """Report the database pool; ``sizes`` returns (open, idle) or None when there is none."""

@@ -3,8 +3,10 @@ on SIGTERM.
 
 The address is checked first: a port another process holds is said in one line before any
 database is started, created, migrated or a key printed (and lost). aiohttp's runner stops
-accepting on SIGTERM/SIGINT, gives in-flight requests SHUTDOWN_TIMEOUT seconds, then runs the
-cleanup contexts in reverse (flush, close the pool).
+accepting on SIGTERM/SIGINT and waits for in-flight requests, then runs the cleanup contexts in
+reverse (flush, close the pool). The app cuts the calls still running when SHUTDOWN_TIMEOUT is
+over (``shutdown.py``), so their requests end then; aiohttp's own wait, longer by the wind-down,
+is only a backstop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..templates import TemplateError
 from .app import create_app
 from .first_start import bootstrap, print_listening
 from .logs import configure_logging
+from .shutdown import WIND_DOWN_SECONDS
 
 __all__ = ["ListenError", "check_address", "serve"]
 
@@ -127,7 +130,7 @@ def serve(settings: Settings) -> None:
             loop=loop,
             host=settings.host,
             port=settings.port,
-            shutdown_timeout=settings.shutdown_timeout,
+            shutdown_timeout=settings.shutdown_timeout + WIND_DOWN_SECONDS,
             access_log=None,
             # Called once the server listens: our one line instead of aiohttp's banner.
             print=lambda _banner: print_listening(settings),

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 # Failures an operator fixes at the source or in its configuration: one line, no traceback.
 _EXPECTED = (SourceError, SyncError, CredentialError, SourceAdminError, SourceNotFound)
 # The database being away: the schedule is read again at the next look.
-_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError)
 # The shortest sleep between looks at the schedule (instances due within it start together).
 _MIN_LOOK = 0.05
 
@@ -163,7 +164,8 @@ class SyncScheduler:
             # The messages name the failure and never carry credentials.
             log.warning("source sync failed", extra={**fields, "error": str(exc)})
             return None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError) as exc:
             log.error("source sync failed", exc_info=exc, extra=fields)
             return None
         log.info("source synced", extra={**fields, "pages": progress.pages,

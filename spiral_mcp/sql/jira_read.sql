@@ -18,7 +18,8 @@ LIMIT $2
 
 -- name: issue_transitions
 -- params: work_item_id
--- An item's status history, oldest first.
+-- An item's status history, oldest first: transitioned_at orders one item's local moves as they
+-- committed (move_issue); id only separates moves a source recorded at one instant.
 SELECT from_status, to_status, from_category, to_category, actor, transitioned_at
 FROM work_item_transitions
 WHERE work_item_id = $1

@@ -34,13 +34,16 @@ RETURNING id, key, project_key, title AS summary, description, type, status, sta
           due_at, custom_fields, source, source_id, version
 
 -- name: insert_issue_transition!
--- params: tenant_id, work_item_id, from_status, to_status, from_category, to_category, actor, id
+-- params: tenant_id, work_item_id, from_status, to_status, from_category, to_category, actor, id, transitioned_at
 -- One step of an item's status history (from NULL when the item is created). id: one taken
 -- with take_work_ids, or null for the tenant's next (its counter is already held: a create took
--- it for the item just before).
+-- it for the item just before). transitioned_at: the moment the step made (move_issue's
+-- updated_at; the item's created_at for its creation), never the transaction's start: a move
+-- that waited for the item's lock must sort after the move it waited for, as history is read in
+-- transitioned_at order.
 INSERT INTO work_item_transitions (tenant_id, work_item_id, from_status, to_status,
-                                   from_category, to_category, actor, id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                   from_category, to_category, actor, id, transitioned_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 
 -- name: work_item_key_exists$
 -- params: issue_key
@@ -87,7 +90,9 @@ UPDATE work_items SET
     custom_fields = CASE WHEN $3::jsonb ? 'custom_fields' THEN $3::jsonb -> 'custom_fields'
                          ELSE custom_fields END,
     version = version + 1,
-    updated_at = now()
+    -- The moment of the change, after the item's lock was granted (now() is the transaction's
+    -- start, before any wait for it), and never before the change it follows.
+    updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')
 WHERE key = $1 AND version = $2::integer
 RETURNING version, updated_at
 
@@ -102,22 +107,34 @@ ORDER BY s.position, t.transition_id
 
 -- name: move_issue^
 -- params: work_item_id, expected_version, status, status_category
--- Move an item to a status (compare-and-set on the version). resolved_at is set on entering done
--- or cancelled, kept while moving between those two, and cleared on leaving them.
+-- Move an item to a status (compare-and-set on the version), under the item's lock (lock_issue).
+-- The move's moment is read after the lock was granted (clock_timestamp(); now() is the
+-- transaction's start, before it waited) and is later than the item's last change, so moves
+-- of one item are stamped in the order they commit and updated_at never goes back; it is the
+-- new updated_at, and the transitioned_at of the move's history row. resolved_at is set to it on
+-- entering done or cancelled, kept while moving between those two, and cleared on leaving them.
+WITH stamp AS (SELECT clock_timestamp() AS at)  -- volatile: evaluated once
 UPDATE work_items SET
     status = $3,
     status_category = $4::text,
-    resolved_at = CASE WHEN $4::text IN ('done', 'cancelled') THEN coalesce(resolved_at, now())
+    resolved_at = CASE WHEN $4::text IN ('done', 'cancelled')
+                       THEN coalesce(resolved_at,
+                                     greatest(stamp.at, updated_at + interval '1 microsecond'))
                   END,
     version = version + 1,
-    updated_at = now()
+    updated_at = greatest(stamp.at, updated_at + interval '1 microsecond')
+FROM stamp
 WHERE id = $1 AND version = $2::integer
 RETURNING version, updated_at, resolved_at
 
 -- name: touch_issue^
 -- params: issue_key
--- Mark an item updated (a comment was added) and lock it for the rest of the transaction.
-UPDATE work_items SET updated_at = now() WHERE key = $1 RETURNING id, key
+-- Mark an item updated (a comment was added) and lock it for the rest of the transaction; the
+-- moment as in update_issue_fields.
+UPDATE work_items
+SET updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')
+WHERE key = $1
+RETURNING id, key
 
 -- name: insert_comment^
 -- params: tenant_id, work_item_id, author, body, id

@@ -3,7 +3,10 @@
 -- row_cap: 500
 -- description: The timeline of one work item: one row per recorded status transition, oldest
 --   first (the most recent `limit` transitions when there are more), with how long the item
---   stayed in each status. Durations are in hours, rounded to 0.01 (half away from zero; totals
+--   stayed in each status. Transitions come in the order they were made, which for moves made
+--   here is the order they committed (each is stamped once it holds the item, after the move
+--   before it), so each starts where the previous one ended and the last is the item's current
+--   status; a mirrored item's come with its source's times. Durations are in hours, rounded to 0.01 (half away from zero; totals
 --   add up the unrounded stays).
 --
 --   Columns:
@@ -36,6 +39,8 @@ WITH item AS (
            lead(t.transitioned_at) OVER history AS next_at
     FROM work_item_transitions AS t
     JOIN item ON t.work_item_id = item.id
+    -- transitioned_at is the commit order of one item's local moves (jira_write.sql,
+    -- move_issue); id only separates moves a source recorded at one instant.
     WINDOW history AS (ORDER BY t.transitioned_at, t.id)
 ), stays AS (
     SELECT m.*,
