@@ -28,6 +28,15 @@ GRANT CONNECT ON DATABASE spiral TO spiral_app, spiral_explorer;
 -- Explorer sessions publish no query text: every tenant's explorer sessions share one role, and
 -- a role may read its own sessions' query text in pg_stat_activity.
 ALTER ROLE spiral_explorer SET track_activities = off;
+-- What one explorer query may take: sorts and hashes spill to disk early, the disk they spill to
+-- is bounded, no parallel workers (processes outside the backend's memory limit, below), and a
+-- backend whose client has gone (a query abandoned at its time limit) ends within a second.
+-- Keep in step with roles.EXPLORER_SETTINGS.
+ALTER ROLE spiral_explorer SET work_mem = '4MB';
+ALTER ROLE spiral_explorer SET hash_mem_multiplier = '1';
+ALTER ROLE spiral_explorer SET temp_file_limit = '1GB';
+ALTER ROLE spiral_explorer SET max_parallel_workers_per_gather = '0';
+ALTER ROLE spiral_explorer SET client_connection_check_interval = '1s';
 
 -- Built-in functions the explorer role must not run even if a query ever got past the explorer's
 -- check (reading or ending other sessions, running SQL given as text, sleeping, dblink). PUBLIC's
@@ -56,3 +65,22 @@ BEGIN
 END $$;
 REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
 GRANT SELECT ON pg_catalog.pg_stat_activity TO spiral_owner, spiral_app, pg_monitor;
+
+-- Each explorer backend's private memory is limited to 256 MiB (RLIMIT_DATA, set with prlimit as
+-- its connection opens; an allocation past it is an "out of memory" error of that query). Owned
+-- by the superuser: the owner may not run programs. Keep in step with roles._GUARD_FUNCTIONS and
+-- roles.EXPLORER_MEMORY_LIMIT.
+CREATE SCHEMA IF NOT EXISTS explorer_guard;
+REVOKE ALL ON SCHEMA explorer_guard FROM PUBLIC;
+GRANT USAGE ON SCHEMA explorer_guard TO "spiral_explorer";
+CREATE OR REPLACE FUNCTION explorer_guard.limit_memory() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('COPY (SELECT WHERE false) TO PROGRAM %L',
+                   format('prlimit --pid %s --data=%s:%s', pg_backend_pid(),
+                          268435456, 268435456));
+    RETURN 268435456;
+END
+$$;
+REVOKE ALL ON FUNCTION explorer_guard.limit_memory() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION explorer_guard.limit_memory() TO "spiral_explorer";

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
@@ -80,13 +80,21 @@ async def create_pool(
     statement_timeout: float,
     application_name: str = "spiral-mcp",
     server_settings: Mapping[str, str] | None = None,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
     **pool_options: Any,
 ) -> asyncpg.Pool:
     """A pool whose connections give up fast: connecting within ``connect_timeout`` and each
     statement within ``statement_timeout`` (server-side, with a client-side backstop).
 
-    ``server_settings`` add to the session settings; ``pool_options`` go to asyncpg as they are
-    (the explorer pool sets its reset and turns the statement cache off)."""
+    ``server_settings`` add to the session settings; ``init`` runs on each new connection after
+    the codecs are set; ``pool_options`` go to asyncpg as they are (the explorer pool sets its
+    reset and turns the statement cache off)."""
+
+    async def init_all(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        if init is not None:
+            await init(conn)
+
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -94,7 +102,7 @@ async def create_pool(
         timeout=connect_timeout,
         command_timeout=statement_timeout + 1.0,
         max_inactive_connection_lifetime=60.0,
-        init=init_connection,
+        init=init_all,
         server_settings={
             "application_name": application_name,
             # Our statements are short; JIT compilation cost up to a second on report queries.

@@ -78,6 +78,10 @@ HINTS = [
     "Times are timestamptz; date_trunc('week', created_at) groups by week, "
     "now() - interval '30 days' looks back.",
     "Only SELECT (or EXPLAIN without ANALYZE) over these tables, with the listed functions.",
+    "Functions that make long text from a size or a pattern (repeat, lpad, rpad, replace, "
+    "regexp_replace, regexp_match, array_to_string, array_replace) refuse a result over 1 MiB; "
+    "a query may use 256 MiB of database memory: aggregate or filter before building "
+    "large values.",
 ]
 
 

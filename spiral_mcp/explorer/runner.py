@@ -10,7 +10,8 @@ settings, prepared statements, cursors, temporary objects, advisory locks, LISTE
 A SELECT is prepared as written (for its columns, and PostgreSQL's positions in its errors), then
 run inside a wrapper that sends each row as one record, or NULL when its text is beyond the
 result's size limit, so a single huge value never leaves the server; rows are fetched in batches,
-and fetching stops at that limit.
+and fetching stops at that limit. Each explorer backend's private memory is limited as its
+connection opens (``roles.EXPLORER_MEMORY_LIMIT``): a query that needs more fails, alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncpg
 from ..db import Database, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
-from ..roles import GUARDED_FUNCTIONS
+from ..roles import EXPLORER_MEMORY_LIMIT, GUARDED_FUNCTIONS
 from .catalog import Catalog, load_catalog
 from .results import Shaper, column_type
 from .validator import CheckedQuery, QueryValidator
@@ -42,6 +43,12 @@ MAX_RESULT_BYTES = 1 << 20
 _CAPPED = "SELECT CASE WHEN octet_length(ROW(r.*)::text) <= $1 THEN ROW(r.*) END FROM (\n{}\n) AS r"
 # Types whose values can lie outside what Python's datetime holds (years 1-9999).
 _DATE_TIME_TYPES = frozenset({"date", "timestamp", "timestamptz"})
+# What the database says when a query outgrew what an explorer query may take there.
+_TOO_LARGE = {
+    "53200": f"the query needed more than the {EXPLORER_MEMORY_LIMIT >> 20} MiB of database "
+             "memory an explorer query may use",
+    "53400": "the query needed more temporary disk space than an explorer query may use",
+}
 
 
 async def _discard_all(conn: asyncpg.Connection) -> None:
@@ -51,10 +58,21 @@ async def _discard_all(conn: asyncpg.Connection) -> None:
 
 
 async def create_explorer_pool(
-    url: str, *, min_size: int, max_size: int, connect_timeout: float, query_timeout: float
+    url: str, *, min_size: int, max_size: int, connect_timeout: float, query_timeout: float,
+    queries: Queries | None = None,
 ) -> asyncpg.Pool:
     """A pool logging in as the explorer role: read-only by default, only the explorer schema on
-    the search path (before pg_catalog), ``query_timeout`` per statement, no named statements."""
+    the search path (before pg_catalog), ``query_timeout`` per statement, no named statements,
+    and each backend's private memory limited as its connection opens (when provisioning could
+    install the limit; ``Explorer.unguarded`` names it otherwise)."""
+    limit_memory = (queries or Queries.load()).explorer_limit_memory
+
+    async def limited(conn: asyncpg.Connection) -> None:
+        # Not provisioned here: the start-up warns. Any other failure refuses the connection.
+        with contextlib.suppress(asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError,
+                                 asyncpg.InsufficientPrivilegeError):
+            await limit_memory(conn)
+
     return await create_pool(
         url, min_size=min_size, max_size=max_size, connect_timeout=connect_timeout,
         statement_timeout=query_timeout, application_name="spiral-mcp-explorer",
@@ -62,6 +80,7 @@ async def create_explorer_pool(
             "search_path": "explorer, pg_catalog",
             "default_transaction_read_only": "on",
         },
+        init=limited,
         statement_cache_size=0,
         reset=_discard_all,
     )
@@ -69,6 +88,13 @@ async def create_explorer_pool(
 
 def _sql_error(exc: asyncpg.PostgresError) -> ServiceError:
     """PostgreSQL's own words for a mistake in the caller's SQL, so the agent can fix it."""
+    if exc.sqlstate in _TOO_LARGE:
+        # Not its detail: which memory context failed is ours, not the caller's.
+        return ServiceError(
+            ErrorCode.VALIDATION_ERROR,
+            f"{_TOO_LARGE[exc.sqlstate]}; filter first, aggregate into fewer or smaller values, "
+            "or return fewer rows",
+            details=[{"sqlstate": exc.sqlstate, "construct": "query size"}])
     detail: dict[str, Any] = {"sqlstate": exc.sqlstate}
     for field in ("position", "detail", "hint"):
         if getattr(exc, field, None):

@@ -19,11 +19,26 @@ SELECT 1
 -- name: explorer_unguarded
 -- params: functions
 -- What provisioning takes from this role that it still has (a database set up by hand may lack
--- that step): the guarded functions it may run, and whether its sessions publish query text.
+-- that step): the guarded functions it may run, whether its sessions publish query text, no
+-- memory limit to set, the session limits it lacks (roles.EXPLORER_SETTINGS).
 SELECT p.oid::regprocedure::text AS exposed FROM pg_catalog.pg_proc p
 WHERE p.proname = ANY($1::name[]) AND has_function_privilege(p.oid, 'EXECUTE')
 UNION ALL
 SELECT 'track_activities' WHERE current_setting('track_activities')::bool
+UNION ALL
+SELECT 'no memory limit (explorer_guard.limit_memory)'
+WHERE NOT COALESCE(has_function_privilege(
+    to_regprocedure('explorer_guard.limit_memory()'), 'EXECUTE'), false)
+UNION ALL
+SELECT 'max_parallel_workers_per_gather'
+WHERE current_setting('max_parallel_workers_per_gather')::int > 0
+UNION ALL
+SELECT 'temp_file_limit' WHERE current_setting('temp_file_limit') = '-1'
+
+-- name: explorer_limit_memory$
+-- On each new explorer connection: the kernel's limit of this backend's private memory
+-- (provisioning's explorer_guard.limit_memory sets it and returns it, in bytes).
+SELECT explorer_guard.limit_memory()
 
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
