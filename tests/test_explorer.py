@@ -404,26 +404,29 @@ async def test_values_python_cannot_hold_are_a_clear_error(client, make_tenant, 
 
 async def test_rows_are_fetched_in_batches_and_stop_at_the_byte_cap(explorer, make_tenant,
                                                                     monkeypatch):
-    from asyncpg.cursor import Cursor
+    from asyncpg.connection import Connection
 
     from spiral_mcp.explorer.runner import MAX_RESULT_BYTES
 
     fetched: list[int] = []
-    fetch = Cursor.fetch
+    batches: list[int] = []
+    fetch = Connection.fetch
 
-    async def counting(self, n, *, timeout=None):
-        rows = await fetch(self, n, timeout=timeout)
-        fetched.extend(len(repr(r)) for r in rows)
+    async def counting(self, query, *args, timeout=None, record_class=None):
+        rows = await fetch(self, query, *args, timeout=timeout, record_class=record_class)
+        if "fetch_rows" in query:
+            batches.append(len(rows))
+            fetched.extend(len(repr(r)) for r in rows)
         return rows
 
-    monkeypatch.setattr(Cursor, "fetch", counting)
+    monkeypatch.setattr(Connection, "fetch", counting)
     tenant = await make_tenant()
     # Rows of about 50 kB each: some twenty fit in a result.
     wide = "SELECT g, (SELECT string_agg(md5(h::text), '') FROM generate_series(1, 1600) h) " \
            "FROM generate_series(1, 1000) g"
     data = await explorer.query(tenant.id, wide)
     assert data["truncated_by"] == "max_bytes" and 0 < data["row_count"] < 25
-    assert len(fetched) < 2 * data["row_count"]
+    assert len(fetched) <= data["row_count"] + 1 and len(batches) <= 3
     # One value of 3 MB never leaves the server: its row comes back as NULL.
     fetched.clear()
     huge = "SELECT string_agg(md5(g::text), '') FROM generate_series(1, 100000) g"

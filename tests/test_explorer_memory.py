@@ -2,7 +2,9 @@
 
 The bound: an explorer backend's private memory (heap and anonymous mappings) stays under
 ``roles.EXPLORER_MEMORY_LIMIT`` (256 MiB, the kernel's RLIMIT_DATA set as each explorer connection
-opens), so its resident size, with the shared buffers and code it maps, stays under 512 MiB here.
+opens), so its resident size, with the shared buffers and code it maps, stays under 512 MiB here;
+and the server process reads at most the result's byte cap of rows from the database, whatever
+the rows, errors or samples.
 
 Peak memory is read from ``/proc/<pid>/status`` of the backend (VmHWM, the peak resident size),
 so these tests need the database server on this machine; they skip otherwise. Each attack runs
@@ -11,10 +13,11 @@ on a backend of its own, so the peak is that attack's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,6 +25,8 @@ import pytest
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.explorer import Explorer, create_explorer_pool
 from spiral_mcp.explorer.allowlist import MAX_VALUE_BYTES, WRAPPED
+from spiral_mcp.explorer.catalog import tenant_samples
+from spiral_mcp.explorer.runner import MAX_RESULT_BYTES
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import EXPLORER_MEMORY_LIMIT
 
@@ -29,6 +34,9 @@ MIB = 1 << 20
 # The resident bound asserted here: the private limit plus what a backend maps of shared buffers
 # (128 MB on a default server) and code.
 RESIDENT_BOUND = 512 * MIB
+# What a result may add to its rows' bytes on the wire: row descriptions, type lookups, the
+# protocol's own messages, one capped error.
+OVERHEAD = 64 << 10
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -51,6 +59,41 @@ def _local_backend(pid: int) -> None:
     if b"postgres" not in command:
         pytest.skip("the database server is not on this machine: its backends' memory cannot "
                     "be read from /proc")
+
+
+class CountingProxy:
+    """A TCP hop between a pool and PostgreSQL that counts the bytes the server sends."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.received = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                       count: bool) -> None:
+            try:
+                while data := await source.read(1 << 16):
+                    if count:
+                        self.received += len(data)
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
 
 
 async def _explorer(url: str, *, timeout: float) -> Explorer:
@@ -216,6 +259,83 @@ async def test_every_signature_of_a_wrapped_function_has_its_wrapper(admin_conn)
     for key, original in builtin.items():
         assert [wrapper[key][f] for f in ("result", "proisstrict", "provolatile")] == \
             [original[f] for f in ("result", "proisstrict", "provolatile")], key
+
+
+# -- what the server process reads ------------------------------------------------------------
+
+
+@pytest.fixture
+async def counted(database_urls) -> AsyncIterator[tuple[Explorer, CountingProxy]]:
+    """An explorer whose connection goes through a proxy that counts the server's bytes."""
+    parts = urlsplit(database_urls.explorer)
+    proxy = CountingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await proxy.start()
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{port}"
+    explorer = await _explorer(urlunsplit(parts._replace(netloc=netloc)), timeout=20)
+    yield explorer, proxy
+    await explorer.database.pool.close()
+    await proxy.close()
+
+
+async def _read(explorer: Explorer, proxy: CountingProxy, tenant, sql: str
+                ) -> tuple[int, dict | ServiceError]:
+    proxy.received = 0
+    try:
+        outcome: dict | ServiceError = await explorer.query(tenant.id, sql)
+    except ServiceError as exc:
+        outcome = exc
+    return proxy.received, outcome
+
+
+async def test_rows_beyond_the_cap_are_never_read(counted, make_tenant):
+    explorer, proxy = counted
+    tenant = await make_tenant()
+    # Twenty rows of 900 kB: under the old per-row cap each was sent (16 in the first batch).
+    received, data = await _read(
+        explorer, proxy, tenant, "SELECT g, (SELECT string_agg(md5((g * h)::text), '') FROM "
+        "generate_series(1, 28000) h) FROM generate_series(1, 20) g")
+    assert isinstance(data, dict) and data["truncated_by"] == "max_bytes", data
+    assert data["row_count"] == 1
+    assert received < MAX_RESULT_BYTES + OVERHEAD
+    # Rows larger in their binary form than as text (arrays of small numbers: 8 bytes each
+    # against 2) are counted as sent.
+    received, data = await _read(
+        explorer, proxy, tenant, "SELECT g, (SELECT array_agg(h % 10) FROM generate_series(1, "
+        "100000) h) FROM generate_series(1, 20) g")
+    assert isinstance(data, dict) and data["truncated_by"] == "max_bytes", data
+    assert received < MAX_RESULT_BYTES + OVERHEAD
+
+
+@pytest.mark.parametrize(("sql", "words"), [
+    # a value PostgreSQL echoes in full in its error: 3.2 MB of text that is not a number
+    ("SELECT (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 100000) g)::int",
+     "invalid input syntax for type integer"),
+    # folded while planning, and a DETAIL naming a 2 MB token
+    ("SELECT (repeat('x', 1048576) || repeat('y', 1048576))::jsonb",
+     "invalid input syntax for type json"),
+])
+async def test_an_error_echoing_a_value_is_read_capped(counted, make_tenant, sql, words):
+    explorer, proxy = counted
+    tenant = await make_tenant()
+    received, refused = await _read(explorer, proxy, tenant, sql)
+    assert isinstance(refused, ServiceError) and refused.code == ErrorCode.VALIDATION_ERROR
+    assert words in refused.message and len(refused.message) < 5000
+    assert all(len(str(v)) < 3000 for d in refused.details for v in d.values())
+    assert received < OVERHEAD
+
+
+async def test_samples_of_long_values_are_never_read(counted, make_tenant, admin_conn):
+    explorer, proxy = counted
+    tenant = await make_tenant(demo=True)
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        # Every item of the tenant with the same 2 MB description: one distinct value.
+        await admin_conn.execute("UPDATE work_items SET description = repeat('d', 2000000)")
+    proxy.received = 0
+    async with explorer.bound(tenant.id) as conn:
+        samples = await tenant_samples(conn, explorer.queries, "work_items")
+    assert "description" not in samples and "status_category" in samples
+    assert proxy.received < OVERHEAD
 
 
 async def test_a_database_without_the_memory_limit_is_named_at_start_up(measured, superuser_url,

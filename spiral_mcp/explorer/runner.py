@@ -2,16 +2,17 @@
 
 Every explorer call takes one pooled connection (logged in as the explorer role) and one
 transaction that is bound to the tenant and read-only before any caller SQL runs, and is always
-rolled back. A query is one prepared statement (the unnamed one: the statement cache is off, so
-nothing named is left on the server) read through a portal, at most ``max_rows + 1`` rows. When the
+rolled back. A query is one statement (prepared unnamed: the statement cache is off, so nothing
+named is left on the server) read through a cursor, at most ``max_rows + 1`` rows. When the
 connection goes back to the pool, DISCARD ALL clears whatever session state could have been left:
 settings, prepared statements, cursors, temporary objects, advisory locks, LISTEN.
 
-A SELECT is prepared as written (for its columns, and PostgreSQL's positions in its errors), then
-run inside a wrapper that sends each row as one record, or NULL when its text is beyond the
-result's size limit, so a single huge value never leaves the server; rows are fetched in batches,
-and fetching stops at that limit. Each explorer backend's private memory is limited as its
-connection opens (``roles.EXPLORER_MEMORY_LIMIT``): a query that needs more fails, alone.
+A query is prepared as written (for its columns, and PostgreSQL's positions in its errors), then
+opened as a cursor and read by server-side functions (migration 0011): rows come as one record
+each, in batches, and only while their sizes add up to the result's byte cap, so nothing beyond
+it is ever read here; an error raised while planning or running comes with its text capped (it
+can hold a whole value). Each explorer backend's private memory is limited as its connection
+opens (``roles.EXPLORER_MEMORY_LIMIT``): a query that needs more fails, alone.
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ from .catalog import Catalog, load_catalog
 from .results import Shaper, column_type
 from .validator import CheckedQuery, QueryValidator
 
-__all__ = ["Explorer", "create_explorer_pool"]
+__all__ = ["MAX_RESULT_BYTES", "Explorer", "create_explorer_pool"]
 
-# The JSON of one result stays under this (the MCP result carries it twice: structured + text).
+# The rows of one result, as read from the database and as JSON, stay under this (the MCP result
+# carries them twice: structured + text).
 MAX_RESULT_BYTES = 1 << 20
-# Each row as one record, NULL when its text is over $1 bytes (defends against one value of
-# hundreds of megabytes, built by nested replace(), landing in this process). The statement
-# inside is the checked one, verbatim; the newline ends a trailing -- comment.
-_CAPPED = "SELECT CASE WHEN octet_length(ROW(r.*)::text) <= $1 THEN ROW(r.*) END FROM (\n{}\n) AS r"
+# The cursor a query is read through; it lives until the transaction rolls back.
+_PORTAL = "explorer_rows"
 # Types whose values can lie outside what Python's datetime holds (years 1-9999).
 _DATE_TIME_TYPES = frozenset({"date", "timestamp", "timestamptz"})
 # What the database says when a query outgrew what an explorer query may take there.
@@ -188,11 +188,11 @@ class Explorer:
         attributes: list[Any] = []
         try:
             async with self.bound(tenant_id) as conn:
-                # Parse/describe then bind/execute through a portal: one statement, never the
-                # simple-query protocol that would accept "SELECT 1; DROP ...".
+                # Parse/describe (one statement, never the simple-query protocol that would
+                # accept "SELECT 1; DROP ..."), then the cursor.
                 stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
                 attributes = stmt.get_attributes()
-                shaped = await self._fetch(conn, stmt, checked, limit, deadline)
+                shaped = await self._fetch(conn, checked, limit, deadline)
         except ServiceError:
             raise
         except (TimeoutError, asyncpg.QueryCanceledError) as exc:
@@ -224,22 +224,30 @@ class Explorer:
             },
         }
 
-    async def _fetch(self, conn: asyncpg.Connection, stmt: asyncpg.prepared_stmt.PreparedStatement,
-                     checked: CheckedQuery, limit: int, deadline: float) -> Shaper:
-        """Fetch in batches until the rows or bytes are enough; a SELECT through ``_CAPPED``
-        (an EXPLAIN's plan is small, and cannot be wrapped)."""
+    async def _fetch(self, conn: asyncpg.Connection, checked: CheckedQuery, limit: int,
+                     deadline: float) -> Shaper:
+        """Open the statement as a cursor and fetch in batches until the rows or bytes are
+        enough. The server sends a row only while the rows so far and it fit MAX_RESULT_BYTES
+        (in the binary form they travel in), so no more than that is read here; a row that does
+        not fit ends the result (``truncated_by: max_bytes``)."""
         shaper = Shaper(max_rows=limit, max_bytes=MAX_RESULT_BYTES)
-        args: tuple[int, ...] = ()
-        if not checked.explain:
-            stmt = await conn.prepare(_CAPPED.format(checked.statement),
-                                      timeout=self._left(deadline))
-            args = (MAX_RESULT_BYTES,)
-        cursor = await stmt.cursor(*args, timeout=self._left(deadline))
+        opened = self.queries.explorer_open
+        await conn.fetchval(opened.sql, *opened.bind({"portal": _PORTAL,
+                                                      "statement": checked.statement}),
+                            timeout=self._left(deadline))
+        fetch = self.queries.explorer_fetch
+        left = MAX_RESULT_BYTES
         while not shaper.full:
             size = shaper.batch_size()
-            batch = await cursor.fetch(size, timeout=self._left(deadline))
-            for record in batch:
-                shaper.add(tuple(record) if checked.explain else record[0])
+            batch = await conn.fetch(
+                fetch.sql, *fetch.bind({"portal": _PORTAL, "how_many": size, "max_bytes": left}),
+                timeout=self._left(deadline))
+            for row in batch:
+                if row["bytes"] is None:
+                    shaper.add(None)  # the next row would pass the cap: never sent
+                    break
+                left -= row["bytes"]
+                shaper.add(row["r"])
             if len(batch) < size:
                 break
         return shaper

@@ -40,6 +40,17 @@ SELECT 'temp_file_limit' WHERE current_setting('temp_file_limit') = '-1'
 -- (provisioning's explorer_guard.limit_memory sets it and returns it, in bytes).
 SELECT explorer_guard.limit_memory()
 
+-- name: explorer_open$
+-- params: portal, statement
+-- Plan and open a checked statement as the cursor `portal`; an error's text comes back capped.
+SELECT explorer_support.open_rows($1::text::refcursor, $2::text)
+
+-- name: explorer_fetch
+-- params: portal, how_many, max_bytes
+-- The cursor's next rows while their sizes add up to max_bytes: (row, its bytes), and
+-- (NULL, NULL) for the first row that does not fit.
+SELECT r, bytes FROM explorer_support.fetch_rows($1::text::refcursor, $2::integer, $3::bigint)
+
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
 SELECT c.relname AS name,
@@ -106,7 +117,8 @@ ORDER BY v.relname, i.relname
 SELECT relation, row_count FROM explorer_support.row_counts($1::text[])
 
 -- name: explorer_column_samples
--- params: relation, max_values
--- This tenant's distinct values of the text and boolean columns of a relation, with counts.
+-- params: relation, max_values, max_length
+-- This tenant's distinct values of the text and boolean columns of a relation, with counts; none
+-- for a column with more than max_values of them or one longer than max_length characters.
 SELECT column_name, distinct_count, sample
-FROM explorer_support.column_samples($1::text, $2::integer)
+FROM explorer_support.column_samples($1::text, $2::integer, $3::integer)
