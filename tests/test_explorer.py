@@ -71,6 +71,17 @@ async def test_query_returns_typed_columns_rows_and_timing(client, two_tenants, 
 
 
 
+async def test_json_values_come_back_as_json(client, make_tenant):
+    tenant = await make_tenant(demo=True)
+    sql = ("SELECT custom_fields, '{\"a\": [1, 2.5, null]}'::jsonb AS j, '[\"x\"]'::json AS k, "
+           "ARRAY['{}'::jsonb] AS arr FROM work_items ORDER BY key LIMIT 1")
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"], env
+    custom_fields, j, k, arr = env["data"]["rows"][0]
+    assert isinstance(custom_fields, dict)
+    assert (j, k, arr) == ({"a": [1, 2.5, None]}, ["x"], [{}])
+
+
 async def test_links_show_where_they_live_to_their_tenant_only(client, two_tenants, admin_conn):
     mine, other = two_tenants
     # One of my links held by a source; the other tenant's links stay local.

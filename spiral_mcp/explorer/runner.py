@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 
 from ..db import Database, create_pool
 from ..errors import ErrorCode, ServiceError
@@ -68,6 +69,12 @@ async def create_explorer_pool(
     limit_memory = (queries or Queries.load()).explorer_limit_memory
 
     async def limited(conn: asyncpg.Connection) -> None:
+        # Rows come as records, in binary, and so do the json and jsonb values inside them,
+        # which the text codecs set for the runtime pool cannot read (jsonb: a version byte).
+        await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
+                                  encoder=_jsonb_binary, decoder=_jsonb_value)
+        await conn.set_type_codec("json", schema="pg_catalog", format="binary",
+                                  encoder=orjson.dumps, decoder=orjson.loads)
         # Not provisioned here: the start-up warns. Any other failure refuses the connection.
         with contextlib.suppress(asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError,
                                  asyncpg.InsufficientPrivilegeError):
@@ -84,6 +91,14 @@ async def create_explorer_pool(
         statement_cache_size=0,
         reset=_discard_all,
     )
+
+
+def _jsonb_binary(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)
+
+
+def _jsonb_value(data: bytes) -> Any:
+    return orjson.loads(data[1:])  # after jsonb's binary format version (1)
 
 
 def _sql_error(exc: asyncpg.PostgresError) -> ServiceError:
