@@ -67,12 +67,14 @@ REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
 GRANT SELECT ON pg_catalog.pg_stat_activity TO spiral_owner, spiral_app, pg_monitor;
 
 -- Each explorer backend's private memory is limited to 256 MiB (RLIMIT_DATA, set with prlimit as
--- its connection opens; an allocation past it is an "out of memory" error of that query). Owned
--- by the superuser: the owner may not run programs. Keep in step with roles._GUARD_FUNCTIONS and
--- roles.EXPLORER_MEMORY_LIMIT.
+-- its connection opens; an allocation past it is an "out of memory" error of that query), and the
+-- runtime role may end an explorer backend that a timed-out call left running, only one that was
+-- alive when the call saw it (a session that reused its pid is never hit). Owned by the
+-- superuser: the owner may neither run programs nor signal the explorer's backends. Keep in step
+-- with roles._GUARD_FUNCTIONS and roles.EXPLORER_MEMORY_LIMIT.
 CREATE SCHEMA IF NOT EXISTS explorer_guard;
 REVOKE ALL ON SCHEMA explorer_guard FROM PUBLIC;
-GRANT USAGE ON SCHEMA explorer_guard TO "spiral_explorer";
+GRANT USAGE ON SCHEMA explorer_guard TO "spiral_explorer", "spiral_app";
 CREATE OR REPLACE FUNCTION explorer_guard.limit_memory() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -84,3 +86,11 @@ END
 $$;
 REVOKE ALL ON FUNCTION explorer_guard.limit_memory() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION explorer_guard.limit_memory() TO "spiral_explorer";
+CREATE OR REPLACE FUNCTION explorer_guard.end_backend(pid integer, alive_at timestamptz)
+RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(bool_or(pg_terminate_backend(a.pid)), false) FROM pg_stat_activity a
+    WHERE a.pid = end_backend.pid AND a.usename = 'spiral_explorer'
+      AND a.datname = current_database() AND a.backend_start <= end_backend.alive_at
+$$;
+REVOKE ALL ON FUNCTION explorer_guard.end_backend(integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION explorer_guard.end_backend(integer, timestamptz) TO "spiral_app";

@@ -83,14 +83,17 @@ EXPLORER_SETTINGS = {
 _OPTIONAL_SETTINGS = frozenset({"client_connection_check_interval"})
 
 # explorer_guard: functions owned by the superuser that provisioning makes in each database,
-# outside the migrations (which run as the owner, who may not run programs). limit_memory sets the
-# calling backend's RLIMIT_DATA with util-linux's prlimit, run by COPY ... TO PROGRAM; nothing of
-# the caller reaches the command (the pid is the backend's own), and a process may lower its
-# limits but never raise them back.
+# outside the migrations (which run as the owner, who may not run programs or signal the
+# explorer's backends). limit_memory sets the calling backend's RLIMIT_DATA with util-linux's
+# prlimit, run by COPY ... TO PROGRAM; nothing of the caller reaches the command (the pid is the
+# backend's own), and a process may lower its limits but never raise them back. end_backend lets
+# the runtime role end an explorer backend of this database that a timed-out call left running,
+# only if that backend started no later than a time the caller saw it alive: a newer session that
+# reused the pid started after the old one ended, so it is never hit.
 _GUARD_FUNCTIONS = f"""
 CREATE SCHEMA IF NOT EXISTS explorer_guard;
 REVOKE ALL ON SCHEMA explorer_guard FROM PUBLIC;
-GRANT USAGE ON SCHEMA explorer_guard TO "{EXPLORER_ROLE}";
+GRANT USAGE ON SCHEMA explorer_guard TO "{EXPLORER_ROLE}", "{APP_ROLE}";
 CREATE OR REPLACE FUNCTION explorer_guard.limit_memory() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -102,6 +105,14 @@ END
 $$;
 REVOKE ALL ON FUNCTION explorer_guard.limit_memory() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION explorer_guard.limit_memory() TO "{EXPLORER_ROLE}";
+CREATE OR REPLACE FUNCTION explorer_guard.end_backend(pid integer, alive_at timestamptz)
+RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(bool_or(pg_terminate_backend(a.pid)), false) FROM pg_stat_activity a
+    WHERE a.pid = end_backend.pid AND a.usename = '{EXPLORER_ROLE}'
+      AND a.datname = current_database() AND a.backend_start <= end_backend.alive_at
+$$;
+REVOKE ALL ON FUNCTION explorer_guard.end_backend(integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION explorer_guard.end_backend(integer, timestamptz) TO "{APP_ROLE}";
 """
 
 

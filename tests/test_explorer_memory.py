@@ -3,8 +3,8 @@
 The bound: an explorer backend's private memory (heap and anonymous mappings) stays under
 ``roles.EXPLORER_MEMORY_LIMIT`` (256 MiB, the kernel's RLIMIT_DATA set as each explorer connection
 opens), so its resident size, with the shared buffers and code it maps, stays under 512 MiB here;
-and the server process reads at most the result's byte cap of rows from the database, whatever
-the rows, errors or samples.
+a backend a timed-out call leaves running is gone within 2 s of the answer; and the server process
+reads at most the result's byte cap of rows from the database, whatever the rows, errors or samples.
 
 Peak memory is read from ``/proc/<pid>/status`` of the backend (VmHWM, the peak resident size),
 so these tests need the database server on this machine; they skip otherwise. Each attack runs
@@ -22,11 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from spiral_mcp.db import Database, create_pool
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.explorer import Explorer, create_explorer_pool
 from spiral_mcp.explorer.allowlist import MAX_VALUE_BYTES, WRAPPED
 from spiral_mcp.explorer.catalog import tenant_samples
 from spiral_mcp.explorer.runner import MAX_RESULT_BYTES
+from spiral_mcp.explorer.validator import CheckedQuery
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import EXPLORER_MEMORY_LIMIT
 
@@ -96,20 +98,29 @@ class CountingProxy:
         self._server.close()
 
 
-async def _explorer(url: str, *, timeout: float) -> Explorer:
+async def _explorer(url: str, *, timeout: float, runtime: Database | None = None) -> Explorer:
     queries = Queries.load()
     pool = await create_explorer_pool(url, min_size=1, max_size=1, connect_timeout=5,
                                       query_timeout=timeout, queries=queries)
     return await Explorer.start(pool, queries, acquire_timeout=5, query_timeout=timeout,
-                                max_rows=100)
+                                max_rows=100, runtime=runtime)
 
 
 @pytest.fixture
-async def measured(database_urls) -> AsyncIterator[Explorer]:
+async def runtime(database_urls) -> AsyncIterator[Database]:
+    pool = await create_pool(database_urls.runtime, min_size=1, max_size=2, connect_timeout=5,
+                             statement_timeout=5)
+    yield Database(pool, Queries.load(), acquire_timeout=5)
+    await pool.close()
+
+
+@pytest.fixture
+async def measured(database_urls, runtime) -> AsyncIterator[Explorer]:
     """An explorer on one backend of its own, with time enough for an attack to reach the
     memory limit."""
-    explorer = await _explorer(database_urls.explorer, timeout=20)
+    explorer = await _explorer(database_urls.explorer, timeout=20, runtime=runtime)
     yield explorer
+    await explorer.close()
     await explorer.database.pool.close()
 
 
@@ -336,6 +347,99 @@ async def test_samples_of_long_values_are_never_read(counted, make_tenant, admin
         samples = await tenant_samples(conn, explorer.queries, "work_items")
     assert "description" not in samples and "status_category" in samples
     assert proxy.received < OVERHEAD
+
+
+# -- a backend that runs past its call's answer -----------------------------------------------
+
+
+@pytest.fixture
+async def stubborn(admin_conn) -> AsyncIterator[str]:
+    """A function that ignores cancels (its statement_timeout, the driver's cancel request) for
+    `seconds`, as a backend busy without interrupt checks would: only ending it stops it."""
+    await admin_conn.execute("""
+        CREATE FUNCTION explorer_support.test_ignore_cancel(seconds float8) RETURNS int
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+        DECLARE
+            until constant timestamptz := clock_timestamp() + make_interval(secs => seconds);
+        BEGIN
+            WHILE clock_timestamp() < until LOOP
+                BEGIN
+                    PERFORM pg_sleep(0.02);
+                EXCEPTION WHEN query_canceled THEN
+                    NULL;
+                END;
+            END LOOP;
+            RETURN 1;
+        END $$;
+        GRANT EXECUTE ON FUNCTION explorer_support.test_ignore_cancel(float8) TO spiral_explorer
+    """)
+    yield "SELECT explorer_support.test_ignore_cancel(8)"
+    await admin_conn.execute("DROP FUNCTION explorer_support.test_ignore_cancel(float8)")
+
+
+async def _alive(superuser: asyncpg.Connection, pid: int) -> bool:
+    return await superuser.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) > 0
+
+
+@pytest.mark.parametrize("ended_by", ["runtime role", "closed connection"])
+async def test_a_backend_still_running_after_the_answer_is_gone_within_2_s(
+        database_urls, runtime, superuser_url, make_tenant, stubborn, monkeypatch, ended_by):
+    timeout = 0.5
+    explorer = await _explorer(database_urls.explorer, timeout=timeout,
+                               runtime=runtime if ended_by == "runtime role" else None)
+    superuser = await asyncpg.connect(superuser_url)
+    try:
+        monkeypatch.setattr(explorer.validator, "check",
+                            lambda sql: CheckedQuery(sql=sql, statement=sql, explain=False))
+        tenant = await make_tenant()
+        pid = await _pid(explorer)
+        started = time.perf_counter()
+        refused = await _refusal(explorer, tenant, stubborn)
+        answered = time.perf_counter()
+        assert refused.code == ErrorCode.QUERY_TIMEOUT
+        # Answered at its time limit (the server's, then the client's backstop), not when the
+        # backend finally stops.
+        assert answered - started < timeout + 1.5
+        while await _alive(superuser, pid):
+            assert time.perf_counter() - answered < 2.0, "the backend runs on past the answer"
+            await asyncio.sleep(0.05)
+        print(f"answered after {answered - started:.2f} s, backend gone "
+              f"{time.perf_counter() - answered:.2f} s later")
+        # The pool hands out a fresh connection, not the abandoned one.
+        assert (await explorer.query(tenant.id, "SELECT 1 AS one"))["rows"] == [[1]]
+        assert await _pid(explorer) != pid
+    finally:
+        await explorer.close()
+        await explorer.database.pool.close()
+        await superuser.close()
+
+
+async def test_ending_a_backend_never_hits_a_session_that_reused_its_pid(database_urls, runtime,
+                                                                         superuser_url):
+    explorer_conn = await asyncpg.connect(database_urls.explorer)
+    app_conn = await asyncpg.connect(database_urls.runtime)
+    superuser = await asyncpg.connect(superuser_url)
+    try:
+        pid = explorer_conn.get_server_pid()
+        started = await superuser.fetchval(
+            "SELECT backend_start FROM pg_stat_activity WHERE pid = $1", pid)
+        async with runtime.connection() as conn:
+            end = runtime.queries.explorer_end_backend
+            # Seen alive before this session started: another session that had the pid.
+            assert await end(conn, pid=pid, alive_at=started.replace(year=started.year - 1)) \
+                is False
+            # Not an explorer backend.
+            assert await end(conn, pid=app_conn.get_server_pid(), alive_at=started) is False
+            assert await _alive(superuser, pid)
+            assert await end(conn, pid=pid, alive_at=started) is True
+        deadline = time.perf_counter() + 2
+        while await _alive(superuser, pid):
+            assert time.perf_counter() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        explorer_conn.terminate()
+        await app_conn.close()
+        await superuser.close()
 
 
 async def test_a_database_without_the_memory_limit_is_named_at_start_up(measured, superuser_url,

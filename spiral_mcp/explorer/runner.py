@@ -11,13 +11,18 @@ A query is prepared as written (for its columns, and PostgreSQL's positions in i
 opened as a cursor and read by server-side functions (migration 0011): rows come as one record
 each, in batches, and only while their sizes add up to the result's byte cap, so nothing beyond
 it is ever read here; an error raised while planning or running comes with its text capped (it
-can hold a whole value). Each explorer backend's private memory is limited as its connection
-opens (``roles.EXPLORER_MEMORY_LIMIT``): a query that needs more fails, alone.
+can hold a whole value). What one query may take on the database is bounded there too: each
+explorer backend's private memory (``roles.EXPLORER_MEMORY_LIMIT``, set as its connection opens),
+and a call that gives up at its time limit closes its connection and has the runtime role end
+the backend, which therefore never runs on past the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +41,8 @@ from .results import Shaper, column_type
 from .validator import CheckedQuery, QueryValidator
 
 __all__ = ["MAX_RESULT_BYTES", "Explorer", "create_explorer_pool"]
+
+log = logging.getLogger(__name__)
 
 # The rows of one result, as read from the database and as JSON, stay under this (the MCP result
 # carries them twice: structured + text).
@@ -134,6 +141,13 @@ def _undecodable(attributes: list[Any]) -> ServiceError:
     )
 
 
+def _open(conn: asyncpg.Connection) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False  # closed and given back already (an abandoned query: ``Explorer._abandon``)
+
+
 def _cancelled() -> ServiceError:
     # Not our statement_timeout: an operator or a shutdown cancelled the query.
     return ServiceError(ErrorCode.CONNECTION_ERROR,
@@ -142,25 +156,35 @@ def _cancelled() -> ServiceError:
 
 
 class Explorer:
-    """The explorer's pool, validator and limits, built once at start-up."""
+    """The explorer's pool, validator and limits, built once at start-up. ``runtime``: the
+    runtime role's database, which ends backends that timed-out calls left running."""
 
     def __init__(self, database: Database, validator: QueryValidator, catalog: Catalog, *,
-                 timeout: float, max_rows: int) -> None:
+                 timeout: float, max_rows: int, runtime: Database | None = None) -> None:
         self.database = database
         self.validator = validator
         self.catalog = catalog
         self.timeout = timeout
         self.max_rows = max_rows
+        self.runtime = runtime
+        self._endings: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(cls, pool: asyncpg.Pool, queries: Queries, *, acquire_timeout: float,
-                    query_timeout: float, max_rows: int) -> Explorer:
+                    query_timeout: float, max_rows: int, runtime: Database | None = None
+                    ) -> Explorer:
         """Read the explorer schema's structure and build the validator over its relations."""
         database = Database(pool, queries, acquire_timeout=acquire_timeout)
         async with database.connection() as conn:
             catalog = await load_catalog(conn, queries)
         validator = QueryValidator(catalog.columns())
-        return cls(database, validator, catalog, timeout=query_timeout, max_rows=max_rows)
+        return cls(database, validator, catalog, timeout=query_timeout, max_rows=max_rows,
+                   runtime=runtime)
+
+    async def close(self) -> None:
+        """Wait for backends being ended (before the runtime pool closes)."""
+        if self._endings:
+            await asyncio.wait(self._endings, timeout=5)
 
     @property
     def queries(self) -> Queries:
@@ -176,17 +200,24 @@ class Explorer:
     @asynccontextmanager
     async def bound(self, tenant_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
         """A read-only transaction in which only ``tenant_id``'s rows exist; always rolled back."""
+        async with self._session(tenant_id) as (conn, _):
+            yield conn
+
+    @asynccontextmanager
+    async def _session(self, tenant_id: uuid.UUID
+                       ) -> AsyncIterator[tuple[asyncpg.Connection, dt.datetime]]:
+        """``bound``, with the transaction's start: a time its backend was alive."""
         async with self.database.connection() as conn:
             try:
                 await self.queries.explorer_begin(conn)
-                await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
+                alive_at = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
             except asyncpg.QueryCanceledError as exc:
                 raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the database did not answer in time") \
                     from exc
             try:
-                yield conn
+                yield conn, alive_at
             finally:
-                if not conn.is_closed() and conn.is_in_transaction():
+                if _open(conn) and conn.is_in_transaction():
                     # On failure the pool's reset rolls back or drops the connection.
                     with contextlib.suppress(OSError, asyncpg.PostgresError,
                                              asyncpg.InterfaceError):
@@ -202,23 +233,26 @@ class Explorer:
         deadline = validated + self.timeout
         attributes: list[Any] = []
         try:
-            async with self.bound(tenant_id) as conn:
-                # Parse/describe (one statement, never the simple-query protocol that would
-                # accept "SELECT 1; DROP ..."), then the cursor.
-                stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
-                attributes = stmt.get_attributes()
-                shaped = await self._fetch(conn, checked, limit, deadline)
+            async with self._session(tenant_id) as (conn, alive_at):
+                try:
+                    # Parse/describe (one statement, never the simple-query protocol that would
+                    # accept "SELECT 1; DROP ..."), then the cursor.
+                    stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
+                    attributes = stmt.get_attributes()
+                    shaped = await self._fetch(conn, checked, limit, deadline)
+                except TimeoutError as exc:
+                    # The server did not stop at its statement_timeout: it may still be running.
+                    self._abandon(conn, alive_at)
+                    raise self._timed_out() from exc
+                except asyncio.CancelledError:
+                    self._abandon(conn, alive_at)
+                    raise
         except ServiceError:
             raise
-        except (TimeoutError, asyncpg.QueryCanceledError) as exc:
-            if isinstance(exc, asyncpg.QueryCanceledError) \
-                    and time.perf_counter() - validated < self.timeout:
+        except asyncpg.QueryCanceledError as exc:
+            if time.perf_counter() - validated < self.timeout:
                 raise _cancelled() from exc
-            raise ServiceError(
-                ErrorCode.QUERY_TIMEOUT,
-                f"the query ran longer than {self.timeout:g} s and was cancelled; narrow it "
-                "(filters, LIMIT) or aggregate in SQL",
-            ) from exc
+            raise self._timed_out() from exc
         except asyncpg.PostgresError as exc:
             raise _sql_error(exc) from exc
         except (ValueError, OverflowError) as exc:  # asyncpg decoding a row
@@ -238,6 +272,13 @@ class Explorer:
                 "execute_ms": round((executed - validated) * 1000, 3),
             },
         }
+
+    def _timed_out(self) -> ServiceError:
+        return ServiceError(
+            ErrorCode.QUERY_TIMEOUT,
+            f"the query ran longer than {self.timeout:g} s and was cancelled; narrow it "
+            "(filters, LIMIT) or aggregate in SQL",
+        )
 
     async def _fetch(self, conn: asyncpg.Connection, checked: CheckedQuery, limit: int,
                      deadline: float) -> Shaper:
@@ -266,6 +307,29 @@ class Explorer:
             if len(batch) < size:
                 break
         return shaper
+
+    def _abandon(self, conn: asyncpg.Connection, alive_at: dt.datetime) -> None:
+        """A call gives up on a query the server may still be running: its connection is closed
+        now (never reused; the backend sees its client gone within a second, at its next
+        interrupt check) and, as the runtime role, the backend is ended. By pid and a time it was
+        alive, so that a session that reused the pid is never hit."""
+        pid = conn.get_server_pid()
+        conn.terminate()
+        if self.runtime is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._end_backend(pid, alive_at))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
+
+    async def _end_backend(self, pid: int, alive_at: dt.datetime) -> None:
+        assert self.runtime is not None
+        try:
+            async with self.runtime.connection() as conn:
+                await self.queries.explorer_end_backend(conn, pid=pid, alive_at=alive_at)
+        except (ServiceError, asyncpg.PostgresError) as exc:
+            # Without explorer_guard (not provisioned) the closed connection still ends it.
+            log.warning("could not end an abandoned explorer backend",
+                        extra={"pid": pid, "error": str(exc)[:200]})
 
     def _left(self, deadline: float) -> float:
         # The client-side backstop of statement_timeout: a little beyond it, never negative.

@@ -151,7 +151,8 @@ def _explorer(url: str, *, configured: bool):
                 query_timeout=settings.explorer_timeout_s, queries=app[DATABASE].queries)
             app[EXPLORER] = await Explorer.start(
                 pool, app[DATABASE].queries, acquire_timeout=settings.db_connect_timeout,
-                query_timeout=settings.explorer_timeout_s, max_rows=settings.explorer_max_rows)
+                query_timeout=settings.explorer_timeout_s, max_rows=settings.explorer_max_rows,
+                runtime=app[DATABASE])
             if exposed := await app[EXPLORER].unguarded():
                 log.warning("the explorer role may still read or signal other sessions, or use "
                             "memory without limit; run the statements of docker/init-roles.sql "
@@ -169,6 +170,7 @@ def _explorer(url: str, *, configured: bool):
         try:
             yield
         finally:
+            await app[EXPLORER].close()
             await close_pool(pool, grace=settings.shutdown_timeout)
 
     return explorer

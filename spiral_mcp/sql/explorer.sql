@@ -3,10 +3,11 @@
 -- explorer_bind can record the binding; explorer_bind then makes it read-only.
 BEGIN READ WRITE
 
--- name: explorer_bind!
+-- name: explorer_bind$
 -- params: tenant_id
--- Bind the transaction to the tenant (row-level security), then make it read-only.
-SELECT explorer_support.bind($1::uuid)
+-- Bind the transaction to the tenant (row-level security), then make it read-only. The
+-- transaction's start comes back: a time this backend was alive (explorer_end_backend).
+SELECT now() FROM explorer_support.bind($1::uuid) AS bound
 
 -- name: explorer_rollback!
 -- Every explorer transaction ends here: nothing it did, the binding included, is kept.
@@ -50,6 +51,12 @@ SELECT explorer_support.open_rows($1::text::refcursor, $2::text)
 -- The cursor's next rows while their sizes add up to max_bytes: (row, its bytes), and
 -- (NULL, NULL) for the first row that does not fit.
 SELECT r, bytes FROM explorer_support.fetch_rows($1::text::refcursor, $2::integer, $3::bigint)
+
+-- name: explorer_end_backend$
+-- params: pid, alive_at
+-- As the runtime role: end the explorer backend `pid` of this database if it started no later
+-- than `alive_at` (a session that reused the pid is never hit); whether one was signalled.
+SELECT explorer_guard.end_backend($1::integer, $2::timestamptz)
 
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
