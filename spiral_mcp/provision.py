@@ -15,7 +15,15 @@ from pathlib import Path
 import asyncpg
 
 from . import migrate
-from .roles import APP_ROLE, EXPLORER_ROLE, OWNER_ROLE, ensure_roles, guard_database, url_for_role
+from .roles import (
+    APP_ROLE,
+    EXPLORER_ROLE,
+    OWNER_ROLE,
+    check_memory_limit,
+    ensure_roles,
+    guard_database,
+    url_for_role,
+)
 
 __all__ = ["DatabaseUrls", "provision", "start_embedded"]
 
@@ -75,7 +83,8 @@ def _is_running(pid: int) -> bool:
 
 async def provision(superuser_url: str, database: str) -> DatabaseUrls:
     """Create the roles and ``database`` (owned by the owner role) when missing, keep the
-    explorer role from the functions it must not run there, and migrate it."""
+    explorer role from the functions it must not run there (and bound its backends' memory when
+    the server can), and migrate it."""
     admin = await asyncpg.connect(superuser_url)
     try:
         await ensure_roles(admin)
@@ -89,6 +98,12 @@ async def provision(superuser_url: str, database: str) -> DatabaseUrls:
     admin = await asyncpg.connect(superuser_url, database=database)
     try:
         await guard_database(admin)
+    finally:
+        await admin.close()
+    # On a connection of its own: the limit it sets stays on that backend, which then closes.
+    admin = await asyncpg.connect(superuser_url, database=database)
+    try:
+        await check_memory_limit(admin)
     finally:
         await admin.close()
     owner_url = url_for_role(superuser_url, OWNER_ROLE, database=database)

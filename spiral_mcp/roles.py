@@ -7,15 +7,19 @@ the table and drop the policies).
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 __all__ = [
     "APP_ROLE",
+    "EXPLORER_MEMORY_LIMIT",
     "EXPLORER_ROLE",
+    "EXPLORER_SETTINGS",
     "OWNER_ROLE",
     "UnsafeRuntimeRole",
+    "check_memory_limit",
     "check_runtime_role",
     "ensure_roles",
     "guard_database",
@@ -50,6 +54,70 @@ GUARDED_FUNCTIONS = (
 )
 _GUARDED_GRANTEES = f'"{OWNER_ROLE}", "{APP_ROLE}", pg_monitor'
 
+log = logging.getLogger(__name__)
+
+# The most private memory (heap and anonymous mappings: everything but shared buffers, code and
+# stack) one explorer backend may hold: 256 MiB. PostgreSQL has no such setting; the kernel's
+# RLIMIT_DATA does it, set on each explorer connection as it opens (explorer_guard.limit_memory,
+# below). An allocation past it fails and PostgreSQL answers "out of memory" for that query,
+# whatever made the memory: a value built by doubling through subqueries, an aggregate over many
+# rows, a hash table, the planner folding constants. Nothing in the query check could bound all
+# of those (issue 16: one row of five format() columns held 9.4 GB). The same number is in
+# docker/init-roles.sql.
+EXPLORER_MEMORY_LIMIT = 256 << 20
+
+# Session defaults of the explorer role (ALTER ROLE ... SET, as the superuser). work_mem and
+# hash_mem_multiplier keep sorts and hashes spilling to disk early, well inside the memory limit;
+# temp_file_limit bounds that disk; no parallel workers (each is a process of its own, outside
+# the backend's memory limit); client_connection_check_interval lets a backend whose client has
+# gone (a query abandoned at its time limit) notice and end within a second even while it runs.
+# The same lines are in docker/init-roles.sql.
+EXPLORER_SETTINGS = {
+    # The explorer has the server show it its reading of each query (debug_print_parse, sent as
+    # a LOG message): that is for the explorer, not for the server's log.
+    "log_min_messages": "fatal",
+    "work_mem": "4MB",
+    "hash_mem_multiplier": "1",
+    "temp_file_limit": "1GB",
+    "max_parallel_workers_per_gather": "0",
+    "client_connection_check_interval": "1s",
+}
+# Not every server has it: PostgreSQL before 14, or one on a platform without the check.
+_OPTIONAL_SETTINGS = frozenset({"client_connection_check_interval"})
+
+# explorer_guard: functions owned by the superuser that provisioning makes in each database,
+# outside the migrations (which run as the owner, who may not run programs or signal the
+# explorer's backends). limit_memory sets the calling backend's RLIMIT_DATA with util-linux's
+# prlimit, run by COPY ... TO PROGRAM; nothing of the caller reaches the command (the pid is the
+# backend's own), and a process may lower its limits but never raise them back. end_backend lets
+# the runtime role end an explorer backend of this database that a timed-out call left running,
+# only if that backend started no later than a time the caller saw it alive: a newer session that
+# reused the pid started after the old one ended, so it is never hit.
+_GUARD_FUNCTIONS = f"""
+CREATE SCHEMA IF NOT EXISTS explorer_guard;
+REVOKE ALL ON SCHEMA explorer_guard FROM PUBLIC;
+GRANT USAGE ON SCHEMA explorer_guard TO "{EXPLORER_ROLE}", "{APP_ROLE}";
+CREATE OR REPLACE FUNCTION explorer_guard.limit_memory() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('COPY (SELECT WHERE false) TO PROGRAM %L',
+                   format('prlimit --pid %s --data=%s:%s', pg_backend_pid(),
+                          {EXPLORER_MEMORY_LIMIT}, {EXPLORER_MEMORY_LIMIT}));
+    RETURN {EXPLORER_MEMORY_LIMIT};
+END
+$$;
+REVOKE ALL ON FUNCTION explorer_guard.limit_memory() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION explorer_guard.limit_memory() TO "{EXPLORER_ROLE}";
+CREATE OR REPLACE FUNCTION explorer_guard.end_backend(pid integer, alive_at timestamptz)
+RETURNS boolean LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(bool_or(pg_terminate_backend(a.pid)), false) FROM pg_stat_activity a
+    WHERE a.pid = end_backend.pid AND a.usename = '{EXPLORER_ROLE}'
+      AND a.datname = current_database() AND a.backend_start <= end_backend.alive_at
+$$;
+REVOKE ALL ON FUNCTION explorer_guard.end_backend(integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION explorer_guard.end_backend(integer, timestamptz) TO "{APP_ROLE}";
+"""
+
 
 class UnsafeRuntimeRole(RuntimeError):
     """The runtime role could bypass row-level security; the server must not start."""
@@ -68,15 +136,21 @@ async def ensure_roles(admin: asyncpg.Connection) -> None:
     # Explorer sessions publish no query text: another tenant's would otherwise be readable
     # (pg_stat_activity) by any session of the shared role.
     await admin.execute(f'ALTER ROLE "{EXPLORER_ROLE}" SET track_activities = off')
-    # The explorer has the server show it its reading of each query (debug_print_parse, sent
-    # as a LOG message): that is for the explorer, not for the server's log.
-    await admin.execute(f'ALTER ROLE "{EXPLORER_ROLE}" SET log_min_messages = fatal')
+    for name, value in EXPLORER_SETTINGS.items():
+        try:
+            # Names and values are constants of this module.
+            await admin.execute(f"ALTER ROLE \"{EXPLORER_ROLE}\" SET {name} = '{value}'")
+        except asyncpg.PostgresError as exc:
+            if name not in _OPTIONAL_SETTINGS:
+                raise
+            log.warning("the explorer role's %s cannot be set on this server", name,
+                        extra={"error": str(exc)})
 
 
 async def guard_database(admin: asyncpg.Connection) -> None:
     """In the database ``admin`` (a superuser) is connected to: take GUARDED_FUNCTIONS and the
     pg_stat_activity view from PUBLIC, so the explorer role cannot use them; give them back to
-    the owner and runtime roles and pg_monitor."""
+    the owner and runtime roles and pg_monitor. Make the explorer_guard functions."""
     signatures = await admin.fetch(
         "SELECT oid::regprocedure::text AS signature FROM pg_catalog.pg_proc "
         "WHERE proname = ANY($1::name[]) OR proname LIKE 'dblink%' ORDER BY 1",
@@ -91,6 +165,21 @@ async def guard_database(admin: asyncpg.Connection) -> None:
     statements.append("REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC; "
                       f"GRANT SELECT ON pg_catalog.pg_stat_activity TO {_GUARDED_GRANTEES}")
     await admin.execute("; ".join(statements))
+    await admin.execute(_GUARD_FUNCTIONS)
+
+
+async def check_memory_limit(admin: asyncpg.Connection) -> bool:
+    """Whether explorer_guard.limit_memory works on this server (it needs prlimit on the server's
+    machine, and Linux); if not, it is dropped, so explorer connections open without it and the
+    server warns at start-up. Call on a connection of its own: the limit stays on its backend."""
+    try:
+        await admin.execute("SELECT explorer_guard.limit_memory()")
+    except asyncpg.PostgresError as exc:
+        log.warning("explorer backends get no memory limit on this server (prlimit failed)",
+                    extra={"error": str(exc)[:200]})
+        await admin.execute("DROP FUNCTION IF EXISTS explorer_guard.limit_memory()")
+        return False
+    return True
 
 
 async def check_runtime_role(conn: asyncpg.Connection) -> None:

@@ -74,7 +74,6 @@ def test_the_docker_init_script_guards_what_provisioning_guards() -> None:
     script = (Path(__file__).resolve().parent.parent / "docker" / "init-roles.sql").read_text()
     assert all(f"'{name}'" in script for name in GUARDED_FUNCTIONS)
     assert "ALTER ROLE spiral_explorer SET track_activities = off" in script
-    assert "ALTER ROLE spiral_explorer SET log_min_messages = fatal" in script
 
 
 def test_the_dockerfile_and_readme_say_what_the_embedded_database_does_as_root() -> None:
@@ -97,3 +96,14 @@ def test_the_inspector_command_is_the_same_in_readme_and_the_first_start_banner(
 
     assert f"{INSPECTOR} \\\n  --server-url http://127.0.0.1:8055/mcp --transport http" in README
     assert "node@22" in INSPECTOR and "@modelcontextprotocol/inspector@" in INSPECTOR
+
+
+def test_the_docker_init_script_bounds_the_explorer_as_provisioning_does() -> None:
+    """The explorer role's session limits and the explorer_guard functions (its backends'
+    memory limit, ending a backend left running) are the same in docker/init-roles.sql."""
+    from spiral_mcp.roles import _GUARD_FUNCTIONS, EXPLORER_SETTINGS
+
+    script = (Path(__file__).resolve().parent.parent / "docker" / "init-roles.sql").read_text()
+    for name, value in EXPLORER_SETTINGS.items():
+        assert f"ALTER ROLE spiral_explorer SET {name} = '{value}';" in script
+    assert _GUARD_FUNCTIONS.strip() in script

@@ -103,6 +103,17 @@ async def test_the_most_natural_query_returns_every_column_json_included(client,
     assert env["data"]["rows"][0][0]["custom_fields"] == fields
 
 
+async def test_json_values_come_back_as_json(client, make_tenant):
+    tenant = await make_tenant(demo=True)
+    sql = ("SELECT custom_fields, '{\"a\": [1, 2.5, null]}'::jsonb AS j, '[\"x\"]'::json AS k, "
+           "ARRAY['{}'::jsonb] AS arr FROM work_items ORDER BY key LIMIT 1")
+    env = await envelope(client, tenant, "explorer_query", sql=sql)
+    assert env["success"], env
+    custom_fields, j, k, arr = env["data"]["rows"][0]
+    assert isinstance(custom_fields, dict)
+    assert (j, k, arr) == ({"a": [1, 2.5, None]}, ["x"], [{}])
+
+
 async def test_links_show_where_they_live_to_their_tenant_only(client, two_tenants, admin_conn):
     mine, other = two_tenants
     # One of my links held by a source; the other tenant's links stay local.
@@ -475,26 +486,29 @@ async def test_a_numeric_beyond_a_double_comes_as_its_text_not_null(client, make
 
 async def test_rows_are_fetched_in_batches_and_stop_at_the_byte_cap(explorer, make_tenant,
                                                                     monkeypatch):
-    from asyncpg.cursor import Cursor
+    from asyncpg.connection import Connection
 
     from spiral_mcp.explorer.runner import MAX_RESULT_BYTES
 
     fetched: list[int] = []
-    fetch = Cursor.fetch
+    batches: list[int] = []
+    fetch = Connection.fetch
 
-    async def counting(self, n, *, timeout=None):
-        rows = await fetch(self, n, timeout=timeout)
-        fetched.extend(len(repr(r)) for r in rows)
+    async def counting(self, query, *args, timeout=None, record_class=None):
+        rows = await fetch(self, query, *args, timeout=timeout, record_class=record_class)
+        if "fetch_rows" in query:
+            batches.append(len(rows))
+            fetched.extend(len(repr(r)) for r in rows)
         return rows
 
-    monkeypatch.setattr(Cursor, "fetch", counting)
+    monkeypatch.setattr(Connection, "fetch", counting)
     tenant = await make_tenant()
     # Rows of about 50 kB each: some twenty fit in a result.
     wide = "SELECT g, (SELECT string_agg(md5(h::text), '') FROM generate_series(1, 1600) h) " \
            "FROM generate_series(1, 1000) g"
     data = await explorer.query(tenant.id, wide)
     assert data["truncated_by"] == "max_bytes" and 0 < data["row_count"] < 25
-    assert len(fetched) < 2 * data["row_count"]
+    assert len(fetched) <= data["row_count"] + 1 and len(batches) <= 3
     # One value of 3 MB never leaves the server: its row comes back as NULL.
     fetched.clear()
     huge = "SELECT string_agg(md5(g::text), '') FROM generate_series(1, 100000) g"

@@ -139,8 +139,28 @@ REFUSED = [
     # heavy queries
     ("huge series", "SELECT count(*) FROM generate_series(1, 10000000000)", V, "generate_series"),
     ("huge series in select", "SELECT generate_series(1, 1e12)", V, "generate_series"),
-    ("repeat giant string", "SELECT repeat('x', 1000000000)", P, "repeat"),
-    ("lpad giant string", "SELECT lpad('', 1000000000, 'x')", P, "lpad"),
+    # allowed, but a result over 1 MiB is refused before it is made (test_explorer_memory)
+    ("repeat giant string", "SELECT repeat('x', 1000000000)", V, "repeat would make"),
+    ("lpad giant string", "SELECT lpad('', 1000000000, 'x')", V, "lpad would make"),
+    # the built-in behind a size-checked function, or a size the text cannot show
+    ("pg_catalog repeat", "SELECT pg_catalog.repeat('x', 3)", P, "pg_catalog.repeat"),
+    ("pg_catalog replace", "SELECT pg_catalog.replace(title, 'a', 'b') FROM work_items", P,
+     "pg_catalog.replace"),
+    ("explorer schema function", "SELECT explorer.lower('x')", P, "explorer.lower"),
+    ("format width from an argument", "SELECT format('%*s', 900000000, 'x')", V,
+     "format widths"),
+    ("format positional width", "SELECT format('%1$*2$s', 'x', 900000000)", V, "format widths"),
+    ("format wide", "SELECT format('%s%900000000s', 'x', 'y')", V, "format widths"),
+    ("format string from a column", "SELECT format(title, 1) FROM work_items", V,
+     "must be a string literal"),
+    ("to_char format from a column", "SELECT to_char(created_at, title) FROM work_items", V,
+     "must be a string literal"),
+    ("jsonpath every level", "SELECT jsonb_path_query_array(custom_fields, 'lax $.**') "
+                             "FROM work_items", V, ".**"),
+    ("jsonpath every level, named", "SELECT jsonb_path_query(custom_fields, path => "
+                                    "'$.a.**'::jsonpath) FROM work_items", V, ".**"),
+    ("jsonb_pretty", "SELECT jsonb_pretty(custom_fields) FROM work_items", P, "jsonb_pretty"),
+    ("quote_literal", "SELECT quote_literal(title) FROM work_items", P, "quote_literal"),
     ("explain analyze", "EXPLAIN ANALYZE SELECT * FROM work_items", V, "EXPLAIN"),
     ("explain analyze option", "EXPLAIN (ANALYZE true, COSTS off) SELECT 1", V, "EXPLAIN"),
     ("explain of delete", "EXPLAIN DELETE FROM work_items", V, "EXPLAIN"),
@@ -368,6 +388,21 @@ FINE = [
      "x ON x.work_item_id = w.id ORDER BY 1, 2",
      "SELECT w.key, c.work_item_id FROM work_items w JOIN comments c ON c.work_item_id = w.id "
      "ORDER BY 1, 2"),
+    ("size-checked functions give the built-ins' results",
+     "SELECT key, lpad(number::text, 4, '0'), rpad(key, 10, '.'), repeat('*', number % 4), "
+     "replace(title, ' ', '_'), regexp_replace(title, '[aeiou]', '', 'g'), "
+     "(regexp_match(key, '([A-Z]+)-(\\d+)'))[2], "
+     "array_to_string(array_replace(labels, 'bug', 'defect'), '|', '-'), "
+     "(SELECT count(*) FROM regexp_matches(title, '\\w+', 'g')), "
+     "format('%-6s|%3s', project_key, number), to_char(created_at, 'YYYY-MM') "
+     "FROM work_items ORDER BY key",
+     "SELECT key, lpad(number::text, 4, '0'), rpad(key, 10, '.'), repeat('*', number % 4), "
+     "replace(title, ' ', '_'), regexp_replace(title, '[aeiou]', '', 'g'), "
+     "(regexp_match(key, '([A-Z]+)-(\\d+)'))[2], "
+     "array_to_string(array_replace(labels, 'bug', 'defect'), '|', '-'), "
+     "(SELECT count(*) FROM regexp_matches(title, '\\w+', 'g')), "
+     "format('%-6s|%3s', project_key, number), to_char(created_at, 'YYYY-MM') "
+     "FROM work_items ORDER BY key"),
     ("qualified columns of functions and values",
      "SELECT g.g, g.ordinality, v.label, e.key FROM generate_series(1, 3) WITH ORDINALITY g "
      "JOIN (VALUES (1, 'one'), (2, 'two')) v(n, label) ON v.n = g.g "

@@ -25,7 +25,7 @@ import pytest
 from pglast import parser as pg_parser
 
 from spiral_mcp.errors import ServiceError
-from spiral_mcp.explorer.allowlist import FUNCTIONS, SQL_VALUE_FUNCTIONS
+from spiral_mcp.explorer.allowlist import FUNCTIONS, SQL_VALUE_FUNCTIONS, WRAPPED
 
 SEED = int(os.environ.get("DIFFERENTIAL_SEED") or random.SystemRandom().randrange(2**32))
 COUNT = int(os.environ.get("DIFFERENTIAL_QUERIES") or 6000)
@@ -190,7 +190,8 @@ def disallowed(definition: str) -> list[str]:
         stack.extend(node.values())
         if "FuncCall" in node:
             names = [n["String"]["sval"] for n in node["FuncCall"]["funcname"]]
-            if names[-1] not in FUNCTIONS or names[:-1] not in ([], ["pg_catalog"]):
+            schemas = ([], ["explorer"]) if names[-1] in WRAPPED else ([], ["pg_catalog"])
+            if names[-1] not in FUNCTIONS or names[:-1] not in schemas:
                 found.append(".".join(names))
         if "A_Expr" in node or "SubLink" in node:
             body = node.get("A_Expr") or node["SubLink"]

@@ -375,6 +375,10 @@ async def _picture(conn: asyncpg.Connection, t: uuid.UUID) -> dict[str, Any]:
     }
 
 
+# 0011 and the migrations after it, rolled back and applied again together.
+_SINCE = ("0011_tenant_ids", "0012_explorer_bounds", "0013_explorer_capped_reads")
+
+
 async def _ids(conn: asyncpg.Connection, t: uuid.UUID, table: str) -> list[int]:
     return [r["id"] for r in await _in(conn, t, f"SELECT id FROM {table} ORDER BY id")]
 
@@ -383,7 +387,7 @@ async def test_the_migration_numbers_existing_rows_per_tenant_and_rolls_back(
     fresh_database: str,
 ) -> None:
     await asyncio.to_thread(migrate.apply, fresh_database)
-    assert await asyncio.to_thread(migrate.rollback, fresh_database) == ("0011_tenant_ids",)
+    assert await asyncio.to_thread(migrate.rollback, fresh_database, count=3) == _SINCE[::-1]
     a, b = uuid.uuid4(), uuid.uuid4()
     conn = await asyncpg.connect(fresh_database)
     try:
@@ -391,7 +395,7 @@ async def test_the_migration_numbers_existing_rows_per_tenant_and_rolls_back(
         assert await _ids(conn, a, "work_items") == [1, 3, 5]  # shared: B's rows in between
         pictures = {t: await _picture(conn, t) for t in (a, b)}
 
-        assert await asyncio.to_thread(migrate.apply, fresh_database) == ("0011_tenant_ids",)
+        assert await asyncio.to_thread(migrate.apply, fresh_database) == _SINCE
         # Each tenant's rows numbered 1..n in their old order; each still what it was: the same
         # items, comments on the same items, links between the same items, and the ids stored
         # results and audit rows carry naming the same comment or link.
@@ -409,12 +413,12 @@ async def test_the_migration_numbers_existing_rows_per_tenant_and_rolls_back(
 
         # Back to shared sequences: the rows keep their per-tenant ids, a new row goes past
         # the highest of any tenant.
-        assert await asyncio.to_thread(migrate.rollback, fresh_database) == ("0011_tenant_ids",)
+        assert await asyncio.to_thread(migrate.rollback, fresh_database, count=3) == _SINCE[::-1]
         assert await conn.fetchval("SELECT to_regclass('tenant_counters')") is None
         [[comment]] = await _in(conn, a, "INSERT INTO comments (tenant_id, work_item_id, body) "
                                          "VALUES ($1, 1, 'after') RETURNING id", a)
         assert comment == 5
-        assert await asyncio.to_thread(migrate.apply, fresh_database) == ("0011_tenant_ids",)
+        assert await asyncio.to_thread(migrate.apply, fresh_database) == _SINCE
         assert await _ids(conn, a, "comments") == [1, 2, 3, 4]
         assert dict(await _in(conn, a, "SELECT counter, last_id FROM tenant_counters")) == {
             "work": 4, "audit": 4}

@@ -7,7 +7,10 @@ setting, sleep, catalog lookup by name or large object is reachable from this li
 
 from __future__ import annotations
 
-__all__ = ["FUNCTIONS", "NODES", "OUT_COLUMNS", "SQL_VALUE_FUNCTIONS", "TYPES"]
+__all__ = [
+    "FUNCTIONS", "MAX_VALUE_BYTES", "NODES", "OUT_COLUMNS", "SQL_VALUE_FUNCTIONS", "TYPES",
+    "WRAPPED",
+]
 
 _AGGREGATES = {
     "count", "sum", "avg", "min", "max", "string_agg", "array_agg", "bool_and", "bool_or",
@@ -33,7 +36,7 @@ _STRING = {
     "lower", "upper", "initcap", "length", "char_length", "character_length", "octet_length",
     "substring", "substr", "btrim", "ltrim", "rtrim", "replace", "split_part", "concat",
     "concat_ws", "left", "right", "position", "strpos", "starts_with", "reverse", "translate",
-    "overlay", "format", "quote_literal", "quote_ident", "quote_nullable", "md5", "sha256",
+    "overlay", "format", "md5", "sha256", "repeat", "lpad", "rpad",
     "encode", "decode", "ascii", "chr", "to_hex", "normalize", "is_normalized",
     "regexp_replace", "regexp_match", "regexp_matches", "regexp_like", "regexp_count",
     "regexp_instr", "regexp_substr", "regexp_split_to_array", "regexp_split_to_table",
@@ -50,7 +53,7 @@ _JSON = {
     "jsonb_array_elements", "jsonb_array_elements_text", "jsonb_array_length", "jsonb_each",
     "jsonb_each_text", "jsonb_extract_path", "jsonb_extract_path_text", "jsonb_object_keys",
     "jsonb_typeof", "jsonb_build_object", "jsonb_build_array", "jsonb_strip_nulls",
-    "jsonb_pretty", "jsonb_set", "jsonb_insert", "jsonb_to_record", "jsonb_to_recordset",
+    "jsonb_set", "jsonb_insert", "jsonb_to_record", "jsonb_to_recordset",
     "jsonb_path_exists", "jsonb_path_match", "jsonb_path_query", "jsonb_path_query_array",
     "jsonb_path_query_first", "to_jsonb", "to_json", "row_to_json", "json_build_object",
     "json_build_array", "json_array_elements", "json_array_elements_text", "json_each",
@@ -66,10 +69,29 @@ _ARRAY = {
 # Bounded by the validator when its arguments are literals, by the statement timeout otherwise.
 _SERIES = {"generate_series"}
 
+# Not here on purpose: jsonb_pretty (its output grows with the square of the nesting depth: 20 kB
+# of brackets made 100 MB), quote_literal, quote_ident and quote_nullable (each doubles quotes, so
+# nesting them doubles a value again and again; they only build SQL text, which nothing runs here).
+
 FUNCTIONS: frozenset[str] = frozenset(
     _AGGREGATES | _WINDOW | _DATE_TIME | _STRING | _MATH | _CONDITIONAL | _JSON | _ARRAY
     | _SERIES
 )
+
+# The largest value a function whose result size an argument sets may make (unless it is no
+# larger than its input): the result's own cap, so nothing larger could be returned anyway.
+MAX_VALUE_BYTES = 1 << 20
+
+# Functions whose built-ins could make gigabytes from a few bytes of SQL (repeat('x', 900000000),
+# nested replace(), a regexp_match pattern of a thousand groups, ...). Migration 0012 gives each
+# a wrapper in schema explorer, first on the explorer's search_path, that refuses a result over
+# MAX_VALUE_BYTES larger than its input; every signature of the built-in has one, so an
+# unqualified call always resolves to the wrapper. The pg_catalog version must never run for the
+# explorer: the query check refuses ``pg_catalog.<name>`` and allows ``explorer.<name>``.
+WRAPPED: frozenset[str] = frozenset({
+    "repeat", "lpad", "rpad", "replace", "regexp_replace", "regexp_match", "regexp_matches",
+    "array_to_string", "array_replace",
+})
 
 # The allowed functions with OUT parameters, and their names: the columns such a function gives
 # in FROM, and (two or more) the fields of the record it returns. The validator resolves

@@ -80,6 +80,10 @@ HINTS = [
     "now() - interval '30 days' looks back.",
     "Only SELECT over these tables, with the listed functions (no EXPLAIN: plans come from "
     "statistics of every tenant's rows).",
+    "Functions that make long text from a size or a pattern (repeat, lpad, rpad, replace, "
+    "regexp_replace, regexp_match, array_to_string, array_replace) refuse a result over 1 MiB; "
+    "a query may use 256 MiB of database memory: aggregate or filter before building "
+    "large values.",
 ]
 
 
@@ -192,8 +196,10 @@ async def tenant_samples(conn: asyncpg.Connection, queries: Queries, relation: s
     """Sample values of the low-cardinality text and boolean columns, from this tenant's rows:
     at most SAMPLE_MAX_VALUES distinct values that repeat (so titles and keys are left out)."""
     samples: dict[str, list[dict[str, Any]]] = {}
+    # Longer values are left out on the server: they were sent only to be dropped here.
     for row in await queries.explorer_column_samples(
-            conn, relation=relation, max_values=SAMPLE_MAX_VALUES):
+            conn, relation=relation, max_values=SAMPLE_MAX_VALUES,
+            max_length=_SAMPLE_MAX_LENGTH):
         values = row["sample"]
         if not values:
             continue

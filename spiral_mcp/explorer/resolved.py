@@ -20,7 +20,7 @@ import asyncpg
 
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
-from .allowlist import FUNCTIONS, TYPES
+from .allowlist import FUNCTIONS, TYPES, WRAPPED
 from .nodedump import Node, NodeDumpError, read_node_dump
 
 __all__ = ["Resolution", "load_resolution"]
@@ -239,7 +239,8 @@ def _refused(message: str, sql: str, location: int | None) -> ServiceError:
 async def load_resolution(conn: asyncpg.Connection, queries: Queries) -> Resolution:
     """Read the allowed OIDs from the catalog, through the explorer's own connection."""
     rows = await queries.explorer_allowed_oids(
-        conn, functions=sorted(FUNCTIONS), types=sorted(TYPES | set(_MORE_TYPES)))
+        conn, functions=sorted(FUNCTIONS), types=sorted(TYPES | set(_MORE_TYPES)),
+        wrapped=sorted(WRAPPED))
     found: dict[str, set[int]] = {}
     for row in rows:
         found.setdefault(row["kind"], set()).add(row["oid"])

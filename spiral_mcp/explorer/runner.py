@@ -2,21 +2,29 @@
 
 Every explorer call takes one pooled connection (logged in as the explorer role) and one
 transaction that is bound to the tenant and read-only before any caller SQL runs, and is always
-rolled back. A query is one prepared statement (the unnamed one: the statement cache is off, so
-nothing named is left on the server) read through a portal, at most ``max_rows + 1`` rows. When the
+rolled back. A query is one statement (prepared unnamed: the statement cache is off, so nothing
+named is left on the server) read through a cursor, at most ``max_rows + 1`` rows. When the
 connection goes back to the pool, DISCARD ALL clears whatever session state could have been left:
 settings, prepared statements, cursors, temporary objects, advisory locks, LISTEN.
 
-A SELECT is prepared as written (for its columns, and PostgreSQL's positions in its errors), with
-the server showing its analysis of it, which must pass ``resolved``'s check; then it is run
-inside a wrapper that sends each row as one record, or NULL when its text is beyond the
-result's size limit, so a single huge value never leaves the server; rows are fetched in batches,
-and fetching stops at that limit.
+A query is prepared as written (for its columns, and PostgreSQL's positions in its errors), with
+the server showing its analysis of it, which must pass ``resolved``'s check, and with the
+relations it locks checked; then it is opened as a cursor and read by server-side functions
+(migration 0013): rows come as one record
+each, in batches, and only while their sizes add up to the result's byte cap, so nothing beyond
+it is ever read here; an error raised while planning or running comes with its text capped (it
+can hold a whole value). What one query may take on the database is bounded there too: each
+explorer backend's private memory (``roles.EXPLORER_MEMORY_LIMIT``, set as its connection opens),
+and a call that gives up at its time limit closes its connection and has the runtime role end
+the backend, which therefore never runs on past the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
+import logging
 import re
 import time
 import uuid
@@ -29,23 +37,30 @@ import asyncpg
 from ..db import Database, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
-from ..roles import GUARDED_FUNCTIONS
+from ..roles import EXPLORER_MEMORY_LIMIT, GUARDED_FUNCTIONS
 from .catalog import Catalog, load_catalog
 from .codecs import init_explorer_connection
 from .resolved import Resolution, load_resolution
 from .results import Shaper, UnreadableValue, column_type
 from .validator import CheckedQuery, QueryValidator
 
-__all__ = ["Explorer", "create_explorer_pool"]
+__all__ = ["MAX_RESULT_BYTES", "Explorer", "create_explorer_pool"]
 
-# The JSON of one result stays under this (the MCP result carries it twice: structured + text).
+log = logging.getLogger(__name__)
+
+# The rows of one result, as read from the database and as JSON, stay under this (the MCP result
+# carries them twice: structured + text).
 MAX_RESULT_BYTES = 1 << 20
-# Each row as one record, NULL when its text is over $1 bytes (defends against one value of
-# hundreds of megabytes, built by nested replace(), landing in this process). The statement
-# inside is the checked one, verbatim; the newline ends a trailing -- comment.
-_CAPPED = "SELECT CASE WHEN octet_length(ROW(r.*)::text) <= $1 THEN ROW(r.*) END FROM (\n{}\n) AS r"
+# The cursor a query is read through; it lives until the transaction rolls back.
+_PORTAL = "explorer_rows"
 # A column name that needs no quotes in SQL.
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+# What the database says when a query outgrew what an explorer query may take there.
+_TOO_LARGE = {
+    "53200": f"the query needed more than the {EXPLORER_MEMORY_LIMIT >> 20} MiB of database "
+             "memory an explorer query may use",
+    "53400": "the query needed more temporary disk space than an explorer query may use",
+}
 
 
 async def _discard_all(conn: asyncpg.Connection) -> None:
@@ -55,10 +70,22 @@ async def _discard_all(conn: asyncpg.Connection) -> None:
 
 
 async def create_explorer_pool(
-    url: str, *, min_size: int, max_size: int, connect_timeout: float, query_timeout: float
+    url: str, *, min_size: int, max_size: int, connect_timeout: float, query_timeout: float,
+    queries: Queries | None = None,
 ) -> asyncpg.Pool:
     """A pool logging in as the explorer role: read-only by default, only the explorer schema on
-    the search path (before pg_catalog), ``query_timeout`` per statement, no named statements."""
+    the search path (before pg_catalog), ``query_timeout`` per statement, no named statements,
+    and each backend's private memory limited as its connection opens (when provisioning could
+    install the limit; ``Explorer.unguarded`` names it otherwise)."""
+    limit_memory = (queries or Queries.load()).explorer_limit_memory
+
+    async def limited(conn: asyncpg.Connection) -> None:
+        await init_explorer_connection(conn)
+        # Not provisioned here: the start-up warns. Any other failure refuses the connection.
+        with contextlib.suppress(asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError,
+                                 asyncpg.InsufficientPrivilegeError):
+            await limit_memory(conn)
+
     return await create_pool(
         url, min_size=min_size, max_size=max_size, connect_timeout=connect_timeout,
         statement_timeout=query_timeout, application_name="spiral-mcp-explorer",
@@ -66,14 +93,21 @@ async def create_explorer_pool(
             "search_path": "explorer, pg_catalog",
             "default_transaction_read_only": "on",
         },
+        init=limited,
         statement_cache_size=0,
         reset=_discard_all,
-        init=init_explorer_connection,
     )
 
 
 def _sql_error(exc: asyncpg.PostgresError) -> ServiceError:
     """PostgreSQL's own words for a mistake in the caller's SQL, so the agent can fix it."""
+    if exc.sqlstate in _TOO_LARGE:
+        # Not its detail: which memory context failed is ours, not the caller's.
+        return ServiceError(
+            ErrorCode.VALIDATION_ERROR,
+            f"{_TOO_LARGE[exc.sqlstate]}; filter first, aggregate into fewer or smaller values, "
+            "or return fewer rows",
+            details=[{"sqlstate": exc.sqlstate, "construct": "query size"}])
     detail: dict[str, Any] = {"sqlstate": exc.sqlstate}
     for field in ("position", "detail", "hint"):
         if getattr(exc, field, None):
@@ -95,6 +129,13 @@ def _unreadable(column: str, what: str) -> ServiceError:
     )
 
 
+def _open(conn: asyncpg.Connection) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False  # closed and given back already (an abandoned query: ``Explorer._abandon``)
+
+
 def _cancelled() -> ServiceError:
     # Not our statement_timeout: an operator or a shutdown cancelled the query.
     return ServiceError(ErrorCode.CONNECTION_ERROR,
@@ -103,20 +144,25 @@ def _cancelled() -> ServiceError:
 
 
 class Explorer:
-    """The explorer's pool, validator and limits, built once at start-up."""
+    """The explorer's pool, validator and limits, built once at start-up. ``runtime``: the
+    runtime role's database, which ends backends that timed-out calls left running."""
 
     def __init__(self, database: Database, validator: QueryValidator, catalog: Catalog,
-                 resolution: Resolution, *, timeout: float, max_rows: int) -> None:
+                 resolution: Resolution, *, timeout: float, max_rows: int,
+                 runtime: Database | None = None) -> None:
         self.database = database
         self.validator = validator
         self.catalog = catalog
         self.resolution = resolution
         self.timeout = timeout
         self.max_rows = max_rows
+        self.runtime = runtime
+        self._endings: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(cls, pool: asyncpg.Pool, queries: Queries, *, acquire_timeout: float,
-                    query_timeout: float, max_rows: int) -> Explorer:
+                    query_timeout: float, max_rows: int, runtime: Database | None = None
+                    ) -> Explorer:
         """Read the explorer schema's structure and the allowed OIDs; build the validator over
         the schema's relations."""
         database = Database(pool, queries, acquire_timeout=acquire_timeout)
@@ -125,7 +171,12 @@ class Explorer:
             resolution = await load_resolution(conn, queries)
         validator = QueryValidator(catalog.columns())
         return cls(database, validator, catalog, resolution, timeout=query_timeout,
-                   max_rows=max_rows)
+                   max_rows=max_rows, runtime=runtime)
+
+    async def close(self) -> None:
+        """Wait for backends being ended (before the runtime pool closes)."""
+        if self._endings:
+            await asyncio.wait(self._endings, timeout=5)
 
     @property
     def queries(self) -> Queries:
@@ -141,17 +192,24 @@ class Explorer:
     @asynccontextmanager
     async def bound(self, tenant_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
         """A read-only transaction in which only ``tenant_id``'s rows exist; always rolled back."""
+        async with self._session(tenant_id) as (conn, _):
+            yield conn
+
+    @asynccontextmanager
+    async def _session(self, tenant_id: uuid.UUID
+                       ) -> AsyncIterator[tuple[asyncpg.Connection, dt.datetime]]:
+        """``bound``, with the transaction's start: a time its backend was alive."""
         async with self.database.connection() as conn:
             try:
                 await self.queries.explorer_begin(conn)
-                await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
+                alive_at = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
             except asyncpg.QueryCanceledError as exc:
                 raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the database did not answer in time") \
                     from exc
             try:
-                yield conn
+                yield conn, alive_at
             finally:
-                if not conn.is_closed() and conn.is_in_transaction():
+                if _open(conn) and conn.is_in_transaction():
                     # On failure the pool's reset rolls back or drops the connection.
                     with contextlib.suppress(OSError, asyncpg.PostgresError,
                                              asyncpg.InterfaceError,
@@ -168,24 +226,27 @@ class Explorer:
         deadline = validated + self.timeout
         attributes: list[Any] = []
         try:
-            async with self.bound(tenant_id) as conn:
-                # Parse/describe then bind/execute through a portal: one statement, never the
-                # simple-query protocol that would accept "SELECT 1; DROP ...".
-                stmt = await self.resolution.prepare(conn, checked.sql,
-                                                     time_limit=self._left(deadline))
-                attributes = stmt.get_attributes()
-                shaped = await self._fetch(conn, checked, limit, deadline)
+            async with self._session(tenant_id) as (conn, alive_at):
+                try:
+                    # Parse/describe (one statement, never the simple-query protocol that would
+                    # accept "SELECT 1; DROP ..."), then the cursor.
+                    stmt = await self.resolution.prepare(conn, checked.sql,
+                                                         time_limit=self._left(deadline))
+                    attributes = stmt.get_attributes()
+                    shaped = await self._fetch(conn, checked, limit, deadline)
+                except TimeoutError as exc:
+                    # The server did not stop at its statement_timeout: it may still be running.
+                    self._abandon(conn, alive_at)
+                    raise self._timed_out() from exc
+                except asyncio.CancelledError:
+                    self._abandon(conn, alive_at)
+                    raise
         except ServiceError:
             raise
-        except (TimeoutError, asyncpg.QueryCanceledError) as exc:
-            if isinstance(exc, asyncpg.QueryCanceledError) \
-                    and time.perf_counter() - validated < self.timeout:
+        except asyncpg.QueryCanceledError as exc:
+            if time.perf_counter() - validated < self.timeout:
                 raise _cancelled() from exc
-            raise ServiceError(
-                ErrorCode.QUERY_TIMEOUT,
-                f"the query ran longer than {self.timeout:g} s and was cancelled; narrow it "
-                "(filters, LIMIT) or aggregate in SQL",
-            ) from exc
+            raise self._timed_out() from exc
         except asyncpg.PostgresError as exc:
             raise _sql_error(exc) from exc
         except UnreadableValue as exc:
@@ -205,21 +266,67 @@ class Explorer:
             },
         }
 
+    def _timed_out(self) -> ServiceError:
+        return ServiceError(
+            ErrorCode.QUERY_TIMEOUT,
+            f"the query ran longer than {self.timeout:g} s and was cancelled; narrow it "
+            "(filters, LIMIT) or aggregate in SQL",
+        )
+
     async def _fetch(self, conn: asyncpg.Connection, checked: CheckedQuery, limit: int,
                      deadline: float) -> Shaper:
-        """Fetch through ``_CAPPED`` in batches until the rows or bytes are enough."""
+        """Open the statement as a cursor and fetch in batches until the rows or bytes are
+        enough. The server sends a row only while the rows so far and it fit MAX_RESULT_BYTES
+        (in the binary form they travel in), so no more than that is read here; a row that does
+        not fit ends the result (``truncated_by: max_bytes``)."""
         shaper = Shaper(max_rows=limit, max_bytes=MAX_RESULT_BYTES)
-        stmt = await conn.prepare(_CAPPED.format(checked.statement), timeout=self._left(deadline))
+        # Parsed again, so that the relations it locks are its own (the check's savepoint let
+        # go of its reading's), and checked before the cursor runs anything.
+        await conn.prepare(checked.statement, timeout=self._left(deadline))
         await self.resolution.check_held(conn, self.queries, checked.sql)
-        cursor = await stmt.cursor(MAX_RESULT_BYTES, timeout=self._left(deadline))
+        opened = self.queries.explorer_open
+        await conn.fetchval(opened.sql, *opened.bind({"portal": _PORTAL,
+                                                      "statement": checked.statement}),
+                            timeout=self._left(deadline))
+        fetch = self.queries.explorer_fetch
+        left = MAX_RESULT_BYTES
         while not shaper.full:
             size = shaper.batch_size()
-            batch = await cursor.fetch(size, timeout=self._left(deadline))
-            for record in batch:
-                shaper.add(record[0])
+            batch = await conn.fetch(
+                fetch.sql, *fetch.bind({"portal": _PORTAL, "how_many": size, "max_bytes": left}),
+                timeout=self._left(deadline))
+            for row in batch:
+                if row["bytes"] is None:
+                    shaper.add(None)  # the next row would pass the cap: never sent
+                    break
+                left -= row["bytes"]
+                shaper.add(row["r"])
             if len(batch) < size:
                 break
         return shaper
+
+    def _abandon(self, conn: asyncpg.Connection, alive_at: dt.datetime) -> None:
+        """A call gives up on a query the server may still be running: its connection is closed
+        now (never reused; the backend sees its client gone within a second, at its next
+        interrupt check) and, as the runtime role, the backend is ended. By pid and a time it was
+        alive, so that a session that reused the pid is never hit."""
+        pid = conn.get_server_pid()
+        conn.terminate()
+        if self.runtime is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._end_backend(pid, alive_at))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
+
+    async def _end_backend(self, pid: int, alive_at: dt.datetime) -> None:
+        assert self.runtime is not None
+        try:
+            async with self.runtime.connection() as conn:
+                await self.queries.explorer_end_backend(conn, pid=pid, alive_at=alive_at)
+        except (ServiceError, asyncpg.PostgresError) as exc:
+            # Without explorer_guard (not provisioned) the closed connection still ends it.
+            log.warning("could not end an abandoned explorer backend",
+                        extra={"pid": pid, "error": str(exc)[:200]})
 
     def _left(self, deadline: float) -> float:
         # The client-side backstop of statement_timeout: a little beyond it, never negative.

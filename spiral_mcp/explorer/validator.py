@@ -21,7 +21,15 @@ import orjson
 from pglast import parser as pg_parser
 
 from ..errors import ErrorCode, ServiceError
-from .allowlist import FUNCTIONS, NODES, OUT_COLUMNS, SQL_VALUE_FUNCTIONS, TYPES
+from .allowlist import (
+    FUNCTIONS,
+    MAX_VALUE_BYTES,
+    NODES,
+    OUT_COLUMNS,
+    SQL_VALUE_FUNCTIONS,
+    TYPES,
+    WRAPPED,
+)
 
 __all__ = ["CheckedQuery", "QueryValidator"]
 
@@ -61,6 +69,18 @@ _NAME_KEYS = frozenset({"aliasname", "name", "refname", "ctename", "colname", "r
 _ESCAPED = re.compile(r"[(){}\\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_NAME_BYTES = 63
+# Arguments that must be string literals, by function: (position, parameter name, what it is).
+# Their text sets how large the result may grow (format's widths, to_char's patterns that each
+# print several characters, a jsonpath's .** that copies every nested level again), so it must
+# be known here.
+_LITERAL_ARGUMENTS = {
+    "format": (0, None, "format string"),
+    "to_char": (1, None, "format"),
+    "jsonb_path_query": (1, "path", "path"),
+    "jsonb_path_query_array": (1, "path", "path"),
+}
+# A format() conversion: %%, or %[position$][-][width]type, the width digits or * (an argument).
+_FORMAT_SPEC = re.compile(r"%%|%(?:\d+\$)?-*(\*(?:\d+\$)?|\d+)?")
 
 # A FROM item's column names, in order; None when they are not known exactly here.
 Columns = tuple[str, ...] | None
@@ -90,6 +110,16 @@ def _too_deep() -> ServiceError:
 
 def _names(items: list[Any]) -> list[str]:
     return [i["String"]["sval"] for i in items if isinstance(i, dict) and "String" in i]
+
+
+def _string(node: Any) -> str | None:
+    """The text of a string literal, also under a cast ('$.a'::jsonpath), else None."""
+    if isinstance(node, dict) and "TypeCast" in node:
+        node = node["TypeCast"].get("arg")
+    if not isinstance(node, dict) or "A_Const" not in node:
+        return None
+    value = node["A_Const"].get("sval")
+    return value.get("sval", "") if isinstance(value, dict) else None
 
 
 def _literal(node: Any) -> float | None:
@@ -621,13 +651,49 @@ class QueryValidator:
     def _function(self, body: dict[str, Any], loc: int) -> None:
         parts = _names(body.get("funcname") or [])
         name = parts[-1] if parts else ""
-        if len(parts) > 2 or (len(parts) == 2 and parts[0] != "pg_catalog") \
-                or name not in FUNCTIONS:
-            shown = ".".join(parts)
+        schema = parts[0] if len(parts) == 2 else None
+        shown = ".".join(parts)
+        if len(parts) > 2 or name not in FUNCTIONS \
+                or schema not in (None, EXPLORER_SCHEMA if name in WRAPPED else "pg_catalog"):
+            why = f"; call {name}, which checks the size of what it makes" \
+                if name in WRAPPED and schema == "pg_catalog" else ""
             raise _Refused(ErrorCode.PERMISSION_DENIED, f"function {shown}",
-                           f"function {shown} is not allowed in explorer queries", loc)
+                           f"function {shown} is not allowed in explorer queries{why}", loc)
         if name == "generate_series":
             self._series(body, loc)
+        if name in _LITERAL_ARGUMENTS:
+            self._literal_argument(name, body, loc)
+
+    def _literal_argument(self, name: str, body: dict[str, Any], loc: int) -> None:
+        """The argument of ``name`` that sets its result's size must be a literal, and a small
+        one: format's widths add up to at most MAX_VALUE_BYTES (none given by an argument,
+        ``%*s``); a jsonpath has no ``.**``, whose result copies each nesting level again."""
+        position, keyword, what = _LITERAL_ARGUMENTS[name]
+        args = body.get("args") or []
+        named = [a["NamedArgExpr"] for a in args if isinstance(a, dict) and "NamedArgExpr" in a]
+        arg = next((a.get("arg") for a in named if a.get("name") == keyword), None) \
+            if keyword else None
+        if arg is None and position < len(args) - len(named):
+            arg = args[position]
+        if arg is None:
+            return  # missing: PostgreSQL refuses the call
+        text = _string(arg)
+        if text is None:
+            raise _Refused(ErrorCode.VALIDATION_ERROR, f"{name} {what}",
+                           f"the {what} of {name} must be a string literal in explorer queries",
+                           loc)
+        if name == "format":
+            widths = [m.group(1) for m in _FORMAT_SPEC.finditer(text) if m.group(1)]
+            if any(w.startswith("*") for w in widths) \
+                    or sum(int(w) for w in widths) > MAX_VALUE_BYTES:
+                raise _Refused(ErrorCode.VALIDATION_ERROR, "format width",
+                               "format widths must be written as numbers adding up to at most "
+                               f"{MAX_VALUE_BYTES} in explorer queries", loc)
+        elif name.startswith("jsonb_path") and "**" in text:
+            raise _Refused(ErrorCode.VALIDATION_ERROR, f"{name} .**",
+                           f"{name} with .** is not allowed in explorer queries: it copies every "
+                           "nesting level of the value again; use jsonb_path_exists or name the "
+                           "levels", loc)
 
     def _series(self, body: dict[str, Any], loc: int) -> None:
         args = body.get("args") or []

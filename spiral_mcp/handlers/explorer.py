@@ -13,7 +13,10 @@ from typing import Any
 
 from ..errors import ErrorCode, ServiceError
 from ..explorer import Explorer
+from ..explorer.allowlist import MAX_VALUE_BYTES
 from ..explorer.catalog import tenant_counts, tenant_samples
+from ..explorer.runner import MAX_RESULT_BYTES
+from ..roles import EXPLORER_MEMORY_LIMIT
 from .context import ToolContext
 from .registry import Tool
 
@@ -73,7 +76,9 @@ async def get_metadata(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         "tables": tables,
         "relationships": explorer.catalog.relationships(),
         **explorer.catalog.reference(),
-        "limits": {"max_rows": explorer.max_rows, "timeout_s": explorer.timeout},
+        "limits": {"max_rows": explorer.max_rows, "timeout_s": explorer.timeout,
+                   "max_result_bytes": MAX_RESULT_BYTES, "max_value_bytes": MAX_VALUE_BYTES,
+                   "max_memory_bytes": EXPLORER_MEMORY_LIMIT},
     }
 
 

@@ -156,13 +156,15 @@ def _explorer(url: str, *, configured: bool):
             pool = await create_explorer_pool(
                 url, min_size=0, max_size=settings.db_pool_max,
                 connect_timeout=settings.db_connect_timeout,
-                query_timeout=settings.explorer_timeout_s)
+                query_timeout=settings.explorer_timeout_s, queries=app[DATABASE].queries)
             app[EXPLORER] = await Explorer.start(
                 pool, app[DATABASE].queries, acquire_timeout=settings.db_connect_timeout,
-                query_timeout=settings.explorer_timeout_s, max_rows=settings.explorer_max_rows)
+                query_timeout=settings.explorer_timeout_s, max_rows=settings.explorer_max_rows,
+                runtime=app[DATABASE])
             if exposed := await app[EXPLORER].unguarded():
-                log.warning("the explorer role may still read or signal other sessions; run the "
-                            "grants at the end of docker/init-roles.sql in this database",
+                log.warning("the explorer role may still read or signal other sessions, or use "
+                            "memory without limit; run the statements of docker/init-roles.sql "
+                            "for the explorer role in this database",
                             extra={"exposed": exposed[:8]})
         except (ServiceError, OSError, asyncpg.PostgresError) as exc:
             if configured:
@@ -176,6 +178,7 @@ def _explorer(url: str, *, configured: bool):
         try:
             yield
         finally:
+            await app[EXPLORER].close()
             await close_pool(pool, grace=app[SHUTDOWN].left(1.0))
 
     return explorer

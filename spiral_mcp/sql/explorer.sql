@@ -3,10 +3,11 @@
 -- explorer_bind can record the binding; explorer_bind then makes it read-only.
 BEGIN READ WRITE
 
--- name: explorer_bind!
+-- name: explorer_bind$
 -- params: tenant_id
--- Bind the transaction to the tenant (row-level security), then make it read-only.
-SELECT explorer_support.bind($1::uuid)
+-- Bind the transaction to the tenant (row-level security), then make it read-only. The
+-- transaction's start comes back: a time this backend was alive (explorer_end_backend).
+SELECT now() FROM explorer_support.bind($1::uuid) AS bound
 
 -- name: explorer_rollback!
 -- Every explorer transaction ends here: nothing it did, the binding included, is kept.
@@ -19,14 +20,46 @@ SELECT 1
 -- name: explorer_unguarded
 -- params: functions
 -- What provisioning takes from this role that it still has (a database set up by hand may lack
--- that step): the guarded functions it may run, whether its sessions publish query text, and
--- whether the server's readings of its queries would fill the server log.
+-- that step): the guarded functions it may run, whether its sessions publish query text, no
+-- memory limit to set, the session limits it lacks (roles.EXPLORER_SETTINGS), and whether
+-- the server's readings of its queries would fill the server log.
 SELECT p.oid::regprocedure::text AS exposed FROM pg_catalog.pg_proc p
 WHERE p.proname = ANY($1::name[]) AND has_function_privilege(p.oid, 'EXECUTE')
 UNION ALL
 SELECT 'track_activities' WHERE current_setting('track_activities')::bool
 UNION ALL
 SELECT 'log_min_messages' WHERE current_setting('log_min_messages') NOT IN ('fatal', 'panic')
+UNION ALL
+SELECT 'no memory limit (explorer_guard.limit_memory)'
+WHERE NOT COALESCE(has_function_privilege(
+    to_regprocedure('explorer_guard.limit_memory()'), 'EXECUTE'), false)
+UNION ALL
+SELECT 'max_parallel_workers_per_gather'
+WHERE current_setting('max_parallel_workers_per_gather')::int > 0
+UNION ALL
+SELECT 'temp_file_limit' WHERE current_setting('temp_file_limit') = '-1'
+
+-- name: explorer_limit_memory$
+-- On each new explorer connection: the kernel's limit of this backend's private memory
+-- (provisioning's explorer_guard.limit_memory sets it and returns it, in bytes).
+SELECT explorer_guard.limit_memory()
+
+-- name: explorer_open$
+-- params: portal, statement
+-- Plan and open a checked statement as the cursor `portal`; an error's text comes back capped.
+SELECT explorer_support.open_rows($1::text::refcursor, $2::text)
+
+-- name: explorer_fetch
+-- params: portal, how_many, max_bytes
+-- The cursor's next rows while their sizes add up to max_bytes: (row, its bytes), and
+-- (NULL, NULL) for the first row that does not fit.
+SELECT r, bytes FROM explorer_support.fetch_rows($1::text::refcursor, $2::integer, $3::bigint)
+
+-- name: explorer_end_backend$
+-- params: pid, alive_at
+-- As the runtime role: end the explorer backend `pid` of this database if it started no later
+-- than `alive_at` (a session that reused the pid is never hit); whether one was signalled.
+SELECT explorer_guard.end_backend($1::integer, $2::timestamptz)
 
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
@@ -80,15 +113,17 @@ ORDER BY v.relname, con.contype, con.conname
 SELECT relation, row_count FROM explorer_support.row_counts($1::text[])
 
 -- name: explorer_column_samples
--- params: relation, max_values
--- This tenant's distinct values of the text and boolean columns of a relation, with counts.
+-- params: relation, max_values, max_length
+-- This tenant's distinct values of the text and boolean columns of a relation, with counts; none
+-- for a column with more than max_values of them or one longer than max_length characters.
 SELECT column_name, distinct_count, sample
-FROM explorer_support.column_samples($1::text, $2::integer)
+FROM explorer_support.column_samples($1::text, $2::integer, $3::integer)
 
 -- name: explorer_allowed_oids
--- params: functions, types
+-- params: functions, types, wrapped
 -- What the check of PostgreSQL's own reading of a query allows, by OID (explorer.resolved):
--- the allowlist's functions and types as this database numbers them, with the arrays of those
+-- the allowlist's functions and types as this database numbers them (a wrapped function's
+-- explorer version, never its pg_catalog one), with the arrays of those
 -- types and the explorer views' row and column types, the casts
 -- between allowed types, the operators of pg_catalog over them, the explorer's relations, and
 -- the relations an explorer transaction may hold locks on.
@@ -122,7 +157,9 @@ WITH named_types AS (
 SELECT 'types' AS kind, oid FROM types
 UNION ALL
 SELECT 'functions', p.oid FROM pg_catalog.pg_proc p
-WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY($1::name[])
+WHERE (p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY($1::name[])
+       AND p.proname <> ALL($3::name[]))
+   OR (p.pronamespace = 'explorer'::regnamespace AND p.proname = ANY($3::name[]))
 UNION ALL
 SELECT 'functions', c.castfunc FROM pg_catalog.pg_cast c
 WHERE c.castfunc <> 0 AND c.castsource IN (SELECT oid FROM types)
