@@ -4,9 +4,12 @@ must return the right rows."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from spiral_mcp.errors import ErrorCode, ServiceError
+from spiral_mcp.explorer.resolved import Resolution
 from tests.conftest import make_settings
 from tests.test_explorer import as_tenant, envelope
 
@@ -544,6 +547,16 @@ async def test_query_calls_are_rate_limited_as_queries(aiohttp_client, database_
     assert codes[2]["code"] == "RATE_LIMITED"
 
 
+class _Fooled(Resolution):
+    """The check of PostgreSQL's reading, with a reading that finds nothing wrong."""
+
+    def __init__(self, real: Resolution) -> None:
+        super().__init__(**{f.name: getattr(real, f.name) for f in dataclasses.fields(real)})
+
+    def unallowed(self, nodes):
+        return None
+
+
 def _hidden_relation(relation: str, columns: str) -> str:
     """A query whose names (newlines, carriage returns, escaped parentheses) once made the
     reader of the server's reading take a catalog view for a subquery (an independent attack)."""
@@ -567,15 +580,21 @@ async def test_names_that_confuse_the_reading_do_not_hide_a_relation(explorer, m
     sql = _hidden_relation(relation, columns)
     tenant = await make_tenant()
     async with explorer.bound(tenant.id) as conn:
+        # The reading alone: as if every relation's lock were allowed.
+        every = frozenset(r["oid"] for r in await conn.fetch("SELECT oid FROM pg_class"))
+        reading_only = dataclasses.replace(explorer.resolution, lockable=every)
         with pytest.raises(ServiceError) as reading:
-            await explorer.resolution.prepare(conn, sql, time_limit=5)
-        assert reading.value.code is ErrorCode.PERMISSION_DENIED
-        if locks_tell:
-            await conn.prepare(sql)
+            await reading_only.check(conn, explorer.queries, sql, time_limit=5)
+    assert reading.value.code is ErrorCode.PERMISSION_DENIED
+    assert not reading.value.message.startswith("relation pg_class")
+    if locks_tell:
+        # As if the reading had been fooled: what the statement locked still refuses it.
+        async with explorer.bound(tenant.id) as conn:
             with pytest.raises(ServiceError) as locks:
-                await explorer.resolution.check_held(conn, explorer.queries, sql)
-            assert locks.value.code is ErrorCode.PERMISSION_DENIED
-            assert locks.value.message.startswith("relation ")
+                await _Fooled(explorer.resolution).check(conn, explorer.queries, sql,
+                                                         time_limit=5)
+        assert locks.value.code is ErrorCode.PERMISSION_DENIED
+        assert locks.value.message.startswith("relation ")
 
 
 @pytest.mark.parametrize("sql", [sql for _, sql in BYPASSES]
@@ -588,7 +607,7 @@ async def test_the_second_wall_refuses_what_the_first_let_through(explorer, make
     tenant = await make_tenant()
     async with explorer.bound(tenant.id) as conn:
         with pytest.raises(ServiceError) as refused:
-            await explorer.resolution.prepare(conn, sql, time_limit=5)
+            await explorer.resolution.check(conn, explorer.queries, sql, time_limit=5)
     assert refused.value.code is ErrorCode.PERMISSION_DENIED
     assert "current_setting(text)" in refused.value.message \
         or "operator public.%" in refused.value.message, refused.value.message

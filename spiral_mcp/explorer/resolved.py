@@ -89,12 +89,14 @@ class Resolution:
     relations: frozenset[int]
     lockable: frozenset[int]
 
-    async def prepare(self, conn: asyncpg.Connection, sql: str, *, time_limit: float
-                      ) -> asyncpg.prepared_stmt.PreparedStatement:
-        """Prepare ``sql`` and check PostgreSQL's analysis of it; the statement when it passes.
-        Runs in a savepoint of the caller's transaction, rolled back after: that ends the
-        settings that show the reading, and lets go of the locks that reading the query (and
-        asyncpg's look-ups of its types) took, so that ``check_held`` sees only a statement's."""
+    async def check(self, conn: asyncpg.Connection, queries: Queries, statement: str, *,
+                    time_limit: float, sql: str | None = None) -> None:
+        """Check what PostgreSQL makes of ``statement`` (one statement, no trailing semicolon;
+        ``sql``: the text it was taken from, for positions) before anything of it runs: its
+        reading, and the relations it locks. The statement is prepared inside ``_READ`` (one
+        plain column: nothing for asyncpg to look up, whose own queries the server would show
+        too), in a savepoint rolled back after, which ends the settings that show the reading
+        and lets go of what the statement locked."""
         dumps: list[str] = []
 
         def listen(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
@@ -106,16 +108,32 @@ class Resolution:
             await conn.execute(_INSPECT, timeout=time_limit)
             conn.add_log_listener(listen)
             try:
-                stmt = await conn.prepare(sql, timeout=time_limit)
+                await conn.prepare(_READ.format(statement), timeout=time_limit)
                 if not dumps:
                     await asyncio.sleep(0)  # listeners are called soon after, not inside
             finally:
                 conn.remove_log_listener(listen)
+            held = await queries.explorer_locks_held(conn, allowed=list(self.lockable))
+        except asyncpg.PostgresError:
+            failed = True
+        else:
+            failed = False
         finally:
             await conn.execute(_ROLLBACK_TO, timeout=time_limit)
+        sql = statement if sql is None else sql
+        if failed:
+            # A mistake in the query: PostgreSQL says it again, in the query's own positions.
+            await conn.prepare(statement, timeout=time_limit)
+            raise _refused("the query could not be read as a subquery", sql, None)
+        if held:
+            # Parse analysis locks every relation a query names, and rewriting a view the tables
+            # below it, whatever the reading made of them.
+            raise _refused(f"relation {held[0]['name']} is not allowed in explorer queries",
+                           sql, None)
+        # Positions in the reading count from the start of _READ's text.
+        offset = max(sql.find(statement), 0) - len(_READ.split("{}")[0].encode())
         if not dumps:
             raise _refused("the server did not show how it read the query", sql, None)
-        # The first dump is the query's: asyncpg may then prepare its own type introspection.
         try:
             nodes = read_node_dump(dumps[0])
         except NodeDumpError as exc:
@@ -125,17 +143,8 @@ class Resolution:
         if found is not None:
             kind, oid, location = found
             name = await _describe(conn, kind, oid)
-            raise _refused(f"{kind} {name} is not allowed in explorer queries", sql, location)
-        return stmt
-
-    async def check_held(self, conn: asyncpg.Connection, queries: Queries, sql: str) -> None:
-        """Refuse a prepared statement that locked a relation the explorer does not read: parse
-        analysis locks every relation a query names, and views' rewriting the tables below,
-        whatever the reading of the dump made of them."""
-        held = await queries.explorer_locks_held(conn, allowed=list(self.lockable))
-        if held:
-            raise _refused(f"relation {held[0]['name']} is not allowed in explorer queries",
-                           sql, None)
+            raise _refused(f"{kind} {name} is not allowed in explorer queries", sql,
+                           None if location is None or location < 0 else location + offset)
 
     def unallowed(self, nodes: list[Node]) -> tuple[str, int, int | None] | None:
         """The first thing among ``nodes`` (a tree's, its root last) that the explorer does not
@@ -179,6 +188,8 @@ class Resolution:
 # Our own statements, constants (the explorer's transaction is begun by hand, which asyncpg's
 # transaction objects refuse to nest in).
 _SAVEPOINT = "SAVEPOINT explorer_reading"
+# The statement as a subquery; the newline ends a trailing -- comment.
+_READ = "SELECT NULL FROM (\n{}\n) AS q"
 _ROLLBACK_TO = "ROLLBACK TO SAVEPOINT explorer_reading"
 _INSPECT = ("SELECT pg_catalog.set_config('debug_print_parse', 'on', true), "
             "pg_catalog.set_config('debug_pretty_print', 'off', true), "

@@ -7,9 +7,9 @@ named is left on the server) read through a cursor, at most ``max_rows + 1`` row
 connection goes back to the pool, DISCARD ALL clears whatever session state could have been left:
 settings, prepared statements, cursors, temporary objects, advisory locks, LISTEN.
 
-A query is prepared as written (for its columns, and PostgreSQL's positions in its errors), with
-the server showing its analysis of it, which must pass ``resolved``'s check, and with the
-relations it locks checked; then it is opened as a cursor and read by server-side functions
+A query is checked as PostgreSQL reads it (``resolved``: its analysis, and the relations it
+locks), prepared as written (for its columns, and PostgreSQL's positions in its errors), then
+opened as a cursor and read by server-side functions
 (migration 0013): rows come as one record
 each, in batches, and only while their sizes add up to the result's byte cap, so nothing beyond
 it is ever read here; an error raised while planning or running comes with its text capped (it
@@ -230,8 +230,9 @@ class Explorer:
                 try:
                     # Parse/describe (one statement, never the simple-query protocol that would
                     # accept "SELECT 1; DROP ..."), then the cursor.
-                    stmt = await self.resolution.prepare(conn, checked.sql,
-                                                         time_limit=self._left(deadline))
+                    await self.resolution.check(conn, self.queries, checked.statement,
+                                                sql=checked.sql, time_limit=self._left(deadline))
+                    stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
                     attributes = stmt.get_attributes()
                     shaped = await self._fetch(conn, checked, limit, deadline)
                 except TimeoutError as exc:
@@ -280,10 +281,6 @@ class Explorer:
         (in the binary form they travel in), so no more than that is read here; a row that does
         not fit ends the result (``truncated_by: max_bytes``)."""
         shaper = Shaper(max_rows=limit, max_bytes=MAX_RESULT_BYTES)
-        # Parsed again, so that the relations it locks are its own (the check's savepoint let
-        # go of its reading's), and checked before the cursor runs anything.
-        await conn.prepare(checked.statement, timeout=self._left(deadline))
-        await self.resolution.check_held(conn, self.queries, checked.sql)
         opened = self.queries.explorer_open
         await conn.fetchval(opened.sql, *opened.bind({"portal": _PORTAL,
                                                       "statement": checked.statement}),
