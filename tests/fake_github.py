@@ -90,6 +90,8 @@ class FakeGitHub:
     clock: datetime = datetime(2025, 6, 1, tzinfo=UTC)
     # Another origin to put in Link headers, as a misconfigured proxy might.
     link_origin: str | None = None
+    # GraphQL points charged so far, as GitHub computes them (see charges).
+    points: int = 0
     _next_id: int = 5000
 
     # --- building the site ---------------------------------------------------------------
@@ -191,6 +193,12 @@ class FakeGitHub:
         if comment is not None:
             self._comment(issue, comment, at)
         issue["updated_at"] = gh_time(at)
+
+    def charges(self) -> dict[str, int]:
+        """What the requests so far cost a token against GitHub's primary limits, which are two
+        budgets of 5,000 an hour: REST requests (any, retries included) and GraphQL points."""
+        rest = sum(1 for _, path in self.log if path != "/graphql")
+        return {"requests": len(self.log), "rest": rest, "graphql_points": self.points}
 
     # --- the HTTP side --------------------------------------------------------------------
     def app(self) -> web.Application:

@@ -226,6 +226,10 @@ class FakeJira:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def charges(self) -> dict[str, int]:
+        """What the requests so far cost against Jira's limits, which count requests."""
+        return {"requests": len(self.log)}
+
     # --- the HTTP side --------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
