@@ -1,0 +1,95 @@
+"""The requests a sync spends (issue 17): each source's history read in bulk where its API allows
+it, counted by the fakes as the real APIs charge."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from spiral_mcp.sources import manage
+from spiral_mcp.sources.secrets import SecretBox
+from tests.fake_github import FakeGitHub
+
+BOX = SecretBox(b"x" * 43 + b"=")
+FAST = {"backoff": 0.01, "max_backoff": 0.05, "rate": 1000.0, "timeout": 5.0}
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+# A third of what one token may spend an hour: 5,000 REST requests, and apart from them 5,000
+# GraphQL points.
+GITHUB_BUDGET = 5000 / 3
+
+
+async def _add(admin_conn: asyncpg.Connection, queries, tenant_id: uuid.UUID, *, kind: str,
+               base_url: str, projects: dict[str, str], token: str,
+               email: str | None = None) -> uuid.UUID:
+    async with admin_conn.transaction():
+        return await manage.add_source(
+            admin_conn, queries, BOX, tenant_id=tenant_id, kind=kind,
+            name=f"{kind} {os.urandom(3).hex()}", base_url=base_url, projects=projects,
+            token=token, email=email)
+
+
+async def _scalar(conn: asyncpg.Connection, tenant_id: uuid.UUID, sql: str) -> Any:
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        return await conn.fetchval(sql)
+
+
+# --- GitHub: issues and their timelines in bulk through GraphQL -------------------------------
+def _github_repository(fake: FakeGitHub, count: int) -> tuple[int, int]:
+    """``count`` issues a minute apart, every 20th with a long history (60 comments, closed and
+    reopened 15 times), the rest a few of each, and a pull request per ten; (comments, moves)."""
+    comments = moves = 0
+    for n in range(1, count + 1):
+        long = n % 20 == 0
+        said, reopens, closed = (60, 15, False) if long else (n % 4, n % 3, n % 2 == 0)
+        fake.add_issue("octo/web", title=f"Issue {n}", updated=T0 + timedelta(minutes=n),
+                       comments=said, reopens=reopens, state="closed" if closed else "open",
+                       state_reason="completed" if closed else None)
+        comments, moves = comments + said, moves + 2 * reopens + closed
+        if n % 10 == 0:
+            fake.add_issue("octo/web", title=f"PR {n}", updated=T0 + timedelta(minutes=n),
+                           pull_request=True, comments=2)
+    return comments, moves
+
+
+async def test_a_github_backfill_of_10000_issues_fits_a_third_of_a_tokens_hour(
+        serve_fake, make_tenant, admin_conn, app_conn, queries) -> None:
+    """600 issues, 5% with timelines longer than the page that comes with each: the sync
+    spends no REST request, and GraphQL points at a rate that makes 10,000 issues cost less than
+    a third of the 5,000 a token has an hour (before issue 17: 1,840 REST requests per 1,000
+    issues, a list page per 100 and an events and a comments request per issue). A re-sync
+    after 10% changed spends a tenth of that. Every comment and move arrives."""
+    github = await serve_fake(FakeGitHub())
+    comments, moves = _github_repository(github, 600)
+    tenant = await make_tenant()
+    source_id = await _add(admin_conn, queries, tenant.id, kind="github",
+                           base_url=github.base_url, projects={"octo/web": "WEB"},
+                           token=github.token)
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
+    assert progress.items == 600
+    assert await _scalar(app_conn, tenant.id, "SELECT count(*) FROM comments") == comments
+    assert await _scalar(app_conn, tenant.id,
+                         "SELECT count(*) FROM work_item_transitions") == moves
+    spent = github.charges()
+    assert spent["rest"] == 0
+    per_issue = spent["graphql_points"] / 600
+    assert per_issue * 10_000 <= GITHUB_BUDGET, spent
+    # Pages of 100 issues at 3 points, and a follow-up of the long timelines of each page.
+    assert spent["graphql_points"] == 7 * 3 + 7 * 1
+
+    later = T0 + timedelta(days=2)
+    for k, n in enumerate(range(1, 601, 10)):  # 60 changed: a title, a comment or a state
+        number = n + (n - 1) // 10  # numbers count the pull requests too
+        github.update_issue("octo/web", number, at=later + timedelta(minutes=k),
+                            **({"title": "Edited"}, {"comment": "More"},
+                               {"state": "closed", "state_reason": "completed"})[k % 3])
+    before = github.charges()
+    progress = await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
+    assert (progress.items, progress.changed) == (61, 60)  # and the one at the old cursor
+    resync = {key: github.charges()[key] - before[key] for key in before}
+    # One page, and the rest of the timeline of Issue 600, read again at the old cursor.
+    assert resync == {"requests": 2, "rest": 0, "graphql_points": 3 + 1}
