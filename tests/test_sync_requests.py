@@ -9,10 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from spiral_mcp.sources import manage
+from spiral_mcp.sources.base import Ref
+from spiral_mcp.sources.jira import JiraAdapter
 from spiral_mcp.sources.secrets import SecretBox
 from tests.fake_github import FakeGitHub
+from tests.fake_jira import FakeJira
 
 BOX = SecretBox(b"x" * 43 + b"=")
 FAST = {"backoff": 0.01, "max_backoff": 0.05, "rate": 1000.0, "timeout": 5.0}
@@ -93,3 +97,81 @@ async def test_a_github_backfill_of_10000_issues_fits_a_third_of_a_tokens_hour(
     resync = {key: github.charges()[key] - before[key] for key in before}
     # One page, and the rest of the timeline of Issue 600, read again at the old cursor.
     assert resync == {"requests": 2, "rest": 0, "graphql_points": 3 + 1}
+
+
+# --- Jira: changelogs in bulk -----------------------------------------------------------------
+@pytest.fixture
+async def jira(serve_fake) -> FakeJira:
+    return await serve_fake(FakeJira(inline_comments=20, inline_histories=40))
+
+
+def _jira_issues(fake: FakeJira, count: int, *, long_every: int) -> dict[str, int]:
+    """``count`` issues; every ``long_every``-th moved 45 times (more than the 40 histories a
+    search answers) with a summary edit between moves, the others twice. Key -> moves."""
+    made: dict[str, int] = {}
+    for n in range(1, count + 1):
+        key = f"ABC-{n}"
+        hops = 45 if n % long_every == 0 else 2
+        path = tuple(("In Progress", "To Do")[m % 2] for m in range(hops))
+        issue = fake.add_issue(key, summary=f"Issue {n}", updated=T0 + timedelta(minutes=n),
+                               status=path[-1], moves=path)
+        if hops > 2:  # a change of another field: a history bulkfetch leaves out
+            histories = fake.histories[issue["id"]]
+            histories.insert(1, {
+                "id": f"s{issue['id']}", "author": {"displayName": "Editor"},
+                "created": histories[0]["created"],
+                "items": [{"field": "summary", "fieldtype": "jira", "fieldId": "summary",
+                           "fromString": "Old", "toString": f"Issue {n}"}]})
+        made[key] = hops
+    return made
+
+
+async def test_jira_cloud_reads_histories_cut_short_in_one_bulk_request(
+        jira: FakeJira) -> None:
+    """A page of 100 issues, 25 of them with more history than the search answers: one
+    ``changelog/bulkfetch`` of their 25 ids (status changes only) brings their whole status
+    history, in two pages (1,125 histories, 1,000 a page), instead of 25 requests per issue
+    (before issue 17: a ``GET issue/{id}/changelog`` each)."""
+    made = _jira_issues(jira, 100, long_every=4)
+    adapter = JiraAdapter(jira.base_url, email=jira.email, token=jira.token,
+                          projects={"ABC": "ABC"}, **FAST)
+    items = {i.key: i for page in [p async for p in adapter.pages(since=None)] for i in page.items}
+    await adapter.close()
+    assert {key: len(item.transitions) for key, item in items.items()} == made
+    long = items["ABC-4"].transitions
+    assert [t.to_status for t in long[:3]] == ["In Progress", "To Do", "In Progress"]
+    assert [t.at for t in long] == sorted(t.at for t in long)
+    bulk = jira.bulk_reads
+    assert len(bulk) == 2 and bulk[0]["fieldIds"] == ["status"]
+    assert sorted(bulk[0]["issueIdsOrKeys"], key=int) == sorted(
+        (jira.find(key)["id"] for key, hops in made.items() if hops > 40), key=int)
+    assert bulk[1]["nextPageToken"] and bulk[1]["issueIdsOrKeys"] == bulk[0]["issueIdsOrKeys"]
+    assert not [path for _, path in jira.log if path.endswith("/changelog")]
+    # myself, status, one search page, two bulk pages.
+    assert jira.charges() == {"requests": 5}
+
+
+async def test_jira_a_read_back_issue_cut_short_is_read_whole_too(jira: FakeJira) -> None:
+    """A write reads its issue back with ``expand=changelog``; a history longer than that
+    answer comes by the same bulk read."""
+    _jira_issues(jira, 4, long_every=4)
+    issue = jira.find("ABC-4")
+    assert issue is not None
+    adapter = JiraAdapter(jira.base_url, email=jira.email, token=jira.token,
+                          projects={"ABC": "ABC"}, **FAST)
+    item = await adapter.update(Ref(issue["id"], "ABC-4", "ABC"), {"title": "Renamed"})
+    await adapter.close()
+    assert item.title == "Renamed" and len(item.transitions) == 45
+    assert jira.log.count(("POST", "/rest/api/3/changelog/bulkfetch")) == 1
+
+
+async def test_jira_server_answers_whole_changelogs_and_is_asked_nothing_more(
+        serve_fake) -> None:
+    jira = await serve_fake(FakeJira(server=True, inline_comments=20))
+    made = _jira_issues(jira, 100, long_every=4)
+    adapter = JiraAdapter(jira.base_url, email=None, token=jira.token, projects={"ABC": "ABC"},
+                          **FAST)
+    items = [i async for page in adapter.pages(since=None) for i in page.items]
+    await adapter.close()
+    assert {i.key: len(i.transitions) for i in items} == made
+    assert jira.charges() == {"requests": 3}  # myself, status, one search page
