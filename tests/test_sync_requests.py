@@ -12,9 +12,11 @@ import asyncpg
 import pytest
 
 from spiral_mcp.sources import manage
+from spiral_mcp.sources.asana import AsanaAdapter
 from spiral_mcp.sources.base import Ref
 from spiral_mcp.sources.jira import JiraAdapter
 from spiral_mcp.sources.secrets import SecretBox
+from tests.fake_asana import FakeAsana
 from tests.fake_github import FakeGitHub
 from tests.fake_jira import FakeJira
 
@@ -175,3 +177,29 @@ async def test_jira_server_answers_whole_changelogs_and_is_asked_nothing_more(
     await adapter.close()
     assert {i.key: len(i.transitions) for i in items} == made
     assert jira.charges() == {"requests": 3}  # myself, status, one search page
+
+
+# --- Asana: stories per task, the listing with what it can carry ------------------------------
+async def test_asana_reads_a_tasks_stories_with_one_request_a_task(serve_fake) -> None:
+    """Asana has no bulk read of stories (its batch API charges each action as a request): a
+    sync lists the tasks with every field it maps (``opt_fields``), 100 a page, then asks each
+    task's stories once, and nothing else."""
+    asana = FakeAsana()
+    asana.add_project("1204567890123456", "Design")
+    for n in range(1, 251):
+        asana.add_task("1204567890123456", f"Task {n}", modified=T0 + timedelta(minutes=n),
+                       comments=n % 5, moves=n % 3, completed=n % 3 == 1)
+    await serve_fake(asana, path="/api/1.0")
+    adapter = AsanaAdapter(asana.base_url, token=asana.token,
+                           projects={"1204567890123456": "DES"}, **FAST)
+    adapter.use_keys([], {"DES": 1})
+    items = [i async for page in adapter.pages(since=None) for i in page.items]
+    await adapter.close()
+    assert len(items) == 250 and sum(len(i.comments) for i in items) == sum(
+        n % 5 for n in range(1, 251))
+    assert asana.charges() == {"requests": 3 + 250}
+    listings = [q for (_, path), q in zip(asana.log, asana.queries, strict=True)
+                if path == "/tasks"]
+    assert len(listings) == 3 and all("custom_fields.enum_value.name" in q["opt_fields"]
+                                      for q in listings)
+    assert {path.rpartition("/")[2] for _, path in asana.log if path != "/tasks"} == {"stories"}
