@@ -1,16 +1,23 @@
 """The requests a sync spends (issue 17): each source's history read in bulk where its API allows
-it, counted by the fakes as the real APIs charge."""
+it, counted by the fakes as the real APIs charge; the request rate an instance keeps to, set per
+instance and checked."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
+from spiral_mcp.config import SETTINGS
 from spiral_mcp.sources import manage
 from spiral_mcp.sources.asana import AsanaAdapter
 from spiral_mcp.sources.base import Ref
@@ -29,13 +36,13 @@ GITHUB_BUDGET = 5000 / 3
 
 
 async def _add(admin_conn: asyncpg.Connection, queries, tenant_id: uuid.UUID, *, kind: str,
-               base_url: str, projects: dict[str, str], token: str,
-               email: str | None = None) -> uuid.UUID:
+               base_url: str, projects: dict[str, str], token: str, email: str | None = None,
+               rate: float | None = None) -> uuid.UUID:
     async with admin_conn.transaction():
         return await manage.add_source(
             admin_conn, queries, BOX, tenant_id=tenant_id, kind=kind,
             name=f"{kind} {os.urandom(3).hex()}", base_url=base_url, projects=projects,
-            token=token, email=email)
+            token=token, email=email, rate=rate)
 
 
 async def _scalar(conn: asyncpg.Connection, tenant_id: uuid.UUID, sql: str) -> Any:
@@ -203,3 +210,117 @@ async def test_asana_reads_a_tasks_stories_with_one_request_a_task(serve_fake) -
     assert len(listings) == 3 and all("custom_fields.enum_value.name" in q["opt_fields"]
                                       for q in listings)
     assert {path.rpartition("/")[2] for _, path in asana.log if path != "/tasks"} == {"stories"}
+
+
+# --- the request rate ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "kind", "expected"), [
+    ("2.5", "asana", 2.5), ("150/min", "asana", 2.5), ("1500/min", "asana", 25.0),
+    ("5000/h", "github", 5000 / 3600), ("15/s", "github", 15.0), (" 7 ", "jira", 7.0),
+    ("1/min", "jira", 1 / 60), ("100", "jira", 100.0),
+])
+def test_a_rate_is_read_a_second_a_minute_or_an_hour(raw: str, kind: str,
+                                                       expected: float) -> None:
+    assert manage.parse_rate(raw, manage.adapter_class(kind)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ("fast", "--rate 'fast': expected requests a second (like 2.5), or a number a minute or an "
+             "hour (like 150/min or 5000/h)"),
+    ("-1", "expected requests a second"), ("2,5", "expected requests a second"),
+    ("150 per minute", "expected requests a second"), ("10/day", "expected requests a second"),
+    ("1500", "--rate '1500' is 1500 requests a second, more than the 100 any source allows (a "
+             "rate a minute is written like 150/min); the default for asana is 2.5 a second: "
+             "Asana allows 150 requests a minute on a free domain"),
+    ("0", "--rate '0' is less than one request a minute"),
+    ("30/h", "less than one request a minute, at which a sync would take hours"),
+])
+def test_a_bad_rate_is_one_clear_line(raw: str, says: str) -> None:
+    with pytest.raises(manage.SourceAdminError) as info:
+        manage.parse_rate(raw, manage.adapter_class("asana"))
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+async def test_an_instance_keeps_to_its_own_rate_or_its_kinds_default(
+        serve_fake, make_tenant, admin_conn, queries) -> None:
+    github = await serve_fake(FakeGitHub())
+    github.repos["octo/web"] = True
+    tenant = await make_tenant()
+    own = await _add(admin_conn, queries, tenant.id, kind="github", base_url=github.base_url,
+                     projects={"octo/web": "WEB"}, token=github.token, rate=20.0)
+    kinds = {kind: await _add(admin_conn, queries, tenant.id, kind=kind,
+                              base_url=github.base_url, projects={ref: "K" + kind.upper()},
+                              token="t", email="e@x.io" if kind == "jira" else None)
+             for kind, ref in (("github", "octo/api"), ("jira", "ABC"),
+                               ("asana", "1204567890123456"))}
+    async with admin_conn.transaction():
+        rows = {key: await manage.find_source(admin_conn, queries, source_id)
+                for key, source_id in [("own", own), *kinds.items()]}
+    assert orjson.loads(rows["own"]["config"])["rate"] == 20.0
+    assert "rate" not in orjson.loads(rows["jira"]["config"])
+    rates = {}
+    for key, row in rows.items():
+        adapter = manage.make_adapter(row, BOX)
+        rates[key] = adapter.rate
+        await adapter.close()
+    assert rates == {"own": 20.0, "github": 15.0, "jira": 5.0, "asana": 2.5}
+    # The client keeps to it: a request starts 1/20 s after the one before at the earliest.
+    adapter = manage.make_adapter(rows["own"], BOX)
+    started = time.monotonic()
+    for _ in range(3):
+        await adapter.check()  # GET /user, GET /repos/octo/web
+    elapsed = time.monotonic() - started
+    await adapter.close()
+    assert len(github.log) == 6 and elapsed >= 5 / 20
+    # A client option (the tests' own, say) goes first.
+    fast = manage.make_adapter(rows["own"], BOX, rate=1000.0)
+    assert fast.rate == 1000.0
+    await fast.close()
+
+
+@pytest.fixture
+def source_cli(database_urls, tmp_path: Path):
+    """``await source_cli("set", ...)``: ``spiral-mcp source ...`` as the operator runs it."""
+    env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
+    env |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
+            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "ASANA_TOKEN": "1/2:pat"}
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "spiral_mcp", "source", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    return run
+
+
+async def test_cli_sets_an_instances_rate_on_add_and_set(make_tenant, admin_conn, queries,
+                                                         source_cli) -> None:
+    tenant = await make_tenant()
+    code, out, err = await source_cli(
+        "add", "--tenant", str(tenant.id), "--kind", "asana", "--name", "design",
+        "--project", "1204567890123456=DES", "--token-env", "ASANA_TOKEN", "--rate", "1500/min")
+    assert code == 0, err
+    source_id = out.strip()
+
+    async def rate() -> Any:
+        async with admin_conn.transaction():
+            row = await manage.find_source(admin_conn, queries, uuid.UUID(source_id))
+        return orjson.loads(row["config"]).get("rate")
+
+    assert await rate() == 25.0
+    code, out, err = await source_cli("set", source_id, "--rate", "5000/h")
+    assert (code, orjson.loads(out)) == (0, {"rate": 5000 / 3600}), err
+    assert await rate() == 5000 / 3600 and "sync" not in err
+    code, out, err = await source_cli("set", source_id, "--rate", "default")
+    assert (code, orjson.loads(out)) == (0, {"rate": 2.5}), err
+    assert await rate() is None
+    code, out, err = await source_cli("set", source_id, "--rate", "1500")
+    assert (code, out, err.count("\n")) == (1, "", 1)
+    assert "--rate '1500' is 1500 requests a second, more than the 100" in err
+    assert await rate() is None
+    code, out, err = await source_cli(
+        "add", "--tenant", str(tenant.id), "--kind", "github", "--name", "octo",
+        "--project", "octo/web=WEB", "--token-env", "ASANA_TOKEN", "--rate", "soon")
+    assert (code, out) == (1, "") and "--rate 'soon': expected requests a second" in err

@@ -171,6 +171,10 @@ class Adapter(abc.ABC):
     #: Whether the source numbers its items (Jira keys, GitHub issue numbers). When it does not
     #: (Asana), the store hands out the numbers: see :meth:`use_keys`.
     numbers_items: bool = True
+    #: Requests a second an instance keeps to unless its config's ``rate`` says otherwise, from
+    #: the source's published limits; ``rate_basis`` says which.
+    default_rate: float = 10.0
+    rate_basis: str = ""
     #: Every request goes through it: timeouts, rate and retries are the client's.
     _http: HttpClient
 
@@ -227,6 +231,11 @@ class Adapter(abc.ABC):
     def requests(self) -> int:
         """Requests sent so far, retries included."""
         return self._http.requests
+
+    @property
+    def rate(self) -> float:
+        """The requests a second this adapter keeps to."""
+        return self._http.rate
 
     async def close(self) -> None:
         """Release the HTTP session."""
@@ -380,6 +389,7 @@ class HttpClient:
         # A source asking for more than this is treated as down rather than waited for.
         self._max_retry_after = max_retry_after
         self._sleep = sleep
+        self.rate = rate
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._next_slot = 0.0
         self._slot_lock = asyncio.Lock()

@@ -257,6 +257,9 @@ class GitHubAdapter(Adapter):
     ref_pattern = REPO
     ref_example = "octo-org/web"
     default_base_url = "https://api.github.com"
+    default_rate = 15.0
+    rate_basis = ("GitHub's secondary rate limit: 900 points a minute for REST, where a read is "
+                  "1 point (GraphQL allows 2,000)")
 
     @classmethod
     def from_instance(cls, base_url: str, credentials: Mapping[str, str],
@@ -279,9 +282,10 @@ class GitHubAdapter(Adapter):
         self._page_size = min(page_size, 100)  # GitHub's most per page
         self._http = HttpClient(base_url, headers={
             "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28"}, **client_options)
+            "X-GitHub-Api-Version": "2022-11-28"}, **{"rate": self.default_rate,
+                                                      **client_options})
         self._graphql_url = graphql_url(base_url)
-        self._legacy = False  # the server lacks _NEWER_FIELDS
+        self._legacy = False  # the server lacks NEWER_FIELDS
         #: GraphQL points GitHub charged the queries so far (its ``rateLimit.cost``).
         self.points = 0
 

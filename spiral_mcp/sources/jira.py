@@ -199,6 +199,9 @@ class JiraAdapter(Adapter):
     overrides = {"status_categories": CATEGORIES}
     ref_pattern = PROJECT_KEY
     ref_example = "ABC"
+    default_rate = 5.0
+    rate_basis = ("Atlassian publishes no fixed limit for API tokens (Cloud's burst limits per "
+                  "endpoint are unpublished, Data Center's are its administrator's): kept low")
 
     @classmethod
     def from_instance(cls, base_url: str, credentials: Mapping[str, str],
@@ -229,7 +232,7 @@ class JiraAdapter(Adapter):
             authorization = "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
             self._api = "/rest/api/3"
         self._http = HttpClient(base_url, headers={"Authorization": authorization},
-                                **client_options)
+                                **{"rate": self.default_rate, **client_options})
         self._status_by_id: dict[str, str] = {}
         self._status_by_name: dict[str, str] = {}
 
