@@ -349,6 +349,13 @@ def _value(raw: Any, variables: Mapping[str, Any]) -> Any:
     return str(raw) if isinstance(raw, _Enum) else raw
 
 
+def _variables_in(raw: Any) -> set[str]:
+    if isinstance(raw, Var):
+        return {raw.name}
+    values = raw.values() if isinstance(raw, dict) else raw if isinstance(raw, list) else ()
+    return set().union(*map(_variables_in, values))
+
+
 def variables_of(query: Query, given: Mapping[str, Any] | None) -> dict[str, Any]:
     """The query's variables with their defaults, each required one given."""
     values = dict(given or {})
@@ -368,6 +375,7 @@ def cost_of(query: Query, variables: Mapping[str, Any], *,
     lacks them) or the node limit, in GitHub's words."""
     totals = {"requests": 0, "nodes": 0}
     used: set[str] = set()
+    used_variables: set[str] = set()
 
     def walk(selections: list[Any], type_name: str, parents: int, seen: tuple[str, ...]) -> None:
         for selection in selections:
@@ -405,6 +413,13 @@ def cost_of(query: Query, variables: Mapping[str, Any], *,
                                    extensions={"code": "undefinedField", "typeName": type_name,
                                                "fieldName": selection.name})
             value_type, takes = spec
+            for name in _variables_in(selection.args):
+                used_variables.add(name)
+                if name not in query.variables:
+                    raise GraphQLError(f"Variable ${name} is used by anonymous query but not "
+                                       "declared", line=selection.line, column=selection.column,
+                                       extensions={"code": "variableNotDefined",
+                                                   "variableName": name})
             for arg in selection.args:
                 if arg not in takes:
                     raise GraphQLError(f"Field '{selection.name}' doesn't accept argument "
@@ -438,6 +453,9 @@ def cost_of(query: Query, variables: Mapping[str, Any], *,
                 walk(selection.selections, named, inner, seen)
 
     walk(query.selections, "Query", 1, ())
+    if unused := sorted(set(query.variables) - used_variables):
+        raise GraphQLError(f"Variable ${unused[0]} is declared by anonymous query but not used",
+                           extensions={"code": "variableNotUsed", "variableName": unused[0]})
     if unused := sorted(set(query.fragments) - used):
         raise GraphQLError(f"Fragment {unused[0]} was defined, but not used",
                            extensions={"code": "useAndDefineFragment", "fragmentName": unused[0]})

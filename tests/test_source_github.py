@@ -689,6 +689,9 @@ def test_the_fake_charges_a_query_as_github_documents(query: str,
     ("{ viewer { logn } }", "Field 'logn' doesn't exist on type 'User'"),
     ("query { viewer { login } } fragment f on Issue { id }", "Fragment f was defined, but not"),
     ("{ viewer { login }", "Parse error on end of input"),
+    ("{ viewer { repositories(first: $n) { totalCount } } }",
+     "Variable $n is used by anonymous query but not declared"),
+    ("query($n: Int) { viewer { login } }", "Variable $n is declared by anonymous query but not"),
 ])
 def test_the_fake_refuses_what_github_refuses(query: str, words: str) -> None:
     with pytest.raises(GraphQLError, match=re.escape(words)):
