@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                            "types:Incident=bug (Asana); repeatable")
     sadd.add_argument("--email", help="Jira Cloud: the account's email (basic auth); leave out "
                                       "for a Server/Data Center bearer token")
+    sadd.add_argument("--rate", metavar="RATE",
+                      help="requests a second the source is asked at most (like 2.5, or 150/min, "
+                           "5000/h); default from the source's published limits: GitHub 15, "
+                           "Jira 5, Asana 2.5 (150/min, a free domain's limit)")
     sadd.add_argument("--token-env", metavar="VAR",
                       help="environment variable holding the API token (default: read stdin)")
     slist = source_actions.add_parser("list", parents=[common], help="list sources (no secrets)")
@@ -130,13 +134,17 @@ def _parser() -> argparse.ArgumentParser:
             "source_id", type=_uuid)
     sset = source_actions.add_parser(
         "set", parents=[common],
-        help="change a source's mapping overrides (a sync --full re-applies them to stored items)")
+        help="change a source's mapping overrides (a sync --full re-applies them to stored "
+             "items) or its request rate")
     sset.add_argument("source_id", type=_uuid)
     sset.add_argument("--tenant", type=_uuid, help="the tenant the source must belong to")
     sset.add_argument("--map", action="append", default=[], metavar="KEY:NAME=VALUE",
                       help="set an override, as for source add (repeatable)")
     sset.add_argument("--unmap", action="append", default=[], metavar="KEY:NAME",
                       help="remove an override, e.g. status_categories:Triage (repeatable)")
+    sset.add_argument("--rate", metavar="RATE",
+                      help="requests a second the source is asked at most, as for source add; "
+                           "'default' for its kind's")
     ssync = source_actions.add_parser("sync", parents=[common], help="sync a source now")
     ssync.add_argument("source_id", type=_uuid)
     ssync.add_argument("--full", action="store_true", help="ignore the cursor, fetch everything")
@@ -312,11 +320,12 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
                 kind = manage.adapter_class(args.kind)
                 projects = manage.parse_project_map(args.project, kind)
                 overrides = manage.parse_overrides(args.map, kind)
+                rate = manage.parse_rate(args.rate, kind) if args.rate is not None else None
                 token = _read_token(args.token_env)
                 source_id = await _with_admin(settings, lambda c, q: manage.add_source(
                     c, q, box, tenant_id=args.tenant, kind=args.kind, name=args.name,
                     base_url=args.base_url, projects=projects, email=args.email, token=token,
-                    overrides=overrides))
+                    overrides=overrides, rate=rate))
                 print(source_id)
             case "list":
                 _print_json(await _with_admin(
@@ -347,14 +356,17 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
 async def _set_overrides(args: argparse.Namespace, settings: Settings) -> None:
     from .sources import manage
 
-    if not args.map and not args.unmap:
-        raise CommandError("nothing to change: give --map KEY:NAME=VALUE or --unmap KEY:NAME")
-    overrides = await _with_admin(settings, lambda c, q: manage.change_overrides(
-        c, q, args.source_id, tenant_id=args.tenant, mapped=args.map, unmapped=args.unmap))
-    _print_json(overrides)
-    # Stored items keep the old mapping until the source changes them.
-    print(f"re-apply to stored items with: spiral-mcp source sync {args.source_id} --full",
-          file=sys.stderr)
+    if not args.map and not args.unmap and args.rate is None:
+        raise CommandError("nothing to change: give --map KEY:NAME=VALUE, --unmap KEY:NAME or "
+                           "--rate RATE")
+    changed = await _with_admin(settings, lambda c, q: manage.change_overrides(
+        c, q, args.source_id, tenant_id=args.tenant, mapped=args.map, unmapped=args.unmap,
+        rate=args.rate))
+    _print_json(changed)
+    if args.map or args.unmap:
+        # Stored items keep the old mapping until the source changes them.
+        print(f"re-apply to stored items with: spiral-mcp source sync {args.source_id} --full",
+              file=sys.stderr)
 
 
 async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:

@@ -194,6 +194,10 @@ class FakeAsana:
             next_page = {"offset": offset, "path": path, "uri": f"{self.base_url}{path}"}
         return web.json_response({"data": values[start:end], "next_page": next_page})
 
+    def charges(self) -> dict[str, int]:
+        """What the requests so far cost against Asana's limits, which count requests."""
+        return {"requests": len(self.log)}
+
     # --- the HTTP side --------------------------------------------------------------------
     def app(self) -> web.Application:
         api = web.Application(middlewares=[self._gate])

@@ -1,4 +1,5 @@
-"""A fake GitHub REST API (version 2022-11-28) speaking GitHub's wire format, for the source tests.
+"""A fake GitHub REST API (version 2022-11-28) and GraphQL API speaking GitHub's wire format, for
+the source tests.
 
 Paths and shapes: ``GET /user``, ``GET /repos/{owner}/{repo}``, ``GET|POST
 /repos/{owner}/{repo}/issues`` (the list takes ``state``, ``sort=updated``, ``direction``,
@@ -11,23 +12,46 @@ are 404 ``{"message": "Not Found"}``; bad writes are 422 ``{"message": "Validati
 "errors": [...]}``; writes to a read-only repository are 403. Faults stand in for the real thing,
 for the next request or for one method and path: the primary rate limit (403 or 429 with
 ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``), a secondary one (403 or 429 saying
-"secondary rate limit", with or without ``retry-after``), 5xx.
+"secondary rate limit", with or without ``retry-after``), 5xx; a fault of status 200 is how
+GraphQL refuses for rate (``errors`` of type ``RATE_LIMITED`` with ``x-ratelimit-remaining: 0``,
+else naming a secondary rate limit).
 
 The issue list is computed afresh for every request, as GitHub's is: an issue changed between two
 page requests (``before_list`` hooks do that) leaves its place for the end of a list sorted by
 update, and every issue after its old place moves one place earlier.
+
+``POST /graphql`` answers the part of GitHub's GraphQL schema in ``fake_github_graphql`` from the
+same data (a repository's ``issues`` and ``issue``, ``node``, an issue's fields, labels,
+assignees, milestone, issue type and its ``timelineItems`` of comments, closed and reopened
+events; ``rateLimit``), counted by the same ``list_requests``, ``before_list`` and
+``broken_list``. Every query is charged the points GitHub would charge (``points``), and with
+``graphql_budget`` set, a query past it is refused as GitHub refuses one: 200, a
+``RATE_LIMITED`` error and ``x-ratelimit-remaining: 0``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
+
+from tests.fake_github_graphql import (
+    TIMELINE_TYPES,
+    GraphQLError,
+    Obj,
+    Resolver,
+    connection,
+    cost_of,
+    execute,
+    iso,
+    parse,
+    variables_of,
+)
 
 DOCS = "https://docs.github.com/rest"
 API_VERSION = "2022-11-28"
@@ -88,8 +112,17 @@ class FakeGitHub:
     log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     accepts: set[str] = dataclasses.field(default_factory=set)
     clock: datetime = datetime(2025, 6, 1, tzinfo=UTC)
-    # Another origin to put in Link headers, as a misconfigured proxy might.
-    link_origin: str | None = None
+    # GraphQL points charged so far, as GitHub computes them (see charges), and the queries.
+    points: int = 0
+    graphql_queries: int = 0
+    # The GraphQL points a token may spend (an hour); None: no limit.
+    graphql_budget: int | None = None
+    # Schema fields this server lacks, as "Type.field" (an older GitHub Enterprise Server's).
+    graphql_without: frozenset[str] = frozenset()
+    # When the GraphQL budget is full again (epoch seconds); None: an hour from each answer.
+    graphql_reset: int | None = None
+    # The parsed GraphQL queries answered, in order: (points, nodes, variables).
+    graphql_log: list[tuple[int, int, dict[str, Any]]] = dataclasses.field(default_factory=list)
     _next_id: int = 5000
 
     # --- building the site ---------------------------------------------------------------
@@ -192,11 +225,19 @@ class FakeGitHub:
             self._comment(issue, comment, at)
         issue["updated_at"] = gh_time(at)
 
+    def charges(self) -> dict[str, int]:
+        """What the requests so far cost a token against GitHub's primary limits, which are two
+        budgets of 5,000 an hour: REST requests (any, retries included) and GraphQL points."""
+        rest = sum(1 for _, path in self.log if not path.endswith("/graphql"))
+        return {"requests": len(self.log), "rest": rest, "graphql_points": self.points}
+
     # --- the HTTP side --------------------------------------------------------------------
-    def app(self) -> web.Application:
+    def app(self, *, enterprise: bool = False) -> web.Application:
+        """The API at the root, as api.github.com; ``enterprise``: REST under ``/api/v3`` and
+        GraphQL at ``/api/graphql``, as a GitHub Enterprise Server."""
         app = web.Application(middlewares=[self._gate])
-        repo = "/repos/{owner}/{repo}"
-        app.router.add_get("/user", self._me)
+        repo = ("/api/v3" if enterprise else "") + "/repos/{owner}/{repo}"
+        app.router.add_get(("/api/v3" if enterprise else "") + "/user", self._me)
         app.router.add_get(repo, self._repo)
         app.router.add_get(f"{repo}/issues", self._list)
         app.router.add_post(f"{repo}/issues", self._create)
@@ -205,6 +246,7 @@ class FakeGitHub:
         app.router.add_get(f"{repo}/issues/{{number}}/comments", self._comments)
         app.router.add_post(f"{repo}/issues/{{number}}/comments", self._add_comment)
         app.router.add_get(f"{repo}/issues/{{number}}/events", self._events)
+        app.router.add_post("/api/graphql" if enterprise else "/graphql", self._graphql)
         return app
 
     @web.middleware
@@ -217,6 +259,11 @@ class FakeGitHub:
             return _error(400, "Unsupported 'X-GitHub-Api-Version' header")
         if faults := self.faults_at.get((request.method, request.path)) or self.faults:
             status, headers = faults.pop(0)
+            if status == 200:  # how GraphQL refuses for rate
+                primary = headers.get("x-ratelimit-remaining") == "0"
+                return web.json_response({"errors": [{
+                    "message": _fault_message(403, headers),
+                    **({"type": "RATE_LIMITED"} if primary else {})}]}, headers=headers)
             return _error(status, _fault_message(status, headers), **headers)
         if "owner" in request.match_info:
             name = f"{request.match_info['owner']}/{request.match_info['repo']}"
@@ -245,8 +292,6 @@ class FakeGitHub:
         if page < last:
             rels += [(page + 1, "next"), (last, "last")]
         url = request.url
-        if self.link_origin:
-            url = URL(self.link_origin).join(request.rel_url)
         links = ", ".join(f'<{url.update_query(page=p)}>; rel="{rel}"' for p, rel in rels)
         return web.json_response(values[(page - 1) * per_page:page * per_page],
                                  headers={"Link": links} if links else None)
@@ -259,13 +304,17 @@ class FakeGitHub:
         return web.json_response({"id": sum(map(ord, name)), "full_name": name,
                                   "private": True, "has_issues": self.repos[name]})
 
-    async def _list(self, request: web.Request) -> web.Response:
-        name, query = self._name(request), request.query
+    def _listed(self, name: str) -> bool:
+        """Count a listing of ``name``'s issues and run its hook; False when it is broken."""
         self.list_requests[name] += 1
         if (hook := self.before_list.pop(self.list_requests.total(), None)) is not None:
             hook()
-        if self.broken_list is not None and self.broken_list[0] == name \
-                and self.list_requests[name] >= self.broken_list[1]:
+        return not (self.broken_list is not None and self.broken_list[0] == name
+                    and self.list_requests[name] >= self.broken_list[1])
+
+    async def _list(self, request: web.Request) -> web.Response:
+        name, query = self._name(request), request.query
+        if not self._listed(name):
             return _error(500, "Server Error")
         found = list(self.issues.get(name, {}).values())
         if query.get("state", "open") != "all":
@@ -343,3 +392,169 @@ class FakeGitHub:
         issue = self._target(request)
         return self._paginate(request, self.events[issue["id"]]) if issue else _error(
             404, "Not Found")
+
+    async def _graphql(self, request: web.Request) -> web.Response:
+        """``POST /graphql``: the query checked and charged as GitHub does, then answered."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "Problems parsing JSON")
+        text = body.get("query") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            return web.json_response({"errors": [{"message": "A query attribute must be specified "
+                                                             "and must be a string."}]})
+        limit = self.graphql_budget or 5000
+        reset = self.graphql_reset or int(time.time()) + 3600
+        headers = {"x-ratelimit-limit": str(limit), "x-ratelimit-resource": "graphql",
+                   "x-ratelimit-reset": str(reset)}
+        try:
+            query = parse(text)
+            variables = variables_of(query, body.get("variables"))
+            cost, nodes = cost_of(query, variables, without=self.graphql_without)
+        except GraphQLError as exc:
+            return web.json_response({"errors": [exc.entry]}, headers=headers)
+        if self.graphql_budget is not None and self.points + cost > self.graphql_budget:
+            return web.json_response(
+                {"errors": [{"type": "RATE_LIMITED",
+                             "message": "API rate limit exceeded for user ID 1."}]},
+                headers={**headers, "x-ratelimit-remaining": "0",
+                         "x-ratelimit-used": str(self.points)})
+        self.points += cost
+        self.graphql_queries += 1
+        self.graphql_log.append((cost, nodes, dict(variables)))
+        headers |= {"x-ratelimit-remaining": str(max(0, limit - self.points)),
+                    "x-ratelimit-used": str(self.points)}
+        try:
+            data, errors = execute(query, variables, _GraphQL(self, cost, nodes).resolvers(),
+                                   Obj("Query", None))
+        except _Broken:
+            return _error(500, "Server Error")
+        return web.json_response({"data": data, **({"errors": errors} if errors else {})},
+                                 headers=headers)
+
+
+class _Broken(Exception):
+    """A listing ``broken_list`` fails: the whole GraphQL request answers 500."""
+
+
+class _GraphQL:
+    """The resolvers of the fake's GraphQL schema over a FakeGitHub's data."""
+
+    def __init__(self, fake: FakeGitHub, cost: int, nodes: int) -> None:
+        self.fake, self.cost, self.nodes = fake, cost, nodes
+
+    def resolvers(self) -> dict[str, dict[str, Resolver]]:
+        issue = {
+            "id": lambda o, a: o.data["node_id"],
+            "databaseId": lambda o, a: o.data["id"],
+            "fullDatabaseId": lambda o, a: str(o.data["id"]),
+            "body": lambda o, a: o.data.get("body") or "",
+            "state": lambda o, a: o.data["state"].upper(),
+            "stateReason": lambda o, a: (o.data.get("state_reason") or "").upper() or None,
+            "createdAt": lambda o, a: o.data["created_at"],
+            "updatedAt": lambda o, a: o.data["updated_at"],
+            "closedAt": lambda o, a: o.data.get("closed_at"),
+            "url": lambda o, a: o.data["html_url"],
+            "author": lambda o, a: _actor(o.data.get("user")),
+            "milestone": lambda o, a: Obj("Milestone", o.data["milestone"])
+            if o.data.get("milestone") else None,
+            "issueType": lambda o, a: Obj("IssueType", o.data["type"])
+            if o.data.get("type") else None,
+            "labels": lambda o, a: connection([Obj("Label", x) for x in o.data["labels"]], a),
+            "assignees": lambda o, a: connection([Obj("User", x) for x in o.data["assignees"]],
+                                                 a),
+            "comments": lambda o, a: connection(
+                [Obj("IssueComment", c) for c in self.fake.comments[o.data["id"]]], a),
+            "timelineItems": self._timeline,
+        }
+        comment = {
+            "id": lambda o, a: f"IC_kw{o.data['id']}",
+            "databaseId": lambda o, a: o.data["id"],
+            "fullDatabaseId": lambda o, a: str(o.data["id"]),
+            "body": lambda o, a: o.data.get("body") or "",
+            "createdAt": lambda o, a: o.data["created_at"],
+            "updatedAt": lambda o, a: o.data["updated_at"],
+            "author": lambda o, a: _actor(o.data.get("user")),
+            "url": lambda o, a: f"https://github.com/issue-comment/{o.data['id']}",
+        }
+        event = {
+            "id": lambda o, a: f"E_kw{o.data['id']}",
+            "createdAt": lambda o, a: o.data["created_at"],
+            "stateReason": lambda o, a: (o.data.get("state_reason") or "").upper() or None,
+            "actor": lambda o, a: _actor(o.data.get("actor")),
+        }
+        return {
+            "Query": {"repository": self._repository, "node": self._node,
+                      "rateLimit": self._rate_limit,
+                      "viewer": lambda o, a: Obj("User", _user(self.fake.login))},
+            "Repository": {"id": lambda o, a: f"R_kw{sum(map(ord, o.data))}",
+                           "name": lambda o, a: o.data.split("/")[1],
+                           "nameWithOwner": lambda o, a: o.data,
+                           "hasIssuesEnabled": lambda o, a: self.fake.repos[o.data],
+                           "issue": self._issue, "issues": self._issues},
+            "Issue": issue, "IssueComment": comment, "ClosedEvent": event, "ReopenedEvent": event,
+            "Milestone": {"dueOn": lambda o, a: o.data.get("due_on"),
+                          "id": lambda o, a: f"MI_kw{o.data['number']}"},
+        }
+
+    def _repository(self, obj: Obj, args: dict[str, Any]) -> Obj:
+        name = f"{args['owner']}/{args['name']}"
+        if name not in self.fake.repos:
+            raise GraphQLError(f"Could not resolve to a Repository with the name '{name}'.",
+                               type="NOT_FOUND")
+        return Obj("Repository", name)
+
+    def _node(self, obj: Obj, args: dict[str, Any]) -> Obj:
+        found = next((i for repo in self.fake.issues.values() for i in repo.values()
+                      if i["node_id"] == args["id"] and "pull_request" not in i), None)
+        if found is None:
+            raise GraphQLError(f"Could not resolve to a node with the global id of "
+                               f"'{args['id']}'", type="NOT_FOUND")
+        return Obj("Issue", found)
+
+    def _rate_limit(self, obj: Obj, args: dict[str, Any]) -> Obj:
+        limit = self.fake.graphql_budget or 5000
+        return Obj("RateLimit", {
+            "cost": self.cost, "limit": limit, "used": self.fake.points,
+            "remaining": max(0, limit - self.fake.points), "nodeCount": self.nodes,
+            "resetAt": gh_time(datetime.now(UTC) + timedelta(hours=1))})
+
+    def _issue(self, obj: Obj, args: dict[str, Any]) -> Obj:
+        issue = self.fake.issues.get(obj.data, {}).get(args["number"])
+        if issue is None or "pull_request" in issue:
+            raise GraphQLError(f"Could not resolve to an Issue with the number of "
+                               f"{args['number']}.", type="NOT_FOUND")
+        return Obj("Issue", issue)
+
+    def _issues(self, obj: Obj, args: dict[str, Any]) -> Obj:
+        if not self.fake._listed(obj.data):
+            raise _Broken
+        found = [i for i in self.fake.issues.get(obj.data, {}).values()
+                 if "pull_request" not in i]
+        filters = args.get("filterBy") or {}
+        if states := filters.get("states") or args.get("states"):
+            found = [i for i in found if i["state"].upper() in states]
+        if since := iso(filters.get("since")):
+            found = [i for i in found if iso(i["updated_at"]) >= since]  # type: ignore[operator]
+        order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "ASC"}
+        key = {"UPDATED_AT": "updated_at", "CREATED_AT": "created_at",
+               "COMMENTS": "comments"}[order["field"]]
+        found.sort(key=lambda i: (i[key], i["number"]), reverse=order["direction"] == "DESC")
+        return connection([Obj("Issue", i) for i in found], args)
+
+    def _timeline(self, obj: Obj, args: dict[str, Any]) -> Obj:
+        issue = obj.data
+        items = [Obj("IssueComment", c) for c in self.fake.comments[issue["id"]]]
+        items += [Obj("ClosedEvent" if e["event"] == "closed" else "ReopenedEvent", e)
+                  for e in self.fake.events[issue["id"]] if e["event"] in ("closed", "reopened")]
+        items.sort(key=lambda o: (o.data["created_at"], o.data["id"]))
+        if (wanted := args.get("itemTypes")) is not None:
+            kinds = {TIMELINE_TYPES.get(t) for t in wanted}
+            items = [o for o in items if o.type in kinds]
+        if since := iso(args.get("since")):
+            items = [o for o in items if iso(o.data["created_at"]) >= since]  # type: ignore[operator]
+        return connection(items[args.get("skip") or 0:], args)
+
+
+def _actor(user: dict[str, Any] | None) -> Obj | None:
+    return Obj("User", user) if user else None

@@ -3,7 +3,10 @@
 One flavour per instance. Cloud (the default): REST v3 only, basic auth with email:token, Atlassian
 Document Format bodies, ``POST /rest/api/3/search/jql`` (``{jql, fields, expand, maxResults,
 nextPageToken}`` → ``{issues, nextPageToken, isLast}``), inline comments and changelogs cut short
-so the adapter must page through ``GET issue/{id}/comment`` and ``/changelog``. Server/Data Center
+(their first ``inline_comments`` and ``inline_histories``) so the adapter must read on through
+``GET issue/{id}/comment``, ``/changelog`` or ``POST changelog/bulkfetch`` (``{issueIdsOrKeys,
+fieldIds, maxResults, nextPageToken}`` → ``{issueChangeLogs: [{issueId, changeHistories}],
+nextPageToken}``). Server/Data Center
 (``server=True``): REST v2 only, a bearer personal access token, plain-text bodies, ``GET
 /rest/api/2/search?jql=&startAt=&maxResults=&fields=&expand=`` (→ ``{startAt, maxResults, total,
 issues}``) with the whole changelog inline.
@@ -130,6 +133,8 @@ class FakeJira:
     log: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     # Bodies of the writes received, in order: (method, path, JSON body).
     writes: list[tuple[str, str, Any]] = dataclasses.field(default_factory=list)
+    # Bodies of the changelog/bulkfetch requests received, in order.
+    bulk_reads: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     _next_id: int = 10000
 
     @property
@@ -181,8 +186,9 @@ class FakeJira:
         self.histories[issue_id].append({
             "id": f"h{issue_id}-{len(self.histories[issue_id])}",
             "author": {"displayName": "Mover"}, "created": jira_time(at),
-            "items": [{"field": "status", "fieldtype": "jira", "from": STATUSES[source][0],
-                       "fromString": source, "to": STATUSES[target][0], "toString": target}]})
+            "items": [{"field": "status", "fieldtype": "jira", "fieldId": "status",
+                       "from": STATUSES[source][0], "fromString": source,
+                       "to": STATUSES[target][0], "toString": target}]})
 
     def find(self, id_or_key: str) -> dict[str, Any] | None:
         """An issue by id or key, as Jira's ``issue/{issueIdOrKey}`` paths take either."""
@@ -226,6 +232,10 @@ class FakeJira:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def charges(self) -> dict[str, int]:
+        """What the requests so far cost against Jira's limits, which count requests."""
+        return {"requests": len(self.log)}
+
     # --- the HTTP side --------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
@@ -240,6 +250,7 @@ class FakeJira:
         else:
             add("POST", f"{api}/search/jql", self._search)
             add("GET", f"{api}/issue/{{id}}/changelog", self._changelog)
+            add("POST", f"{api}/changelog/bulkfetch", self._bulk_changelog)
         add("POST", f"{api}/issue", self._create)
         add("GET", f"{api}/issue/{{id}}", self._issue)
         add("PUT", f"{api}/issue/{{id}}", self._edit)
@@ -264,7 +275,7 @@ class FakeJira:
             return _error(status, "Rate limit exceeded." if status == 429 else "Internal error",
                           **headers)
         if request.method in ("POST", "PUT") and not request.path.startswith(
-                f"{self.api}/search"):
+                (f"{self.api}/search", f"{self.api}/changelog/bulkfetch")):  # reads
             self.writes.append((request.method, request.path, await request.json()))
         return await handler(request)
 
@@ -400,6 +411,42 @@ class FakeJira:
         start, size, chunk = self._slice(request, values)
         return web.json_response({"startAt": start, "maxResults": size, "total": len(values),
                                   "isLast": start + size >= len(values), "values": chunk})
+
+    async def _bulk_changelog(self, request: web.Request) -> web.Response:
+        """``POST changelog/bulkfetch`` (Cloud): the changelogs of up to 1,000 issues, only the
+        items of up to 10 ``fieldIds`` when given, oldest first by (created, issue id), at most
+        ``maxResults`` (1,000) histories a page, grouped by issue; ``nextPageToken`` while more
+        remain. Issues that do not exist or have no matching history are left out."""
+        body = await request.json()
+        self.bulk_reads.append(body)
+        wanted = body.get("issueIdsOrKeys")
+        fields = body.get("fieldIds")
+        size = body.get("maxResults", 1000)
+        if not isinstance(wanted, list) or not 1 <= len(wanted) <= 1000:
+            return _error(400, errors={"issueIdsOrKeys": "Provide between 1 and 1000 issue IDs "
+                                                         "or keys."})
+        if fields is not None and (not isinstance(fields, list) or len(fields) > 10):
+            return _error(400, errors={"fieldIds": "Provide at most 10 field IDs."})
+        if not isinstance(size, int) or not 1 <= size <= 1000:
+            return _error(400, errors={"maxResults": "maxResults must be between 1 and 1000."})
+        entries = []
+        for issue in filter(None, map(self.find, dict.fromkeys(map(str, wanted)))):
+            for history in self.histories[issue["id"]]:
+                items = [i for i in history["items"] if fields is None or i["fieldId"] in fields]
+                if items:
+                    entries.append((history["created"], int(issue["id"]),
+                                    {**history, "items": items}))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        start = int(base64.b64decode(body["nextPageToken"])) if body.get("nextPageToken") else 0
+        logs: list[dict[str, Any]] = []
+        for _, issue_id, history in entries[start:start + size]:
+            if not logs or logs[-1]["issueId"] != str(issue_id):
+                logs.append({"issueId": str(issue_id), "changeHistories": []})
+            logs[-1]["changeHistories"].append(history)
+        answer: dict[str, Any] = {"issueChangeLogs": logs}
+        if start + size < len(entries):
+            answer["nextPageToken"] = base64.b64encode(str(start + size).encode()).decode()
+        return web.json_response(answer)
 
     # --- writes ---------------------------------------------------------------------------
     def _is_body(self, value: Any) -> bool:

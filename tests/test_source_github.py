@@ -4,6 +4,7 @@ format, the resumable sync across several repositories, and every write (issue 7
 from __future__ import annotations
 
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -22,8 +23,10 @@ from spiral_mcp.sources.github import (
     status_for,
     type_labels,
 )
+from spiral_mcp.sources.github_graphql import graphql_url
 from spiral_mcp.sources.secrets import SecretBox
 from tests.fake_github import FakeGitHub
+from tests.fake_github_graphql import GraphQLError, cost_of, parse
 
 BOX = SecretBox(b"x" * 43 + b"=")
 FAST = {"backoff": 0.01, "max_backoff": 0.05, "rate": 1000.0, "timeout": 5.0}
@@ -204,8 +207,11 @@ async def test_full_backfill_over_many_pages_leaves_pull_requests_out(
                                      on_page=lambda p: seen.append(p.items), **FAST)
     assert progress.items == 230 and progress.changed == 230
     assert seen == [50, 100, 150, 200, 230]
-    # 230 issues and 46 pull requests: six list pages of 50.
-    assert sum(path == "/repos/octo/web/issues" for _, path in github.log) == 6
+    # 230 issues (the 46 pull requests are not in GraphQL's list) in pages of 50, each next one
+    # from the last update read: 50 + 4 x 49 new issues. Each query is 1 + 3 x 50 requests by
+    # GitHub's count, 2 points; no request per issue, none to REST.
+    assert github.list_requests["octo/web"] == 5
+    assert github.charges() == {"requests": 5, "rest": 0, "graphql_points": 10}
     assert await _count(app_conn, tenant.id, "SELECT count(*) FROM work_items "
                                              "WHERE source = 'github'") == 230
     pr_ids = [str(i["id"]) for i in github.issues["octo/web"].values() if "pull_request" in i]
@@ -246,37 +252,60 @@ async def test_full_backfill_over_many_pages_leaves_pull_requests_out(
                                             ("Not planned", "cancelled", False)}
     assert await _count(app_conn, tenant.id, "SELECT count(*) FROM workflow_transitions "
                                              "WHERE project_key = 'WEB'") == 4
-    # No comment request for an issue without comments (Issue 4 has none).
-    four = _number(github, "octo/web", "Issue 4")
-    assert ("GET", f"/repos/octo/web/issues/{four}/comments") not in github.log
-    assert ("GET", f"/repos/octo/web/issues/{four}/events") in github.log
 
 
-async def test_comments_and_events_are_read_through_all_their_pages(github: FakeGitHub) -> None:
+async def test_a_timeline_longer_than_its_first_page_is_read_on(github: FakeGitHub) -> None:
+    """120 comments and 120 moves: the issue's page brings 50 of its timeline, two follow-ups
+    of 100 the rest, each from the cursor the one before ended at."""
     github.add_issue("octo/web", title="Chatty", updated=T0, comments=120, reopens=60)
     adapter = _adapter(github, page_size=50)
     items = [item async for page in adapter.pages(since=None) for item in page.items]
     await adapter.close()
     assert len(items) == 1 and len(items[0].comments) == 120 and len(items[0].transitions) == 120
     assert [c.body for c in items[0].comments[:3]] == ["c0", "c1", "c2"]
-    assert github.log.count(("GET", "/repos/octo/web/issues/1/comments")) == 3
-    assert github.log.count(("GET", "/repos/octo/web/issues/1/events")) == 3
+    assert [c.source_id for c in items[0].comments] == [
+        str(c["id"]) for c in github.comments[github.issue("octo/web", 1)["id"]]]
     assert items[0].transitions[-1].to_status == "Open"
+    assert [t.at for t in items[0].transitions] == sorted(t.at for t in items[0].transitions)
+    assert github.log == [("POST", "/graphql")] * 3
+    follow_ups = [variables for _, _, variables in github.graphql_log[1:]]
+    assert [v["id0"] for v in follow_ups] == [github.issue("octo/web", 1)["node_id"]] * 2
+    assert follow_ups[0]["after0"] != follow_ups[1]["after0"]
+    # GitHub's charge: the page of 50, 1 + 3 x 50 requests (2 points); a follow-up, 1 request.
+    assert [cost for cost, _, _ in github.graphql_log] == [2, 1, 1]
+    assert adapter.points == github.points == 4
 
 
-async def test_blank_comments_are_left_out_and_links_stay_on_the_api_host(
+async def test_long_timelines_of_a_page_are_read_on_fifty_issues_a_query(
         github: FakeGitHub) -> None:
+    """A page of 100 issues, 70 of them with more than the 50 timeline entries that come with
+    each: their second pages come in two queries (50 issues, then 20), only theirs."""
+    for n in range(1, 101):
+        github.add_issue("octo/web", title=f"Issue {n}", updated=T0 + timedelta(minutes=n),
+                         comments=60 if n <= 70 else 3)
+    adapter = _adapter(github)
+    items = [item async for page in adapter.pages(since=None) for item in page.items]
+    await adapter.close()
+    assert [len(i.comments) for i in items] == [60] * 70 + [3] * 30
+    assert len(github.graphql_log) == 3
+    assert [len(v) // 2 for _, _, v in github.graphql_log[1:]] == [50, 20]
+    wanted = {github.issue("octo/web", n)["node_id"] for n in range(1, 71)}
+    assert {v[f"id{k}"] for _, _, v in github.graphql_log[1:] for k in range(len(v) // 2)} \
+        == wanted
+    # GitHub's charge: the page 1 + 3 x 100 requests (3 points), each follow-up one request a
+    # timeline (50 and 20: 1 point each).
+    assert [cost for cost, _, _ in github.graphql_log] == [3, 1, 1]
+
+
+async def test_blank_comments_and_bodies_are_left_out(github: FakeGitHub) -> None:
     issue = github.add_issue("octo/web", title="Quiet", updated=T0, comments=2)
     github.comments[issue["id"]][0]["body"] = "  "
+    issue["body"] = None
     adapter = _adapter(github, page_size=1)
     [page] = [page async for page in adapter.pages(since=None)]
-    assert [c.body for c in page.items[0].comments] == ["c1"]
-    github.add_issue("octo/web", title="Second", updated=T0)
-    github.link_origin = "http://127.0.0.2:9"
-    with pytest.raises(SourceError, match="linked its next page to another address") as info:
-        [page async for page in adapter.pages(since=None)]
     await adapter.close()
-    assert info.value.kind == "bad_response"
+    assert [c.body for c in page.items[0].comments] == ["c1"]
+    assert page.items[0].description is None
 
 
 async def test_incremental_sync_picks_up_exactly_the_changes(
@@ -297,8 +326,9 @@ async def test_incremental_sync_picks_up_exactly_the_changes(
     github.update_issue("octo/web", _number(github, "octo/web", "PR after 10"),
                         at=later + timedelta(minutes=4), title="A changed pull request")
     github.log.clear()
+    github.list_requests.clear()
     progress = await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
-    assert github.log.count(("GET", "/repos/octo/web/issues")) == 1
+    assert github.list_requests["octo/web"] == 1 and github.log == [("POST", "/graphql")]
     # The four changes and Issue 60, at the old cursor (since is inclusive).
     assert progress.items == 5 and progress.changed == 4
     assert await _cursor(admin_conn, queries, source_id) == later + timedelta(minutes=3)
@@ -488,7 +518,7 @@ async def test_rate_limits_and_5xx_are_retried_as_github_asks(
     tenant = await make_tenant()
     source_id = await _add(admin_conn, queries, tenant.id, github)
     # A secondary limit (429, Retry-After 1), the primary one (403, remaining 0 until reset),
-    # then a 502: the list is asked four times.
+    # then a 502: the first page is asked four times.
     github.faults = [(429, {"retry-after": "1"}),
                      (403, {"x-ratelimit-remaining": "0", "x-ratelimit-limit": "5000",
                             "x-ratelimit-reset": str(int(time.time()) + 1)}),
@@ -497,7 +527,7 @@ async def test_rate_limits_and_5xx_are_retried_as_github_asks(
     progress = await manage.run_sync(admin_conn, queries, BOX, source_id, **FAST)
     assert progress.items == 5
     assert time.monotonic() - started >= 1.0  # waited as asked
-    assert github.log.count(("GET", "/repos/octo/web/issues")) == 4
+    assert github.log.count(("POST", "/graphql")) == 4
     github.faults = [(503, {})] * 3
     with pytest.raises(SourceError, match="503 after 3 attempts") as info:
         await manage.run_sync(admin_conn, queries, BOX, source_id, retries=2, **FAST)
@@ -538,6 +568,134 @@ async def test_a_secondary_limit_waits_a_minute_or_fails_when_that_is_too_long(
     await impatient.close()
     assert (info.value.kind, info.value.status) == ("rate_limited", 403)
     assert github.log == [("GET", "/user")] and waits == [60.0, 60.0]
+
+
+async def test_graphql_refusals_for_rate_are_waited_out_as_github_asks(
+        github: FakeGitHub) -> None:
+    """GraphQL refuses with a 200: a spent budget (RATE_LIMITED, remaining 0) until its reset,
+    a secondary limit at least a minute; a reset too far off fails at once, naming it."""
+    for n in range(1, 151):
+        github.add_issue("octo/web", title=f"Issue {n}", updated=T0 + timedelta(minutes=n))
+    github.graphql_budget, github.graphql_reset = 3, int(time.time()) + 30
+    waits: list[float] = []
+
+    async def reset_while_waiting(seconds: float) -> None:
+        waits.append(seconds)
+        github.graphql_budget = None
+
+    adapter = _adapter(github, sleep=reset_while_waiting)
+    items = [item async for page in adapter.pages(since=None) for item in page.items]
+    assert len(items) == 150
+    assert len(waits) == 1 and 25 <= waits[0] <= 31  # until the reset, not a blind backoff
+    github.faults = [(200, {})]  # a secondary limit, in a 200
+    assert len([i async for page in adapter.pages(since=None) for i in page.items]) == 150
+    assert waits[1:] == [60.0]
+    await adapter.close()
+    github.graphql_budget, github.graphql_reset = github.points, int(time.time()) + 3600
+    impatient = _adapter(github, sleep=_recording(waits))
+    with pytest.raises(SourceError, match="API rate limit exceeded") as info:
+        [i async for page in impatient.pages(since=None) for i in page.items]
+    await impatient.close()
+    assert (info.value.kind, info.value.status) == ("rate_limited", 200)
+    assert "wait until" in str(info.value) and len(waits) == 2
+
+
+async def test_an_older_enterprise_server_without_the_newer_fields_is_read_all_the_same(
+        serve_fake) -> None:
+    """GitHub Enterprise Server (REST under /api/v3, GraphQL at /api/graphql) before
+    ``issueType`` and ``fullDatabaseId``: the first query is refused for naming them, and every
+    query from then on does without (databaseId instead)."""
+    github = FakeGitHub(graphql_without=frozenset({
+        "Issue.issueType", "Issue.fullDatabaseId", "IssueComment.fullDatabaseId"}))
+    await serve_fake(github, app=github.app(enterprise=True), path="/api/v3")
+    _backfill(github, "octo/web", 60, prs=False)
+    github.add_issue("octo/web", title="Chatty", updated=T0 + timedelta(hours=1), comments=70)
+    adapter = _adapter(github, page_size=50)
+    assert await adapter.check() == "sync-bot"
+    items = [item async for page in adapter.pages(since=None) for item in page.items]
+    await adapter.close()
+    assert len(items) == 61 and {i.source_id for i in items} == {
+        str(i["id"]) for i in github.issues["octo/web"].values()}
+    chatty = items[-1]
+    assert [c.source_id for c in chatty.comments] == [
+        str(c["id"]) for c in github.comments[int(chatty.source_id)]]
+    assert github.log[:3] == [("GET", "/api/v3/user"), ("GET", "/api/v3/repos/octo/web"),
+                              ("POST", "/api/graphql")]
+    # One refused query, then two pages of issues and a follow-up for Chatty's timeline.
+    assert github.log.count(("POST", "/api/graphql")) == 1 + len(github.graphql_log) == 4
+    assert github.charges()["rest"] == 2
+
+
+async def test_a_repository_graphql_cannot_find_fails_the_sync_naming_it(
+        github: FakeGitHub) -> None:
+    adapter = _adapter(github, {"octo/nope": "NOPE"})
+    with pytest.raises(SourceError, match="octo/nope does not exist or is not visible") as info:
+        [i async for page in adapter.pages(since=None) for i in page.items]
+    await adapter.close()
+    assert info.value.kind == "not_found"
+
+
+@pytest.mark.parametrize(("base_url", "endpoint"), [
+    ("https://api.github.com", "https://api.github.com/graphql"),
+    ("https://ghe.example.com/api/v3", "https://ghe.example.com/api/graphql"),
+    ("https://ghe.example.com/api/v3/", "https://ghe.example.com/api/graphql"),
+])
+def test_the_graphql_endpoint_beside_the_rest_base_url(base_url: str, endpoint: str) -> None:
+    assert graphql_url(base_url) == endpoint
+
+
+# --- the fake's GraphQL, charged as GitHub documents ------------------------------------------
+_DOCS_EXAMPLE = """query {
+  viewer {
+    login
+    repositories(first: 100) {
+      edges { node { id
+        issues(first: 50) { edges { node { id
+          labels(first: 60) { edges { node { id name } } } } } } } }
+    }
+  }
+}"""
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    # GitHub's own example: 1 + 100 + 5,000 requests, 51 points; its nodes, 100 + 5,000 +
+    # 300,000.
+    (_DOCS_EXAMPLE, (51, 305_100)),
+    # Its node example: 50 repositories, 50 x 10 issues = 550 nodes; 51 requests, 1 point.
+    ("{ viewer { repositories(first: 50) { nodes { issues(first: 10) { totalCount } } } } }",
+     (1, 550)),
+    # Aliases are connections of their own: 101 + 49 = 150 requests round to 2 points (half
+    # up), 101 + 48 = 149 to 1.
+    ("{ a: viewer { repositories(first: 100) { nodes { issues(first: 1) { totalCount } } } }"
+     "  b: viewer { repositories(first: 48) { nodes { issues(first: 1) { totalCount } } } } }",
+     (2, 296)),
+    ("{ a: viewer { repositories(first: 100) { nodes { issues(first: 1) { totalCount } } } }"
+     "  b: viewer { repositories(first: 47) { nodes { issues(first: 1) { totalCount } } } } }",
+     (1, 294)),
+    ("{ rateLimit { cost } viewer { login } }", (1, 0)),
+])
+def test_the_fake_charges_a_query_as_github_documents(query: str,
+                                                      expected: tuple[int, int]) -> None:
+    assert cost_of(parse(query), {}) == expected
+
+
+@pytest.mark.parametrize(("query", "words"), [
+    ("{ viewer { repositories { totalCount } } }", "You must provide a `first` or `last`"),
+    ("{ viewer { repositories(first: 101) { totalCount } } }",
+     "Requesting 101 records on the `repositories` connection exceeds the `first` limit"),
+    ("{ viewer { repositories(first: 100) { nodes { issues(first: 100) { nodes {"
+     " labels(first: 100) { totalCount } } } } } } }",
+     "requests up to 1,010,100 possible nodes which exceeds the maximum limit of 500,000"),
+    ("{ viewer { logn } }", "Field 'logn' doesn't exist on type 'User'"),
+    ("query { viewer { login } } fragment f on Issue { id }", "Fragment f was defined, but not"),
+    ("{ viewer { login }", "Parse error on end of input"),
+    ("{ viewer { repositories(first: $n) { totalCount } } }",
+     "Variable $n is used by anonymous query but not declared"),
+    ("query($n: Int) { viewer { login } }", "Variable $n is declared by anonymous query but not"),
+])
+def test_the_fake_refuses_what_github_refuses(query: str, words: str) -> None:
+    with pytest.raises(GraphQLError, match=re.escape(words)):
+        cost_of(parse(query), {})
 
 
 def _recording(waits: list[float]):
@@ -639,10 +797,10 @@ async def test_create_update_transition_and_comment(github: FakeGitHub) -> None:
     await adapter.close()
 
 
-async def test_a_created_issue_whose_events_cannot_be_read_is_ambiguous(
+async def test_a_created_issue_whose_timeline_cannot_be_read_is_ambiguous(
         github: FakeGitHub) -> None:
     _backfill(github, "octo/web", 2, prs=False)
-    github.faults_at[("GET", "/repos/octo/web/issues/3/events")] = [(502, {})] * 5
+    github.faults_at[("POST", "/graphql")] = [(502, {})] * 5
     adapter = _adapter(github)
     with pytest.raises(SourceError, match="may have reached") as info:
         await adapter.create("octo/web", _draft())

@@ -158,7 +158,7 @@ async def test_cli_source_set(jira: FakeJira, make_tenant: TenantFactory, admin_
     code, out, err = await source_cli("list", "--tenant", str(tenant.id))
     assert '"QA": "in_review"' in out and "Triage" not in out
     for args, message in [
-        ((), "nothing to change: give --map KEY:NAME=VALUE or --unmap KEY:NAME"),
+        ((), "nothing to change: give --map KEY:NAME=VALUE, --unmap KEY:NAME or --rate RATE"),
         (("--map", "types:Incident=bug"), "jira has no mapping 'types'"),
         (("--map", "status_categories:QA=soon"), "'soon' is not one of"),
         (("--unmap", "status_categories:Triage"), "the source has no such override"),

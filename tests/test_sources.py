@@ -288,12 +288,15 @@ async def test_full_backfill_over_many_pages(jira: FakeJira, make_tenant, admin_
     assert row["version"] == 1
     assert project["source_instance_id"] == source_id and project["source_ref"] == "ABC"
     assert project["next_number"] == 231
-    # Three moves, two inline and the third fetched from /changelog; three comments likewise.
+    # Three moves, two inline and the history whole from changelog/bulkfetch; three comments,
+    # the third from /comment.
     assert [tuple(m) for m in moves] == [("To Do", "In Progress", "in_progress"),
                                          ("In Progress", "In Review", "in_review"),
                                          ("In Review", "Done", "done")]
     assert comments == 3
-    assert ("GET", f"/rest/api/3/issue/{jira_issue['id']}/changelog") not in jira.log  # 10%4=2
+    # One bulk read a page for the histories cut short (every fourth issue), none per issue.
+    assert jira.log.count(("POST", "/rest/api/3/changelog/bulkfetch")) == 5
+    assert not [path for _, path in jira.log if path.endswith("/changelog")]
 
 
 async def test_incremental_sync_picks_up_exactly_the_changes(

@@ -146,6 +146,9 @@ class AsanaAdapter(Adapter):
     ref_pattern = PROJECT_GID
     ref_example = "1204567890123456"
     default_base_url = "https://app.asana.com/api/1.0"
+    default_rate = 2.5
+    rate_basis = ("Asana allows 150 requests a minute on a free domain (1,500 on a paid one: "
+                  "--rate 1500/min)")
 
     @classmethod
     def from_instance(cls, base_url: str, credentials: Mapping[str, str],
@@ -167,7 +170,7 @@ class AsanaAdapter(Adapter):
         self._types = {k.lower(): v for k, v in (types or {}).items()}
         self._page_size = min(page_size, 100)  # Asana's most per page
         self._http = HttpClient(base_url, headers={"Authorization": f"Bearer {token}"},
-                                **client_options)
+                                **{"rate": self.default_rate, **client_options})
         # gid -> (project key, number); new numbers are handed out only once the store's
         # keys are known (``_bound``).
         self._numbers: dict[str, tuple[str, int]] = {}

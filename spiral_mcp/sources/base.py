@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -170,6 +171,10 @@ class Adapter(abc.ABC):
     #: Whether the source numbers its items (Jira keys, GitHub issue numbers). When it does not
     #: (Asana), the store hands out the numbers: see :meth:`use_keys`.
     numbers_items: bool = True
+    #: Requests a second an instance keeps to unless its config's ``rate`` says otherwise, from
+    #: the source's published limits; ``rate_basis`` says which.
+    default_rate: float = 10.0
+    rate_basis: str = ""
     #: Every request goes through it: timeouts, rate and retries are the client's.
     _http: HttpClient
 
@@ -226,6 +231,11 @@ class Adapter(abc.ABC):
     def requests(self) -> int:
         """Requests sent so far, retries included."""
         return self._http.requests
+
+    @property
+    def rate(self) -> float:
+        """The requests a second this adapter keeps to."""
+        return self._http.rate
 
     async def close(self) -> None:
         """Release the HTTP session."""
@@ -299,8 +309,13 @@ def _rate_limit_wait(status: int, headers: Mapping[str, str], body: bytes, *,
     """Seconds a refusal for rate asks us to wait (0: it names no time); None when the answer is
     no such refusal. As GitHub's "Rate limits for the REST API" says: ``Retry-After`` when
     given; else, with ``X-RateLimit-Remaining: 0``, until the epoch ``X-RateLimit-Reset``; else,
-    for a secondary rate limit (a 403 or 429 saying so), at least a minute. Any 429 is one."""
-    if status not in (403, 429):
+    for a secondary rate limit (a 403 or 429 saying so), at least a minute. Any 429 is one. Its
+    GraphQL API refuses with a 200 too, whose ``errors`` say ``RATE_LIMITED`` or name a secondary
+    rate limit (see :func:`_graphql_refusal`)."""
+    if status == 200:
+        if not _graphql_refusal(body):
+            return None
+    elif status not in (403, 429):
         return None
     retry_after = _retry_after(headers.get("Retry-After"), now=now)
     if retry_after is not None:
@@ -313,9 +328,25 @@ def _rate_limit_wait(status: int, headers: Mapping[str, str], body: bytes, *,
     return 0.0 if status == 429 else None
 
 
+def _graphql_refusal(body: bytes) -> bool:
+    """Whether a 200 is GitHub's GraphQL API refusing for rate: an ``errors`` entry of type
+    ``RATE_LIMITED``, or one saying "secondary rate limit" (never what an issue's text says:
+    that is under ``data``)."""
+    lowered = body.lower()
+    if b"rate_limited" not in lowered and b"secondary rate limit" not in lowered:
+        return False  # most answers: no parsing
+    try:
+        errors = orjson.loads(body).get("errors")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return any(isinstance(e, dict) and (e.get("type") == "RATE_LIMITED" or "secondary rate limit"
+                                        in str(e.get("message", "")).lower())
+               for e in errors or [])
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Answer:
-    """A successful answer: its status, headers (for Link pagination) and decoded JSON."""
+    """A successful answer: its status, headers and decoded JSON."""
 
     status: int
     headers: Mapping[str, str]
@@ -323,8 +354,9 @@ class Answer:
 
 
 class HttpClient:
-    """JSON over HTTP to one source instance, at most ``rate`` requests per second. ``sleep``
-    waits out backoffs and what a source asks (tests pass one that only records)."""
+    """JSON over HTTP to one source instance, at most ``rate`` requests per second (a request
+    starts ``1 / rate`` seconds after the one before it at the earliest). ``sleep`` waits out
+    backoffs and what a source asks (tests pass one that only records)."""
 
     def __init__(
         self,
@@ -340,6 +372,11 @@ class HttpClient:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        try:
+            parts = urlsplit(self.base_url)
+            self._origin = f"{parts.scheme}://{parts.netloc}"
+        except ValueError:  # nothing can be sent there: fetch says so
+            self._origin = self.base_url
         self._session = aiohttp.ClientSession(
             headers={"Accept": "application/json", **(headers or {})},
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
@@ -352,6 +389,7 @@ class HttpClient:
         # A source asking for more than this is treated as down rather than waited for.
         self._max_retry_after = max_retry_after
         self._sleep = sleep
+        self.rate = rate
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._next_slot = 0.0
         self._slot_lock = asyncio.Lock()
@@ -403,12 +441,12 @@ class HttpClient:
         json: Any = None, idempotent: bool | None = None,
     ) -> Answer:
         """Like :meth:`request`, with the status and headers. ``path`` may be a whole URL on
-        the same host (a Link header's next page). A request that is not ``idempotent`` (by
-        default: POST) is retried only when the source refused it for rate, never after a 5xx or
-        a lost connection, which may have carried it out."""
+        the same host (GitHub Enterprise's GraphQL endpoint beside its REST base). A request
+        that is not ``idempotent`` (by default: POST) is retried only when the source refused it
+        for rate, never after a 5xx or a lost connection, which may have carried it out."""
         if idempotent is None:
             idempotent = method != "POST"
-        url = path if path.startswith(self.base_url + "/") else f"{self.base_url}{path}"
+        url = path if path.startswith(self._origin + "/") else f"{self.base_url}{path}"
         for attempt in range(self._retries + 1):
             await self._take_slot()
             self.requests += 1

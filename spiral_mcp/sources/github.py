@@ -1,31 +1,34 @@
-"""GitHub issues (REST, API version 2022-11-28), normalised to the store.
+"""GitHub issues, read through the GraphQL API (v4) and written through REST (API version
+2022-11-28), normalised to the store.
 
-Wire shapes followed (docs.github.com/rest; GitHub Enterprise Server at ``https://HOST/api/v3``):
+Wire shapes followed (docs.github.com; GitHub Enterprise Server at ``https://HOST/api/v3``, its
+GraphQL at ``https://HOST/api/graphql``):
 
 * ``GET /user``: who the token belongs to; ``GET /repos/{owner}/{repo}``: that a mirrored
   repository is visible and has issues turned on.
-* ``GET /repos/{owner}/{repo}/issues?state=all&sort=updated&direction=asc&per_page=…&since=…``,
-  each page asked again from the last update read (see Order). Pull requests are in this list
-  too (they carry a ``pull_request`` key) and are left out.
-* ``GET …/issues/{number}/comments`` (only when the issue's ``comments`` count is not 0) and
-  ``GET …/issues/{number}/events``, both Link-paginated: ``closed`` events (with their
-  ``state_reason``) and ``reopened`` events are the status history.
+* ``POST /graphql``, ``repository.issues(first, after, filterBy: {since}, orderBy: {field:
+  UPDATED_AT, direction: ASC})``, each page asked again from the last update read (see Order),
+  with every issue's fields, labels, assignees and the first page of its ``timelineItems`` of
+  ``ISSUE_COMMENT``, ``CLOSED_EVENT`` (with its ``stateReason``) and ``REOPENED_EVENT``: the
+  comments and the status history. Longer timelines are read on 50 issues a query
+  (``github_graphql``). This list has no pull requests. A page of 100 issues costs 3 points.
 * Writes: ``POST …/issues``, ``PATCH …/issues/{number}`` (fields, ``state``/``state_reason``),
-  ``POST …/issues/{number}/comments``.
+  ``POST …/issues/{number}/comments``; a written issue's item is the REST answer and its
+  timeline, read with ``repository.issue(number).timelineItems``.
 
 Order: each repository's list comes oldest update first; several repositories are merged by update
 time, so pages are oldest first across all of them and the sync's cursor never passes an item not
 yet written. ``since`` is "updated at or after" with the one-second precision of GitHub's own
 timestamps, so the item at the cursor is read again (upserts make that harmless) and none is lost.
-The list's ``Link`` page numbers are positions in a list that moves when an issue changes during
-the sync, so each next page is asked ``since`` the last update read instead (keyset pagination),
-skipping the versions already read; a page number is followed only through a page that is all
-one second. An issue changed during the sync is read again at its new place.
+GitHub documents no cursor as a snapshot: one may be a position in a list that moves when an issue
+changes during the sync, so each next page is asked ``since`` the last update read instead (keyset
+pagination), skipping the versions already read; a cursor is followed only through a page that is
+all one second. An issue changed during the sync is read again at its new place.
 
 Mappings (an instance's ``priority_labels`` / ``type_labels`` config, label → value, go first):
 
 * status: open → Open (todo); closed as not_planned or duplicate → Not planned (cancelled);
-  otherwise closed → Closed (done). ``resolved`` is ``closed_at`` while closed.
+  otherwise closed → Closed (done). ``resolved`` is ``closedAt`` while closed.
 * priority, from labels (case-insensitive; the highest wins): ``priority: critical|high|medium|
   low`` (also ``priority/…``, ``priority-…``, ``prio: …``, ``urgent``, ``normal``), P0 → critical,
   P1 → high, P2 → medium, P3 → low, a bare ``critical`` or ``urgent`` → critical; none → none.
@@ -33,10 +36,11 @@ Mappings (an instance's ``priority_labels`` / ``type_labels`` config, label → 
   bug, enhancement/feature → feature, epic, story, task/chore (precedence in that order); else
   task. Writing a priority or type writes its label (``priority: high``, ``bug``, ``enhancement``,
   ``epic``, ``story``); task and none write no label.
-* assignee: the first assignee's login; reporter: ``user.login``; labels: every label's name;
-  due: the milestone's ``due_on``; key: LOCALKEY-<issue number>; source_id: the issue's numeric
-  id. GitHub has no issue links and no parent field: links stay local, and due or parent changes
-  are refused (``SourceError`` kind ``unsupported``).
+* assignee: the first assignee's login; reporter: the author's login; labels: every label's
+  name; due: the milestone's due date; key: LOCALKEY-<issue number>; source_id: the issue's
+  numeric id (REST's ``id``, GraphQL's ``fullDatabaseId``). GitHub has no issue links and no
+  parent field: links stay local, and due or parent changes are refused (``SourceError`` kind
+  ``unsupported``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +67,20 @@ from .base import (
     Workflow,
     writes,
 )
+from .github_graphql import (
+    FOLLOW_UPS,
+    ISSUES_QUERY,
+    NEWER_FIELDS,
+    TIMELINE_QUERY,
+    follow_up_query,
+    graphql_error,
+    graphql_url,
+    legacy,
+    missing_field,
+    node_of,
+    timeline_of,
+)
+from .github_labels import LabelMap, priority_labels, type_labels
 
 __all__ = ["ADAPTER", "CLOSED", "NOT_PLANNED", "OPEN", "REPO", "GitHubAdapter", "LabelMap",
            "priority_labels", "status_for", "type_labels"]
@@ -87,84 +105,6 @@ WORKFLOW = Workflow(
 _CANNOT = {"due": "GitHub issues have no due date of their own (a milestone's due date is "
                   "shared by all its issues); set the milestone on GitHub",
            "parent": "GitHub issue parents (sub-issues) cannot be set through this source"}
-_LINK = re.compile(r'<([^>]+)>;\s*rel="([^"]+)"')
-
-_PRIORITY_LABEL = re.compile(r"^(?:priority|prio)\s*[:/_ -]?\s*(?P<word>\w+)$|^p(?P<level>[0-3])$")
-_PRIORITY_WORDS = {"critical": "critical", "urgent": "critical", "high": "high",
-                   "medium": "medium", "normal": "medium", "low": "low"}
-_TYPE_LABEL = re.compile(r"^(?:type|kind)\s*[:/]\s*(?P<word>.+)$")
-_TYPE_WORDS = {"bug": "bug", "defect": "bug", "enhancement": "feature", "feature": "feature",
-               "epic": "epic", "story": "story", "user story": "story", "task": "task",
-               "chore": "task"}
-
-
-def _normal(label: str) -> str:
-    return " ".join(label.lower().split())
-
-
-def _priority_of(name: str) -> str | None:
-    if name in ("critical", "urgent"):
-        return "critical"
-    if (match := _PRIORITY_LABEL.match(name)) is None:
-        return None
-    if match["level"]:
-        return ("critical", "high", "medium", "low")[int(match["level"])]
-    return _PRIORITY_WORDS.get(match["word"])
-
-
-def _type_of(name: str) -> str | None:
-    match = _TYPE_LABEL.match(name)
-    return _TYPE_WORDS.get(match["word"].strip() if match else name)
-
-
-class LabelMap:
-    """How labels state one field of the store (priority or type): the value one label states,
-    the field's value from all of an issue's labels, and the labels that write a value."""
-
-    def __init__(self, *, rank: tuple[str, ...], default: str, parse: Callable[[str], str | None],
-                 written: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> None:
-        overrides = overrides or {}
-        if bad := sorted({v for v in overrides.values() if v not in rank}):
-            raise SourceError("config", f"label overrides name unknown values: {', '.join(bad)} "
-                                        f"(known: {', '.join(rank)})")
-        self.rank = rank  # strongest first
-        self.default = default
-        self._parse = parse
-        self._overrides = {_normal(k): v for k, v in overrides.items()}
-        # An override is also the label written for its value (the first one given wins).
-        self._written = {**written, **{v: k for k, v in reversed(list(overrides.items()))}}
-
-    def value_of(self, label: str) -> str | None:
-        name = _normal(label)
-        return self._overrides.get(name) or self._parse(name)
-
-    def pick(self, labels: Iterable[str], *, first: str | None = None) -> str:
-        """The value stated by ``first`` (a GitHub issue type) if any, else the strongest stated
-        by the labels, else the default."""
-        if first and (value := self.value_of(first)):
-            return value
-        stated = {value for label in labels if (value := self.value_of(label))}
-        return next((v for v in self.rank if v in stated), self.default)
-
-    def relabel(self, labels: Iterable[str], value: str) -> list[str]:
-        """``labels`` with the ones stating this field replaced by the label of ``value``."""
-        kept = [label for label in labels if self.value_of(label) is None]
-        written = self._written.get(value)
-        return [*kept, written] if written else kept
-
-
-def priority_labels(overrides: Mapping[str, str] | None = None) -> LabelMap:
-    return LabelMap(rank=("critical", "high", "medium", "low", "none"), default="none",
-                    parse=_priority_of, overrides=overrides,
-                    written={p: f"priority: {p}" for p in ("critical", "high", "medium", "low")})
-
-
-def type_labels(overrides: Mapping[str, str] | None = None) -> LabelMap:
-    return LabelMap(rank=("epic", "bug", "feature", "story", "task", "subtask"), default="task",
-                    parse=_type_of, overrides=overrides,
-                    written={"bug": "bug", "feature": "enhancement", "epic": "epic",
-                             "story": "story"})
-
 
 def status_for(state: str, state_reason: str | None) -> tuple[str, str]:
     """The store's (status, category) of an issue's ``state`` and ``state_reason``."""
@@ -186,32 +126,47 @@ def _stamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _next_link(header: str | None) -> str | None:
-    return next((url for url, rel in _LINK.findall(header or "") if rel == "next"), None)
-
-
 def _number(ref: Ref) -> int:
     return int(ref.key.rpartition("-")[2])
 
 
-def _transitions(events: Iterable[Mapping[str, Any]]) -> list[Transition]:
-    """Status moves from closed/reopened events; every issue starts Open."""
+def _database_id(node: Mapping[str, Any]) -> str:
+    # fullDatabaseId is a BigInt, so a JSON string; databaseId (an Int) on older servers. Either
+    # is the REST API's id, which items are stored under.
+    return str(node.get("fullDatabaseId") or node["databaseId"])
+
+
+def _transitions(timeline: Iterable[Mapping[str, Any]]) -> list[Transition]:
+    """Status moves from the timeline's closed and reopened events; every issue starts Open."""
     moves: list[Transition] = []
     current = OPEN
-    for event in events:  # oldest first, as GitHub lists them
-        if event.get("event") == "closed":
-            target = status_for("closed", event.get("state_reason"))
-        elif event.get("event") == "reopened":
+    for event in timeline:  # oldest first, as GitHub lists them
+        if event.get("__typename") == "ClosedEvent":
+            target = status_for("closed", (event.get("stateReason") or "").lower() or None)
+        elif event.get("__typename") == "ReopenedEvent":
             target = OPEN
         else:
             continue
         moves.append(Transition(current[0], target[0], current[1], target[1],
-                                _login(event.get("actor")), _when(event["created_at"])))
+                                _login(event.get("actor")), _when(event["createdAt"])))
         current = target
     return moves
 
 
+def _comments(timeline: Iterable[Mapping[str, Any]]) -> list[Comment]:
+    """The timeline's comments; the store requires a body, and a blank one says nothing."""
+    comments: list[Comment] = []
+    for entry in timeline:
+        if entry.get("__typename") == "IssueComment" and (entry.get("body") or "").strip():
+            created = _when(entry["createdAt"])
+            comments.append(Comment(_database_id(entry), _login(entry.get("author")),
+                                    entry["body"].strip()[:100_000], created,
+                                    _when(entry.get("updatedAt")) or created))
+    return comments
+
+
 def _comment(raw: Mapping[str, Any]) -> Comment:
+    """A comment as the REST API answers one (a new comment's answer)."""
     created = _when(raw["created_at"])
     return Comment(str(raw["id"]), _login(raw.get("user")), raw["body"].strip()[:100_000],
                    created, _when(raw.get("updated_at")) or created)
@@ -226,6 +181,9 @@ class GitHubAdapter(Adapter):
     ref_pattern = REPO
     ref_example = "octo-org/web"
     default_base_url = "https://api.github.com"
+    default_rate = 15.0
+    rate_basis = ("GitHub's secondary rate limit: 900 points a minute for REST, where a read is "
+                  "1 point (GraphQL allows 2,000)")
 
     @classmethod
     def from_instance(cls, base_url: str, credentials: Mapping[str, str],
@@ -248,7 +206,12 @@ class GitHubAdapter(Adapter):
         self._page_size = min(page_size, 100)  # GitHub's most per page
         self._http = HttpClient(base_url, headers={
             "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28"}, **client_options)
+            "X-GitHub-Api-Version": "2022-11-28"}, **{"rate": self.default_rate,
+                                                      **client_options})
+        self._graphql_url = graphql_url(base_url)
+        self._legacy = False  # the server lacks NEWER_FIELDS
+        #: GraphQL points GitHub charged the queries so far (its ``rateLimit.cost``).
+        self.points = 0
 
     async def check(self) -> str:
         me = await self._http.request("GET", "/user")
@@ -268,89 +231,139 @@ class GitHubAdapter(Adapter):
         return WORKFLOW
 
     # --- reading ---------------------------------------------------------------------------
-    async def _page(self, url: str,
-                    query: Mapping[str, Any] | None) -> tuple[list[Any], str | None]:
-        """One page of a Link-paginated list, and the address of the next page if any."""
-        answer = await self._http.fetch("GET", url, params=query)
-        following = _next_link(answer.headers.get("Link"))
-        if following is not None and not following.startswith(self._http.base_url + "/"):
-            # The token goes with every request: never follow a link to another host.
-            raise SourceError("bad_response", f"{self._http.base_url} linked its next page "
-                                              "to another address; is the base URL right?")
-        return answer.data or [], following
+    async def _graphql(self, query: str, variables: Mapping[str, Any], *,
+                       missing_ok: bool = False) -> dict[str, Any]:
+        """The ``data`` of a GraphQL query; its errors as one SourceError (``missing_ok``: an
+        object that does not exist is left null instead). A server that lacks the newer fields
+        the queries name (``issueType``, ``fullDatabaseId``: older GitHub Enterprise Servers)
+        is asked again without them, and so from then on."""
+        while True:
+            text = legacy(query) if self._legacy else query
+            answer = await self._http.request(
+                "POST", self._graphql_url, json={"query": text, "variables": variables},
+                idempotent=True)
+            if not isinstance(answer, dict):
+                raise SourceError("bad_response", f"{self._http.base_url} answered a GraphQL "
+                                  "query with no data or errors (is the base URL right?)")
+            errors = [e for e in answer.get("errors") or []
+                      if not (missing_ok and isinstance(e, dict) and e.get("type") == "NOT_FOUND")]
+            if not errors:
+                data: dict[str, Any] = answer.get("data") or {}
+                self.points += (data.get("rateLimit") or {}).get("cost") or 0
+                return data
+            if not self._legacy and any(missing_field(e) in NEWER_FIELDS for e in errors):
+                self._legacy = True
+                continue
+            raise graphql_error(self._http.base_url, errors)
 
-    async def _all(self, path: str) -> list[Any]:
-        entries: list[Any] = []
-        url: str | None = path
-        query: Mapping[str, Any] | None = {"per_page": self._page_size}
-        while url is not None:
-            chunk, url = await self._page(url, query)
-            entries += chunk
-            query = None
-        return entries
+    async def _issue_page(self, repo: str, since: datetime | None,
+                          after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of a repository's issues updated at or after ``since``, oldest update first
+        (from ``after``, a cursor of the same reading), and the cursor of the next if any."""
+        owner, name = repo.split("/")
+        try:
+            data = await self._graphql(ISSUES_QUERY, {
+                "owner": owner, "name": name, "first": self._page_size, "after": after,
+                "filterBy": {"since": _stamp(since)} if since is not None else {}})
+        except SourceError as exc:
+            if exc.kind == "not_found" and exc.status is None:  # GraphQL's NOT_FOUND, not a 404
+                raise SourceError("not_found", f"GitHub repository {repo} does not exist or is "
+                                  "not visible to this token", status=404) from None
+            raise
+        issues = (data.get("repository") or {}).get("issues") or {}
+        info = issues.get("pageInfo") or {}
+        return issues.get("nodes") or [], info.get("endCursor") if info.get("hasNextPage") \
+            else None
+
+    async def _complete(self, issues: list[dict[str, Any]]) -> None:
+        """Read on the timelines longer than the page that came with their issue, the issues of
+        up to ``FOLLOW_UPS`` of them in one query, until each is whole."""
+        pending = [i for i in issues if timeline_of(i)["pageInfo"].get("hasNextPage")]
+        while pending:
+            batch, pending = pending[:FOLLOW_UPS], pending[FOLLOW_UPS:]
+            variables: dict[str, Any] = {}
+            for n, issue in enumerate(batch):
+                variables[f"id{n}"] = issue["id"]
+                variables[f"after{n}"] = timeline_of(issue)["pageInfo"].get("endCursor")
+                if not variables[f"after{n}"]:
+                    raise SourceError("bad_response", f"{self._http.base_url} answered a "
+                                      "timeline page that is not the last without its cursor")
+            # An issue deleted since its page was read is gone: what was read of it stays.
+            data = await self._graphql(follow_up_query(len(batch)), variables, missing_ok=True)
+            for n, issue in enumerate(batch):
+                more = (data.get(f"t{n}") or {}).get("timelineItems") or {}
+                timeline = timeline_of(issue)
+                if (more.get("pageInfo") or {}).get("hasNextPage") and not more.get("nodes"):
+                    raise SourceError("bad_response", f"{self._http.base_url} answered an empty "
+                                      "timeline page that is not the last")
+                timeline["nodes"] += more.get("nodes") or []
+                timeline["pageInfo"] = more.get("pageInfo") or {"hasNextPage": False}
+                if timeline["pageInfo"].get("hasNextPage"):
+                    pending.append(issue)
+
+    async def _unseen(self, chunk: list[dict[str, Any]],
+                      seen: set[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The issues of ``chunk`` whose version is not in ``seen`` (which then holds them),
+        with their whole timelines."""
+        new = [i for i in chunk if (i["id"], i["updatedAt"]) not in seen]
+        seen.update((i["id"], i["updatedAt"]) for i in new)
+        await self._complete(new)
+        return new
 
     async def _issues(self, repo: str, since: datetime | None) -> AsyncIterator[dict[str, Any]]:
         """A repository's issues (no pull requests), oldest update first, each version once.
 
-        Keyset pagination: GitHub's list is computed afresh for every page, so an issue changed
-        meanwhile leaves its place for the end and the issue after a page boundary slips back
-        onto the page already read; page numbers would step over it. So each next page is asked
-        from the update time of the last issue read (``since`` is inclusive), and the issues
-        of that second seen already are skipped by (id, updated_at). Only a page that is one
-        second from first to last, which ``since`` cannot get past, is followed by its number;
-        that second is then read again before anything later, for an issue a change stepped over.
+        Keyset pagination: GitHub documents no cursor as a snapshot, and if one is a place in a
+        list computed afresh for every request (as the REST list's page numbers are), an issue
+        changed meanwhile leaves its place for the end and the issue after a page boundary slips
+        back onto the page already read, where the cursor would step over it. So each next page
+        is asked from the update time of the last issue read (``since`` is inclusive), and the
+        issues of that second seen already are skipped by (id, updatedAt). Only a page that is
+        one second from first to last, which ``since`` cannot get past, is followed by its
+        cursor; that second is then read again before anything later, for an issue a change
+        stepped over.
         """
-        path = f"/repos/{repo}/issues"
-        params = {"state": "all", "sort": "updated", "direction": "asc",
-                  "per_page": self._page_size}
-        url, query = path, {**params, **({"since": _stamp(since)} if since else {})}
-        seen: set[tuple[int, str]] = set()
-        by_number: datetime | None = None  # the second whose pages are followed by number
+        seen: set[tuple[str, str]] = set()
+        start, after = since, None
+        by_cursor: datetime | None = None  # the second whose pages are followed by cursor
         while True:
-            chunk, following = await self._page(url, query)
-            for issue in chunk:
-                if by_number is not None and _when(issue["updated_at"]) != by_number:
-                    async for missed in self._second_again(path, params, by_number, seen):
+            chunk, following = await self._issue_page(repo, start, after)
+            for issue in await self._unseen(chunk, seen):
+                if by_cursor is not None and _when(issue["updatedAt"]) != by_cursor:
+                    async for missed in self._second_again(repo, by_cursor, seen):
                         yield missed
-                    by_number = None
-                version = (issue["id"], issue["updated_at"])
-                if "pull_request" not in issue and version not in seen:
-                    seen.add(version)
-                    yield issue
+                    by_cursor = None
+                yield issue
             if following is None or not chunk:
-                if by_number is not None:
-                    async for missed in self._second_again(path, params, by_number, seen):
+                if by_cursor is not None:
+                    async for missed in self._second_again(repo, by_cursor, seen):
                         yield missed
                 return
-            first, last = chunk[0]["updated_at"], chunk[-1]["updated_at"]
+            first, last = chunk[0]["updatedAt"], chunk[-1]["updatedAt"]
             if _when(first) == _when(last):
-                by_number = _when(first)
-                url, query = following, None
+                by_cursor, after = _when(first), following
             else:
-                url, query = path, {**params, "since": last}
+                start, after = _when(last), None
                 # Every later page starts at ``last``: no older version can come again.
                 seen = {version for version in seen if version[1] == last}
 
-    async def _second_again(self, path: str, params: Mapping[str, Any], second: datetime,
-                            seen: set[tuple[int, str]]) -> AsyncIterator[dict[str, Any]]:
-        """The issues updated in ``second`` not seen yet, read again by page number until a
-        reading finds none (a change during one reading can step over another issue), at most
-        three times."""
+    async def _second_again(self, repo: str, second: datetime,
+                            seen: set[tuple[str, str]]) -> AsyncIterator[dict[str, Any]]:
+        """The issues updated in ``second`` not seen yet, read again by cursor until a reading
+        finds none (a change during one reading can step over another issue), at most three
+        times."""
         for _ in range(3):
             found = False
-            url, query = path, {**params, "since": _stamp(second)}
-            while url is not None:
-                chunk, following = await self._page(url, query)
-                for issue in chunk:
-                    if _when(issue["updated_at"]) != second:
-                        following = None  # past the second: the caller reads on from here
-                        break
-                    version = (issue["id"], issue["updated_at"])
-                    if "pull_request" not in issue and version not in seen:
-                        seen.add(version)
-                        found = True
-                        yield issue
-                url, query = following, None
+            after: str | None = None
+            while True:
+                chunk, following = await self._issue_page(repo, second, after)
+                within = [i for i in chunk if _when(i["updatedAt"]) == second]
+                for issue in await self._unseen(within, seen):
+                    found = True
+                    yield issue
+                if following is None or len(within) < len(chunk):
+                    break  # past the second: the caller reads on from here
+                after = following
             if not found:
                 return
 
@@ -362,7 +375,7 @@ class GitHubAdapter(Adapter):
 
         async def advance(stream: int) -> None:
             if (issue := await anext(streams[stream], None)) is not None:
-                heapq.heappush(heads, (_when(issue["updated_at"]), stream, next(tie), issue))
+                heapq.heappush(heads, (_when(issue["updatedAt"]), stream, next(tie), issue))
 
         try:
             for stream in range(len(streams)):
@@ -370,7 +383,7 @@ class GitHubAdapter(Adapter):
             batch: list[Item] = []
             while heads:
                 _, stream, _, issue = heapq.heappop(heads)
-                batch.append(await self._item(repos[stream], issue))
+                batch.append(self._item(repos[stream], issue))
                 if len(batch) == self._page_size:
                     # Yield before reading on, so a failing next request loses no finished page.
                     yield Page(batch)
@@ -382,31 +395,43 @@ class GitHubAdapter(Adapter):
             for open_stream in streams:
                 await open_stream.aclose()
 
-    async def _item(self, repo: str, issue: Mapping[str, Any]) -> Item:
+    def _item(self, repo: str, issue: Mapping[str, Any]) -> Item:
+        """The item of an issue read with its whole timeline (GraphQL's shape)."""
         number = issue["number"]
         local = self.projects[repo]
-        path = f"/repos/{repo}/issues/{number}"
-        comments = await self._all(f"{path}/comments") if issue.get("comments") else []
-        events = await self._all(f"{path}/events")
-        status, category = status_for(issue["state"], issue.get("state_reason"))
-        labels = [label["name"] for label in issue.get("labels") or []]
-        assignees = issue.get("assignees") or []
-        issue_type = (issue.get("type") or {}).get("name")
+        timeline = timeline_of(issue)["nodes"]
+        status, category = status_for(issue["state"].lower(),
+                                      (issue.get("stateReason") or "").lower() or None)
+        labels = [label["name"] for label in (issue.get("labels") or {}).get("nodes") or []]
+        assignees = (issue.get("assignees") or {}).get("nodes") or []
+        issue_type = (issue.get("issueType") or {}).get("name")
         return Item(
-            source_id=str(issue["id"]), key=f"{local}-{number}", project_key=local,
+            source_id=_database_id(issue), key=f"{local}-{number}", project_key=local,
             number=number, title=(issue.get("title") or f"{local}-{number}")[:1000],
-            description=issue.get("body"), type=self._type.pick(labels, first=issue_type),
+            description=issue.get("body") or None,
+            type=self._type.pick(labels, first=issue_type),
             status=status, status_category=category, priority=self._priority.pick(labels),
             assignee=_login(assignees[0]) if assignees else None,
-            reporter=_login(issue.get("user")), labels=labels, parent_key=None,
-            created=_when(issue["created_at"]), updated=_when(issue["updated_at"]),
-            # The store refuses a resolution on an open item, whatever closed_at still says.
-            resolved=_when(issue.get("closed_at")) if category != "todo" else None,
-            due=_when((issue.get("milestone") or {}).get("due_on")), raw=issue,
-            # The store requires a comment body; a blank one says nothing.
-            comments=[_comment(c) for c in comments if (c.get("body") or "").strip()],
-            transitions=_transitions(events),
+            reporter=_login(issue.get("author")), labels=labels, parent_key=None,
+            created=_when(issue["createdAt"]), updated=_when(issue["updatedAt"]),
+            # The store refuses a resolution on an open item, whatever closedAt still says.
+            resolved=_when(issue.get("closedAt")) if category != "todo" else None,
+            due=_when((issue.get("milestone") or {}).get("dueOn")),
+            raw={k: v for k, v in issue.items() if k != "timelineItems"},
+            comments=_comments(timeline), transitions=_transitions(timeline),
         )
+
+    async def _written(self, repo: str, issue: Mapping[str, Any]) -> Item:
+        """The item a write answered (a REST issue), with its timeline read through GraphQL."""
+        owner, name = repo.split("/")
+        data = await self._graphql(TIMELINE_QUERY, {"owner": owner, "name": name,
+                                                    "number": issue["number"]})
+        node = node_of(issue)
+        found = (data.get("repository") or {}).get("issue") or {}
+        node["id"] = found.get("id") or node["id"]
+        node["timelineItems"] = found.get("timelineItems") or node["timelineItems"]
+        await self._complete([node])
+        return self._item(repo, node)
 
     # --- writing ---------------------------------------------------------------------------
     def _repo(self, project_ref: str) -> str:
@@ -426,7 +451,7 @@ class GitHubAdapter(Adapter):
                                 "assignees": [draft.assignee] if draft.assignee else []}
         if draft.description is not None:
             body["body"] = draft.description
-        return await self._item(repo, await self._http.request("POST", f"/repos/{repo}/issues",
+        return await self._written(repo, await self._http.request("POST", f"/repos/{repo}/issues",
                                                                json=body))
 
     @writes
@@ -452,7 +477,7 @@ class GitHubAdapter(Adapter):
             if "priority" in changes:
                 labels = self._priority.relabel(labels, changes["priority"])
             body["labels"] = list(labels)
-        return await self._item(repo, await self._http.request("PATCH", path, json=body))
+        return await self._written(repo, await self._http.request("PATCH", path, json=body))
 
     @writes
     async def transition(self, ref: Ref, status: str) -> Item:
@@ -461,7 +486,7 @@ class GitHubAdapter(Adapter):
         if target is None:
             raise SourceError("invalid", f"GitHub issues have no status {status!r} (known: "
                                          f"{', '.join(_STATE_OF)})")
-        return await self._item(repo, await self._http.request(
+        return await self._written(repo, await self._http.request(
             "PATCH", f"/repos/{repo}/issues/{_number(ref)}", json=_STATE_OF[target]))
 
     @writes

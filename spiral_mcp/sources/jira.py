@@ -113,6 +113,8 @@ _LINK_TYPE = {"Blocks": "blocks", "Relates": "relates", "Duplicate": "duplicates
 _LINK_NAME = {store: jira for jira, store in _LINK_TYPE.items()}
 # Readings of a minute that holds more than a page, at most (see JiraAdapter._crowded_minute).
 _MINUTE_READINGS = 4
+# Issues a changelog/bulkfetch may name (Jira Cloud's limit).
+_BULK_ISSUES = 1000
 
 
 def category_for(name: str, category_key: str | None, *, resolution: str | None = None,
@@ -197,6 +199,9 @@ class JiraAdapter(Adapter):
     overrides = {"status_categories": CATEGORIES}
     ref_pattern = PROJECT_KEY
     ref_example = "ABC"
+    default_rate = 5.0
+    rate_basis = ("Atlassian publishes no fixed limit for API tokens (Cloud's burst limits per "
+                  "endpoint are unpublished, Data Center's are its administrator's): kept low")
 
     @classmethod
     def from_instance(cls, base_url: str, credentials: Mapping[str, str],
@@ -227,7 +232,7 @@ class JiraAdapter(Adapter):
             authorization = "Basic " + base64.b64encode(f"{email}:{token}".encode()).decode()
             self._api = "/rest/api/3"
         self._http = HttpClient(base_url, headers={"Authorization": authorization},
-                                **client_options)
+                                **{"rate": self.default_rate, **client_options})
         self._status_by_id: dict[str, str] = {}
         self._status_by_name: dict[str, str] = {}
 
@@ -271,8 +276,44 @@ class JiraAdapter(Adapter):
         await self._load_statuses()
         search = self._search_cloud if self._cloud else self._search_server
         async for issues in search(since, zone):
+            histories = await self._histories(issues)
             yield Page([item for issue in issues
-                        if (item := await self._item(issue)) is not None])
+                        if (item := await self._item(issue, histories)) is not None])
+
+    async def _histories(self, issues: list[Any]) -> dict[str, list[Any]]:
+        """The whole status history of each issue whose changelog came cut short (Cloud's
+        search answers 40 histories at most), by issue id; the others' came whole.
+
+        Cloud: one ``POST changelog/bulkfetch`` for up to 1,000 issues, status changes only,
+        paged by ``nextPageToken``, instead of a ``GET issue/{id}/changelog`` per issue (which
+        Server/Data Center, whose search answers the whole changelog, keeps for an exception).
+        An issue the answer leaves out (deleted meanwhile) keeps what came with it."""
+        logs = {str(issue["id"]): issue.get("changelog") or {} for issue in issues}
+        short = [issue_id for issue_id, log in logs.items()
+                 if log.get("total", 0) > len(log.get("histories") or [])]
+        if not self._cloud:
+            return {issue_id: await self._rest(
+                f"{self._api}/issue/{issue_id}/changelog", "values",
+                {"values": logs[issue_id].get("histories") or [],
+                 "total": logs[issue_id]["total"]}) for issue_id in short}
+        found: dict[str, list[Any]] = {}
+        for start in range(0, len(short), _BULK_ISSUES):
+            body: dict[str, Any] = {"issueIdsOrKeys": short[start:start + _BULK_ISSUES],
+                                    "fieldIds": ["status"], "maxResults": 1000}
+            while True:
+                answer = await self._http.request("POST", f"{self._api}/changelog/bulkfetch",
+                                                  json=body, idempotent=True)
+                for log in answer.get("issueChangeLogs") or []:
+                    found.setdefault(str(log["issueId"]), []).extend(
+                        log.get("changeHistories") or [])
+                following = answer.get("nextPageToken")
+                if not following:
+                    break
+                if following == body.get("nextPageToken"):
+                    raise SourceError("bad_response", f"{self._http.base_url} answered a "
+                                      "changelog page with the token that asked for it")
+                body["nextPageToken"] = following
+        return found
 
     async def _search_cloud(self, since: datetime | None,
                             zone: ZoneInfo) -> AsyncIterator[list[Any]]:
@@ -488,7 +529,7 @@ class JiraAdapter(Adapter):
         issue = await self._http.request("GET", f"{self._api}/issue/{issue_id}",
                                          params={"fields": ",".join(FIELDS),
                                                  "expand": "changelog"})
-        item = await self._item(issue)
+        item = await self._item(issue, await self._histories([issue]))
         if item is None:
             raise SourceError("refused", f"Jira moved {issue.get('key')} to a project that is "
                                          "not mirrored")
@@ -566,7 +607,10 @@ class JiraAdapter(Adapter):
             values.extend(more)
         return values
 
-    async def _item(self, issue: Mapping[str, Any]) -> Item | None:
+    async def _item(self, issue: Mapping[str, Any],
+                    histories_read: Mapping[str, list[Any]] | None = None) -> Item | None:
+        """The item of a search's (or a read's) issue; ``histories_read``: the whole status
+        histories of the issues whose changelog came cut short (:meth:`_histories`)."""
         mapped = self._local_key(issue.get("key"))
         if mapped is None:
             return None  # moved to a project we do not mirror
@@ -578,11 +622,12 @@ class JiraAdapter(Adapter):
                                 resolution=resolution, overrides=self._overrides)
         parent = self._local_key((f.get("parent") or {}).get("key"))
         issuetype = f.get("issuetype") or {}
+        # Comments have no bulk endpoint (comment/list takes comment ids): those past the
+        # search's inline page are read per issue.
         comments_raw = await self._rest(f"{self._api}/issue/{issue['id']}/comment", "comments",
                                         f.get("comment") or {})
-        histories = await self._rest(f"{self._api}/issue/{issue['id']}/changelog", "values",
-                                     {"values": (issue.get("changelog") or {}).get("histories", []),
-                                      "total": (issue.get("changelog") or {}).get("total", 0)})
+        histories = ((histories_read or {}).get(str(issue["id"]))
+                     or (issue.get("changelog") or {}).get("histories") or [])
         due = f.get("duedate")
         return Item(
             source_id=str(issue["id"]), key=key, project_key=project_key, number=number,

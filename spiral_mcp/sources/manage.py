@@ -23,9 +23,10 @@ from .base import Adapter
 from .secrets import SecretBox
 from .sync import SyncProgress, instance_lock, sync_instance
 
-__all__ = ["KINDS", "SourceAdminError", "adapter_class", "add_source", "change_overrides",
-           "find_source", "list_sources", "make_adapter", "parse_overrides", "parse_project_map",
-           "parse_unmapped", "remove_source", "run_sync"]
+__all__ = ["KINDS", "MAX_RATE", "MIN_RATE", "SourceAdminError", "adapter_class", "add_source",
+           "change_overrides", "find_source", "list_sources", "make_adapter", "parse_overrides",
+           "parse_project_map", "parse_rate", "parse_unmapped", "rate_of", "remove_source",
+           "run_sync"]
 
 # The kinds the store knows (source_instances.kind); each is the module ``sources.<kind>`` whose
 # ``ADAPTER`` is its adapter class.
@@ -33,6 +34,13 @@ KINDS = ("jira", "github", "asana")
 LOCAL_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
 # One DNS label; _ too, as internal hosts have it and clients accept it.
 HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.IGNORECASE)
+# An instance's request rate, in requests a second. Above MAX_RATE is more than any source
+# publishes (GitHub's REST allows 15, paid Asana 25): a rate a minute given as one a second.
+# Below MIN_RATE (one a minute) a sync of any size would take hours.
+MAX_RATE = 100.0
+MIN_RATE = 1 / 60
+_RATE = re.compile(r"^(?P<count>\d+(?:\.\d+)?)(?:\s*/\s*(?P<per>s|min|h))?$")
+_PER = {None: 1, "s": 1, "min": 60, "h": 3600}
 
 
 class SourceAdminError(ValueError):
@@ -93,6 +101,34 @@ def parse_overrides(pairs: Iterable[str], adapter: type[Adapter]) -> dict[str, d
     return overrides
 
 
+def parse_rate(raw: str, adapter: type[Adapter]) -> float:
+    """``--rate``: the requests a second an instance keeps to, given a second (``2.5``), a
+    minute (``150/min``) or an hour (``5000/h``); from MIN_RATE to MAX_RATE."""
+    match = _RATE.match(raw.strip().lower())
+    if match is None:
+        raise SourceAdminError(f"--rate {raw!r}: expected requests a second (like 2.5), or a "
+                               "number a minute or an hour (like 150/min or 5000/h)")
+    rate = float(match["count"]) / _PER[match["per"]]
+    default = (f"the default for {adapter.kind} is {adapter.default_rate:g} a second: "
+               f"{adapter.rate_basis}")
+    if rate > MAX_RATE:
+        raise SourceAdminError(f"--rate {raw!r} is {rate:g} requests a second, more than the "
+                               f"{MAX_RATE:g} any source allows (a rate a minute is written "
+                               f"like 150/min); {default}")
+    if rate < MIN_RATE:
+        raise SourceAdminError(f"--rate {raw!r} is less than one request a minute, at which a "
+                               f"sync would take hours; {default}")
+    return rate
+
+
+def rate_of(config: dict[str, Any], adapter: type[Adapter]) -> float:
+    """The requests a second an instance keeps to: its own ``rate``, else its kind's
+    default."""
+    rate = config.get("rate")
+    valid = isinstance(rate, int | float) and not isinstance(rate, bool)
+    return float(rate) if valid else adapter.default_rate
+
+
 def parse_unmapped(pairs: Iterable[str], adapter: type[Adapter]) -> list[tuple[str, str]]:
     """``["KEY:NAME", ...]`` as (key, name) pairs: overrides to remove, e.g.
     ``status_categories:Triage`` for Jira."""
@@ -148,19 +184,28 @@ def _changed_overrides(config: dict[str, Any], adapter: type[Adapter], *, mapped
 async def change_overrides(
     conn: asyncpg.Connection, queries: Queries, instance_id: uuid.UUID, *,
     tenant_id: uuid.UUID | None = None, mapped: Iterable[str] = (),
-    unmapped: Iterable[str] = (),
-) -> dict[str, dict[str, str]]:
+    unmapped: Iterable[str] = (), rate: str | None = None,
+) -> dict[str, Any]:
     """Set (``KEY:NAME=VALUE``) and remove (``KEY:NAME``) an instance's mapping overrides, checked
-    as ``source add`` checks them; all or nothing. Returns the overrides it has now. Syncs from
-    then on map with them; items already stored keep their mapping until the source changes them
-    or a full sync re-applies it. ``tenant_id``: the instance must be that tenant's."""
+    as ``source add`` checks them, and set its request ``rate`` (as :func:`parse_rate` reads it;
+    ``default``: back to its kind's); all or nothing. Returns the overrides it has now, and its
+    rate when one was given. Syncs from then on map with them; items already stored keep their
+    mapping until the source changes them or a full sync re-applies it. ``tenant_id``: the
+    instance must be that tenant's."""
     row = await find_source(conn, queries, instance_id, tenant_id=tenant_id)
     adapter = adapter_class(row["kind"])
     config = orjson.loads(await queries.source_config_for_update(conn, instance_id=instance_id))
     config = _changed_overrides(config, adapter, mapped=mapped, unmapped=unmapped)
+    if rate is not None:
+        config.pop("rate", None)
+        if rate.strip().lower() != "default":
+            config["rate"] = parse_rate(rate, adapter)
     await queries.source_set_config(conn, instance_id=instance_id,
                                     config=orjson.dumps(config).decode())
-    return {key: config[key] for key in adapter.overrides if key in config}
+    changed: dict[str, Any] = {key: config[key] for key in adapter.overrides if key in config}
+    if rate is not None:
+        changed["rate"] = rate_of(config, adapter)
+    return changed
 
 
 def _is_host(host: str) -> bool:
@@ -222,9 +267,11 @@ async def add_source(
     conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
     kind: str, name: str, base_url: str | None, projects: dict[str, str], token: str,
     email: str | None = None, overrides: dict[str, dict[str, str]] | None = None,
+    rate: float | None = None,
 ) -> uuid.UUID:
     """Register an instance. ``email`` is for Jira Cloud's basic auth; without it a Jira token
-    is a Server/Data Center bearer token. GitHub and Asana take a token alone."""
+    is a Server/Data Center bearer token. GitHub and Asana take a token alone. ``rate``: the
+    requests a second it keeps to (:func:`parse_rate`), when not its kind's default."""
     adapter = adapter_class(kind)
     if not 1 <= len(name.strip()) <= 200:
         raise SourceAdminError("a source name has 1 to 200 characters")
@@ -246,7 +293,8 @@ async def add_source(
         return await queries.source_insert(
             conn, tenant_id=tenant_id, kind=kind, name=name.strip(),
             base_url=base_url,
-            config=orjson.dumps({"projects": projects, **(overrides or {})}).decode(),
+            config=orjson.dumps({"projects": projects, **(overrides or {}),
+                                 **({"rate": rate} if rate is not None else {})}).decode(),
             credentials=box.seal(credentials))
     except asyncpg.UniqueViolationError:
         raise SourceAdminError(f"the tenant already has a source named {name.strip()!r}") from None
@@ -295,13 +343,14 @@ async def remove_source(conn: asyncpg.Connection, queries: Queries,
 
 
 def make_adapter(row: asyncpg.Record, box: SecretBox, **client_options: Any) -> Adapter:
-    """The adapter of a stored instance, with its credentials decrypted."""
+    """The adapter of a stored instance, with its credentials decrypted, keeping to the
+    instance's request rate (a ``rate`` among ``client_options`` goes first)."""
     adapter = adapter_class(row["kind"])
     if row["credentials"] is None:
         raise SourceAdminError("the source has no credentials; remove and add it again")
     config = orjson.loads(row["config"]) if row["config"] else {}
     return adapter.from_instance(row["base_url"], box.open(row["credentials"]), config,
-                                 **client_options)
+                                 **{"rate": rate_of(config, adapter), **client_options})
 
 
 async def run_sync(
