@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from spiral_mcp import admin, demo
+from spiral_mcp.provision import provision
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import EXPLORER_ROLE
 
@@ -54,51 +56,62 @@ async def _plans(conn: asyncpg.Connection, queries: Queries, tenant: uuid.UUID,
 
 
 @pytest.fixture
-async def plain_view(superuser_url: str, database_urls) -> Any:
-    """explorer.work_items as migration 0003 made it (columns the planner sees through), in a
-    scratch schema only this test reads."""
-    conn = await asyncpg.connect(database_urls.admin)
-    schema = f"plain_{uuid.uuid4().hex[:8]}"
+async def own_database(superuser_url: str) -> Any:
+    """A database of this test's own: how many tenants and rows the shared test database holds
+    by now would drown a plain view's estimates (the tenant's share of a table scales them)."""
+    name = f"spiral_stats_{uuid.uuid4().hex[:10]}"
+    urls = await provision(superuser_url, name)
     try:
-        await conn.execute(
-            f"CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO {EXPLORER_ROLE}; "
-            f"CREATE VIEW {schema}.work_items WITH (security_invoker = true) AS "
-            "SELECT id, key, assignee FROM public.work_items; "
-            f"GRANT SELECT ON {schema}.work_items TO {EXPLORER_ROLE}")
-        yield schema
+        yield urls
     finally:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn = await asyncpg.connect(superuser_url)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
 
 
-async def test_plans_do_not_follow_other_tenants_values(make_tenant, database_urls, admin_conn,
-                                                         queries, plain_view) -> None:
-    victim = await make_tenant(demo=True, name="victim")
-    attacker = await make_tenant(demo=True, name="attacker")
-    async with admin_conn.transaction():
-        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(victim.id))
-        await admin_conn.execute(
+async def _tenant(owner: asyncpg.Connection, queries: Queries, name: str) -> uuid.UUID:
+    async with owner.transaction():
+        tenant = await admin.create_tenant(owner, queries, name)
+        await demo.load_demo(owner, queries, tenant_id=tenant, items_per_project=20)
+    return tenant
+
+
+async def test_plans_do_not_follow_other_tenants_values(own_database, queries) -> None:
+    owner = await asyncpg.connect(own_database.admin)
+    schema = f"plain_{uuid.uuid4().hex[:8]}"
+    # explorer.work_items as migration 0003 made it (columns the planner sees through).
+    await owner.execute(
+        f"CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO {EXPLORER_ROLE}; "
+        f"CREATE VIEW {schema}.work_items WITH (security_invoker = true) AS "
+        "SELECT id, key, assignee FROM public.work_items; "
+        f"GRANT SELECT ON {schema}.work_items TO {EXPLORER_ROLE}")
+    victim = await _tenant(owner, queries, "victim")
+    attacker = await _tenant(owner, queries, "attacker")
+    async with owner.transaction():
+        await owner.execute("SELECT set_config('app.tenant_id', $1, true)", str(victim))
+        await owner.execute(
             "INSERT INTO work_items (tenant_id, key, project_key, number, title, status, "
             "status_category, assignee) "
             "SELECT $1, 'WEB-' || (1000 + n), 'WEB', 1000 + n, 'secret work', 'To Do', 'todo', $2 "
-            "FROM generate_series(1, 150) AS n", victim.id, SECRET)
-    explorer = await asyncpg.connect(database_urls.explorer,
+            "FROM generate_series(1, 150) AS n", victim, SECRET)
+    explorer = await asyncpg.connect(own_database.explorer,
                                       server_settings={"search_path": "explorer, pg_catalog"})
-    seen: dict[str, list[list[Any]]] = {"explorer": [], plain_view: []}
+    seen: dict[str, list[list[Any]]] = {"explorer": [], schema: []}
     try:
         for spread in (False, True):
             if spread:  # the same rows and sizes, 150 assignees of the secret's length
-                async with admin_conn.transaction():
-                    await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
-                                             str(victim.id))
-                    await admin_conn.execute(
+                async with owner.transaction():
+                    await owner.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                        str(victim))
+                    await owner.execute(
                         "UPDATE work_items SET assignee = 'ceo-' || lpad(number::text, 6, '0') "
                         "|| '@acorp.example' WHERE assignee = $1", SECRET)
-            await admin_conn.execute("VACUUM ANALYZE work_items")
-            for schema, plans in seen.items():
-                plans.append(await _plans(explorer, queries, attacker.id, schema))
+            await owner.execute("VACUUM ANALYZE work_items")
+            for name, plans in seen.items():
+                plans.append(await _plans(explorer, queries, attacker, name))
     finally:
         await explorer.close()
-    assert seen[plain_view][0] != seen[plain_view][1], "the test cannot tell statistics apart"
+        await owner.close()
+    assert seen[schema][0] != seen[schema][1], "the test cannot tell statistics apart"
     for before, after, sql in zip(*seen["explorer"], QUERIES, strict=True):
         assert before == after, sql
