@@ -117,10 +117,10 @@ async def _explorer(urls, concurrency: int, *, checked: bool):
 
 
 class _Unchecked:
-    """The baseline: prepare as before the check of PostgreSQL's reading existed."""
+    """The baseline: no check of PostgreSQL's reading."""
 
-    async def prepare(self, conn, sql: str, *, time_limit: float):
-        return await conn.prepare(sql, timeout=time_limit)
+    async def check(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 async def _rate(explorer, tenants: list, sql: str, seconds: float, concurrency: int

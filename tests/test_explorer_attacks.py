@@ -255,6 +255,12 @@ REFUSED = [
     # Names the server would have to cut in two when it folds its reading of the query.
     ("a name the fold would cut", 'SELECT 1 AS "' + "(" * 38 + 'a\u00e9b"', V, "not allowed"),
     ("a name with a control character", 'SELECT 1 AS "a\rb"', V, "control"),
+    # Analysis writes BETWEEN's operand again (four times, SYMMETRIC): nesting grows the tree
+    # exponentially, and with it the reading the server sends (an independent attack: 55 MB).
+    ("nested between", "SELECT " + "(" * 8 + "length(title) > 3" + ") BETWEEN SYMMETRIC false "
+     "AND true" * 8 + " FROM work_items", V, "grows to about"),
+    ("nested in lists", "SELECT 1 FROM work_items WHERE " + "(" * 6 + "id" + " IN (id, 1, 2, "
+     "3, 4, 5))" * 6, V, "grows to about"),
     ("deeply nested sum", "SELECT " + "+".join(["1"] * 600), V, "nested too deeply"),
     ("deeply nested not", "SELECT " + "NOT " * 1000 + "true", V, "nested too deeply"),
     ("deeply nested case", "SELECT " + "CASE WHEN true THEN " * 500 + "1" + " END" * 500, V,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterable
 
 import asyncpg
@@ -96,19 +97,24 @@ class Resolution:
         reading, and the relations it locks. The statement is prepared inside ``_READ`` (one
         plain column: nothing for asyncpg to look up, whose own queries the server would show
         too), in a savepoint rolled back after, which ends the settings that show the reading
-        and lets go of what the statement locked."""
+        and lets go of what the statement locked. ``time_limit`` is for the whole check."""
+        deadline = time.perf_counter() + time_limit
+
+        def left() -> float:
+            return max(deadline - time.perf_counter(), 0.001)
+
         dumps: list[str] = []
 
         def listen(_conn: object, message: asyncpg.PostgresLogMessage) -> None:
             if message.message.startswith("parse tree"):
                 dumps.append(message.detail or "")
 
-        await conn.execute(_SAVEPOINT, timeout=time_limit)
+        # One round trip: our own constant statements, never the caller's text.
+        await conn.execute(f"{_SAVEPOINT}; {_INSPECT}", timeout=left())
         try:
-            await conn.execute(_INSPECT, timeout=time_limit)
             conn.add_log_listener(listen)
             try:
-                await conn.prepare(_READ.format(statement), timeout=time_limit)
+                await conn.prepare(_READ.format(statement), timeout=left())
                 if not dumps:
                     await asyncio.sleep(0)  # listeners are called soon after, not inside
             finally:
@@ -119,11 +125,11 @@ class Resolution:
         else:
             failed = False
         finally:
-            await conn.execute(_ROLLBACK_TO, timeout=time_limit)
+            await conn.execute(_ROLLBACK_TO, timeout=left())
         sql = statement if sql is None else sql
         if failed:
             # A mistake in the query: PostgreSQL says it again, in the query's own positions.
-            await conn.prepare(statement, timeout=time_limit)
+            await conn.prepare(statement, timeout=left())
             raise _refused("the query could not be read as a subquery", sql, None)
         if held:
             # Parse analysis locks every relation a query names, and rewriting a view the tables

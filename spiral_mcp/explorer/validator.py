@@ -137,6 +137,42 @@ def _literal(node: Any) -> float | None:
     return None
 
 
+# How large a query's tree may grow when PostgreSQL analyses it: BETWEEN writes its operand twice,
+# BETWEEN SYMMETRIC four times, and IN with a list that is not all literals once per element, so
+# nesting them grows the analysed tree (and the reading the server shows of it, see resolved)
+# exponentially with the text.
+_MAX_ANALYSED_NODES = 20_000
+_COPIES = {"AEXPR_BETWEEN": 2, "AEXPR_NOT_BETWEEN": 2, "AEXPR_BETWEEN_SYM": 4,
+           "AEXPR_NOT_BETWEEN_SYM": 4}
+
+
+def _analysed_size(node: Any) -> int:
+    """The number of nodes PostgreSQL's analysis of ``node`` holds, about."""
+    if isinstance(node, list):
+        return sum(_analysed_size(item) for item in node)
+    if not isinstance(node, dict):
+        return 0
+    expr = node.get("A_Expr")
+    if isinstance(expr, dict):
+        kind = expr.get("kind")
+        items = (expr.get("rexpr") or {}).get("List", {}).get("items")
+        copies = _COPIES.get(kind, 1)
+        if kind == "AEXPR_IN" and isinstance(items, list) \
+                and not all(isinstance(i, dict) and "A_Const" in i for i in items):
+            copies = len(items)
+        return 1 + copies * _analysed_size(expr.get("lexpr")) + _analysed_size(expr.get("rexpr"))
+    return 1 + sum(_analysed_size(value) for value in node.values())
+
+
+def _check_size(tree: Any) -> None:
+    size = _analysed_size(tree)
+    if size > _MAX_ANALYSED_NODES:
+        raise _Refused(ErrorCode.VALIDATION_ERROR, "size",
+                       f"the query grows to about {size} expressions when PostgreSQL reads it "
+                       f"(nested BETWEEN or IN lists repeat their operand); at most "
+                       f"{_MAX_ANALYSED_NODES} are allowed", 0)
+
+
 def _check_names(tree: Any) -> None:
     """Refuse a name with a control character, or one whose written form would be longer than
     any plain name PostgreSQL keeps (63 bytes) by more than its quotes."""
@@ -284,6 +320,7 @@ class QueryValidator:
             raise _too_deep() from None
         try:
             _check_names(tree)
+            _check_size(tree)
             return self._check_tree(sql, tree)
         except _Refused as refused:
             position = len(sql.encode()[: max(refused.location, 0)].decode(errors="ignore")) + 1
