@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -76,7 +76,11 @@ class CountingProxy:
         return self._server.sockets[0].getsockname()[1]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        if self.host.startswith("/"):  # a socket directory (the embedded server)
+            up_reader, up_writer = await asyncio.open_unix_connection(
+                f"{self.host}/.s.PGSQL.{self.port}")
+        else:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
                        count: bool) -> None:
@@ -279,10 +283,14 @@ async def test_every_signature_of_a_wrapped_function_has_its_wrapper(admin_conn)
 async def counted(database_urls) -> AsyncIterator[tuple[Explorer, CountingProxy]]:
     """An explorer whose connection goes through a proxy that counts the server's bytes."""
     parts = urlsplit(database_urls.explorer)
-    proxy = CountingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    # The server's address, also when the URL names a socket directory (?host=/path).
+    query = dict(parse_qsl(parts.query))
+    host = query.pop("host", None) or parts.hostname or "127.0.0.1"
+    proxy = CountingProxy(host, int(query.pop("port", None) or parts.port or 5432))
     port = await proxy.start()
     netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{port}"
-    explorer = await _explorer(urlunsplit(parts._replace(netloc=netloc)), timeout=20)
+    explorer = await _explorer(urlunsplit(parts._replace(netloc=netloc, query=urlencode(query))),
+                               timeout=20)
     yield explorer, proxy
     await explorer.database.pool.close()
     await proxy.close()

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -168,7 +169,7 @@ async def test_first_start_on_the_embedded_database(tmp_path: Path) -> None:
 async def empty_database(database_urls: DatabaseUrls, fresh_database: str,
                          superuser_url: str) -> tuple[str, str]:
     """An empty database (the roles exist): its runtime and owner URLs, as compose gives them."""
-    name = fresh_database.rsplit("/", 1)[1]
+    name = urlsplit(fresh_database).path.lstrip("/")  # also with ?host=/socket/dir
     return url_for_role(superuser_url, APP_ROLE, database=name), fresh_database
 
 
