@@ -3,6 +3,7 @@ sends an operator to run does what provisioning does."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,18 @@ def test_the_docker_init_script_bounds_the_explorer_as_provisioning_does() -> No
     for name, value in EXPLORER_SETTINGS.items():
         assert f"ALTER ROLE spiral_explorer SET {name} = '{value}';" in script
     assert _GUARD_FUNCTIONS.strip() in script
+
+
+def test_compose_gives_the_server_longer_than_its_shutdown_takes() -> None:
+    """Docker kills a container that has not stopped within its stop grace period (10 s unless
+    set): the server's SHUTDOWN_TIMEOUT and wind-down must fit inside it, or calls are cut with
+    no answer and no audit row."""
+    from spiral_mcp.server.shutdown import WIND_DOWN_SECONDS
+
+    compose = (Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text()
+    server = re.search(r"^  server:\n((?:    .*\n|\s*\n)+)", compose, re.MULTILINE)
+    assert server is not None
+    period = re.search(r"^    stop_grace_period: (\d+)s$", server.group(1), re.MULTILINE)
+    timeout = re.search(r'^      SHUTDOWN_TIMEOUT: "([\d.]+)"$', server.group(1), re.MULTILINE)
+    assert period is not None and timeout is not None
+    assert int(period.group(1)) > float(timeout.group(1)) + WIND_DOWN_SECONDS
