@@ -136,8 +136,9 @@ class Resolution:
             # below it, whatever the reading made of them.
             raise _refused(f"relation {held[0]['name']} is not allowed in explorer queries",
                            sql, None)
-        # Positions in the reading count from the start of _READ's text.
-        offset = max(sql.find(statement), 0) - len(_READ.split("{}")[0].encode())
+        # Positions in the reading count bytes from the start of _READ's text.
+        offset = len(sql[:max(sql.find(statement), 0)].encode()) \
+            - len(_READ.split("{}")[0].encode())
         if not dumps:
             raise _refused("the server did not show how it read the query", sql, None)
         try:
