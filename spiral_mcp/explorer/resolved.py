@@ -120,6 +120,8 @@ class Resolution:
             finally:
                 conn.remove_log_listener(listen)
             held = await queries.explorer_locks_held(conn, allowed=list(self.lockable))
+        except asyncpg.QueryCanceledError:
+            raise  # the time limit, not a mistake in the query: no second try
         except asyncpg.PostgresError:
             failed = True
         else:
