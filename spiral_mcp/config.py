@@ -212,6 +212,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("READ_ONLY", _bool, False, "hide and refuse every tool that writes"),
     Setting("IDEMPOTENCY_TTL", _float(60, 30 * 86400), 86400.0,
             "seconds an idempotency key is remembered"),
+    Setting("REQUEST_STATE_TTL", _float(10, 86400), 600.0,
+            "seconds a tool's question to a stateless (2026-07-28) client stays open: the "
+            "requestState it is sent with expires then"),
     Setting("SPIRAL_TEMPLATES_DIR", _optional_text, None,
             "a folder of your own report templates, served beside the built-in ones"),
     Setting("EXPLORER_DATABASE_URL", _postgres_url, None,
@@ -282,6 +285,7 @@ class Settings:
     enabled_toolsets: tuple[str, ...]
     read_only: bool
     idempotency_ttl: float
+    request_state_ttl: float
     spiral_templates_dir: str | None
     explorer_database_url: str | None
     explorer_timeout_s: float

@@ -43,6 +43,8 @@ from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 
+from .conformance_mrtr import mrtr_prompts, mrtr_tools
+
 __all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -384,8 +386,9 @@ async def run(command: list[str]) -> int:
             "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
         })
         product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools()],
-                             resources=fixture_resources(), prompts=fixture_prompts())
+                             tools=[*builtin_tools(), *fixture_tools(), *mrtr_tools()],
+                             resources=fixture_resources(),
+                             prompts=[*fixture_prompts(), *mrtr_prompts()])
         product_runner, product_port = await _serve(product)
         proxy_runner, proxy_port = await _serve(
             proxy_app(f"http://127.0.0.1:{product_port}", key))

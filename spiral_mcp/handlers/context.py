@@ -6,10 +6,11 @@ here, and the transport decides which stream carries them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -21,14 +22,40 @@ from ..sources.access import SourceAccess
 from .audit import AuditEntry, redact
 from .idempotency import Claim
 
-__all__ = ["ToolContext"]
+__all__ = ["CLIENT_REQUESTS", "AskCallback", "InputRequired", "ToolContext", "ask_all"]
 
 _CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 LogCallback = Callable[[str, Any], Awaitable[None]]
-# Sends the client a request (sampling/createMessage, elicitation/create) and returns its result.
-AskCallback = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# The requests a server may put to a client, and the client capability each needs.
+CLIENT_REQUESTS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
+                   "roots/list": "roots"}
+
+
+class AskCallback(Protocol):
+    """Puts a request to the client (sampling/createMessage, elicitation/create, roots/list) and
+    returns its result. ``key`` names the question in the stateless era's ``inputRequests``
+    (default: the method's kind and a digest of the params, so the same question keeps its
+    key from one round to the next); a session ignores it."""
+
+    def __call__(self, method: str, params: dict[str, Any], /, *,
+                 key: str | None = None) -> Awaitable[dict[str, Any]]: ...
+
+
+class InputRequired(Exception):
+    """Raised by ``ctx.ask`` in the stateless era when the request does not carry the client's
+    answer yet: the call ends (nothing may have been written: see ToolContext.ask) and is
+    answered with an InputRequiredResult asking ``requests``; the client calls again with the
+    answers, and the handler runs again from its start. A handler never catches it.
+    ``answer`` makes that result (every question of the round, and the state to carry)."""
+
+    def __init__(self, requests: Mapping[str, dict[str, Any]],
+                 answer: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(f"the client's answer is needed: {', '.join(requests)}")
+        self.requests = requests
+        self.answer = answer
 
 
 async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -39,9 +66,12 @@ async def _no_log(level: str, data: Any) -> None:
     return None
 
 
-async def _cannot_ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+async def _cannot_ask(method: str, params: dict[str, Any], /, *,
+                      key: str | None = None) -> dict[str, Any]:
     raise ServiceError(ErrorCode.UPSTREAM_ERROR,
                        "this call cannot ask the client anything: it came without a session")
+
+
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -57,10 +87,18 @@ class ToolContext:
     request_id: str | None = None
     progress: ProgressCallback = _no_progress
     log: LogCallback = _no_log
-    # UPSTREAM_ERROR when the client lacks the capability, cannot be reached, refuses or is silent.
-    # The answer may take minutes (a person): never ask inside a transaction, which would hold a
-    # pooled connection all that time.
+    # Asks the client. On a session: a request to the client, answered within minutes (a person
+    # may answer), UPSTREAM_ERROR when the client lacks the capability, cannot be reached,
+    # refuses or is silent. In the stateless era: the answer the request carries, or
+    # InputRequired, which ends the call; the client calls again with the answer and the
+    # handler runs again from its start. So, the rule for asking: ask before anything
+    # irreversible (a write, a source's change), never inside a transaction, and ask the same
+    # questions again given the same arguments and answers. Check can_ask first to fall back
+    # when the client cannot be asked; an ask it cannot answer is -32021 in the stateless era.
     ask: AskCallback = _cannot_ask
+    # What the client declared it can do (initialize's capabilities on a session, the request's
+    # _meta in the stateless era); None where nothing can be asked.
+    client_capabilities: Mapping[str, Any] | None = None
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False
@@ -79,6 +117,14 @@ class ToolContext:
     @property
     def tenant_id(self) -> uuid.UUID:
         return self.principal.tenant_id
+
+    def can_ask(self, method: str) -> bool:
+        """Whether the client declared what ``method`` needs (for elicitation/create, a form)."""
+        capability = CLIENT_REQUESTS.get(method)
+        capabilities = self.client_capabilities
+        if self.ask is _cannot_ask or capabilities is None or capability not in capabilities:
+            return False
+        return method != "elicitation/create" or supports_form(capabilities)
 
     def attach(self, block: dict[str, Any]) -> None:
         """Add a content block (text, image, audio, an embedded resource or a resource link) to
@@ -124,3 +170,32 @@ class ToolContext:
         )
         await self.database.queries.insert_audit(conn, **entry.row())
         self.audited = True
+
+
+def supports_form(capabilities: Mapping[str, Any]) -> bool:
+    """Whether a declared elicitation capability takes forms: an empty one does (the form mode
+    predates the modes' names); one that names modes must name "form"."""
+    declared = capabilities.get("elicitation")
+    if not isinstance(declared, Mapping):
+        return False
+    return "form" in declared or not ({"form", "url"} & declared.keys())
+
+
+async def ask_all(ctx: ToolContext, requests: Mapping[str, tuple[str, dict[str, Any]]]
+                  ) -> dict[str, dict[str, Any]]:
+    """Several questions at once, by key: ``{key: (method, params)}`` → ``{key: result}``. In the
+    stateless era they travel together in one InputRequiredResult; on a session they are
+    asked side by side."""
+    keys = list(requests)
+    results = await asyncio.gather(
+        *(ctx.ask(method, params, key=key) for key, (method, params) in requests.items()),
+        return_exceptions=True)
+    waiting = None
+    for result in results:
+        if isinstance(result, InputRequired):
+            waiting = result  # the asker gathers every question of the round: any one will do
+        elif isinstance(result, BaseException):
+            raise result
+    if waiting is not None:
+        raise waiting
+    return dict(zip(keys, results, strict=True))  # type: ignore[arg-type]

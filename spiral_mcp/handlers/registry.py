@@ -32,7 +32,7 @@ from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
 from ..schema_types import integral_floats
 from ..shares import ShareExhausted, Shares
 from .audit import AuditEntry, AuditWriter, redact
-from .context import ToolContext
+from .context import InputRequired, ToolContext
 from .idempotency import Claim, IdempotencyStore
 
 __all__ = ["MAX_ARGUMENT_DEPTH", "Tool", "ToolRegistry", "envelope_schema"]
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
 
 CALL_CLASSES = ("read", "write", "query")
+
+# The audit's error_code of a call that ended asking the client (stateless era); its outcome is
+# "error", as a cancelled call's is: the call did not complete.
+_INPUT_REQUIRED = "INPUT_REQUIRED"
 
 # Arguments nested deeper are refused before anything recursive (validation, audit, hashing,
 # ADF) walks them: Python's stack and orjson (255 levels) give out long before a tool would.
@@ -376,7 +380,9 @@ class ToolRegistry:
                  elapsed: float) -> None:
         """Metrics and, unless the handler wrote its own in its transaction, the audit row."""
         metrics = self._metrics
-        metrics.tool_calls.labels(tool.name, "error" if error_code else "ok").inc()
+        status = "ok" if error_code is None else (
+            "input_required" if error_code == _INPUT_REQUIRED else "error")
+        metrics.tool_calls.labels(tool.name, status).inc()
         metrics.tool_duration.labels(tool.name).observe(elapsed)
         if not ctx.audited:
             self._audit.enqueue(AuditEntry(
@@ -492,6 +498,14 @@ class ToolRegistry:
                 envelope["replayed"] = True
         except ServiceError as exc:
             envelope = {"success": False, "error": exc.to_dict()}
+        except (InputRequired, RpcError) as exc:
+            # Not the tool's result: a question for the client (the call ends until it answers;
+            # its idempotency key, released, is claimed again by the call that brings the
+            # answer) or a protocol error of the request's (-32021: it asks what the client
+            # cannot answer; an answer that is not one). Accounted for, and passed on.
+            code = _INPUT_REQUIRED if isinstance(exc, InputRequired) else "PROTOCOL_ERROR"
+            self._account(tool, ctx, arguments, code, time.perf_counter() - started)
+            raise
         except asyncio.CancelledError:
             if task not in self._cut:
                 # Cancelled by the client: no answer goes out, but the call is still accounted

@@ -22,10 +22,11 @@ from ..db import Database
 from ..errors import ErrorCode, ServiceError
 from ..explorer import Explorer
 from ..handlers import ToolRegistry
-from ..handlers.context import ToolContext
+from ..handlers.context import CLIENT_REQUESTS, InputRequired, ToolContext, supports_form
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
 from ..sources.access import SourceAccess
+from .input_required import RequestStateSeal, Rounds
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -72,8 +73,6 @@ Notify = Callable[[dict[str, Any]], Awaitable[bool]]
 # How long a tool call waits for the client to answer a request of ours: a person may be the one
 # answering an elicitation.
 CLIENT_ANSWER_SECONDS = 300.0
-# The client capability each request to the client needs.
-_CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation"}
 
 
 async def _drop(message: dict[str, Any]) -> bool:
@@ -82,7 +81,7 @@ async def _drop(message: dict[str, Any]) -> bool:
 
 def can_ask(session: Session) -> bool:
     """Whether the client declared a capability a tool may use to ask it something."""
-    return not session.client_capabilities.keys().isdisjoint(_CLIENT_CAPABILITY.values())
+    return not session.client_capabilities.keys().isdisjoint(CLIENT_REQUESTS.values())
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -154,8 +153,11 @@ class Dispatcher:
     def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any,
                  explorer: Explorer | None = None, sources: SourceAccess | None = None,
                  resources: ResourceRegistry | None = None,
-                 prompts: PromptRegistry | None = None) -> None:
+                 prompts: PromptRegistry | None = None,
+                 request_state: RequestStateSeal | None = None) -> None:
         self.registry = registry
+        # Seals the stateless era's requestState; without one given, a key of this process.
+        self._request_state = request_state or RequestStateSeal(None, ttl=600.0)
         self._resources = resources or ResourceRegistry()
         self._prompts = prompts or PromptRegistry()
         self._database = database
@@ -208,6 +210,9 @@ class Dispatcher:
             result = await self._run(handler, request, exchange)
         except RpcError as exc:
             return error_message(request.id, exc)
+        except InputRequired as exc:
+            # Only an asking method's rounds raise it (tools/call, prompts/get, resources/read).
+            result = exc.answer()
         except asyncio.CancelledError:
             # Re-raise when this very task is being cancelled (shutdown); a call stopped by
             # notifications/cancelled ends here and, as the protocol says, gets no answer.
@@ -346,6 +351,15 @@ class Dispatcher:
             explorer=self._explorer, sources=self._sources, request_id=exchange.http_request_id,
         )
 
+    def _rounds(self, ctx: ToolContext, method: str, params: dict[str, Any],
+                exchange: Exchange) -> None:
+        """In the stateless era ``ctx`` asks through the request's rounds (its requestState
+        checked first); an ask still unanswered ends the request in handle_request."""
+        if exchange.modern:
+            rounds = Rounds.begin(self._request_state, method=method, params=params,
+                                  principal=exchange.principal)
+            ctx.ask, ctx.client_capabilities = rounds.ask, rounds.capabilities
+
     async def _tools_call(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -353,6 +367,7 @@ class Dispatcher:
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         ctx = self._context(exchange, name)
+        self._rounds(ctx, "tools/call", params, exchange)
         # Without a token or a session nothing can be sent: the context's silent defaults serve,
         # and no closures are made for the call.
         if token is not None:
@@ -360,6 +375,7 @@ class Dispatcher:
         if exchange.session is not None:
             ctx.log = self._log_sender(name, exchange)
             ctx.ask = self._asker(exchange.session, exchange.notify)
+            ctx.client_capabilities = exchange.session.client_capabilities
         return await self.registry.call(name, params.get("arguments"), ctx)
 
     async def _resources_list(self, params: dict[str, Any], exchange: Exchange
@@ -373,9 +389,11 @@ class Dispatcher:
     async def _resources_read(self, params: dict[str, Any], exchange: Exchange
                               ) -> dict[str, Any]:
         resource, values = self._resources.find(_uri(params), exchange.principal)
+        ctx = self._context(exchange, resource.uri)
+        self._rounds(ctx, "resources/read", params, exchange)
         async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
             await self.registry.admit(exchange.principal, "read")
-            contents = await resource.read(self._context(exchange, resource.uri), values)
+            contents = await resource.read(ctx, values)
         return {"contents": contents}
 
     async def _resources_subscribe(self, params: dict[str, Any], exchange: Exchange
@@ -404,9 +422,11 @@ class Dispatcher:
     async def _prompts_get(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         prompt = self._prompts.find(params.get("name"), exchange.principal)
         arguments = prompt.check(params.get("arguments"))
+        ctx = self._context(exchange, prompt.name)
+        self._rounds(ctx, "prompts/get", params, exchange)
         async with _as_rpc_errors(not_found=INVALID_PARAMS):
             await self.registry.admit(exchange.principal, "read")
-            messages = await prompt.render(self._context(exchange, prompt.name), arguments)
+            messages = await prompt.render(ctx, arguments)
         return {"description": prompt.description, "messages": messages}
 
     async def _complete(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
@@ -452,11 +472,14 @@ class Dispatcher:
             exchange.session.answer(response.id, response.result, response.error)
 
     def _asker(self, session: Session, notify: Notify):
-        async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
-            capability = _CLIENT_CAPABILITY.get(method)
+        async def ask(method: str, params: dict[str, Any], /, *,
+                      key: str | None = None) -> dict[str, Any]:
+            capability = CLIENT_REQUESTS.get(method)
             if capability is None:
                 raise ValueError(f"not a request a server may send a client: {method}")
-            if capability not in session.client_capabilities:
+            if capability not in session.client_capabilities or (
+                    method == "elicitation/create" and params.get("mode", "form") == "form"
+                    and not supports_form(session.client_capabilities)):
                 raise ServiceError(ErrorCode.UPSTREAM_ERROR,
                                    f"the client does not offer {capability}")
             request_id: str | None = None

@@ -32,6 +32,7 @@ from ..handlers.resources import Resource, ResourceRegistry
 from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.input_required import RequestStateSeal
 from ..protocol.sessions import SessionStore
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
@@ -39,6 +40,7 @@ from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
 from ..shares import Shares
 from ..sources.access import SourceAccess
 from ..sources.scheduler import SyncScheduler
+from ..sources.secrets import CredentialError, load_secret_key
 from ..tasks import BackgroundTasks
 from ..templates import builtin_directory, load_templates
 from . import ops
@@ -271,6 +273,20 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
         await client.aclose()
 
 
+def _request_state_seal(settings: Settings) -> RequestStateSeal:
+    """The seal of the stateless era's requestState, keyed from the installation's secret so
+    that any of its processes takes the answers to what another asked."""
+    try:
+        secret = load_secret_key(settings)
+    except CredentialError:
+        log.warning("SPIRAL_SECRET_KEY is not set: what a tool asks a stateless (2026-07-28) "
+                    "client is sealed with a key of this process only, so its answer must come "
+                    "back to this process; set SPIRAL_SECRET_KEY when several serve /mcp")
+        return RequestStateSeal(None, ttl=settings.request_state_ttl)
+    return RequestStateSeal(secret.encode() if isinstance(secret, str) else secret,
+                            ttl=settings.request_state_ttl)
+
+
 def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptRegistry):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -294,7 +310,8 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
                                      sources=app[SOURCES], resources=resources,
-                                     prompts=prompts)
+                                     prompts=prompts,
+                                     request_state=_request_state_seal(settings))
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
             max_per_key=settings.session_max_per_key, idle_timeout=settings.session_idle_timeout,

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from ..config import Settings
 
-__all__ = ["CredentialError", "SecretBox", "load_secret_box"]
+__all__ = ["CredentialError", "SecretBox", "load_secret_box", "load_secret_key"]
 
 KEY_FILE = "secret.key"
 
@@ -75,10 +75,16 @@ def _key_file(data_dir: Path) -> bytes:
 
 def load_secret_box(settings: Settings) -> SecretBox:
     """The box for this process: from SPIRAL_SECRET_KEY, or the embedded database's key file."""
+    return SecretBox(load_secret_key(settings))
+
+
+def load_secret_key(settings: Settings) -> str | bytes:
+    """The installation's secret (a Fernet key): SPIRAL_SECRET_KEY, or the embedded database's
+    key file; CredentialError when there is neither."""
     if settings.spiral_secret_key is not None:
-        return SecretBox(str(settings.spiral_secret_key))
+        return str(settings.spiral_secret_key)
     if settings.database_url is None and settings.admin_database_url is None:
-        return SecretBox(_key_file(settings.data_dir))
+        return _key_file(settings.data_dir)
     raise CredentialError(
         "SPIRAL_SECRET_KEY is needed to keep source credentials with your own PostgreSQL; make "
         "one with: python -c 'from cryptography.fernet import Fernet; "
