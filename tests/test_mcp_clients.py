@@ -3,7 +3,8 @@
 Three ways in: streamable HTTP at /mcp with the initialize handshake (mode="legacy"), /mcp in the
 client's default mode (it probes ``server/discover`` and speaks the stateless 2026-07-28 era), and
 the legacy HTTP+SSE transport at /sse. Each: initialize, list tools, call jira_get_issue (success
-and a VALIDATION_ERROR result), ping, progress, and a call cancelled by the client.
+and a VALIDATION_ERROR result), ping, progress, a call cancelled by the client, and tools that ask
+the client (a request to it on a session, a multi round-trip request when stateless).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from serving import ProductionLikeServer
+from test_mrtr import two_closes
 
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
@@ -235,9 +237,11 @@ async def _elicit(context: Any, params: types.ElicitRequestParams) -> types.Elic
     return types.ElicitResult(action="accept", content={"name": "Ada"})
 
 
-@pytest.mark.parametrize("mode", ("legacy", "sse"))
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_tool_asks_the_client_for_sampling_and_elicitation(
         server: TestServer, tenant: Tenant, mode: str) -> None:
+    # On a session: requests to the client; stateless (auto): InputRequiredResult, one round per
+    # question, which the client's driver answers with the same callbacks and retries.
     async with connect(server, tenant, mode, sampling_callback=_sample,
                        elicitation_callback=_elicit) as client:
         result = await client.call_tool("test_ask", {})
@@ -252,11 +256,39 @@ async def test_a_tool_asks_the_client_for_sampling_and_elicitation(
 async def test_a_client_without_the_capability_is_not_asked(
         server: TestServer, tenant: Tenant, mode: str) -> None:
     async with connect(server, tenant, mode) as client:
+        if mode == "auto":
+            # Stateless, asking what the request's _meta does not declare is a protocol error.
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("test_ask", {})
+            assert refused.value.error.code == -32021
+            assert refused.value.error.data == {"requiredCapabilities": {"sampling": {}}}
+            return
         result = await client.call_tool("test_ask", {})
         assert result.is_error is True
         error = result.structured_content["error"]
         assert error["code"] == "UPSTREAM_ERROR"
-        assert "sampling" in error["message"] or "without a session" in error["message"]
+        assert "sampling" in error["message"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_product_tool_asks_which_status_it_means(
+        server: TestServer, tenant: Tenant, mode: str, admin_conn) -> None:
+    await two_closes(admin_conn, tenant)
+    offered: list[Any] = []
+
+    async def choose(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        offered.append(params.requested_schema["properties"]["status"]["enum"])
+        return types.ElicitResult(action="accept", content={"status": "Won't Do"})
+
+    async with connect(server, tenant, mode, elicitation_callback=choose) as client:
+        created = await client.call_tool("jira_create_issue", {
+            "project_key": "WEB", "summary": "Asked, not guessed"})
+        key = created.structured_content["data"]["key"]
+        moved = await client.call_tool("jira_transition_issue", {
+            "issue_key": key, "status": "close", "idempotency_key": f"close-{mode}"})
+        assert moved.is_error is False, moved
+        assert moved.structured_content["data"]["to_status"] == "Won't Do"
+    assert offered == [["Done", "Won't Do"]]
 
 
 SEARCH_HELD_SECONDS = 6.0  # longer than httpx2's default 5 s read timeout

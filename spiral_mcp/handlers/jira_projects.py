@@ -10,6 +10,8 @@ from typing import Any
 
 from ..errors import ErrorCode, ServiceError
 from ..sources.base import Adapter, Comment, Item, SourceError
+from .choices import choose_one
+from .choices import words as words_of
 from .context import ToolContext
 from .jira_read import not_found
 from .jira_write import comment_body, conflict, invalid, lock_issue
@@ -29,17 +31,56 @@ def _allowed_text(status: str, allowed: list[dict[str, Any]]) -> str:
     return f"from {status!r} the workflow allows: {moves}"
 
 
+class _Ambiguous(Exception):
+    """The status asked for could mean several moves (or only resembles one): someone must
+    choose, the agent would have to guess."""
+
+    def __init__(self, current: str, candidates: list[dict[str, Any]]) -> None:
+        super().__init__(current)
+        self.current = current
+        self.candidates = candidates
+
+
 def _pick(allowed: list[dict[str, Any]], *, status: str | None,
-          transition_id: str | None) -> dict[str, Any] | None:
+          transition_id: str | None) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """The move asked for; or the moves it could mean (one per target status), when it names
+    none exactly; or None."""
     if transition_id is not None:
         return next((move for move in allowed if move["id"] == transition_id), None)
     assert status is not None
     wanted = status.lower()
     if move := next((m for m in allowed if m["to_status"].lower() == wanted), None):
         return move
-    # Agents often pass the transition's name ("Start progress"); take it when it is unambiguous.
+    # Agents often pass the transition's name ("Start progress"); several transitions may share
+    # it ("Close" to Done and to Won't Do).
     named = [m for m in allowed if m["name"].lower() == wanted]
-    return named[0] if len(named) == 1 else None
+    if not named and (words := words_of(status)).strip():
+        # Or a part of a name: "review" for "In Review" and "Code Review".
+        named = [m for m in allowed
+                 if words in words_of(m["to_status"]) or words in words_of(m["name"])]
+    by_status: dict[str, dict[str, Any]] = {}
+    for move in named:
+        by_status.setdefault(move["to_status"], move)
+    if len(by_status) == 1 and named[0]["name"].lower() == wanted:
+        return named[0]  # the name's moves all lead to one status: nothing to choose
+    return list(by_status.values()) or None
+
+
+def _moves_text(moves: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{m['name']!r} (id {m['id']}) to {m['to_status']!r}" for m in moves)
+
+
+async def _choose_status(ctx: ToolContext, issue_key: str, status: str,
+                         ambiguous: _Ambiguous) -> str:
+    """The target status a person chose among the candidates."""
+    candidates = ambiguous.candidates
+    return await choose_one(
+        ctx, path="/status", field="status",
+        question=f"Move {issue_key} (now {ambiguous.current!r}) to which status?",
+        options=[m["to_status"] for m in candidates],
+        meaning=(f"{status!r} is not a status {issue_key} can move to from "
+                 f"{ambiguous.current!r}; it could mean {_moves_text(candidates)}"),
+        details={"current_status": ambiguous.current, "moves": candidates})
 
 
 def _transition_result(issue_key: str, move: dict[str, Any], before: dict[str, Any],
@@ -87,6 +128,19 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
         raise invalid("/status", "give either status (the target status name) or "
                                  "transition_id, not both")
     comment = comment_body(args["comment"], "/comment") if args.get("comment") else None
+    try:
+        return await _transition(ctx, args, issue_key, status, transition_id, comment)
+    except _Ambiguous as ambiguous:
+        # Asked with no transaction open (its answer may take a person minutes), before
+        # anything is written; the move then goes as if that status had been given.
+        assert status is not None
+        chosen = await _choose_status(ctx, issue_key, status, ambiguous)
+    return await _transition(ctx, args, issue_key, chosen, None, comment)
+
+
+async def _transition(ctx: ToolContext, args: dict[str, Any], issue_key: str,
+                      status: str | None, transition_id: str | None,
+                      comment: str | None) -> dict[str, Any]:
     expected = args.get("expected_version")
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
@@ -99,6 +153,8 @@ async def transition_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, 
         allowed = row_dicts(await queries.workflow_transitions_from(
             conn, project_key=row["project_key"], from_status=row["status"]))
         move = _pick(allowed, status=status, transition_id=transition_id)
+        if isinstance(move, list):
+            raise _Ambiguous(row["status"], move)  # rolls this transaction back
         if move is None:
             path = "/status" if status is not None else "/transition_id"
             asked = status if status is not None else f"transition {transition_id}"

@@ -1,4 +1,4 @@
-"""Jira toolset, writing: create and update work items, comment on them, link them.
+"""Jira toolset, writing: create and update work items, comment on them (links: jira_links.py).
 
 Every write runs in one tenant transaction and ends with ``ctx.commit_write``, so the change, its
 audit row (with before and after values) and the stored result of an idempotency key commit
@@ -17,6 +17,7 @@ from ..errors import ErrorCode, ServiceError
 from ..priorities import priority_of
 from ..sources.base import Draft, Ref
 from .adf import AdfError, adf_to_markdown, is_adf
+from .choices import resolve_assignee
 from .context import ToolContext
 from .jira_read import not_found
 from .registry import Tool
@@ -49,21 +50,6 @@ _SOURCE_FIELDS = {
     "summary": "title", "description": "description", "priority": "priority",
     "assignee": "assignee", "labels": "labels", "due_date": "due", "parent_key": "parent",
 }
-
-# link_type as agents write it -> (stored type, whether the two keys swap). An inverse name reads
-# from the other end: "A is blocked by B" is stored as "B blocks A".
-_LINK_TYPES = {
-    "blocks": ("blocks", False), "block": ("blocks", False), "is blocked by": ("blocks", True),
-    "relates": ("relates", False), "relates to": ("relates", False),
-    "relate": ("relates", False),
-    "duplicates": ("duplicates", False), "duplicate": ("duplicates", False),
-    "is duplicated by": ("duplicates", True),
-    "clones": ("clones", False), "cloners": ("clones", False), "clone": ("clones", False),
-    "is cloned by": ("clones", True),
-}
-_LINK_VERBS = {"blocks": "blocks", "relates": "relates to", "duplicates": "duplicates",
-               "clones": "clones"}
-
 
 def invalid(path: str, message: str, **extra: Any) -> ServiceError:
     """VALIDATION_ERROR about one argument, with its JSON path as the schema errors carry it."""
@@ -186,6 +172,8 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     parent_key = args["parent_key"].upper() if args.get("parent_key") else None
     if issue_type == "subtask" and parent_key is None:
         raise invalid("/parent_key", "a subtask needs a parent_key")
+    # Asked, when it could mean several people, before anything is written.
+    assignee = await resolve_assignee(ctx, args.get("assignee"), "/assignee")
     queries = ctx.database.queries
     async with ctx.transaction(readonly=False) as conn:
         project = await queries.create_issue_project(conn, project_key=project_key)
@@ -210,7 +198,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
                 project_key=project_key, number=number, summary=summary,
                 description=description, type=issue_type, status=project["initial_status"],
                 status_category=project["initial_category"], priority=priority,
-                assignee=args.get("assignee"), reporter=ctx.principal.user,
+                assignee=assignee, reporter=ctx.principal.user,
                 labels=_labels(args.get("labels", [])), parent_key=parent_key, due_at=due_at,
                 custom_fields=_custom_fields(args.get("custom_fields", {}), {}),
             )
@@ -225,7 +213,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         parent = await _source_parent(conn, ctx, mirror, parent_key, "/parent_key")
     # A mirrored project: the source makes the item (and its key); nothing is open meanwhile.
     draft = Draft(title=summary, description=description, type=issue_type, priority=priority,
-                  assignee=args.get("assignee"), labels=_labels(args.get("labels", [])),
+                  assignee=assignee, labels=_labels(args.get("labels", [])),
                   due=due_at.date() if due_at else None, parent=parent)
     item = await create_at_source(ctx, mirror, draft, project_key=project_key,
                                   next_number=project["next_number"])
@@ -293,10 +281,15 @@ def _update_result(issue_key: str, version: int, updated_at: Any, before: dict[s
 async def update_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     issue_key = args["issue_key"].upper()
     expected = args.get("expected_version")
+    fields = args["fields"]
+    if "assignee" in fields:
+        # Asked, when it could mean several people, before anything is written.
+        fields = {**fields, "assignee": await resolve_assignee(ctx, fields["assignee"],
+                                                               "/fields/assignee")}
     async with ctx.transaction(readonly=False) as conn:
         row = await lock_issue(conn, ctx, issue_key, expected)
         current = _current_values(row)
-        new = _new_values(args["fields"], row)
+        new = _new_values(fields, row)
         if new.get("parent_key"):
             await _check_parent(conn, ctx, new["parent_key"], "/fields/parent_key",
                                 child_key=issue_key)
@@ -372,88 +365,6 @@ async def add_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def link_issues(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    outward_key = args["outward_issue_key"].upper()
-    inward_key = args["inward_issue_key"].upper()
-    spelled = " ".join(args["link_type"].lower().split())
-    if spelled not in _LINK_TYPES:
-        raise invalid("/link_type", f"unknown link type {args['link_type']!r}; use blocks, "
-                                    "relates to, duplicates, clones, is blocked by, "
-                                    "is duplicated by or is cloned by")
-    link_type, swap = _LINK_TYPES[spelled]
-    if outward_key == inward_key:
-        raise invalid("/inward_issue_key", "an item cannot be linked to itself")
-    source, target = (inward_key, outward_key) if swap else (outward_key, inward_key)
-    async with ctx.transaction(readonly=False) as conn:
-        link_id = await _take_link_id(conn, ctx)
-        ids = await _link_ends(conn, ctx, outward_key, inward_key)
-        mirrors = await item_mirrors(conn, ctx, [source, target])
-        outward, inward = mirrors.get(source), mirrors.get(target)
-        # Only a link between two items of one source can live there; any other stays local.
-        if outward is None or inward is None or outward.instance_id != inward.instance_id:
-            return await _insert_link(conn, ctx, args, ids, link_type, source, target, "local",
-                                      link_id)
-        # Refused here, not after the source wrote a second copy of it.
-        if await ctx.database.queries.link_exists(
-                conn, link_type=link_type, outward_id=ids[source], inward_id=ids[target]):
-            raise _link_exists(link_type, source, target)
-    linked = await ask(ctx, outward,
-                       lambda adapter: adapter.link(outward.ref, inward.ref, link_type))
-    # A link the source holds is its to prune; one it cannot hold (GitHub) stays local.
-    held_by = outward.instance["kind"] if linked else "local"
-    async with ctx.transaction(readonly=False) as conn:
-        link_id = await _take_link_id(conn, ctx)
-        ids = await _link_ends(conn, ctx, outward_key, inward_key)
-        return await _insert_link(conn, ctx, args, ids, link_type, source, target, held_by,
-                                  link_id)
-
-
-async def _take_link_id(conn: asyncpg.Connection, ctx: ToolContext) -> int:
-    """A new link's id, taken before its ends are locked: the lock order in spiral_mcp.ids (a
-    page writer holding the tenant's counter may be waiting for either end). Unused when the
-    link exists already or is asked of a source first: a gap in this tenant's own ids."""
-    return await ctx.database.queries.take_work_ids(conn, tenant_id=ctx.tenant_id, count=1)
-
-
-async def _link_ends(conn: asyncpg.Connection, ctx: ToolContext, *keys: str) -> dict[str, int]:
-    """Both ends of a new link by key, locked; NOT_FOUND for a missing one."""
-    ids = {r["key"]: r["id"] for r in await ctx.database.queries.lock_link_ends(
-        conn, issue_keys=list(keys))}
-    for key in keys:
-        if key not in ids:
-            raise not_found(key)
-    return ids
-
-
-def _link_sentence(link_type: str, source: str, target: str) -> str:
-    return f"{source} {_LINK_VERBS[link_type]} {target}"
-
-
-def _link_exists(link_type: str, source: str, target: str) -> ServiceError:
-    return ServiceError(ErrorCode.CONFLICT, "the link already exists: "
-                        + _link_sentence(link_type, source, target))
-
-
-async def _insert_link(conn: asyncpg.Connection, ctx: ToolContext, args: dict[str, Any],
-                       ids: dict[str, int], link_type: str, source: str, target: str,
-                       held_by: str, link_id: int) -> dict[str, Any]:
-    """Store "source <link_type> target" as ``link_id`` with its audit row; CONFLICT when it
-    exists. ``held_by``: 'local', or the kind of source the link was written to."""
-    row = await ctx.database.queries.insert_link(
-        conn, tenant_id=ctx.tenant_id, link_type=link_type, outward_id=ids[source],
-        inward_id=ids[target], created_by=ctx.principal.user, source=held_by, id=link_id,
-    )
-    if row is None:
-        raise _link_exists(link_type, source, target)
-    result = {
-        "id": row["id"], "link_type": link_type, "outward_issue_key": source,
-        "inward_issue_key": target, "description": _link_sentence(link_type, source, target),
-        "created_at": jsonable(row["created_at"]),
-    }
-    await ctx.commit_write(conn, arguments=args, result=result, after=result)
-    return result
-
-
 TOOLS = (
     Tool(
         name="jira_create_issue",
@@ -516,24 +427,5 @@ TOOLS = (
         destructive=False,
         idempotent=False,  # each call adds another comment
         aliases=("jira.add_comment",),
-    ),
-    Tool(
-        name="jira_link_issues",
-        title="Link two work items",
-        description=(
-            "Link two work items. It reads \"outward_issue_key <link_type> inward_issue_key\": "
-            "link_type blocks with outward PROJ-1 and inward PROJ-2 means PROJ-1 blocks PROJ-2. "
-            "link_type is one of blocks, relates to, duplicates, clones, or an inverse (is "
-            "blocked by, is duplicated by, is cloned by), which reads the other way round. "
-            "\"relates to\" has no direction. The result states the link as a sentence. A link "
-            "that exists already is a CONFLICT; an item cannot link to itself."
-        ),
-        handler=link_issues,
-        scope="write",
-        call_class="write",
-        read_only=False,
-        destructive=False,
-        idempotent=True,  # the same link again is refused; nothing more changes
-        aliases=("jira.link_issues",),
     ),
 )

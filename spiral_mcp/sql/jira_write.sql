@@ -198,3 +198,13 @@ SELECT p.project_key AS key, p.name, p.description, p.lead, p.issue_types,
                  WHERE s.project_key = p.project_key), '[]'::jsonb) AS statuses
 FROM projects p
 ORDER BY p.project_key
+
+-- name: assignees_like
+-- params: pattern
+-- The tenant's people its items are assigned to whose name matches pattern (an ILIKE pattern,
+-- its wildcards escaped by the caller), to tell which of them a name given to a write means.
+SELECT DISTINCT assignee
+FROM work_items
+WHERE assignee ILIKE $1
+ORDER BY assignee
+LIMIT 50
