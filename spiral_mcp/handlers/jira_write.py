@@ -399,8 +399,10 @@ TOOLS = (
             "value; null clears description, assignee, due_date or parent_key; labels replaces "
             "the whole list; custom_fields merges (a custom field set to null is removed). The "
             "key, project and status cannot be changed here (use jira_transition_issue for "
-            "status). Pass expected_version (the version jira_get_issue returned) to refuse the "
-            "update with CONFLICT if someone changed the item since. Returns each changed field "
+            "status). An assignee name that could mean several people is asked of the user "
+            "when the client can elicit (else the error names them). Pass expected_version (the "
+            "version jira_get_issue returned) to refuse the update with CONFLICT if someone "
+            "changed the item since. Returns each changed field "
             "with its old and new value, and the new version; a call that changes nothing keeps "
             "the version."
         ),
