@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from conftest import Tenant, make_settings
 from cryptography.fernet import Fernet
 from serving import app_clients
+from test_transports import open_session, post, read_event, request
 
 from spiral_mcp import admin
 from spiral_mcp.handlers import builtin_tools
@@ -456,3 +457,26 @@ async def test_an_assignee_that_could_mean_several_people_is_asked(
                        capabilities=ELICIT)
     assert there["resultType"] == "complete"
     assert there["structuredContent"]["data"]["changed"]["assignee"]["to"] == "Alice"
+
+
+async def test_on_a_session_the_question_is_a_request_to_the_client(
+        mcp, make_tenant, admin_conn) -> None:
+    tenant = await make_tenant(demo=True)
+    await two_closes(admin_conn, tenant)
+    key = await new_item(mcp, tenant)
+    sid = await open_session(mcp, tenant, capabilities=ELICIT)
+    response = await post(mcp, tenant, request("tools/call", 5, name="jira_transition_issue",
+                                               arguments={"issue_key": key, "status": "close"}),
+                          sid=sid, version="2025-11-25")
+    assert response.content_type == "text/event-stream"
+    asked = orjson.loads((await read_event(response))["data"])
+    assert asked["method"] == "elicitation/create" and "id" in asked
+    assert asked["params"]["requestedSchema"]["properties"]["status"]["enum"] == [
+        "Done", "Won't Do"]
+    answered = await post(mcp, tenant, {"jsonrpc": "2.0", "id": asked["id"], "result": {
+        "action": "accept", "content": {"status": "Done"}}}, sid=sid, version="2025-11-25")
+    assert answered.status == 202
+    final = orjson.loads((await read_event(response))["data"])
+    assert final["id"] == 5
+    assert "resultType" not in final["result"]
+    assert final["result"]["structuredContent"]["data"]["to_status"] == "Done"
