@@ -22,7 +22,8 @@ from ..sources.access import SourceAccess
 from .audit import AuditEntry, redact
 from .idempotency import Claim
 
-__all__ = ["CLIENT_REQUESTS", "AskCallback", "InputRequired", "ToolContext", "ask_all"]
+__all__ = ["CLIENT_REQUESTS", "AskCallback", "InputRequired", "ToolContext", "ask_all",
+           "client_can"]
 
 _CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
 
@@ -120,11 +121,7 @@ class ToolContext:
 
     def can_ask(self, method: str) -> bool:
         """Whether the client declared what ``method`` needs (for elicitation/create, a form)."""
-        capability = CLIENT_REQUESTS.get(method)
-        capabilities = self.client_capabilities
-        if self.ask is _cannot_ask or capabilities is None or capability not in capabilities:
-            return False
-        return method != "elicitation/create" or supports_form(capabilities)
+        return self.ask is not _cannot_ask and client_can(self.client_capabilities, method)
 
     def attach(self, block: dict[str, Any]) -> None:
         """Add a content block (text, image, audio, an embedded resource or a resource link) to
@@ -172,13 +169,20 @@ class ToolContext:
         self.audited = True
 
 
-def supports_form(capabilities: Mapping[str, Any]) -> bool:
-    """Whether a declared elicitation capability takes forms: an empty one does (the form mode
-    predates the modes' names); one that names modes must name "form"."""
-    declared = capabilities.get("elicitation")
-    if not isinstance(declared, Mapping):
+def client_can(capabilities: Mapping[str, Any] | None, method: str,
+               params: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``capabilities`` (what a client declared) let a server put ``method`` to it. An
+    elicitation in form mode (the default) needs an elicitation capability that takes forms: an
+    empty one does (the form mode predates the modes' names); one that names modes must name
+    "form"."""
+    capability = CLIENT_REQUESTS.get(method)
+    if capabilities is None or capability not in capabilities:
         return False
-    return "form" in declared or not ({"form", "url"} & declared.keys())
+    if method != "elicitation/create" or (params or {}).get("mode", "form") != "form":
+        return True
+    declared = capabilities[capability]
+    return isinstance(declared, Mapping) and (
+        "form" in declared or not ({"form", "url"} & declared.keys()))
 
 
 async def ask_all(ctx: ToolContext, requests: Mapping[str, tuple[str, dict[str, Any]]]

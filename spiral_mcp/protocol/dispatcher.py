@@ -22,7 +22,7 @@ from ..db import Database
 from ..errors import ErrorCode, ServiceError
 from ..explorer import Explorer
 from ..handlers import ToolRegistry
-from ..handlers.context import CLIENT_REQUESTS, InputRequired, ToolContext, supports_form
+from ..handlers.context import CLIENT_REQUESTS, InputRequired, ToolContext, client_can
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
 from ..sources.access import SourceAccess
@@ -477,9 +477,7 @@ class Dispatcher:
             capability = CLIENT_REQUESTS.get(method)
             if capability is None:
                 raise ValueError(f"not a request a server may send a client: {method}")
-            if capability not in session.client_capabilities or (
-                    method == "elicitation/create" and params.get("mode", "form") == "form"
-                    and not supports_form(session.client_capabilities)):
+            if not client_can(session.client_capabilities, method, params):
                 raise ServiceError(ErrorCode.UPSTREAM_ERROR,
                                    f"the client does not offer {capability}")
             request_id: str | None = None

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..auth import Principal
-from ..handlers.context import CLIENT_REQUESTS, InputRequired, supports_form
+from ..handlers.context import CLIENT_REQUESTS, InputRequired, client_can
 from .jsonrpc import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY, RpcError
 
 __all__ = ["ASKING_METHODS", "CLIENT_CAPABILITIES_META", "RequestStateSeal", "Rounds"]
@@ -186,20 +186,12 @@ class Rounds:
                    capabilities=capabilities if isinstance(capabilities, dict) else {},
                    answers=answers)
 
-    def can_ask(self, method: str, params: Mapping[str, Any]) -> bool:
-        capability = CLIENT_REQUESTS[method]
-        if capability not in self.capabilities:
-            return False
-        if method == "elicitation/create" and params.get("mode", "form") == "form":
-            return supports_form(self.capabilities)
-        return True
-
     async def ask(self, method: str, params: dict[str, Any], /, *,
                   key: str | None = None) -> dict[str, Any]:
         """ToolContext.ask in the stateless era: the answer, or InputRequired."""
         if method not in CLIENT_REQUESTS:
             raise ValueError(f"not a request a server may put to a client: {method}")
-        if not self.can_ask(method, params):
+        if not client_can(self.capabilities, method, params):
             # The server MUST NOT ask what the client did not declare (mrtr; the base protocol
             # says which error).
             capability = CLIENT_REQUESTS[method]
