@@ -73,8 +73,6 @@ async def _cannot_ask(method: str, params: dict[str, Any], /, *,
                        "this call cannot ask the client anything: it came without a session")
 
 
-
-
 @dataclasses.dataclass(slots=True, kw_only=True)
 class ToolContext:
     principal: Principal
@@ -202,4 +200,4 @@ async def ask_all(ctx: ToolContext, requests: Mapping[str, tuple[str, dict[str, 
             raise result
     if waiting is not None:
         raise waiting
-    return dict(zip(keys, results, strict=True))  # type: ignore[arg-type]
+    return dict(zip(keys, results, strict=True))
