@@ -42,6 +42,7 @@ from spiral_mcp.handlers.resources import Resource
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
+from tests.conformance_tasks import task_fixture_tools
 
 __all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run"]
 
@@ -384,7 +385,7 @@ async def run(command: list[str]) -> int:
             "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
         })
         product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools()],
+                             tools=[*builtin_tools(), *fixture_tools(), *task_fixture_tools()],
                              resources=fixture_resources(), prompts=fixture_prompts())
         product_runner, product_port = await _serve(product)
         proxy_runner, proxy_port = await _serve(

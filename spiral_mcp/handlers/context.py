@@ -27,6 +27,8 @@ _CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 LogCallback = Callable[[str, Any], Awaitable[None]]
+# Turns the call into a task (True) when the client takes tasks, see ToolContext.become_task.
+BecomeTask = Callable[[], Awaitable[bool]]
 # Sends the client a request (sampling/createMessage, elicitation/create) and returns its result.
 AskCallback = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -37,6 +39,10 @@ async def _no_progress(progress: float, total: float | None, message: str | None
 
 async def _no_log(level: str, data: Any) -> None:
     return None
+
+
+async def _stay_inline() -> bool:
+    return False
 
 
 async def _cannot_ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +67,11 @@ class ToolContext:
     # The answer may take minutes (a person): never ask inside a transaction, which would hold a
     # pooled connection all that time.
     ask: AskCallback = _cannot_ask
+    # ``await ctx.become_task()`` where a call may take long: when the client declared the tasks
+    # extension, it gets a task handle now and polls tasks/get while the rest of the handler runs
+    # (True; from then on progress, asks and the result go to the task); otherwise the call goes
+    # on as a plain one (False). Only tools that declare task support (Tool.task) may become one.
+    become_task: BecomeTask = _stay_inline
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False

@@ -33,12 +33,14 @@ from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
+from ..protocol.tasks import TaskRunner
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
 from ..shares import Shares
 from ..sources.access import SourceAccess
 from ..sources.scheduler import SyncScheduler
+from ..task_store import TaskStore
 from ..tasks import BackgroundTasks
 from ..templates import builtin_directory, load_templates
 from . import ops
@@ -291,10 +293,14 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             idempotency=idempotency,
             metrics=app[METRICS],
         )
+        tasks = TaskRunner(TaskStore(
+            app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
+            poll_interval_ms=round(settings.task_poll_interval * 1000),
+            lease_seconds=settings.task_lease))
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
                                      sources=app[SOURCES], resources=resources,
-                                     prompts=prompts)
+                                     prompts=prompts, tasks=tasks)
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
             max_per_key=settings.session_max_per_key, idle_timeout=settings.session_idle_timeout,
@@ -305,6 +311,7 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         app[BACKGROUND] = background
         audit.start()
         reaper = asyncio.create_task(idempotency.reap_periodically(_REAP_SECONDS))
+        tasks.start(heartbeat_seconds=settings.task_lease / 3)
         yield
         reaper.cancel()
         clock = app[SHUTDOWN]
@@ -315,6 +322,9 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(clock.left(2.0)):
                 await registry.calls_ended()
+        # Tasks cut with the calls store that outcome; one still running is stopped, stored
+        # as failed (the server shut down), or left to its lease.
+        await tasks.close(grace=clock.left(1.0))
         sessions.close_all()
         await background.close(grace=clock.left(1.0))
         # Last: every call has ended, so every audit row is queued; write them before the pool
