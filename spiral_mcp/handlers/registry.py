@@ -439,6 +439,8 @@ class ToolRegistry:
         self._stopped = True
         cut = 0
         for task in self._running - self._cut:
+            if task.cancelling():
+                continue  # already being stopped (a cancelled call, a task stopped by its runner)
             self._cut.add(task)
             task.cancel()
             cut += 1

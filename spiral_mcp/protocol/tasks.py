@@ -122,9 +122,16 @@ class _Running:
     task_id: uuid.UUID | None = None
     job: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
+    halted: bool = False
     questions: int = 0
     # Set (and replaced) when answers arrive here: every question waiting wakes and looks.
     answered: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def halt(self) -> None:
+        """Cancel the call, once: a second cancel would cut the storing of its end."""
+        if self.job is not None and not self.halted and not self.job.done():
+            self.halted = True
+            self.job.cancel()
 
     def wake(self) -> None:
         self.answered.set()
@@ -313,25 +320,26 @@ class TaskRunner:
 
     def _stop(self, running: _Running) -> None:
         running.cancel_requested = True
-        if running.job is not None and not running.job.done():
-            running.job.cancel()
+        running.halt()
+
+    def stop_all(self) -> None:
+        """Shutdown's grace period is over: take no new task and stop every running one; each
+        stores itself as failed (the server shut down). Before the registry cuts the other
+        calls, which would answer these as plain calls cut short."""
+        self._closing = True
+        for running in list(self._running.values()):
+            running.halt()
 
     async def close(self, *, grace: float) -> None:
-        """Take no new task; let running ones finish within ``grace`` seconds, then stop them
-        (each is stored as failed: the server shut down)."""
-        self._closing = True
+        """Stop the heartbeat and every task still running (stop_all), and wait ``grace``
+        seconds at most for them to store their end; one that cannot is left to its lease."""
+        self.stop_all()
         if self._beat is not None:
             self._beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
-        if not self._jobs:
-            return
-        _, pending = await asyncio.wait(set(self._jobs), timeout=grace)
-        for job in pending:
-            job.cancel()
-        if pending:
-            # Each stores its end; one that cannot is left to its lease.
-            await asyncio.wait(pending, timeout=max(grace, 1.0))
+        if self._jobs:
+            await asyncio.wait(set(self._jobs), timeout=grace)
 
     # -- tasks/get, tasks/update, tasks/cancel -------------------------------------------------
 

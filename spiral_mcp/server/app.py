@@ -58,6 +58,7 @@ from .keys import (
     SETTINGS,
     SHUTDOWN,
     SOURCES,
+    TASK_RUNNER,
     TEMPLATES,
 )
 from .metrics import Metrics
@@ -293,7 +294,7 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             idempotency=idempotency,
             metrics=app[METRICS],
         )
-        tasks = TaskRunner(TaskStore(
+        tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
             poll_interval_ms=round(settings.task_poll_interval * 1000),
             lease_seconds=settings.task_lease))
@@ -317,13 +318,13 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         clock = app[SHUTDOWN]
         clock.wind_down()
         # The grace period is over, or every request has ended: a call still running (there is
-        # none unless shutdown began elsewhere than SIGTERM) is cut, answered and audited.
+        # none unless shutdown began elsewhere than SIGTERM) is cut, answered and audited; a task
+        # still running is stopped first and stored as failed.
+        tasks.stop_all()
         registry.stop_calls()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(clock.left(2.0)):
                 await registry.calls_ended()
-        # Tasks cut with the calls store that outcome; one still running is stopped, stored
-        # as failed (the server shut down), or left to its lease.
         await tasks.close(grace=clock.left(1.0))
         sessions.close_all()
         await background.close(grace=clock.left(1.0))
@@ -341,4 +342,5 @@ async def _drain_sessions(app: web.Application) -> None:
     if SESSIONS in app:
         app[SESSIONS].drain_all()
     if DISPATCHER in app:
-        app[SHUTDOWN].begin(app[DISPATCHER].registry.stop_calls)
+        tasks, registry = app[TASK_RUNNER], app[DISPATCHER].registry
+        app[SHUTDOWN].begin(lambda: (tasks.stop_all(), registry.stop_calls()))
