@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
@@ -36,6 +36,9 @@ from .jsonrpc import (
     RpcError,
 )
 from .versions import CLIENT_CAPABILITIES_META, MODERN_VERSIONS
+
+if TYPE_CHECKING:  # the dispatcher imports this module
+    from .dispatcher import Exchange
 
 __all__ = ["TASKS_EXTENSION", "TaskRunner", "client_capabilities"]
 
@@ -55,6 +58,7 @@ SWEEP_SECONDS = 60.0
 _CLIENT_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation"}
 
 Call = Callable[[ToolContext], Awaitable[dict[str, Any]]]
+Method = Callable[[dict[str, Any], "Exchange"], Awaitable[dict[str, Any]]]
 
 
 def client_capabilities(params: dict[str, Any], protocol_version: str) -> dict[str, Any]:
@@ -148,7 +152,7 @@ class TaskRunner:
         self._beat: asyncio.Task[None] | None = None
         self._closing = False
 
-    def methods(self) -> dict[str, Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]]]:
+    def methods(self) -> dict[str, Method]:
         return {"tasks/get": self._get, "tasks/update": self._update,
                 "tasks/cancel": self._cancel}
 
@@ -300,23 +304,23 @@ class TaskRunner:
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
         while True:
-            for running in list(self._running.values()):
-                if running.task_id is None:
-                    continue
-                try:
-                    asked = await self._store.renew(running.principal.tenant_id, running.task_id)
-                except ServiceError:
-                    continue  # missed beats are what the lease allows for
-                if asked:
-                    self._stop(running)  # cancelled through another process
-            if loop.time() >= next_sweep:
-                next_sweep = loop.time() + SWEEP_SECONDS
-                try:
+            try:
+                await self._renew_all()
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + SWEEP_SECONDS
                     if gone := await self._store.sweep():
                         log.info("expired tasks deleted", extra={"count": gone})
-                except ServiceError:
-                    pass
+            except ServiceError:
+                pass  # the database is out of reach: missed beats are what the lease allows for
+            except Exception:
+                log.exception("task heartbeat failed")  # a bug; the next beat tries again
             await asyncio.sleep(interval)
+
+    async def _renew_all(self) -> None:
+        for running in list(self._running.values()):
+            if running.task_id is not None and await self._store.renew(
+                    running.principal.tenant_id, running.task_id):
+                self._stop(running)  # cancelled through another process
 
     def _stop(self, running: _Running) -> None:
         running.cancel_requested = True
@@ -343,7 +347,7 @@ class TaskRunner:
 
     # -- tasks/get, tasks/update, tasks/cancel -------------------------------------------------
 
-    def _target(self, method: str, params: dict[str, Any], exchange: Any
+    def _target(self, method: str, params: dict[str, Any], exchange: Exchange
                 ) -> tuple[Principal, uuid.UUID | None]:
         if not exchange.modern:
             # The extension exists in the stateless era only.
@@ -360,7 +364,7 @@ class TaskRunner:
         return RpcError(INVALID_PARAMS, f"{method}: task not found (unknown, expired, or not "
                                         "created with this API key)")
 
-    async def _get(self, params: dict[str, Any], exchange: Any) -> dict[str, Any]:
+    async def _get(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         principal, task_id = self._target("tasks/get", params, exchange)
         task = None if task_id is None else await self._store.get(
             principal, task_id, orphan_error=ORPHANED.to_dict())
@@ -368,7 +372,7 @@ class TaskRunner:
             raise self._not_found("tasks/get")
         return detailed(task)
 
-    async def _update(self, params: dict[str, Any], exchange: Any) -> dict[str, Any]:
+    async def _update(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         principal, task_id = self._target("tasks/update", params, exchange)
         responses = params.get("inputResponses")
         if not isinstance(responses, dict):
@@ -381,7 +385,7 @@ class TaskRunner:
             running.wake()
         return {}
 
-    async def _cancel(self, params: dict[str, Any], exchange: Any) -> dict[str, Any]:
+    async def _cancel(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         principal, task_id = self._target("tasks/cancel", params, exchange)
         status = None if task_id is None else await self._store.cancel(
             principal, task_id, orphan_message="cancelled; the server process running it had "
