@@ -83,6 +83,10 @@ SET input_responses = t.input_responses || (
     status = CASE WHEN t.status = 'input_required'
                    AND t.input_requests - ARRAY(SELECT jsonb_object_keys($3::jsonb)) = '{}'
                   THEN 'working' ELSE t.status END,
+    -- "waiting for the client ..." no longer holds once every question is answered.
+    status_message = CASE WHEN t.status = 'input_required'
+                           AND t.input_requests - ARRAY(SELECT jsonb_object_keys($3::jsonb)) = '{}'
+                          THEN NULL ELSE t.status_message END,
     updated_at = CASE WHEN t.input_requests ?| ARRAY(SELECT jsonb_object_keys($3::jsonb))
                       THEN now() ELSE t.updated_at END
 WHERE t.task_id = $1 AND t.key_id = $2 AND t.expires_at > now()
