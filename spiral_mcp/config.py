@@ -215,6 +215,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REQUEST_STATE_TTL", _float(10, 86400), 600.0,
             "seconds a tool's question to a stateless (2026-07-28) client stays open: the "
             "requestState it is sent with expires then"),
+    Setting("TASK_TTL", _float(10, 30 * 86400), 3600.0,
+            "seconds a task (a tool call run as a task) and its result stay readable after its "
+            "last change; then it is deleted"),
+    Setting("TASK_POLL_INTERVAL", _float(0.1, 3600), 1.0,
+            "seconds a client is told to wait between two tasks/get of a task"),
+    Setting("TASK_LEASE", _float(1, 3600), 30.0,
+            "seconds without a heartbeat after which a task whose server process died reads as "
+            "failed (the process renews it every third of this)"),
     Setting("SPIRAL_TEMPLATES_DIR", _optional_text, None,
             "a folder of your own report templates, served beside the built-in ones"),
     Setting("EXPLORER_DATABASE_URL", _postgres_url, None,
@@ -286,6 +294,9 @@ class Settings:
     read_only: bool
     idempotency_ttl: float
     request_state_ttl: float
+    task_ttl: float
+    task_poll_interval: float
+    task_lease: float
     spiral_templates_dir: str | None
     explorer_database_url: str | None
     explorer_timeout_s: float

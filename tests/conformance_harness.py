@@ -44,6 +44,7 @@ from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 
 from .conformance_mrtr import mrtr_prompts, mrtr_tools
+from .conformance_tasks import task_fixture_tools
 
 __all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run"]
 
@@ -386,7 +387,8 @@ async def run(command: list[str]) -> int:
             "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
         })
         product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools(), *mrtr_tools()],
+                             tools=[*builtin_tools(), *fixture_tools(), *mrtr_tools(),
+                                    *task_fixture_tools()],
                              resources=fixture_resources(),
                              prompts=[*fixture_prompts(), *mrtr_prompts()])
         product_runner, product_port = await _serve(product)

@@ -43,6 +43,7 @@ class Seed:
 
     tenant_id: uuid.UUID
     item_ids: tuple[int, int]
+    key_id: uuid.UUID | None = None  # the tenant's API key (a task's creator)
 
 
 InsertBuilder = Callable[[uuid.UUID, Seed], tuple[Any, ...]]
@@ -114,6 +115,12 @@ SPECS: dict[str, TableSpec] = {
              "VALUES ($1, 'intruder', 'k2', '\\x00'::bytea, 'in_progress', "
              "now() + interval '1 hour')")),
     # 0011: the counters that number a tenant's rows; the seed's inserts made both of A's.
+    # 0014: tasks of the tasks extension, each bound to its tenant and the key that made it.
+    "tasks": TableSpec(
+        _ALL, "status_message = 'hijacked'",
+        _ins("INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, "
+             "lease_until, expires_at) VALUES ($1, gen_random_uuid(), $2, 'intruder', 1000, "
+             "1000, now(), now() + interval '1 hour')", lambda s: s.key_id)),
     "tenant_counters": TableSpec(
         frozenset({"select", "insert", "update"}), "last_id = last_id + 1",
         _ins("INSERT INTO tenant_counters AS c (tenant_id, counter, last_id) "
@@ -149,7 +156,7 @@ async def in_tenant(
         await tx.rollback()
 
 
-async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Seed:
+async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUID) -> Seed:
     """A row in every tenant table for ``tenant_id``, written by the owner in that tenant's
     context (the owner is under FORCE RLS too). The same project and item keys in every tenant."""
     async with conn.transaction():
@@ -183,14 +190,18 @@ async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Seed:
             "INSERT INTO idempotency_keys (tenant_id, tool, key, request_hash, state, expires_at) "
             "VALUES ($1, 'seed', 'k1', '\\x00'::bytea, 'completed', now() + interval '1 day')",
             tenant_id)
-    return Seed(tenant_id, (first, second))
+        await conn.execute(
+            "INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, "
+            "lease_until, expires_at) VALUES ($1, gen_random_uuid(), $2, 'seed', 60000, 1000, "
+            "now(), now() + interval '1 hour')", tenant_id, key_id)
+    return Seed(tenant_id, (first, second), key_id)
 
 
 @pytest.fixture
 async def two_tenants(make_tenant, admin_conn: asyncpg.Connection) -> tuple[Seed, Seed]:
     a = await make_tenant(name="tenant A")
     b = await make_tenant(name="tenant B")
-    return await _seed(admin_conn, a.id), await _seed(admin_conn, b.id)
+    return await _seed(admin_conn, a.id, a.key_id), await _seed(admin_conn, b.id, b.key_id)
 
 
 @pytest.fixture(scope="module")

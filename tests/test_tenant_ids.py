@@ -376,7 +376,8 @@ async def _picture(conn: asyncpg.Connection, t: uuid.UUID) -> dict[str, Any]:
 
 
 # 0011 and the migrations after it, rolled back and applied again together.
-_SINCE = ("0011_tenant_ids", "0012_explorer_bounds", "0013_explorer_capped_reads")
+_SINCE = ("0011_tenant_ids", "0012_explorer_bounds", "0013_explorer_capped_reads",
+          "0014_tasks")
 
 
 async def _ids(conn: asyncpg.Connection, t: uuid.UUID, table: str) -> list[int]:
@@ -387,7 +388,8 @@ async def test_the_migration_numbers_existing_rows_per_tenant_and_rolls_back(
     fresh_database: str,
 ) -> None:
     await asyncio.to_thread(migrate.apply, fresh_database)
-    assert await asyncio.to_thread(migrate.rollback, fresh_database, count=3) == _SINCE[::-1]
+    assert await asyncio.to_thread(migrate.rollback, fresh_database,
+                                       count=len(_SINCE)) == _SINCE[::-1]
     a, b = uuid.uuid4(), uuid.uuid4()
     conn = await asyncpg.connect(fresh_database)
     try:
@@ -413,7 +415,8 @@ async def test_the_migration_numbers_existing_rows_per_tenant_and_rolls_back(
 
         # Back to shared sequences: the rows keep their per-tenant ids, a new row goes past
         # the highest of any tenant.
-        assert await asyncio.to_thread(migrate.rollback, fresh_database, count=3) == _SINCE[::-1]
+        assert await asyncio.to_thread(migrate.rollback, fresh_database,
+                                       count=len(_SINCE)) == _SINCE[::-1]
         assert await conn.fetchval("SELECT to_regclass('tenant_counters')") is None
         [[comment]] = await _in(conn, a, "INSERT INTO comments (tenant_id, work_item_id, body) "
                                          "VALUES ($1, 1, 'after') RETURNING id", a)

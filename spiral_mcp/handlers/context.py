@@ -57,6 +57,8 @@ class InputRequired(Exception):
         super().__init__(f"the client's answer is needed: {', '.join(requests)}")
         self.requests = requests
         self.answer = answer
+# Turns the call into a task (True) when the client takes tasks, see ToolContext.become_task.
+BecomeTask = Callable[[], Awaitable[bool]]
 
 
 async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -65,6 +67,10 @@ async def _no_progress(progress: float, total: float | None, message: str | None
 
 async def _no_log(level: str, data: Any) -> None:
     return None
+
+
+async def _stay_inline() -> bool:
+    return False
 
 
 async def _cannot_ask(method: str, params: dict[str, Any], /, *,
@@ -98,6 +104,11 @@ class ToolContext:
     # What the client declared it can do (initialize's capabilities on a session, the request's
     # _meta in the stateless era); None where nothing can be asked.
     client_capabilities: Mapping[str, Any] | None = None
+    # ``await ctx.become_task()`` where a call may take long: when the client declared the tasks
+    # extension, it gets a task handle now and polls tasks/get while the rest of the handler runs
+    # (True; from then on progress, asks and the result go to the task); otherwise the call goes
+    # on as a plain one (False). Only tools that declare task support (Tool.task) may become one.
+    become_task: BecomeTask = _stay_inline
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False

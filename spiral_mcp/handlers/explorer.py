@@ -84,6 +84,7 @@ async def get_metadata(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
 
 async def query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     explorer = _explorer(ctx)
+    await ctx.become_task()  # for a client that takes tasks: it polls instead of waiting
     result = await explorer.query(ctx.tenant_id, args["sql"], max_rows=args.get("max_rows"))
     ctx.audit_after = {"row_count": result["row_count"], "truncated": result["truncated"],
                        "execute_ms": result["timing"]["execute_ms"]}
@@ -149,5 +150,6 @@ TOOLS = (
         call_class="query",
         share="explorer",
         result_note=DATA_NOTE,
+        task="optional",
     ),
 )

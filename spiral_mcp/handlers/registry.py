@@ -74,6 +74,9 @@ class Tool:
     output_schema: dict[str, Any] | None = None  # default: read from <name>.output.json
     # A text block put before a successful result's JSON (the explorer marks rows as data).
     result_note: str | None = None
+    # "optional": the handler may become a task (ctx.become_task) for a client that takes tasks;
+    # "required": a client that does not is refused (-32021); None: always a plain call.
+    task: str | None = None
 
     @property
     def toolset(self) -> str:
@@ -333,6 +336,8 @@ class ToolRegistry:
             raise ValueError(f"tool {tool.name} is declared twice")
         if tool.call_class not in CALL_CLASSES:
             raise ValueError(f"tool {tool.name}: unknown call class {tool.call_class!r}")
+        if tool.task not in (None, "optional", "required"):
+            raise ValueError(f"tool {tool.name}: task must be optional, required or None")
         if tool.share is not None and tool.share not in self._shares:
             raise ValueError(f"tool {tool.name}: no share of slow work named {tool.share!r}")
         input_schema = tool.input_schema or _load_schema(schema_dir, f"{tool.name}.input.json")
@@ -400,6 +405,11 @@ class ToolRegistry:
         return [c.listing for name, c in sorted(self._tools.items())
                 if c.tool.scope in principal.scopes]
 
+    def task_support(self, name: str) -> str | None:
+        """What a tool declares about running as a task (Tool.task); None for an unknown one."""
+        compiled = self._tools.get(self._aliases.get(name, name))
+        return compiled.tool.task if compiled is not None else None
+
     def __contains__(self, name: str) -> bool:
         return name in self._tools or name in self._aliases
 
@@ -435,6 +445,8 @@ class ToolRegistry:
         self._stopped = True
         cut = 0
         for task in self._running - self._cut:
+            if task.cancelling():
+                continue  # already being stopped (a cancelled call, a task stopped by its runner)
             self._cut.add(task)
             task.cancel()
             cut += 1

@@ -72,6 +72,10 @@ def source_access(ctx: ToolContext) -> SourceAccess:
 
 async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     instance_id = uuid.UUID(args["source_id"])
+    # For a client that takes tasks: it gets a handle and reads the pages' progress with
+    # tasks/get; tasks/cancel stops the sync between or inside pages (a page and the cursor
+    # commit together, so what was written stays whole, and the next sync resumes from it).
+    await ctx.become_task()
     # The sync reports pages from a plain callback; one sender keeps the notifications in order.
     pages: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
 
@@ -145,5 +149,6 @@ TOOLS = (
         destructive=False,
         idempotent=True,   # a second sync finds nothing new to change
         open_world=True,
+        task="optional",
     ),
 )

@@ -33,6 +33,7 @@ RESULT_SCHEMA: dict[str, Any] = {
 
 def _handler(template: Template, observe: Callable[[str, float], None]):
     async def run(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        await ctx.become_task()  # for a client that takes tasks: it polls instead of waiting
         started = time.perf_counter()
         async with ctx.transaction(readonly=True) as conn:
             result = await run_template(conn, template, arguments)
@@ -56,6 +57,7 @@ def template_tools(
             call_class="query",
             # A report holds a runtime pool connection for as long as its statement runs.
             share="report",
+            task="optional",
             input_schema=template.input_schema,
             output_schema=RESULT_SCHEMA,
         )

@@ -40,6 +40,7 @@ from .jsonrpc import (
     result_message,
 )
 from .sessions import ClientError, Session, SessionState
+from .tasks import TASKS_EXTENSION, TaskRunner, client_capabilities
 from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
 
 __all__ = ["Dispatcher", "Exchange", "can_ask"]
@@ -153,7 +154,7 @@ class Dispatcher:
     def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any,
                  explorer: Explorer | None = None, sources: SourceAccess | None = None,
                  resources: ResourceRegistry | None = None,
-                 prompts: PromptRegistry | None = None,
+                 prompts: PromptRegistry | None = None, tasks: TaskRunner | None = None,
                  request_state: RequestStateSeal | None = None) -> None:
         self.registry = registry
         # Seals the stateless era's requestState; without one given, a key of this process.
@@ -164,6 +165,7 @@ class Dispatcher:
         self._explorer = explorer
         self._sources = sources
         self._metrics = metrics
+        self._tasks = tasks
         self._methods: dict[str, Callable[[dict[str, Any], Exchange], Awaitable[Any]]] = {
             "initialize": self._initialize,
             "ping": self._ping,
@@ -185,6 +187,8 @@ class Dispatcher:
             self._methods |= {"prompts/list": self._prompts_list, "prompts/get": self._prompts_get}
         if self._resources or self._prompts:
             self._methods["completion/complete"] = self._complete
+        if tasks is not None:
+            self._methods |= tasks.methods()
 
     def capabilities(self) -> dict[str, Any]:
         capabilities: dict[str, Any] = {"tools": {"listChanged": False}, "logging": {}}
@@ -322,9 +326,13 @@ class Dispatcher:
         }
 
     async def _discover(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+        capabilities = self.capabilities()
+        if self._tasks is not None:
+            # Extensions are of the stateless era: the handshake eras never see this one.
+            capabilities["extensions"] = {TASKS_EXTENSION: {}}
         return {
             "supportedVersions": list(SUPPORTED_VERSIONS),
-            "capabilities": self.capabilities(),
+            "capabilities": capabilities,
             "serverInfo": {"name": "spiral-mcp", "version": __version__},
             "instructions": INSTRUCTIONS,
             "ttlMs": 60_000,
@@ -376,7 +384,12 @@ class Dispatcher:
             ctx.log = self._log_sender(name, exchange)
             ctx.ask = self._asker(exchange.session, exchange.notify)
             ctx.client_capabilities = exchange.session.client_capabilities
-        return await self.registry.call(name, params.get("arguments"), ctx)
+        if self._tasks is None:
+            return await self.registry.call(name, params.get("arguments"), ctx)
+        return await self._tasks.call_tool(
+            lambda ctx: self.registry.call(name, params.get("arguments"), ctx), ctx,
+            support=self.registry.task_support(name),
+            capabilities=client_capabilities(params, exchange.protocol_version))
 
     async def _resources_list(self, params: dict[str, Any], exchange: Exchange
                               ) -> dict[str, Any]:

@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ..auth import Principal
 from ..handlers.context import CLIENT_REQUESTS, InputRequired, client_can
 from .jsonrpc import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY, RpcError
+from .versions import CLIENT_CAPABILITIES_META
 
-__all__ = ["ASKING_METHODS", "CLIENT_CAPABILITIES_META", "RequestStateSeal", "Rounds"]
+__all__ = ["ASKING_METHODS", "RequestStateSeal", "Rounds"]
 
-CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # The only requests an InputRequiredResult may answer (basic/patterns/mrtr).
 ASKING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 

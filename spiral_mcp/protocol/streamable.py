@@ -49,9 +49,11 @@ from .jsonrpc import (
 from .sessions import Session, SessionLimitError, SessionState
 from .versions import (
     BATCHING_VERSIONS,
+    CLIENT_CAPABILITIES_META,
     DEFAULT_HEADERLESS_VERSION,
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
+    PROTOCOL_VERSION_META,
     negotiate,
 )
 
@@ -61,12 +63,15 @@ routes = web.RouteTableDef()
 
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
-PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # The wire status of a JSON-RPC error in the stateless era (the official SDK's table).
 MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400,
                        -32022: 400, METHOD_NOT_FOUND: 404}
 
+
+# The parameter each method mirrors in the Mcp-Name header (SEP-2243; the tasks extension adds its
+# methods' taskId, so a load balancer can route them to the process holding the task).
+_NAMED_BY = {"tools/call": "name", "tasks/get": "taskId", "tasks/update": "taskId",
+             "tasks/cancel": "taskId"}
 
 # How often a stateless request checks whether its client is still connected.
 DISCONNECT_POLL_SECONDS = 0.1
@@ -381,10 +386,10 @@ def _ladder(request: web.Request, message: Request) -> RpcError | None:
                         f"{VERSION_HEADER} header does not match params._meta's protocol version")
     if request.headers.get("Mcp-Method") != message.method:
         return RpcError(HEADER_MISMATCH, "Mcp-Method header does not match the body's method")
-    if message.method == "tools/call":
-        name = message.params.get("name")
+    if (named_by := _NAMED_BY.get(message.method)) is not None:
+        name = message.params.get(named_by)
         if name is not None and request.headers.get("Mcp-Name") != name:
-            return RpcError(HEADER_MISMATCH, "Mcp-Name header does not match the tool's name")
+            return RpcError(HEADER_MISMATCH, f"Mcp-Name header does not match params.{named_by}")
     if not isinstance(body_version, str):
         return RpcError(INVALID_PARAMS, "the protocol version must be a string")
     if body_version not in MODERN_VERSIONS:

@@ -34,6 +34,7 @@ from ..protocol import execute, legacy_sse, streamable
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.input_required import RequestStateSeal
 from ..protocol.sessions import SessionStore
+from ..protocol.tasks import TaskRunner
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
@@ -41,6 +42,7 @@ from ..shares import Shares
 from ..sources.access import SourceAccess
 from ..sources.scheduler import SyncScheduler
 from ..sources.secrets import CredentialError, load_secret_key
+from ..task_store import TaskStore
 from ..tasks import BackgroundTasks
 from ..templates import builtin_directory, load_templates
 from . import ops
@@ -58,6 +60,7 @@ from .keys import (
     SETTINGS,
     SHUTDOWN,
     SOURCES,
+    TASK_RUNNER,
     TEMPLATES,
 )
 from .metrics import Metrics
@@ -307,10 +310,14 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             idempotency=idempotency,
             metrics=app[METRICS],
         )
+        tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
+            app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
+            poll_interval_ms=round(settings.task_poll_interval * 1000),
+            lease_seconds=settings.task_lease))
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
                                      sources=app[SOURCES], resources=resources,
-                                     prompts=prompts,
+                                     prompts=prompts, tasks=tasks,
                                      request_state=_request_state_seal(settings))
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
@@ -322,16 +329,20 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         app[BACKGROUND] = background
         audit.start()
         reaper = asyncio.create_task(idempotency.reap_periodically(_REAP_SECONDS))
+        tasks.start(heartbeat_seconds=settings.task_lease / 3)
         yield
         reaper.cancel()
         clock = app[SHUTDOWN]
         clock.wind_down()
         # The grace period is over, or every request has ended: a call still running (there is
-        # none unless shutdown began elsewhere than SIGTERM) is cut, answered and audited.
+        # none unless shutdown began elsewhere than SIGTERM) is cut, answered and audited; a task
+        # still running is stopped first and stored as failed.
+        tasks.stop_all()
         registry.stop_calls()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(clock.left(2.0)):
                 await registry.calls_ended()
+        await tasks.close(grace=clock.left(1.0))
         sessions.close_all()
         await background.close(grace=clock.left(1.0))
         # Last: every call has ended, so every audit row is queued; write them before the pool
@@ -348,4 +359,5 @@ async def _drain_sessions(app: web.Application) -> None:
     if SESSIONS in app:
         app[SESSIONS].drain_all()
     if DISPATCHER in app:
-        app[SHUTDOWN].begin(app[DISPATCHER].registry.stop_calls)
+        tasks, registry = app[TASK_RUNNER], app[DISPATCHER].registry
+        app[SHUTDOWN].begin(lambda: (tasks.stop_all(), registry.stop_calls()))

@@ -13,6 +13,7 @@ from ..db import Database
 from ..explorer import Explorer
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
+from ..protocol.tasks import TaskRunner
 from ..ratelimit import RateLimiter
 from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
@@ -36,6 +37,7 @@ __all__ = [
     "SESSIONS",
     "SETTINGS",
     "SHUTDOWN",
+    "TASK_RUNNER",
     "TEMPLATES",
 ]
 
@@ -53,6 +55,7 @@ BACKGROUND = web.AppKey("background", BackgroundTasks)
 TEMPLATES = web.AppKey("templates", list)
 SOURCES = web.AppKey("sources", SourceAccess)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
+TASK_RUNNER = web.AppKey("task_runner", TaskRunner)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
