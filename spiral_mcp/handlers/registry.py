@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
 from importlib import resources
 from pathlib import Path
@@ -34,8 +34,9 @@ from ..shares import ShareExhausted, Shares
 from .audit import AuditEntry, AuditWriter, redact
 from .context import ToolContext
 from .idempotency import Claim, IdempotencyStore
+from .listing import envelope_schema, listing
 
-__all__ = ["MAX_ARGUMENT_DEPTH", "Tool", "ToolRegistry", "envelope_schema"]
+__all__ = ["MAX_ARGUMENT_DEPTH", "Tool", "ToolRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -70,51 +71,18 @@ class Tool:
     output_schema: dict[str, Any] | None = None  # default: read from <name>.output.json
     # A text block put before a successful result's JSON (the explorer marks rows as data).
     result_note: str | None = None
+    icon: str | None = None         # an icon of spiral_mcp/icons; default: the toolset's
 
     @property
     def toolset(self) -> str:
         return self.name.split("_", 1)[0]
 
 
-def envelope_schema(data_schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The output schema of a tool: the result envelope of DESIGN.md around its data."""
-    return {
-        "type": "object",
-        "oneOf": [
-            {
-                "properties": {
-                    "success": {"const": True},
-                    "data": data_schema,
-                    "tenant_id": {"type": "string"},
-                    "timing_ms": {"type": "number"},
-                    "replayed": {"type": "boolean"},
-                },
-                "required": ["success", "data", "tenant_id", "timing_ms"],
-            },
-            {
-                "properties": {
-                    "success": {"const": False},
-                    "error": {
-                        "type": "object",
-                        "properties": {
-                            "code": {"enum": [str(c) for c in ErrorCode]},
-                            "message": {"type": "string"},
-                            "details": {"type": "array"},
-                            "retry_after": {"type": ["number", "null"]},
-                        },
-                        "required": ["code", "message", "details", "retry_after"],
-                    },
-                },
-                "required": ["success", "error"],
-            },
-        ],
-    }
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Compiled:
     tool: Tool
     listing: dict[str, Any]
+    data_schema: dict[str, Any]     # the complete schema of a successful result's data
     validator: Draft202012Validator
     # A quick yes for the plain schemas most tools have, or None; never says yes to an instance
     # the validator would refuse (a no is left to the validator, which also says why).
@@ -334,21 +302,13 @@ class ToolRegistry:
         input_schema = tool.input_schema or _load_schema(schema_dir, f"{tool.name}.input.json")
         data_schema = tool.output_schema or _load_schema(schema_dir, f"{tool.name}.output.json")
         Draft202012Validator.check_schema(input_schema)
-        listing = {
-            "name": tool.name,
-            "title": tool.title,
-            "description": tool.description,
-            "inputSchema": input_schema,
-            "outputSchema": envelope_schema(data_schema),
-            "annotations": {
-                "title": tool.title,
-                "readOnlyHint": tool.read_only,
-                "destructiveHint": tool.destructive,
-                "idempotentHint": tool.idempotent,
-                "openWorldHint": tool.open_world,
-            },
-        }
-        self._tools[tool.name] = _Compiled(tool, listing, Draft202012Validator(input_schema),
+        listed = listing(
+            name=tool.name, title=tool.title, description=tool.description,
+            input_schema=input_schema, data_schema=data_schema, read_only=tool.read_only,
+            destructive=tool.destructive, idempotent=tool.idempotent,
+            open_world=tool.open_world, icon=tool.icon or tool.toolset)
+        self._tools[tool.name] = _Compiled(tool, listed, data_schema,
+                                           Draft202012Validator(input_schema),
                                            _quick_check(input_schema))
         for alias in tool.aliases:
             self._aliases[alias] = tool.name
@@ -396,6 +356,14 @@ class ToolRegistry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._tools or name in self._aliases
+
+    def result_schema(self, name: str, principal: Principal) -> dict[str, Any] | None:
+        """The complete schema of the results of the tool ``name`` (its listing shows the
+        envelope), or None when there is no such tool or this key may not call it."""
+        compiled = self._tools.get(name)
+        if compiled is None or compiled.tool.scope not in principal.scopes:
+            return None
+        return envelope_schema(compiled.data_schema)
 
     async def admit(self, principal: Principal, call_class: str) -> None:
         """Spend one call of ``call_class`` from the key's budget, or RATE_LIMITED. Tool calls,
