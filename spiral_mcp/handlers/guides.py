@@ -185,7 +185,8 @@ def _view(table: Table):
     return Resource(uri=uri, name=f"explorer-{table.name}", title=f"explorer.{table.name}",
                     description=f"The {table.kind} {table.name}: columns, meanings, your row "
                                 "count and sample values.",
-                    mime_type=MARKDOWN, read=read, scope="query", icon="explorer")
+                    mime_type=MARKDOWN, read=read, scope="query", icon="explorer",
+                    share="explorer")  # it holds an explorer connection, as the tools do
 
 
 # -- tools' result schemas ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -378,10 +379,12 @@ class ToolRegistry:
                 retry_after=round(decision.retry_after, 3),
             )
 
-    def _take_share(self, kind: str, principal: Principal) -> AbstractContextManager[None]:
-        """A place in the tenant's share of ``kind`` for the call, or RATE_LIMITED at once.
-        Taken after validation and before an idempotency key is claimed: a refused call did
-        nothing and may be retried as it is."""
+    def take_share(self, kind: str | None, principal: Principal) -> AbstractContextManager[None]:
+        """A place in the tenant's share of ``kind`` for the call (none needed for None), or
+        RATE_LIMITED at once. A tool takes it after validation and before an idempotency key is
+        claimed: a refused call did nothing and may be retried as it is."""
+        if kind is None:
+            return contextlib.nullcontext()
         try:
             return self._shares.take(kind, principal.tenant_id)
         except ShareExhausted as exc:
@@ -445,11 +448,8 @@ class ToolRegistry:
                 raise _missing_scope(tool, ctx.principal)
             await self.admit(ctx.principal, tool.call_class)
             arguments = _valid_arguments(compiled, arguments)
-            if tool.share is None:
+            with self.take_share(tool.share, ctx.principal):
                 data = await self._run(tool, ctx, arguments)
-            else:
-                with self._take_share(tool.share, ctx.principal):
-                    data = await self._run(tool, ctx, arguments)
             envelope: dict[str, Any] = {
                 "success": True,
                 "data": data,

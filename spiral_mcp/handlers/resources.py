@@ -40,6 +40,7 @@ class Resource:
     mime_type: str | None = None
     scope: str = "read"       # the API-key scope a caller needs to see and read it
     icon: str | None = None   # an icon of spiral_mcp/icons
+    share: str | None = None  # the kind of slow work a read is, run in the tenant's share of it
 
     @property
     def is_template(self) -> bool:

@@ -386,7 +386,8 @@ class Dispatcher:
         resource, values = self._resources.find(_uri(params), exchange.principal)
         async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
             await self.registry.admit(exchange.principal, "read")
-            contents = await resource.read(self._context(exchange, resource.uri), values)
+            with self.registry.take_share(resource.share, exchange.principal):
+                contents = await resource.read(self._context(exchange, resource.uri), values)
         return {"contents": contents}
 
     async def _resources_subscribe(self, params: dict[str, Any], exchange: Exchange
