@@ -29,7 +29,8 @@ bind to ``$1..$n`` in declaration order; the tenant is never one (row-level secu
 The tool's input schema is an object of those properties, ``required``, no other properties.
 
 At load every file is checked, or loading fails with :class:`TemplateError` naming the file: the
-metadata is complete, every schema is valid (and so is every default), the SQL parses (PostgreSQL's
+metadata is complete, every schema is valid and in the forms every client accepts
+(``schema_types.portable_problems``), and so is every default, the SQL parses (PostgreSQL's
 own parser, via pglast) as exactly one SELECT that neither writes (no data-modifying CTE, no SELECT
 INTO) nor locks rows, and the placeholders used are exactly ``$1..$n``.
 
@@ -56,7 +57,7 @@ from jsonschema.exceptions import SchemaError
 from pglast import parser as pg_parser
 
 from .handlers.rows import jsonable
-from .schema_types import accepts, integral_floats
+from .schema_types import accepts, integral_floats, portable_problems
 
 __all__ = [
     "Template", "TemplateError", "builtin_directory", "load_templates", "parse_template",
@@ -247,6 +248,10 @@ def _param_schema(path: Path, param: str, raw: str) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise TemplateError(f"{path}: parameter {param!r}: schema must be a JSON object")
     _check_schema(path, f"parameter {param!r}", schema)
+    if problems := portable_problems(schema):
+        # Every tool list carries it: a form one client rejects may cost that client the server.
+        raise TemplateError(f"{path}: parameter {param!r}: not a form every client accepts: "
+                            + "; ".join(problems[:3]))
     if "default" in schema:
         # A default that fails its own schema would reach the SQL unvalidated.
         errors = list(Draft202012Validator(schema).iter_errors(schema["default"]))

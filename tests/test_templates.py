@@ -732,6 +732,11 @@ BAD = {
                       "SELECT $1::int, $2::text, $3::text", "uses $3 but declares 2 parameters"),
     "invalid schema": (HEADER + '-- row_cap: 5\n-- param n: {"type": "strin"}\nSELECT $1::text',
                        "parameter 'n': invalid JSON Schema"),
+    "type array": (HEADER + '-- row_cap: 5\n-- param n: {"type": ["string", "null"]}\n'
+                   "SELECT $1::text", "parameter 'n': not a form every client accepts: /: type "
+                                      "must be one of"),
+    "array without items": (HEADER + '-- row_cap: 5\n-- param n: {"type": "array"}\n'
+                            "SELECT $1::text[]", "an array needs items"),
     "default against its schema": (
         HEADER + '-- row_cap: 5\n-- param n: {"type": "integer", "minimum": 1, "default": 0}\n'
         "SELECT $1::int", "default fails its schema"),

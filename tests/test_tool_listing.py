@@ -19,59 +19,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import Tenant, TenantFactory
 
+from spiral_mcp.schema_types import portable_problems as dialect_problems
+
 FOOTPRINT_LIMIT = 24_000
 
-# The input-schema dialect every major client accepts, Gemini's function declarations (an
-# OpenAPI 3.0 subset) the narrowest of them: one type per schema and never "null" (optional means
-# not required; "" clears a field), no $ref/$defs/oneOf/allOf/not/if/const (an enum of one value
-# instead), an array always with typed items, anyOf only of typed branches. additionalProperties
-# (false only) stays: JSON Schema's validators and OpenAI's strict mode want it, and Gemini's
-# clients drop it (gemini-cli strips it from MCP schemas); SEP-1613 says never strip it.
-_TYPES = frozenset({"object", "string", "integer", "number", "boolean", "array"})
-_KEYWORDS = frozenset({
-    "type", "description", "title", "default", "enum", "format", "properties", "required",
-    "additionalProperties", "items", "anyOf", "minimum", "maximum", "minLength", "maxLength",
-    "pattern", "minItems", "maxItems", "minProperties", "maxProperties",
-})
-
-
-def dialect_problems(schema: Any, path: str = "") -> list[str]:
-    """Where ``schema`` leaves the portable dialect, each as 'path: what'."""
-    if not isinstance(schema, dict):
-        return [f"{path or '/'}: a schema must be an object"]
-    problems = [f"{path}/{k}: keyword not every client accepts" for k in schema
-                if k not in _KEYWORDS]
-    if "anyOf" in schema:
-        branches = schema["anyOf"]
-        problems += [f"{path}/anyOf/{i}: a branch needs one type" for i, b in enumerate(branches)
-                     if not isinstance(b, dict) or b.get("type") not in _TYPES]
-        problems += [p for i, b in enumerate(branches)
-                     for p in dialect_problems(b, f"{path}/anyOf/{i}")]
-        if "type" in schema:
-            problems.append(f"{path}: type beside anyOf")
-        return problems
-    kind = schema.get("type")
-    if not isinstance(kind, str) or kind not in _TYPES:
-        problems.append(f"{path or '/'}: type must be one of {sorted(_TYPES)}, not {kind!r}")
-    if "enum" in schema and (kind != "string" or not all(
-            isinstance(v, str) for v in schema["enum"])):
-        problems.append(f"{path}/enum: an enum is of strings, on a string")
-    if schema.get("additionalProperties", False) is not False:
-        problems.append(f"{path}/additionalProperties: only false")
-    if kind == "array":
-        if not isinstance(schema.get("items"), dict):
-            problems.append(f"{path}: an array needs items")
-        else:
-            problems += dialect_problems(schema["items"], f"{path}/items")
-    for name, sub in schema.get("properties", {}).items():
-        problems += dialect_problems(sub, f"{path}/properties/{name}")
-    if set(schema.get("required", ())) - set(schema.get("properties", {})):
-        problems.append(f"{path}/required: names a property not declared")
-    return problems
-
-
 def test_the_dialect_walk_finds_what_clients_reject() -> None:
-    """The rule of this file, held against the forms the Inspector reported."""
+    """The rule (``schema_types.portable_problems``), held against the forms the Inspector
+    reported and those Gemini's function declarations refuse."""
     assert dialect_problems({"type": "object", "properties": {
         "a": {"type": ["string", "null"]}, "b": {"type": "null"},
         "c": {"oneOf": [{"type": "string"}]}, "d": {"type": "string", "const": "x"},
