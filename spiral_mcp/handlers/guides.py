@@ -34,14 +34,25 @@ __all__ = ["SAMPLE_VALUES", "shipped_resources"]
 MARKDOWN = "text/markdown"
 # The most sample values a view's description shows of one column.
 SAMPLE_VALUES = 5
+# The most project keys or statuses the JQL reference lists.
+LISTED = 200
 
 ResultSchema = Callable[[str, Principal], "dict[str, Any] | None"]
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
 def _cell(value: Any) -> str:
     """A value as one Markdown table cell: on one line, pipes escaped."""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return " ".join(text.split()).replace("|", "\\|")
+    return " ".join(_text(value).split()).replace("|", "\\|")
+
+
+def _some(values: list[str]) -> str:
+    """At most :data:`LISTED` of a workspace's values (a tenant may have hundreds)."""
+    shown = ", ".join(values[:LISTED]) or "none"
+    return shown if len(values) <= LISTED else f"{shown} and {len(values) - LISTED} more"
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
@@ -98,8 +109,8 @@ async def _read_jql(ctx: ToolContext, values: dict[str, str]) -> list[dict[str, 
         "- Lists: `IN (WEB, OPS)`; quote values with spaces: `status = \"In Review\"`.",
         "",
         "## This workspace",
-        "- Projects: " + (", ".join(known["projects"]) or "none"),
-        "- Statuses: " + (", ".join(known["statuses"]) or "none"),
+        "- Projects: " + _some(known["projects"]),
+        "- Statuses: " + _some(known["statuses"]),
         "",
         "## Examples",
         "- `project = WEB AND statusCategory != done ORDER BY priority DESC, updated DESC`",
@@ -169,7 +180,7 @@ def _view(table: Table):
                       c["description"] or "",
                       "; ".join(f"{v['value']}: {v['meaning']}" for v in coded[c["name"]])
                       if c["name"] in coded else
-                      ", ".join(f"{_cell(s['value'])} ({s['count']})"
+                      ", ".join(f"{_text(s['value'])} ({s['count']})"
                                 for s in samples.get(c["name"], ())[:SAMPLE_VALUES]))
                      for c in table.columns))]
         if table.primary_key:
