@@ -1,4 +1,5 @@
-"""What a JSON Schema's ``type`` says a value is, for the places that bind or use the value.
+"""What a JSON Schema's ``type`` says a value is, for the places that bind or use the value, and
+which schema forms every client accepts.
 
 JSON Schema counts ``5.0`` as an integer, so a validated argument may still be a float where a
 handler slices a list, compares an id or binds an ``int`` parameter. :func:`integral_floats` makes
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["accepts", "integral_floats"]
+__all__ = ["accepts", "integral_floats", "portable_problems"]
 
 
 def accepts(schema: Any, json_type: str) -> bool:
@@ -39,3 +40,53 @@ def integral_floats(value: Any, schema: Any) -> Any:
     if isinstance(value, list) and isinstance(items := schema.get("items"), dict):
         return [integral_floats(item, items) for item in value]
     return value
+
+
+# The input-schema forms every major client accepts, Gemini's function declarations (an
+# OpenAPI 3.0 subset) the narrowest of them: one type per schema and never "null" (optional means
+# not required; "" clears a field), no $ref/$defs/oneOf/allOf/not/if/const (an enum of one value
+# instead), an array always with typed items, anyOf only of typed branches. additionalProperties
+# (false only) stays: JSON Schema's validators and OpenAI's strict mode want it, and Gemini's
+# clients drop it (gemini-cli strips it from MCP schemas); SEP-1613 says never strip it.
+_TYPES = frozenset({"object", "string", "integer", "number", "boolean", "array"})
+_KEYWORDS = frozenset({
+    "type", "description", "title", "default", "enum", "format", "properties", "required",
+    "additionalProperties", "items", "anyOf", "minimum", "maximum", "minLength", "maxLength",
+    "pattern", "minItems", "maxItems", "minProperties", "maxProperties",
+})
+
+
+def portable_problems(schema: Any, path: str = "") -> list[str]:
+    """Where ``schema`` (an input schema) leaves the forms every client accepts, each as
+    'path: what'; none for a portable schema."""
+    if not isinstance(schema, dict):
+        return [f"{path or '/'}: a schema must be an object"]
+    problems = [f"{path}/{k}: keyword not every client accepts" for k in schema
+                if k not in _KEYWORDS]
+    if "anyOf" in schema:
+        branches = schema["anyOf"]
+        problems += [f"{path}/anyOf/{i}: a branch needs one type" for i, b in enumerate(branches)
+                     if not isinstance(b, dict) or b.get("type") not in _TYPES]
+        problems += [p for i, b in enumerate(branches)
+                     for p in portable_problems(b, f"{path}/anyOf/{i}")]
+        if "type" in schema:
+            problems.append(f"{path}: type beside anyOf")
+        return problems
+    kind = schema.get("type")
+    if not isinstance(kind, str) or kind not in _TYPES:
+        problems.append(f"{path or '/'}: type must be one of {sorted(_TYPES)}, not {kind!r}")
+    if "enum" in schema and (kind != "string" or not all(
+            isinstance(v, str) for v in schema["enum"])):
+        problems.append(f"{path}/enum: an enum is of strings, on a string")
+    if schema.get("additionalProperties", False) is not False:
+        problems.append(f"{path}/additionalProperties: only false")
+    if kind == "array":
+        if not isinstance(schema.get("items"), dict):
+            problems.append(f"{path}: an array needs items")
+        else:
+            problems += portable_problems(schema["items"], f"{path}/items")
+    for name, sub in schema.get("properties", {}).items():
+        problems += portable_problems(sub, f"{path}/properties/{name}")
+    if set(schema.get("required", ())) - set(schema.get("properties", {})):
+        problems.append(f"{path}/required: names a property not declared")
+    return problems

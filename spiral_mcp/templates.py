@@ -16,17 +16,21 @@ exactly one read-only SELECT (CTEs welcome)::
 
 Header lines are ``-- field: value`` (exactly one space after ``--``), indented continuations
 (``--`` and two or more spaces) or a bare ``--``; the header ends at the first line that does not
-start with ``--``. Continuations join with a space; in a description a continuation starting with
-``- `` opens a new line (a list item) and one after a bare ``--`` a new paragraph.
+start with ``--``. Continuations join with a space; in a description or definitions a continuation
+starting with ``- `` opens a new line (a list item) and one after a bare ``--`` a new paragraph.
 
 Fields: ``name`` (the tool name: ``sql_`` then ``[a-z0-9_]``), ``title``, ``description`` (what
-the agent reads), ``row_cap`` (1-10000: the most rows a call returns), ``param NAME`` (a JSON
-Schema, Draft 2020-12, one per parameter) and ``required`` (comma-separated names). Parameters
+the agent reads in the tool list: short), ``definitions`` (optional: each figure's exact
+meaning, served in the report catalogue resource; reflowed as a description is), ``row_cap``
+(1-10000: the most rows a call returns), ``param NAME`` (a JSON Schema, Draft 2020-12, one per
+parameter; in the forms every client accepts: no type arrays, no null) and ``required``
+(comma-separated names). Parameters
 bind to ``$1..$n`` in declaration order; the tenant is never one (row-level security binds it).
 The tool's input schema is an object of those properties, ``required``, no other properties.
 
 At load every file is checked, or loading fails with :class:`TemplateError` naming the file: the
-metadata is complete, every schema is valid (and so is every default), the SQL parses (PostgreSQL's
+metadata is complete, every schema is valid and in the forms every client accepts
+(``schema_types.portable_problems``), and so is every default, the SQL parses (PostgreSQL's
 own parser, via pglast) as exactly one SELECT that neither writes (no data-modifying CTE, no SELECT
 INTO) nor locks rows, and the placeholders used are exactly ``$1..$n``.
 
@@ -53,7 +57,7 @@ from jsonschema.exceptions import SchemaError
 from pglast import parser as pg_parser
 
 from .handlers.rows import jsonable
-from .schema_types import accepts, integral_floats
+from .schema_types import accepts, integral_floats, portable_problems
 
 __all__ = [
     "Template", "TemplateError", "builtin_directory", "load_templates", "parse_template",
@@ -66,7 +70,8 @@ _NAME = re.compile(r"^sql_[a-z0-9_]{1,60}$")
 _PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^-- (?P<field>[a-z_]+)(?: (?P<arg>\S+))?:(?:\s+(?P<value>.*?))?\s*$")
 _CONTINUATION = re.compile(r"^--\s{2,}(?P<text>\S.*?)\s*$")
-_SINGLE_FIELDS = ("name", "title", "description", "row_cap", "required")
+_SINGLE_FIELDS = ("name", "title", "description", "definitions", "row_cap", "required")
+_PROSE_FIELDS = ("description", "definitions")
 # Statement kinds that change data; any of them anywhere in the tree (a data-modifying CTE)
 # would turn a report into a write.
 _WRITES = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
@@ -88,6 +93,9 @@ class Template:
     sql: str
     params: tuple[str, ...]
     origin: str
+    # Each figure's exact definition, for the report catalogue (the description, which every
+    # tool list carries, says what the report is and points there).
+    definitions: str = ""
 
     def bind(self, arguments: Mapping[str, Any]) -> list[Any]:
         """The values for ``$1..$n``: defaults applied, "one or a list" made a list."""
@@ -155,12 +163,10 @@ def parse_template(path: Path, text: str) -> Template:
     required = [r.strip() for r in fields.get("required", "").split(",") if r.strip()]
     if undeclared := [r for r in required if r not in properties]:
         raise TemplateError(f"{path}: required names undeclared parameters {undeclared}")
-    input_schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
+    input_schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:  # every tool list carries it: no empty keyword
+        input_schema["required"] = required
+    input_schema["additionalProperties"] = False
     _check_schema(path, "the input schema", input_schema)
 
     sql = "\n".join(text.splitlines()[body_start:]).strip().rstrip(";").strip()
@@ -176,6 +182,7 @@ def parse_template(path: Path, text: str) -> Template:
         sql=sql,
         params=tuple(properties),
         origin=str(path),
+        definitions=fields.get("definitions", ""),
     )
 
 
@@ -200,7 +207,7 @@ def _read_header(path: Path, text: str) -> tuple[dict[str, str], dict[str, str],
             target, key = current
             more = match["text"]
             joiner = " "
-            if target is fields and key == "description":
+            if target is fields and key in _PROSE_FIELDS:
                 # Prose reflows; a bare '--' starts a paragraph and '- ' a list item.
                 joiner = "\n\n" if paragraph else "\n" if more.startswith("- ") else " "
             target[key] = f"{target[key]}{joiner}{more}" if target[key] else more
@@ -241,6 +248,10 @@ def _param_schema(path: Path, param: str, raw: str) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise TemplateError(f"{path}: parameter {param!r}: schema must be a JSON object")
     _check_schema(path, f"parameter {param!r}", schema)
+    if problems := portable_problems(schema):
+        # Every tool list carries it: a form one client rejects may cost that client the server.
+        raise TemplateError(f"{path}: parameter {param!r}: not a form every client accepts: "
+                            + "; ".join(problems[:3]))
     if "default" in schema:
         # A default that fails its own schema would reach the SQL unvalidated.
         errors = list(Draft202012Validator(schema).iter_errors(schema["default"]))

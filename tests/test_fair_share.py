@@ -130,6 +130,34 @@ async def test_a_tenant_saturating_the_explorer_leaves_its_pool_to_others(
     assert again["success"], again
 
 
+async def test_reading_an_explorer_view_takes_a_place_in_the_explorer_share(
+        serve: Serve, make_tenant: TenantFactory, admin_conn: asyncpg.Connection) -> None:
+    """A view's description (a resource) holds an explorer connection for its samples, as
+    explorer_describe_table does: beyond its tenant's share it is refused, another tenant's is
+    served."""
+    client = await serve()
+    a, b = await make_tenant(name="a"), await make_tenant(name="b")
+
+    async def read(tenant: Tenant, view: str) -> dict[str, Any]:
+        response = await client.post("/execute", headers=tenant.headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "resources/read",
+            "params": {"uri": f"spiral://explorer/views/{view}"}})
+        return await response.json()
+
+    async with in_flight() as tasks:
+        async with table_locked(admin_conn, "work_items"):
+            tasks += [asyncio.create_task(envelope(client, b, "explorer_query",
+                                                   sql="SELECT count(*) FROM work_items"))
+                      for _ in range(2)]
+            await settle(tasks, lambda: waiting_on(admin_conn, "work_items"))
+            refused = (await read(b, "projects"))["error"]
+            assert refused["code"] == -32603 and refused["data"]["code"] == "RATE_LIMITED"
+            assert "already runs 2 explorer calls at once" in refused["message"]
+            assert "result" in await read(a, "projects")
+        await asyncio.gather(*tasks)
+    assert "result" in await read(b, "projects")
+
+
 # --- report templates -------------------------------------------------------------------------
 SLOW_REPORT = """\
 -- name: sql_test_comment_count

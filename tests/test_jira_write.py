@@ -388,15 +388,16 @@ async def test_tool_listing_declares_scopes_and_hints(client, make_tenant) -> No
     tenant = await make_tenant()
     listed = await client.get("/tools", headers=tenant.headers)
     tools = {t["name"]: t for t in (await listed.json())["tools"]}
-    hints = {name: (t["annotations"]["readOnlyHint"], t["annotations"]["destructiveHint"],
-                    t["annotations"]["idempotentHint"]) for name, t in tools.items()}
+    # A read-only tool's listing leaves out the hints that mean nothing for it.
+    hints = {name: (t["annotations"]["readOnlyHint"], t["annotations"].get("destructiveHint"),
+                    t["annotations"].get("idempotentHint")) for name, t in tools.items()}
     assert hints["jira_create_issue"] == (False, False, False)
     assert hints["jira_update_issue"] == (False, True, True)
     assert hints["jira_transition_issue"] == (False, True, False)
     assert hints["jira_add_comment"] == (False, False, False)
     assert hints["jira_link_issues"] == (False, False, True)
-    assert hints["jira_list_transitions"][0] is True
-    assert hints["jira_list_projects"][0] is True
+    assert hints["jira_list_transitions"] == (True, None, None)
+    assert hints["jira_list_projects"] == (True, None, None)
     for name in WRITE_TOOLS:
         key = tools[name]["inputSchema"]["properties"]["idempotency_key"]
         assert key == {**key, "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,255}$"}
@@ -410,7 +411,7 @@ async def test_update_issue_sets_fields_and_returns_the_changes(
     await create(client, tenant, assignee="erin@example.com", labels=["a"],
                  custom_fields={"keep": 1, "drop": 2})
     result = await ok(client, tenant, "jira_update_issue", issue_key="web-21", expected_version=1,
-                      fields={"summary": "Renamed", "priority": "Low", "assignee": None,
+                      fields={"summary": "Renamed", "priority": "Low", "assignee": "",
                               "labels": ["b", "c"], "due_date": "2031-01-02",
                               "parent_key": "WEB-2", "custom_fields": {"drop": None, "new": "x"},
                               "description": "Now *with* text"})
@@ -443,17 +444,26 @@ async def test_update_issue_sets_fields_and_returns_the_changes(
     assert '"summary": "Renamed"' in audit["after"]
     assert "status" not in audit["after"]
 
-    # Clearing works, and the same fields again change nothing and keep the version.
+    # Clearing ("": every client can send it, not every one a null) works, and the same fields
+    # again change nothing and keep the version.
     cleared = await ok(client, tenant, "jira_update_issue", issue_key="WEB-21",
-                       fields={"due_date": None, "parent_key": None, "labels": ["c", "b"]})
+                       fields={"due_date": "", "parent_key": "", "labels": ["c", "b"]})
     assert cleared["changed"] == {
         "due_date": {"from": "2031-01-02T00:00:00+00:00", "to": None},
         "parent_key": {"from": "WEB-2", "to": None}}
     assert cleared["version"] == 3
     again = await ok(client, tenant, "jira_update_issue", issue_key="WEB-21",
-                     fields={"due_date": None, "parent_key": None})
+                     fields={"due_date": "", "parent_key": ""})
     assert (again["changed"], again["version"]) == ({}, 3)
     assert (await item_row(admin_conn, tenant.id, "WEB-21"))["version"] == 3
+    cleared = await ok(client, tenant, "jira_update_issue", issue_key="WEB-21",
+                       fields={"description": "", "assignee": ""})
+    assert cleared["changed"] == {"description": {"from": "Now *with* text", "to": None}}
+    # A null is no value of these fields' schemas: refused by name, nothing written.
+    refused = await call(client, tenant, "jira_update_issue", issue_key="WEB-21",
+                         fields={"assignee": None})
+    assert refused["error"]["code"] == "VALIDATION_ERROR"
+    assert refused["error"]["details"][0]["path"] == "/fields/assignee"
 
 
 async def test_update_issue_with_a_stale_version_conflicts(

@@ -32,9 +32,10 @@ def test_every_data_file_matches_a_package_data_pattern() -> None:
     }
     for package, folder in (("spiral_mcp.sql", ROOT / "spiral_mcp" / "sql"),
                             ("spiral_mcp.schemas", ROOT / "spiral_mcp" / "schemas"),
+                            ("spiral_mcp.icons", ROOT / "spiral_mcp" / "icons"),
                             ("spiral_mcp.migrations", ROOT / "migrations")):
         for path in folder.rglob("*"):
-            if path.is_file() and path.suffix in (".sql", ".json"):
+            if path.is_file() and path.suffix in (".sql", ".json", ".svg"):
                 relative = path.relative_to(folder)
                 assert any(relative.match(p) for p in patterns[package]), relative
 

@@ -1,6 +1,6 @@
 """README's examples work as written: every call of the Tools section's example list runs, in
 order, through POST /execute against a tenant with a fresh demo (the data ``make run`` loads), and
-succeeds.
+succeeds, and every result meets the tool's listed output schema and its complete one.
 
 The ``sources_sync`` example names a source instance by id, and no demo has one: the tenant gets
 an instance pointing at the fake Jira, and the example's placeholder id is replaced by that
@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
 
 from spiral_mcp import demo
 from spiral_mcp.provision import DatabaseUrls
@@ -56,9 +58,27 @@ async def test_every_readme_example_succeeds_against_a_fresh_demo(
             assert resp.status == 200, params["name"]
             return await resp.json()
 
+        async def rpc(method: str, **params: Any) -> dict[str, Any]:
+            resp = await client.post("/execute", headers=tenant.headers, json={
+                "jsonrpc": "2.0", "id": 0, "method": method, "params": params})
+            return (await resp.json())["result"]
+
+        # Every real result, a success or an error, meets both the schema the tool list shows
+        # (the envelope) and the tool's complete one (a resource).
+        listed = {t["name"]: Draft202012Validator(t["outputSchema"])
+                  for t in (await rpc("tools/list"))["tools"]}
+        complete = {name: Draft202012Validator(orjson.loads((await rpc(
+            "resources/read", uri=f"spiral://tools/{name}/output-schema"))["contents"][0]["text"]),
+            format_checker=Draft202012Validator.FORMAT_CHECKER) for name in listed}
+
+        def check(name: str, envelope: dict[str, Any]) -> None:
+            listed[name].validate(envelope)
+            complete[name].validate(envelope)
+
         # As README says: the placeholder id names no instance of the tenant.
         answer = await call(0, {"name": "sources_sync", "arguments": written})
         assert answer["result"]["structuredContent"]["error"]["code"] == "NOT_FOUND"
+        check("sources_sync", answer["result"]["structuredContent"])
         sync["arguments"] = {**written, "source_id": str(source_id)}
 
         failures = []
@@ -68,4 +88,7 @@ async def test_every_readme_example_succeeds_against_a_fresh_demo(
             if result is None or result["isError"]:
                 error = (result or {}).get("structuredContent", {}).get("error") or answer
                 failures.append((params["name"], error))
+            else:
+                check(params["name"], result["structuredContent"])
         assert not failures, "\n".join(f"{name}: {error}" for name, error in failures)
+        assert sorted(listed) == sorted(e["name"] for e in examples)

@@ -1,6 +1,7 @@
-"""MCP resources, prompts and completion, through real HTTP: served only when registered (the
-product ships none), scoped by the key, tenant data read under the caller's tenant, and every
-bad request answered with the specific JSON-RPC error."""
+"""MCP resources, prompts and completion, through real HTTP: served only when registered (here
+the tests' own in place of the product's, which test_guides_recipes.py covers), scoped by the
+key, tenant data read under the caller's tenant, and every bad request answered with the
+specific JSON-RPC error."""
 
 from __future__ import annotations
 
@@ -70,9 +71,10 @@ PROMPTS = [
 async def serve(database_urls: DatabaseUrls) -> AsyncIterator[Serve]:
     async with app_clients() as start_client:
         async def start(env: dict[str, str] | None = None, **registered: Any) -> TestClient:
+            # What a test does not register is not served (not the product's own either).
             return await start_client(create_app(
                 make_settings(database_urls, **(env or {})), database_url=database_urls.runtime,
-                **registered))
+                **{"resources": (), "prompts": (), **registered}))
 
         yield start
 
@@ -102,7 +104,7 @@ async def session(client: TestClient, tenant: Tenant) -> dict[str, str]:
     return headers
 
 
-async def test_the_shipped_product_serves_no_resources_or_prompts(
+async def test_with_none_registered_no_resources_or_prompts_are_served(
         serve: Serve, make_tenant: TenantFactory) -> None:
     client, tenant = await serve(), await make_tenant()
     capabilities = (await rpc(client, tenant, "initialize", protocolVersion="2025-11-25",

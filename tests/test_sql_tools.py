@@ -45,6 +45,7 @@ async def test_the_six_templates_are_tools(client, make_tenant) -> None:
     by_name = {t["name"]: t for t in described["templates"]}
     assert set(by_name) == BUILTIN
     assert by_name["sql_get_project_metrics"]["input_schema"]["required"] == ["project_key"]
+    assert "percentile_cont" in by_name["sql_get_project_metrics"]["definitions"]
 
 
 async def test_a_template_runs_in_the_callers_tenant(client, make_tenant, admin_conn) -> None:

@@ -254,16 +254,18 @@ def test_builtin_templates_load(templates: dict[str, Template]) -> None:
         assert template.title and template.description and template.row_cap > 0
         assert Path(template.origin).parent == builtin_directory()
     assert templates["sql_search_issues_by_project"].input_schema["required"] == ["project_key"]
-    assert templates["sql_lead_time_metrics"].input_schema["required"] == []
+    assert "required" not in templates["sql_lead_time_metrics"].input_schema
 
 
 def test_descriptions_say_what_is_rounded_and_how_percentiles_are_computed(
     templates: dict[str, Template],
 ) -> None:
-    """An agent reads only the description: a rounded figure says to what, a percentile how
-    it is found (percentile_cont interpolates between values; percentile_disc would not)."""
+    """The definitions (the report catalogue, which each description points to) say what a
+    rounded figure is rounded to, and how a percentile is found (percentile_cont interpolates
+    between values; percentile_disc would not)."""
     for template in templates.values():
-        text = " ".join(template.description.split())
+        assert "resource spiral://reports" in template.description, template.name
+        text = " ".join(template.definitions.split())
         if "round(" in template.sql:
             assert re.search(r"rounded to 0\.0*1\b", text), template.name
             assert "half away from zero" in text, template.name
@@ -730,6 +732,11 @@ BAD = {
                       "SELECT $1::int, $2::text, $3::text", "uses $3 but declares 2 parameters"),
     "invalid schema": (HEADER + '-- row_cap: 5\n-- param n: {"type": "strin"}\nSELECT $1::text',
                        "parameter 'n': invalid JSON Schema"),
+    "type array": (HEADER + '-- row_cap: 5\n-- param n: {"type": ["string", "null"]}\n'
+                   "SELECT $1::text", "parameter 'n': not a form every client accepts: /: type "
+                                      "must be one of"),
+    "array without items": (HEADER + '-- row_cap: 5\n-- param n: {"type": "array"}\n'
+                            "SELECT $1::text[]", "an array needs items"),
     "default against its schema": (
         HEADER + '-- row_cap: 5\n-- param n: {"type": "integer", "minimum": 1, "default": 0}\n'
         "SELECT $1::int", "default fails its schema"),

@@ -123,12 +123,8 @@ TOOLS = (
         name="jira_link_issues",
         title="Link two work items",
         description=(
-            "Link two work items. It reads \"outward_issue_key <link_type> inward_issue_key\": "
-            "link_type blocks with outward PROJ-1 and inward PROJ-2 means PROJ-1 blocks PROJ-2. "
-            "link_type is one of blocks, relates to, duplicates, clones, or an inverse (is "
-            "blocked by, is duplicated by, is cloned by), which reads the other way round. "
-            "\"relates to\" has no direction. The result states the link as a sentence. A link "
-            "that exists already is a CONFLICT; an item cannot link to itself."
+            "Link two items: \"outward <link_type> inward\", e.g. PROJ-1 blocks PROJ-2; an inverse "
+            "type reads the other way; relates to has no direction. An existing link: CONFLICT."
         ),
         handler=link_issues,
         scope="write",

@@ -242,15 +242,9 @@ TOOLS = (
         name="jira_transition_issue",
         title="Move a work item to another status",
         description=(
-            "Move a work item along its project's workflow: give the target status name in "
-            "status (case-insensitive, e.g. \"In Progress\") or a transition_id from "
-            "jira_list_transitions, not both. Only moves the workflow allows from the current "
-            "status are accepted; otherwise the error lists the allowed ones by name and id. A "
-            "status that could mean several moves is asked of the user when the client can "
-            "elicit (else the error names them). "
-            "Entering a done or cancelled status sets resolved_at, leaving one clears it. "
-            "Optional comment (Markdown or ADF) is added in the same step; optional "
-            "expected_version refuses the move with CONFLICT if the item changed since."
+            "Move a work item to a status its workflow allows from the current one (else the "
+            "error lists them; a status that could mean several moves is asked of the user). "
+            "Entering done or cancelled sets resolved_at; leaving clears it."
         ),
         handler=transition_issue,
         scope="write",
@@ -264,9 +258,8 @@ TOOLS = (
         name="jira_list_transitions",
         title="List a work item's possible status moves",
         description=(
-            "Show a work item's current status (and its category) and the moves its project's "
-            "workflow allows from there: each with the transition id, its name, the status it "
-            "leads to and that status's category. Use before jira_transition_issue."
+            "A work item's status and category, and the moves its workflow allows: transition id, "
+            "name, target status and category."
         ),
         handler=list_transitions,
         scope="read",
@@ -277,10 +270,8 @@ TOOLS = (
         name="jira_list_projects",
         title="List projects",
         description=(
-            "List the projects you can work in: key, name, description, lead, the issue types "
-            "they accept, their workflow statuses (name, category, which one new items start "
-            "in) and how many items they hold in all and per status category (todo, "
-            "in_progress, blocked, in_review, done, cancelled)."
+            "Your projects: key, name, lead, issue types, workflow statuses (category, initial) "
+            "and item counts per status category."
         ),
         handler=list_projects,
         scope="read",

@@ -43,12 +43,8 @@ TOOLS = (
         name="jira_get_issue",
         title="Get a work item",
         description=(
-            "Fetch one work item (Jira-style issue) by its key, e.g. PROJ-12: summary, "
-            "description, type, status and status category, priority, assignee, reporter, labels, "
-            "parent, dates, custom fields, its source and its version (pass the version to "
-            "jira_update_issue as expected_version). Set include_comments (latest max_comments, "
-            "newest first), include_history (status transitions, oldest first), include_links "
-            "and include_children to get those in the same call."
+            "One work item by key: every field, its source and version; optionally its latest "
+            "comments, status history (oldest first), links and children."
         ),
         handler=get_issue,
         scope="read",

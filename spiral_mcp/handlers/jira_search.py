@@ -224,20 +224,11 @@ TOOLS = (
         name="jira_search",
         title="Search work items with JQL",
         description=(
-            "Find work items with JQL, as in Jira: e.g. `project = WEB AND statusCategory != done "
-            "AND priority >= High ORDER BY updated DESC`, `assignee = currentUser() AND due < 7d`, "
-            "`text ~ \"login\" AND labels IN (backend, security)`. Fields: project, key, status, "
-            "statusCategory (todo, in_progress, blocked, in_review, done, cancelled), type, "
-            "priority (critical > high > medium > low > none), assignee, reporter, labels, parent, "
-            "created, updated, resolved, due, summary, description, text, source. Operators: = != "
-            "IN, NOT IN, ~ !~ (contains), > >= < <=, IS EMPTY, IS NOT EMPTY; AND OR NOT and "
-            "parentheses; dates like 2026-01-31, -7d, -2w, startOfWeek() (days are UTC days; due "
-            "is a date: `due <= 2026-01-31` includes that day, whatever value names it). `text` "
-            "searches summary, description, comments and text custom fields. A project or "
-            "status this workspace does not have is an error listing the ones it has. Returns up "
-            "to `limit` items (default 50) with the `fields` you choose, `total` (exact up to "
-            "5000: see total_is_exact) and `next_cursor`: pass it back with the same jql for the "
-            "next page. Without ORDER BY, newest update first."
+            "Find work items with JQL, e.g. `project = WEB AND statusCategory != done AND "
+            "assignee = currentUser() ORDER BY updated DESC`, `text ~ \"login\" AND due < 7d`. "
+            "Fields, operators, functions and values: resource spiral://reference/jql. Returns "
+            "issues, total (exact up to 5000: total_is_exact) and next_cursor for the next page; "
+            "default order: newest update first."
         ),
         handler=search,
         scope="read",

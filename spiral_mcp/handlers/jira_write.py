@@ -92,8 +92,13 @@ def markdown_text(value: Any, path: str) -> str:
     """Markdown from a Markdown string or an ADF document; VALIDATION_ERROR for malformed ADF."""
     if isinstance(value, str):
         return value.strip()
+    # The input schemas say only "a string or an object" (a form every client accepts); the
+    # document's shape is checked here, each refusal at its own path.
     if not is_adf(value):
-        raise invalid(path, 'give Markdown text or an ADF document ({"type": "doc", ...})')
+        raise invalid(f"{path}/type",
+                      'give Markdown text or an ADF document ({"type": "doc", ...})')
+    if not isinstance(value.get("content", []), list):
+        raise invalid(f"{path}/content", "an ADF document's content is a list of nodes")
     try:
         return adf_to_markdown(value)
     except AdfError as exc:
@@ -119,7 +124,7 @@ def _issue_type(value: str) -> str:
 
 
 def _due_at(value: str | None, path: str) -> dt.datetime | None:
-    if value is None:
+    if not value:  # "" clears it (an input schema has no null: not every client sends one)
         return None
     try:
         day = dt.date.fromisoformat(value)
@@ -198,7 +203,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
                 project_key=project_key, number=number, summary=summary,
                 description=description, type=issue_type, status=project["initial_status"],
                 status_category=project["initial_category"], priority=priority,
-                assignee=assignee, reporter=ctx.principal.user,
+                assignee=assignee or None, reporter=ctx.principal.user,
                 labels=_labels(args.get("labels", [])), parent_key=parent_key, due_at=due_at,
                 custom_fields=_custom_fields(args.get("custom_fields", {}), {}),
             )
@@ -213,7 +218,7 @@ async def create_issue(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         parent = await _source_parent(conn, ctx, mirror, parent_key, "/parent_key")
     # A mirrored project: the source makes the item (and its key); nothing is open meanwhile.
     draft = Draft(title=summary, description=description, type=issue_type, priority=priority,
-                  assignee=assignee, labels=_labels(args.get("labels", [])),
+                  assignee=assignee or None, labels=_labels(args.get("labels", [])),
                   due=due_at.date() if due_at else None, parent=parent)
     item = await create_at_source(ctx, mirror, draft, project_key=project_key,
                                   next_number=project["next_number"])
@@ -244,6 +249,8 @@ def _new_values(fields: dict[str, Any], current: Mapping[str, Any]) -> dict[str,
                 new[name] = _due_at(value, path)
             case "parent_key":
                 new[name] = value.upper() if value else None
+            case "assignee":
+                new[name] = value or None  # "" for nobody
             case "custom_fields":
                 new[name] = _custom_fields(value, current["custom_fields"])
             case _:
@@ -370,17 +377,9 @@ TOOLS = (
         name="jira_create_issue",
         title="Create a work item",
         description=(
-            "Create a work item (Jira-style issue) in a project and get it back with its new key "
-            "(e.g. PROJ-13), its initial workflow status and version 1. Needs project_key and "
-            "summary; issue_type defaults to task (epic, story, task, bug, subtask, feature; a "
-            "subtask needs parent_key), priority to medium (critical, high, medium, low, none, or "
-            "Jira's Highest..Lowest). description is Markdown or an Atlassian Document Format "
-            "object. due_date is YYYY-MM-DD. The reporter is the API key's user. Pass an "
-            "idempotency_key when you might retry: a retry with the same key and arguments "
-            "returns the first result instead of creating a second item. In a project mirrored "
-            "from a source (Jira, GitHub, Asana) the item is created there first and its key is "
-            "the source's; a refusal is UPSTREAM_ERROR. Use jira_list_projects to find project "
-            "keys and their issue types."
+            "Create a work item, you as reporter; returns it with its key (e.g. PROJ-13), initial "
+            "status and version 1. In a project mirrored from Jira, GitHub or Asana it is created "
+            "there first (refused: UPSTREAM_ERROR). Issue types per project: jira_list_projects."
         ),
         handler=create_issue,
         scope="write",
@@ -394,17 +393,9 @@ TOOLS = (
         name="jira_update_issue",
         title="Update a work item's fields",
         description=(
-            "Change fields of a work item: put them in fields (summary, description, priority, "
-            "assignee, labels, due_date, parent_key, custom_fields). Fields not named keep their "
-            "value; null clears description, assignee, due_date or parent_key; labels replaces "
-            "the whole list; custom_fields merges (a custom field set to null is removed). The "
-            "key, project and status cannot be changed here (use jira_transition_issue for "
-            "status). An assignee name that could mean several people is asked of the user "
-            "when the client can elicit (else the error names them). Pass expected_version (the "
-            "version jira_get_issue returned) to refuse the update with CONFLICT if someone "
-            "changed the item since. Returns each changed field "
-            "with its old and new value, and the new version; a call that changes nothing keeps "
-            "the version."
+            "Change fields of a work item (others keep their value); returns each change (from, "
+            "to) and the new version (none changed: same version). An assignee name that could "
+            "mean several people is asked of the user. Status: jira_transition_issue."
         ),
         handler=update_issue,
         scope="write",
@@ -418,9 +409,7 @@ TOOLS = (
         name="jira_add_comment",
         title="Comment on a work item",
         description=(
-            "Add a comment to a work item. body is Markdown, or an Atlassian Document Format "
-            "document (an object with type \"doc\"), which is stored as Markdown. The author is "
-            "the API key's user. Returns the comment with its id and time."
+            "Comment on a work item as your key's user; returns the comment with its id and time."
         ),
         handler=add_comment,
         scope="write",

@@ -1,7 +1,8 @@
 """MCP prompts: message templates a client lists and fills in (``prompts/list``, ``prompts/get``).
 
-The product ships none; whoever builds the app may register some (the conformance harness does),
-and the server declares the ``prompts`` capability only when there are some.
+The product ships its own (``recipes.py``); whoever builds the app may register others instead
+(the conformance harness does), and the server declares the ``prompts`` capability only when
+there are some.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..auth import Principal
+from ..icons import icons
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
 from .context import ToolContext
 
@@ -18,6 +20,8 @@ __all__ = ["Prompt", "PromptArgument", "PromptRegistry"]
 
 # The prompt's messages, each {"role", "content"}, given its arguments.
 Renderer = Callable[[ToolContext, dict[str, str]], Awaitable[list[dict[str, Any]]]]
+# An argument's values that start with what the user has typed, read from the caller's data.
+Completer = Callable[[ToolContext, str], Awaitable[list[str]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,8 +29,15 @@ class PromptArgument:
     name: str
     description: str
     required: bool = True
-    # Values offered by completion/complete, filtered by what the user has typed.
+    # Values offered by completion/complete, filtered by what the user has typed; or, when
+    # ``complete`` is given, the values it reads (which draws on the key's read budget).
     choices: tuple[str, ...] = ()
+    complete: Completer | None = None
+
+    async def completions(self, ctx: ToolContext, typed: str) -> list[str]:
+        if self.complete is not None:
+            return await self.complete(ctx, typed)
+        return [c for c in self.choices if c.startswith(typed)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +48,7 @@ class Prompt:
     title: str | None = None
     arguments: tuple[PromptArgument, ...] = ()
     scope: str = "read"       # the API-key scope a caller needs to see and get it
+    icon: str | None = None   # an icon of spiral_mcp/icons
 
     def listing(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "description": self.description,
@@ -45,6 +57,8 @@ class Prompt:
                                                for a in self.arguments]}
         if self.title is not None:
             entry["title"] = self.title
+        if self.icon is not None and (found := icons(self.icon)):
+            entry["icons"] = list(found)
         return entry
 
     def check(self, arguments: Any) -> dict[str, str]:

@@ -13,11 +13,12 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
 from importlib import resources
 from pathlib import Path
@@ -34,8 +35,9 @@ from ..shares import ShareExhausted, Shares
 from .audit import AuditEntry, AuditWriter, redact
 from .context import InputRequired, ToolContext
 from .idempotency import Claim, IdempotencyStore
+from .listing import envelope_schema, listing
 
-__all__ = ["MAX_ARGUMENT_DEPTH", "Tool", "ToolRegistry", "envelope_schema"]
+__all__ = ["MAX_ARGUMENT_DEPTH", "Tool", "ToolRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -77,51 +79,18 @@ class Tool:
     # "optional": the handler may become a task (ctx.become_task) for a client that takes tasks;
     # "required": a client that does not is refused (-32021); None: always a plain call.
     task: str | None = None
+    icon: str | None = None         # an icon of spiral_mcp/icons; default: the toolset's
 
     @property
     def toolset(self) -> str:
         return self.name.split("_", 1)[0]
 
 
-def envelope_schema(data_schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The output schema of a tool: the result envelope of DESIGN.md around its data."""
-    return {
-        "type": "object",
-        "oneOf": [
-            {
-                "properties": {
-                    "success": {"const": True},
-                    "data": data_schema,
-                    "tenant_id": {"type": "string"},
-                    "timing_ms": {"type": "number"},
-                    "replayed": {"type": "boolean"},
-                },
-                "required": ["success", "data", "tenant_id", "timing_ms"],
-            },
-            {
-                "properties": {
-                    "success": {"const": False},
-                    "error": {
-                        "type": "object",
-                        "properties": {
-                            "code": {"enum": [str(c) for c in ErrorCode]},
-                            "message": {"type": "string"},
-                            "details": {"type": "array"},
-                            "retry_after": {"type": ["number", "null"]},
-                        },
-                        "required": ["code", "message", "details", "retry_after"],
-                    },
-                },
-                "required": ["success", "error"],
-            },
-        ],
-    }
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Compiled:
     tool: Tool
     listing: dict[str, Any]
+    data_schema: dict[str, Any]     # the complete schema of a successful result's data
     validator: Draft202012Validator
     # A quick yes for the plain schemas most tools have, or None; never says yes to an instance
     # the validator would refuse (a no is left to the validator, which also says why).
@@ -343,21 +312,13 @@ class ToolRegistry:
         input_schema = tool.input_schema or _load_schema(schema_dir, f"{tool.name}.input.json")
         data_schema = tool.output_schema or _load_schema(schema_dir, f"{tool.name}.output.json")
         Draft202012Validator.check_schema(input_schema)
-        listing = {
-            "name": tool.name,
-            "title": tool.title,
-            "description": tool.description,
-            "inputSchema": input_schema,
-            "outputSchema": envelope_schema(data_schema),
-            "annotations": {
-                "title": tool.title,
-                "readOnlyHint": tool.read_only,
-                "destructiveHint": tool.destructive,
-                "idempotentHint": tool.idempotent,
-                "openWorldHint": tool.open_world,
-            },
-        }
-        self._tools[tool.name] = _Compiled(tool, listing, Draft202012Validator(input_schema),
+        listed = listing(
+            name=tool.name, title=tool.title, description=tool.description,
+            input_schema=input_schema, data_schema=data_schema, read_only=tool.read_only,
+            destructive=tool.destructive, idempotent=tool.idempotent,
+            open_world=tool.open_world, icon=tool.icon or tool.toolset)
+        self._tools[tool.name] = _Compiled(tool, listed, data_schema,
+                                           Draft202012Validator(input_schema),
                                            _quick_check(input_schema))
         for alias in tool.aliases:
             self._aliases[alias] = tool.name
@@ -413,6 +374,14 @@ class ToolRegistry:
     def __contains__(self, name: str) -> bool:
         return name in self._tools or name in self._aliases
 
+    def result_schema(self, name: str, principal: Principal) -> dict[str, Any] | None:
+        """The complete schema of the results of the tool ``name`` (its listing shows the
+        envelope), or None when there is no such tool or this key may not call it."""
+        compiled = self._tools.get(name)
+        if compiled is None or compiled.tool.scope not in principal.scopes:
+            return None
+        return envelope_schema(compiled.data_schema)
+
     async def admit(self, principal: Principal, call_class: str) -> None:
         """Spend one call of ``call_class`` from the key's budget, or RATE_LIMITED. Tool calls,
         resource reads and prompts all draw on it."""
@@ -426,10 +395,12 @@ class ToolRegistry:
                 retry_after=round(decision.retry_after, 3),
             )
 
-    def _take_share(self, kind: str, principal: Principal) -> AbstractContextManager[None]:
-        """A place in the tenant's share of ``kind`` for the call, or RATE_LIMITED at once.
-        Taken after validation and before an idempotency key is claimed: a refused call did
-        nothing and may be retried as it is."""
+    def take_share(self, kind: str | None, principal: Principal) -> AbstractContextManager[None]:
+        """A place in the tenant's share of ``kind`` for the call (none needed for None), or
+        RATE_LIMITED at once. A tool takes it after validation and before an idempotency key is
+        claimed: a refused call did nothing and may be retried as it is."""
+        if kind is None:
+            return contextlib.nullcontext()
         try:
             return self._shares.take(kind, principal.tenant_id)
         except ShareExhausted as exc:
@@ -495,11 +466,8 @@ class ToolRegistry:
                 raise _missing_scope(tool, ctx.principal)
             await self.admit(ctx.principal, tool.call_class)
             arguments = _valid_arguments(compiled, arguments)
-            if tool.share is None:
+            with self.take_share(tool.share, ctx.principal):
                 data = await self._run(tool, ctx, arguments)
-            else:
-                with self._take_share(tool.share, ctx.principal):
-                    data = await self._run(tool, ctx, arguments)
             envelope: dict[str, Any] = {
                 "success": True,
                 "data": data,

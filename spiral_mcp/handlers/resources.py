@@ -1,9 +1,10 @@
 """MCP resources: content a client reads by URI (``resources/list``, ``resources/templates/list``,
 ``resources/read``, ``resources/subscribe``).
 
-The product ships none; whoever builds the app may register some (the conformance harness does),
-and the server declares the ``resources`` capability only when there are some. A resource's URI
-may be a template whose ``{name}`` parts each match one path segment (RFC 6570, level 1).
+The product ships its own (``guides.py``); whoever builds the app may register others instead
+(the conformance harness does), and the server declares the ``resources`` capability only when
+there are some. A resource's URI may be a template whose ``{name}`` parts each match one path
+segment (RFC 6570, level 1).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..auth import Principal
+from ..icons import icons
 from ..protocol.jsonrpc import RpcError
 from .context import ToolContext
 
@@ -37,6 +39,8 @@ class Resource:
     title: str | None = None
     mime_type: str | None = None
     scope: str = "read"       # the API-key scope a caller needs to see and read it
+    icon: str | None = None   # an icon of spiral_mcp/icons
+    share: str | None = None  # the kind of slow work a read is, run in the tenant's share of it
 
     @property
     def is_template(self) -> bool:
@@ -49,6 +53,8 @@ class Resource:
             entry["title"] = self.title
         if self.mime_type is not None:
             entry["mimeType"] = self.mime_type
+        if self.icon is not None and (found := icons(self.icon)):
+            entry["icons"] = list(found)
         return entry
 
 

@@ -120,10 +120,8 @@ TOOLS = (
         name="sources_list",
         title="List synced sources",
         description=(
-            "List this tenant's source instances (Jira, GitHub, Asana) whose work items are "
-            "mirrored into the store: id, kind, name, base_url, the project map (source project "
-            "→ local project key), when it last synced and its sync cursor. Credentials are "
-            "never shown. Use an id with sources_sync."
+            "Source instances (Jira, GitHub, Asana) mirrored here: id, kind, name, base_url, "
+            "project map, last sync and cursor. No credentials."
         ),
         handler=list_sources,
         scope="admin",
@@ -133,13 +131,9 @@ TOOLS = (
         name="sources_sync",
         title="Sync a source now",
         description=(
-            "Sync one source instance now (source_id from sources_list): incremental from its "
-            "cursor, or everything with full: true. Sends a progress notification per page when "
-            "the call carries a progressToken, and returns pages, items, how many were new or "
-            "changed, and items per second. A sync already running for the instance (the "
-            "background sync or another call) is a CONFLICT; more syncs at once than the "
-            "tenant's share are RATE_LIMITED; a source that refuses or cannot be reached is "
-            "UPSTREAM_ERROR with its status and message."
+            "Sync one source now (incremental, or full), with progress per page; returns pages, "
+            "items, changed, items_per_second. Already syncing: CONFLICT; source refused: "
+            "UPSTREAM_ERROR."
         ),
         handler=sync_source,
         scope="admin",

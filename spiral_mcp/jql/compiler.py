@@ -18,7 +18,7 @@ from spiral_mcp.jql.names import DATE_FUNCTIONS
 from spiral_mcp.jql.nodes import And, Clause, Empty, Func, Literal, Node, Not, Or, Query, Value
 from spiral_mcp.priorities import PRIORITIES, PRIORITY_ALIASES
 
-__all__ = ["CompiledQuery", "compile_query"]
+__all__ = ["CompiledQuery", "FieldReference", "compile_query", "field_reference"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,27 @@ _FIELDS: dict[str, _Field] = {
     "due": _Field("day", "due_at", _EQ + _CMP + _IS, nullable=True),
 }
 _DATES = ("date", "day")
+
+
+@dataclass(frozen=True)
+class FieldReference:
+    """What the JQL reference (a resource) says of one field, read from the tables below."""
+
+    name: str
+    kind: str
+    operators: tuple[str, ...]
+    values: tuple[str, ...]   # an enumerated field's canonical values, in rank order
+    sortable: bool
+
+
+def field_reference() -> list[FieldReference]:
+    """Every field as this compiler takes it: operators, values, whether ORDER BY takes it."""
+    return [FieldReference(
+        name=name, kind=spec.kind,
+        operators=tuple(o for o in _OP_ORDER if o in spec.ops and o not in _IS)
+        + (("IS EMPTY", "IS NOT EMPTY") if "IS" in spec.ops else ()),
+        values=tuple(dict.fromkeys(_ENUMS[name].values())) if name in _ENUMS else (),
+        sortable=name in _SORT) for name, spec in _FIELDS.items()]
 
 # Enumerated fields: every accepted spelling (lower-cased, runs of spaces/hyphens as "_") to the
 # stored value. The columns hold only the canonical lower-case values (CHECK constraints), so

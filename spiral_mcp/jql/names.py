@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DATE_FUNCTIONS", "FIELDS", "FUNCTIONS", "resolve_field"]
+__all__ = ["DATE_FUNCTIONS", "FIELDS", "FIELD_ALIASES", "FUNCTIONS", "resolve_field"]
 
 FIELDS: tuple[str, ...] = (
     "project", "key", "status", "statusCategory", "type", "priority", "assignee", "reporter",
@@ -10,7 +10,7 @@ FIELDS: tuple[str, ...] = (
     "source",
 )
 
-_ALIASES = {
+FIELD_ALIASES = {  # Jira's other names of fields
     "issuetype": "type",
     "issuekey": "key",
     "createddate": "created",
@@ -19,7 +19,7 @@ _ALIASES = {
     "duedate": "due",
 }
 
-_BY_LOWER = {name.lower(): name for name in FIELDS} | _ALIASES
+_BY_LOWER = {name.lower(): name for name in FIELDS} | FIELD_ALIASES
 
 # Canonical name -> the largest number of arguments it takes.
 FUNCTIONS: dict[str, int] = {

@@ -34,11 +34,12 @@ async def execute(request: web.Request) -> web.Response:
 
 @routes.get("/templates")
 async def templates(request: web.Request) -> web.Response:
-    """The report templates this key may call, with their descriptions and parameter schemas."""
+    """The report templates this key may call, with their descriptions, definitions and
+    parameter schemas."""
     callable_ = {t["name"] for t in request.app[DISPATCHER].registry.visible(request[PRINCIPAL])}
     return json_body({"templates": [
         {"name": t.name, "title": t.title, "description": t.description,
-         "input_schema": t.input_schema, "row_cap": t.row_cap}
+         "definitions": t.definitions, "input_schema": t.input_schema, "row_cap": t.row_cap}
         for t in request.app[TEMPLATES] if t.name in callable_
     ]})
 

@@ -26,8 +26,10 @@ from ..errors import ServiceError
 from ..explorer import Explorer, create_explorer_pool
 from ..handlers import Tool, ToolRegistry, builtin_tools
 from ..handlers.audit import AuditWriter
+from ..handlers.guides import shipped_resources
 from ..handlers.idempotency import IdempotencyStore
 from ..handlers.prompts import Prompt, PromptRegistry
+from ..handlers.recipes import shipped_prompts
 from ..handlers.resources import Resource, ResourceRegistry
 from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
@@ -78,16 +80,15 @@ _REAP_SECONDS = 600.0
 
 def create_app(
     settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None,
-    explorer_url: str | None = None, resources: Iterable[Resource] = (),
-    prompts: Iterable[Prompt] = (),
+    explorer_url: str | None = None, resources: Iterable[Resource] | None = None,
+    prompts: Iterable[Prompt] | None = None,
 ) -> web.Application:
     """Build the application; ``database_url`` logs in as the runtime role, ``explorer_url`` as
     the explorer role (default: EXPLORER_DATABASE_URL, else ``database_url`` as spiral_explorer).
 
     ``tools`` replaces the shipped tools and report templates (the conformance harness adds its
-    fixtures this way); ``resources`` and ``prompts`` are served as MCP resources and prompts
-    (the product ships none). Raises TemplateError, naming the file, when a report template is
-    bad.
+    fixtures this way); ``resources`` and ``prompts``, the shipped MCP resources (guides.py) and
+    prompts (recipes.py). Raises TemplateError, naming the file, when a report template is bad.
     """
     app = web.Application(
         middlewares=[request_context, origin_guard, authenticate],
@@ -118,8 +119,9 @@ def create_app(
     app.cleanup_ctx.append(_authenticator)
     app.cleanup_ctx.append(_source_sync(database_url, sources))
     app.cleanup_ctx.append(_rate_limits)
-    app.cleanup_ctx.append(_protocol(list(tools), ResourceRegistry(resources),
-                                     PromptRegistry(prompts)))
+    app.cleanup_ctx.append(_protocol(
+        list(tools), None if resources is None else list(resources),
+        PromptRegistry(shipped_prompts() if prompts is None else prompts)))
     app.on_response_prepare.append(cors_headers)
     app.on_shutdown.append(_drain_sessions)
     return app
@@ -290,7 +292,7 @@ def _request_state_seal(settings: Settings) -> RequestStateSeal:
                             ttl=settings.request_state_ttl)
 
 
-def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptRegistry):
+def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRegistry):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         metrics = app[METRICS]
@@ -314,9 +316,18 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
             poll_interval_ms=round(settings.task_poll_interval * 1000),
             lease_seconds=settings.task_lease))
+        resources = given
+        if resources is None:
+            # Built here: they describe what this process serves (its reports, the explorer's
+            # views when the explorer runs, the tools of the registry).
+            explorer = app.get(EXPLORER)
+            resources = shipped_resources(
+                templates=[t for t in app[TEMPLATES] if t.name in registry],
+                catalog=explorer.catalog if explorer is not None else None,
+                result_schema=registry.result_schema)
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
-                                     sources=app[SOURCES], resources=resources,
+                                     sources=app[SOURCES], resources=ResourceRegistry(resources),
                                      prompts=prompts, tasks=tasks,
                                      request_state=_request_state_seal(settings))
         sessions = SessionStore(

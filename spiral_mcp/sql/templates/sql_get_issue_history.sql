@@ -1,7 +1,9 @@
 -- name: sql_get_issue_history
 -- title: Status history of a work item
 -- row_cap: 500
--- description: The timeline of one work item: one row per recorded status transition, oldest
+-- description: A work item's status transitions, oldest first (the latest `limit`), with the hours
+--   spent in each status and the total per status. Definitions: resource spiral://reports.
+-- definitions: The timeline of one work item: one row per recorded status transition, oldest
 --   first (the most recent `limit` transitions when there are more), with how long the item
 --   stayed in each status. Transitions come in the order they were made, which for moves made
 --   here is the order they committed (each is stamped once it holds the item, after the move
@@ -25,9 +27,8 @@
 --   No rows means the key does not exist in this workspace or the item has no recorded
 --   transitions.
 -- param issue_key: {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}-[1-9][0-9]*$",
---   "description": "The item's key, e.g. WEB-42."}
--- param limit: {"type": "integer", "minimum": 1, "maximum": 500, "default": 100,
---   "description": "The most transitions to return (the most recent ones)."}
+--   "description": "e.g. WEB-42"}
+-- param limit: {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}
 -- required: issue_key
 WITH item AS (
     SELECT w.id, w.key, w.created_at FROM work_items AS w WHERE w.key = $1::text

@@ -1,7 +1,11 @@
 -- name: sql_get_project_metrics
 -- title: Flow metrics of a project, per day and for the period
 -- row_cap: 400
--- description: Daily flow of one project over the last `days` days (UTC calendar days, today
+-- description: A project's daily flow over the last `days` UTC days (today so far): created,
+--   resolved (done; cancelled excluded), work in progress at each day's end, lead time
+--   p50/p90/avg; a row per day, the period, the previous period (to this time of day) and the
+--   change. Definitions: resource spiral://reports.
+-- definitions: Daily flow of one project over the last `days` days (UTC calendar days, today
 --   included, so far), the totals for that period, the previous period of the same length, and
 --   the change.
 --
@@ -37,9 +41,8 @@
 --   Empty spans give 0 for the counts and null for the lead times. An unknown project gives the
 --   same rows, all zeros and nulls.
 -- param project_key: {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}$",
---   "description": "The project's key, e.g. WEB."}
--- param days: {"type": "integer", "minimum": 1, "maximum": 365, "default": 30,
---   "description": "Length of the period in days, today included."}
+--   "description": "e.g. WEB"}
+-- param days: {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}
 -- required: project_key
 WITH bounds AS (
     -- The period: midnight UTC n - 1 days ago until now. The previous period: the same length

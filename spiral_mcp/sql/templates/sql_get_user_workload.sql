@@ -1,7 +1,10 @@
 -- name: sql_get_user_workload
 -- title: A person's workload per project
 -- row_cap: 200
--- description: How much work one person holds, one row per project where they have open items,
+-- description: A person's open items per project, most first: open, critical or high, stale (no
+--   status change for `stale_days`), days in the current status. Definitions: resource
+--   spiral://reports.
+-- definitions: How much work one person holds, one row per project where they have open items,
 --   most open items first.
 --
 --   Definitions:
@@ -17,12 +20,11 @@
 --   (days of 24 hours, rounded to 0.01, half away from zero; stale_items counts unrounded),
 --   stale_days (the threshold used). No rows means the person has no such items.
 -- param assignee: {"type": "string", "minLength": 1, "maxLength": 200,
---   "description": "The user name items are assigned to, e.g. ana@example.com."}
+--   "description": "e.g. ana@example.com"}
 -- param statuses: {"type": "array", "minItems": 1, "maxItems": 20,
 --   "items": {"type": "string", "minLength": 1, "maxLength": 100},
---   "description": "Count items in these statuses (names or categories) instead of all open ones."}
--- param stale_days: {"type": "integer", "minimum": 1, "maximum": 365, "default": 7,
---   "description": "Days without a status change after which an item counts as stale."}
+--   "description": "Status names or categories to count instead of open items."}
+-- param stale_days: {"type": "integer", "minimum": 1, "maximum": 365, "default": 7}
 -- required: assignee
 WITH assigned AS (
     SELECT w.id, w.project_key, w.priority, w.created_at

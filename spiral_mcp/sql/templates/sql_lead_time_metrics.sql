@@ -1,7 +1,10 @@
 -- name: sql_lead_time_metrics
 -- title: Lead time, cycle time and throughput
 -- row_cap: 60
--- description: Delivery speed over the last `days` days (UTC calendar days, today included),
+-- description: Lead time, cycle time (p50/p75/p90/p95/avg days) and throughput of the items
+--   resolved (done; cancelled excluded) in the last `days` UTC days, of all, a project and/or a
+--   label: a row for the period and one per ISO week. Definitions: resource spiral://reports.
+-- definitions: Delivery speed over the last `days` days (UTC calendar days, today included),
 --   for the whole workspace, one project and/or one label (teams are often labels).
 --
 --   Counted items: status category done with resolved_at in the period, matching the filters.
@@ -29,12 +32,10 @@
 --   lead_time_avg_days, cycle_time_items, cycle_time_p50_days, cycle_time_p75_days,
 --   cycle_time_p90_days, cycle_time_p95_days, cycle_time_avg_days.
 --   Spans with nothing resolved give 0 counts and null times.
--- param project_key: {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}$",
---   "description": "Only this project (default: every project)."}
+-- param project_key: {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}$"}
 -- param label: {"type": "string", "minLength": 1, "maxLength": 100,
---   "description": "Only items carrying this label (exact match), e.g. a team label."}
--- param days: {"type": "integer", "minimum": 1, "maximum": 365, "default": 30,
---   "description": "Length of the period in days, today included."}
+--   "description": "e.g. a team label"}
+-- param days: {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}
 WITH period AS (
     SELECT today - ($3::int - 1) AS first_day, today AS last_day, $3::int AS n
     FROM (SELECT (now() AT TIME ZONE 'UTC')::date AS today) AS t

@@ -1,7 +1,9 @@
 -- name: sql_search_issues_by_project
 -- title: Work items of a project
 -- row_cap: 100
--- description: Lists the work items of one project, most recently updated first (ties: newest
+-- description: A project's work items, most recently updated first, filtered by status (names or
+--   categories), assignee and priority. Definitions: resource spiral://reports.
+-- definitions: Lists the work items of one project, most recently updated first (ties: newest
 --   item first, by created_at, then the highest key number), with at most `limit` rows.
 --   Filters (all optional, combined with AND):
 --   - status: one value or a list; an item matches when its status name (case-insensitive,
@@ -14,17 +16,14 @@
 --   parent_key, created_at, updated_at, resolved_at (null while unresolved), due_at; times are
 --   ISO 8601 in UTC. No rows means the project has no matching items (or does not exist).
 -- param project_key: {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}$",
---   "description": "The project's key, e.g. WEB."}
--- param status: {"description": "One status or a list; a status name or a status category.",
+--   "description": "e.g. WEB"}
+-- param status: {"description": "Status names or categories.",
 --   "anyOf": [{"type": "string", "minLength": 1, "maxLength": 100},
 --   {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100},
 --   "minItems": 1, "maxItems": 20}]}
--- param assignee: {"type": "string", "minLength": 1, "maxLength": 200,
---   "description": "Only items assigned to this user (case-insensitive)."}
--- param priority: {"type": "string", "enum": ["critical", "high", "medium", "low", "none"],
---   "description": "Only items of this priority."}
--- param limit: {"type": "integer", "minimum": 1, "maximum": 100, "default": 50,
---   "description": "The most items to return."}
+-- param assignee: {"type": "string", "minLength": 1, "maxLength": 200}
+-- param priority: {"type": "string", "enum": ["critical", "high", "medium", "low", "none"]}
+-- param limit: {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}
 -- required: project_key
 SELECT w.key, w.title, w.type, w.status, w.status_category, w.priority, w.assignee, w.reporter,
        w.labels, w.parent_key, w.created_at, w.updated_at, w.resolved_at, w.due_at

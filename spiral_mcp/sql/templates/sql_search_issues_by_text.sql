@@ -1,7 +1,9 @@
 -- name: sql_search_issues_by_text
 -- title: Fuzzy text search over work items
 -- row_cap: 100
--- description: Finds work items whose text (title, then description) resembles `query`,
+-- description: Typo-tolerant search of titles and descriptions (pg_trgm word similarity, 0 to 1),
+--   best match first. Definitions: resource spiral://reports.
+-- definitions: Finds work items whose text (title, then description) resembles `query`,
 --   tolerant of typos and word order (PostgreSQL pg_trgm trigram matching, case-insensitive),
 --   best match first.
 --
@@ -18,12 +20,10 @@
 --   descending, then most recently updated (equal scores are ordered among the 100 best
 --   candidates, which is every match when there are at most 100). No rows means nothing matched.
 -- param query: {"type": "string", "minLength": 1, "maxLength": 200,
---   "description": "Words to look for, e.g. 'login timeout'."}
--- param project_keys: {"type": "array", "minItems": 1, "maxItems": 50, "uniqueItems": true,
---   "items": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}$"},
---   "description": "Only search these projects (default: all)."}
--- param limit: {"type": "integer", "minimum": 1, "maximum": 100, "default": 20,
---   "description": "The most items to return."}
+--   "description": "e.g. login timeout"}
+-- param project_keys: {"type": "array", "minItems": 1, "maxItems": 50,
+--   "items": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,19}$"}}
+-- param limit: {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 -- required: query
 WITH nearest AS (
     -- The 100 items nearest to the query come from the tenant-led GiST index (0005_text_search)
