@@ -45,6 +45,7 @@ from spiral_mcp.handlers.resources import Resource
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
+from tests.conformance_modern import ModernFixtures, log_three_messages
 from tests.conformance_suites import SUITES, Suite, failed_lines
 
 __all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run",
@@ -77,15 +78,6 @@ async def _with_progress(ctx: ToolContext, args: dict[str, Any]) -> dict[str, An
         if done < 100:
             await asyncio.sleep(0.05)
     return {"text": "progress reported"}
-
-
-async def _with_logging(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    for i, text in enumerate(("Tool execution started", "Tool processing data",
-                              "Tool execution completed")):
-        if i:
-            await asyncio.sleep(0.05)
-        await ctx.log("info", text)
-    return {"text": "logged"}
 
 
 async def _echo(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -191,19 +183,28 @@ def _fixture(name: str, handler: Any, input_schema: dict[str, Any] | None = None
 
 
 def fixture_tools() -> list[Tool]:
+    # The suite's own fixture (json-schema-2020-12.ts): composition, conditionals and an
+    # $anchor must reach tools/list whole.
     schema_2020_12 = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "$defs": {"address": {"type": "object", "properties": {
+        "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {
             "street": {"type": "string"}, "city": {"type": "string"}}}},
-        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"},
+                       "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                       "phone": {"type": "string"}, "email": {"type": "string"}},
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {"properties": {"contactMethod": {"const": "phone"}},
+               "required": ["contactMethod"]},
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
         "additionalProperties": False,
     }
     return [
         _fixture("test_simple_text", _simple_text),
         _fixture("test_error_handling", _error),
         _fixture("test_tool_with_progress", _with_progress),
-        _fixture("test_tool_with_logging", _with_logging),
+        _fixture("test_tool_with_logging", log_three_messages),
         _fixture("test_reconnection", _reconnection),
         _fixture("json_schema_2020_12_tool", _echo, schema_2020_12),
         _fixture("test_image_content", _image),
@@ -400,9 +401,11 @@ async def run(command: list[str], *, args: tuple[str, ...] = ()) -> tuple[int, s
             "DATABASE_URL": runtime_url, "AUTH_CACHE_TTL": "5", "DB_POOL_MIN": "1",
             "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
         })
+        modern = ModernFixtures()
         product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools()],
+                             tools=[*builtin_tools(), *fixture_tools(), *modern.tools()],
                              resources=fixture_resources(), prompts=fixture_prompts())
+        modern.attach(product)
         product_runner, product_port = await _serve(product)
         proxy_runner, proxy_port = await _serve(
             proxy_app(f"http://127.0.0.1:{product_port}", key))

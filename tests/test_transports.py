@@ -779,7 +779,10 @@ async def test_stateless_discover_and_call(client: TestClient, tenant: Tenant) -
     assert MODERN in result["supportedVersions"]
     assert result["resultType"] == "complete"
     assert "tools" in result["capabilities"]
-    assert result["ttlMs"] > 0 and result["cacheScope"] == "private"
+    # The same for every caller: a shared cache may keep it.
+    assert result["ttlMs"] > 0 and result["cacheScope"] == "public"
+    assert "serverInfo" not in result
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "spiral-mcp"
 
     call = modern_request("tools/call", 2, name="jira_get_issue",
                           arguments={"issue_key": "WEB-2"})

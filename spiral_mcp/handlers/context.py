@@ -31,6 +31,14 @@ LogCallback = Callable[[str, Any], Awaitable[None]]
 AskCallback = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+# Announces that a resource (by URI) of the caller's tenant changed, to whoever subscribed to it.
+ChangedCallback = Callable[[str], None]
+
+
+def _nobody_listens(uri: str) -> None:
+    return None
+
+
 async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
     return None
 
@@ -61,6 +69,9 @@ class ToolContext:
     # The answer may take minutes (a person): never ask inside a transaction, which would hold a
     # pooled connection all that time.
     ask: AskCallback = _cannot_ask
+    # Bound to the caller's tenant by the dispatcher: a handler cannot announce a change in
+    # another tenant's data.
+    resource_updated: ChangedCallback = _nobody_listens
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False

@@ -37,6 +37,10 @@ class Resource:
     title: str | None = None
     mime_type: str | None = None
     scope: str = "read"       # the API-key scope a caller needs to see and read it
+    # How long a client may take a read as fresh (ttlMs, 2026-07-28 on): tenant data moves with
+    # every write, so a minute unless the resource knows better (a static reference: longer;
+    # one that announces its changes with ctx.resource_updated may too).
+    ttl_ms: int = 60_000
 
     @property
     def is_template(self) -> bool:

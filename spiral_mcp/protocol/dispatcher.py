@@ -12,11 +12,11 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .. import __version__
 from ..auth import Principal
 from ..db import Database
 from ..errors import ErrorCode, ServiceError
@@ -26,6 +26,7 @@ from ..handlers.context import ToolContext
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
 from ..sources.access import SourceAccess
+from .changes import ChangeFilter, ChangeHub, Listener
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -38,6 +39,7 @@ from .jsonrpc import (
     error_message,
     result_message,
 )
+from .modern import REMOVED_METHODS, SERVER_INFO, finish_result, log_level, modern_error
 from .sessions import ClientError, Session, SessionState
 from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
 
@@ -61,8 +63,6 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 _PAGE = 50
 MAX_SUBSCRIPTIONS = 100
 _COMPLETIONS = 100
-# Results the stateless era lets a client cache; they carry ttlMs and cacheScope.
-_CACHEABLE = frozenset({"tools/list", "server/discover"})
 _NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/cancelled",
                             "notifications/progress", "notifications/roots/list_changed"})
 
@@ -154,10 +154,14 @@ class Dispatcher:
     def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any,
                  explorer: Explorer | None = None, sources: SourceAccess | None = None,
                  resources: ResourceRegistry | None = None,
-                 prompts: PromptRegistry | None = None) -> None:
+                 prompts: PromptRegistry | None = None, changes: ChangeHub) -> None:
         self.registry = registry
         self._resources = resources or ResourceRegistry()
         self._prompts = prompts or PromptRegistry()
+        # Whoever listens hears what changes: the tool and prompt lists, a tenant's resources.
+        self.changes = changes
+        registry.on_change = changes.tools_changed
+        self._prompts.on_change = changes.prompts_changed
         self._database = database
         self._explorer = explorer
         self._sources = sources
@@ -184,12 +188,20 @@ class Dispatcher:
         if self._resources or self._prompts:
             self._methods["completion/complete"] = self._complete
 
+    @property
+    def prompts(self) -> PromptRegistry:
+        return self._prompts
+
     def capabilities(self) -> dict[str, Any]:
-        capabilities: dict[str, Any] = {"tools": {"listChanged": False}, "logging": {}}
+        # What the server really sends (see changes.py), on a listen stream or a session's GET
+        # stream: tool and prompt list changes (ToolRegistry.add/remove, PromptRegistry's),
+        # updates of a subscribed resource (ctx.resource_updated). The resource list itself is
+        # fixed once serving, so no resources/list_changed.
+        capabilities: dict[str, Any] = {"tools": {"listChanged": True}, "logging": {}}
         if self._resources:
             capabilities["resources"] = {"subscribe": True, "listChanged": False}
         if self._prompts:
-            capabilities["prompts"] = {"listChanged": False}
+            capabilities["prompts"] = {"listChanged": True}
         if self._resources or self._prompts:
             capabilities["completions"] = {}
         return capabilities
@@ -200,13 +212,17 @@ class Dispatcher:
                                           exchange.transport).inc()
         handler = self._methods.get(request.method)
         try:
-            if handler is None or (exchange.modern and request.method == "initialize") or (
+            if handler is None or (exchange.modern and request.method in REMOVED_METHODS) or (
                 not exchange.modern and request.method == "server/discover"
             ):
                 raise RpcError(METHOD_NOT_FOUND, f"method not found: {request.method}")
             self._check_lifecycle(request.method, exchange)
+            if exchange.modern:
+                log_level(request.params, LOG_LEVELS)  # an unknown level is refused first
             result = await self._run(handler, request, exchange)
         except RpcError as exc:
+            if exchange.modern:
+                exc = modern_error(exc, RESOURCE_NOT_FOUND)
             return error_message(request.id, exc)
         except asyncio.CancelledError:
             # Re-raise when this very task is being cancelled (shutdown); a call stopped by
@@ -219,11 +235,7 @@ class Dispatcher:
             log.exception("request failed", extra={"method": request.method})
             return error_message(request.id, RpcError(INTERNAL_ERROR, "internal error"))
         if exchange.modern and isinstance(result, dict):
-            result.setdefault("resultType", "complete")
-            if request.method in _CACHEABLE:
-                # The tool list depends on the key's scopes, so no shared cache may keep it.
-                result.setdefault("ttlMs", 60_000)
-                result.setdefault("cacheScope", "private")
+            result = finish_result(request.method, result)
         return result_message(request.id, result)
 
     async def _run(self, handler: Any, request: Request, exchange: Exchange) -> Any:
@@ -311,20 +323,36 @@ class Dispatcher:
         return {
             "protocolVersion": version,
             "capabilities": self.capabilities(),
-            "serverInfo": {"name": "spiral-mcp", "title": "Spiral work items and SQL",
-                           "version": __version__},
+            "serverInfo": dict(SERVER_INFO),
             "instructions": INSTRUCTIONS,
         }
 
     async def _discover(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+        # The server names itself in the result's _meta (modern.finish_result), not here.
         return {
             "supportedVersions": list(SUPPORTED_VERSIONS),
             "capabilities": self.capabilities(),
-            "serverInfo": {"name": "spiral-mcp", "version": __version__},
             "instructions": INSTRUCTIONS,
-            "ttlMs": 60_000,
-            "cacheScope": "private",
         }
+
+    def open_listen(self, params: dict[str, Any], exchange: Exchange,
+                    subscription_id: Any) -> Listener:
+        """A ``subscriptions/listen`` stream's listener: the filter as asked (-32602 when
+        malformed), narrowed to what this server sends and the URIs this key may read;
+        ListenLimitError at a cap."""
+        asked = ChangeFilter.parse(params)
+        principal = exchange.principal
+
+        def readable(uri: str) -> bool:
+            try:
+                self._resources.find(uri, principal)
+            except RpcError:
+                return False
+            return True
+
+        agreed = asked.narrowed(tools=True, prompts=bool(self._prompts), resources_list=False,
+                                readable=readable)
+        return self.changes.listen(principal, subscription_id, agreed)
 
     async def _ping(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         return {}
@@ -341,9 +369,12 @@ class Dispatcher:
         return _page("tools", self.registry.visible(exchange.principal), params)
 
     def _context(self, exchange: Exchange, name: str) -> ToolContext:
+        principal = exchange.principal
         return ToolContext(
-            principal=exchange.principal, database=self._database, tool=name,
+            principal=principal, database=self._database, tool=name,
             explorer=self._explorer, sources=self._sources, request_id=exchange.http_request_id,
+            resource_updated=functools.partial(self.changes.resource_updated,
+                                               principal.tenant_id),
         )
 
     async def _tools_call(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
@@ -360,6 +391,9 @@ class Dispatcher:
         if exchange.session is not None:
             ctx.log = self._log_sender(name, exchange)
             ctx.ask = self._asker(exchange.session, exchange.notify)
+        elif exchange.modern and (level := log_level(params, LOG_LEVELS)) is not None:
+            # The stateless era: a log level per request, in its _meta; none, no log messages.
+            ctx.log = self._log_sender(name, exchange, level=level)
         return await self.registry.call(name, params.get("arguments"), ctx)
 
     async def _resources_list(self, params: dict[str, Any], exchange: Exchange
@@ -376,6 +410,8 @@ class Dispatcher:
         async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
             await self.registry.admit(exchange.principal, "read")
             contents = await resource.read(self._context(exchange, resource.uri), values)
+        if exchange.modern:
+            return {"contents": contents, "ttlMs": resource.ttl_ms}
         return {"contents": contents}
 
     async def _resources_subscribe(self, params: dict[str, Any], exchange: Exchange
@@ -494,15 +530,16 @@ class Dispatcher:
 
         return ask
 
-    def _log_sender(self, logger: str, exchange: Exchange):
-        async def send(level: str, data: Any) -> None:
+    def _log_sender(self, logger: str, exchange: Exchange, *, level: str | None = None):
+        """Sends a call's log messages at or above ``level`` (by default, the session's)."""
+        async def send(message_level: str, data: Any) -> None:
             session = exchange.session
-            if session is None or session.log_level is None:
-                return
-            if LOG_LEVELS.index(level) < LOG_LEVELS.index(session.log_level):
+            least = level or (session.log_level if session is not None else None)
+            if least is None or LOG_LEVELS.index(message_level) < LOG_LEVELS.index(least):
                 return
             await exchange.notify({"jsonrpc": "2.0", "method": "notifications/message",
-                                   "params": {"level": level, "logger": logger, "data": data}})
+                                   "params": {"level": message_level, "logger": logger,
+                                              "data": data}})
 
         return send
 

@@ -31,6 +31,7 @@ from ..handlers.prompts import Prompt, PromptRegistry
 from ..handlers.resources import Resource, ResourceRegistry
 from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
+from ..protocol.changes import ChangeHub
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..queries import Queries
@@ -291,15 +292,19 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             idempotency=idempotency,
             metrics=app[METRICS],
         )
-        app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
-                                     metrics=app[METRICS], explorer=app.get(EXPLORER),
-                                     sources=app[SOURCES], resources=resources,
-                                     prompts=prompts)
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
             max_per_key=settings.session_max_per_key, idle_timeout=settings.session_idle_timeout,
         )
         app[SESSIONS] = sessions
+        # Listen streams are capped as sessions are: each holds a connection open.
+        changes = ChangeHub(max_listeners=settings.session_max,
+                            max_per_tenant=settings.session_max_per_tenant,
+                            max_per_key=settings.session_max_per_key, sessions=sessions.live)
+        app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
+                                     metrics=app[METRICS], explorer=app.get(EXPLORER),
+                                     sources=app[SOURCES], resources=resources,
+                                     prompts=prompts, changes=changes)
         app[METRICS].watch_sessions(sessions.count)
         background = BackgroundTasks()
         app[BACKGROUND] = background
@@ -316,6 +321,7 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
             async with asyncio.timeout(clock.left(2.0)):
                 await registry.calls_ended()
         sessions.close_all()
+        changes.close_all()
         await background.close(grace=clock.left(1.0))
         # Last: every call has ended, so every audit row is queued; write them before the pool
         # closes.
