@@ -101,11 +101,6 @@ async def server(database_urls: DatabaseUrls, probe: Probe) -> AsyncIterator[Tes
     await server.close()
 
 
-@pytest.fixture
-async def tenant(make_tenant: TenantFactory) -> Tenant:
-    return await make_tenant(demo=True)
-
-
 @contextlib.asynccontextmanager
 async def connect(server: TestServer, tenant: Tenant, mode: str,
                   **callbacks: Any) -> AsyncIterator[Client]:

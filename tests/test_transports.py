@@ -88,11 +88,6 @@ async def client(serve: Serve) -> TestClient:
     return await serve()
 
 
-@pytest.fixture
-async def tenant(make_tenant: TenantFactory) -> Tenant:
-    return await make_tenant(demo=True)
-
-
 # -- helpers -----------------------------------------------------------------------------------
 
 def headers(tenant: Tenant, *, sid: str | None = None, version: str | None = None,

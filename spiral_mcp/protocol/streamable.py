@@ -21,7 +21,7 @@ from ..server.keys import (
     SETTINGS,
 )
 from .changes import ListenLimitError
-from .dispatcher import Exchange, can_ask
+from .dispatcher import LOG_LEVELS, Exchange, can_ask
 from .http import (
     KeyNoLongerValid,
     StreamClosed,
@@ -48,7 +48,7 @@ from .jsonrpc import (
     parse_message,
 )
 from .listen import listen
-from .modern import LOG_LEVEL_META, REMOVED_NOTIFICATIONS
+from .modern import LOG_LEVEL_META, REMOVED_NOTIFICATIONS, log_level
 from .param_headers import check_param_headers, decoded_header
 from .sessions import Session, SessionLimitError, SessionState
 from .versions import (
@@ -430,4 +430,8 @@ def _ladder(request: web.Request, message: Request) -> RpcError | None:
         return RpcError(INVALID_PARAMS, "the protocol version must be a string")
     if body_version not in MODERN_VERSIONS:
         return _unsupported(body_version)
+    try:
+        log_level(message.params, LOG_LEVELS)  # refused before a stream opens for its messages
+    except RpcError as exc:
+        return exc
     return None

@@ -331,10 +331,12 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
 
 
 async def _drain_sessions(app: web.Application) -> None:
-    """SIGTERM: sessions take no new calls and their idle streams finish cleanly rather than
-    being cut; calls in flight get SHUTDOWN_TIMEOUT (aiohttp runs this before it waits for
-    requests), then are cut (each answered and audited)."""
+    """SIGTERM: sessions take no new calls, their idle streams and the listen streams finish
+    cleanly rather than being cut; calls in flight get SHUTDOWN_TIMEOUT (aiohttp runs this
+    before it waits for requests), then are cut (each answered and audited)."""
     if SESSIONS in app:
         app[SESSIONS].drain_all()
     if DISPATCHER in app:
+        # Listen streams end now, each answered (their clients may listen again elsewhere).
+        app[DISPATCHER].changes.close_all()
         app[SHUTDOWN].begin(app[DISPATCHER].registry.stop_calls)
