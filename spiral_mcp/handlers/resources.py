@@ -104,6 +104,14 @@ class ResourceRegistry:
                 return resource, match.groupdict()
         raise RpcError(RESOURCE_NOT_FOUND, f"resource not found: {uri}", {"uri": uri})
 
+    def readable(self, uri: str, principal: Principal) -> bool:
+        """Whether ``uri`` names a resource this key may read."""
+        try:
+            self.find(uri, principal)
+        except RpcError:
+            return False
+        return True
+
     def template(self, template: Any, principal: Principal) -> Resource | None:
         """The resource template ``template`` (for completion), if this key may read it."""
         for resource, _ in self._templates:

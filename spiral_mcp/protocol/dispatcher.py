@@ -26,7 +26,7 @@ from ..handlers.context import ToolContext
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
 from ..sources.access import SourceAccess
-from .changes import ChangeFilter, ChangeHub, Listener
+from .changes import ChangeHub
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -192,6 +192,10 @@ class Dispatcher:
     def prompts(self) -> PromptRegistry:
         return self._prompts
 
+    @property
+    def resources(self) -> ResourceRegistry:
+        return self._resources
+
     def capabilities(self) -> dict[str, Any]:
         # What the server really sends (see changes.py), on a listen stream or a session's GET
         # stream: tool and prompt list changes (ToolRegistry.add/remove, PromptRegistry's),
@@ -334,25 +338,6 @@ class Dispatcher:
             "capabilities": self.capabilities(),
             "instructions": INSTRUCTIONS,
         }
-
-    def open_listen(self, params: dict[str, Any], exchange: Exchange,
-                    subscription_id: Any) -> Listener:
-        """A ``subscriptions/listen`` stream's listener: the filter as asked (-32602 when
-        malformed), narrowed to what this server sends and the URIs this key may read;
-        ListenLimitError at a cap."""
-        asked = ChangeFilter.parse(params)
-        principal = exchange.principal
-
-        def readable(uri: str) -> bool:
-            try:
-                self._resources.find(uri, principal)
-            except RpcError:
-                return False
-            return True
-
-        agreed = asked.narrowed(tools=True, prompts=bool(self._prompts), resources_list=False,
-                                readable=readable)
-        return self.changes.listen(principal, subscription_id, agreed)
 
     async def _ping(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         return {}

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .changes import SUBSCRIPTION_ID_META
+from .changes import SUBSCRIPTION_ID_META, ChangeFilter, Listener
 from .dispatcher import Dispatcher, Exchange
 from .http import (
     KeyNoLongerValid,
@@ -30,13 +30,24 @@ __all__ = ["ACKNOWLEDGED", "listen"]
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
 
 
+def _open(dispatcher: Dispatcher, message: Request, exchange: Exchange) -> Listener:
+    """The stream's listener: the filter as asked (-32602 when malformed), narrowed to what this
+    server sends (no resource list changes: its resources are fixed once serving) and the URIs
+    this key may read; ListenLimitError at a cap."""
+    principal = exchange.principal
+    agreed = ChangeFilter.parse(message.params).narrowed(
+        tools=True, prompts=bool(dispatcher.prompts), resources_list=False,
+        readable=lambda uri: dispatcher.resources.readable(uri, principal))
+    return dispatcher.changes.listen(principal, message.id, agreed)
+
+
 async def listen(request: web.Request, message: Request, exchange: Exchange,
                  dispatcher: Dispatcher, *,
                  key_still_valid: Callable[[], Awaitable[bool]] | None) -> web.StreamResponse:
     """Serve one listen stream. Raises RpcError (a malformed filter) or ListenLimitError before
     the stream opens, for the transport to answer."""
     hub = dispatcher.changes
-    listener = dispatcher.open_listen(message.params, exchange, message.id)
+    listener = _open(dispatcher, message, exchange)
     try:
         # Proxies must not hold the notifications back (streamable-http.mdx).
         stream = await sse_stream(request, headers={"X-Accel-Buffering": "no"})
