@@ -49,8 +49,8 @@ async def listen(request: web.Request, message: Request, exchange: Exchange,
     hub = dispatcher.changes
     listener = _open(dispatcher, message, exchange)
     try:
-        # Proxies must not hold the notifications back (streamable-http.mdx).
-        stream = await sse_stream(request, headers={"X-Accel-Buffering": "no"})
+        # aiohttp-sse sends X-Accel-Buffering: no, so proxies do not hold notifications back.
+        stream = await sse_stream(request)
         try:
             await send_event(stream, listener.tagged(
                 ACKNOWLEDGED, {"notifications": listener.filter.wire()}))
