@@ -294,7 +294,11 @@ async def test_matching_param_headers_pass(client: TestClient, tenant: Tenant,
     ({"region": "Hello"}, {"Region": "=?base64?SGVs!!!bG8=?="}),     # not the alphabet
     ({"region": "eu", "priority": 42}, {"Region": "eu", "Priority": "41"}),
     ({"region": "eu", "priority": 42}, {"Region": "eu"}),
-], ids=["missing", "mismatch", "padding", "alphabet", "integer", "integer-missing"])
+    ({"region": "eu", "priority": 2**53}, {"Region": "eu", "Priority": str(2**53 + 1)}),
+    ({"region": "eu", "priority": 42}, {"Region": "eu", "Priority": "NaN"}),
+    ({"region": "eu"}, {"Region": "eu", "Priority": "=?base64?!!?="}),  # sent though not needed
+], ids=["missing", "mismatch", "padding", "alphabet", "integer", "integer-missing",
+        "integer-exactly", "not-a-number", "malformed-extra"])
 async def test_param_header_mismatch_is_refused(client: TestClient, tenant: Tenant,
                                                 arguments: dict[str, Any],
                                                 sent: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import decimal
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -57,12 +58,13 @@ def _same(header: str, value: Any, json_type: str) -> bool:
     if json_type == "boolean":
         return isinstance(value, bool) and header == ("true" if value else "false")
     if json_type == "integer":
-        # Numerically, as the specification asks: "42.0" and 42 are the same integer.
+        # Numerically, as the specification asks: "42.0" and 42 are the same integer. Decimal,
+        # not float: two integers past 2**53 are not equal because their floats are.
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
         try:
-            return float(header) == value
-        except ValueError:
+            return decimal.Decimal(header) == value
+        except decimal.InvalidOperation:
             return False
     return isinstance(value, str) and header == value
 
