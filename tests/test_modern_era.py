@@ -493,6 +493,8 @@ async def test_a_listen_stream_ends_with_its_key(client: TestClient, tenant: Ten
     await next_message(stream)
     hub = client.server.app[DISPATCHER].changes
     assert hub.count() == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert "mcp_listen_streams_active 1.0" in metrics
     await admin.revoke_api_key(admin_conn, queries, tenant.key_id)
     with pytest.raises(EOFError):
         await read_event(stream, 5.0)

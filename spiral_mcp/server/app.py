@@ -301,6 +301,7 @@ def _protocol(tools: list[Tool], resources: ResourceRegistry, prompts: PromptReg
         changes = ChangeHub(max_listeners=settings.session_max,
                             max_per_tenant=settings.session_max_per_tenant,
                             max_per_key=settings.session_max_per_key, sessions=sessions.live)
+        app[METRICS].watch_listeners(changes.count)
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
                                      sources=app[SOURCES], resources=resources,
