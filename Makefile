@@ -8,7 +8,6 @@ BIN := $(VENV)/bin
 # change to setup.cfg or pyproject.toml renews the first, and so the second.
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-CONFORMANCE_SUITE := npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
 
 .PHONY: help install install-dev run test lint conformance bench clean
 .DEFAULT_GOAL := help
@@ -44,8 +43,8 @@ test: install-dev ## run the whole test suite (PYTEST_ARGS to pass arguments)
 lint: install-dev ## check the code with ruff
 	$(BIN)/ruff check .
 
-conformance: install-dev ## run the MCP conformance suite (needs npx)
-	$(BIN)/python -m tests.conformance_harness -- $(CONFORMANCE_SUITE)
+conformance: install-dev ## run the MCP conformance suites of tests/conformance_suites.py (needs npx; SUITE=NAME for one)
+	$(BIN)/python -m tests.conformance_harness --suite $(or $(SUITE),all)
 
 bench: install-dev ## run the benchmarks
 	$(BIN)/python -m bench.run

@@ -8,9 +8,11 @@ such values ints once, after validation (the tool registry does it for every too
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
-__all__ = ["accepts", "integral_floats", "portable_problems"]
+__all__ = ["HeaderParam", "accepts", "header_params", "integral_floats", "portable_problems"]
 
 
 def accepts(schema: Any, json_type: str) -> bool:
@@ -90,3 +92,57 @@ def portable_problems(schema: Any, path: str = "") -> list[str]:
     if set(schema.get("required", ())) - set(schema.get("properties", {})):
         problems.append(f"{path}/required: names a property not declared")
     return problems
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeaderParam:
+    """A tool parameter mirrored into an ``Mcp-Param-<header>`` request header (``x-mcp-header``,
+    2026-07-28): where it sits in the arguments and its JSON type."""
+
+    header: str
+    path: tuple[str, ...]
+    json_type: str  # "string", "integer" or "boolean"
+
+
+# RFC 9110's tchar: the characters of an HTTP field name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_TYPES = frozenset({"string", "integer", "boolean"})
+
+
+def header_params(schema: dict[str, Any]) -> tuple[HeaderParam, ...]:
+    """The ``x-mcp-header`` annotations of a tool's input schema; ValueError for one the
+    specification forbids (not a token, repeated, on a non-primitive or number, or not reachable
+    from the root through ``properties`` alone), since clients drop such a tool."""
+    found: list[HeaderParam] = []
+
+    def walk(node: Any, path: tuple[str, ...], reachable: bool) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, path, False)
+            return
+        if not isinstance(node, dict):
+            return
+        if "x-mcp-header" in node:
+            header = node["x-mcp-header"]
+            where = "/".join(path) or "(root)"
+            if not reachable or not path:
+                raise ValueError(f"x-mcp-header at {where} is not reached through properties "
+                                 "alone")
+            if not isinstance(header, str) or not _TOKEN.fullmatch(header):
+                raise ValueError(f"x-mcp-header at {where} is not an HTTP field-name token")
+            if node.get("type") not in _HEADER_TYPES:
+                raise ValueError(f"x-mcp-header at {where} is on a {node.get('type')!r}, not "
+                                 "a string, integer or boolean")
+            found.append(HeaderParam(header, path, node["type"]))
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for name, child in value.items():
+                    walk(child, (*path, name), reachable)
+            elif key != "x-mcp-header":
+                walk(value, path, False)
+
+    walk(schema, (), True)
+    names = [p.header.lower() for p in found]
+    if len(set(names)) < len(names):
+        raise ValueError("two x-mcp-header annotations name the same header")
+    return tuple(found)

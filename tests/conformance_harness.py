@@ -1,18 +1,21 @@
 """Run the MCP conformance suite against the product.
 
+    python -m tests.conformance_harness --suite all          # every run CI holds us to
+    python -m tests.conformance_harness --suite 2026-07-28   # one of tests/conformance_suites.py
     python -m tests.conformance_harness -- \
         npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
 
-(``make conformance`` runs exactly that.)
+(``make conformance`` runs ``--suite all``.)
 
 The harness provisions a throwaway database (on TEST_DATABASE_URL, else the embedded server, as
 tests/conftest.py does), creates a tenant and an API key, starts the product with the scenarios'
 fixture tools, resources and prompts added (they exist only here, never in the product), and puts
 a small reverse proxy in front that adds ``Authorization: Bearer <key>``: the suite sends no
 credentials, and the product's authentication stays exactly as it is. It then runs
-``<command> server --url http://127.0.0.1:<proxy port>/mcp`` and exits with its status; every
-scenario must pass. ``CONFORMANCE_ARGS`` adds options to the suite's command line (e.g.
-``--scenario ping``).
+``<command> server --url http://127.0.0.1:<proxy port>/mcp`` and exits with its status. A named
+suite passes only when the suite exits 0 and reports no failing scenario at all, scored or not
+(the suite's status ignores extension and pending scenarios; we do not). ``CONFORMANCE_ARGS`` adds
+options to the suite's command line (e.g. ``--scenario ping``).
 """
 
 from __future__ import annotations
@@ -42,11 +45,14 @@ from spiral_mcp.handlers.resources import Resource
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
+from tests.conformance_modern import ModernFixtures, log_three_messages
+from tests.conformance_suites import SUITES, Suite, failed_lines
 
 from .conformance_mrtr import mrtr_prompts, mrtr_tools
 from .conformance_tasks import task_fixture_tools
 
-__all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run"]
+__all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run",
+           "run_suite"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,15 +81,6 @@ async def _with_progress(ctx: ToolContext, args: dict[str, Any]) -> dict[str, An
         if done < 100:
             await asyncio.sleep(0.05)
     return {"text": "progress reported"}
-
-
-async def _with_logging(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    for i, text in enumerate(("Tool execution started", "Tool processing data",
-                              "Tool execution completed")):
-        if i:
-            await asyncio.sleep(0.05)
-        await ctx.log("info", text)
-    return {"text": "logged"}
 
 
 async def _echo(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -189,19 +186,28 @@ def _fixture(name: str, handler: Any, input_schema: dict[str, Any] | None = None
 
 
 def fixture_tools() -> list[Tool]:
+    # The suite's own fixture (json-schema-2020-12.ts): composition, conditionals and an
+    # $anchor must reach tools/list whole.
     schema_2020_12 = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "$defs": {"address": {"type": "object", "properties": {
+        "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {
             "street": {"type": "string"}, "city": {"type": "string"}}}},
-        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"},
+                       "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                       "phone": {"type": "string"}, "email": {"type": "string"}},
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {"properties": {"contactMethod": {"const": "phone"}},
+               "required": ["contactMethod"]},
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
         "additionalProperties": False,
     }
     return [
         _fixture("test_simple_text", _simple_text),
         _fixture("test_error_handling", _error),
         _fixture("test_tool_with_progress", _with_progress),
-        _fixture("test_tool_with_logging", _with_logging),
+        _fixture("test_tool_with_logging", log_three_messages),
         _fixture("test_reconnection", _reconnection),
         _fixture("json_schema_2020_12_tool", _echo, schema_2020_12),
         _fixture("test_image_content", _image),
@@ -379,40 +385,80 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, server.sockets[0].getsockname()[1]
 
 
-async def run(command: list[str]) -> int:
-    """Serve the product behind the proxy, run ``command server --url …``; its exit status."""
+async def _tee(stream: asyncio.StreamReader) -> str:
+    """Copy the suite's output through as it comes, and keep it to read its summary."""
+    chunks: list[str] = []
+    while line := await stream.readline():
+        text = line.decode(errors="replace")
+        chunks.append(text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return "".join(chunks)
+
+
+async def run(command: list[str], *, args: tuple[str, ...] = ()) -> tuple[int, str]:
+    """Serve the product behind the proxy, run ``command server --url … args``: its exit status
+    and output (stdout and stderr together)."""
     async with _database() as (runtime_url, key):
         settings = load_settings(environ={
             "DATABASE_URL": runtime_url, "AUTH_CACHE_TTL": "5", "DB_POOL_MIN": "1",
             "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
         })
+        modern = ModernFixtures()
         product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools(), *mrtr_tools(),
-                                    *task_fixture_tools()],
+                             tools=[*builtin_tools(), *fixture_tools(), *modern.tools(),
+                                    *mrtr_tools(), *task_fixture_tools()],
                              resources=fixture_resources(),
                              prompts=[*fixture_prompts(), *mrtr_prompts()])
+        modern.attach(product)
         product_runner, product_port = await _serve(product)
         proxy_runner, proxy_port = await _serve(
             proxy_app(f"http://127.0.0.1:{product_port}", key))
         try:
-            argv = [*command, "server", "--url", f"http://127.0.0.1:{proxy_port}/mcp"]
+            argv = [*command, "server", "--url", f"http://127.0.0.1:{proxy_port}/mcp", *args]
             argv += shlex.split(os.environ.get("CONFORMANCE_ARGS", ""))
             print("conformance:", " ".join(argv), flush=True)
-            process = await asyncio.create_subprocess_exec(*argv)
-            return await process.wait()
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            assert process.stdout is not None
+            output = await _tee(process.stdout)
+            return await process.wait(), output
         finally:
             await proxy_runner.cleanup()
             await product_runner.cleanup()
 
 
+async def run_suite(suite: Suite) -> tuple[bool, str]:
+    """One pinned suite against a fresh database: whether it passed, and its output."""
+    status, output = await run(suite.command, args=suite.args)
+    failed = failed_lines(output)
+    passed = status == 0 and not failed
+    verdict = "passed" if passed else f"FAILED (exit status {status}; {len(failed)} failing)"
+    print(f"conformance {suite.name}: {verdict}", flush=True)
+    return passed, output
+
+
+async def _run_suites(names: list[str]) -> int:
+    results = [(name, (await run_suite(SUITES[name]))[0]) for name in names]
+    for name, passed in results:
+        print(f"  {'✓' if passed else '✗'} suite {name}")
+    return 0 if all(passed for _, passed in results) else 1
+
+
+_USAGE = f"""\
+usage: python -m tests.conformance_harness --suite {{{'|'.join(SUITES)}|all}}
+       python -m tests.conformance_harness -- <conformance command ...>"""
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--suite" and (argv[1] in SUITES or argv[1] == "all"):
+        return asyncio.run(_run_suites(list(SUITES) if argv[1] == "all" else [argv[1]]))
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if not argv:
-        print("usage: python -m tests.conformance_harness -- <conformance command ...>",
-              file=sys.stderr)
+    if not argv or argv[0].startswith("--"):
+        print(_USAGE, file=sys.stderr)
         return 2
-    return asyncio.run(run(argv))
+    return asyncio.run(run(argv))[0]
 
 
 if __name__ == "__main__":

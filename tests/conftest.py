@@ -110,6 +110,12 @@ async def explorer(database_urls: DatabaseUrls) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> Tenant:
+    """A tenant with the demo data and a key with every scope."""
+    return await make_tenant(demo=True)
+
+
+@pytest.fixture
 def make_tenant(database_urls: DatabaseUrls, queries: Queries) -> TenantFactory:
     """Create a tenant and a key: ``await make_tenant(scopes=[...], user=..., demo=False)``."""
 

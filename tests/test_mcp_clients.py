@@ -24,6 +24,7 @@ from mcp import Client, types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ToolsListChanged
 from serving import ProductionLikeServer
 from test_mrtr import two_closes
 
@@ -31,7 +32,8 @@ from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
-from spiral_mcp.server.keys import SESSIONS
+from spiral_mcp.server.keys import DISPATCHER, SESSIONS
+from tests.conformance_modern import CUSTOM_HEADER_SCHEMA
 
 MODES = ("legacy", "auto", "sse")
 
@@ -84,7 +86,14 @@ def fixture_tools(probe: Probe) -> list[Tool]:
         Tool(name="test_steps", title="Steps", description="Reports progress (test only)",
              handler=steps, scope="read", call_class="read",
              input_schema=_OBJECT, output_schema=_ANY_DATA),
+        Tool(name="test_headers", title="Headers", description="Mirrors parameters into "
+             "headers (test only)", handler=_echo, scope="read", call_class="read",
+             input_schema=CUSTOM_HEADER_SCHEMA, output_schema=_ANY_DATA),
     ]
+
+
+async def _echo(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return args
 
 
 @pytest.fixture
@@ -101,11 +110,6 @@ async def server(database_urls: DatabaseUrls, probe: Probe) -> AsyncIterator[Tes
     await server.start_server()
     yield server
     await server.close()
-
-
-@pytest.fixture
-async def tenant(make_tenant: TenantFactory) -> Tenant:
-    return await make_tenant(demo=True)
 
 
 @contextlib.asynccontextmanager
@@ -131,8 +135,8 @@ async def test_handshake_tools_and_calls(server: TestServer, tenant: Tenant, mod
     async with connect(server, tenant, mode) as client:
         assert client.protocol_version == _expected_version(mode)
         assert client.instructions and "jira_get_issue" in client.instructions
-        if mode != "auto":
-            assert client.server_info is not None and client.server_info.name == "spiral-mcp"
+        # From initialize's result, or (2026-07-28) from the _meta of discover's.
+        assert client.server_info is not None and client.server_info.name == "spiral-mcp"
         assert client.server_capabilities.tools is not None
 
         listing = await client.list_tools()
@@ -168,6 +172,40 @@ async def test_handshake_tools_and_calls(server: TestServer, tenant: Tenant, mod
                 warnings.simplefilter("ignore")
                 assert (await client.send_ping()).model_dump(exclude_none=True) in ({}, {
                     "result_type": "complete"})
+
+
+async def test_the_official_client_listens_for_changes(server: TestServer,
+                                                        tenant: Tenant) -> None:
+    async with connect(server, tenant, "auto") as client, \
+            client.listen(tools_list_changed=True, resources_list_changed=True) as subscription:
+        # What the server agreed to: tool list changes; it sends no resource list changes.
+        assert subscription.honored.tools_list_changed is True
+        assert not subscription.honored.resources_list_changed
+        server.app[DISPATCHER].registry.add(Tool(
+            name="test_new", title="New", description="Added while serving (test only)",
+            handler=_nothing, scope="read", call_class="read", input_schema=_OBJECT,
+            output_schema=_ANY_DATA))
+        async with asyncio.timeout(5):
+            event = await anext(subscription)
+        assert isinstance(event, ToolsListChanged)
+        assert "test_new" in {tool.name for tool in (await client.list_tools()).tools}
+
+
+async def _nothing(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+async def test_the_official_client_mirrors_header_parameters(server: TestServer,
+                                                             tenant: Tenant) -> None:
+    # The client sends Mcp-Param-Region (Base64 for this value) and Mcp-Param-Priority; the
+    # server checks them against the arguments and lets the call through.
+    async with connect(server, tenant, "auto") as client:
+        await client.list_tools()  # the client learns the annotations from the listing
+        arguments = {"region": "Zürich ", "priority": 3}
+        result = await client.call_tool("test_headers", arguments)
+        assert result.is_error is False
+        assert result.structured_content is not None
+        assert result.structured_content["data"] == arguments
 
 
 @pytest.mark.parametrize("mode", MODES)

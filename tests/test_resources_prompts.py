@@ -204,7 +204,7 @@ async def test_prompts_are_filled_in_and_their_arguments_checked(
     tenant = await make_tenant(scopes=("read",))
     capabilities = (await rpc(client, tenant, "initialize", protocolVersion="2025-11-25",
                               capabilities={}))["result"]["capabilities"]
-    assert capabilities["prompts"] == {"listChanged": False} and "resources" not in capabilities
+    assert capabilities["prompts"] == {"listChanged": True} and "resources" not in capabilities
     listed = (await rpc(client, tenant, "prompts/list"))["result"]["prompts"]
     assert listed[0] == {"name": "greet", "description": "Greets someone", "arguments": [
         {"name": "name", "description": "Who", "required": True}]}

@@ -57,8 +57,18 @@ class InputRequired(Exception):
         super().__init__(f"the client's answer is needed: {', '.join(requests)}")
         self.requests = requests
         self.answer = answer
+
+
 # Turns the call into a task (True) when the client takes tasks, see ToolContext.become_task.
 BecomeTask = Callable[[], Awaitable[bool]]
+
+
+# Announces that a resource (by URI) of the caller's tenant changed, to whoever subscribed to it.
+ChangedCallback = Callable[[str], None]
+
+
+def _nobody_listens(uri: str) -> None:
+    return None
 
 
 async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -109,6 +119,9 @@ class ToolContext:
     # (True; from then on progress, asks and the result go to the task); otherwise the call goes
     # on as a plain one (False). Only tools that declare task support (Tool.task) may become one.
     become_task: BecomeTask = _stay_inline
+    # Bound to the caller's tenant by the dispatcher: a handler cannot announce a change in
+    # another tenant's data.
+    resource_updated: ChangedCallback = _nobody_listens
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False

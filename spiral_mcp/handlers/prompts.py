@@ -78,12 +78,26 @@ class Prompt:
         return arguments
 
 
+def _unheard(scope: str) -> None:
+    pass
+
+
 class PromptRegistry:
     def __init__(self, prompts: Iterable[Prompt] = ()) -> None:
         self._prompts: dict[str, Prompt] = {}
+        # Told the scope of a prompt added or removed once serving (its keys' lists changed).
+        self.on_change: Callable[[str], None] = _unheard
         for prompt in prompts:
             if self._prompts.setdefault(prompt.name, prompt) is not prompt:
                 raise ValueError(f"two prompts are named {prompt.name}")
+
+    def add(self, prompt: Prompt) -> None:
+        if self._prompts.setdefault(prompt.name, prompt) is not prompt:
+            raise ValueError(f"two prompts are named {prompt.name}")
+        self.on_change(prompt.scope)
+
+    def remove(self, name: str) -> None:
+        self.on_change(self._prompts.pop(name).scope)
 
     def __bool__(self) -> bool:
         return bool(self._prompts)

@@ -30,7 +30,7 @@ from jsonschema import Draft202012Validator
 from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
-from ..schema_types import integral_floats
+from ..schema_types import HeaderParam, header_params, integral_floats
 from ..shares import ShareExhausted, Shares
 from .audit import AuditEntry, AuditWriter, redact
 from .context import InputRequired, ToolContext
@@ -95,6 +95,8 @@ class _Compiled:
     # A quick yes for the plain schemas most tools have, or None; never says yes to an instance
     # the validator would refuse (a no is left to the validator, which also says why).
     surely_valid: Callable[[Any], bool] | None
+    # Parameters mirrored into request headers (x-mcp-header), checked against them over HTTP.
+    header_params: tuple[HeaderParam, ...] = ()
 
 
 # What the quick check understands. Anything else in a schema (a nested object, an array, a
@@ -181,6 +183,10 @@ def _quick_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
         return True
 
     return surely_valid
+
+
+def _unheard(scope: str) -> None:
+    pass
 
 
 def _load_schema(directory: Path, filename: str) -> dict[str, Any]:
@@ -279,6 +285,9 @@ class ToolRegistry:
         schema_dir: Path | None = None,
     ) -> None:
         schema_dir = schema_dir or Path(str(resources.files("spiral_mcp.schemas")))
+        self._schema_dir = schema_dir
+        # Told the scope of a tool added or removed once serving (its keys' lists changed).
+        self.on_change: Callable[[str], None] = _unheard
         self._rate_limiter = rate_limiter
         self._shares = shares
         self._audit = audit
@@ -312,6 +321,10 @@ class ToolRegistry:
         input_schema = tool.input_schema or _load_schema(schema_dir, f"{tool.name}.input.json")
         data_schema = tool.output_schema or _load_schema(schema_dir, f"{tool.name}.output.json")
         Draft202012Validator.check_schema(input_schema)
+        try:
+            mirrored = header_params(input_schema)
+        except ValueError as exc:
+            raise ValueError(f"tool {tool.name}: {exc}") from None
         listed = listing(
             name=tool.name, title=tool.title, description=tool.description,
             input_schema=input_schema, data_schema=data_schema, read_only=tool.read_only,
@@ -319,9 +332,24 @@ class ToolRegistry:
             open_world=tool.open_world, icon=tool.icon or tool.toolset)
         self._tools[tool.name] = _Compiled(tool, listed, data_schema,
                                            Draft202012Validator(input_schema),
-                                           _quick_check(input_schema))
+                                           _quick_check(input_schema), mirrored)
         for alias in tool.aliases:
             self._aliases[alias] = tool.name
+
+    def add(self, tool: Tool) -> None:
+        """Serve one more tool from now on; the keys that may call it are told their list
+        changed."""
+        self._add(tool, self._schema_dir)
+        self.on_change(tool.scope)
+
+    def remove(self, name: str) -> None:
+        """Serve ``name`` no more (a call of it running now finishes); its keys are told."""
+        compiled = self._tools.pop(name, None)
+        if compiled is None:
+            raise KeyError(f"no tool {name}")
+        for alias in compiled.tool.aliases:
+            self._aliases.pop(alias, None)
+        self.on_change(compiled.tool.scope)
 
     async def _run(self, tool: Tool, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
         key = arguments.get("idempotency_key") if not tool.read_only else None
@@ -370,6 +398,12 @@ class ToolRegistry:
         """What a tool declares about running as a task (Tool.task); None for an unknown one."""
         compiled = self._tools.get(self._aliases.get(name, name))
         return compiled.tool.task if compiled is not None else None
+
+    def header_params(self, name: str) -> tuple[HeaderParam, ...]:
+        """The parameters tool ``name`` (or alias) mirrors into request headers; none for a
+        tool that does not exist (its call fails as unknown later)."""
+        compiled = self._tools.get(self._aliases.get(name, name))
+        return compiled.header_params if compiled is not None else ()
 
     def __contains__(self, name: str) -> bool:
         return name in self._tools or name in self._aliases

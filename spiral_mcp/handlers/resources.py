@@ -41,6 +41,10 @@ class Resource:
     scope: str = "read"       # the API-key scope a caller needs to see and read it
     icon: str | None = None   # an icon of spiral_mcp/icons
     share: str | None = None  # the kind of slow work a read is, run in the tenant's share of it
+    # How long a client may take a read as fresh (ttlMs, 2026-07-28 on): tenant data moves with
+    # every write, so a minute unless the resource knows better (a static reference: longer;
+    # one that announces its changes with ctx.resource_updated may too).
+    ttl_ms: int = 60_000
 
     @property
     def is_template(self) -> bool:
@@ -105,6 +109,14 @@ class ResourceRegistry:
             if resource.scope in principal.scopes and (match := pattern.fullmatch(uri)):
                 return resource, match.groupdict()
         raise RpcError(RESOURCE_NOT_FOUND, f"resource not found: {uri}", {"uri": uri})
+
+    def readable(self, uri: str, principal: Principal) -> bool:
+        """Whether ``uri`` names a resource this key may read."""
+        try:
+            self.find(uri, principal)
+        except RpcError:
+            return False
+        return True
 
     def template(self, template: Any, principal: Principal) -> Resource | None:
         """The resource template ``template`` (for completion), if this key may read it."""

@@ -12,11 +12,11 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .. import __version__
 from ..auth import Principal
 from ..db import Database
 from ..errors import ErrorCode, ServiceError
@@ -25,8 +25,8 @@ from ..handlers import ToolRegistry
 from ..handlers.context import CLIENT_REQUESTS, InputRequired, ToolContext, client_can
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
-from ..icons import icons
 from ..sources.access import SourceAccess
+from .changes import ChangeHub
 from .input_required import RequestStateSeal, Rounds
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -40,6 +40,7 @@ from .jsonrpc import (
     error_message,
     result_message,
 )
+from .modern import REMOVED_METHODS, SERVER_INFO_WITH_ICON, finish_result, log_level, modern_error
 from .sessions import ClientError, Session, SessionState
 from .tasks import TASKS_EXTENSION, TaskRunner, client_capabilities
 from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
@@ -67,16 +68,10 @@ NOT_FOUND, PERMISSION_DENIED, CONFLICT, RATE_LIMITED, QUERY_TIMEOUT, CONNECTION_
 IDEMPOTENCY_MISMATCH, IDEMPOTENCY_IN_PROGRESS, UPSTREAM_ERROR, INTERNAL_ERROR. A tool's whole \
 result schema: resource spiral://tools/<name>/output-schema."""
 
-# The Implementation this server is, as initialize and server/discover give it.
-SERVER_INFO: dict[str, Any] = {"name": "spiral-mcp", "title": "Spiral work items and SQL",
-                               "version": __version__, "icons": list(icons("server"))}
-
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _PAGE = 50
 MAX_SUBSCRIPTIONS = 100
 _COMPLETIONS = 100
-# Results the stateless era lets a client cache; they carry ttlMs and cacheScope.
-_CACHEABLE = frozenset({"tools/list", "server/discover"})
 _NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/cancelled",
                             "notifications/progress", "notifications/roots/list_changed"})
 
@@ -166,13 +161,18 @@ class Dispatcher:
     def __init__(self, *, registry: ToolRegistry, database: Database, metrics: Any,
                  explorer: Explorer | None = None, sources: SourceAccess | None = None,
                  resources: ResourceRegistry | None = None,
-                 prompts: PromptRegistry | None = None, tasks: TaskRunner | None = None,
+                 prompts: PromptRegistry | None = None, changes: ChangeHub,
+                 tasks: TaskRunner | None = None,
                  request_state: RequestStateSeal | None = None) -> None:
         self.registry = registry
         # Seals the stateless era's requestState; without one given, a key of this process.
         self._request_state = request_state or RequestStateSeal(None, ttl=600.0)
         self._resources = resources or ResourceRegistry()
         self._prompts = prompts or PromptRegistry()
+        # Whoever listens hears what changes: the tool and prompt lists, a tenant's resources.
+        self.changes = changes
+        registry.on_change = changes.tools_changed
+        self._prompts.on_change = changes.prompts_changed
         self._database = database
         self._explorer = explorer
         self._sources = sources
@@ -202,12 +202,24 @@ class Dispatcher:
         if tasks is not None:
             self._methods |= tasks.methods()
 
+    @property
+    def prompts(self) -> PromptRegistry:
+        return self._prompts
+
+    @property
+    def resources(self) -> ResourceRegistry:
+        return self._resources
+
     def capabilities(self) -> dict[str, Any]:
-        capabilities: dict[str, Any] = {"tools": {"listChanged": False}, "logging": {}}
+        # What the server really sends (see changes.py), on a listen stream or a session's GET
+        # stream: tool and prompt list changes (ToolRegistry.add/remove, PromptRegistry's),
+        # updates of a subscribed resource (ctx.resource_updated). The resource list itself is
+        # fixed once serving, so no resources/list_changed.
+        capabilities: dict[str, Any] = {"tools": {"listChanged": True}, "logging": {}}
         if self._resources:
             capabilities["resources"] = {"subscribe": True, "listChanged": False}
         if self._prompts:
-            capabilities["prompts"] = {"listChanged": False}
+            capabilities["prompts"] = {"listChanged": True}
         if self._resources or self._prompts:
             capabilities["completions"] = {}
         return capabilities
@@ -218,13 +230,17 @@ class Dispatcher:
                                           exchange.transport).inc()
         handler = self._methods.get(request.method)
         try:
-            if handler is None or (exchange.modern and request.method == "initialize") or (
+            if handler is None or (exchange.modern and request.method in REMOVED_METHODS) or (
                 not exchange.modern and request.method == "server/discover"
             ):
                 raise RpcError(METHOD_NOT_FOUND, f"method not found: {request.method}")
             self._check_lifecycle(request.method, exchange)
+            if exchange.modern:
+                log_level(request.params, LOG_LEVELS)  # an unknown level is refused first
             result = await self._run(handler, request, exchange)
         except RpcError as exc:
+            if exchange.modern:
+                exc = modern_error(exc, RESOURCE_NOT_FOUND)
             return error_message(request.id, exc)
         except InputRequired as exc:
             # Only an asking method's rounds raise it (tools/call, prompts/get, resources/read).
@@ -240,11 +256,7 @@ class Dispatcher:
             log.exception("request failed", extra={"method": request.method})
             return error_message(request.id, RpcError(INTERNAL_ERROR, "internal error"))
         if exchange.modern and isinstance(result, dict):
-            result.setdefault("resultType", "complete")
-            if request.method in _CACHEABLE:
-                # The tool list depends on the key's scopes, so no shared cache may keep it.
-                result.setdefault("ttlMs", 60_000)
-                result.setdefault("cacheScope", "private")
+            result = finish_result(request.method, result)
         return result_message(request.id, result)
 
     async def _run(self, handler: Any, request: Request, exchange: Exchange) -> Any:
@@ -332,7 +344,7 @@ class Dispatcher:
         return {
             "protocolVersion": version,
             "capabilities": self.capabilities(),
-            "serverInfo": SERVER_INFO,
+            "serverInfo": dict(SERVER_INFO_WITH_ICON),
             "instructions": INSTRUCTIONS,
         }
 
@@ -341,13 +353,11 @@ class Dispatcher:
         if self._tasks is not None:
             # Extensions are of the stateless era: the handshake eras never see this one.
             capabilities["extensions"] = {TASKS_EXTENSION: {}}
+        # The server names itself in the result's _meta (modern.finish_result), not here.
         return {
             "supportedVersions": list(SUPPORTED_VERSIONS),
             "capabilities": capabilities,
-            "serverInfo": SERVER_INFO,
             "instructions": INSTRUCTIONS,
-            "ttlMs": 60_000,
-            "cacheScope": "private",
         }
 
     async def _ping(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
@@ -365,9 +375,12 @@ class Dispatcher:
         return _page("tools", self.registry.visible(exchange.principal), params)
 
     def _context(self, exchange: Exchange, name: str) -> ToolContext:
+        principal = exchange.principal
         return ToolContext(
-            principal=exchange.principal, database=self._database, tool=name,
+            principal=principal, database=self._database, tool=name,
             explorer=self._explorer, sources=self._sources, request_id=exchange.http_request_id,
+            resource_updated=functools.partial(self.changes.resource_updated,
+                                               principal.tenant_id),
         )
 
     def _rounds(self, ctx: ToolContext, method: str, params: dict[str, Any],
@@ -395,6 +408,9 @@ class Dispatcher:
             ctx.log = self._log_sender(name, exchange)
             ctx.ask = self._asker(exchange.session, exchange.notify)
             ctx.client_capabilities = exchange.session.client_capabilities
+        elif exchange.modern and (level := log_level(params, LOG_LEVELS)) is not None:
+            # The stateless era: a log level per request, in its _meta; none, no log messages.
+            ctx.log = self._log_sender(name, exchange, level=level)
         if self._tasks is None:
             return await self.registry.call(name, params.get("arguments"), ctx)
         return await self._tasks.call_tool(
@@ -419,6 +435,8 @@ class Dispatcher:
             await self.registry.admit(exchange.principal, "read")
             with self.registry.take_share(resource.share, exchange.principal):
                 contents = await resource.read(ctx, values)
+        if exchange.modern:
+            return {"contents": contents, "ttlMs": resource.ttl_ms}
         return {"contents": contents}
 
     async def _resources_subscribe(self, params: dict[str, Any], exchange: Exchange
@@ -543,15 +561,16 @@ class Dispatcher:
 
         return ask
 
-    def _log_sender(self, logger: str, exchange: Exchange):
-        async def send(level: str, data: Any) -> None:
+    def _log_sender(self, logger: str, exchange: Exchange, *, level: str | None = None):
+        """Sends a call's log messages at or above ``level`` (by default, the session's)."""
+        async def send(message_level: str, data: Any) -> None:
             session = exchange.session
-            if session is None or session.log_level is None:
-                return
-            if LOG_LEVELS.index(level) < LOG_LEVELS.index(session.log_level):
+            least = level or (session.log_level if session is not None else None)
+            if least is None or LOG_LEVELS.index(message_level) < LOG_LEVELS.index(least):
                 return
             await exchange.notify({"jsonrpc": "2.0", "method": "notifications/message",
-                                   "params": {"level": level, "logger": logger, "data": data}})
+                                   "params": {"level": message_level, "logger": logger,
+                                              "data": data}})
 
         return send
 

@@ -33,6 +33,7 @@ __all__ = [
     "answer",
     "client_gone",
     "json_body",
+    "queued_messages",
     "read_json",
     "rpc_error_response",
     "run_messages",
@@ -182,12 +183,29 @@ async def session_messages(
     key_still_valid: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """The session's queued messages, until the session ends, the client leaves, or the server
-    shuts down and no call runs on the session any more.
+    shuts down and no call runs on the session any more (see queued_messages)."""
+    def drained() -> bool:
+        # Asked only with the outbox empty: a legacy call's answer is queued after the call has
+        # ended, and must still go out.
+        return session.state is SessionState.CLOSING and session.idle
+
+    async for message in queued_messages(request, session.outbox, key_still_valid=key_still_valid,
+                                         drained=drained, owner=f"session {session.id}"):
+        yield message
+
+
+async def queued_messages(
+    request: web.Request, queue: asyncio.Queue[dict[str, Any] | None], *,
+    key_still_valid: Callable[[], Awaitable[bool]] | None = None,
+    drained: Callable[[], bool] = lambda: False, owner: str = "stream",
+) -> AsyncIterator[dict[str, Any]]:
+    """A long-lived stream's queued messages, until None is queued, ``drained()`` says yes with
+    the queue empty, or the client leaves.
 
     The server runs with aiohttp's default of not cancelling a handler whose client went away,
     so a stream waiting for its next message must notice the departure itself; otherwise the
     session would keep a dead stream forever (a reconnect would get 409, a legacy SSE session
-    would never end).
+    would never end), and a listen stream would hold its place under the caps.
 
     ``key_still_valid`` is asked every STREAM_POLL_SECONDS, busy or idle: once the key that
     opened the stream is revoked or expired, KeyNoLongerValid ends it. Otherwise only its next
@@ -198,14 +216,12 @@ async def session_messages(
     while not client_gone(request):
         if key_still_valid is not None and time.monotonic() >= next_check:
             if not await key_still_valid():
-                raise KeyNoLongerValid(f"the API key of session {session.id} is no longer valid")
+                raise KeyNoLongerValid(f"the API key of {owner} is no longer valid")
             next_check = time.monotonic() + STREAM_POLL_SECONDS
         try:
-            message = await asyncio.wait_for(session.outbox.get(), STREAM_POLL_SECONDS)
+            message = await asyncio.wait_for(queue.get(), STREAM_POLL_SECONDS)
         except TimeoutError:
-            # Checked only with the outbox empty: a legacy call's answer is queued after the
-            # call has ended, and must still go out.
-            if session.state is SessionState.CLOSING and session.idle:
+            if drained():
                 return
             continue
         if message is None:

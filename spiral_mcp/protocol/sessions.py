@@ -258,5 +258,9 @@ class SessionStore:
         for session in list(self._sessions.values()):
             self.remove(session)
 
+    def live(self) -> list[Session]:
+        """Every session not yet ended."""
+        return [s for s in self._sessions.values() if s.state is not SessionState.CLOSED]
+
     def count(self, transport: str) -> int:
         return sum(1 for s in self._sessions.values() if s.transport == transport)

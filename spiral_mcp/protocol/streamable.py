@@ -20,7 +20,8 @@ from ..server.keys import (
     SESSIONS,
     SETTINGS,
 )
-from .dispatcher import Exchange, can_ask
+from .changes import ListenLimitError
+from .dispatcher import LOG_LEVELS, Exchange, can_ask
 from .http import (
     KeyNoLongerValid,
     StreamClosed,
@@ -46,6 +47,9 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
+from .listen import listen
+from .modern import LOG_LEVEL_META, REMOVED_NOTIFICATIONS, log_level
+from .param_headers import check_param_headers, decoded_header
 from .sessions import Session, SessionLimitError, SessionState
 from .versions import (
     BATCHING_VERSIONS,
@@ -323,6 +327,10 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
     if "id" not in value:
         if version not in MODERN_VERSIONS:
             return rpc_error_response(_unsupported(_shown(version)))
+        if value.get("method") in REMOVED_NOTIFICATIONS:
+            return rpc_error_response(RpcError(
+                METHOD_NOT_FOUND, f"method not found: {_shown(str(value['method']))}"),
+                status=MODERN_ERROR_STATUS[METHOD_NOT_FOUND])
         return web.Response(status=202)
     try:
         message = parse_message(value)
@@ -334,7 +342,10 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
         return rpc_error_response(rejection, request_id=message.id)
     exchange = Exchange(principal=request[PRINCIPAL], protocol_version=version,
                         transport="streamable", http_request_id=request[REQUEST_ID])
-    if _has_progress(message) and _accepts(request, "text/event-stream"):
+    if message.method == "subscriptions/listen":
+        return await _listen(request, message, exchange)
+    if (_has_progress(message) or _has_log_level(message)) \
+            and _accepts(request, "text/event-stream"):
         return await _answer_as_stream(request, [message], [], exchange, {},
                                        cancel_on_disconnect=True)
     reply = await _cancel_on_disconnect(
@@ -343,6 +354,26 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
         return web.Response(status=202)
     status = MODERN_ERROR_STATUS.get(reply["error"]["code"], 200) if "error" in reply else 200
     return json_body(reply, status=status)
+
+
+def _has_log_level(message: Request) -> bool:
+    meta = message.params.get("_meta")
+    return isinstance(meta, dict) and meta.get(LOG_LEVEL_META) is not None
+
+
+async def _listen(request: web.Request, message: Request,
+                  exchange: Exchange) -> web.StreamResponse:
+    if not _accepts(request, "text/event-stream"):
+        return _http_error(406, "Accept must list text/event-stream for subscriptions/listen")
+    try:
+        return await listen(request, message, exchange, request.app[DISPATCHER],
+                            key_still_valid=request.get(KEY_STILL_VALID))
+    except RpcError as exc:
+        return rpc_error_response(exc, request_id=message.id,
+                                  status=MODERN_ERROR_STATUS.get(exc.code, 400))
+    except ListenLimitError as exc:
+        return rpc_error_response(RpcError(INVALID_REQUEST, str(exc)), request_id=message.id,
+                                  status=429)
 
 
 async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T | None:
@@ -368,6 +399,10 @@ async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T
         raise
 
 
+# The body field each method's Mcp-Name header repeats (streamable-http.mdx, Standard Headers).
+_NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
 def _unsupported(requested: Any) -> RpcError:
     return RpcError(-32022, f"unsupported protocol version: {requested}",
                     {"supported": list(MODERN_VERSIONS), "requested": requested})
@@ -386,12 +421,22 @@ def _ladder(request: web.Request, message: Request) -> RpcError | None:
                         f"{VERSION_HEADER} header does not match params._meta's protocol version")
     if request.headers.get("Mcp-Method") != message.method:
         return RpcError(HEADER_MISMATCH, "Mcp-Method header does not match the body's method")
-    if (named_by := _NAMED_BY.get(message.method)) is not None:
-        name = message.params.get(named_by)
-        if name is not None and request.headers.get("Mcp-Name") != name:
-            return RpcError(HEADER_MISMATCH, f"Mcp-Name header does not match params.{named_by}")
+    if (named := _NAMED_BY.get(message.method)) is not None:
+        name = message.params.get(named)
+        header = request.headers.get("Mcp-Name")
+        if name is not None and (header is None or decoded_header(header) != name):
+            return RpcError(HEADER_MISMATCH, f"Mcp-Name header does not match params.{named}")
+    if message.method == "tools/call" and isinstance(message.params.get("name"), str):
+        mirrored = request.app[DISPATCHER].registry.header_params(message.params["name"])
+        if mirrored and (mismatch := check_param_headers(
+                request.headers, mirrored, message.params.get("arguments"))) is not None:
+            return mismatch
     if not isinstance(body_version, str):
         return RpcError(INVALID_PARAMS, "the protocol version must be a string")
     if body_version not in MODERN_VERSIONS:
         return _unsupported(body_version)
+    try:
+        log_level(message.params, LOG_LEVELS)  # refused before a stream opens for its messages
+    except RpcError as exc:
+        return exc
     return None

@@ -33,6 +33,7 @@ from ..handlers.recipes import shipped_prompts
 from ..handlers.resources import Resource, ResourceRegistry
 from ..handlers.sql_templates import template_tools
 from ..protocol import execute, legacy_sse, streamable
+from ..protocol.changes import ChangeHub
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.input_required import RequestStateSeal
 from ..protocol.sessions import SessionStore
@@ -325,16 +326,21 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
                 templates=[t for t in app[TEMPLATES] if t.name in registry],
                 catalog=explorer.catalog if explorer is not None else None,
                 result_schema=registry.result_schema)
-        app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
-                                     metrics=app[METRICS], explorer=app.get(EXPLORER),
-                                     sources=app[SOURCES], resources=ResourceRegistry(resources),
-                                     prompts=prompts, tasks=tasks,
-                                     request_state=_request_state_seal(settings))
         sessions = SessionStore(
             max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
             max_per_key=settings.session_max_per_key, idle_timeout=settings.session_idle_timeout,
         )
         app[SESSIONS] = sessions
+        # Listen streams are capped as sessions are: each holds a connection open.
+        changes = ChangeHub(max_listeners=settings.session_max,
+                            max_per_tenant=settings.session_max_per_tenant,
+                            max_per_key=settings.session_max_per_key, sessions=sessions.live)
+        app[METRICS].watch_listeners(changes.count)
+        app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
+                                     metrics=app[METRICS], explorer=app.get(EXPLORER),
+                                     sources=app[SOURCES], resources=ResourceRegistry(resources),
+                                     prompts=prompts, changes=changes, tasks=tasks,
+                                     request_state=_request_state_seal(settings))
         app[METRICS].watch_sessions(sessions.count)
         background = BackgroundTasks()
         app[BACKGROUND] = background
@@ -355,6 +361,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
                 await registry.calls_ended()
         await tasks.close(grace=clock.left(1.0))
         sessions.close_all()
+        changes.close_all()
         await background.close(grace=clock.left(1.0))
         # Last: every call has ended, so every audit row is queued; write them before the pool
         # closes.
@@ -364,11 +371,13 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
 
 
 async def _drain_sessions(app: web.Application) -> None:
-    """SIGTERM: sessions take no new calls and their idle streams finish cleanly rather than
-    being cut; calls in flight get SHUTDOWN_TIMEOUT (aiohttp runs this before it waits for
-    requests), then are cut (each answered and audited)."""
+    """SIGTERM: sessions take no new calls, their idle streams and the listen streams finish
+    cleanly rather than being cut; calls in flight get SHUTDOWN_TIMEOUT (aiohttp runs this
+    before it waits for requests), then are cut (each answered and audited)."""
     if SESSIONS in app:
         app[SESSIONS].drain_all()
     if DISPATCHER in app:
+        # Listen streams end now, each answered (their clients may listen again elsewhere).
+        app[DISPATCHER].changes.close_all()
         tasks, registry = app[TASK_RUNNER], app[DISPATCHER].registry
         app[SHUTDOWN].begin(lambda: (tasks.stop_all(), registry.stop_calls()))

@@ -174,13 +174,16 @@ class _SessionCollector(Collector):
         yield family
 
 
-class _AuditCollector(Collector):
-    def __init__(self, queued: Callable[[], int]) -> None:
-        self._queued = queued
+class _GaugeCollector(Collector):
+    """One unlabelled gauge whose value is read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("audit_rows_queued", "Audit rows waiting to be written",
-                                value=self._queued())
+        yield GaugeMetricFamily(self._name, self._documentation, value=self._read())
 
 
 class Metrics:
@@ -235,7 +238,13 @@ class Metrics:
 
     def watch_audit(self, queued: Callable[[], int]) -> None:
         """Report the audit rows waiting to be written; ``queued`` is read at scrape time."""
-        self.registry.register(_AuditCollector(queued))
+        self.registry.register(_GaugeCollector(
+            "audit_rows_queued", "Audit rows waiting to be written", queued))
+
+    def watch_listeners(self, count: Callable[[], int]) -> None:
+        """Report open subscriptions/listen streams; ``count`` is read at scrape time."""
+        self.registry.register(_GaugeCollector(
+            "mcp_listen_streams_active", "Open subscriptions/listen streams", count))
 
     def watch_pool(self, sizes: Callable[[], tuple[int, int] | None]) -> None:
         """Report the database pool; ``sizes`` returns (open, idle) or None when there is none."""

@@ -205,8 +205,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         # The same answer for malformed, unknown, revoked and expired keys: no hint either way.
         return _unauthorized("the API key is not valid", invalid=True)
     request[PRINCIPAL] = principal
-    if request.method == "GET":
-        # Only a GET opens a stream that outlives its authentication (GET /sse, GET /mcp).
+    if request.method == "GET" or request.headers.get("Mcp-Method") == "subscriptions/listen":
+        # Only these open a stream that outlives its authentication (GET /sse, GET /mcp, and
+        # the stateless era's listen stream, a POST).
         request[KEY_STILL_VALID] = functools.partial(
             _key_still_valid, request.app[AUTHENTICATOR], secret.strip())
     return await handler(request)
