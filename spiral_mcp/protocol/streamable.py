@@ -38,7 +38,6 @@ from .http import (
 from .jsonrpc import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     Request,
@@ -52,7 +51,11 @@ from .versions import (
     DEFAULT_HEADERLESS_VERSION,
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
+    PROTOCOL_VERSION_META,
+    check_stateless_version,
+    missing_stateless_meta,
     negotiate,
+    unsupported,
 )
 
 __all__ = ["routes"]
@@ -61,8 +64,6 @@ routes = web.RouteTableDef()
 
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
-PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # The wire status of a JSON-RPC error in the stateless era (the official SDK's table).
 MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400,
                        -32022: 400, METHOD_NOT_FOUND: 404}
@@ -317,7 +318,7 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
             INVALID_REQUEST, "the body must be one JSON-RPC request or notification"))
     if "id" not in value:
         if version not in MODERN_VERSIONS:
-            return rpc_error_response(_unsupported(_shown(version)))
+            return rpc_error_response(unsupported(_shown(version)))
         return web.Response(status=202)
     try:
         message = parse_message(value)
@@ -363,19 +364,11 @@ async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T
         raise
 
 
-def _unsupported(requested: Any) -> RpcError:
-    return RpcError(-32022, f"unsupported protocol version: {requested}",
-                    {"supported": list(MODERN_VERSIONS), "requested": requested})
-
-
 def _ladder(request: web.Request, message: Request) -> RpcError | None:
     """The stateless era's checks, in the specification's order; the first failure wins."""
-    meta = message.params.get("_meta")
-    if not isinstance(meta, dict) or PROTOCOL_VERSION_META not in meta \
-            or CLIENT_CAPABILITIES_META not in meta:
-        return RpcError(INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_META!r} and "
-                                        f"{CLIENT_CAPABILITIES_META!r}")
-    body_version = meta[PROTOCOL_VERSION_META]
+    if (missing := missing_stateless_meta(message.params)) is not None:
+        return missing
+    body_version = message.params["_meta"][PROTOCOL_VERSION_META]
     if request.headers.get(VERSION_HEADER) != body_version:
         return RpcError(HEADER_MISMATCH,
                         f"{VERSION_HEADER} header does not match params._meta's protocol version")
@@ -385,8 +378,4 @@ def _ladder(request: web.Request, message: Request) -> RpcError | None:
         name = message.params.get("name")
         if name is not None and request.headers.get("Mcp-Name") != name:
             return RpcError(HEADER_MISMATCH, "Mcp-Name header does not match the tool's name")
-    if not isinstance(body_version, str):
-        return RpcError(INVALID_PARAMS, "the protocol version must be a string")
-    if body_version not in MODERN_VERSIONS:
-        return _unsupported(body_version)
-    return None
+    return check_stateless_version(body_version)
