@@ -165,7 +165,7 @@ class StdioServer:
         try:
             value = decode(line)
             if isinstance(value, list):
-                self._start(None, self._batch(value))
+                await self._start(None, self._batch(value))
                 return
             message = parse_message(value)
         except RpcError as exc:
@@ -180,17 +180,29 @@ class StdioServer:
             # Also on the session: initialized marks it ready. (A cancelled tool call is then
             # cancelled twice, and the dispatcher tells its own cancel from this one's.)
             await self._dispatcher.handle_notification(message, self._exchange(self._principal))
-        elif message.method == "initialize" and not _stateless(message):
+        elif message.method == "initialize" and not _stateless(message) \
+                and not self._stopped.is_set():
             await self._initialize(message)
         elif message.id in self._inflight:
             # A cancellation names a request by id: two live requests with one id are ambiguous.
             await self._send(error_message(message.id, RpcError(
                 INVALID_REQUEST, f"request id {message.id!r} is already in flight")))
         else:
-            self._start(message.id, self._answer(message))
+            await self._start(message.id, self._answer(message))
 
-    def _start(self, request_id: Any, work: Coroutine[Any, Any, None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(self._refuse_or(request_id, work))
+    async def _start(self, request_id: Any, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a task of its own, unless the server is stopping (decided as the
+        line is read: what came before EOF still runs) or too much is in flight."""
+        reason = None
+        if self._stopped.is_set():
+            reason = "the server is shutting down and takes no new requests"
+        elif len(self._tasks) >= MAX_IN_FLIGHT:
+            reason = f"{MAX_IN_FLIGHT} requests are in flight; retry later"
+        if reason is not None:
+            work.close()  # never started
+            await self._send(error_message(request_id, RpcError(INTERNAL_ERROR, reason)))
+            return
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         if request_id is not None:
             self._inflight[request_id] = task
@@ -202,19 +214,6 @@ class StdioServer:
                 del self._inflight[request_id]
 
         task.add_done_callback(done)
-
-    async def _refuse_or(self, request_id: Any, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` unless the server is stopping or too much is in flight."""
-        reason = None
-        if self._stopped.is_set():
-            reason = "the server is shutting down and takes no new requests"
-        elif len(self._tasks) > MAX_IN_FLIGHT:
-            reason = f"more than {MAX_IN_FLIGHT} requests in flight; retry later"
-        if reason is None:
-            await work
-            return
-        work.close()  # never started
-        await self._send(error_message(request_id, RpcError(INTERNAL_ERROR, reason)))
 
     def _cancel(self, request_id: Any) -> None:
         if not isinstance(request_id, str | int) or isinstance(request_id, bool):
@@ -246,10 +245,6 @@ class StdioServer:
 
     async def _initialize(self, request: Request) -> None:
         """``initialize`` opens the session, before any later line is read."""
-        if self._stopped.is_set():
-            await self._send(error_message(request.id, RpcError(
-                INTERNAL_ERROR, "the server is shutting down and takes no new requests")))
-            return
         try:
             principal = await self._checked_principal()
             if self._session is None:

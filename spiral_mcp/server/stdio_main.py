@@ -34,7 +34,7 @@ from ..handlers import Tool
 from ..protocol.sessions import Session, SessionStore
 from ..protocol.stdio import StdioServer
 from .app import create_app
-from .keys import AUTHENTICATOR, DISPATCHER, SESSIONS
+from .keys import AUTHENTICATOR, DISPATCHER, SESSIONS, SHUTDOWN
 from .logs import configure_logging, request_id_var
 from .run import STARTUP_ERRORS, new_event_loop, prepare_database
 
@@ -85,8 +85,15 @@ def _take_stdout() -> int:
 
 
 def _fail(message: str, *, code: int) -> NoReturn:
-    print(f"spiral-mcp: error: {message}", file=sys.stderr, flush=True)
+    _say_error(message)
     sys.exit(code)
+
+
+def _say_error(message: str) -> None:
+    """One line on stderr, after the log lines still buffered: the last line a client shows."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    print(f"spiral-mcp: error: {message}", file=sys.stderr, flush=True)
 
 
 async def _serve(settings: Settings, key: str, protocol_fd: int,
@@ -97,12 +104,15 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
     server: StdioServer | None = None
 
     async def drain(app: web.Application) -> None:
-        # After the app's own on_shutdown step: the sessions take no new calls, and the calls
+        # Before the app's own shutdown step, which drains the sessions: a request read before
+        # EOF or SIGTERM is in flight and must run, though its task may not have reached the
+        # session yet (the transport takes no new one). Shutdown's clock starts here: the calls
         # still running when SHUTDOWN_TIMEOUT is over are cut (answered and audited).
         if server is not None:
+            app[SHUTDOWN].begin(app[DISPATCHER].registry.stop_calls)
             await server.drain(settings.shutdown_timeout + _CUT_ANSWER_SECONDS)
 
-    app.on_shutdown.append(drain)
+    app.on_shutdown.insert(0, drain)
     # The application's start and stop as `serve` runs them, with no site: nothing listens.
     runner = web.AppRunner(app, handle_signals=False)
     try:
@@ -113,9 +123,8 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
         except ServiceError as exc:
             raise ConnectionError(f"cannot check the API key: {exc.message}") from None
         if principal is None:
-            print(f"spiral-mcp: error: the API key in {KEY_ENV} is not accepted (unknown, "
-                  "revoked or expired; spiral-mcp apikey list shows the keys)",
-                  file=sys.stderr, flush=True)
+            _say_error(f"the API key in {KEY_ENV} is not accepted (unknown, revoked or "
+                       "expired; spiral-mcp apikey list shows the keys)")
             return 1
         server = StdioServer(
             app[DISPATCHER], principal=principal,
@@ -133,8 +142,7 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
     finally:
         await runner.cleanup()
     if server.key_refused:
-        print(f"spiral-mcp: error: the API key in {KEY_ENV} is no longer accepted (revoked or "
-              "expired)", file=sys.stderr, flush=True)
+        _say_error(f"the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
         return 1
     return 0
 
