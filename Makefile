@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 CONFORMANCE_SUITE := npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
 
-.PHONY: help install install-dev run test lint conformance bench clean
+.PHONY: help install install-dev run test lint conformance bench wheel clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -50,5 +50,8 @@ conformance: install-dev ## run the MCP conformance suite (needs npx)
 bench: install-dev ## run the benchmarks
 	$(BIN)/python -m bench.run
 
+wheel: install ## build the wheel into dist/ (for uvx or pipx run: README, Local clients)
+	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
+
 clean: ## remove .venv, build files, caches and the test database
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .test-pg
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .test-pg

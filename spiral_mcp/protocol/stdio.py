@@ -26,6 +26,7 @@ import contextvars
 import os
 import secrets
 import stat
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -365,7 +366,10 @@ async def _skip_line(reader: asyncio.StreamReader) -> None:
 
 def _is_pipe(fd: int) -> bool:
     """A pipe or a socket, which the loop can watch. Anything else (a regular file, a terminal,
-    /dev/null) the loop cannot, and uvloop aborts the process when asked to."""
+    /dev/null) the loop cannot, and uvloop aborts the process when asked to; nor can Windows'
+    loop watch the pipes a parent gives (they are not opened for overlapped reads)."""
+    if sys.platform == "win32":
+        return False
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
@@ -374,11 +378,11 @@ async def _open_input(fd: int, limit: int) -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit)
     if _is_pipe(fd):
-        with contextlib.suppress(NotImplementedError):  # a loop without pipes (Windows)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                         os.fdopen(fd, "rb", buffering=0, closefd=False))
-            return reader
-    # Read in a daemon thread, which never holds up the process's exit.
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                     os.fdopen(fd, "rb", buffering=0, closefd=False))
+        return reader
+    # Read in a daemon thread, which never holds up the process's exit (a regular file has no
+    # flow control to lose; a terminal is typed into).
     threading.Thread(target=_feed, args=(loop, reader, fd), name="stdio-input",
                      daemon=True).start()
     return reader
@@ -396,8 +400,8 @@ def _feed(loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, fd: int
 
 
 class _Output:
-    """stdout: each line one write, in the order sent; a pipe with flow control, else (a regular
-    file, a loop without pipes) plain writes."""
+    """stdout: each line one write, in the order sent; a pipe with flow control, anything else
+    (a regular file, a terminal, Windows) with plain writes."""
 
     def __init__(self, file: Any, writer: asyncio.StreamWriter | None) -> None:
         self._file = file
@@ -429,11 +433,7 @@ async def _open_output(fd: int) -> _Output:
     file = os.fdopen(fd, "wb", buffering=0)
     if not _is_pipe(fd):
         return _Output(file, None)
-    try:
-        # FlowControlMixin is the protocol asyncio's own stream helpers give a write pipe: it
-        # makes StreamWriter.drain wait while the client is not reading.
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
-                                                            file)
-    except NotImplementedError:  # a loop without pipes (Windows)
-        return _Output(file, None)
+    # FlowControlMixin is the protocol asyncio's own stream helpers give a write pipe: it makes
+    # StreamWriter.drain wait while the client is not reading.
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
     return _Output(file, asyncio.StreamWriter(transport, protocol, None, loop))
