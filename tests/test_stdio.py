@@ -514,3 +514,28 @@ async def test_a_first_start_is_quiet_on_stdout(environment, empty_database: tup
     async with connect(PRODUCT, {**env, KEY_ENV: keys[0]}, "legacy", tmp_path / "err") as client:
         projects = await client.call_tool("jira_list_projects", {})
         assert projects.structured_content["success"] is True
+
+
+async def test_the_first_start_banner_gives_claude_desktop_a_working_stdio_entry(
+        environment, tenant: Tenant, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``make run``'s first start shows Claude Desktop an entry that starts this installation's
+    ``spiral-mcp stdio`` on the same embedded data: run as shown (its DATABASE_URL pointed at
+    the test database, as the embedded one is not started here), it serves the key."""
+    from spiral_mcp.config import load_settings
+    from spiral_mcp.server import first_start
+
+    settings = load_settings(environ={"SPIRAL_DATA_DIR": str(tmp_path / "data")})
+    first_start._print_banner(settings, name="Demo", tenant_id=tenant.id, secret=tenant.key,
+                              summary={"work_items": 20, "projects": 3})
+    banner = capsys.readouterr().err.splitlines()
+    start = next(i for i, line in enumerate(banner) if line.startswith("  Claude Desktop"))
+    end = next(i for i, line in enumerate(banner) if line.startswith("  MCP Inspector"))
+    assert "no Node needed" in banner[start]
+    entry = orjson.loads("\n".join(banner[start + 1:end]))["mcpServers"]["spiral"]
+    assert entry["args"] == ["stdio"] and Path(entry["command"]).is_absolute()
+    assert entry["env"] == {KEY_ENV: tenant.key, "SPIRAL_DATA_DIR": str(tmp_path / "data")}
+    env = {**environment(None), **entry["env"]}
+    async with connect((entry["command"], *entry["args"]), env, "legacy",
+                       tmp_path / "err") as client:
+        item = await client.call_tool("jira_get_issue", {"issue_key": "WEB-1"})
+        assert item.structured_content["tenant_id"] == str(tenant.id)
