@@ -443,6 +443,26 @@ async def test_a_request_before_initialize_is_told_what_is_missing(environment,
     assert code == 0 and out == b""
 
 
+async def test_concurrent_calls_write_whole_lines(environment, tenant: Tenant) -> None:
+    """Thirty calls at once, each sending progress as it goes: every line on stdout is one whole
+    message, and each call's progress comes before its answer."""
+    proc = await Process.start(WITH_FIXTURES, environment(tenant))
+    calls = 30
+    await proc.send(*(call(n, "test_steps", meta={**STATELESS_META, "progressToken": f"t{n}"})
+                      for n in range(calls)))
+    seen: dict[Any, list[str]] = {n: [] for n in range(calls)}
+    for _ in range(calls * 4):
+        message = await proc.receive()
+        if message.get("method") == "notifications/progress":
+            seen[int(message["params"]["progressToken"][1:])].append("progress")
+        else:
+            assert message["result"]["structuredContent"]["data"] == {"steps": 3}, message
+            seen[message["id"]].append("answer")
+    assert all(kinds == ["progress"] * 3 + ["answer"] for kinds in seen.values()), seen
+    code, out, err = await proc.finish()
+    assert code == 0 and out == b"", err
+
+
 @pytest.mark.parametrize("stop", ("eof", "sigterm"))
 async def test_calls_in_flight_finish_when_the_client_leaves(
         environment, tenant: Tenant, stop: str) -> None:

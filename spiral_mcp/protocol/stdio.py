@@ -389,14 +389,13 @@ async def _open_input(fd: int, limit: int) -> asyncio.StreamReader:
 
 
 def _feed(loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, fd: int) -> None:
-    try:
-        while chunk := os.read(fd, _READ_CHUNK):
-            loop.call_soon_threadsafe(reader.feed_data, chunk)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(RuntimeError):  # the loop has closed
-            loop.call_soon_threadsafe(reader.feed_eof)
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads on
+        try:
+            while chunk := os.read(fd, _READ_CHUNK):
+                loop.call_soon_threadsafe(reader.feed_data, chunk)
+        except OSError:
+            pass  # stdin failed: as good as its end
+        loop.call_soon_threadsafe(reader.feed_eof)
 
 
 class _Output:
