@@ -35,6 +35,7 @@ from spiral_mcp.config import SETTINGS
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import APP_ROLE, url_for_role
+from spiral_mcp.server.shutdown import WIND_DOWN_SECONDS
 from spiral_mcp.server.stdio_main import KEY_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -477,7 +478,10 @@ async def test_calls_in_flight_finish_when_the_client_leaves(
         lines = [orjson.loads(line) for line in out.splitlines()]
     else:
         proc.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        assert proc.proc.stderr is not None
+        while b"stopping: no new requests" not in await asyncio.wait_for(
+                proc.proc.stderr.readline(), 10):
+            pass
         # A new request is refused; the call in flight still answers.
         await proc.send(call(3, "jira_get_issue", issue_key="WEB-1"))
         refused = await proc.answer(3)
@@ -499,7 +503,8 @@ async def test_a_call_past_shutdown_timeout_is_cut_and_answered(
     started = asyncio.get_running_loop().time()
     code, out, err = await proc.finish(timeout=20)
     assert code == 0, err
-    assert asyncio.get_running_loop().time() - started < 8
+    # Cut when SHUTDOWN_TIMEOUT (1 s) is over, and gone within the wind-down after it.
+    assert 0.5 <= asyncio.get_running_loop().time() - started <= 1 + WIND_DOWN_SECONDS + 2
     answer = orjson.loads(out)
     assert answer["id"] == 2 and answer["result"]["isError"] is True
     assert answer["result"]["structuredContent"]["error"]["code"] == "CONNECTION_ERROR"

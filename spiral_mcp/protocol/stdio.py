@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 import secrets
 import stat
@@ -61,6 +62,8 @@ from .versions import (
 )
 
 __all__ = ["Authenticate", "NewSession", "StdioServer"]
+
+log = logging.getLogger(__name__)
 
 # The process's key checked again (through the authenticator's cache): its principal, or None
 # once the key is revoked or has expired.
@@ -135,8 +138,12 @@ class StdioServer:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while (line := await self._next_line(reader)) is not None:
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     await self._receive(line)
+                except Exception:  # a fault of ours in one message must not end the reading
+                    log.exception("a message from the client could not be handled")
         finally:
             self._client_gone()
 
@@ -213,6 +220,8 @@ class StdioServer:
             self._cancelled.discard(task)
             if self._inflight.get(request_id) is task:
                 del self._inflight[request_id]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("a request could not be answered", exc_info=exc)
 
         task.add_done_callback(done)
 

@@ -135,7 +135,7 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
         for signum in (signal.SIGTERM, signal.SIGINT):
             # Not on Windows: there EOF on stdin is how a client stops the server.
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, server.stop)
+                loop.add_signal_handler(signum, _stop, server, signum)
         log.info("serving MCP on stdin and stdout", extra={
             "tenant": principal.tenant_text, "key": principal.key_name})
         await server.serve(input_fd=sys.stdin.fileno(), output_fd=protocol_fd)
@@ -145,6 +145,12 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
         _say_error(f"the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
         return 1
     return 0
+
+
+def _stop(server: StdioServer, signum: int) -> None:
+    log.info("stopping: no new requests; the calls in flight finish",
+             extra={"signal": signal.Signals(signum).name})
+    server.stop()
 
 
 def _new_session(sessions: SessionStore, settings: Settings, principal: Principal,
