@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help install install-dev run test lint conformance bench clean
+.PHONY: help install install-dev run test lint conformance bench wheel clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -49,5 +49,8 @@ conformance: install-dev ## run the MCP conformance suites of tests/conformance_
 bench: install-dev ## run the benchmarks
 	$(BIN)/python -m bench.run
 
+wheel: install ## build the wheel into dist/ (for uvx or pipx run: README, Local clients)
+	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
+
 clean: ## remove .venv, build files, caches and the test database
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .test-pg
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .test-pg

@@ -1,4 +1,5 @@
-"""The ``spiral-mcp`` command: serve, migrate, and manage tenants, keys and demo data.
+"""The ``spiral-mcp`` command: serve (over HTTP or stdio), migrate, and manage tenants, keys and
+demo data.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad setting or usage, 1 for
 anything else.
@@ -66,6 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to listen on (PORT)")
     serve.add_argument("--log-level", help="debug, info, warning or error (LOG_LEVEL)")
     serve.add_argument("--redis-url", help="Redis URL for rate limits (REDIS_URL)")
+
+    stdio = commands.add_parser(
+        "stdio", parents=[common], help="serve MCP on stdin/stdout to the client that started it",
+        description="Serve MCP over stdin and stdout (newline-delimited JSON-RPC) to the client "
+                    "that started this process (Claude Desktop, Claude Code, ...), for one API "
+                    "key, against DATABASE_URL or the embedded database. stdout carries only "
+                    "the protocol; logs go to stderr. Stops at EOF on stdin or SIGTERM.",
+        epilog="The API key is read from the environment variable SPIRAL_API_KEY, never from a "
+               "flag: a flag's value shows in every process listing (ps) and in shell "
+               "history, while a client's configuration passes environment variables to the "
+               "server it starts (Claude Desktop's \"env\", claude mcp add --env).")
+    stdio.add_argument("--log-level", help="debug, info, warning or error (LOG_LEVEL)")
+    stdio.add_argument("--redis-url", help="Redis URL for rate limits (REDIS_URL)")
 
     mig = commands.add_parser("migrate", help="apply, roll back or show schema migrations")
     mig_actions = mig.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -414,6 +428,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             from .server.run import serve
 
             serve(settings)
+        elif args.command == "stdio":
+            from .server.stdio_main import run
+
+            run(settings)
         elif args.command == "migrate":
             asyncio.run(_run_migrate(args, settings))
         elif args.command == "source":

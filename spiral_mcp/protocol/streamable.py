@@ -39,7 +39,6 @@ from .http import (
 from .jsonrpc import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     Request,
@@ -53,12 +52,14 @@ from .param_headers import check_param_headers, decoded_header
 from .sessions import Session, SessionLimitError, SessionState
 from .versions import (
     BATCHING_VERSIONS,
-    CLIENT_CAPABILITIES_META,
     DEFAULT_HEADERLESS_VERSION,
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
     PROTOCOL_VERSION_META,
+    check_stateless_version,
+    missing_stateless_meta,
     negotiate,
+    unsupported,
 )
 
 __all__ = ["routes"]
@@ -72,10 +73,11 @@ MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -3202
                        -32022: 400, METHOD_NOT_FOUND: 404}
 
 
-# The parameter each method mirrors in the Mcp-Name header (SEP-2243; the tasks extension adds its
-# methods' taskId, so a load balancer can route them to the process holding the task).
-_NAMED_BY = {"tools/call": "name", "tasks/get": "taskId", "tasks/update": "taskId",
-             "tasks/cancel": "taskId"}
+# The parameter each method mirrors in the Mcp-Name header (streamable-http.mdx, Standard
+# Headers; the tasks extension adds its methods' taskId, so a load balancer can route them to
+# the process holding the task).
+_NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+             "tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
 
 # How often a stateless request checks whether its client is still connected.
 DISCONNECT_POLL_SECONDS = 0.1
@@ -326,7 +328,7 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
             INVALID_REQUEST, "the body must be one JSON-RPC request or notification"))
     if "id" not in value:
         if version not in MODERN_VERSIONS:
-            return rpc_error_response(_unsupported(_shown(version)))
+            return rpc_error_response(unsupported(_shown(version)))
         if value.get("method") in REMOVED_NOTIFICATIONS:
             return rpc_error_response(RpcError(
                 METHOD_NOT_FOUND, f"method not found: {_shown(str(value['method']))}"),
@@ -399,23 +401,11 @@ async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T
         raise
 
 
-# The body field each method's Mcp-Name header repeats (streamable-http.mdx, Standard Headers).
-_NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-
-
-def _unsupported(requested: Any) -> RpcError:
-    return RpcError(-32022, f"unsupported protocol version: {requested}",
-                    {"supported": list(MODERN_VERSIONS), "requested": requested})
-
-
 def _ladder(request: web.Request, message: Request) -> RpcError | None:
     """The stateless era's checks, in the specification's order; the first failure wins."""
-    meta = message.params.get("_meta")
-    if not isinstance(meta, dict) or PROTOCOL_VERSION_META not in meta \
-            or CLIENT_CAPABILITIES_META not in meta:
-        return RpcError(INVALID_PARAMS, f"params._meta must carry {PROTOCOL_VERSION_META!r} and "
-                                        f"{CLIENT_CAPABILITIES_META!r}")
-    body_version = meta[PROTOCOL_VERSION_META]
+    if (missing := missing_stateless_meta(message.params)) is not None:
+        return missing
+    body_version = message.params["_meta"][PROTOCOL_VERSION_META]
     if request.headers.get(VERSION_HEADER) != body_version:
         return RpcError(HEADER_MISMATCH,
                         f"{VERSION_HEADER} header does not match params._meta's protocol version")
@@ -431,10 +421,8 @@ def _ladder(request: web.Request, message: Request) -> RpcError | None:
         if mirrored and (mismatch := check_param_headers(
                 request.headers, mirrored, message.params.get("arguments"))) is not None:
             return mismatch
-    if not isinstance(body_version, str):
-        return RpcError(INVALID_PARAMS, "the protocol version must be a string")
-    if body_version not in MODERN_VERSIONS:
-        return _unsupported(body_version)
+    if (problem := check_stateless_version(body_version)) is not None:
+        return problem
     try:
         log_level(message.params, LOG_LEVELS)  # refused before a stream opens for its messages
     except RpcError as exc:

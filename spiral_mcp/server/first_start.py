@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -74,14 +75,32 @@ async def bootstrap(admin_url: str, settings: Settings, *, name: str, demo: bool
     _print_banner(settings, name=name, tenant_id=tenant_id, secret=secret, summary=summary)
 
 
+def _command() -> str:
+    """This installation's ``spiral-mcp`` script, as a client starting it needs it: a full path
+    (Claude Desktop does not start servers in this folder, nor with this PATH)."""
+    script = Path(sys.executable).with_name("spiral-mcp")
+    return str(script) if script.exists() else "spiral-mcp"
+
+
+def _desktop_config(settings: Settings, secret: str) -> dict[str, Any]:
+    """Claude Desktop's entry: on the embedded database, Desktop starts ``spiral-mcp stdio`` on
+    the same data (no Node needed); on your own PostgreSQL, whose URL may only make sense where
+    this server runs (a container's), it reaches this server through ``mcp-remote``."""
+    if settings.embedded:
+        server: dict[str, Any] = {"command": _command(), "args": ["stdio"], "env": {
+            "SPIRAL_API_KEY": secret, "SPIRAL_DATA_DIR": str(settings.data_dir)}}
+    else:
+        server = {"command": "npx",
+                  "args": ["-y", "mcp-remote", f"{public_url(settings)}/mcp", "--header",
+                           "Authorization:${SPIRAL_AUTH}"],
+                  "env": {"SPIRAL_AUTH": f"Bearer {secret}"}}
+    return {"mcpServers": {"spiral": server}}
+
+
 def _print_banner(settings: Settings, *, name: str, tenant_id: uuid.UUID, secret: str,
                   summary: dict[str, Any] | None) -> None:
     url = public_url(settings)
-    desktop = {"mcpServers": {"spiral": {
-        "command": "npx",
-        "args": ["-y", "mcp-remote", f"{url}/mcp", "--header", "Authorization:${SPIRAL_AUTH}"],
-        "env": {"SPIRAL_AUTH": f"Bearer {secret}"},
-    }}}
+    desktop = _desktop_config(settings, secret)
     created = (f"a demo tenant with {summary.get('work_items', 0)} work items in "
                f"{summary.get('projects', 0)} projects" if summary is not None
                else f"the tenant {name!r} (BOOTSTRAP_TENANT)")
@@ -94,7 +113,9 @@ def _print_banner(settings: Settings, *, name: str, tenant_id: uuid.UUID, secret
         "  Claude Code:",
         f'    claude mcp add --transport http spiral {url}/mcp '
         f'--header "Authorization: Bearer {secret}"',
-        "  Claude Desktop (claude_desktop_config.json):",
+        "  Claude Desktop (claude_desktop_config.json"
+        + ("; Desktop starts spiral-mcp stdio itself, no Node needed):" if settings.embedded
+           else "):"),
         *("    " + line for line in
           orjson.dumps(desktop, option=orjson.OPT_INDENT_2).decode().splitlines()),
         "  MCP Inspector (Node 22.19 or newer; this command brings one):",

@@ -1,4 +1,5 @@
-"""JSON-lines logging on stdout, with the current request id on every line.
+"""JSON-lines logging on stdout (stderr under ``spiral-mcp stdio``), with the current request id
+on every line.
 
 No traceback is written: a failure is logged as its type, message and the innermost frame of our
 own code, which points an operator at the place without printing frames that might carry data.
@@ -18,7 +19,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -176,8 +177,10 @@ class BatchingStreamHandler(logging.StreamHandler):
                     sys.stderr.write(f"--- logging error: {text.count(chr(10))} lines lost\n")
 
 
-def configure_logging(level: str) -> None:
-    handler = BatchingStreamHandler(sys.stdout)
+def configure_logging(level: str, *, stream: TextIO | None = None) -> None:
+    """JSON lines at ``level`` on ``stream`` (default stdout; stderr for ``spiral-mcp stdio``,
+    whose stdout carries the protocol)."""
+    handler = BatchingStreamHandler(sys.stdout if stream is None else stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

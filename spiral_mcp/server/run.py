@@ -30,9 +30,15 @@ from .first_start import bootstrap, print_listening
 from .logs import configure_logging
 from .shutdown import WIND_DOWN_SECONDS
 
-__all__ = ["ListenError", "check_address", "serve"]
+__all__ = ["STARTUP_ERRORS", "ListenError", "check_address", "new_event_loop", "prepare_database",
+           "serve"]
 
 log = logging.getLogger(__name__)
+
+
+# What can keep a server from starting, each said in one line: a runtime role that could cross
+# tenants, a bad report template or SQL file, a database out of reach, a folder or port refused.
+STARTUP_ERRORS = (UnsafeRuntimeRole, TemplateError, QueryFileError, ConnectionError, OSError)
 
 
 class ListenError(OSError):
@@ -95,8 +101,14 @@ async def _external_urls(settings: Settings) -> DatabaseUrls:
     return DatabaseUrls(runtime=settings.database_url, admin=settings.admin_database_url)
 
 
+async def prepare_database(settings: Settings) -> DatabaseUrls:
+    """The database ready to serve: the embedded one started, provisioned and (first start)
+    given its demo tenant, or yours migrated and bootstrapped when ADMIN_DATABASE_URL says so."""
+    return await (_embedded_urls(settings) if settings.embedded else _external_urls(settings))
+
+
 async def _build(settings: Settings) -> web.Application:
-    urls = await (_embedded_urls(settings) if settings.embedded else _external_urls(settings))
+    urls = await prepare_database(settings)
     return create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer)
 
 
@@ -136,7 +148,7 @@ def serve(settings: Settings) -> None:
             print=lambda _banner: print_listening(settings),
             handle_signals=True,
         )
-    except (UnsafeRuntimeRole, TemplateError, QueryFileError, ConnectionError, OSError) as exc:
+    except STARTUP_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
             exc = _listen_error(settings, exc)  # taken while the database was being prepared
         print(f"spiral-mcp: error: {exc}", file=sys.stderr)
