@@ -138,7 +138,8 @@ async def test_a_declared_client_gets_a_task_and_reads_its_progress_and_result(
     assert "result" not in created and "content" not in created
     task_id = created["taskId"]
     uuid.UUID(task_id)
-    working = await until(client, tenant, task_id, lambda t: "_meta" in t or terminal(t))
+    working = await until(client, tenant, task_id,
+                          lambda t: "spiral-mcp/progress" in t["_meta"] or terminal(t))
     assert working["status"] == "working" and working["resultType"] == "complete"
     assert working["_meta"]["spiral-mcp/progress"]["total"] == 2
     assert working["statusMessage"].endswith("of 2 s")
