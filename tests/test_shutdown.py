@@ -19,7 +19,7 @@ from serving import ProductionLikeServer
 
 from spiral_mcp.auth import Principal
 from spiral_mcp.handlers import Tool, builtin_tools
-from spiral_mcp.protocol.dispatcher import Exchange
+from spiral_mcp.protocol.exchange import Exchange
 from spiral_mcp.protocol.jsonrpc import Request
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import DISPATCHER, SESSIONS

@@ -28,7 +28,7 @@ from spiral_mcp import admin
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.handlers import Tool, builtin_tools
 from spiral_mcp.handlers.context import ToolContext
-from spiral_mcp.protocol import dispatcher, http, sessions
+from spiral_mcp.protocol import exchange, http, sessions
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
@@ -1180,7 +1180,7 @@ async def test_a_request_to_the_client_goes_on_the_call_s_stream_and_its_answer_
     error = (await event(response))["result"]["structuredContent"]["error"]
     assert error["code"] == "UPSTREAM_ERROR" and "User rejected" in error["message"]
 
-    monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 0.2)
+    monkeypatch.setattr(exchange, "CLIENT_ANSWER_SECONDS", 0.2)
     response = await call(4)
     asked = await event(response)
     # The client is told the request no longer stands, then the call's answer follows.
@@ -1192,7 +1192,7 @@ async def test_a_request_to_the_client_goes_on_the_call_s_stream_and_its_answer_
 
     # Ending the session ends a call waiting for an answer at once, not after the timeout: its
     # stream closes after an error saying so.
-    monkeypatch.setattr(dispatcher, "CLIENT_ANSWER_SECONDS", 60)
+    monkeypatch.setattr(exchange, "CLIENT_ANSWER_SECONDS", 60)
     response = await call(5)
     await event(response)
     deleted = await client.delete("/mcp", headers=headers(tenant, sid=sid, version=version))

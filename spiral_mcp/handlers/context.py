@@ -23,7 +23,7 @@ from .audit import AuditEntry, redact
 from .idempotency import Claim
 
 __all__ = ["CLIENT_REQUESTS", "AskCallback", "InputRequired", "ToolContext", "ask_all",
-           "client_can"]
+           "client_can", "require_askable"]
 
 _CONTENT_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
 
@@ -205,6 +205,17 @@ def client_can(capabilities: Mapping[str, Any] | None, method: str,
     declared = capabilities[capability]
     return isinstance(declared, Mapping) and (
         "form" in declared or not ({"form", "url"} & declared.keys()))
+
+
+def require_askable(capabilities: Mapping[str, Any] | None, method: str,
+                    params: Mapping[str, Any]) -> None:
+    """For an asker that waits on the client's answer (a session's, a task's): ValueError for a
+    request no server may put to a client, UPSTREAM_ERROR for one the client did not declare."""
+    capability = CLIENT_REQUESTS.get(method)
+    if capability is None:
+        raise ValueError(f"not a request a server may send a client: {method}")
+    if not client_can(capabilities, method, params):
+        raise ServiceError(ErrorCode.UPSTREAM_ERROR, f"the client does not offer {capability}")
 
 
 async def ask_all(ctx: ToolContext, requests: Mapping[str, tuple[str, dict[str, Any]]]

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
@@ -30,8 +29,9 @@ from jsonschema import Draft202012Validator
 from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
-from ..schema_types import HeaderParam, header_params, integral_floats
+from ..schema_types import HeaderParam, header_params
 from ..shares import ShareExhausted, Shares
+from .arguments import MAX_ARGUMENT_DEPTH, ArgumentCheck
 from .audit import AuditEntry, AuditWriter, redact
 from .context import InputRequired, ToolContext
 from .idempotency import Claim, IdempotencyStore
@@ -48,11 +48,6 @@ CALL_CLASSES = ("read", "write", "query")
 # The audit's error_code of a call that ended asking the client (stateless era); its outcome is
 # "error", as a cancelled call's is: the call did not complete.
 _INPUT_REQUIRED = "INPUT_REQUIRED"
-
-# Arguments nested deeper are refused before anything recursive (validation, audit, hashing,
-# ADF) walks them: Python's stack and orjson (255 levels) give out long before a tool would.
-MAX_ARGUMENT_DEPTH = 64
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Tool:
@@ -91,98 +86,9 @@ class _Compiled:
     tool: Tool
     listing: dict[str, Any]
     data_schema: dict[str, Any]     # the complete schema of a successful result's data
-    validator: Draft202012Validator
-    # A quick yes for the plain schemas most tools have, or None; never says yes to an instance
-    # the validator would refuse (a no is left to the validator, which also says why).
-    surely_valid: Callable[[Any], bool] | None
+    check_arguments: ArgumentCheck
     # Parameters mirrored into request headers (x-mcp-header), checked against them over HTTP.
     header_params: tuple[HeaderParam, ...] = ()
-
-
-# What the quick check understands. Anything else in a schema (a nested object, an array, a
-# $ref, a format assertion turned on...) leaves that schema to jsonschema alone.
-_ANNOTATIONS = frozenset({"$schema", "$comment", "title", "description", "default", "examples"})
-_TOP_KEYWORDS = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties"}
-_PROPERTY_KEYWORDS = _ANNOTATIONS | {"type", "pattern", "minLength", "maxLength", "minimum",
-                                     "maximum", "enum"}
-_SCALARS: dict[str, tuple[type, ...]] = {
-    # The exact Python types JSON values of each type decode to. Stricter than JSON Schema where
-    # it is cheap to be (an integral float is an integer there, and bool is no int here): an
-    # instance refused here still goes to the validator.
-    "string": (str,),
-    "boolean": (bool,),
-    "integer": (int,),
-    "number": (int, float),
-    "null": (type(None),),
-}
-
-
-def _quick_property(schema: Any) -> Callable[[Any], bool] | None:
-    if not isinstance(schema, dict) or not schema.keys() <= _PROPERTY_KEYWORDS:
-        return None
-    types = schema.get("type")
-    types = [types] if isinstance(types, str) else types
-    if not isinstance(types, list) or not types or not all(t in _SCALARS for t in types):
-        return None
-    allowed = frozenset(python_type for t in types for python_type in _SCALARS[t])
-    try:
-        pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
-    except (re.error, TypeError):
-        return None  # jsonschema reports it when it validates, as it always did
-    min_length, max_length = schema.get("minLength", 0), schema.get("maxLength")
-    minimum, maximum = schema.get("minimum"), schema.get("maximum")
-    enum = schema.get("enum")
-    if enum is not None and not all(type(e) is str for e in enum):
-        return None
-
-    def check(value: Any) -> bool:
-        if type(value) not in allowed:
-            return False
-        if type(value) is str:
-            # As jsonschema: re.search, lengths in code points.
-            if pattern is not None and pattern.search(value) is None:
-                return False
-            if len(value) < min_length or (max_length is not None and len(value) > max_length):
-                return False
-        elif (type(value) is int or type(value) is float) and (
-                (minimum is not None and value < minimum)
-                or (maximum is not None and value > maximum)):
-            return False
-        return enum is None or (type(value) is str and value in enum)
-
-    return check
-
-
-def _quick_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
-    """A fast, conservative validity test for a flat object schema of scalar properties."""
-    if not schema.keys() <= _TOP_KEYWORDS or schema.get("type") != "object":
-        return None
-    additional = schema.get("additionalProperties", True)
-    if additional not in (True, False):
-        return None
-    checks = {}
-    for name, property_schema in schema.get("properties", {}).items():
-        if (check := _quick_property(property_schema)) is None:
-            return None
-        checks[name] = check
-    required = tuple(schema.get("required", ()))
-
-    def surely_valid(instance: Any) -> bool:
-        if type(instance) is not dict:
-            return False
-        for name in required:
-            if name not in instance:
-                return False
-        for name, value in instance.items():
-            check = checks.get(name)
-            if check is None:
-                if additional is False:
-                    return False
-            elif not check(value):
-                return False
-        return True
-
-    return surely_valid
 
 
 def _unheard(scope: str) -> None:
@@ -201,24 +107,6 @@ def _load_schema(directory: Path, filename: str) -> dict[str, Any]:
     return schema
 
 
-def _too_deep(arguments: Any) -> str | None:
-    """The path of the first container nested deeper than MAX_ARGUMENT_DEPTH, or None; a walk
-    with its own stack, so no depth can overflow it."""
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(arguments, ())]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, dict):
-            children: Iterable[tuple[Any, Any]] = value.items()
-        elif isinstance(value, list):
-            children = enumerate(value)
-        else:
-            continue
-        if len(path) >= MAX_ARGUMENT_DEPTH:
-            return "/" + "/".join(map(str, path))
-        stack.extend((child, (*path, name)) for name, child in children)
-    return None
-
-
 def _shutting_down() -> dict[str, Any]:
     """The error of a call cut at the end of shutdown's grace period, or refused after it."""
     return ServiceError(
@@ -226,28 +114,6 @@ def _shutting_down() -> dict[str, Any]:
         "the server is shutting down; the call was stopped before it finished (retry it)",
         retry_after=1.0,
     ).to_dict()
-
-
-def _invalid_arguments(tool: str, details: list[dict[str, str]]) -> ServiceError:
-    return ServiceError(
-        ErrorCode.VALIDATION_ERROR,
-        f"invalid arguments for {tool}: "
-        + "; ".join(f"{d['path']}: {d['message']}" for d in details[:5]),
-        details=details,
-    )
-
-
-def _valid_arguments(compiled: _Compiled, arguments: Any) -> Any:
-    """The arguments as the handler gets them, or VALIDATION_ERROR naming each failing field."""
-    if compiled.surely_valid is not None and compiled.surely_valid(arguments):
-        return arguments
-    if (path := _too_deep(arguments)) is not None:
-        raise _invalid_arguments(compiled.tool.name, [{
-            "path": path, "message": f"nested deeper than {MAX_ARGUMENT_DEPTH} levels"}])
-    if details := _validation_details(compiled.validator, arguments):
-        raise _invalid_arguments(compiled.tool.name, details)
-    # JSON Schema counts 5.0 as an integer; a handler slicing rows or binding an int does not.
-    return integral_floats(arguments, compiled.validator.schema)
 
 
 def _missing_scope(tool: Tool, principal: Principal) -> ServiceError:
@@ -258,14 +124,6 @@ def _missing_scope(tool: Tool, principal: Principal) -> ServiceError:
         f"(its scopes: {has}); use a key with '{tool.scope}'",
         details=[{"scope": tool.scope, "key_scopes": sorted(principal.scopes)}],
     )
-
-
-def _validation_details(validator: Draft202012Validator, arguments: Any) -> list[dict[str, str]]:
-    details = []
-    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
-        path = "/".join(str(p) for p in error.absolute_path)
-        details.append({"path": "/" + path if path else "/", "message": error.message})
-    return details
 
 
 class ToolRegistry:
@@ -331,8 +189,7 @@ class ToolRegistry:
             destructive=tool.destructive, idempotent=tool.idempotent,
             open_world=tool.open_world, icon=tool.icon or tool.toolset)
         self._tools[tool.name] = _Compiled(tool, listed, data_schema,
-                                           Draft202012Validator(input_schema),
-                                           _quick_check(input_schema), mirrored)
+                                           ArgumentCheck(tool.name, input_schema), mirrored)
         for alias in tool.aliases:
             self._aliases[alias] = tool.name
 
@@ -499,7 +356,7 @@ class ToolRegistry:
             if tool.scope not in ctx.principal.scopes:
                 raise _missing_scope(tool, ctx.principal)
             await self.admit(ctx.principal, tool.call_class)
-            arguments = _valid_arguments(compiled, arguments)
+            arguments = compiled.check_arguments(arguments)
             with self.take_share(tool.share, ctx.principal):
                 data = await self._run(tool, ctx, arguments)
             envelope: dict[str, Any] = {

@@ -8,25 +8,22 @@ dispatcher knows no HTTP; it returns JSON-RPC response objects.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ..auth import Principal
 from ..db import Database
 from ..errors import ErrorCode, ServiceError
 from ..explorer import Explorer
 from ..handlers import ToolRegistry
-from ..handlers.context import CLIENT_REQUESTS, InputRequired, ToolContext, client_can
+from ..handlers.context import InputRequired, ToolContext
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
 from ..sources.access import SourceAccess
 from .changes import ChangeHub
+from .exchange import LOG_LEVELS, Exchange, log_sender, progress_sender, session_asker
 from .input_required import RequestStateSeal, Rounds
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -41,11 +38,12 @@ from .jsonrpc import (
     result_message,
 )
 from .modern import REMOVED_METHODS, SERVER_INFO_WITH_ICON, finish_result, log_level, modern_error
-from .sessions import ClientError, Session, SessionState
+from .pagination import page
+from .sessions import Session, SessionState
 from .tasks import TASKS_EXTENSION, TaskRunner, client_capabilities
-from .versions import MODERN_VERSIONS, SUPPORTED_VERSIONS, negotiate
+from .versions import SUPPORTED_VERSIONS, negotiate
 
-__all__ = ["Dispatcher", "Exchange", "can_ask"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -68,71 +66,10 @@ NOT_FOUND, PERMISSION_DENIED, CONFLICT, RATE_LIMITED, QUERY_TIMEOUT, CONNECTION_
 IDEMPOTENCY_MISMATCH, IDEMPOTENCY_IN_PROGRESS, UPSTREAM_ERROR, INTERNAL_ERROR. A tool's whole \
 result schema: resource spiral://tools/<name>/output-schema."""
 
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-_PAGE = 50
 MAX_SUBSCRIPTIONS = 100
 _COMPLETIONS = 100
 _NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/cancelled",
                             "notifications/progress", "notifications/roots/list_changed"})
-
-# Sends a message on the request's stream; False when no stream could take it.
-Notify = Callable[[dict[str, Any]], Awaitable[bool]]
-
-# How long a tool call waits for the client to answer a request of ours: a person may be the one
-# answering an elicitation.
-CLIENT_ANSWER_SECONDS = 300.0
-
-
-async def _drop(message: dict[str, Any]) -> bool:
-    return False
-
-
-def can_ask(session: Session) -> bool:
-    """Whether the client declared a capability a tool may use to ask it something."""
-    return not session.client_capabilities.keys().isdisjoint(CLIENT_REQUESTS.values())
-
-
-@dataclasses.dataclass(slots=True, kw_only=True)
-class Exchange:
-    """One request's surroundings, filled in by the transport."""
-
-    principal: Principal
-    protocol_version: str
-    transport: str
-    http_request_id: str | None = None
-    session: Session | None = None
-    # Sends a notification related to this request (progress, log) on the right stream.
-    notify: Notify = _drop
-
-    @property
-    def modern(self) -> bool:
-        return self.protocol_version in MODERN_VERSIONS
-
-
-def _encode_cursor(kind: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{offset}".encode()).decode()
-
-
-def _decode_cursor(kind: str, cursor: Any) -> int:
-    try:
-        prefix, _, offset = base64.urlsafe_b64decode(str(cursor).encode()).decode().partition(":")
-        if prefix != kind or not offset.isdigit():
-            raise ValueError
-        return int(offset)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise RpcError(INVALID_PARAMS, "invalid cursor") from None
-
-
-def _page(kind: str, items: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """One page of a list method's ``items`` under ``kind``, from the params' cursor on."""
-    offset = _decode_cursor(kind, params["cursor"]) if params.get("cursor") is not None else 0
-    if offset > len(items):
-        raise RpcError(INVALID_PARAMS, "invalid cursor")
-    result: dict[str, Any] = {kind: items[offset:offset + _PAGE]}
-    if offset + _PAGE < len(items):
-        result["nextCursor"] = _encode_cursor(kind, offset + _PAGE)
-    return result
-
 
 def _uri(params: dict[str, Any]) -> str:
     uri = params.get("uri")
@@ -372,7 +309,7 @@ class Dispatcher:
         return {}
 
     async def _tools_list(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
-        return _page("tools", self.registry.visible(exchange.principal), params)
+        return page("tools", self.registry.visible(exchange.principal), params)
 
     def _context(self, exchange: Exchange, name: str) -> ToolContext:
         principal = exchange.principal
@@ -403,14 +340,14 @@ class Dispatcher:
         # Without a token or a session nothing can be sent: the context's silent defaults serve,
         # and no closures are made for the call.
         if token is not None:
-            ctx.progress = self._progress_sender(token, exchange)
+            ctx.progress = progress_sender(token, exchange)
         if exchange.session is not None:
-            ctx.log = self._log_sender(name, exchange)
-            ctx.ask = self._asker(exchange.session, exchange.notify)
+            ctx.log = log_sender(name, exchange)
+            ctx.ask = session_asker(exchange.session, exchange.notify)
             ctx.client_capabilities = exchange.session.client_capabilities
         elif exchange.modern and (level := log_level(params, LOG_LEVELS)) is not None:
             # The stateless era: a log level per request, in its _meta; none, no log messages.
-            ctx.log = self._log_sender(name, exchange, level=level)
+            ctx.log = log_sender(name, exchange, level=level)
         if self._tasks is None:
             return await self.registry.call(name, params.get("arguments"), ctx)
         return await self._tasks.call_tool(
@@ -420,11 +357,11 @@ class Dispatcher:
 
     async def _resources_list(self, params: dict[str, Any], exchange: Exchange
                               ) -> dict[str, Any]:
-        return _page("resources", self._resources.listed(exchange.principal), params)
+        return page("resources", self._resources.listed(exchange.principal), params)
 
     async def _resource_templates_list(self, params: dict[str, Any], exchange: Exchange
                                        ) -> dict[str, Any]:
-        return _page("resourceTemplates", self._resources.templates(exchange.principal), params)
+        return page("resourceTemplates", self._resources.templates(exchange.principal), params)
 
     async def _resources_read(self, params: dict[str, Any], exchange: Exchange
                               ) -> dict[str, Any]:
@@ -460,7 +397,7 @@ class Dispatcher:
         return {}
 
     async def _prompts_list(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
-        return _page("prompts", self._prompts.listed(exchange.principal), params)
+        return page("prompts", self._prompts.listed(exchange.principal), params)
 
     async def _prompts_get(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         prompt = self._prompts.find(params.get("name"), exchange.principal)
@@ -500,77 +437,7 @@ class Dispatcher:
         return {"completion": {"values": values[:_COMPLETIONS], "total": len(values),
                                "hasMore": len(values) > _COMPLETIONS}}
 
-    def _progress_sender(self, token: Any, exchange: Exchange):
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            params: dict[str, Any] = {"progressToken": token, "progress": done}
-            if total is not None:
-                params["total"] = total
-            if message is not None:
-                params["message"] = message
-            await exchange.notify({"jsonrpc": "2.0", "method": "notifications/progress",
-                                   "params": params})
-
-        return progress
-
     def handle_response(self, response: Response, exchange: Exchange) -> None:
         """A client's answer to a request of ours goes to the call waiting for it."""
         if exchange.session is not None:
             exchange.session.answer(response.id, response.result, response.error)
-
-    def _asker(self, session: Session, notify: Notify):
-        async def ask(method: str, params: dict[str, Any], /, *,
-                      key: str | None = None) -> dict[str, Any]:
-            capability = CLIENT_REQUESTS.get(method)
-            if capability is None:
-                raise ValueError(f"not a request a server may send a client: {method}")
-            if not client_can(session.client_capabilities, method, params):
-                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
-                                   f"the client does not offer {capability}")
-            request_id: str | None = None
-            sent = False
-            try:
-                request_id, answer = session.expect_answer()
-                sent = await notify({"jsonrpc": "2.0", "id": request_id, "method": method,
-                                     "params": params})
-                if not sent:
-                    raise ServiceError(ErrorCode.UPSTREAM_ERROR,
-                                       f"could not send {method}: no stream to the client is open")
-                async with asyncio.timeout(CLIENT_ANSWER_SECONDS):
-                    result = await answer
-            except TimeoutError:
-                raise ServiceError(ErrorCode.UPSTREAM_ERROR, f"the client did not answer "
-                                   f"{method} within {CLIENT_ANSWER_SECONDS:g} s") from None
-            except ClientError as exc:
-                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
-                                   f"the client refused {method}: {exc}") from None
-            finally:
-                if request_id is not None:
-                    session.asked.pop(request_id, None)
-                    if answer.done() and not answer.cancelled():
-                        answer.exception()  # retrieved, whatever happened meanwhile
-                    elif sent:
-                        # Given up on (timed out, or the call was cancelled): tell the client,
-                        # so it stops asking its user or its model.
-                        answer.cancel()
-                        await notify({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                                      "params": {"requestId": request_id}})
-            if not isinstance(result, dict):
-                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
-                                   f"the client's answer to {method} is not an object")
-            return result
-
-        return ask
-
-    def _log_sender(self, logger: str, exchange: Exchange, *, level: str | None = None):
-        """Sends a call's log messages at or above ``level`` (by default, the session's)."""
-        async def send(message_level: str, data: Any) -> None:
-            session = exchange.session
-            least = level or (session.log_level if session is not None else None)
-            if least is None or LOG_LEVELS.index(message_level) < LOG_LEVELS.index(least):
-                return
-            await exchange.notify({"jsonrpc": "2.0", "method": "notifications/message",
-                                   "params": {"level": message_level, "logger": logger,
-                                              "data": data}})
-
-        return send
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..server.keys import DISPATCHER, PRINCIPAL, REQUEST_ID, TEMPLATES
-from .dispatcher import Exchange
+from .exchange import Exchange
 from .http import answer, json_body, parse_batch, read_json, rpc_error_response, run_messages
 from .jsonrpc import INVALID_REQUEST, RpcError
 from .versions import LATEST_HANDSHAKE

@@ -12,7 +12,8 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from .dispatcher import Dispatcher, Exchange
+from .dispatcher import Dispatcher
+from .exchange import Exchange
 from .jsonrpc import (
     INVALID_REQUEST,
     PARSE_ERROR,

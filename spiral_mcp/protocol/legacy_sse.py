@@ -16,7 +16,7 @@ from ..server.keys import (
     SESSIONS,
     SETTINGS,
 )
-from .dispatcher import Exchange
+from .exchange import Exchange
 from .http import (
     KeyNoLongerValid,
     StreamClosed,

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .changes import SUBSCRIPTION_ID_META, ChangeFilter, Listener
-from .dispatcher import Dispatcher, Exchange
+from .dispatcher import Dispatcher
+from .exchange import Exchange
 from .http import (
     KeyNoLongerValid,
     StreamClosed,

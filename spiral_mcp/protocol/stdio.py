@@ -34,7 +34,8 @@ from typing import Any
 
 from ..auth import Principal
 from ..errors import ServiceError
-from .dispatcher import Dispatcher, Exchange
+from .dispatcher import Dispatcher
+from .exchange import Exchange
 from .http import parse_batch, run_messages
 from .jsonrpc import (
     INTERNAL_ERROR,

@@ -21,7 +21,7 @@ from ..server.keys import (
     SETTINGS,
 )
 from .changes import ListenLimitError
-from .dispatcher import LOG_LEVELS, Exchange, can_ask
+from .exchange import LOG_LEVELS, Exchange, can_ask
 from .http import (
     KeyNoLongerValid,
     StreamClosed,

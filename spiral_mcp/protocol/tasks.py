@@ -22,12 +22,13 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
-from ..handlers.context import CLIENT_REQUESTS, ToolContext, client_can
+from ..handlers.context import CLIENT_REQUESTS, ToolContext, require_askable
 from ..task_store import ACTIVE, StoredTask, TaskStore, task_id_from
+from .exchange import Exchange
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -36,9 +37,6 @@ from .jsonrpc import (
     RpcError,
 )
 from .versions import CLIENT_CAPABILITIES_META, MODERN_VERSIONS
-
-if TYPE_CHECKING:  # the dispatcher imports this module
-    from .dispatcher import Exchange
 
 __all__ = ["TASKS_EXTENSION", "TaskRunner", "client_capabilities"]
 
@@ -56,7 +54,7 @@ ANSWER_POLL_SECONDS = 1.0
 SWEEP_SECONDS = 60.0
 
 Call = Callable[[ToolContext], Awaitable[dict[str, Any]]]
-Method = Callable[[dict[str, Any], "Exchange"], Awaitable[dict[str, Any]]]
+Method = Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any]]]
 
 
 def client_capabilities(params: dict[str, Any], protocol_version: str) -> dict[str, Any]:
@@ -264,18 +262,13 @@ class TaskRunner:
     def _asker(self, running: _Running):
         async def ask(method: str, params: dict[str, Any], /, *,
                       key: str | None = None) -> dict[str, Any]:
-            capability = CLIENT_REQUESTS.get(method)
-            if capability is None:
-                raise ValueError(f"not a request a server may send a client: {method}")
-            if not client_can(running.capabilities, method, params):
-                raise ServiceError(ErrorCode.UPSTREAM_ERROR,
-                                   f"the client does not offer {capability}")
+            require_askable(running.capabilities, method, params)
             assert running.task_id is not None
             tenant_id, task_id = running.principal.tenant_id, running.task_id
             # Keys are never reused within a task, as the extension requires: the handler's own
             # name for the question (``key``) would be, when it asks again.
             running.questions += 1
-            key = f"{capability}-{running.questions}"
+            key = f"{CLIENT_REQUESTS[method]}-{running.questions}"
             await self._store.ask(tenant_id, task_id, key=key,
                                   request={"method": method, "params": params},
                                   message=f"waiting for the client to answer {method}")
