@@ -111,7 +111,7 @@ async def test_another_key_cannot_cancel_a_sync(
     owner, stranger = await make_tenant(), await make_tenant()
     source_id = await add_source(admin_conn, queries, owner.id, jira)
     task_id = (await call(client, owner, "sources_sync", source_id=str(source_id)))["taskId"]
-    await until(client, owner, task_id, lambda t: "_meta" in t)
+    await until(client, owner, task_id, lambda t: "spiral-mcp/progress" in t["_meta"])
     refused = await rpc(client, stranger, "tasks/cancel", taskId=task_id)
     assert refused["error"]["code"] == -32602
     jira.watch.release.set()  # type: ignore[attr-defined]
