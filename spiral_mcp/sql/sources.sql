@@ -59,7 +59,8 @@ ON CONFLICT (tenant_id, project_key) DO NOTHING
 -- name: source_workflow_digest^
 -- params: project_keys
 -- A fingerprint of these projects and their workflows, read before and after a sync writes them:
--- the parts whose fingerprint moved are announced to their resources' subscribers.
+-- the parts whose fingerprint moved are announced to their resources' subscribers (each column
+-- is named as its kind of data in spiral_mcp/changed_data).
 SELECT md5(coalesce((SELECT string_agg(concat_ws('|', project_key, name, source_instance_id,
                                                  source_ref), E'\n' ORDER BY project_key)
                      FROM projects WHERE project_key = ANY($1::text[])), '')) AS projects,
