@@ -65,9 +65,15 @@ BecomeTask = Callable[[], Awaitable[bool]]
 
 # Announces that a resource (by URI) of the caller's tenant changed, to whoever subscribed to it.
 ChangedCallback = Callable[[str], None]
+# Announces that the caller's tenant's data of these kinds (spiral_mcp/changed_data) changed.
+DataChangedCallback = Callable[[frozenset[str]], None]
 
 
 def _nobody_listens(uri: str) -> None:
+    return None
+
+
+def _nobody_hears(kinds: frozenset[str]) -> None:
     return None
 
 
@@ -122,6 +128,9 @@ class ToolContext:
     # Bound to the caller's tenant by the dispatcher: a handler cannot announce a change in
     # another tenant's data.
     resource_updated: ChangedCallback = _nobody_listens
+    # The same for kinds of data: every resource showing one of them (Resource.changed_by). The
+    # registry calls it after a write tool's call committed (Tool.changes).
+    data_changed: DataChangedCallback = _nobody_hears
     # Set when the handler wrote its audit row inside its own transaction (writes do, so the
     # change and its audit commit together); otherwise the registry writes it after the call.
     audited: bool = False

@@ -8,6 +8,10 @@
 - ``spiral://tools/{name}/output-schema``: the complete schema of a tool's results (its
   listing shows only the envelope, see ``listing.py``).
 
+The JQL reference and the views show a tenant's data, so each declares the kinds of data it shows
+(``changed_by``): a write or a sync that commits a change of one of them announces the resource to
+its subscribers in that tenant. The reports and the result schemas change only with a release.
+
 Whatever comes from a tenant's data is read in a transaction bound to the caller's tenant, and
 bounded: a view shows at most :data:`SAMPLE_VALUES` values of a column, each at most 100
 characters, and only of columns whose values repeat (codes, not prose or identifiers).
@@ -21,6 +25,7 @@ from typing import Any
 import orjson
 
 from ..auth import Principal
+from ..changed_data import PROJECTS, WORKFLOW_STATUSES
 from ..errors import ErrorCode, ServiceError
 from ..explorer.catalog import CODED_VALUES, Catalog, Table, tenant_counts, tenant_samples
 from ..jql.compiler import field_reference
@@ -197,6 +202,8 @@ def _view(table: Table):
                     description=f"The {table.kind} {table.name}: columns, meanings, your row "
                                 "count and sample values.",
                     mime_type=MARKDOWN, read=read, scope="query", icon="explorer",
+                    # A view shows one table's rows (its count and most frequent values).
+                    changed_by=frozenset({table.name}),
                     share="explorer")  # it holds an explorer connection, as the tools do
 
 
@@ -221,7 +228,8 @@ def shipped_resources(*, templates: list[Template], catalog: Catalog | None,
         Resource(uri="spiral://reference/jql", name="jql-reference", title="JQL reference",
                  description="The JQL jira_search takes: fields, operators, values, functions, "
                              "and your workspace's projects and statuses.",
-                 mime_type=MARKDOWN, read=_read_jql, icon="reference"),
+                 mime_type=MARKDOWN, read=_read_jql, icon="reference",
+                 changed_by=frozenset({PROJECTS, WORKFLOW_STATUSES})),
         Resource(uri="spiral://tools/{name}/output-schema", name="tool-output-schema",
                  title="A tool's result schema",
                  description="The complete JSON Schema of a tool's results (structuredContent).",

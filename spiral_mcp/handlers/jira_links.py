@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from ..changed_data import ITEM_LINKS
 from ..errors import ErrorCode, ServiceError
 from .context import ToolContext
 from .jira_read import not_found
@@ -127,6 +128,7 @@ TOOLS = (
             "type reads the other way; relates to has no direction. An existing link: CONFLICT."
         ),
         handler=link_issues,
+        changes=frozenset({ITEM_LINKS}),
         scope="write",
         call_class="write",
         read_only=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..changed_data import COMMENTS, ITEM_MOVES, WORK_ITEMS
 from ..errors import ErrorCode, ServiceError
 from ..sources.base import Adapter, Comment, Item, SourceError
 from .choices import choose_one
@@ -247,6 +248,7 @@ TOOLS = (
             "Entering done or cancelled sets resolved_at; leaving clears it."
         ),
         handler=transition_issue,
+        changes=frozenset({WORK_ITEMS, ITEM_MOVES, COMMENTS}),
         scope="write",
         call_class="write",
         read_only=False,

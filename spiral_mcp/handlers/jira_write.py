@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from ..changed_data import COMMENTS, ITEM_MOVES, WORK_ITEMS
 from ..errors import ErrorCode, ServiceError
 from ..priorities import priority_of
 from ..sources.base import Draft, Ref
@@ -382,6 +383,7 @@ TOOLS = (
             "there first (refused: UPSTREAM_ERROR). Issue types per project: jira_list_projects."
         ),
         handler=create_issue,
+        changes=frozenset({WORK_ITEMS, ITEM_MOVES}),
         scope="write",
         call_class="write",
         read_only=False,
@@ -398,6 +400,7 @@ TOOLS = (
             "mean several people is asked of the user. Status: jira_transition_issue."
         ),
         handler=update_issue,
+        changes=frozenset({WORK_ITEMS}),
         scope="write",
         call_class="write",
         read_only=False,
@@ -412,6 +415,7 @@ TOOLS = (
             "Comment on a work item as your key's user; returns the comment with its id and time."
         ),
         handler=add_comment,
+        changes=frozenset({COMMENTS, WORK_ITEMS}),
         scope="write",
         call_class="write",
         read_only=False,

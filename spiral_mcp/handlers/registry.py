@@ -27,6 +27,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from ..auth import Principal
+from ..changed_data import AUDIT_LOG
 from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
 from ..schema_types import HeaderParam, header_params
@@ -75,6 +76,10 @@ class Tool:
     # "required": a client that does not is refused (-32021); None: always a plain call.
     task: str | None = None
     icon: str | None = None         # an icon of spiral_mcp/icons; default: the toolset's
+    # The kinds of the tenant's data a successful write changes (spiral_mcp/changed_data),
+    # announced to the resources showing them once its transaction committed (a stored answer
+    # replayed, or a call that wrote nothing, announces nothing); its audit row is told too.
+    changes: frozenset[str] = frozenset()
 
     @property
     def toolset(self) -> str:
@@ -359,6 +364,9 @@ class ToolRegistry:
             arguments = compiled.check_arguments(arguments)
             with self.take_share(tool.share, ctx.principal):
                 data = await self._run(tool, ctx, arguments)
+            if tool.changes and ctx.audited and not ctx.replayed:
+                # The handler returned, so its transaction (audit row included) committed.
+                ctx.data_changed(tool.changes | {AUDIT_LOG})
             envelope: dict[str, Any] = {
                 "success": True,
                 "data": data,

@@ -45,6 +45,10 @@ class Resource:
     # every write, so a minute unless the resource knows better (a static reference: longer;
     # one that announces its changes with ctx.resource_updated may too).
     ttl_ms: int = 60_000
+    # The kinds of tenant data it shows (spiral_mcp/changed_data): a committed change of one of
+    # them is announced to its subscribers (notifications/resources/updated). Empty: it does not
+    # change while the server runs. Only a direct resource is announced (a template has no URI).
+    changed_by: frozenset[str] = frozenset()
 
     @property
     def is_template(self) -> bool:
@@ -109,6 +113,11 @@ class ResourceRegistry:
             if resource.scope in principal.scopes and (match := pattern.fullmatch(uri)):
                 return resource, match.groupdict()
         raise RpcError(RESOURCE_NOT_FOUND, f"resource not found: {uri}", {"uri": uri})
+
+    def showing(self, kinds: Iterable[str]) -> list[str]:
+        """The URIs of the direct resources that show data of any of ``kinds``."""
+        kinds = frozenset(kinds)
+        return [uri for uri, r in sorted(self._direct.items()) if r.changed_by & kinds]
 
     def readable(self, uri: str, principal: Principal) -> bool:
         """Whether ``uri`` names a resource this key may read."""

@@ -119,11 +119,14 @@ class ChangeHub:
     """The process's listeners, capped like sessions: in all, per tenant and per key."""
 
     def __init__(self, *, max_listeners: int, max_per_tenant: int, max_per_key: int,
-                 sessions: Callable[[], Iterable[Session]] = tuple) -> None:
+                 sessions: Callable[[], Iterable[Session]] = tuple,
+                 showing: Callable[[frozenset[str]], Iterable[str]] = lambda kinds: ()) -> None:
         self._max = max_listeners
         self._max_per_tenant = max_per_tenant
         self._max_per_key = max_per_key
         self._sessions = sessions
+        # The URIs of the resources that show data of these kinds (ResourceRegistry.showing).
+        self._showing = showing
         self._listeners: set[Listener] = set()
 
     def listen(self, principal: Principal, subscription_id: Any,
@@ -178,6 +181,12 @@ class ChangeHub:
             if session.tenant_id == tenant_id and uri in session.subscriptions:
                 session.post({"jsonrpc": "2.0", "method": RESOURCE_UPDATED,
                               "params": {"uri": uri}})
+
+    def data_changed(self, tenant_id: uuid.UUID, kinds: frozenset[str]) -> None:
+        """A committed change of ``tenant_id``'s data of these kinds (spiral_mcp/changed_data):
+        each resource showing any of them is announced once."""
+        for uri in self._showing(kinds):
+            self.resource_updated(tenant_id, uri)
 
     def _streaming_sessions(self) -> Iterable[Session]:
         # Only a session whose GET stream is open: its outbox would otherwise grow unread.

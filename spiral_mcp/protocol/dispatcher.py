@@ -318,6 +318,7 @@ class Dispatcher:
             explorer=self._explorer, sources=self._sources, request_id=exchange.http_request_id,
             resource_updated=functools.partial(self.changes.resource_updated,
                                                principal.tenant_id),
+            data_changed=functools.partial(self.changes.data_changed, principal.tenant_id),
         )
 
     def _rounds(self, ctx: ToolContext, method: str, params: dict[str, Any],

@@ -332,13 +332,17 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
         )
         app[SESSIONS] = sessions
         # Listen streams are capped as sessions are: each holds a connection open.
+        served = ResourceRegistry(resources)
         changes = ChangeHub(max_listeners=settings.session_max,
                             max_per_tenant=settings.session_max_per_tenant,
-                            max_per_key=settings.session_max_per_key, sessions=sessions.live)
+                            max_per_key=settings.session_max_per_key, sessions=sessions.live,
+                            showing=served.showing)
+        # A sync (the background one too, which has no caller) announces what it changed.
+        app[SOURCES].on_change = changes.data_changed
         app[METRICS].watch_listeners(changes.count)
         app[DISPATCHER] = Dispatcher(registry=registry, database=app[DATABASE],
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
-                                     sources=app[SOURCES], resources=ResourceRegistry(resources),
+                                     sources=app[SOURCES], resources=served,
                                      prompts=prompts, changes=changes, tasks=tasks,
                                      request_state=_request_state_seal(settings))
         app[METRICS].watch_sessions(sessions.count)

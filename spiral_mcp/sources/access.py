@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ..changed_data import DataChanged, nothing_listens
 from ..config import Settings
 from ..queries import Queries
 from .base import Adapter
@@ -48,6 +49,9 @@ class SourceAccess:
         self._box = box
         self.unavailable = unavailable if box is None else None
         self._client_options = client_options
+        # Told once per sync run, after its commits, what of its tenant's data the run changed
+        # (the server announces it to the resources' subscribers; set by the app).
+        self.on_change: DataChanged = nothing_listens
 
     @classmethod
     def from_settings(cls, settings: Settings, **client_options: Any) -> SourceAccess:
@@ -79,10 +83,16 @@ class SourceAccess:
             row = await _tenant_source(conn, queries, tenant_id=tenant_id,
                                        instance_id=instance_id)
             adapter = self.adapter(row)
+            # Gathered over the run and told once: a backfill of a thousand pages is one
+            # announcement per resource. Told too when the run fails: its committed pages stay.
+            changed: set[str] = set()
             try:
                 return await sync_instance(
                     conn, queries, adapter, tenant_id=tenant_id, instance_id=instance_id,
                     projects=orjson.loads(row["config"]).get("projects", {}),
-                    cursor=row["sync_cursor"], full=full, on_page=on_page)
+                    cursor=row["sync_cursor"], full=full, on_page=on_page,
+                    on_commit=changed.update)
             finally:
+                if changed:
+                    self.on_change(tenant_id, frozenset(changed))
                 await adapter.close()

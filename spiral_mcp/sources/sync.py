@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ..changed_data import ITEM_DATA
 from ..ids import take_work_ids
 from ..queries import Queries
 from .base import Adapter, Item, Link, Page, Workflow
@@ -316,24 +317,32 @@ async def sync_instance(
     cursor: str | None,
     full: bool = False,
     on_page: Callable[[SyncProgress], None] | None = None,
+    on_commit: Callable[[frozenset[str]], None] | None = None,
 ) -> SyncProgress:
     """Sync ``adapter``'s items into ``tenant_id`` from the stored ``cursor`` (or all, ``full``,
     which also re-applies the instance's mappings to items the source has not changed).
 
-    ``conn`` must not be inside a transaction: every page commits on its own.
+    ``conn`` must not be inside a transaction: every page commits on its own. ``on_commit`` hears,
+    after each commit that changed something, the kinds of data it changed (changed_data).
     """
     progress = SyncProgress()
     # Read before the transaction opens: no transaction waits on the source.
     workflows = {ref: await adapter.workflow(ref) for ref in projects}
+    keys = list(projects.values())
     async with conn.transaction():
         await queries.set_tenant(conn, tenant_id=str(tenant_id))
+        before = await queries.source_workflow_digest(conn, project_keys=keys)
         await _ensure_projects(conn, queries, tenant_id=tenant_id, instance_id=instance_id,
                                projects=projects)
         for ref, workflow in workflows.items():
             await _write_workflow(conn, queries, tenant_id=tenant_id,
                                   project_key=projects[ref], workflow=workflow)
-        await _teach_keys(conn, queries, adapter, instance_id=instance_id,
-                          project_keys=list(projects.values()))
+        after = await queries.source_workflow_digest(conn, project_keys=keys)
+        await _teach_keys(conn, queries, adapter, instance_id=instance_id, project_keys=keys)
+    # Rewritten every run, so told only when the rows differ (a new project, a changed workflow).
+    moved = frozenset(kind for kind, digest in dict(after).items() if digest != before[kind])
+    if moved and on_commit is not None:
+        on_commit(moved)
     since = None if full else _cursor_of(cursor)
     high_water = since
     settled = datetime.now(UTC) - CURSOR_LAG  # the cursor never passes it, see CURSOR_LAG
@@ -352,6 +361,8 @@ async def sync_instance(
                     conn, instance_id=instance_id,
                     sync_cursor=_json({"updated": high_water.isoformat() if high_water else None}))
             if changed:
+                if on_commit is not None:
+                    on_commit(ITEM_DATA)
                 # A backfill outgrows the statistics its session's cached plans were made from.
                 await queries.source_refresh_statistics(conn)
             progress.changed += changed

@@ -56,6 +56,25 @@ INSERT INTO projects (tenant_id, project_key, name, source_instance_id, source_r
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (tenant_id, project_key) DO NOTHING
 
+-- name: source_workflow_digest^
+-- params: project_keys
+-- A fingerprint of these projects and their workflows, read before and after a sync writes them:
+-- the parts whose fingerprint moved are announced to their resources' subscribers (each column
+-- is named as its kind of data in spiral_mcp/changed_data).
+SELECT md5(coalesce((SELECT string_agg(concat_ws('|', project_key, name, source_instance_id,
+                                                 source_ref), E'\n' ORDER BY project_key)
+                     FROM projects WHERE project_key = ANY($1::text[])), '')) AS projects,
+       md5(coalesce((SELECT string_agg(concat_ws('|', project_key, status, category, is_initial,
+                                                 "position"), E'\n' ORDER BY project_key, status)
+                     FROM workflow_statuses WHERE project_key = ANY($1::text[])), ''))
+           AS workflow_statuses,
+       md5(coalesce((SELECT string_agg(concat_ws('|', project_key, transition_id, name,
+                                                 from_status, to_status), E'\n'
+                                       ORDER BY project_key, transition_id, name, from_status,
+                                                to_status)
+                     FROM workflow_transitions WHERE project_key = ANY($1::text[])), ''))
+           AS workflow_transitions
+
 -- name: source_project_owner^
 -- params: project_key
 -- Which instance a project mirrors (null: a local project).
