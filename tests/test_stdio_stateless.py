@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from conftest import Tenant, TenantFactory
 from mcp import types
@@ -27,6 +28,9 @@ from test_stdio import (
     environment,  # noqa: F401  (a fixture)
     tenant,  # noqa: F401  (a fixture)
 )
+
+from spiral_mcp import admin
+from spiral_mcp.queries import Queries
 
 CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 LOG_LEVEL = "io.modelcontextprotocol/logLevel"
@@ -199,3 +203,79 @@ async def test_a_client_declaring_tasks_gets_a_task_and_polls_it(
     assert (await other.receive())["error"]["code"] == -32602
     code, out, err = await other.finish()
     assert code == 0 and out == b"", err
+
+
+# -- subscriptions/listen ---------------------------------------------------------------------
+
+LISTEN_ID_META = "io.modelcontextprotocol/subscriptionId"
+
+
+def listen(request_id: Any, **notifications: Any) -> dict[str, Any]:
+    return rpc(request_id, "subscriptions/listen", notifications=notifications)
+
+
+async def until_answered(proc: Process, request_id: Any) -> list[dict[str, Any]]:
+    """The lines up to and with the answer to ``request_id``."""
+    lines = [await proc.receive()]
+    while lines[-1].get("id") != request_id or "method" in lines[-1]:
+        lines.append(await proc.receive())
+    return lines
+
+
+async def test_listen_streams_share_stdout_tagged_with_their_ids(
+        environment, tenant: Tenant) -> None:  # noqa: F811
+    proc = await Process.start(WITH_FIXTURES, environment(tenant))
+    await proc.send(listen("tools", toolsListChanged=True, resourcesListChanged=True,
+                           resourceSubscriptions=["spiral://reference/jql", "file:///etc/x"]),
+                    listen(7, promptsListChanged=True),
+                    listen(8, toolsListChanged="yes"))
+    lines = [await proc.receive() for _ in range(3)]
+    acks = {m["params"]["_meta"][LISTEN_ID_META]: m["params"]["notifications"]
+            for m in lines if m.get("method") == "notifications/subscriptions/acknowledged"}
+    # What the server agreed to: no resource list changes (its list is fixed), only URIs this
+    # key may read.
+    assert acks == {"tools": {"toolsListChanged": True,
+                              "resourceSubscriptions": ["spiral://reference/jql"]},
+                    7: {"promptsListChanged": True}}
+    (refused,) = [m for m in lines if m.get("id") == 8]
+    assert refused["error"]["code"] == -32602
+
+    # A tool list change reaches the stream that asked for it, and only that one.
+    await proc.send(tool(1, "test_trigger_tool_change"))
+    seen = await until_answered(proc, 1)
+    if len(seen) == 1:  # the answer came first
+        seen.append(await proc.receive())
+    notes = [m for m in seen if "method" in m]
+    assert notes == [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+                      "params": {"_meta": {LISTEN_ID_META: "tools"}}}]
+    await proc.send(tool(2, "test_trigger_prompt_change"))
+    seen = await until_answered(proc, 2)
+    if len(seen) == 1:
+        seen.append(await proc.receive())
+    assert [m["params"]["_meta"][LISTEN_ID_META] for m in seen if "method" in m] == [7]
+
+    # notifications/cancelled ends a stream: no answer, and it hears nothing more.
+    await proc.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": {"requestId": "tools"}},
+                    tool(3, "test_trigger_tool_change"))
+    assert [m.get("id") for m in await until_answered(proc, 3)] == [3]
+    # Reading ends (EOF): the stream still open is answered, a graceful end; nothing else.
+    code, out, err = await proc.finish()
+    assert code == 0, err
+    assert [orjson.loads(line) for line in out.splitlines()] == [
+        {"jsonrpc": "2.0", "id": 7, "result": {"resultType": "complete",
+                                               "_meta": {LISTEN_ID_META: 7}}}]
+
+
+async def test_a_listen_stream_ends_with_its_key(
+        environment, tenant: Tenant, admin_conn: asyncpg.Connection,  # noqa: F811
+        queries: Queries) -> None:
+    """With no other request to notice it, the revoked key still ends the stream (unanswered:
+    the key may hear nothing more) and the server, as it would on a request."""
+    proc = await Process.start(PRODUCT, environment(tenant))
+    await proc.send(listen(1, toolsListChanged=True))
+    assert (await proc.receive())["method"] == "notifications/subscriptions/acknowledged"
+    await admin.revoke_api_key(admin_conn, queries, tenant.key_id)
+    out, err = await asyncio.wait_for(proc.proc.communicate(), 30)  # it ends by itself
+    assert proc.proc.returncode == 1 and out == b"", err
+    assert "no longer accepted" in err.decode().splitlines()[-1]

@@ -8,6 +8,9 @@ in which the requests without that ``_meta`` run. JSON-RPC batches only on a 202
 
 Every request runs in a task of its own, so a long call holds up neither a ping nor a cancel;
 ``notifications/cancelled`` cancels that task, in either era, and the request gets no answer.
+A stateless ``subscriptions/listen`` is such a task too: it stays open, writing its change
+notifications (each tagged with its subscription id) among the other lines, until the client
+cancels it, the key is no longer accepted (no answer), or reading ends (answered, a graceful end).
 ``initialize``, notifications and the client's answers are taken in the order they come, so a
 line written after ``initialize`` finds the session. Whatever goes out (answers, progress, log
 messages, a tool's questions to the client) is one whole line, one write each. A line that is
@@ -34,8 +37,9 @@ from typing import Any
 
 from ..auth import Principal
 from ..errors import ServiceError
+from .changes import Listener, ListenLimitError
 from .dispatcher import Dispatcher, Exchange
-from .http import parse_batch, run_messages
+from .http import STREAM_POLL_SECONDS, parse_batch, run_messages
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -49,6 +53,7 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
+from .listen import acknowledgment, graceful_end, open_listener
 from .sessions import Session, SessionLimitError
 from .versions import (
     BATCHING_VERSIONS,
@@ -100,6 +105,8 @@ class StdioServer:
         self._cancelled: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
+        # The open subscriptions/listen requests, ended (and answered) by stop.
+        self._listeners: set[Listener] = set()
         self._input_open = True
         # Set when a request found the key no longer accepted: the process ends, non-zero.
         self.key_refused = False
@@ -113,8 +120,11 @@ class StdioServer:
         await self._stopped.wait()
 
     def stop(self) -> None:
-        """Take no new request; what runs finishes, and answers and cancellations still count."""
+        """Take no new request; what runs finishes, and answers and cancellations still count.
+        The listen requests end: nothing they wait for comes once the server stops."""
         self._stopped.set()
+        for listener in self._listeners:
+            listener.queue.put_nowait(None)
 
     async def drain(self, grace: float) -> None:
         """Wait for the requests in flight, cancelling what still runs after ``grace`` seconds;
@@ -240,6 +250,9 @@ class StdioServer:
             try:
                 exchange = self._exchange(await self._checked_principal(), request)
                 self._log_as(exchange)
+                if exchange.modern and request.method == "subscriptions/listen":
+                    await self._listen(request, exchange)
+                    return
                 reply = await self._dispatcher.handle_request(request, exchange)
             except RpcError as exc:
                 reply = error_message(request.id, exc)
@@ -252,6 +265,44 @@ class StdioServer:
             raise
         if reply is not None:
             await self._send(reply)
+
+    async def _listen(self, request: Request, exchange: Exchange) -> None:
+        """Serve one listen request (see the module's text); RpcError before it opens for a
+        malformed filter or a cap reached."""
+        try:
+            listener = open_listener(self._dispatcher, request, exchange)
+        except ListenLimitError as exc:
+            raise RpcError(INVALID_REQUEST, str(exc)) from None
+        self._listeners.add(listener)
+        try:
+            if self._stopped.is_set():  # stopped while the key was checked: end at once
+                listener.queue.put_nowait(None)
+            if not await self._send(acknowledgment(listener)):
+                return
+            while (note := await self._next_change(listener)) is not None:
+                if not await self._send(note):
+                    return
+            if not self.key_refused:
+                await self._send(graceful_end(request))
+        finally:
+            self._listeners.discard(listener)
+            self._dispatcher.changes.stop(listener)
+
+    async def _next_change(self, listener: Listener) -> dict[str, Any] | None:
+        """The listener's next notification; None once it ends. The key is checked again while
+        waiting, as an HTTP listen stream's is: a revoked key must not go on hearing changes,
+        and with no other request it would not be noticed."""
+        while True:
+            try:
+                return await asyncio.wait_for(listener.queue.get(), STREAM_POLL_SECONDS)
+            except TimeoutError:
+                pass
+            try:
+                await self._checked_principal()
+            except RpcError:
+                if self.key_refused:
+                    return None
+                # The key could not be checked (the database is away): keep listening.
 
     async def _initialize(self, request: Request) -> None:
         """``initialize`` opens the session, before any later line is read."""
