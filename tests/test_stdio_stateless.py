@@ -15,6 +15,7 @@ import orjson
 import pytest
 from conftest import Tenant, TenantFactory
 from mcp import types
+from mcp.shared.subscriptions import ToolsListChanged
 from test_mrtr import in_tenant, two_closes
 from test_stdio import (
     MODES,
@@ -279,3 +280,17 @@ async def test_a_listen_stream_ends_with_its_key(
     out, err = await asyncio.wait_for(proc.proc.communicate(), 30)  # it ends by itself
     assert proc.proc.returncode == 1 and out == b"", err
     assert "no longer accepted" in err.decode().splitlines()[-1]
+
+
+async def test_the_official_client_listens_over_stdio(
+        environment, tenant: Tenant, tmp_path: Path) -> None:  # noqa: F811
+    async with connect(WITH_FIXTURES, environment(tenant), "auto", tmp_path / "err") as client, \
+            client.listen(tools_list_changed=True, resources_list_changed=True) as subscription:
+        assert subscription.honored.tools_list_changed is True
+        assert not subscription.honored.resources_list_changed
+        added = await client.call_tool("test_trigger_tool_change", {})
+        assert added.structured_content["data"] == {"text": "added test_dynamic_tool"}
+        async with asyncio.timeout(5):
+            event = await anext(subscription)
+        assert isinstance(event, ToolsListChanged)
+        assert "test_dynamic_tool" in {t.name for t in (await client.list_tools()).tools}

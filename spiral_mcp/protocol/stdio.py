@@ -27,11 +27,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import secrets
-import stat
-import sys
-import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -55,6 +51,7 @@ from .jsonrpc import (
 )
 from .listen import acknowledgment, graceful_end, open_listener
 from .sessions import Session, SessionLimitError
+from .stdio_pipes import Output, open_input, open_output, skip_line
 from .versions import (
     BATCHING_VERSIONS,
     CLIENT_CAPABILITIES_META,
@@ -81,7 +78,6 @@ NewSession = Callable[[Principal, str], Session]
 MAX_IN_FLIGHT = 100
 # How long cancelled requests get to end (a rollback) once drain has given up waiting.
 _CANCEL_GRACE = 2.0
-_READ_CHUNK = 64 * 1024
 
 
 class StdioServer:
@@ -97,7 +93,7 @@ class StdioServer:
         self._max_message_bytes = max_message_bytes
         self._request_id_var = request_id_var
         self._session: Session | None = None
-        self._output: _Output | None = None
+        self._output: Output | None = None
         self._reading: asyncio.Task[None] | None = None
         # Each request's task by JSON-RPC id, so notifications/cancelled finds it.
         self._inflight: dict[Any, asyncio.Task[None]] = {}
@@ -114,8 +110,8 @@ class StdioServer:
     async def serve(self, *, input_fd: int, output_fd: int) -> None:
         """Read and answer messages; return once reading should end (see the module's text).
         Reading goes on in the background until :meth:`drain`."""
-        reader = await _open_input(input_fd, self._max_message_bytes)
-        self._output = await _open_output(output_fd)
+        reader = await open_input(input_fd, self._max_message_bytes)
+        self._output = await open_output(output_fd)
         self._reading = asyncio.create_task(self._read(reader), name="stdio-read")
         await self._stopped.wait()
 
@@ -165,7 +161,7 @@ class StdioServer:
             except asyncio.IncompleteReadError as exc:
                 return exc.partial or None  # the last line may come without its newline
             except asyncio.LimitOverrunError:
-                await _skip_line(reader)
+                await skip_line(reader)
                 await self._send(error_message(None, RpcError(
                     INVALID_REQUEST, f"a message may be at most {self._max_message_bytes} bytes "
                                      "(MAX_BODY_BYTES)")))
@@ -410,89 +406,3 @@ def _stateless(request: Request) -> bool:
     meta = request.params.get("_meta")
     return isinstance(meta, dict) and PROTOCOL_VERSION_META in meta \
         and meta[PROTOCOL_VERSION_META] not in HANDSHAKE_VERSIONS
-
-
-async def _skip_line(reader: asyncio.StreamReader) -> None:
-    """Drop the rest of a line too long to take, up to and with its newline."""
-    while True:
-        try:
-            await reader.readuntil(b"\n")
-            return
-        except asyncio.LimitOverrunError as exc:
-            await reader.readexactly(exc.consumed)
-        except asyncio.IncompleteReadError:
-            return
-
-
-def _is_pipe(fd: int) -> bool:
-    """A pipe or a socket, which the loop can watch. Anything else (a regular file, a terminal,
-    /dev/null) the loop cannot, and uvloop aborts the process when asked to; nor can Windows'
-    loop watch the pipes a parent gives (they are not opened for overlapped reads)."""
-    if sys.platform == "win32":
-        return False
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-async def _open_input(fd: int, limit: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit)
-    if _is_pipe(fd):
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     os.fdopen(fd, "rb", buffering=0, closefd=False))
-        return reader
-    # Read in a daemon thread, which never holds up the process's exit (a regular file has no
-    # flow control to lose; a terminal is typed into).
-    threading.Thread(target=_feed, args=(loop, reader, fd), name="stdio-input",
-                     daemon=True).start()
-    return reader
-
-
-def _feed(loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, fd: int) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads on
-        try:
-            while chunk := os.read(fd, _READ_CHUNK):
-                loop.call_soon_threadsafe(reader.feed_data, chunk)
-        except OSError:
-            pass  # stdin failed: as good as its end
-        loop.call_soon_threadsafe(reader.feed_eof)
-
-
-class _Output:
-    """stdout: each line one write, in the order sent; a pipe with flow control, anything else
-    (a regular file, a terminal, Windows) with plain writes."""
-
-    def __init__(self, file: Any, writer: asyncio.StreamWriter | None) -> None:
-        self._file = file
-        self._writer = writer
-        self.closed = False
-
-    async def write(self, data: bytes) -> None:
-        if self._writer is None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._file.fileno(), view):]
-            return
-        if self._writer.is_closing():
-            raise BrokenPipeError("stdout is closed")
-        self._writer.write(data)  # the whole line goes into the transport's buffer at once
-        await self._writer.drain()
-
-    async def close(self) -> None:
-        self.closed = True
-        if self._writer is None:
-            self._file.close()
-            return
-        # Every write was drained, so nothing is left to flush: the client sees EOF now.
-        self._writer.close()
-
-
-async def _open_output(fd: int) -> _Output:
-    loop = asyncio.get_running_loop()
-    file = os.fdopen(fd, "wb", buffering=0)
-    if not _is_pipe(fd):
-        return _Output(file, None)
-    # FlowControlMixin is the protocol asyncio's own stream helpers give a write pipe: it makes
-    # StreamWriter.drain wait while the client is not reading.
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
-    return _Output(file, asyncio.StreamWriter(transport, protocol, None, loop))
