@@ -18,6 +18,7 @@ from mcp import types
 from mcp.shared.subscriptions import ToolsListChanged
 from test_mrtr import in_tenant, two_closes
 from test_stdio import (
+    INITIALIZED,
     MODES,
     PRODUCT,
     SESSION_VERSION,
@@ -25,8 +26,10 @@ from test_stdio import (
     WITH_FIXTURES,
     Process,
     audit_rows,
+    call,
     connect,
     environment,  # noqa: F401  (a fixture)
+    initialize,
     tenant,  # noqa: F401  (a fixture)
 )
 
@@ -294,3 +297,24 @@ async def test_the_official_client_listens_over_stdio(
             event = await anext(subscription)
         assert isinstance(event, ToolsListChanged)
         assert "test_dynamic_tool" in {t.name for t in (await client.list_tools()).tools}
+
+
+async def test_a_session_hears_list_changes_beside_a_listen_stream(
+        environment, tenant: Tenant) -> None:  # noqa: F811
+    """A session's change notifications (HTTP's GET stream) are lines on stdout too, untagged;
+    a stateless listen stream in the same process gets its own, tagged."""
+    proc = await Process.start(WITH_FIXTURES, environment(tenant))
+    await proc.send(initialize(), INITIALIZED, listen("L", toolsListChanged=True))
+    first = [await proc.receive() for _ in range(2)]
+    assert {m.get("id") or m["method"] for m in first} == {
+        1, "notifications/subscriptions/acknowledged"}
+    await proc.send(call(2, "test_trigger_tool_change"))
+    seen = [await proc.receive() for _ in range(3)]
+    assert {orjson.dumps(m["params"], option=orjson.OPT_SORT_KEYS).decode() if "params" in m
+            else "session" for m in seen if m.get("method") == "notifications/tools/list_changed"
+            } == {"session", '{"_meta":{"io.modelcontextprotocol/subscriptionId":"L"}}'}
+    (answer,) = [m for m in seen if m.get("id") == 2]
+    assert answer["result"]["structuredContent"]["data"] == {"text": "added test_dynamic_tool"}
+    code, out, err = await proc.finish()
+    assert code == 0, err
+    assert [orjson.loads(line)["id"] for line in out.splitlines()] == ["L"]

@@ -11,6 +11,7 @@ Every request runs in a task of its own, so a long call holds up neither a ping 
 A stateless ``subscriptions/listen`` is such a task too: it stays open, writing its change
 notifications (each tagged with its subscription id) among the other lines, until the client
 cancels it, the key is no longer accepted (no answer), or reading ends (answered, a graceful end).
+The session's change notifications, which HTTP sends on its GET stream, are lines too.
 ``initialize``, notifications and the client's answers are taken in the order they come, so a
 line written after ``initialize`` finds the session. Whatever goes out (answers, progress, log
 messages, a tool's questions to the client) is one whole line, one write each. A line that is
@@ -95,6 +96,7 @@ class StdioServer:
         self._session: Session | None = None
         self._output: Output | None = None
         self._reading: asyncio.Task[None] | None = None
+        self._forwarding: asyncio.Task[None] | None = None
         # Each request's task by JSON-RPC id, so notifications/cancelled finds it.
         self._inflight: dict[Any, asyncio.Task[None]] = {}
         # The tasks the client cancelled (their end is not an error), and every task running.
@@ -132,10 +134,11 @@ class StdioServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=_CANCEL_GRACE)
-        if self._reading is not None:
-            self._reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reading
+        for task in (self._reading, self._forwarding):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._output is not None:
             await self._output.close()
 
@@ -305,8 +308,13 @@ class StdioServer:
         try:
             principal = await self._checked_principal()
             if self._session is None:
-                self._session = self._new_session(
+                session = self._new_session(
                     principal, negotiate(request.params.get("protocolVersion")))
+                # Its stdout is always open: the change hub posts to it as to a GET stream.
+                session.stream_open = True
+                self._session = session
+                self._forwarding = asyncio.create_task(self._forward(session),
+                                                       name="stdio-session-changes")
         except RpcError as exc:
             await self._send(error_message(request.id, exc))
             return
@@ -317,6 +325,14 @@ class StdioServer:
         reply = await self._dispatcher.handle_request(request, self._exchange(principal))
         if reply is not None:
             await self._send(reply)
+
+    async def _forward(self, session: Session) -> None:
+        """The session's change notifications (a list changed, a subscribed resource was
+        updated), which HTTP sends on the session's GET stream: here, lines on stdout. Ends with
+        the session."""
+        while (message := await session.outbox.get()) is not None:
+            if not await self._send(message):
+                return
 
     async def _batch(self, value: list[Any]) -> None:
         session = self._session
