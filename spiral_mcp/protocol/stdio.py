@@ -8,6 +8,10 @@ in which the requests without that ``_meta`` run. JSON-RPC batches only on a 202
 
 Every request runs in a task of its own, so a long call holds up neither a ping nor a cancel;
 ``notifications/cancelled`` cancels that task, in either era, and the request gets no answer.
+A stateless ``subscriptions/listen`` is such a task too: it stays open, writing its change
+notifications (each tagged with its subscription id) among the other lines, until the client
+cancels it, the key is no longer accepted (no answer), or reading ends (answered, a graceful end).
+The session's change notifications, which HTTP sends on its GET stream, are lines too.
 ``initialize``, notifications and the client's answers are taken in the order they come, so a
 line written after ``initialize`` finds the session. Whatever goes out (answers, progress, log
 messages, a tool's questions to the client) is one whole line, one write each. A line that is
@@ -24,19 +28,16 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
 import secrets
-import stat
-import sys
-import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..auth import Principal
 from ..errors import ServiceError
+from .changes import Listener, ListenLimitError
 from .dispatcher import Dispatcher
 from .exchange import Exchange
-from .http import parse_batch, run_messages
+from .http import STREAM_POLL_SECONDS, parse_batch, run_messages
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -50,7 +51,9 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
+from .listen import acknowledgment, graceful_end, open_listener
 from .sessions import Session, SessionLimitError
+from .stdio_pipes import Output, open_input, open_output, skip_line
 from .versions import (
     BATCHING_VERSIONS,
     CLIENT_CAPABILITIES_META,
@@ -77,7 +80,6 @@ NewSession = Callable[[Principal, str], Session]
 MAX_IN_FLIGHT = 100
 # How long cancelled requests get to end (a rollback) once drain has given up waiting.
 _CANCEL_GRACE = 2.0
-_READ_CHUNK = 64 * 1024
 
 
 class StdioServer:
@@ -93,14 +95,17 @@ class StdioServer:
         self._max_message_bytes = max_message_bytes
         self._request_id_var = request_id_var
         self._session: Session | None = None
-        self._output: _Output | None = None
+        self._output: Output | None = None
         self._reading: asyncio.Task[None] | None = None
+        self._forwarding: asyncio.Task[None] | None = None
         # Each request's task by JSON-RPC id, so notifications/cancelled finds it.
         self._inflight: dict[Any, asyncio.Task[None]] = {}
         # The tasks the client cancelled (their end is not an error), and every task running.
         self._cancelled: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
+        # The open subscriptions/listen requests, ended (and answered) by stop.
+        self._listeners: set[Listener] = set()
         self._input_open = True
         # Set when a request found the key no longer accepted: the process ends, non-zero.
         self.key_refused = False
@@ -108,14 +113,17 @@ class StdioServer:
     async def serve(self, *, input_fd: int, output_fd: int) -> None:
         """Read and answer messages; return once reading should end (see the module's text).
         Reading goes on in the background until :meth:`drain`."""
-        reader = await _open_input(input_fd, self._max_message_bytes)
-        self._output = await _open_output(output_fd)
+        reader = await open_input(input_fd, self._max_message_bytes)
+        self._output = await open_output(output_fd)
         self._reading = asyncio.create_task(self._read(reader), name="stdio-read")
         await self._stopped.wait()
 
     def stop(self) -> None:
-        """Take no new request; what runs finishes, and answers and cancellations still count."""
+        """Take no new request; what runs finishes, and answers and cancellations still count.
+        The listen requests end: nothing they wait for comes once the server stops."""
         self._stopped.set()
+        for listener in self._listeners:
+            listener.queue.put_nowait(None)
 
     async def drain(self, grace: float) -> None:
         """Wait for the requests in flight, cancelling what still runs after ``grace`` seconds;
@@ -127,10 +135,11 @@ class StdioServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=_CANCEL_GRACE)
-        if self._reading is not None:
-            self._reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reading
+        for task in (self._reading, self._forwarding):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._output is not None:
             await self._output.close()
 
@@ -156,7 +165,7 @@ class StdioServer:
             except asyncio.IncompleteReadError as exc:
                 return exc.partial or None  # the last line may come without its newline
             except asyncio.LimitOverrunError:
-                await _skip_line(reader)
+                await skip_line(reader)
                 await self._send(error_message(None, RpcError(
                     INVALID_REQUEST, f"a message may be at most {self._max_message_bytes} bytes "
                                      "(MAX_BODY_BYTES)")))
@@ -241,6 +250,9 @@ class StdioServer:
             try:
                 exchange = self._exchange(await self._checked_principal(), request)
                 self._log_as(exchange)
+                if exchange.modern and request.method == "subscriptions/listen":
+                    await self._listen(request, exchange)
+                    return
                 reply = await self._dispatcher.handle_request(request, exchange)
             except RpcError as exc:
                 reply = error_message(request.id, exc)
@@ -254,13 +266,56 @@ class StdioServer:
         if reply is not None:
             await self._send(reply)
 
+    async def _listen(self, request: Request, exchange: Exchange) -> None:
+        """Serve one listen request (see the module's text); RpcError before it opens for a
+        malformed filter or a cap reached."""
+        try:
+            listener = open_listener(self._dispatcher, request, exchange)
+        except ListenLimitError as exc:
+            raise RpcError(INVALID_REQUEST, str(exc)) from None
+        self._listeners.add(listener)
+        try:
+            if self._stopped.is_set():  # stopped while the key was checked: end at once
+                listener.queue.put_nowait(None)
+            if not await self._send(acknowledgment(listener)):
+                return
+            while (note := await self._next_change(listener)) is not None:
+                if not await self._send(note):
+                    return
+            if not self.key_refused:
+                await self._send(graceful_end(request))
+        finally:
+            self._listeners.discard(listener)
+            self._dispatcher.changes.stop(listener)
+
+    async def _next_change(self, listener: Listener) -> dict[str, Any] | None:
+        """The listener's next notification; None once it ends. The key is checked again while
+        waiting, as an HTTP listen stream's is: a revoked key must not go on hearing changes,
+        and with no other request it would not be noticed."""
+        while True:
+            try:
+                return await asyncio.wait_for(listener.queue.get(), STREAM_POLL_SECONDS)
+            except TimeoutError:
+                pass
+            try:
+                await self._checked_principal()
+            except RpcError:
+                if self.key_refused:
+                    return None
+                # The key could not be checked (the database is away): keep listening.
+
     async def _initialize(self, request: Request) -> None:
         """``initialize`` opens the session, before any later line is read."""
         try:
             principal = await self._checked_principal()
             if self._session is None:
-                self._session = self._new_session(
+                session = self._new_session(
                     principal, negotiate(request.params.get("protocolVersion")))
+                # Its stdout is always open: the change hub posts to it as to a GET stream.
+                session.stream_open = True
+                self._session = session
+                self._forwarding = asyncio.create_task(self._forward(session),
+                                                       name="stdio-session-changes")
         except RpcError as exc:
             await self._send(error_message(request.id, exc))
             return
@@ -271,6 +326,14 @@ class StdioServer:
         reply = await self._dispatcher.handle_request(request, self._exchange(principal))
         if reply is not None:
             await self._send(reply)
+
+    async def _forward(self, session: Session) -> None:
+        """The session's change notifications (a list changed, a subscribed resource was
+        updated), which HTTP sends on the session's GET stream: here, lines on stdout. Ends with
+        the session."""
+        while (message := await session.outbox.get()) is not None:
+            if not await self._send(message):
+                return
 
     async def _batch(self, value: list[Any]) -> None:
         session = self._session
@@ -360,89 +423,3 @@ def _stateless(request: Request) -> bool:
     meta = request.params.get("_meta")
     return isinstance(meta, dict) and PROTOCOL_VERSION_META in meta \
         and meta[PROTOCOL_VERSION_META] not in HANDSHAKE_VERSIONS
-
-
-async def _skip_line(reader: asyncio.StreamReader) -> None:
-    """Drop the rest of a line too long to take, up to and with its newline."""
-    while True:
-        try:
-            await reader.readuntil(b"\n")
-            return
-        except asyncio.LimitOverrunError as exc:
-            await reader.readexactly(exc.consumed)
-        except asyncio.IncompleteReadError:
-            return
-
-
-def _is_pipe(fd: int) -> bool:
-    """A pipe or a socket, which the loop can watch. Anything else (a regular file, a terminal,
-    /dev/null) the loop cannot, and uvloop aborts the process when asked to; nor can Windows'
-    loop watch the pipes a parent gives (they are not opened for overlapped reads)."""
-    if sys.platform == "win32":
-        return False
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-async def _open_input(fd: int, limit: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit)
-    if _is_pipe(fd):
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     os.fdopen(fd, "rb", buffering=0, closefd=False))
-        return reader
-    # Read in a daemon thread, which never holds up the process's exit (a regular file has no
-    # flow control to lose; a terminal is typed into).
-    threading.Thread(target=_feed, args=(loop, reader, fd), name="stdio-input",
-                     daemon=True).start()
-    return reader
-
-
-def _feed(loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, fd: int) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads on
-        try:
-            while chunk := os.read(fd, _READ_CHUNK):
-                loop.call_soon_threadsafe(reader.feed_data, chunk)
-        except OSError:
-            pass  # stdin failed: as good as its end
-        loop.call_soon_threadsafe(reader.feed_eof)
-
-
-class _Output:
-    """stdout: each line one write, in the order sent; a pipe with flow control, anything else
-    (a regular file, a terminal, Windows) with plain writes."""
-
-    def __init__(self, file: Any, writer: asyncio.StreamWriter | None) -> None:
-        self._file = file
-        self._writer = writer
-        self.closed = False
-
-    async def write(self, data: bytes) -> None:
-        if self._writer is None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._file.fileno(), view):]
-            return
-        if self._writer.is_closing():
-            raise BrokenPipeError("stdout is closed")
-        self._writer.write(data)  # the whole line goes into the transport's buffer at once
-        await self._writer.drain()
-
-    async def close(self) -> None:
-        self.closed = True
-        if self._writer is None:
-            self._file.close()
-            return
-        # Every write was drained, so nothing is left to flush: the client sees EOF now.
-        self._writer.close()
-
-
-async def _open_output(fd: int) -> _Output:
-    loop = asyncio.get_running_loop()
-    file = os.fdopen(fd, "wb", buffering=0)
-    if not _is_pipe(fd):
-        return _Output(file, None)
-    # FlowControlMixin is the protocol asyncio's own stream helpers give a write pipe: it makes
-    # StreamWriter.drain wait while the client is not reading.
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
-    return _Output(file, asyncio.StreamWriter(transport, protocol, None, loop))
