@@ -116,8 +116,9 @@ class TaskStore:
 
     # -- what the process running a task writes ----------------------------------------------
 
-    async def renew(self, tenant_id: uuid.UUID, task_id: uuid.UUID) -> bool | None:
-        """Heartbeat: whether a cancel was asked for; None once the task has ended."""
+    async def renew(self, tenant_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
+        """Heartbeat: "cancel" (a cancel was asked for), "key" (its key was revoked or has
+        expired) or "go"; None once the task has ended."""
         async with self._db.tenant(tenant_id) as conn:
             return await self._queries.task_renew(conn, task_id=task_id,
                                                   lease_seconds=self.lease_seconds)

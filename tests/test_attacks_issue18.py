@@ -1,0 +1,69 @@
+"""Issue #18's new boundaries attacked as a hostile tenant, or a hostile key holder inside one,
+would: over real HTTP against real PostgreSQL (and Redis where the rate limiter needs it).
+
+Each test is an attack; those that once broke a boundary name the fix in their docstring, the
+others keep a boundary that held and that no other suite pins down.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from spiral_mcp import admin
+from spiral_mcp.provision import DatabaseUrls
+from spiral_mcp.server.app import create_app
+from tests.conftest import TenantFactory, make_settings
+from tests.fake_jira import FakeJira
+from tests.serving import app_clients
+from tests.test_source_sync_server import (
+    SECRET_KEY,
+    eventually,
+    jira,  # noqa: F401  (a fixture)
+    scalar,
+)
+from tests.test_tasks_product import held_sync
+
+
+@pytest.fixture
+async def product(database_urls: DatabaseUrls) -> AsyncIterator[TestClient]:
+    """The product as shipped, its task heartbeat every half second (TASK_LEASE 1.5 s)."""
+    async with app_clients() as start:
+        settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0",
+                                 TASK_POLL_INTERVAL="0.25", TASK_LEASE="1.5")
+        yield await start(create_app(settings, database_url=database_urls.runtime,
+                                     explorer_url=database_urls.explorer))
+
+
+async def test_a_task_stops_when_its_key_is_revoked(
+        jira: FakeJira, make_tenant: TenantFactory,  # noqa: F811
+        admin_conn, app_conn, product: TestClient, queries) -> None:
+    """Broke: a sources_sync started as a task went on writing the tenant's items with the
+    rights of a key revoked meanwhile (no request of that key would any longer be served).
+    Fixed: the task heartbeat checks the key, and stops the task as failed."""
+    tenant, _, task_id = await held_sync(jira, make_tenant, admin_conn, product, queries)
+    count = "SELECT count(*) FROM work_items"
+
+    async def two_pages() -> bool:
+        return await scalar(app_conn, tenant.id, count) == 199
+
+    await eventually(two_pages)
+    await admin.revoke_api_key(admin_conn, queries, tenant.key_id)
+    status = "SELECT status FROM tasks WHERE task_id = $1"
+
+    async def stopped() -> bool:
+        return await scalar(app_conn, tenant.id, status, uuid.UUID(task_id)) != "working"
+
+    await eventually(stopped, timeout=5)
+    jira.watch.release.set()  # type: ignore[attr-defined]
+    assert await scalar(app_conn, tenant.id, status, uuid.UUID(task_id)) == "failed"
+    message = await scalar(app_conn, tenant.id,
+                           "SELECT error->>'message' FROM tasks WHERE task_id = $1",
+                           uuid.UUID(task_id))
+    assert "revoked" in message
+    # Nothing of the held page was written with the revoked key's rights.
+    assert await scalar(app_conn, tenant.id, count) == 199
+
