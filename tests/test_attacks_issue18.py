@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from spiral_mcp import admin
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
-from tests.conftest import TenantFactory, make_settings
+from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_jira import FakeJira
 from tests.serving import app_clients
 from tests.test_source_sync_server import (
@@ -67,3 +68,28 @@ async def test_a_task_stops_when_its_key_is_revoked(
     # Nothing of the held page was written with the revoked key's rights.
     assert await scalar(app_conn, tenant.id, count) == 199
 
+
+async def _read(client: TestClient, tenant: Tenant, uri: str) -> dict[str, Any]:
+    response = await client.post("/execute", headers=tenant.headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
+    return await response.json()
+
+
+@pytest.mark.redis
+async def test_an_explorer_view_read_draws_on_the_query_budget(
+        aiohttp_client, database_urls: DatabaseUrls, make_tenant: TenantFactory,
+        redis_url: str) -> None:
+    """Broke: reading spiral://explorer/views/{view} (the explorer's counts and sample values,
+    explorer_describe_table's work) spent the read budget, so RATE_LIMIT_QUERY did not bound
+    it. Fixed: a resource names its call class; the views draw on the query budget."""
+    settings = make_settings(database_urls, REDIS_URL=redis_url, RATE_LIMIT_WINDOW="3600",
+                             RATE_LIMIT_QUERY="2", RATE_LIMIT_READ="100")
+    client = await aiohttp_client(create_app(settings, database_url=database_urls.runtime,
+                                             explorer_url=database_urls.explorer))
+    tenant = await make_tenant(demo=True)
+    uri = "spiral://explorer/views/work_items"
+    answers = [await _read(client, tenant, uri) for _ in range(3)]
+    assert ["result" in a for a in answers] == [True, True, False], answers
+    assert "rate limit for query calls" in answers[2]["error"]["message"]
+    # The read budget is untouched by them: the JQL reference still reads.
+    assert "result" in await _read(client, tenant, "spiral://reference/jql")

@@ -197,7 +197,8 @@ def _view(table: Table):
                     description=f"The {table.kind} {table.name}: columns, meanings, your row "
                                 "count and sample values.",
                     mime_type=MARKDOWN, read=read, scope="query", icon="explorer",
-                    share="explorer")  # it holds an explorer connection, as the tools do
+                    # It holds an explorer connection and reads samples, as the tools do.
+                    share="explorer", call_class="query")
 
 
 # -- tools' result schemas ---------------------------------------------------------------------
