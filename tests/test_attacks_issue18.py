@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from spiral_mcp import admin
 from spiral_mcp.provision import DatabaseUrls
@@ -26,6 +27,7 @@ from tests.test_source_sync_server import (
     jira,  # noqa: F401  (a fixture)
     scalar,
 )
+from tests.test_tasks import MODERN, headers_for
 from tests.test_tasks_product import held_sync
 
 
@@ -93,3 +95,36 @@ async def test_an_explorer_view_read_draws_on_the_query_budget(
     assert "rate limit for query calls" in answers[2]["error"]["message"]
     # The read budget is untouched by them: the JQL reference still reads.
     assert "result" in await _read(client, tenant, "spiral://reference/jql")
+
+
+@pytest.mark.parametrize(("header", "first", "second"), [
+    ("Mcp-Name", "jira_search", "jira_create_issue"),
+    ("Mcp-Method", "tools/call", "tools/list"),
+    ("MCP-Protocol-Version", MODERN, "2025-11-25"),
+])
+async def test_a_header_sent_twice_with_different_values_is_refused(
+        client: TestClient, make_tenant: TenantFactory, header: str, first: str,
+        second: str) -> None:
+    """Broke: the server checked the first of two Mcp-Name (or Mcp-Method, or version) headers
+    against the body while a gateway may route or limit on the last, or on both joined: a call
+    of jira_search let through by a rule about jira_create_issue, or the reverse. Fixed: an
+    Mcp-* header repeated with different values is HeaderMismatch (-32020, HTTP 400)."""
+    tenant = await make_tenant(demo=True)
+    headers = CIMultiDict(headers_for(tenant, "tools/call", "jira_search"))
+    headers[header] = first
+    headers.add(header, second)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "jira_search", "arguments": {"jql": "project = DEMO"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}}
+    response = await client.post("/mcp", json=body, headers=headers)
+    answer = await response.json()
+    assert response.status == 400, answer
+    assert answer["error"]["code"] == -32020
+    assert "sent more than once" in answer["error"]["message"]
+    # The same header twice with one value is one value: both sides read the same.
+    headers[header] = first
+    headers.add(header, first)
+    response = await client.post("/mcp", json=body, headers=headers)
+    assert response.status == 200, await response.text()
+

@@ -401,10 +401,27 @@ async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T
         raise
 
 
+def _repeated(request: web.Request) -> RpcError | None:
+    """HeaderMismatch for an ``Mcp-*`` or version header sent twice with different values: the
+    checks below read the first, and a gateway routing on the same header may read the last
+    or both joined, so the two would decide on different values."""
+    seen: dict[str, str] = {}
+    for name, value in request.headers.items():
+        folded = name.lower()
+        if not folded.startswith("mcp-"):
+            continue
+        if seen.setdefault(folded, value) != value:
+            return RpcError(HEADER_MISMATCH, f"{name} header is sent more than once, with "
+                                             "different values")
+    return None
+
+
 def _ladder(request: web.Request, message: Request) -> RpcError | None:
     """The stateless era's checks, in the specification's order; the first failure wins."""
     if (missing := missing_stateless_meta(message.params)) is not None:
         return missing
+    if (repeated := _repeated(request)) is not None:
+        return repeated
     body_version = message.params["_meta"][PROTOCOL_VERSION_META]
     if request.headers.get(VERSION_HEADER) != body_version:
         return RpcError(HEADER_MISMATCH,
