@@ -7,6 +7,7 @@ others keep a boundary that held and that no other suite pins down.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +28,7 @@ from tests.test_source_sync_server import (
     jira,  # noqa: F401  (a fixture)
     scalar,
 )
-from tests.test_tasks import MODERN, headers_for
+from tests.test_tasks import MODERN, call, headers_for, rpc, terminal, until
 from tests.test_tasks_product import held_sync
 
 
@@ -128,3 +129,36 @@ async def test_a_header_sent_twice_with_different_values_is_refused(
     response = await client.post("/mcp", json=body, headers=headers)
     assert response.status == 200, await response.text()
 
+
+async def test_an_explorer_query_as_a_task_keeps_its_share_and_its_timeout(
+        database_urls: DatabaseUrls, make_tenant: TenantFactory) -> None:
+    """Held: a task outlives the HTTP request that started it, but the explorer query it runs
+    keeps the tenant's place in the explorer share until it ends (another of the tenant's
+    explorer calls is RATE_LIMITED meanwhile, another tenant's is served), and the explorer's
+    statement timeout ends it."""
+    async with app_clients() as start:
+        settings = make_settings(database_urls, TASK_POLL_INTERVAL="0.25",
+                                 EXPLORER_MAX_PER_TENANT="1", EXPLORER_TIMEOUT_S="1.5")
+        client = await start(create_app(settings, database_url=database_urls.runtime,
+                                        explorer_url=database_urls.explorer))
+        tenant, other = await make_tenant(demo=True), await make_tenant(demo=True)
+        started = time.monotonic()
+        task = await call(client, tenant, "explorer_query",
+                          sql="SELECT count(*) FROM work_items a, work_items b, "
+                               "work_items c, work_items d, work_items e, work_items f")
+        assert task["resultType"] == "task"
+        inline = {"sql": "SELECT 1 AS one"}
+        held = await rpc(client, tenant, "tools/call", capabilities={}, name="explorer_query",
+                         arguments=inline)
+        assert held["result"]["structuredContent"]["error"]["code"] == "RATE_LIMITED", held
+        served = await rpc(client, other, "tools/call", capabilities={}, name="explorer_query",
+                           arguments=inline)
+        assert served["result"]["structuredContent"]["data"]["rows"] == [[1]]
+        done = await until(client, tenant, task["taskId"], terminal, timeout=10)
+        assert time.monotonic() - started < 8
+        envelope = done["result"]["structuredContent"]
+        assert envelope["error"]["code"] == "QUERY_TIMEOUT", done
+        # Its place is given back with its end.
+        again = await rpc(client, tenant, "tools/call", capabilities={}, name="explorer_query",
+                          arguments=inline)
+        assert again["result"]["structuredContent"]["data"]["rows"] == [[1]]
