@@ -162,3 +162,28 @@ async def test_an_explorer_query_as_a_task_keeps_its_share_and_its_timeout(
         again = await rpc(client, tenant, "tools/call", capabilities={}, name="explorer_query",
                           arguments=inline)
         assert again["result"]["structuredContent"]["data"]["rows"] == [[1]]
+
+
+async def test_a_key_keeps_at_most_task_max_per_key_tasks(
+        database_urls: DatabaseUrls, make_tenant: TenantFactory) -> None:
+    """Broke: every explorer query a key ran as a task kept its result (up to 1 MiB) in
+    PostgreSQL for TASK_TTL, so one key within its query budget (100 a minute) could pile up
+    gigabytes an hour in the database every tenant shares. Fixed: a key keeps at most
+    TASK_MAX_PER_KEY live tasks; past that a call answers inline, keeping nothing."""
+    async with app_clients() as start:
+        settings = make_settings(database_urls, TASK_POLL_INTERVAL="0.25", TASK_MAX_PER_KEY="2")
+        client = await start(create_app(settings, database_url=database_urls.runtime,
+                                        explorer_url=database_urls.explorer))
+        tenant, other = await make_tenant(demo=True), await make_tenant(demo=True)
+        sql = "SELECT count(*) AS n FROM work_items"
+        tasks = [await call(client, tenant, "explorer_query", sql=sql) for _ in range(2)]
+        assert [t["resultType"] for t in tasks] == ["task", "task"]
+        for task in tasks:
+            assert (await until(client, tenant, task["taskId"], terminal))["status"] == \
+                "completed"
+        # Finished tasks count: their results are what is kept.
+        inline = await call(client, tenant, "explorer_query", sql=sql)
+        assert "resultType" not in inline or inline["resultType"] == "complete", inline
+        assert inline["structuredContent"]["data"]["rows"] == [[60]]
+        # Another tenant's key has its own.
+        assert (await call(client, other, "explorer_query", sql=sql))["resultType"] == "task"

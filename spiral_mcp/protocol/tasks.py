@@ -202,6 +202,8 @@ class TaskRunner:
         if self._closing:
             return False  # no new task in a process on its way out: the call finishes inline
         task = await self._store.create(ctx.principal, tool=ctx.tool)
+        if task is None:
+            return False  # the key keeps as many tasks as it may: this call finishes inline
         running.task_id = task.task_id
         running.job = asyncio.current_task()
         self._running[task.task_id] = running

@@ -1,10 +1,14 @@
 -- name: task_create^
--- params: tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_seconds
--- A new task, working, leased to the process creating it; the row as tasks/get reads it.
+-- params: tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_seconds, max_per_key
+-- A new task, working, leased to the process creating it; the row as tasks/get reads it. Nothing
+-- when the key already keeps max_per_key tasks that have not expired (each keeps its result in
+-- the database: a key must not pile them up). Creations racing each other may pass it by as
+-- many as the key's calls running at once, which its shares of slow work bound.
 INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_until,
                    expires_at)
-VALUES ($1, $2, $3, $4, $5::integer, $6, now() + make_interval(secs => $7),
-        now() + make_interval(secs => $5::integer / 1000.0))
+SELECT $1, $2, $3, $4, $5::integer, $6, now() + make_interval(secs => $7),
+       now() + make_interval(secs => $5::integer / 1000.0)
+WHERE (SELECT count(*) FROM tasks WHERE key_id = $3 AND expires_at > now()) < $8
 RETURNING task_id, status, status_message, progress, progress_total, input_requests, result,
           error, poll_interval_ms, created_at, updated_at, expires_at, false AS orphaned
 
