@@ -28,6 +28,13 @@ from tests.test_source_sync_server import (
     jira,  # noqa: F401  (a fixture)
     scalar,
 )
+from tests.test_stdio import (
+    INITIALIZED,
+    PRODUCT,
+    Process,
+    environment,  # noqa: F401  (a fixture)
+    initialize,
+)
 from tests.test_tasks import MODERN, call, headers_for, rpc, terminal, until
 from tests.test_tasks_product import held_sync
 
@@ -187,3 +194,29 @@ async def test_a_key_keeps_at_most_task_max_per_key_tasks(
         assert inline["structuredContent"]["data"]["rows"] == [[60]]
         # Another tenant's key has its own.
         assert (await call(client, other, "explorer_query", sql=sql))["resultType"] == "task"
+
+
+async def test_the_stdio_key_never_reaches_the_log(
+        environment, make_tenant: TenantFactory, admin_conn, queries) -> None:  # noqa: F811
+    """Held: spiral-mcp stdio at debug level, through calls that succeed, fail and are refused,
+    and its key's revocation, never writes its key to stderr (the log a client such as Claude
+    Desktop keeps on disk)."""
+    tenant = await make_tenant(demo=True)
+    proc = await Process.start(PRODUCT, environment(tenant, LOG_LEVEL="debug"))
+    await proc.send(initialize(), INITIALIZED)
+    assert "result" in await proc.answer(1)
+    calls = [("jira_get_issue", {"issue_key": "WEB-1"}),
+             ("jira_get_issue", {"issue_key": "not a key"}),
+             ("no_such_tool", {}),
+             ("explorer_query", {"sql": "SELECT secret FROM nowhere"})]
+    for n, (name, arguments) in enumerate(calls, start=2):
+        await proc.send({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                         "params": {"name": name, "arguments": arguments}})
+        await proc.answer(n)
+    await admin.revoke_api_key(admin_conn, queries, tenant.key_id)
+    await proc.send({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}})
+    code, _, stderr = await proc.finish()
+    assert code == 1 and "no longer accepted (revoked or expired)" in stderr, stderr
+    secret = tenant.key.removeprefix("spk_")
+    for part in (tenant.key, secret[:24], secret[-24:]):
+        assert part not in stderr
