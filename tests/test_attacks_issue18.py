@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
@@ -19,6 +20,7 @@ from multidict import CIMultiDict
 from spiral_mcp import admin
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import DISPATCHER
 from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_jira import FakeJira
 from tests.serving import app_clients
@@ -37,6 +39,7 @@ from tests.test_stdio import (
 )
 from tests.test_tasks import MODERN, call, headers_for, rpc, terminal, until
 from tests.test_tasks_product import held_sync
+from tests.test_transports import modern_request, post_modern, read_event
 
 
 @pytest.fixture
@@ -220,3 +223,29 @@ async def test_the_stdio_key_never_reaches_the_log(
     secret = tenant.key.removeprefix("spk_")
     for part in (tenant.key, secret[:24], secret[-24:]):
         assert part not in stderr
+
+
+async def test_a_listen_stream_hears_nothing_its_scopes_do_not_reach(
+        client: TestClient, make_tenant: TenantFactory) -> None:
+    """Held: a read-only key's listen stream is not subscribed to an explorer view (it may not
+    read one; the acknowledgment leaves it out) and does not hear that the query tools
+    changed; a key with the query scope gets both."""
+    reader = await make_tenant(scopes=("read",))
+    querier = await make_tenant(scopes=("read", "query"))
+    view = "spiral://explorer/views/work_items"
+    wanted = {"toolsListChanged": True,
+              "resourceSubscriptions": [view, "spiral://reference/jql"]}
+    streams = [await post_modern(client, t, modern_request(
+        "subscriptions/listen", "sub", notifications=wanted)) for t in (reader, querier)]
+    acks = [orjson.loads((await read_event(s, 5))["data"]) for s in streams]
+    assert acks[0]["params"]["notifications"] == {
+        "toolsListChanged": True, "resourceSubscriptions": ["spiral://reference/jql"]}
+    assert acks[1]["params"]["notifications"]["resourceSubscriptions"] == sorted(
+        [view, "spiral://reference/jql"])
+    client.server.app[DISPATCHER].changes.tools_changed("query")
+    heard = orjson.loads((await read_event(streams[1], 5))["data"])
+    assert heard["method"] == "notifications/tools/list_changed"
+    with pytest.raises(TimeoutError):
+        await read_event(streams[0], 0.6)
+    for stream in streams:
+        stream.close()
