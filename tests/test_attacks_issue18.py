@@ -7,6 +7,7 @@ others keep a boundary that held and that no other suite pins down.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,7 +40,13 @@ from tests.test_stdio import (
 )
 from tests.test_tasks import MODERN, call, headers_for, rpc, terminal, until
 from tests.test_tasks_product import held_sync
-from tests.test_transports import modern_request, post_modern, read_event
+from tests.test_transports import (
+    headers,
+    modern_request,
+    open_session,
+    post_modern,
+    read_event,
+)
 
 
 @pytest.fixture
@@ -248,4 +255,32 @@ async def test_a_listen_stream_hears_nothing_its_scopes_do_not_reach(
     with pytest.raises(TimeoutError):
         await read_event(streams[0], 0.6)
     for stream in streams:
+        stream.close()
+
+
+async def test_a_session_hears_no_list_change_of_a_scope_its_key_lacks(
+        client: TestClient, make_tenant: TenantFactory) -> None:
+    """Broke: a session's GET stream heard every tool list change, also of tools its key may
+    not see (a read-only key heard the query tools change), where listen streams heard only
+    their scopes'. Fixed: a session keeps its key's scopes, and the hub checks them for both."""
+    reader = await make_tenant(scopes=("read",))
+    querier = await make_tenant(scopes=("read", "query"))
+    streams = []
+    for tenant in (reader, querier):
+        sid = await open_session(client, tenant)
+        stream = await client.get("/mcp", headers=headers(
+            tenant, sid=sid, accept="text/event-stream", **{"MCP-Protocol-Version": "2025-11-25"}))
+        assert stream.status == 200
+        streams.append(stream)
+    await asyncio.sleep(0.1)  # the streams are open once their handlers run
+    client.server.app[DISPATCHER].changes.tools_changed("query")
+    heard = orjson.loads((await read_event(streams[1], 5))["data"])
+    assert heard["method"] == "notifications/tools/list_changed"
+    with pytest.raises(TimeoutError):
+        await read_event(streams[0], 0.6)
+    # A change of a scope both hold reaches both.
+    client.server.app[DISPATCHER].changes.tools_changed("read")
+    for stream in streams:
+        assert orjson.loads((await read_event(stream, 5))["data"])["method"] == \
+            "notifications/tools/list_changed"
         stream.close()

@@ -192,7 +192,7 @@ async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Respon
     try:
         session = request.app[SESSIONS].create(
             key_id=request[PRINCIPAL].key_id, tenant_id=request[PRINCIPAL].tenant_id,
-            transport="streamable",
+            scopes=request[PRINCIPAL].scopes, transport="streamable",
             protocol_version=negotiate(message.params.get("protocolVersion")),
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
