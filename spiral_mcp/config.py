@@ -223,6 +223,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TASK_LEASE", _float(1, 3600), 30.0,
             "seconds without a heartbeat after which a task whose server process died reads as "
             "failed (the process renews it every third of this)"),
+    Setting("TASK_MAX_PER_KEY", _int(1, 100_000), 100,
+            "tasks (running or finished, until TASK_TTL after their last change) one API key "
+            "keeps; past it a call a client would take as a task is answered inline, keeping "
+            "nothing (each task keeps its result, up to 1 MiB, in the database)"),
     Setting("SPIRAL_TEMPLATES_DIR", _optional_text, None,
             "a folder of your own report templates, served beside the built-in ones"),
     Setting("EXPLORER_DATABASE_URL", _postgres_url, None,
@@ -297,6 +301,7 @@ class Settings:
     task_ttl: float
     task_poll_interval: float
     task_lease: float
+    task_max_per_key: int
     spiral_templates_dir: str | None
     explorer_database_url: str | None
     explorer_timeout_s: float

@@ -62,22 +62,25 @@ class TaskStore:
     """Reads and writes of tasks; each call is one tenant transaction."""
 
     def __init__(self, database: Database, *, ttl_ms: int, poll_interval_ms: int,
-                 lease_seconds: float) -> None:
+                 lease_seconds: float, max_per_key: int) -> None:
         self._db = database
         self._queries = database.queries
         self.ttl_ms = ttl_ms
         self.poll_interval_ms = poll_interval_ms
         self.lease_seconds = lease_seconds
+        self.max_per_key = max_per_key
 
-    async def create(self, principal: Principal, *, tool: str) -> StoredTask:
+    async def create(self, principal: Principal, *, tool: str) -> StoredTask | None:
         """A new working task of ``principal``'s key, durable once this returns (a tasks/get
-        for it finds it, in any process)."""
+        for it finds it, in any process); None when the key already keeps ``max_per_key``
+        tasks that have not expired."""
         async with self._db.tenant(principal.tenant_id) as conn:
             row = await self._queries.task_create(
                 conn, tenant_id=principal.tenant_id, task_id=uuid.uuid4(),
                 key_id=principal.key_id, tool=tool, ttl_ms=self.ttl_ms,
-                poll_interval_ms=self.poll_interval_ms, lease_seconds=self.lease_seconds)
-        return StoredTask.from_row(row)
+                poll_interval_ms=self.poll_interval_ms, lease_seconds=self.lease_seconds,
+                max_per_key=self.max_per_key)
+        return StoredTask.from_row(row) if row is not None else None
 
     async def get(self, principal: Principal, task_id: uuid.UUID, *,
                   orphan_error: dict[str, Any]) -> StoredTask | None:
@@ -116,8 +119,9 @@ class TaskStore:
 
     # -- what the process running a task writes ----------------------------------------------
 
-    async def renew(self, tenant_id: uuid.UUID, task_id: uuid.UUID) -> bool | None:
-        """Heartbeat: whether a cancel was asked for; None once the task has ended."""
+    async def renew(self, tenant_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
+        """Heartbeat: "cancel" (a cancel was asked for), "key" (its key was revoked or has
+        expired) or "go"; None once the task has ended."""
         async with self._db.tenant(tenant_id) as conn:
             return await self._queries.task_renew(conn, task_id=task_id,
                                                   lease_seconds=self.lease_seconds)

@@ -204,7 +204,8 @@ def _view(table: Table):
                     mime_type=MARKDOWN, read=read, scope="query", icon="explorer",
                     # A view shows one table's rows (its count and most frequent values).
                     changed_by=frozenset({table.name}),
-                    share="explorer")  # it holds an explorer connection, as the tools do
+                    # It holds an explorer connection and reads samples, as the tools do.
+                    share="explorer", call_class="query")
 
 
 # -- tools' result schemas ---------------------------------------------------------------------

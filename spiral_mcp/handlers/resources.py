@@ -41,6 +41,9 @@ class Resource:
     scope: str = "read"       # the API-key scope a caller needs to see and read it
     icon: str | None = None   # an icon of spiral_mcp/icons
     share: str | None = None  # the kind of slow work a read is, run in the tenant's share of it
+    # The key's rate budget a read draws on: a read doing a tool's work draws on that tool's
+    # (an explorer view's samples on the query budget, as explorer_describe_table does).
+    call_class: str = "read"
     # How long a client may take a read as fresh (ttlMs, 2026-07-28 on): tenant data moves with
     # every write, so a minute unless the resource knows better (a static reference: longer;
     # one that announces its changes with ctx.resource_updated may too).

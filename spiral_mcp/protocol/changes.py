@@ -170,7 +170,8 @@ class ChangeHub:
             if wanted(listener.filter) and scope in listener.principal.scopes:
                 listener.offer(method)
         for session in self._streaming_sessions():
-            session.post({"jsonrpc": "2.0", "method": method})
+            if scope in session.scopes:
+                session.post({"jsonrpc": "2.0", "method": method})
 
     def resource_updated(self, tenant_id: uuid.UUID, uri: str) -> None:
         """``uri`` changed in ``tenant_id``'s data: its subscribers in that tenant hear of it."""

@@ -370,7 +370,7 @@ class Dispatcher:
         ctx = self._context(exchange, resource.uri)
         self._rounds(ctx, "resources/read", params, exchange)
         async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
-            await self.registry.admit(exchange.principal, "read")
+            await self.registry.admit(exchange.principal, resource.call_class)
             with self.registry.take_share(resource.share, exchange.principal):
                 contents = await resource.read(ctx, values)
         if exchange.modern:

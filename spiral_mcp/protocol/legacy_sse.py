@@ -45,7 +45,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         session = sessions.create(
             key_id=request[PRINCIPAL].key_id, tenant_id=request[PRINCIPAL].tenant_id,
-            transport="sse", protocol_version="2024-11-05",
+            scopes=request[PRINCIPAL].scopes, transport="sse", protocol_version="2024-11-05",
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
     except SessionLimitError as exc:

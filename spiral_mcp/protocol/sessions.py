@@ -49,6 +49,7 @@ class Session:
     id: str
     key_id: uuid.UUID
     tenant_id: uuid.UUID
+    scopes: frozenset[str]            # its key's: which list changes it hears
     transport: str                    # "streamable" or "sse"
     protocol_version: str
     max_concurrent_calls: int
@@ -184,8 +185,8 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
 
     def create(
-        self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, transport: str, protocol_version: str,
-        max_concurrent_calls: int,
+        self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, scopes: frozenset[str], transport: str,
+        protocol_version: str, max_concurrent_calls: int,
     ) -> Session:
         """A new session. At the key's or the tenant's cap, the key's own least recently used
         session with no stream and no call is ended to make room (never another key's: one
@@ -202,8 +203,9 @@ class SessionStore:
             raise SessionLimitError("the server has as many sessions open as it allows")
         # 128 random bits, visible ASCII only, as the transport rules require.
         session = Session(
-            id=secrets.token_hex(16), key_id=key_id, tenant_id=tenant_id, transport=transport,
-            protocol_version=protocol_version, max_concurrent_calls=max_concurrent_calls,
+            id=secrets.token_hex(16), key_id=key_id, tenant_id=tenant_id, scopes=scopes,
+            transport=transport, protocol_version=protocol_version,
+            max_concurrent_calls=max_concurrent_calls,
         )
         self._sessions[session.id] = session
         return session

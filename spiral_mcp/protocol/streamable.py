@@ -192,7 +192,7 @@ async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Respon
     try:
         session = request.app[SESSIONS].create(
             key_id=request[PRINCIPAL].key_id, tenant_id=request[PRINCIPAL].tenant_id,
-            transport="streamable",
+            scopes=request[PRINCIPAL].scopes, transport="streamable",
             protocol_version=negotiate(message.params.get("protocolVersion")),
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
@@ -401,10 +401,27 @@ async def _cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T
         raise
 
 
+def _repeated(request: web.Request) -> RpcError | None:
+    """HeaderMismatch for an ``Mcp-*`` or version header sent twice with different values: the
+    checks below read the first, and a gateway routing on the same header may read the last
+    or both joined, so the two would decide on different values."""
+    seen: dict[str, str] = {}
+    for name, value in request.headers.items():
+        folded = name.lower()
+        if not folded.startswith("mcp-"):
+            continue
+        if seen.setdefault(folded, value) != value:
+            return RpcError(HEADER_MISMATCH, f"{name} header is sent more than once, with "
+                                             "different values")
+    return None
+
+
 def _ladder(request: web.Request, message: Request) -> RpcError | None:
     """The stateless era's checks, in the specification's order; the first failure wins."""
     if (missing := missing_stateless_meta(message.params)) is not None:
         return missing
+    if (repeated := _repeated(request)) is not None:
+        return repeated
     body_version = message.params["_meta"][PROTOCOL_VERSION_META]
     if request.headers.get(VERSION_HEADER) != body_version:
         return RpcError(HEADER_MISMATCH,

@@ -9,8 +9,10 @@ the rest of the call runs on in this process. Its progress, its questions to the
 outcome go to the stored task, where tasks/get reads them from any process.
 
 While it runs, this process renews the task's lease; a task whose lease lapses (its process died)
-reads as failed. tasks/cancel, answered by whichever process gets it, stops the call at once when
-it runs here, and otherwise marks the task, which its own process finds at its next renewal.
+reads as failed. The renewal also stops (as failed) a task whose API key has been revoked or has
+expired since it started: a task never goes on with rights its key no longer has. tasks/cancel,
+answered by whichever process gets it, stops the call at once when it runs here, and otherwise
+marks the task, which its own process finds at its next renewal.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ ORPHANED = RpcError(INTERNAL_ERROR, "the server process running this task stoppe
                                     "finished (it was restarted or it crashed); run the call again")
 SHUT_DOWN = RpcError(INTERNAL_ERROR, "the server shut down before this task finished; run the "
                                      "call again")
+# What a task reads as once the key that created it is revoked or expired: stopped, as every
+# request and stream of that key is.
+KEY_GONE = RpcError(INTERNAL_ERROR, "the API key that created this task was revoked or has "
+                                    "expired; the task was stopped")
 # How often a question of a task looks for an answer that another process took in.
 ANSWER_POLL_SECONDS = 1.0
 # How often expired tasks of every tenant are deleted.
@@ -122,6 +128,7 @@ class _Running:
     task_id: uuid.UUID | None = None
     job: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
+    key_gone: bool = False
     halted: bool = False
     questions: int = 0
     # Set (and replaced) when answers arrive here: every question waiting wakes and looks.
@@ -193,6 +200,8 @@ class TaskRunner:
         if self._closing:
             return False  # no new task in a process on its way out: the call finishes inline
         task = await self._store.create(ctx.principal, tool=ctx.tool)
+        if task is None:
+            return False  # the key keeps as many tasks as it may: this call finishes inline
         running.task_id = task.task_id
         running.job = asyncio.current_task()
         self._running[task.task_id] = running
@@ -220,6 +229,9 @@ class TaskRunner:
                 task.uncancel()
             if running.cancel_requested:
                 await self._end(running, "cancelled", message="cancelled at the client's request")
+            elif running.key_gone:
+                await self._end(running, "failed", error=KEY_GONE.to_dict(),
+                                message=KEY_GONE.message)
             else:
                 await self._end(running, "failed", error=SHUT_DOWN.to_dict(),
                                 message=SHUT_DOWN.message)
@@ -312,9 +324,14 @@ class TaskRunner:
 
     async def _renew_all(self) -> None:
         for running in list(self._running.values()):
-            if running.task_id is not None and await self._store.renew(
-                    running.principal.tenant_id, running.task_id):
+            if running.task_id is None:
+                continue
+            verdict = await self._store.renew(running.principal.tenant_id, running.task_id)
+            if verdict == "cancel":
                 self._stop(running)  # cancelled through another process
+            elif verdict == "key":
+                running.key_gone = True
+                running.halt()
 
     def _stop(self, running: _Running) -> None:
         running.cancel_requested = True

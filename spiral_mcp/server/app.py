@@ -316,7 +316,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
         tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
             poll_interval_ms=round(settings.task_poll_interval * 1000),
-            lease_seconds=settings.task_lease))
+            lease_seconds=settings.task_lease, max_per_key=settings.task_max_per_key))
         resources = given
         if resources is None:
             # Built here: they describe what this process serves (its reports, the explorer's

@@ -156,5 +156,5 @@ def _stop(server: StdioServer, signum: int) -> None:
 def _new_session(sessions: SessionStore, settings: Settings, principal: Principal,
                  version: str) -> Session:
     return sessions.create(key_id=principal.key_id, tenant_id=principal.tenant_id,
-                           transport="stdio", protocol_version=version,
+                           scopes=principal.scopes, transport="stdio", protocol_version=version,
                            max_concurrent_calls=settings.session_max_concurrent_calls)

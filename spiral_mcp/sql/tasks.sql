@@ -1,10 +1,14 @@
 -- name: task_create^
--- params: tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_seconds
--- A new task, working, leased to the process creating it; the row as tasks/get reads it.
+-- params: tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_seconds, max_per_key
+-- A new task, working, leased to the process creating it; the row as tasks/get reads it. Nothing
+-- when the key already keeps max_per_key tasks that have not expired (each keeps its result in
+-- the database: a key must not pile them up). Creations racing each other may pass it by as
+-- many as the key's calls running at once, which its shares of slow work bound.
 INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_until,
                    expires_at)
-VALUES ($1, $2, $3, $4, $5::integer, $6, now() + make_interval(secs => $7),
-        now() + make_interval(secs => $5::integer / 1000.0))
+SELECT $1, $2, $3, $4, $5::integer, $6, now() + make_interval(secs => $7),
+       now() + make_interval(secs => $5::integer / 1000.0)
+WHERE (SELECT count(*) FROM tasks WHERE key_id = $3 AND expires_at > now()) < $8
 RETURNING task_id, status, status_message, progress, progress_total, input_requests, result,
           error, poll_interval_ms, created_at, updated_at, expires_at, false AS orphaned
 
@@ -32,13 +36,20 @@ RETURNING task_id, status, status_message, progress, progress_total, input_reque
 
 -- name: task_renew$
 -- params: task_id, lease_seconds
--- The running process's heartbeat: the lease and the expiry move on; whether a cancel was asked
--- for. Nothing once the task has ended.
+-- The running process's heartbeat: the lease and the expiry move on; what stops the task:
+-- 'cancel' (a cancel was asked for), 'key' (the key that created it was revoked or has expired:
+-- a task never goes on with a key's rights that a request could no longer use), or 'go'.
+-- Nothing once the task has ended.
 UPDATE tasks
 SET lease_until = now() + make_interval(secs => $2),
     expires_at = greatest(expires_at, now() + make_interval(secs => ttl_ms / 1000.0))
 WHERE task_id = $1 AND status IN ('working', 'input_required')
-RETURNING cancel_requested
+RETURNING CASE WHEN cancel_requested THEN 'cancel'
+               WHEN NOT EXISTS (SELECT 1 FROM api_keys AS k
+                                WHERE k.tenant_id = tasks.tenant_id AND k.key_id = tasks.key_id
+                                  AND k.revoked_at IS NULL
+                                  AND (k.expires_at IS NULL OR k.expires_at > now()))
+               THEN 'key' ELSE 'go' END
 
 -- name: task_progress!
 -- params: task_id, progress, progress_total, message
