@@ -2,7 +2,28 @@
 -- of answers that are not a successful result (HTTP status other than 200, a JSON-RPC error, a
 -- tool result with isError, or the bare handler's null for a missing row), printed as a CHECK
 -- line with the first such answer, so a fast stream of errors never passes for throughput.
+-- BODY_KIND=stateless builds the stateless era's request, below.
 dofile((os.getenv("ANCHORS_DIR") or ".") .. "/post.lua")
+
+-- BODY_KIND=stateless: the 2026-07-28 era's request, which post.lua does not know: no session,
+-- the method and tool mirrored in headers, and the version and client capabilities in
+-- params._meta (PROTO sets MCP-Protocol-Version through post.lua). wrk.format takes the headers
+-- given in place of wrk.headers, so the request's own are added to a copy of them.
+if os.getenv("BODY_KIND") == "stateless" then
+  local keys, counter = {}, 0
+  for k in string.gmatch(os.getenv("KEYS") or "", "[^,]+") do table.insert(keys, k) end
+  local headers = {["Mcp-Method"] = "tools/call", ["Mcp-Name"] = "jira_get_issue"}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  local meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"' .. os.getenv("PROTO")
+    .. '","io.modelcontextprotocol/clientCapabilities":{}}'
+  request = function()
+    counter = counter + 1
+    local key = #keys > 0 and keys[math.random(1, #keys)] or "PROJ-" .. math.random(1, 1000)
+    local body = '{"jsonrpc":"2.0","id":' .. counter .. ',"method":"tools/call","params":{'
+      .. meta .. ',"name":"jira_get_issue","arguments":{"issue_key":"' .. key .. '"}}}'
+    return wrk.format(nil, nil, headers, body)
+  end
+end
 
 local anchor_done = done
 local threads = {}

@@ -54,6 +54,10 @@ ANCHOR_DB = "bench_anchor"
 ANCHOR_ROLE = "anchor_app"
 ANCHOR_TENANT = "00000000-0000-0000-0000-000000000001"
 PROTOCOL = "2025-06-18"
+# The stateless era: no session; each request names its version in a header and in params._meta.
+STATELESS_PROTOCOL = "2026-07-28"
+STATELESS_META = {"io.modelcontextprotocol/protocolVersion": STATELESS_PROTOCOL,
+                  "io.modelcontextprotocol/clientCapabilities": {}}
 
 # The product's settings for the run. RATE_LIMIT_DEFAULT accepts at most 1,000,000 per window:
 # with the 60 s window that is ~16,700 calls/s sustained, far above what one process serves, so
@@ -449,11 +453,19 @@ def headers_for(target: Target) -> dict[str, str]:
     if target.env.get("SID"):
         headers |= {"Mcp-Session-Id": target.env["SID"],
                     "MCP-Protocol-Version": target.env["PROTO"]}
+    if target.env.get("BODY_KIND") == "stateless":
+        headers |= {"MCP-Protocol-Version": target.env["PROTO"], "Mcp-Method": "tools/call",
+                    "Mcp-Name": "jira_get_issue"}
     return headers
 
 
 def body_for(target: Target, n: int) -> dict[str, Any]:
-    return {"key": f"PROJ-{n}"} if target.kind == "bare" else call_body(n)
+    if target.kind == "bare":
+        return {"key": f"PROJ-{n}"}
+    body = call_body(n)
+    if target.env.get("BODY_KIND") == "stateless":
+        body["params"]["_meta"] = STATELESS_META
+    return body
 
 
 def ok_reply(target: Target, reply: Any) -> bool:
@@ -651,7 +663,7 @@ def parse_args() -> argparse.Namespace:
                         "access line per request)")
     p.add_argument("--targets", default="",
                    help="only these targets, comma-separated (bare, sdk, mcp, execute, "
-                        "mcp+redis, execute+redis)")
+                        "stateless, and each product target +redis and @base)")
     p.add_argument("--profile", type=int, default=int(os.environ.get("BENCH_PROFILE", 10)),
                    help="seconds of py-spy on the product at c=16 after the runs; 0: none")
     p.add_argument("--profile-target", default="execute",
@@ -666,8 +678,8 @@ def parse_args() -> argparse.Namespace:
                         "disturbs the runs less; every target gets the same; default 0)")
     p.add_argument("--baseline", default="",
                    help="another source tree of the product (e.g. `git worktree add /tmp/base "
-                        "HEAD~1`), served beside this one as targets mcp@base and "
-                        "execute@base: a before/after in one interleaved run")
+                        "HEAD~1`), served beside this one as targets mcp@base, "
+                        "execute@base and stateless@base: a before/after in one interleaved run")
     p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
                    help="where the embedded PostgreSQL lives (default bench/.data)")
     return p.parse_args()
@@ -749,6 +761,9 @@ def main() -> None:
                                   product))
             targets.append(Target(f"execute{suffix}", "product", f"{base}/execute", common,
                                   product))
+            targets.append(Target(f"stateless{suffix}", "product", f"{base}/mcp",
+                                  {**common, "BODY_KIND": "stateless",
+                                   "PROTO": STATELESS_PROTOCOL}, product))
         if wanted:
             targets = [t for t in targets if t.name in wanted]
 
