@@ -33,9 +33,6 @@ PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # A request without MCP-Protocol-Version is taken as this version (streamable HTTP rules).
 DEFAULT_HEADERLESS_VERSION = "2025-03-26"
-# Where a stateless-era request carries its version and its client's capabilities.
-PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 
 
 def negotiate(requested: object) -> str:
