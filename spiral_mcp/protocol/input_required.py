@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import time
@@ -153,12 +154,12 @@ class Rounds:
     asked, and the InputRequiredResult when something is still to be answered."""
 
     def __init__(self, seal: RequestStateSeal, *, method: str, principal: Principal,
-                 digest: str, capabilities: Mapping[str, Any],
+                 params: Mapping[str, Any], capabilities: Mapping[str, Any],
                  answers: Mapping[str, Any]) -> None:
         self._seal = seal
         self._method = method
         self._principal = principal
-        self._digest = digest
+        self._params = params
         self.capabilities = capabilities
         self._answers = answers
         self._used: dict[str, Any] = {}
@@ -171,20 +172,26 @@ class Rounds:
         key's, this request's, intact and in time, or for inputResponses that are not a map."""
         meta = params.get("_meta")
         capabilities = meta.get(CLIENT_CAPABILITIES_META) if isinstance(meta, dict) else None
-        digest = request_digest(method, params)
         responses = params.get("inputResponses", {})
         if not isinstance(responses, dict):
             raise RpcError(INVALID_PARAMS, "inputResponses must be an object of the client's "
                                            "results, by the keys of inputRequests")
         answers = dict(responses)
+        rounds = cls(seal, method=method, principal=principal, params=params,
+                     capabilities=capabilities if isinstance(capabilities, dict) else {},
+                     answers=answers)
         if params.get("requestState") is not None:
             # Answered in earlier rounds, they stand: a later answer under the same key does not
             # change what the handler already went on with.
             answers |= seal.open(params["requestState"], principal=principal, method=method,
-                                 digest=digest)
-        return cls(seal, method=method, principal=principal, digest=digest,
-                   capabilities=capabilities if isinstance(capabilities, dict) else {},
-                   answers=answers)
+                                 digest=rounds._digest)
+        return rounds
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        # Only a request that brings a state or asks a question needs it: most never do, and
+        # hashing every call's arguments would be work on every stateless call.
+        return request_digest(self._method, self._params)
 
     async def ask(self, method: str, params: dict[str, Any], /, *,
                   key: str | None = None) -> dict[str, Any]:
