@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -179,9 +180,13 @@ async def redis_url() -> str:
 
 
 @pytest.fixture
-async def serve_fake():
+async def serve_fake(superuser_url: str, database_urls: DatabaseUrls):
     """Serve a fake source API (anything with ``app()``) over real HTTP until the test ends:
-    ``await serve_fake(FakeJira())``; its address, with ``path`` if given, is ``fake.base_url``."""
+    ``await serve_fake(FakeJira())``; its address, with ``path`` if given, is ``fake.base_url``.
+
+    When the test ends, the sources it pointed at the fake are retired to an address nothing
+    listens on: the shared database keeps every test's tenants, and a later test's fake may
+    be given the same port, where a server's background sync would find them again."""
     from aiohttp.test_utils import TestServer
 
     servers: list[TestServer] = []
@@ -194,8 +199,27 @@ async def serve_fake():
         return fake
 
     yield start
+    roots = [str(server.make_url("")).rstrip("/") for server in servers]
     for server in servers:
         await server.close()
+    if roots:
+        await retire_sources(roots, superuser_url, database_urls)
+
+
+async def retire_sources(roots: list[str], superuser_url: str,
+                         database_urls: DatabaseUrls) -> None:
+    # As the superuser: row-level security hides every tenant's sources from the owner.
+    assert database_urls.admin is not None
+    database = urlsplit(database_urls.admin).path.lstrip("/")
+    conn = await asyncpg.connect(superuser_url, database=database)
+    try:
+        await conn.execute(
+            "UPDATE source_instances SET base_url = 'http://127.0.0.1:1/retired'"
+            " WHERE base_url = ANY($1::text[])"
+            " OR base_url LIKE ANY (SELECT root || '/%' FROM unnest($1::text[]) AS root)",
+            roots)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
