@@ -21,12 +21,12 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+from .config_values import SCOPES
 from .db import Database
 from .errors import ServiceError
 
 __all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "new_key", "parse_key"]
 
-SCOPES = ("read", "write", "query", "admin")
 _PREFIX = "spk_"
 _SECRET_BYTES = 32
 _SECRET_CHARS = 43  # base64url of 32 bytes, unpadded
