@@ -37,13 +37,21 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant, the key, what it may do and whom it acts for."""
+    """Who is calling: the tenant, the key, what it may do and whom it acts for.
+
+    ``credential`` says what authenticated the call: "api_key", or "oauth" for an access token,
+    whose ``key_id`` is then the user's stable principal id (see ``oauth.identity``) and whose
+    ``expires_at`` (epoch seconds) is the token's exp; sessions, tasks, request states, rate
+    limits and audit rows are keyed by ``key_id`` either way.
+    """
 
     tenant_id: uuid.UUID
     key_id: uuid.UUID
     key_name: str
     scopes: frozenset[str]
     user: str | None = None
+    credential: str = "api_key"
+    expires_at: float | None = None
     # The tenant id as text, made once per key lookup rather than in every call's envelope.
     tenant_text: str = dataclasses.field(init=False, repr=False, compare=False)
 
