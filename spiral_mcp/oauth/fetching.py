@@ -113,6 +113,7 @@ class FailureMemory:
             self._failure = None
 
     def remember(self, error: ServiceError) -> None:
+        error.retry_after = self._seconds
         self._failure = (time.monotonic(), error)
 
     def forget(self) -> None:
