@@ -25,7 +25,8 @@ from .config_values import SCOPES
 from .db import Database
 from .errors import ServiceError
 
-__all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "new_key", "parse_key"]
+__all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "key_problem", "new_key",
+           "parse_key"]
 
 _PREFIX = "spk_"
 _SECRET_BYTES = 32
@@ -86,6 +87,17 @@ def parse_key(secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         return uuid.UUID(hex=body[:32]), uuid.UUID(hex=body[32:64])
     except ValueError:
         return None
+
+
+def key_problem(secret: str) -> str | None:
+    """What is wrong with the form of a key starting ``spk_``, in words for its holder; None
+    when it is well formed (whether it exists is another question)."""
+    if len(secret) != _KEY_LENGTH:
+        return (f"it has {len(secret)} characters where a key has {_KEY_LENGTH}; copy it whole, "
+                "as spiral-mcp apikey create printed it")
+    if parse_key(secret) is None:
+        return "its tenant and key ids are not hexadecimal"
+    return None
 
 
 def _key_name(secret: str) -> str | None:

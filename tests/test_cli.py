@@ -138,7 +138,9 @@ async def test_apikey_create_list_revoke(cli, server: TestClient) -> None:
     revoked = _ok(await cli("apikey", "revoke", key_id))
     assert revoked.out.strip() == f"revoked {key_id}"
     resp = await server.get("/whoami", headers={"Authorization": f"Bearer {secret}"})
-    assert resp.status == 401
+    assert resp.status == 403
+    assert (await resp.json())["error"]["message"].startswith(
+        "the API key is not valid: it is unknown, revoked or expired")
     listing = (_ok(await cli("apikey", "list", "--tenant", tenant_id))).json()
     assert listing[0]["revoked_at"] is not None
     again = await cli("apikey", "revoke", key_id)
