@@ -5,8 +5,11 @@ migrations/0015_oauth.sql), read through ``oauth_tenant()``: the runtime role ca
 A token that maps to no tenant, or to more than one, is refused.
 
 The principal's ``key_id`` is a principal id stable across the user's tokens, a UUID made from
-the issuer and the subject, so what is keyed by it (sessions, tasks, request states, rate limits,
-audit rows) belongs to the user, not to one token. Its scopes are the product scopes whose token
+the issuer, the subject and the tenant, so what is keyed by it (sessions, tasks, request states,
+rate limits, audit rows) belongs to the user, not to one token. The tenant is part of it because
+one user may reach two tenants (per value of a claim, with different tokens), and an API key's id,
+which these places were made for, names one tenant only: a session the user opened in one tenant
+is not found with a token of the other. Its scopes are the product scopes whose token
 scope (OAUTH_SCOPE_MAP) the token carries. A token carrying none of them is still a principal,
 with no scopes: it lists no tools, and a call is answered with a step-up challenge naming the
 scope it needs (the client can then ask the user for more), rather than refused at the door where
@@ -36,10 +39,11 @@ __all__ = ["OAUTH_PRINCIPAL_NAMESPACE", "IdentityMapper", "principal_id"]
 OAUTH_PRINCIPAL_NAMESPACE = uuid.UUID("7d3b3c52-5f0e-4c58-9a57-2f0d0f6b1e19")
 
 
-def principal_id(issuer: str, subject: str) -> uuid.UUID:
-    """The user's principal id: the same for every token of one subject at one issuer, and
-    different across issuers (a subject is unique only within its issuer)."""
-    return uuid.uuid5(OAUTH_PRINCIPAL_NAMESPACE, f"{issuer}\n{subject}")
+def principal_id(issuer: str, subject: str, tenant_id: uuid.UUID) -> uuid.UUID:
+    """The user's principal id in a tenant: the same for every token of one subject at one
+    issuer acting in that tenant, and different across issuers (a subject is unique only within
+    its issuer) and tenants."""
+    return uuid.uuid5(OAUTH_PRINCIPAL_NAMESPACE, f"{issuer}\n{subject}\n{tenant_id}")
 
 
 def _digest(token: VerifiedToken) -> bytes:
@@ -71,7 +75,7 @@ class IdentityMapper:
         if isinstance(tenant, str):
             raise TokenRefused(tenant)
         return Principal(
-            tenant_id=tenant, key_id=principal_id(token.issuer, token.subject),
+            tenant_id=tenant, key_id=principal_id(token.issuer, token.subject, tenant),
             key_name=f"oauth:{token.subject}",
             scopes=frozenset(ours for ours, theirs in self._scope_map if theirs in token.scopes),
             user=self._user(token.claims), credential="oauth", expires_at=token.expires_at)

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
 spiral-mcp holds this team's work items (Jira-style issues, also synced from GitHub and Asana) \
-in one store, scoped to your API key's tenant.
+in one store, scoped to your tenant.
 - Find items with jira_search (JQL, e.g. `project = WEB AND statusCategory != done ORDER BY \
 updated DESC`); read one with jira_get_issue; change them with the other jira_ tools, which \
 take an idempotency_key so a retry never applies a change twice.

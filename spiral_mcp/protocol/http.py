@@ -238,7 +238,7 @@ async def queued_messages(
     while not client_gone(request):
         if key_still_valid is not None and time.monotonic() >= next_check:
             if not await key_still_valid():
-                raise KeyNoLongerValid(f"the API key of {owner} is no longer valid")
+                raise KeyNoLongerValid(f"the credential of {owner} is no longer valid")
             next_check = time.monotonic() + STREAM_POLL_SECONDS
         try:
             message = await asyncio.wait_for(queue.get(), STREAM_POLL_SECONDS)

@@ -377,7 +377,7 @@ class TaskRunner:
     def _not_found(method: str) -> RpcError:
         # Unknown, expired, or another key's: all the same to the caller.
         return RpcError(INVALID_PARAMS, f"{method}: task not found (unknown, expired, or not "
-                                        "created with this API key)")
+                                        "created with this API key or by this user)")
 
     async def _get(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         principal, task_id = self._target("tasks/get", params, exchange)
