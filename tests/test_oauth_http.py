@@ -471,7 +471,8 @@ async def test_the_streams_of_a_token_end_at_its_exp(
     streams = await _open_streams(client, ada.key)
     for name in ("sse", "mcp"):
         assert await _ended(streams[name], within=3 + 3) <= 6
-    assert client.app[SESSIONS].get(streams["sid"], ada.key_id, transport="streamable") is None
+    assert client.app[SESSIONS].get(streams["sid"], ada.key_id,
+                                   tenant_id=orgs["acme"].id, transport="streamable") is None
     refused = await client.post("/mcp", headers=streams["headers"], json=rpc_body("ping"))
     assert refused.status == 401
     assert challenge(refused.headers["WWW-Authenticate"])["error_description"] == \

@@ -82,7 +82,9 @@ async def messages(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="session_id is required")
     if not _SESSION_ID.match(session_id):
         raise web.HTTPBadRequest(text="invalid session_id")
-    session = request.app[SESSIONS].get(session_id, request[PRINCIPAL].key_id, transport="sse")
+    principal = request[PRINCIPAL]
+    session = request.app[SESSIONS].get(session_id, principal.key_id,
+                                        tenant_id=principal.tenant_id, transport="sse")
     if session is None:
         raise web.HTTPNotFound(text="could not find session")
     try:

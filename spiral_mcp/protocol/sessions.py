@@ -220,11 +220,14 @@ class SessionStore:
             raise SessionLimitError(refusal)
         self.remove(victim)
 
-    def get(self, session_id: str, key_id: uuid.UUID, *, transport: str) -> Session | None:
-        """The live session with this id opened by this key over this transport, or None."""
+    def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
+            transport: str) -> Session | None:
+        """The live session with this id opened by this key (or user) of this tenant over this
+        transport, or None. The tenant is checked beside the key: a second wall, should two
+        tenants' principals ever share an id."""
         session = self._sessions.get(session_id)
-        if (session is None or session.key_id != key_id or session.transport != transport
-                or session.state is SessionState.CLOSED):
+        if (session is None or session.key_id != key_id or session.tenant_id != tenant_id
+                or session.transport != transport or session.state is SessionState.CLOSED):
             return None
         if self._expired(session, time.monotonic()):
             self.remove(session)

@@ -215,8 +215,9 @@ def _session(request: web.Request) -> Session | web.Response:
     version = request.headers.get(VERSION_HEADER, DEFAULT_HEADERLESS_VERSION)
     if version not in HANDSHAKE_VERSIONS:
         return _http_error(400, f"unsupported {VERSION_HEADER}: {_shown(version)}")
-    session = request.app[SESSIONS].get(session_id, request[PRINCIPAL].key_id,
-                                        transport="streamable")
+    principal = request[PRINCIPAL]
+    session = request.app[SESSIONS].get(session_id, principal.key_id,
+                                        tenant_id=principal.tenant_id, transport="streamable")
     if session is None:
         # Unknown, ended, expired, or opened by another key: all the same to the caller.
         return _http_error(404, "session not found; initialize a new one")
