@@ -414,12 +414,16 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 @contextlib.asynccontextmanager
 async def start_provider(*, keys: list[RsaKey] | None = None, access_token_ttl: int = 300,
                          accounts: Mapping[str, Mapping[str, str]] | None = None,
-                         port: int = 0) -> AsyncIterator[OidcProvider]:
+                         port: int = 0, documents_ca: Path | None = None,
+                         ) -> AsyncIterator[OidcProvider]:
     """Run an OpenID provider on 127.0.0.1 for the block.
 
     ``keys`` sign its tokens (the first; all are published; one fresh key by default);
     ``access_token_ttl`` is how long its access tokens live; ``accounts`` maps a sign-in name to
     that user's claims (``email``, ``org_id``; other names sign in with email name@example.com).
+    With ``documents_ca`` (a CA's PEM file) it also takes clients whose client_id is an
+    https://localhost URL serving their metadata (Client ID Metadata Documents, served by
+    tests/https_documents.py with a certificate of that CA).
     """
     node = node_command()
     keys = list(keys) if keys is not None else [RsaKey.generate()]
@@ -429,12 +433,16 @@ async def start_provider(*, keys: list[RsaKey] | None = None, access_token_ttl: 
         config: dict[str, Any] = {
             "port": port, "jwks": {"keys": [key.private_jwk() for key in keys]},
             "access_token_ttl": access_token_ttl, "accounts": dict(accounts or {}),
-            "cookie_keys": [secrets.token_urlsafe(32)]}
+            "cookie_keys": [secrets.token_urlsafe(32)],
+            "client_id_metadata_documents": documents_ca is not None}
         _write_config(config_path, config)
+        env = dict(os.environ)
+        if documents_ca is not None:
+            env["NODE_EXTRA_CA_CERTS"] = str(documents_ca)
         with open(log, "wb") as log_file:
             process = await asyncio.create_subprocess_exec(
                 *node, str(OIDC_DIR / "provider.mjs"), str(config_path),
-                stdout=asyncio.subprocess.PIPE, stderr=log_file, cwd=OIDC_DIR,
+                stdout=asyncio.subprocess.PIPE, stderr=log_file, cwd=OIDC_DIR, env=env,
                 start_new_session=True)
         try:
             ready = await _read_ready_line(process, log)

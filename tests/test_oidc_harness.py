@@ -14,7 +14,9 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from https_documents import LocalCa, serve_documents
 from oidc_provider import (
+    REDIRECT_URI,
     RESOURCE_SCOPES,
     AuthorizationRefused,
     OidcProvider,
@@ -207,3 +209,25 @@ async def test_an_unknown_client_is_refused(oidc_provider: OidcProvider) -> None
            f"&client_id=nobody&redirect_uri=http://127.0.0.1:1/callback&scope=spiral:read")
     with pytest.raises(AuthorizationRefused, match="400"):
         await oidc_provider.authorize(url)
+
+
+async def test_a_client_id_metadata_document_is_a_client(tmp_path) -> None:
+    ca = LocalCa.create(tmp_path)
+    async with serve_documents(ca) as (origin, documents), \
+            start_provider(documents_ca=ca.ca_file) as provider:
+        client_id = f"{origin}/clients/tool.json"
+        documents["/clients/tool.json"] = {
+            "client_id": client_id, "client_name": "a tool", "redirect_uris": [REDIRECT_URI],
+            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+            "token_endpoint_auth_method": "none"}
+        assert provider.metadata["client_id_metadata_document_supported"] is True
+        client = {"client_id": client_id, "redirect_uris": [REDIRECT_URI],
+                  "token_endpoint_auth_method": "none"}
+        answer = await provider.authorization_code_tokens(client, resource=RESOURCE,
+                                                          scope="spiral:read")
+        assert jwt_parts(answer["access_token"])[1]["client_id"] == client_id
+
+        # A document the origin does not serve is no client.
+        stranger = {**client, "client_id": f"{origin}/clients/nobody.json"}
+        with pytest.raises(AuthorizationRefused, match="400"):
+            await provider.authorization_code_tokens(stranger, resource=RESOURCE)

@@ -9,6 +9,10 @@
 //   accounts          {"<login>": {"email": "...", "org_id": "..."}}: claims of known users; any
 //                     other login signs in too, with email <login>@example.com and no org_id
 //   cookie_keys       ["..."]: keys signing the interaction cookies (kept across reloads)
+//   client_id_metadata_documents
+//                     true: clients may be https://localhost:<port>/... URLs whose JSON the
+//                     provider fetches (OAuth Client ID Metadata Documents); the test serves
+//                     them with a certificate of its own CA, which NODE_EXTRA_CA_CERTS names
 //
 // When listening it prints one JSON line on stdout: {"issuer", "port", "kids"}. The issuer is
 // http://127.0.0.1:<port>, and stays so for the life of the process.
@@ -52,6 +56,33 @@ function accountClaims(config, login) {
   };
 }
 
+// Only the test's own origin: oidc-provider's fetch refuses loopback addresses (a defence
+// against server-side request forgery), so for these documents it is given a plain fetch.
+function isTestDocument(url) {
+  const parsed = URL.parse(url);
+  return parsed?.protocol === 'https:' && parsed.hostname === 'localhost';
+}
+
+function clientIdMetadataDocument(config) {
+  if (!config.client_id_metadata_documents) {
+    return { enabled: false };
+  }
+  return {
+    enabled: true,
+    ack: 'draft-02',
+    allowFetch: async (ctx, clientId) => isTestDocument(clientId),
+  };
+}
+
+async function fetchTestDocument(url, options) {
+  if (!isTestDocument(String(url))) {
+    throw new Error(`the test provider fetches nothing but https://localhost documents: ${url}`);
+  }
+  const plain = { ...options };
+  delete plain.dispatcher;
+  return globalThis.fetch(url, plain);
+}
+
 function buildProvider(issuer, config) {
   const ttl = Number(config.access_token_ttl ?? 300);
   const provider = new Provider(issuer, {
@@ -67,7 +98,9 @@ function buildProvider(issuer, config) {
     // Dynamically registered clients may carry the org they act for (client credentials).
     extraClientMetadata: { properties: ['org_id'] },
     pkce: { required: () => true },
+    fetch: fetchTestDocument,
     features: {
+      clientIdMetadataDocument: clientIdMetadataDocument(config),
       devInteractions: { enabled: true },
       registration: { enabled: true },
       clientCredentials: { enabled: true },
