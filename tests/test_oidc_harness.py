@@ -81,6 +81,7 @@ async def test_client_credentials_token_is_a_jwt_for_the_resource(
     assert claims["sub"] == claims["client_id"] == client["client_id"]
     assert claims["scope"] == "spiral:read spiral:query"
     assert claims["org_id"] == "globex"
+    assert "email" not in claims
     assert claims["exp"] - claims["iat"] == answer["expires_in"] == 300
     assert verified_by(answer["access_token"], await oidc_provider.jwks())
 
@@ -97,6 +98,7 @@ async def test_code_flow_with_pkce_gives_tokens_that_refresh(oidc_provider: Oidc
     assert claims["iss"] == oidc_provider.issuer
     assert claims["aud"] == RESOURCE
     assert claims["sub"] == "carol"
+    assert claims["email"] == "carol@example.com"
     assert claims["org_id"] == "globex"
     assert claims["client_id"] == client["client_id"]
     assert claims["scope"] == "spiral:read spiral:write"
@@ -117,6 +119,7 @@ async def test_unknown_user_signs_in_without_an_org(oidc_provider: OidcProvider)
                                                            scope="spiral:read", login="dave")
     _, claims = jwt_parts(answer["access_token"])
     assert claims["sub"] == "dave"
+    assert claims["email"] == "dave@example.com"
     assert "org_id" not in claims
 
 

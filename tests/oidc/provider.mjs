@@ -142,15 +142,15 @@ function buildProvider(issuer, config) {
         },
       };
     },
-    // The claim tenant bindings may key on: the user's org, or a machine client's own.
+    // In the access token too (resource servers see no ID token): the user's email, which names
+    // the user writes act for, and the org, the claim tenant bindings may key on; a machine
+    // client's own org.
     async extraTokenClaims(ctx, token) {
-      let orgId;
-      if (token.accountId) {
-        orgId = accountClaims(config, token.accountId).org_id;
-      } else {
-        orgId = token.client?.org_id;
-      }
-      return orgId === undefined ? undefined : { org_id: orgId };
+      const claims = token.accountId
+        ? accountClaims(config, token.accountId)
+        : { org_id: token.client?.org_id };
+      const defined = Object.entries(claims).filter(([, value]) => value !== undefined);
+      return defined.length ? Object.fromEntries(defined) : undefined;
     },
   });
   // Why the provider refused something goes to stderr, which the fixture shows when a start or
