@@ -28,7 +28,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -98,6 +98,11 @@ class RsaKey:
                 "p": _b64url_uint(numbers.p), "q": _b64url_uint(numbers.q),
                 "dp": _b64url_uint(numbers.dmp1), "dq": _b64url_uint(numbers.dmq1),
                 "qi": _b64url_uint(numbers.iqmp)}
+
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
 
     def public_pem(self) -> bytes:
         return self.private.public_key().public_bytes(
@@ -233,9 +238,23 @@ class OidcProvider:
             "redirect_uris": [], "response_types": [], "grant_types": ["client_credentials"],
             "token_endpoint_auth_method": "client_secret_basic", **metadata})
 
+    async def register_resource_server(self) -> dict[str, Any]:
+        """A confidential client of no grant: what a resource server introspects tokens as."""
+        return await self.register_client(redirect_uris=[], response_types=[], grant_types=[],
+                                          token_endpoint_auth_method="client_secret_basic")
+
+    async def introspect(self, client: Mapping[str, Any], token: str) -> dict[str, Any]:
+        """RFC 7662: what the provider says of ``token`` to ``client``."""
+        return await self._post_as(client, self.metadata["introspection_endpoint"],
+                                   {"token": token})
+
     async def token(self, client: Mapping[str, Any], form: Mapping[str, str]) -> dict[str, Any]:
         """A token endpoint request authenticated as ``client``; the provider's JSON answer. An
         error answer raises, with the provider's error and description."""
+        return await self._post_as(client, self.metadata["token_endpoint"], form)
+
+    async def _post_as(self, client: Mapping[str, Any], url: str,
+                       form: Mapping[str, str]) -> dict[str, Any]:
         data = dict(form)
         headers = {}
         if client.get("token_endpoint_auth_method") in ("client_secret_basic", None):
@@ -246,11 +265,10 @@ class OidcProvider:
             data.update(client_id=client["client_id"], client_secret=client["client_secret"])
         else:
             data["client_id"] = client["client_id"]
-        async with self.http.post(self.metadata["token_endpoint"], data=data,
-                                  headers=headers) as response:
+        async with self.http.post(url, data=data, headers=headers) as response:
             answer = await response.json()
             if response.status != 200:
-                raise RuntimeError(f"token request refused ({response.status}): {answer}")
+                raise RuntimeError(f"{url} refused ({response.status}): {answer}")
             return answer
 
     async def client_credentials_token(self, client: Mapping[str, Any], *, resource: str,
@@ -415,6 +433,7 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 async def start_provider(*, keys: list[RsaKey] | None = None, access_token_ttl: int = 300,
                          accounts: Mapping[str, Mapping[str, str]] | None = None,
                          port: int = 0, documents_ca: Path | None = None,
+                         opaque_resources: Sequence[str] = (),
                          ) -> AsyncIterator[OidcProvider]:
     """Run an OpenID provider on 127.0.0.1 for the block.
 
@@ -423,7 +442,9 @@ async def start_provider(*, keys: list[RsaKey] | None = None, access_token_ttl: 
     that user's claims (``email``, ``org_id``; other names sign in with email name@example.com).
     With ``documents_ca`` (a CA's PEM file) it also takes clients whose client_id is an
     https://localhost URL serving their metadata (Client ID Metadata Documents, served by
-    tests/https_documents.py with a certificate of that CA).
+    tests/https_documents.py with a certificate of that CA). Access tokens for
+    ``opaque_resources`` are opaque (introspection tells what they are), for any other resource
+    JWTs.
     """
     node = node_command()
     keys = list(keys) if keys is not None else [RsaKey.generate()]
@@ -434,7 +455,8 @@ async def start_provider(*, keys: list[RsaKey] | None = None, access_token_ttl: 
             "port": port, "jwks": {"keys": [key.private_jwk() for key in keys]},
             "access_token_ttl": access_token_ttl, "accounts": dict(accounts or {}),
             "cookie_keys": [secrets.token_urlsafe(32)],
-            "client_id_metadata_documents": documents_ca is not None}
+            "client_id_metadata_documents": documents_ca is not None,
+            "opaque_resources": list(opaque_resources)}
         _write_config(config_path, config)
         env = dict(os.environ)
         if documents_ca is not None:

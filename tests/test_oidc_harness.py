@@ -234,3 +234,26 @@ async def test_a_client_id_metadata_document_is_a_client(tmp_path) -> None:
         stranger = {**client, "client_id": f"{origin}/clients/nobody.json"}
         with pytest.raises(AuthorizationRefused, match="400"):
             await provider.authorization_code_tokens(stranger, resource=RESOURCE)
+
+
+async def test_tokens_for_an_opaque_resource_are_introspected() -> None:
+    async with start_provider(accounts={"alice": {"email": "alice@example.com",
+                                                  "org_id": "acme"}},
+                              opaque_resources=[OTHER_RESOURCE]) as provider:
+        resource_server = await provider.register_resource_server()
+        user = await provider.register_client()
+        answer = await provider.authorization_code_tokens(user, resource=OTHER_RESOURCE,
+                                                          scope="spiral:read")
+        assert answer["access_token"].count(".") == 0  # opaque
+        said = await provider.introspect(resource_server, answer["access_token"])
+        assert said["active"] is True
+        assert said["iss"] == provider.issuer
+        assert said["aud"] == OTHER_RESOURCE
+        assert (said["sub"], said["email"], said["org_id"]) == ("alice", "alice@example.com",
+                                                                "acme")
+        assert said["scope"] == "spiral:read"
+        assert (await provider.introspect(resource_server, "no-such-token")) == {"active": False}
+        # Tokens for any other resource stay JWTs.
+        other = await provider.authorization_code_tokens(user, resource=RESOURCE,
+                                                         scope="spiral:read")
+        assert jwt_parts(other["access_token"])[1]["aud"] == RESOURCE

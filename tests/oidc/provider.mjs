@@ -9,6 +9,8 @@
 //   accounts          {"<login>": {"email": "...", "org_id": "..."}}: claims of known users; any
 //                     other login signs in too, with email <login>@example.com and no org_id
 //   cookie_keys       ["..."]: keys signing the interaction cookies (kept across reloads)
+//   opaque_resources  [resource, ...]: access tokens for these are opaque (checked by
+//                     introspection), for any other resource JWTs whose aud is the resource
 //   client_id_metadata_documents
 //                     true: clients may be https://localhost:<port>/... URLs whose JSON the
 //                     provider fetches (OAuth Client ID Metadata Documents); the test serves
@@ -111,13 +113,21 @@ function buildProvider(issuer, config) {
         // A request naming no resource gets a token for the one it was granted.
         defaultResource: async (ctx, client, oneOf) => oneOf,
         useGrantedResource: async () => true,
-        getResourceServerInfo: async (ctx, resource) => ({
-          scope: RESOURCE_SCOPES.join(' '),
-          audience: resource,
-          accessTokenTTL: ttl,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
-        }),
+        getResourceServerInfo: async (ctx, resource) => (
+          (config.opaque_resources ?? []).includes(resource)
+            ? {
+              scope: RESOURCE_SCOPES.join(' '),
+              audience: resource,
+              accessTokenTTL: ttl,
+              accessTokenFormat: 'opaque',
+            }
+            : {
+              scope: RESOURCE_SCOPES.join(' '),
+              audience: resource,
+              accessTokenTTL: ttl,
+              accessTokenFormat: 'jwt',
+              jwt: { sign: { alg: 'RS256' } },
+            }),
       },
     },
     ttl: {
