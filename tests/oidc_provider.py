@@ -207,7 +207,12 @@ class OidcProvider:
         """Publish ``keys`` (the first signs from now on) under the same issuer; the key ids now
         published. Registered clients, grants and refresh tokens stay valid."""
         self.keys = list(keys)
-        self.config["jwks"] = {"keys": [key.private_jwk() for key in keys]}
+        return await self.reconfigure(jwks={"keys": [key.private_jwk() for key in keys]})
+
+    async def reconfigure(self, **changes: Any) -> list[str]:
+        """Change the provider's configuration (tests/oidc/provider.mjs), e.g.
+        ``opaque_resources``, keeping its issuer, clients and grants; the key ids published."""
+        self.config.update(changes)
         _write_config(self.config_path, self.config)
         async with self.http.post(f"{self.issuer}/_harness/reload") as response:
             body = await response.json()
