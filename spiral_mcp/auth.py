@@ -25,7 +25,8 @@ from .config_values import SCOPES
 from .db import Database
 from .errors import ServiceError
 
-__all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "new_key", "parse_key"]
+__all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "key_problem", "new_key",
+           "parse_key"]
 
 _PREFIX = "spk_"
 _SECRET_BYTES = 32
@@ -37,13 +38,21 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant, the key, what it may do and whom it acts for."""
+    """Who is calling: the tenant, the key, what it may do and whom it acts for.
+
+    ``credential`` says what authenticated the call: "api_key", or "oauth" for an access token,
+    whose ``key_id`` is then the user's stable principal id (see ``oauth.identity``) and whose
+    ``expires_at`` (epoch seconds) is the token's exp; sessions, tasks, request states, rate
+    limits and audit rows are keyed by ``key_id`` either way.
+    """
 
     tenant_id: uuid.UUID
     key_id: uuid.UUID
     key_name: str
     scopes: frozenset[str]
     user: str | None = None
+    credential: str = "api_key"
+    expires_at: float | None = None
     # The tenant id as text, made once per key lookup rather than in every call's envelope.
     tenant_text: str = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -78,6 +87,17 @@ def parse_key(secret: str) -> tuple[uuid.UUID, uuid.UUID] | None:
         return uuid.UUID(hex=body[:32]), uuid.UUID(hex=body[32:64])
     except ValueError:
         return None
+
+
+def key_problem(secret: str) -> str | None:
+    """What is wrong with the form of a key starting ``spk_``, in words for its holder; None
+    when it is well formed (whether it exists is another question)."""
+    if len(secret) != _KEY_LENGTH:
+        return (f"it has {len(secret)} characters where a key has {_KEY_LENGTH}; copy it whole, "
+                "as spiral-mcp apikey create printed it")
+    if parse_key(secret) is None:
+        return "its tenant and key ids are not hexadecimal"
+    return None
 
 
 def _key_name(secret: str) -> str | None:

@@ -21,6 +21,8 @@ import orjson
 
 from . import __version__, admin, migrate
 from .config import ConfigError, Settings, load_settings
+from .config_values import web_url
+from .oauth import bindings
 from .provision import EMBEDDED_DATABASE, provision, start_embedded
 from .queries import Queries
 
@@ -109,6 +111,23 @@ def _parser() -> argparse.ArgumentParser:
     krevoke = key_actions.add_parser("revoke", parents=[common], help="revoke a key")
     krevoke.add_argument("key_id", type=_uuid)
 
+    oauth = commands.add_parser(
+        "oauth", help="bind OAuth issuers to tenants, unbind or list them",
+        description="A token of an issuer in OAUTH_ISSUERS acts in the tenant its issuer is "
+                    "bound to: the issuer whole, or per value of one claim of its tokens "
+                    "(--claim org_id --value acme), never both ways at once.")
+    oauth_actions = oauth.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("bind", "bind an issuer, or one value of its claim, to a tenant"),
+                         ("unbind", "remove such a binding")):
+        binding = oauth_actions.add_parser(action, parents=[common], help=text)
+        binding.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
+        binding.add_argument("--issuer", required=True, type=_issuer,
+                             help="the issuer URL exactly as its tokens' iss claim reads")
+        binding.add_argument("--claim", help="a claim of its tokens naming the tenant")
+        binding.add_argument("--value", help="the value of --claim for this tenant")
+    olist = oauth_actions.add_parser("list", parents=[common], help="list bindings")
+    olist.add_argument("--tenant", type=_uuid, help="only this tenant's bindings")
+
     demo = commands.add_parser("demo", parents=[common], help="load demo data into a tenant")
     demo.add_argument("--tenant", required=True, type=_uuid, help="tenant id")
 
@@ -170,6 +189,16 @@ def _uuid(raw: str) -> uuid.UUID:
         return uuid.UUID(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a valid id: {raw!r}") from None
+
+
+def _issuer(raw: str) -> str:
+    try:
+        issuer = web_url(raw)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if issuer is None:
+        raise argparse.ArgumentTypeError("expected an issuer URL, got nothing")
+    return issuer
 
 
 def _positive_int(raw: str) -> int:
@@ -294,6 +323,22 @@ async def _run_admin(args: argparse.Namespace, settings: Settings) -> None:
         case "apikey", "revoke":
             await _with_admin(settings, lambda c, q: admin.revoke_api_key(c, q, args.key_id))
             print(f"revoked {args.key_id}")
+        case "oauth", "bind" | "unbind" as action:
+            change = bindings.bind if action == "bind" else bindings.unbind
+            await _with_admin(settings, lambda c, q: change(
+                c, q, tenant_id=args.tenant, issuer=args.issuer, claim=args.claim,
+                value=args.value))
+            what = args.issuer if args.claim is None else \
+                f"{args.claim} = {args.value} of {args.issuer}"
+            print(f"bound {what} to tenant {args.tenant}" if action == "bind"
+                  else f"unbound {what} from tenant {args.tenant}")
+            if action == "bind" and args.issuer not in settings.oauth_issuers:
+                # Bound anyway: the server may run with other settings than this command.
+                print(f"spiral-mcp: warning: issuer {args.issuer} is not in OAUTH_ISSUERS here; "
+                      "its tokens are refused until the server lists it", file=sys.stderr)
+        case "oauth", "list":
+            _print_json(await _with_admin(
+                settings, lambda c, q: bindings.list_bindings(c, q, args.tenant)))
         case "demo", _:
             async def load(c: asyncpg.Connection, q: Queries) -> dict[str, int]:
                 # Checked first: an unknown tenant would otherwise end as a foreign-key trace.
@@ -417,7 +462,13 @@ def _quiet_runtime_dir_warning() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     _quiet_runtime_dir_warning()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "oauth" and args.action != "list":
+        try:
+            bindings.check_claim(args.claim, args.value)
+        except admin.AdminError as exc:
+            parser.error(f"oauth {args.action}: {exc}")
     try:
         settings = _settings(args)
     except ConfigError as exc:

@@ -1,16 +1,17 @@
 """The tasks of the io.modelcontextprotocol/tasks extension, as PostgreSQL keeps them.
 
 Every read and write is a tenant transaction (row-level security) and names the task's id; the
-reads and writes a client asks for name its API key too, so another key's task, of the same tenant
-or another, is not found. The process running a task writes its progress, questions, heartbeat and
-outcome by id alone, inside the same tenant's transaction (see 0014_tasks for the table).
+reads and writes a client asks for name its principal too (an API key's id, or an OAuth user's
+principal id), so another principal's task, of the same tenant or another, is not found. The
+process running a task writes its progress, questions, heartbeat and outcome by id alone, inside
+the same tenant's transaction (see 0014_tasks and 0015_oauth for the table).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -48,6 +49,10 @@ class StoredTask:
         return cls(**dict(row.items()))
 
 
+def _moment(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
 def task_id_from(text: Any) -> uuid.UUID | None:
     """The task id a client sent, or None when it cannot be one of ours (then it is not found)."""
     if not isinstance(text, str) or len(text) != 36:
@@ -79,7 +84,8 @@ class TaskStore:
                 conn, tenant_id=principal.tenant_id, task_id=uuid.uuid4(),
                 key_id=principal.key_id, tool=tool, ttl_ms=self.ttl_ms,
                 poll_interval_ms=self.poll_interval_ms, lease_seconds=self.lease_seconds,
-                max_per_key=self.max_per_key)
+                max_per_key=self.max_per_key, credential=principal.credential,
+                credential_expires_at=_moment(principal.expires_at))
         return StoredTask.from_row(row) if row is not None else None
 
     async def get(self, principal: Principal, task_id: uuid.UUID, *,
@@ -120,8 +126,9 @@ class TaskStore:
     # -- what the process running a task writes ----------------------------------------------
 
     async def renew(self, tenant_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
-        """Heartbeat: "cancel" (a cancel was asked for), "key" (its key was revoked or has
-        expired) or "go"; None once the task has ended."""
+        """Heartbeat: "cancel" (a cancel was asked for), "credential" (its API key was revoked
+        or has expired, or its OAuth token's exp has passed) or "go"; None once the task has
+        ended."""
         async with self._db.tenant(tenant_id) as conn:
             return await self._queries.task_renew(conn, task_id=task_id,
                                                   lease_seconds=self.lease_seconds)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -26,7 +27,16 @@ from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import AUTHENTICATOR, DATABASE, PRINCIPAL, SESSIONS
 
-INVALID_CHALLENGE = 'Bearer realm="spiral-mcp", error="invalid_token"'
+# A wrong key's answer: 403, its own message, and no challenge (a 401 would send clients such as
+# mcp-remote into an OAuth flow instead of showing the message).
+NOT_VALID = {"code": "INVALID_API_KEY",
+             "message": "the API key is not valid: it is unknown, revoked or expired; an "
+                        "operator creates a new one with spiral-mcp apikey create"}
+
+
+async def assert_not_valid(resp) -> None:
+    assert resp.status == 403 and "WWW-Authenticate" not in resp.headers
+    assert (await resp.json())["error"] == NOT_VALID
 
 Serve = Callable[..., Awaitable[TestClient]]
 
@@ -130,8 +140,10 @@ async def test_no_bearer_key_is_401_saying_what_is_missing(
 async def test_every_invalid_key_gets_the_same_answer(
     serve: Serve, make_tenant, admin_conn: asyncpg.Connection, queries: Queries
 ) -> None:
-    """Malformed, unknown, wrong secret, revoked, expired: one status, one header, one body,
-    so an answer never tells whether a key or tenant exists."""
+    """Unknown, wrong secret, revoked, expired: one status, one body, so an answer never tells
+    whether a key or tenant exists. A key of the wrong form is told what is wrong with its form
+    (which says nothing of anyone's keys), and a credential that is no key at all that this
+    server takes only keys."""
     client = await serve()
     tenant = await make_tenant()
     other = await make_tenant()
@@ -142,11 +154,6 @@ async def test_every_invalid_key_gets_the_same_answer(
     real = tenant.key
     body_of_real = real[len("spk_") + 64:]
     cases = {
-        "not a key": "hello",
-        "short": real[:-1],
-        "long": real + "A",
-        "wrong prefix": "spx_" + real[4:],
-        "ids not hex": "spk_" + "z" * 64 + body_of_real,
         "unknown tenant": new_key(uuid.uuid4()).secret,
         "real tenant, unknown key id": new_key(tenant.id).secret,
         "wrong secret for a real key id": real[:-43] + new_key(tenant.id).secret[-43:],
@@ -158,10 +165,32 @@ async def test_every_invalid_key_gets_the_same_answer(
     for case, secret in cases.items():
         resp = await client.get("/whoami", headers=_bearer(secret))
         answers[case] = (resp.status, resp.headers.get("WWW-Authenticate"), await resp.read())
-    first = answers["not a key"]
-    assert first[0] == 401 and first[1] == INVALID_CHALLENGE
-    assert b"UNAUTHENTICATED" in first[2]
+    first = answers["unknown tenant"]
+    assert first[0] == 403 and first[1] is None
+    assert orjson.loads(first[2])["error"] == NOT_VALID
     assert {case: answer for case, answer in answers.items() if answer != first} == {}
+
+    malformed = {
+        "short": (real[:-1], "it has 110 characters where a key has 111; copy it whole"),
+        "long": (real + "A", "it has 112 characters where a key has 111; copy it whole"),
+        "ids not hex": ("spk_" + "z" * 64 + body_of_real,
+                        "its tenant and key ids are not hexadecimal"),
+    }
+    for case, (secret, says) in malformed.items():
+        resp = await client.get("/whoami", headers=_bearer(secret))
+        assert resp.status == 403 and "WWW-Authenticate" not in resp.headers, case
+        error = (await resp.json())["error"]
+        assert error["code"] == "INVALID_API_KEY", case
+        assert error["message"].startswith(f"the API key is malformed: {says}"), case
+        assert secret not in await resp.text()
+    for not_a_key in ("hello", "spx_" + real[4:]):
+        resp = await client.get("/whoami", headers=_bearer(not_a_key))
+        assert resp.status == 403 and "WWW-Authenticate" not in resp.headers
+        assert (await resp.json())["error"] == {
+            "code": "INVALID_API_KEY",
+            "message": "this server takes API keys (spk_...) and OAuth is not configured, so "
+                       "it cannot check this credential; an operator creates a key with "
+                       "spiral-mcp apikey create"}
     # The real key still works: the refusals above were about the keys, not the server.
     assert (await client.get("/whoami", headers=tenant.headers)).status == 200
 
@@ -173,8 +202,7 @@ async def test_revocation_is_immediate_without_a_cache(
     tenant = await make_tenant()
     assert (await client.get("/whoami", headers=tenant.headers)).status == 200
     await _revoke(admin_conn, queries, tenant.key_id)
-    resp = await client.get("/whoami", headers=tenant.headers)
-    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == INVALID_CHALLENGE
+    await assert_not_valid(await client.get("/whoami", headers=tenant.headers))
 
 
 async def test_revocation_takes_effect_within_the_cache_ttl(
@@ -214,7 +242,7 @@ async def test_last_used_is_written_by_the_flush_not_per_request(
     assert used is not None and before <= used <= datetime.now(UTC)
     # A refused key is not "used".
     unknown = new_key(tenant.id).secret
-    assert (await client.get("/whoami", headers=_bearer(unknown))).status == 401
+    await assert_not_valid(await client.get("/whoami", headers=_bearer(unknown)))
     await client.app[AUTHENTICATOR].flush_last_used()
     assert await last_used() == used
 
@@ -366,9 +394,8 @@ async def test_a_revoked_or_expired_keys_streams_end_within_the_cache_ttl(
     # The streamable session ended with its stream; the key's requests are refused.
     assert sessions.get(doomed["sid"], key_id, transport="streamable") is None
     assert sessions.count("streamable") == 1 and sessions.count("sse") == 1
-    refused = await client.post("/mcp", headers=doomed["headers"], json={
-        "jsonrpc": "2.0", "id": 1, "method": "ping"})
-    assert refused.status == 401
+    await assert_not_valid(await client.post("/mcp", headers=doomed["headers"], json={
+        "jsonrpc": "2.0", "id": 1, "method": "ping"}))
 
     # The other key's streams still flow.
     session = sessions.get(kept["sid"], tenant.key_id, transport="streamable")

@@ -138,7 +138,9 @@ async def test_apikey_create_list_revoke(cli, server: TestClient) -> None:
     revoked = _ok(await cli("apikey", "revoke", key_id))
     assert revoked.out.strip() == f"revoked {key_id}"
     resp = await server.get("/whoami", headers={"Authorization": f"Bearer {secret}"})
-    assert resp.status == 401
+    assert resp.status == 403
+    assert (await resp.json())["error"]["message"].startswith(
+        "the API key is not valid: it is unknown, revoked or expired")
     listing = (_ok(await cli("apikey", "list", "--tenant", tenant_id))).json()
     assert listing[0]["revoked_at"] is not None
     again = await cli("apikey", "revoke", key_id)
@@ -169,7 +171,8 @@ BAD_VALUE_IDS = [
     "unknown-scope", "no-scope", "key-for-unknown-tenant", "demo-for-unknown-tenant",
     "tenant-not-a-uuid", "zero-expiry-days", "revoke-not-a-uuid", "revoke-unknown-key",
     "rollback-count-0", "missing-action", "expiry-past-year-9999", "admin-url-unreadable",
-    "unknown-toolset",
+    "unknown-toolset", "oauth-issuer-http", "oauth-issuer-query", "oauth-claim-without-value",
+    "oauth-value-without-claim", "oauth-bind-unknown-tenant", "oauth-unbind-unbound",
 ]
 
 
@@ -202,6 +205,20 @@ BAD_VALUE_IDS = [
     (["serve"], {"ENABLED_TOOLSETS": "jira,confluence"}, 2,
      "ENABLED_TOOLSETS: unknown toolset 'confluence'; expected some of explorer, jira, sources, "
      "sql"),
+    (["oauth", "bind", "--tenant", "{tenant}", "--issuer", "http://idp.example.com"], {}, 2,
+     "--issuer: expected an https URL (http only on a loopback host), got "
+     "'http://idp.example.com'"),
+    (["oauth", "bind", "--tenant", "{tenant}", "--issuer", "https://idp.example.com/?x=1"], {},
+     2, "expected an https URL with a host and no query or fragment"),
+    (["oauth", "bind", "--tenant", "{tenant}", "--issuer", "https://idp.example.com",
+      "--claim", "org_id"], {}, 2, "oauth bind: give --claim and --value together"),
+    (["oauth", "unbind", "--tenant", "{tenant}", "--issuer", "https://idp.example.com",
+      "--value", "acme"], {}, 2, "oauth unbind: give --claim and --value together"),
+    (["oauth", "bind", "--tenant", UNKNOWN, "--issuer", "https://idp.example.com"], {}, 1,
+     f"no tenant with id {UNKNOWN}"),
+    (["oauth", "unbind", "--tenant", "{tenant}", "--issuer", "https://idp.example.com",
+      "--claim", "org_id", "--value", "acme"], {}, 1,
+     "claim org_id = acme of issuer https://idp.example.com is not bound to tenant"),
 ], ids=BAD_VALUE_IDS)
 async def test_a_bad_value_is_one_line_and_a_failing_exit(
     cli, make_tenant, args: list[str], env: dict[str, str], code: int, says: str
@@ -290,3 +307,51 @@ async def test_no_runtime_dir_warning_without_xdg_runtime_dir(cli, tmp_path: Pat
     assert result.code == 1 and result.out == ""
     assert result.err == (f"spiral-mcp: error: cannot start the embedded database in "
                           f"SPIRAL_DATA_DIR ({blocker / 'data'}): Not a directory\n")
+
+
+async def test_oauth_bind_list_unbind(cli) -> None:
+    """An issuer is bound whole or per value of one claim, never both; the database's refusal
+    reaches the operator as one line, and nothing is half-written."""
+    a, b = await _new_tenant(cli, "OAuth A"), await _new_tenant(cli, "OAuth B")
+    issuer = f"https://idp-{uuid.uuid4().hex[:8]}.example.com"
+    whole = _ok(await cli("oauth", "bind", "--tenant", a, "--issuer", issuer,
+                          OAUTH_ISSUERS=issuer, OAUTH_RESOURCE="https://mcp.example.com/mcp"))
+    assert whole.out == f"bound {issuer} to tenant {a}\n" and whole.err == ""
+
+    async def refused(*args: str) -> str:
+        result = await cli("oauth", "bind", "--issuer", issuer, *args)
+        assert result.code == 1 and result.out == "" and result.err.count("\n") == 1
+        return result.err
+
+    assert f"issuer {issuer} is already bound whole to tenant {a}" in await refused(
+        "--tenant", b)
+    assert (f"issuer {issuer} is bound whole to tenant {a}; an issuer is bound whole or per "
+            "claim value, never both (unbind it first)") in await refused(
+        "--tenant", b, "--claim", "org_id", "--value", "globex")
+
+    _ok(await cli("oauth", "unbind", "--tenant", a, "--issuer", issuer))
+    # Without the issuer in OAUTH_ISSUERS the binding is made, with a warning.
+    per_claim = _ok(await cli("oauth", "bind", "--tenant", a, "--issuer", issuer, "--claim",
+                              "org_id", "--value", "acme"))
+    assert per_claim.out == f"bound org_id = acme of {issuer} to tenant {a}\n"
+    assert per_claim.err == (f"spiral-mcp: warning: issuer {issuer} is not in OAUTH_ISSUERS "
+                             "here; its tokens are refused until the server lists it\n")
+    _ok(await cli("oauth", "bind", "--tenant", b, "--issuer", issuer, "--claim", "org_id",
+                  "--value", "globex"))
+    assert f"claim org_id = acme of issuer {issuer} is already bound to tenant {a}" in \
+        await refused("--tenant", b, "--claim", "org_id", "--value", "acme")
+    assert f"issuer {issuer} is bound per value of claim org_id; all of an issuer's bindings " \
+        "use one claim" in await refused("--tenant", b, "--claim", "tid", "--value", "x")
+    assert f"issuer {issuer} is bound per value of claim org_id; an issuer is bound whole or " \
+        "per claim value, never both" in await refused("--tenant", b)
+
+    mine = [row for row in _ok(await cli("oauth", "list")).json() if row["issuer"] == issuer]
+    assert [(r["tenant_id"], r["claim"], r["value"]) for r in mine] == [
+        (a, "org_id", "acme"), (b, "org_id", "globex")]
+    assert set(mine[0]) == {"tenant_id", "issuer", "claim", "value", "created_at"}
+    only_b = _ok(await cli("oauth", "list", "--tenant", b)).json()
+    assert [(r["issuer"], r["value"]) for r in only_b] == [(issuer, "globex")]
+    unbound = _ok(await cli("oauth", "unbind", "--tenant", b, "--issuer", issuer, "--claim",
+                            "org_id", "--value", "globex"))
+    assert unbound.out == f"unbound org_id = globex of {issuer} from tenant {b}\n"
+    assert _ok(await cli("oauth", "list", "--tenant", b)).json() == []

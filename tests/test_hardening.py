@@ -60,7 +60,7 @@ async def test_a_forged_key_cannot_lock_out_another_tenants_real_key(
     _, victim_key_id = parse_key(victim.key)
     forged = f"spk_{attacker.id.hex}{victim_key_id.hex}{victim.key[-43:]}"
     resp = await client.get("/tools", headers={"Authorization": f"Bearer {forged}"})
-    assert resp.status == 401
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "INVALID_API_KEY"
     # The lookup under the wrong tenant found nothing; that must not answer for the real key.
     resp = await client.get("/tools", headers=victim.headers)
     assert resp.status == 200

@@ -34,7 +34,7 @@ from spiral_mcp.server.app import create_app
 
 # The registry tables the owner may see across tenants (policy owner_admin); every other tenant
 # table binds the owner too (FORCE ROW LEVEL SECURITY).
-OWNER_ADMIN_TABLES = frozenset({"tenants", "api_keys"})
+OWNER_ADMIN_TABLES = frozenset({"tenants", "api_keys", "oauth_bindings"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,6 +121,12 @@ SPECS: dict[str, TableSpec] = {
         _ins("INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, "
              "lease_until, expires_at) VALUES ($1, gen_random_uuid(), $2, 'intruder', 1000, "
              "1000, now(), now() + interval '1 hour')", lambda s: s.key_id)),
+    # 0015: which tenant an OAuth issuer's tokens act in; the runtime role reads them only
+    # through oauth_tenant() (test_oauth_bindings.py), never the table.
+    "oauth_bindings": TableSpec(
+        frozenset(), "created_at = created_at",
+        _ins("INSERT INTO oauth_bindings (tenant_id, issuer) "
+             "VALUES ($1, 'https://' || gen_random_uuid() || '.example.com')")),
     "tenant_counters": TableSpec(
         frozenset({"select", "insert", "update"}), "last_id = last_id + 1",
         _ins("INSERT INTO tenant_counters AS c (tenant_id, counter, last_id) "
@@ -194,6 +200,9 @@ async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUI
             "INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, "
             "lease_until, expires_at) VALUES ($1, gen_random_uuid(), $2, 'seed', 60000, 1000, "
             "now(), now() + interval '1 hour')", tenant_id, key_id)
+        await conn.execute(
+            "INSERT INTO oauth_bindings (tenant_id, issuer, claim, claim_value) "
+            "VALUES ($1, 'https://isolation.example.com', 'org', $2)", tenant_id, str(tenant_id))
     return Seed(tenant_id, (first, second), key_id)
 
 

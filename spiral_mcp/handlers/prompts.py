@@ -106,6 +106,13 @@ class PromptRegistry:
         return [p.listing() for name, p in sorted(self._prompts.items())
                 if p.scope in principal.scopes]
 
+    def scope_needed(self, name: str, principal: Principal) -> str | None:
+        """The scope prompt ``name`` needs that ``principal`` lacks; None when it has it, or
+        there is no such prompt."""
+        prompt = self._prompts.get(name)
+        return prompt.scope if prompt is not None and prompt.scope not in principal.scopes \
+            else None
+
     def find(self, name: Any, principal: Principal) -> Prompt:
         """The prompt, or INVALID_PARAMS for a name that is unknown or this key may not use."""
         prompt = self._prompts.get(name) if isinstance(name, str) else None

@@ -256,6 +256,14 @@ class ToolRegistry:
         return [c.listing for name, c in sorted(self._tools.items())
                 if c.tool.scope in principal.scopes]
 
+    def scope_needed(self, name: str, principal: Principal) -> str | None:
+        """The scope tool ``name`` (or alias) needs that ``principal`` lacks; None when it has
+        it, or there is no such tool (its call fails as unknown later)."""
+        compiled = self._tools.get(self._aliases.get(name, name))
+        if compiled is None or compiled.tool.scope in principal.scopes:
+            return None
+        return compiled.tool.scope
+
     def task_support(self, name: str) -> str | None:
         """What a tool declares about running as a task (Tool.task); None for an unknown one."""
         compiled = self._tools.get(self._aliases.get(name, name))

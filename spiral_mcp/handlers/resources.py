@@ -117,6 +117,21 @@ class ResourceRegistry:
                 return resource, match.groupdict()
         raise RpcError(RESOURCE_NOT_FOUND, f"resource not found: {uri}", {"uri": uri})
 
+    def scope_needed(self, uri: str, principal: Principal) -> str | None:
+        """The scope reading ``uri`` needs that ``principal`` lacks; None when it may read it,
+        or no resource has that URI (as :meth:`find` decides: a direct resource first, then
+        the first template matching under a scope the principal has)."""
+        resource = self._direct.get(uri)
+        if resource is not None:
+            return resource.scope if resource.scope not in principal.scopes else None
+        needed = None
+        for resource, pattern in self._templates:
+            if pattern.fullmatch(uri):
+                if resource.scope in principal.scopes:
+                    return None
+                needed = needed or resource.scope
+        return needed
+
     def showing(self, kinds: Iterable[str]) -> list[str]:
         """The URIs of the direct resources that show data of any of ``kinds``."""
         kinds = frozenset(kinds)

@@ -140,7 +140,8 @@ class ChangeHub:
             raise ListenLimitError("this tenant has as many listen streams open as it allows")
         if sum(1 for x in self._listeners if x.principal.key_id == principal.key_id) \
                 >= self._max_per_key:
-            raise ListenLimitError("this API key has as many listen streams open as it allows")
+            raise ListenLimitError("this API key (or user) has as many listen streams open as it "
+                                   "allows")
         listener = Listener(principal=principal, subscription_id=subscription_id,
                             filter=change_filter)
         self._listeners.add(listener)

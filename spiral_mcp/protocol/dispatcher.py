@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+from ..auth import Principal
 from ..db import Database
 from ..errors import ErrorCode, ServiceError
 from ..explorer import Explorer
@@ -30,6 +31,7 @@ from .jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    Message,
     Notification,
     Request,
     Response,
@@ -43,13 +45,13 @@ from .sessions import Session, SessionState
 from .tasks import TASKS_EXTENSION, TaskRunner, client_capabilities
 from .versions import SUPPORTED_VERSIONS, negotiate
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "InsufficientScope"]
 
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
 spiral-mcp holds this team's work items (Jira-style issues, also synced from GitHub and Asana) \
-in one store, scoped to your API key's tenant.
+in one store, scoped to your tenant.
 - Find items with jira_search (JQL, e.g. `project = WEB AND statusCategory != done ORDER BY \
 updated DESC`); read one with jira_get_issue; change them with the other jira_ tools, which \
 take an idempotency_key so a retry never applies a change twice.
@@ -92,6 +94,22 @@ async def _as_rpc_errors(not_found: int) -> AsyncIterator[None]:
         else:
             code = INTERNAL_ERROR
         raise RpcError(code, exc.message, exc.to_dict()) from exc
+
+
+# The methods that need a scope of their own, and the parameter naming what they use.
+_NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+class InsufficientScope(Exception):
+    """Requests of an OAuth user need product ``scopes`` its token did not grant; ``needed_by``
+    names what needs them. The transport answers HTTP 403 with a step-up challenge naming the
+    token scopes, so the client can ask the user for them and retry: a tool result saying
+    PERMISSION_DENIED (what an API key gets, which cannot grow) would leave the model stuck."""
+
+    def __init__(self, scopes: tuple[str, ...], needed_by: list[str]) -> None:
+        super().__init__(f"{', '.join(needed_by)} needs more scope")
+        self.scopes = scopes
+        self.needed_by = needed_by
 
 
 class Dispatcher:
@@ -138,6 +156,31 @@ class Dispatcher:
             self._methods["completion/complete"] = self._complete
         if tasks is not None:
             self._methods |= tasks.methods()
+
+    def check_scopes(self, messages: Iterable[Message], principal: Principal) -> None:
+        """Before any of ``messages`` runs: InsufficientScope when ``principal`` is an OAuth user
+        and a request among them needs a scope its token lacks (every scope they need, in one
+        challenge). API keys pass; their calls are refused in band, as tool results."""
+        if principal.credential != "oauth":
+            return
+        needed: dict[str, None] = {}
+        needed_by: list[str] = []
+        for message in messages:
+            if isinstance(message, Request) and (scope := self._scope_needed(message, principal)):
+                needed[scope] = None
+                needed_by.append(f"{message.method} {message.params.get(_NAMED[message.method])}")
+        if needed:
+            raise InsufficientScope(tuple(needed), needed_by)
+
+    def _scope_needed(self, request: Request, principal: Principal) -> str | None:
+        name = request.params.get(_NAMED.get(request.method, ""))
+        if not isinstance(name, str):
+            return None  # no such method here, or its call fails as invalid
+        if request.method == "tools/call":
+            return self.registry.scope_needed(name, principal)
+        if request.method == "prompts/get":
+            return self._prompts.scope_needed(name, principal)
+        return self._resources.scope_needed(name, principal)
 
     @property
     def prompts(self) -> PromptRegistry:

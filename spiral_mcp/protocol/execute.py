@@ -7,7 +7,15 @@ from aiohttp import web
 
 from ..server.keys import DISPATCHER, PRINCIPAL, REQUEST_ID, TEMPLATES
 from .exchange import Exchange
-from .http import answer, json_body, parse_batch, read_json, rpc_error_response, run_messages
+from .http import (
+    answer,
+    json_body,
+    parse_batch,
+    read_json,
+    rpc_error_response,
+    run_messages,
+    step_up,
+)
 from .jsonrpc import INVALID_REQUEST, RpcError
 from .versions import LATEST_HANDSHAKE
 
@@ -26,6 +34,8 @@ async def execute(request: web.Request) -> web.Response:
         batch, errors = parse_batch(value, allow_batch=True)
     except RpcError as exc:
         return rpc_error_response(exc)
+    if (refusal := step_up(request, batch)) is not None:
+        return refusal
     exchange = Exchange(principal=request[PRINCIPAL], protocol_version=LATEST_HANDSHAKE,
                         transport="execute", http_request_id=request[REQUEST_ID])
     answers = errors + await run_messages(request.app[DISPATCHER], batch, exchange)

@@ -12,7 +12,9 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from .dispatcher import Dispatcher
+from ..oauth.challenges import bearer_challenge, token_scopes
+from ..server.keys import DISPATCHER, PRINCIPAL, SETTINGS
+from .dispatcher import Dispatcher, InsufficientScope
 from .exchange import Exchange
 from .jsonrpc import (
     INVALID_REQUEST,
@@ -42,6 +44,7 @@ __all__ = [
     "send_event",
     "session_messages",
     "sse_stream",
+    "step_up",
 ]
 
 # A client that trickles its body this slowly is holding a connection hostage.
@@ -105,6 +108,24 @@ def parse_batch(value: Any, *, allow_batch: bool) -> tuple[list[Message], list[d
                 raise
             errors.append(error_message(exc.request_id, exc))
     return messages, errors
+
+
+def step_up(request: web.Request, messages: list[Message]) -> web.Response | None:
+    """HTTP 403 with a step-up challenge when the caller is an OAuth user whose token lacks a
+    scope one of ``messages`` needs (none of them runs); None to go on. Asked before running
+    them, as an answer's HTTP status cannot change once a stream has begun."""
+    try:
+        request.app[DISPATCHER].check_scopes(messages, request[PRINCIPAL])
+    except InsufficientScope as exc:
+        settings = request.app[SETTINGS]
+        scopes = " ".join(token_scopes(settings, exc.scopes))
+        message = (f"{'; '.join(exc.needed_by)}: this token lacks the scope {scopes}; "
+                   "authorize it and retry with the new token")
+        challenge = bearer_challenge(settings, error="insufficient_scope", description=message,
+                                     scopes=exc.scopes)
+        return json_body({"error": {"code": "INSUFFICIENT_SCOPE", "message": message}},
+                         status=403, headers={"WWW-Authenticate": challenge})
+    return None
 
 
 async def run_messages(
@@ -217,7 +238,7 @@ async def queued_messages(
     while not client_gone(request):
         if key_still_valid is not None and time.monotonic() >= next_check:
             if not await key_still_valid():
-                raise KeyNoLongerValid(f"the API key of {owner} is no longer valid")
+                raise KeyNoLongerValid(f"the credential of {owner} is no longer valid")
             next_check = time.monotonic() + STREAM_POLL_SECONDS
         try:
             message = await asyncio.wait_for(queue.get(), STREAM_POLL_SECONDS)

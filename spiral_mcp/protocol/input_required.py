@@ -105,7 +105,7 @@ class RequestStateSeal:
         if payload["t"] != principal.tenant_id.hex or payload["k"] != principal.key_id.hex:
             # Another tenant's key and another key of the same tenant alike: a state is only
             # good for the key that started the exchange.
-            raise _refused("other_key", "it was issued to another API key")
+            raise _refused("other_key", "it was issued to another API key or user")
         if payload["m"] != method or payload["d"] != digest:
             raise _refused("other_request", "it belongs to another request (another tool, "
                                             "prompt or resource, or other arguments)")

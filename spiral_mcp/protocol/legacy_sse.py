@@ -27,6 +27,7 @@ from .http import (
     send_event,
     session_messages,
     sse_stream,
+    step_up,
 )
 from .jsonrpc import RpcError
 from .sessions import Session, SessionLimitError
@@ -88,6 +89,8 @@ async def messages(request: web.Request) -> web.Response:
         batch = parse_batch(await read_json(request), allow_batch=False)[0]
     except RpcError:
         raise web.HTTPBadRequest(text="could not parse message") from None
+    if (refusal := step_up(request, batch)) is not None:
+        return refusal
     exchange = Exchange(principal=request[PRINCIPAL], protocol_version=session.protocol_version,
                         transport="sse", http_request_id=request[REQUEST_ID], session=session)
 

@@ -194,7 +194,7 @@ class SessionStore:
         when none can be."""
         self.expire_idle()
         self._make_room(lambda s: s.key_id == key_id, key_id, self._max_per_key,
-                        "this API key has as many sessions open as it allows")
+                        "this API key (or user) has as many sessions open as it allows")
         # Per tenant too: one tenant's keys must not fill the server and lock every other
         # tenant out.
         self._make_room(lambda s: s.tenant_id == tenant_id, key_id, self._max_per_tenant,

@@ -35,6 +35,7 @@ from .http import (
     send_event,
     session_messages,
     sse_stream,
+    step_up,
 )
 from .jsonrpc import (
     HEADER_MISMATCH,
@@ -163,6 +164,8 @@ async def post(request: web.Request) -> web.StreamResponse:
             value, allow_batch=session.protocol_version in BATCHING_VERSIONS)
     except RpcError as exc:
         return rpc_error_response(exc)
+    if (refusal := step_up(request, messages)) is not None:
+        return refusal
     exchange = _exchange(request, session)
     headers = {SESSION_HEADER: session.id}
     if any(_has_progress(m) or _may_ask(session, m) for m in messages):
@@ -342,6 +345,8 @@ async def _post_stateless(request: web.Request, version: str) -> web.StreamRespo
         return rpc_error_response(RpcError(INVALID_REQUEST, "expected a request"))
     if (rejection := _ladder(request, message)) is not None:
         return rpc_error_response(rejection, request_id=message.id)
+    if (refusal := step_up(request, [message])) is not None:
+        return refusal
     exchange = Exchange(principal=request[PRINCIPAL], protocol_version=version,
                         transport="streamable", http_request_id=request[REQUEST_ID])
     if message.method == "subscriptions/listen":

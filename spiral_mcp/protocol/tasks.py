@@ -10,7 +10,8 @@ outcome go to the stored task, where tasks/get reads them from any process.
 
 While it runs, this process renews the task's lease; a task whose lease lapses (its process died)
 reads as failed. The renewal also stops (as failed) a task whose API key has been revoked or has
-expired since it started: a task never goes on with rights its key no longer has. tasks/cancel,
+expired since it started, or whose OAuth token's exp has passed: a task never goes on with rights
+its credential no longer gives. tasks/cancel,
 answered by whichever process gets it, stops the call at once when it runs here, and otherwise
 marks the task, which its own process finds at its next renewal.
 """
@@ -50,10 +51,13 @@ ORPHANED = RpcError(INTERNAL_ERROR, "the server process running this task stoppe
                                     "finished (it was restarted or it crashed); run the call again")
 SHUT_DOWN = RpcError(INTERNAL_ERROR, "the server shut down before this task finished; run the "
                                      "call again")
-# What a task reads as once the key that created it is revoked or expired: stopped, as every
-# request and stream of that key is.
+# What a task reads as once the credential that created it no longer authenticates: stopped, as
+# every request and stream of that credential is.
 KEY_GONE = RpcError(INTERNAL_ERROR, "the API key that created this task was revoked or has "
                                     "expired; the task was stopped")
+TOKEN_EXPIRED = RpcError(INTERNAL_ERROR, "the access token that created this task has expired; "
+                                         "the task was stopped (a task runs no longer than the "
+                                         "token it was started with)")
 # How often a question of a task looks for an answer that another process took in.
 ANSWER_POLL_SECONDS = 1.0
 # How often expired tasks of every tenant are deleted.
@@ -128,7 +132,7 @@ class _Running:
     task_id: uuid.UUID | None = None
     job: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
-    key_gone: bool = False
+    credential_gone: bool = False
     halted: bool = False
     questions: int = 0
     # Set (and replaced) when answers arrive here: every question waiting wakes and looks.
@@ -229,9 +233,9 @@ class TaskRunner:
                 task.uncancel()
             if running.cancel_requested:
                 await self._end(running, "cancelled", message="cancelled at the client's request")
-            elif running.key_gone:
-                await self._end(running, "failed", error=KEY_GONE.to_dict(),
-                                message=KEY_GONE.message)
+            elif running.credential_gone:
+                gone = TOKEN_EXPIRED if running.principal.credential == "oauth" else KEY_GONE
+                await self._end(running, "failed", error=gone.to_dict(), message=gone.message)
             else:
                 await self._end(running, "failed", error=SHUT_DOWN.to_dict(),
                                 message=SHUT_DOWN.message)
@@ -329,8 +333,8 @@ class TaskRunner:
             verdict = await self._store.renew(running.principal.tenant_id, running.task_id)
             if verdict == "cancel":
                 self._stop(running)  # cancelled through another process
-            elif verdict == "key":
-                running.key_gone = True
+            elif verdict == "credential":
+                running.credential_gone = True
                 running.halt()
 
     def _stop(self, running: _Running) -> None:
@@ -373,7 +377,7 @@ class TaskRunner:
     def _not_found(method: str) -> RpcError:
         # Unknown, expired, or another key's: all the same to the caller.
         return RpcError(INVALID_PARAMS, f"{method}: task not found (unknown, expired, or not "
-                                        "created with this API key)")
+                                        "created with this API key or by this user)")
 
     async def _get(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         principal, task_id = self._target("tasks/get", params, exchange)

@@ -32,6 +32,8 @@ from ..handlers.prompts import Prompt, PromptRegistry
 from ..handlers.recipes import shipped_prompts
 from ..handlers.resources import Resource, ResourceRegistry
 from ..handlers.sql_templates import template_tools
+from ..oauth import TokenVerifier
+from ..oauth.identity import IdentityMapper
 from ..protocol import execute, legacy_sse, streamable
 from ..protocol.changes import ChangeHub
 from ..protocol.dispatcher import Dispatcher
@@ -48,7 +50,7 @@ from ..sources.secrets import CredentialError, load_secret_key
 from ..task_store import TaskStore
 from ..tasks import BackgroundTasks
 from ..templates import builtin_directory, load_templates
-from . import ops
+from . import discovery, ops
 from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
@@ -56,6 +58,7 @@ from .keys import (
     DISPATCHER,
     EXPLORER,
     HEAD_MIGRATIONS,
+    IDENTITIES,
     METRICS,
     RATE_LIMITER,
     REDIS,
@@ -65,6 +68,7 @@ from .keys import (
     SOURCES,
     TASK_RUNNER,
     TEMPLATES,
+    TOKEN_VERIFIER,
 )
 from .metrics import Metrics
 from .middleware import authenticate, cors_headers, origin_guard, request_context
@@ -109,6 +113,7 @@ def create_app(
     else:
         app[TEMPLATES] = []
     app.router.add_routes(ops.routes)
+    app.router.add_routes(discovery.routes(settings))
     app.router.add_routes(streamable.routes)
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
@@ -118,6 +123,8 @@ def create_app(
         configured=bool(explorer_url or settings.explorer_database_url),
     ))
     app.cleanup_ctx.append(_authenticator)
+    if settings.oauth:
+        app.cleanup_ctx.append(_oauth)
     app.cleanup_ctx.append(_source_sync(database_url, sources))
     app.cleanup_ctx.append(_rate_limits)
     app.cleanup_ctx.append(_protocol(
@@ -230,6 +237,15 @@ async def _authenticator(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(app[SHUTDOWN].left(1.0)):
             await authenticator.flush_last_used()
+
+
+async def _oauth(app: web.Application) -> AsyncIterator[None]:
+    """Access tokens: verified against the issuers' keys (fetched and cached by the verifier's
+    own HTTP client), then mapped to a tenant and a principal."""
+    verifier = app[TOKEN_VERIFIER] = TokenVerifier(app[SETTINGS])
+    app[IDENTITIES] = IdentityMapper(app[DATABASE], app[SETTINGS])
+    yield
+    await verifier.close()
 
 
 def _source_sync(url: str, sources: SourceAccess):

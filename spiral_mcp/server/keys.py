@@ -11,6 +11,8 @@ from ..auth import Authenticator, Principal
 from ..config import Settings
 from ..db import Database
 from ..explorer import Explorer
+from ..oauth import TokenVerifier
+from ..oauth.identity import IdentityMapper
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..protocol.tasks import TaskRunner
@@ -28,6 +30,7 @@ __all__ = [
     "DISPATCHER",
     "EXPLORER",
     "HEAD_MIGRATIONS",
+    "IDENTITIES",
     "KEY_STILL_VALID",
     "METRICS",
     "PRINCIPAL",
@@ -39,6 +42,7 @@ __all__ = [
     "SHUTDOWN",
     "TASK_RUNNER",
     "TEMPLATES",
+    "TOKEN_VERIFIER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -56,11 +60,15 @@ TEMPLATES = web.AppKey("templates", list)
 SOURCES = web.AppKey("sources", SourceAccess)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 TASK_RUNNER = web.AppKey("task_runner", TaskRunner)
+# Present when OAuth is configured (OAUTH_ISSUERS).
+TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+IDENTITIES = web.AppKey("identities", IdentityMapper)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
 # The request's Origin once origin_guard has allowed it: its answer may be read by that page.
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
-# Whether the key that opened a long-lived stream still authenticates (set by authenticate, asked
-# by the streams): a revoked or expired key's streams end, not only its next requests.
+# Whether the credential that opened a long-lived stream still authenticates (set by
+# authenticate, asked by the streams): a revoked or expired key's streams end, not only its next
+# requests, and so do an OAuth token's once its exp has passed.
 KEY_STILL_VALID = web.RequestKey[Callable[[], Awaitable[bool]]]("key_still_valid")

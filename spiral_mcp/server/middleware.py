@@ -1,4 +1,5 @@
-"""HTTP middleware, outermost first: request context, Origin/Host guard, authentication.
+"""HTTP middleware, outermost first: request context, Origin/Host guard, authentication (API keys,
+and OAuth access tokens when configured).
 
 Each is one concern. Errors leave here as small JSON bodies; no handler exception reaches a client
 as a traceback.
@@ -17,21 +18,26 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..auth import Authenticator
+from ..auth import Authenticator, Principal, key_problem
+from ..config import Settings
 from ..errors import ServiceError
+from ..oauth import TokenRefused
+from ..oauth.challenges import bearer_challenge
 from .keys import (
     AUTHENTICATOR,
     CORS_ORIGIN,
+    IDENTITIES,
     KEY_STILL_VALID,
     METRICS,
     PRINCIPAL,
     REQUEST_ID,
     SETTINGS,
+    TOKEN_VERIFIER,
 )
 from .logs import AccessRecord, request_id_var
 
-__all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "json_error", "origin_guard",
-           "request_context"]
+__all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "is_discovery_path", "json_error",
+           "origin_guard", "request_context"]
 
 log = logging.getLogger("spiral_mcp.http")
 
@@ -39,6 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths an operator or a load balancer reaches without a key; they reveal no tenant data.
 PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics"})
+_API_KEY_PREFIX = "spk_"
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -57,6 +64,13 @@ _CORS_PREFLIGHT = {
 # What a page's script may read of an answer beyond the basic headers: the session id it must
 # send back, and the challenge of a 401.
 _CORS_EXPOSE = "Mcp-Session-Id, WWW-Authenticate"
+
+
+def is_discovery_path(path: str) -> bool:
+    """Whether ``path`` is one an OAuth client probes to learn how to authenticate (routes in
+    discovery.py): public, and readable from any origin, as metadata documents are meant to be.
+    """
+    return path.startswith("/.well-known/") or path == "/register"
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -142,14 +156,18 @@ async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResp
     """
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
-    if origin is not None and not _origin_allowed(origin, settings.allowed_origins):
+    # A page of any origin may read the public metadata (a browser client discovering how to
+    # sign in); it holds nothing a credential would unlock.
+    public = is_discovery_path(request.path)
+    if origin is not None and not public \
+            and not _origin_allowed(origin, settings.allowed_origins):
         return json_error(403, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
     if _is_loopback(settings.host) and not _loopback_host(request.headers.get("Host", "")):
         return json_error(403, "FORBIDDEN_HOST",
                           "this server only answers requests addressed to a loopback host")
     if origin is not None:
-        request[CORS_ORIGIN] = origin
-        if request.method == "OPTIONS" and request.path in _CORS_PATHS:
+        request[CORS_ORIGIN] = "*" if public else origin
+        if request.method == "OPTIONS" and (public or request.path in _CORS_PATHS):
             # A preflight carries no key (browsers never send credentials with it), so it is
             # answered here, before authentication.
             return web.Response(status=204, headers=_CORS_PREFLIGHT)
@@ -166,51 +184,99 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
         response.headers.add("Vary", "Origin")
 
 
-def _unauthorized(message: str, *, invalid: bool) -> web.Response:
-    challenge = 'Bearer realm="spiral-mcp"'
-    if invalid:
-        challenge += ', error="invalid_token"'
+def _unauthorized(settings: Settings, message: str) -> web.Response:
+    """401 for a request without a usable Authorization header. With OAuth configured, the
+    challenge leads a client to the metadata and the scopes to ask for."""
+    challenge = bearer_challenge(settings) if settings.oauth else 'Bearer realm="spiral-mcp"'
     return json_error(401, "UNAUTHENTICATED", message, **{"WWW-Authenticate": challenge})
 
 
-def _missing_bearer(scheme: str, rest: str) -> str:
-    """Why an Authorization header is not ``Bearer <key>``, in words that point at the fix.
+def _missing_bearer(settings: Settings, scheme: str, rest: str) -> str:
+    """Why an Authorization header is not ``Bearer <credential>``, in words that point at the
+    fix.
 
     Never repeats the header: what was sent in place of a scheme may be the key itself.
     """
+    oauth = settings.oauth
+    sent = "<key or token>" if oauth else "<key>"
     if not scheme:
-        return "an API key is required: Authorization: Bearer <key>"
+        what = "an API key or an OAuth access token" if oauth else "an API key"
+        return f"{what} is required: Authorization: Bearer {sent}"
     if scheme.lower() == "bearer":
-        return "the API key is missing after Bearer: Authorization: Bearer <key>"
+        what = "the API key or access token" if oauth else "the API key"
+        return f"{what} is missing after Bearer: Authorization: Bearer {sent}"
     if not rest.strip():
         # One word and no scheme: most often a key pasted without "Bearer ".
         return ("the Authorization header has no scheme: send the key as "
                 "Authorization: Bearer <key>")
-    return "the Authorization scheme must be Bearer: Authorization: Bearer <key>"
+    return f"the Authorization scheme must be Bearer: Authorization: Bearer {sent}"
+
+
+def _invalid_api_key(message: str) -> web.Response:
+    # 403 and no challenge: a 401 would send clients such as mcp-remote and the Inspector into
+    # an OAuth flow, hiding this message, when what the user needs is another key.
+    return json_error(403, "INVALID_API_KEY", message)
 
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every route but the public ones needs ``Authorization: Bearer <api key>``."""
-    if request.path in PUBLIC_PATHS or request.match_info.http_exception is not None:
+    """Every route but the public ones needs ``Authorization: Bearer <credential>``: an API key
+    (``spk_...``), or, with OAuth configured (OAUTH_ISSUERS), an access token of a trusted
+    issuer bound to a tenant."""
+    if request.path in PUBLIC_PATHS or is_discovery_path(request.path) \
+            or request.match_info.http_exception is not None:
         return await handler(request)
-    scheme, _, secret = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return _unauthorized(_missing_bearer(scheme, secret), invalid=False)
+    settings = request.app[SETTINGS]
+    scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        return _unauthorized(settings, _missing_bearer(settings, scheme, credential))
     try:
-        principal = await request.app[AUTHENTICATOR].authenticate(secret.strip())
+        if credential.startswith(_API_KEY_PREFIX):
+            # Always an API key, OAuth or not: its own message, never a token's challenge.
+            if (problem := key_problem(credential)) is not None:
+                return _invalid_api_key(f"the API key is malformed: {problem}")
+            principal = await request.app[AUTHENTICATOR].authenticate(credential)
+            if principal is None:
+                # The same answer for unknown, revoked and expired keys: no hint either way.
+                return _invalid_api_key(
+                    "the API key is not valid: it is unknown, revoked or expired; an operator "
+                    "creates a new one with spiral-mcp apikey create")
+        elif settings.oauth:
+            try:
+                token = await request.app[TOKEN_VERIFIER].verify(credential)
+                principal = await request.app[IDENTITIES].principal(token)
+            except TokenRefused as exc:
+                return json_error(401, "INVALID_TOKEN", str(exc), **{
+                    "WWW-Authenticate": bearer_challenge(settings, error="invalid_token",
+                                                         description=str(exc))})
+        else:
+            return _invalid_api_key("this server takes API keys (spk_...) and OAuth is not "
+                                    "configured, so it cannot check this credential; an "
+                                    "operator creates a key with spiral-mcp apikey create")
     except ServiceError as exc:
-        return json_error(503, str(exc.code), exc.message, **{"Retry-After": "1"})
-    if principal is None:
-        # The same answer for malformed, unknown, revoked and expired keys: no hint either way.
-        return _unauthorized("the API key is not valid", invalid=True)
+        retry = str(max(1, round(exc.retry_after or 1)))
+        return json_error(503, str(exc.code), exc.message, **{"Retry-After": retry})
     request[PRINCIPAL] = principal
     if request.method == "GET" or request.headers.get("Mcp-Method") == "subscriptions/listen":
         # Only these open a stream that outlives its authentication (GET /sse, GET /mcp, and
         # the stateless era's listen stream, a POST).
-        request[KEY_STILL_VALID] = functools.partial(
-            _key_still_valid, request.app[AUTHENTICATOR], secret.strip())
+        request[KEY_STILL_VALID] = _still_valid(request.app[AUTHENTICATOR], principal,
+                                                credential)
     return await handler(request)
+
+
+def _still_valid(authenticator: Authenticator, principal: Principal,
+                 credential: str) -> Callable[[], Awaitable[bool]]:
+    if principal.expires_at is not None and principal.credential == "oauth":
+        # A token cannot be revoked here: it is good until its exp (the authorization server
+        # issues short-lived tokens for that reason).
+        return functools.partial(_token_still_valid, principal.expires_at)
+    return functools.partial(_key_still_valid, authenticator, credential)
+
+
+async def _token_still_valid(expires_at: float) -> bool:
+    return time.time() < expires_at
 
 
 async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:
