@@ -253,3 +253,24 @@ async def test_opaque_tokens_are_checked_by_introspection(
                                                           "jira_search", {}))
         assert 'error="invalid_token"' in said
         assert "not active" in said
+
+
+async def test_a_401_leads_to_the_provider_through_the_resource_metadata(world: World) -> None:
+    response = await world.app.client.post("/mcp", json=request("ping"), headers={
+        "Accept": "application/json, text/event-stream"})
+    said = await challenge(response)
+    assert "error=" not in said.splitlines()[0]  # no credential: a bare challenge
+    metadata_url = said.split('resource_metadata="', 1)[1].split('"', 1)[0]
+    async with world.provider.http.get(metadata_url) as answer:
+        assert answer.status == 200
+        metadata = await answer.json()
+    assert metadata["resource"] == world.app.resource
+    assert metadata["authorization_servers"] == [world.provider.issuer]
+    assert {"spiral:read", "spiral:write", "spiral:query"} <= set(metadata["scopes_supported"])
+    assert metadata["bearer_methods_supported"] == ["header"]
+    # The issuer named there publishes its metadata where RFC 8414 and OpenID say.
+    for document in ("oauth-authorization-server", "openid-configuration"):
+        async with world.provider.http.get(
+                f"{world.provider.issuer}/.well-known/{document}") as answer:
+            assert answer.status == 200, document
+            assert (await answer.json())["issuer"] == world.provider.issuer
