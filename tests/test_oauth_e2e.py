@@ -153,13 +153,13 @@ async def test_a_user_signs_in_through_the_official_client(world: World, mode: s
 
 async def test_an_expired_token_is_refreshed(database_urls: DatabaseUrls, queries: Queries,
                                              make_tenant: TenantFactory) -> None:
-    async with open_world(database_urls, queries, make_tenant, access_token_ttl=3,
+    async with open_world(database_urls, queries, make_tenant, access_token_ttl=5,
                           OAUTH_LEEWAY="0") as short:
         browser, storage = Browser(short.provider, "bob"), MemoryStorage()
         async with connect(short, user_client(short, browser, storage)) as client:
             first = await structured(client, "jira_search", {})
             assert first["tenant_id"] == str(short.acme.id)
-            await asyncio.sleep(3.5)
+            await asyncio.sleep(5.5)
             # The product refuses the first token now (no leeway here)...
             expired = await short.app.call_tool(storage.saved[0].access_token, "jira_search", {})
             assert expired.status == 401
