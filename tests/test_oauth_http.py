@@ -155,6 +155,9 @@ def challenge(header: str) -> dict[str, str]:
 async def test_the_metadata_is_served_at_both_paths_and_readable_from_any_origin(
         serve: Serve, idps: list[FakeIssuer]) -> None:
     client = await serve()
+    index = await (await client.get("/")).json()
+    assert index["endpoints"]["oauth_protected_resource"] == \
+        "/.well-known/oauth-protected-resource/mcp"
     expected = {"resource": RESOURCE, "authorization_servers": [i.url for i in idps],
                 "scopes_supported": ["spiral:read", "spiral:write", "spiral:query",
                                      "spiral:admin"],

@@ -424,6 +424,21 @@ async def test_keys_expire_after_the_ttl(issuer_server, verifiers) -> None:
     assert issuer.log == ["/.well-known/oauth-authorization-server", "/keys"] * 2
 
 
+async def test_cached_keys_outlive_an_outage_by_one_ttl(issuer_server, verifiers) -> None:
+    issuer = await issuer_server(FakeIssuer())
+    verifier = verifiers(issuer, oauth_jwks_ttl=0.3, oauth_jwks_min_refresh=1.0)
+    await verifier.verify(issuer.token())
+    issuer.status = 500  # the issuer goes down
+    await asyncio.sleep(0.35)
+    # Past the TTL the refetch fails, and the keys fetched before still verify...
+    assert (await verifier.verify(issuer.token())).subject == "user-1"
+    await asyncio.sleep(0.3)
+    # ...until twice the TTL: then the outage is the answer.
+    with pytest.raises(ServiceError) as caught:
+        await verifier.verify(issuer.token())
+    assert caught.value.code == ErrorCode.CONNECTION_ERROR
+
+
 # -- opaque tokens: introspection -------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import orjson
 
 from spiral_mcp import __version__
 from spiral_mcp.server.logs import AccessRecord, BatchingStreamHandler, JsonFormatter
+from spiral_mcp.server.middleware import is_discovery_path
 
 
 async def test_index_names_the_service(client) -> None:
@@ -19,8 +20,10 @@ async def test_index_names_the_service(client) -> None:
     assert body["name"] == "spiral-mcp" and body["version"] == __version__
     assert body["endpoints"]["mcp"] == "/mcp"
     # Every route the app serves is named, but /messages: the /sse stream gives each session
-    # its own address there.
-    served = {resource.canonical for resource in client.app.router.resources()}
+    # its own address there; and the paths OAuth clients probe (discovery.py), which answer
+    # them alone (the metadata's is named when OAuth is on: test_oauth_http.py).
+    served = {resource.canonical for resource in client.app.router.resources()
+              if not is_discovery_path(resource.canonical)}
     assert set(body["endpoints"].values()) == served - {"/", "/messages"}
 
 

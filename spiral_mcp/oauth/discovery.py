@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,8 @@ from ..errors import ServiceError
 from .fetching import FailureMemory, Fetcher, unusable
 
 __all__ = ["IssuerKeys", "KeySet", "metadata_urls"]
+
+log = logging.getLogger(__name__)
 
 # The key type (and curves) each accepted algorithm may be verified with. Only asymmetric
 # algorithms appear, so a kty "oct" key (an HMAC secret) is never used, and an RSA or EC public
@@ -120,8 +123,18 @@ class IssuerKeys:
     async def find(self, kid: str | None, alg: str) -> tuple[list[jwt.PyJWK], bool]:
         """The keys to verify a token with, and whether ``kid`` is known at all (a known kid
         with no key for ``alg`` means the algorithm does not fit the key)."""
-        if time.monotonic() - self._keys_at >= self._ttl:
-            await self._refresh(since=self._ttl)
+        age = time.monotonic() - self._keys_at
+        if age >= self._ttl:
+            try:
+                await self._refresh(since=self._ttl)
+            except ServiceError:
+                # An issuer down for a while must not sign every user out: keys fetched once
+                # stay usable for one more OAUTH_JWKS_TTL. Past that, or never fetched, the
+                # outage is the answer (503).
+                if age >= 2 * self._ttl:
+                    raise
+                log.warning("using the cached signing keys of an unreachable issuer",
+                            extra={"issuer": self.issuer})
         found = self._keys.find(kid, alg)
         if not found and kid is not None and kid not in self._keys.kids:
             # Perhaps the issuer rotated its keys since they were fetched.

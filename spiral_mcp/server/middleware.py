@@ -198,7 +198,8 @@ def _missing_bearer(settings: Settings, scheme: str, rest: str) -> str:
     Never repeats the header: what was sent in place of a scheme may be the key itself.
     """
     oauth = settings.oauth
-    sent = "<key or token>" if oauth else "<key>"
+    noun = "key or token" if oauth else "key"
+    sent = f"<{noun}>"
     if not scheme:
         what = "an API key or an OAuth access token" if oauth else "an API key"
         return f"{what} is required: Authorization: Bearer {sent}"
@@ -207,8 +208,8 @@ def _missing_bearer(settings: Settings, scheme: str, rest: str) -> str:
         return f"{what} is missing after Bearer: Authorization: Bearer {sent}"
     if not rest.strip():
         # One word and no scheme: most often a key pasted without "Bearer ".
-        return ("the Authorization header has no scheme: send the key as "
-                "Authorization: Bearer <key>")
+        return (f"the Authorization header has no scheme: send the {noun} as "
+                f"Authorization: Bearer {sent}")
     return f"the Authorization scheme must be Bearer: Authorization: Bearer {sent}"
 
 

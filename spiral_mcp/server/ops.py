@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from .. import __version__
 from ..errors import ServiceError
 from ..explorer import Explorer
-from .keys import DATABASE, EXPLORER, HEAD_MIGRATIONS, METRICS, REDIS
+from ..oauth.challenges import metadata_paths
+from .keys import DATABASE, EXPLORER, HEAD_MIGRATIONS, METRICS, REDIS, SETTINGS
 
 __all__ = ["routes"]
 
@@ -23,20 +24,21 @@ _CHECK_TIMEOUT = 2.0
 
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
-    return web.json_response({
-        "name": "spiral-mcp",
-        "version": __version__,
-        "endpoints": {
-            "mcp": "/mcp",
-            "legacy_sse": "/sse",
-            "execute": "/execute",
-            "tools": "/tools",
-            "templates": "/templates",
-            "health": "/health",
-            "ready": "/ready",
-            "metrics": "/metrics",
-        },
-    })
+    endpoints = {
+        "mcp": "/mcp",
+        "legacy_sse": "/sse",
+        "execute": "/execute",
+        "tools": "/tools",
+        "templates": "/templates",
+        "health": "/health",
+        "ready": "/ready",
+        "metrics": "/metrics",
+    }
+    settings = request.app[SETTINGS]
+    if settings.oauth:
+        endpoints["oauth_protected_resource"] = metadata_paths(settings)[-1]
+    return web.json_response({"name": "spiral-mcp", "version": __version__,
+                              "endpoints": endpoints})
 
 
 @routes.get("/health")
