@@ -52,5 +52,5 @@ bench: install-dev ## run the benchmarks
 wheel: install ## build the wheel into dist/ (for uvx or pipx run: README, Local clients)
 	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
 
-clean: ## remove .venv, build files, caches and the test database
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .test-pg
+clean: ## remove .venv, build files, caches, the test database and the tests' npm packages
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .test-pg tests/oidc/node_modules

@@ -471,12 +471,18 @@ async def test_the_streams_of_a_token_end_at_its_exp(
     streams = await _open_streams(client, ada.key)
     for name in ("sse", "mcp"):
         assert await _ended(streams[name], within=3 + 3) <= 6
-    assert client.app[SESSIONS].get(streams["sid"], ada.key_id,
-                                   tenant_id=orgs["acme"].id, transport="streamable") is None
     refused = await client.post("/mcp", headers=streams["headers"], json=rpc_body("ping"))
     assert refused.status == 401
     assert challenge(refused.headers["WWW-Authenticate"])["error_description"] == \
         "the token has expired"
+    # An expiring token is not a revoked key: the session is the user's, and the user's
+    # refreshed token carries on with it (the official client refreshes and keeps its session
+    # id; a session ended here would fail its next call).
+    assert client.app[SESSIONS].get(streams["sid"], ada.key_id, transport="streamable")
+    refreshed = user(idps[0], orgs["acme"], org="acme", jti="refreshed")
+    again = await client.post("/mcp", json=rpc_body("ping"),
+                              headers={**streams["headers"], **refreshed.headers})
+    assert again.status == 200, await again.text()
 
 
 async def test_a_task_of_a_token_stops_at_its_exp(

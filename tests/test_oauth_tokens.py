@@ -465,12 +465,16 @@ async def test_introspection_accepts_active_tokens_for_this_resource(
         "wrong-iss": {**answer, "iss": "https://evil.example.com"},
         "expired": {**answer, "exp": now - 600},
         "early": {**answer, "nbf": now + 600},
-        "no-sub": {**answer, "sub": None},
+        "no-sub": {**answer, "sub": None, "client_id": None},
         "no-exp": {**answer, "exp": None},
     }
     verified = await verifier.verify("good")
     assert (verified.issuer, verified.subject, verified.scopes, verified.client_id,
             verified.expires_at) == (issuer.url, "user-7", {"spiral:read"}, "client-3", now + 600)
+    # A client credentials token names no user (RFC 7662 makes sub optional): its client is
+    # the subject.
+    issuer.introspection["client-only"] = {k: v for k, v in answer.items() if k != "sub"}
+    assert (await verifier.verify("client-only")).subject == "client-3"
     # With one issuer configured, an answer without iss is that issuer's.
     assert (await verifier.verify("no-iss")).issuer == issuer.url
     expected = {

@@ -106,7 +106,13 @@ class Introspector:
                                "names none), so it cannot be accepted")
         check_audience(claims["aud"], self._resource)
         expires_at = check_times(claims, leeway=self._leeway)
+        client_id = client_id_of(claims)
+        # RFC 7662 makes sub optional, and a client credentials token has no user: servers
+        # (oidc-provider among them) then leave it out. Such a token acts for its client, the
+        # subject RFC 9068 gives it in a JWT.
+        subject = client_id if "sub" not in claims and client_id is not None else \
+            subject_of(claims)
         return VerifiedToken(
-            issuer=issuer, subject=subject_of(claims), claims=MappingProxyType(claims),
-            scopes=scopes_of(claims), expires_at=expires_at, client_id=client_id_of(claims),
+            issuer=issuer, subject=subject, claims=MappingProxyType(claims),
+            scopes=scopes_of(claims), expires_at=expires_at, client_id=client_id,
         )

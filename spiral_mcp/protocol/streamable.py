@@ -300,8 +300,11 @@ async def get(request: web.Request) -> web.StreamResponse:
             pass  # the client left or stalled; it may come back with Last-Event-ID
         except KeyNoLongerValid:
             # Its key can make no request any more: the session ends (cancelling what runs on
-            # it) with the stream, rather than idling out half an hour later.
-            request.app[SESSIONS].remove(session)
+            # it) with the stream, rather than idling out half an hour later. An access token
+            # expiring is routine, not an end: its user comes back with a refreshed one, to the
+            # same session (keyed by the user, not the token), so only the stream ends.
+            if request[PRINCIPAL].credential != "oauth":
+                request.app[SESSIONS].remove(session)
         stream.stop_streaming()
         return stream
     finally:
