@@ -17,7 +17,6 @@ BEGIN
 END
 $$;
 
-ALTER TABLE tasks DROP COLUMN credential_expires_at;
 ALTER TABLE tasks DROP COLUMN credential;
 ALTER TABLE tasks DROP CONSTRAINT tasks_tenant_id_fkey;
 ALTER TABLE tasks ADD FOREIGN KEY (tenant_id, key_id) REFERENCES api_keys ON DELETE CASCADE;

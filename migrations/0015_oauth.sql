@@ -14,9 +14,11 @@
 -- answers for that token alone.
 --
 -- A task was bound to the API key that created it by a foreign key; an OAuth user's principal id
--- is no key, so the key goes and the credential is recorded instead: a task made with an API key
--- stops once the key is revoked or expires (as before), one made with an OAuth token once the
--- token's exp has passed (credential_expires_at). Tasks now go with their tenant directly.
+-- is no key, so the key goes and the credential kind is recorded instead: a task made with an API
+-- key stops once the key is revoked or expires (as before). One made by an OAuth user is the
+-- user's, as the user's session is: it outlives the short-lived token it was started with (the
+-- client refreshes that token, and reads the task with the next one), and ends as any task does.
+-- Tasks now go with their tenant directly.
 -- depends: 0014_tasks
 
 CREATE TABLE oauth_bindings (
@@ -133,7 +135,3 @@ ALTER TABLE tasks DROP CONSTRAINT tasks_tenant_id_key_id_fkey;
 ALTER TABLE tasks ADD FOREIGN KEY (tenant_id) REFERENCES tenants ON DELETE CASCADE;
 ALTER TABLE tasks ADD COLUMN credential text NOT NULL DEFAULT 'api_key'
     CONSTRAINT tasks_credential CHECK (credential IN ('api_key', 'oauth'));
-ALTER TABLE tasks ADD COLUMN credential_expires_at timestamptz;
--- A token always has an exp (the verifier refuses one without).
-ALTER TABLE tasks ADD CONSTRAINT tasks_credential_expiry
-    CHECK (credential = 'api_key' OR credential_expires_at IS NOT NULL);

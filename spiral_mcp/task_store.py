@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -49,10 +49,6 @@ class StoredTask:
         return cls(**dict(row.items()))
 
 
-def _moment(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
-
-
 def task_id_from(text: Any) -> uuid.UUID | None:
     """The task id a client sent, or None when it cannot be one of ours (then it is not found)."""
     if not isinstance(text, str) or len(text) != 36:
@@ -84,8 +80,7 @@ class TaskStore:
                 conn, tenant_id=principal.tenant_id, task_id=uuid.uuid4(),
                 key_id=principal.key_id, tool=tool, ttl_ms=self.ttl_ms,
                 poll_interval_ms=self.poll_interval_ms, lease_seconds=self.lease_seconds,
-                max_per_key=self.max_per_key, credential=principal.credential,
-                credential_expires_at=_moment(principal.expires_at))
+                max_per_key=self.max_per_key, credential=principal.credential)
         return StoredTask.from_row(row) if row is not None else None
 
     async def get(self, principal: Principal, task_id: uuid.UUID, *,

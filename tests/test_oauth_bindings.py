@@ -166,25 +166,24 @@ async def test_two_binds_racing_for_one_issuer_cannot_both_pass(
 
 
 async def _task(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUID,
-                credential: str, expires_in: str | None) -> uuid.UUID:
+                credential: str) -> uuid.UUID:
     async with conn.transaction():
         await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
         return await conn.fetchval(
             "INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, "
-            "lease_until, expires_at, credential, credential_expires_at) VALUES ($1, "
-            "gen_random_uuid(), $2, 't', 60000, 1000, now(), now() + interval '1 hour', $3, "
-            "now() + $4::text::interval) RETURNING task_id",
-            tenant_id, key_id, credential, expires_in)
+            "lease_until, expires_at, credential) VALUES ($1, gen_random_uuid(), $2, 't', 60000, "
+            "1000, now(), now() + interval '1 hour', $3) RETURNING task_id",
+            tenant_id, key_id, credential)
 
 
-async def test_an_oauth_task_stops_once_its_token_has_expired(
+async def test_a_task_stops_with_its_api_key_and_an_oauth_users_task_goes_on(
     make_tenant, admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection, queries: Queries,
 ) -> None:
     tenant = await make_tenant()
     user = uuid.uuid4()  # an OAuth principal id: no API key has it
-    live = await _task(admin_conn, tenant.id, user, "oauth", "1 hour")
-    expired = await _task(admin_conn, tenant.id, user, "oauth", "-1 second")
-    keyed = await _task(admin_conn, tenant.id, tenant.key_id, "api_key", None)
+    users = await _task(admin_conn, tenant.id, user, "oauth")
+    keyed = await _task(admin_conn, tenant.id, tenant.key_id, "api_key")
+    orphan = await _task(admin_conn, tenant.id, uuid.uuid4(), "api_key")  # no such key
 
     async def renew(task_id: uuid.UUID) -> str:
         async with app_conn.transaction():
@@ -192,13 +191,12 @@ async def test_an_oauth_task_stops_once_its_token_has_expired(
                                    str(tenant.id))
             return await queries.task_renew(app_conn, task_id=task_id, lease_seconds=30)
 
-    assert [await renew(t) for t in (live, expired, keyed)] == ["go", "credential", "go"]
+    assert [await renew(t) for t in (users, keyed, orphan)] == ["go", "go", "credential"]
     await admin_conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1",
                              tenant.key_id)
-    assert await renew(keyed) == "credential"
-    # An OAuth task always knows when its token ends.
-    with pytest.raises(asyncpg.CheckViolationError, match="tasks_credential_expiry"):
-        await _task(admin_conn, tenant.id, user, "oauth", None)
+    assert [await renew(t) for t in (users, keyed)] == ["go", "credential"]
+    with pytest.raises(asyncpg.CheckViolationError, match="tasks_credential"):
+        await _task(admin_conn, tenant.id, user, "password")
 
 
 async def test_the_migration_rolls_back_without_oauth_tasks_and_applies_again(
@@ -216,8 +214,8 @@ async def test_the_migration_rolls_back_without_oauth_tasks_and_applies_again(
                 "VALUES ($1, 'k', sha256('x'::bytea), ARRAY['read']) RETURNING key_id", tenant_id)
         await conn.execute("INSERT INTO oauth_bindings (tenant_id, issuer) VALUES ($1, $2)",
                            tenant_id, _issuer())
-        keyed = await _task(conn, tenant_id, key_id, "api_key", None)
-        await _task(conn, tenant_id, uuid.uuid4(), "oauth", "1 hour")
+        keyed = await _task(conn, tenant_id, key_id, "api_key")
+        await _task(conn, tenant_id, uuid.uuid4(), "oauth")
 
         assert await asyncio.to_thread(migrate.rollback, fresh_database) == ("0015_oauth",)
         assert await conn.fetchval("SELECT to_regclass('oauth_bindings')") is None

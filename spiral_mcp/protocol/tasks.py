@@ -10,10 +10,10 @@ outcome go to the stored task, where tasks/get reads them from any process.
 
 While it runs, this process renews the task's lease; a task whose lease lapses (its process died)
 reads as failed. The renewal also stops (as failed) a task whose API key has been revoked or has
-expired since it started, or whose OAuth token's exp has passed: a task never goes on with rights
-its credential no longer gives. tasks/cancel,
-answered by whichever process gets it, stops the call at once when it runs here, and otherwise
-marks the task, which its own process finds at its next renewal.
+expired since it started: a task never goes on with rights its key no longer gives. An OAuth
+user's task is the user's, as the session is, and outlives the short-lived token it was started
+with. tasks/cancel, answered by whichever process gets it, stops the call at once when it runs
+here, and otherwise marks the task, which its own process finds at its next renewal.
 """
 
 from __future__ import annotations
@@ -51,13 +51,10 @@ ORPHANED = RpcError(INTERNAL_ERROR, "the server process running this task stoppe
                                     "finished (it was restarted or it crashed); run the call again")
 SHUT_DOWN = RpcError(INTERNAL_ERROR, "the server shut down before this task finished; run the "
                                      "call again")
-# What a task reads as once the credential that created it no longer authenticates: stopped, as
-# every request and stream of that credential is.
+# What a task reads as once the API key that created it no longer authenticates: stopped, as
+# every request and stream of that key is.
 KEY_GONE = RpcError(INTERNAL_ERROR, "the API key that created this task was revoked or has "
                                     "expired; the task was stopped")
-TOKEN_EXPIRED = RpcError(INTERNAL_ERROR, "the access token that created this task has expired; "
-                                         "the task was stopped (a task runs no longer than the "
-                                         "token it was started with)")
 # How often a question of a task looks for an answer that another process took in.
 ANSWER_POLL_SECONDS = 1.0
 # How often expired tasks of every tenant are deleted.
@@ -234,8 +231,8 @@ class TaskRunner:
             if running.cancel_requested:
                 await self._end(running, "cancelled", message="cancelled at the client's request")
             elif running.credential_gone:
-                gone = TOKEN_EXPIRED if running.principal.credential == "oauth" else KEY_GONE
-                await self._end(running, "failed", error=gone.to_dict(), message=gone.message)
+                await self._end(running, "failed", error=KEY_GONE.to_dict(),
+                                message=KEY_GONE.message)
             else:
                 await self._end(running, "failed", error=SHUT_DOWN.to_dict(),
                                 message=SHUT_DOWN.message)

@@ -1,15 +1,15 @@
 -- name: task_create^
--- params: tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_seconds, max_per_key, credential, credential_expires_at
+-- params: tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_seconds, max_per_key, credential
 -- A new task, working, leased to the process creating it; the row as tasks/get reads it. Nothing
 -- when the principal (an API key, or an OAuth user: key_id is its principal id) already keeps
 -- max_per_key tasks that have not expired (each keeps its result in the database: a principal
 -- must not pile them up). Creations racing each other may pass it by as many as the
 -- principal's calls running at once, which its shares of slow work bound. ``credential`` says
--- what made it ('api_key' or 'oauth'); an OAuth token's task records when the token expires.
+-- what made it ('api_key' or 'oauth').
 INSERT INTO tasks (tenant_id, task_id, key_id, tool, ttl_ms, poll_interval_ms, lease_until,
-                   expires_at, credential, credential_expires_at)
+                   expires_at, credential)
 SELECT $1, $2, $3, $4, $5::integer, $6, now() + make_interval(secs => $7),
-       now() + make_interval(secs => $5::integer / 1000.0), $9, $10
+       now() + make_interval(secs => $5::integer / 1000.0), $9
 WHERE (SELECT count(*) FROM tasks WHERE key_id = $3 AND expires_at > now()) < $8
 RETURNING task_id, status, status_message, progress, progress_total, input_requests, result,
           error, poll_interval_ms, created_at, updated_at, expires_at, false AS orphaned
@@ -39,15 +39,15 @@ RETURNING task_id, status, status_message, progress, progress_total, input_reque
 -- name: task_renew$
 -- params: task_id, lease_seconds
 -- The running process's heartbeat: the lease and the expiry move on; what stops the task:
--- 'cancel' (a cancel was asked for), 'credential' (what created it no longer authenticates: the
--- API key was revoked or has expired, or the OAuth token's exp has passed; a task never goes
--- on with rights a request could no longer use), or 'go'. Nothing once the task has ended.
+-- 'cancel' (a cancel was asked for), 'credential' (the API key that created it was revoked or
+-- has expired: a task never goes on with a key's rights that a request could no longer use), or
+-- 'go'. An OAuth user's task is the user's, not its token's: the token's exp does not stop it.
+-- Nothing once the task has ended.
 UPDATE tasks
 SET lease_until = now() + make_interval(secs => $2),
     expires_at = greatest(expires_at, now() + make_interval(secs => ttl_ms / 1000.0))
 WHERE task_id = $1 AND status IN ('working', 'input_required')
 RETURNING CASE WHEN cancel_requested THEN 'cancel'
-               WHEN credential = 'oauth' AND credential_expires_at <= now() THEN 'credential'
                WHEN credential = 'api_key'
                     AND NOT EXISTS (SELECT 1 FROM api_keys AS k
                                     WHERE k.tenant_id = tasks.tenant_id AND k.key_id = tasks.key_id
