@@ -377,16 +377,15 @@ async def test_rotated_keys_are_found_and_removed_keys_stop_verifying(
     old, new = SigningKey.rsa(), SigningKey.ec()
     issuer = await issuer_server(FakeIssuer(keys=[old]))
     verifier = verifiers(issuer, oauth_jwks_min_refresh=0.2)
-    old_token = issuer.token(key=old)
-    assert (await verifier.verify(old_token)).subject == "user-1"
+    assert (await verifier.verify(issuer.token(key=old))).subject == "user-1"
 
     issuer.published = [new]  # the issuer rotates
     await asyncio.sleep(0.25)
     assert (await verifier.verify(issuer.token(key=new))).subject == "user-1"
     assert issuer.jwks_fetches == 2
-    # The refetch dropped the old key: its tokens no longer verify, even though cached before.
+    # The refetch dropped the old key: its tokens no longer verify, though it was cached before.
     await asyncio.sleep(0.25)
-    assert await refused(verifier, old_token) == \
+    assert await refused(verifier, issuer.token(key=old, jti="another")) == \
         "the token's signing key is not one its issuer publishes"
     assert issuer.jwks_fetches == 3
 
@@ -418,25 +417,51 @@ async def test_a_flood_of_unknown_kids_fetches_the_keys_at_most_once_per_interva
 async def test_keys_expire_after_the_ttl(issuer_server, verifiers) -> None:
     issuer = await issuer_server(FakeIssuer())
     verifier = verifiers(issuer, oauth_jwks_ttl=0.2)
-    await verifier.verify(issuer.token())
+    await verifier.verify(issuer.token(jti="1"))
     await asyncio.sleep(0.25)
-    await verifier.verify(issuer.token())
+    await verifier.verify(issuer.token(jti="2"))
     assert issuer.log == ["/.well-known/oauth-authorization-server", "/keys"] * 2
 
 
 async def test_cached_keys_outlive_an_outage_by_one_ttl(issuer_server, verifiers) -> None:
     issuer = await issuer_server(FakeIssuer())
     verifier = verifiers(issuer, oauth_jwks_ttl=0.3, oauth_jwks_min_refresh=1.0)
-    await verifier.verify(issuer.token())
+    await verifier.verify(issuer.token(jti="1"))
     issuer.status = 500  # the issuer goes down
     await asyncio.sleep(0.35)
     # Past the TTL the refetch fails, and the keys fetched before still verify...
-    assert (await verifier.verify(issuer.token())).subject == "user-1"
+    assert (await verifier.verify(issuer.token(jti="2"))).subject == "user-1"
     await asyncio.sleep(0.3)
     # ...until twice the TTL: then the outage is the answer.
     with pytest.raises(ServiceError) as caught:
-        await verifier.verify(issuer.token())
+        await verifier.verify(issuer.token(jti="3"))
     assert caught.value.code == ErrorCode.CONNECTION_ERROR
+
+
+async def test_a_verified_token_is_taken_again_until_its_expiry_without_a_fetch(
+        issuer_server, verifiers) -> None:
+    issuer = await issuer_server(FakeIssuer())
+    verifier = verifiers(issuer, oauth_jwks_min_refresh=0.1)
+    token = issuer.token(exp=int(time.time()) + 2)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first  # taken again as it was
+    assert issuer.jwks_fetches == 1
+    # Once a refetch (here prompted by a token of a new key) finds the old key withdrawn, the
+    # tokens it signed are checked again, and refused.
+    issuer.published = [SigningKey.ec()]
+    await asyncio.sleep(0.15)
+    assert (await verifier.verify(issuer.token(key=issuer.published[0]))).subject == "user-1"
+    assert issuer.jwks_fetches == 2
+    assert await refused(verifier, token) == \
+        "the token's signing key is not one its issuer publishes"
+    # A verified token is never taken past its exp (OAUTH_LEEWAY is 60 s by default: the
+    # verifier here allows none).
+    strict = verifiers(issuer, oauth_leeway=0)
+    issuer.published = list(issuer.keys)
+    soon = issuer.token(exp=int(time.time()) + 1, jti="soon")
+    await strict.verify(soon)
+    await asyncio.sleep(1.1)
+    assert await refused(strict, soon) == "the token has expired"
 
 
 # -- opaque tokens: introspection -------------------------------------------------------------

@@ -142,6 +142,11 @@ class IssuerKeys:
             found = self._keys.find(kid, alg)
         return found, kid is None or kid in self._keys.kids
 
+    def publishes(self, kid: str | None) -> bool:
+        """Whether the key set as last fetched still has ``kid`` (a token without a kid was
+        verified with one of the keys: it stands while any is left)."""
+        return kid in self._keys.kids if kid is not None else bool(self._keys.kids)
+
     async def _refresh(self, *, since: float) -> None:
         """Fetch the key set unless it was fetched less than ``since`` seconds ago (another
         verification may have fetched it while this one waited for the lock)."""

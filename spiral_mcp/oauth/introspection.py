@@ -9,14 +9,13 @@ costs one introspection.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
-from collections import OrderedDict
 from types import MappingProxyType
 from urllib.parse import quote
 
 from ..config import Settings
 from ..errors import ServiceError
+from .cache import VerifiedTokens
 from .claims import (
     TokenRefused,
     VerifiedToken,
@@ -31,7 +30,6 @@ from .fetching import FailureMemory, Fetcher, unusable
 __all__ = ["Introspector"]
 
 CACHE_SECONDS = 60.0
-CACHE_ENTRIES = 10_000
 FAILURE_SECONDS = 5.0
 
 
@@ -52,28 +50,16 @@ class Introspector:
         self._resource = settings.oauth_resource
         self._leeway = settings.oauth_leeway
         self._fetcher = fetcher
-        self._cache: OrderedDict[bytes, tuple[float, VerifiedToken]] = OrderedDict()
+        self._cache: VerifiedTokens[VerifiedToken] = VerifiedTokens()
         self._failure = FailureMemory(FAILURE_SECONDS)
 
     async def verify(self, token: str) -> VerifiedToken:
-        digest = hashlib.sha256(token.encode()).digest()
-        if (cached := self._cached(digest)) is not None:
+        key = self._cache.key(token)
+        if (cached := self._cache.get(key)) is not None:
             return cached
         verified = self._check(await self._ask(token))
-        self._cache[digest] = (min(time.time() + CACHE_SECONDS, verified.expires_at), verified)
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return verified
-
-    def _cached(self, digest: bytes) -> VerifiedToken | None:
-        entry = self._cache.get(digest)
-        if entry is None:
-            return None
-        until, verified = entry
-        if time.time() >= until:
-            del self._cache[digest]
-            return None
-        self._cache.move_to_end(digest)
+        self._cache.put(key, verified,
+                        until=min(time.time() + CACHE_SECONDS, verified.expires_at))
         return verified
 
     async def _ask(self, token: str) -> dict:

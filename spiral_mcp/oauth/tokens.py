@@ -8,6 +8,7 @@ period. Every refusal is a :class:`TokenRefused` whose text is safe to show the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 from jwt.utils import base64url_decode
 
 from ..config import Settings
+from .cache import VerifiedTokens
 from .claims import (
     TokenRefused,
     VerifiedToken,
@@ -34,6 +36,9 @@ __all__ = ["MAX_TOKEN_BYTES", "TokenVerifier"]
 
 # Larger than any real access token; refused before any parsing work is spent on it.
 MAX_TOKEN_BYTES = 16 * 1024
+# How long a verified JWT is taken again without checking its signature (a client sends one token
+# with many requests), as long as its issuer still publishes the key that signed it.
+VERIFIED_SECONDS = 60.0
 # RFC 9068's type, plain JWT, or none at all. Other types (logout tokens, DPoP proofs...) are
 # other kinds of JWT. An OpenID ID token usually says "JWT" too, but its aud is the client id,
 # so the audience check refuses it.
@@ -69,6 +74,8 @@ class TokenVerifier:
         self._introspector = (
             Introspector(settings, self._fetcher) if settings.oauth_introspection_url else None
         )
+        # Each token verified: what it was found to be, and the kid of the key that signed it.
+        self._verified: VerifiedTokens[tuple[VerifiedToken, str | None]] = VerifiedTokens()
 
     async def verify(self, token: str) -> VerifiedToken:
         """The verified token, or :class:`TokenRefused`; a ServiceError (CONNECTION_ERROR)
@@ -82,9 +89,19 @@ class TokenVerifier:
                 raise TokenRefused("the token is not a JWT, and this server has no "
                                    "introspection endpoint to check other tokens")
             return await self._introspector.verify(token)
-        return await self._verify_jwt(token)
+        key = self._verified.key(token)
+        if (seen := self._verified.get(key)) is not None:
+            verified, kid = seen
+            # A key the issuer no longer publishes (found at a refetch) verifies nothing more.
+            if self._issuers[verified.issuer].publishes(kid):
+                return verified
+        verified, kid = await self._verify_jwt(token)
+        # Never past the moment a new check would refuse it as expired.
+        self._verified.put(key, (verified, kid), until=min(time.time() + VERIFIED_SECONDS,
+                                                           verified.expires_at + self._leeway))
+        return verified
 
-    async def _verify_jwt(self, token: str) -> VerifiedToken:
+    async def _verify_jwt(self, token: str) -> tuple[VerifiedToken, str | None]:
         header, unverified = _peek(token)
         alg = header.get("alg")
         if alg not in self._algorithms:  # "none" and HMAC algorithms are never listed
@@ -112,7 +129,7 @@ class TokenVerifier:
             issuer=keys.issuer, subject=subject_of(claims),
             claims=MappingProxyType(claims), scopes=scopes_of(claims),
             expires_at=float(claims["exp"]), client_id=client_id_of(claims),
-        )
+        ), kid
 
     def _decode(
         self, token: str, candidates: list[jwt.PyJWK], *, alg: str, issuer: str
