@@ -21,8 +21,9 @@ from aiohttp import web
 from ..auth import Authenticator, Principal, key_problem
 from ..config import Settings
 from ..errors import ServiceError
-from ..oauth import TokenRefused
+from ..oauth import TokenRefused, VerifiedToken
 from ..oauth.challenges import bearer_challenge
+from ..oauth.identity import IdentityMapper
 from .keys import (
     AUTHENTICATOR,
     CORS_ORIGIN,
@@ -230,6 +231,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     settings = request.app[SETTINGS]
     scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
     credential = credential.strip()
+    token: VerifiedToken | None = None
     if scheme.lower() != "bearer" or not credential:
         return _unauthorized(settings, _missing_bearer(settings, scheme, credential))
     try:
@@ -262,22 +264,27 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if request.method == "GET" or request.headers.get("Mcp-Method") == "subscriptions/listen":
         # Only these open a stream that outlives its authentication (GET /sse, GET /mcp, and
         # the stateless era's listen stream, a POST).
-        request[KEY_STILL_VALID] = _still_valid(request.app[AUTHENTICATOR], principal,
-                                                credential)
+        request[KEY_STILL_VALID] = (
+            functools.partial(_token_still_valid, request.app[IDENTITIES], token, principal)
+            if token is not None else
+            functools.partial(_key_still_valid, request.app[AUTHENTICATOR], credential))
     return await handler(request)
 
 
-def _still_valid(authenticator: Authenticator, principal: Principal,
-                 credential: str) -> Callable[[], Awaitable[bool]]:
-    if principal.expires_at is not None and principal.credential == "oauth":
-        # A token cannot be revoked here: it is good until its exp (the authorization server
-        # issues short-lived tokens for that reason).
-        return functools.partial(_token_still_valid, principal.expires_at)
-    return functools.partial(_key_still_valid, authenticator, credential)
-
-
-async def _token_still_valid(expires_at: float) -> bool:
-    return time.time() < expires_at
+async def _token_still_valid(identities: IdentityMapper, token: VerifiedToken,
+                             principal: Principal) -> bool:
+    """Whether a stream's token still acts as it did: not past its exp (a token cannot be
+    revoked here; authorization servers issue short-lived ones for that reason), and still
+    bound to the stream's tenant, as a new request would find it (an unbinding is seen within
+    AUTH_CACHE_TTL, as a revoked key is). Taken as valid while the database cannot be asked."""
+    if time.time() >= token.expires_at:
+        return False
+    try:
+        return (await identities.principal(token)).key_id == principal.key_id
+    except TokenRefused:
+        return False
+    except ServiceError:
+        return True
 
 
 async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:

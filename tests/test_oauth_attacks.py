@@ -1,0 +1,49 @@
+"""Attacks on the OAuth boundary (issue 19) that once got through, and the few defences nothing
+else pins down: over real HTTP against the real app, real issuers (tests/fake_issuer.py) and
+real PostgreSQL, with the helpers of tests/test_oauth_http.py."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from spiral_mcp.oauth import bindings
+from spiral_mcp.queries import Queries
+from spiral_mcp.server.keys import SESSIONS
+from tests.conftest import Tenant
+from tests.fake_issuer import FakeIssuer
+from tests.test_auth import _ended, _open_streams
+from tests.test_oauth_http import (
+    Serve,
+    idps,  # noqa: F401  (a fixture)
+    orgs,  # noqa: F401  (a fixture)
+    serve,  # noqa: F401  (a fixture)
+    user,
+)
+
+
+async def test_unbinding_ends_the_open_streams_of_its_tokens_within_the_cache_ttl(
+        serve: Serve, idps: list[FakeIssuer], orgs: dict[str, Tenant],  # noqa: F811
+        admin_conn: asyncpg.Connection, queries: Queries) -> None:
+    """A stream opened with a token was checked against the token's exp only, so once the
+    operator unbound its issuer (or claim value) the stream went on hearing the tenant's
+    notifications until the token expired, where a revoked API key's streams end within
+    AUTH_CACHE_TTL."""
+    ttl = 1.0
+    client = await serve(AUTH_CACHE_TTL=str(ttl))
+    globex = orgs["globex"]
+    ada = user(idps[0], globex, org="globex", exp=int(time.time()) + 600)
+    kept = user(idps[0], orgs["acme"], org="acme", exp=int(time.time()) + 600)
+    doomed, untouched = await _open_streams(client, ada.key), await _open_streams(client, kept.key)
+    await bindings.unbind(admin_conn, queries, tenant_id=globex.id, issuer=idps[0].url,
+                          claim="org", value="globex")
+    within = ttl + 2.0
+    for name in ("sse", "mcp"):
+        assert await _ended(doomed[name], within=within) <= within
+    assert client.app[SESSIONS].get(doomed["sid"], ada.key_id, tenant_id=globex.id,
+                                   transport="streamable") is None
+    # The other tenant's binding still holds, and so do its streams.
+    assert not untouched["sse"].content.at_eof() and not untouched["mcp"].content.at_eof()
+    assert client.app[SESSIONS].get(untouched["sid"], kept.key_id, tenant_id=orgs["acme"].id,
+                                   transport="streamable") is not None
