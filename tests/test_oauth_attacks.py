@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 
 import asyncpg
+import pytest
 
+from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.oauth import bindings
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.keys import SESSIONS
@@ -47,3 +49,13 @@ async def test_unbinding_ends_the_open_streams_of_its_tokens_within_the_cache_tt
     assert not untouched["sse"].content.at_eof() and not untouched["mcp"].content.at_eof()
     assert client.app[SESSIONS].get(untouched["sid"], kept.key_id, tenant_id=orgs["acme"].id,
                                    transport="streamable") is not None
+
+
+@pytest.mark.parametrize("mapping", ["admin=spiral:write", "write=spiral:read",
+                                     "read=mcp:read,write=mcp:read"])
+def test_a_scope_map_granting_two_scopes_with_one_token_scope_is_refused(mapping: str) -> None:
+    """Only the scopes written in OAUTH_SCOPE_MAP were compared, not the defaults filling in the
+    rest: admin=spiral:write passed, and every token holding spiral:write was given admin."""
+    with pytest.raises(ConfigError, match=r"^OAUTH_SCOPE_MAP: two scopes are mapped to the "
+                                          r"same token scope"):
+        load_settings(environ={"OAUTH_SCOPE_MAP": mapping})
