@@ -18,8 +18,11 @@ from tests.fake_issuer import FakeIssuer
 from tests.test_auth import _ended, _open_streams
 from tests.test_oauth_http import (
     Serve,
+    authors,
+    execute,
     idps,  # noqa: F401  (a fixture)
     orgs,  # noqa: F401  (a fixture)
+    result_of,
     serve,  # noqa: F401  (a fixture)
     user,
 )
@@ -59,3 +62,23 @@ def test_a_scope_map_granting_two_scopes_with_one_token_scope_is_refused(mapping
     with pytest.raises(ConfigError, match=r"^OAUTH_SCOPE_MAP: two scopes are mapped to the "
                                           r"same token scope"):
         load_settings(environ={"OAUTH_SCOPE_MAP": mapping})
+
+
+async def test_an_unverified_email_does_not_name_the_user(
+        serve: Serve, idps: list[FakeIssuer], orgs: dict[str, Tenant]) -> None:  # noqa: F811
+    """The first of OAUTH_USER_CLAIMS present named the user, so a user who set someone else's
+    address as their (unverified) email at the issuer wrote comments, issues and audit rows as
+    that person, and currentUser() found that person's issues."""
+    client = await serve()
+    acme = orgs["acme"]
+    mallory = user(idps[0], acme, org="acme", sub="mallory", email="ada@acme.example",
+                   email_verified=False)
+    for body, who in (("as whom?", mallory),
+                      ("verified", user(idps[0], acme, org="acme", sub="ada",
+                                        email="ada@acme.example", email_verified=True))):
+        written = await result_of(await execute(
+            client, who, "tools/call", name="jira_add_comment",
+            arguments={"issue_key": "WEB-1", "body": body}))
+        assert written["structuredContent"]["success"] is True, written
+    found = await authors(client, mallory)
+    assert found["as whom?"] == "mallory" and found["verified"] == "ada@acme.example"

@@ -39,6 +39,10 @@ __all__ = ["OAUTH_PRINCIPAL_NAMESPACE", "IdentityMapper", "principal_id"]
 OAUTH_PRINCIPAL_NAMESPACE = uuid.UUID("7d3b3c52-5f0e-4c58-9a57-2f0d0f6b1e19")
 
 
+# false, or "false" as some issuers (Amazon Cognito) write it.
+_UNVERIFIED = (False, "false")
+
+
 def principal_id(issuer: str, subject: str, tenant_id: uuid.UUID) -> uuid.UUID:
     """The user's principal id in a tenant: the same for every token of one subject at one
     issuer acting in that tenant, and different across issuers (a subject is unique only within
@@ -83,7 +87,11 @@ class IdentityMapper:
     def _user(self, claims: Mapping[str, Any]) -> str | None:
         for name in self._user_claims:
             value = claims.get(name)
-            if isinstance(value, str) and value.strip():
+            # A claim its issuer says is unverified (OpenID's email_verified, phone_number_
+            # verified) is only what the user typed: someone else's address would make them
+            # the author of this user's writes.
+            if isinstance(value, str) and value.strip() \
+                    and claims.get(f"{name}_verified") not in _UNVERIFIED:
                 return value
         return None
 
