@@ -4,6 +4,7 @@ real PostgreSQL, with the helpers of tests/test_oauth_http.py."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import asyncpg
@@ -17,6 +18,7 @@ from tests.conftest import Tenant
 from tests.fake_issuer import FakeIssuer
 from tests.test_auth import _ended, _open_streams
 from tests.test_oauth_http import (
+    TASKS,
     Serve,
     authors,
     execute,
@@ -24,6 +26,7 @@ from tests.test_oauth_http import (
     orgs,  # noqa: F401  (a fixture)
     result_of,
     serve,  # noqa: F401  (a fixture)
+    stateless,
     user,
 )
 
@@ -82,3 +85,27 @@ async def test_an_unverified_email_does_not_name_the_user(
         assert written["structuredContent"]["success"] is True, written
     found = await authors(client, mallory)
     assert found["as whom?"] == "mallory" and found["verified"] == "ada@acme.example"
+
+
+async def test_unbinding_stops_the_running_tasks_of_its_tokens(
+        serve: Serve, idps: list[FakeIssuer], orgs: dict[str, Tenant],  # noqa: F811
+        admin_conn: asyncpg.Connection, queries: Queries) -> None:
+    """The heartbeat stopped a task once its token's exp had passed, never on an unbinding, so
+    a task went on acting in a tenant its user no longer reached ("a task never goes on with
+    rights a request could no longer use")."""
+    client = await serve(AUTH_CACHE_TTL="1")
+    globex = orgs["globex"]
+    binding = {"tenant_id": globex.id, "issuer": idps[0].url, "claim": "org", "value": "globex"}
+    ada = user(idps[0], globex, org="globex", exp=int(time.time()) + 600)
+    created = await result_of(await stateless(client, ada, "tools/call", capabilities=TASKS,
+                                              name="slow_compute", arguments={"seconds": 60}))
+    await bindings.unbind(admin_conn, queries, **binding)
+    await asyncio.sleep(1 + 1.5)  # the cache TTL, and a few heartbeats
+    # Bound again, the user finds the task stopped.
+    await bindings.bind(admin_conn, queries, **binding)
+    task = await result_of(await stateless(client, user(idps[0], globex, org="globex"),
+                                           "tasks/get", capabilities=TASKS,
+                                           taskId=created["taskId"]))
+    assert task["status"] == "failed", task
+    assert task["error"]["message"].startswith(
+        "the access token that created this task no longer acts in this tenant")

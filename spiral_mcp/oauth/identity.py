@@ -18,6 +18,7 @@ the client could only start over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -30,6 +31,7 @@ import orjson
 from ..auth import Principal
 from ..config import Settings
 from ..db import Database
+from ..errors import ServiceError
 from .claims import TokenRefused, VerifiedToken
 
 __all__ = ["OAUTH_PRINCIPAL_NAMESPACE", "IdentityMapper", "principal_id"]
@@ -82,7 +84,21 @@ class IdentityMapper:
             tenant_id=tenant, key_id=principal_id(token.issuer, token.subject, tenant),
             key_name=f"oauth:{token.subject}",
             scopes=frozenset(ours for ours, theirs in self._scope_map if theirs in token.scopes),
-            user=self._user(token.claims), credential="oauth", expires_at=token.expires_at)
+            user=self._user(token.claims), credential="oauth", expires_at=token.expires_at,
+            still_valid=functools.partial(self._still_acts, token, tenant))
+
+    async def _still_acts(self, token: VerifiedToken, tenant: uuid.UUID) -> bool:
+        """Whether ``token`` still acts in ``tenant``, as a new request would find it: not past
+        its exp (a token cannot be revoked here; authorization servers issue short-lived ones
+        for that reason), and its binding not removed (seen within AUTH_CACHE_TTL, as a revoked
+        key is). Taken as so while the database cannot be asked: an outage must not end every
+        stream and task at once."""
+        if time.time() >= token.expires_at:
+            return False
+        try:
+            return await self._tenant(token) == tenant
+        except ServiceError:
+            return True
 
     def _user(self, claims: Mapping[str, Any]) -> str | None:
         for name in self._user_claims:

@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -58,6 +60,9 @@ KEY_GONE = RpcError(INTERNAL_ERROR, "the API key that created this task was revo
 TOKEN_EXPIRED = RpcError(INTERNAL_ERROR, "the access token that created this task has expired; "
                                          "the task was stopped (a task runs no longer than the "
                                          "token it was started with)")
+TOKEN_UNBOUND = RpcError(INTERNAL_ERROR, "the access token that created this task no longer "
+                                         "acts in this tenant (its issuer or claim value was "
+                                         "unbound); the task was stopped")
 # How often a question of a task looks for an answer that another process took in.
 ANSWER_POLL_SECONDS = 1.0
 # How often expired tasks of every tenant are deleted.
@@ -132,7 +137,8 @@ class _Running:
     task_id: uuid.UUID | None = None
     job: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
-    credential_gone: bool = False
+    # Why the credential that created it no longer authenticates, once it does not.
+    credential_gone: RpcError | None = None
     halted: bool = False
     questions: int = 0
     # Set (and replaced) when answers arrive here: every question waiting wakes and looks.
@@ -233,8 +239,7 @@ class TaskRunner:
                 task.uncancel()
             if running.cancel_requested:
                 await self._end(running, "cancelled", message="cancelled at the client's request")
-            elif running.credential_gone:
-                gone = TOKEN_EXPIRED if running.principal.credential == "oauth" else KEY_GONE
+            elif (gone := running.credential_gone) is not None:
                 await self._end(running, "failed", error=gone.to_dict(), message=gone.message)
             else:
                 await self._end(running, "failed", error=SHUT_DOWN.to_dict(),
@@ -330,11 +335,18 @@ class TaskRunner:
         for running in list(self._running.values()):
             if running.task_id is None:
                 continue
-            verdict = await self._store.renew(running.principal.tenant_id, running.task_id)
+            principal = running.principal
+            verdict = await self._store.renew(principal.tenant_id, running.task_id)
             if verdict == "cancel":
                 self._stop(running)  # cancelled through another process
             elif verdict == "credential":
-                running.credential_gone = True
+                running.credential_gone = TOKEN_EXPIRED if principal.credential == "oauth" \
+                    else KEY_GONE
+                running.halt()
+            elif principal.still_valid is not None and not await principal.still_valid():
+                # The database knows a token's exp, not its binding (oauth.identity does).
+                expired = time.time() >= (principal.expires_at or math.inf)
+                running.credential_gone = TOKEN_EXPIRED if expired else TOKEN_UNBOUND
                 running.halt()
 
     def _stop(self, running: _Running) -> None:

@@ -18,12 +18,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..auth import Authenticator, Principal, key_problem
+from ..auth import Authenticator, key_problem
 from ..config import Settings
 from ..errors import ServiceError
-from ..oauth import TokenRefused, VerifiedToken
+from ..oauth import TokenRefused
 from ..oauth.challenges import bearer_challenge
-from ..oauth.identity import IdentityMapper
 from .keys import (
     AUTHENTICATOR,
     CORS_ORIGIN,
@@ -231,7 +230,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     settings = request.app[SETTINGS]
     scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
     credential = credential.strip()
-    token: VerifiedToken | None = None
     if scheme.lower() != "bearer" or not credential:
         return _unauthorized(settings, _missing_bearer(settings, scheme, credential))
     try:
@@ -264,27 +262,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if request.method == "GET" or request.headers.get("Mcp-Method") == "subscriptions/listen":
         # Only these open a stream that outlives its authentication (GET /sse, GET /mcp, and
         # the stateless era's listen stream, a POST).
-        request[KEY_STILL_VALID] = (
-            functools.partial(_token_still_valid, request.app[IDENTITIES], token, principal)
-            if token is not None else
-            functools.partial(_key_still_valid, request.app[AUTHENTICATOR], credential))
+        request[KEY_STILL_VALID] = principal.still_valid or functools.partial(
+            _key_still_valid, request.app[AUTHENTICATOR], credential)
     return await handler(request)
-
-
-async def _token_still_valid(identities: IdentityMapper, token: VerifiedToken,
-                             principal: Principal) -> bool:
-    """Whether a stream's token still acts as it did: not past its exp (a token cannot be
-    revoked here; authorization servers issue short-lived ones for that reason), and still
-    bound to the stream's tenant, as a new request would find it (an unbinding is seen within
-    AUTH_CACHE_TTL, as a revoked key is). Taken as valid while the database cannot be asked."""
-    if time.time() >= token.expires_at:
-        return False
-    try:
-        return (await identities.principal(token)).key_id == principal.key_id
-    except TokenRefused:
-        return False
-    except ServiceError:
-        return True
 
 
 async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:
