@@ -109,3 +109,15 @@ async def test_unbinding_stops_the_running_tasks_of_its_tokens(
     assert task["status"] == "failed", task
     assert task["error"]["message"].startswith(
         "the access token that created this task no longer acts in this tenant")
+
+
+async def test_an_expiry_past_any_date_is_refused_not_a_failure_later(
+        serve: Serve, idps: list[FakeIssuer], orgs: dict[str, Tenant]) -> None:  # noqa: F811
+    """PyJWT takes any number as exp: a token of exp 1e30 was accepted, and a task it started
+    failed as an internal error (no date holds it) with a traceback in the log."""
+    client = await serve()
+    huge = user(idps[0], orgs["acme"], org="acme", exp=10**30)
+    response = await stateless(client, huge, "tools/call", capabilities=TASKS,
+                               name="slow_compute", arguments={"seconds": 1})
+    assert response.status == 401
+    assert (await response.json())["error"]["message"] == "the token is malformed"
