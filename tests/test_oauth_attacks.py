@@ -15,16 +15,18 @@ from spiral_mcp.oauth import bindings
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.keys import SESSIONS
 from tests.conftest import Tenant
-from tests.fake_issuer import FakeIssuer
+from tests.fake_issuer import FakeIssuer, SigningKey
 from tests.test_auth import _ended, _open_streams
 from tests.test_oauth_http import (
     TASKS,
     Serve,
     authors,
+    bearer,
     execute,
     idps,  # noqa: F401  (a fixture)
     orgs,  # noqa: F401  (a fixture)
     result_of,
+    rpc_body,
     serve,  # noqa: F401  (a fixture)
     stateless,
     user,
@@ -121,3 +123,21 @@ async def test_an_expiry_past_any_date_is_refused_not_a_failure_later(
                                name="slow_compute", arguments={"seconds": 1})
     assert response.status == 401
     assert (await response.json())["error"]["message"] == "the token is malformed"
+
+
+async def test_keys_named_or_carried_by_the_token_itself_are_never_used(
+        serve: Serve, idps: list[FakeIssuer], orgs: dict[str, Tenant]) -> None:  # noqa: F811
+    """Held: jwk, jku and x5u headers (RFC 7515) would let a token bring its own key; only the
+    keys its issuer publishes verify it, and nothing a header names is fetched."""
+    client = await serve()
+    trusted, attacker = idps
+    forged_key = SigningKey.rsa()
+    headers = {"jwk": forged_key.jwk(), "jku": f"{attacker.base}/keys",
+               "x5u": f"{attacker.base}/keys"}
+    attacker.keys = attacker.published = [forged_key]
+    for kid in (forged_key.kid, trusted.keys[0].kid):
+        token = trusted.token(key=SigningKey(kid, "RS256", forged_key.private), headers=headers,
+                              org="acme")
+        response = await client.post("/execute", json=rpc_body("ping"), headers=bearer(token))
+        assert response.status == 401
+    assert attacker.requests["/keys"] == 0
