@@ -18,6 +18,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,10 @@ class Principal:
     user: str | None = None
     credential: str = "api_key"
     expires_at: float | None = None
+    # An OAuth principal's check that its token still acts as it (not expired, still bound to
+    # this tenant), asked by what outlives the request it authenticated: streams and tasks.
+    still_valid: Callable[[], Awaitable[bool]] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
     # The tenant id as text, made once per key lookup rather than in every call's envelope.
     tenant_text: str = dataclasses.field(init=False, repr=False, compare=False)
 

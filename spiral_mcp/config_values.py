@@ -165,9 +165,13 @@ def scope_map(raw: str) -> tuple[tuple[str, str], ...]:
         if ours in found:
             raise ConfigError(f"scope {ours!r} is mapped twice")
         found[ours] = theirs
-    if len(set(found.values())) != len(found):
-        raise ConfigError("two scopes are mapped to the same token scope")
-    return tuple((scope, found.get(scope, dict(DEFAULT_SCOPE_MAP)[scope])) for scope in SCOPES)
+    mapped = tuple((scope, found.get(scope, dict(DEFAULT_SCOPE_MAP)[scope])) for scope in SCOPES)
+    # Checked with the defaults filled in: admin=spiral:write alone would otherwise give admin
+    # to every token holding spiral:write.
+    if len({theirs for _, theirs in mapped}) != len(mapped):
+        raise ConfigError("two scopes are mapped to the same token scope (scopes not named "
+                          f"keep their default: {', '.join('='.join(p) for p in mapped)})")
+    return mapped
 
 
 def algorithms(raw: str) -> tuple[str, ...]:

@@ -9,7 +9,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["TokenRefused", "VerifiedToken", "check_audience", "check_times", "client_id_of",
-           "scopes_of", "subject_of"]
+           "expiry_of", "scopes_of", "subject_of"]
+
+# 9999-12-31T23:59:59Z: the last moment a date (of Python or PostgreSQL) holds. A token's exp
+# becomes the end of its streams and tasks, so a later one could only fail there, as a 500.
+_LATEST_EXPIRY = 253402300799
 
 
 class TokenRefused(Exception):
@@ -68,7 +72,18 @@ def check_times(claims: Mapping[str, Any], *, leeway: float) -> float:
         raise TokenRefused("the token has expired")
     if nbf > now + leeway:
         raise TokenRefused("the token is not valid yet")
-    return float(exp)
+    return expiry_of(exp)
+
+
+def expiry_of(exp: Any) -> float:
+    """A checked ``exp`` (PyJWT has taken any number, or a string of one) as epoch seconds."""
+    try:
+        seconds = float(exp)
+    except (OverflowError, TypeError, ValueError):
+        raise TokenRefused("the token is malformed") from None
+    if not seconds <= _LATEST_EXPIRY:  # nan too
+        raise TokenRefused("the token is malformed")
+    return seconds
 
 
 def _is_number(value: Any) -> bool:

@@ -18,6 +18,7 @@ the client could only start over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -30,6 +31,7 @@ import orjson
 from ..auth import Principal
 from ..config import Settings
 from ..db import Database
+from ..errors import ServiceError
 from .claims import TokenRefused, VerifiedToken
 
 __all__ = ["OAUTH_PRINCIPAL_NAMESPACE", "IdentityMapper", "principal_id"]
@@ -37,6 +39,10 @@ __all__ = ["OAUTH_PRINCIPAL_NAMESPACE", "IdentityMapper", "principal_id"]
 # Fixed for good: changing it would give every OAuth user new principal ids, orphaning their
 # sessions, tasks and rate-limit history, and splitting their audit trail.
 OAUTH_PRINCIPAL_NAMESPACE = uuid.UUID("7d3b3c52-5f0e-4c58-9a57-2f0d0f6b1e19")
+
+
+# false, or "false" as some issuers (Amazon Cognito) write it.
+_UNVERIFIED = (False, "false")
 
 
 def principal_id(issuer: str, subject: str, tenant_id: uuid.UUID) -> uuid.UUID:
@@ -78,12 +84,27 @@ class IdentityMapper:
             tenant_id=tenant, key_id=principal_id(token.issuer, token.subject, tenant),
             key_name=f"oauth:{token.subject}",
             scopes=frozenset(ours for ours, theirs in self._scope_map if theirs in token.scopes),
-            user=self._user(token.claims), credential="oauth", expires_at=token.expires_at)
+            user=self._user(token.claims), credential="oauth", expires_at=token.expires_at,
+            still_valid=functools.partial(self._still_acts, token, tenant))
+
+    async def _still_acts(self, token: VerifiedToken, tenant: uuid.UUID) -> bool:
+        """Whether the user of ``token`` still acts in ``tenant``: its binding not removed (seen
+        within AUTH_CACHE_TTL, as a revoked key is). Its exp is not asked here: a stream ends
+        then, a task (the user's) goes on. Taken as so while the database cannot be asked: an
+        outage must not end every stream and task at once."""
+        try:
+            return await self._tenant(token) == tenant
+        except ServiceError:
+            return True
 
     def _user(self, claims: Mapping[str, Any]) -> str | None:
         for name in self._user_claims:
             value = claims.get(name)
-            if isinstance(value, str) and value.strip():
+            # A claim its issuer says is unverified (OpenID's email_verified, phone_number_
+            # verified) is only what the user typed: someone else's address would make them
+            # the author of this user's writes.
+            if isinstance(value, str) and value.strip() \
+                    and claims.get(f"{name}_verified") not in _UNVERIFIED:
                 return value
         return None
 

@@ -25,6 +25,7 @@ from .claims import (
     VerifiedToken,
     check_audience,
     client_id_of,
+    expiry_of,
     scopes_of,
     subject_of,
 )
@@ -128,7 +129,7 @@ class TokenVerifier:
         return VerifiedToken(
             issuer=keys.issuer, subject=subject_of(claims),
             claims=MappingProxyType(claims), scopes=scopes_of(claims),
-            expires_at=float(claims["exp"]), client_id=client_id_of(claims),
+            expires_at=expiry_of(claims["exp"]), client_id=client_id_of(claims),
         ), kid
 
     def _decode(

@@ -55,6 +55,9 @@ SHUT_DOWN = RpcError(INTERNAL_ERROR, "the server shut down before this task fini
 # every request and stream of that key is.
 KEY_GONE = RpcError(INTERNAL_ERROR, "the API key that created this task was revoked or has "
                                     "expired; the task was stopped")
+TOKEN_UNBOUND = RpcError(INTERNAL_ERROR, "the user who created this task no longer acts in this "
+                                         "tenant (their issuer or claim value was unbound); the "
+                                         "task was stopped")
 # How often a question of a task looks for an answer that another process took in.
 ANSWER_POLL_SECONDS = 1.0
 # How often expired tasks of every tenant are deleted.
@@ -129,7 +132,8 @@ class _Running:
     task_id: uuid.UUID | None = None
     job: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
-    credential_gone: bool = False
+    # Why the credential that created it no longer authenticates, once it does not.
+    credential_gone: RpcError | None = None
     halted: bool = False
     questions: int = 0
     # Set (and replaced) when answers arrive here: every question waiting wakes and looks.
@@ -230,9 +234,8 @@ class TaskRunner:
                 task.uncancel()
             if running.cancel_requested:
                 await self._end(running, "cancelled", message="cancelled at the client's request")
-            elif running.credential_gone:
-                await self._end(running, "failed", error=KEY_GONE.to_dict(),
-                                message=KEY_GONE.message)
+            elif (gone := running.credential_gone) is not None:
+                await self._end(running, "failed", error=gone.to_dict(), message=gone.message)
             else:
                 await self._end(running, "failed", error=SHUT_DOWN.to_dict(),
                                 message=SHUT_DOWN.message)
@@ -327,11 +330,18 @@ class TaskRunner:
         for running in list(self._running.values()):
             if running.task_id is None:
                 continue
-            verdict = await self._store.renew(running.principal.tenant_id, running.task_id)
+            principal = running.principal
+            verdict = await self._store.renew(principal.tenant_id, running.task_id)
             if verdict == "cancel":
                 self._stop(running)  # cancelled through another process
             elif verdict == "credential":
-                running.credential_gone = True
+                running.credential_gone = KEY_GONE
+                running.halt()
+            elif principal.still_valid is not None and not await principal.still_valid():
+                # The database knows a key's revocation, not a user's binding (oauth.identity
+                # does). The token's exp does not count: the task is the user's, as the
+                # session is.
+                running.credential_gone = TOKEN_UNBOUND
                 running.halt()
 
     def _stop(self, running: _Running) -> None:

@@ -262,22 +262,18 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if request.method == "GET" or request.headers.get("Mcp-Method") == "subscriptions/listen":
         # Only these open a stream that outlives its authentication (GET /sse, GET /mcp, and
         # the stateless era's listen stream, a POST).
-        request[KEY_STILL_VALID] = _still_valid(request.app[AUTHENTICATOR], principal,
-                                                credential)
+        request[KEY_STILL_VALID] = (
+            functools.partial(_user_still_valid, principal) if principal.still_valid else
+            functools.partial(_key_still_valid, request.app[AUTHENTICATOR], credential))
     return await handler(request)
 
 
-def _still_valid(authenticator: Authenticator, principal: Principal,
-                 credential: str) -> Callable[[], Awaitable[bool]]:
-    if principal.expires_at is not None and principal.credential == "oauth":
-        # A token cannot be revoked here: it is good until its exp (the authorization server
-        # issues short-lived tokens for that reason).
-        return functools.partial(_token_still_valid, principal.expires_at)
-    return functools.partial(_key_still_valid, authenticator, credential)
-
-
-async def _token_still_valid(expires_at: float) -> bool:
-    return time.time() < expires_at
+async def _user_still_valid(principal: Principal) -> bool:
+    """Whether a stream opened with an access token may go on: until the token's exp (a token
+    cannot be revoked here, which is why authorization servers issue short-lived ones), and
+    while its user's binding stands."""
+    assert principal.still_valid is not None
+    return time.time() < (principal.expires_at or 0) and await principal.still_valid()
 
 
 async def _key_still_valid(authenticator: Authenticator, secret: str) -> bool:
