@@ -110,7 +110,7 @@ async def test_unbinding_stops_the_running_tasks_of_its_tokens(
                                            taskId=created["taskId"]))
     assert task["status"] == "failed", task
     assert task["error"]["message"].startswith(
-        "the access token that created this task no longer acts in this tenant")
+        "the user who created this task no longer acts in this tenant")
 
 
 async def test_an_expiry_past_any_date_is_refused_not_a_failure_later(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -299,11 +300,13 @@ async def get(request: web.Request) -> web.StreamResponse:
         except StreamClosed:
             pass  # the client left or stalled; it may come back with Last-Event-ID
         except KeyNoLongerValid:
-            # Its key can make no request any more: the session ends (cancelling what runs on
-            # it) with the stream, rather than idling out half an hour later. An access token
-            # expiring is routine, not an end: its user comes back with a refreshed one, to the
-            # same session (keyed by the user, not the token), so only the stream ends.
-            if request[PRINCIPAL].credential != "oauth":
+            # Its key (or its user's binding) can make no request any more: the session ends
+            # (cancelling what runs on it) with the stream, rather than idling out half an hour
+            # later. An access token expiring is routine, not an end: its user comes back with
+            # a refreshed one, to the same session (keyed by the user, not the token), so only
+            # the stream ends.
+            principal = request[PRINCIPAL]
+            if principal.credential != "oauth" or time.time() < (principal.expires_at or 0):
                 request.app[SESSIONS].remove(session)
         stream.stop_streaming()
         return stream
