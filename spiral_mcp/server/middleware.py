@@ -21,7 +21,7 @@ from aiohttp import web
 from ..auth import Authenticator, Principal, key_problem
 from ..config import Settings
 from ..errors import ServiceError
-from ..oauth import TokenRefused
+from ..oauth import TokenRefused, TokenVerifier, VerifiedToken
 from ..oauth.challenges import bearer_challenge
 from .keys import (
     AUTHENTICATOR,
@@ -213,6 +213,19 @@ def _missing_bearer(settings: Settings, scheme: str, rest: str) -> str:
     return f"the Authorization scheme must be Bearer: Authorization: Bearer {sent}"
 
 
+async def _verified(verifier: TokenVerifier, token: str) -> VerifiedToken:
+    """The verified token; an authorization server out of reach is a 503 whose message names no
+    address: what its metadata points at (a jwks_uri on another host) is said in the log, never
+    to the client, so a token cannot be used to probe hosts this server reaches."""
+    try:
+        return await verifier.verify(token)
+    except ServiceError as exc:
+        log.warning("an authorization server could not be used", extra={"reason": exc.message})
+        raise ServiceError(exc.code, "the authorization server of this token cannot be reached "
+                           "or answered unusably; try again shortly",
+                           retry_after=exc.retry_after) from None
+
+
 def _invalid_api_key(message: str) -> web.Response:
     # 403 and no challenge: a 401 would send clients such as mcp-remote and the Inspector into
     # an OAuth flow, hiding this message, when what the user needs is another key.
@@ -245,7 +258,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
                     "creates a new one with spiral-mcp apikey create")
         elif settings.oauth:
             try:
-                token = await request.app[TOKEN_VERIFIER].verify(credential)
+                token = await _verified(request.app[TOKEN_VERIFIER], credential)
                 principal = await request.app[IDENTITIES].principal(token)
             except TokenRefused as exc:
                 return json_error(401, "INVALID_TOKEN", str(exc), **{
