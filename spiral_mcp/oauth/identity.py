@@ -73,13 +73,31 @@ class IdentityMapper:
         self._scope_map = settings.oauth_scope_map
         # By digest of issuer and claims: (when resolved, the tenant or why there is none).
         self._cache: OrderedDict[bytes, tuple[float, uuid.UUID | str]] = OrderedDict()
+        # The principals made lately, by the id of the VerifiedToken they were made from (the
+        # verifier hands out the same object for each request with one token): each request
+        # with a token seen is spared the claims' digest and the principal id. The entry holds
+        # the token, so its id cannot be another's while the entry lives.
+        self._principals: OrderedDict[int, tuple[float, VerifiedToken, Principal]] = \
+            OrderedDict()
 
     async def principal(self, token: VerifiedToken) -> Principal:
         """The principal ``token`` acts as; TokenRefused when it maps to no single tenant, a
         ServiceError when the database cannot be asked."""
+        made = self._principals.get(id(token))
+        if made is not None and made[1] is token and time.monotonic() - made[0] < self._ttl:
+            self._principals.move_to_end(id(token))
+            return made[2]
         tenant = await self._tenant(token)
         if isinstance(tenant, str):
             raise TokenRefused(tenant)
+        principal = self._make(token, tenant)
+        self._principals[id(token)] = (time.monotonic(), token, principal)
+        self._principals.move_to_end(id(token))
+        while len(self._principals) > self._size:
+            self._principals.popitem(last=False)
+        return principal
+
+    def _make(self, token: VerifiedToken, tenant: uuid.UUID) -> Principal:
         return Principal(
             tenant_id=tenant, key_id=principal_id(token.issuer, token.subject, tenant),
             key_name=f"oauth:{token.subject}",
