@@ -25,6 +25,23 @@ if os.getenv("BODY_KIND") == "stateless" then
   end
 end
 
+-- TOKENS_FILE: a bearer token a request, taken in turn from the file (one a line) starting at
+-- line TOKENS_START + 1 and wrapping around: each request a token the server has not seen lately
+-- (bench/bench_oauth.py's cold path). post.lua's request reads wrk.headers when it formats one;
+-- the stateless body above copies them once, so this applies to the other bodies only.
+local tokens_file = os.getenv("TOKENS_FILE")
+if tokens_file and tokens_file ~= "" then
+  local tokens = {}
+  for line in io.lines(tokens_file) do table.insert(tokens, line) end
+  local next_token = tonumber(os.getenv("TOKENS_START") or "0")
+  local anchor_request = request
+  request = function()
+    wrk.headers["Authorization"] = "Bearer " .. tokens[next_token % #tokens + 1]
+    next_token = next_token + 1
+    return anchor_request()
+  end
+end
+
 local anchor_done = done
 local threads = {}
 bad = 0

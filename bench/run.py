@@ -624,6 +624,10 @@ PROFILE_GROUPS = {
     "rate limit check": "spiral_mcp/ratelimit.py",
     "redis client": "redis/",
     "authentication": "spiral_mcp/auth.py",
+    "OAuth token verification (spiral_mcp/oauth/tokens.py)": "spiral_mcp/oauth/tokens.py",
+    "OAuth identity (spiral_mcp/oauth/identity.py)": "spiral_mcp/oauth/identity.py",
+    "PyJWT": "jwt/",
+    "cryptography (signature checks)": "cryptography/",
     "audit enqueue/flush": "spiral_mcp/handlers/audit.py",
     "uuid": "uuid.py",
 }
