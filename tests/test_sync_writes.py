@@ -41,11 +41,16 @@ async def _make_stale(conn: asyncpg.Connection, tenant_id, table_rows: float) ->
     async with conn.transaction():
         await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
         item = await conn.fetchval("SELECT id FROM work_items LIMIT 1")
+        # Ids taken as one block, as the product's bulk writes take them: row by row, the
+        # counter's one row would be updated once per row in this transaction, each update
+        # slower than the last (minutes, once the shared test database has grown).
         await conn.execute(
-            """INSERT INTO work_item_transitions (tenant_id, work_item_id, to_status, to_category,
-                                                  transitioned_at)
-               SELECT $1, $2, 'Done', 'done', timestamptz '2020-01-01' + n * interval '1 second'
-               FROM generate_series(1, $3::int) AS n""",
+            """WITH block AS MATERIALIZED (SELECT take_ids($1, 'work', $3) AS first)
+               INSERT INTO work_item_transitions (tenant_id, id, work_item_id, to_status,
+                                                  to_category, transitioned_at)
+               SELECT $1, block.first + n - 1, $2, 'Done', 'done',
+                      timestamptz '2020-01-01' + n * interval '1 second'
+               FROM block, generate_series(1, $3::int) AS n""",
             tenant_id, item, 600 + int(max(table_rows, 0)))
     await conn.execute("SELECT pg_stat_force_next_flush()")
     await conn.execute("SELECT 1")  # the flush happens at the end of a transaction
