@@ -51,11 +51,10 @@ from bench.run import (
     Target,
     _paired,
     check_prerequisites,
-    cpu_busy,
     free_port,
+    interleave,
     load_product,
     log,
-    prime,
     profile,
     renice_postgres,
     run_wrk,
@@ -303,30 +302,7 @@ def measure(args: argparse.Namespace, targets: list[Target], levels: list[int], 
             cold.env["TOKENS_START"] = str(start + math.ceil(run["rps"] * (duration + 1)) + 2 * c)
         return run
 
-    for t in targets:
-        prime(t)
-    log("warming up every target (2 s at c=16 each)")
-    for t in targets:
-        drive(t, 16, 2)
-    busy = cpu_busy()
-    if busy is not None and busy > 0.15:
-        log(f"! the machine is busy before the load starts ({busy:.0%} of all CPUs in use by "
-            "other processes): compare ratios, not absolute figures")
-    runs: list[dict[str, Any]] = []
-    total = len(levels) * args.repeats * len(targets)
-    log(f"{total} runs of {args.duration:g} s, interleaved: about "
-        f"{total * (args.duration + 0.5) / 60:.0f} min")
-    for c in levels:
-        for rep in range(args.repeats):
-            order = targets[rep % len(targets):] + targets[:rep % len(targets)]
-            for t in order:
-                run = drive(t, c, args.duration)
-                run["round"] = rep + 1
-                run["loadavg_1m"] = os.getloadavg()[0]
-                runs.append(run)
-                log(f"  c={c:<3} round {rep + 1}  {t.name:<11} {run['rps']:>8,.0f} calls/s"
-                    f"  p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms"
-                    f"  {run['cpu_us_per_call'] or 0:,} us CPU/call")
+    runs, busy = interleave(targets, levels, args.repeats, args.duration, drive)
 
     top = max(levels)
     costly = [t for t in targets if t.name != REFERENCE

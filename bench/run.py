@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,42 @@ def goal(rows: list[dict[str, Any]]) -> list[str]:
 
 # -- round trips and profile --------------------------------------------------------------------
 
+def interleave(targets: list[Target], levels: list[int], repeats: int, duration: float,
+               drive: Callable[[Target, int, float], dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], float | None]:
+    """Prime and warm every target, then ``drive`` each for ``duration`` s at each concurrency,
+    ``repeats`` rounds interleaved: the runs, each with its round and the load average, and how
+    busy the machine was before the load."""
+    # One call each before any load: the SDK peer opens its pool on its first call, and
+    # concurrent first calls would race to open several (and fail some calls).
+    for t in targets:
+        prime(t)
+    log("warming up every target (2 s at c=16 each)")
+    for t in targets:
+        drive(t, 16, 2)
+    busy = cpu_busy()
+    if busy is not None and busy > 0.15:
+        log(f"! the machine is busy before the load starts ({busy:.0%} of all CPUs in use by "
+            "other processes): absolute figures will be low and noisy; compare ratios")
+    runs: list[dict[str, Any]] = []
+    total = len(levels) * repeats * len(targets)
+    log(f"{total} runs of {duration:g} s, interleaved: about "
+        f"{total * (duration + 0.5) / 60:.0f} min")
+    for c in levels:
+        for rep in range(repeats):
+            # Round-robin, starting one further each round, so no server always goes first.
+            order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+            for t in order:
+                run = drive(t, c, duration)
+                run["round"] = rep + 1
+                run["loadavg_1m"] = os.getloadavg()[0]
+                runs.append(run)
+                log(f"  c={c:<3} round {rep + 1}  {t.name:<14} {run['rps']:>8,.0f} calls/s"
+                    f"  p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms"
+                    f"  {run['cpu_us_per_call'] or 0:,} us CPU/call")
+    return runs, busy
+
+
 def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
     data = json.dumps(body).encode()
     hdr = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
@@ -771,34 +808,8 @@ def main() -> None:
         if wanted:
             targets = [t for t in targets if t.name in wanted]
 
-        # One call each before any load: the SDK peer opens its pool on its first call, and
-        # concurrent first calls would race to open several (and fail some calls).
-        for t in targets:
-            prime(t)
-        log("warming up every target (2 s at c=16 each)")
-        for t in targets:
-            run_wrk(t, 16, 2, anchors, keys)
-
-        busy = cpu_busy()
-        if busy is not None and busy > 0.15:
-            log(f"! the machine is busy before the load starts ({busy:.0%} of all CPUs in use by "
-                "other processes): absolute figures will be low and noisy; compare ratios")
-        runs: list[dict[str, Any]] = []
-        total = len(levels) * args.repeats * len(targets)
-        log(f"{total} runs of {args.duration:g} s, interleaved: about "
-            f"{total * (args.duration + 0.5) / 60:.0f} min")
-        for c in levels:
-            for rep in range(args.repeats):
-                # Round-robin, starting one further each round, so no server always goes first.
-                order = targets[rep % len(targets):] + targets[:rep % len(targets)]
-                for t in order:
-                    run = run_wrk(t, c, args.duration, anchors, keys)
-                    run["round"] = rep + 1
-                    run["loadavg_1m"] = os.getloadavg()[0]
-                    runs.append(run)
-                    log(f"  c={c:<3} round {rep + 1}  {t.name:<14} {run['rps']:>8,.0f} calls/s"
-                        f"  p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms"
-                        f"  {run['cpu_us_per_call'] or 0:,} us CPU/call")
+        runs, busy = interleave(targets, levels, args.repeats, args.duration,
+                                lambda t, c, seconds: run_wrk(t, c, seconds, anchors, keys))
 
         rows = summarize(runs, targets, levels)
         round_trips = []

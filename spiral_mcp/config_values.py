@@ -8,6 +8,7 @@ import binascii
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 __all__ = ["DEFAULT_SCOPE_MAP", "JWT_ALGORITHMS", "TOOLSETS", "ConfigError", "Secret",
@@ -15,6 +16,8 @@ __all__ = ["DEFAULT_SCOPE_MAP", "JWT_ALGORITHMS", "TOOLSETS", "ConfigError", "Se
            "fernet_key", "number", "optional_text", "optional_whole_number",
            "postgres_url", "redis_url", "scope_map", "secret", "text", "toolsets",
            "web_url", "web_urls", "whole_number"]
+
+T = TypeVar("T", int, float)
 
 # The toolsets ENABLED_TOOLSETS may name: a tool's toolset is its name up to the first "_"
 # (tests/test_config.py keeps this list equal to what the shipped tools declare).
@@ -30,30 +33,26 @@ def default_data_dir() -> str:
     return str(Path(base) / "spiral-mcp")
 
 
-def whole_number(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"expected a whole number from {lo} to {hi}, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ConfigError(f"expected a whole number from {lo} to {hi}, got {value}")
-        return value
+def _bounded(cast: Callable[[str], T], what: str) -> Callable[[T, T], Callable[[str], T]]:
+    """A parser factory: ``cast`` of the text, from ``lo`` to ``hi``, else a ConfigError naming
+    ``what`` was expected."""
+    def between(lo: T, hi: T) -> Callable[[str], T]:
+        def parse(raw: str) -> T:
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise ConfigError(f"expected {what} from {lo} to {hi}, got {raw!r}") from None
+            if not lo <= value <= hi:  # type: ignore[operator]
+                raise ConfigError(f"expected {what} from {lo} to {hi}, got {value}")
+            return value
 
-    return parse
+        return parse
+
+    return between
 
 
-def number(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"expected a number from {lo} to {hi}, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise ConfigError(f"expected a number from {lo} to {hi}, got {value}")
-        return value
-
-    return parse
+whole_number = _bounded(int, "a whole number")
+number = _bounded(float, "a number")
 
 
 def optional_whole_number(lo: int, hi: int) -> Callable[[str], int | None]:
