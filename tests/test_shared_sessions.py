@@ -112,6 +112,12 @@ async def stream_of(client: TestClient, tenant: Tenant, sid: str,
     return await client.get("/mcp", headers=headers(tenant, sid=sid, accept=STREAM, **extra))
 
 
+def order(event_id: str) -> tuple[int, int]:
+    """A Redis entry id (the SSE event id) as what orders it."""
+    milliseconds, sequence = event_id.split("-")
+    return int(milliseconds), int(sequence)
+
+
 async def initialize_soon(client: TestClient, tenant: Tenant) -> ClientResponse:
     """An initialize retried until it succeeds (a stream's end, Redis's return, take a moment
     to be seen), or its last refusal after 15 s."""
@@ -195,7 +201,7 @@ async def test_one_stream_per_session_across_processes_and_resumption(
             pass
     await post(a, tenant, call(4, "test_log"), sid=sid)
     three, _ = await next_message(resumed)
-    assert three > two
+    assert order(three) > order(two)
     resumed.close()
 
 
@@ -444,3 +450,28 @@ async def test_redis_away_is_a_503_and_recovery_is_automatic(
                 if message["method"] == "notifications/tools/list_changed":
                     break
     stream.close()
+
+
+# -- one process stops -----------------------------------------------------------------------
+
+
+async def test_a_process_that_stops_leaves_its_sessions_to_the_others(
+        pair: Pair, tenant: Tenant) -> None:
+    a, b = await pair()
+    sid = await open_session(a, tenant)
+    await post(a, tenant, request("logging/setLevel", 1, level="info"), sid=sid)
+    stream = await stream_of(a, tenant, sid)
+    await post(b, tenant, call(2, "test_log"), sid=sid)
+    seen, _ = await next_message(stream)
+    # A drains and stops (SIGTERM): its stream ends, the session lives on.
+    await a.close()
+    answer = await post(b, tenant, call(3, "jira_get_issue", issue_key="WEB-1"), sid=sid)
+    assert (await answer.json())["result"]["isError"] is False
+    # The client reconnects to B, from its last event: nothing is replayed twice, and the
+    # stream carries on (the mark of A's stream was released, so no takeover is needed).
+    resumed = await stream_of(b, tenant, sid, **{"Last-Event-ID": seen})
+    assert resumed.status == 200
+    await post(b, tenant, call(4, "test_log"), sid=sid)
+    later, message = await next_message(resumed)
+    assert order(later) > order(seen) and message["params"]["data"] == "hello from the call"
+    resumed.close()
