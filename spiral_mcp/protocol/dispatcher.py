@@ -251,7 +251,9 @@ class Dispatcher:
         if session.state is SessionState.CLOSING:
             raise RpcError(INTERNAL_ERROR, "the server is shutting down and takes no new calls; "
                                            "retry on a new session")
-        refusal = await session.claim_call(request.id)
+        refusal = await session.claim_call(
+            request.id, tool=request.params.get("name"), actor=exchange.principal.user,
+            http_request_id=exchange.http_request_id)
         if refusal == "busy":
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
         if refusal == "duplicate":

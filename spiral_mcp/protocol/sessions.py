@@ -156,10 +156,14 @@ class Session:
         else:
             answer.set_result(result)
 
-    async def claim_call(self, request_id: Any) -> str | None:
+    async def claim_call(self, request_id: Any, *, tool: str | None = None,
+                         actor: str | None = None, http_request_id: str | None = None
+                         ) -> str | None:
         """Whether a tool call with this id may start: None, or why not ("busy": the session
         runs as many calls as it may; "duplicate": a call with this id runs). A shared session
-        asks every process's calls (shared_sessions.py)."""
+        asks every process's calls, and records what the call is (the tool, who calls, the HTTP
+        request) for the audit row another process writes should this one die mid-call
+        (shared_sessions.py)."""
         if self.calls_running >= self.max_concurrent_calls:
             return "busy"
         if request_id in self.inflight:
@@ -302,8 +306,9 @@ class SessionStore:
         a number (one process's count); anything else is ignored, as before."""
         return header if header.isascii() and header.isdigit() and len(header) <= 18 else None
 
-    def bind_changes(self, changes: Any) -> None:
-        """The change hub, for a store that relays changes between processes (none here)."""
+    def bind(self, *, changes: Any, audit: Any) -> None:
+        """The change hub and the audit writer, for a store that relays changes between
+        processes and answers the calls of a dead one (none here)."""
 
     def _expired(self, session: Session, now: float) -> bool:
         timeout = self._idle_timeout

@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from .shared_scripts import BROADCAST, OFFER, process_channel
+from .shared_scripts import (
+    BROADCAST,
+    OFFER,
+    PROCESSES,
+    process_alive,
+    process_calls,
+    process_channel,
+)
 
-__all__ = ["Bus"]
+__all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL_SECONDS", "Bus"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,10 @@ _BATCH = 256
 # Sends waiting beyond this many (Redis is away) are dropped, oldest kept: memory stays bounded.
 _MAX_QUEUED = 10_000
 _RECONNECT_SECONDS = 1.0
+# A process renews its heartbeat every second; one not renewed for 5 s is dead (SIGKILL, a lost
+# host), and another process answers the calls it was running.
+HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_TTL_SECONDS = 5.0
 
 _Op = Callable[[Any], object]
 
@@ -53,14 +65,34 @@ class Bus:
     def start(self) -> None:
         self._spawn(self._pump(), "shared-sessions-pump")
         self._spawn(self._listen(), "shared-sessions-listen")
+        self.every(HEARTBEAT_SECONDS, self._beat, first=0.0)
 
-    def every(self, seconds: float, work: Callable[[], None]) -> None:
+    def every(self, seconds: float, work: Callable[[], Awaitable[None] | None], *,
+              first: float | None = None) -> None:
+        """Run ``work`` every ``seconds`` (the first time after ``first``), whatever it raised
+        the last time (Redis away: it tries again)."""
         async def periodically() -> None:
+            await asyncio.sleep(seconds if first is None else first)
             while True:
+                try:
+                    outcome = work()
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                except (RedisError, OSError) as exc:
+                    log.debug("periodic work of the session store failed",
+                              extra={"error": str(exc)})
+                except Exception:
+                    log.exception("periodic work of the session store failed")
                 await asyncio.sleep(seconds)
-                work()
 
         self._spawn(periodically(), "shared-sessions-periodic")
+
+    async def _beat(self) -> None:
+        """This process runs: its heartbeat, renewed well within its TTL."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(process_alive(self.process_id), b"1", px=round(HEARTBEAT_TTL_SECONDS * 1000))
+            pipe.sadd(PROCESSES, self.process_id)
+            await pipe.execute()
 
     def _spawn(self, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -77,6 +109,13 @@ class Bus:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
+        # Stopped in good order: its calls have ended (or were cut, and answered by it), so
+        # there is nothing for another process to answer.
+        with contextlib.suppress(RedisError, OSError):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(process_alive(self.process_id), process_calls(self.process_id))
+                pipe.srem(PROCESSES, self.process_id)
+                await pipe.execute()
 
     # -- sends -----------------------------------------------------------------------------
 

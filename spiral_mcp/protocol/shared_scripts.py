@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["BROADCAST", "CLAIM", "CREATE", "KEEP_STREAM", "LOOKUP", "OFFER", "OPEN_STREAM",
-           "RELEASE_STREAM", "SAVE", "SESSIONS_ALL", "key_sessions", "process_channel",
+__all__ = ["BROADCAST", "CLAIM", "CREATE", "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OFFER",
+           "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE", "SESSIONS_ALL", "key_sessions",
+           "process_alive", "process_calls", "process_channel", "process_reaper",
            "session_key", "session_keys", "tenant_sessions"]
 
 # Every session in all, by last use (member: the session's key).
 SESSIONS_ALL = "spiral:sessions"
+# Every process that serves shared sessions (its heartbeat says whether it still runs).
+PROCESSES = "spiral:processes"
 # Every process hears this channel: sessions ended, changes to tell listeners.
 BROADCAST = "spiral:b"
 
@@ -43,6 +46,21 @@ def key_sessions(tenant_id: uuid.UUID, key_id: uuid.UUID) -> str:
 
 def process_channel(process_id: str) -> str:
     return f"spiral:p:{process_id}"
+
+
+def process_alive(process_id: str) -> str:
+    """The process's heartbeat: gone a few seconds after the process stops renewing it."""
+    return f"spiral:p:{process_id}:alive"
+
+
+def process_calls(process_id: str) -> str:
+    """The session tool calls the process runs: what another must answer if it dies."""
+    return f"spiral:p:{process_id}:calls"
+
+
+def process_reaper(process_id: str) -> str:
+    """Taken (SET NX) by the one process that answers a dead process's calls."""
+    return f"spiral:p:{process_id}:reaper"
 
 
 _HELPERS = """
@@ -128,13 +146,27 @@ end
 return 1
 """
 
-# KEYS: the session's calls hash. ARGV: the request id (JSON), this process, cap, TTL (ms).
+# KEYS: the session's calls hash, this process's calls hash.
+# ARGV: the request id (JSON), this process, cap, TTL (ms), the process's field, the call (JSON).
 CLAIM = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'duplicate' end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 'busy' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
 return 'ok'
+"""
+
+# KEYS: the session's hash, its calls hash. ARGV: the request id (JSON), the answer (JSON),
+# MAXLEN, TTL (ms). A dead process's call answered as failed on the session's stream (if the
+# session lives on), its place freed.
+LOST_CALL = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local events = KEYS[1] .. ':events'
+redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+redis.call('PEXPIRE', events, ARGV[4])
+return 1
 """
 
 # KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over.

@@ -17,8 +17,6 @@ reads them there; entry ids are the SSE event ids, so a client resumes on any pr
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import re
 import secrets
@@ -43,8 +41,10 @@ from .sessions import (
     SessionStoreUnavailable,
 )
 from .shared_bus import Bus
+from .shared_local import SharedSession, shared_fields
+from .shared_reaper import Reaper
 
-__all__ = ["EVENTS_KEPT", "SharedSession", "SharedSessionStore"]
+__all__ = ["EVENTS_KEPT", "SharedSessionStore"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ STREAM_MARK_SECONDS = 10.0
 STREAM_KEEP_SECONDS = 3.0
 # A stream waits at most this long on Redis between its checks (client gone, drain, key).
 READ_BLOCK_MS = 1000
+# How often every process looks for dead ones (a dead one is noticed within the heartbeat's TTL
+# and this).
+REAP_SECONDS = 2.0
 # A local session nothing runs on is forgotten after this long (it stays in Redis).
 LOCAL_IDLE_SECONDS = 60.0
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -70,78 +73,8 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-@dataclasses.dataclass(eq=False)
-class SharedSession(Session):
-    """A process's copy of a shared session, and what only this process holds of it."""
-
-    store: SharedSessionStore | None = None
-    key: str = ""                          # its Redis hash
-    saved: dict[str, str] = dataclasses.field(default_factory=dict)
-    saved_subscriptions: frozenset[str] = frozenset()
-    stream_token: str | None = None        # set while this process holds its stream
-
-    @property
-    def _store(self) -> SharedSessionStore:
-        assert self.store is not None
-        return self.store
-
-    def post(self, message: dict[str, Any]) -> bool:
-        if self.state is SessionState.CLOSED:
-            return False
-        self._store.bus.add_event(self.key, message)
-        return True
-
-    def offer_update(self, uri: str, message: dict[str, Any]) -> None:
-        if self.state is not SessionState.CLOSED:
-            self._store.bus.offer_event(self.key, uri, message)
-
-    async def claim_call(self, request_id: Any) -> str | None:
-        return await self._store.claim_call(self, request_id)
-
-    async def release_call(self, request_id: Any) -> None:
-        await self._store.release_call(self, request_id)
-
-    def expect_answer(self) -> tuple[str, asyncio.Future[Any]]:
-        # The id names this process: the client's answer may reach another one, which sends
-        # it here.
-        if self.state is SessionState.CLOSED:
-            return super().expect_answer()
-        request_id = f"spiral-{self._store.bus.process_id}-{self.next_ask}"
-        self.next_ask += 1
-        answer = self.asked[request_id] = asyncio.get_running_loop().create_future()
-        return request_id, answer
-
-    def answer(self, request_id: Any, result: Any, error: Any) -> None:
-        if request_id in self.asked or not isinstance(request_id, str):
-            super().answer(request_id, result, error)
-            return
-        asker = request_id.split("-")[1] if request_id.count("-") == 2 else None
-        if asker is not None and asker != self._store.bus.process_id:
-            self._store.bus.send(asker, {"type": "answer", "key": self.key, "id": request_id,
-                                         "result": result, "error": error})
-
-    def cancel_call(self, request_id: Any) -> None:
-        if request_id in self.inflight:
-            super().cancel_call(request_id)
-        elif self.state is not SessionState.CLOSED:
-            self._store.bus.forward_cancel(self.key, request_id)
-
-
-def _shared_fields(session: Session) -> dict[str, str]:
-    """What a request may change of a session, as the hash holds it."""
-    fields = {
-        "protocol_version": session.protocol_version,
-        "handshake_done": "1" if session.handshake_done else "0",
-        "log_level": session.log_level or "",
-        "client_info": orjson.dumps(session.client_info).decode(),
-        "client_capabilities": orjson.dumps(session.client_capabilities).decode(),
-    }
-    # CLOSING is this process's drain, not the session's: it is not written.
-    if session.state is SessionState.READY:
-        fields["state"] = "ready"
-    elif session.state is SessionState.OPEN:
-        fields["state"] = "open"
-    return fields
+def _call_field(session: Session, request_id: Any) -> bytes:
+    return f"{session.id}:".encode() + orjson.dumps(request_id)
 
 
 class SharedSessionStore(SessionStore):
@@ -163,6 +96,9 @@ class SharedSessionStore(SessionStore):
         self._lookup = client.register_script(lua.LOOKUP)
         self._save = client.register_script(lua.SAVE)
         self._claim = client.register_script(lua.CLAIM)
+        self.reaper = Reaper(client, client.register_script(lua.LOST_CALL),
+                             process_id=self.bus.process_id, events_kept=EVENTS_KEPT,
+                             events_ttl_ms=_ms(idle_timeout))
         self._open_stream = client.register_script(lua.OPEN_STREAM)
         self._keep_stream = client.register_script(lua.KEEP_STREAM)
         self._release_stream = client.register_script(lua.RELEASE_STREAM)
@@ -178,14 +114,17 @@ class SharedSessionStore(SessionStore):
     def start(self) -> None:
         self.bus.start()
         self.bus.every(30.0, self._forget_idle)
+        self.bus.every(REAP_SECONDS, self.reaper.reap)
 
     async def stop(self, *, grace: float = 1.0) -> None:
         await self.bus.stop(grace)
 
-    def bind_changes(self, changes: Any) -> None:
-        """Changes made here go to every process; theirs come here (bus.py)."""
+    def bind(self, *, changes: Any, audit: Any) -> None:
+        """Changes made here go to every process, theirs come here (shared_bus.py); the audit
+        rows of a dead process's calls are written with ``audit``."""
         self._changes = changes
         changes.relay = self.bus.relay_change
+        self.reaper.audit = audit.enqueue
 
     # -- the session's life ----------------------------------------------------------------
 
@@ -205,7 +144,7 @@ class SharedSessionStore(SessionStore):
                                    max_concurrent_calls=max_concurrent_calls)
         fields = {"key_id": str(key_id), "tenant_id": str(tenant_id), "transport": transport,
                   "scopes": orjson.dumps(sorted(scopes)).decode(),
-                  "created": str(time.time()), **_shared_fields(session)}
+                  "created": str(time.time()), **shared_fields(session)}
         try:
             outcome = await self._create(
                 keys=[lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
@@ -269,12 +208,12 @@ class SharedSessionStore(SessionStore):
             session.drain()
         session.subscriptions = subscriptions
         session.stream_open = stream_open or session.stream_token is not None
-        session.saved = _shared_fields(session)
+        session.saved = shared_fields(session)
         session.saved_subscriptions = frozenset(subscriptions)
 
     async def save(self, session: Session) -> None:
         assert isinstance(session, SharedSession)
-        now = _shared_fields(session)
+        now = shared_fields(session)
         changed = {k: v for k, v in now.items() if session.saved.get(k) != v}
         subscriptions = frozenset(session.subscriptions)
         added = subscriptions - session.saved_subscriptions
@@ -315,21 +254,31 @@ class SharedSessionStore(SessionStore):
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def claim_call(self, session: SharedSession, request_id: Any) -> str | None:
+    async def claim_call(self, session: SharedSession, request_id: Any,
+                         about: dict[str, Any]) -> str | None:
+        """The call's place among the session's (across processes), and its record among this
+        process's calls, for the reaper should this process die (shared_reaper.py)."""
         if session.calls_running >= session.max_concurrent_calls:
             return "busy"
+        record = {"session": session.key, "id": request_id, "tenant": str(session.tenant_id),
+                  "key": str(session.key_id), **about}
         try:
             verdict = await self._claim(
-                keys=[f"{session.key}:calls"],
+                keys=[f"{session.key}:calls", lua.process_calls(self.bus.process_id)],
                 args=[orjson.dumps(request_id), self.bus.process_id,
-                      session.max_concurrent_calls, self._ttl_ms(ready=True)])
+                      session.max_concurrent_calls, self._ttl_ms(ready=True),
+                      _call_field(session, request_id), orjson.dumps(record)])
         except RedisError:
             return "unavailable"
         return None if verdict == b"ok" else verdict.decode()
 
     async def release_call(self, session: SharedSession, request_id: Any) -> None:
         try:
-            await self._client.hdel(f"{session.key}:calls", orjson.dumps(request_id))
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hdel(f"{session.key}:calls", orjson.dumps(request_id))
+                pipe.hdel(lua.process_calls(self.bus.process_id),
+                          _call_field(session, request_id))
+                await pipe.execute()
         except RedisError:
             # Its entry expires with the session's calls hash.
             log.warning("could not release a call's place: the session store is unreachable")

@@ -358,7 +358,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
                             max_per_tenant=settings.session_max_per_tenant,
                             max_per_key=settings.session_max_per_key, sessions=sessions.live,
                             showing=served.showing)
-        sessions.bind_changes(changes)
+        sessions.bind(changes=changes, audit=audit)
         # A sync (the background one too, which has no caller) announces what it changed.
         app[SOURCES].on_change = changes.data_changed
         app[METRICS].watch_listeners(changes.count)
