@@ -26,6 +26,7 @@ class SharedSession(Session):
     saved: dict[str, str] = dataclasses.field(default_factory=dict)
     saved_subscriptions: frozenset[str] = frozenset()
     stream_token: str | None = None        # set while this process holds its stream
+    stream_start: str = "0-0"              # the newest event when it opened the stream
 
     @property
     def _store(self) -> Any:

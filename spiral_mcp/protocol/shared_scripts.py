@@ -170,14 +170,18 @@ return 1
 """
 
 # KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over.
+# Returns {'ok', the newest event's id} (a new stream starts after it: whatever is posted once
+# the mark is seen comes after it), or {'held'} or {'gone'}.
 OPEN_STREAM = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 'gone' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'gone'} end
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 'ok'
+elseif not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+  return {'held'}
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 'ok' end
-return 'held'
+local newest = redis.call('XREVRANGE', KEYS[2] .. ':events', '+', '-', 'COUNT', 1)
+if #newest > 0 then return {'ok', newest[1][1]} end
+return {'ok', '0-0'}
 """
 
 # KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), session TTL (ms).

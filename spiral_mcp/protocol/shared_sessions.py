@@ -294,8 +294,9 @@ class SharedSessionStore(SessionStore):
                 args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0"])
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
-        if verdict != b"ok":
+        if verdict[0] != b"ok":
             return False
+        session.stream_start = verdict[1].decode()
         session.stream_token = token
         session.stream_open = True
         return True
@@ -327,10 +328,7 @@ class SharedSessionStore(SessionStore):
         client leaves, another process takes the stream over, or this one drains."""
         assert isinstance(session, SharedSession)
         events = f"{session.key}:events"
-        try:
-            last = after or await self._last_event(events)
-        except RedisError as exc:
-            raise SessionStoreUnavailable(str(exc)) from exc
+        last = after or session.stream_start
         now = time.monotonic()
         next_keep, next_check = now + STREAM_KEEP_SECONDS, now + STREAM_POLL_SECONDS
         while not client_gone(request) and session.state is not SessionState.CLOSED:
@@ -355,10 +353,6 @@ class SharedSessionStore(SessionStore):
                 for entry_id, values in entries:
                     last = entry_id.decode()
                     yield last, orjson.loads(values[b"m"])
-
-    async def _last_event(self, events: str) -> str:
-        newest = await self._client.xrevrange(events, count=1)
-        return newest[0][0].decode() if newest else "0-0"
 
     async def _keep(self, session: SharedSession) -> bool:
         if session.stream_token is None:
