@@ -483,7 +483,7 @@ async def test_the_streams_of_a_token_end_at_its_exp(
     # refreshed token carries on with it (the official client refreshes and keeps its session
     # id; a session ended here would fail its next call).
     assert await client.app[SESSIONS].get(streams["sid"], ada.key_id, tenant_id=orgs["acme"].id,
-                                   transport="streamable")
+                                          transport="streamable")
     refreshed = user(idps[0], orgs["acme"], org="acme", jti="refreshed")
     again = await client.post("/mcp", json=rpc_body("ping"),
                               headers={**streams["headers"], **refreshed.headers})

@@ -130,7 +130,9 @@ async def initialize_soon(client: TestClient, tenant: Tenant) -> ClientResponse:
 
 
 async def next_message(stream: ClientResponse, timeout: float = 5.0) -> tuple[str, Any]:
-    event = await read_event(stream, timeout)
+    """The next message and its event id (a POST stream's priming event, no data, skipped)."""
+    while not (event := await read_event(stream, timeout))["data"]:
+        pass
     return event.get("id", ""), orjson.loads(event["data"])
 
 
@@ -475,3 +477,37 @@ async def test_a_process_that_stops_leaves_its_sessions_to_the_others(
     later, message = await next_message(resumed)
     assert order(later) > order(seen) and message["params"]["data"] == "hello from the call"
     resumed.close()
+
+
+# -- a POST's stream, resumed ----------------------------------------------------------------
+
+
+async def test_a_posts_stream_resumes_on_the_other_process(pair: Pair, tenant: Tenant) -> None:
+    a, b = await pair()
+    sid = await open_session(a, tenant, capabilities={"elicitation": {}})
+    running = await post(b, tenant, call(1, "test_ask"), sid=sid)
+    priming = await read_event(running)
+    assert priming["data"] == "" and "_" in priming["id"]  # resumable from the start
+    asked_id, asked = await next_message(running)
+    assert asked["method"] == "elicitation/create"
+    running.close()  # the client loses the stream; the call runs on, on B
+    await post(a, tenant, {"jsonrpc": "2.0", "id": asked["id"],
+                           "result": {"action": "accept", "content": {"name": "Ada"}}}, sid=sid)
+    # Resumed on A from the question's event: the answer, then the stream ends.
+    resumed = await stream_of(a, tenant, sid, **{"Last-Event-ID": asked_id})
+    assert resumed.status == 200
+    answer_id, final = await next_message(resumed)
+    assert final["id"] == 1 and final["result"]["structuredContent"]["data"]["answer"] == {
+        "action": "accept", "content": {"name": "Ada"}}
+    assert answer_id.split("_")[0] == asked_id.split("_")[0]
+    with pytest.raises(EOFError):
+        await read_event(resumed)
+    # Resuming a POST's stream is not the session's GET stream: that one is still free.
+    stream = await stream_of(b, tenant, sid)
+    assert stream.status == 200
+    stream.close()
+    # A stream id nobody made ends at once.
+    unknown = await stream_of(a, tenant, sid, **{"Last-Event-ID": "0123456789abcdef_0-1"})
+    assert unknown.status == 200
+    with pytest.raises(EOFError):
+        await read_event(unknown)

@@ -46,6 +46,21 @@ def _headers(tenant: Any, sid: str | None = None, accept: str = "application/jso
     return headers
 
 
+async def _session(http: aiohttp.ClientSession, opened_on: str, initialized_on: str,
+                   tenant: Any, capabilities: dict[str, Any]) -> str:
+    made = await http.post(f"{opened_on}/mcp", headers=_headers(tenant), data=orjson.dumps(
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities,
+                    "clientInfo": {"name": "t", "version": "1"}}}))
+    assert made.status == 200, await made.text()
+    sid = made.headers["Mcp-Session-Id"]
+    initialized = await http.post(
+        f"{initialized_on}/mcp", headers=_headers(tenant, sid),
+        data=orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    assert initialized.status == 202
+    return sid
+
+
 async def _audited(admin_conn: asyncpg.Connection, tenant_id: Any) -> list[asyncpg.Record]:
     async with admin_conn.transaction():
         await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
@@ -70,16 +85,9 @@ async def test_a_call_of_a_killed_process_is_answered_by_another(
         async with aiohttp.ClientSession() as http:
             for base in (victim_url, survivor_url):
                 await _ready(http, base)
-            made = await http.post(f"{victim_url}/mcp", headers=_headers(tenant), data=orjson.dumps(
-                {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                 "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                            "clientInfo": {"name": "t", "version": "1"}}}))
-            assert made.status == 200, await made.text()
-            sid = made.headers["Mcp-Session-Id"]
-            initialized = await http.post(
-                f"{survivor_url}/mcp", headers=_headers(tenant, sid),
-                data=orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            assert initialized.status == 202
+            sid = await _session(http, victim_url, survivor_url, tenant, {})
+            # This client can be asked things: its calls are answered as (resumable) streams.
+            asking = await _session(http, victim_url, survivor_url, tenant, {"elicitation": {}})
             stream = await http.get(f"{survivor_url}/mcp",
                                     headers=_headers(tenant, sid, accept=STREAM))
             assert stream.status == 200
@@ -88,7 +96,13 @@ async def test_a_call_of_a_killed_process_is_answered_by_another(
                 f"{victim_url}/mcp", headers=_headers(tenant, sid), data=orjson.dumps(
                     {"jsonrpc": "2.0", "id": 42, "method": "tools/call",
                      "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}})))
-            await asyncio.sleep(1.0)  # the query is running
+            streamed = await http.post(
+                f"{victim_url}/mcp", headers=_headers(tenant, asking), data=orjson.dumps(
+                    {"jsonrpc": "2.0", "id": 44, "method": "tools/call",
+                     "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}}))
+            priming = await read_event(streamed)
+            assert priming["data"] == ""
+            await asyncio.sleep(1.0)  # the queries are running
             assert not call.done()
             victim.kill()
             await victim.wait()
@@ -102,13 +116,26 @@ async def test_a_call_of_a_killed_process_is_answered_by_another(
                               "error": {"code": -32603, "message": LOST_MESSAGE}}
             assert event["id"].count("-") == 1
             stream.close()
+            # The streamed call's answer comes on its own stream, resumed on the survivor.
+            resumed = await http.get(f"{survivor_url}/mcp", headers={
+                **_headers(tenant, asking, accept=STREAM), "Last-Event-ID": priming["id"]})
+            assert resumed.status == 200
+            event = await read_event(resumed, timeout=30)
+            assert orjson.loads(event["data"]) == {
+                "jsonrpc": "2.0", "id": 44, "error": {"code": -32603, "message": LOST_MESSAGE}}
+            assert event["id"].split("_")[0] == priming["id"].split("_")[0]
+            with pytest.raises(EOFError):
+                await read_event(resumed)
 
-            # Its audit row says so (written by the survivor, under the tenant).
+            # Their audit rows says so (written by the survivor, under the tenant).
             deadline = time.monotonic() + 20
             while not (rows := await _audited(admin_conn, tenant.id)) \
                     and time.monotonic() < deadline:
                 await asyncio.sleep(0.3)
-            assert [dict(r) for r in rows] == [
+            while len(rows) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                rows = await _audited(admin_conn, tenant.id)
+            assert [dict(r) for r in rows] == 2 * [
                 {"tool": "explorer_query", "outcome": "error", "error_code": PROCESS_LOST}]
             assert await _audited(admin_conn, bystander.id) == []
 

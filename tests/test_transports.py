@@ -366,7 +366,7 @@ async def test_get_stream_one_per_session_and_resumption(client: TestClient,
                                                          tenant: Tenant) -> None:
     sid = await open_session(client, tenant)
     session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+                                             transport="streamable")
     assert session is not None
     stream_headers = headers(tenant, sid=sid, accept="text/event-stream")
 
@@ -447,7 +447,7 @@ async def test_a_stalled_get_stream_is_cut_off_cleanly(
         f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tenant.key}\r\n"
         f"Accept: text/event-stream\r\n{SESSION}: {sid}\r\n\r\n"))
     session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+                                             transport="streamable")
     assert session is not None and session.stream_open
     for _ in range(8):  # more than the socket buffers between server and client hold
         session.post(note("x" * (1 << 20)))
@@ -499,7 +499,7 @@ async def test_a_stalled_sse_answer_never_reaches_the_tool(
     await asyncio.wait_for(chatty.done.wait(), 10)
     assert chatty.raised == []
     session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+                                             transport="streamable")
     async with asyncio.timeout(5):
         while session is not None and session.calls_running:
             await asyncio.sleep(0.1)
@@ -677,7 +677,7 @@ async def test_disconnect_is_not_a_cancel_in_handshake_eras(serve: Serve, tenant
     await asyncio.sleep(0.5)
     assert not slow.cancelled.is_set()
     session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+                                             transport="streamable")
     assert session is not None and 1 in session.inflight
     await post(client, tenant, {"jsonrpc": "2.0", "method": "notifications/cancelled",
                                 "params": {"requestId": 1}}, sid=sid)
@@ -1151,7 +1151,7 @@ async def test_a_request_to_the_client_goes_on_the_call_s_stream_and_its_answer_
     # One that did gets its tool calls answered as a stream, which carries what they ask.
     sid = await open_session(client, tenant, capabilities={"sampling": {}})
     session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+                                             transport="streamable")
 
     async def call(rid: int) -> ClientResponse:
         response = await post(client, tenant, request("tools/call", rid, name="test_sample",

@@ -54,7 +54,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             scopes=request[PRINCIPAL].scopes, transport="sse", protocol_version="2024-11-05",
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
-        await sessions.open_stream(session, resuming=False)
+        await sessions.open_stream(session, after=None)
     except SessionLimitError as exc:
         raise web.HTTPTooManyRequests(text=str(exc)) from None
     except SessionStoreUnavailable:

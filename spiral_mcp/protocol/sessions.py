@@ -290,8 +290,9 @@ class SessionStore:
         session.close()
         self._sessions.pop(session.id, None)
 
-    async def open_stream(self, session: Session, *, resuming: bool) -> bool:
-        """Mark the session's stream as open; False when one is open already (409)."""
+    async def open_stream(self, session: Session, *, after: str | None) -> bool:
+        """Mark the session's stream as open (``after``: the Last-Event-ID it resumes from);
+        False when one is open already (409)."""
         if session.stream_open:
             return False
         session.stream_open = True
@@ -305,6 +306,11 @@ class SessionStore:
         """The Last-Event-ID to resume after, or None; ValueError when malformed. Here an id is
         a number (one process's count); anything else is ignored, as before."""
         return header if header.isascii() and header.isdigit() and len(header) <= 18 else None
+
+    def post_stream(self, session: Session, request_ids: list[Any]) -> Any:
+        """What records a POST's SSE answer for a resumption elsewhere (shared_posts.py); None:
+        in one process, a POST's stream is not resumed."""
+        return None
 
     def bind(self, *, changes: Any, audit: Any) -> None:
         """The change hub and the audit writer, for a store that relays changes between

@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,12 +61,21 @@ class Bus:
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events_kept = 256
+        self._beating_since: float | None = None
         self.events_ttl_ms = 1_800_000
 
     def start(self) -> None:
         self._spawn(self._pump(), "shared-sessions-pump")
         self._spawn(self._listen(), "shared-sessions-listen")
         self.every(HEARTBEAT_SECONDS, self._beat, first=0.0)
+
+    @property
+    def steady(self) -> bool:
+        """Whether this process's heartbeat has been renewed without a miss for longer than a
+        heartbeat lives: only then may it judge another dead (after an outage of Redis, every
+        heartbeat is gone until each process renews its own)."""
+        return (self._beating_since is not None
+                and time.monotonic() - self._beating_since > HEARTBEAT_TTL_SECONDS + 1.0)
 
     def every(self, seconds: float, work: Callable[[], Awaitable[None] | None], *,
               first: float | None = None) -> None:
@@ -89,10 +99,17 @@ class Bus:
 
     async def _beat(self) -> None:
         """This process runs: its heartbeat, renewed well within its TTL."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(process_alive(self.process_id), b"1", px=round(HEARTBEAT_TTL_SECONDS * 1000))
-            pipe.sadd(PROCESSES, self.process_id)
-            await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(process_alive(self.process_id), b"1",
+                         px=round(HEARTBEAT_TTL_SECONDS * 1000))
+                pipe.sadd(PROCESSES, self.process_id)
+                await pipe.execute()
+        except BaseException:
+            self._beating_since = None
+            raise
+        if self._beating_since is None:
+            self._beating_since = time.monotonic()
 
     def _spawn(self, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -132,6 +149,32 @@ class Bus:
         def op(pipe: Any) -> None:
             pipe.xadd(events, {"m": data}, maxlen=self.events_kept, approximate=True)
             pipe.pexpire(events, self.events_ttl_ms)
+
+        self._put(op)
+
+    def add_entry(self, key: str, entry_id: str, fields: dict[str, bytes]) -> None:
+        """Append an entry to a POST's stream with the id its event was sent with."""
+        def op(pipe: Any) -> None:
+            pipe.xadd(key, fields, id=entry_id, maxlen=self.events_kept, approximate=True)
+            pipe.pexpire(key, self.events_ttl_ms)
+
+        self._put(op)
+
+    def map_requests(self, posts: str, request_ids: list[bytes], stream_id: str) -> None:
+        """Which POST stream answers these requests (for a reaper: shared_reaper.py)."""
+        def op(pipe: Any) -> None:
+            pipe.hset(posts, mapping=dict.fromkeys(request_ids, stream_id))
+            pipe.pexpire(posts, self.events_ttl_ms)
+
+        self._put(op)
+
+    def end_entries(self, key: str, posts: str, request_ids: list[bytes]) -> None:
+        """A POST's stream is complete: a resumed one ends at this mark."""
+        def op(pipe: Any) -> None:
+            pipe.xadd(key, {"end": b"1"})
+            pipe.pexpire(key, self.events_ttl_ms)
+            if request_ids:
+                pipe.hdel(posts, *request_ids)
 
         self._put(op)
 

@@ -47,7 +47,9 @@ class Reaper:
         # Writes a call's audit row (the app's audit writer, once bound).
         self.audit: Callable[[AuditEntry], None] | None = None
 
-    async def reap(self) -> None:
+    async def reap(self, *, steady: bool = True) -> None:
+        if not steady:
+            return  # this process's own heartbeat is just back: others' may be too, soon
         for raw in await self._client.smembers(PROCESSES):
             dead = raw.decode()
             if dead == self._process_id or await self._client.exists(process_alive(dead)):
@@ -61,7 +63,7 @@ class Reaper:
         for record in calls.values():
             call = orjson.loads(record)
             answer = error_message(call["id"], RpcError(INTERNAL_ERROR, LOST_MESSAGE))
-            await self._lost_call(keys=[call["session"], f"{call['session']}:calls"],
+            await self._lost_call(keys=[call["session"]],
                                   args=[orjson.dumps(call["id"]), orjson.dumps(answer),
                                         self._events_kept, self._events_ttl_ms])
             if self.audit is not None:

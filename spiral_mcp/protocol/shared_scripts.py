@@ -31,9 +31,11 @@ def session_key(tenant_id: uuid.UUID, session_id: str) -> str:
 
 
 def session_keys(key: str) -> list[str]:
-    """The hash and its companions: subscriptions (set), events (stream), calls (hash), and the
-    mark of the process holding its stream."""
-    return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream"]
+    """The hash and its companions: subscriptions (set), events (stream), calls (hash), the
+    mark of the process holding its stream, and which POST stream answers which request (its
+    POST streams, ``<key>:post:<id>``, expire by themselves)."""
+    return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream",
+            f"{key}:posts"]
 
 
 def tenant_sessions(tenant_id: uuid.UUID) -> str:
@@ -70,7 +72,8 @@ local function prune(set)
   end
 end
 local function forget(m)
-  redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream')
+  redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream',
+             m .. ':posts')
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
   redis.call('ZREM', KEYS[3], m)
@@ -157,13 +160,23 @@ redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
 return 'ok'
 """
 
-# KEYS: the session's hash, its calls hash. ARGV: the request id (JSON), the answer (JSON),
-# MAXLEN, TTL (ms). A dead process's call answered as failed on the session's stream (if the
-# session lives on), its place freed.
+# KEYS: the session's hash. ARGV: the request id (JSON), the answer (JSON), MAXLEN, TTL (ms).
+# A dead process's call answered as failed (if the session lives on), its place freed: on the
+# POST's own stream when its answer was one (shared_posts.py), else on the session's stream.
 LOST_CALL = """
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local events = KEYS[1] .. ':events'
+local k = KEYS[1]
+redis.call('HDEL', k .. ':calls', ARGV[1])
+if redis.call('EXISTS', k) == 0 then return 0 end
+local post = redis.call('HGET', k .. ':posts', ARGV[1])
+if post then
+  local stream = k .. ':post:' .. post
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+  redis.call('XADD', stream, '*', 'end', '1')
+  redis.call('PEXPIRE', stream, ARGV[4])
+  redis.call('HDEL', k .. ':posts', ARGV[1])
+  return 2
+end
+local events = k .. ':events'
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 redis.call('PEXPIRE', events, ARGV[4])
 return 1

@@ -42,6 +42,7 @@ from .sessions import (
 )
 from .shared_bus import Bus
 from .shared_local import SharedSession, shared_fields
+from .shared_posts import POST_EVENT_ID, PostStream, post_stream_key
 from .shared_reaper import Reaper
 
 __all__ = ["EVENTS_KEPT", "SharedSessionStore"]
@@ -114,7 +115,7 @@ class SharedSessionStore(SessionStore):
     def start(self) -> None:
         self.bus.start()
         self.bus.every(30.0, self._forget_idle)
-        self.bus.every(REAP_SECONDS, self.reaper.reap)
+        self.bus.every(REAP_SECONDS, lambda: self.reaper.reap(steady=self.bus.steady))
 
     async def stop(self, *, grace: float = 1.0) -> None:
         await self.bus.stop(grace)
@@ -285,8 +286,13 @@ class SharedSessionStore(SessionStore):
 
     # -- the stream ------------------------------------------------------------------------
 
-    async def open_stream(self, session: Session, *, resuming: bool) -> bool:
+    async def open_stream(self, session: Session, *, after: str | None) -> bool:
+        """Take the session's stream (with ``after``, over from whoever holds it: that holder
+        may be dead). Resuming a POST's stream takes nothing: it is not the session's."""
         assert isinstance(session, SharedSession)
+        if after is not None and POST_EVENT_ID.match(after):
+            return True
+        resuming = after is not None
         token = f"{self.bus.process_id}:{secrets.token_hex(4)}"
         try:
             verdict = await self._open_stream(
@@ -315,10 +321,14 @@ class SharedSessionStore(SessionStore):
     def event_id(self, header: str) -> str | None:
         if not header:
             return None
-        if not _EVENT_ID.match(header):
+        if not (_EVENT_ID.match(header) or POST_EVENT_ID.match(header)):
             raise ValueError("Last-Event-ID must be an event id this server sent "
-                             "(<digits>-<digits>)")
+                             "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
         return header
+
+    def post_stream(self, session: Session, request_ids: list[Any]) -> PostStream:
+        assert isinstance(session, SharedSession)
+        return PostStream(self.bus, session.key, request_ids)
 
     async def events(
         self, request: web.Request, session: Session, *, after: str | None,
@@ -327,6 +337,11 @@ class SharedSessionStore(SessionStore):
         """The session's events after ``after`` (or from now), until the session ends, the
         client leaves, another process takes the stream over, or this one drains."""
         assert isinstance(session, SharedSession)
+        if after is not None and (post := POST_EVENT_ID.match(after)) is not None:
+            async for item in self._post_events(request, session, post[1], post[2],
+                                                key_still_valid=key_still_valid):
+                yield item
+            return
         events = f"{session.key}:events"
         last = after or session.stream_start
         now = time.monotonic()
@@ -353,6 +368,34 @@ class SharedSessionStore(SessionStore):
                 for entry_id, values in entries:
                     last = entry_id.decode()
                     yield last, orjson.loads(values[b"m"])
+
+    async def _post_events(
+        self, request: web.Request, session: SharedSession, stream_id: str, last: str, *,
+        key_still_valid: Callable[[], Awaitable[bool]] | None,
+    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+        """A POST's stream, resumed: its events after ``last``, until its end mark (its
+        answers sent), the session's end, or the stream's expiry."""
+        key = post_stream_key(session.key, stream_id)
+        next_check = time.monotonic()
+        while not client_gone(request) and session.state is not SessionState.CLOSED:
+            try:
+                if time.monotonic() >= next_check:
+                    if key_still_valid is not None and not await key_still_valid():
+                        raise KeyNoLongerValid(f"the credential of session {session.id} is "
+                                               "no longer valid")
+                    if not await self._client.exists(key):
+                        return  # unknown, or expired: nothing more will come
+                    next_check = time.monotonic() + STREAM_POLL_SECONDS
+                read = await self._blocking.xread({key: last}, count=100, block=READ_BLOCK_MS)
+            except RedisError as exc:
+                raise SessionStoreUnavailable(str(exc)) from exc
+            for _, entries in read:
+                for entry_id, values in entries:
+                    last = entry_id.decode()
+                    if b"end" in values:
+                        return  # every answer has been sent
+                    if b"m" in values:  # not the priming entry
+                        yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
 
     async def _keep(self, session: SharedSession) -> bool:
         if session.stream_token is None:

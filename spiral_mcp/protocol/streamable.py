@@ -35,6 +35,7 @@ from .http import (
     read_json,
     rpc_error_response,
     run_messages,
+    send,
     send_event,
     sse_stream,
     step_up,
@@ -85,6 +86,10 @@ MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -3202
 # the process holding the task).
 _NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
              "tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
+
+# From this version on, a resumable SSE answer begins with an event of no data, whose id the client
+# may resume from (2025-11-25's priming event); older clients might not expect an empty event.
+PRIMING_VERSION = "2025-11-25"
 
 # How often a stateless request checks whether its client is still connected.
 DISCONNECT_POLL_SECONDS = 0.1
@@ -260,15 +265,31 @@ def _exchange(request: web.Request, session: Session) -> Exchange:
 async def _answer_as_stream(request: web.Request, messages: list[Any], errors: list[Any],
                             exchange: Exchange, headers: dict[str, str], *,
                             cancel_on_disconnect: bool = False) -> web.StreamResponse:
-    """An SSE answer: the requests' notifications (progress, log) first, then their answers."""
+    """An SSE answer: the requests' notifications (progress, log) first, then their answers.
+
+    On a session shared through Redis, every event is recorded there too (shared_posts.py), so
+    a client that lost this stream resumes it with GET and Last-Event-ID on any process: then
+    what the calls send goes on being recorded after the client has gone.
+    """
     stream = await sse_stream(request, headers=headers)
+    recorder = (None if exchange.session is None else request.app[SESSIONS].post_stream(
+        exchange.session, [m.id for m in messages if isinstance(m, Request)]))
+    closed = False
+    if recorder is not None and exchange.protocol_version >= PRIMING_VERSION:
+        try:
+            await send(stream, "", event="message", event_id=recorder.prime())
+        except StreamClosed:
+            closed = True
 
     async def notify(message: dict[str, Any]) -> bool:
-        try:
-            await send_event(stream, message)
-        except StreamClosed:
-            return False
-        return True
+        nonlocal closed
+        event_id = recorder.record(message) if recorder is not None else None
+        if not closed:
+            try:
+                await send_event(stream, message, event_id=event_id)
+            except StreamClosed:
+                closed = True  # the client went away; that is not a cancel
+        return event_id is not None or not closed
 
     exchange.notify = notify
     try:
@@ -287,10 +308,10 @@ async def _answer_as_stream(request: web.Request, messages: list[Any], errors: l
             # process, which must see what these changed.
             await _keep(request, exchange.session)
         for message in answers:
-            await send_event(stream, message)
-    except StreamClosed:
-        pass  # the client went away; that is not a cancel, and there is no one to tell
+            await notify(message)
     finally:
+        if recorder is not None:
+            recorder.finish()
         stream.stop_streaming()
     return stream
 
@@ -314,7 +335,7 @@ async def get(request: web.Request) -> web.StreamResponse:
     try:
         # With a Last-Event-ID, a stream held elsewhere (by a process that may have died) is
         # taken over; without one, a second stream is refused.
-        if not await sessions.open_stream(session, resuming=after is not None):
+        if not await sessions.open_stream(session, after=after):
             return _http_error(409, "this session already has a stream open")
     except SessionStoreUnavailable as exc:
         return store_unavailable(exc)
