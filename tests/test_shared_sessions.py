@@ -293,6 +293,19 @@ async def test_cancel_on_one_process_of_a_call_on_the_other(pair: Pair, tenant: 
     assert "cancelled" in cancelled["message"]
 
 
+async def test_a_session_with_a_call_running_does_not_expire(pair: Pair,
+                                                              tenant: Tenant) -> None:
+    slow = Slow()
+    a, b = await pair(slow, SESSION_IDLE_TIMEOUT="1")
+    sid = await open_session(a, tenant)
+    running = asyncio.ensure_future(post(b, tenant, call(1, "test_slow"), sid=sid))
+    await asyncio.wait_for(slow.started.wait(), 5)
+    await asyncio.sleep(1.5)
+    assert (await post(a, tenant, request("ping", 2), sid=sid)).status == 200
+    assert not slow.cancelled.is_set() and not running.done()
+    running.cancel()
+
+
 async def test_the_call_cap_of_a_session_holds_across_processes(
         pair: Pair, tenant: Tenant) -> None:
     slow = Slow()

@@ -60,8 +60,10 @@ READ_BLOCK_MS = 1000
 # How often every process looks for dead ones (a dead one is noticed within the heartbeat's TTL
 # and this).
 REAP_SECONDS = 2.0
-# A local session nothing runs on is forgotten after this long (it stays in Redis).
+# A local session nothing runs on is forgotten after this long (it stays in Redis); the local
+# copies are looked after this often.
 LOCAL_IDLE_SECONDS = 60.0
+LOCAL_TEND_SECONDS = 30.0
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _REFUSALS = {
     "key": "this API key (or user) has as many sessions open as it allows",
@@ -114,7 +116,8 @@ class SharedSessionStore(SessionStore):
 
     def start(self) -> None:
         self.bus.start()
-        self.bus.every(30.0, self._forget_idle)
+        # Often enough to renew a running call's session well within its TTL.
+        self.bus.every(min(LOCAL_TEND_SECONDS, self._idle_timeout / 3), self._tend_local)
         self.bus.every(REAP_SECONDS, lambda: self.reaper.reap(steady=self.bus.steady))
 
     async def stop(self, *, grace: float = 1.0) -> None:
@@ -426,13 +429,24 @@ class SharedSessionStore(SessionStore):
 
     # -- this process ----------------------------------------------------------------------
 
-    def _forget_idle(self) -> None:
-        """Local copies nothing runs on and no stream holds go (the session stays in Redis)."""
+    async def _tend_local(self) -> None:
+        """Local copies nothing runs on and no stream holds go (the session stays in Redis); a
+        session with a call running here does not expire under it (as in memory), however long
+        the call waits (an elicitation a person answers)."""
         cutoff = time.monotonic() - LOCAL_IDLE_SECONDS
+        running = []
         for key, local in list(self._local.items()):
-            if (local.last_seen < cutoff and local.idle and not local.inflight
-                    and not local.asked and local.stream_token is None):
+            if not local.idle:
+                running.append(local)
+            elif (local.last_seen < cutoff and not local.inflight and not local.asked
+                    and local.stream_token is None):
                 del self._local[key]
+        if running:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for local in running:
+                    for key in lua.session_keys(local.key)[:4]:  # not its stream's mark
+                        pipe.pexpire(key, self._ttl_ms(ready=True))
+                await pipe.execute()
 
     def drain_all(self) -> None:
         """SIGTERM: this process's calls finish and its streams end; the sessions stay (their
