@@ -318,6 +318,22 @@ async def test_the_call_cap_of_a_session_holds_across_processes(
     running.cancel()
 
 
+async def test_a_call_refused_before_it_runs_gives_its_place_back(
+        pair: Pair, tenant: Tenant) -> None:
+    # The lookup claims a tool call's place; a request refused before the call runs (here, not
+    # JSON-RPC 2.0) must not keep it.
+    slow = Slow()
+    a, b = await pair(slow, SESSION_MAX_CONCURRENT_CALLS="1")
+    sid = await open_session(a, tenant)
+    for client in (a, b):
+        refused = await post(client, tenant, {**call(1, "test_slow"), "jsonrpc": "1.0"},
+                             sid=sid)
+        assert refused.status == 400
+    running = asyncio.ensure_future(post(b, tenant, call(1, "test_slow"), sid=sid))
+    await asyncio.wait_for(slow.started.wait(), 5)
+    running.cancel()
+
+
 async def test_delete_on_one_process_ends_the_stream_and_calls_on_the_other(
         pair: Pair, tenant: Tenant) -> None:
     slow = Slow()

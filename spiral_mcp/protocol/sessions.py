@@ -264,10 +264,15 @@ class SessionStore:
         self._drop(victim)
 
     async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
-                  transport: str) -> Session | None:
+                  transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
+                  ) -> Session | None:
         """The live session with this id opened by this key (or user) of this tenant over this
         transport, or None. The tenant is checked beside the key: a second wall, should two
-        tenants' principals ever share an id."""
+        tenants' principals ever share an id.
+
+        ``calls``: the tool calls (request id, what claim_call is told of it) the request
+        brings, whose places a shared store claims in the same round trip; the transport gives
+        back with ``release_unclaimed`` those the dispatcher did not take (here: nothing)."""
         session = self._sessions.get(session_id)
         if (session is None or session.key_id != key_id or session.tenant_id != tenant_id
                 or session.transport != transport or session.state is SessionState.CLOSED):
@@ -279,6 +284,10 @@ class SessionStore:
         # Most recently used last: see _make_room.
         self._sessions[session_id] = self._sessions.pop(session_id)
         return session
+
+    def release_unclaimed(self, session: Session, request_ids: list[Any]) -> None:
+        """The places ``get`` claimed for these calls that no call took (refused before it
+        ran): free them."""
 
     async def save(self, session: Session) -> None:
         """A request ran on ``session``: keep what it changed (here it lives in memory)."""

@@ -185,6 +185,14 @@ class Bus:
         # pipeline cannot load one again halfway (Redis caches the script by its text anyway).
         self._put(lambda pipe: pipe.eval(OFFER, 2, f"{key}:subs", f"{key}:events", *args))
 
+    def delete_fields(self, fields: dict[str, bytes]) -> None:
+        """Delete one field of each of these hashes."""
+        def op(pipe: Any) -> None:
+            for key, field in fields.items():
+                pipe.hdel(key, field)
+
+        self._put(op)
+
     def send(self, process_id: str, message: dict[str, Any]) -> None:
         data = orjson.dumps(message)
         self._put(lambda pipe: pipe.publish(process_channel(process_id), data))

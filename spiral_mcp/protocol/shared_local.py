@@ -27,6 +27,9 @@ class SharedSession(Session):
     saved_subscriptions: frozenset[str] = frozenset()
     stream_token: str | None = None        # set while this process holds its stream
     stream_start: str = "0-0"              # the newest event when it opened the stream
+    # Calls whose places the lookup claimed (request id as JSON → None, or why refused), for
+    # claim_call to take.
+    claimed: dict[bytes, str | None] = dataclasses.field(default_factory=dict)
 
     @property
     def _store(self) -> Any:
@@ -46,6 +49,9 @@ class SharedSession(Session):
     async def claim_call(self, request_id: Any, *, tool: str | None = None,
                          actor: str | None = None, http_request_id: str | None = None
                          ) -> str | None:
+        claimed = self.claimed.pop(orjson.dumps(request_id), False)
+        if claimed is not False:
+            return claimed
         return await self._store.claim_call(self, request_id, {
             "tool": tool, "actor": actor, "request": http_request_id})
 

@@ -117,21 +117,40 @@ return answer
 """
 
 # KEYS: all, tenant's set, key's set, the session's hash.
-# ARGV: key id, transport, TTL once ready (ms), TTL before (ms), now (ms).
+# ARGV: key id, transport, TTL once ready (ms), TTL before (ms), now (ms), and '' or the tool
+# calls the request brings, to claim their places as CLAIM does (saves it a round trip):
+# {max = cap, proc = this process, pcalls = its calls hash, calls = {{field, pfield, record}}}.
 # Returns nil (unknown, expired, another key's or another transport's) or
-# {hash fields, subscriptions, whether a stream is open}; a hit refreshes every TTL.
+# {hash fields, subscriptions, whether a stream is open, each claim's verdict}; a hit
+# refreshes every TTL.
 LOOKUP = """
 local k = KEYS[4]
 local h = redis.call('HMGET', k, 'key_id', 'transport', 'state')
 if not h[1] or h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return nil end
 local ttl = ARGV[4]
 if h[3] == 'ready' then ttl = ARGV[3] end
+local verdicts = {}
+if ARGV[6] ~= '' then
+  local claim = cjson.decode(ARGV[6])
+  local calls = k .. ':calls'
+  for i, c in ipairs(claim.calls) do
+    if redis.call('HEXISTS', calls, c[1]) == 1 then
+      verdicts[i] = 'duplicate'
+    elseif redis.call('HLEN', calls) >= claim.max then
+      verdicts[i] = 'busy'
+    else
+      redis.call('HSET', calls, c[1], claim.proc)
+      redis.call('HSET', claim.pcalls, c[2], c[3])
+      verdicts[i] = 'ok'
+    end
+  end
+end
 for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
   redis.call('PEXPIRE', key, ttl)
 end
 for i = 1, 3 do redis.call('ZADD', KEYS[i], 'XX', ARGV[5], k) end
 return {redis.call('HGETALL', k), redis.call('SMEMBERS', k .. ':subs'),
-        redis.call('EXISTS', k .. ':stream')}
+        redis.call('EXISTS', k .. ':stream'), verdicts}
 """
 
 # KEYS: the session's hash. ARGV: TTL (ms), {fields = {...}, add = [...], remove = [...]} (JSON).

@@ -76,8 +76,9 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _call_field(session: Session, request_id: Any) -> bytes:
-    return f"{session.id}:".encode() + orjson.dumps(request_id)
+def _call_field(session_id: str, request_id: Any) -> bytes:
+    """A call's field among its process's calls: the session and the request id."""
+    return f"{session_id}:".encode() + orjson.dumps(request_id)
 
 
 class SharedSessionStore(SessionStore):
@@ -170,14 +171,24 @@ class SharedSessionStore(SessionStore):
         return SharedSession(id=session_id, store=self, key=key, **values)
 
     async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
-                  transport: str) -> Session | None:
+                  transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
+                  ) -> Session | None:
         key = lua.session_key(tenant_id, session_id)
+        claims = [(orjson.dumps(request_id), _call_field(session_id, request_id),
+                   orjson.dumps({"session": key, "id": request_id, "tenant": str(tenant_id),
+                                 "key": str(key_id), **about}).decode())
+                  for request_id, about in calls or ()]
+        claim = "" if not claims else orjson.dumps({
+            "max": self._max_calls, "proc": self.bus.process_id,
+            "pcalls": lua.process_calls(self.bus.process_id),
+            "calls": [[field.decode(), pfield.decode(), record]
+                      for field, pfield, record in claims]})
         try:
             found = await self._lookup(
                 keys=[lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
                       lua.key_sessions(tenant_id, key_id), key],
                 args=[str(key_id), transport, self._ttl_ms(ready=True),
-                      self._ttl_ms(ready=False), _ms(time.time())])
+                      self._ttl_ms(ready=False), _ms(time.time()), claim])
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
         local = self._local.get(key)
@@ -186,7 +197,7 @@ class SharedSessionStore(SessionStore):
             if local is not None and local.key_id == key_id:
                 self._forget(key)
             return None
-        raw, subscriptions, stream_open = found
+        raw, subscriptions, stream_open, verdicts = found
         fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
         if local is None or local.state is SessionState.CLOSED:
             local = self._local[key] = self._local_copy(
@@ -195,8 +206,16 @@ class SharedSessionStore(SessionStore):
                 protocol_version=fields.get("protocol_version", ""),
                 max_concurrent_calls=self._max_calls)
         self._apply(local, fields, {s.decode() for s in subscriptions}, bool(stream_open))
+        for (field, _, _), verdict in zip(claims, verdicts, strict=True):
+            local.claimed[field] = None if verdict == b"ok" else verdict.decode()
         local.touch()
         return local
+
+    def release_unclaimed(self, session: Session, request_ids: list[Any]) -> None:
+        assert isinstance(session, SharedSession)
+        for request_id in request_ids:
+            if session.claimed.pop(orjson.dumps(request_id), False) is None:
+                self._release(session, request_id)
 
     def _apply(self, session: SharedSession, fields: dict[str, str], subscriptions: set[str],
                stream_open: bool) -> None:
@@ -271,21 +290,21 @@ class SharedSessionStore(SessionStore):
                 keys=[f"{session.key}:calls", lua.process_calls(self.bus.process_id)],
                 args=[orjson.dumps(request_id), self.bus.process_id,
                       session.max_concurrent_calls, self._ttl_ms(ready=True),
-                      _call_field(session, request_id), orjson.dumps(record)])
+                      _call_field(session.id, request_id), orjson.dumps(record)])
         except RedisError:
             return "unavailable"
         return None if verdict == b"ok" else verdict.decode()
 
     async def release_call(self, session: SharedSession, request_id: Any) -> None:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hdel(f"{session.key}:calls", orjson.dumps(request_id))
-                pipe.hdel(lua.process_calls(self.bus.process_id),
-                          _call_field(session, request_id))
-                await pipe.execute()
-        except RedisError:
-            # Its entry expires with the session's calls hash.
-            log.warning("could not release a call's place: the session store is unreachable")
+        self._release(session, request_id)
+
+    def _release(self, session: SharedSession, request_id: Any) -> None:
+        # Through the bus's queue: under load many releases share one round trip, and they
+        # reach Redis before the call's answer reaches its client (queued before it is sent).
+        # Should Redis be away, the place expires with the session's calls hash.
+        self.bus.delete_fields({f"{session.key}:calls": orjson.dumps(request_id),
+                                lua.process_calls(self.bus.process_id):
+                                _call_field(session.id, request_id)})
 
     # -- the stream ------------------------------------------------------------------------
 

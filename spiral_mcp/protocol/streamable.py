@@ -167,9 +167,32 @@ async def post(request: web.Request) -> web.StreamResponse:
     if isinstance(value, list) and any(
             isinstance(m, dict) and m.get("method") == "initialize" for m in value):
         return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must not be batched"))
-    session = await _session(request)
+    calls = _tool_calls(request, value)
+    session = await _session(request, calls=calls)
     if isinstance(session, web.Response):
         return session
+    try:
+        return await _run_on_session(request, value, session)
+    finally:
+        if calls:
+            request.app[SESSIONS].release_unclaimed(session, [c[0] for c in calls])
+
+
+def _tool_calls(request: web.Request, value: Any) -> list[tuple[Any, dict[str, Any]]] | None:
+    """A shared store claims a tool call's place with the session's lookup (one round trip
+    less): the call a single request body brings, with what the store records of it."""
+    if not (request.app[SESSIONS].shares_streams and isinstance(value, dict)
+            and value.get("method") == "tools/call" and isinstance(value.get("params"), dict)
+            and isinstance(request_id := value.get("id"), str | int)
+            and not isinstance(request_id, bool)):
+        return None
+    name = value["params"].get("name")
+    return [(request_id, {"tool": name if isinstance(name, str) else None,
+                          "actor": request[PRINCIPAL].user, "request": request[REQUEST_ID]})]
+
+
+async def _run_on_session(request: web.Request, value: Any,
+                          session: Session) -> web.StreamResponse:
     try:
         messages, errors = parse_batch(
             value, allow_batch=session.protocol_version in BATCHING_VERSIONS)
@@ -232,8 +255,11 @@ async def _keep(request: web.Request, session: Session) -> None:
         log.warning("could not save the session's changes: the session store is unreachable")
 
 
-async def _session(request: web.Request) -> Session | web.Response:
-    """The caller's session, or the HTTP answer for a missing, bad or foreign one."""
+async def _session(request: web.Request, *,
+                   calls: list[tuple[Any, dict[str, Any]]] | None = None
+                   ) -> Session | web.Response:
+    """The caller's session, or the HTTP answer for a missing, bad or foreign one (``calls``:
+    see SessionStore.get)."""
     session_id = request.headers.get(SESSION_HEADER)
     if not session_id:
         return _http_error(400, f"{SESSION_HEADER} header is required after initialize")
@@ -243,7 +269,8 @@ async def _session(request: web.Request) -> Session | web.Response:
     principal = request[PRINCIPAL]
     try:
         session = await request.app[SESSIONS].get(
-            session_id, principal.key_id, tenant_id=principal.tenant_id, transport="streamable")
+            session_id, principal.key_id, tenant_id=principal.tenant_id, transport="streamable",
+            calls=calls)
     except SessionStoreUnavailable as exc:
         return store_unavailable(exc)
     if session is None:
