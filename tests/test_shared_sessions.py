@@ -451,8 +451,14 @@ async def test_redis_away_is_a_503_and_recovery_is_automatic(
         pair: Pair, tenant: Tenant, local_redis: OwnRedis) -> None:
     a, b = await pair()
     sid = await open_session(a, tenant)
+    held = await stream_of(a, tenant, sid)
+    assert held.status == 200
     local_redis.stop()
     try:
+        # The open stream ends (its client may come back once Redis does).
+        async with asyncio.timeout(10):
+            while await held.content.readany():
+                pass
         for client in (a, b):
             away = await post(client, tenant, request("ping", 1), sid=sid)
             assert away.status == 503 and away.headers["Retry-After"]
