@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -45,21 +45,9 @@ _OBJECT: dict[str, Any] = {"type": "object", "properties": {}, "additionalProper
 STREAM = "text/event-stream"
 
 
-@pytest.fixture(scope="module")
-def local_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
-    if not OwnRedis.available():
-        pytest.skip("redis-server is not installed")
-    server = OwnRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-async def redis_client(local_redis: OwnRedis) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(local_redis.url)
+async def redis_client(module_redis: OwnRedis) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(module_redis.url)
     await client.flushall()  # each test starts with no session of another
     yield client
     await client.aclose()
@@ -89,13 +77,13 @@ Pair = Callable[..., Awaitable[tuple[TestClient, TestClient]]]
 
 
 @pytest.fixture
-async def pair(database_urls: DatabaseUrls, local_redis: OwnRedis,
+async def pair(database_urls: DatabaseUrls, module_redis: OwnRedis,
                redis_client: redis.Redis) -> AsyncIterator[Pair]:
     """``await pair(slow=..., **env)``: two processes' apps sharing the database and Redis."""
     async with app_clients() as start_client:
         async def start(slow: Slow | None = None, **env: str) -> tuple[TestClient, TestClient]:
             tools = [*builtin_tools(), *Chatty().tools(), *([slow.tool()] if slow else [])]
-            settings = make_settings(database_urls, REDIS_URL=local_redis.url, **env)
+            settings = make_settings(database_urls, REDIS_URL=module_redis.url, **env)
             return tuple([await start_client(create_app(  # type: ignore[return-value]
                 settings, database_url=database_urls.runtime, tools=tools))
                 for _ in range(2)])
@@ -448,12 +436,12 @@ async def test_tenant_and_server_caps_hold_across_processes(
 
 
 async def test_redis_away_is_a_503_and_recovery_is_automatic(
-        pair: Pair, tenant: Tenant, local_redis: OwnRedis) -> None:
+        pair: Pair, tenant: Tenant, module_redis: OwnRedis) -> None:
     a, b = await pair()
     sid = await open_session(a, tenant)
     held = await stream_of(a, tenant, sid)
     assert held.status == 200
-    local_redis.stop()
+    module_redis.stop()
     try:
         # The open stream ends (its client may come back once Redis does).
         async with asyncio.timeout(10):
@@ -472,7 +460,7 @@ async def test_redis_away_is_a_503_and_recovery_is_automatic(
             call(1, "jira_get_issue", issue_key="WEB-1")), headers=headers(tenant))
         assert executed.status == 200
     finally:
-        local_redis.start()
+        module_redis.start()
     # An empty Redis again (no persistence): the old session is unknown, a new one works, and
     # the processes hear each other again (their listeners subscribed anew).
     assert (await initialize_soon(b, tenant)).status == 200
