@@ -252,7 +252,8 @@ class Dispatcher:
             raise RpcError(INTERNAL_ERROR, "the server is shutting down and takes no new calls; "
                                            "retry on a new session")
         refusal = await session.claim_call(
-            request.id, tool=request.params.get("name"), actor=exchange.principal.user,
+            request.id, tool=name if isinstance(name := request.params.get("name"), str) else None,
+            actor=exchange.principal.user,
             http_request_id=exchange.http_request_id)
         if refusal == "busy":
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
