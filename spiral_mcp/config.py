@@ -28,6 +28,7 @@ from .config_values import (
     number,
     optional_text,
     optional_whole_number,
+    otlp_endpoint,
     postgres_url,
     redis_url,
     scope_map,
@@ -186,6 +187,10 @@ SETTINGS: tuple[Setting, ...] = (
             "OAuth: client id this server authenticates with at the introspection endpoint"),
     Setting("OAUTH_INTROSPECTION_CLIENT_SECRET", secret, None,
             "OAuth: that client's secret"),
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint, None,
+            "OpenTelemetry collector (OTLP/HTTP) to send traces to, such as "
+            "http://collector:4318 (spans go to its /v1/traces); unset: tracing off. The other "
+            "OTEL_ variables are read as the OpenTelemetry SDK defines them (see Tracing)"),
 )
 
 
@@ -250,6 +255,7 @@ class Settings:
     oauth_introspection_url: str | None
     oauth_introspection_client_id: str | None
     oauth_introspection_client_secret: Secret | None
+    otel_exporter_otlp_endpoint: str | None
 
     @property
     def oauth(self) -> bool:

@@ -145,6 +145,9 @@ class ToolContext:
     audit_after: Any = None
     # MCP content blocks a successful result carries before its JSON text (see attach).
     attachments: list[dict[str, Any]] | None = None
+    # With tracing on: the trace context the request named in its _meta (an OpenTelemetry
+    # Context), the parent of the call's span; None: the HTTP request's span is.
+    trace_parent: Any = None
 
     @property
     def tenant_id(self) -> uuid.UUID:

@@ -19,6 +19,7 @@ from ..protocol.tasks import TaskRunner
 from ..ratelimit import RateLimiter
 from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
+from ..tracing import Tracer
 from .metrics import Metrics
 from .shutdown import ShutdownClock
 
@@ -43,6 +44,7 @@ __all__ = [
     "TASK_RUNNER",
     "TEMPLATES",
     "TOKEN_VERIFIER",
+    "TRACER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -63,6 +65,8 @@ TASK_RUNNER = web.AppKey("task_runner", TaskRunner)
 # Present when OAuth is configured (OAUTH_ISSUERS).
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 IDENTITIES = web.AppKey("identities", IdentityMapper)
+# The process's tracer, set first at start-up (server/tracing.py); None: tracing is off.
+TRACER = web.AppKey[Tracer | None]("tracer")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
