@@ -27,7 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, StatusCode, Tracer
 
 __all__ = ["INSTRUMENTATION", "Span", "Tracer", "background_span", "current_ids", "failed",
-           "mcp_span", "meta_parent", "parent_from_headers", "statement_span"]
+           "mcp_span", "meta_parent", "parent_from_headers", "statement_span", "traced_sql"]
 
 # The instrumentation scope named on every span of the product.
 INSTRUMENTATION = "spiral_mcp"
@@ -152,6 +152,16 @@ def statement_span(tracer: Tracer, name: str, operation: str
     span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes={
         **_POSTGRESQL, "db.operation.name": operation, "db.query.summary": name})
     return _current(span)
+
+
+def traced_sql(tracer: Tracer | None, name: str, operation: str = "SELECT"
+               ) -> contextlib.AbstractContextManager[Span | None]:
+    """``statement_span`` for SQL that is not a named statement (JQL compiled to SQL, a report
+    template, an explorer query), named by what it is; a do-nothing block when tracing is off
+    or no span records here."""
+    if tracer is None:
+        return contextlib.nullcontext()
+    return statement_span(tracer, name, operation) or contextlib.nullcontext()
 
 
 def background_span(tracer: Tracer | None, name: str, attributes: dict[str, Any]

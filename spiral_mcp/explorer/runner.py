@@ -38,7 +38,7 @@ from ..db import Database, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from ..roles import EXPLORER_MEMORY_LIMIT, GUARDED_FUNCTIONS
-from ..tracing import statement_span
+from ..tracing import traced_sql
 from .catalog import Catalog, load_catalog
 from .codecs import init_explorer_connection
 from .resolved import Resolution, load_resolution
@@ -228,9 +228,7 @@ class Explorer:
         attributes: list[Any] = []
         # A span named for the tool, never the SQL text: the query is the caller's, and may
         # hold anything (values, names) typed into it.
-        tracer = self.queries.tracer
-        span = None if tracer is None else statement_span(tracer, "explorer_query", "SELECT")
-        with span or contextlib.nullcontext():
+        with traced_sql(self.queries.tracer, "explorer_query"):
             try:
                 async with self._session(tenant_id) as (conn, alive_at):
                     try:
