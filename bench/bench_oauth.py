@@ -81,10 +81,17 @@ def serve_issuer(issuer: FakeIssuer) -> Iterator[None]:
     port = free_port()
     issuer.base = f"http://127.0.0.1:{port}"
     issuer.url = issuer.base + issuer.path
+    with serve_in_thread(issuer.app(), port, name="issuer"):
+        yield
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application, port: int, *, name: str) -> Iterator[None]:
+    """``app`` served over HTTP on loopback ``port`` from a thread of its own, while inside."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="issuer", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
     thread.start()
-    runner = web.AppRunner(issuer.app(), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
 
     async def start() -> None:
         await runner.setup()

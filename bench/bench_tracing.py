@@ -1,0 +1,249 @@
+"""What tracing costs on the product's request path (issue #20): nothing when off, and how much on.
+
+``python -m bench.bench_tracing`` loads the bench data as bench/run.py does and starts three
+product servers (``spiral-mcp serve``, same settings as bench/run.py) side by side:
+
+- ``before``: the product as it was before tracing (``--baseline``, default the merge base of
+  HEAD and main), checked out in a temporary git worktree and served from there;
+- ``off``: this tree, OTEL_EXPORTER_OTLP_ENDPOINT unset (the default);
+- ``on``: this tree, exporting every span over OTLP/HTTP to a collector the bench serves itself
+  on loopback (it reads and drops each batch, counting spans' bytes).
+
+wrk then drives ``POST /execute`` tools/call jira_get_issue at each, interleaved round by round,
+and it prints calls/s, p50, p99 and CPU per call, with the ratios off/before (the claim: tracing
+off costs nothing measurable, a ratio within the runs' own spread) and on/off (what tracing on
+costs). Results go to ``bench/results/<timestamp>-tracing.json``. See bench/README.md, "Tracing".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bench.bench_oauth import serve_in_thread
+from bench.run import (
+    BENCH,
+    DEFAULT_ANCHORS,
+    PRODUCT_ENV,
+    RESULTS,
+    ROOT,
+    Server,
+    Target,
+    _paired,
+    check_prerequisites,
+    free_port,
+    interleave,
+    load_product,
+    log,
+    renice_postgres,
+    run_wrk,
+    start_server,
+    summarize,
+)
+from spiral_mcp.provision import start_embedded
+
+# Which runs are compared, each to its reference.
+COMPARED = (("off", "before"), ("on", "off"))
+
+
+class Sink:
+    """An OTLP/HTTP collector that keeps nothing: how many batches and bytes came."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.bytes = 0
+
+    async def receive(self, request: web.Request) -> web.Response:
+        self.bytes += len(await request.read())
+        self.batches += 1
+        # An empty ExportTraceServiceResponse: zero bytes of protobuf.
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/traces", self.receive)
+        return app
+
+
+def baseline_tree(ref: str, workdir: Path) -> Path:
+    """``ref`` checked out (detached) in a worktree under ``workdir``."""
+    where = workdir / "before"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref],
+                   check=True, capture_output=True)
+    return where
+
+
+def drop_tree(where: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+                   check=False, capture_output=True)
+
+
+def ratios(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
+           levels: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for c in levels:
+        mine = {r["target"]: r for r in rows if r["concurrency"] == c}
+        for name, reference in COMPARED:
+            row, ref = mine.get(name), mine.get(reference)
+            if row is None or ref is None:
+                continue
+            out.append({
+                "concurrency": c, "target": name, "reference": reference,
+                "rps_ratio": round(row["rps"] / ref["rps"], 3),
+                "rps_ratio_paired": _paired(runs, name, reference, c),
+                "cpu_ratio": round(row["cpu_us_per_call"] / ref["cpu_us_per_call"], 3)
+                if ref["cpu_us_per_call"] else None,
+                "p99_ratio": round(row["p99_ms"] / ref["p99_ms"], 3) if ref["p99_ms"] else None,
+                # How far apart the reference's own runs are: a ratio inside it is noise.
+                "reference_spread": round((max(ref["runs"]) - min(ref["runs"]))
+                                          / ref["rps"], 3) if ref["rps"] else None,
+            })
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> None:
+    head = (f"{'conc':>4}  {'target':<7} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'CPU us':>7}   runs (calls/s)")
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        print(f"{row['concurrency']:>4}  {row['target']:<7} {row['rps']:>8,.0f} "
+              f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['cpu_us_per_call'] or 0:>7,} "
+              "  " + ", ".join(f"{r:,.0f}" for r in row["runs"]))
+    print()
+    print(f"{'conc':>4}  {'ratio':<11} {'calls/s':>7} {'paired':>7} {'CPU':>6} {'p99':>6} "
+          f"{'spread':>7}")
+    for r in compared:
+        def cell(field: str, width: int, r: dict[str, Any] = r) -> str:
+            value = r.get(field)
+            return f"{value:>{width}.3f}" if value is not None else " " * width
+
+        print(f"{r['concurrency']:>4}  {r['target'] + '/' + r['reference']:<11} "
+              f"{cell('rps_ratio', 7)} {cell('rps_ratio_paired', 7)} {cell('cpu_ratio', 6)} "
+              f"{cell('p99_ratio', 6)} {cell('reference_spread', 7)}")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_tracing",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
+                   help="seconds per wrk run (BENCH_DURATION, default 8)")
+    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "16,64"),
+                   help="comma-separated connection counts (default 16,64)")
+    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 5)),
+                   help="interleaved rounds per concurrency; medians are reported (default 5)")
+    p.add_argument("--baseline", default=None,
+                   help="git ref of the product before tracing (default: merge base of HEAD "
+                        "and main); 'none' skips the before target")
+    p.add_argument("--tenants", type=int, default=100)
+    p.add_argument("--items", type=int, default=1000)
+    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
+                   help="the product's LOG_LEVEL (default info: the access line's trace ids "
+                        "are part of the cost)")
+    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
+                   help="scheduling priority of the servers, wrk and the embedded PostgreSQL")
+    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
+                   help="where the embedded PostgreSQL lives (default bench/.data)")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
+    check_prerequisites(anchors)  # wrk, and post.lua, which check.lua builds on
+    if shutil.which("git") is None:
+        sys.exit("bench: error: git is needed for the before target (or --baseline none)")
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="spiral-bench-tracing-"))
+
+    superuser_url = os.environ.get("BENCH_DATABASE_URL")
+    if not superuser_url:
+        data_dir = Path(args.data_dir).resolve()
+        log(f"starting the embedded PostgreSQL under {data_dir}")
+        superuser_url = start_embedded(data_dir)
+        if args.nice:
+            renice_postgres(data_dir / "pg", args.nice)
+    log(f"loading {args.tenants} tenants x {args.items} work items")
+    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
+    keys = ",".join(f"PROJ-{n}" for n in range(1, args.items + 1))
+
+    baseline = args.baseline or subprocess.run(
+        ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
+        capture_output=True, text=True).stdout.strip()
+    sink, sink_port = Sink(), free_port()
+    servers: list[Server] = []
+    before: Path | None = None
+    env = {**PRODUCT_ENV, "DATABASE_URL": runtime_url, "LOG_LEVEL": args.log_level,
+           "SYNC_INTERVAL": "0"}
+    argv = [sys.executable, "-m", "spiral_mcp", "serve"]
+    common = {"BODY_KIND": "mcp", "ARG": "issue_key", "AUTH": api_key}
+    targets: list[Target] = []
+    with serve_in_thread(sink.app(), sink_port, name="collector"):
+        try:
+            if baseline != "none":
+                before = baseline_tree(baseline, workdir)
+                log(f"before: {baseline[:12]} in {before}")
+                port = free_port()
+                servers.append(start_server("before", argv, {**env, "PYTHONPATH": str(before)},
+                                            port, workdir, cwd=before))
+                targets.append(Target("before", "product", f"http://127.0.0.1:{port}/execute",
+                                      common, servers[-1]))
+            for name, extra in (("off", {}), ("on", {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"})):
+                port = free_port()
+                servers.append(start_server(name, argv, {**env, **extra}, port, workdir,
+                                            cwd=ROOT))
+                targets.append(Target(name, "product", f"http://127.0.0.1:{port}/execute",
+                                      common, servers[-1]))
+            runs, busy = interleave(
+                targets, levels, args.repeats, args.duration,
+                lambda t, c, d: run_wrk(t, c, d, anchors, keys))
+        finally:
+            for server in servers:
+                server.stop()
+            if before is not None:
+                drop_tree(before)
+
+    rows = summarize(runs, targets, levels)
+    compared = ratios(runs, rows, levels)
+    print()
+    print(f"spiral-mcp tracing benchmark, {stamp}: POST /execute tools/call jira_get_issue, "
+          f"wrk -t1, {args.duration:g} s x {args.repeats} interleaved rounds, medians; machine "
+          + (f"{busy:.0%}" if busy is not None else "?") + " busy before the load; the "
+          f"collector took {sink.batches} batches, {sink.bytes / 1e6:.1f} MB")
+    print()
+    print_table(rows, compared)
+    result = {
+        "timestamp": stamp,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": sys.version.split()[0]},
+        "config": {"nice": args.nice, "duration_s": args.duration, "repeats": args.repeats,
+                   "concurrency": levels, "tenants": args.tenants, "items": args.items,
+                   "log_level": args.log_level, "baseline": baseline,
+                   "product_env": PRODUCT_ENV},
+        "cpu_busy_before": busy, "collector": {"batches": sink.batches, "bytes": sink.bytes},
+        "summary": rows, "ratios": compared, "runs": runs,
+    }
+    out = RESULTS / f"{stamp}-tracing.json"
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nresults: {out}  (server logs: {workdir})")
+
+
+if __name__ == "__main__":
+    main()
