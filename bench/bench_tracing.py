@@ -7,12 +7,15 @@ product servers (``spiral-mcp serve``, same settings as bench/run.py) side by si
   HEAD and main), checked out in a temporary git worktree and served from there;
 - ``off``: this tree, OTEL_EXPORTER_OTLP_ENDPOINT unset (the default);
 - ``on``: this tree, exporting every span over OTLP/HTTP to a collector the bench serves itself
-  on loopback (it reads and drops each batch, counting spans' bytes).
+  on loopback (it reads and drops each batch, counting spans' bytes);
+- ``sampled``: the same, keeping one trace in ten (OTEL_TRACES_SAMPLER=parentbased_traceidratio,
+  OTEL_TRACES_SAMPLER_ARG=0.1): what an operator sets under heavy load.
 
 wrk then drives ``POST /execute`` tools/call jira_get_issue at each, interleaved round by round,
 and it prints calls/s, p50, p99 and CPU per call, with the ratios off/before (the claim: tracing
-off costs nothing measurable, a ratio within the runs' own spread) and on/off (what tracing on
-costs). Results go to ``bench/results/<timestamp>-tracing.json``. See bench/README.md, "Tracing".
+off costs nothing measurable, a ratio within the runs' own spread), on/off and sampled/off (what
+tracing on costs). Results go to ``bench/results/<timestamp>-tracing.json``. See bench/README.md,
+"Tracing".
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from bench.run import (
 from spiral_mcp.provision import start_embedded
 
 # Which runs are compared, each to its reference.
-COMPARED = (("off", "before"), ("on", "off"))
+COMPARED = (("off", "before"), ("on", "off"), ("sampled", "off"))
 
 
 class Sink:
@@ -123,14 +126,14 @@ def print_table(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> N
               f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['cpu_us_per_call'] or 0:>7,} "
               "  " + ", ".join(f"{r:,.0f}" for r in row["runs"]))
     print()
-    print(f"{'conc':>4}  {'ratio':<11} {'calls/s':>7} {'paired':>7} {'CPU':>6} {'p99':>6} "
+    print(f"{'conc':>4}  {'ratio':<15} {'calls/s':>7} {'paired':>7} {'CPU':>6} {'p99':>6} "
           f"{'spread':>7}")
     for r in compared:
         def cell(field: str, width: int, r: dict[str, Any] = r) -> str:
             value = r.get(field)
             return f"{value:>{width}.3f}" if value is not None else " " * width
 
-        print(f"{r['concurrency']:>4}  {r['target'] + '/' + r['reference']:<11} "
+        print(f"{r['concurrency']:>4}  {r['target'] + '/' + r['reference']:<15} "
               f"{cell('rps_ratio', 7)} {cell('rps_ratio_paired', 7)} {cell('cpu_ratio', 6)} "
               f"{cell('p99_ratio', 6)} {cell('reference_spread', 7)}")
 
@@ -204,8 +207,10 @@ def main() -> None:
                                             port, workdir, cwd=before))
                 targets.append(Target("before", "product", f"http://127.0.0.1:{port}/execute",
                                       common, servers[-1]))
-            for name, extra in (("off", {}), ("on", {
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"})):
+            collector = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+            for name, extra in (("off", {}), ("on", collector), ("sampled", {
+                    **collector, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0.1"})):
                 port = free_port()
                 servers.append(start_server(name, argv, {**env, **extra}, port, workdir,
                                             cwd=ROOT))
