@@ -21,15 +21,10 @@ tracing on costs). Results go to ``bench/results/<timestamp>-tracing.json``. See
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +32,22 @@ from aiohttp import web
 
 from bench.bench_oauth import serve_in_thread
 from bench.run import (
-    BENCH,
-    DEFAULT_ANCHORS,
     PRODUCT_ENV,
     RESULTS,
     ROOT,
     Server,
     Target,
     _paired,
-    check_prerequisites,
     free_port,
     interleave,
-    load_product,
     log,
-    renice_postgres,
+    machine,
     run_wrk,
+    side_options,
+    side_run,
     start_server,
     summarize,
 )
-from spiral_mcp.provision import start_embedded
 
 # Which runs are compared, each to its reference.
 COMPARED = (("off", "before"), ("on", "off"), ("sampled", "off"))
@@ -141,70 +133,37 @@ def print_table(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> N
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.bench_tracing",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
-                   help="seconds per wrk run (BENCH_DURATION, default 8)")
-    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "16,64"),
-                   help="comma-separated connection counts (default 16,64)")
-    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 5)),
-                   help="interleaved rounds per concurrency; medians are reported (default 5)")
+    side_options(p, concurrency="16,64")
     p.add_argument("--baseline", default=None,
                    help="git ref of the product before tracing (default: merge base of HEAD "
                         "and main); 'none' skips the before target")
-    p.add_argument("--tenants", type=int, default=100)
-    p.add_argument("--items", type=int, default=1000)
-    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
-                   help="the product's LOG_LEVEL (default info: the access line's trace ids "
-                        "are part of the cost)")
-    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
-                   help="scheduling priority of the servers, wrk and the embedded PostgreSQL")
-    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
-                   help="where the embedded PostgreSQL lives (default bench/.data)")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if args.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
-    check_prerequisites(anchors)  # wrk, and post.lua, which check.lua builds on
     if shutil.which("git") is None:
         sys.exit("bench: error: git is needed for the before target (or --baseline none)")
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="spiral-bench-tracing-"))
-
-    superuser_url = os.environ.get("BENCH_DATABASE_URL")
-    if not superuser_url:
-        data_dir = Path(args.data_dir).resolve()
-        log(f"starting the embedded PostgreSQL under {data_dir}")
-        superuser_url = start_embedded(data_dir)
-        if args.nice:
-            renice_postgres(data_dir / "pg", args.nice)
-    log(f"loading {args.tenants} tenants x {args.items} work items")
-    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
-    keys = ",".join(f"PROJ-{n}" for n in range(1, args.items + 1))
-
+    run = side_run(args, "tracing")
     baseline = args.baseline or subprocess.run(
         ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
         capture_output=True, text=True).stdout.strip()
     sink, sink_port = Sink(), free_port()
     servers: list[Server] = []
     before: Path | None = None
-    env = {**PRODUCT_ENV, "DATABASE_URL": runtime_url, "LOG_LEVEL": args.log_level,
+    env = {**PRODUCT_ENV, "DATABASE_URL": run.runtime_url, "LOG_LEVEL": args.log_level,
            "SYNC_INTERVAL": "0"}
     argv = [sys.executable, "-m", "spiral_mcp", "serve"]
-    common = {"BODY_KIND": "mcp", "ARG": "issue_key", "AUTH": api_key}
+    common = {"BODY_KIND": "mcp", "ARG": "issue_key", "AUTH": run.api_key}
     targets: list[Target] = []
     with serve_in_thread(sink.app(), sink_port, name="collector"):
         try:
             if baseline != "none":
-                before = baseline_tree(baseline, workdir)
+                before = baseline_tree(baseline, run.workdir)
                 log(f"before: {baseline[:12]} in {before}")
                 port = free_port()
                 servers.append(start_server("before", argv, {**env, "PYTHONPATH": str(before)},
-                                            port, workdir, cwd=before))
+                                            port, run.workdir, cwd=before))
                 targets.append(Target("before", "product", f"http://127.0.0.1:{port}/execute",
                                       common, servers[-1]))
             collector = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
@@ -212,42 +171,41 @@ def main() -> None:
                     **collector, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                     "OTEL_TRACES_SAMPLER_ARG": "0.1"})):
                 port = free_port()
-                servers.append(start_server(name, argv, {**env, **extra}, port, workdir,
+                servers.append(start_server(name, argv, {**env, **extra}, port, run.workdir,
                                             cwd=ROOT))
                 targets.append(Target(name, "product", f"http://127.0.0.1:{port}/execute",
                                       common, servers[-1]))
             runs, busy = interleave(
-                targets, levels, args.repeats, args.duration,
-                lambda t, c, d: run_wrk(t, c, d, anchors, keys))
+                targets, run.levels, args.repeats, args.duration,
+                lambda t, c, d: run_wrk(t, c, d, run.anchors, run.keys))
         finally:
             for server in servers:
                 server.stop()
             if before is not None:
                 drop_tree(before)
 
-    rows = summarize(runs, targets, levels)
-    compared = ratios(runs, rows, levels)
+    rows = summarize(runs, targets, run.levels)
+    compared = ratios(runs, rows, run.levels)
     print()
-    print(f"spiral-mcp tracing benchmark, {stamp}: POST /execute tools/call jira_get_issue, "
+    print(f"spiral-mcp tracing benchmark, {run.stamp}: POST /execute tools/call jira_get_issue, "
           f"wrk -t1, {args.duration:g} s x {args.repeats} interleaved rounds, medians; machine "
           + (f"{busy:.0%}" if busy is not None else "?") + " busy before the load; the "
           f"collector took {sink.batches} batches, {sink.bytes / 1e6:.1f} MB")
     print()
     print_table(rows, compared)
     result = {
-        "timestamp": stamp,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0]},
+        "timestamp": run.stamp,
+        "machine": machine(),
         "config": {"nice": args.nice, "duration_s": args.duration, "repeats": args.repeats,
-                   "concurrency": levels, "tenants": args.tenants, "items": args.items,
+                   "concurrency": run.levels, "tenants": args.tenants, "items": args.items,
                    "log_level": args.log_level, "baseline": baseline,
                    "product_env": PRODUCT_ENV},
         "cpu_busy_before": busy, "collector": {"batches": sink.batches, "bytes": sink.bytes},
         "summary": rows, "ratios": compared, "runs": runs,
     }
-    out = RESULTS / f"{stamp}-tracing.json"
+    out = RESULTS / f"{run.stamp}-tracing.json"
     out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nresults: {out}  (server logs: {workdir})")
+    print(f"\nresults: {out}  (server logs: {run.workdir})")
 
 
 if __name__ == "__main__":
