@@ -29,7 +29,15 @@ from spiral_mcp.queries import Queries, Query
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import DATABASE, DISPATCHER, TRACER
 from spiral_mcp.server.logs import JsonFormatter
-from tests.test_transports import modern_request, open_session, post, post_modern, request
+from tests.test_transports import (
+    _legacy_stream,
+    modern_request,
+    open_session,
+    post,
+    post_modern,
+    read_event,
+    request,
+)
 
 # Distinctive values sent as tool arguments: they reach SQL as bind parameters, and must reach
 # no span.
@@ -44,9 +52,11 @@ class Collector:
         self.bodies: list[bytes] = []
         self.spans: list[Span] = []
         self.resources: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
 
     async def receive(self, request: web.Request) -> web.Response:
         assert request.content_type == "application/x-protobuf"
+        self.headers.append(dict(request.headers))
         body = await request.read()
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
@@ -297,6 +307,70 @@ async def test_tracing_off_exports_nothing_and_builds_nothing(
     assert receiver.bodies == []
     assert all("trace_id" not in line for line in access_lines.lines)
     assert access_lines.lines
+
+
+async def test_a_legacy_sse_call_is_traced_under_its_post(
+        database_urls: DatabaseUrls, tenant: Tenant, collector: tuple[Collector, str]) -> None:
+    """Over /sse + /messages the call runs after the POST is answered 202; its span is still
+    the POST's child, and the session id in the POST's query string is exported nowhere."""
+    receiver, endpoint = collector
+    header, header_trace, _ = traceparent()
+    async with app_clients() as start:
+        client = await start(create_app(
+            make_settings(database_urls, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                          SYNC_INTERVAL="0"), database_url=database_urls.runtime))
+        stream, messages = await _legacy_stream(client, tenant)
+        json_headers = {**tenant.headers, "Content-Type": "application/json"}
+        for body in (request("initialize", 1, protocolVersion="2024-11-05", capabilities={},
+                             clientInfo={"name": "t", "version": "1"}),
+                     {"jsonrpc": "2.0", "method": "notifications/initialized"}):
+            await client.post(messages, data=orjson.dumps(body), headers=json_headers)
+        await read_event(stream)  # initialize's answer
+        await client.post(messages, data=orjson.dumps(request(
+            "tools/call", 2, name="jira_search", arguments={"jql": f'summary ~ "{SEARCHED}"'})),
+            headers={**json_headers, "traceparent": header})
+        answer = orjson.loads((await read_event(stream))["data"])
+        assert answer["id"] == 2 and not answer["result"]["isError"]
+        stream.close()
+    post_span, = [s for s in receiver.named("POST /messages")
+                  if s.trace_id.hex() == header_trace]
+    assert attributes(post_span)["url.path"] == "/messages"
+    tool, = [s for s in receiver.children(post_span) if s.name == "tools/call jira_search"]
+    assert receiver.children(tool)
+    session_id = messages.partition("session_id=")[2]
+    exported = b"".join(receiver.bodies)
+    assert session_id.encode() not in exported and SEARCHED.encode() not in exported
+    assert receiver.named("GET /sse")
+
+
+async def test_the_sdks_own_variables_are_honoured(
+        database_urls: DatabaseUrls, tenant: Tenant, collector: tuple[Collector, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver, endpoint = collector
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "spiral-eu-1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-token=abc123")
+    async with app_clients() as start:
+        client = await start(create_app(
+            make_settings(database_urls, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                          SYNC_INTERVAL="0"), database_url=database_urls.runtime))
+        sid = await open_session(client, tenant)
+        await call_tool(client, tenant, sid, "jira_search")
+    assert receiver.resources and {r["service.name"] for r in receiver.resources} == {
+        "spiral-eu-1"}
+    assert receiver.headers and {h.get("x-collector-token") for h in receiver.headers} == {
+        "abc123"}
+
+    # OTEL_SDK_DISABLED=true keeps tracing off even with an endpoint.
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    receiver.bodies.clear()
+    async with app_clients() as start:
+        app = create_app(make_settings(database_urls, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                                       SYNC_INTERVAL="0"), database_url=database_urls.runtime)
+        client = await start(app)
+        assert app[TRACER] is None
+        sid = await open_session(client, tenant)
+        await call_tool(client, tenant, sid, "jira_search")
+    assert receiver.bodies == []
 
 
 def test_queries_are_traced_only_when_given_a_tracer() -> None:
