@@ -8,7 +8,10 @@ from __future__ import annotations
 import gzip
 import logging
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -371,6 +374,23 @@ async def test_the_sdks_own_variables_are_honoured(
         sid = await open_session(client, tenant)
         await call_tool(client, tenant, sid, "jira_search")
     assert receiver.bodies == []
+
+
+def test_the_tracing_sdk_is_not_loaded_by_the_product_itself() -> None:
+    """Off, no tracer provider runs in the process: importing the server (app, middleware,
+    logs) loads only the API, whose calls the product makes only with a tracer. (redis-py's
+    own observability module imports parts of the SDK for its metrics when it is installed;
+    the tracing SDK and the exporter are ours to load, and only with tracing on.)"""
+    check = ("import sys, spiral_mcp.server.app, spiral_mcp.server.run; "
+             "from opentelemetry import trace; "
+             "loaded = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', "
+             "'opentelemetry.exporter'))); "
+             "print(loaded, type(trace.get_tracer_provider()).__name__); "
+             "sys.exit(1 if loaded or type(trace.get_tracer_provider()).__name__ != "
+             "'ProxyTracerProvider' else 0)")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_queries_are_traced_only_when_given_a_tracer() -> None:

@@ -6,7 +6,7 @@ The SDK reads the other standard variables itself: OTEL_SERVICE_NAME (here "spir
 given) and OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION,
 _CERTIFICATE and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (a full URL that wins over ours),
 OTEL_TRACES_SAMPLER and _ARG, OTEL_BSP_*; OTEL_PROPAGATORS chooses how context is read, and
-OTEL_SDK_DISABLED=true keeps tracing off. Off, the SDK is not even imported: the app's tracer is
+OTEL_SDK_DISABLED=true keeps tracing off. Off, the tracing SDK is not imported: the app's tracer is
 None, and each place that would make a span checks that once.
 
 The provider is the app's, not installed as OpenTelemetry's global one: several apps may run in
