@@ -244,9 +244,10 @@ async def test_a_tool_call_is_one_chain_of_spans_and_carries_no_value(
     assert line["request_id"] == attributes(http)["spiral.request_id"]
 
 
-async def test_a_tool_error_and_a_resource_read_are_spans_too(
+async def test_a_tool_error_a_resource_read_and_a_prompt_are_spans_too(
         database_urls: DatabaseUrls, tenant: Tenant, collector: tuple[Collector, str]) -> None:
     receiver, endpoint = collector
+    in_meta, meta_trace, meta_span = traceparent()
     async with app_clients() as start:
         client = await start(create_app(
             make_settings(database_urls, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint + "/",
@@ -262,6 +263,12 @@ async def test_a_tool_error_and_a_resource_read_are_spans_too(
         read = await post(client, tenant, request("resources/read", 4, uri=uri), sid=sid,
                           version="2025-11-25")
         assert "result" in await read.json()
+        # A prompt from a client in the stateless era, its context in _meta.
+        prompt = modern_request("prompts/get", 5, name="backlog_triage",
+                                arguments={"project_key": "WEB"})
+        prompt["params"]["_meta"]["traceparent"] = in_meta
+        got = await post_modern(client, tenant, prompt, **{"Mcp-Name": "backlog_triage"})
+        assert "result" in await got.json()
     failed, = receiver.named("tools/call jira_get_issue")
     assert attributes(failed)["spiral.outcome"] == "error"
     assert attributes(failed)["spiral.error_code"] == "NOT_FOUND"
@@ -271,6 +278,10 @@ async def test_a_tool_error_and_a_resource_read_are_spans_too(
     read_span, = receiver.named("resources/read")
     assert attributes(read_span)["spiral.resource"] == uri
     assert attributes(read_span)["spiral.tenant_id"] == str(tenant.id)
+    prompt_span, = receiver.named("prompts/get backlog_triage")
+    assert prompt_span.trace_id.hex() == meta_trace and prompt_span.parent_span_id.hex() == \
+        meta_span
+    assert attributes(prompt_span)["gen_ai.prompt.name"] == "backlog_triage"
 
 
 async def test_another_tenants_calls_are_traced_under_its_own_ids(
