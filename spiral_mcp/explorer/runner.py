@@ -38,7 +38,6 @@ from ..db import Database, create_pool
 from ..errors import ErrorCode, ServiceError
 from ..queries import Queries
 from ..roles import EXPLORER_MEMORY_LIMIT, GUARDED_FUNCTIONS
-from ..tracing import traced_sql
 from .catalog import Catalog, load_catalog
 from .codecs import init_explorer_connection
 from .resolved import Resolution, load_resolution
@@ -226,38 +225,33 @@ class Explorer:
         validated = time.perf_counter()
         deadline = validated + self.timeout
         attributes: list[Any] = []
-        # A span named for the tool, never the SQL text: the query is the caller's, and may
-        # hold anything (values, names) typed into it.
-        with traced_sql(self.queries.tracer, "explorer_query"):
-            try:
-                async with self._session(tenant_id) as (conn, alive_at):
-                    try:
-                        # Parse/describe (one statement, never the simple-query protocol that
-                        # would accept "SELECT 1; DROP ..."), then the cursor.
-                        await self.resolution.check(
-                            conn, self.queries, checked.statement, sql=checked.sql,
-                            time_limit=self._left(deadline))
-                        stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
-                        attributes = stmt.get_attributes()
-                        shaped = await self._fetch(conn, checked, limit, deadline)
-                    except TimeoutError as exc:
-                        # The server did not stop at its statement_timeout: it may still be
-                        # running.
-                        self._abandon(conn, alive_at)
-                        raise self._timed_out() from exc
-                    except asyncio.CancelledError:
-                        self._abandon(conn, alive_at)
-                        raise
-            except ServiceError:
-                raise
-            except asyncpg.QueryCanceledError as exc:
-                if time.perf_counter() - validated < self.timeout:
-                    raise _cancelled() from exc
-                raise self._timed_out() from exc
-            except asyncpg.PostgresError as exc:
-                raise _sql_error(exc) from exc
-            except UnreadableValue as exc:
-                raise _unreadable(attributes[exc.column].name, exc.what) from None
+        try:
+            async with self._session(tenant_id) as (conn, alive_at):
+                try:
+                    # Parse/describe (one statement, never the simple-query protocol that would
+                    # accept "SELECT 1; DROP ..."), then the cursor.
+                    await self.resolution.check(conn, self.queries, checked.statement,
+                                                sql=checked.sql, time_limit=self._left(deadline))
+                    stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
+                    attributes = stmt.get_attributes()
+                    shaped = await self._fetch(conn, checked, limit, deadline)
+                except TimeoutError as exc:
+                    # The server did not stop at its statement_timeout: it may still be running.
+                    self._abandon(conn, alive_at)
+                    raise self._timed_out() from exc
+                except asyncio.CancelledError:
+                    self._abandon(conn, alive_at)
+                    raise
+        except ServiceError:
+            raise
+        except asyncpg.QueryCanceledError as exc:
+            if time.perf_counter() - validated < self.timeout:
+                raise _cancelled() from exc
+            raise self._timed_out() from exc
+        except asyncpg.PostgresError as exc:
+            raise _sql_error(exc) from exc
+        except UnreadableValue as exc:
+            raise _unreadable(attributes[exc.column].name, exc.what) from None
         executed = time.perf_counter()
         return {
             "columns": [{"name": a.name, "type": column_type(a.type)} for a in attributes],
