@@ -75,7 +75,7 @@ class Replica:
     def failed(self, error: BaseException) -> None:
         """A call could not reach the standby: stop sending reads there until a check finds it
         back, rather than have each call try and wait."""
-        self.current = ReplicaState("unreachable", self.current.lag_seconds, _describe(error))
+        self.current = ReplicaState("unreachable", None, _describe(error))
         self.fell_back("unreachable")
 
     def report(self) -> dict[str, object]:
@@ -121,7 +121,7 @@ class Replica:
         return self.current
 
     async def run_forever(self, interval: float) -> None:
-        previous = self.current.state
+        previous: State = "ok"  # so that a standby out of use at start-up is logged too
         while True:
             with contextlib.suppress(Exception):  # a check never ends the loop
                 await self.check()
