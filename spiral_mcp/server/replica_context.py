@@ -72,6 +72,8 @@ def replica_context(explorer_login: str | None):
             primary.replica = None
             if explorer is not None:
                 explorer.standby = None
+                # Backends being ended on the standby need its runtime pool, closed below.
+                await explorer.close()
             await standby.close()
             clock = app[SHUTDOWN]
             await close_pool(pool, grace=clock.left(1.0))
