@@ -267,6 +267,27 @@ async def test_on_the_standby_only_a_proof_binds_a_tenant(replicated: Replicated
         await runtime.close()
 
 
+async def test_a_changed_binding_secret_costs_one_call_on_the_primary(
+        client, replicated: Replicated) -> None:
+    """The owner may change the secret (a leaked proof): a proof this process kept is refused
+    by the standby, that call is served by the primary, and the next one asks for a new proof."""
+    mine = replicated.mine
+    assert await count_key(client, mine, "WEB-1") == 1  # its proof is kept now
+    assert replicated.urls.admin is not None
+    owner = await asyncpg.connect(replicated.urls.admin)
+    try:
+        await owner.execute("UPDATE explorer_support.binding_secret "
+                            "SET secret = md5(gen_random_uuid()::text)")
+    finally:
+        await owner.close()
+    await replicated.caught_up()
+    assert await count_key(client, mine, "WEB-1") == 1
+    assert await metric(client, 'replica_fallbacks_total{reason="refused"}') == 1
+    assert await count_key(client, mine, "WEB-1") == 1
+    assert await metric(client, "replica_fallbacks_total") == 1
+    assert (await ready(client))["replica"]["serving"] == "replica"
+
+
 async def test_an_abandoned_standby_backend_is_ended_by_the_runtime_role_there(
         client, replicated: Replicated) -> None:
     """pg_terminate_backend reaches only the server it runs on: a standby session's backend is
