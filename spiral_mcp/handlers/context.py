@@ -167,9 +167,10 @@ class ToolContext:
             self.attachments = []
         self.attachments.append(block)
 
-    def transaction(self, *, readonly: bool) -> TenantTransaction:
-        """The tenant's transaction (``async with``): this call's one way to the data."""
-        return self.database.tenant(self.principal.tenant_id, readonly=readonly)
+    def transaction(self, *, readonly: bool, lag_ok: bool = False) -> TenantTransaction:
+        """The tenant's transaction (``async with``): this call's one way to the data;
+        ``lag_ok``: see :meth:`Database.tenant`."""
+        return self.database.tenant(self.principal.tenant_id, readonly=readonly, lag_ok=lag_ok)
 
     async def commit_write(
         self,

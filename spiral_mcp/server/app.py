@@ -73,6 +73,7 @@ from .keys import (
 )
 from .metrics import Metrics
 from .middleware import authenticate, cors_headers, origin_guard, request_context
+from .replica_context import replica_context
 from .shutdown import ShutdownClock
 from .tracing import tracing_context
 
@@ -125,6 +126,8 @@ def create_app(
         explorer_url or settings.explorer_database_url or url_for_role(database_url, EXPLORER_ROLE),
         configured=bool(explorer_url or settings.explorer_database_url),
     ))
+    # After the explorer: it gives the explorer its pool on the standby.
+    app.cleanup_ctx.append(replica_context(explorer_url or settings.explorer_database_url))
     app.cleanup_ctx.append(_authenticator)
     if settings.oauth:
         app.cleanup_ctx.append(_oauth)

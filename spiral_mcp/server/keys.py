@@ -17,6 +17,7 @@ from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..protocol.tasks import TaskRunner
 from ..ratelimit import RateLimiter
+from ..replica import Replica
 from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
 from ..tracing import Tracer
@@ -37,6 +38,7 @@ __all__ = [
     "PRINCIPAL",
     "RATE_LIMITER",
     "REDIS",
+    "REPLICA",
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
@@ -50,6 +52,7 @@ __all__ = [
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 DATABASE = web.AppKey("database", Database)
+REPLICA = web.AppKey("replica", Replica)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 HEAD_MIGRATIONS = web.AppKey("head_migrations", tuple)
