@@ -33,7 +33,7 @@ from test_first_start import environment
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.sources import manage
 from spiral_mcp.sources.secrets import SecretBox
-from tests.balancer import Balancer, balanced, haproxy_binary
+from tests.balancer import Balancer, balanced, haproxy_binary, haproxy_config
 from tests.conformance_suites import SUITES, failed_lines
 from tests.fake_jira import FakeJira
 
@@ -46,9 +46,10 @@ SESSION_BACKENDS = 1
 STATELESS_BACKENDS = 3
 
 MODES = ("legacy", "auto", "sse")
+# A client that waits for an answer no process will send (a session another process holds)
+# fails the test in this time instead of hanging it.
+CLIENT_SECONDS = 60
 SECRET_KEY = "b" * 43 + "="  # a Fernet key: the same in every process, as the README says
-
-pytestmark = pytest.mark.slow
 
 
 def backends_for(mode: str) -> int:
@@ -101,7 +102,8 @@ async def connect(front: Balancer, tenant: Tenant, mode: str,
         transport = streamable_http_client(
             f"{front.url}/mcp", http_client=httpx2.AsyncClient(headers=tenant.headers))
         client_mode = mode
-    async with Client(transport, mode=client_mode, **callbacks) as client:
+    async with asyncio.timeout(CLIENT_SECONDS), Client(transport, mode=client_mode,
+                                                        **callbacks) as client:
         yield client
 
 
@@ -111,6 +113,7 @@ async def every_backend_served(front: Balancer, before: dict[str, int]) -> None:
     assert all(after[name] > before[name] for name in before), (before, after)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_official_client_through_the_balancer(fronts: Fronts, tenant: Tenant,
                                                         mode: str) -> None:
@@ -158,6 +161,7 @@ async def syncing_tenant(make_tenant: TenantFactory, admin_conn, queries,
     return tenant, str(source_id)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 async def test_progress_through_the_balancer(fronts: Fronts, syncing_tenant: tuple[Tenant, str],
                                              mode: str) -> None:
@@ -192,6 +196,7 @@ async def _execute(http: aiohttp.ClientSession, front: Balancer, tenant: Tenant,
         return (await resp.json())["result"]["structuredContent"]
 
 
+@pytest.mark.slow
 async def test_execute_survives_a_killed_backend(fronts: Fronts, tenant: Tenant) -> None:
     front = await fronts(STATELESS_BACKENDS)
     async with aiohttp.ClientSession() as http:
@@ -215,6 +220,7 @@ async def test_execute_survives_a_killed_backend(fronts: Fronts, tenant: Tenant)
         await every_backend_served(front, before)
 
 
+@pytest.mark.slow
 async def test_the_stateless_client_goes_on_across_a_killed_backend(
         fronts: Fronts, tenant: Tenant) -> None:
     front = await fronts(STATELESS_BACKENDS)
@@ -237,6 +243,7 @@ def suite_backends(suite: str) -> int:
     return STATELESS_BACKENDS if suite == "2026-07-28" else SESSION_BACKENDS
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("CONFORMANCE") != "1",
                     reason="set CONFORMANCE=1 to run the MCP conformance suite")
 @pytest.mark.parametrize("suite", list(SUITES))
@@ -257,3 +264,32 @@ def test_conformance_through_the_balancer(haproxy: str, superuser_url: str, redi
     assert served is not None, output[-5000:]
     counts = [int(n) for n in re.findall(r": (\d+)", served.group(1))]
     assert len(counts) == suite_backends(suite) and min(counts) > 0, served.group(1)
+
+
+# -- the compose profile's balancer ---------------------------------------------------------------
+
+def test_the_compose_balancer_is_configured_as_the_tested_one(haproxy: str, tmp_path: Path) -> None:
+    """docker/haproxy.cfg (the `scale` profile) is valid for HAProxy and has what the balancer of
+    these tests has for streams and balancing. Docker itself does not run here."""
+    config = ROOT / "docker" / "haproxy.cfg"
+    checked = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True,
+                             text=True, timeout=30, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    ours = haproxy_config(port=8055, backends=[("s1", 8056)], admin_socket=tmp_path / "a.sock")
+    text = config.read_text()
+    for setting in ("balance roundrobin", "no option http-buffer-request", "timeout client 1h",
+                    "timeout server 1h", "timeout tunnel 1h", "retries 2", "option redispatch 1",
+                    "option httpchk", "http-check send meth GET uri /ready",
+                    "http-check expect status 200"):
+        assert f"    {setting}" in text and f"    {setting}" in ours, setting
+    # No stickiness, and nothing that gathers an answer before passing it on.
+    assert re.search(r"^\s*(cookie|stick|compression|hash-type)\b", text, re.MULTILINE) is None
+
+    compose = (ROOT / "docker-compose.yml").read_text()
+    replica = ("\n  replica:\n    <<: *server\n    profiles: [scale]\n"
+               "    deploy:\n      replicas: 3\n")
+    assert replica in compose
+    assert "    server-template replica 6 replica:8055\n" in text
+    balancer = compose.split("\n  balancer:\n", 1)[1].split("\n\n", 1)[0]
+    assert "    profiles: [scale]\n" in balancer
+    assert "      - ./docker/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro\n" in balancer
