@@ -5,7 +5,7 @@ The official ``mcp`` client in its three ways in (/mcp with the handshake, /mcp 
 mode, which speaks the stateless 2026-07-28 era, and /sse), a call with progress, /execute,
 a backend killed with SIGKILL and restarted, and the MCP conformance suite (CONFORMANCE=1), all
 through the balancer. The stateless era and /execute run on STATELESS_BACKENDS processes; the
-session eras on SESSION_BACKENDS.
+session eras on SESSION_BACKENDS (a session across a killed backend needs two or more).
 """
 
 from __future__ import annotations
@@ -235,6 +235,26 @@ async def test_the_stateless_client_goes_on_across_a_killed_backend(
         finally:
             await front.restart(1)
         assert (await client.call_tool("jira_get_issue", {"issue_key": "WEB-6"})).is_error is False
+
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SESSION_BACKENDS < 2, reason="a session outlives its process once sessions "
+                    "are shared through Redis: SESSION_BACKENDS > 1")
+async def test_a_session_goes_on_across_a_killed_backend(fronts: Fronts, tenant: Tenant) -> None:
+    # Whichever process held the session's GET stream or served its last call: the next calls,
+    # on the others, continue the same session.
+    front = await fronts(SESSION_BACKENDS)
+    async with connect(front, tenant, "legacy") as client:
+        assert (await client.call_tool("jira_get_issue", {"issue_key": "API-1"})).is_error is False
+        await front.kill(0)
+        try:
+            for number in range(2, 6):
+                got = await client.call_tool("jira_get_issue", {"issue_key": f"API-{number}"})
+                assert got.is_error is False, got
+        finally:
+            await front.restart(0)
+        assert (await client.call_tool("jira_get_issue", {"issue_key": "API-6"})).is_error is False
 
 
 # -- the MCP conformance suite through the balancer ----------------------------------------------
