@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import pytest
+from aiohttp import web
 from conftest import Tenant, TenantFactory
 from mcp import Client
 from mcp.client.sse import sse_client
@@ -142,49 +144,77 @@ async def test_the_official_client_through_the_balancer(fronts: Fronts, tenant: 
     await every_backend_served(front, before)
 
 
+@dataclasses.dataclass
+class PagedSource:
+    """A tenant with a Jira source of two pages; the fake holds the second page back until the
+    test lets it go (``first_progress``), and says whether it was let go (``released``)."""
+
+    tenant: Tenant
+    source_id: str
+    first_progress: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    released: list[bool] = dataclasses.field(default_factory=list)
+
+
 @pytest.fixture
-async def syncing_tenant(make_tenant: TenantFactory, admin_conn, queries,
-                         serve_fake) -> tuple[Tenant, str]:
-    """A tenant with a Jira source of several pages (its sync reports progress per page): the
-    tenant and the source's id."""
+async def paged_source(make_tenant: TenantFactory, admin_conn, queries,
+                       serve_fake) -> PagedSource:
     jira = FakeJira()
     start = datetime(2026, 1, 5, tzinfo=UTC)
-    for n in range(1, 121):
+    for n in range(1, 121):  # two pages of the sync's 100
         jira.add_issue(f"ABC-{n}", summary=f"Issue {n}", updated=start + timedelta(minutes=n))
-    await serve_fake(jira)
     tenant = await make_tenant(scopes=("read", "write", "admin"))
+    source = PagedSource(tenant=tenant, source_id="")
+    pages = 0
+
+    @web.middleware
+    async def hold_the_second_page(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal pages
+        if request.path.endswith("/search/jql"):
+            pages += 1
+            if pages == 2:
+                # A guard, not a measure: unbuffered, the first page's progress comes at once.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(source.first_progress.wait(), 20)
+                source.released.append(source.first_progress.is_set())
+        return await handler(request)
+
+    app = jira.app()
+    app.middlewares.insert(0, hold_the_second_page)
+    await serve_fake(jira, app=app)
     async with admin_conn.transaction():
-        source_id = await manage.add_source(
+        source.source_id = str(await manage.add_source(
             admin_conn, queries, SecretBox(SECRET_KEY), tenant_id=tenant.id, kind="jira",
             name="paged jira", base_url=jira.base_url, projects={"ABC": "ABC"},
-            email=jira.email, token=jira.token)
-    return tenant, str(source_id)
+            email=jira.email, token=jira.token))
+    return source
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
-async def test_progress_through_the_balancer(fronts: Fronts, syncing_tenant: tuple[Tenant, str],
+async def test_progress_through_the_balancer(fronts: Fronts, paged_source: PagedSource,
                                              mode: str) -> None:
     # The notifications come on the stream of the call's own answer (or the /sse stream), through
-    # HAProxy as they are sent: nothing may hold them back until the answer.
-    tenant, source_id = syncing_tenant
+    # HAProxy as they are sent: the second page is fetched only once the client has the first
+    # page's progress, which a balancer holding the stream back until the answer never delivers.
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total, message))
+        paged_source.first_progress.set()
 
-    async with connect(await fronts(backends_for(mode)), tenant, mode) as client:
-        result = await client.call_tool("sources_sync", {"source_id": source_id, "full": True},
-                                        progress_callback=on_progress)
+    async with connect(await fronts(backends_for(mode)), paged_source.tenant, mode) as client:
+        result = await client.call_tool(
+            "sources_sync", {"source_id": paged_source.source_id, "full": True},
+            progress_callback=on_progress)
         assert result.is_error is False, result
-        pages = result.structured_content["data"]["pages"]
         assert result.structured_content["data"]["items"] == 120
+        assert result.structured_content["data"]["pages"] == 2
         for _ in range(50):
-            if len(seen) == pages:
+            if len(seen) == 2:
                 break
             await asyncio.sleep(0.02)
-    assert pages >= 1
-    assert [progress for progress, _, _ in seen] == list(range(1, pages + 1)), seen
+    assert paged_source.released == [True]
+    assert [progress for progress, _, _ in seen] == [1, 2], seen
 
 
 async def _execute(http: aiohttp.ClientSession, front: Balancer, tenant: Tenant,
