@@ -194,7 +194,8 @@ async def test_an_abandoned_standby_backend_is_ended_by_the_runtime_role_there(
             assert session.on_standby
             assert session.runtime is not explorer.runtime
             pid = session.conn.get_server_pid()
-            await explorer._end_backend(session.runtime, pid, session.alive_at)
+            await explorer._end_backend(session.runtime, pid, session.alive_at,
+                                        session.server_started)
             await session.conn.fetchval("SELECT 1")
     assert ended.value.code is ErrorCode.CONNECTION_ERROR
 

@@ -145,11 +145,13 @@ def _cancelled() -> ServiceError:
 
 
 class _Session(NamedTuple):
-    """An explorer transaction: its connection, a time its backend was alive, the runtime role's
-    database on the same server (None: none to end it with), and whether that is the standby."""
+    """An explorer transaction: its connection, a time its backend was alive, when its server
+    started (which names it), the runtime role's database on the same server (None: none to end
+    it with), and whether that is the standby."""
 
     conn: asyncpg.Connection
     alive_at: dt.datetime
+    server_started: dt.datetime
     runtime: Database | None
     on_standby: bool
 
@@ -242,14 +244,14 @@ class Explorer:
             try:
                 if standby is None:
                     await self.queries.explorer_begin(conn)
-                    alive_at = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
+                    bound = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
                 else:
-                    alive_at = await standby.bind(conn, self.queries, tenant_id)
+                    bound = await standby.bind(conn, self.queries, tenant_id)
             except asyncpg.QueryCanceledError as exc:
                 raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the database did not answer in time") \
                     from exc
             try:
-                yield _Session(conn, alive_at,
+                yield _Session(conn, bound["alive_at"], bound["server_started"],
                                self.runtime if standby is None else standby.replica.database,
                                standby is not None)
             finally:
@@ -364,24 +366,30 @@ class Explorer:
         now (never reused; the backend sees its client gone within a second, at its next
         interrupt check) and, as the runtime role on the same server (the standby's backends
         can be signalled only there), the backend is ended. By pid and a time it was alive, so
-        that a session that reused the pid is never hit."""
+        that a session that reused the pid is never hit, and only on the server it ran on (the
+        runtime pool may reach another: two standbys behind one name), where the pid could be
+        another tenant's session."""
         pid = session.conn.get_server_pid()
         session.conn.terminate()
         if session.runtime is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self._end_backend(session.runtime, pid, session.alive_at))
+            self._end_backend(session.runtime, pid, session.alive_at, session.server_started))
         self._endings.add(task)
         task.add_done_callback(self._endings.discard)
 
-    async def _end_backend(self, runtime: Database, pid: int, alive_at: dt.datetime) -> None:
+    async def _end_backend(self, runtime: Database, pid: int, alive_at: dt.datetime,
+                           server_started: dt.datetime) -> bool:
+        """Whether the backend was signalled."""
         try:
             async with runtime.connection() as conn:
-                await self.queries.explorer_end_backend(conn, pid=pid, alive_at=alive_at)
+                return bool(await self.queries.explorer_end_backend(
+                    conn, pid=pid, alive_at=alive_at, server_started=server_started))
         except (ServiceError, asyncpg.PostgresError) as exc:
             # Without explorer_guard (not provisioned) the closed connection still ends it.
             log.warning("could not end an abandoned explorer backend",
                         extra={"pid": pid, "error": str(exc)[:200]})
+            return False
 
     def _left(self, deadline: float) -> float:
         # The client-side backstop of statement_timeout: a little beyond it, never negative.
