@@ -137,6 +137,15 @@ def _open(conn: asyncpg.Connection) -> bool:
         return False  # closed and given back already (an abandoned query: ``Explorer._abandon``)
 
 
+def _replay_conflict(exc: asyncpg.PostgresError) -> bool:
+    """Whether a hot standby gave up the statement for a conflict with replay (40001). In a
+    subtransaction, as every read of rows is (``fetch_rows`` catches errors), the server cannot
+    cancel the statement alone and ends the session instead: its reason is the lost
+    connection's cause."""
+    return isinstance(exc, asyncpg.SerializationError) \
+        or isinstance(exc.__cause__, asyncpg.SerializationError)
+
+
 def _cancelled() -> ServiceError:
     # Not our statement_timeout: an operator or a shutdown cancelled the query.
     return ServiceError(ErrorCode.CONNECTION_ERROR,
@@ -293,10 +302,13 @@ class Explorer:
                     except asyncio.CancelledError:
                         self._abandon(session)
                         raise
-                    except asyncpg.SerializationError:
+                    except (asyncpg.SerializationError,
+                            asyncpg.ConnectionDoesNotExistError) as exc:
                         # On a standby: cancelled by a conflict with replay (rows it read were
-                        # vacuumed on the primary). Once more, on the primary, in the time left.
-                        if not session.on_standby or time.perf_counter() >= deadline:
+                        # vacuumed on the primary, a lock it held was taken there). Once more,
+                        # on the primary, in the time left.
+                        if not session.on_standby or not _replay_conflict(exc) \
+                                or time.perf_counter() >= deadline:
                             raise
                 assert self.standby is not None
                 self.standby.replica.fell_back("conflict")
