@@ -294,6 +294,17 @@ async def _standby_explorer_pid(replicated: Replicated) -> int:
     return pids[0]["pid"]
 
 
+async def test_the_catalog_tools_name_no_table_beyond_the_explorers_on_the_standby(
+        client, replicated: Replicated) -> None:
+    mine = replicated.mine
+    for table in ("binding_secret", "explorer_support.binding_secret", "bindings",
+                  "pg_settings", "../work_items", "work_items; SELECT 1"):
+        envelope = await call(client, mine, "explorer_describe_table", table=table)
+        assert not envelope["success"], (table, envelope)
+        assert envelope["error"]["code"] in ("VALIDATION_ERROR", "NOT_FOUND"), envelope
+    await served_by_standby(client)
+
+
 # -- reports on the standby ---------------------------------------------------------------------
 
 async def test_reports_on_the_standby_with_crafted_arguments_show_only_the_callers_rows(
