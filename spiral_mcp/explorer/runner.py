@@ -137,6 +137,15 @@ def _open(conn: asyncpg.Connection) -> bool:
         return False  # closed and given back already (an abandoned query: ``Explorer._abandon``)
 
 
+def _replay_conflict(exc: asyncpg.PostgresError) -> bool:
+    """Whether a hot standby gave up the statement for a conflict with replay (40001). In a
+    subtransaction, as every read of rows is (``fetch_rows`` catches errors), the server cannot
+    cancel the statement alone and ends the session instead: its reason is the lost
+    connection's cause."""
+    return isinstance(exc, asyncpg.SerializationError) \
+        or isinstance(exc.__cause__, asyncpg.SerializationError)
+
+
 def _cancelled() -> ServiceError:
     # Not our statement_timeout: an operator or a shutdown cancelled the query.
     return ServiceError(ErrorCode.CONNECTION_ERROR,
@@ -145,11 +154,13 @@ def _cancelled() -> ServiceError:
 
 
 class _Session(NamedTuple):
-    """An explorer transaction: its connection, a time its backend was alive, the runtime role's
-    database on the same server (None: none to end it with), and whether that is the standby."""
+    """An explorer transaction: its connection, a time its backend was alive, when its server
+    started (which names it), the runtime role's database on the same server (None: none to end
+    it with), and whether that is the standby."""
 
     conn: asyncpg.Connection
     alive_at: dt.datetime
+    server_started: dt.datetime
     runtime: Database | None
     on_standby: bool
 
@@ -242,14 +253,14 @@ class Explorer:
             try:
                 if standby is None:
                     await self.queries.explorer_begin(conn)
-                    alive_at = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
+                    bound = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
                 else:
-                    alive_at = await standby.bind(conn, self.queries, tenant_id)
+                    bound = await standby.bind(conn, self.queries, tenant_id)
             except asyncpg.QueryCanceledError as exc:
                 raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the database did not answer in time") \
                     from exc
             try:
-                yield _Session(conn, alive_at,
+                yield _Session(conn, bound["alive_at"], bound["server_started"],
                                self.runtime if standby is None else standby.replica.database,
                                standby is not None)
             finally:
@@ -291,10 +302,13 @@ class Explorer:
                     except asyncio.CancelledError:
                         self._abandon(session)
                         raise
-                    except asyncpg.SerializationError:
+                    except (asyncpg.SerializationError,
+                            asyncpg.ConnectionDoesNotExistError) as exc:
                         # On a standby: cancelled by a conflict with replay (rows it read were
-                        # vacuumed on the primary). Once more, on the primary, in the time left.
-                        if not session.on_standby or time.perf_counter() >= deadline:
+                        # vacuumed on the primary, a lock it held was taken there). Once more,
+                        # on the primary, in the time left.
+                        if not session.on_standby or not _replay_conflict(exc) \
+                                or time.perf_counter() >= deadline:
                             raise
                 assert self.standby is not None
                 self.standby.replica.fell_back("conflict")
@@ -364,24 +378,30 @@ class Explorer:
         now (never reused; the backend sees its client gone within a second, at its next
         interrupt check) and, as the runtime role on the same server (the standby's backends
         can be signalled only there), the backend is ended. By pid and a time it was alive, so
-        that a session that reused the pid is never hit."""
+        that a session that reused the pid is never hit, and only on the server it ran on (the
+        runtime pool may reach another: two standbys behind one name), where the pid could be
+        another tenant's session."""
         pid = session.conn.get_server_pid()
         session.conn.terminate()
         if session.runtime is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self._end_backend(session.runtime, pid, session.alive_at))
+            self._end_backend(session.runtime, pid, session.alive_at, session.server_started))
         self._endings.add(task)
         task.add_done_callback(self._endings.discard)
 
-    async def _end_backend(self, runtime: Database, pid: int, alive_at: dt.datetime) -> None:
+    async def _end_backend(self, runtime: Database, pid: int, alive_at: dt.datetime,
+                           server_started: dt.datetime) -> bool:
+        """Whether the backend was signalled."""
         try:
             async with runtime.connection() as conn:
-                await self.queries.explorer_end_backend(conn, pid=pid, alive_at=alive_at)
+                return bool(await self.queries.explorer_end_backend(
+                    conn, pid=pid, alive_at=alive_at, server_started=server_started))
         except (ServiceError, asyncpg.PostgresError) as exc:
             # Without explorer_guard (not provisioned) the closed connection still ends it.
             log.warning("could not end an abandoned explorer backend",
                         extra={"pid": pid, "error": str(exc)[:200]})
+            return False
 
     def _left(self, deadline: float) -> float:
         # The client-side backstop of statement_timeout: a little beyond it, never negative.

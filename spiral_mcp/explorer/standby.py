@@ -11,7 +11,6 @@ that backend lives (``Replica.database``).
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import asyncpg
@@ -45,8 +44,9 @@ class Standby:
         self._proofs: dict[uuid.UUID, str] = {}
 
     async def bind(self, conn: asyncpg.Connection, queries: Queries, tenant_id: uuid.UUID
-                   ) -> dt.datetime:
-        """Open the transaction on ``conn`` bound to the tenant; its start comes back."""
+                   ) -> asyncpg.Record:
+        """Open the transaction on ``conn`` bound to the tenant; its start (``alive_at``) and
+        its server's (``server_started``) come back."""
         proof = self._proofs.get(tenant_id)
         if proof is None:
             try:
