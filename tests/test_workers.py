@@ -1,0 +1,199 @@
+"""``spiral-mcp serve --workers N`` as a real process: its workers share the port and each
+answers, one killed is replaced while the port keeps answering, SIGTERM drains them all (a call in
+flight is answered) and nothing is left running, the supervisor's death takes its workers with
+it, a worker that dies at once again and again stops the server with the reason, and N workers
+without Redis are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import ROOT
+from test_first_start import COMMAND, Server, environment, free_port, serving
+
+pytestmark = pytest.mark.slow
+
+# Heavy enough to be in flight for a while on the demo data (as test_shutdown.py's).
+SLOW_SQL = ("SELECT count(*) AS n FROM work_items a, work_items b, work_items c, work_items d "
+            "WHERE a.priority <> d.priority")
+
+
+def _env(database_urls, redis_url: str | None, port: int, **settings: str) -> dict[str, str]:
+    env = environment(DATABASE_URL=database_urls.runtime,
+                      EXPLORER_DATABASE_URL=database_urls.explorer or "", PORT=str(port),
+                      SYNC_INTERVAL="0", LOG_LEVEL="info", **settings,
+                      PYTHONPATH=os.pathsep.join(filter(None, [
+                          str(ROOT), os.environ.get("PYTHONPATH")])))
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started and that still run (its workers)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return set()
+    return {int(child) for child in text.split()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+async def eventually(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.1)
+    return found
+
+
+def ready_workers(server: Server) -> dict[int, int]:
+    """pid -> worker number, of every "worker ready" line so far."""
+    return {e["pid"]: e["worker"] for e in server.log if e.get("msg") == "worker ready"}
+
+
+def answered_by(server: Server) -> set[int]:
+    return {e["pid"] for e in server.log if e.get("msg") == "request" and "pid" in e}
+
+
+async def health(base: str) -> int:
+    # A connection of its own each time: new connections are what the workers share.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http, \
+            http.get(f"{base}/health", timeout=aiohttp.ClientTimeout(total=30)) as resp:
+        return resp.status
+
+
+async def test_workers_share_the_port_are_replaced_and_drain_together(
+        database_urls, redis_url, make_tenant) -> None:
+    tenant = await make_tenant(demo=True)
+    port = free_port()
+    env = _env(database_urls, redis_url, port, SHUTDOWN_TIMEOUT="20", EXPLORER_TIMEOUT_S="30")
+    async with serving(env, "--workers", "2") as server:
+        base = await server.listening()
+        pid = server.proc.pid
+        workers = await eventually(lambda: len(children(pid)) == 2 and children(pid),
+                                   "two workers")
+        # Log lines are written in batches: the workers' may come after the supervisor's line.
+        await eventually(lambda: set(ready_workers(server)) == workers, "their ready lines")
+        assert sorted(ready_workers(server).values()) == [1, 2]
+        assert sum("serving MCP at" in line for line in server.err) == 1
+
+        # Both answer: each new connection goes to one of them; every log line names its pid.
+        async def both_answered() -> None:
+            while not workers <= answered_by(server):
+                assert set(await asyncio.gather(*(health(base) for _ in range(8)))) == {200}
+                await asyncio.sleep(0.2)  # log lines are written in batches
+        await asyncio.wait_for(both_answered(), 60)
+
+        # One killed is replaced in its slot; the port answers all along.
+        killed = min(workers)
+        number = ready_workers(server)[killed]
+        os.kill(killed, signal.SIGKILL)
+        replacement = await eventually(
+            lambda: [p for p, n in ready_workers(server).items() if n == number and p != killed
+                     and p in children(pid)], "a replacement")
+        for _ in range(10):
+            assert await health(base) == 200
+        assert children(pid) == (workers - {killed}) | set(replacement)
+        died = [e for e in server.log if e.get("msg") == "worker died; starting another"]
+        assert died and died[0]["reason"] == "killed by SIGKILL" and died[0]["worker"] == number
+
+        # SIGTERM with a call in flight: it is answered, then everything exits 0.
+        survivors = children(pid)
+        async with aiohttp.ClientSession() as http:
+            call = asyncio.ensure_future(http.post(f"{base}/execute", headers=tenant.headers,
+                                                   json={"jsonrpc": "2.0", "id": 1,
+                                                         "method": "tools/call", "params": {
+                                                             "name": "explorer_query",
+                                                             "arguments": {"sql": SLOW_SQL}}}))
+            await asyncio.sleep(0.5)  # the query is running
+            assert not call.done()
+            server.proc.send_signal(signal.SIGTERM)
+            answer = await asyncio.wait_for(call, 40)
+            assert answer.status == 200
+            envelope = (await answer.json())["result"]["structuredContent"]
+            assert envelope["success"] is True, envelope
+        assert await server.stop() == 0
+    assert not [p for p in survivors if alive(p)]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await health(base)
+    stopped = {e["pid"] for e in server.log if e.get("msg") == "stopped" and "pid" in e}
+    assert stopped == survivors
+
+
+async def test_workers_end_with_their_supervisor(database_urls, redis_url) -> None:
+    env = _env(database_urls, redis_url, free_port())
+    async with serving(env, "--workers", "2") as server:
+        await server.listening()
+        workers = children(server.proc.pid)
+        assert len(workers) == 2
+        server.proc.kill()
+        await server.proc.wait()
+        await eventually(lambda: not [p for p in workers if alive(p)], "workers gone", 30)
+
+
+async def test_a_worker_dying_at_once_again_and_again_stops_the_server(
+        database_urls, redis_url, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    env = _env(database_urls, redis_url, free_port(), SPIRAL_TEMPLATES_DIR=str(templates),
+               WORKERS="2")
+    # On the first start a worker that cannot start is a startup error, said once.
+    (templates / "broken.sql").write_text("DELETE FROM work_items;\n")
+    async with serving(env) as server:
+        assert await asyncio.wait_for(server.proc.wait(), 60) == 1
+        await server.stop()
+    errors = [line for line in server.err if line.startswith("spiral-mcp: error:")]
+    assert len(errors) == 1 and "broken.sql: missing '-- name:'" in errors[0], server.err
+
+    # Serving, then a replacement cannot start (a broken template deployed meanwhile): it is
+    # tried again with a backoff, then everything stops with the reason.
+    (templates / "broken.sql").unlink()
+    async with serving(env) as server:
+        await server.listening()
+        workers = children(server.proc.pid)
+        (templates / "broken.sql").write_text("DELETE FROM work_items;\n")
+        os.kill(min(workers), signal.SIGKILL)
+        assert await asyncio.wait_for(server.proc.wait(), 90) == 1
+        await server.stop()
+    errors = [line for line in server.err if line.startswith("spiral-mcp: error:")]
+    assert len(errors) == 1, server.err
+    assert "died 5 times in a row within 10 s of its start; last: " in errors[0]
+    assert "broken.sql: missing '-- name:'" in errors[0]
+    assert not [p for p in workers if alive(p)]
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--workers", "2"], {}, "WORKERS: 2 processes need REDIS_URL"),
+    ([], {"WORKERS": "auto"}, None),
+    (["--workers", "many"], {"REDIS_URL": "redis://127.0.0.1:1/0"},
+     "WORKERS: expected a whole number from 1 to 256, got 'many' (or auto)"),
+    (["--workers", "0"], {"REDIS_URL": "redis://127.0.0.1:1/0"},
+     "WORKERS: expected a whole number from 1 to 256, got 0 (or auto)"),
+])
+async def test_bad_workers_settings_are_refused(args, env, message) -> None:
+    if message is None:
+        if len(os.sched_getaffinity(0)) == 1:
+            pytest.skip("auto is one worker on one CPU, which needs no Redis")
+        message = "processes need REDIS_URL"
+    proc = await asyncio.create_subprocess_exec(
+        *COMMAND, "serve", *args, env=environment(
+            DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", **env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    text = err.decode()
+    assert text.startswith("spiral-mcp: error: ") and message in text and text.count("\n") == 1
