@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import ROOT
+from prometheus_client.parser import text_string_to_metric_families
 from test_first_start import COMMAND, Server, environment, free_port, serving
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,15 @@ async def health(base: str) -> int:
         return resp.status
 
 
+async def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http, \
+            http.get(f"{base}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 async def test_workers_share_the_port_are_replaced_and_drain_together(
         database_urls, redis_url, make_tenant) -> None:
     tenant = await make_tenant(demo=True)
@@ -92,11 +102,22 @@ async def test_workers_share_the_port_are_replaced_and_drain_together(
         assert sum("serving MCP at" in line for line in server.err) == 1
 
         # Both answer: each new connection goes to one of them; every log line names its pid.
+        checks = 0
+
         async def both_answered() -> None:
+            nonlocal checks
             while not workers <= answered_by(server):
                 assert set(await asyncio.gather(*(health(base) for _ in range(8)))) == {200}
+                checks += 8
                 await asyncio.sleep(0.2)  # log lines are written in batches
         await asyncio.wait_for(both_answered(), 60)
+
+        # /metrics, whichever worker a scrape reaches, counts the whole server's requests.
+        for _ in range(6):
+            figures = await scrape(base)
+            assert figures[("workers_reporting", ())] == 2
+            assert figures[("http_requests_total", (
+                ("method", "GET"), ("route", "/health"), ("status", "200")))] == checks
 
         # One killed is replaced in its slot; the port answers all along.
         killed = min(workers)

@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -29,6 +30,7 @@ from .app import create_app
 from .logs import configure_logging
 from .run import STARTUP_ERRORS, new_event_loop
 from .shutdown import WIND_DOWN_SECONDS
+from .worker_metrics import serve_own_metrics
 
 __all__ = ["WorkerOrders", "main", "read_orders", "send_orders"]
 
@@ -47,6 +49,7 @@ class WorkerOrders:
     number: int  # its slot, 1..N; a replacement takes the slot of the worker it replaces
     listeners: tuple[int, ...]  # inherited file descriptors of its listening sockets
     supervisor: int  # the supervisor's pid
+    metrics_dir: str  # where the workers serve their own metrics to each other
 
 
 def send_orders(control: socket.socket, orders: WorkerOrders) -> None:
@@ -110,6 +113,7 @@ def main() -> None:
     try:
         app = create_app(settings, database_url=orders.urls.runtime,
                          explorer_url=orders.urls.explorer)
+        app.cleanup_ctx.append(serve_own_metrics(Path(orders.metrics_dir), orders.number))
         web.run_app(app, loop=loop, sock=listeners,
                     shutdown_timeout=settings.shutdown_timeout + WIND_DOWN_SECONDS,
                     access_log=None, print=listening, handle_signals=True)

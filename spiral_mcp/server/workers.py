@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 
 from ..config import Settings
 from ..provision import DatabaseUrls
@@ -110,8 +111,10 @@ def _bind_slots(settings: Settings) -> list[list[socket.socket]]:
 class Supervisor:
     """Starts the workers, replaces those that die, and stops them together."""
 
-    def __init__(self, settings: Settings, slots: list[list[socket.socket]]) -> None:
+    def __init__(self, settings: Settings, slots: list[list[socket.socket]], *,
+                 metrics_dir: str) -> None:
         self._settings = settings
+        self._metrics_dir = metrics_dir
         self._slots = slots
         self._workers: dict[int, _Worker] = {}
         self._stopping = asyncio.Event()
@@ -209,7 +212,8 @@ class Supervisor:
         # Blocking, before the stream takes the socket: a few kilobytes, within its buffer.
         try:
             send_orders(ours, WorkerOrders(settings=self._settings, urls=urls, number=number,
-                                           listeners=fds, supervisor=os.getpid()))
+                                           listeners=fds, supervisor=os.getpid(),
+                                           metrics_dir=self._metrics_dir))
         except OSError:
             ours.close()  # it died at once; its exit says how
             return worker
@@ -243,12 +247,14 @@ class Supervisor:
 
 
 async def _supervise(settings: Settings, slots: list[list[socket.socket]]) -> int:
-    supervisor = Supervisor(settings, slots)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, supervisor.stop)
-    urls = await prepare_database(settings)
-    return await supervisor.run(urls)
+    # The workers' metrics sockets (worker_metrics.py): a folder only this user may enter.
+    with tempfile.TemporaryDirectory(prefix="spiral-mcp-workers-") as metrics_dir:
+        supervisor = Supervisor(settings, slots, metrics_dir=metrics_dir)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, supervisor.stop)
+        urls = await prepare_database(settings)
+        return await supervisor.run(urls)
 
 
 def supervise(settings: Settings) -> int:
