@@ -63,7 +63,9 @@ SETTINGS: tuple[Setting, ...] = (
             "PostgreSQL URL of the owner role, for migrations and admin commands "
             "(default: DATABASE_URL)"),
     Setting("REDIS_URL", redis_url, None,
-            "Redis URL for rate limits; unset: limits are kept in process"),
+            "Redis URL for rate limits (redis://, rediss://, unix://, or "
+            "redis+sentinel://host:port[,host:port...]/service_name[/db] for a Sentinel set); "
+            "unset: limits are kept in process"),
     Setting("HOST", text, "127.0.0.1", "address to listen on"),
     Setting("WORKERS", workers, 1,
             "server processes sharing PORT on this host (`auto`: one per CPU), supervised by "

@@ -104,11 +104,15 @@ def postgres_url(raw: str) -> str | None:
 
 
 def redis_url(raw: str) -> str | None:
+    from .redis_client import RedisUrlError, check_redis_url  # redis only where it is used
+
     raw = raw.strip()
     if not raw:
         return None
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("expected a redis://, rediss:// or unix:// URL")
+    try:
+        check_redis_url(raw)
+    except RedisUrlError as exc:
+        raise ConfigError(str(exc)) from None
     return raw
 
 

@@ -42,6 +42,7 @@ from ..protocol.sessions import SessionStore
 from ..protocol.tasks import TaskRunner
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
+from ..redis_client import close_redis, redis_client
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
 from ..shares import Shares
 from ..sources.access import SourceAccess
@@ -279,9 +280,8 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     client: redis.Redis | None = None
     buckets = None
     if settings.redis_url is not None:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-        )
+        # One client for the process (a Sentinel set's master too): app[REDIS].
+        client = redis_client(settings.redis_url)
         app[REDIS] = client
         buckets = RedisBuckets(client)
     app[RATE_LIMITER] = RateLimiter(
@@ -292,7 +292,7 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     if client is not None:
-        await client.aclose()
+        await close_redis(client)
 
 
 def _request_state_seal(settings: Settings) -> RequestStateSeal:
