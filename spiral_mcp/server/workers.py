@@ -36,6 +36,7 @@ import tempfile
 
 from ..config import Settings
 from ..provision import DatabaseUrls
+from ..sources.secrets import CredentialError, load_secret_key
 from .first_start import print_listening
 from .logs import configure_logging
 from .run import (
@@ -254,6 +255,11 @@ async def _supervise(settings: Settings, slots: list[list[socket.socket]]) -> in
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, supervisor.stop)
         urls = await prepare_database(settings)
+        if settings.embedded:
+            # The embedded installation's key file is made here, once: workers starting
+            # together could otherwise read it between its creation and its writing.
+            with contextlib.suppress(CredentialError):
+                load_secret_key(settings)
         return await supervisor.run(urls)
 
 
