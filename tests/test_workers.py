@@ -14,9 +14,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import ROOT
+from aiohttp import web
+from conftest import ROOT, make_settings
 from prometheus_client.parser import text_string_to_metric_families
+from serving import app_clients
 from test_first_start import COMMAND, Server, environment, free_port, serving
+from test_mrtr import _OK, ELICIT, _first_state, call, refused
+
+from spiral_mcp.handlers import builtin_tools
+from spiral_mcp.server.app import create_app
+from tests.conformance_mrtr import mrtr_prompts, mrtr_tools
 
 pytestmark = pytest.mark.slow
 
@@ -218,3 +225,31 @@ async def test_bad_workers_settings_are_refused(args, env, message) -> None:
     assert proc.returncode == 2
     text = err.decode()
     assert text.startswith("spiral-mcp: error: ") and message in text and text.count("\n") == 1
+
+
+async def test_workers_take_each_others_questions_without_spiral_secret_key(
+        database_urls, make_tenant) -> None:
+    """What one worker asks a stateless client (its requestState), another opens: they share
+    the supervisor's secret when SPIRAL_SECRET_KEY is not set. Another server's workers do not;
+    nor does another tenant's key."""
+    tenant, stranger = await make_tenant(), await make_tenant()
+    settings = make_settings(database_urls)
+    assert settings.spiral_secret_key is None
+    shared = os.urandom(32)
+
+    def worker(secret: bytes) -> web.Application:
+        return create_app(settings, database_url=database_urls.runtime, shared_secret=secret,
+                          tools=[*builtin_tools(), *mrtr_tools()], prompts=mrtr_prompts())
+
+    name = "test_input_required_result_tampered_state"
+    async with app_clients() as start:
+        one, other = await start(worker(shared)), await start(worker(shared))
+        elsewhere = await start(worker(os.urandom(32)))
+        state = await _first_state(one, tenant)
+        done = await call(other, tenant, name, {}, capabilities=ELICIT, requestState=state,
+                          inputResponses=_OK)
+        assert done["resultType"] == "complete"
+        error = await refused(elsewhere, tenant, name, {}, requestState=state, inputResponses=_OK)
+        assert error["data"] == {"reason": "tampered"}
+        error = await refused(other, stranger, name, {}, requestState=state, inputResponses=_OK)
+        assert error["data"] == {"reason": "other_key"}

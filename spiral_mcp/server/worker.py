@@ -50,6 +50,9 @@ class WorkerOrders:
     listeners: tuple[int, ...]  # inherited file descriptors of its listening sockets
     supervisor: int  # the supervisor's pid
     metrics_dir: str  # where the workers serve their own metrics to each other
+    # Random, made by the supervisor for this run: the workers seal the stateless era's
+    # requestState with it when SPIRAL_SECRET_KEY is not set, so any worker takes the answer.
+    shared_secret: bytes = dataclasses.field(repr=False)
 
 
 def send_orders(control: socket.socket, orders: WorkerOrders) -> None:
@@ -112,7 +115,8 @@ def main() -> None:
 
     try:
         app = create_app(settings, database_url=orders.urls.runtime,
-                         explorer_url=orders.urls.explorer)
+                         explorer_url=orders.urls.explorer,
+                         shared_secret=orders.shared_secret)
         app.cleanup_ctx.append(serve_own_metrics(Path(orders.metrics_dir), orders.number))
         web.run_app(app, loop=loop, sock=listeners,
                     shutdown_timeout=settings.shutdown_timeout + WIND_DOWN_SECONDS,

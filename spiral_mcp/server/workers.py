@@ -121,6 +121,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._failure: str | None = None
         self._announced = False
+        self._shared_secret = os.urandom(32)
 
     def stop(self) -> None:
         """SIGTERM or SIGINT: drain every worker, then exit 0."""
@@ -214,7 +215,8 @@ class Supervisor:
         try:
             send_orders(ours, WorkerOrders(settings=self._settings, urls=urls, number=number,
                                            listeners=fds, supervisor=os.getpid(),
-                                           metrics_dir=self._metrics_dir))
+                                           metrics_dir=self._metrics_dir,
+                                           shared_secret=self._shared_secret))
         except OSError:
             ours.close()  # it died at once; its exit says how
             return worker
