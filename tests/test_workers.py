@@ -18,7 +18,17 @@ from aiohttp import web
 from conftest import ROOT, make_settings
 from prometheus_client.parser import text_string_to_metric_families
 from serving import app_clients
-from test_first_start import COMMAND, Server, environment, free_port, serving
+from test_first_start import (  # noqa: F401 - empty_database: a fixture
+    COMMAND,
+    Server,
+    _tenants,
+    banner_key,
+    empty_database,
+    environment,
+    free_port,
+    serving,
+    tool_call,
+)
 from test_mrtr import _OK, ELICIT, _first_state, call, refused
 
 from spiral_mcp.handlers import builtin_tools
@@ -160,6 +170,38 @@ async def test_workers_share_the_port_are_replaced_and_drain_together(
         await health(base)
     stopped = {e["pid"] for e in server.log if e.get("msg") == "stopped" and "pid" in e}
     assert stopped == survivors
+
+
+async def test_the_database_is_prepared_once_and_the_key_printed_once(
+        empty_database: tuple[str, str], redis_url, tmp_path: Path) -> None:  # noqa: F811
+    """docker compose up with WORKERS=2: the supervisor migrates the empty database and creates
+    the BOOTSTRAP_TENANT tenant, printing its key once; the workers only serve."""
+    runtime_url, owner_url = empty_database
+    env = environment(DATABASE_URL=runtime_url, ADMIN_DATABASE_URL=owner_url,
+                      PORT=str(free_port()), BOOTSTRAP_TENANT="Acme", SYNC_INTERVAL="0",
+                      REDIS_URL=redis_url, WORKERS="2", SPIRAL_DATA_DIR=str(tmp_path / "data"))
+    async with serving(env) as server:
+        base = await server.listening(timeout=60)
+        key = banner_key(server)  # at most one, or it fails
+        assert key is not None, "\n".join(server.err)
+        assert sum("first start - created" in line for line in server.err) == 1
+        for _ in range(4):
+            listed = await tool_call(base, key, "jira_list_projects")
+            assert listed["success"] is True and listed["data"]["projects"] == []
+    migrated = [e for e in server.log if e.get("msg") == "applied migrations"]
+    assert len(migrated) == 1 and "pid" not in migrated[0]  # the supervisor's line
+    assert await _tenants(owner_url) == ["Acme"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_sigint_or_sigterm_stops_everything(database_urls, redis_url, signum) -> None:
+    env = _env(database_urls, redis_url, free_port())
+    async with serving(env, "--workers", "2") as server:
+        await server.listening()
+        workers = children(server.proc.pid)
+        server.proc.send_signal(signum)
+        assert await asyncio.wait_for(server.proc.wait(), 60) == 0
+    assert not [p for p in workers if alive(p)]
 
 
 async def test_workers_end_with_their_supervisor(database_urls, redis_url) -> None:
