@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -244,6 +245,26 @@ async def test_a_worker_dying_at_once_again_and_again_stops_the_server(
     assert "died 5 times in a row within 10 s of its start; last: " in errors[0]
     assert "broken.sql: missing '-- name:'" in errors[0]
     assert not [p for p in workers if alive(p)]
+
+
+@pytest.mark.parametrize("reuse_port", [False, True])
+async def test_a_busy_port_is_one_line_before_any_work(redis_url, reuse_port: bool) -> None:
+    """Held by any process, even by another server's SO_REUSEPORT group, which the workers'
+    sockets could otherwise join."""
+    port = free_port()
+    with socket.socket() as holder:
+        if reuse_port:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        proc = await asyncio.create_subprocess_exec(
+            *COMMAND, "serve", "--workers", "2", env=environment(
+                DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", REDIS_URL=redis_url,
+                PORT=str(port)),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert err.decode().count("\n") == 1 and "set PORT to a free one" in err.decode(), err
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
