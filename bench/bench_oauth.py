@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
 import threading
 import time
@@ -46,17 +45,16 @@ from bench.run import (
     Server,
     Target,
     _paired,
-    begin,
-    common_arguments,
     free_port,
     interleave,
-    load_product,
     log,
+    machine,
     profile,
     run_wrk,
+    side_options,
+    side_run,
     start_server,
     summarize,
-    superuser,
 )
 from spiral_mcp.oauth import bindings
 from spiral_mcp.queries import Queries
@@ -77,10 +75,17 @@ def serve_issuer(issuer: FakeIssuer) -> Iterator[None]:
     port = free_port()
     issuer.base = f"http://127.0.0.1:{port}"
     issuer.url = issuer.base + issuer.path
+    with serve_in_thread(issuer.app(), port, name="issuer"):
+        yield
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application, port: int, *, name: str) -> Iterator[None]:
+    """``app`` served over HTTP on loopback ``port`` from a thread of its own, while inside."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="issuer", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
     thread.start()
-    runner = web.AppRunner(issuer.app(), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
 
     async def start() -> None:
         await runner.setup()
@@ -164,7 +169,7 @@ def print_table(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> N
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.bench_oauth",
                                 description=__doc__.split("\n")[0])
-    common_arguments(p, repeats=5)
+    side_options(p, concurrency="1,16,64")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS,
                    help="distinct tokens the cold path turns through (default 15,000: more "
                         "than the server's caches hold; ~1 ms each to sign)")
@@ -176,12 +181,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    setup = begin(args, name="-oauth")
-    anchors, levels, stamp, workdir = setup.anchors, setup.levels, setup.stamp, setup.workdir
-    superuser_url, _ = superuser(args)
-    log(f"loading {args.tenants} tenants x {args.items} work items into {PRODUCT_DB}")
-    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
-    keys = ",".join(f"PROJ-{n}" for n in range(1, args.items + 1))
+    run = side_run(args, "oauth")
+    anchors, levels, stamp, workdir = run.anchors, run.levels, run.stamp, run.workdir
+    superuser_url, runtime_url, api_key, keys = (run.superuser_url, run.runtime_url,
+                                                 run.api_key, run.keys)
 
     issuer = FakeIssuer(path="/bench")
     port = free_port()
@@ -242,8 +245,7 @@ def main() -> None:
             print(f"  {pct:5.1f}%  {f}")
     result = {
         "timestamp": stamp,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0]},
+        "machine": machine(),
         "config": {"nice": args.nice, "duration_s": args.duration, "repeats": args.repeats,
                    "concurrency": levels, "tenants": args.tenants, "items": args.items,
                    "tokens": args.tokens, "log_level": args.log_level,

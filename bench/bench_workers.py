@@ -22,10 +22,8 @@ pool of DB_POOL_MAX (10) connections, so workers-2 holds 20. Results go to
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,20 +36,18 @@ from bench.run import (
     Server,
     Target,
     _paired,
-    begin,
-    common_arguments,
     cpu_seconds,
     fail,
     free_port,
     interleave,
-    load_product,
-    log,
+    machine,
     open_session,
     redis_reachable,
     run_wrk,
+    side_options,
+    side_run,
     start_server,
     summarize,
-    superuser,
 )
 
 REFERENCE = "workers-1"
@@ -95,7 +91,7 @@ def target_for(door: str, name: str, server: Server, api_key: str, anchors: Path
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.bench_workers",
                                 description=__doc__.split("\n")[0])
-    common_arguments(p, concurrency="64", repeats=5)
+    side_options(p, concurrency="64")
     p.add_argument("--door", choices=DOORS, default="stateless",
                    help="stateless (default; any worker serves any request), mcp (one session: "
                         "needs sessions shared through Redis) or execute")
@@ -108,15 +104,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    setup = begin(args, name="-workers")
-    anchors, levels, stamp, workdir = setup.anchors, setup.levels, setup.stamp, setup.workdir
     if not redis_reachable(args.redis_url):
         fail(f"Redis at {args.redis_url} is not reachable: --workers needs one (--redis-url)")
-    superuser_url, pg_dir = superuser(args)
-    pg_pid = postmaster(pg_dir) if pg_dir is not None else None
-    log(f"loading {args.tenants} tenants x {args.items} work items")
-    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
-    keys = ",".join(f"PROJ-{n}" for n in range(1, args.items + 1))
+    side = side_run(args, "workers")
+    anchors, levels, stamp, workdir = side.anchors, side.levels, side.stamp, side.workdir
+    runtime_url, api_key, keys = side.runtime_url, side.api_key, side.keys
+    pg_pid = (None if os.environ.get("BENCH_DATABASE_URL")
+              else postmaster(Path(args.data_dir).resolve() / "pg"))
 
     env = {**PRODUCT_ENV, "DATABASE_URL": runtime_url, "LOG_LEVEL": args.log_level,
            "REDIS_URL": args.redis_url}
@@ -179,8 +173,7 @@ def main() -> None:
                   f"{ratio['paired'] or 0:.2f} paired by round (aim: >= 1.3)")
     result = {
         "timestamp": stamp,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0]},
+        "machine": machine(),
         "config": {"door": args.door, "workers": args.workers, "nice": args.nice,
                    "duration_s": args.duration, "repeats": args.repeats, "concurrency": levels,
                    "tenants": args.tenants, "items": args.items, "log_level": args.log_level,

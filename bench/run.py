@@ -686,36 +686,22 @@ def _frame(frame: str) -> str:
 
 # -- main ---------------------------------------------------------------------------------------
 
-def common_arguments(p: argparse.ArgumentParser, *, concurrency: str = "1,16,64",
-                     repeats: int = 3) -> None:
-    """The options every benchmark takes: run length, load, data, the product's log level and
-    the scheduling priority."""
-    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
-                   help="seconds per wrk run (BENCH_DURATION, default 8)")
-    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", concurrency),
-                   help=f"comma-separated connection counts (default {concurrency})")
-    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", repeats)),
-                   help=f"interleaved rounds per concurrency; medians are reported (default "
-                        f"{repeats})")
-    p.add_argument("--tenants", type=int, default=100)
-    p.add_argument("--items", type=int, default=1000)
-    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
-                   help="the product's LOG_LEVEL (default info, the product's default: one "
-                        "access line per request)")
-    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
-                   help="scheduling priority of the servers, wrk and the embedded PostgreSQL "
-                        "(BENCH_NICE; e.g. -10 as root, so other work on a shared machine "
-                        "disturbs the runs less; every target gets the same; default 0)")
-    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
-                   help="where the embedded PostgreSQL lives (default bench/.data)")
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    common_arguments(p)
+    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
+                   help="seconds per wrk run (BENCH_DURATION, default 8)")
+    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "1,16,64"),
+                   help="comma-separated connection counts (default 1,16,64)")
+    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)),
+                   help="interleaved rounds per concurrency; medians are reported (default 3)")
+    p.add_argument("--tenants", type=int, default=100)
+    p.add_argument("--items", type=int, default=1000)
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL",
                                                          "redis://127.0.0.1:6379/0"),
                    help="Redis for the product's second run; '' to skip it")
+    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
+                   help="the product's LOG_LEVEL (default info, the product's default: one "
+                        "access line per request)")
     p.add_argument("--targets", default="",
                    help="only these targets, comma-separated (bare, sdk, mcp, execute, "
                         "stateless, and each product target +redis and @base)")
@@ -727,58 +713,40 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--round-trips", type=int, default=20,
                    help="calls whose statements are counted in PostgreSQL's log; 0: skip "
                         "(embedded server only)")
+    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
+                   help="scheduling priority of the servers, wrk and the embedded PostgreSQL "
+                        "(BENCH_NICE; e.g. -10 as root, so other work on a shared machine "
+                        "disturbs the runs less; every target gets the same; default 0)")
     p.add_argument("--baseline", default="",
                    help="another source tree of the product (e.g. `git worktree add /tmp/base "
                         "HEAD~1`), served beside this one as targets mcp@base, "
                         "execute@base and stateless@base: a before/after in one interleaved run")
+    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
+                   help="where the embedded PostgreSQL lives (default bench/.data)")
     return p.parse_args()
-
-
-@dataclasses.dataclass
-class Setup:
-    """What every benchmark starts from."""
-
-    anchors: Path
-    levels: list[int]
-    stamp: str
-    workdir: Path
-
-
-def begin(args: argparse.Namespace, *, name: str = "") -> Setup:
-    """The start every benchmark makes: its scheduling priority (inherited by everything started
-    from here: the servers, wrk, a new embedded server), the prerequisites checked, the
-    concurrency levels, the run's time stamp and a working folder ``spiral-bench<name>-*``."""
-    if args.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
-    check_prerequisites(anchors)  # wrk, and post.lua, which check.lua builds on
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    return Setup(anchors=anchors,
-                 levels=[int(c) for c in args.concurrency.split(",") if c.strip()],
-                 stamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-                 workdir=Path(tempfile.mkdtemp(prefix=f"spiral-bench{name}-")))
-
-
-def superuser(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """A superuser URL: BENCH_DATABASE_URL, or the embedded PostgreSQL started under --data-dir
-    (reniced with --nice); and the embedded server's folder (None with BENCH_DATABASE_URL)."""
-    url = os.environ.get("BENCH_DATABASE_URL")
-    if url:
-        return url, None
-    data_dir = Path(args.data_dir).resolve()
-    log(f"starting the embedded PostgreSQL under {data_dir}")
-    url = start_embedded(data_dir)
-    if args.nice:
-        renice_postgres(data_dir / "pg", args.nice)
-    return url, data_dir / "pg"
 
 
 def main() -> None:
     args = parse_args()
-    setup = begin(args)
-    anchors, levels, stamp, workdir = setup.anchors, setup.levels, setup.stamp, setup.workdir
-    superuser_url, pg_dir = superuser(args)
-    pg_log = pg_dir / "log" if pg_dir is not None else None
+    if args.nice:
+        # Inherited by everything started from here: the servers, wrk, a new embedded server.
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
+    check_prerequisites(anchors)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="spiral-bench-"))
+
+    superuser_url = os.environ.get("BENCH_DATABASE_URL")
+    pg_log: Path | None = None
+    if not superuser_url:
+        data_dir = Path(args.data_dir).resolve()
+        log(f"starting the embedded PostgreSQL under {data_dir}")
+        superuser_url = start_embedded(data_dir)
+        pg_log = data_dir / "pg" / "log"
+        if args.nice:
+            renice_postgres(data_dir / "pg", args.nice)
     log(f"loading {args.tenants} tenants x {args.items} work items into {PRODUCT_DB}")
     t0 = time.monotonic()
     runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
@@ -910,6 +878,72 @@ def main() -> None:
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nresults: {out}  (server logs: {workdir})")
+
+
+# -- what the side benchmarks share (bench_oauth.py, bench_tracing.py) ------------------------
+
+def side_options(p: argparse.ArgumentParser, *, concurrency: str) -> None:
+    """The options every side benchmark takes: run lengths, data size, the product's log level,
+    priority and where the embedded PostgreSQL lives."""
+    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
+                   help="seconds per wrk run (BENCH_DURATION, default 8)")
+    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", concurrency),
+                   help=f"comma-separated connection counts (default {concurrency})")
+    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 5)),
+                   help="interleaved rounds per concurrency; medians are reported (default 5)")
+    p.add_argument("--tenants", type=int, default=100)
+    p.add_argument("--items", type=int, default=1000)
+    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
+                   help="the product's LOG_LEVEL (default info)")
+    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
+                   help="scheduling priority of the servers, wrk and the embedded PostgreSQL")
+    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
+                   help="where the embedded PostgreSQL lives (default bench/.data)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SideRun:
+    """What a side benchmark starts from: the anchors (for wrk's scripts), the concurrency
+    levels, the run's timestamp and folder, and the bench data loaded."""
+
+    anchors: Path
+    levels: list[int]
+    stamp: str
+    workdir: Path
+    superuser_url: str
+    runtime_url: str
+    api_key: str
+    keys: str  # the issue keys wrk asks for, comma-separated
+
+
+def side_run(args: argparse.Namespace, name: str) -> SideRun:
+    """Check the prerequisites (wrk, the anchors' scripts), start the embedded PostgreSQL unless
+    BENCH_DATABASE_URL names a server, and load the bench data."""
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
+    check_prerequisites(anchors)  # wrk, and post.lua, which check.lua builds on
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    superuser_url = os.environ.get("BENCH_DATABASE_URL")
+    if not superuser_url:
+        data_dir = Path(args.data_dir).resolve()
+        log(f"starting the embedded PostgreSQL under {data_dir}")
+        superuser_url = start_embedded(data_dir)
+        if args.nice:
+            renice_postgres(data_dir / "pg", args.nice)
+    log(f"loading {args.tenants} tenants x {args.items} work items into {PRODUCT_DB}")
+    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
+    return SideRun(
+        anchors=anchors, levels=[int(c) for c in args.concurrency.split(",") if c.strip()],
+        stamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        workdir=Path(tempfile.mkdtemp(prefix=f"spiral-bench-{name}-")),
+        superuser_url=superuser_url, runtime_url=runtime_url, api_key=api_key,
+        keys=",".join(f"PROJ-{n}" for n in range(1, args.items + 1)))
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0]}
 
 
 if __name__ == "__main__":

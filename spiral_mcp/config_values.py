@@ -150,6 +150,23 @@ def web_url(raw: str) -> str | None:
     return raw
 
 
+def otlp_endpoint(raw: str) -> str | None:
+    """An OpenTelemetry collector's base URL (OTLP/HTTP): http or https, a host, no query."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - a port out of range raises here
+    except ValueError:
+        raise ConfigError(f"expected an http(s) URL of an OTLP collector, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ConfigError(f"expected an http(s) URL of an OTLP collector with a host and no "
+                          f"query, such as http://collector:4318, got {raw!r}")
+    return raw
+
+
 def web_urls(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(url for part in csv(raw) if (url := web_url(part))))
 

@@ -70,10 +70,13 @@ from .keys import (
     TASK_RUNNER,
     TEMPLATES,
     TOKEN_VERIFIER,
+    TRACER,
 )
 from .metrics import Metrics
 from .middleware import authenticate, cors_headers, origin_guard, request_context
+from .replica_context import replica_context
 from .shutdown import ShutdownClock
+from .tracing import tracing_context
 
 __all__ = ["create_app"]
 
@@ -121,11 +124,14 @@ def create_app(
     app.router.add_routes(streamable.routes)
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
+    app.cleanup_ctx.append(tracing_context)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_explorer(
         explorer_url or settings.explorer_database_url or url_for_role(database_url, EXPLORER_ROLE),
         configured=bool(explorer_url or settings.explorer_database_url),
     ))
+    # After the explorer: it gives the explorer its pool on the standby.
+    app.cleanup_ctx.append(replica_context(explorer_url or settings.explorer_database_url))
     app.cleanup_ctx.append(_authenticator)
     if settings.oauth:
         app.cleanup_ctx.append(_oauth)
@@ -142,7 +148,7 @@ def create_app(
 def _database(url: str):
     async def database(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        queries = Queries.load()
+        queries = Queries.load().traced(app[TRACER])
         pool = await _connect_with_retry(settings, url)
         try:
             async with pool.acquire() as conn:
@@ -335,6 +341,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
             audit=audit,
             idempotency=idempotency,
             metrics=app[METRICS],
+            tracer=app[TRACER],
         )
         tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),

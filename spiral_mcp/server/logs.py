@@ -1,5 +1,5 @@
 """JSON-lines logging on stdout (stderr under ``spiral-mcp stdio``), with the current request id
-on every line.
+on every line, and the current span's trace and span ids when tracing is on.
 
 No traceback is written: a failure is logged as its type, message and the innermost frame of our
 own code, which points an operator at the place without printing frames that might carry data.
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
+
+from ..tracing import current_ids
 
 __all__ = [
     "CHATTY_LOGGERS", "AccessRecord", "BatchingStreamHandler", "JsonFormatter",
@@ -112,6 +114,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id
+        if (ids := current_ids()) is not None:
+            # Written inside a span (tracing on): the line leads to its trace.
+            line["trace_id"], line["span_id"] = ids
         if type(record) is AccessRecord:
             line.update(record.fields)
         else:

@@ -4,7 +4,8 @@ Each worker keeps its metrics in its own registry, as one process does (the requ
 counters are plain numbers, see ``metrics.py``), and serves them, unmerged, on a Unix socket of
 its own in a folder the supervisor made for this run (mode 0700). A scrape of /metrics asks every
 other worker over its socket and adds their figures to its own: counters, histogram buckets,
-sums and counts and the gauges (connections, sessions, queued rows: all totals) are summed;
+sums and counts and the gauges that are totals (connections, sessions, queued rows) are summed;
+the replica's lag is the worst worker's and ``replica_in_use`` the least (``_NOT_SUMMED``);
 a series' ``_created`` is the earliest. ``workers_reporting`` says how many workers the
 figures include: a worker being replaced is missing from them (its counts go with it, which
 Prometheus's rate() reads as a counter reset, as after a restart of one process).
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import math
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import aiohttp
@@ -68,6 +70,20 @@ async def _ask(path: Path) -> str | None:
         return None
 
 
+def _worst_lag(values: list[float]) -> float:
+    # NaN (a worker's replica does not answer) is unknown: the whole server's is then too.
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
+# Gauges that are no totals: how one scrape of the whole server reads them (all others are
+# summed). Each worker checks the replica itself: the server's lag is its worst worker's, and
+# the replica is in use only while every worker uses it.
+_NOT_SUMMED: dict[str, Callable[[list[float]], float]] = {
+    "replica_lag_seconds": _worst_lag,
+    "replica_in_use": min,
+}
+
+
 class _Families(Collector):
     def __init__(self, families: Iterable[Metric]) -> None:
         self._families = list(families)
@@ -79,7 +95,7 @@ class _Families(Collector):
 def merge_expositions(texts: list[str]) -> bytes:
     """One exposition of several processes' (see the module's docstring)."""
     families: dict[str, Metric] = {}
-    # family -> (sample name, labels) -> [labels as written, value]
+    # family -> (sample name, labels) -> [labels as written, the workers' values]
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list]] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
@@ -89,16 +105,11 @@ def merge_expositions(texts: list[str]) -> bytes:
             samples = values[family.name]
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
-                seen = samples.get(key)
-                if seen is None:
-                    samples[key] = [sample.labels, sample.value]
-                elif sample.name.endswith("_created"):
-                    seen[1] = min(seen[1], sample.value)
-                else:
-                    seen[1] += sample.value
+                samples.setdefault(key, [sample.labels, []])[1].append(sample.value)
     for name, metric in families.items():
-        for (sample_name, _), (labels, value) in values[name].items():
-            metric.add_sample(sample_name, labels, value)
+        for (sample_name, _), (labels, seen) in values[name].items():
+            combine = min if sample_name.endswith("_created") else _NOT_SUMMED.get(name, sum)
+            metric.add_sample(sample_name, labels, combine(seen))
     reporting = GaugeMetricFamily("workers_reporting",
                                   "Worker processes whose figures this scrape includes",
                                   value=len(texts))
