@@ -38,6 +38,7 @@ from .config_values import (
     web_url,
     web_urls,
     whole_number,
+    workers,
 )
 
 __all__ = ["SETTINGS", "TOOLSETS", "ConfigError", "Secret", "Setting", "Settings",
@@ -63,8 +64,13 @@ SETTINGS: tuple[Setting, ...] = (
             "PostgreSQL URL of the owner role, for migrations and admin commands "
             "(default: DATABASE_URL)"),
     Setting("REDIS_URL", redis_url, None,
-            "Redis URL for rate limits; unset: limits are kept in process"),
+            "Redis URL for rate limits (redis://, rediss://, unix://, or "
+            "redis+sentinel://host:port[,host:port...]/service_name[/db] for a Sentinel set); "
+            "unset: limits are kept in process"),
     Setting("HOST", text, "127.0.0.1", "address to listen on"),
+    Setting("WORKERS", workers, 1,
+            "server processes sharing PORT on this host (`auto`: one per CPU), supervised by "
+            "`spiral-mcp serve`; more than 1 needs REDIS_URL"),
     Setting("PORT", whole_number(1, 65535), 8055, "port to listen on"),
     Setting("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "log level"),
     Setting("SPIRAL_DATA_DIR", text, default_data_dir(),
@@ -214,6 +220,7 @@ class Settings:
     admin_database_url: str | None
     redis_url: str | None
     host: str
+    workers: int
     port: int
     log_level: str
     spiral_data_dir: str
@@ -345,6 +352,13 @@ def load_settings(
         raise ConfigError(
             f"DB_POOL_MIN: {settings.db_pool_min} is more than DB_POOL_MAX {settings.db_pool_max}"
         )
+    if settings.workers > 1 and settings.redis_url is None:
+        # Each process would keep its own sessions, session caps and rate-limit buckets: a
+        # session opened on one process would be unknown to the next, and every limit N times
+        # what it says.
+        raise ConfigError(f"WORKERS: {settings.workers} processes need REDIS_URL, where they "
+                          "share sessions, session caps and rate limits; set REDIS_URL or "
+                          "WORKERS=1")
     if settings.bootstrap_tenant is not None:
         if len(settings.bootstrap_tenant.strip()) > 200:
             raise ConfigError("BOOTSTRAP_TENANT: a tenant name has 1 to 200 characters")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import sys
 import time
 import traceback
@@ -80,8 +81,12 @@ class AccessRecord(logging.LogRecord):
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, *, worker: int | None = None) -> None:
         super().__init__()
+        # Under ``serve --workers N``: which of the processes wrote the line (its slot, 1..N,
+        # kept by its replacement, and its pid).
+        self._worker: dict[str, int] = {} if worker is None else {"worker": worker,
+                                                                   "pid": os.getpid()}
         # The timestamp up to the second, rendered once per second rather than once per line.
         self._second = -1
         self._second_text = ""
@@ -104,6 +109,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._worker:
+            line.update(self._worker)
         request_id = request_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id
@@ -182,11 +189,13 @@ class BatchingStreamHandler(logging.StreamHandler):
                     sys.stderr.write(f"--- logging error: {text.count(chr(10))} lines lost\n")
 
 
-def configure_logging(level: str, *, stream: TextIO | None = None) -> None:
+def configure_logging(level: str, *, stream: TextIO | None = None,
+                      worker: int | None = None) -> None:
     """JSON lines at ``level`` on ``stream`` (default stdout; stderr for ``spiral-mcp stdio``,
-    whose stdout carries the protocol)."""
+    whose stdout carries the protocol); ``worker``: the slot of a process of ``serve --workers``,
+    written on each line with its pid."""
     handler = BatchingStreamHandler(sys.stdout if stream is None else stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(worker=worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

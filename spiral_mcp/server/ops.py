@@ -14,6 +14,7 @@ from ..errors import ServiceError
 from ..explorer import Explorer
 from ..oauth.challenges import metadata_paths
 from .keys import DATABASE, EXPLORER, HEAD_MIGRATIONS, METRICS, REDIS, REPLICA, SETTINGS
+from .worker_metrics import WORKER_METRICS
 
 __all__ = ["routes"]
 
@@ -110,4 +111,6 @@ async def ready(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
+    if (workers := request.app.get(WORKER_METRICS)) is not None:
+        body = await workers.exposition(body)  # the whole server's, not this worker's only
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
