@@ -43,8 +43,8 @@ test: install-dev ## run the whole test suite (PYTEST_ARGS to pass arguments)
 lint: install-dev ## check the code with ruff
 	$(BIN)/ruff check .
 
-conformance: install-dev ## run the MCP conformance suites of tests/conformance_suites.py (needs npx; SUITE=NAME for one)
-	$(BIN)/python -m tests.conformance_harness --suite $(or $(SUITE),all)
+conformance: install-dev ## run the MCP conformance suites of tests/conformance_suites.py (needs npx; SUITE=NAME for one; BALANCED=K: K processes behind HAProxy)
+	$(BIN)/python -m tests.conformance_harness --suite $(or $(SUITE),all)$(if $(BALANCED), --balanced $(BALANCED))
 
 bench: install-dev ## run the benchmarks
 	$(BIN)/python -m bench.run

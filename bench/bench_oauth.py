@@ -27,14 +27,11 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +39,24 @@ import asyncpg
 from aiohttp import web
 
 from bench.run import (
-    BENCH,
-    DEFAULT_ANCHORS,
     PRODUCT_DB,
     PRODUCT_ENV,
     RESULTS,
     Server,
     Target,
     _paired,
-    check_prerequisites,
     free_port,
     interleave,
-    load_product,
     log,
+    machine,
     profile,
-    renice_postgres,
     run_wrk,
+    side_options,
+    side_run,
     start_server,
     summarize,
 )
 from spiral_mcp.oauth import bindings
-from spiral_mcp.provision import start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import OWNER_ROLE, url_for_role
 from tests.fake_issuer import FakeIssuer
@@ -81,10 +75,17 @@ def serve_issuer(issuer: FakeIssuer) -> Iterator[None]:
     port = free_port()
     issuer.base = f"http://127.0.0.1:{port}"
     issuer.url = issuer.base + issuer.path
+    with serve_in_thread(issuer.app(), port, name="issuer"):
+        yield
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application, port: int, *, name: str) -> Iterator[None]:
+    """``app`` served over HTTP on loopback ``port`` from a thread of its own, while inside."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="issuer", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
     thread.start()
-    runner = web.AppRunner(issuer.app(), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
 
     async def start() -> None:
         await runner.setup()
@@ -168,50 +169,22 @@ def print_table(rows: list[dict[str, Any]], compared: list[dict[str, Any]]) -> N
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.bench_oauth",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
-                   help="seconds per wrk run (BENCH_DURATION, default 8)")
-    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "1,16,64"),
-                   help="comma-separated connection counts (default 1,16,64)")
-    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 5)),
-                   help="interleaved rounds per concurrency; medians are reported (default 5)")
-    p.add_argument("--tenants", type=int, default=100)
-    p.add_argument("--items", type=int, default=1000)
+    side_options(p, concurrency="1,16,64")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS,
                    help="distinct tokens the cold path turns through (default 15,000: more "
                         "than the server's caches hold; ~1 ms each to sign)")
-    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
-                   help="the product's LOG_LEVEL (default info)")
     p.add_argument("--profile", type=int, default=int(os.environ.get("BENCH_PROFILE", 10)),
                    help="seconds of py-spy (c=16) on a token path costing more than 10%% at "
                         "the highest concurrency, and on the API key's; 0: none")
-    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
-                   help="scheduling priority of the server, wrk and the embedded PostgreSQL")
-    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
-                   help="where the embedded PostgreSQL lives (default bench/.data)")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if args.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
-    check_prerequisites(anchors)  # wrk, and post.lua, which check.lua builds on
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="spiral-bench-oauth-"))
-
-    superuser_url = os.environ.get("BENCH_DATABASE_URL")
-    if not superuser_url:
-        data_dir = Path(args.data_dir).resolve()
-        log(f"starting the embedded PostgreSQL under {data_dir}")
-        superuser_url = start_embedded(data_dir)
-        if args.nice:
-            renice_postgres(data_dir / "pg", args.nice)
-    log(f"loading {args.tenants} tenants x {args.items} work items into {PRODUCT_DB}")
-    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
-    keys = ",".join(f"PROJ-{n}" for n in range(1, args.items + 1))
+    run = side_run(args, "oauth")
+    anchors, levels, stamp, workdir = run.anchors, run.levels, run.stamp, run.workdir
+    superuser_url, runtime_url, api_key, keys = (run.superuser_url, run.runtime_url,
+                                                 run.api_key, run.keys)
 
     issuer = FakeIssuer(path="/bench")
     port = free_port()
@@ -272,8 +245,7 @@ def main() -> None:
             print(f"  {pct:5.1f}%  {f}")
     result = {
         "timestamp": stamp,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0]},
+        "machine": machine(),
         "config": {"nice": args.nice, "duration_s": args.duration, "repeats": args.repeats,
                    "concurrency": levels, "tenants": args.tenants, "items": args.items,
                    "tokens": args.tokens, "log_level": args.log_level,

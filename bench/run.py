@@ -880,5 +880,71 @@ def main() -> None:
     print(f"\nresults: {out}  (server logs: {workdir})")
 
 
+# -- what the side benchmarks share (bench_oauth.py, bench_tracing.py) ------------------------
+
+def side_options(p: argparse.ArgumentParser, *, concurrency: str) -> None:
+    """The options every side benchmark takes: run lengths, data size, the product's log level,
+    priority and where the embedded PostgreSQL lives."""
+    p.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 8)),
+                   help="seconds per wrk run (BENCH_DURATION, default 8)")
+    p.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", concurrency),
+                   help=f"comma-separated connection counts (default {concurrency})")
+    p.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 5)),
+                   help="interleaved rounds per concurrency; medians are reported (default 5)")
+    p.add_argument("--tenants", type=int, default=100)
+    p.add_argument("--items", type=int, default=1000)
+    p.add_argument("--log-level", default=os.environ.get("BENCH_LOG_LEVEL", "info"),
+                   help="the product's LOG_LEVEL (default info)")
+    p.add_argument("--nice", type=int, default=int(os.environ.get("BENCH_NICE", 0)),
+                   help="scheduling priority of the servers, wrk and the embedded PostgreSQL")
+    p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
+                   help="where the embedded PostgreSQL lives (default bench/.data)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SideRun:
+    """What a side benchmark starts from: the anchors (for wrk's scripts), the concurrency
+    levels, the run's timestamp and folder, and the bench data loaded."""
+
+    anchors: Path
+    levels: list[int]
+    stamp: str
+    workdir: Path
+    superuser_url: str
+    runtime_url: str
+    api_key: str
+    keys: str  # the issue keys wrk asks for, comma-separated
+
+
+def side_run(args: argparse.Namespace, name: str) -> SideRun:
+    """Check the prerequisites (wrk, the anchors' scripts), start the embedded PostgreSQL unless
+    BENCH_DATABASE_URL names a server, and load the bench data."""
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    anchors = Path(os.environ.get("BENCH_ANCHORS", DEFAULT_ANCHORS)).resolve()
+    check_prerequisites(anchors)  # wrk, and post.lua, which check.lua builds on
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    superuser_url = os.environ.get("BENCH_DATABASE_URL")
+    if not superuser_url:
+        data_dir = Path(args.data_dir).resolve()
+        log(f"starting the embedded PostgreSQL under {data_dir}")
+        superuser_url = start_embedded(data_dir)
+        if args.nice:
+            renice_postgres(data_dir / "pg", args.nice)
+    log(f"loading {args.tenants} tenants x {args.items} work items into {PRODUCT_DB}")
+    runtime_url, api_key = asyncio.run(load_product(superuser_url, args.tenants, args.items))
+    return SideRun(
+        anchors=anchors, levels=[int(c) for c in args.concurrency.split(",") if c.strip()],
+        stamp=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        workdir=Path(tempfile.mkdtemp(prefix=f"spiral-bench-{name}-")),
+        superuser_url=superuser_url, runtime_url=runtime_url, api_key=api_key,
+        keys=",".join(f"PROJ-{n}" for n in range(1, args.items + 1)))
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0]}
+
+
 if __name__ == "__main__":
     main()

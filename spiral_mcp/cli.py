@@ -35,6 +35,7 @@ _FLAGS = {
     "redis_url": "REDIS_URL",
     "host": "HOST",
     "port": "PORT",
+    "workers": "WORKERS",
     "log_level": "LOG_LEVEL",
     "data_dir": "SPIRAL_DATA_DIR",
 }
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the server")
     serve.add_argument("--host", help="address to listen on (HOST)")
     serve.add_argument("--port", help="port to listen on (PORT)")
+    serve.add_argument("--workers", help="server processes sharing the port, or auto: one per "
+                       "CPU (WORKERS; more than 1 needs REDIS_URL)")
     serve.add_argument("--log-level", help="debug, info, warning or error (LOG_LEVEL)")
     serve.add_argument("--redis-url", help="Redis URL for rate limits (REDIS_URL)")
 

@@ -28,6 +28,7 @@ from .config_values import (
     number,
     optional_text,
     optional_whole_number,
+    otlp_endpoint,
     postgres_url,
     redis_url,
     scope_map,
@@ -37,6 +38,7 @@ from .config_values import (
     web_url,
     web_urls,
     whole_number,
+    workers,
 )
 
 __all__ = ["SETTINGS", "TOOLSETS", "ConfigError", "Secret", "Setting", "Settings",
@@ -62,8 +64,13 @@ SETTINGS: tuple[Setting, ...] = (
             "PostgreSQL URL of the owner role, for migrations and admin commands "
             "(default: DATABASE_URL)"),
     Setting("REDIS_URL", redis_url, None,
-            "Redis URL for rate limits; unset: limits are kept in process"),
+            "Redis URL for rate limits (redis://, rediss://, unix://, or "
+            "redis+sentinel://host:port[,host:port...]/service_name[/db] for a Sentinel set); "
+            "unset: limits are kept in process"),
     Setting("HOST", text, "127.0.0.1", "address to listen on"),
+    Setting("WORKERS", workers, 1,
+            "server processes sharing PORT on this host (`auto`: one per CPU), supervised by "
+            "`spiral-mcp serve`; more than 1 needs REDIS_URL"),
     Setting("PORT", whole_number(1, 65535), 8055, "port to listen on"),
     Setting("LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "log level"),
     Setting("SPIRAL_DATA_DIR", text, default_data_dir(),
@@ -131,6 +138,18 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds one explorer query may run before QUERY_TIMEOUT"),
     Setting("EXPLORER_MAX_ROWS", whole_number(1, 100_000), 1000,
             "most rows one explorer query returns"),
+    Setting("REPLICA_DATABASE_URL", postgres_url, None,
+            "PostgreSQL URL of the runtime role on a hot standby of DATABASE_URL's server: the "
+            "data explorer and the report templates read there (unset: on the primary)"),
+    Setting("REPLICA_EXPLORER_DATABASE_URL", postgres_url, None,
+            "PostgreSQL URL of the explorer role on that standby (default: "
+            "EXPLORER_DATABASE_URL's login, else spiral_explorer, at REPLICA_DATABASE_URL's "
+            "server and database)"),
+    Setting("REPLICA_MAX_LAG", number(0, 86_400), 30.0,
+            "seconds the replica may be behind the primary; past it, or unreachable, its reads "
+            "go to the primary until it has caught up"),
+    Setting("REPLICA_CHECK_INTERVAL", number(0.1, 60), 2.0,
+            "seconds between two background checks of the replica (reachable, lag)"),
     Setting("DEMO_DATA", boolean, True,
             "with the embedded database: create a demo tenant, key and data on first start"),
     Setting("BOOTSTRAP_TENANT", optional_text, None,
@@ -186,6 +205,10 @@ SETTINGS: tuple[Setting, ...] = (
             "OAuth: client id this server authenticates with at the introspection endpoint"),
     Setting("OAUTH_INTROSPECTION_CLIENT_SECRET", secret, None,
             "OAuth: that client's secret"),
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint, None,
+            "OpenTelemetry collector (OTLP/HTTP) to send traces to, such as "
+            "http://collector:4318 (spans go to its /v1/traces); unset: tracing off. The other "
+            "OTEL_ variables are read as the OpenTelemetry SDK defines them (see Tracing)"),
 )
 
 
@@ -197,6 +220,7 @@ class Settings:
     admin_database_url: str | None
     redis_url: str | None
     host: str
+    workers: int
     port: int
     log_level: str
     spiral_data_dir: str
@@ -230,6 +254,10 @@ class Settings:
     explorer_database_url: str | None
     explorer_timeout_s: float
     explorer_max_rows: int
+    replica_database_url: str | None
+    replica_explorer_database_url: str | None
+    replica_max_lag: float
+    replica_check_interval: float
     demo_data: bool
     bootstrap_tenant: str | None
     spiral_secret_key: Secret | None
@@ -250,6 +278,7 @@ class Settings:
     oauth_introspection_url: str | None
     oauth_introspection_client_id: str | None
     oauth_introspection_client_secret: Secret | None
+    otel_exporter_otlp_endpoint: str | None
 
     @property
     def oauth(self) -> bool:
@@ -323,6 +352,13 @@ def load_settings(
         raise ConfigError(
             f"DB_POOL_MIN: {settings.db_pool_min} is more than DB_POOL_MAX {settings.db_pool_max}"
         )
+    if settings.workers > 1 and settings.redis_url is None:
+        # Each process would keep its own sessions, session caps and rate-limit buckets: a
+        # session opened on one process would be unknown to the next, and every limit N times
+        # what it says.
+        raise ConfigError(f"WORKERS: {settings.workers} processes need REDIS_URL, where they "
+                          "share sessions, session caps and rate limits; set REDIS_URL or "
+                          "WORKERS=1")
     if settings.bootstrap_tenant is not None:
         if len(settings.bootstrap_tenant.strip()) > 200:
             raise ConfigError("BOOTSTRAP_TENANT: a tenant name has 1 to 200 characters")
@@ -341,6 +377,7 @@ def load_settings(
     ):
         if share is not None and share > whole:
             raise ConfigError(f"{env}: {share} is more than {of} {whole}")
+    _check_replica(settings)
     if settings.oauth and settings.oauth_resource is None:
         raise ConfigError("OAUTH_RESOURCE: needed with OAUTH_ISSUERS: tokens are accepted only "
                           "when minted for this server's URI")
@@ -352,3 +389,17 @@ def load_settings(
         raise ConfigError("OAUTH_INTROSPECTION_URL: needs OAUTH_ISSUERS, the issuers whose "
                           "tokens it answers for")
     return settings
+
+
+def _check_replica(settings: Settings) -> None:
+    if settings.replica_explorer_database_url and not settings.replica_database_url:
+        raise ConfigError("REPLICA_EXPLORER_DATABASE_URL: needs REPLICA_DATABASE_URL, the "
+                          "runtime role's URL on the same standby")
+    if settings.replica_database_url is None:
+        return
+    if settings.database_url is None:
+        raise ConfigError("REPLICA_DATABASE_URL: needs DATABASE_URL: the embedded PostgreSQL "
+                          "has no standby")
+    if settings.replica_database_url == settings.database_url:
+        raise ConfigError("REPLICA_DATABASE_URL: is DATABASE_URL itself; name the standby's "
+                          "server")

@@ -15,7 +15,7 @@ __all__ = ["DEFAULT_SCOPE_MAP", "JWT_ALGORITHMS", "TOOLSETS", "ConfigError", "Se
            "algorithms", "boolean", "choice", "claim_names", "csv", "default_data_dir",
            "fernet_key", "number", "optional_text", "optional_whole_number",
            "postgres_url", "redis_url", "scope_map", "secret", "text", "toolsets",
-           "web_url", "web_urls", "whole_number"]
+           "web_url", "web_urls", "whole_number", "workers"]
 
 T = TypeVar("T", int, float)
 
@@ -64,6 +64,17 @@ def optional_whole_number(lo: int, hi: int) -> Callable[[str], int | None]:
     return parse
 
 
+def workers(raw: str) -> int:
+    """A number of server processes, or ``auto``: one per CPU this process may run on."""
+    if raw.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1)
+    try:
+        return whole_number(1, 256)(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (or auto)") from None
+
+
 def boolean(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -93,11 +104,15 @@ def postgres_url(raw: str) -> str | None:
 
 
 def redis_url(raw: str) -> str | None:
+    from .redis_client import RedisUrlError, check_redis_url  # redis only where it is used
+
     raw = raw.strip()
     if not raw:
         return None
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("expected a redis://, rediss:// or unix:// URL")
+    try:
+        check_redis_url(raw)
+    except RedisUrlError as exc:
+        raise ConfigError(str(exc)) from None
     return raw
 
 
@@ -132,6 +147,23 @@ def web_url(raw: str) -> str | None:
     if not parts.hostname or parts.fragment or parts.query:
         raise ConfigError(f"expected an https URL with a host and no query or fragment, "
                           f"got {raw!r}")
+    return raw
+
+
+def otlp_endpoint(raw: str) -> str | None:
+    """An OpenTelemetry collector's base URL (OTLP/HTTP): http or https, a host, no query."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - a port out of range raises here
+    except ValueError:
+        raise ConfigError(f"expected an http(s) URL of an OTLP collector, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ConfigError(f"expected an http(s) URL of an OTLP collector with a host and no "
+                          f"query, such as http://collector:4318, got {raw!r}")
     return raw
 
 

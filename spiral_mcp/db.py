@@ -14,13 +14,16 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import asyncpg
 import orjson
 
 from .errors import ErrorCode, ServiceError
 from .queries import Queries
+
+if TYPE_CHECKING:
+    from .replica import Replica
 
 __all__ = [
     "Connect", "Database", "TenantTransaction", "connect", "connection_error", "create_pool",
@@ -207,28 +210,48 @@ class TenantTransaction:
     nested generators it replaced cost more than the rest of the call's dispatch.
     """
 
-    __slots__ = ("_begin", "_conn", "_database")
+    __slots__ = ("_begin", "_conn", "_database", "_lag_ok")
 
-    def __init__(self, database: Database, tenant_id: uuid.UUID, *, readonly: bool) -> None:
+    def __init__(self, database: Database, tenant_id: uuid.UUID, *, readonly: bool,
+                 lag_ok: bool = False) -> None:
         # The one value formatted into SQL: a UUID object renders as 36 hex digits and dashes,
         # never as anything a caller typed, so nothing can break out of the literal (injection).
         if not isinstance(tenant_id, uuid.UUID):
             raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
+        if lag_ok and not readonly:
+            raise ValueError("a transaction that may lag behind the primary must be read-only")
         self._database = database
         self._begin = _BEGIN[readonly].format(tenant_id)
         self._conn: asyncpg.Connection | None = None
+        self._lag_ok = lag_ok
 
     async def __aenter__(self) -> asyncpg.Connection:
         if self._conn is not None:
             raise RuntimeError("cannot enter the tenant transaction; it is already entered")
-        conn = await self._database.acquire()
+        replica = self._database.replica if self._lag_ok else None
+        if replica is not None:
+            if replica.serving:
+                try:
+                    return await self._enter(replica.database)
+                except ServiceError as exc:
+                    if exc.code is not ErrorCode.CONNECTION_ERROR:
+                        raise
+                    # Gone since the last check: this call and the next go to the primary.
+                    replica.failed(exc.__cause__ or exc)
+            else:
+                replica.fell_back()
+        return await self._enter(self._database)
+
+    async def _enter(self, database: Database) -> asyncpg.Connection:
+        conn = await database.acquire()
         try:
             await conn.execute(self._begin)
         except BaseException as exc:
-            await self._database.release(conn, settled=False)
+            await database.release(conn, settled=False)
             if (error := _service_error(exc)) is not None:
                 raise error from exc
             raise
+        self._database = database  # released to the pool it came from
         self._conn = conn
         return conn
 
@@ -293,15 +316,22 @@ class Database:
         self._tasks: set[asyncio.Task[None]] = set()
         # Calls inside the pool's own acquire (while it opens connections, some may wait there).
         self._in_pool_acquire = 0
+        # The hot standby for reads that may lag (REPLICA_DATABASE_URL); None: there is none.
+        self.replica: Replica | None = None
 
-    def tenant(self, tenant_id: uuid.UUID, *, readonly: bool = False) -> TenantTransaction:
+    def tenant(self, tenant_id: uuid.UUID, *, readonly: bool = False,
+               lag_ok: bool = False) -> TenantTransaction:
         """A transaction in which only ``tenant_id``'s rows exist (``async with``).
 
         Commits when the block ends normally, rolls back when it raises. Driver failures leave
         it as ServiceError: CONNECTION_ERROR, QUERY_TIMEOUT, or VALIDATION_ERROR for a value the
         schema refuses.
+
+        ``lag_ok`` (read-only only): the reads may miss the latest writes, so they go to the hot
+        standby (``replica``) while it is in use, else to this database. Never for a read that
+        must see a write just made (its own call's, or its client's previous call's).
         """
-        return TenantTransaction(self, tenant_id, readonly=readonly)
+        return TenantTransaction(self, tenant_id, readonly=readonly, lag_ok=lag_ok)
 
     def sizes(self) -> tuple[int, int]:
         """Open connections and idle ones (in the pool or kept here), for the metrics."""

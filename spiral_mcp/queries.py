@@ -28,6 +28,8 @@ import asyncpg
 import orjson
 from pglast import parser as pg_parser
 
+from .tracing import Tracer, statement_span
+
 __all__ = ["Queries", "Query", "QueryFileError", "ResultKind", "placeholder_numbers"]
 
 _HEADER = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)(?P<suffix>[\^$!]?)\s*$")
@@ -76,6 +78,31 @@ class Query:
                 return await conn.fetchval(self.sql, *args)
             case ResultKind.STATUS:
                 return await conn.execute(self.sql, *args)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TracedQuery(Query):
+    """A named statement that runs in a span of its name when traced work calls it (see
+    ``tracing.statement_span``). Only built when tracing is on: untraced, statements are plain
+    :class:`Query` objects and pay nothing."""
+
+    tracer: Tracer | None = None
+    operation: str = ""
+
+    async def __call__(self, conn: asyncpg.Connection, **arguments: Any) -> Any:
+        assert self.tracer is not None
+        span = statement_span(self.tracer, self.name, self.operation)
+        if span is None:
+            return await Query.__call__(self, conn, **arguments)
+        with span:
+            return await Query.__call__(self, conn, **arguments)
+
+
+def _operation(sql: str) -> str:
+    """The statement's kind (SELECT, INSERT, ...), from PostgreSQL's own parse of it."""
+    statement = orjson.loads(pg_parser.parse_sql_json(sql))["stmts"][0]["stmt"]
+    kind = next(iter(statement))  # SelectStmt, InsertStmt, ...
+    return kind.removesuffix("Stmt").upper()
 
 
 def placeholder_numbers(sql: str) -> tuple[int, set[int]]:
@@ -158,8 +185,20 @@ def _parse_file(path: Path, text: str) -> Iterator[Query]:
 class Queries:
     """Every named statement, loaded once at start-up; ``queries.get_issue(conn, ...)``."""
 
-    def __init__(self, queries: Mapping[str, Query]) -> None:
+    def __init__(self, queries: Mapping[str, Query], *, tracer: Tracer | None = None) -> None:
         self._queries = dict(queries)
+        # Whoever runs SQL of its own beside these statements (the explorer) traces it with this.
+        self.tracer = tracer
+
+    def traced(self, tracer: Tracer | None) -> Queries:
+        """These statements, each run in a span of its own name when ``tracer`` is given;
+        ``self`` unchanged when it is None (tracing off)."""
+        if tracer is None:
+            return self
+        return Queries({name: _TracedQuery(
+            **{field.name: getattr(query, field.name) for field in dataclasses.fields(Query)},
+            tracer=tracer, operation=_operation(query.sql))
+            for name, query in self._queries.items()}, tracer=tracer)
 
     @classmethod
     def load(cls, *directories: Path) -> Queries:

@@ -23,6 +23,7 @@ __all__ = [
     "check_runtime_role",
     "ensure_roles",
     "guard_database",
+    "login_at",
     "url_for_role",
 ]
 
@@ -207,6 +208,16 @@ async def check_runtime_role(conn: asyncpg.Connection) -> None:
             f"runtime role {role['rolname']!r} owns tenant tables ({names}); "
             "it could disable their row-level security"
         )
+
+
+def login_at(login: str, server: str) -> str:
+    """``login``'s user (and password) at ``server``'s host, port, database and options: the
+    same role on another server of the same cluster (a physical standby has the same roles)."""
+    parts = urlsplit(server)
+    user = urlsplit(login).netloc.rsplit("@", 1)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{user[0]}@{host}" if len(user) == 2 else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def url_for_role(url: str, role: str, *, database: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
     python -m tests.conformance_harness --suite all          # every run CI holds us to
     python -m tests.conformance_harness --suite 2026-07-28   # one of tests/conformance_suites.py
+    python -m tests.conformance_harness --suite all --balanced 3  # 3 processes behind HAProxy
     python -m tests.conformance_harness -- \
         npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16 conformance
 
@@ -16,6 +17,12 @@ credentials, and the product's authentication stays exactly as it is. It then ru
 suite passes only when the suite exits 0 and reports no failing scenario at all, scored or not
 (the suite's status ignores extension and pending scenarios; we do not). ``CONFORMANCE_ARGS`` adds
 options to the suite's command line (e.g. ``--scenario ping``).
+
+With ``--balanced K`` the product runs as K processes of this module (``--serve``: the same app
+and fixtures, each its own process) behind a real HAProxy (tests/balancer.py), which adds the key
+instead of the proxy; the suite talks to HAProxy. A fixture that changes a process's own lists
+(``test_trigger_tool_change``) changes that process's only, as a deployment's processes each load
+their tools from the same code.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import aiohttp
 import asyncpg
 import orjson
 from aiohttp import web
+from cryptography.fernet import Fernet
 
 from spiral_mcp import admin
 from spiral_mcp.config import load_settings
@@ -45,14 +53,15 @@ from spiral_mcp.handlers.resources import Resource
 from spiral_mcp.provision import provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
+from tests import balancer
 from tests.conformance_modern import ModernFixtures, log_three_messages
 from tests.conformance_suites import SUITES, Suite, failed_lines
 
 from .conformance_mrtr import mrtr_prompts, mrtr_tools
 from .conformance_tasks import task_fixture_tools
 
-__all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "main", "run",
-           "run_suite"]
+__all__ = ["fixture_prompts", "fixture_resources", "fixture_tools", "harness_app", "main",
+           "run", "run_suite"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -396,41 +405,83 @@ async def _tee(stream: asyncio.StreamReader) -> str:
     return "".join(chunks)
 
 
-async def run(command: list[str], *, args: tuple[str, ...] = ()) -> tuple[int, str]:
-    """Serve the product behind the proxy, run ``command server --url … args``: its exit status
-    and output (stdout and stderr together)."""
+def harness_app(runtime_url: str, **env: str) -> web.Application:
+    """The product with the scenarios' fixture tools, resources and prompts added; ``env`` adds
+    settings (REDIS_URL when several processes serve one suite)."""
+    settings = load_settings(environ={
+        "DATABASE_URL": runtime_url, "AUTH_CACHE_TTL": "5", "DB_POOL_MIN": "1",
+        "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2", **env,
+    })
+    modern = ModernFixtures()
+    product = create_app(settings, database_url=runtime_url,
+                         tools=[*builtin_tools(), *fixture_tools(), *modern.tools(),
+                                *mrtr_tools(), *task_fixture_tools()],
+                         resources=fixture_resources(),
+                         prompts=[*fixture_prompts(), *mrtr_prompts()])
+    modern.attach(product)
+    return product
+
+
+def _serve_backend() -> int:
+    """One process of a balanced run (``--serve``): the harness's app on HOST:PORT until
+    SIGTERM, on the database DATABASE_URL names, with the SPIRAL_SECRET_KEY every process of the
+    run shares (and REDIS_URL's Redis when set)."""
+    env = {name: os.environ[name] for name in ("REDIS_URL", "SPIRAL_SECRET_KEY")
+           if os.environ.get(name)}
+    web.run_app(harness_app(os.environ["DATABASE_URL"], **env), host=os.environ["HOST"],
+                port=int(os.environ["PORT"]), access_log=None, print=None,
+                shutdown_timeout=5)
+    return 0
+
+
+async def _run_command(command: list[str], url: str, args: tuple[str, ...]) -> tuple[int, str]:
+    argv = [*command, "server", "--url", f"{url}/mcp", *args]
+    argv += shlex.split(os.environ.get("CONFORMANCE_ARGS", ""))
+    print("conformance:", " ".join(argv), flush=True)
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert process.stdout is not None
+    output = await _tee(process.stdout)
+    return await process.wait(), output
+
+
+async def run(command: list[str], *, args: tuple[str, ...] = (),
+              balanced: int = 0) -> tuple[int, str]:
+    """Serve the product, run ``command server --url … args``: its exit status and output
+    (stdout and stderr together).
+
+    In this process behind the credential-adding proxy; or, with ``balanced`` K, as K processes
+    (``--serve``) behind a real HAProxy (tests/balancer.py) that adds the credentials itself, so
+    the suite talks to HAProxy directly.
+    """
     async with _database() as (runtime_url, key):
-        settings = load_settings(environ={
-            "DATABASE_URL": runtime_url, "AUTH_CACHE_TTL": "5", "DB_POOL_MIN": "1",
-            "DB_POOL_MAX": "5", "LOG_LEVEL": "warning", "SHUTDOWN_TIMEOUT": "2",
-        })
-        modern = ModernFixtures()
-        product = create_app(settings, database_url=runtime_url,
-                             tools=[*builtin_tools(), *fixture_tools(), *modern.tools(),
-                                    *mrtr_tools(), *task_fixture_tools()],
-                             resources=fixture_resources(),
-                             prompts=[*fixture_prompts(), *mrtr_prompts()])
-        modern.attach(product)
-        product_runner, product_port = await _serve(product)
+        if balanced:
+            # One secret for every process, as an installation has: a multi round-trip request's
+            # requestState sealed by one process is opened by whichever serves the next round.
+            env = {**os.environ, "DATABASE_URL": runtime_url,
+                   "SPIRAL_SECRET_KEY": Fernet.generate_key().decode(),
+                   "PYTHONPATH": os.pathsep.join(filter(None, (
+                       str(ROOT), os.environ.get("PYTHONPATH"))))}
+            command_line = [sys.executable, "-m", "tests.conformance_harness", "--serve"]
+            async with balancer.balanced(
+                    balanced, command_line, env,
+                    set_headers={"Authorization": f"Bearer {key}"}) as front:
+                status, output = await _run_command(command, front.url, args)
+                print(f"conformance: requests per backend {await front.served()}", flush=True)
+                return status, output
+        product_runner, product_port = await _serve(harness_app(runtime_url))
         proxy_runner, proxy_port = await _serve(
             proxy_app(f"http://127.0.0.1:{product_port}", key))
         try:
-            argv = [*command, "server", "--url", f"http://127.0.0.1:{proxy_port}/mcp", *args]
-            argv += shlex.split(os.environ.get("CONFORMANCE_ARGS", ""))
-            print("conformance:", " ".join(argv), flush=True)
-            process = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-            assert process.stdout is not None
-            output = await _tee(process.stdout)
-            return await process.wait(), output
+            return await _run_command(command, f"http://127.0.0.1:{proxy_port}", args)
         finally:
             await proxy_runner.cleanup()
             await product_runner.cleanup()
 
 
-async def run_suite(suite: Suite) -> tuple[bool, str]:
+async def run_suite(suite: Suite, *, balanced: int = 0) -> tuple[bool, str]:
     """One pinned suite against a fresh database: whether it passed, and its output."""
-    status, output = await run(suite.command, args=suite.args)
+    status, output = await run(suite.command, args=suite.args, balanced=balanced)
     failed = failed_lines(output)
     passed = status == 0 and not failed
     verdict = "passed" if passed else f"FAILED (exit status {status}; {len(failed)} failing)"
@@ -438,24 +489,40 @@ async def run_suite(suite: Suite) -> tuple[bool, str]:
     return passed, output
 
 
-async def _run_suites(names: list[str]) -> int:
-    results = [(name, (await run_suite(SUITES[name]))[0]) for name in names]
+async def _run_suites(names: list[str], balanced: int) -> int:
+    results = [(name, (await run_suite(SUITES[name], balanced=balanced))[0]) for name in names]
     for name, passed in results:
         print(f"  {'✓' if passed else '✗'} suite {name}")
     return 0 if all(passed for _, passed in results) else 1
 
 
 _USAGE = f"""\
-usage: python -m tests.conformance_harness --suite {{{'|'.join(SUITES)}|all}}
+usage: python -m tests.conformance_harness --suite {{{'|'.join(SUITES)}|all}} [--balanced K]
        python -m tests.conformance_harness -- <conformance command ...>"""
 
 
+def _balanced(argv: list[str]) -> int | None:
+    """K of a trailing ``--balanced K`` (0 without one); None when it is not a count."""
+    if len(argv) < 2 or argv[-2] != "--balanced":
+        return 0
+    return int(argv[-1]) if argv[-1].isdigit() and 1 <= int(argv[-1]) <= 16 else None
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--serve"]:
+        return _serve_backend()
+    balanced = _balanced(argv)
+    if balanced is None:
+        print("--balanced takes a number of processes, 1 to 16", file=sys.stderr)
+        return 2
+    if balanced:
+        argv = argv[:-2]
     if len(argv) == 2 and argv[0] == "--suite" and (argv[1] in SUITES or argv[1] == "all"):
-        return asyncio.run(_run_suites(list(SUITES) if argv[1] == "all" else [argv[1]]))
+        return asyncio.run(_run_suites(list(SUITES) if argv[1] == "all" else [argv[1]],
+                                       balanced))
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if not argv or argv[0].startswith("--"):
+    if not argv or argv[0].startswith("--") or balanced:
         print(_USAGE, file=sys.stderr)
         return 2
     return asyncio.run(run(argv))[0]

@@ -125,25 +125,35 @@ def make_tenant(database_urls: DatabaseUrls, queries: Queries) -> TenantFactory:
         *, scopes: tuple[str, ...] = ("read", "write", "query", "admin"),
         user: str | None = "tester@example.com", demo: bool = False, name: str = "test",
     ) -> Tenant:
-        from spiral_mcp import demo as demo_data
-
         assert database_urls.admin is not None
-        conn = await asyncpg.connect(database_urls.admin)
-        try:
-            async with conn.transaction():
-                tenant_id = await admin.create_tenant(conn, queries, name)
-                key_id, secret = await admin.create_api_key(
-                    conn, queries, tenant_id=tenant_id, name="test key", scopes=list(scopes),
-                    user=user,
-                )
-                if demo:
-                    await demo_data.load_demo(conn, queries, tenant_id=tenant_id,
-                                              items_per_project=20)
-        finally:
-            await conn.close()
-        return Tenant(tenant_id, secret, key_id)
+        return await new_tenant(database_urls.admin, queries, scopes=scopes, user=user,
+                                demo=demo, name=name)
 
     return make
+
+
+async def new_tenant(
+    admin_url: str, queries: Queries, *,
+    scopes: tuple[str, ...] = ("read", "write", "query", "admin"),
+    user: str | None = "tester@example.com", demo: bool = False, name: str = "test",
+) -> Tenant:
+    """A tenant and a key, made as the owner at ``admin_url`` (see ``make_tenant``)."""
+    from spiral_mcp import demo as demo_data
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        async with conn.transaction():
+            tenant_id = await admin.create_tenant(conn, queries, name)
+            key_id, secret = await admin.create_api_key(
+                conn, queries, tenant_id=tenant_id, name="test key", scopes=list(scopes),
+                user=user,
+            )
+            if demo:
+                await demo_data.load_demo(conn, queries, tenant_id=tenant_id,
+                                          items_per_project=20)
+    finally:
+        await conn.close()
+    return Tenant(tenant_id, secret, key_id)
 
 
 def make_settings(database_urls: DatabaseUrls, **env: str) -> Settings:
@@ -257,3 +267,7 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]
         yield server
     finally:
         server.stop()
+
+
+# The replica tests' cluster, one for the whole run (imported last: it imports this module).
+from replica_fixtures import replica_client, replicated  # noqa: E402, F401

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["LaggingProxy", "OwnRedis"]
@@ -94,9 +95,14 @@ class OwnRedis:
     stop and start again (empty, as a restarted Redis without persistence is). The machine's
     Redis is shared and is never stopped."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, config: Path | None = None,
+                 args: Sequence[str] = ()) -> None:
+        """``config``: a configuration file (a sentinel's, with ``args`` ``--sentinel``);
+        ``args``: more options (``--replicaof host port``)."""
         self.port = _free_port()
         self._directory = directory
+        self._config = config
+        self._args = tuple(args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -109,7 +115,8 @@ class OwnRedis:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", *([str(self._config)] if self._config else []), *self._args,
+             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self._directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

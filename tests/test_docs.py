@@ -117,9 +117,12 @@ def test_compose_gives_the_server_longer_than_its_shutdown_takes() -> None:
     from spiral_mcp.server.shutdown import WIND_DOWN_SECONDS
 
     compose = (Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text()
-    server = re.search(r"^  server:\n((?:    .*\n|\s*\n)+)", compose, re.MULTILINE)
+    # The settings `server` and the `scale` profile's `replica` share (a YAML anchor).
+    assert "\n  server:\n    <<: *server\n" in compose
+    assert "\n  replica:\n    <<: *server\n" in compose
+    server = re.search(r"^x-server: &server\n((?:  .*\n|\s*\n)+)", compose, re.MULTILINE)
     assert server is not None
-    period = re.search(r"^    stop_grace_period: (\d+)s$", server.group(1), re.MULTILINE)
-    timeout = re.search(r'^      SHUTDOWN_TIMEOUT: "([\d.]+)"$', server.group(1), re.MULTILINE)
+    period = re.search(r"^  stop_grace_period: (\d+)s$", server.group(1), re.MULTILINE)
+    timeout = re.search(r'^    SHUTDOWN_TIMEOUT: "([\d.]+)"$', server.group(1), re.MULTILINE)
     assert period is not None and timeout is not None
     assert int(period.group(1)) > float(timeout.group(1)) + WIND_DOWN_SECONDS

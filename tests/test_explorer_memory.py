@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -440,15 +441,20 @@ async def test_ending_a_backend_never_hits_a_session_that_reused_its_pid(databas
         pid = explorer_conn.get_server_pid()
         started = await superuser.fetchval(
             "SELECT backend_start FROM pg_stat_activity WHERE pid = $1", pid)
+        server = await superuser.fetchval("SELECT pg_postmaster_start_time()")
         async with runtime.connection() as conn:
-            end = runtime.queries.explorer_end_backend
+            def end(pid: int, alive_at: Any, server_started: Any = server) -> Any:
+                return runtime.queries.explorer_end_backend(
+                    conn, pid=pid, alive_at=alive_at, server_started=server_started)
+
             # Seen alive before this session started: another session that had the pid.
-            assert await end(conn, pid=pid, alive_at=started.replace(year=started.year - 1)) \
-                is False
+            assert await end(pid, started.replace(year=started.year - 1)) is False
             # Not an explorer backend.
-            assert await end(conn, pid=app_conn.get_server_pid(), alive_at=started) is False
+            assert await end(app_conn.get_server_pid(), started) is False
+            # Seen on another server (which started at another time): its pid is another's.
+            assert await end(pid, started, server.replace(year=server.year - 1)) is False
             assert await _alive(superuser, pid)
-            assert await end(conn, pid=pid, alive_at=started) is True
+            assert await end(pid, started) is True
         deadline = time.perf_counter() + 2
         while await _alive(superuser, pid):
             assert time.perf_counter() < deadline

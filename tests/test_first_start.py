@@ -84,9 +84,9 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serving(env: dict[str, str]) -> AsyncIterator[Server]:
+async def serving(env: dict[str, str], *args: str) -> AsyncIterator[Server]:
     proc = await asyncio.create_subprocess_exec(
-        *COMMAND, "serve", env=env, stdout=asyncio.subprocess.PIPE,
+        *COMMAND, "serve", *args, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     server = Server(proc)
     try:

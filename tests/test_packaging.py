@@ -45,11 +45,13 @@ def test_the_first_docker_compose_up_leads_to_a_key() -> None:
     (BOOTSTRAP_TENANT, which needs the owner role's URL), and takes SPIRAL_SECRET_KEY from .env;
     the file says where the key is shown. The logic itself: test_first_start."""
     compose = (ROOT / "docker-compose.yml").read_text()
-    server = compose.split("\n  server:\n", 1)[1]
-    environment = server.split("    environment:\n", 1)[1].split("\n    ports:", 1)[0]
-    assert "      BOOTSTRAP_TENANT: ${BOOTSTRAP_TENANT:-Default}\n" in environment
-    assert "      ADMIN_DATABASE_URL: postgresql://spiral_owner:" in environment
-    assert "      SPIRAL_SECRET_KEY: ${SPIRAL_SECRET_KEY:-}\n" in environment
+    # `server` (and the `scale` profile's replicas) take their settings from x-server.
+    assert "\n  server:\n    <<: *server\n" in compose
+    server = compose.split("\nx-server: &server\n", 1)[1]
+    environment = server.split("  environment:\n", 1)[1].split("\n  stop_grace_period:", 1)[0]
+    assert "    BOOTSTRAP_TENANT: ${BOOTSTRAP_TENANT:-Default}\n" in environment
+    assert "    ADMIN_DATABASE_URL: postgresql://spiral_owner:" in environment
+    assert "    SPIRAL_SECRET_KEY: ${SPIRAL_SECRET_KEY:-}\n" in environment
     assert "docker compose logs server" in compose
 
 

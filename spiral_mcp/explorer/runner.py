@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -42,6 +42,7 @@ from .catalog import Catalog, load_catalog
 from .codecs import init_explorer_connection
 from .resolved import Resolution, load_resolution
 from .results import Shaper, UnreadableValue, column_type
+from .standby import Standby, StandbyRefused
 from .validator import CheckedQuery, QueryValidator
 
 __all__ = ["MAX_RESULT_BYTES", "Explorer", "create_explorer_pool"]
@@ -136,11 +137,32 @@ def _open(conn: asyncpg.Connection) -> bool:
         return False  # closed and given back already (an abandoned query: ``Explorer._abandon``)
 
 
+def _replay_conflict(exc: asyncpg.PostgresError) -> bool:
+    """Whether a hot standby gave up the statement for a conflict with replay (40001). In a
+    subtransaction, as every read of rows is (``fetch_rows`` catches errors), the server cannot
+    cancel the statement alone and ends the session instead: its reason is the lost
+    connection's cause."""
+    return isinstance(exc, asyncpg.SerializationError) \
+        or isinstance(exc.__cause__, asyncpg.SerializationError)
+
+
 def _cancelled() -> ServiceError:
     # Not our statement_timeout: an operator or a shutdown cancelled the query.
     return ServiceError(ErrorCode.CONNECTION_ERROR,
                         "the query was cancelled on the database before its time limit; "
                         "try again", retry_after=1.0)
+
+
+class _Session(NamedTuple):
+    """An explorer transaction: its connection, a time its backend was alive, when its server
+    started (which names it), the runtime role's database on the same server (None: none to end
+    it with), and whether that is the standby."""
+
+    conn: asyncpg.Connection
+    alive_at: dt.datetime
+    server_started: dt.datetime
+    runtime: Database | None
+    on_standby: bool
 
 
 class Explorer:
@@ -151,6 +173,8 @@ class Explorer:
                  resolution: Resolution, *, timeout: float, max_rows: int,
                  runtime: Database | None = None) -> None:
         self.database = database
+        # The hot standby that serves explorer reads while it is in use (REPLICA_DATABASE_URL).
+        self.standby: Standby | None = None
         self.validator = validator
         self.catalog = catalog
         self.resolution = resolution
@@ -192,22 +216,53 @@ class Explorer:
     @asynccontextmanager
     async def bound(self, tenant_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
         """A read-only transaction in which only ``tenant_id``'s rows exist; always rolled back."""
-        async with self._session(tenant_id) as (conn, _):
-            yield conn
+        async with self._session(tenant_id) as session:
+            yield session.conn
 
     @asynccontextmanager
-    async def _session(self, tenant_id: uuid.UUID
-                       ) -> AsyncIterator[tuple[asyncpg.Connection, dt.datetime]]:
-        """``bound``, with the transaction's start: a time its backend was alive."""
-        async with self.database.connection() as conn:
+    async def _session(self, tenant_id: uuid.UUID, *, standby_ok: bool = True
+                       ) -> AsyncIterator[_Session]:
+        """``bound``, with the transaction's start (a time its backend was alive) and the
+        runtime role's database on the same server. On the standby while it is in use and
+        ``standby_ok``; on the primary otherwise, or when the standby fails before the block."""
+        standby = self.standby
+        if standby is not None and standby_ok and standby.replica.serving:
+            entered = False
             try:
-                await self.queries.explorer_begin(conn)
-                alive_at = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
+                async with self._bound_on(standby.database, tenant_id, standby) as session:
+                    entered = True
+                    yield session
+                return
+            except ServiceError as exc:
+                if entered or exc.code is not ErrorCode.CONNECTION_ERROR:
+                    raise
+                standby.replica.failed(exc.__cause__ or exc)
+            except StandbyRefused as exc:
+                log.warning("the standby refused the explorer's binding; served by the "
+                            "primary", extra={"error": str(exc)[:200]})
+                standby.replica.fell_back("refused")
+        elif standby is not None:
+            standby.replica.fell_back()
+        async with self._bound_on(self.database, tenant_id, None) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _bound_on(self, database: Database, tenant_id: uuid.UUID, standby: Standby | None
+                        ) -> AsyncIterator[_Session]:
+        async with database.connection() as conn:
+            try:
+                if standby is None:
+                    await self.queries.explorer_begin(conn)
+                    bound = await self.queries.explorer_bind(conn, tenant_id=str(tenant_id))
+                else:
+                    bound = await standby.bind(conn, self.queries, tenant_id)
             except asyncpg.QueryCanceledError as exc:
                 raise ServiceError(ErrorCode.QUERY_TIMEOUT, "the database did not answer in time") \
                     from exc
             try:
-                yield conn, alive_at
+                yield _Session(conn, bound["alive_at"], bound["server_started"],
+                               self.runtime if standby is None else standby.replica.database,
+                               standby is not None)
             finally:
                 if _open(conn) and conn.is_in_transaction():
                     # On failure the pool's reset rolls back or drops the connection.
@@ -226,22 +281,38 @@ class Explorer:
         deadline = validated + self.timeout
         attributes: list[Any] = []
         try:
-            async with self._session(tenant_id) as (conn, alive_at):
-                try:
-                    # Parse/describe (one statement, never the simple-query protocol that would
-                    # accept "SELECT 1; DROP ..."), then the cursor.
-                    await self.resolution.check(conn, self.queries, checked.statement,
-                                                sql=checked.sql, time_limit=self._left(deadline))
-                    stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
-                    attributes = stmt.get_attributes()
-                    shaped = await self._fetch(conn, checked, limit, deadline)
-                except TimeoutError as exc:
-                    # The server did not stop at its statement_timeout: it may still be running.
-                    self._abandon(conn, alive_at)
-                    raise self._timed_out() from exc
-                except asyncio.CancelledError:
-                    self._abandon(conn, alive_at)
-                    raise
+            standby_ok = True
+            while True:
+                async with self._session(tenant_id, standby_ok=standby_ok) as session:
+                    conn = session.conn
+                    try:
+                        # Parse/describe (one statement, never the simple-query protocol that
+                        # would accept "SELECT 1; DROP ..."), then the cursor.
+                        await self.resolution.check(conn, self.queries, checked.statement,
+                                                    sql=checked.sql,
+                                                    time_limit=self._left(deadline))
+                        stmt = await conn.prepare(checked.sql, timeout=self._left(deadline))
+                        attributes = stmt.get_attributes()
+                        shaped = await self._fetch(conn, checked, limit, deadline)
+                        break
+                    except TimeoutError as exc:
+                        # The server did not stop at its statement_timeout: it may still run.
+                        self._abandon(session)
+                        raise self._timed_out() from exc
+                    except asyncio.CancelledError:
+                        self._abandon(session)
+                        raise
+                    except (asyncpg.SerializationError,
+                            asyncpg.ConnectionDoesNotExistError) as exc:
+                        # On a standby: cancelled by a conflict with replay (rows it read were
+                        # vacuumed on the primary, a lock it held was taken there). Once more,
+                        # on the primary, in the time left.
+                        if not session.on_standby or not _replay_conflict(exc) \
+                                or time.perf_counter() >= deadline:
+                            raise
+                assert self.standby is not None
+                self.standby.replica.fell_back("conflict")
+                standby_ok = False
         except ServiceError:
             raise
         except asyncpg.QueryCanceledError as exc:
@@ -302,28 +373,35 @@ class Explorer:
                 break
         return shaper
 
-    def _abandon(self, conn: asyncpg.Connection, alive_at: dt.datetime) -> None:
+    def _abandon(self, session: _Session) -> None:
         """A call gives up on a query the server may still be running: its connection is closed
         now (never reused; the backend sees its client gone within a second, at its next
-        interrupt check) and, as the runtime role, the backend is ended. By pid and a time it was
-        alive, so that a session that reused the pid is never hit."""
-        pid = conn.get_server_pid()
-        conn.terminate()
-        if self.runtime is None:
+        interrupt check) and, as the runtime role on the same server (the standby's backends
+        can be signalled only there), the backend is ended. By pid and a time it was alive, so
+        that a session that reused the pid is never hit, and only on the server it ran on (the
+        runtime pool may reach another: two standbys behind one name), where the pid could be
+        another tenant's session."""
+        pid = session.conn.get_server_pid()
+        session.conn.terminate()
+        if session.runtime is None:
             return
-        task = asyncio.get_running_loop().create_task(self._end_backend(pid, alive_at))
+        task = asyncio.get_running_loop().create_task(
+            self._end_backend(session.runtime, pid, session.alive_at, session.server_started))
         self._endings.add(task)
         task.add_done_callback(self._endings.discard)
 
-    async def _end_backend(self, pid: int, alive_at: dt.datetime) -> None:
-        assert self.runtime is not None
+    async def _end_backend(self, runtime: Database, pid: int, alive_at: dt.datetime,
+                           server_started: dt.datetime) -> bool:
+        """Whether the backend was signalled."""
         try:
-            async with self.runtime.connection() as conn:
-                await self.queries.explorer_end_backend(conn, pid=pid, alive_at=alive_at)
+            async with runtime.connection() as conn:
+                return bool(await self.queries.explorer_end_backend(
+                    conn, pid=pid, alive_at=alive_at, server_started=server_started))
         except (ServiceError, asyncpg.PostgresError) as exc:
             # Without explorer_guard (not provisioned) the closed connection still ends it.
             log.warning("could not end an abandoned explorer backend",
                         extra={"pid": pid, "error": str(exc)[:200]})
+            return False
 
     def _left(self, deadline: float) -> float:
         # The client-side backstop of statement_timeout: a little beyond it, never negative.

@@ -145,6 +145,9 @@ class ToolContext:
     audit_after: Any = None
     # MCP content blocks a successful result carries before its JSON text (see attach).
     attachments: list[dict[str, Any]] | None = None
+    # With tracing on: the trace context the request named in its _meta (an OpenTelemetry
+    # Context), the parent of the call's span; None: the HTTP request's span is.
+    trace_parent: Any = None
 
     @property
     def tenant_id(self) -> uuid.UUID:
@@ -164,9 +167,10 @@ class ToolContext:
             self.attachments = []
         self.attachments.append(block)
 
-    def transaction(self, *, readonly: bool) -> TenantTransaction:
-        """The tenant's transaction (``async with``): this call's one way to the data."""
-        return self.database.tenant(self.principal.tenant_id, readonly=readonly)
+    def transaction(self, *, readonly: bool, lag_ok: bool = False) -> TenantTransaction:
+        """The tenant's transaction (``async with``): this call's one way to the data;
+        ``lag_ok``: see :meth:`Database.tenant`."""
+        return self.database.tenant(self.principal.tenant_id, readonly=readonly, lag_ok=lag_ok)
 
     async def commit_write(
         self,

@@ -17,6 +17,7 @@ from ..explorer.allowlist import MAX_VALUE_BYTES
 from ..explorer.catalog import tenant_counts, tenant_samples
 from ..explorer.runner import MAX_RESULT_BYTES
 from ..roles import EXPLORER_MEMORY_LIMIT
+from ..tracing import traced_sql
 from .context import ToolContext
 from .registry import Tool
 
@@ -85,7 +86,11 @@ async def get_metadata(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
 async def query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     explorer = _explorer(ctx)
     await ctx.become_task()  # for a client that takes tasks: it polls instead of waiting
-    result = await explorer.query(ctx.tenant_id, args["sql"], max_rows=args.get("max_rows"))
+    # A statement span named for the tool, never the SQL text: the query is the caller's, and
+    # may hold anything (values, names) typed into it.
+    with traced_sql(ctx.database.queries.tracer, "explorer_query"):
+        result = await explorer.query(ctx.tenant_id, args["sql"],
+                                      max_rows=args.get("max_rows"))
     ctx.audit_after = {"row_count": result["row_count"], "truncated": result["truncated"],
                        "execute_ms": result["timing"]["execute_ms"]}
     return result

@@ -33,6 +33,7 @@ from ..jql import (
     parse_jql,
 )
 from ..jql.nodes import Query
+from ..tracing import traced_sql
 from .context import ToolContext
 from .registry import Tool
 from .rows import jsonable
@@ -198,13 +199,16 @@ async def search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
                 f"WHERE {where} ORDER BY {order_sql}, w.id LIMIT {int(limit) + 1}")
     count_sql = (f"SELECT count(*) FROM (SELECT 1 FROM work_items w WHERE {compiled.where} "
                  f"LIMIT {TOTAL_CAP + 1}) matched")
+    tracer = ctx.database.queries.tracer
     async with ctx.transaction(readonly=True) as conn:
         await _check_known(ctx, conn, query)
-        rows = await conn.fetch(page_sql, *params)
+        with traced_sql(tracer, "jql_search_page"):
+            rows = await conn.fetch(page_sql, *params)
         if cursor is None and len(rows) <= limit:
             total = len(rows)  # the first page holds every match: nothing left to count
         else:
-            total = await conn.fetchval(count_sql, *compiled.params)
+            with traced_sql(tracer, "jql_search_count"):
+                total = await conn.fetchval(count_sql, *compiled.params)
     page = rows[:limit]
     result: dict[str, Any] = {
         "issues": [{f: jsonable(r[f]) for f in fields} for r in page],

@@ -32,6 +32,7 @@ from ..errors import ErrorCode, ServiceError
 from ..protocol.jsonrpc import INVALID_PARAMS, RpcError
 from ..schema_types import HeaderParam, header_params
 from ..shares import ShareExhausted, Shares
+from ..tracing import Tracer, failed, mcp_span
 from .arguments import MAX_ARGUMENT_DEPTH, ArgumentCheck
 from .audit import AuditEntry, AuditWriter, redact
 from .context import InputRequired, ToolContext
@@ -146,6 +147,7 @@ class ToolRegistry:
         idempotency: IdempotencyStore,
         metrics: Any,
         schema_dir: Path | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         schema_dir = schema_dir or Path(str(resources.files("spiral_mcp.schemas")))
         self._schema_dir = schema_dir
@@ -156,6 +158,8 @@ class ToolRegistry:
         self._audit = audit
         self._idempotency = idempotency
         self._metrics = metrics
+        # None: tracing is off (the one check a call makes for it).
+        self.tracer = tracer
         self._tools: dict[str, _Compiled] = {}
         self._aliases: dict[str, str] = {}
         # The task of every call running now (a task runs one call at a time), and those cut
@@ -351,12 +355,43 @@ class ToolRegistry:
         self._running.add(task)
         self._idle.clear()
         try:
-            return await self._call(tool, compiled, ctx, arguments, started, task)
+            if self.tracer is None:
+                return await self._call(tool, compiled, ctx, arguments, started, task)
+            return await self._traced_call(tool, compiled, ctx, arguments, started, task)
         finally:
             self._running.discard(task)
             self._cut.discard(task)
             if not self._running:
                 self._idle.set()
+
+    async def _traced_call(self, tool: Tool, compiled: _Compiled, ctx: ToolContext,
+                           arguments: Any, started: float, task: asyncio.Task[Any]
+                           ) -> dict[str, Any]:
+        """The call in a span ``tools/call <tool>``: who called (tenant and key ids: an
+        operator's to see, no secret) and how it ended; never an argument."""
+        assert self.tracer is not None
+        principal = ctx.principal
+        attributes: dict[str, Any] = {
+            "gen_ai.tool.name": tool.name, "gen_ai.operation.name": "execute_tool",
+            "spiral.tenant_id": principal.tenant_text, "spiral.key_id": str(principal.key_id),
+            "spiral.credential": principal.credential}
+        if ctx.request_id is not None:
+            attributes["spiral.request_id"] = ctx.request_id
+        with mcp_span(self.tracer, "tools/call", tool.name, parent=ctx.trace_parent,
+                      attributes=attributes, expected=(InputRequired,)) as span:
+            result = await self._call(tool, compiled, ctx, arguments, started, task)
+            envelope = result["structuredContent"]
+            if envelope["success"]:
+                span.set_attribute("spiral.outcome", "ok")
+                if ctx.replayed:
+                    span.set_attribute("spiral.replayed", True)
+            else:
+                # error.type "tool_error" as the MCP conventions say for an isError result;
+                # which error, in our own attribute.
+                span.set_attributes({"spiral.outcome": "error",
+                                     "spiral.error_code": envelope["error"]["code"]})
+                failed(span, "tool_error")
+            return result
 
     async def _call(self, tool: Tool, compiled: _Compiled, ctx: ToolContext,
                     arguments: Any, started: float, task: asyncio.Task[Any]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..templates import Template, run_template
+from ..tracing import traced_sql
 from .context import ToolContext
 from .registry import Tool
 
@@ -35,8 +36,10 @@ def _handler(template: Template, observe: Callable[[str, float], None]):
     async def run(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
         await ctx.become_task()  # for a client that takes tasks: it polls instead of waiting
         started = time.perf_counter()
-        async with ctx.transaction(readonly=True) as conn:
-            result = await run_template(conn, template, arguments)
+        # A report may miss the last seconds of writes: served by the replica while in use.
+        async with ctx.transaction(readonly=True, lag_ok=True) as conn:
+            with traced_sql(ctx.database.queries.tracer, template.name):
+                result = await run_template(conn, template, arguments)
         observe(template.name, time.perf_counter() - started)
         return result
 

@@ -23,6 +23,7 @@ from ..handlers.context import InputRequired, ToolContext
 from ..handlers.prompts import PromptRegistry
 from ..handlers.resources import RESOURCE_NOT_FOUND, ResourceRegistry
 from ..sources.access import SourceAccess
+from ..tracing import mcp_span, meta_parent
 from .changes import ChangeHub
 from .exchange import LOG_LEVELS, Exchange, log_sender, progress_sender, session_asker
 from .input_required import RequestStateSeal, Rounds
@@ -381,6 +382,18 @@ class Dispatcher:
                                   principal=exchange.principal)
             ctx.ask, ctx.client_capabilities = rounds.ask, rounds.capabilities
 
+    def _traced(self, method: str, target: str | None, params: dict[str, Any],
+                exchange: Exchange, **attributes: str) -> contextlib.AbstractContextManager[Any]:
+        """The span of a resources/read or prompts/get (tool calls have theirs in the registry),
+        parented as tracing.meta_parent says; nothing when tracing is off."""
+        tracer = self.registry.tracer
+        if tracer is None:
+            return contextlib.nullcontext()
+        principal = exchange.principal
+        return mcp_span(tracer, method, target, parent=meta_parent(params), attributes={
+            "spiral.tenant_id": principal.tenant_text, "spiral.key_id": str(principal.key_id),
+            **attributes}, expected=(InputRequired,))
+
     async def _tools_call(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -388,6 +401,8 @@ class Dispatcher:
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         ctx = self._context(exchange, name)
+        if self.registry.tracer is not None:
+            ctx.trace_parent = meta_parent(params)
         self._rounds(ctx, "tools/call", params, exchange)
         # Without a token or a session nothing can be sent: the context's silent defaults serve,
         # and no closures are made for the call.
@@ -420,10 +435,14 @@ class Dispatcher:
         resource, values = self._resources.find(_uri(params), exchange.principal)
         ctx = self._context(exchange, resource.uri)
         self._rounds(ctx, "resources/read", params, exchange)
-        async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
-            await self.registry.admit(exchange.principal, resource.call_class)
-            with self.registry.take_share(resource.share, exchange.principal):
-                contents = await resource.read(ctx, values)
+        # The resource's registered URI (a template's, for a templated one): the URI read may
+        # name the tenant's items, as an argument does.
+        with self._traced("resources/read", None, params, exchange, **{
+                "spiral.resource": resource.uri}):
+            async with _as_rpc_errors(not_found=RESOURCE_NOT_FOUND):
+                await self.registry.admit(exchange.principal, resource.call_class)
+                with self.registry.take_share(resource.share, exchange.principal):
+                    contents = await resource.read(ctx, values)
         if exchange.modern:
             return {"contents": contents, "ttlMs": resource.ttl_ms}
         return {"contents": contents}
@@ -456,9 +475,11 @@ class Dispatcher:
         arguments = prompt.check(params.get("arguments"))
         ctx = self._context(exchange, prompt.name)
         self._rounds(ctx, "prompts/get", params, exchange)
-        async with _as_rpc_errors(not_found=INVALID_PARAMS):
-            await self.registry.admit(exchange.principal, "read")
-            messages = await prompt.render(ctx, arguments)
+        with self._traced("prompts/get", prompt.name, params, exchange,
+                          **{"gen_ai.prompt.name": prompt.name}):
+            async with _as_rpc_errors(not_found=INVALID_PARAMS):
+                await self.registry.admit(exchange.principal, "read")
+                messages = await prompt.render(ctx, arguments)
         return {"description": prompt.description, "messages": messages}
 
     async def _complete(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from ..protocol.sessions import SessionStore
 from ..protocol.tasks import TaskRunner
 from ..queries import Queries
 from ..ratelimit import RateLimiter, RedisBuckets
+from ..redis_client import close_redis, redis_client
 from ..roles import EXPLORER_ROLE, check_runtime_role, url_for_role
 from ..shares import Shares
 from ..sources.access import SourceAccess
@@ -69,10 +70,13 @@ from .keys import (
     TASK_RUNNER,
     TEMPLATES,
     TOKEN_VERIFIER,
+    TRACER,
 )
 from .metrics import Metrics
 from .middleware import authenticate, cors_headers, origin_guard, request_context
+from .replica_context import replica_context
 from .shutdown import ShutdownClock
+from .tracing import tracing_context
 
 __all__ = ["create_app"]
 
@@ -86,14 +90,17 @@ _REAP_SECONDS = 600.0
 def create_app(
     settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None,
     explorer_url: str | None = None, resources: Iterable[Resource] | None = None,
-    prompts: Iterable[Prompt] | None = None, share_sessions: bool = True,
+    prompts: Iterable[Prompt] | None = None, shared_secret: bytes | None = None,
+    share_sessions: bool = True,
 ) -> web.Application:
     """Build the application; ``database_url`` logs in as the runtime role, ``explorer_url`` as
     the explorer role (default: EXPLORER_DATABASE_URL, else ``database_url`` as spiral_explorer).
 
     ``tools`` replaces the shipped tools and report templates (the conformance harness adds its
     fixtures this way); ``resources`` and ``prompts``, the shipped MCP resources (guides.py) and
-    prompts (recipes.py). With REDIS_URL set, sessions are shared through Redis unless
+    prompts (recipes.py). ``shared_secret``: a secret every process of this server holds (the
+    workers of ``serve --workers``), which seals what a tool asks a stateless client when
+    SPIRAL_SECRET_KEY is not set. With REDIS_URL set, sessions are shared through Redis unless
     ``share_sessions`` is False (stdio: one client, one process). Raises TemplateError, naming
     the file, when a report template is bad.
     """
@@ -119,11 +126,14 @@ def create_app(
     app.router.add_routes(streamable.routes)
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
+    app.cleanup_ctx.append(tracing_context)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_explorer(
         explorer_url or settings.explorer_database_url or url_for_role(database_url, EXPLORER_ROLE),
         configured=bool(explorer_url or settings.explorer_database_url),
     ))
+    # After the explorer: it gives the explorer its pool on the standby.
+    app.cleanup_ctx.append(replica_context(explorer_url or settings.explorer_database_url))
     app.cleanup_ctx.append(_authenticator)
     if settings.oauth:
         app.cleanup_ctx.append(_oauth)
@@ -133,7 +143,7 @@ def create_app(
         app.cleanup_ctx.append(shared_state.shared_sessions)
     app.cleanup_ctx.append(_protocol(
         list(tools), None if resources is None else list(resources),
-        PromptRegistry(shipped_prompts() if prompts is None else prompts)))
+        PromptRegistry(shipped_prompts() if prompts is None else prompts), shared_secret))
     app.on_response_prepare.append(cors_headers)
     app.on_shutdown.append(_drain_sessions)
     return app
@@ -142,7 +152,7 @@ def create_app(
 def _database(url: str):
     async def database(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        queries = Queries.load()
+        queries = Queries.load().traced(app[TRACER])
         pool = await _connect_with_retry(settings, url)
         try:
             async with pool.acquire() as conn:
@@ -283,9 +293,8 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     client: redis.Redis | None = None
     buckets = None
     if settings.redis_url is not None:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-        )
+        # One client for the process (a Sentinel set's master too): app[REDIS].
+        client = redis_client(settings.redis_url)
         app[REDIS] = client
         buckets = RedisBuckets(client)
     app[RATE_LIMITER] = RateLimiter(
@@ -296,15 +305,18 @@ async def _rate_limits(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     if client is not None:
-        await client.aclose()
+        await close_redis(client)
 
 
-def _request_state_seal(settings: Settings) -> RequestStateSeal:
+def _request_state_seal(settings: Settings, shared: bytes | None) -> RequestStateSeal:
     """The seal of the stateless era's requestState, keyed from the installation's secret so
-    that any of its processes takes the answers to what another asked."""
+    that any of its processes takes the answers to what another asked (else from ``shared``,
+    the secret of one server's workers)."""
     try:
         secret = load_secret_key(settings)
     except CredentialError:
+        if shared is not None:
+            return RequestStateSeal(shared, ttl=settings.request_state_ttl)
         log.warning("SPIRAL_SECRET_KEY is not set: what a tool asks a stateless (2026-07-28) "
                     "client is sealed with a key of this process only, so its answer must come "
                     "back to this process; set SPIRAL_SECRET_KEY when several serve /mcp")
@@ -313,7 +325,8 @@ def _request_state_seal(settings: Settings) -> RequestStateSeal:
                             ttl=settings.request_state_ttl)
 
 
-def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRegistry):
+def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRegistry,
+              shared_secret: bytes | None):
     async def protocol(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         metrics = app[METRICS]
@@ -332,6 +345,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
             audit=audit,
             idempotency=idempotency,
             metrics=app[METRICS],
+            tracer=app[TRACER],
         )
         tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
@@ -366,7 +380,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
                                      metrics=app[METRICS], explorer=app.get(EXPLORER),
                                      sources=app[SOURCES], resources=served,
                                      prompts=prompts, changes=changes, tasks=tasks,
-                                     request_state=_request_state_seal(settings))
+                                     request_state=_request_state_seal(settings, shared_secret))
         app[METRICS].watch_sessions(sessions.count)
         background = BackgroundTasks()
         app[BACKGROUND] = background

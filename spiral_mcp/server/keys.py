@@ -17,8 +17,10 @@ from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
 from ..protocol.tasks import TaskRunner
 from ..ratelimit import RateLimiter
+from ..replica import Replica
 from ..sources.access import SourceAccess
 from ..tasks import BackgroundTasks
+from ..tracing import Tracer
 from .metrics import Metrics
 from .shutdown import ShutdownClock
 
@@ -36,6 +38,7 @@ __all__ = [
     "PRINCIPAL",
     "RATE_LIMITER",
     "REDIS",
+    "REPLICA",
     "REQUEST_ID",
     "SESSIONS",
     "SETTINGS",
@@ -43,11 +46,13 @@ __all__ = [
     "TASK_RUNNER",
     "TEMPLATES",
     "TOKEN_VERIFIER",
+    "TRACER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 DATABASE = web.AppKey("database", Database)
+REPLICA = web.AppKey("replica", Replica)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 HEAD_MIGRATIONS = web.AppKey("head_migrations", tuple)
@@ -63,6 +68,8 @@ TASK_RUNNER = web.AppKey("task_runner", TaskRunner)
 # Present when OAuth is configured (OAUTH_ISSUERS).
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 IDENTITIES = web.AppKey("identities", IdentityMapper)
+# The process's tracer, set first at start-up (server/tracing.py); None: tracing is off.
+TRACER = web.AppKey[Tracer | None]("tracer")
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

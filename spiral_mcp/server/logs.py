@@ -1,5 +1,5 @@
 """JSON-lines logging on stdout (stderr under ``spiral-mcp stdio``), with the current request id
-on every line.
+on every line, and the current span's trace and span ids when tracing is on.
 
 No traceback is written: a failure is logged as its type, message and the innermost frame of our
 own code, which points an operator at the place without printing frames that might carry data.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import sys
 import time
 import traceback
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
+
+from ..tracing import current_ids
 
 __all__ = [
     "CHATTY_LOGGERS", "AccessRecord", "BatchingStreamHandler", "JsonFormatter",
@@ -78,8 +81,12 @@ class AccessRecord(logging.LogRecord):
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, *, worker: int | None = None) -> None:
         super().__init__()
+        # Under ``serve --workers N``: which of the processes wrote the line (its slot, 1..N,
+        # kept by its replacement, and its pid).
+        self._worker: dict[str, int] = {} if worker is None else {"worker": worker,
+                                                                   "pid": os.getpid()}
         # The timestamp up to the second, rendered once per second rather than once per line.
         self._second = -1
         self._second_text = ""
@@ -102,9 +109,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._worker:
+            line.update(self._worker)
         request_id = request_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id
+        if (ids := current_ids()) is not None:
+            # Written inside a span (tracing on): the line leads to its trace.
+            line["trace_id"], line["span_id"] = ids
         if type(record) is AccessRecord:
             line.update(record.fields)
         else:
@@ -177,11 +189,13 @@ class BatchingStreamHandler(logging.StreamHandler):
                     sys.stderr.write(f"--- logging error: {text.count(chr(10))} lines lost\n")
 
 
-def configure_logging(level: str, *, stream: TextIO | None = None) -> None:
+def configure_logging(level: str, *, stream: TextIO | None = None,
+                      worker: int | None = None) -> None:
     """JSON lines at ``level`` on ``stream`` (default stdout; stderr for ``spiral-mcp stdio``,
-    whose stdout carries the protocol)."""
+    whose stdout carries the protocol); ``worker``: the slot of a process of ``serve --workers``,
+    written on each line with its pid."""
     handler = BatchingStreamHandler(sys.stdout if stream is None else stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(worker=worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -177,7 +177,7 @@ class _SessionCollector(Collector):
 class _GaugeCollector(Collector):
     """One unlabelled gauge whose value is read at scrape time."""
 
-    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         self._name = name
         self._documentation = documentation
         self._read = read
@@ -225,12 +225,31 @@ class Metrics:
             "database; refused: the database refused the statement); the rows are kept",
             ["reason"], registry=self.registry,
         )
+        self.replica_fallbacks = Counter(
+            "replica_fallbacks_total",
+            "Reads that would have gone to the replica but went to the primary, by reason "
+            "(unreachable, lagging, refused: the replica refused the explorer's binding, "
+            "conflict: a query cancelled there by replay, run again on the primary)",
+            ["reason"], registry=self.registry,
+        )
         self.audit_rows_dropped = Counter(
             "audit_rows_dropped_total",
             "Audit rows given up, by reason (invalid: refused for their values; queue_full: "
             "the queue's bound reached during an outage; shutdown: not written before exit)",
             ["reason"], registry=self.registry,
         )
+
+    def watch_replica(self, lag: Callable[[], float | None], in_use: Callable[[], bool]
+                      ) -> None:
+        """Report the replica (REPLICA_DATABASE_URL): its lag at the last check (NaN when it
+        did not answer), and whether heavy reads go to it."""
+        self.registry.register(_GaugeCollector(
+            "replica_lag_seconds", "How far the replica was behind the primary at the last "
+            "check (NaN: it did not answer)",
+            lambda: math.nan if (seconds := lag()) is None else seconds))
+        self.registry.register(_GaugeCollector(
+            "replica_in_use", "1 while heavy reads (explorer, reports) go to the replica, 0 "
+            "while they go to the primary", lambda: float(in_use())))
 
     def watch_sessions(self, count: Callable[[str], int]) -> None:
         """Report open MCP sessions; ``count(transport)`` is read at scrape time."""

@@ -33,8 +33,10 @@ from .keys import (
     REQUEST_ID,
     SETTINGS,
     TOKEN_VERIFIER,
+    TRACER,
 )
 from .logs import AccessRecord, request_id_var
+from .tracing import end_request_span, start_request_span
 
 __all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "is_discovery_path", "json_error",
            "origin_guard", "request_context"]
@@ -80,11 +82,14 @@ def json_error(status: int, code: str, message: str, **headers: str) -> web.Resp
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, access log line and metrics for every request; the last net for errors."""
+    """Request id, access log line, metrics and (tracing on) a span for every request; the last
+    net for errors."""
     client_id = request.headers.get("X-Request-Id", "")
     request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else secrets.token_hex(16)
     request[REQUEST_ID] = request_id
     token = request_id_var.set(request_id)
+    tracer = request.app[TRACER]
+    traced = None if tracer is None else start_request_span(tracer, request)
     started = time.perf_counter()
     status = 500
     try:
@@ -114,6 +119,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             log.handle(AccessRecord(log.name, {
                 "method": request.method, "path": request.path, "status": status,
                 "duration_ms": round(elapsed * 1000, 2)}))
+        if traced is not None:
+            # After the access line, which carries the span's trace id.
+            end_request_span(*traced, status=status, request_id=request_id)
         request_id_var.reset(token)
 
 

@@ -13,7 +13,8 @@ from .. import __version__
 from ..errors import ServiceError
 from ..explorer import Explorer
 from ..oauth.challenges import metadata_paths
-from .keys import DATABASE, EXPLORER, HEAD_MIGRATIONS, METRICS, REDIS, SETTINGS
+from .keys import DATABASE, EXPLORER, HEAD_MIGRATIONS, METRICS, REDIS, REPLICA, SETTINGS
+from .worker_metrics import WORKER_METRICS
 
 __all__ = ["routes"]
 
@@ -89,7 +90,8 @@ async def _within_timeout(check: Awaitable[str]) -> str:
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
     """Can serve: database reachable, schema at head; the explorer's pool and Redis reachable
-    when the process has them. Each check has its own time limit, so a slow one names itself."""
+    when the process has them. Each check has its own time limit, so a slow one names itself.
+    With a replica: its state at the last background check, and who serves its reads."""
     app = request.app
     checks = {"database": _check_database(app)}
     if (explorer := app.get(EXPLORER)) is not None:
@@ -99,12 +101,16 @@ async def ready(request: web.Request) -> web.Response:
     states = dict(zip(checks, await asyncio.gather(*map(_within_timeout, checks.values())),
                       strict=True))
     ok = all(state == "ok" for state in states.values())
-    return web.json_response(
-        {"status": "ready" if ok else "unavailable", "checks": states}, status=200 if ok else 503
-    )
+    body: dict[str, object] = {"status": "ready" if ok else "unavailable", "checks": states}
+    if (replica := app.get(REPLICA)) is not None:
+        # Not a check: while the primary serves the replica's reads, the process can serve.
+        body["replica"] = replica.report()
+    return web.json_response(body, status=200 if ok else 503)
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
+    if (workers := request.app.get(WORKER_METRICS)) is not None:
+        body = await workers.exposition(body)  # the whole server's, not this worker's only
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -30,8 +30,8 @@ from .first_start import bootstrap, print_listening
 from .logs import configure_logging
 from .shutdown import WIND_DOWN_SECONDS
 
-__all__ = ["STARTUP_ERRORS", "ListenError", "check_address", "new_event_loop", "prepare_database",
-           "serve"]
+__all__ = ["STARTUP_ERRORS", "ListenError", "check_address", "listen_error", "listening_sockets",
+           "new_event_loop", "prepare_database", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,15 @@ log = logging.getLogger(__name__)
 STARTUP_ERRORS = (UnsafeRuntimeRole, TemplateError, QueryFileError, ConnectionError, OSError)
 
 
+# aiohttp's backlog: connections the kernel queues for a listening socket.
+_BACKLOG = 128
+
+
 class ListenError(OSError):
     """The server cannot listen where HOST and PORT say; the message names what to change."""
 
 
-def _listen_error(settings: Settings, exc: OSError) -> ListenError:
+def listen_error(settings: Settings, exc: OSError) -> ListenError:
     if exc.errno == errno.EADDRINUSE:
         other = settings.port + 1 if settings.port < 65535 else 8056
         return ListenError(
@@ -55,27 +59,48 @@ def _listen_error(settings: Settings, exc: OSError) -> ListenError:
                        f"({exc.strerror or exc}); change HOST or PORT")
 
 
-def check_address(settings: Settings) -> None:
-    """Raise ListenError, naming the setting to change, when HOST:PORT cannot be listened on.
-
-    Bound as aiohttp will bind (address reuse on, IPv6 sockets IPv6 only), then let go at once.
-    Another process may still take the port before the server binds it; aiohttp's own bind then
-    fails with the same words.
-    """
+def listening_sockets(settings: Settings, *, reuse_port: bool = False,
+                      listen: bool = True) -> list[socket.socket]:
+    """Sockets bound to every address HOST:PORT names, as aiohttp binds them (address reuse on,
+    IPv6 sockets IPv6 only), listening unless ``listen`` is false; ``reuse_port``: several may
+    be bound to the same address (SO_REUSEPORT). Raises ListenError, naming the setting to
+    change."""
     try:
         addresses = socket.getaddrinfo(settings.host or None, settings.port,
                                        type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ListenError(f"HOST: cannot listen on {settings.host!r}: {exc.strerror}") from None
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as sock:
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 sock.bind(address)
             except OSError as exc:
-                raise _listen_error(settings, exc) from None
+                raise listen_error(settings, exc) from None
+            if listen:
+                sock.listen(_BACKLOG)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def check_address(settings: Settings) -> None:
+    """Raise ListenError, naming the setting to change, when HOST:PORT cannot be listened on.
+
+    Bound as aiohttp will bind, then let go at once. Another process may still take the port
+    before the server binds it; aiohttp's own bind then fails with the same words.
+    """
+    for sock in listening_sockets(settings, listen=False):
+        sock.close()
 
 
 async def _embedded_urls(settings: Settings) -> DatabaseUrls:
@@ -127,6 +152,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(settings: Settings) -> None:
+    """Serve HTTP until SIGTERM or SIGINT: in this process, or with WORKERS > 1 in that many
+    worker processes this one supervises (``workers.py``)."""
+    if settings.workers > 1:
+        from .workers import supervise
+
+        sys.exit(supervise(settings))
     configure_logging(settings.log_level)
     try:
         check_address(settings)
@@ -150,7 +181,7 @@ def serve(settings: Settings) -> None:
         )
     except STARTUP_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-            exc = _listen_error(settings, exc)  # taken while the database was being prepared
+            exc = listen_error(settings, exc)  # taken while the database was being prepared
         print(f"spiral-mcp: error: {exc}", file=sys.stderr)
         sys.exit(1)
     log.info("stopped")

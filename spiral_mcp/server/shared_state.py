@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import redis.asyncio as redis
 from aiohttp import web
 
 from ..protocol.shared_sessions import READ_BLOCK_MS, SharedSessionStore
+from ..redis_client import close_redis, redis_client
 from .keys import REDIS, SESSIONS, SETTINGS, SHUTDOWN
 
 __all__ = ["shared_sessions"]
@@ -25,8 +25,8 @@ _BLOCKING_SOCKET_SECONDS = READ_BLOCK_MS / 1000 + 2.0
 async def shared_sessions(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url is not None
-    blocking = redis.Redis.from_url(settings.redis_url, socket_timeout=_BLOCKING_SOCKET_SECONDS,
-                                    socket_connect_timeout=0.5)
+    # Through the same factory as app[REDIS]: a Sentinel URL names the set's master here too.
+    blocking = redis_client(settings.redis_url, timeout=_BLOCKING_SOCKET_SECONDS)
     store = SharedSessionStore(
         app[REDIS], blocking, max_sessions=settings.session_max,
         max_per_tenant=settings.session_max_per_tenant,
@@ -38,4 +38,4 @@ async def shared_sessions(app: web.Application) -> AsyncIterator[None]:
     # After the protocol's own wind-down (cleanup contexts leave in reverse): what its last
     # calls posted is sent before the connections close.
     await store.stop(grace=app[SHUTDOWN].left(1.0))
-    await blocking.aclose()
+    await close_redis(blocking)

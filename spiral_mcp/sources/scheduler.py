@@ -21,6 +21,7 @@ import asyncpg
 
 from ..db import connect
 from ..queries import Queries
+from ..tracing import background_span
 from .access import SourceAccess, SourceNotFound, SyncBusy
 from .base import SourceError
 from .manage import SourceAdminError
@@ -139,7 +140,11 @@ class SyncScheduler:
                                                          "error": f"{type(exc).__name__}: {exc}"})
                 return None
             try:
-                progress = await self._sync_on(conn, tenant_id, instance_id)
+                # A trace of its own per sync (tracing on), its statements inside it.
+                with background_span(self._queries.tracer, "source sync", {
+                        "spiral.tenant_id": str(tenant_id),
+                        "spiral.source_instance": str(instance_id)}):
+                    progress = await self._sync_on(conn, tenant_id, instance_id)
             except BaseException:
                 # Cancelled, or a bug: end the session at once, which releases an instance lock
                 # it may still hold.

@@ -3,11 +3,13 @@
 -- explorer_bind can record the binding; explorer_bind then makes it read-only.
 BEGIN READ WRITE
 
--- name: explorer_bind$
+-- name: explorer_bind^
 -- params: tenant_id
 -- Bind the transaction to the tenant (row-level security), then make it read-only. The
--- transaction's start comes back: a time this backend was alive (explorer_end_backend).
-SELECT now() FROM explorer_support.bind($1::uuid) AS bound
+-- transaction's start comes back, a time this backend was alive, with its server's start, which
+-- names the server (explorer_end_backend).
+SELECT now() AS alive_at, pg_postmaster_start_time() AS server_started
+FROM explorer_support.bind($1::uuid) AS bound
 
 -- name: explorer_rollback!
 -- Every explorer transaction ends here: nothing it did, the binding included, is kept.
@@ -56,10 +58,13 @@ SELECT explorer_support.open_rows($1::text::refcursor, $2::text)
 SELECT r, bytes FROM explorer_support.fetch_rows($1::text::refcursor, $2::integer, $3::bigint)
 
 -- name: explorer_end_backend$
--- params: pid, alive_at
+-- params: pid, alive_at, server_started
 -- As the runtime role: end the explorer backend `pid` of this database if it started no later
--- than `alive_at` (a session that reused the pid is never hit); whether one was signalled.
-SELECT explorer_guard.end_backend($1::integer, $2::timestamptz)
+-- than `alive_at` (a session that reused the pid is never hit) and this is the server it runs
+-- on (started at `server_started`: the runtime pool may reach another server than the
+-- explorer's, where the pid is another session's); whether one was signalled.
+SELECT CASE WHEN pg_postmaster_start_time() = $3::timestamptz
+            THEN explorer_guard.end_backend($1::integer, $2::timestamptz) ELSE false END
 
 -- name: explorer_relations
 -- Every relation of the explorer schema with its kind and description.
@@ -126,7 +131,8 @@ FROM explorer_support.column_samples($1::text, $2::integer, $3::integer)
 -- explorer version, never its pg_catalog one), with the arrays of those
 -- types and the explorer views' row and column types, the casts
 -- between allowed types, the operators of pg_catalog over them, the explorer's relations, and
--- the relations an explorer transaction may hold locks on.
+-- the relations an explorer transaction may hold locks on (its binding's: the bindings table on
+-- the primary, the proof's secret on a standby).
 WITH named_types AS (
     SELECT to_regtype(name)::oid AS oid FROM unnest($2::text[]) AS name
     UNION
@@ -180,10 +186,12 @@ WHERE c.relnamespace = 'explorer'::regnamespace AND c.relkind IN ('r', 'v', 'm',
 UNION ALL
 SELECT 'lockable', base_oid FROM explorer_support.relation_bases
 UNION ALL
-SELECT 'lockable', 'explorer_support.bindings'::regclass::oid
+SELECT 'lockable', c.oid FROM pg_catalog.pg_class c
+WHERE c.oid IN ('explorer_support.bindings'::regclass, 'explorer_support.binding_secret'::regclass)
 UNION ALL
 SELECT 'lockable', i.indexrelid FROM pg_catalog.pg_index i
-WHERE i.indrelid = 'explorer_support.bindings'::regclass
+WHERE i.indrelid IN ('explorer_support.bindings'::regclass,
+                     'explorer_support.binding_secret'::regclass)
 
 -- name: explorer_locks_held
 -- params: allowed
@@ -193,3 +201,20 @@ WHERE i.indrelid = 'explorer_support.bindings'::regclass
 SELECT l.relation::regclass::text AS name FROM pg_catalog.pg_lock_status() AS l
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.relation <> ALL($1::oid[])
 ORDER BY 1
+
+-- name: explorer_begin_replica!
+-- On a hot standby: every transaction is read-only there (explorer_bind_replica binds it).
+BEGIN READ ONLY
+
+-- name: explorer_bind_replica^
+-- params: tenant_id, proof
+-- On a hot standby, which keeps no binding row: bind the transaction to the tenant with the
+-- runtime role's proof (explorer_replica_proof), then make it read-only; its start and its
+-- server's come back (as explorer_bind's).
+SELECT now() AS alive_at, pg_postmaster_start_time() AS server_started
+FROM explorer_support.bind_replica($1::uuid, $2::text) AS bound
+
+-- name: explorer_replica_proof$
+-- params: tenant_id
+-- As the runtime role: the proof that binds an explorer transaction on a hot standby.
+SELECT explorer_support.replica_proof($1::uuid)
