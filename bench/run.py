@@ -419,6 +419,26 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               + ", ".join(f"{r:,.0f}" for r in row["runs"]))
 
 
+def session_sharing(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """Issue #20's bar: the session-sharing path alone (``mcp+redis``: sessions in Redis) costs
+    at most 15% against the same process keeping them in memory (``mcp+redis-mem``: rate
+    limits in Redis too), in calls/s; with CPU per call beside it."""
+    lines = []
+    by = {(r["concurrency"], r["target"]): r for r in rows}
+    for c in sorted({r["concurrency"] for r in rows}):
+        shared, kept = by.get((c, "mcp+redis")), by.get((c, "mcp+redis-mem"))
+        if not (shared and kept and kept["rps"]):
+            continue
+        ratio = shared["rps"] / kept["rps"]
+        paired = _paired(runs, "mcp+redis", "mcp+redis-mem", c)
+        cpu = (f", CPU per call {shared['cpu_us_per_call']:,.0f} against "
+               f"{kept['cpu_us_per_call']:,.0f} us" if kept["cpu_us_per_call"] else "")
+        lines.append(f"c={c}: mcp+redis / mcp+redis-mem {ratio:.2f} (paired by round "
+                     f"{paired if paired is not None else '-'}; >= 0.85: "
+                     f"{'PASS' if ratio >= 0.85 else 'FAIL'}){cpu}")
+    return lines
+
+
 def goal(rows: list[dict[str, Any]]) -> list[str]:
     """Issue 3's bar at concurrency 16: >= 0.7 of the bare handler and >= 2x the SDK, judged on
     the ratios of the medians; the ratios paired by round follow for reference."""
@@ -704,7 +724,7 @@ def parse_args() -> argparse.Namespace:
                         "access line per request)")
     p.add_argument("--targets", default="",
                    help="only these targets, comma-separated (bare, sdk, mcp, execute, "
-                        "stateless, and each product target +redis and @base)")
+                        "stateless, and each product target +redis, +redis-mem and @base)")
     p.add_argument("--profile", type=int, default=int(os.environ.get("BENCH_PROFILE", 10)),
                    help="seconds of py-spy on the product at c=16 after the runs; 0: none")
     p.add_argument("--profile-target", default="execute",
@@ -776,15 +796,23 @@ def main() -> None:
         if args.redis_url:
             if redis_reachable(args.redis_url):
                 variants.append(("+redis", args.redis_url))
+                # The same Redis for rate limits, sessions in the process: against +redis, the
+                # cost of the session-sharing path alone.
+                variants.append(("+redis-mem", args.redis_url))
             else:
                 log(f"Redis at {args.redis_url} is not reachable: no Redis run "
                     "(apt-get install -y redis-server, or --redis-url '')")
         if args.baseline:
             variants.append(("@base", None))
         for suffix, redis_url in variants:
+            if wanted and not wanted & {f"{door}{suffix}"
+                                        for door in ("mcp", "execute", "stateless")}:
+                continue  # a server none of the wanted targets drives
             env = {**PRODUCT_ENV, "DATABASE_URL": runtime_url, "LOG_LEVEL": args.log_level}
             if redis_url:
                 env["REDIS_URL"] = redis_url
+            if suffix == "+redis-mem":
+                env["SESSION_STORE"] = "memory"
             tree = ROOT
             if suffix == "@base":
                 # Its own source first on the import path, ahead of the installed package.
@@ -842,6 +870,8 @@ def main() -> None:
     print()
     for line in goal(rows):
         print("goal at c=16: " + line)
+    for line in session_sharing(runs, rows):
+        print("session-sharing path (issue #20): " + line)
     for rt in round_trips:
         print(f"\nround trips per tools/call, {rt['target']}: {rt['per_call']} on the call's path, "
               f"{rt['per_call_all']} with batched side work ({rt['statements']} statements for "
@@ -872,7 +902,8 @@ def main() -> None:
                    "database": "BENCH_DATABASE_URL" if os.environ.get("BENCH_DATABASE_URL")
                    else "embedded"},
         "cpu_busy_before": busy,
-        "summary": rows, "goal_c16": goal(rows), "runs": runs, "round_trips": round_trips,
+        "summary": rows, "goal_c16": goal(rows),
+        "session_sharing": session_sharing(runs, rows), "runs": runs, "round_trips": round_trips,
         "profile": prof,
     }
     out = RESULTS / f"{stamp}.json"

@@ -26,6 +26,7 @@ from .config_values import (
     default_data_dir,
     fernet_key,
     number,
+    optional_choice,
     optional_text,
     optional_whole_number,
     otlp_endpoint,
@@ -67,6 +68,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Redis URL for rate limits (redis://, rediss://, unix://, or "
             "redis+sentinel://host:port[,host:port...]/service_name[/db] for a Sentinel set); "
             "unset: limits are kept in process"),
+    Setting("SESSION_STORE", optional_choice("redis", "memory"), None,
+            "where MCP sessions live: `redis` (the default with REDIS_URL: any process serves "
+            "any session) or `memory` (this process only, as without REDIS_URL; only with "
+            "WORKERS=1)"),
     Setting("HOST", text, "127.0.0.1", "address to listen on"),
     Setting("WORKERS", workers, 1,
             "server processes sharing PORT on this host (`auto`: one per CPU), supervised by "
@@ -219,6 +224,7 @@ class Settings:
     database_url: str | None
     admin_database_url: str | None
     redis_url: str | None
+    session_store: str | None
     host: str
     workers: int
     port: int
@@ -279,6 +285,11 @@ class Settings:
     oauth_introspection_client_id: str | None
     oauth_introspection_client_secret: Secret | None
     otel_exporter_otlp_endpoint: str | None
+
+    @property
+    def shares_sessions(self) -> bool:
+        """Whether MCP sessions live in Redis (any process serves any session)."""
+        return self.redis_url is not None and self.session_store != "memory"
 
     @property
     def oauth(self) -> bool:
@@ -359,6 +370,15 @@ def load_settings(
         raise ConfigError(f"WORKERS: {settings.workers} processes need REDIS_URL, where they "
                           "share sessions, session caps and rate limits; set REDIS_URL or "
                           "WORKERS=1")
+    if settings.session_store == "redis" and settings.redis_url is None:
+        raise ConfigError("SESSION_STORE: redis needs REDIS_URL, the Redis that holds the "
+                          "sessions; set REDIS_URL or SESSION_STORE=memory")
+    if settings.session_store == "memory" and settings.workers > 1:
+        # Each worker would know only the sessions it opened: the next request of a session
+        # lands on another worker (the kernel spreads connections) and is refused.
+        raise ConfigError(f"SESSION_STORE: memory keeps each session in one process, but "
+                          f"WORKERS is {settings.workers}; set SESSION_STORE=redis (with "
+                          "REDIS_URL) or WORKERS=1")
     if settings.bootstrap_tenant is not None:
         if len(settings.bootstrap_tenant.strip()) > 200:
             raise ConfigError("BOOTSTRAP_TENANT: a tenant name has 1 to 200 characters")

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["DEFAULT_SCOPE_MAP", "JWT_ALGORITHMS", "TOOLSETS", "ConfigError", "Secret",
            "algorithms", "boolean", "choice", "claim_names", "csv", "default_data_dir",
-           "fernet_key", "number", "optional_text", "optional_whole_number",
+           "fernet_key", "number", "optional_choice", "optional_text", "optional_whole_number",
            "postgres_url", "redis_url", "scope_map", "secret", "text", "toolsets",
            "web_url", "web_urls", "whole_number", "workers"]
 
@@ -90,6 +90,16 @@ def choice(*choices: str) -> Callable[[str], str]:
         if lowered not in choices:
             raise ConfigError(f"expected one of {', '.join(choices)}, got {raw!r}")
         return lowered
+
+    return parse
+
+
+def optional_choice(*choices: str) -> Callable[[str], str | None]:
+    """One of ``choices``, or None when empty (the default follows from other settings)."""
+    parse_choice = choice(*choices)
+
+    def parse(raw: str) -> str | None:
+        return parse_choice(raw) if raw.strip() else None
 
     return parse
 

@@ -43,3 +43,28 @@ def test_bootstrap_tenant_needs_the_owner_role_with_your_own_postgresql() -> Non
     assert load_settings(environ={"BOOTSTRAP_TENANT": "Acme"}).bootstrap_tenant == "Acme"
     with pytest.raises(ConfigError, match=r"^BOOTSTRAP_TENANT: a tenant name has 1 to 200"):
         load_settings(environ={"BOOTSTRAP_TENANT": "x" * 201})
+
+
+def test_session_store_follows_redis_url_unless_memory_is_asked() -> None:
+    redis = "redis://127.0.0.1:6379/0"
+    assert load_settings(environ={"REDIS_URL": redis}).shares_sessions
+    assert load_settings(environ={"REDIS_URL": redis, "SESSION_STORE": " Redis"}).shares_sessions
+    assert load_settings(environ={"REDIS_URL": redis, "SESSION_STORE": ""}).shares_sessions
+    kept = load_settings(environ={"REDIS_URL": redis, "SESSION_STORE": "MEMORY"})
+    assert kept.session_store == "memory" and not kept.shares_sessions
+    assert kept.redis_url == redis  # rate limits stay in Redis
+    assert not load_settings(environ={}).shares_sessions
+    assert not load_settings(environ={"SESSION_STORE": "memory"}).shares_sessions
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SESSION_STORE": "postgres"},
+     r"^SESSION_STORE: expected one of redis, memory, got 'postgres'$"),
+    ({"SESSION_STORE": "redis"}, r"^SESSION_STORE: redis needs REDIS_URL"),
+    ({"SESSION_STORE": "memory", "WORKERS": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"},
+     r"^SESSION_STORE: memory keeps each session in one process, but WORKERS is 2"),
+])
+def test_a_bad_session_store_is_refused_naming_the_variable(env: dict[str, str],
+                                                            message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=env)

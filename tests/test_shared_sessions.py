@@ -534,3 +534,16 @@ async def test_a_posts_stream_resumes_on_the_other_process(pair: Pair, tenant: T
     assert unknown.status == 200
     with pytest.raises(EOFError):
         await read_event(unknown)
+
+
+async def test_session_store_memory_keeps_sessions_in_the_process(
+        pair: Pair, tenant: Tenant, redis_client: redis.Redis) -> None:
+    """SESSION_STORE=memory with REDIS_URL: rate limits in Redis, sessions in each process (a
+    session opened on one is unknown to the other, and nothing of it is written to Redis)."""
+    a, b = await pair(SESSION_STORE="memory")
+    sid = await open_session(a, tenant)
+    answer = await post(a, tenant, call(1, "jira_get_issue", issue_key="WEB-1"), sid=sid)
+    assert (await answer.json())["result"]["isError"] is False
+    assert (await post(b, tenant, call(2, "jira_get_issue", issue_key="WEB-1"),
+                       sid=sid)).status == 404
+    assert not [k async for k in redis_client.scan_iter(match=f"spiral:t:*:s:{sid}*")]

@@ -101,8 +101,8 @@ def create_app(
     prompts (recipes.py). ``shared_secret``: a secret every process of this server holds (the
     workers of ``serve --workers``), which seals what a tool asks a stateless client when
     SPIRAL_SECRET_KEY is not set. With REDIS_URL set, sessions are shared through Redis unless
-    ``share_sessions`` is False (stdio: one client, one process). Raises TemplateError, naming
-    the file, when a report template is bad.
+    SESSION_STORE is `memory` or ``share_sessions`` is False (stdio: one client, one process).
+    Raises TemplateError, naming the file, when a report template is bad.
     """
     app = web.Application(
         middlewares=[request_context, origin_guard, authenticate],
@@ -139,7 +139,7 @@ def create_app(
         app.cleanup_ctx.append(_oauth)
     app.cleanup_ctx.append(_source_sync(database_url, sources))
     app.cleanup_ctx.append(_rate_limits)
-    if settings.redis_url is not None and share_sessions:
+    if settings.shares_sessions and share_sessions:
         app.cleanup_ctx.append(shared_state.shared_sessions)
     app.cleanup_ctx.append(_protocol(
         list(tools), None if resources is None else list(resources),
