@@ -25,6 +25,7 @@ class SharedSession(Session):
     key: str = ""                          # its Redis hash
     saved: dict[str, str] = dataclasses.field(default_factory=dict)
     saved_subscriptions: frozenset[str] = frozenset()
+    rev: str = ""                          # the revision ``saved`` is of ('' unknown)
     stream_token: str | None = None        # set while this process holds its stream
     stream_start: str = "0-0"              # the newest event when it opened the stream
     # Calls whose places the lookup claimed (request id as JSON → None, or why refused), for

@@ -109,6 +109,7 @@ end
 for field, value in pairs(cjson.decode(ARGV[6])) do
   redis.call('HSET', KEYS[4], field, value)
 end
+redis.call('HSET', KEYS[4], 'rev', 1)
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
 for i = 1, 3 do redis.call('ZADD', KEYS[i], ARGV[1], KEYS[4]) end
 local answer = {'ok'}
@@ -116,45 +117,60 @@ for _, m in ipairs(ended) do table.insert(answer, m) end
 return answer
 """
 
-# KEYS: all, tenant's set, key's set, the session's hash.
-# ARGV: key id, transport, TTL once ready (ms), TTL before (ms), now (ms), and '' or the tool
-# calls the request brings, to claim their places as CLAIM does (saves it a round trip):
-# {max = cap, proc = this process, pcalls = its calls hash, calls = {{field, pfield, record}}}.
+# KEYS: all, tenant's set, key's set, the session's hash, and (with calls to claim) this
+# process's calls hash.
+# ARGV: key id, transport, TTL once ready (ms), TTL before (ms), now (ms), the revision the
+# caller's copy has ('' for none), how old (ms) the last refresh of the TTLs and the LRU order
+# may be, and with tool calls to claim (their places taken as CLAIM does, which saves a round
+# trip): the cap, this process, then for each call its field, its process field, its record.
 # Returns nil (unknown, expired, another key's or another transport's) or
-# {hash fields, subscriptions, whether a stream is open, each claim's verdict}; a hit
-# refreshes every TTL.
+# {revision, fields, subscriptions, whether a stream is open, each claim's verdict}: fields and
+# subscriptions are empty when the caller's revision is current (SAVE moves it with every
+# change), so a lookup of an unchanged session moves a few bytes.
+# The TTLs and the three sets' order are refreshed when the last refresh is older than ARGV[7]
+# (the hash's 'seen'): a second or so of staleness in an order by last use, or in an idle
+# timeout of minutes, changes nothing, and it spares four PEXPIREs and three ZADDs per request.
 LOOKUP = """
 local k = KEYS[4]
-local h = redis.call('HMGET', k, 'key_id', 'transport', 'state')
+local h = redis.call('HMGET', k, 'key_id', 'transport', 'state', 'rev', 'seen')
 if not h[1] or h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return nil end
 local ttl = ARGV[4]
 if h[3] == 'ready' then ttl = ARGV[3] end
 local verdicts = {}
-if ARGV[6] ~= '' then
-  local claim = cjson.decode(ARGV[6])
-  local calls = k .. ':calls'
-  for i, c in ipairs(claim.calls) do
-    if redis.call('HEXISTS', calls, c[1]) == 1 then
-      verdicts[i] = 'duplicate'
-    elseif redis.call('HLEN', calls) >= claim.max then
-      verdicts[i] = 'busy'
-    else
-      redis.call('HSET', calls, c[1], claim.proc)
-      redis.call('HSET', claim.pcalls, c[2], c[3])
-      verdicts[i] = 'ok'
-    end
+local calls = k .. ':calls'
+local claimed = false
+for i = 10, #ARGV, 3 do
+  if redis.call('HEXISTS', calls, ARGV[i]) == 1 then
+    table.insert(verdicts, 'duplicate')
+  elseif redis.call('HLEN', calls) >= tonumber(ARGV[8]) then
+    table.insert(verdicts, 'busy')
+  else
+    redis.call('HSET', calls, ARGV[i], ARGV[9])
+    redis.call('HSET', KEYS[5], ARGV[i + 1], ARGV[i + 2])
+    table.insert(verdicts, 'ok')
+    claimed = true
   end
 end
-for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
-  redis.call('PEXPIRE', key, ttl)
+if not h[5] or tonumber(ARGV[5]) - tonumber(h[5]) >= tonumber(ARGV[7]) then
+  for _, key in ipairs({k, k .. ':subs', k .. ':events', calls}) do
+    redis.call('PEXPIRE', key, ttl)
+  end
+  for i = 1, 3 do redis.call('ZADD', KEYS[i], 'XX', ARGV[5], k) end
+  redis.call('HSET', k, 'seen', ARGV[5])
+elseif claimed then
+  redis.call('PEXPIRE', calls, ttl)  -- a calls hash made just now expires with the session
 end
-for i = 1, 3 do redis.call('ZADD', KEYS[i], 'XX', ARGV[5], k) end
-return {redis.call('HGETALL', k), redis.call('SMEMBERS', k .. ':subs'),
+local rev = h[4] or ''
+if rev ~= '' and rev == ARGV[6] then
+  return {rev, {}, {}, redis.call('EXISTS', k .. ':stream'), verdicts}
+end
+return {rev, redis.call('HGETALL', k), redis.call('SMEMBERS', k .. ':subs'),
         redis.call('EXISTS', k .. ':stream'), verdicts}
 """
 
 # KEYS: the session's hash. ARGV: TTL (ms), {fields = {...}, add = [...], remove = [...]} (JSON).
 # Writes nothing once the session has ended (another process removed it): no half a session.
+# Returns the session's new revision (0: ended).
 SAVE = """
 local k = KEYS[1]
 if redis.call('EXISTS', k) == 0 then return 0 end
@@ -165,7 +181,7 @@ for _, uri in ipairs(change.remove) do redis.call('SREM', k .. ':subs', uri) end
 for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
   redis.call('PEXPIRE', key, ARGV[1])
 end
-return 1
+return redis.call('HINCRBY', k, 'rev', 1)
 """
 
 # KEYS: the session's calls hash, this process's calls hash.

@@ -41,6 +41,7 @@ from .sessions import (
     SessionStoreUnavailable,
 )
 from .shared_bus import Bus
+from .shared_line import RedisLine
 from .shared_local import SharedSession, shared_fields
 from .shared_posts import POST_EVENT_ID, PostStream, post_stream_key
 from .shared_reaper import Reaper
@@ -64,6 +65,10 @@ REAP_SECONDS = 2.0
 # copies are looked after this often.
 LOCAL_IDLE_SECONDS = 60.0
 LOCAL_TEND_SECONDS = 30.0
+# The TTLs and the LRU order of a session are refreshed by a lookup at most this often (less
+# for a short idle timeout: a tenth of it).
+_REFRESH_MS = 2000
+_LINE_CHECK_SECONDS = 0.25
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _REFUSALS = {
     "key": "this API key (or user) has as many sessions open as it allows",
@@ -96,6 +101,9 @@ class SharedSessionStore(SessionStore):
         # XREAD BLOCK waits longer than the commands' socket timeout allows.
         self._blocking = blocking
         self.bus = Bus(client, blocking, on_message=self._on_message)
+        # The lookup and the release, which every request makes, go on a line of their own.
+        pool = client.connection_pool
+        self._line = RedisLine(pool, timeout=pool.connection_kwargs.get("socket_timeout") or 1.0)
         self._create = client.register_script(lua.CREATE)
         self._lookup = client.register_script(lua.LOOKUP)
         self._save = client.register_script(lua.SAVE)
@@ -120,9 +128,11 @@ class SharedSessionStore(SessionStore):
         # Often enough to renew a running call's session well within its TTL.
         self.bus.every(min(LOCAL_TEND_SECONDS, self._idle_timeout / 3), self._tend_local)
         self.bus.every(REAP_SECONDS, lambda: self.reaper.reap(steady=self.bus.steady))
+        self.bus.every(_LINE_CHECK_SECONDS, self._line.check)
 
     async def stop(self, *, grace: float = 1.0) -> None:
         await self.bus.stop(grace)
+        await self._line.close()
 
     def bind(self, *, changes: Any, audit: Any) -> None:
         """Changes made here go to every process, theirs come here (shared_bus.py); the audit
@@ -164,6 +174,7 @@ class SharedSessionStore(SessionStore):
         for ended in outcome[1:]:
             self.bus.broadcast({"type": "closed", "key": ended.decode()})
         session.saved = fields
+        session.rev = "1"
         self._local[key] = session
         return session
 
@@ -174,39 +185,51 @@ class SharedSessionStore(SessionStore):
                   transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
                   ) -> Session | None:
         key = lua.session_key(tenant_id, session_id)
-        claims = [(orjson.dumps(request_id), _call_field(session_id, request_id),
-                   orjson.dumps({"session": key, "id": request_id, "tenant": str(tenant_id),
-                                 "key": str(key_id), **about}).decode())
-                  for request_id, about in calls or ()]
-        claim = "" if not claims else orjson.dumps({
-            "max": self._max_calls, "proc": self.bus.process_id,
-            "pcalls": lua.process_calls(self.bus.process_id),
-            "calls": [[field.decode(), pfield.decode(), record]
-                      for field, pfield, record in claims]})
+        local = self._local.get(key)
+        # The revision of this copy's fields: Redis answers them only if they moved since.
+        # The binding (key, tenant, transport) is checked in Redis all the same: a copy here
+        # says nothing of whether the session still exists, or is the caller's.
+        known = ("" if local is None or local.state is SessionState.CLOSED
+                 or local.key_id != key_id or local.transport != transport else local.rev)
+        keys = [lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
+                lua.key_sessions(tenant_id, key_id), key]
+        ttl_before = self._ttl_ms(ready=False)
+        args: list[Any] = [str(key_id), transport, self._ttl_ms(ready=True), ttl_before,
+                           _ms(time.time()), known, min(_REFRESH_MS, ttl_before // 10)]
+        fields_of_calls = []
+        if calls:
+            keys.append(lua.process_calls(self.bus.process_id))
+            args += [self._max_calls, self.bus.process_id]
+            for request_id, about in calls:
+                field = orjson.dumps(request_id)
+                fields_of_calls.append(field)
+                args += [field, _call_field(session_id, request_id), orjson.dumps(
+                    {"session": key, "id": request_id, "tenant": str(tenant_id),
+                     "key": str(key_id), **about})]
         try:
-            found = await self._lookup(
-                keys=[lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
-                      lua.key_sessions(tenant_id, key_id), key],
-                args=[str(key_id), transport, self._ttl_ms(ready=True),
-                      self._ttl_ms(ready=False), _ms(time.time()), claim])
+            found = await self._line.script(self._lookup.sha, lua.LOOKUP, keys, args)
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
-        local = self._local.get(key)
         if found is None:
             # Ended elsewhere (or expired): so is this copy, if it is the caller's.
             if local is not None and local.key_id == key_id:
                 self._forget(key)
             return None
-        raw, subscriptions, stream_open, verdicts = found
-        fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
-        if local is None or local.state is SessionState.CLOSED:
-            local = self._local[key] = self._local_copy(
-                key, session_id, key_id=key_id, tenant_id=tenant_id,
-                scopes=frozenset(orjson.loads(fields.get("scopes", "[]"))), transport=transport,
-                protocol_version=fields.get("protocol_version", ""),
-                max_concurrent_calls=self._max_calls)
-        self._apply(local, fields, {s.decode() for s in subscriptions}, bool(stream_open))
-        for (field, _, _), verdict in zip(claims, verdicts, strict=True):
+        rev, raw, subscriptions, stream_open, verdicts = found
+        if raw or not known or local is None:
+            fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+            if local is None or local.state is SessionState.CLOSED:
+                local = self._local[key] = self._local_copy(
+                    key, session_id, key_id=key_id, tenant_id=tenant_id,
+                    scopes=frozenset(orjson.loads(fields.get("scopes", "[]"))),
+                    transport=transport, protocol_version=fields.get("protocol_version", ""),
+                    max_concurrent_calls=self._max_calls)
+            self._apply(local, fields, {s.decode() for s in subscriptions})
+            local.rev = rev.decode()
+        elif self._draining:
+            local.drain()
+        local.stream_open = bool(stream_open) or local.stream_token is not None
+        for field, verdict in zip(fields_of_calls, verdicts, strict=True):
             local.claimed[field] = None if verdict == b"ok" else verdict.decode()
         local.touch()
         return local
@@ -217,20 +240,24 @@ class SharedSessionStore(SessionStore):
             if session.claimed.pop(orjson.dumps(request_id), False) is None:
                 self._release(session, request_id)
 
-    def _apply(self, session: SharedSession, fields: dict[str, str], subscriptions: set[str],
-               stream_open: bool) -> None:
+    def _apply(self, session: SharedSession, fields: dict[str, str],
+               subscriptions: set[str]) -> None:
         session.protocol_version = fields.get("protocol_version", session.protocol_version)
         session.handshake_done = fields.get("handshake_done") == "1"
         session.log_level = fields.get("log_level") or None
-        session.client_info = orjson.loads(fields.get("client_info", "{}"))
-        session.client_capabilities = orjson.loads(fields.get("client_capabilities", "{}"))
+        # Parsed again only when the JSON changed (another process's initialize).
+        info = fields.get("client_info", "{}")
+        if info != session.saved.get("client_info"):
+            session.client_info = orjson.loads(info)
+        capabilities = fields.get("client_capabilities", "{}")
+        if capabilities != session.saved.get("client_capabilities"):
+            session.client_capabilities = orjson.loads(capabilities)
         if session.state is not SessionState.CLOSING:
             session.state = (SessionState.READY if fields.get("state") == "ready"
                              else SessionState.OPEN)
         if self._draining:
             session.drain()
         session.subscriptions = subscriptions
-        session.stream_open = stream_open or session.stream_token is not None
         session.saved = shared_fields(session)
         session.saved_subscriptions = frozenset(subscriptions)
 
@@ -244,14 +271,19 @@ class SharedSessionStore(SessionStore):
         if not (changed or added or removed):
             return
         change = {"fields": changed, "add": sorted(added), "remove": sorted(removed)}
+        known, session.rev = session.rev, ""  # until Redis says which revision this is
         try:
-            await self._save(keys=[session.key],
-                             args=[self._ttl_ms(now.get("state") == "ready"),
-                                   orjson.dumps(change)])
+            rev = await self._line.script(
+                self._save.sha, lua.SAVE, [session.key],
+                [self._ttl_ms(now.get("state") == "ready"), orjson.dumps(change)])
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
         session.saved = {**session.saved, **changed}
         session.saved_subscriptions = subscriptions
+        # This copy is current only if no other process saved since it last read the session
+        # (else the next lookup reads the fields whole).
+        if known and rev == int(known) + 1:
+            session.rev = str(rev)
 
     async def remove(self, session: Session) -> None:
         """End the session everywhere: its keys go, every process closes its copy (its stream
@@ -299,9 +331,15 @@ class SharedSessionStore(SessionStore):
         self._release(session, request_id)
 
     def _release(self, session: SharedSession, request_id: Any) -> None:
-        # Through the bus's queue: under load many releases share one round trip, and they
-        # reach Redis before the call's answer reaches its client (queued before it is sent).
-        # Should Redis be away, the place expires with the session's calls hash.
+        # Written on the line at once (no reply awaited), else through the bus's queue: either
+        # way it reaches Redis before the call's answer reaches its client (written or queued
+        # before it is sent). Should Redis be away, the place expires with the session's calls
+        # hash.
+        field = orjson.dumps(request_id)
+        if (self._line.send("HDEL", f"{session.key}:calls", field)
+                and self._line.send("HDEL", lua.process_calls(self.bus.process_id),
+                                    _call_field(session.id, request_id))):
+            return
         self.bus.delete_fields({f"{session.key}:calls": orjson.dumps(request_id),
                                 lua.process_calls(self.bus.process_id):
                                 _call_field(session.id, request_id)})
