@@ -547,3 +547,53 @@ async def test_session_store_memory_keeps_sessions_in_the_process(
     assert (await post(b, tenant, call(2, "jira_get_issue", issue_key="WEB-1"),
                        sid=sid)).status == 404
     assert not [k async for k in redis_client.scan_iter(match=f"spiral:t:*:s:{sid}*")]
+
+
+# -- what a process keeps of a session, and its own line to Redis ----------------------------
+
+
+async def test_a_copy_follows_what_another_process_changed(pair: Pair, tenant: Tenant) -> None:
+    """b keeps a copy of the session from its first request; the level a sets after it reaches
+    b's next request (the lookup answers the fields again once their revision moved)."""
+    a, b = await pair()
+    sid = await open_session(a, tenant)
+    stream = await stream_of(a, tenant, sid)
+    assert stream.status == 200
+    assert (await post(b, tenant, call(1, "test_log"), sid=sid)).status == 200
+    assert (await post(a, tenant, request("logging/setLevel", 2, level="info"),
+                       sid=sid)).status == 200
+    assert (await post(b, tenant, call(3, "test_log"), sid=sid)).status == 200
+    _, message = await next_message(stream)
+    assert message["params"]["data"] == "hello from the call"
+    stream.close()
+
+
+async def test_a_copy_is_no_proof_the_session_lives(pair: Pair, tenant: Tenant,
+                                                    redis_client: redis.Redis) -> None:
+    """A session gone from Redis without a word to the processes (a lost broadcast, an expiry)
+    is refused by the process that still holds a current copy of it."""
+    a, _ = await pair()
+    sid = await open_session(a, tenant)
+    assert (await post(a, tenant, request("ping", 1), sid=sid)).status == 200
+    keys = [k async for k in redis_client.scan_iter(match=f"spiral:t:*:s:{sid}*")]
+    assert keys
+    await redis_client.delete(*keys)
+    await error_of(await post(a, tenant, request("ping", 2), sid=sid), 404)
+
+
+async def test_the_line_survives_redis_forgetting_scripts_and_connections(
+        pair: Pair, tenant: Tenant, redis_client: redis.Redis) -> None:
+    a, b = await pair()
+    sid = await open_session(a, tenant)
+    assert (await post(b, tenant, call(1, "jira_get_issue", issue_key="WEB-1"),
+                       sid=sid)).status == 200
+    await redis_client.script_flush()
+    for rid in (2, 3):  # the script is loaded again
+        answer = await post(b, tenant, call(rid, "jira_get_issue", issue_key="WEB-1"), sid=sid)
+        assert (await answer.json())["result"]["isError"] is False
+    await redis_client.client_kill_filter(_type="normal", skipme=True)
+    # The connection cut is noticed by the next command at the latest: at most that one is
+    # refused (503), and the one after it is served.
+    statuses = [(await post(b, tenant, call(rid, "jira_get_issue", issue_key="WEB-1"),
+                            sid=sid)).status for rid in (4, 5)]
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
@@ -44,6 +45,8 @@ class RedisLine:
         self._waiting: collections.deque[tuple[asyncio.Future[Any] | None, float]] = (
             collections.deque())
         self._closing: set[asyncio.Task[Any]] = set()
+        self._out: list[bytes] = []
+        self._flush_soon = False
 
     async def call(self, *args: Any) -> Any:
         """Send a command and return its reply (a RedisError for an error reply or a lost
@@ -61,24 +64,39 @@ class RedisLine:
             await self.call("SCRIPT", "LOAD", text)
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
 
-    def send(self, *args: Any) -> bool:
-        """Send a command whose reply nobody waits for; False when not connected (the caller
-        falls back on the client)."""
+    def send(self, *commands: tuple[Any, ...]) -> bool:
+        """Send commands whose replies nobody waits for, at once (with whatever waits to be
+        written before them); False when not connected (the caller falls back on the
+        client)."""
         if self._conn is None:
             return False
-        self._write(self._conn, args, None)
+        for args in commands:
+            self._write(self._conn, args, None)
+        self._flush()
         return True
 
     def _write(self, conn: Any, args: tuple[Any, ...],
                answer: asyncio.Future[Any] | None) -> None:
+        # The commands of one turn of the event loop go out in one write (one system call for
+        # every request that looked its session up meanwhile).
+        self._out.append(pack_command(args))
+        self._waiting.append((answer, time.monotonic()))
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if not self._out:
+            return
+        data, self._out = b"".join(self._out), []
+        conn = self._conn
+        if conn is None:
+            return  # lost meanwhile: its commands have failed already
         try:
-            conn._writer.write(b"".join(conn.pack_command(*args)))
+            conn._writer.write(data)
         except Exception as exc:
             self._lost(conn, RedisConnectionError(f"writing to Redis failed: {exc}"))
-            if answer is not None:
-                answer.set_exception(RedisConnectionError(f"writing to Redis failed: {exc}"))
-            return
-        self._waiting.append((answer, time.monotonic()))
 
     async def _connect(self) -> Any:
         if self._connecting is None:
@@ -134,6 +152,7 @@ class RedisLine:
         if self._conn is not conn:
             return
         self._conn = None
+        self._out = []
         waiting, self._waiting = self._waiting, collections.deque()
         for answer, _ in waiting:
             if answer is not None and not answer.done():

@@ -17,6 +17,7 @@ reads them there; entry ids are the SSE event ids, so a client resumes on any pr
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -81,6 +82,13 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+@functools.lru_cache(maxsize=4096)
+def _cap_sets(tenant_id: uuid.UUID, key_id: uuid.UUID) -> tuple[str, str, str]:
+    """The tenant's and the key's sets of sessions, and the key's id as the hash holds it
+    (made once per key, not per request)."""
+    return lua.tenant_sessions(tenant_id), lua.key_sessions(tenant_id, key_id), str(key_id)
+
+
 def _call_field(session_id: str, request_id: Any) -> bytes:
     """A call's field among its process's calls: the session and the request id."""
     return f"{session_id}:".encode() + orjson.dumps(request_id)
@@ -114,6 +122,10 @@ class SharedSessionStore(SessionStore):
         self._open_stream = client.register_script(lua.OPEN_STREAM)
         self._keep_stream = client.register_script(lua.KEEP_STREAM)
         self._release_stream = client.register_script(lua.RELEASE_STREAM)
+        self._process_calls = lua.process_calls(self.bus.process_id)
+        self._ttl_ready = _ms(idle_timeout)
+        self._ttl_open = _ms(min(idle_timeout, UNINITIALIZED_TIMEOUT))
+        self._refresh_ms = min(_REFRESH_MS, self._ttl_open // 10)
         self.bus.events_kept = EVENTS_KEPT
         self.bus.events_ttl_ms = _ms(idle_timeout)
         # The local copies, by their Redis key.
@@ -144,8 +156,7 @@ class SharedSessionStore(SessionStore):
     # -- the session's life ----------------------------------------------------------------
 
     def _ttl_ms(self, ready: bool) -> int:
-        timeout = self._idle_timeout if ready else min(self._idle_timeout, UNINITIALIZED_TIMEOUT)
-        return _ms(timeout)
+        return self._ttl_ready if ready else self._ttl_open
 
     async def create(
         self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, scopes: frozenset[str], transport: str,
@@ -191,14 +202,13 @@ class SharedSessionStore(SessionStore):
         # says nothing of whether the session still exists, or is the caller's.
         known = ("" if local is None or local.state is SessionState.CLOSED
                  or local.key_id != key_id or local.transport != transport else local.rev)
-        keys = [lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
-                lua.key_sessions(tenant_id, key_id), key]
-        ttl_before = self._ttl_ms(ready=False)
-        args: list[Any] = [str(key_id), transport, self._ttl_ms(ready=True), ttl_before,
-                           _ms(time.time()), known, min(_REFRESH_MS, ttl_before // 10)]
+        tenant_set, key_set, key_name = _cap_sets(tenant_id, key_id)
+        keys = [lua.SESSIONS_ALL, tenant_set, key_set, key]
+        args: list[Any] = [key_name, transport, self._ttl_ready, self._ttl_open,
+                           int(time.time() * 1000), known, self._refresh_ms]
         fields_of_calls = []
         if calls:
-            keys.append(lua.process_calls(self.bus.process_id))
+            keys.append(self._process_calls)
             args += [self._max_calls, self.bus.process_id]
             for request_id, about in calls:
                 field = orjson.dumps(request_id)
@@ -319,7 +329,7 @@ class SharedSessionStore(SessionStore):
                   "key": str(session.key_id), **about}
         try:
             verdict = await self._claim(
-                keys=[f"{session.key}:calls", lua.process_calls(self.bus.process_id)],
+                keys=[f"{session.key}:calls", self._process_calls],
                 args=[orjson.dumps(request_id), self.bus.process_id,
                       session.max_concurrent_calls, self._ttl_ms(ready=True),
                       _call_field(session.id, request_id), orjson.dumps(record)])
@@ -336,12 +346,11 @@ class SharedSessionStore(SessionStore):
         # before it is sent). Should Redis be away, the place expires with the session's calls
         # hash.
         field = orjson.dumps(request_id)
-        if (self._line.send("HDEL", f"{session.key}:calls", field)
-                and self._line.send("HDEL", lua.process_calls(self.bus.process_id),
-                                    _call_field(session.id, request_id))):
+        if self._line.send(("HDEL", f"{session.key}:calls", field),
+                           ("HDEL", self._process_calls, _call_field(session.id, request_id))):
             return
         self.bus.delete_fields({f"{session.key}:calls": orjson.dumps(request_id),
-                                lua.process_calls(self.bus.process_id):
+                                self._process_calls:
                                 _call_field(session.id, request_id)})
 
     # -- the stream ------------------------------------------------------------------------
