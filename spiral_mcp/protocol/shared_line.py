@@ -65,14 +65,12 @@ class RedisLine:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     def send(self, *commands: tuple[Any, ...]) -> bool:
-        """Send commands whose replies nobody waits for, at once (with whatever waits to be
-        written before them); False when not connected (the caller falls back on the
-        client)."""
+        """Send commands whose replies nobody waits for, in this turn of the event loop's
+        write; False when not connected (the caller falls back on the client)."""
         if self._conn is None:
             return False
         for args in commands:
             self._write(self._conn, args, None)
-        self._flush()
         return True
 
     def _write(self, conn: Any, args: tuple[Any, ...],

@@ -341,10 +341,11 @@ class SharedSessionStore(SessionStore):
         self._release(session, request_id)
 
     def _release(self, session: SharedSession, request_id: Any) -> None:
-        # Written on the line at once (no reply awaited), else through the bus's queue: either
-        # way it reaches Redis before the call's answer reaches its client (written or queued
-        # before it is sent). Should Redis be away, the place expires with the session's calls
-        # hash.
+        # On the line (no reply awaited), else through the bus's queue: either way written to
+        # Redis in the next turn of the event loop, right after the call's answer, as the
+        # bus's queue alone did (so a client's next call seldom finds the place still taken,
+        # and then it is refused only at the cap). Should Redis be away, the place expires
+        # with the session's calls hash.
         field = orjson.dumps(request_id)
         if self._line.send(("HDEL", f"{session.key}:calls", field),
                            ("HDEL", self._process_calls, _call_field(session.id, request_id))):
