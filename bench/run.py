@@ -740,7 +740,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--baseline", default="",
                    help="another source tree of the product (e.g. `git worktree add /tmp/base "
                         "HEAD~1`), served beside this one as targets mcp@base, "
-                        "execute@base and stateless@base: a before/after in one interleaved run")
+                        "execute@base and stateless@base (and with Redis mcp+redis@base and so "
+                        "on): a before/after in one interleaved run")
     p.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(BENCH / ".data")),
                    help="where the embedded PostgreSQL lives (default bench/.data)")
     return p.parse_args()
@@ -804,6 +805,8 @@ def main() -> None:
                     "(apt-get install -y redis-server, or --redis-url '')")
         if args.baseline:
             variants.append(("@base", None))
+            if any(v[0] == "+redis" for v in variants):
+                variants.append(("+redis@base", args.redis_url))
         for suffix, redis_url in variants:
             if wanted and not wanted & {f"{door}{suffix}"
                                         for door in ("mcp", "execute", "stateless")}:
@@ -814,7 +817,7 @@ def main() -> None:
             if suffix == "+redis-mem":
                 env["SESSION_STORE"] = "memory"
             tree = ROOT
-            if suffix == "@base":
+            if suffix.endswith("@base"):
                 # Its own source first on the import path, ahead of the installed package.
                 tree = Path(args.baseline).resolve()
                 env["PYTHONPATH"] = str(tree)

@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from conftest import make_settings
 from faults import OwnRedis
 from test_ratelimit import _STEADY, _codes, _hammer
+from test_transports import open_session, post, request
 
 from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.server.app import create_app
@@ -134,3 +135,33 @@ def test_a_bad_redis_url_is_refused_naming_it(url: str, message: str) -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings({"REDIS_URL": url})
     assert str(refused.value).startswith(message)
+
+
+async def test_a_shared_session_goes_on_after_a_failover(
+        aiohttp_client, database_urls, make_tenant, sentinel_set: SentinelSet) -> None:
+    """The session store's own line (shared_line.py) follows the master too: the old master,
+    now a replica, refuses the lookup's writes, and the line connects again to the new one,
+    where the replicated session goes on."""
+    settings = make_settings(database_urls, **_STEADY, REDIS_URL=sentinel_set.url)
+    client = await aiohttp_client(create_app(settings, database_url=database_urls.runtime))
+    tenant = await make_tenant(demo=True)
+    sid = await open_session(client, tenant)
+    assert (await post(client, tenant, request("ping", 1), sid=sid)).status == 200
+    watch = sentinel_set.client(sentinel_set.sentinel)
+    await watch.execute_command("SENTINEL", "FAILOVER", SERVICE)
+
+    async def promoted() -> bool:
+        _, port = await watch.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        return int(port) == sentinel_set.replica.port
+    await _until(promoted, "the replica promoted")
+    new_master = sentinel_set.client(sentinel_set.replica)
+    await _until(lambda: _role_is(new_master, "master"), "the new master takes writes")
+
+    async def served() -> bool:
+        answer = await post(client, tenant, request("ping", 2), sid=sid)
+        assert answer.status in (200, 503), await answer.text()
+        return answer.status == 200
+    await _until(served, "the session served by the new master")
+    assert await new_master.exists(*[k async for k in new_master.scan_iter(match=f"*:s:{sid}")])
+    for connection in (new_master, watch):
+        await connection.aclose()
