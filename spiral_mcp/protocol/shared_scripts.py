@@ -250,7 +250,7 @@ elseif not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
 end
 redis.call('HSET', KEYS[2], 'streamed', '1')
 reindex(KEYS[2], ARGV[4])
-redis.call('SET', KEYS[2] .. ':indexed', '1', 'PX', math.floor(ARGV[4] / 2))
+redis.call('SET', KEYS[2] .. ':indexed', '1', 'PX', math.max(1, math.floor(ARGV[4] / 2)))
 local newest = redis.call('XREVRANGE', KEYS[2] .. ':events', '+', '-', 'COUNT', 1)
 if #newest > 0 then return {'ok', newest[1][1]} end
 return {'ok', '0-0'}
@@ -268,7 +268,7 @@ local k = KEYS[2]
 for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
   redis.call('PEXPIRE', key, ARGV[3])
 end
-if redis.call('SET', k .. ':indexed', '1', 'PX', math.floor(ARGV[3] / 2), 'NX') then
+if redis.call('SET', k .. ':indexed', '1', 'PX', math.max(1, math.floor(ARGV[3] / 2)), 'NX') then
   reindex(k, ARGV[3])
 end
 return 1
