@@ -52,6 +52,7 @@ __all__ = ["Dispatcher", "InsufficientScope"]
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100
+MAX_URI_LENGTH = 2048
 _COMPLETIONS = 100
 _NOTIFICATIONS = frozenset({"notifications/initialized", "notifications/cancelled",
                             "notifications/progress", "notifications/roots/list_changed"})
@@ -61,6 +62,10 @@ def _uri(params: dict[str, Any]) -> str:
     uri = params.get("uri")
     if not isinstance(uri, str):
         raise RpcError(INVALID_PARAMS, 'a string "uri" is required')
+    if len(uri) > MAX_URI_LENGTH:
+        # A URI is the client's text and a subscription keeps it (in Redis too): bounded.
+        raise RpcError(INVALID_PARAMS, f"a resource URI may be at most {MAX_URI_LENGTH} "
+                                       "characters")
     return uri
 
 

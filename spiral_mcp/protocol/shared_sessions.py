@@ -125,10 +125,12 @@ class SharedSessionStore(SessionStore):
         await self.bus.stop(grace)
 
     def bind(self, *, changes: Any, audit: Any) -> None:
-        """Changes made here go to every process, theirs come here (shared_bus.py); the audit
-        rows of a dead process's calls are written with ``audit``."""
+        """Changes made here go to every process (their listeners), theirs come here, and
+        those for sessions go straight to their Redis streams (shared_bus.py); the audit rows
+        of a dead process's calls are written with ``audit``."""
         self._changes = changes
         changes.relay = self.bus.relay_change
+        changes.announce = self.bus.announce
         self.reaper.audit = audit.enqueue
 
     # -- the session's life ----------------------------------------------------------------
@@ -319,7 +321,8 @@ class SharedSessionStore(SessionStore):
         try:
             verdict = await self._open_stream(
                 keys=[f"{session.key}:stream", session.key],
-                args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0"])
+                args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0",
+                      self._ttl_ms(ready=True)])
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
         if verdict[0] != b"ok":
@@ -481,7 +484,8 @@ class SharedSessionStore(SessionStore):
         self._local.clear()
 
     def live(self) -> list[Session]:
-        """The sessions whose stream this process holds (the change hub posts to those)."""
+        """The sessions whose stream this process holds (the change hub leaves them to the
+        process announcing a change: shared_bus.Bus.announce)."""
         return [s for s in self._local.values()
                 if s.stream_token is not None and s.state is not SessionState.CLOSED]
 
