@@ -40,7 +40,8 @@ _SBIN_HAPROXY = Path("/usr/sbin/haproxy")
 
 # Long enough for a call whose JSON answer comes only when it ends, and for a client quiet for long
 # (an SSE stream carries a comment every 15 s); HAProxy would otherwise cut it, and the client
-# would see a stream end it never asked for. Short for connecting: a dead backend is known at once (connection refused), and retried.
+# would see a stream end it never asked for. Short for connecting: a dead backend is known at
+# once (connection refused), and retried.
 STREAM_TIMEOUT = "1h"
 
 
