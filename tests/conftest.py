@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from faults import OwnRedis
 
 from spiral_mcp import admin
 from spiral_mcp.config import Settings, load_settings
@@ -252,6 +253,20 @@ async def resetting_host() -> AsyncIterator[tuple[str, list[bytes]]]:
     yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
+    """A Redis of the test module's own (no persistence), which its tests may stop and start:
+    the machine's Redis is shared with other runs."""
+    if not OwnRedis.available():
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # The replica tests' cluster, one for the whole run (imported last: it imports this module).

@@ -392,14 +392,15 @@ async def test_a_revoked_or_expired_keys_streams_end_within_the_cache_ttl(
     for name in ("sse", "mcp"):
         assert await _ended(doomed[name], within=within) <= within
     # The streamable session ended with its stream; the key's requests are refused.
-    assert sessions.get(doomed["sid"], key_id, tenant_id=tenant.id, transport="streamable") is None
+    assert await sessions.get(doomed["sid"], key_id, tenant_id=tenant.id,
+                              transport="streamable") is None
     assert sessions.count("streamable") == 1 and sessions.count("sse") == 1
     await assert_not_valid(await client.post("/mcp", headers=doomed["headers"], json={
         "jsonrpc": "2.0", "id": 1, "method": "ping"}))
 
     # The other key's streams still flow.
-    session = sessions.get(kept["sid"], tenant.key_id, tenant_id=tenant.id,
-                           transport="streamable")
+    session = await sessions.get(kept["sid"], tenant.key_id, tenant_id=tenant.id,
+                                 transport="streamable")
     assert session is not None
     session.post({"jsonrpc": "2.0", "method": "notifications/message",
                   "params": {"level": "info", "data": "still here"}})

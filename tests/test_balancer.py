@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Sessions (2024-11-05 over /sse, 2025-03-26 … 2025-11-25 over /mcp) live in one process's
 # memory until they are shared through Redis (issue #20): set this to 3 when they are.
-SESSION_BACKENDS = 1
+SESSION_BACKENDS = 3
 # The stateless era and /execute keep nothing between requests: any process serves any request.
 STATELESS_BACKENDS = 3
 

@@ -51,12 +51,12 @@ async def test_unbinding_ends_the_open_streams_of_its_tokens_within_the_cache_tt
     within = ttl + 2.0
     for name in ("sse", "mcp"):
         assert await _ended(doomed[name], within=within) <= within
-    assert client.app[SESSIONS].get(doomed["sid"], ada.key_id, tenant_id=globex.id,
-                                   transport="streamable") is None
+    assert await client.app[SESSIONS].get(doomed["sid"], ada.key_id, tenant_id=globex.id,
+                                          transport="streamable") is None
     # The other tenant's binding still holds, and so do its streams.
     assert not untouched["sse"].content.at_eof() and not untouched["mcp"].content.at_eof()
-    assert client.app[SESSIONS].get(untouched["sid"], kept.key_id, tenant_id=orgs["acme"].id,
-                                   transport="streamable") is not None
+    assert await client.app[SESSIONS].get(untouched["sid"], kept.key_id, tenant_id=orgs["acme"].id,
+                                          transport="streamable") is not None
 
 
 @pytest.mark.parametrize("mapping", ["admin=spiral:write", "write=spiral:read",

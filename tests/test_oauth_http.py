@@ -482,8 +482,8 @@ async def test_the_streams_of_a_token_end_at_its_exp(
     # An expiring token is not a revoked key: the session is the user's, and the user's
     # refreshed token carries on with it (the official client refreshes and keeps its session
     # id; a session ended here would fail its next call).
-    assert client.app[SESSIONS].get(streams["sid"], ada.key_id, tenant_id=orgs["acme"].id,
-                                   transport="streamable")
+    assert await client.app[SESSIONS].get(streams["sid"], ada.key_id, tenant_id=orgs["acme"].id,
+                                          transport="streamable")
     refreshed = user(idps[0], orgs["acme"], org="acme", jti="refreshed")
     again = await client.post("/mcp", json=rpc_body("ping"),
                               headers={**streams["headers"], **refreshed.headers})

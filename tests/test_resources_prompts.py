@@ -181,8 +181,8 @@ async def test_subscriptions_belong_to_a_session(serve: Serve, make_tenant: Tena
         return await response.json()
 
     assert (await call("resources/subscribe", uri="spiral://readme"))["result"] == {}
-    live = client.app[SESSIONS].get(headers["Mcp-Session-Id"], tenant.key_id,
-                                    tenant_id=tenant.id, transport="streamable")
+    live = await client.app[SESSIONS].get(headers["Mcp-Session-Id"], tenant.key_id,
+                                          tenant_id=tenant.id, transport="streamable")
     assert live is not None and live.subscriptions == {"spiral://readme"}
     error = (await call("resources/subscribe", uri="spiral://nothing"))["error"]
     assert error["code"] == -32002 and live.subscriptions == {"spiral://readme"}

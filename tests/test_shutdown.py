@@ -166,8 +166,8 @@ async def test_shutdown_lets_calls_on_sessions_finish_and_ends_idle_streams(
             await asyncio.sleep(0.2)
 
             # Meanwhile a session takes no new call: a clear JSON-RPC error.
-            live = app[SESSIONS].get(idle["Mcp-Session-Id"], tenant.key_id,
-                                     tenant_id=tenant.id, transport="streamable")
+            live = await app[SESSIONS].get(idle["Mcp-Session-Id"], tenant.key_id,
+                                           tenant_id=tenant.id, transport="streamable")
             assert live is not None
             principal = Principal(tenant_id=tenant.id, key_id=tenant.key_id, key_name="test key",
                                   scopes=frozenset({"read"}), user=None)

@@ -365,8 +365,8 @@ async def test_get_stream_needs_event_stream(client: TestClient, tenant: Tenant)
 async def test_get_stream_one_per_session_and_resumption(client: TestClient,
                                                          tenant: Tenant) -> None:
     sid = await open_session(client, tenant)
-    session = client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+    session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
+                                             transport="streamable")
     assert session is not None
     stream_headers = headers(tenant, sid=sid, accept="text/event-stream")
 
@@ -446,8 +446,8 @@ async def test_a_stalled_get_stream_is_cut_off_cleanly(
     writer = await _stalled(client, (
         f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tenant.key}\r\n"
         f"Accept: text/event-stream\r\n{SESSION}: {sid}\r\n\r\n"))
-    session = client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+    session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
+                                             transport="streamable")
     assert session is not None and session.stream_open
     for _ in range(8):  # more than the socket buffers between server and client hold
         session.post(note("x" * (1 << 20)))
@@ -498,8 +498,8 @@ async def test_a_stalled_sse_answer_never_reaches_the_tool(
         f"{VERSION}: 2025-11-25\r\nContent-Length: {len(body)}\r\n\r\n"), body)
     await asyncio.wait_for(chatty.done.wait(), 10)
     assert chatty.raised == []
-    session = client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+    session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
+                                             transport="streamable")
     async with asyncio.timeout(5):
         while session is not None and session.calls_running:
             await asyncio.sleep(0.1)
@@ -676,8 +676,8 @@ async def test_disconnect_is_not_a_cancel_in_handshake_eras(serve: Serve, tenant
     call.cancel()  # the client drops the connection
     await asyncio.sleep(0.5)
     assert not slow.cancelled.is_set()
-    session = client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+    session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
+                                             transport="streamable")
     assert session is not None and 1 in session.inflight
     await post(client, tenant, {"jsonrpc": "2.0", "method": "notifications/cancelled",
                                 "params": {"requestId": 1}}, sid=sid)
@@ -1150,8 +1150,8 @@ async def test_a_request_to_the_client_goes_on_the_call_s_stream_and_its_answer_
 
     # One that did gets its tool calls answered as a stream, which carries what they ask.
     sid = await open_session(client, tenant, capabilities={"sampling": {}})
-    session = client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
-                                       transport="streamable")
+    session = await client.app[SESSIONS].get(sid, tenant.key_id, tenant_id=tenant.id,
+                                             transport="streamable")
 
     async def call(rid: int) -> ClientResponse:
         response = await post(client, tenant, request("tools/call", rid, name="test_sample",

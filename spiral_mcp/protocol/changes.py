@@ -8,7 +8,9 @@ names its tenant and reaches that tenant's listeners only: a resource reads tena
 another tenant must not even learn that it changed. A list change reaches every listener whose key
 may see the tools or prompts of the scope that changed.
 
-The hub is per process, as sessions are: a listener hears the changes its own process makes.
+The hub is per process: it tells the listeners and session streams its process holds. Where
+sessions are shared through Redis, every change is also relayed to the other processes (their
+hubs ``receive`` it), so a listener hears the changes any process makes.
 """
 
 from __future__ import annotations
@@ -128,6 +130,12 @@ class ChangeHub:
         # The URIs of the resources that show data of these kinds (ResourceRegistry.showing).
         self._showing = showing
         self._listeners: set[Listener] = set()
+        # Tells the other processes of a change (set by a shared session store).
+        self.relay: Callable[[dict[str, Any]], None] | None = None
+
+    def _relay(self, change: dict[str, Any]) -> None:
+        if self.relay is not None:
+            self.relay(change)
 
     def listen(self, principal: Principal, subscription_id: Any,
                change_filter: ChangeFilter) -> Listener:
@@ -160,10 +168,40 @@ class ChangeHub:
 
     def tools_changed(self, scope: str) -> None:
         """The tool list changed for keys holding ``scope``."""
-        self._list_changed(TOOLS_CHANGED, scope, lambda f: f.tools)
+        self.receive({"kind": "tools", "scope": scope})
+        self._relay({"kind": "tools", "scope": scope})
 
     def prompts_changed(self, scope: str) -> None:
-        self._list_changed(PROMPTS_CHANGED, scope, lambda f: f.prompts)
+        self.receive({"kind": "prompts", "scope": scope})
+        self._relay({"kind": "prompts", "scope": scope})
+
+    def resource_updated(self, tenant_id: uuid.UUID, uri: str) -> None:
+        """``uri`` changed in ``tenant_id``'s data: its subscribers in that tenant hear of it."""
+        change = {"kind": "resource", "tenant": str(tenant_id), "uris": [uri]}
+        self.receive(change)
+        self._relay(change)
+
+    def data_changed(self, tenant_id: uuid.UUID, kinds: frozenset[str]) -> None:
+        """A committed change of ``tenant_id``'s data of these kinds (spiral_mcp/changed_data):
+        each resource showing any of them is announced once."""
+        uris = list(self._showing(kinds))
+        if uris:
+            change = {"kind": "resource", "tenant": str(tenant_id), "uris": uris}
+            self.receive(change)
+            self._relay(change)
+
+    def receive(self, change: dict[str, Any]) -> None:
+        """Tell this process's listeners and streams of a change, made here or (relayed by the
+        shared session store) by another process."""
+        kind = change.get("kind")
+        if kind == "tools":
+            self._list_changed(TOOLS_CHANGED, change["scope"], lambda f: f.tools)
+        elif kind == "prompts":
+            self._list_changed(PROMPTS_CHANGED, change["scope"], lambda f: f.prompts)
+        elif kind == "resource":
+            tenant_id = uuid.UUID(change["tenant"])
+            for uri in change["uris"]:
+                self._resource_updated(tenant_id, uri)
 
     def _list_changed(self, method: str, scope: str,
                       wanted: Callable[[ChangeFilter], bool]) -> None:
@@ -174,21 +212,16 @@ class ChangeHub:
             if scope in session.scopes:
                 session.post({"jsonrpc": "2.0", "method": method})
 
-    def resource_updated(self, tenant_id: uuid.UUID, uri: str) -> None:
-        """``uri`` changed in ``tenant_id``'s data: its subscribers in that tenant hear of it."""
+    def _resource_updated(self, tenant_id: uuid.UUID, uri: str) -> None:
         for listener in self._listeners:
             if listener.principal.tenant_id == tenant_id and uri in listener.filter.resources:
                 listener.offer(RESOURCE_UPDATED, {"uri": uri})
         for session in self._streaming_sessions():
-            if session.tenant_id == tenant_id and uri in session.subscriptions:
-                session.post({"jsonrpc": "2.0", "method": RESOURCE_UPDATED,
-                              "params": {"uri": uri}})
-
-    def data_changed(self, tenant_id: uuid.UUID, kinds: frozenset[str]) -> None:
-        """A committed change of ``tenant_id``'s data of these kinds (spiral_mcp/changed_data):
-        each resource showing any of them is announced once."""
-        for uri in self._showing(kinds):
-            self.resource_updated(tenant_id, uri)
+            if session.tenant_id == tenant_id:
+                # A shared session reads its subscriptions from Redis: one made through another
+                # process counts.
+                session.offer_update(uri, {"jsonrpc": "2.0", "method": RESOURCE_UPDATED,
+                                           "params": {"uri": uri}})
 
     def _streaming_sessions(self) -> Iterable[Session]:
         # Only a session whose GET stream is open: its outbox would otherwise grow unread.

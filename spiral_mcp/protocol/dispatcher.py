@@ -252,11 +252,18 @@ class Dispatcher:
         if session.state is SessionState.CLOSING:
             raise RpcError(INTERNAL_ERROR, "the server is shutting down and takes no new calls; "
                                            "retry on a new session")
-        if session.calls_running >= session.max_concurrent_calls:
+        refusal = await session.claim_call(
+            request.id, tool=name if isinstance(name := request.params.get("name"), str) else None,
+            actor=exchange.principal.user,
+            http_request_id=exchange.http_request_id)
+        if refusal == "busy":
             raise RpcError(INTERNAL_ERROR, "too many calls in flight on this session; retry later")
-        if request.id in session.inflight:
+        if refusal == "duplicate":
             # A cancellation names a request by id: two live calls with one id would be ambiguous.
             raise RpcError(INVALID_REQUEST, f"request id {request.id!r} is already in flight")
+        if refusal is not None:
+            raise RpcError(INTERNAL_ERROR, "the session store (Redis) is unreachable; retry in "
+                                           "a moment")
         # The call runs in the request's own task (a task per call cost more than the rest of the
         # dispatch). A cancel takes the call out of ``inflight`` before it cancels the task: that
         # is how it is told apart from a cancellation of the request itself (shutdown), which is
@@ -275,6 +282,7 @@ class Dispatcher:
             session.calls_running -= 1
             if session.inflight.get(request.id) is task:
                 del session.inflight[request.id]
+            await session.release_call(request.id)
 
     def _method_label(self, method: str) -> str:
         # Clients choose method names; a label per unknown name would grow without bound.

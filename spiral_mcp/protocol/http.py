@@ -13,10 +13,11 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from ..oauth.challenges import bearer_challenge, token_scopes
-from ..server.keys import DISPATCHER, PRINCIPAL, SETTINGS
+from ..server.keys import DISPATCHER, PRINCIPAL, SESSIONS, SETTINGS
 from .dispatcher import Dispatcher, InsufficientScope
 from .exchange import Exchange
 from .jsonrpc import (
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
     Message,
@@ -27,7 +28,7 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
-from .sessions import Session, SessionState
+from .sessions import Session, SessionState, SessionStoreUnavailable
 
 __all__ = [
     "BODY_READ_SECONDS",
@@ -45,6 +46,8 @@ __all__ = [
     "session_messages",
     "sse_stream",
     "step_up",
+    "store_unavailable",
+    "stream_events",
 ]
 
 # A client that trickles its body this slowly is holding a connection hostage.
@@ -57,6 +60,18 @@ SSE_SEND_SECONDS = 30.0
 MAX_BATCH = 100
 # How often a waiting stream checks that its client is still there.
 STREAM_POLL_SECONDS = 0.5
+
+
+# What a client is told to wait before retrying when the session store (Redis) is away.
+STORE_RETRY_SECONDS = 2
+
+
+def store_unavailable(exc: SessionStoreUnavailable | None = None) -> web.Response:
+    """HTTP 503: the shared session store (Redis) cannot be reached; retry (never a 500)."""
+    return json_body({"jsonrpc": "2.0", "id": None, "error": {
+        "code": INTERNAL_ERROR, "message": "the session store (Redis) is unreachable; retry in a "
+                                           f"moment (Retry-After: {STORE_RETRY_SECONDS} s)"}},
+        status=503, headers={"Retry-After": str(STORE_RETRY_SECONDS)})
 
 
 def json_body(payload: Any, *, status: int = 200, headers: dict[str, str] | None = None
@@ -177,7 +192,7 @@ async def sse_stream(request: web.Request, *, headers: dict[str, str] | None = N
 
 
 async def send(stream: EventSourceResponse, data: str, *, event: str,
-               event_id: int | None = None) -> None:
+               event_id: int | str | None = None) -> None:
     """Send one SSE event; StreamClosed when the client is gone or stalled.
 
     One exception for every way a send fails, so no transport lets one escape: a TimeoutError
@@ -190,7 +205,7 @@ async def send(stream: EventSourceResponse, data: str, *, event: str,
 
 
 async def send_event(stream: EventSourceResponse, message: dict[str, Any], *,
-                     event_id: int | None = None) -> None:
+                     event_id: int | str | None = None) -> None:
     await send(stream, orjson.dumps(message).decode(), event="message", event_id=event_id)
 
 
@@ -214,6 +229,30 @@ async def session_messages(
     async for message in queued_messages(request, session.outbox, key_still_valid=key_still_valid,
                                          drained=drained, owner=f"session {session.id}"):
         yield message
+
+
+async def stream_events(
+    request: web.Request, session: Session, *, after: str | None, resumable: bool,
+    key_still_valid: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """The messages of the session's stream with their event ids: those after ``after`` first
+    (Last-Event-ID), then each new one, until the stream ends as session_messages says.
+
+    In memory, ids count this process's events (``resumable``: kept for a resumption); a
+    shared store reads the session's Redis stream, whose entry ids are the event ids.
+    """
+    store = request.app[SESSIONS]
+    if store.shares_streams:
+        async for item in store.events(request, session, after=after,
+                                       key_still_valid=key_still_valid):
+            yield item
+        return
+    if after is not None:
+        for event_id, message in session.replay_after(int(after)):
+            yield str(event_id), message
+    async for message in session_messages(request, session, key_still_valid=key_still_valid):
+        # Recorded before sending: a message the client misses is replayed on resumption.
+        yield (str(session.record_sent(message)) if resumable else None), message
 
 
 async def queued_messages(

@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ClientError", "Session", "SessionLimitError", "SessionState", "SessionStore"]
+__all__ = ["ClientError", "Session", "SessionLimitError", "SessionState", "SessionStore",
+           "SessionStoreUnavailable"]
 
 
 class SessionState(enum.Enum):
@@ -33,6 +34,10 @@ class SessionState(enum.Enum):
 
 class SessionLimitError(Exception):
     """Too many sessions, in all, for one tenant or for one key."""
+
+
+class SessionStoreUnavailable(Exception):
+    """The shared session store (Redis) cannot be reached: the request may be retried."""
 
 
 class ClientError(Exception):
@@ -151,6 +156,28 @@ class Session:
         else:
             answer.set_result(result)
 
+    async def claim_call(self, request_id: Any, *, tool: str | None = None,
+                         actor: str | None = None, http_request_id: str | None = None
+                         ) -> str | None:
+        """Whether a tool call with this id may start: None, or why not ("busy": the session
+        runs as many calls as it may; "duplicate": a call with this id runs). A shared session
+        asks every process's calls, and records what the call is (the tool, who calls, the HTTP
+        request) for the audit row another process writes should this one die mid-call
+        (shared_sessions.py)."""
+        if self.calls_running >= self.max_concurrent_calls:
+            return "busy"
+        if request_id in self.inflight:
+            return "duplicate"
+        return None
+
+    async def release_call(self, request_id: Any) -> None:
+        """The call claimed with this id has ended (nothing to do when in memory only)."""
+
+    def offer_update(self, uri: str, message: dict[str, Any]) -> None:
+        """Post ``message`` (``uri`` was updated) if the client subscribed to ``uri``."""
+        if uri in self.subscriptions:
+            self.post(message)
+
     def post(self, message: dict[str, Any]) -> bool:
         """Queue a message for the session's stream; False once the session has ended."""
         if self.state is SessionState.CLOSED:
@@ -174,6 +201,14 @@ UNINITIALIZED_TIMEOUT = 60.0
 
 
 class SessionStore:
+    """The sessions of this process, in its memory (one process, or stdio). The transports use
+    the async interface (create, get, save, remove, open_stream, close_stream) that the
+    Redis-backed store (shared_sessions.py) implements too."""
+
+    # Whether a session's stream reads its messages from the store (Redis) rather than from
+    # the session's outbox: see http.stream_events.
+    shares_streams = False
+
     def __init__(self, *, max_sessions: int, max_per_tenant: int, max_per_key: int,
                  idle_timeout: float) -> None:
         self._max = max_sessions
@@ -184,7 +219,15 @@ class SessionStore:
         # session a full key or tenant gives up is found from the front.
         self._sessions: dict[str, Session] = {}
 
-    def create(
+    async def create(
+        self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, scopes: frozenset[str], transport: str,
+        protocol_version: str, max_concurrent_calls: int,
+    ) -> Session:
+        return self.open_session(key_id=key_id, tenant_id=tenant_id, scopes=scopes,
+                                 transport=transport, protocol_version=protocol_version,
+                                 max_concurrent_calls=max_concurrent_calls)
+
+    def open_session(
         self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, scopes: frozenset[str], transport: str,
         protocol_version: str, max_concurrent_calls: int,
     ) -> Session:
@@ -218,28 +261,69 @@ class SessionStore:
         victim = next((s for s in owned_now if s.key_id == key_id and s.evictable), None)
         if victim is None:
             raise SessionLimitError(refusal)
-        self.remove(victim)
+        self._drop(victim)
 
-    def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
-            transport: str) -> Session | None:
+    async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
+                  transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
+                  ) -> Session | None:
         """The live session with this id opened by this key (or user) of this tenant over this
         transport, or None. The tenant is checked beside the key: a second wall, should two
-        tenants' principals ever share an id."""
+        tenants' principals ever share an id.
+
+        ``calls``: the tool calls (request id, what claim_call is told of it) the request
+        brings, whose places a shared store claims in the same round trip; the transport gives
+        back with ``release_unclaimed`` those the dispatcher did not take (here: nothing)."""
         session = self._sessions.get(session_id)
         if (session is None or session.key_id != key_id or session.tenant_id != tenant_id
                 or session.transport != transport or session.state is SessionState.CLOSED):
             return None
         if self._expired(session, time.monotonic()):
-            self.remove(session)
+            self._drop(session)
             return None
         session.touch()
         # Most recently used last: see _make_room.
         self._sessions[session_id] = self._sessions.pop(session_id)
         return session
 
-    def remove(self, session: Session) -> None:
+    def release_unclaimed(self, session: Session, request_ids: list[Any]) -> None:
+        """The places ``get`` claimed for these calls that no call took (refused before it
+        ran): free them."""
+
+    async def save(self, session: Session) -> None:
+        """A request ran on ``session``: keep what it changed (here it lives in memory)."""
+
+    async def remove(self, session: Session) -> None:
+        self._drop(session)
+
+    def _drop(self, session: Session) -> None:
         session.close()
         self._sessions.pop(session.id, None)
+
+    async def open_stream(self, session: Session, *, after: str | None) -> bool:
+        """Mark the session's stream as open (``after``: the Last-Event-ID it resumes from);
+        False when one is open already (409)."""
+        if session.stream_open:
+            return False
+        session.stream_open = True
+        return True
+
+    async def close_stream(self, session: Session) -> None:
+        session.stream_open = False
+        session.touch()
+
+    def event_id(self, header: str) -> str | None:
+        """The Last-Event-ID to resume after, or None; ValueError when malformed. Here an id is
+        a number (one process's count); anything else is ignored, as before."""
+        return header if header.isascii() and header.isdigit() and len(header) <= 18 else None
+
+    def post_stream(self, session: Session, request_ids: list[Any]) -> Any:
+        """What records a POST's SSE answer for a resumption elsewhere (shared_posts.py); None:
+        in one process, a POST's stream is not resumed."""
+        return None
+
+    def bind(self, *, changes: Any, audit: Any) -> None:
+        """The change hub and the audit writer, for a store that relays changes between
+        processes and answers the calls of a dead one (none here)."""
 
     def _expired(self, session: Session, now: float) -> bool:
         timeout = self._idle_timeout
@@ -251,7 +335,7 @@ class SessionStore:
         now = time.monotonic()
         for session in list(self._sessions.values()):
             if self._expired(session, now):
-                self.remove(session)
+                self._drop(session)
 
     def drain_all(self) -> None:
         """Shutdown has begun: every session finishes what runs and takes no new calls."""
@@ -261,7 +345,7 @@ class SessionStore:
     def close_all(self) -> None:
         """The grace period is over: end every session, cancelling what still runs."""
         for session in list(self._sessions.values()):
-            self.remove(session)
+            self._drop(session)
 
     def live(self) -> list[Session]:
         """Every session not yet ended."""

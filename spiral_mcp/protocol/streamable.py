@@ -5,7 +5,9 @@ stateless 2026-07-28 era, told apart by the MCP-Protocol-Version header as the o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -33,10 +35,12 @@ from .http import (
     read_json,
     rpc_error_response,
     run_messages,
+    send,
     send_event,
-    session_messages,
     sse_stream,
     step_up,
+    store_unavailable,
+    stream_events,
 )
 from .jsonrpc import (
     HEADER_MISMATCH,
@@ -51,7 +55,7 @@ from .jsonrpc import (
 from .listen import listen
 from .modern import LOG_LEVEL_META, REMOVED_NOTIFICATIONS, log_level
 from .param_headers import check_param_headers, decoded_header
-from .sessions import Session, SessionLimitError, SessionState
+from .sessions import Session, SessionLimitError, SessionState, SessionStoreUnavailable
 from .versions import (
     BATCHING_VERSIONS,
     DEFAULT_HEADERLESS_VERSION,
@@ -68,6 +72,8 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
+log = logging.getLogger(__name__)
+
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 # The wire status of a JSON-RPC error in the stateless era (the official SDK's table).
@@ -80,6 +86,10 @@ MODERN_ERROR_STATUS = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -3202
 # the process holding the task).
 _NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
              "tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
+
+# From this version on, a resumable SSE answer begins with an event of no data, whose id the client
+# may resume from (2025-11-25's priming event); older clients might not expect an empty event.
+PRIMING_VERSION = "2025-11-25"
 
 # How often a stateless request checks whether its client is still connected.
 DISCONNECT_POLL_SECONDS = 0.1
@@ -157,9 +167,32 @@ async def post(request: web.Request) -> web.StreamResponse:
     if isinstance(value, list) and any(
             isinstance(m, dict) and m.get("method") == "initialize" for m in value):
         return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must not be batched"))
-    session = _session(request)
+    calls = _tool_calls(request, value)
+    session = await _session(request, calls=calls)
     if isinstance(session, web.Response):
         return session
+    try:
+        return await _run_on_session(request, value, session)
+    finally:
+        if calls:
+            request.app[SESSIONS].release_unclaimed(session, [c[0] for c in calls])
+
+
+def _tool_calls(request: web.Request, value: Any) -> list[tuple[Any, dict[str, Any]]] | None:
+    """A shared store claims a tool call's place with the session's lookup (one round trip
+    less): the call a single request body brings, with what the store records of it."""
+    if not (request.app[SESSIONS].shares_streams and isinstance(value, dict)
+            and value.get("method") == "tools/call" and isinstance(value.get("params"), dict)
+            and isinstance(request_id := value.get("id"), str | int)
+            and not isinstance(request_id, bool)):
+        return None
+    name = value["params"].get("name")
+    return [(request_id, {"tool": name if isinstance(name, str) else None,
+                          "actor": request[PRINCIPAL].user, "request": request[REQUEST_ID]})]
+
+
+async def _run_on_session(request: web.Request, value: Any,
+                          session: Session) -> web.StreamResponse:
     try:
         messages, errors = parse_batch(
             value, allow_batch=session.protocol_version in BATCHING_VERSIONS)
@@ -173,6 +206,7 @@ async def post(request: web.Request) -> web.StreamResponse:
         return await _answer_as_stream(request, messages, errors, exchange, headers)
     answers = errors + await run_messages(request.app[DISPATCHER], messages, exchange,
                                           unanswered=functools.partial(_unanswered, session))
+    await _keep(request, session)
     return answer(answers, batch=isinstance(value, list), headers=headers)
 
 
@@ -193,23 +227,39 @@ async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Respon
     if not isinstance(message, Request):
         return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must be a request"))
     settings = request.app[SETTINGS]
+    sessions = request.app[SESSIONS]
     try:
-        session = request.app[SESSIONS].create(
+        session = await sessions.create(
             key_id=request[PRINCIPAL].key_id, tenant_id=request[PRINCIPAL].tenant_id,
             scopes=request[PRINCIPAL].scopes, transport="streamable",
             protocol_version=negotiate(message.params.get("protocolVersion")),
             max_concurrent_calls=settings.session_max_concurrent_calls,
         )
+        result = request.app[DISPATCHER].initialize_result(
+            message.params, session=session, transport="streamable")
+        await sessions.save(session)
     except SessionLimitError as exc:
         return _http_error(429, str(exc))
-    result = request.app[DISPATCHER].initialize_result(
-        message.params, session=session, transport="streamable")
+    except SessionStoreUnavailable as exc:
+        return store_unavailable(exc)
     return json_body({"jsonrpc": "2.0", "id": message.id, "result": result},
                      headers={SESSION_HEADER: session.id})
 
 
-def _session(request: web.Request) -> Session | web.Response:
-    """The caller's session, or the HTTP answer for a missing, bad or foreign one."""
+async def _keep(request: web.Request, session: Session) -> None:
+    """Keep what a request changed of its session (level, subscriptions, readiness)."""
+    try:
+        await request.app[SESSIONS].save(session)
+    except SessionStoreUnavailable:
+        # The answer is made; the client learns of the outage from its next request.
+        log.warning("could not save the session's changes: the session store is unreachable")
+
+
+async def _session(request: web.Request, *,
+                   calls: list[tuple[Any, dict[str, Any]]] | None = None
+                   ) -> Session | web.Response:
+    """The caller's session, or the HTTP answer for a missing, bad or foreign one (``calls``:
+    see SessionStore.get)."""
     session_id = request.headers.get(SESSION_HEADER)
     if not session_id:
         return _http_error(400, f"{SESSION_HEADER} header is required after initialize")
@@ -217,8 +267,12 @@ def _session(request: web.Request) -> Session | web.Response:
     if version not in HANDSHAKE_VERSIONS:
         return _http_error(400, f"unsupported {VERSION_HEADER}: {_shown(version)}")
     principal = request[PRINCIPAL]
-    session = request.app[SESSIONS].get(session_id, principal.key_id,
-                                        tenant_id=principal.tenant_id, transport="streamable")
+    try:
+        session = await request.app[SESSIONS].get(
+            session_id, principal.key_id, tenant_id=principal.tenant_id, transport="streamable",
+            calls=calls)
+    except SessionStoreUnavailable as exc:
+        return store_unavailable(exc)
     if session is None:
         # Unknown, ended, expired, or opened by another key: all the same to the caller.
         return _http_error(404, "session not found; initialize a new one")
@@ -238,15 +292,31 @@ def _exchange(request: web.Request, session: Session) -> Exchange:
 async def _answer_as_stream(request: web.Request, messages: list[Any], errors: list[Any],
                             exchange: Exchange, headers: dict[str, str], *,
                             cancel_on_disconnect: bool = False) -> web.StreamResponse:
-    """An SSE answer: the requests' notifications (progress, log) first, then their answers."""
+    """An SSE answer: the requests' notifications (progress, log) first, then their answers.
+
+    On a session shared through Redis, every event is recorded there too (shared_posts.py), so
+    a client that lost this stream resumes it with GET and Last-Event-ID on any process: then
+    what the calls send goes on being recorded after the client has gone.
+    """
     stream = await sse_stream(request, headers=headers)
+    recorder = (None if exchange.session is None else request.app[SESSIONS].post_stream(
+        exchange.session, [m.id for m in messages if isinstance(m, Request)]))
+    closed = False
+    if recorder is not None and exchange.protocol_version >= PRIMING_VERSION:
+        try:
+            await send(stream, "", event="message", event_id=recorder.prime())
+        except StreamClosed:
+            closed = True
 
     async def notify(message: dict[str, Any]) -> bool:
-        try:
-            await send_event(stream, message)
-        except StreamClosed:
-            return False
-        return True
+        nonlocal closed
+        event_id = recorder.record(message) if recorder is not None else None
+        if not closed:
+            try:
+                await send_event(stream, message, event_id=event_id)
+            except StreamClosed:
+                closed = True  # the client went away; that is not a cancel
+        return event_id is not None or not closed
 
     exchange.notify = notify
     try:
@@ -260,11 +330,15 @@ async def _answer_as_stream(request: web.Request, messages: list[Any], errors: l
         else:
             answered = await work
         answers = errors + answered
+        if exchange.session is not None:
+            # Kept before the answers leave: the client's next request may reach another
+            # process, which must see what these changed.
+            await _keep(request, exchange.session)
         for message in answers:
-            await send_event(stream, message)
-    except StreamClosed:
-        pass  # the client went away; that is not a cancel, and there is no one to tell
+            await notify(message)
     finally:
+        if recorder is not None:
+            recorder.finish()
         stream.stop_streaming()
     return stream
 
@@ -277,28 +351,32 @@ async def get(request: web.Request) -> web.StreamResponse:
         return _http_error(405, "the stateless protocol has no GET stream")
     if not _accepts(request, "text/event-stream"):
         return _http_error(406, "Accept must list text/event-stream")
-    session = _session(request)
+    session = await _session(request)
     if isinstance(session, web.Response):
         return session
-    if session.stream_open:
-        return _http_error(409, "this session already has a stream open")
-    last_event = request.headers.get("Last-Event-ID", "")
-    session.stream_open = True
+    sessions = request.app[SESSIONS]
+    try:
+        after = sessions.event_id(request.headers.get("Last-Event-ID", ""))
+    except ValueError as exc:
+        return _http_error(400, str(exc))
+    try:
+        # With a Last-Event-ID, a stream held elsewhere (by a process that may have died) is
+        # taken over; without one, a second stream is refused.
+        if not await sessions.open_stream(session, after=after):
+            return _http_error(409, "this session already has a stream open")
+    except SessionStoreUnavailable as exc:
+        return store_unavailable(exc)
     metrics = request.app[METRICS]
     try:
         stream = await sse_stream(request, headers={SESSION_HEADER: session.id})
         try:
-            if last_event.isascii() and last_event.isdigit() and len(last_event) <= 18:
-                for event_id, message in session.replay_after(int(last_event)):
-                    await send_event(stream, message, event_id=event_id)
-            async for message in session_messages(request, session,
-                                                  key_still_valid=request.get(KEY_STILL_VALID)):
-                # Recorded before sending: a message the client misses is replayed on resumption.
-                event_id = session.record_sent(message)
+            async for event_id, message in stream_events(
+                    request, session, after=after, resumable=True,
+                    key_still_valid=request.get(KEY_STILL_VALID)):
                 await send_event(stream, message, event_id=event_id)
                 metrics.mcp_requests.labels(message.get("method", "response"), "stream").inc()
-        except StreamClosed:
-            pass  # the client left or stalled; it may come back with Last-Event-ID
+        except (StreamClosed, SessionStoreUnavailable):
+            pass  # the client left or stalled, or Redis is away: it may resume (Last-Event-ID)
         except KeyNoLongerValid:
             # Its key (or its user's binding) can make no request any more: the session ends
             # (cancelling what runs on it) with the stream, rather than idling out half an hour
@@ -307,12 +385,21 @@ async def get(request: web.Request) -> web.StreamResponse:
             # the stream ends.
             principal = request[PRINCIPAL]
             if principal.credential != "oauth" or time.time() < (principal.expires_at or 0):
-                request.app[SESSIONS].remove(session)
+                await _end(request, session)
         stream.stop_streaming()
         return stream
     finally:
-        session.stream_open = False
-        session.touch()
+        with contextlib.suppress(SessionStoreUnavailable):  # its mark expires by itself
+            await sessions.close_stream(session)
+
+
+async def _end(request: web.Request, session: Session) -> bool:
+    """End the session everywhere; False when the store could not be reached."""
+    try:
+        await request.app[SESSIONS].remove(session)
+    except SessionStoreUnavailable:
+        return False
+    return True
 
 
 @routes.delete("/mcp")
@@ -320,10 +407,11 @@ async def delete(request: web.Request) -> web.Response:
     version = request.headers.get(VERSION_HEADER)
     if version is not None and version in MODERN_VERSIONS:
         return _http_error(405, "the stateless protocol has no sessions to end")
-    session = _session(request)
+    session = await _session(request)
     if isinstance(session, web.Response):
         return session
-    request.app[SESSIONS].remove(session)
+    if not await _end(request, session):
+        return store_unavailable()
     return web.Response(status=204)
 
 

@@ -51,7 +51,7 @@ from ..sources.secrets import CredentialError, load_secret_key
 from ..task_store import TaskStore
 from ..tasks import BackgroundTasks
 from ..templates import builtin_directory, load_templates
-from . import discovery, ops
+from . import discovery, ops, shared_state
 from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
@@ -91,6 +91,7 @@ def create_app(
     settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None,
     explorer_url: str | None = None, resources: Iterable[Resource] | None = None,
     prompts: Iterable[Prompt] | None = None, shared_secret: bytes | None = None,
+    share_sessions: bool = True,
 ) -> web.Application:
     """Build the application; ``database_url`` logs in as the runtime role, ``explorer_url`` as
     the explorer role (default: EXPLORER_DATABASE_URL, else ``database_url`` as spiral_explorer).
@@ -99,8 +100,9 @@ def create_app(
     fixtures this way); ``resources`` and ``prompts``, the shipped MCP resources (guides.py) and
     prompts (recipes.py). ``shared_secret``: a secret every process of this server holds (the
     workers of ``serve --workers``), which seals what a tool asks a stateless client when
-    SPIRAL_SECRET_KEY is not set. Raises TemplateError, naming the file, when a report template
-    is bad.
+    SPIRAL_SECRET_KEY is not set. With REDIS_URL set, sessions are shared through Redis unless
+    ``share_sessions`` is False (stdio: one client, one process). Raises TemplateError, naming
+    the file, when a report template is bad.
     """
     app = web.Application(
         middlewares=[request_context, origin_guard, authenticate],
@@ -137,6 +139,8 @@ def create_app(
         app.cleanup_ctx.append(_oauth)
     app.cleanup_ctx.append(_source_sync(database_url, sources))
     app.cleanup_ctx.append(_rate_limits)
+    if settings.redis_url is not None and share_sessions:
+        app.cleanup_ctx.append(shared_state.shared_sessions)
     app.cleanup_ctx.append(_protocol(
         list(tools), None if resources is None else list(resources),
         PromptRegistry(shipped_prompts() if prompts is None else prompts), shared_secret))
@@ -356,7 +360,8 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
                 templates=[t for t in app[TEMPLATES] if t.name in registry],
                 catalog=explorer.catalog if explorer is not None else None,
                 result_schema=registry.result_schema)
-        sessions = SessionStore(
+        # Shared through Redis (shared_state.py) or in this process's memory.
+        sessions = app.get(SESSIONS) or SessionStore(
             max_sessions=settings.session_max, max_per_tenant=settings.session_max_per_tenant,
             max_per_key=settings.session_max_per_key, idle_timeout=settings.session_idle_timeout,
         )
@@ -367,6 +372,7 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
                             max_per_tenant=settings.session_max_per_tenant,
                             max_per_key=settings.session_max_per_key, sessions=sessions.live,
                             showing=served.showing)
+        sessions.bind(changes=changes, audit=audit)
         # A sync (the background one too, which has no caller) announces what it changed.
         app[SOURCES].on_change = changes.data_changed
         app[METRICS].watch_listeners(changes.count)

@@ -99,8 +99,9 @@ def _say_error(message: str) -> None:
 async def _serve(settings: Settings, key: str, protocol_fd: int,
                  tools: Iterable[Tool] | None) -> int:
     urls = await prepare_database(settings)
+    # One client, one process: its session stays in memory even where REDIS_URL is set.
     app = create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer,
-                     tools=tools)
+                     tools=tools, share_sessions=False)
     server: StdioServer | None = None
 
     async def drain(app: web.Application) -> None:
@@ -155,6 +156,7 @@ def _stop(server: StdioServer, signum: int) -> None:
 
 def _new_session(sessions: SessionStore, settings: Settings, principal: Principal,
                  version: str) -> Session:
-    return sessions.create(key_id=principal.key_id, tenant_id=principal.tenant_id,
-                           scopes=principal.scopes, transport="stdio", protocol_version=version,
-                           max_concurrent_calls=settings.session_max_concurrent_calls)
+    return sessions.open_session(key_id=principal.key_id, tenant_id=principal.tenant_id,
+                                 scopes=principal.scopes, transport="stdio",
+                                 protocol_version=version,
+                                 max_concurrent_calls=settings.session_max_concurrent_calls)

@@ -1,0 +1,245 @@
+"""The Lua scripts of the shared session store (shared_sessions.py), and its Redis key names.
+
+Each script is one round trip that reads and writes atomically what two processes could
+otherwise interleave: the caps at create, the key binding at lookup, the per-session call cap,
+the ownership of a session's stream. A session's keys all start with its hash's key, so a script
+given that key finds the others (``<key>:subs`` and so on). The scripts touch keys they compute,
+which a single Redis (or a Sentinel-watched one) allows; Redis Cluster would not.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+__all__ = ["BROADCAST", "CLAIM", "CREATE", "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OFFER",
+           "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE", "SESSIONS_ALL", "key_sessions",
+           "process_alive", "process_calls", "process_channel", "process_reaper",
+           "session_key", "session_keys", "tenant_sessions"]
+
+# Every session in all, by last use (member: the session's key).
+SESSIONS_ALL = "spiral:sessions"
+# Every process that serves shared sessions (its heartbeat says whether it still runs).
+PROCESSES = "spiral:processes"
+# Every process hears this channel: sessions ended, changes to tell listeners.
+BROADCAST = "spiral:b"
+
+
+def session_key(tenant_id: uuid.UUID, session_id: str) -> str:
+    """The session's hash. The tenant is part of the name: a lookup names the caller's tenant,
+    so another tenant's principal cannot even address the key."""
+    return f"spiral:t:{tenant_id}:s:{session_id}"
+
+
+def session_keys(key: str) -> list[str]:
+    """The hash and its companions: subscriptions (set), events (stream), calls (hash), the
+    mark of the process holding its stream, and which POST stream answers which request (its
+    POST streams, ``<key>:post:<id>``, expire by themselves)."""
+    return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream",
+            f"{key}:posts"]
+
+
+def tenant_sessions(tenant_id: uuid.UUID) -> str:
+    return f"spiral:t:{tenant_id}:sessions"
+
+
+def key_sessions(tenant_id: uuid.UUID, key_id: uuid.UUID) -> str:
+    return f"spiral:t:{tenant_id}:k:{key_id}:sessions"
+
+
+def process_channel(process_id: str) -> str:
+    return f"spiral:p:{process_id}"
+
+
+def process_alive(process_id: str) -> str:
+    """The process's heartbeat: gone a few seconds after the process stops renewing it."""
+    return f"spiral:p:{process_id}:alive"
+
+
+def process_calls(process_id: str) -> str:
+    """The session tool calls the process runs: what another must answer if it dies."""
+    return f"spiral:p:{process_id}:calls"
+
+
+def process_reaper(process_id: str) -> str:
+    """Taken (SET NX) by the one process that answers a dead process's calls."""
+    return f"spiral:p:{process_id}:reaper"
+
+
+_HELPERS = """
+local function prune(set)
+  for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    if redis.call('EXISTS', m) == 0 then redis.call('ZREM', set, m) end
+  end
+end
+local function forget(m)
+  redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream',
+             m .. ':posts')
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZREM', KEYS[3], m)
+end
+"""
+
+# KEYS: all, tenant's set, key's set, the new session's hash.
+# ARGV: now (ms), cap in all, per tenant, per key, TTL (ms), the hash's fields (JSON object).
+# Returns {'ok', ended...} or {'all'|'tenant'|'key'}: the cap that refused.
+# At the key's or the tenant's cap, the key's own least recently used session with no stream
+# open and no call running is ended (never another key's), as SessionStore._make_room does.
+CREATE = _HELPERS + """
+local function make_room(set, cap, ended)
+  if redis.call('ZCARD', set) < cap then return true end
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if redis.call('EXISTS', m .. ':stream') == 0 and redis.call('HLEN', m .. ':calls') == 0 then
+      forget(m)
+      table.insert(ended, m)
+      return true
+    end
+  end
+  return false
+end
+prune(KEYS[3])
+prune(KEYS[2])
+local ended = {}
+if not make_room(KEYS[3], tonumber(ARGV[4]), ended) then return {'key'} end
+if not make_room(KEYS[2], tonumber(ARGV[3]), ended) then return {'tenant'} end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  prune(KEYS[1])
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return {'all'} end
+end
+for field, value in pairs(cjson.decode(ARGV[6])) do
+  redis.call('HSET', KEYS[4], field, value)
+end
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+for i = 1, 3 do redis.call('ZADD', KEYS[i], ARGV[1], KEYS[4]) end
+local answer = {'ok'}
+for _, m in ipairs(ended) do table.insert(answer, m) end
+return answer
+"""
+
+# KEYS: all, tenant's set, key's set, the session's hash.
+# ARGV: key id, transport, TTL once ready (ms), TTL before (ms), now (ms), and '' or the tool
+# calls the request brings, to claim their places as CLAIM does (saves it a round trip):
+# {max = cap, proc = this process, pcalls = its calls hash, calls = {{field, pfield, record}}}.
+# Returns nil (unknown, expired, another key's or another transport's) or
+# {hash fields, subscriptions, whether a stream is open, each claim's verdict}; a hit
+# refreshes every TTL.
+LOOKUP = """
+local k = KEYS[4]
+local h = redis.call('HMGET', k, 'key_id', 'transport', 'state')
+if not h[1] or h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return nil end
+local ttl = ARGV[4]
+if h[3] == 'ready' then ttl = ARGV[3] end
+local verdicts = {}
+if ARGV[6] ~= '' then
+  local claim = cjson.decode(ARGV[6])
+  local calls = k .. ':calls'
+  for i, c in ipairs(claim.calls) do
+    if redis.call('HEXISTS', calls, c[1]) == 1 then
+      verdicts[i] = 'duplicate'
+    elseif redis.call('HLEN', calls) >= claim.max then
+      verdicts[i] = 'busy'
+    else
+      redis.call('HSET', calls, c[1], claim.proc)
+      redis.call('HSET', claim.pcalls, c[2], c[3])
+      verdicts[i] = 'ok'
+    end
+  end
+end
+for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
+  redis.call('PEXPIRE', key, ttl)
+end
+for i = 1, 3 do redis.call('ZADD', KEYS[i], 'XX', ARGV[5], k) end
+return {redis.call('HGETALL', k), redis.call('SMEMBERS', k .. ':subs'),
+        redis.call('EXISTS', k .. ':stream'), verdicts}
+"""
+
+# KEYS: the session's hash. ARGV: TTL (ms), {fields = {...}, add = [...], remove = [...]} (JSON).
+# Writes nothing once the session has ended (another process removed it): no half a session.
+SAVE = """
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 0 then return 0 end
+local change = cjson.decode(ARGV[2])
+for field, value in pairs(change.fields) do redis.call('HSET', k, field, value) end
+for _, uri in ipairs(change.add) do redis.call('SADD', k .. ':subs', uri) end
+for _, uri in ipairs(change.remove) do redis.call('SREM', k .. ':subs', uri) end
+for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return 1
+"""
+
+# KEYS: the session's calls hash, this process's calls hash.
+# ARGV: the request id (JSON), this process, cap, TTL (ms), the process's field, the call (JSON).
+CLAIM = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'duplicate' end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 'busy' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+return 'ok'
+"""
+
+# KEYS: the session's hash. ARGV: the request id (JSON), the answer (JSON), MAXLEN, TTL (ms).
+# A dead process's call answered as failed (if the session lives on), its place freed: on the
+# POST's own stream when its answer was one (shared_posts.py), else on the session's stream.
+LOST_CALL = """
+local k = KEYS[1]
+redis.call('HDEL', k .. ':calls', ARGV[1])
+if redis.call('EXISTS', k) == 0 then return 0 end
+local post = redis.call('HGET', k .. ':posts', ARGV[1])
+if post then
+  local stream = k .. ':post:' .. post
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+  redis.call('XADD', stream, '*', 'end', '1')
+  redis.call('PEXPIRE', stream, ARGV[4])
+  redis.call('HDEL', k .. ':posts', ARGV[1])
+  return 2
+end
+local events = k .. ':events'
+redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+redis.call('PEXPIRE', events, ARGV[4])
+return 1
+"""
+
+# KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over.
+# Returns {'ok', the newest event's id} (a new stream starts after it: whatever is posted once
+# the mark is seen comes after it), or {'held'} or {'gone'}.
+OPEN_STREAM = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'gone'} end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+  return {'held'}
+end
+local newest = redis.call('XREVRANGE', KEYS[2] .. ':events', '+', '-', 'COUNT', 1)
+if #newest > 0 then return {'ok', newest[1][1]} end
+return {'ok', '0-0'}
+"""
+
+# KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), session TTL (ms).
+# 1 while this holder still owns the stream of a live session (both TTLs renewed), else 0.
+KEEP_STREAM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local k = KEYS[2]
+for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
+  redis.call('PEXPIRE', key, ARGV[3])
+end
+return 1
+"""
+
+# KEYS: the stream's mark. ARGV: token. Deletes the mark only if it is still this holder's.
+RELEASE_STREAM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: the session's subscriptions, its events. ARGV: URI, the message, MAXLEN, TTL (ms).
+# Posts a resource update only if the client subscribed (through whichever process).
+OFFER = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""

@@ -1,0 +1,489 @@
+"""Sessions shared through Redis: any process serves any request of any session.
+
+What a session *is* lives in Redis (shared_scripts.py names the keys): its key binding, era,
+state, log level, client's info and capabilities, subscriptions, the events of its stream, the
+tool calls running on it (by request id → process) and which process holds its stream. What only
+a process can hold stays in its memory, in a local :class:`SharedSession` per session it serves:
+the tasks of the calls it runs (to cancel them), the futures of what it asked the client (to
+resolve them), the HTTP stream it holds. A message for one of those reaches the process on its
+channel (``spiral:p:<process>``); a session's end and the change notifications go to every
+process on the broadcast channel (bus.py runs both).
+
+The dispatcher mutates the local object as it does in memory; the transport then ``save``s it,
+which writes the shared fields that changed. Messages for the session's stream (``post``) are
+added to its Redis stream, in order per process, and the process holding the stream (any one)
+reads them there; entry ids are the SSE event ids, so a client resumes on any process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from . import shared_scripts as lua
+from .http import STREAM_POLL_SECONDS, KeyNoLongerValid, client_gone
+from .sessions import (
+    UNINITIALIZED_TIMEOUT,
+    Session,
+    SessionLimitError,
+    SessionState,
+    SessionStore,
+    SessionStoreUnavailable,
+)
+from .shared_bus import Bus
+from .shared_local import SharedSession, shared_fields
+from .shared_posts import POST_EVENT_ID, PostStream, post_stream_key
+from .shared_reaper import Reaper
+
+__all__ = ["EVENTS_KEPT", "SharedSessionStore"]
+
+log = logging.getLogger(__name__)
+
+# Events kept per session stream for a resumption (Redis trims to about this many).
+EVENTS_KEPT = 256
+# A stream's holder renews its mark this often; a mark not renewed for STREAM_MARK_SECONDS
+# (its process died) no longer keeps another process from opening the stream.
+STREAM_MARK_SECONDS = 10.0
+STREAM_KEEP_SECONDS = 3.0
+# A stream waits at most this long on Redis between its checks (client gone, drain, key).
+READ_BLOCK_MS = 1000
+# How often every process looks for dead ones (a dead one is noticed within the heartbeat's TTL
+# and this).
+REAP_SECONDS = 2.0
+# A local session nothing runs on is forgotten after this long (it stays in Redis); the local
+# copies are looked after this often.
+LOCAL_IDLE_SECONDS = 60.0
+LOCAL_TEND_SECONDS = 30.0
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_REFUSALS = {
+    "key": "this API key (or user) has as many sessions open as it allows",
+    "tenant": "this tenant has as many sessions open as it allows",
+    "all": "the server has as many sessions open as it allows",
+}
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _call_field(session_id: str, request_id: Any) -> bytes:
+    """A call's field among its process's calls: the session and the request id."""
+    return f"{session_id}:".encode() + orjson.dumps(request_id)
+
+
+class SharedSessionStore(SessionStore):
+    """Sessions in Redis, capped across processes, served by any of them."""
+
+    shares_streams = True
+
+    def __init__(self, client: redis.Redis, blocking: redis.Redis, *, max_sessions: int,
+                 max_per_tenant: int, max_per_key: int, idle_timeout: float,
+                 max_concurrent_calls: int) -> None:
+        super().__init__(max_sessions=max_sessions, max_per_tenant=max_per_tenant,
+                         max_per_key=max_per_key, idle_timeout=idle_timeout)
+        self._max_calls = max_concurrent_calls
+        self._client = client
+        # XREAD BLOCK waits longer than the commands' socket timeout allows.
+        self._blocking = blocking
+        self.bus = Bus(client, blocking, on_message=self._on_message)
+        self._create = client.register_script(lua.CREATE)
+        self._lookup = client.register_script(lua.LOOKUP)
+        self._save = client.register_script(lua.SAVE)
+        self._claim = client.register_script(lua.CLAIM)
+        self.reaper = Reaper(client, client.register_script(lua.LOST_CALL),
+                             process_id=self.bus.process_id, events_kept=EVENTS_KEPT,
+                             events_ttl_ms=_ms(idle_timeout))
+        self._open_stream = client.register_script(lua.OPEN_STREAM)
+        self._keep_stream = client.register_script(lua.KEEP_STREAM)
+        self._release_stream = client.register_script(lua.RELEASE_STREAM)
+        self.bus.events_kept = EVENTS_KEPT
+        self.bus.events_ttl_ms = _ms(idle_timeout)
+        # The local copies, by their Redis key.
+        self._local: dict[str, SharedSession] = {}
+        self._draining = False
+        self._changes: Any = None
+
+    # -- start and stop --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.bus.start()
+        # Often enough to renew a running call's session well within its TTL.
+        self.bus.every(min(LOCAL_TEND_SECONDS, self._idle_timeout / 3), self._tend_local)
+        self.bus.every(REAP_SECONDS, lambda: self.reaper.reap(steady=self.bus.steady))
+
+    async def stop(self, *, grace: float = 1.0) -> None:
+        await self.bus.stop(grace)
+
+    def bind(self, *, changes: Any, audit: Any) -> None:
+        """Changes made here go to every process, theirs come here (shared_bus.py); the audit
+        rows of a dead process's calls are written with ``audit``."""
+        self._changes = changes
+        changes.relay = self.bus.relay_change
+        self.reaper.audit = audit.enqueue
+
+    # -- the session's life ----------------------------------------------------------------
+
+    def _ttl_ms(self, ready: bool) -> int:
+        timeout = self._idle_timeout if ready else min(self._idle_timeout, UNINITIALIZED_TIMEOUT)
+        return _ms(timeout)
+
+    async def create(
+        self, *, key_id: uuid.UUID, tenant_id: uuid.UUID, scopes: frozenset[str], transport: str,
+        protocol_version: str, max_concurrent_calls: int,
+    ) -> Session:
+        session_id = secrets.token_hex(16)  # 128 random bits, as in memory
+        key = lua.session_key(tenant_id, session_id)
+        session = self._local_copy(key, session_id, key_id=key_id, tenant_id=tenant_id,
+                                   scopes=scopes, transport=transport,
+                                   protocol_version=protocol_version,
+                                   max_concurrent_calls=max_concurrent_calls)
+        fields = {"key_id": str(key_id), "tenant_id": str(tenant_id), "transport": transport,
+                  "scopes": orjson.dumps(sorted(scopes)).decode(),
+                  "created": str(time.time()), **shared_fields(session)}
+        try:
+            outcome = await self._create(
+                keys=[lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
+                      lua.key_sessions(tenant_id, key_id), key],
+                args=[_ms(time.time()), self._max, self._max_per_tenant, self._max_per_key,
+                      self._ttl_ms(ready=False), orjson.dumps(fields)])
+        except RedisError as exc:
+            raise SessionStoreUnavailable(str(exc)) from exc
+        verdict = outcome[0].decode()
+        if verdict != "ok":
+            raise SessionLimitError(_REFUSALS[verdict])
+        for ended in outcome[1:]:
+            self.bus.broadcast({"type": "closed", "key": ended.decode()})
+        session.saved = fields
+        self._local[key] = session
+        return session
+
+    def _local_copy(self, key: str, session_id: str, **values: Any) -> SharedSession:
+        return SharedSession(id=session_id, store=self, key=key, **values)
+
+    async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
+                  transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
+                  ) -> Session | None:
+        key = lua.session_key(tenant_id, session_id)
+        claims = [(orjson.dumps(request_id), _call_field(session_id, request_id),
+                   orjson.dumps({"session": key, "id": request_id, "tenant": str(tenant_id),
+                                 "key": str(key_id), **about}).decode())
+                  for request_id, about in calls or ()]
+        claim = "" if not claims else orjson.dumps({
+            "max": self._max_calls, "proc": self.bus.process_id,
+            "pcalls": lua.process_calls(self.bus.process_id),
+            "calls": [[field.decode(), pfield.decode(), record]
+                      for field, pfield, record in claims]})
+        try:
+            found = await self._lookup(
+                keys=[lua.SESSIONS_ALL, lua.tenant_sessions(tenant_id),
+                      lua.key_sessions(tenant_id, key_id), key],
+                args=[str(key_id), transport, self._ttl_ms(ready=True),
+                      self._ttl_ms(ready=False), _ms(time.time()), claim])
+        except RedisError as exc:
+            raise SessionStoreUnavailable(str(exc)) from exc
+        local = self._local.get(key)
+        if found is None:
+            # Ended elsewhere (or expired): so is this copy, if it is the caller's.
+            if local is not None and local.key_id == key_id:
+                self._forget(key)
+            return None
+        raw, subscriptions, stream_open, verdicts = found
+        fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+        if local is None or local.state is SessionState.CLOSED:
+            local = self._local[key] = self._local_copy(
+                key, session_id, key_id=key_id, tenant_id=tenant_id,
+                scopes=frozenset(orjson.loads(fields.get("scopes", "[]"))), transport=transport,
+                protocol_version=fields.get("protocol_version", ""),
+                max_concurrent_calls=self._max_calls)
+        self._apply(local, fields, {s.decode() for s in subscriptions}, bool(stream_open))
+        for (field, _, _), verdict in zip(claims, verdicts, strict=True):
+            local.claimed[field] = None if verdict == b"ok" else verdict.decode()
+        local.touch()
+        return local
+
+    def release_unclaimed(self, session: Session, request_ids: list[Any]) -> None:
+        assert isinstance(session, SharedSession)
+        for request_id in request_ids:
+            if session.claimed.pop(orjson.dumps(request_id), False) is None:
+                self._release(session, request_id)
+
+    def _apply(self, session: SharedSession, fields: dict[str, str], subscriptions: set[str],
+               stream_open: bool) -> None:
+        session.protocol_version = fields.get("protocol_version", session.protocol_version)
+        session.handshake_done = fields.get("handshake_done") == "1"
+        session.log_level = fields.get("log_level") or None
+        session.client_info = orjson.loads(fields.get("client_info", "{}"))
+        session.client_capabilities = orjson.loads(fields.get("client_capabilities", "{}"))
+        if session.state is not SessionState.CLOSING:
+            session.state = (SessionState.READY if fields.get("state") == "ready"
+                             else SessionState.OPEN)
+        if self._draining:
+            session.drain()
+        session.subscriptions = subscriptions
+        session.stream_open = stream_open or session.stream_token is not None
+        session.saved = shared_fields(session)
+        session.saved_subscriptions = frozenset(subscriptions)
+
+    async def save(self, session: Session) -> None:
+        assert isinstance(session, SharedSession)
+        now = shared_fields(session)
+        changed = {k: v for k, v in now.items() if session.saved.get(k) != v}
+        subscriptions = frozenset(session.subscriptions)
+        added = subscriptions - session.saved_subscriptions
+        removed = session.saved_subscriptions - subscriptions
+        if not (changed or added or removed):
+            return
+        change = {"fields": changed, "add": sorted(added), "remove": sorted(removed)}
+        try:
+            await self._save(keys=[session.key],
+                             args=[self._ttl_ms(now.get("state") == "ready"),
+                                   orjson.dumps(change)])
+        except RedisError as exc:
+            raise SessionStoreUnavailable(str(exc)) from exc
+        session.saved = {**session.saved, **changed}
+        session.saved_subscriptions = subscriptions
+
+    async def remove(self, session: Session) -> None:
+        """End the session everywhere: its keys go, every process closes its copy (its stream
+        ends, its calls are cancelled)."""
+        assert isinstance(session, SharedSession)
+        self._forget(session.key)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(*lua.session_keys(session.key))
+                for cap_set in (lua.SESSIONS_ALL, lua.tenant_sessions(session.tenant_id),
+                                lua.key_sessions(session.tenant_id, session.key_id)):
+                    pipe.zrem(cap_set, session.key)
+                pipe.publish(lua.BROADCAST, orjson.dumps({"type": "closed",
+                                                          "key": session.key}))
+                await pipe.execute()
+        except RedisError as exc:
+            raise SessionStoreUnavailable(str(exc)) from exc
+
+    def _forget(self, key: str) -> None:
+        local = self._local.pop(key, None)
+        if local is not None:
+            local.close()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def claim_call(self, session: SharedSession, request_id: Any,
+                         about: dict[str, Any]) -> str | None:
+        """The call's place among the session's (across processes), and its record among this
+        process's calls, for the reaper should this process die (shared_reaper.py)."""
+        if session.calls_running >= session.max_concurrent_calls:
+            return "busy"
+        record = {"session": session.key, "id": request_id, "tenant": str(session.tenant_id),
+                  "key": str(session.key_id), **about}
+        try:
+            verdict = await self._claim(
+                keys=[f"{session.key}:calls", lua.process_calls(self.bus.process_id)],
+                args=[orjson.dumps(request_id), self.bus.process_id,
+                      session.max_concurrent_calls, self._ttl_ms(ready=True),
+                      _call_field(session.id, request_id), orjson.dumps(record)])
+        except RedisError:
+            return "unavailable"
+        return None if verdict == b"ok" else verdict.decode()
+
+    async def release_call(self, session: SharedSession, request_id: Any) -> None:
+        self._release(session, request_id)
+
+    def _release(self, session: SharedSession, request_id: Any) -> None:
+        # Through the bus's queue: under load many releases share one round trip, and they
+        # reach Redis before the call's answer reaches its client (queued before it is sent).
+        # Should Redis be away, the place expires with the session's calls hash.
+        self.bus.delete_fields({f"{session.key}:calls": orjson.dumps(request_id),
+                                lua.process_calls(self.bus.process_id):
+                                _call_field(session.id, request_id)})
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def open_stream(self, session: Session, *, after: str | None) -> bool:
+        """Take the session's stream (with ``after``, over from whoever holds it: that holder
+        may be dead). Resuming a POST's stream takes nothing: it is not the session's."""
+        assert isinstance(session, SharedSession)
+        if after is not None and POST_EVENT_ID.match(after):
+            return True
+        resuming = after is not None
+        token = f"{self.bus.process_id}:{secrets.token_hex(4)}"
+        try:
+            verdict = await self._open_stream(
+                keys=[f"{session.key}:stream", session.key],
+                args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0"])
+        except RedisError as exc:
+            raise SessionStoreUnavailable(str(exc)) from exc
+        if verdict[0] != b"ok":
+            return False
+        session.stream_start = verdict[1].decode()
+        session.stream_token = token
+        session.stream_open = True
+        return True
+
+    async def close_stream(self, session: Session) -> None:
+        assert isinstance(session, SharedSession)
+        token, session.stream_token = session.stream_token, None
+        session.stream_open = False
+        session.touch()
+        if token is not None:
+            try:
+                await self._release_stream(keys=[f"{session.key}:stream"], args=[token])
+            except RedisError as exc:
+                raise SessionStoreUnavailable(str(exc)) from exc
+
+    def event_id(self, header: str) -> str | None:
+        if not header:
+            return None
+        if not (_EVENT_ID.match(header) or POST_EVENT_ID.match(header)):
+            raise ValueError("Last-Event-ID must be an event id this server sent "
+                             "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
+        return header
+
+    def post_stream(self, session: Session, request_ids: list[Any]) -> PostStream:
+        assert isinstance(session, SharedSession)
+        return PostStream(self.bus, session.key, request_ids)
+
+    async def events(
+        self, request: web.Request, session: Session, *, after: str | None,
+        key_still_valid: Callable[[], Awaitable[bool]] | None,
+    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+        """The session's events after ``after`` (or from now), until the session ends, the
+        client leaves, another process takes the stream over, or this one drains."""
+        assert isinstance(session, SharedSession)
+        if after is not None and (post := POST_EVENT_ID.match(after)) is not None:
+            async for item in self._post_events(request, session, post[1], post[2],
+                                                key_still_valid=key_still_valid):
+                yield item
+            return
+        events = f"{session.key}:events"
+        last = after or session.stream_start
+        now = time.monotonic()
+        next_keep, next_check = now + STREAM_KEEP_SECONDS, now + STREAM_POLL_SECONDS
+        while not client_gone(request) and session.state is not SessionState.CLOSED:
+            if session.state is SessionState.CLOSING and session.idle:
+                return  # this process drains: the client resumes elsewhere
+            now = time.monotonic()
+            if key_still_valid is not None and now >= next_check:
+                if not await key_still_valid():
+                    raise KeyNoLongerValid(f"the credential of session {session.id} is no "
+                                           "longer valid")
+                next_check = now + STREAM_POLL_SECONDS
+            try:
+                if now >= next_keep:
+                    if not await self._keep(session):
+                        return  # taken over by another process, or ended
+                    next_keep = now + STREAM_KEEP_SECONDS
+                read = await self._blocking.xread({events: last}, count=100,
+                                                  block=READ_BLOCK_MS)
+            except RedisError as exc:
+                raise SessionStoreUnavailable(str(exc)) from exc
+            for _, entries in read:
+                for entry_id, values in entries:
+                    last = entry_id.decode()
+                    yield last, orjson.loads(values[b"m"])
+
+    async def _post_events(
+        self, request: web.Request, session: SharedSession, stream_id: str, last: str, *,
+        key_still_valid: Callable[[], Awaitable[bool]] | None,
+    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+        """A POST's stream, resumed: its events after ``last``, until its end mark (its
+        answers sent), the session's end, or the stream's expiry."""
+        key = post_stream_key(session.key, stream_id)
+        next_check = time.monotonic()
+        while not client_gone(request) and session.state is not SessionState.CLOSED:
+            try:
+                if time.monotonic() >= next_check:
+                    if key_still_valid is not None and not await key_still_valid():
+                        raise KeyNoLongerValid(f"the credential of session {session.id} is "
+                                               "no longer valid")
+                    if not await self._client.exists(key):
+                        return  # unknown, or expired: nothing more will come
+                    next_check = time.monotonic() + STREAM_POLL_SECONDS
+                read = await self._blocking.xread({key: last}, count=100, block=READ_BLOCK_MS)
+            except RedisError as exc:
+                raise SessionStoreUnavailable(str(exc)) from exc
+            for _, entries in read:
+                for entry_id, values in entries:
+                    last = entry_id.decode()
+                    if b"end" in values:
+                        return  # every answer has been sent
+                    if b"m" in values:  # not the priming entry
+                        yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+
+    async def _keep(self, session: SharedSession) -> bool:
+        if session.stream_token is None:
+            return False
+        kept = await self._keep_stream(
+            keys=[f"{session.key}:stream", session.key],
+            args=[session.stream_token, _ms(STREAM_MARK_SECONDS), self._ttl_ms(ready=True)])
+        return bool(kept)
+
+    # -- messages from other processes -----------------------------------------------------
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "change":
+            if self._changes is not None:
+                self._changes.receive(message["change"])
+            return
+        local = self._local.get(message.get("key", ""))
+        if kind == "closed":
+            self._forget(message["key"])
+        elif local is None:
+            return
+        elif kind == "cancel":
+            Session.cancel_call(local, message["id"])
+        elif kind == "answer":
+            # Resolved only if this very session asked it (its own ``asked``).
+            Session.answer(local, message["id"], message.get("result"), message.get("error"))
+
+    # -- this process ----------------------------------------------------------------------
+
+    async def _tend_local(self) -> None:
+        """Local copies nothing runs on and no stream holds go (the session stays in Redis); a
+        session with a call running here does not expire under it (as in memory), however long
+        the call waits (an elicitation a person answers)."""
+        cutoff = time.monotonic() - LOCAL_IDLE_SECONDS
+        running = []
+        for key, local in list(self._local.items()):
+            if not local.idle:
+                running.append(local)
+            elif (local.last_seen < cutoff and not local.inflight and not local.asked
+                    and local.stream_token is None):
+                del self._local[key]
+        if running:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for local in running:
+                    for key in lua.session_keys(local.key)[:4]:  # not its stream's mark
+                        pipe.pexpire(key, self._ttl_ms(ready=True))
+                await pipe.execute()
+
+    def drain_all(self) -> None:
+        """SIGTERM: this process's calls finish and its streams end; the sessions stay (their
+        clients go on through another process)."""
+        self._draining = True
+        for session in self._local.values():
+            session.drain()
+
+    def close_all(self) -> None:
+        """The grace is over: what still runs here is cancelled; the sessions stay in Redis."""
+        for session in list(self._local.values()):
+            session.close()
+        self._local.clear()
+
+    def live(self) -> list[Session]:
+        """The sessions whose stream this process holds (the change hub posts to those)."""
+        return [s for s in self._local.values()
+                if s.stream_token is not None and s.state is not SessionState.CLOSED]
+
+    def count(self, transport: str) -> int:
+        return sum(1 for s in self._local.values() if s.transport == transport)

@@ -1,0 +1,152 @@
+"""A server process killed (SIGKILL) mid-call, with sessions shared through Redis: another
+process answers the call as failed on the session's stream, writes its audit row, and the
+session goes on. Real `spiral-mcp serve` processes sharing the test database and a Redis of the
+test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from faults import OwnRedis
+from test_shutdown import SLOW_SQL, _free_port, _serve
+from test_transports import read_event
+
+from spiral_mcp.protocol.shared_reaper import LOST_MESSAGE, PROCESS_LOST
+
+pytestmark = pytest.mark.slow
+
+STREAM = "text/event-stream"
+
+
+async def _ready(http: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(150):
+        try:
+            async with http.get(f"{base}/ready") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    pytest.fail(f"the server at {base} did not become ready")
+
+
+def _headers(tenant: Any, sid: str | None = None, accept: str = "application/json, "
+             "text/event-stream") -> dict[str, str]:
+    headers = {**tenant.headers, "Accept": accept, "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2025-11-25"}
+    if sid is not None:
+        headers["Mcp-Session-Id"] = sid
+    return headers
+
+
+async def _session(http: aiohttp.ClientSession, opened_on: str, initialized_on: str,
+                   tenant: Any, capabilities: dict[str, Any]) -> str:
+    made = await http.post(f"{opened_on}/mcp", headers=_headers(tenant), data=orjson.dumps(
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities,
+                    "clientInfo": {"name": "t", "version": "1"}}}))
+    assert made.status == 200, await made.text()
+    sid = made.headers["Mcp-Session-Id"]
+    initialized = await http.post(
+        f"{initialized_on}/mcp", headers=_headers(tenant, sid),
+        data=orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    assert initialized.status == 202
+    return sid
+
+
+async def _audited(admin_conn: asyncpg.Connection, tenant_id: Any) -> list[asyncpg.Record]:
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        return await admin_conn.fetch(
+            "SELECT tool, outcome, error_code FROM audit_log WHERE error_code = $1",
+            PROCESS_LOST)
+
+
+async def test_a_call_of_a_killed_process_is_answered_by_another(
+        database_urls, make_tenant, admin_conn: asyncpg.Connection, tmp_path: Path) -> None:
+    if not OwnRedis.available():
+        pytest.skip("redis-server is not installed")
+    redis_server = OwnRedis(tmp_path)
+    redis_server.start()
+    tenant = await make_tenant(demo=True)
+    bystander = await make_tenant(name="bystander")
+    env = {"REDIS_URL": redis_server.url, "EXPLORER_TIMEOUT_S": "60"}
+    ports = [_free_port(), _free_port()]
+    victim, survivor = [await _serve(database_urls, port, **env) for port in ports]
+    victim_url, survivor_url = (f"http://127.0.0.1:{port}" for port in ports)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for base in (victim_url, survivor_url):
+                await _ready(http, base)
+            sid = await _session(http, victim_url, survivor_url, tenant, {})
+            # This client can be asked things: its calls are answered as (resumable) streams.
+            asking = await _session(http, victim_url, survivor_url, tenant, {"elicitation": {}})
+            stream = await http.get(f"{survivor_url}/mcp",
+                                    headers=_headers(tenant, sid, accept=STREAM))
+            assert stream.status == 200
+
+            call = asyncio.ensure_future(http.post(
+                f"{victim_url}/mcp", headers=_headers(tenant, sid), data=orjson.dumps(
+                    {"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+                     "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}})))
+            streamed = await http.post(
+                f"{victim_url}/mcp", headers=_headers(tenant, asking), data=orjson.dumps(
+                    {"jsonrpc": "2.0", "id": 44, "method": "tools/call",
+                     "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}}))
+            priming = await read_event(streamed)
+            assert priming["data"] == ""
+            await asyncio.sleep(1.0)  # the queries are running
+            assert not call.done()
+            victim.kill()
+            await victim.wait()
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(call, 10)
+
+            # The survivor notices the heartbeat gone and answers the call on the stream.
+            event = await read_event(stream, timeout=30)
+            answer = orjson.loads(event["data"])
+            assert answer == {"jsonrpc": "2.0", "id": 42,
+                              "error": {"code": -32603, "message": LOST_MESSAGE}}
+            assert event["id"].count("-") == 1
+            stream.close()
+            # The streamed call's answer comes on its own stream, resumed on the survivor.
+            resumed = await http.get(f"{survivor_url}/mcp", headers={
+                **_headers(tenant, asking, accept=STREAM), "Last-Event-ID": priming["id"]})
+            assert resumed.status == 200
+            event = await read_event(resumed, timeout=30)
+            assert orjson.loads(event["data"]) == {
+                "jsonrpc": "2.0", "id": 44, "error": {"code": -32603, "message": LOST_MESSAGE}}
+            assert event["id"].split("_")[0] == priming["id"].split("_")[0]
+            with pytest.raises(EOFError):
+                await read_event(resumed)
+
+            # Their audit rows says so (written by the survivor, under the tenant).
+            deadline = time.monotonic() + 20
+            while not (rows := await _audited(admin_conn, tenant.id)) \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+            while len(rows) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                rows = await _audited(admin_conn, tenant.id)
+            assert [dict(r) for r in rows] == 2 * [
+                {"tool": "explorer_query", "outcome": "error", "error_code": PROCESS_LOST}]
+            assert await _audited(admin_conn, bystander.id) == []
+
+            # The session goes on, and its call place was freed.
+            ping = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid),
+                                   data=orjson.dumps({"jsonrpc": "2.0", "id": 43,
+                                                      "method": "ping"}))
+            assert ping.status == 200
+    finally:
+        for process in (victim, survivor):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        redis_server.stop()
