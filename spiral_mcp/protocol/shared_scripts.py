@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["BROADCAST", "CLAIM", "CREATE", "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OFFER",
-           "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE", "SESSIONS_ALL", "key_sessions",
+__all__ = ["BROADCAST", "CLAIM", "CREATE", "END_POSTS", "KEEP_STREAM", "LOOKUP", "LOST_CALL",
+           "OFFER", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE", "SESSIONS_ALL",
+           "TRACK_POST", "key_sessions",
            "process_alive", "process_calls", "process_channel", "process_reaper",
            "session_key", "session_keys", "tenant_sessions"]
 
@@ -32,10 +33,11 @@ def session_key(tenant_id: uuid.UUID, session_id: str) -> str:
 
 def session_keys(key: str) -> list[str]:
     """The hash and its companions: subscriptions (set), events (stream), calls (hash), the
-    mark of the process holding its stream, and which POST stream answers which request (its
-    POST streams, ``<key>:post:<id>``, expire by themselves)."""
+    mark of the process holding its stream, which POST stream answers which request, and the
+    ids of its POST streams, newest first (the streams, ``<key>:post:<id>``, go with it: see
+    END_POSTS)."""
     return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream",
-            f"{key}:posts"]
+            f"{key}:posts", f"{key}:postids"]
 
 
 def tenant_sessions(tenant_id: uuid.UUID) -> str:
@@ -72,8 +74,11 @@ local function prune(set)
   end
 end
 local function forget(m)
+  for _, id in ipairs(redis.call('LRANGE', m .. ':postids', 0, -1)) do
+    redis.call('DEL', m .. ':post:' .. id)
+  end
   redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream',
-             m .. ':posts')
+             m .. ':posts', m .. ':postids')
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
   redis.call('ZREM', KEYS[3], m)
@@ -199,6 +204,25 @@ local events = k .. ':events'
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 redis.call('PEXPIRE', events, ARGV[4])
 return 1
+"""
+
+# KEYS: the session's POST stream ids. ARGV: the session's hash's key, a new POST stream's id,
+# how many a session keeps, TTL (ms). A client that has many requests answered as streams
+# (anything with a progress token is) keeps only its newest ones in Redis, not one per request
+# for the idle timeout.
+TRACK_POST = """
+redis.call('LPUSH', KEYS[1], ARGV[2])
+while redis.call('LLEN', KEYS[1]) > tonumber(ARGV[3]) do
+  redis.call('DEL', ARGV[1] .. ':post:' .. redis.call('RPOP', KEYS[1]))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
+
+# KEYS: the session's POST stream ids. ARGV: the session's hash's key. Its POST streams go.
+END_POSTS = """
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  redis.call('DEL', ARGV[1] .. ':post:' .. id)
+end
 """
 
 # KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over.

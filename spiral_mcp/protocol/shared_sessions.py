@@ -64,7 +64,14 @@ REAP_SECONDS = 2.0
 # copies are looked after this often.
 LOCAL_IDLE_SECONDS = 60.0
 LOCAL_TEND_SECONDS = 30.0
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+# Each half of a Redis entry id is a 64-bit unsigned number: a larger one Redis refuses (an
+# error that must be the client's 400, not an outage's 503).
+_ENTRY_PART_MAX = 2**64 - 1
+# What ``create`` makes (token_hex(16)). An id is part of Redis key names: anything else (a
+# client's "<id>:subs", say, naming a companion key of another type) is no session, not a
+# Redis error.
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 _REFUSALS = {
     "key": "this API key (or user) has as many sessions open as it allows",
     "tenant": "this tenant has as many sessions open as it allows",
@@ -173,6 +180,8 @@ class SharedSessionStore(SessionStore):
     async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
                   transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
                   ) -> Session | None:
+        if not _SESSION_ID.fullmatch(session_id):
+            return None
         key = lua.session_key(tenant_id, session_id)
         claims = [(orjson.dumps(request_id), _call_field(session_id, request_id),
                    orjson.dumps({"session": key, "id": request_id, "tenant": str(tenant_id),
@@ -260,6 +269,7 @@ class SharedSessionStore(SessionStore):
         self._forget(session.key)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
+                pipe.eval(lua.END_POSTS, 1, f"{session.key}:postids", session.key)
                 pipe.delete(*lua.session_keys(session.key))
                 for cap_set in (lua.SESSIONS_ALL, lua.tenant_sessions(session.tenant_id),
                                 lua.key_sessions(session.tenant_id, session.key_id)):
@@ -343,7 +353,9 @@ class SharedSessionStore(SessionStore):
     def event_id(self, header: str) -> str | None:
         if not header:
             return None
-        if not (_EVENT_ID.match(header) or POST_EVENT_ID.match(header)):
+        entry = (header if _EVENT_ID.match(header)
+                 else post[2] if (post := POST_EVENT_ID.match(header)) else None)
+        if entry is None or any(int(part) > _ENTRY_PART_MAX for part in entry.split("-")):
             raise ValueError("Last-Event-ID must be an event id this server sent "
                              "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
         return header

@@ -55,7 +55,13 @@ from .jsonrpc import (
 from .listen import listen
 from .modern import LOG_LEVEL_META, REMOVED_NOTIFICATIONS, log_level
 from .param_headers import check_param_headers, decoded_header
-from .sessions import Session, SessionLimitError, SessionState, SessionStoreUnavailable
+from .sessions import (
+    Session,
+    SessionLimitError,
+    SessionState,
+    SessionStoreUnavailable,
+    check_client_description,
+)
 from .versions import (
     BATCHING_VERSIONS,
     DEFAULT_HEADERLESS_VERSION,
@@ -226,6 +232,10 @@ async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Respon
         return rpc_error_response(exc)
     if not isinstance(message, Request):
         return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must be a request"))
+    try:
+        check_client_description(message.params)  # before a session is made for it
+    except RpcError as exc:
+        return rpc_error_response(exc, request_id=message.id)
     settings = request.app[SETTINGS]
     sessions = request.app[SESSIONS]
     try:
