@@ -340,3 +340,44 @@ async def test_post_streams_of_a_session_are_bounded(pair: Pair, tenant: Tenant,
     assert (await a.delete("/mcp", headers=headers(tenant, sid=sid))).status == 204
     await asyncio.sleep(0.5)
     assert not [k async for k in redis_client.scan_iter(f"spiral:t:{tenant.id}:s:{sid}*")]
+
+
+# -- forged answers, odd request ids ------------------------------------------------------------
+
+
+async def test_forged_answer_ids_are_harmless(pair: Pair, tenant: Tenant,
+                                              make_tenant: TenantFactory) -> None:
+    a, b = await pair()
+    victim = await open_session(a, tenant, capabilities={"elicitation": {}})
+    running = await post(b, tenant, call(1, "test_ask"), sid=victim)
+    _, asked = await next_message(running)
+    asker = asked["id"].split("-")[1]
+    attacker = await make_tenant(name="attacker")
+    own = await open_session(a, attacker, capabilities={"elicitation": {}})
+    for rid in (f"spiral-{asker}-0", f"spiral-{asker}-999", "spiral-b-1", "spiral--1",
+                f"spiral-{'z' * 10_000}-1", "spiral-spiral:b-1", "spiral-\n-1", 0, None,
+                {"id": asked["id"]}, [asked["id"]]):
+        for client in (a, b):
+            answered = await post(client, attacker, {"jsonrpc": "2.0", "id": rid,
+                                                     "result": {"action": "accept"}}, sid=own)
+            assert answered.status in (202, 400)
+    await _nothing_comes(running)
+    # Both processes still serve, and the real answer still reaches the question.
+    await post(a, tenant, {"jsonrpc": "2.0", "id": asked["id"],
+                           "result": {"action": "decline"}}, sid=victim)
+    _, final = await next_message(running)
+    assert final["result"]["structuredContent"]["data"]["answer"] == {"action": "decline"}
+
+
+async def test_odd_request_ids_leave_nothing_behind_in_redis(
+        pair: Pair, tenant: Tenant, redis_client: redis.Redis) -> None:
+    a, b = await pair()
+    sid = await open_session(a, tenant)
+    for rid in ("x" * 200_000, "a\nb:c*{}", "spiral:b", -1, 2**53):
+        answer = await post(b, tenant, call(rid, "jira_get_issue", issue_key="WEB-1"), sid=sid)
+        assert (await answer.json())["id"] == rid
+    await asyncio.sleep(0.5)  # releases go through the bus's queue
+    key = f"spiral:t:{tenant.id}:s:{sid}"
+    assert await redis_client.hlen(f"{key}:calls") == 0
+    for process in await redis_client.smembers("spiral:processes"):
+        assert await redis_client.hlen(f"spiral:p:{process.decode()}:calls") == 0
