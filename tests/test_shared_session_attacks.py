@@ -381,3 +381,31 @@ async def test_odd_request_ids_leave_nothing_behind_in_redis(
     assert await redis_client.hlen(f"{key}:calls") == 0
     for process in await redis_client.smembers("spiral:processes"):
         assert await redis_client.hlen(f"spiral:p:{process.decode()}:calls") == 0
+
+
+async def test_resumptions_of_post_streams_are_capped_per_session(
+        pair: Pair, tenant: Tenant, redis_client: redis.Redis) -> None:
+    # Each resumption waits on Redis with a connection of its own, and a POST stream has no
+    # 409 as the GET stream has: resumed over and over, it took Redis's connections.
+    a, b = await pair(SESSION_MAX_CONCURRENT_CALLS="2")
+    sid = await open_session(a, tenant, capabilities={"elicitation": {}})
+    running = await post(b, tenant, call(1, "test_ask"), sid=sid)
+    asked_id, _ = await next_message(running)  # the call waits for its answer: the stream lives
+    before = len(await redis_client.client_list())
+    resumed = [await stream_of((a, b)[n % 2], tenant, sid, **{"Last-Event-ID": asked_id})
+               for n in range(8)]
+    assert all(r.status == 200 for r in resumed)
+    await asyncio.sleep(1.5)
+    still_open = 0
+    for stream in resumed:
+        try:
+            await read_event(stream, timeout=0.2)
+        except EOFError:
+            continue  # refused: it ended at once
+        except TimeoutError:
+            still_open += 1
+    assert still_open <= 2
+    assert len(await redis_client.client_list()) - before <= 4
+    for stream in resumed:
+        stream.close()
+    running.close()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 
 __all__ = ["BROADCAST", "CLAIM", "CREATE", "END_POSTS", "KEEP_STREAM", "LOOKUP", "LOST_CALL",
-           "OFFER", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE", "SESSIONS_ALL",
+           "OFFER", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "RESUME_POST", "SAVE",
+           "SESSIONS_ALL",
            "TRACK_POST", "key_sessions",
            "process_alive", "process_calls", "process_channel", "process_reaper",
            "session_key", "session_keys", "tenant_sessions"]
@@ -37,7 +38,7 @@ def session_keys(key: str) -> list[str]:
     ids of its POST streams, newest first (the streams, ``<key>:post:<id>``, go with it: see
     END_POSTS)."""
     return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream",
-            f"{key}:posts", f"{key}:postids"]
+            f"{key}:posts", f"{key}:postids", f"{key}:resuming"]
 
 
 def tenant_sessions(tenant_id: uuid.UUID) -> str:
@@ -78,7 +79,7 @@ local function forget(m)
     redis.call('DEL', m .. ':post:' .. id)
   end
   redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream',
-             m .. ':posts', m .. ':postids')
+             m .. ':posts', m .. ':postids', m .. ':resuming')
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
   redis.call('ZREM', KEYS[3], m)
@@ -216,6 +217,23 @@ while redis.call('LLEN', KEYS[1]) > tonumber(ARGV[3]) do
   redis.call('DEL', ARGV[1] .. ':post:' .. redis.call('RPOP', KEYS[1]))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
+
+# KEYS: the session's POST stream resumptions (sorted set: reader → last renewal, ms), its hash.
+# ARGV: the reader's token, now (ms), how long a renewal counts (ms), cap. 1: the reader is in
+# (or renewed); 0: the session has ended, or as many readers as it may have are reading. Each
+# reader waits on Redis with a connection of its own: without a cap, one client resuming a POST
+# stream over and over (no 409 as for the GET stream) would take Redis's connections from all.
+RESUME_POST = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 # KEYS: the session's POST stream ids. ARGV: the session's hash's key. Its POST streams go.

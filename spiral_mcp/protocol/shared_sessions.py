@@ -17,6 +17,7 @@ reads them there; entry ids are the SSE event ids, so a client resumes on any pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -113,6 +114,7 @@ class SharedSessionStore(SessionStore):
         self._open_stream = client.register_script(lua.OPEN_STREAM)
         self._keep_stream = client.register_script(lua.KEEP_STREAM)
         self._release_stream = client.register_script(lua.RELEASE_STREAM)
+        self._resume_post = client.register_script(lua.RESUME_POST)
         self.bus.events_kept = EVENTS_KEPT
         self.bus.events_ttl_ms = _ms(idle_timeout)
         # The local copies, by their Redis key.
@@ -410,26 +412,39 @@ class SharedSessionStore(SessionStore):
         """A POST's stream, resumed: its events after ``last``, until its end mark (its
         answers sent), the session's end, or the stream's expiry."""
         key = post_stream_key(session.key, stream_id)
+        # As many readers at once, across processes, as the calls the session may run (each
+        # a POST stream at most): a reader beyond them ends at once, as an unknown stream does.
+        resuming, reader = f"{session.key}:resuming", secrets.token_hex(8)
         next_check = time.monotonic()
-        while not client_gone(request) and session.state is not SessionState.CLOSED:
-            try:
-                if time.monotonic() >= next_check:
-                    if key_still_valid is not None and not await key_still_valid():
-                        raise KeyNoLongerValid(f"the credential of session {session.id} is "
-                                               "no longer valid")
-                    if not await self._client.exists(key):
-                        return  # unknown, or expired: nothing more will come
-                    next_check = time.monotonic() + STREAM_POLL_SECONDS
-                read = await self._blocking.xread({key: last}, count=100, block=READ_BLOCK_MS)
-            except RedisError as exc:
-                raise SessionStoreUnavailable(str(exc)) from exc
-            for _, entries in read:
-                for entry_id, values in entries:
-                    last = entry_id.decode()
-                    if b"end" in values:
-                        return  # every answer has been sent
-                    if b"m" in values:  # not the priming entry
-                        yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        try:
+            while not client_gone(request) and session.state is not SessionState.CLOSED:
+                try:
+                    if time.monotonic() >= next_check:
+                        if key_still_valid is not None and not await key_still_valid():
+                            raise KeyNoLongerValid(f"the credential of session {session.id} is "
+                                                   "no longer valid")
+                        if not await self._client.exists(key):
+                            return  # unknown, or expired: nothing more will come
+                        if not await self._resume_post(
+                                keys=[resuming, session.key],
+                                args=[reader, _ms(time.time()), _ms(STREAM_MARK_SECONDS),
+                                      session.max_concurrent_calls]):
+                            return
+                        next_check = time.monotonic() + STREAM_POLL_SECONDS
+                    read = await self._blocking.xread({key: last}, count=100,
+                                                      block=READ_BLOCK_MS)
+                except RedisError as exc:
+                    raise SessionStoreUnavailable(str(exc)) from exc
+                for _, entries in read:
+                    for entry_id, values in entries:
+                        last = entry_id.decode()
+                        if b"end" in values:
+                            return  # every answer has been sent
+                        if b"m" in values:  # not the priming entry
+                            yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        finally:
+            with contextlib.suppress(RedisError):
+                await self._client.zrem(resuming, reader)
 
     async def _keep(self, session: SharedSession) -> bool:
         if session.stream_token is None:
