@@ -43,7 +43,7 @@ from .jsonrpc import (
 )
 from .modern import REMOVED_METHODS, SERVER_INFO_WITH_ICON, finish_result, log_level, modern_error
 from .pagination import page
-from .sessions import Session, SessionState
+from .sessions import Session, SessionState, check_client_description
 from .tasks import TASKS_EXTENSION, TaskRunner, client_capabilities
 from .versions import SUPPORTED_VERSIONS, negotiate
 
@@ -310,6 +310,7 @@ class Dispatcher:
         """Negotiate the version and describe the server; binds the version to ``session``."""
         version = negotiate(params.get("protocolVersion"))
         if session is not None:
+            check_client_description(params)
             session.protocol_version = version
             session.handshake_done = True
             if isinstance(params.get("clientInfo"), dict):

@@ -30,6 +30,7 @@ from .shared_scripts import (
     BROADCAST,
     PROCESSES,
     SESSIONS_ALL,
+    TRACK_POST,
     process_alive,
     process_calls,
     process_channel,
@@ -172,6 +173,11 @@ class Bus:
             pipe.pexpire(posts, self.events_ttl_ms)
 
         self._put(op)
+
+    def track_post(self, session_key: str, stream_id: str, kept: int) -> None:
+        """A new POST stream of the session's: the oldest beyond ``kept`` go."""
+        args = (session_key, stream_id, kept, self.events_ttl_ms)
+        self._put(lambda pipe: pipe.eval(TRACK_POST, 1, f"{session_key}:postids", *args))
 
     def end_entries(self, key: str, posts: str, request_ids: list[bytes]) -> None:
         """A POST's stream is complete: a resumed one ends at this mark."""

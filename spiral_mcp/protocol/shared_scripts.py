@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["ANNOUNCE_LIST", "ANNOUNCE_UPDATES", "BROADCAST", "CLAIM", "CREATE", "KEEP_STREAM",
-           "LOOKUP", "LOST_CALL", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE",
-           "SESSIONS_ALL", "key_sessions", "process_alive", "process_calls", "process_channel",
-           "process_reaper", "session_key", "session_keys", "tenant_namespace",
-           "tenant_sessions"]
+__all__ = ["ANNOUNCE_LIST", "ANNOUNCE_UPDATES", "BROADCAST", "CLAIM", "CREATE", "END_POSTS",
+           "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM",
+           "RESUME_POST", "SAVE", "SESSIONS_ALL", "TRACK_POST", "key_sessions", "process_alive",
+           "process_calls", "process_channel", "process_reaper", "session_key", "session_keys",
+           "tenant_namespace", "tenant_sessions"]
 
 # Every session in all, by last use (member: the session's key).
 SESSIONS_ALL = "spiral:sessions"
@@ -33,10 +33,11 @@ def session_key(tenant_id: uuid.UUID, session_id: str) -> str:
 
 def session_keys(key: str) -> list[str]:
     """The hash and its companions: subscriptions (set), events (stream), calls (hash), the
-    mark of the process holding its stream, and which POST stream answers which request (its
-    POST streams, ``<key>:post:<id>``, expire by themselves)."""
+    mark of the process holding its stream, which POST stream answers which request, and the
+    ids of its POST streams, newest first (the streams, ``<key>:post:<id>``, go with it: see
+    END_POSTS)."""
     return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream",
-            f"{key}:posts"]
+            f"{key}:posts", f"{key}:postids", f"{key}:resuming"]
 
 
 def tenant_namespace(tenant_id: uuid.UUID) -> str:
@@ -79,8 +80,11 @@ local function prune(set)
   end
 end
 local function forget(m)
+  for _, id in ipairs(redis.call('LRANGE', m .. ':postids', 0, -1)) do
+    redis.call('DEL', m .. ':post:' .. id)
+  end
   redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream',
-             m .. ':posts')
+             m .. ':posts', m .. ':postids', m .. ':resuming')
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
   redis.call('ZREM', KEYS[3], m)
@@ -234,6 +238,42 @@ local events = k .. ':events'
 redis.call('XADD', events, 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
 redis.call('PEXPIRE', events, ARGV[4])
 return 1
+"""
+
+# KEYS: the session's POST stream ids. ARGV: the session's hash's key, a new POST stream's id,
+# how many a session keeps, TTL (ms). A client that has many requests answered as streams
+# (anything with a progress token is) keeps only its newest ones in Redis, not one per request
+# for the idle timeout.
+TRACK_POST = """
+redis.call('LPUSH', KEYS[1], ARGV[2])
+while redis.call('LLEN', KEYS[1]) > tonumber(ARGV[3]) do
+  redis.call('DEL', ARGV[1] .. ':post:' .. redis.call('RPOP', KEYS[1]))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
+
+# KEYS: the session's POST stream resumptions (sorted set: reader → last renewal, ms), its hash.
+# ARGV: the reader's token, now (ms), how long a renewal counts (ms), cap. 1: the reader is in
+# (or renewed); 0: the session has ended, or as many readers as it may have are reading. Each
+# reader waits on Redis with a connection of its own: without a cap, one client resuming a POST
+# stream over and over (no 409 as for the GET stream) would take Redis's connections from all.
+RESUME_POST = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: the session's POST stream ids. ARGV: the session's hash's key. Its POST streams go.
+END_POSTS = """
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  redis.call('DEL', ARGV[1] .. ':post:' .. id)
+end
 """
 
 # KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over,

@@ -17,6 +17,7 @@ reads them there; entry ids are the SSE event ids, so a client resumes on any pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -64,7 +65,14 @@ REAP_SECONDS = 2.0
 # copies are looked after this often.
 LOCAL_IDLE_SECONDS = 60.0
 LOCAL_TEND_SECONDS = 30.0
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+# Each half of a Redis entry id is a 64-bit unsigned number: a larger one Redis refuses (an
+# error that must be the client's 400, not an outage's 503).
+_ENTRY_PART_MAX = 2**64 - 1
+# What ``create`` makes (token_hex(16)). An id is part of Redis key names: anything else (a
+# client's "<id>:subs", say, naming a companion key of another type) is no session, not a
+# Redis error.
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 _REFUSALS = {
     "key": "this API key (or user) has as many sessions open as it allows",
     "tenant": "this tenant has as many sessions open as it allows",
@@ -106,6 +114,7 @@ class SharedSessionStore(SessionStore):
         self._open_stream = client.register_script(lua.OPEN_STREAM)
         self._keep_stream = client.register_script(lua.KEEP_STREAM)
         self._release_stream = client.register_script(lua.RELEASE_STREAM)
+        self._resume_post = client.register_script(lua.RESUME_POST)
         self.bus.events_kept = EVENTS_KEPT
         self.bus.events_ttl_ms = _ms(idle_timeout)
         # The local copies, by their Redis key.
@@ -175,6 +184,8 @@ class SharedSessionStore(SessionStore):
     async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
                   transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
                   ) -> Session | None:
+        if not _SESSION_ID.fullmatch(session_id):
+            return None
         key = lua.session_key(tenant_id, session_id)
         claims = [(orjson.dumps(request_id), _call_field(session_id, request_id),
                    orjson.dumps({"session": key, "id": request_id, "tenant": str(tenant_id),
@@ -262,6 +273,7 @@ class SharedSessionStore(SessionStore):
         self._forget(session.key)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
+                pipe.eval(lua.END_POSTS, 1, f"{session.key}:postids", session.key)
                 pipe.delete(*lua.session_keys(session.key))
                 for cap_set in (lua.SESSIONS_ALL, lua.tenant_sessions(session.tenant_id),
                                 lua.key_sessions(session.tenant_id, session.key_id)):
@@ -346,7 +358,9 @@ class SharedSessionStore(SessionStore):
     def event_id(self, header: str) -> str | None:
         if not header:
             return None
-        if not (_EVENT_ID.match(header) or POST_EVENT_ID.match(header)):
+        entry = (header if _EVENT_ID.match(header)
+                 else post[2] if (post := POST_EVENT_ID.match(header)) else None)
+        if entry is None or any(int(part) > _ENTRY_PART_MAX for part in entry.split("-")):
             raise ValueError("Last-Event-ID must be an event id this server sent "
                              "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
         return header
@@ -401,26 +415,39 @@ class SharedSessionStore(SessionStore):
         """A POST's stream, resumed: its events after ``last``, until its end mark (its
         answers sent), the session's end, or the stream's expiry."""
         key = post_stream_key(session.key, stream_id)
+        # As many readers at once, across processes, as the calls the session may run (each
+        # a POST stream at most): a reader beyond them ends at once, as an unknown stream does.
+        resuming, reader = f"{session.key}:resuming", secrets.token_hex(8)
         next_check = time.monotonic()
-        while not client_gone(request) and session.state is not SessionState.CLOSED:
-            try:
-                if time.monotonic() >= next_check:
-                    if key_still_valid is not None and not await key_still_valid():
-                        raise KeyNoLongerValid(f"the credential of session {session.id} is "
-                                               "no longer valid")
-                    if not await self._client.exists(key):
-                        return  # unknown, or expired: nothing more will come
-                    next_check = time.monotonic() + STREAM_POLL_SECONDS
-                read = await self._blocking.xread({key: last}, count=100, block=READ_BLOCK_MS)
-            except RedisError as exc:
-                raise SessionStoreUnavailable(str(exc)) from exc
-            for _, entries in read:
-                for entry_id, values in entries:
-                    last = entry_id.decode()
-                    if b"end" in values:
-                        return  # every answer has been sent
-                    if b"m" in values:  # not the priming entry
-                        yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        try:
+            while not client_gone(request) and session.state is not SessionState.CLOSED:
+                try:
+                    if time.monotonic() >= next_check:
+                        if key_still_valid is not None and not await key_still_valid():
+                            raise KeyNoLongerValid(f"the credential of session {session.id} is "
+                                                   "no longer valid")
+                        if not await self._client.exists(key):
+                            return  # unknown, or expired: nothing more will come
+                        if not await self._resume_post(
+                                keys=[resuming, session.key],
+                                args=[reader, _ms(time.time()), _ms(STREAM_MARK_SECONDS),
+                                      session.max_concurrent_calls]):
+                            return
+                        next_check = time.monotonic() + STREAM_POLL_SECONDS
+                    read = await self._blocking.xread({key: last}, count=100,
+                                                      block=READ_BLOCK_MS)
+                except RedisError as exc:
+                    raise SessionStoreUnavailable(str(exc)) from exc
+                for _, entries in read:
+                    for entry_id, values in entries:
+                        last = entry_id.decode()
+                        if b"end" in values:
+                            return  # every answer has been sent
+                        if b"m" in values:  # not the priming entry
+                            yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        finally:
+            with contextlib.suppress(RedisError):
+                await self._client.zrem(resuming, reader)
 
     async def _keep(self, session: SharedSession) -> bool:
         if session.stream_token is None:

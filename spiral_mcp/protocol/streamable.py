@@ -50,7 +50,13 @@ from .jsonrpc import (
     error_message,
     parse_message,
 )
-from .sessions import Session, SessionLimitError, SessionState, SessionStoreUnavailable
+from .sessions import (
+    Session,
+    SessionLimitError,
+    SessionState,
+    SessionStoreUnavailable,
+    check_client_description,
+)
 from .sse_answer import answer_as_stream
 from .versions import (
     BATCHING_VERSIONS,
@@ -150,6 +156,10 @@ async def _initialize(request: web.Request, value: dict[str, Any]) -> web.Respon
         return rpc_error_response(exc)
     if not isinstance(message, Request):
         return rpc_error_response(RpcError(INVALID_REQUEST, "initialize must be a request"))
+    try:
+        check_client_description(message.params)  # before a session is made for it
+    except RpcError as exc:
+        return rpc_error_response(exc, request_id=message.id)
     settings = request.app[SETTINGS]
     sessions = request.app[SESSIONS]
     try:
