@@ -12,6 +12,11 @@ by round (``run.interleave``), through one door:
   through Redis: without them the other worker does not know the session (counted as bad);
 - ``execute``: ``POST /execute``.
 
+With ``--balanced N`` the second server is instead N ``spiral-mcp serve`` processes (one worker
+each) behind a real HAProxy (Debian's ``haproxy``: round robin, no stickiness, as
+docker/haproxy.cfg), ``balanced-N``, against one process reached directly, ``direct-1``: what a
+load balancer and several processes cost and gain on one host.
+
 For each run it reports calls/s, p50, p99, the servers' CPU time per call (the supervisor and its
 workers, from ``/proc``) and PostgreSQL's (the embedded server's postmaster and its backends), and
 the ratio workers-2 / workers-1 (of the medians and paired by round). Each process has its own
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,7 @@ from bench.run import (
 )
 
 REFERENCE = "workers-1"
+BALANCED_REFERENCE = "direct-1"
 DOORS = ("stateless", "mcp", "execute")
 
 
@@ -75,6 +82,36 @@ def postmaster(pg_dir: Path) -> int | None:
         return None
 
 
+HAPROXY_CONFIG = """\
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    no option http-buffer-request
+frontend mcp
+    bind 127.0.0.1:{port}
+    default_backend servers
+backend servers
+    balance roundrobin
+{servers}
+"""
+
+
+def start_balancer(name: str, backends: list[Server], workdir: Path) -> Server:
+    """A real HAProxy in front of ``backends``, round robin, no stickiness."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        fail("--balanced needs HAProxy (apt-get install haproxy)")
+    port = free_port()
+    config = workdir / f"{name}.cfg"
+    config.write_text(HAPROXY_CONFIG.format(port=port, servers="\n".join(
+        f"    server s{i} 127.0.0.1:{b.port}" for i, b in enumerate(backends, 1))))
+    return start_server(name, [haproxy, "-db", "-f", str(config)], {}, port, workdir)
+
+
 def target_for(door: str, name: str, server: Server, api_key: str, anchors: Path) -> Target:
     base = f"http://127.0.0.1:{server.port}"
     common = {"BODY_KIND": "mcp", "AUTH": api_key, "ARG": "issue_key"}
@@ -96,6 +133,8 @@ def parse_args() -> argparse.Namespace:
                    help="stateless (default; any worker serves any request), mcp (one session: "
                         "needs sessions shared through Redis) or execute")
     p.add_argument("--workers", type=int, default=2, help="workers of the second server")
+    p.add_argument("--balanced", type=int, default=0, metavar="N",
+                   help="compare N processes behind HAProxy with one process direct")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL",
                                                          "redis://127.0.0.1:6379/0"),
                    help="Redis both servers use (workers need one)")
@@ -115,18 +154,37 @@ def main() -> None:
     env = {**PRODUCT_ENV, "DATABASE_URL": runtime_url, "LOG_LEVEL": args.log_level,
            "REDIS_URL": args.redis_url}
     servers: list[Server] = []
+    # The processes whose CPU a target's calls cost: its server's, or a balancer's and its
+    # backends'.
+    processes: dict[str, list[Server]] = {}
+
+    def serve(name: str, workers: int) -> Server:
+        servers.append(start_server(
+            name, [sys.executable, "-m", "spiral_mcp", "serve", "--workers", str(workers)],
+            env, free_port(), workdir))
+        return servers[-1]
+
+    def cpu(name: str) -> float | None:
+        figures = [tree_cpu(s.process.pid) for s in processes[name]]
+        return None if None in figures else sum(f for f in figures if f is not None)
+
     try:
-        for name, workers in ((REFERENCE, 1), (f"workers-{args.workers}", args.workers)):
-            servers.append(start_server(
-                name, [sys.executable, "-m", "spiral_mcp", "serve", "--workers", str(workers)],
-                env, free_port(), workdir))
-        targets = [target_for(args.door, s.name, s, api_key, anchors) for s in servers]
+        if args.balanced:
+            reference = serve(BALANCED_REFERENCE, 1)
+            backends = [serve(f"backend-{i}", 1) for i in range(1, args.balanced + 1)]
+            balancer = start_balancer(f"balanced-{args.balanced}", backends, workdir)
+            servers.append(balancer)
+            fronts = [reference, balancer]
+            processes = {reference.name: [reference], balancer.name: [balancer, *backends]}
+        else:
+            fronts = [serve(REFERENCE, 1), serve(f"workers-{args.workers}", args.workers)]
+            processes = {s.name: [s] for s in fronts}
+        targets = [target_for(args.door, s.name, s, api_key, anchors) for s in fronts]
 
         def drive(target: Target, c: int, duration: float) -> dict[str, Any]:
-            pid = target.server.process.pid
-            before, pg_before = tree_cpu(pid), tree_cpu(pg_pid) if pg_pid else None
+            before, pg_before = cpu(target.name), tree_cpu(pg_pid) if pg_pid else None
             run = run_wrk(target, c, duration, anchors, keys)
-            after, pg_after = tree_cpu(pid), tree_cpu(pg_pid) if pg_pid else None
+            after, pg_after = cpu(target.name), tree_cpu(pg_pid) if pg_pid else None
             calls = run["rps"] * duration
             # run_wrk counted the supervisor alone: every process of the server instead.
             run["cpu_us_per_call"] = (round((after - before) * 1e6 / calls)
@@ -147,7 +205,7 @@ def main() -> None:
         mine = [r["pg_cpu_us_per_call"] for r in runs if r["target"] == row["target"]
                 and r["concurrency"] == row["concurrency"] and r.get("pg_cpu_us_per_call")]
         row["pg_cpu_us_per_call"] = sorted(mine)[len(mine) // 2] if mine else None
-    other = targets[1].name
+    reference_name, other = targets[0].name, targets[1].name
     print()
     print(f"spiral-mcp workers benchmark, {stamp}: {args.door} tools/call jira_get_issue, "
           f"wrk -t1, {args.duration:g} s x {args.repeats} interleaved rounds, medians; machine "
@@ -158,23 +216,25 @@ def main() -> None:
     ratios = []
     for c in levels:
         by_name = {r["target"]: r for r in rows if r["concurrency"] == c}
-        for name in (REFERENCE, other):
+        for name in (reference_name, other):
             r = by_name.get(name)
             if r is not None:
                 print(f"{c:>4}  {name:<10} {r['rps']:>9,.0f} {r['p50_ms']:>8.2f} "
                       f"{r['p99_ms']:>8.2f} {r['cpu_us_per_call']:>12,.0f} "
                       f"{r['pg_cpu_us_per_call'] or 0:>11,} {r['bad_answers']:>5}")
-        if REFERENCE in by_name and other in by_name:
+        if reference_name in by_name and other in by_name:
             ratio = {"concurrency": c,
-                     "median": round(by_name[other]["rps"] / by_name[REFERENCE]["rps"], 3),
-                     "paired": _paired(runs, other, REFERENCE, c)}
+                     "median": round(by_name[other]["rps"] / by_name[reference_name]["rps"], 3),
+                     "paired": _paired(runs, other, reference_name, c)}
             ratios.append(ratio)
-            print(f"      {other} / {REFERENCE}: {ratio['median']:.2f} of the medians, "
-                  f"{ratio['paired'] or 0:.2f} paired by round (aim: >= 1.3)")
+            print(f"      {other} / {reference_name}: {ratio['median']:.2f} of the medians, "
+                  f"{ratio['paired'] or 0:.2f} paired by round"
+                  + ("" if args.balanced else " (aim: >= 1.3)"))
     result = {
         "timestamp": stamp,
         "machine": machine(),
-        "config": {"door": args.door, "workers": args.workers, "nice": args.nice,
+        "config": {"door": args.door, "workers": args.workers, "balanced": args.balanced,
+                   "nice": args.nice,
                    "duration_s": args.duration, "repeats": args.repeats, "concurrency": levels,
                    "tenants": args.tenants, "items": args.items, "log_level": args.log_level,
                    "product_env": PRODUCT_ENV},

@@ -38,9 +38,10 @@ __all__ = ["Backend", "Balancer", "balanced", "free_port", "haproxy_binary", "ha
 # Debian installs it in /usr/sbin, which is not on a plain user's PATH.
 _SBIN_HAPROXY = Path("/usr/sbin/haproxy")
 
-# Long enough for an SSE stream no event crosses for a long while (the product sends no keep-alive
-# comments); HAProxy would otherwise cut it, and the client would see a stream end it never asked
-# for. Short for connecting: a dead backend is known at once (connection refused), and retried.
+# Long enough for a call whose JSON answer comes only when it ends, and for a client quiet for long
+# (an SSE stream carries a comment every 15 s); HAProxy would otherwise cut it, and the client
+# would see a stream end it never asked for. Short for connecting: a dead backend is known at
+# once (connection refused), and retried.
 STREAM_TIMEOUT = "1h"
 
 

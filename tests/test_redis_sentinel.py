@@ -118,6 +118,40 @@ async def test_rate_limits_live_on_the_master_and_survive_a_failover(
         await connection.aclose()
 
 
+async def test_sessions_live_on_the_master_and_survive_a_failover(
+        aiohttp_client, database_urls, make_tenant, sentinel_set: SentinelSet) -> None:
+    # MCP sessions shared through the Sentinel set's master: one opened before a failover goes
+    # on after it (the replica had it), and new ones are kept on the new master.
+    settings = make_settings(database_urls, REDIS_URL=sentinel_set.url)
+    client = await aiohttp_client(create_app(settings, database_url=database_urls.runtime))
+    tenant = await make_tenant(demo=True)
+    sid = await open_session(client, tenant)
+    master = sentinel_set.client(sentinel_set.master)
+    assert await master.keys(f"spiral:t:{tenant.id}:s:{sid}")
+    watch = sentinel_set.client(sentinel_set.sentinel)
+    new_master = sentinel_set.client(sentinel_set.replica)
+    await _until(lambda: _has(new_master, f"spiral:t:{tenant.id}:s:{sid}"), "replicated")
+    await watch.execute_command("SENTINEL", "FAILOVER", SERVICE)
+    await _until(lambda: _role_is(new_master, "master"), "the new master takes writes")
+    # Until the sentinel turns the old master into a replica, it takes writes too (Redis
+    # replication is asynchronous: what it takes then is lost), as for any Redis client.
+    await _until(lambda: _role_is(master, "slave"), "the old master a replica")
+
+    async def answered() -> bool:
+        got = await post(client, tenant, request("tools/call", 2, name="jira_get_issue",
+                                                 arguments={"issue_key": "WEB-1"}), sid=sid)
+        return got.status == 200 and (await got.json())["result"]["isError"] is False
+    await _until(answered, "the session served through the new master")
+    later = await open_session(client, tenant)
+    assert await new_master.keys(f"spiral:t:{tenant.id}:s:{later}")
+    for connection in (master, new_master, watch):
+        await connection.aclose()
+
+
+async def _has(client: redis.Redis, key: str) -> bool:
+    return bool(await client.exists(key))
+
+
 async def _role_is(client: redis.Redis, role: str) -> bool:
     return (await client.info("replication"))["role"] == role
 

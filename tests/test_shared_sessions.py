@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -340,15 +341,25 @@ async def test_delete_on_one_process_ends_the_stream_and_calls_on_the_other(
         await error_of(await post(client, tenant, request("ping", 2), sid=sid), 404)
 
 
+JQL = "spiral://reference/jql"
+
+
+async def streaming_subscriber(a: TestClient, b: TestClient,
+                               tenant: Tenant) -> tuple[str, ClientResponse]:
+    """A session whose stream A holds, subscribed to ``JQL`` through B."""
+    sid = await open_session(a, tenant)
+    stream = await stream_of(a, tenant, sid)
+    assert (await post(b, tenant, request("resources/subscribe", 1, uri=JQL),
+                       sid=sid)).status == 200
+    return sid, stream
+
+
 async def test_changes_reach_a_stream_held_by_another_process(
         pair: Pair, tenant: Tenant) -> None:
     a, b = await pair()
-    sid = await open_session(a, tenant)
-    stream = await stream_of(a, tenant, sid)
-    uri = "spiral://reference/jql"
     # Subscribed through B; the resource changes in B's process, the stream is A's.
-    assert (await post(b, tenant, request("resources/subscribe", 1, uri=uri),
-                       sid=sid)).status == 200
+    sid, stream = await streaming_subscriber(a, b, tenant)
+    uri = JQL
     b.app[DISPATCHER].changes.resource_updated(tenant.id, uri)
     _, message = await next_message(stream)
     assert message == {"jsonrpc": "2.0", "method": "notifications/resources/updated",
@@ -365,7 +376,91 @@ async def test_changes_reach_a_stream_held_by_another_process(
     stream.close()
 
 
+def subscribers(tenant: Tenant, uri: str) -> str:
+    """The Redis index of ``tenant``'s sessions subscribed to ``uri`` (shared_scripts.py)."""
+    return f"spiral:t:{tenant.id}:r:{hashlib.sha1(uri.encode(), usedforsecurity=False).hexdigest()}"
+
+
+async def test_a_change_reaches_a_stream_once_whichever_process_makes_it(
+        pair: Pair, tenant: Tenant, redis_client: redis.Redis) -> None:
+    a, b = await pair()
+    _, stream = await streaming_subscriber(a, b, tenant)
+    uri = JQL
+    assert len(await redis_client.smembers(subscribers(tenant, uri))) == 1
+    # The holder makes one change, the other process the next: each is heard once (the holder
+    # no longer posts what it hears relayed, nor what it makes itself besides the announcement).
+    for maker in (a, b, a):
+        maker.app[DISPATCHER].changes.resource_updated(tenant.id, uri)
+        maker.app[DISPATCHER].changes.prompts_changed("read")
+        assert (await next_message(stream))[1]["method"] == "notifications/resources/updated"
+        assert (await next_message(stream))[1]["method"] == "notifications/prompts/list_changed"
+    # A key without the scope hears no list change of it.
+    a.app[DISPATCHER].changes.tools_changed("no-such-scope")
+    a.app[DISPATCHER].changes.tools_changed("read")
+    assert (await next_message(stream))[1]["method"] == "notifications/tools/list_changed"
+    stream.close()
+
+
+async def test_a_subscriber_that_ended_is_pruned_from_the_index(
+        pair: Pair, tenant: Tenant, redis_client: redis.Redis) -> None:
+    a, b = await pair()
+    sid = await open_session(a, tenant)
+    uri = "spiral://reference/jql"
+    await post(a, tenant, request("resources/subscribe", 1, uri=uri), sid=sid)
+    index = subscribers(tenant, uri)
+    assert await redis_client.pttl(index) > 0  # it expires with the sessions
+    assert (await a.delete("/mcp", headers=headers(tenant, sid=sid))).status == 204
+    b.app[DISPATCHER].changes.resource_updated(tenant.id, uri)
+    deadline = time.monotonic() + 5
+    while await redis_client.exists(index) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not await redis_client.exists(index)
+
+
+async def test_a_uri_too_long_to_subscribe_is_refused(pair: Pair, tenant: Tenant,
+                                                       redis_client: redis.Redis) -> None:
+    a, _ = await pair()
+    sid = await open_session(a, tenant)
+    uri = "spiral://reference/" + "j" * 3000
+    error = await error_of(await post(a, tenant, request("resources/subscribe", 1, uri=uri),
+                                      sid=sid), 200)
+    assert error["code"] == -32602
+    assert "at most 2048 characters" in error["message"]
+    assert not [k async for k in redis_client.scan_iter(f"spiral:t:{tenant.id}:r:*")]
+
+
 # -- isolation -----------------------------------------------------------------------------
+
+
+async def test_another_tenants_subscriber_of_the_same_uri_hears_nothing(
+        pair: Pair, tenant: Tenant, make_tenant: TenantFactory,
+        redis_client: redis.Redis) -> None:
+    a, b = await pair()
+    stranger = await make_tenant(name="stranger")
+    uri, other = "spiral://reference/jql", "spiral://explorer/views/work_items"
+    mine, theirs = await open_session(a, tenant), await open_session(a, stranger)
+    for who, sid, uris in ((tenant, mine, (uri,)), (stranger, theirs, (uri, other))):
+        for n, subscribed in enumerate(uris):
+            assert (await post(b, who, request("resources/subscribe", n, uri=subscribed),
+                               sid=sid)).status == 200
+    my_stream, their_stream = await stream_of(a, tenant, mine), await stream_of(a, stranger,
+                                                                              theirs)
+    b.app[DISPATCHER].changes.resource_updated(tenant.id, uri)
+    _, message = await next_message(my_stream)
+    assert message["params"] == {"uri": uri}
+    # The stranger's first message is its own tenant's later update: the other went by it.
+    b.app[DISPATCHER].changes.resource_updated(stranger.id, other)
+    _, message = await next_message(their_stream)
+    assert message["params"] == {"uri": other}
+    # Each tenant's index names its own sessions only, under its own namespace.
+    assert await redis_client.smembers(subscribers(tenant, uri)) == {
+        f"spiral:t:{tenant.id}:s:{mine}".encode()}
+    assert await redis_client.smembers(subscribers(stranger, uri)) == {
+        f"spiral:t:{stranger.id}:s:{theirs}".encode()}
+    my_stream.close()
+    their_stream.close()
+
+
 
 
 async def _another_key(admin_conn: asyncpg.Connection, queries: Queries,

@@ -150,3 +150,70 @@ async def test_a_call_of_a_killed_process_is_answered_by_another(
                 process.kill()
                 await process.wait()
         redis_server.stop()
+
+
+WORK_ITEMS = "spiral://explorer/views/work_items"
+
+
+def _rpc(request_id: int, method: str, **params: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+
+
+async def test_a_stream_of_a_killed_process_resumes_on_another(
+        database_urls, make_tenant, tmp_path: Path) -> None:
+    """The process holding a session's GET stream is killed: what the session's calls on another
+    process announce meanwhile is kept, and the client resumes the stream there from its last
+    event id, missing nothing."""
+    if not OwnRedis.available():
+        pytest.skip("redis-server is not installed")
+    redis_server = OwnRedis(tmp_path)
+    redis_server.start()
+    tenant = await make_tenant(demo=True)
+    ports = [_free_port(), _free_port()]
+    victim, survivor = [await _serve(database_urls, port, REDIS_URL=redis_server.url)
+                        for port in ports]
+    victim_url, survivor_url = (f"http://127.0.0.1:{port}" for port in ports)
+
+    async def create(request_id: int, summary: str) -> None:
+        made = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid), data=_rpc(
+            request_id, "tools/call", name="jira_create_issue",
+            arguments={"project_key": "WEB", "summary": summary}))
+        assert (await made.json())["result"]["isError"] is False
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            for base in (victim_url, survivor_url):
+                await _ready(http, base)
+            sid = await _session(http, survivor_url, survivor_url, tenant, {})
+            subscribed = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid),
+                                         data=_rpc(1, "resources/subscribe", uri=WORK_ITEMS))
+            assert subscribed.status == 200
+            stream = await http.get(f"{victim_url}/mcp",
+                                    headers=_headers(tenant, sid, accept=STREAM))
+            assert stream.status == 200
+            await create(2, "before the kill")
+            seen = await read_event(stream, timeout=30)
+            assert orjson.loads(seen["data"])["params"] == {"uri": WORK_ITEMS}
+
+            victim.kill()
+            await victim.wait()
+            await create(3, "while no process holds the stream")
+            resumed = await http.get(f"{survivor_url}/mcp", headers={
+                **_headers(tenant, sid, accept=STREAM), "Last-Event-ID": seen["id"]})
+            assert resumed.status == 200
+            missed = await read_event(resumed, timeout=30)
+            assert orjson.loads(missed["data"]) == {
+                "jsonrpc": "2.0", "method": "notifications/resources/updated",
+                "params": {"uri": WORK_ITEMS}}
+            assert missed["id"] != seen["id"]
+            # The resumed stream goes on live.
+            await create(4, "after the resumption")
+            live = await read_event(resumed, timeout=30)
+            assert orjson.loads(live["data"])["method"] == "notifications/resources/updated"
+            resumed.close()
+    finally:
+        for process in (victim, survivor):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        redis_server.stop()

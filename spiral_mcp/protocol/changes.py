@@ -10,7 +10,10 @@ may see the tools or prompts of the scope that changed.
 
 The hub is per process: it tells the listeners and session streams its process holds. Where
 sessions are shared through Redis, every change is also relayed to the other processes (their
-hubs ``receive`` it), so a listener hears the changes any process makes.
+hubs ``receive`` it), so a listener hears the changes any process makes; and the process where
+a change is made ``announce``s it into the Redis streams of the sessions that should hear it,
+whichever process holds their stream (or held it, and was killed), so no hub posts to a shared
+session itself.
 """
 
 from __future__ import annotations
@@ -130,12 +133,16 @@ class ChangeHub:
         # The URIs of the resources that show data of these kinds (ResourceRegistry.showing).
         self._showing = showing
         self._listeners: set[Listener] = set()
-        # Tells the other processes of a change (set by a shared session store).
+        # Tells the other processes of a change, and posts it to the shared sessions' streams
+        # (both set by a shared session store).
         self.relay: Callable[[dict[str, Any]], None] | None = None
+        self.announce: Callable[[dict[str, Any]], None] | None = None
 
     def _relay(self, change: dict[str, Any]) -> None:
         if self.relay is not None:
             self.relay(change)
+        if self.announce is not None:
+            self.announce(change)
 
     def listen(self, principal: Principal, subscription_id: Any,
                change_filter: ChangeFilter) -> Listener:
@@ -218,12 +225,14 @@ class ChangeHub:
                 listener.offer(RESOURCE_UPDATED, {"uri": uri})
         for session in self._streaming_sessions():
             if session.tenant_id == tenant_id:
-                # A shared session reads its subscriptions from Redis: one made through another
-                # process counts.
                 session.offer_update(uri, {"jsonrpc": "2.0", "method": RESOURCE_UPDATED,
                                            "params": {"uri": uri}})
 
     def _streaming_sessions(self) -> Iterable[Session]:
-        # Only a session whose GET stream is open: its outbox would otherwise grow unread.
+        # Only a session whose GET stream is open: its outbox would otherwise grow unread. Shared
+        # sessions hear a change from the process that made it (``announce``): posting here too
+        # would tell them twice.
+        if self.announce is not None:
+            return ()
         return (s for s in self._sessions()
                 if s.state is SessionState.READY and s.stream_open)

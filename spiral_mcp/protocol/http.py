@@ -4,9 +4,10 @@ and running a list of decoded messages through the dispatcher."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -34,16 +35,22 @@ __all__ = [
     "BODY_READ_SECONDS",
     "KeyNoLongerValid",
     "StreamClosed",
+    "accepts",
     "answer",
+    "cancel_on_disconnect",
     "client_gone",
+    "has_progress",
+    "http_error",
     "json_body",
     "queued_messages",
+    "read_body",
     "read_json",
     "rpc_error_response",
     "run_messages",
     "send",
     "send_event",
     "session_messages",
+    "shown",
     "sse_stream",
     "step_up",
     "store_unavailable",
@@ -60,6 +67,10 @@ SSE_SEND_SECONDS = 30.0
 MAX_BATCH = 100
 # How often a waiting stream checks that its client is still there.
 STREAM_POLL_SECONDS = 0.5
+# How often a stateless request checks whether its client is still connected.
+DISCONNECT_POLL_SECONDS = 0.1
+
+_T = TypeVar("_T")
 
 
 # What a client is told to wait before retrying when the session store (Redis) is away.
@@ -288,3 +299,78 @@ async def queued_messages(
         if message is None:
             return
         yield message
+
+
+# -- requests --------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def _accept_allows(accept: str, media_types: tuple[str, ...]) -> bool:
+    # A client sends the same Accept header on every request: answer each one once.
+    offered = frozenset(part.split(";")[0].strip().lower() for part in accept.split(","))
+    if "*/*" in offered:
+        return True
+    return all(m in offered or f"{m.split('/')[0]}/*" in offered for m in media_types)
+
+
+def accepts(request: web.Request, *media_types: str) -> bool:
+    return _accept_allows(request.headers.get("Accept", ""), media_types)
+
+
+def _is_json(request: web.Request) -> bool:
+    return request.content_type == "application/json"
+
+
+def shown(header_value: str) -> str:
+    """A header value fit to repeat in an answer: aiohttp decodes headers with surrogateescape,
+    and a lone surrogate cannot be encoded as JSON (a 500), so whatever is not printable ASCII
+    is escaped."""
+    if header_value.isascii() and header_value.isprintable():
+        return header_value
+    return "".join(c if c.isascii() and c.isprintable() else f"\\u{ord(c):04x}"
+                   for c in header_value)
+
+
+def http_error(status: int, message: str) -> web.Response:
+    return json_body({"jsonrpc": "2.0", "id": None,
+                      "error": {"code": INVALID_REQUEST, "message": message}}, status=status)
+
+
+async def read_body(request: web.Request, *media_types: str) -> Any:
+    """The POST body as JSON, or the HTTP answer that refuses it: 406 when Accept lacks one of
+    ``media_types``, 415 for another Content-Type, 400 (-32700) for a body that is not JSON."""
+    if not accepts(request, *media_types):
+        return http_error(406, f"Accept must list {' and '.join(media_types)}")
+    if not _is_json(request):
+        return http_error(415, "Content-Type must be application/json")
+    try:
+        return await read_json(request)
+    except RpcError as exc:
+        return rpc_error_response(exc)
+
+
+def has_progress(message: Any) -> bool:
+    return (isinstance(message, Request) and isinstance(message.params.get("_meta"), dict)
+            and "progressToken" in message.params["_meta"])
+
+
+async def cancel_on_disconnect(request: web.Request, work: Awaitable[_T]) -> _T | None:
+    """Run ``work``; cancel it when the client goes away, and then return None.
+
+    In the stateless era there are no client notifications: closing the response stream is how a
+    client cancels a request. (The handshake eras differ: there a disconnect is not a cancel,
+    notifications/cancelled is.) aiohttp does not cancel handlers on a lost connection by default,
+    so the request's work watches its connection itself.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                return task.result()
+            if client_gone(request):
+                task.cancel()
+                await asyncio.wait({task})
+                return None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise

@@ -21,8 +21,26 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ClientError", "Session", "SessionLimitError", "SessionState", "SessionStore",
-           "SessionStoreUnavailable"]
+import orjson
+
+from .jsonrpc import INVALID_PARAMS, RpcError
+
+__all__ = ["MAX_CLIENT_DESCRIPTION_BYTES", "ClientError", "Session", "SessionLimitError",
+           "SessionState", "SessionStore", "SessionStoreUnavailable", "check_client_description"]
+
+# What initialize tells of the client (clientInfo, capabilities) is kept with its session; shared
+# through Redis, every request of the session reads it back. Each is refused beyond this (as
+# JSON): no client needs more, and a megabyte read on every ping would load Redis for everyone.
+MAX_CLIENT_DESCRIPTION_BYTES = 65_536
+
+
+def check_client_description(params: dict[str, Any]) -> None:
+    """RpcError(-32602) when initialize's clientInfo or capabilities is too large to keep."""
+    for name in ("clientInfo", "capabilities"):
+        value = params.get(name)
+        if isinstance(value, dict) and len(orjson.dumps(value)) > MAX_CLIENT_DESCRIPTION_BYTES:
+            raise RpcError(INVALID_PARAMS, f"{name} is too large to keep with the session (at "
+                                           f"most {MAX_CLIENT_DESCRIPTION_BYTES} bytes as JSON)")
 
 
 class SessionState(enum.Enum):

@@ -15,6 +15,7 @@ import inspect
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,13 +23,18 @@ import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from .changes import PROMPTS_CHANGED, RESOURCE_UPDATED, TOOLS_CHANGED
 from .shared_scripts import (
+    ANNOUNCE_LIST,
+    ANNOUNCE_UPDATES,
     BROADCAST,
-    OFFER,
     PROCESSES,
+    SESSIONS_ALL,
+    TRACK_POST,
     process_alive,
     process_calls,
     process_channel,
+    tenant_namespace,
 )
 
 __all__ = ["HEARTBEAT_SECONDS", "HEARTBEAT_TTL_SECONDS", "Bus"]
@@ -168,6 +174,11 @@ class Bus:
 
         self._put(op)
 
+    def track_post(self, session_key: str, stream_id: str, kept: int) -> None:
+        """A new POST stream of the session's: the oldest beyond ``kept`` go."""
+        args = (session_key, stream_id, kept, self.events_ttl_ms)
+        self._put(lambda pipe: pipe.eval(TRACK_POST, 1, f"{session_key}:postids", *args))
+
     def end_entries(self, key: str, posts: str, request_ids: list[bytes]) -> None:
         """A POST's stream is complete: a resumed one ends at this mark."""
         def op(pipe: Any) -> None:
@@ -178,12 +189,23 @@ class Bus:
 
         self._put(op)
 
-    def offer_event(self, key: str, uri: str, message: dict[str, Any]) -> None:
-        """Append a resource update to the session's stream if it subscribed to ``uri``."""
-        args = (uri, orjson.dumps(message), self.events_kept, self.events_ttl_ms)
+    def announce(self, change: dict[str, Any]) -> None:
+        """Post a change made here to the streams of the shared sessions that should hear it,
+        whichever process holds them (or held them: one killed, its client resumes elsewhere
+        with nothing missed). One script per change: a session is not a round trip."""
         # EVAL, not EVALSHA: a Redis restarted meanwhile has forgotten its scripts, and a
         # pipeline cannot load one again halfway (Redis caches the script by its text anyway).
-        self._put(lambda pipe: pipe.eval(OFFER, 2, f"{key}:subs", f"{key}:events", *args))
+        kept, ttl = self.events_kept, self.events_ttl_ms
+        if change["kind"] == "resource":
+            pairs = [part for uri in change["uris"] for part in (uri, orjson.dumps(
+                {"jsonrpc": "2.0", "method": RESOURCE_UPDATED, "params": {"uri": uri}}))]
+            namespace = tenant_namespace(uuid.UUID(change["tenant"]))
+            self._put(lambda pipe: pipe.eval(ANNOUNCE_UPDATES, 0, namespace, kept, ttl, *pairs))
+            return
+        method = TOOLS_CHANGED if change["kind"] == "tools" else PROMPTS_CHANGED
+        data = orjson.dumps({"jsonrpc": "2.0", "method": method})
+        self._put(lambda pipe: pipe.eval(ANNOUNCE_LIST, 1, SESSIONS_ALL, change["scope"], data,
+                                         kept, ttl))
 
     def delete_fields(self, fields: dict[str, bytes]) -> None:
         """Delete one field of each of these hashes."""

@@ -43,10 +43,6 @@ class SharedSession(Session):
         self._store.bus.add_event(self.key, message)
         return True
 
-    def offer_update(self, uri: str, message: dict[str, Any]) -> None:
-        if self.state is not SessionState.CLOSED:
-            self._store.bus.offer_event(self.key, uri, message)
-
     async def claim_call(self, request_id: Any, *, tool: str | None = None,
                          actor: str | None = None, http_request_id: str | None = None
                          ) -> str | None:

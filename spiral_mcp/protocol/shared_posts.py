@@ -19,10 +19,16 @@ import orjson
 
 from .shared_bus import Bus
 
-__all__ = ["POST_EVENT_ID", "PostStream", "post_stream_key"]
+__all__ = ["POST_EVENT_ID", "POST_STREAMS_KEPT", "PostStream", "post_stream_key"]
 
-# A POST stream's event id (Last-Event-ID): which stream, and the Redis entry id in it.
-POST_EVENT_ID = re.compile(r"^([0-9a-f]{16})_(\d{1,20}-\d{1,20})$")
+# A session's newest POST streams kept for a resumption; an older one is gone (as an expired
+# one is: its resumption ends at once). Without a bound, a client asking for a streamed answer
+# on every request would keep one stream per request in Redis for the idle timeout.
+POST_STREAMS_KEPT = 64
+
+# A POST stream's event id (Last-Event-ID): which stream, and the Redis entry id in it. ASCII
+# digits only (``\d`` takes any script's), and ``\Z``: ``$`` would take a trailing newline.
+POST_EVENT_ID = re.compile(r"^([0-9a-f]{16})_([0-9]{1,20}-[0-9]{1,20})\Z")
 
 
 def post_stream_key(session_key: str, stream_id: str) -> str:
@@ -41,6 +47,7 @@ class PostStream:
         self._posts = f"{session_key}:posts"
         self._requests = [orjson.dumps(r) for r in request_ids]
         self._count = 0
+        bus.track_post(session_key, self.id, POST_STREAMS_KEPT)
         if self._requests:
             bus.map_requests(self._posts, self._requests, self.id)
 

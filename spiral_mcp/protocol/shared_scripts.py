@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["BROADCAST", "CLAIM", "CREATE", "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OFFER",
-           "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM", "SAVE", "SESSIONS_ALL", "key_sessions",
-           "process_alive", "process_calls", "process_channel", "process_reaper",
-           "session_key", "session_keys", "tenant_sessions"]
+__all__ = ["ANNOUNCE_LIST", "ANNOUNCE_UPDATES", "BROADCAST", "CLAIM", "CREATE", "END_POSTS",
+           "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM",
+           "RESUME_POST", "SAVE", "SESSIONS_ALL", "TRACK_POST", "key_sessions", "process_alive",
+           "process_calls", "process_channel", "process_reaper", "session_key", "session_keys",
+           "tenant_namespace", "tenant_sessions"]
 
 # Every session in all, by last use (member: the session's key).
 SESSIONS_ALL = "spiral:sessions"
@@ -32,10 +33,17 @@ def session_key(tenant_id: uuid.UUID, session_id: str) -> str:
 
 def session_keys(key: str) -> list[str]:
     """The hash and its companions: subscriptions (set), events (stream), calls (hash), the
-    mark of the process holding its stream, and which POST stream answers which request (its
-    POST streams, ``<key>:post:<id>``, expire by themselves)."""
+    mark of the process holding its stream, which POST stream answers which request, and the
+    ids of its POST streams, newest first (the streams, ``<key>:post:<id>``, go with it: see
+    END_POSTS)."""
     return [key, f"{key}:subs", f"{key}:events", f"{key}:calls", f"{key}:stream",
-            f"{key}:posts"]
+            f"{key}:posts", f"{key}:postids", f"{key}:resuming"]
+
+
+def tenant_namespace(tenant_id: uuid.UUID) -> str:
+    """Where every key of the tenant's sessions starts (a script finds a session's own in its
+    key's name)."""
+    return f"spiral:t:{tenant_id}"
 
 
 def tenant_sessions(tenant_id: uuid.UUID) -> str:
@@ -72,11 +80,34 @@ local function prune(set)
   end
 end
 local function forget(m)
+  for _, id in ipairs(redis.call('LRANGE', m .. ':postids', 0, -1)) do
+    redis.call('DEL', m .. ':post:' .. id)
+  end
   redis.call('DEL', m, m .. ':subs', m .. ':events', m .. ':calls', m .. ':stream',
-             m .. ':posts')
+             m .. ':posts', m .. ':postids', m .. ':resuming')
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
   redis.call('ZREM', KEYS[3], m)
+end
+"""
+
+# The subscribers of a URI in a tenant: a set of its sessions' keys, ``<namespace>:r:<hash>``.
+# The URI is the client's text: hashed, it cannot make the name of another key (nor, being
+# bounded, a long one); a collision would only make the announcer look at another URI's
+# subscribers, whose own ``:subs`` it checks. Each entry's TTL is its session's, renewed by
+# the stream's holder (REINDEX); an entry whose session has gone is pruned by the announcer.
+_SUBSCRIBERS = """
+local function namespace(k) return string.match(k, '^spiral:t:[^:]+') end
+local function subscribers(ns, uri) return ns .. ':r:' .. redis.sha1hex(uri) end
+local function index(set, k, ttl)
+  redis.call('SADD', set, k)
+  redis.call('PEXPIRE', set, ttl)
+end
+local function reindex(k, ttl)
+  local ns = namespace(k)
+  for _, uri in ipairs(redis.call('SMEMBERS', k .. ':subs')) do
+    index(subscribers(ns, uri), k, ttl)
+  end
 end
 """
 
@@ -170,14 +201,22 @@ return {rev, redis.call('HGETALL', k), redis.call('SMEMBERS', k .. ':subs'),
 
 # KEYS: the session's hash. ARGV: TTL (ms), {fields = {...}, add = [...], remove = [...]} (JSON).
 # Writes nothing once the session has ended (another process removed it): no half a session.
+# A subscription is also indexed under its URI (the index is the announcer's, ANNOUNCE_UPDATES).
 # Returns the session's new revision (0: ended).
-SAVE = """
+SAVE = _SUBSCRIBERS + """
 local k = KEYS[1]
 if redis.call('EXISTS', k) == 0 then return 0 end
 local change = cjson.decode(ARGV[2])
 for field, value in pairs(change.fields) do redis.call('HSET', k, field, value) end
-for _, uri in ipairs(change.add) do redis.call('SADD', k .. ':subs', uri) end
-for _, uri in ipairs(change.remove) do redis.call('SREM', k .. ':subs', uri) end
+local ns = namespace(k)
+for _, uri in ipairs(change.add) do
+  redis.call('SADD', k .. ':subs', uri)
+  index(subscribers(ns, uri), k, ARGV[1])
+end
+for _, uri in ipairs(change.remove) do
+  redis.call('SREM', k .. ':subs', uri)
+  redis.call('SREM', subscribers(ns, uri), k)
+end
 for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
   redis.call('PEXPIRE', key, ARGV[1])
 end
@@ -217,16 +256,57 @@ redis.call('PEXPIRE', events, ARGV[4])
 return 1
 """
 
-# KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over.
-# Returns {'ok', the newest event's id} (a new stream starts after it: whatever is posted once
-# the mark is seen comes after it), or {'held'} or {'gone'}.
-OPEN_STREAM = """
+# KEYS: the session's POST stream ids. ARGV: the session's hash's key, a new POST stream's id,
+# how many a session keeps, TTL (ms). A client that has many requests answered as streams
+# (anything with a progress token is) keeps only its newest ones in Redis, not one per request
+# for the idle timeout.
+TRACK_POST = """
+redis.call('LPUSH', KEYS[1], ARGV[2])
+while redis.call('LLEN', KEYS[1]) > tonumber(ARGV[3]) do
+  redis.call('DEL', ARGV[1] .. ':post:' .. redis.call('RPOP', KEYS[1]))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
+
+# KEYS: the session's POST stream resumptions (sorted set: reader → last renewal, ms), its hash.
+# ARGV: the reader's token, now (ms), how long a renewal counts (ms), cap. 1: the reader is in
+# (or renewed); 0: the session has ended, or as many readers as it may have are reading. Each
+# reader waits on Redis with a connection of its own: without a cap, one client resuming a POST
+# stream over and over (no 409 as for the GET stream) would take Redis's connections from all.
+RESUME_POST = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: the session's POST stream ids. ARGV: the session's hash's key. Its POST streams go.
+END_POSTS = """
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  redis.call('DEL', ARGV[1] .. ':post:' .. id)
+end
+"""
+
+# KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), '1' to take over,
+# session TTL (ms). Returns {'ok', the newest event's id} (a new stream starts after it:
+# whatever is posted once the mark is seen comes after it), or {'held'} or {'gone'}.
+# The session is marked ``streamed`` (list changes are announced to such sessions) and its
+# subscriptions indexed again (their entries may have expired while it had no stream).
+OPEN_STREAM = _SUBSCRIBERS + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'gone'} end
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 elseif not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
   return {'held'}
 end
+redis.call('HSET', KEYS[2], 'streamed', '1')
+reindex(KEYS[2], ARGV[4])
+redis.call('SET', KEYS[2] .. ':indexed', '1', 'PX', math.max(1, math.floor(ARGV[4] / 2)))
 local newest = redis.call('XREVRANGE', KEYS[2] .. ':events', '+', '-', 'COUNT', 1)
 if #newest > 0 then return {'ok', newest[1][1]} end
 return {'ok', '0-0'}
@@ -234,13 +314,18 @@ return {'ok', '0-0'}
 
 # KEYS: the stream's mark, the session's hash. ARGV: token, mark TTL (ms), session TTL (ms).
 # 1 while this holder still owns the stream of a live session (both TTLs renewed), else 0.
-KEEP_STREAM = """
+# Every half TTL (the ``:indexed`` mark, which expires by itself) the subscriptions' index
+# entries are renewed too: they outlive the holder by at least half a TTL.
+KEEP_STREAM = _SUBSCRIBERS + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local k = KEYS[2]
 for _, key in ipairs({k, k .. ':subs', k .. ':events', k .. ':calls'}) do
   redis.call('PEXPIRE', key, ARGV[3])
+end
+if redis.call('SET', k .. ':indexed', '1', 'PX', math.max(1, math.floor(ARGV[3] / 2)), 'NX') then
+  reindex(k, ARGV[3])
 end
 return 1
 """
@@ -251,11 +336,49 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: the session's subscriptions, its events. ARGV: URI, the message, MAXLEN, TTL (ms).
-# Posts a resource update only if the client subscribed (through whichever process).
-OFFER = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
+# ARGV: the tenant's namespace, MAXLEN, events TTL (ms), then (URI, message) pairs.
+# A resource update of one tenant, posted to the stream of each of its sessions that subscribed
+# to the URI and has (or had) a stream, whichever process holds it or whether one does: a
+# client resuming after its holder died misses nothing. Only the namespace's own index is read,
+# and a member outside the namespace is never written to (defence in depth: members are only
+# ever added by SAVE under their own session's namespace). Returns how many were posted.
+ANNOUNCE_UPDATES = _SUBSCRIBERS + """
+local ns, posted = ARGV[1], 0
+for i = 4, #ARGV, 2 do
+  local uri, set = ARGV[i], subscribers(ARGV[1], ARGV[i])
+  for _, m in ipairs(redis.call('SMEMBERS', set)) do
+    local streamed = redis.call('HMGET', m, 'state', 'streamed')
+    if not streamed[1] or namespace(m) ~= ns
+        or redis.call('SISMEMBER', m .. ':subs', uri) == 0 then
+      redis.call('SREM', set, m)  -- ended, expired or unsubscribed
+    elseif streamed[2] == '1' then
+      redis.call('XADD', m .. ':events', 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[i + 1])
+      redis.call('PEXPIRE', m .. ':events', ARGV[3])
+      posted = posted + 1
+    end
+  end
+end
+return posted
+"""
+
+# KEYS: every session (SESSIONS_ALL). ARGV: the scope, the message, MAXLEN, events TTL (ms).
+# A list change, posted to the stream of every ready session whose key holds the scope and that
+# has (or had) a stream, whichever process holds it. List changes are rare (a deployment, a
+# registry's reload); the walk is bounded by the server's session cap.
+ANNOUNCE_LIST = """
+local posted = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local h = redis.call('HMGET', m, 'state', 'streamed', 'scopes')
+  if h[1] == 'ready' and h[2] == '1' then
+    for _, scope in ipairs(cjson.decode(h[3] or '[]')) do
+      if scope == ARGV[1] then
+        redis.call('XADD', m .. ':events', 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[2])
+        redis.call('PEXPIRE', m .. ':events', ARGV[4])
+        posted = posted + 1
+        break
+      end
+    end
+  end
+end
+return posted
 """

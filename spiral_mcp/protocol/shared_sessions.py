@@ -17,6 +17,7 @@ reads them there; entry ids are the SSE event ids, so a client resumes on any pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -70,7 +71,14 @@ LOCAL_TEND_SECONDS = 30.0
 # for a short idle timeout: a tenth of it).
 _REFRESH_MS = 2000
 _LINE_CHECK_SECONDS = 0.25
-_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+# Each half of a Redis entry id is a 64-bit unsigned number: a larger one Redis refuses (an
+# error that must be the client's 400, not an outage's 503).
+_ENTRY_PART_MAX = 2**64 - 1
+# What ``create`` makes (token_hex(16)). An id is part of Redis key names: anything else (a
+# client's "<id>:subs", say, naming a companion key of another type) is no session, not a
+# Redis error.
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 _REFUSALS = {
     "key": "this API key (or user) has as many sessions open as it allows",
     "tenant": "this tenant has as many sessions open as it allows",
@@ -122,6 +130,7 @@ class SharedSessionStore(SessionStore):
         self._open_stream = client.register_script(lua.OPEN_STREAM)
         self._keep_stream = client.register_script(lua.KEEP_STREAM)
         self._release_stream = client.register_script(lua.RELEASE_STREAM)
+        self._resume_post = client.register_script(lua.RESUME_POST)
         self._process_calls = lua.process_calls(self.bus.process_id)
         self._ttl_ready = _ms(idle_timeout)
         self._ttl_open = _ms(min(idle_timeout, UNINITIALIZED_TIMEOUT))
@@ -147,10 +156,12 @@ class SharedSessionStore(SessionStore):
         await self._line.close()
 
     def bind(self, *, changes: Any, audit: Any) -> None:
-        """Changes made here go to every process, theirs come here (shared_bus.py); the audit
-        rows of a dead process's calls are written with ``audit``."""
+        """Changes made here go to every process (their listeners), theirs come here, and
+        those for sessions go straight to their Redis streams (shared_bus.py); the audit rows
+        of a dead process's calls are written with ``audit``."""
         self._changes = changes
         changes.relay = self.bus.relay_change
+        changes.announce = self.bus.announce
         self.reaper.audit = audit.enqueue
 
     # -- the session's life ----------------------------------------------------------------
@@ -195,6 +206,8 @@ class SharedSessionStore(SessionStore):
     async def get(self, session_id: str, key_id: uuid.UUID, *, tenant_id: uuid.UUID,
                   transport: str, calls: list[tuple[Any, dict[str, Any]]] | None = None
                   ) -> Session | None:
+        if not _SESSION_ID.fullmatch(session_id):
+            return None
         key = lua.session_key(tenant_id, session_id)
         local = self._local.get(key)
         # The revision of this copy's fields: Redis answers them only if they moved since.
@@ -302,6 +315,7 @@ class SharedSessionStore(SessionStore):
         self._forget(session.key)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
+                pipe.eval(lua.END_POSTS, 1, f"{session.key}:postids", session.key)
                 pipe.delete(*lua.session_keys(session.key))
                 for cap_set in (lua.SESSIONS_ALL, lua.tenant_sessions(session.tenant_id),
                                 lua.key_sessions(session.tenant_id, session.key_id)):
@@ -367,7 +381,8 @@ class SharedSessionStore(SessionStore):
         try:
             verdict = await self._open_stream(
                 keys=[f"{session.key}:stream", session.key],
-                args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0"])
+                args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0",
+                      self._ttl_ms(ready=True)])
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
         if verdict[0] != b"ok":
@@ -391,7 +406,9 @@ class SharedSessionStore(SessionStore):
     def event_id(self, header: str) -> str | None:
         if not header:
             return None
-        if not (_EVENT_ID.match(header) or POST_EVENT_ID.match(header)):
+        entry = (header if _EVENT_ID.match(header)
+                 else post[2] if (post := POST_EVENT_ID.match(header)) else None)
+        if entry is None or any(int(part) > _ENTRY_PART_MAX for part in entry.split("-")):
             raise ValueError("Last-Event-ID must be an event id this server sent "
                              "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
         return header
@@ -446,26 +463,39 @@ class SharedSessionStore(SessionStore):
         """A POST's stream, resumed: its events after ``last``, until its end mark (its
         answers sent), the session's end, or the stream's expiry."""
         key = post_stream_key(session.key, stream_id)
+        # As many readers at once, across processes, as the calls the session may run (each
+        # a POST stream at most): a reader beyond them ends at once, as an unknown stream does.
+        resuming, reader = f"{session.key}:resuming", secrets.token_hex(8)
         next_check = time.monotonic()
-        while not client_gone(request) and session.state is not SessionState.CLOSED:
-            try:
-                if time.monotonic() >= next_check:
-                    if key_still_valid is not None and not await key_still_valid():
-                        raise KeyNoLongerValid(f"the credential of session {session.id} is "
-                                               "no longer valid")
-                    if not await self._client.exists(key):
-                        return  # unknown, or expired: nothing more will come
-                    next_check = time.monotonic() + STREAM_POLL_SECONDS
-                read = await self._blocking.xread({key: last}, count=100, block=READ_BLOCK_MS)
-            except RedisError as exc:
-                raise SessionStoreUnavailable(str(exc)) from exc
-            for _, entries in read:
-                for entry_id, values in entries:
-                    last = entry_id.decode()
-                    if b"end" in values:
-                        return  # every answer has been sent
-                    if b"m" in values:  # not the priming entry
-                        yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        try:
+            while not client_gone(request) and session.state is not SessionState.CLOSED:
+                try:
+                    if time.monotonic() >= next_check:
+                        if key_still_valid is not None and not await key_still_valid():
+                            raise KeyNoLongerValid(f"the credential of session {session.id} is "
+                                                   "no longer valid")
+                        if not await self._client.exists(key):
+                            return  # unknown, or expired: nothing more will come
+                        if not await self._resume_post(
+                                keys=[resuming, session.key],
+                                args=[reader, _ms(time.time()), _ms(STREAM_MARK_SECONDS),
+                                      session.max_concurrent_calls]):
+                            return
+                        next_check = time.monotonic() + STREAM_POLL_SECONDS
+                    read = await self._blocking.xread({key: last}, count=100,
+                                                      block=READ_BLOCK_MS)
+                except RedisError as exc:
+                    raise SessionStoreUnavailable(str(exc)) from exc
+                for _, entries in read:
+                    for entry_id, values in entries:
+                        last = entry_id.decode()
+                        if b"end" in values:
+                            return  # every answer has been sent
+                        if b"m" in values:  # not the priming entry
+                            yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        finally:
+            with contextlib.suppress(RedisError):
+                await self._client.zrem(resuming, reader)
 
     async def _keep(self, session: SharedSession) -> bool:
         if session.stream_token is None:
@@ -529,7 +559,8 @@ class SharedSessionStore(SessionStore):
         self._local.clear()
 
     def live(self) -> list[Session]:
-        """The sessions whose stream this process holds (the change hub posts to those)."""
+        """The sessions whose stream this process holds (the change hub leaves them to the
+        process announcing a change: shared_bus.Bus.announce)."""
         return [s for s in self._local.values()
                 if s.stream_token is not None and s.state is not SessionState.CLOSED]
 

@@ -16,6 +16,7 @@ __all__ = [
     "MODERN_VERSIONS",
     "PROTOCOL_VERSION_META",
     "SUPPORTED_VERSIONS",
+    "VERSION_HEADER",
     "check_stateless_version",
     "missing_stateless_meta",
     "negotiate",
@@ -30,6 +31,8 @@ LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[-1]
 BATCHING_VERSIONS = frozenset({"2025-03-26"})
 # Where a stateless-era request carries its version and the client's capabilities (params._meta).
 PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+# The HTTP header naming the protocol version of a request to /mcp.
+VERSION_HEADER = "MCP-Protocol-Version"
 CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # A request without MCP-Protocol-Version is taken as this version (streamable HTTP rules).
 DEFAULT_HEADERLESS_VERSION = "2025-03-26"
