@@ -11,15 +11,26 @@ end (neither is a message).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
+import redis.asyncio as redis
+from aiohttp import web
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
+from .http import STREAM_POLL_SECONDS, KeyNoLongerValid, client_gone
+from .sessions import SessionState, SessionStoreUnavailable
 from .shared_bus import Bus
+from .shared_local import SharedSession
 
-__all__ = ["POST_EVENT_ID", "POST_STREAMS_KEPT", "PostStream", "post_stream_key"]
+__all__ = ["POST_EVENT_ID", "POST_STREAMS_KEPT", "PostStream", "PostStreamReader",
+           "checked_event_id", "post_stream_key"]
 
 # A session's newest POST streams kept for a resumption; an older one is gone (as an expired
 # one is: its resumption ends at once). Without a bound, a client asking for a streamed answer
@@ -29,6 +40,25 @@ POST_STREAMS_KEPT = 64
 # A POST stream's event id (Last-Event-ID): which stream, and the Redis entry id in it. ASCII
 # digits only (``\d`` takes any script's), and ``\Z``: ``$`` would take a trailing newline.
 POST_EVENT_ID = re.compile(r"^([0-9a-f]{16})_([0-9]{1,20}-[0-9]{1,20})\Z")
+
+
+# A session stream's event id: a Redis entry id. Each half is a 64-bit unsigned number: a
+# larger one Redis refuses (an error that must be the client's 400, not an outage's 503).
+_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+_ENTRY_PART_MAX = 2**64 - 1
+
+
+def checked_event_id(header: str) -> str | None:
+    """A Last-Event-ID header as the event id it names (None: none given); ValueError for one
+    this server never sends."""
+    if not header:
+        return None
+    entry = (header if _EVENT_ID.match(header)
+             else post[2] if (post := POST_EVENT_ID.match(header)) else None)
+    if entry is None or any(int(part) > _ENTRY_PART_MAX for part in entry.split("-")):
+        raise ValueError("Last-Event-ID must be an event id this server sent "
+                         "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
+    return header
 
 
 def post_stream_key(session_key: str, stream_id: str) -> str:
@@ -70,3 +100,58 @@ class PostStream:
     def finish(self) -> None:
         """Every answer is recorded: a resumed stream ends after them."""
         self._bus.end_entries(self._key, self._posts, self._requests)
+
+
+class PostStreamReader:
+    """A POST's stream resumed on any process (GET with the Last-Event-ID of one of its events):
+    read from Redis, with at most as many readers of a session's POST streams at once, across
+    processes, as the calls it may run."""
+
+    def __init__(self, client: redis.Redis, blocking: redis.Redis, resume: AsyncScript, *,
+                 mark_ms: int, block_ms: int) -> None:
+        self._client = client
+        self._blocking = blocking  # a connection of its own for each blocking read
+        self._resume = resume
+        self._mark_ms = mark_ms
+        self._block_ms = block_ms
+
+    async def events(
+        self, request: web.Request, session: SharedSession, stream_id: str, last: str, *,
+        key_still_valid: Callable[[], Awaitable[bool]] | None,
+    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+        """A POST's stream, resumed: its events after ``last``, until its end mark (its
+        answers sent), the session's end, or the stream's expiry."""
+        key = post_stream_key(session.key, stream_id)
+        # As many readers at once, across processes, as the calls the session may run (each
+        # a POST stream at most): a reader beyond them ends at once, as an unknown stream does.
+        resuming, reader = f"{session.key}:resuming", secrets.token_hex(8)
+        next_check = time.monotonic()
+        try:
+            while not client_gone(request) and session.state is not SessionState.CLOSED:
+                try:
+                    if time.monotonic() >= next_check:
+                        if key_still_valid is not None and not await key_still_valid():
+                            raise KeyNoLongerValid(f"the credential of session {session.id} is "
+                                                   "no longer valid")
+                        if not await self._client.exists(key):
+                            return  # unknown, or expired: nothing more will come
+                        if not await self._resume(
+                                keys=[resuming, session.key],
+                                args=[reader, round(time.time() * 1000), self._mark_ms,
+                                      session.max_concurrent_calls]):
+                            return
+                        next_check = time.monotonic() + STREAM_POLL_SECONDS
+                    read = await self._blocking.xread({key: last}, count=100,
+                                                      block=self._block_ms)
+                except RedisError as exc:
+                    raise SessionStoreUnavailable(str(exc)) from exc
+                for _, entries in read:
+                    for entry_id, values in entries:
+                        last = entry_id.decode()
+                        if b"end" in values:
+                            return  # every answer has been sent
+                        if b"m" in values:  # not the priming entry
+                            yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
+        finally:
+            with contextlib.suppress(RedisError):
+                await self._client.zrem(resuming, reader)

@@ -9,13 +9,17 @@ which a single Redis (or a Sentinel-watched one) allows; Redis Cluster would not
 
 from __future__ import annotations
 
+import functools
 import uuid
+from typing import Any
+
+import orjson
 
 __all__ = ["ANNOUNCE_LIST", "ANNOUNCE_UPDATES", "BROADCAST", "CLAIM", "CREATE", "END_POSTS",
            "KEEP_STREAM", "LOOKUP", "LOST_CALL", "OPEN_STREAM", "PROCESSES", "RELEASE_STREAM",
-           "RESUME_POST", "SAVE", "SESSIONS_ALL", "TRACK_POST", "key_sessions", "process_alive",
-           "process_calls", "process_channel", "process_reaper", "session_key", "session_keys",
-           "tenant_namespace", "tenant_sessions"]
+           "RESUME_POST", "SAVE", "SESSIONS_ALL", "TRACK_POST", "call_field", "cap_sets",
+           "key_sessions", "process_alive", "process_calls", "process_channel", "process_reaper",
+           "session_key", "session_keys", "tenant_namespace", "tenant_sessions"]
 
 # Every session in all, by last use (member: the session's key).
 SESSIONS_ALL = "spiral:sessions"
@@ -44,6 +48,18 @@ def tenant_namespace(tenant_id: uuid.UUID) -> str:
     """Where every key of the tenant's sessions starts (a script finds a session's own in its
     key's name)."""
     return f"spiral:t:{tenant_id}"
+
+
+@functools.lru_cache(maxsize=4096)
+def cap_sets(tenant_id: uuid.UUID, key_id: uuid.UUID) -> tuple[str, str, str]:
+    """The tenant's and the key's sets of sessions, and the key's id as the hash holds it
+    (made once per key, not per request)."""
+    return tenant_sessions(tenant_id), key_sessions(tenant_id, key_id), str(key_id)
+
+
+def call_field(session_id: str, request_id: Any) -> bytes:
+    """A call's field among its process's calls: the session and the request id."""
+    return f"{session_id}:".encode() + orjson.dumps(request_id)
 
 
 def tenant_sessions(tenant_id: uuid.UUID) -> str:

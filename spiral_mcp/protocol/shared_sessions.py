@@ -6,8 +6,9 @@ tool calls running on it (by request id → process) and which process holds its
 a process can hold stays in its memory, in a local :class:`SharedSession` per session it serves:
 the tasks of the calls it runs (to cancel them), the futures of what it asked the client (to
 resolve them), the HTTP stream it holds. A message for one of those reaches the process on its
-channel (``spiral:p:<process>``); a session's end and the change notifications go to every
-process on the broadcast channel (bus.py runs both).
+channel (``spiral:p:<process>``); a session's end goes to every process on the broadcast
+channel (shared_bus.py runs both); a change is written into the streams of the sessions that
+should hear it by the process where it happens.
 
 The dispatcher mutates the local object as it does in memory; the transport then ``save``s it,
 which writes the shared fields that changed. Messages for the session's stream (``post``) are
@@ -17,8 +18,6 @@ reads them there; entry ids are the SSE event ids, so a client resumes on any pr
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import re
 import secrets
@@ -45,7 +44,7 @@ from .sessions import (
 from .shared_bus import Bus
 from .shared_line import RedisLine
 from .shared_local import SharedSession, shared_fields
-from .shared_posts import POST_EVENT_ID, PostStream, post_stream_key
+from .shared_posts import POST_EVENT_ID, PostStream, PostStreamReader, checked_event_id
 from .shared_reaper import Reaper
 
 __all__ = ["EVENTS_KEPT", "SharedSessionStore"]
@@ -71,10 +70,6 @@ LOCAL_TEND_SECONDS = 30.0
 # for a short idle timeout: a tenth of it).
 _REFRESH_MS = 2000
 _LINE_CHECK_SECONDS = 0.25
-_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
-# Each half of a Redis entry id is a 64-bit unsigned number: a larger one Redis refuses (an
-# error that must be the client's 400, not an outage's 503).
-_ENTRY_PART_MAX = 2**64 - 1
 # What ``create`` makes (token_hex(16)). An id is part of Redis key names: anything else (a
 # client's "<id>:subs", say, naming a companion key of another type) is no session, not a
 # Redis error.
@@ -88,18 +83,6 @@ _REFUSALS = {
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
-
-
-@functools.lru_cache(maxsize=4096)
-def _cap_sets(tenant_id: uuid.UUID, key_id: uuid.UUID) -> tuple[str, str, str]:
-    """The tenant's and the key's sets of sessions, and the key's id as the hash holds it
-    (made once per key, not per request)."""
-    return lua.tenant_sessions(tenant_id), lua.key_sessions(tenant_id, key_id), str(key_id)
-
-
-def _call_field(session_id: str, request_id: Any) -> bytes:
-    """A call's field among its process's calls: the session and the request id."""
-    return f"{session_id}:".encode() + orjson.dumps(request_id)
 
 
 class SharedSessionStore(SessionStore):
@@ -130,7 +113,9 @@ class SharedSessionStore(SessionStore):
         self._open_stream = client.register_script(lua.OPEN_STREAM)
         self._keep_stream = client.register_script(lua.KEEP_STREAM)
         self._release_stream = client.register_script(lua.RELEASE_STREAM)
-        self._resume_post = client.register_script(lua.RESUME_POST)
+        self._posts = PostStreamReader(
+            client, blocking, client.register_script(lua.RESUME_POST),
+            mark_ms=_ms(STREAM_MARK_SECONDS), block_ms=READ_BLOCK_MS)
         self._process_calls = lua.process_calls(self.bus.process_id)
         self._ttl_ready = _ms(idle_timeout)
         self._ttl_open = _ms(min(idle_timeout, UNINITIALIZED_TIMEOUT))
@@ -215,7 +200,7 @@ class SharedSessionStore(SessionStore):
         # says nothing of whether the session still exists, or is the caller's.
         known = ("" if local is None or local.state is SessionState.CLOSED
                  or local.key_id != key_id or local.transport != transport else local.rev)
-        tenant_set, key_set, key_name = _cap_sets(tenant_id, key_id)
+        tenant_set, key_set, key_name = lua.cap_sets(tenant_id, key_id)
         keys = [lua.SESSIONS_ALL, tenant_set, key_set, key]
         args: list[Any] = [key_name, transport, self._ttl_ready, self._ttl_open,
                            int(time.time() * 1000), known, self._refresh_ms]
@@ -226,7 +211,7 @@ class SharedSessionStore(SessionStore):
             for request_id, about in calls:
                 field = orjson.dumps(request_id)
                 fields_of_calls.append(field)
-                args += [field, _call_field(session_id, request_id), orjson.dumps(
+                args += [field, lua.call_field(session_id, request_id), orjson.dumps(
                     {"session": key, "id": request_id, "tenant": str(tenant_id),
                      "key": str(key_id), **about})]
         try:
@@ -346,7 +331,7 @@ class SharedSessionStore(SessionStore):
                 keys=[f"{session.key}:calls", self._process_calls],
                 args=[orjson.dumps(request_id), self.bus.process_id,
                       session.max_concurrent_calls, self._ttl_ms(ready=True),
-                      _call_field(session.id, request_id), orjson.dumps(record)])
+                      lua.call_field(session.id, request_id), orjson.dumps(record)])
         except RedisError:
             return "unavailable"
         return None if verdict == b"ok" else verdict.decode()
@@ -362,11 +347,11 @@ class SharedSessionStore(SessionStore):
         # with the session's calls hash.
         field = orjson.dumps(request_id)
         if self._line.send(("HDEL", f"{session.key}:calls", field),
-                           ("HDEL", self._process_calls, _call_field(session.id, request_id))):
+                           ("HDEL", self._process_calls, lua.call_field(session.id, request_id))):
             return
         self.bus.delete_fields({f"{session.key}:calls": orjson.dumps(request_id),
                                 self._process_calls:
-                                _call_field(session.id, request_id)})
+                                lua.call_field(session.id, request_id)})
 
     # -- the stream ------------------------------------------------------------------------
 
@@ -404,14 +389,7 @@ class SharedSessionStore(SessionStore):
                 raise SessionStoreUnavailable(str(exc)) from exc
 
     def event_id(self, header: str) -> str | None:
-        if not header:
-            return None
-        entry = (header if _EVENT_ID.match(header)
-                 else post[2] if (post := POST_EVENT_ID.match(header)) else None)
-        if entry is None or any(int(part) > _ENTRY_PART_MAX for part in entry.split("-")):
-            raise ValueError("Last-Event-ID must be an event id this server sent "
-                             "(<digits>-<digits>, or <stream>_<digits>-<digits>)")
-        return header
+        return checked_event_id(header)
 
     def post_stream(self, session: Session, request_ids: list[Any]) -> PostStream:
         assert isinstance(session, SharedSession)
@@ -425,8 +403,8 @@ class SharedSessionStore(SessionStore):
         client leaves, another process takes the stream over, or this one drains."""
         assert isinstance(session, SharedSession)
         if after is not None and (post := POST_EVENT_ID.match(after)) is not None:
-            async for item in self._post_events(request, session, post[1], post[2],
-                                                key_still_valid=key_still_valid):
+            async for item in self._posts.events(request, session, post[1], post[2],
+                                                 key_still_valid=key_still_valid):
                 yield item
             return
         events = f"{session.key}:events"
@@ -455,47 +433,6 @@ class SharedSessionStore(SessionStore):
                 for entry_id, values in entries:
                     last = entry_id.decode()
                     yield last, orjson.loads(values[b"m"])
-
-    async def _post_events(
-        self, request: web.Request, session: SharedSession, stream_id: str, last: str, *,
-        key_still_valid: Callable[[], Awaitable[bool]] | None,
-    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
-        """A POST's stream, resumed: its events after ``last``, until its end mark (its
-        answers sent), the session's end, or the stream's expiry."""
-        key = post_stream_key(session.key, stream_id)
-        # As many readers at once, across processes, as the calls the session may run (each
-        # a POST stream at most): a reader beyond them ends at once, as an unknown stream does.
-        resuming, reader = f"{session.key}:resuming", secrets.token_hex(8)
-        next_check = time.monotonic()
-        try:
-            while not client_gone(request) and session.state is not SessionState.CLOSED:
-                try:
-                    if time.monotonic() >= next_check:
-                        if key_still_valid is not None and not await key_still_valid():
-                            raise KeyNoLongerValid(f"the credential of session {session.id} is "
-                                                   "no longer valid")
-                        if not await self._client.exists(key):
-                            return  # unknown, or expired: nothing more will come
-                        if not await self._resume_post(
-                                keys=[resuming, session.key],
-                                args=[reader, _ms(time.time()), _ms(STREAM_MARK_SECONDS),
-                                      session.max_concurrent_calls]):
-                            return
-                        next_check = time.monotonic() + STREAM_POLL_SECONDS
-                    read = await self._blocking.xread({key: last}, count=100,
-                                                      block=READ_BLOCK_MS)
-                except RedisError as exc:
-                    raise SessionStoreUnavailable(str(exc)) from exc
-                for _, entries in read:
-                    for entry_id, values in entries:
-                        last = entry_id.decode()
-                        if b"end" in values:
-                            return  # every answer has been sent
-                        if b"m" in values:  # not the priming entry
-                            yield f"{stream_id}_{last}", orjson.loads(values[b"m"])
-        finally:
-            with contextlib.suppress(RedisError):
-                await self._client.zrem(resuming, reader)
 
     async def _keep(self, session: SharedSession) -> bool:
         if session.stream_token is None:
