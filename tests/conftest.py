@@ -22,6 +22,7 @@ from spiral_mcp.provision import DatabaseUrls, provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import OWNER_ROLE, url_for_role
 from spiral_mcp.server.app import create_app
+from tests.balancer import haproxy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,6 +254,18 @@ async def resetting_host() -> AsyncIterator[tuple[str, list[bytes]]]:
     yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", heads
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture(scope="session")
+def haproxy() -> str:
+    """HAProxy's program, or a skip; in CI (.ci/run installs it) a failure, as for Node.js."""
+    found = haproxy_binary()
+    if found is None:
+        reason = "haproxy is not installed (Debian: apt-get install haproxy)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs HAProxy for the balancer tests: {reason}")
+        pytest.skip(reason)
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from test_first_start import environment
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.sources import manage
 from spiral_mcp.sources.secrets import SecretBox
-from tests.balancer import Balancer, balanced, haproxy_binary, haproxy_config
+from tests.balancer import Balancer, balanced
 from tests.conformance_suites import SUITES, failed_lines
 from tests.fake_jira import FakeJira
 
@@ -56,18 +56,6 @@ SECRET_KEY = "b" * 43 + "="  # a Fernet key: the same in every process, as the R
 
 def backends_for(mode: str) -> int:
     return STATELESS_BACKENDS if mode == "auto" else SESSION_BACKENDS
-
-
-@pytest.fixture(scope="session")
-def haproxy() -> str:
-    """HAProxy's program, or a skip; in CI (.ci/run installs it) a failure, as for Node.js."""
-    found = haproxy_binary()
-    if found is None:
-        reason = "haproxy is not installed (Debian: apt-get install haproxy)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs HAProxy for the balancer tests: {reason}")
-        pytest.skip(reason)
-    return found
 
 
 Fronts = Callable[[int], Awaitable[Balancer]]
@@ -314,32 +302,3 @@ def test_conformance_through_the_balancer(haproxy: str, superuser_url: str, redi
     assert served is not None, output[-5000:]
     counts = [int(n) for n in re.findall(r": (\d+)", served.group(1))]
     assert len(counts) == suite_backends(suite) and min(counts) > 0, served.group(1)
-
-
-# -- the compose profile's balancer ---------------------------------------------------------------
-
-def test_the_compose_balancer_is_configured_as_the_tested_one(haproxy: str, tmp_path: Path) -> None:
-    """docker/haproxy.cfg (the `scale` profile) is valid for HAProxy and has what the balancer of
-    these tests has for streams and balancing. Docker itself does not run here."""
-    config = ROOT / "docker" / "haproxy.cfg"
-    checked = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True,
-                             text=True, timeout=30, check=False)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    ours = haproxy_config(port=8055, backends=[("s1", 8056)], admin_socket=tmp_path / "a.sock")
-    text = config.read_text()
-    for setting in ("balance roundrobin", "no option http-buffer-request", "timeout client 1h",
-                    "timeout server 1h", "timeout tunnel 1h", "retries 2", "option redispatch 1",
-                    "option httpchk", "http-check send meth GET uri /ready",
-                    "http-check expect status 200"):
-        assert f"    {setting}" in text and f"    {setting}" in ours, setting
-    # No stickiness, and nothing that gathers an answer before passing it on.
-    assert re.search(r"^\s*(cookie|stick|compression|hash-type)\b", text, re.MULTILINE) is None
-
-    compose = (ROOT / "docker-compose.yml").read_text()
-    replica = ("\n  replica:\n    <<: *server\n    profiles: [scale]\n"
-               "    deploy:\n      replicas: 3\n")
-    assert replica in compose
-    assert "    server-template replica 6 replica:8055\n" in text
-    balancer = compose.split("\n  balancer:\n", 1)[1].split("\n\n", 1)[0]
-    assert "    profiles: [scale]\n" in balancer
-    assert "      - ./docker/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro\n" in balancer

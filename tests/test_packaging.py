@@ -1,10 +1,16 @@
-"""A non-editable install carries every subpackage and data file: setup.cfg lists packages by
-hand (so migrations/ can ship as spiral_mcp.migrations), so a new one must be listed there too."""
+"""What ships beside the code: a non-editable install carries every subpackage and data file
+(setup.cfg lists packages by hand, so migrations/ can ship as spiral_mcp.migrations, and a new
+one must be listed there too), and the deployment files (docker-compose.yml, docker/) hold what
+the tests check. Read from the repository: .ci/check-install runs the suite without them."""
 
 from __future__ import annotations
 
 import configparser
+import re
+import subprocess
 from pathlib import Path
+
+from tests.balancer import haproxy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,3 +117,30 @@ def test_make_help_lists_every_target() -> None:
     # `make` alone helps too, rather than installing.
     assert subprocess.run(["make", "-s", "-C", str(ROOT)], capture_output=True, text=True,
                           check=True, timeout=30).stdout == listed
+
+
+def test_the_compose_balancer_is_configured_as_the_tested_one(haproxy: str, tmp_path: Path) -> None:
+    """docker/haproxy.cfg (the `scale` profile) is valid for HAProxy and has what the balancer of
+    these tests has for streams and balancing. Docker itself does not run here."""
+    config = ROOT / "docker" / "haproxy.cfg"
+    checked = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True,
+                             text=True, timeout=30, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    ours = haproxy_config(port=8055, backends=[("s1", 8056)], admin_socket=tmp_path / "a.sock")
+    text = config.read_text()
+    for setting in ("balance roundrobin", "no option http-buffer-request", "timeout client 1h",
+                    "timeout server 1h", "timeout tunnel 1h", "retries 2", "option redispatch 1",
+                    "option httpchk", "http-check send meth GET uri /ready",
+                    "http-check expect status 200"):
+        assert f"    {setting}" in text and f"    {setting}" in ours, setting
+    # No stickiness, and nothing that gathers an answer before passing it on.
+    assert re.search(r"^\s*(cookie|stick|compression|hash-type)\b", text, re.MULTILINE) is None
+
+    compose = (ROOT / "docker-compose.yml").read_text()
+    replica = ("\n  replica:\n    <<: *server\n    profiles: [scale]\n"
+               "    deploy:\n      replicas: 3\n")
+    assert replica in compose
+    assert "    server-template replica 6 replica:8055\n" in text
+    balancer = compose.split("\n  balancer:\n", 1)[1].split("\n\n", 1)[0]
+    assert "    profiles: [scale]\n" in balancer
+    assert "      - ./docker/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro\n" in balancer
