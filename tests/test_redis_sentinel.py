@@ -92,14 +92,7 @@ async def test_rate_limits_live_on_the_master_and_survive_a_failover(
 
     # The sentinel makes the replica the master; the old master becomes its replica.
     watch = sentinel_set.client(sentinel_set.sentinel)
-    await watch.execute_command("SENTINEL", "FAILOVER", SERVICE)
-
-    async def promoted() -> bool:
-        _, port = await watch.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-        return int(port) == sentinel_set.replica.port
-    await _until(promoted, "the replica promoted")
-    new_master = sentinel_set.client(sentinel_set.replica)
-    await _until(lambda: _role_is(new_master, "master"), "the new master takes writes")
+    new_master = await _fail_over(sentinel_set, watch)
 
     # Calls go on all along; a new tenant's budget ends up on the new master (the limiter asks
     # Redis again within 5 s of losing the old one) and holds exactly.
@@ -152,6 +145,19 @@ async def _has(client: redis.Redis, key: str) -> bool:
     return bool(await client.exists(key))
 
 
+async def _fail_over(sentinel_set: SentinelSet, watch: redis.Redis) -> redis.Redis:
+    """The sentinel makes the replica the master; a client of it, once it takes writes."""
+    await watch.execute_command("SENTINEL", "FAILOVER", SERVICE)
+
+    async def promoted() -> bool:
+        _, port = await watch.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        return int(port) == sentinel_set.replica.port
+    await _until(promoted, "the replica promoted")
+    new_master = sentinel_set.client(sentinel_set.replica)
+    await _until(lambda: _role_is(new_master, "master"), "the new master takes writes")
+    return new_master
+
+
 async def _role_is(client: redis.Redis, role: str) -> bool:
     return (await client.info("replication"))["role"] == role
 
@@ -182,14 +188,7 @@ async def test_a_shared_session_goes_on_after_a_failover(
     sid = await open_session(client, tenant)
     assert (await post(client, tenant, request("ping", 1), sid=sid)).status == 200
     watch = sentinel_set.client(sentinel_set.sentinel)
-    await watch.execute_command("SENTINEL", "FAILOVER", SERVICE)
-
-    async def promoted() -> bool:
-        _, port = await watch.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
-        return int(port) == sentinel_set.replica.port
-    await _until(promoted, "the replica promoted")
-    new_master = sentinel_set.client(sentinel_set.replica)
-    await _until(lambda: _role_is(new_master, "master"), "the new master takes writes")
+    new_master = await _fail_over(sentinel_set, watch)
 
     async def served() -> bool:
         answer = await post(client, tenant, request("ping", 2), sid=sid)
