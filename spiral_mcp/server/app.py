@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -19,8 +20,11 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from .. import migrate
+from ..api.app import API_PREFIX, api_application
+from ..api.sessions import ConsoleSessions
 from ..auth import Authenticator
 from ..config import Settings
+from ..credentials import BearerCheck
 from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
 from ..explorer import Explorer, create_explorer_pool
@@ -55,6 +59,8 @@ from . import discovery, ops, shared_state
 from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
+    BEARER,
+    CONSOLE_SESSIONS,
     DATABASE,
     DISPATCHER,
     EXPLORER,
@@ -68,6 +74,7 @@ from .keys import (
     SHUTDOWN,
     SOURCES,
     TASK_RUNNER,
+    TASK_STORE,
     TEMPLATES,
     TOKEN_VERIFIER,
     TRACER,
@@ -126,6 +133,7 @@ def create_app(
     app.router.add_routes(streamable.routes)
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
+    app.add_subapp(API_PREFIX, api_application())
     app.cleanup_ctx.append(tracing_context)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_explorer(
@@ -236,6 +244,9 @@ async def _connect_with_retry(settings: Settings, url: str):
 async def _authenticator(app: web.Application) -> AsyncIterator[None]:
     authenticator = Authenticator(app[DATABASE], cache_ttl=app[SETTINGS].auth_cache_ttl)
     app[AUTHENTICATOR] = authenticator
+    app[BEARER] = BearerCheck(app[SETTINGS], authenticator)
+    app[CONSOLE_SESSIONS] = ConsoleSessions(app[DATABASE], ttl=app[SETTINGS].console_session_ttl,
+                                            idle=app[SETTINGS].console_session_idle)
 
     async def flush_periodically() -> None:
         while True:
@@ -257,7 +268,8 @@ async def _oauth(app: web.Application) -> AsyncIterator[None]:
     """Access tokens: verified against the issuers' keys (fetched and cached by the verifier's
     own HTTP client), then mapped to a tenant and a principal."""
     verifier = app[TOKEN_VERIFIER] = TokenVerifier(app[SETTINGS])
-    app[IDENTITIES] = IdentityMapper(app[DATABASE], app[SETTINGS])
+    identities = app[IDENTITIES] = IdentityMapper(app[DATABASE], app[SETTINGS])
+    app[BEARER] = dataclasses.replace(app[BEARER], verifier=verifier, identities=identities)
     yield
     await verifier.close()
 
@@ -347,10 +359,11 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
             metrics=app[METRICS],
             tracer=app[TRACER],
         )
-        tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
+        app[TASK_STORE] = TaskStore(
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
             poll_interval_ms=round(settings.task_poll_interval * 1000),
-            lease_seconds=settings.task_lease, max_per_key=settings.task_max_per_key))
+            lease_seconds=settings.task_lease, max_per_key=settings.task_max_per_key)
+        tasks = app[TASK_RUNNER] = TaskRunner(app[TASK_STORE])
         resources = given
         if resources is None:
             # Built here: they describe what this process serves (its reports, the explorer's
