@@ -8,10 +8,19 @@ its part of it. Sizes are bounded here too, whoever built the dataset.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from .canvas import CATEGORY_COLOURS, PALETTE, ChartError, no_data, parse_day, time_axis
+from .canvas import (
+    CATEGORY_COLOURS,
+    PALETTE,
+    ChartError,
+    no_data,
+    parse_day,
+    parse_instant,
+    time_axis,
+)
 
 __all__ = ["FLOW_CHARTS", "draw_cfd", "draw_lead_cycle", "draw_throughput", "draw_wip_age"]
 
@@ -89,8 +98,8 @@ def _week_label(row: Mapping[str, Any]) -> str:
 
 
 def draw_lead_cycle(data: Mapping[str, Any], axes: list[Any]) -> None:
-    """Two scatters sharing the day axis: each done item's lead time (top) and cycle time
-    (bottom) by the day it was done, with the p50/p85/p95 lines of each."""
+    """Two scatters sharing the time axis: each done item's lead time (top) and cycle time
+    (bottom) at the moment it was done, with the p50/p85/p95 lines of each."""
     times = data.get("lead_cycle") or {}
     items = _bounded(list(times.get("items") or ()), MAX_POINTS, "lead and cycle times")
     title = _title(data, "lead and cycle time")
@@ -98,30 +107,37 @@ def draw_lead_cycle(data: Mapping[str, Any], axes: list[Any]) -> None:
         no_data(axes[0], title)
         axes[1].set_axis_off()
         return
-    done = [parse_day(item["resolved_at"]) for item in items]
+    done = [parse_instant(item["resolved_at"]) for item in items]
     for ax, field, label, colour, marker in (
             (axes[0], "lead_time", "lead time", PALETTE[0], "o"),
             (axes[1], "cycle_time", "cycle time", PALETTE[1], "^")):
-        points = [(day, item[f"{field}_days"]) for day, item in zip(done, items, strict=True)
+        points = [(at, item[f"{field}_days"]) for at, item in zip(done, items, strict=True)
                   if item.get(f"{field}_days") is not None]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, color=colour,
-                   marker=marker, alpha=0.75, label=f"{label} ({len(points)} items)")
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=16, color=colour,
+                   marker=marker, alpha=0.8, clip_on=False, zorder=3)
         for name in PERCENTILES:
             value = (times.get(field) or {}).get(name)
             if value is None:
                 continue
             ax.axhline(value, color="#333333", linestyle=_PERCENTILE_STYLES[name],
                        linewidth=1.1)
-            # Labelled at the right edge, inside the axes: visible without a legend lookup.
-            ax.annotate(f"{name} {value:.1f} d", xy=(1.0, value), xycoords=("axes fraction",
-                        "data"), xytext=(-4, 2), textcoords="offset points", ha="right",
-                        va="bottom", fontsize=8, color="#333333")
-        ax.set_ylabel(f"{label} (days)")
+            # Labelled at the right edge: visible without a legend to look up.
+            ax.annotate(f"{name} {value:.1f} d", xy=(1.0, value),
+                        xycoords=("axes fraction", "data"), xytext=(3, 0),
+                        textcoords="offset points", ha="left", va="center", fontsize=8,
+                        color="#333333")
+        ax.set_ylabel(f"{label}, days\n({len(points)} items)")
         ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left", frameon=True, framealpha=0.9, edgecolor="none")
     axes[0].set_title(title, loc="left")
-    time_axis(axes[1], [parse_day(data["since"]), parse_day(data["until"])]
-              if data.get("since") and data.get("until") else sorted(done))
+    if data.get("since") and data.get("until"):
+        # The whole window, its last day to its end: items done today are not cut in half.
+        first = parse_day(data["since"])
+        last = parse_day(data["until"]) + datetime.timedelta(days=1)
+        limits = [datetime.datetime.combine(d, datetime.time(), datetime.UTC)
+                  for d in (first, last)]
+    else:
+        limits = [min(done), max(done)]
+    time_axis(axes[1], limits)
 
 
 def draw_wip_age(data: Mapping[str, Any], axes: list[Any]) -> None:
@@ -131,7 +147,7 @@ def draw_wip_age(data: Mapping[str, Any], axes: list[Any]) -> None:
     wip = data.get("wip") or {}
     items = list(wip.get("items") or ())[:WIP_BARS]
     total = wip.get("items_total", len(items))
-    title = _title(data, "work in progress by age")
+    title = f"{data.get('project_key', '')} work in progress on {data.get('until')} by age"
     if not items:
         no_data(ax, title)
         return

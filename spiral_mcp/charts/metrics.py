@@ -97,7 +97,8 @@ def draw_errors(data: Mapping[str, Any], axes: list[Any]) -> None:
     at = sorted(t for t in calls if calls[t])
     ax.plot(at, [100 * errors[t] / calls[t] for t in at], color=PALETTE[7], linewidth=2.2,
             label="all calls")
-    for colour, name in zip(PALETTE, _busiest(rows, "errors"), strict=False):
+    # A few series only: a rate over few calls swings, and more lines hide the total.
+    for colour, name in zip(PALETTE, _busiest(rows, "errors")[:4], strict=False):
         points = sorted((parse_instant(row["at"]), 100 * (row.get("errors") or 0) / row["calls"])
                         for row in rows if str(row.get("name")) == name and row.get("calls"))
         ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, marker="o",
@@ -120,10 +121,10 @@ def draw_latency(data: Mapping[str, Any], axes: list[Any]) -> None:
         return
     for colour, name in zip(PALETTE, names, strict=False):
         ax.plot(*_series(rows, name, "p95_ms"), color=colour, marker="o", markersize=3,
-                label=f"{name} p95")
-        ax.plot(*_series(rows, name, "p50_ms"), color=colour, linestyle=":", label=f"{name} p50")
+                label=name)
+        ax.plot(*_series(rows, name, "p50_ms"), color=colour, linestyle=":")
     ax.set_title(title, loc="left")
-    ax.set_ylabel("duration (ms)")
+    ax.set_ylabel("duration (ms): p95 solid, p50 dotted")
     ax.set_ylim(bottom=0)
     time_axis(ax)
     _legend(ax)

@@ -38,7 +38,7 @@ def draw_daily_flow(data: Mapping[str, Any], axes: list[Any]) -> None:
     progress at each day's end (line, bottom); the period's lead time in the title."""
     days = _rows(data, "day")
     period = _period(data)
-    title = (f"{data.get('subject', '')} flow: lead time p50 "
+    title = (f"{data.get('subject', '')}: lead time p50 "
              f"{_days(period.get('lead_time_p50_days'))}, p90 "
              f"{_days(period.get('lead_time_p90_days'))}")
     if not days or not any(row.get(f) for row in days
@@ -85,17 +85,17 @@ def draw_weekly_delivery(data: Mapping[str, Any], axes: list[Any]) -> None:
     axes[0].bar_label(bars, fontsize=8, padding=2)
     axes[0].set_ylabel("items done")
     axes[0].margins(y=0.2)
-    axes[0].legend(loc="upper left")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[0].set_title(title, loc="left", fontsize=10)
     for field, colour in (("lead_time", PALETTE[0]), ("cycle_time", PALETTE[1])):
         for name, style in (("p50", ":"), ("p95", "-")):
             values = [row.get(f"{field}_{name}_days") for row in weeks]
             axes[1].plot([i for i, v in zip(x, values, strict=True) if v is not None],
                          [v for v in values if v is not None], color=colour, linestyle=style,
-                         marker="o", markersize=3, label=f"{field.replace('_', ' ')} {name}")
+                         marker="o", markersize=3, label=f"{field.split('_')[0]} {name}")
     axes[1].set_ylabel("days")
     axes[1].set_ylim(bottom=0)
-    axes[1].legend(loc="upper left", ncols=2)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[1].set_xticks(list(x), labels, fontsize=8)
     for ax in axes:
         ax.grid(axis="x", visible=False)
