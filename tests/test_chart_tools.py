@@ -99,3 +99,17 @@ async def test_other_reports_take_no_chart(server: TestServer, tenant: Tenant) -
         refused = await client.call_tool("sql_get_user_workload", {"chart": True})
         assert refused.is_error is True
         assert refused.structured_content["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_report_run_as_a_task_keeps_its_chart(client, tenant) -> None:
+    from tests.test_tasks import call, terminal, until
+
+    created = await call(client, tenant, "sql_lead_time_metrics", project_key="WEB", chart=True)
+    assert created["resultType"] == "task"
+    done = await until(client, tenant, created["taskId"], terminal)
+    assert done["status"] == "completed", done
+    content = done["result"]["content"]
+    [image] = [block for block in content if block["type"] == "image"]
+    assert image["mimeType"] == "image/png"
+    assert _png_size(base64.b64decode(image["data"])) == (1280, 720)
+    assert done["result"]["structuredContent"]["success"] is True
