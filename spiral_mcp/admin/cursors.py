@@ -50,7 +50,10 @@ def decode_cursor(scope: str, filters: Mapping[str, Any], cursor: str) -> Positi
     """The position ``cursor`` names; VALIDATION_ERROR when it is damaged or belongs to
     another listing or other filters."""
     try:
-        payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        # validate: urlsafe_b64decode alone skips characters outside the alphabet, so a cursor
+        # with some appended would still pass as the original.
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        payload = orjson.loads(raw)
         fingerprint, at, row_id = payload["f"], datetime.fromisoformat(payload["at"]), payload["id"]
     except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise _damaged() from None
