@@ -1,6 +1,4 @@
--- Undo 0020_audit_indexes: the runtime role adds audit rows only, and the log keeps its one
--- index by time, as 0001 made it.
-REVOKE SELECT ON audit_log FROM spiral_app;
+-- Undo 0020_audit_indexes: the audit log keeps its one index by time, as 0001 made it.
 CREATE INDEX audit_log_at ON audit_log (tenant_id, at DESC);
 DROP INDEX audit_log_errors_at;
 DROP INDEX audit_log_tool_at;

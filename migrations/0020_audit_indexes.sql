@@ -10,10 +10,7 @@
 --   tenant's log (20-25 ms for 50 rows out of 100k), with them 0.2-0.3 ms;
 -- * errors only: partial, small (errors are few); the page no longer reads past every ok row.
 -- Every audit row pays for these once, in the writer's batches off the request path.
---
--- The runtime role reads the log for these routes, as the tenant (row-level security, forced):
--- until now it could only add rows.
--- depends: 0016_replica_binding
+-- depends: 0017_admin_core
 
 CREATE INDEX audit_log_at_id ON audit_log (tenant_id, at DESC, id DESC)
     INCLUDE (tool, key_id, outcome, duration_ms);
@@ -22,5 +19,3 @@ CREATE INDEX audit_log_key_at ON audit_log (tenant_id, key_id, at DESC, id DESC)
 CREATE INDEX audit_log_tool_at ON audit_log (tenant_id, tool, at DESC, id DESC);
 CREATE INDEX audit_log_errors_at ON audit_log (tenant_id, at DESC, id DESC)
     WHERE outcome = 'error';
-
-GRANT SELECT ON audit_log TO spiral_app;
