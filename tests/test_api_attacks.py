@@ -1,0 +1,271 @@
+"""A hostile tenant (and a hostile web page) against /api/v1: every boundary the admin API draws,
+tried from the wrong side. Each test is an attack that must fail; a finding that is still open
+is marked xfail(strict=True) with its reason."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+from api_fixtures import ApiClient
+from test_api_sessions import ENDED, sign_in
+
+from spiral_mcp.server.keys import CONSOLE_SESSIONS
+
+ALL_SCOPES = ["read", "write", "query", "admin"]
+
+
+def _origin(api: ApiClient) -> str:
+    return f"http://{api.client.host}:{api.client.port}"
+
+
+async def _raw(api: ApiClient, method: str, path: str, headers: dict[str, str],
+               data: bytes | str | None = None) -> tuple[int, str]:
+    """A request the checking client would refuse to build (raw paths, odd bodies)."""
+    async with api.client.request(method, path, headers=headers, data=data,
+                                  skip_auto_headers=("Content-Type",)) as resp:
+        return resp.status, await resp.text()
+
+
+# --- another tenant's objects ------------------------------------------------------------
+
+
+async def test_another_tenants_key_is_exactly_as_missing_as_no_key(api: ApiClient, tenant,
+                                                                   make_tenant) -> None:
+    other = await make_tenant()
+    ghost = uuid.uuid4()
+    for method in ("GET", "DELETE"):
+        theirs = await api.call(method, f"/keys/{other.key_id}", tenant)
+        none = await api.call(method, f"/keys/{ghost}", tenant)
+        assert theirs.status == none.status == 404
+        assert theirs.error["message"] == f"no key with id {other.key_id}"
+        assert none.error["message"] == f"no key with id {ghost}"
+    # Spellings of the same id that uuid.UUID takes reach nothing of theirs either.
+    for spelled in (str(other.key_id).upper(), other.key_id.hex, "{" + str(other.key_id) + "}",
+                    f"urn:uuid:{other.key_id}"):
+        assert (await api.delete(f"/keys/{spelled}", tenant)).status == 404
+    # Their key still works.
+    assert (await api.get("/keys", other)).status == 200
+
+
+async def test_path_tricks_reach_no_other_route(api: ApiClient, tenant, make_tenant) -> None:
+    other = await make_tenant()
+    h = tenant.headers
+    for path in (f"/api/v1/keys/{other.key_id}/", f"/api/v1/keys/%2F..%2F{other.key_id}",
+                 f"/api/v1/keys/..%2F{other.key_id}",
+                 "/API/V1/keys", "/api/v1//keys", "/api/v1/keys%2F", "/api/v1/tasks/",
+                 "/api/v1/%2e%2e/mcp", "/api/v1/..%2Fexecute"):
+        status, text = await _raw(api, "GET", path, h)
+        assert status in (401, 404), (path, status, text)
+        assert '"success":true' not in text.replace(" ", "")
+    # MCP's door is not opened by a path under /api/v1 that normalises out of it.
+    for path in ("/api/v1/../execute", "/api/v1/%2e%2e/execute", "/api/v1%2F..%2Fexecute"):
+        status, _ = await _raw(api, "POST", path, {}, data=b"{}")
+        assert status in (401, 404), (path, status)
+
+
+async def test_another_tenants_audit_usage_tasks_and_projects_show_nothing(
+        api: ApiClient, tenant, make_tenant) -> None:
+    other = await make_tenant(demo=True)
+    # Their key made calls: create a key so their audit log has rows with their key id.
+    assert (await api.post("/keys", other, json={"name": "x", "scopes": ["read"]})).status == 201
+    audit = await api.get(f"/audit?key_id={other.key_id}", tenant)
+    assert audit.status == 200 and audit.data["items"] == []
+    usage = await api.get(f"/usage?by=key&key_id={other.key_id}", tenant)
+    assert usage.status == 200 and usage.data["series"] == []
+    task = await api.get(f"/tasks/{uuid.uuid4()}", tenant)
+    assert task.status == 404
+
+
+# --- who may call ------------------------------------------------------------------------
+
+
+async def test_without_the_admin_scope_every_route_is_refused(api: ApiClient,
+                                                              make_tenant) -> None:
+    reader = await make_tenant(scopes=("read", "write", "query"), demo=True)
+    key = uuid.uuid4()
+    for method, path in (("GET", "/keys"), ("POST", "/keys"), ("GET", f"/keys/{key}"),
+                         ("DELETE", f"/keys/{key}"), ("GET", f"/tasks/{key}"),
+                         ("DELETE", f"/tasks/{key}"), ("GET", "/audit"), ("GET", "/usage"),
+                         ("GET", "/usage/charts/calls.png"), ("GET", "/projects"),
+                         ("GET", "/projects/DEMO/flow"), ("GET", "/projects/DEMO/charts/cfd.svg")):
+        resp = await api.call(method, path, reader,
+                              json={"name": "up", "scopes": ALL_SCOPES} if method == "POST"
+                              else None)
+        assert resp.status == 403, (method, path, resp.body)
+        assert resp.error["message"] == "this key lacks the admin scope"
+
+
+async def test_a_key_cannot_create_a_key_for_another_tenant(api: ApiClient, tenant,
+                                                            make_tenant) -> None:
+    other = await make_tenant()
+    for extra in ({"tenant_id": str(other.id)}, {"key_id": str(uuid.uuid4())},
+                  {"key_hash": "00" * 32}):
+        resp = await api.post("/keys", tenant, json={"name": "x", "scopes": ["read"], **extra})
+        assert resp.status == 400, resp.body
+    keys = (await api.get("/keys", other)).data["keys"]
+    assert [k["key_id"] for k in keys] == [str(other.key_id)]
+
+
+async def test_revoked_and_expired_keys_are_refused(api: ApiClient, tenant, admin_conn) -> None:
+    made = await api.post("/keys", tenant, json={"name": "short", "scopes": ["admin"]})
+    secret, key_id = made.data["secret"], made.data["key"]["key_id"]
+    who = {"Authorization": f"Bearer {secret}"}
+    assert (await api.get("/keys", who)).status == 200
+    await admin_conn.execute("UPDATE api_keys SET expires_at = now() - interval '1 s' "
+                             "WHERE key_id = $1", uuid.UUID(key_id))
+    assert (await api.get("/keys", who)).error["code"] == "INVALID_API_KEY"
+    await api.delete(f"/keys/{key_id}", tenant)
+    assert (await api.get("/keys", who)).error["code"] == "INVALID_API_KEY"
+
+
+# --- console cookies ---------------------------------------------------------------------
+
+
+async def test_forged_and_foreign_cookies_are_no_session(api: ApiClient, tenant,
+                                                         make_tenant) -> None:
+    other = await make_tenant()
+    cookie, _, _ = await sign_in(api, tenant.key)
+    secret = cookie[3 + 32:]
+    forged = {
+        "another tenant's id, this session's secret": f"cs_{other.id.hex}{secret}",
+        "a random secret": f"cs_{tenant.id.hex}{'A' * 43}",
+        "too long": cookie + "A",
+        "an operator prefix": "os_" + cookie[3:],
+        "not hex": "cs_" + "g" * 32 + secret,
+    }
+    for why, value in forged.items():
+        resp = await api.get("/keys", {"Cookie": f"spiral_console={value}"})
+        assert resp.status == 401 and resp.error == ENDED, why
+
+
+async def test_a_session_ends_at_sign_out_for_reads_and_changes(api: ApiClient, tenant) -> None:
+    cookie, header, csrf = await sign_in(api, tenant.key)
+    await api.client.server.app[CONSOLE_SESSIONS].end(cookie)
+    assert (await api.get("/keys", header)).status == 401
+    resp = await api.post("/keys", {**header, "X-CSRF-Token": csrf, "Origin": _origin(api)},
+                          json={"name": "late", "scopes": ["admin"]})
+    assert resp.status == 401
+
+
+# --- cross-site requests -----------------------------------------------------------------
+
+
+async def test_csrf_every_forgery_is_refused(api: ApiClient, tenant, make_tenant) -> None:
+    _, header, csrf = await sign_in(api, tenant.key)
+    _, _, other_csrf = await sign_in(api, tenant.key)
+    other = await make_tenant()
+    _, _, foreign_csrf = await sign_in(api, other.key)
+    body = {"name": "forged", "scopes": ALL_SCOPES}
+    attempts = {
+        "another session's token": {**header, "X-CSRF-Token": other_csrf},
+        "another tenant's token": {**header, "X-CSRF-Token": foreign_csrf},
+        "an empty token": {**header, "X-CSRF-Token": ""},
+        "a prefix of the token": {**header, "X-CSRF-Token": csrf[:-1]},
+        "Origin null": {**header, "X-CSRF-Token": csrf, "Origin": "null"},
+        "another port of this host": {**header, "X-CSRF-Token": csrf,
+                                      "Origin": f"http://{api.client.host}:1"},
+        "the token in the query": {**header},
+    }
+    for why, headers in attempts.items():
+        path = "/keys?csrf_token=" + csrf if why == "the token in the query" else "/keys"
+        resp = await api.post(path, headers, json=body)
+        assert resp.status == 403, (why, resp.body)
+    # A form post a foreign page can make: text/plain or urlencoded, csrf_token as a field.
+    for ctype, data in (("text/plain", '{"name": "x", "scopes": ["admin"]}'),
+                        ("application/x-www-form-urlencoded", f"csrf_token={csrf}&name=x"),
+                        ("multipart/form-data; boundary=b",
+                         f'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+                         f'{csrf}\r\n--b--\r\n')):
+        status, text = await _raw(api, "POST", "/api/v1/keys",
+                                  {**header, "Content-Type": ctype}, data=data)
+        assert status == 403, (ctype, text)
+    status, _ = await _raw(api, "DELETE", f"/api/v1/keys/{tenant.key_id}", header)
+    assert status == 403
+    names = [k["name"] for k in (await api.get("/keys", tenant)).data["keys"]]
+    assert names == ["test key"]
+
+
+async def test_no_get_changes_anything(api: ApiClient, tenant) -> None:
+    """Every GET route is read-only: a page's <img src> cannot change state."""
+    routes = [(path, ops) for path, ops in api.document["paths"].items()]
+    for path, ops in routes:
+        if "get" in ops and "{" not in path:
+            await api.get(path, tenant)
+    for method in ("GET", "HEAD"):
+        status, _ = await _raw(api, method, f"/api/v1/keys/{tenant.key_id}?_method=DELETE",
+                               tenant.headers)
+        assert status in (200, 405)
+    assert (await api.get(f"/keys/{tenant.key_id}", tenant)).data["state"] == "live"
+
+
+# --- what answers and logs leak ----------------------------------------------------------
+
+
+async def test_no_secret_or_hash_in_answers_logs_or_the_document(
+        api: ApiClient, tenant, admin_conn, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    made = await api.post("/keys", tenant, json={"name": "leak?", "scopes": ["read"]})
+    secret = made.data["secret"]
+    row = await admin_conn.fetchrow("SELECT key_hash FROM api_keys WHERE key_id = $1",
+                                    uuid.UUID(made.data["key"]["key_id"]))
+    digest = bytes(row["key_hash"]).hex()
+    texts = [(await api.get("/keys", tenant)).text,
+             (await api.get(f"/keys/{made.data['key']['key_id']}", tenant)).text,
+             (await api.get("/audit", tenant)).text,
+             (await api.get("/openapi.json")).text,
+             # A refused secret is never said back.
+             (await api.get("/keys", {"Authorization": f"Bearer {secret}"})).text,
+             (await api.get("/keys", {"Authorization": f"Basic {secret}"})).text,
+             (await api.get("/keys", {"Authorization": secret})).text]
+    texts += [r.getMessage() + str(r.__dict__) for r in caplog.records]
+    for text in texts:
+        assert secret not in text and secret[4:] not in text and digest not in text
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        audit = await admin_conn.fetch("SELECT arguments::text, after::text FROM audit_log")
+    for one in audit:
+        assert secret not in str(one) and digest not in str(one)
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "nul\u0000name", "scopes": ["read"]},
+    {"name": "ok", "scopes": ["read"], "user": "nul\u0000user"},
+    {"name": "ok", "scopes": ["read"], "expires_at": "9999-12-31T23:59:59-12:00"},
+    {"name": "ok", "scopes": ["read"], "expires_at": "2030-01-01T00:00:00+23:59"},
+])
+async def test_odd_bodies_are_400_not_500(api: ApiClient, tenant, body) -> None:
+    resp = await api.post("/keys", tenant, json=body)
+    assert resp.status in (201, 400), resp.body
+    assert "Traceback" not in resp.text and "asyncpg" not in resp.text
+
+
+@pytest.mark.parametrize("path", [
+    "/audit?tool=%00", "/usage?tool=%00", "/audit?since=9999-12-31T23:59:59-23:59",
+    "/usage?bucket=day&until=9999-12-31T23:59:59-12:00",
+    "/usage?since=0001-01-01T00:00:00%2B14:00&bucket=day",
+    "/projects/DEMO%0A/flow", "/projects/DEMO/flow?since=0001-01-01&until=0001-12-31",
+    "/projects/DEMO/flow?until=9999-12-31", "/audit?cursor=" + "A" * 1000,
+    "/audit?limit=99999999999999999999999", "/audit?limit=-1",
+])
+async def test_odd_queries_are_4xx_not_500(api: ApiClient, tenant, path: str) -> None:
+    resp = await api.get(path, tenant)
+    assert resp.status < 500, resp.body
+
+
+# --- resource abuse ----------------------------------------------------------------------
+
+
+async def test_a_huge_body_is_refused_before_it_is_read(api: ApiClient, tenant) -> None:
+    limit = api.client.server.app["settings"].max_body_bytes \
+        if "settings" in api.client.server.app else 4 * 1024 * 1024
+    resp = await api.post("/keys", tenant, data=b"{" + b" " * (limit + 10) + b"}",
+                          headers={"Content-Type": "application/json"})
+    assert resp.status == 413, resp.status
+
+
+async def test_a_time_near_the_calendars_ends_is_named(api: ApiClient, tenant) -> None:
+    resp = await api.get("/audit?since=9999-12-31T23:59:59-23:59", tenant)
+    assert resp.status == 400 and resp.error["message"] == (
+        "since must be between 1970 and 9000 (UTC), not '9999-12-31T23:59:59-23:59'")
