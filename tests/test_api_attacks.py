@@ -8,9 +8,11 @@ import logging
 import uuid
 
 import pytest
-from api_fixtures import ApiClient
+from api_fixtures import ApiClient, make_api
+from conftest import make_settings
 from test_api_sessions import ENDED, sign_in
 
+from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import CONSOLE_SESSIONS
 
 ALL_SCOPES = ["read", "write", "query", "admin"]
@@ -269,3 +271,27 @@ async def test_a_time_near_the_calendars_ends_is_named(api: ApiClient, tenant) -
     resp = await api.get("/audit?since=9999-12-31T23:59:59-23:59", tenant)
     assert resp.status == 400 and resp.error["message"] == (
         "since must be between 1970 and 9000 (UTC), not '9999-12-31T23:59:59-23:59'")
+
+
+async def test_the_admin_api_draws_on_the_keys_rate_limit(aiohttp_client, database_urls,
+                                                          tenant) -> None:
+    """Without a budget, one admin key could spend the server (keys, audit scans, charts)
+    for every tenant; its calls draw on the key's read or write budget as its tool calls do."""
+    settings = make_settings(database_urls, RATE_LIMIT_DEFAULT="3", RATE_LIMIT_WINDOW="60")
+    api = await make_api(await aiohttp_client(create_app(
+        settings, database_url=database_urls.runtime, explorer_url=database_urls.explorer)))
+    for _ in range(3):
+        assert (await api.get("/keys", tenant)).status == 200
+    refused = await api.get("/keys", tenant)
+    assert refused.status == 429 and refused.error["code"] == "RATE_LIMITED"
+    assert refused.error["message"].startswith("rate limit for read calls reached; retry after")
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Changes have their own budget, which the reads did not spend.
+    for _ in range(3):
+        assert (await api.post("/keys", tenant, json={"name": "k", "scopes": ["read"]})).status \
+            == 201
+    assert (await api.post("/keys", tenant, json={"name": "k", "scopes": ["read"]})).status \
+        == 429
+    # The public document is not behind a budget, nor is a refused credential counted.
+    assert (await api.get("/openapi.json")).status == 200
+
