@@ -4,7 +4,9 @@ is marked xfail(strict=True) with its reason."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 
 import pytest
@@ -12,6 +14,8 @@ from api_fixtures import ApiClient, make_api
 from conftest import make_settings
 from test_api_sessions import ENDED, sign_in
 
+from spiral_mcp import charts
+from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import CONSOLE_SESSIONS
 
@@ -295,3 +299,38 @@ async def test_the_admin_api_draws_on_the_keys_rate_limit(aiohttp_client, databa
     # The public document is not behind a budget, nor is a refused credential counted.
     assert (await api.get("/openapi.json")).status == 200
 
+
+async def test_a_flood_of_charts_neither_starves_the_server_nor_queues_without_end(
+        api: ApiClient, tenant) -> None:
+    """Charts are drawn one at a time; a tenant asking for many at once must not hold the
+    event loop's default executor (DNS lookups of every outbound call wait on it), and what
+    waits is bounded, per tenant and in all."""
+    loop = asyncio.get_running_loop()
+    flood = [asyncio.ensure_future(api.get("/projects/WEB/charts/lead_cycle.svg", tenant))
+             for _ in range(12)]
+    await asyncio.sleep(0.3)  # the renders are queued
+    started = time.perf_counter()
+    await loop.run_in_executor(None, lambda: None)
+    waited = time.perf_counter() - started
+    answers = await asyncio.gather(*flood)
+    assert waited < 0.2, f"the default executor waited {waited:.2f} s behind the charts"
+    assert {a.status for a in answers} <= {200, 429}
+
+
+async def test_charts_waiting_are_bounded_per_owner_and_in_all() -> None:
+    data = {"title": "t", "since": "s", "until": "u", "rows": []}
+    first = [asyncio.ensure_future(charts.render_async("calls", data, fmt="svg", owner="a"))
+             for _ in range(charts.MAX_WAITING_EACH + 2)]
+    results = await asyncio.gather(*first, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, ServiceError)]
+    assert len(refused) == 2 and all(r.code == ErrorCode.RATE_LIMITED for r in refused)
+    assert refused[0].message == ("too many charts are being drawn for this tenant; retry in "
+                                  "a few seconds")
+    owners = [f"o{i}" for i in range(charts.MAX_WAITING // charts.MAX_WAITING_EACH + 1)]
+    many = [asyncio.ensure_future(charts.render_async("calls", data, fmt="svg", owner=o))
+            for o in owners for _ in range(charts.MAX_WAITING_EACH)]
+    results = await asyncio.gather(*many, return_exceptions=True)
+    assert sum(isinstance(r, ServiceError) for r in results) == \
+        len(many) - charts.MAX_WAITING
+    # Nothing stays counted once drawn.
+    assert isinstance(await charts.render_async("calls", data, fmt="svg", owner="a"), bytes)
