@@ -15,6 +15,7 @@ from conftest import make_settings
 from test_api_sessions import ENDED, sign_in
 
 from spiral_mcp import charts
+from spiral_mcp.api import keys as api_keys
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import CONSOLE_SESSIONS
@@ -334,3 +335,37 @@ async def test_charts_waiting_are_bounded_per_owner_and_in_all() -> None:
         len(many) - charts.MAX_WAITING
     # Nothing stays counted once drawn.
     assert isinstance(await charts.render_async("calls", data, fmt="svg", owner="a"), bytes)
+
+
+async def test_live_keys_of_a_tenant_are_bounded(api: ApiClient, tenant, admin_conn) -> None:
+    """Keys cost every request's lookup and the console's lists; an admin key in a loop must
+    not mint them without end."""
+    bound = api_keys.MAX_LIVE_KEYS
+    # The tenant's key and bound - 2 others, made as the owner (fast), then one through the API.
+    await admin_conn.execute(
+        "INSERT INTO api_keys (tenant_id, name, key_hash, scopes) "
+        "SELECT $1, 'bulk ' || i, sha256(gen_random_uuid()::text::bytea), ARRAY['read'] "
+        "FROM generate_series(1, $2) AS i", tenant.id, bound - 2)
+    last = await api.post("/keys", tenant, json={"name": "last", "scopes": ["read"]})
+    assert last.status == 201
+    over = await api.post("/keys", tenant, json={"name": "over", "scopes": ["admin"]})
+    assert over.status == 409 and over.error["code"] == "CONFLICT"
+    assert over.error["message"] == (
+        f"this tenant has {bound} live keys, the most it may have; revoke one first")
+    # Revoked and expired keys do not count.
+    await api.delete(f"/keys/{last.data['key']['key_id']}", tenant)
+    assert (await api.post("/keys", tenant, json={"name": "again", "scopes": ["read"]})).status \
+        == 201
+
+
+@pytest.mark.parametrize("body", [{"name": "operator:root"},
+                                  {"name": "ci", "user": "Operator:alice"},
+                                  {"name": " operator:root"}])
+async def test_a_key_cannot_pose_as_an_operator_in_the_audit_log(api: ApiClient, tenant,
+                                                                 body) -> None:
+    """Audit rows name an operator's changes "operator:<name>"; a key's actor (its user, or
+    its name) must not read the same."""
+    resp = await api.post("/keys", tenant, json={"scopes": ["admin"], **body})
+    assert resp.status == 400, resp.body
+    assert resp.error["message"] == ("a key's name and user may not start with 'operator:', "
+                                     "which the audit log keeps for operators")
