@@ -16,6 +16,7 @@ from test_api_sessions import ENDED, sign_in
 
 from spiral_mcp import charts
 from spiral_mcp.api import keys as api_keys
+from spiral_mcp.api import sessions
 from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import CONSOLE_SESSIONS
@@ -369,3 +370,18 @@ async def test_a_key_cannot_pose_as_an_operator_in_the_audit_log(api: ApiClient,
     assert resp.status == 400, resp.body
     assert resp.error["message"] == ("a key's name and user may not start with 'operator:', "
                                      "which the audit log keeps for operators")
+
+
+async def test_sessions_of_a_key_are_bounded_the_oldest_ending(api: ApiClient, tenant,
+                                                                admin_conn) -> None:
+    """Every sign-in adds a session row; signing in in a loop must not add them without end."""
+    bound = sessions.MAX_SESSIONS_PER_KEY
+    made = [await sign_in(api, tenant.key) for _ in range(bound + 3)]
+    async with admin_conn.transaction():  # forced row-level security binds the owner too
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        count = await admin_conn.fetchval("SELECT count(*) FROM console_sessions")
+    assert count == bound
+    assert (await api.get("/keys", made[0][1])).status == 401
+    assert (await api.get("/keys", made[2][1])).status == 401
+    assert (await api.get("/keys", made[3][1])).status == 200
+    assert (await api.get("/keys", made[-1][1])).status == 200
