@@ -385,3 +385,15 @@ async def test_sessions_of_a_key_are_bounded_the_oldest_ending(api: ApiClient, t
     assert (await api.get("/keys", made[2][1])).status == 401
     assert (await api.get("/keys", made[3][1])).status == 200
     assert (await api.get("/keys", made[-1][1])).status == 200
+
+
+async def test_answers_are_never_cached_nor_sniffed(api: ApiClient, tenant) -> None:
+    """The 201 of a new key carries its secret, every other answer a tenant's data or a path
+    the caller wrote: no cache keeps them, no browser reads them as anything but JSON."""
+    made = await api.post("/keys", tenant, json={"name": "cached?", "scopes": ["read"]})
+    answers = [made, await api.get("/keys", tenant),
+               await api.get("/keys/<script>alert(1)</script>", tenant),
+               await api.get("/keys")]
+    for answer in answers:
+        assert answer.headers["Cache-Control"] == "no-store", answer.status
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
