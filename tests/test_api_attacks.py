@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 
+import orjson
 import pytest
 from api_fixtures import ApiClient, make_api
 from conftest import make_settings
@@ -431,3 +432,27 @@ async def test_usage_series_are_bounded(api: ApiClient, tenant, admin_conn) -> N
             "now() - interval '1 hour' FROM generate_series(1, 2000)", tenant.id)
     usage = await api.get("/usage?by=key", tenant)
     assert usage.status == 200 and len(usage.data["series"]) <= 100
+
+
+async def test_an_audit_page_is_bounded_whatever_the_calls_carried(api: ApiClient, tenant,
+                                                                   admin_conn) -> None:
+    """A tool call's arguments are audited as sent (refused ones too), up to MAX_BODY_BYTES
+    each: 200 rows a page of megabyte arguments would be a 200 MB answer. Large arguments are
+    shown by their size instead."""
+    big = {"jql": "x" * 300_000}
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        await admin_conn.execute(
+            "INSERT INTO audit_log (tenant_id, tool, outcome, arguments) "
+            "SELECT $1, 'jira_search', 'error', $2::jsonb FROM generate_series(1, 3)",
+            tenant.id, orjson.dumps(big).decode())
+        await admin_conn.execute(
+            "INSERT INTO audit_log (tenant_id, tool, outcome, arguments) "
+            "VALUES ($1, 'jira_search', 'ok', '{\"jql\": \"project = WEB\"}')", tenant.id)
+    page = await api.get("/audit?tool=jira_search", tenant)
+    assert page.status == 200 and len(page.text) < 10_000
+    small, *large = page.data["items"]
+    assert small["arguments"] == {"jql": "project = WEB"}
+    size = len(orjson.dumps(big)) + 1  # PostgreSQL's jsonb text puts a space after ':'
+    assert [one["arguments"] for one in large] == [
+        {"[too large to show]": f"{size} bytes"}] * 3
