@@ -456,3 +456,17 @@ async def test_an_audit_page_is_bounded_whatever_the_calls_carried(api: ApiClien
     size = len(orjson.dumps(big)) + 1  # PostgreSQL's jsonb text puts a space after ':'
     assert [one["arguments"] for one in large] == [
         {"[too large to show]": f"{size} bytes"}] * 3
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "x" * 500_000, "scopes": ["read"]},
+    {"name": "x", "scopes": ["read"], **{f"k{i}" + "y" * 100: 1 for i in range(5000)}},
+    {"name": "x", "scopes": [f"nope{i}" for i in range(20_000)]},
+    [1] * 100_000,
+])
+async def test_a_refusal_does_not_echo_the_body_back(api: ApiClient, tenant, body) -> None:
+    """A refused value is quoted in part: the answer neither multiplies a big body (message and
+    details each held all of it) nor repeats more than a glimpse of what may be a secret."""
+    resp = await api.post("/keys", tenant, json=body)
+    assert resp.status == 400 and len(resp.text) < 8_000, len(resp.text)
+    assert resp.error["message"].startswith("invalid body for POST /api/v1/keys: /")
