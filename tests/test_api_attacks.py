@@ -490,3 +490,27 @@ async def test_a_key_cannot_outlive_or_act_beyond_the_key_that_made_it(api: ApiC
     posing = await api.post("/keys", contractor, json={"name": "ceo", "scopes": ["write"],
                                                        "user": "ceo@example.com"})
     assert forever.status == 400 and posing.status == 400
+
+
+async def test_credentials_do_not_mix(api: ApiClient, tenant, make_tenant) -> None:
+    """A non-admin bearer key beside an admin's cookie is the key (refused), never the cookie;
+    a cookie value sent as a bearer credential, or a key as the cookie, is nobody."""
+    reader = await make_tenant(scopes=("read",))
+    cookie, header, csrf = await sign_in(api, tenant.key)
+    mixed = await api.get("/keys", {**header, **reader.headers})
+    assert mixed.status == 403 and mixed.error["message"] == "this key lacks the admin scope"
+    as_bearer = await api.get("/keys", {"Authorization": f"Bearer {cookie}"})
+    assert as_bearer.status in (401, 403) and as_bearer.error["code"] != "PERMISSION_DENIED"
+    as_cookie = await api.get("/keys", {"Cookie": f"spiral_console={tenant.key}"})
+    assert as_cookie.status == 401
+    as_csrf = await api.get("/keys", {"Authorization": f"Bearer {csrf}"})
+    assert as_csrf.status in (401, 403)
+    # The TLS cookie's name over plain HTTP is not the session cookie.
+    tls = await api.get("/keys", {"Cookie": f"__Host-spiral_console={cookie}"})
+    assert tls.status == 401
+    # An Origin of this host on another scheme is another origin.
+    other_scheme = await api.post("/keys", {**header, "X-CSRF-Token": csrf,
+                                            "Origin": f"https://{api.client.host}:"
+                                                      f"{api.client.port}"},
+                                  json={"name": "x", "scopes": ["read"]})
+    assert other_scheme.status == 403
