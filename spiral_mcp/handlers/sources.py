@@ -93,7 +93,7 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         async with ctx.database.detached(application_name="spiral-mcp sync") as conn:
             progress = await source_access(ctx).sync(
                 conn, ctx.database.queries, tenant_id=ctx.tenant_id, instance_id=instance_id,
-                full=args.get("full", False), on_page=on_page)
+                trigger="tool", full=args.get("full", False), on_page=on_page)
         pages.put_nowait(None)
         await sender
     except SyncBusy as exc:
