@@ -35,7 +35,8 @@ EXPLORER_ROLE = "spiral_explorer"
 TENANT_TABLES = (
     "tenants", "api_keys", "source_instances", "projects", "workflow_statuses",
     "workflow_transitions", "work_items", "work_item_transitions", "comments", "work_item_links",
-    "audit_log", "idempotency_keys", "tenant_counters", "tasks", "oauth_bindings", "sync_runs",
+    "audit_log", "idempotency_keys", "tenant_counters", "tasks", "oauth_bindings",
+    "console_sessions", "sync_runs",
 )
 
 

@@ -199,12 +199,6 @@ async def test_a_task_stops_with_its_api_key_and_an_oauth_users_task_goes_on(
         await _task(admin_conn, tenant.id, user, "password")
 
 
-def _since(first: str) -> tuple[str, ...]:
-    """``first`` and every migration after it, in order."""
-    every = migrate.head_ids()
-    return every[every.index(first):]
-
-
 async def test_the_migration_rolls_back_without_oauth_tasks_and_applies_again(
     fresh_database: str,
 ) -> None:
@@ -224,7 +218,7 @@ async def test_the_migration_rolls_back_without_oauth_tasks_and_applies_again(
         await _task(conn, tenant_id, uuid.uuid4(), "oauth")
 
         # With the migrations after it, which come back with it.
-        since = _since("0015_oauth")
+        since = tuple(m for m in migrate.head_ids() if m >= "0015_oauth")
         assert await asyncio.to_thread(migrate.rollback, fresh_database,
                                        count=len(since)) == since[::-1]
         assert await conn.fetchval("SELECT to_regclass('oauth_bindings')") is None
