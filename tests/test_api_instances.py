@@ -289,3 +289,34 @@ async def test_runs_are_pages_newest_first(api: ApiClient, jira: FakeJira, make_
                                                      reverse=True)
     resp = await api.get("/runs?cursor=garbage", tenant)
     assert resp.status == 400 and "cursor" in resp.error["message"]
+
+
+async def test_a_sync_stops_when_the_key_that_started_it_is_revoked(
+        api: ApiClient, serve_fake, make_tenant, admin_conn) -> None:
+    fake = FakeJira(token=TOKEN)
+    fake.add_issue("ABC-1", summary="One", status="To Do", updated=T0)
+    app, gate = _gated(fake)
+    await serve_fake(fake, app=app)
+    tenant = await make_tenant()
+    created = await api.post("/keys", tenant, json={"name": "syncer", "scopes": ["admin"]})
+    syncer = {"Authorization": f"Bearer {created.data['secret']}"}
+    instance_id = await _add(api, tenant, fake)
+    resp = await api.post(f"/instances/{instance_id}/sync", syncer, json={})
+    assert resp.status == 202, resp.body
+    task_id = resp.data["task"]["task_id"]
+    await api.delete(f"/keys/{created.data['key']['key_id']}", tenant)
+    # Its task is its key's: the owner polls it by the run's history instead.
+    deadline = time.monotonic() + 30
+    while (run := (await api.get("/runs", tenant)).data["runs"][0])["status"] == "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    gate.set()
+    assert run["status"] == "cancelled" and run["task_id"] == task_id
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        task = await admin_conn.fetchrow("SELECT status, error FROM tasks WHERE task_id = $1",
+                                         uuid.UUID(task_id))
+        audited = await admin_conn.fetchval(
+            "SELECT after::text FROM audit_log WHERE tool = 'admin:instances.sync'")
+    assert task["status"] == "failed" and "was revoked or has expired" in task["error"]
+    assert task_id in audited and resp.data["run_id"] in audited
