@@ -320,3 +320,12 @@ async def test_a_sync_stops_when_the_key_that_started_it_is_revoked(
             "SELECT after::text FROM audit_log WHERE tool = 'admin:instances.sync'")
     assert task["status"] == "failed" and "was revoked or has expired" in task["error"]
     assert task_id in audited and resp.data["run_id"] in audited
+
+
+@pytest.mark.parametrize("token", ["s3cret" * 2000, 12345678])
+async def test_a_refused_token_is_not_echoed_in_the_error(api: ApiClient, jira: FakeJira,
+                                                          make_tenant, token: Any) -> None:
+    tenant = await make_tenant()
+    resp = await api.post("/instances", tenant, json={**_body(jira), "token": token})
+    assert resp.status == 400 and resp.error["code"] == "VALIDATION_ERROR"
+    assert "/token" in resp.error["message"] and str(token) not in resp.text
