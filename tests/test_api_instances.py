@@ -18,8 +18,10 @@ import pytest
 from aiohttp import web
 from api_fixtures import ApiAnswer, ApiClient, make_api
 
+from spiral_mcp.api.auth import AdminPrincipal
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import AUTHENTICATOR, CONSOLE_SESSIONS
 from spiral_mcp.sources.sync import lock_key
 from tests.conftest import Tenant, make_settings
 from tests.fake_jira import FakeJira
@@ -60,7 +62,8 @@ async def _add(api: ApiClient, tenant: Tenant, fake: FakeJira, **extra: Any) -> 
     return resp.data["instance_id"]
 
 
-async def _until_ended(api: ApiClient, tenant: Tenant, task_id: str) -> dict[str, Any]:
+async def _until_ended(api: ApiClient, tenant: Tenant | dict[str, str],
+                       task_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while True:
         task = (await api.get(f"/tasks/{task_id}", tenant)).data
@@ -329,3 +332,28 @@ async def test_a_refused_token_is_not_echoed_in_the_error(api: ApiClient, jira: 
     resp = await api.post("/instances", tenant, json={**_body(jira), "token": token})
     assert resp.status == 400 and resp.error["code"] == "VALIDATION_ERROR"
     assert "/token" in resp.error["message"] and str(token) not in resp.text
+
+
+async def test_the_console_session_adds_and_syncs_with_its_csrf_token(
+        api: ApiClient, jira: FakeJira, make_tenant) -> None:
+    """What the console does: the cookie and the session's CSRF token on every change; the
+    cookie alone changes nothing."""
+    tenant = await make_tenant()
+    app = api.client.server.app
+    principal = await app[AUTHENTICATOR].authenticate(tenant.key)
+    cookie, csrf = await app[CONSOLE_SESSIONS].create(AdminPrincipal.tenant_admin(principal))
+    session = {"Cookie": f"spiral_console={cookie}"}
+    refused = await api.post("/instances", session, json=_body(jira))
+    assert refused.status == 403 and "CSRF" in refused.error["message"]
+    changing = {**session, "X-CSRF-Token": csrf}
+    created = await api.post("/instances", changing, json=_body(jira))
+    assert created.status == 201, created.body
+    instance_id = created.data["instance_id"]
+    refused = await api.post(f"/instances/{instance_id}/sync", session, json={})
+    assert refused.status == 403
+    resp = await api.post(f"/instances/{instance_id}/sync", changing, json={})
+    assert resp.status == 202, resp.body
+    task = await _until_ended(api, session, resp.data["task"]["task_id"])
+    assert task["status"] == "completed" and task["result"]["items"] == 25
+    [run] = (await api.get(f"/instances/{instance_id}/runs", session)).data["runs"]
+    assert (run["status"], run["trigger"]) == ("ok", "api")
