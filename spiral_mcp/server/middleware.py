@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..auth import Authenticator, Principal, key_problem
+from ..auth import SUSPENDED, Authenticator, Principal, key_problem
 from ..config import Settings
 from ..errors import ServiceError
 from ..oauth import TokenRefused, TokenVerifier, VerifiedToken
@@ -258,7 +258,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             # Always an API key, OAuth or not: its own message, never a token's challenge.
             if (problem := key_problem(credential)) is not None:
                 return _invalid_api_key(f"the API key is malformed: {problem}")
-            principal = await request.app[AUTHENTICATOR].authenticate(credential)
+            authenticator = request.app[AUTHENTICATOR]
+            principal = await authenticator.authenticate(credential)
+            if principal is None and authenticator.suspended(credential):
+                return _invalid_api_key(SUSPENDED)
             if principal is None:
                 # The same answer for unknown, revoked and expired keys: no hint either way.
                 return _invalid_api_key(

@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from .auth import SCOPES, new_key
-from .queries import Queries
+from ..auth import SCOPES, new_key
+from ..queries import Queries
 
 __all__ = ["AdminError", "create_api_key", "create_tenant", "parse_scopes", "revoke_api_key"]
 
