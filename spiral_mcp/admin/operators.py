@@ -25,7 +25,7 @@ import asyncpg
 from ..errors import ServiceError
 from ..handlers.audit import redact
 from ..queries import Queries
-from . import AdminError, rows_as_dicts
+from .errors import AdminError, rows_as_dicts
 
 __all__ = [
     "CLI_OPERATOR",

@@ -1,5 +1,5 @@
-"""What an operator does to tenants: create, list, look at, suspend, resume, delete with all its
-data, and compare their usage.
+"""Tenants, and what an operator does to them: create, list, look at, suspend, resume, delete
+with all its data, and compare their usage.
 
 Run as the owner role, which sees every tenant's registry row (its owner_admin policy) but every
 other tenant table only under the tenant's context, like any role: so each step that reads or
@@ -16,12 +16,13 @@ from typing import Any
 import asyncpg
 
 from ..queries import Queries
-from . import AdminError, create_tenant, rows_as_dicts
+from .errors import AdminError, AdminNotFound, rows_as_dicts
 from .operators import Operator, record
 
 __all__ = [
     "TenantNotFound",
     "add_tenant",
+    "create_tenant",
     "delete_tenant",
     "list_tenants",
     "resume_tenant",
@@ -31,11 +32,20 @@ __all__ = [
 ]
 
 
-class TenantNotFound(AdminError):
+class TenantNotFound(AdminNotFound):
     """No tenant has that id."""
 
     def __init__(self, tenant_id: uuid.UUID) -> None:
         super().__init__(f"no tenant with id {tenant_id}")
+
+
+async def create_tenant(conn: asyncpg.Connection, queries: Queries, name: str) -> uuid.UUID:
+    """A new tenant, with no key and nothing recorded (first start, tests); operators create
+    tenants with :func:`add_tenant`."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise AdminError("a tenant name has 1 to 200 characters")
+    return await queries.create_tenant(conn, name=name)
 
 
 def _tenant(row: asyncpg.Record) -> dict[str, Any]:
