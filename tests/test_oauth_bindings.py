@@ -35,9 +35,7 @@ async def _resolve(app_conn: asyncpg.Connection, queries: Queries, issuer: str,
                    claims: dict) -> list[tuple]:
     # As the server does it: the runtime role, no tenant context, claims as jsonb.
     await init_connection(app_conn)
-    # (tenant, claim): whether the tenant is suspended is test_operator_suspension.py's.
-    rows = await queries.oauth_tenant(app_conn, issuer=issuer, claims=claims)
-    return [(r["tenant_id"], r["claim"]) for r in rows]
+    return [tuple(r) for r in await queries.oauth_tenant(app_conn, issuer=issuer, claims=claims)]
 
 
 async def test_a_token_finds_the_tenant_its_issuer_or_claim_value_is_bound_to(
@@ -220,7 +218,7 @@ async def test_the_migration_rolls_back_without_oauth_tasks_and_applies_again(
         await _task(conn, tenant_id, uuid.uuid4(), "oauth")
 
         # With the migrations after it, which come back with it.
-        since = migrate.head_ids()[migrate.head_ids().index("0015_oauth"):]
+        since = tuple(m for m in migrate.head_ids() if m >= "0015_oauth")
         assert await asyncio.to_thread(migrate.rollback, fresh_database,
                                        count=len(since)) == since[::-1]
         assert await conn.fetchval("SELECT to_regclass('oauth_bindings')") is None

@@ -376,7 +376,7 @@ async def _picture(conn: asyncpg.Connection, t: uuid.UUID) -> dict[str, Any]:
 
 
 # 0011 and the migrations after it, rolled back and applied again together.
-_SINCE = migrate.head_ids()[migrate.head_ids().index("0011_tenant_ids"):]
+_SINCE = tuple(m for m in migrate.head_ids() if m >= "0011_tenant_ids")
 
 
 async def _ids(conn: asyncpg.Connection, t: uuid.UUID, table: str) -> list[int]:
