@@ -1,7 +1,7 @@
 """The CLI's operator commands: ``operator create|list|revoke|audit`` and ``tenant
 create|suspend|resume|delete``, through the same domain functions as the admin API's operator
 routes (spiral_mcp.admin.operators and .tenants), each change recorded in operator_audit with
-the actor ``cli``.
+the actor ``cli:<system user>``.
 
 ``cli.py`` builds the parser and hands these commands here with its way of running a function
 on the owner's connection in a transaction.
@@ -10,6 +10,7 @@ on the owner's connection in a transaction.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from .admin import AdminError, operators, tenants
-from .admin.operators import CLI_OPERATOR
+from .admin.operators import CLI_OPERATOR, Operator
 from .db import init_connection
 from .queries import Queries
 
@@ -71,6 +72,14 @@ def add_tenant_actions(actions: Any, common: argparse.ArgumentParser,
                         help="the tenant's exact name, to confirm")
 
 
+def _cli_operator() -> Operator:
+    """The CLI as the audit names it: with the system user running it when there is one."""
+    try:
+        return Operator(None, f"cli:{getpass.getuser()}")
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return CLI_OPERATOR
+
+
 def handles(args: argparse.Namespace) -> bool:
     """Whether the parsed command is one of this module's."""
     return args.command == "operator" or (args.command == "tenant"
@@ -95,18 +104,19 @@ async def run(args: argparse.Namespace, with_admin: WithAdmin,
     with ``print_json``)."""
     queries = Queries.load()
     in_transaction = _in_transaction(with_admin)
+    cli = _cli_operator()
 
     async def audited(action: str, work: Callable[[asyncpg.Connection], Awaitable[Any]], *,
                       tenant_id: uuid.UUID | None = None,
                       arguments: dict[str, Any] | None = None) -> Any:
-        return await operators.audited(in_transaction, queries, CLI_OPERATOR, action,
+        return await operators.audited(in_transaction, queries, cli, action,
                                        tenant_id=tenant_id, arguments=arguments, work=work)
 
     match args.command, args.action:
         case "operator", "create":
             async def create(conn: asyncpg.Connection) -> tuple[uuid.UUID, str]:
                 made = await operators.create_operator(conn, queries, args.name)
-                await operators.record(conn, queries, CLI_OPERATOR, "operators.create",
+                await operators.record(conn, queries, cli, "operators.create",
                                        arguments={"name": args.name},
                                        detail={"operator_id": made[0]})
                 return made
@@ -127,7 +137,7 @@ async def run(args: argparse.Namespace, with_admin: WithAdmin,
         case "operator", "revoke":
             async def revoke(conn: asyncpg.Connection) -> None:
                 await operators.revoke_operator(conn, queries, args.operator_id)
-                await operators.record(conn, queries, CLI_OPERATOR, "operators.revoke",
+                await operators.record(conn, queries, cli, "operators.revoke",
                                        arguments={"operator_id": args.operator_id})
 
             await audited("operators.revoke", revoke,
@@ -135,20 +145,20 @@ async def run(args: argparse.Namespace, with_admin: WithAdmin,
             print(f"revoked {args.operator_id}")
         case "tenant", "create":
             tenant = await audited(
-                "tenants.create", lambda conn: tenants.add_tenant(conn, queries, CLI_OPERATOR,
+                "tenants.create", lambda conn: tenants.add_tenant(conn, queries, cli,
                                                                   args.name),
                 arguments={"name": args.name})
             print(tenant["tenant_id"])
         case "tenant", "suspend" | "resume" as action:
             change = tenants.suspend_tenant if action == "suspend" else tenants.resume_tenant
             await audited(f"tenants.{action}",
-                          lambda conn: change(conn, queries, CLI_OPERATOR, args.tenant_id),
+                          lambda conn: change(conn, queries, cli, args.tenant_id),
                           tenant_id=args.tenant_id)
             print(f"{action.removesuffix('e')}ed {args.tenant_id}")
         case "tenant", "delete":
             done = await audited(
                 "tenants.delete", lambda conn: tenants.delete_tenant(
-                    conn, queries, CLI_OPERATOR, args.tenant_id, confirm=args.confirm),
+                    conn, queries, cli, args.tenant_id, confirm=args.confirm),
                 tenant_id=args.tenant_id, arguments={"confirm": args.confirm})
             print(f"deleted {args.tenant_id} ({sum(done['deleted'].values())} rows)")
 

@@ -64,7 +64,7 @@ InTransaction = Callable[[Callable[[asyncpg.Connection], Awaitable[Any]]], Await
 @dataclasses.dataclass(frozen=True, slots=True)
 class Operator:
     """Who acts across tenants: an operator by its credential, or the CLI (``operator_id``
-    None), which holds the owner's URL itself."""
+    None, named ``cli`` or ``cli:<system user>``), which holds the owner's URL itself."""
 
     operator_id: uuid.UUID | None
     name: str
@@ -72,7 +72,7 @@ class Operator:
     @property
     def actor(self) -> str:
         """How the audit trails name it."""
-        return "cli" if self.operator_id is None else f"operator:{self.name}"
+        return self.name if self.operator_id is None else f"operator:{self.name}"
 
 
 CLI_OPERATOR = Operator(None, "cli")
