@@ -25,7 +25,7 @@ from .sessions import OPERATOR_SESSION_PREFIX, UNSAFE_METHODS, csrf_problem, ses
 from .state import ADMIN_PRINCIPAL, OPERATORS
 
 __all__ = ["OPERATOR", "TENANT_ADMIN", "AdminPrincipal", "ConsoleSession", "admin_auth",
-           "bearer_admin", "request_admin", "session_admin"]
+           "bearer_admin", "credential_admin", "request_admin", "session_admin"]
 
 OPERATOR_PREFIX = "spo_"
 ADMIN_SCOPE = "admin"
@@ -36,8 +36,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def bearer_admin(request: web.Request, header: str) -> AdminPrincipal:
     """The admin a bearer ``Authorization`` header names; CredentialRefused or ServiceError
     saying why it is none."""
-    settings = request.config_dict[SETTINGS]
-    credential = bearer_credential(settings, header)
+    return await credential_admin(request, bearer_credential(request.config_dict[SETTINGS],
+                                                             header))
+
+
+async def credential_admin(request: web.Request, credential: str) -> AdminPrincipal:
+    """The admin ``credential`` is (an admin API key or OAuth token, or an operator's
+    ``spo_...``): what the console's sign-in checks a pasted secret with. CredentialRefused
+    (not valid) or ServiceError (PERMISSION_DENIED: no admin scope; CONNECTION_ERROR) say why
+    it is none."""
     if credential.startswith(OPERATOR_PREFIX):
         operators = request.config_dict.get(OPERATORS)
         if operators is None:
@@ -71,9 +78,11 @@ async def session_admin(request: web.Request, cookie: str) -> AdminPrincipal:
     return admin
 
 
-async def request_admin(request: web.Request) -> AdminPrincipal:
+async def request_admin(request: web.Request, *,
+                        form_token: str | None = None) -> AdminPrincipal:
     """Who makes ``request``: its bearer credential, else its console session (with the CSRF
-    check of an unsafe method). CredentialRefused or ServiceError say why nobody."""
+    check of an unsafe method: the X-CSRF-Token header, or ``form_token``, the csrf_token field
+    of a console form the caller has read). CredentialRefused or ServiceError say why nobody."""
     header = request.headers.get("Authorization")
     cookie = session_cookie(request)
     if header is not None or cookie is None:
@@ -81,7 +90,7 @@ async def request_admin(request: web.Request) -> AdminPrincipal:
     admin = await session_admin(request, cookie)
     if request.method in UNSAFE_METHODS:
         assert admin.session is not None
-        if (problem := csrf_problem(request, admin.session)) is not None:
+        if (problem := csrf_problem(request, admin.session, form_token=form_token)) is not None:
             raise ServiceError(ErrorCode.PERMISSION_DENIED, problem)
     return admin
 
