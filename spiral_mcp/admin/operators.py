@@ -193,7 +193,11 @@ async def find_session(conn: asyncpg.Connection, queries: Queries, cookie: str, 
 
 
 async def end_session(conn: asyncpg.Connection, queries: Queries, cookie: str) -> None:
-    await queries.end_operator_session(conn, session_hash=_hash(cookie))
+    """Sign-out (recorded); nothing happens for a session that is not there."""
+    row = await queries.end_operator_session(conn, session_hash=_hash(cookie))
+    if row is not None:
+        await record(conn, queries, Operator(row["operator_id"], row["name"]),
+                     "console.sign_out")
 
 
 async def record(conn: asyncpg.Connection, queries: Queries, operator: Operator, action: str,

@@ -80,6 +80,7 @@ class OwnerOperators:
         return await self.transaction(open_and_record)
 
     async def end_session(self, cookie: str) -> None:
-        """End the console session behind ``cookie`` (sign-out); nothing if there is none."""
+        """End the console session behind ``cookie`` (sign-out, recorded); nothing if there is
+        none."""
         queries = self.database.queries
         await self.transaction(lambda conn: operators.end_session(conn, queries, cookie))

@@ -43,9 +43,12 @@ WHERE s.session_hash = $1 AND o.operator_id = s.operator_id AND o.revoked_at IS 
 RETURNING s.operator_id, o.name, s.session_hash, s.csrf_token, s.created_at, s.last_seen_at,
           s.expires_at
 
--- name: end_operator_session!
+-- name: end_operator_session^
 -- params: session_hash
-DELETE FROM operator_sessions WHERE session_hash = $1
+-- Sign-out; the session's operator, or null when there was no such session.
+DELETE FROM operator_sessions s USING operators o
+WHERE s.session_hash = $1 AND o.operator_id = s.operator_id
+RETURNING o.operator_id, o.name
 
 -- name: end_operator_sessions!
 -- params: operator_id
