@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from api_fixtures import ApiClient, make_api
+from test_cli import cli  # noqa: F401 - the fixture, shared
 
 from spiral_mcp.admin import operators
 from spiral_mcp.api.principal import AdminPrincipal
@@ -317,3 +318,17 @@ async def test_operator_api_needs_the_owners_url(aiohttp_client,
                      database_url=database_urls.runtime)
     with pytest.raises(ConnectionError, match="needs the owner role's URL"):
         await aiohttp_client(app)
+
+
+async def test_an_operator_made_and_revoked_by_the_cli_over_http(
+    cli, ops_api: ApiClient, tenant,  # noqa: F811
+) -> None:
+    made = await cli("operator", "create", "--name", f"e2e-{uuid.uuid4().hex[:6]}")
+    assert made.code == 0, made.err
+    headers = {"Authorization": f"Bearer {made.out.strip()}"}
+    operator_id = made.err.split("operator id: ")[1].split()[0]
+    resp = await ops_api.get(f"/tenants/{tenant.id}", headers)
+    assert resp.status == 200 and resp.data["name"] == "test"
+    assert (await cli("operator", "revoke", operator_id)).code == 0
+    resp = await ops_api.get(f"/tenants/{tenant.id}", headers)
+    assert resp.status == 401 and "not valid" in resp.error["message"]
