@@ -148,7 +148,9 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
     finally:
         await runner.cleanup()
     if server.key_refused:
-        _say_error(f"the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
+        _say_error(f"the API key in {KEY_ENV} is no longer accepted: {SUSPENDED}"
+                   if app[AUTHENTICATOR].suspended(key) else
+                   f"the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
         return 1
     return 0
 
