@@ -1,0 +1,54 @@
+"""The web console, a sub-application the server mounts at ``/admin``.
+
+Server-rendered Jinja2 pages (autoescape on: every value a tenant stored is text, never markup),
+the package's own CSS and script under ``/admin/static`` (no CDN, no build step), security
+headers on every answer, and a console session for every page but sign-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from . import pages, project_pages, signin, source_pages
+from .access import PageError
+from .security import security_headers
+from .signin import signed_in_only
+from .views import duration, render, when
+
+__all__ = ["CONSOLE_PREFIX", "console_application"]
+
+CONSOLE_PREFIX = "/admin"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page refused to this admin (PageError) is the error page, with its status."""
+    try:
+        return await handler(request)
+    except PageError as exc:
+        return render(request, "error.html", {"title": exc.title, "message": exc.message},
+                      status=exc.status)
+
+
+def console_application() -> web.Application:
+    app = web.Application(middlewares=[security_headers, signed_in_only, page_errors])
+    package = resources.files("spiral_mcp.console")
+    environment = aiohttp_jinja2.setup(
+        app, loader=jinja2.PackageLoader("spiral_mcp.console", "templates"),
+        # Every template is HTML: escape every value, whatever the file's name.
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["when"] = when
+    environment.filters["duration"] = duration
+    for module in (signin, pages, source_pages, project_pages):
+        app.router.add_routes(module.routes)
+    app.router.add_static("/static", Path(str(package / "static")), name="static",
+                          append_version=False)
+    return app

@@ -1,0 +1,54 @@
+"""The headers every console answer carries, and whether a request came over TLS.
+
+The console is a page of an admin's browser with an ambient credential (its cookie): the
+headers keep other sites from framing it (clickjacking), from running script in it (CSP without
+'unsafe-inline': an injected <script> or on*= attribute does nothing), from reading its
+answers from a cache or a Referer, and the browser from guessing a file's type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+
+from aiohttp import web
+
+__all__ = ["CSP", "came_over_tls", "security_headers"]
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+_ALWAYS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def came_over_tls(request: web.Request) -> bool:
+    """Whether the browser reached us over https: directly, or through a proxy that says so
+    (aiohttp's request.secure follows X-Forwarded-Proto only behind a trusted proxy setup, so
+    the header is read here, as the cookie's Secure flag is only ever made stricter by it)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _apply(request: web.Request, headers: MutableMapping[str, str]) -> None:
+    headers.update(_ALWAYS)
+    # Pages hold tenant data and a CSRF token: never kept by a cache or the back button's
+    # store; the package's static files may be revalidated.
+    static = request.path.startswith("/admin/static/")
+    headers["Cache-Control"] = "no-cache" if static else "no-store"
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _apply(request, exc.headers)
+        raise
+    _apply(request, response.headers)
+    return response
