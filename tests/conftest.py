@@ -283,5 +283,8 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]
         server.stop()
 
 
+# The admin API's client, every answer checked against the OpenAPI document.
+from api_fixtures import api  # noqa: E402, F401
+
 # The replica tests' cluster, one for the whole run (imported last: it imports this module).
 from replica_fixtures import replica_client, replicated  # noqa: E402, F401

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from referencing import Registry
 
 from ..errors import ErrorCode, ServiceError
 from ..schema_types import integral_floats
@@ -129,10 +130,11 @@ def _too_deep(arguments: Any) -> str | None:
     return None
 
 
-def _invalid_arguments(tool: str, details: list[dict[str, str]]) -> ServiceError:
+def _invalid_arguments(tool: str, details: list[dict[str, str]], *,
+                       noun: str = "arguments") -> ServiceError:
     return ServiceError(
         ErrorCode.VALIDATION_ERROR,
-        f"invalid arguments for {tool}: "
+        f"invalid {noun} for {tool}: "
         + "; ".join(f"{d['path']}: {d['message']}" for d in details[:5]),
         details=details,
     )
@@ -147,13 +149,18 @@ def _validation_details(validator: Draft202012Validator, arguments: Any) -> list
 
 
 class ArgumentCheck:
-    """One tool's compiled input schema."""
+    """One tool's compiled input schema (or, with ``noun``, another input's: the admin API
+    checks a request's body and query this way, "invalid body for POST /api/v1/keys: ...").
+    ``registry`` resolves the ``$ref`` of schemas that name others."""
 
-    __slots__ = ("_surely_valid", "_tool", "validator")
+    __slots__ = ("_noun", "_surely_valid", "_tool", "validator")
 
-    def __init__(self, tool: str, schema: dict[str, Any]) -> None:
+    def __init__(self, tool: str, schema: dict[str, Any], *, noun: str = "arguments",
+                 registry: Registry | None = None) -> None:
         self._tool = tool
-        self.validator = Draft202012Validator(schema)
+        self._noun = noun
+        self.validator = Draft202012Validator(schema) if registry is None else \
+            Draft202012Validator(schema, registry=registry)
         self._surely_valid = _quick_check(schema)
 
     def __call__(self, arguments: Any) -> Any:
@@ -163,9 +170,10 @@ class ArgumentCheck:
             return arguments
         if (path := _too_deep(arguments)) is not None:
             raise _invalid_arguments(self._tool, [{
-                "path": path, "message": f"nested deeper than {MAX_ARGUMENT_DEPTH} levels"}])
+                "path": path, "message": f"nested deeper than {MAX_ARGUMENT_DEPTH} levels"}],
+                noun=self._noun)
         if details := _validation_details(self.validator, arguments):
-            raise _invalid_arguments(self._tool, details)
+            raise _invalid_arguments(self._tool, details, noun=self._noun)
         # JSON Schema counts 5.0 as an integer; a handler slicing rows or binding an int does
         # not.
         return integral_floats(arguments, self.validator.schema)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -19,8 +20,10 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from .. import migrate
+from ..api.app import API_PREFIX, api_application
 from ..auth import Authenticator
 from ..config import Settings
+from ..credentials import BearerCheck
 from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
 from ..explorer import Explorer, create_explorer_pool
@@ -55,6 +58,7 @@ from . import discovery, ops, shared_state
 from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
+    BEARER,
     DATABASE,
     DISPATCHER,
     EXPLORER,
@@ -126,6 +130,7 @@ def create_app(
     app.router.add_routes(streamable.routes)
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
+    app.add_subapp(API_PREFIX, api_application())
     app.cleanup_ctx.append(tracing_context)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_explorer(
@@ -236,6 +241,7 @@ async def _connect_with_retry(settings: Settings, url: str):
 async def _authenticator(app: web.Application) -> AsyncIterator[None]:
     authenticator = Authenticator(app[DATABASE], cache_ttl=app[SETTINGS].auth_cache_ttl)
     app[AUTHENTICATOR] = authenticator
+    app[BEARER] = BearerCheck(app[SETTINGS], authenticator)
 
     async def flush_periodically() -> None:
         while True:
@@ -257,7 +263,8 @@ async def _oauth(app: web.Application) -> AsyncIterator[None]:
     """Access tokens: verified against the issuers' keys (fetched and cached by the verifier's
     own HTTP client), then mapped to a tenant and a principal."""
     verifier = app[TOKEN_VERIFIER] = TokenVerifier(app[SETTINGS])
-    app[IDENTITIES] = IdentityMapper(app[DATABASE], app[SETTINGS])
+    identities = app[IDENTITIES] = IdentityMapper(app[DATABASE], app[SETTINGS])
+    app[BEARER] = dataclasses.replace(app[BEARER], verifier=verifier, identities=identities)
     yield
     await verifier.close()
 

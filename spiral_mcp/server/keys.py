@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..auth import Authenticator, Principal
 from ..config import Settings
+from ..credentials import BearerCheck
 from ..db import Database
 from ..explorer import Explorer
 from ..oauth import TokenVerifier
@@ -27,6 +28,7 @@ from .shutdown import ShutdownClock
 __all__ = [
     "AUTHENTICATOR",
     "BACKGROUND",
+    "BEARER",
     "CORS_ORIGIN",
     "DATABASE",
     "DISPATCHER",
@@ -54,6 +56,8 @@ METRICS = web.AppKey("metrics", Metrics)
 DATABASE = web.AppKey("database", Database)
 REPLICA = web.AppKey("replica", Replica)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+# The one verification of bearer credentials (API keys, OAuth tokens), for /mcp and /api/v1 alike.
+BEARER = web.AppKey("bearer", BearerCheck)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 HEAD_MIGRATIONS = web.AppKey("head_migrations", tuple)
 REDIS = web.AppKey("redis", redis.Redis)

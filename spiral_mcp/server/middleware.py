@@ -18,28 +18,25 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..auth import Authenticator, Principal, key_problem
-from ..config import Settings
+from ..auth import Authenticator, Principal
+from ..credentials import CredentialRefused, bearer_credential
 from ..errors import ServiceError
-from ..oauth import TokenRefused, TokenVerifier, VerifiedToken
-from ..oauth.challenges import bearer_challenge
 from .keys import (
     AUTHENTICATOR,
+    BEARER,
     CORS_ORIGIN,
-    IDENTITIES,
     KEY_STILL_VALID,
     METRICS,
     PRINCIPAL,
     REQUEST_ID,
     SETTINGS,
-    TOKEN_VERIFIER,
     TRACER,
 )
 from .logs import AccessRecord, request_id_var
 from .tracing import end_request_span, start_request_span
 
-__all__ = ["PUBLIC_PATHS", "authenticate", "cors_headers", "is_discovery_path", "json_error",
-           "origin_guard", "request_context"]
+__all__ = ["PUBLIC_PATHS", "SELF_AUTHENTICATING", "authenticate", "cors_headers",
+           "is_discovery_path", "json_error", "origin_guard", "request_context"]
 
 log = logging.getLogger("spiral_mcp.http")
 
@@ -47,7 +44,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths an operator or a load balancer reaches without a key; they reveal no tenant data.
 PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics"})
-_API_KEY_PREFIX = "spk_"
+# The admin API and the console authenticate their own callers (an admin key, an operator
+# credential or the console's cookie: api/auth.py), with answers in their own envelope.
+SELF_AUTHENTICATING = ("/api/v1/", "/admin")
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -192,90 +191,21 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
         response.headers.add("Vary", "Origin")
 
 
-def _unauthorized(settings: Settings, message: str) -> web.Response:
-    """401 for a request without a usable Authorization header. With OAuth configured, the
-    challenge leads a client to the metadata and the scopes to ask for."""
-    challenge = bearer_challenge(settings) if settings.oauth else 'Bearer realm="spiral-mcp"'
-    return json_error(401, "UNAUTHENTICATED", message, **{"WWW-Authenticate": challenge})
-
-
-def _missing_bearer(settings: Settings, scheme: str, rest: str) -> str:
-    """Why an Authorization header is not ``Bearer <credential>``, in words that point at the
-    fix.
-
-    Never repeats the header: what was sent in place of a scheme may be the key itself.
-    """
-    oauth = settings.oauth
-    noun = "key or token" if oauth else "key"
-    sent = f"<{noun}>"
-    if not scheme:
-        what = "an API key or an OAuth access token" if oauth else "an API key"
-        return f"{what} is required: Authorization: Bearer {sent}"
-    if scheme.lower() == "bearer":
-        what = "the API key or access token" if oauth else "the API key"
-        return f"{what} is missing after Bearer: Authorization: Bearer {sent}"
-    if not rest.strip():
-        # One word and no scheme: most often a key pasted without "Bearer ".
-        return (f"the Authorization header has no scheme: send the {noun} as "
-                f"Authorization: Bearer {sent}")
-    return f"the Authorization scheme must be Bearer: Authorization: Bearer {sent}"
-
-
-async def _verified(verifier: TokenVerifier, token: str) -> VerifiedToken:
-    """The verified token; an authorization server out of reach is a 503 whose message names no
-    address: what its metadata points at (a jwks_uri on another host) is said in the log, never
-    to the client, so a token cannot be used to probe hosts this server reaches."""
-    try:
-        return await verifier.verify(token)
-    except ServiceError as exc:
-        log.warning("an authorization server could not be used", extra={"reason": exc.message})
-        raise ServiceError(exc.code, "the authorization server of this token cannot be reached "
-                           "or answered unusably; try again shortly",
-                           retry_after=exc.retry_after) from None
-
-
-def _invalid_api_key(message: str) -> web.Response:
-    # 403 and no challenge: a 401 would send clients such as mcp-remote and the Inspector into
-    # an OAuth flow, hiding this message, when what the user needs is another key.
-    return json_error(403, "INVALID_API_KEY", message)
-
-
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every route but the public ones needs ``Authorization: Bearer <credential>``: an API key
     (``spk_...``), or, with OAuth configured (OAUTH_ISSUERS), an access token of a trusted
     issuer bound to a tenant."""
     if request.path in PUBLIC_PATHS or is_discovery_path(request.path) \
+            or request.path.startswith(SELF_AUTHENTICATING) \
             or request.match_info.http_exception is not None:
         return await handler(request)
-    settings = request.app[SETTINGS]
-    scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        return _unauthorized(settings, _missing_bearer(settings, scheme, credential))
     try:
-        if credential.startswith(_API_KEY_PREFIX):
-            # Always an API key, OAuth or not: its own message, never a token's challenge.
-            if (problem := key_problem(credential)) is not None:
-                return _invalid_api_key(f"the API key is malformed: {problem}")
-            principal = await request.app[AUTHENTICATOR].authenticate(credential)
-            if principal is None:
-                # The same answer for unknown, revoked and expired keys: no hint either way.
-                return _invalid_api_key(
-                    "the API key is not valid: it is unknown, revoked or expired; an operator "
-                    "creates a new one with spiral-mcp apikey create")
-        elif settings.oauth:
-            try:
-                token = await _verified(request.app[TOKEN_VERIFIER], credential)
-                principal = await request.app[IDENTITIES].principal(token)
-            except TokenRefused as exc:
-                return json_error(401, "INVALID_TOKEN", str(exc), **{
-                    "WWW-Authenticate": bearer_challenge(settings, error="invalid_token",
-                                                         description=str(exc))})
-        else:
-            return _invalid_api_key("this server takes API keys (spk_...) and OAuth is not "
-                                    "configured, so it cannot check this credential; an "
-                                    "operator creates a key with spiral-mcp apikey create")
+        credential = bearer_credential(request.app[SETTINGS],
+                                       request.headers.get("Authorization", ""))
+        principal = await request.app[BEARER].principal(credential)
+    except CredentialRefused as refused:
+        return json_error(refused.status, refused.code, refused.message, **refused.headers)
     except ServiceError as exc:
         retry = str(max(1, round(exc.retry_after or 1)))
         return json_error(503, str(exc.code), exc.message, **{"Retry-After": retry})

@@ -1,0 +1,88 @@
+"""API keys: create, list, read, revoke. The CLI runs these as the owner role; the admin API as
+the runtime role in the caller's tenant transaction, where row-level security shows one tenant's
+keys only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from ..auth import SCOPES, new_key
+from ..queries import Queries
+from .errors import AdminError, AdminNotFound
+
+__all__ = ["create_api_key", "get_key", "key_view", "list_keys", "parse_scopes",
+           "revoke_api_key"]
+
+
+def parse_scopes(raw: str | Iterable[str]) -> list[str]:
+    scopes = [s.strip() for s in (raw.split(",") if isinstance(raw, str) else raw) if s.strip()]
+    if not scopes:
+        raise AdminError(f"at least one scope is needed (from {', '.join(SCOPES)})")
+    if unknown := sorted(set(scopes) - set(SCOPES)):
+        raise AdminError(f"unknown scopes {', '.join(unknown)} (known: {', '.join(SCOPES)})")
+    return sorted(set(scopes), key=SCOPES.index)
+
+
+async def create_api_key(
+    conn: asyncpg.Connection,
+    queries: Queries,
+    *,
+    tenant_id: uuid.UUID,
+    name: str,
+    scopes: list[str],
+    user: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[uuid.UUID, str]:
+    """Create a key; return its id and the secret, which is stored only as a hash."""
+    if not 1 <= len(name.strip()) <= 200:
+        raise AdminError("a key name has 1 to 200 characters")
+    if not await queries.tenant_exists(conn, tenant_id=tenant_id):
+        raise AdminError(f"no tenant with id {tenant_id}")
+    key = new_key(tenant_id)
+    await queries.create_api_key(
+        conn, tenant_id=tenant_id, key_id=key.key_id, name=name.strip(), key_hash=key.key_hash,
+        scopes=parse_scopes(scopes), acts_as=user, expires_at=expires_at,
+    )
+    return key.key_id, key.secret
+
+
+async def revoke_api_key(conn: asyncpg.Connection, queries: Queries, key_id: uuid.UUID) -> None:
+    if await queries.revoke_api_key(conn, key_id=key_id) is None:
+        raise AdminNotFound(f"no live key with id {key_id}")
+
+
+def key_view(row: Mapping[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+    """A key as an admin sees it: never its hash or secret. ``state`` is live, expired or
+    revoked."""
+    now = now or datetime.now(UTC)
+    if row["revoked_at"] is not None:
+        state = "revoked"
+    elif row["expires_at"] is not None and row["expires_at"] <= now:
+        state = "expired"
+    else:
+        state = "live"
+    return {"key_id": row["key_id"], "name": row["name"], "scopes": list(row["scopes"]),
+            "user": row["acts_as"], "state": state, "created_at": row["created_at"],
+            "expires_at": row["expires_at"], "revoked_at": row["revoked_at"],
+            "last_used_at": row["last_used_at"]}
+
+
+async def list_keys(conn: asyncpg.Connection, queries: Queries,
+                    tenant_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The tenant's keys, oldest first, revoked ones included."""
+    now = datetime.now(UTC)
+    return [key_view(r, now=now) for r in await queries.list_api_keys(conn, tenant_id=tenant_id)]
+
+
+async def get_key(conn: asyncpg.Connection, queries: Queries, key_id: uuid.UUID) -> dict[str, Any]:
+    """One key of the transaction's tenant; AdminNotFound when there is none (another
+    tenant's key is not found either)."""
+    row = await queries.get_key_view(conn, key_id=key_id)
+    if row is None:
+        raise AdminNotFound(f"no key with id {key_id}")
+    return key_view(row)

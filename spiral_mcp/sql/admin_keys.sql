@@ -1,0 +1,6 @@
+-- name: get_key_view^
+-- params: key_id
+-- One key of the tenant set by the transaction, as an admin sees it: never the hash.
+SELECT key_id, tenant_id, name, scopes, acts_as, created_at, expires_at, revoked_at, last_used_at
+FROM api_keys
+WHERE key_id = $1
