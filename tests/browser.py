@@ -130,6 +130,19 @@ class Browser:
 
         return await self._run(wait)
 
+    async def wait_for_attribute(self, css: str, name: str, values: tuple[str, ...], *,
+                                 timeout: float = _WAIT_SECONDS) -> str:
+        """Wait until the element's attribute ``name`` is one of ``values``; which one."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def value(_: Any) -> str | None:
+            found = self.driver.find_element(By.CSS_SELECTOR, css).get_attribute(name)
+            return found if found in values else None
+
+        return await self._run(lambda: WebDriverWait(self.driver, timeout).until(
+            value, f"{css!r}'s {name} never became one of {values} within {timeout} s"))
+
     async def wait_for_path(self, prefix: str, *, timeout: float = _WAIT_SECONDS) -> None:
         from selenium.webdriver.support.ui import WebDriverWait
 

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import admin as admin_domain
+from ..admin.overview import tenant_overview
 from ..config_values import SCOPES
 from ..server.keys import DATABASE
 from ..sources.manage import list_sources
@@ -33,7 +34,7 @@ async def home(request: web.Request) -> web.Response:
     async with tenant_reads(request, admin) as conn:
         keys = await admin_domain.list_keys(conn, database.queries, admin.tenant_id)
         sources = await list_sources(conn, database.queries, admin.tenant_id)
-        summary = await admin_domain.tenant_summary(conn, database.queries)
+        summary = await tenant_overview(conn, database.queries)
     live = sum(1 for key in keys if key["state"] == "live")
     # The second key is the first one an admin makes for an agent (the first signed in here).
     steps = [

@@ -25,8 +25,8 @@ WINDOWS = (("30", "the last 30 days"), ("90", "the last 90 days"),
 _CHARTS = (
     ("cfd", "Cumulative flow", "items per status category at each day's end"),
     ("throughput", "Throughput per week", "items done each week"),
-    ("lead_cycle", "Lead and cycle time", "each done item's lead and cycle time, with percentiles"),
-    ("wip_age", "Work in progress and its age", "items in progress and how long since they started"),
+    ("lead_cycle", "Lead and cycle time", "each done item's lead and cycle time"),
+    ("wip_age", "Work in progress and its age", "items in progress, and since when"),
 )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 
 from aiohttp import web
 
-__all__ = ["CSP", "came_over_tls", "security_headers"]
+__all__ = ["CSP", "security_headers"]
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
@@ -26,13 +26,6 @@ _ALWAYS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def came_over_tls(request: web.Request) -> bool:
-    """Whether the browser reached us over https: directly, or through a proxy that says so
-    (aiohttp's request.secure follows X-Forwarded-Proto only behind a trusted proxy setup, so
-    the header is read here, as the cookie's Secure flag is only ever made stricter by it)."""
-    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
 def _apply(request: web.Request, headers: MutableMapping[str, str]) -> None:

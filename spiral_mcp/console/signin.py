@@ -1,29 +1,34 @@
 """Signing in and out of the console, and who is signed in.
 
-Sign-in takes an API key with the ``admin`` scope (or an OAuth access token holding it, checked
-as for MCP), or an operator credential when the operator path is on; it opens a console session
-(api/sessions.py) whose id travels only in an HttpOnly, SameSite=Strict cookie (``__Host-`` and
-Secure over TLS). The credential itself is never kept by the browser. Sign-out ends the session
-in the database, not only the cookie.
+Sign-in takes an API key with the ``admin`` scope, or an operator credential (``spo_...``) when
+the operator path is on (OAuth sign-in is not offered: a console session is opened with a key).
+It opens a console session (api/sessions.py) whose id travels only in an HttpOnly,
+SameSite=Strict cookie (``__Host-`` and Secure over TLS); the credential itself is never kept by
+the browser. Sign-out ends the session in the database, not only the cookie.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..api.auth import bearer_admin
-from ..api.principal import OPERATOR
-from ..api.sessions import cookie_name, session_admin, start_session, stop_session
+from ..api.auth import bearer_admin, session_admin
+from ..api.principal import OPERATOR, AdminPrincipal
+from ..api.sessions import (
+    OPERATOR_SESSION_PREFIX,
+    clear_session_cookie,
+    csrf_problem,
+    same_origin,
+    session_cookie,
+    set_session_cookie,
+)
 from ..api.state import OPERATORS
 from ..credentials import CredentialRefused
-from ..errors import ServiceError
-from .security import came_over_tls
+from ..errors import ErrorCode, ServiceError
+from ..server.keys import CONSOLE_SESSIONS
 from .state import SIGNED_IN, STATIC_URL, signed_in
 
 __all__ = ["routes", "signed_in_only"]
@@ -40,18 +45,12 @@ routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _same_origin(request: web.Request) -> bool:
-    """A form post's Origin, when the browser sends one, names this very server: a page of
-    another site cannot sign a browser in (login CSRF) or out."""
+def _from_elsewhere(request: web.Request) -> bool:
+    """Whether a form post names another origin than this server: a page of another site
+    cannot sign a browser in (login CSRF) or out. No Origin (an old browser): SameSite and the
+    token decide."""
     origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    try:
-        parts = urlsplit(origin)
-    except ValueError:
-        return False
-    scheme = "https" if came_over_tls(request) else request.scheme
-    return parts.scheme == scheme and parts.netloc == request.host
+    return origin is not None and not same_origin(request, origin)
 
 
 @web.middleware
@@ -59,13 +58,15 @@ async def signed_in_only(request: web.Request, handler: Handler) -> web.StreamRe
     """Every page but sign-in needs a live console session; without one, the sign-in page."""
     if request.path.startswith(_OPEN) or request.match_info.http_exception is not None:
         return await handler(request)
-    cookie = request.cookies.get(cookie_name(request))
-    admin = await session_admin(request, cookie) if cookie else None
+    cookie = session_cookie(request)
+    try:
+        admin = await session_admin(request, cookie) if cookie else None
+    except CredentialRefused:
+        admin = None
     if admin is None:
-        if request.method != "GET":
-            raise web.HTTPSeeOther(_SIGN_IN + "?expired=1")
-        raise web.HTTPSeeOther(_SIGN_IN if request.path == "/admin" else
-                               f"{_SIGN_IN}?expired=1")
+        # The home page is where a first visit lands: no "session ended" for it.
+        expired = cookie is not None or request.path != "/admin"
+        raise web.HTTPSeeOther(_SIGN_IN + ("?expired=1" if expired else ""))
     request[SIGNED_IN] = admin
     return await handler(request)
 
@@ -89,9 +90,19 @@ async def login_form(request: web.Request) -> web.Response:
                        "You are signed out." if ended else None)
 
 
+async def _open_session(request: web.Request, admin: AdminPrincipal) -> tuple[str, float]:
+    """A new console session for ``admin``: its cookie value and how long it may last."""
+    if admin.role == OPERATOR:
+        operators = request.config_dict[OPERATORS]
+        return await operators.open_session(admin)
+    sessions = request.config_dict[CONSOLE_SESSIONS]
+    cookie, _ = await sessions.create(admin)
+    return cookie, sessions.ttl
+
+
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
-    if not _same_origin(request):
+    if _from_elsewhere(request):
         return _login_page(request, "This sign-in came from another site and was refused.",
                            problem=True, status=403)
     form = await request.post()
@@ -101,16 +112,19 @@ async def login(request: web.Request) -> web.Response:
                            problem=True, status=400)
     try:
         admin = await bearer_admin(request, f"Bearer {credential}")
+        if admin.principal is not None and admin.principal.credential != "api_key":
+            raise CredentialRefused(400, "VALIDATION_ERROR", "sign in with an API key (spk_…); "
+                                    "OAuth sign-in to the console is not offered")
     except CredentialRefused as refused:
         return _login_page(request, refused.message, problem=True, status=refused.status)
     except ServiceError as exc:
         # PERMISSION_DENIED (no admin scope) says so; an outage says to retry.
-        return _login_page(request, exc.message, problem=True,
-                           status=403 if exc.retry_after is None else 503)
-    cookie = await start_session(request, admin)
+        status = 403 if exc.code is ErrorCode.PERMISSION_DENIED else 503
+        return _login_page(request, exc.message, problem=True, status=status)
+    cookie, lifetime = await _open_session(request, admin)
     response = _see_other("/admin/tenants" if admin.role == OPERATOR else "/admin")
-    response.set_cookie(cookie_name(request), cookie, path="/", httponly=True,
-                        samesite="Strict", secure=came_over_tls(request))
+    set_session_cookie(response, request, cookie, max_age=lifetime)
+    log.info("console sign-in", extra={"actor": admin.actor, "role": admin.role})
     return response
 
 
@@ -118,14 +132,16 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     admin = signed_in(request)
     form = await request.post()
-    token = str(form.get("csrf_token", ""))
-    session = admin.session
-    if session is None or not _same_origin(request) \
-            or not hmac.compare_digest(token.encode(), session.csrf_token.encode()):
-        raise web.HTTPForbidden(text="the sign-out form is stale or came from another site; "
-                                     "reload the page and sign out again")
-    await stop_session(request, request.cookies[cookie_name(request)])
+    assert admin.session is not None
+    if (problem := csrf_problem(request, admin.session,
+                                form_token=str(form.get("csrf_token", "")))) is not None:
+        raise web.HTTPForbidden(text=f"sign-out refused: {problem}")
+    cookie = session_cookie(request)
+    assert cookie is not None
+    if cookie.startswith(OPERATOR_SESSION_PREFIX):
+        await request.config_dict[OPERATORS].end_session(cookie)
+    else:
+        await request.config_dict[CONSOLE_SESSIONS].end(cookie)
     response = _see_other(f"{_SIGN_IN}?ended=1")
-    response.del_cookie(cookie_name(request), path="/", secure=came_over_tls(request),
-                        samesite="Strict")
+    clear_session_cookie(response, request)
     return response
