@@ -205,6 +205,11 @@ class Authenticator:
             self._cache.popitem(last=False)
         return cached
 
+    def forget(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> None:
+        """Drop a key just revoked in this process from the cache: its next use here is checked
+        against the database (other processes see it within ``cache_ttl``)."""
+        self._cache.pop(f"{tenant_id.hex}{key_id.hex}", None)
+
     async def flush_last_used(self) -> None:
         """Write the keys used since the last flush; keep them for the next try on failure."""
         used, self._used = self._used, {}

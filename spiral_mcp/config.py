@@ -114,6 +114,11 @@ SETTINGS: tuple[Setting, ...] = (
             "initialized)"),
     Setting("SESSION_MAX_CONCURRENT_CALLS", whole_number(1, 1000), 16,
             "tool calls running at once on one MCP session"),
+    Setting("CONSOLE_SESSION_TTL", number(60, 30 * 86400), 43200.0,
+            "seconds a web console sign-in lasts at most (it also ends once its key is revoked, "
+            "expires or loses the admin scope)"),
+    Setting("CONSOLE_SESSION_IDLE", number(60, 30 * 86400), 3600.0,
+            "seconds without a request after which a web console session ends"),
     Setting("ENABLED_TOOLSETS", toolsets, (),
             f"toolsets to serve, comma-separated, from {', '.join(TOOLSETS)} (default: all)"),
     Setting("READ_ONLY", boolean, False, "hide and refuse every tool that writes"),
@@ -248,6 +253,8 @@ class Settings:
     session_max_per_key: int
     session_idle_timeout: float
     session_max_concurrent_calls: int
+    console_session_ttl: float
+    console_session_idle: float
     enabled_toolsets: tuple[str, ...]
     read_only: bool
     idempotency_ttl: float

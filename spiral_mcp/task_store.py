@@ -19,10 +19,15 @@ import asyncpg
 from .auth import Principal
 from .db import Database
 
-__all__ = ["ACTIVE", "TERMINAL", "StoredTask", "TaskStore"]
+__all__ = ["ACTIVE", "ORPHANED_ERROR", "ORPHAN_CANCELLED", "TERMINAL", "StoredTask", "TaskStore"]
 
 ACTIVE = frozenset({"working", "input_required"})
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# What a task whose server process died reads as, whoever reads it first (an MCP client or the
+# admin API): a JSON-RPC error object (-32603), as tasks/result answers with it.
+ORPHANED_ERROR = {"code": -32603, "message": "the server process running this task stopped "
+                  "before it finished (it was restarted or it crashed); run the call again"}
+ORPHAN_CANCELLED = "cancelled; the server process running it had already stopped"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -69,8 +69,10 @@ SPECS: dict[str, TableSpec] = {
     "tenants": TableSpec(
         frozenset({"select"}), "name = 'hijacked'",
         _ins("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'intruder')")),
+    # 0017: a tenant admin creates and revokes its tenant's keys (UPDATE of revoked_at and
+    # last_used_at only).
     "api_keys": TableSpec(
-        frozenset({"select", "update"}), "last_used_at = now()",
+        frozenset({"select", "insert", "update"}), "last_used_at = now()",
         _ins("INSERT INTO api_keys (tenant_id, name, key_hash, scopes) "
              "VALUES ($1, 'intruder', sha256('x'::bytea), ARRAY['admin'])")),
     "source_instances": TableSpec(
@@ -106,8 +108,9 @@ SPECS: dict[str, TableSpec] = {
         _ALL, "created_by = 'hijacked'",
         _ins("INSERT INTO work_item_links (tenant_id, link_type, outward_id, inward_id) "
              "VALUES ($1, 'relates', $2, $3)", lambda s: s.item_ids[1], lambda s: s.item_ids[0])),
+    # 0017: a tenant admin reads its tenant's audit log.
     "audit_log": TableSpec(
-        frozenset({"insert"}), "actor = 'hijacked'",
+        frozenset({"insert", "select"}), "actor = 'hijacked'",
         _ins("INSERT INTO audit_log (tenant_id, tool, outcome) VALUES ($1, 'intruder', 'ok')")),
     "idempotency_keys": TableSpec(
         _ALL, "state = 'completed'",
@@ -127,6 +130,12 @@ SPECS: dict[str, TableSpec] = {
         frozenset(), "created_at = created_at",
         _ins("INSERT INTO oauth_bindings (tenant_id, issuer) "
              "VALUES ($1, 'https://' || gen_random_uuid() || '.example.com')")),
+    # 0017: the console's sessions, each bound to the admin key that opened it.
+    "console_sessions": TableSpec(
+        frozenset({"select", "insert", "update", "delete"}), "last_seen_at = now()",
+        _ins("INSERT INTO console_sessions (tenant_id, session_hash, csrf_token, key_id, "
+             "expires_at) VALUES ($1, sha256(gen_random_uuid()::text::bytea), "
+             "repeat('c', 43), $2, now() + interval '1 hour')", lambda s: s.key_id)),
     "tenant_counters": TableSpec(
         frozenset({"select", "insert", "update"}), "last_id = last_id + 1",
         _ins("INSERT INTO tenant_counters AS c (tenant_id, counter, last_id) "
@@ -203,6 +212,10 @@ async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUI
         await conn.execute(
             "INSERT INTO oauth_bindings (tenant_id, issuer, claim, claim_value) "
             "VALUES ($1, 'https://isolation.example.com', 'org', $2)", tenant_id, str(tenant_id))
+        await conn.execute(
+            "INSERT INTO console_sessions (tenant_id, session_hash, csrf_token, key_id, "
+            "expires_at) VALUES ($1, sha256(gen_random_uuid()::text::bytea), repeat('c', 43), $2, "
+            "now() + interval '1 hour')", tenant_id, key_id)
     return Seed(tenant_id, (first, second), key_id)
 
 

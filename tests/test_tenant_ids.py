@@ -376,8 +376,7 @@ async def _picture(conn: asyncpg.Connection, t: uuid.UUID) -> dict[str, Any]:
 
 
 # 0011 and the migrations after it, rolled back and applied again together.
-_SINCE = ("0011_tenant_ids", "0012_explorer_bounds", "0013_explorer_capped_reads",
-          "0014_tasks", "0015_oauth", "0016_replica_binding")
+_SINCE = tuple(m for m in migrate.head_ids() if m >= "0011_tenant_ids")
 
 
 async def _ids(conn: asyncpg.Connection, t: uuid.UUID, table: str) -> list[int]:

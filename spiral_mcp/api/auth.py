@@ -4,6 +4,9 @@
   for MCP (credentials.py); a tenant admin when its scopes hold ``admin``.
 - ``Authorization: Bearer spo_...``: an operator, verified by the operator path (app key
   ``OPERATORS``) when it is on.
+- No Authorization header, the console's session cookie: the session's admin (api/sessions.py);
+  an unsafe method then also needs the session's CSRF token and no foreign Origin. A bearer
+  credential needs no CSRF token: a browser never sends one on its own.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from aiohttp import web
 
 from ..credentials import CredentialRefused, bearer_credential
 from ..errors import ErrorCode, ServiceError
-from ..server.keys import BEARER, SETTINGS
+from ..server.keys import BEARER, CONSOLE_SESSIONS, SETTINGS
 from .envelope import error_response
 from .principal import OPERATOR, TENANT_ADMIN, AdminPrincipal, ConsoleSession
 from .routing import is_public
+from .sessions import OPERATOR_SESSION_PREFIX, UNSAFE_METHODS, csrf_problem, session_cookie
 from .state import ADMIN_PRINCIPAL, OPERATORS
 
 __all__ = ["OPERATOR", "TENANT_ADMIN", "AdminPrincipal", "ConsoleSession", "admin_auth",
-           "bearer_admin"]
+           "bearer_admin", "request_admin", "session_admin"]
 
 OPERATOR_PREFIX = "spo_"
 ADMIN_SCOPE = "admin"
@@ -53,13 +57,42 @@ async def bearer_admin(request: web.Request, header: str) -> AdminPrincipal:
     return AdminPrincipal.tenant_admin(principal)
 
 
+async def session_admin(request: web.Request, cookie: str) -> AdminPrincipal:
+    """The admin of the console session ``cookie``; CredentialRefused when it has ended."""
+    if cookie.startswith(OPERATOR_SESSION_PREFIX):
+        operators = request.config_dict.get(OPERATORS)
+        admin = None if operators is None else await operators.session(cookie)
+    else:
+        admin = await request.config_dict[CONSOLE_SESSIONS].admin(cookie)
+    if admin is None:
+        raise CredentialRefused(401, "UNAUTHENTICATED",
+                                "the console session has ended (signed out, expired, or its key "
+                                "was revoked); sign in again at /admin/login")
+    return admin
+
+
+async def request_admin(request: web.Request) -> AdminPrincipal:
+    """Who makes ``request``: its bearer credential, else its console session (with the CSRF
+    check of an unsafe method). CredentialRefused or ServiceError say why nobody."""
+    header = request.headers.get("Authorization")
+    cookie = session_cookie(request)
+    if header is not None or cookie is None:
+        return await bearer_admin(request, header or "")
+    admin = await session_admin(request, cookie)
+    if request.method in UNSAFE_METHODS:
+        assert admin.session is not None
+        if (problem := csrf_problem(request, admin.session)) is not None:
+            raise ServiceError(ErrorCode.PERMISSION_DENIED, problem)
+    return admin
+
+
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticates every matched route but the public ones; refusals in the envelope."""
     if request.match_info.http_exception is not None or is_public(request):
         return await handler(request)
     try:
-        admin = await bearer_admin(request, request.headers.get("Authorization", ""))
+        admin = await request_admin(request)
     except CredentialRefused as refused:
         return error_response(refused.status, refused.code, refused.message,
                               headers=refused.headers)

@@ -30,7 +30,14 @@ from typing import Any
 from ..auth import Principal
 from ..errors import ErrorCode, ServiceError
 from ..handlers.context import CLIENT_REQUESTS, ToolContext, require_askable
-from ..task_store import ACTIVE, StoredTask, TaskStore, task_id_from
+from ..task_store import (
+    ACTIVE,
+    ORPHAN_CANCELLED,
+    ORPHANED_ERROR,
+    StoredTask,
+    TaskStore,
+    task_id_from,
+)
 from .exchange import Exchange
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -47,8 +54,7 @@ log = logging.getLogger(__name__)
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 # What a task whose process died reads as: it failed, with no result to give.
-ORPHANED = RpcError(INTERNAL_ERROR, "the server process running this task stopped before it "
-                                    "finished (it was restarted or it crashed); run the call again")
+ORPHANED = RpcError(ORPHANED_ERROR["code"], ORPHANED_ERROR["message"])
 SHUT_DOWN = RpcError(INTERNAL_ERROR, "the server shut down before this task finished; run the "
                                      "call again")
 # What a task reads as once the API key that created it no longer authenticates: stopped, as
@@ -410,8 +416,7 @@ class TaskRunner:
     async def _cancel(self, params: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         principal, task_id = self._target("tasks/cancel", params, exchange)
         status = None if task_id is None else await self._store.cancel(
-            principal, task_id, orphan_message="cancelled; the server process running it had "
-                                               "already stopped")
+            principal, task_id, orphan_message=ORPHAN_CANCELLED)
         if status is None:
             raise self._not_found("tasks/cancel")
         running = self._running.get(task_id)  # type: ignore[arg-type]

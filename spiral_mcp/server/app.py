@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .. import migrate
 from ..api.app import API_PREFIX, api_application
+from ..api.sessions import ConsoleSessions
 from ..auth import Authenticator
 from ..config import Settings
 from ..console import CONSOLE_PREFIX, console_application
@@ -60,6 +61,7 @@ from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
     BEARER,
+    CONSOLE_SESSIONS,
     DATABASE,
     DISPATCHER,
     EXPLORER,
@@ -73,6 +75,7 @@ from .keys import (
     SHUTDOWN,
     SOURCES,
     TASK_RUNNER,
+    TASK_STORE,
     TEMPLATES,
     TOKEN_VERIFIER,
     TRACER,
@@ -244,6 +247,8 @@ async def _authenticator(app: web.Application) -> AsyncIterator[None]:
     authenticator = Authenticator(app[DATABASE], cache_ttl=app[SETTINGS].auth_cache_ttl)
     app[AUTHENTICATOR] = authenticator
     app[BEARER] = BearerCheck(app[SETTINGS], authenticator)
+    app[CONSOLE_SESSIONS] = ConsoleSessions(app[DATABASE], ttl=app[SETTINGS].console_session_ttl,
+                                            idle=app[SETTINGS].console_session_idle)
 
     async def flush_periodically() -> None:
         while True:
@@ -356,10 +361,11 @@ def _protocol(tools: list[Tool], given: list[Resource] | None, prompts: PromptRe
             metrics=app[METRICS],
             tracer=app[TRACER],
         )
-        tasks = app[TASK_RUNNER] = TaskRunner(TaskStore(
+        app[TASK_STORE] = TaskStore(
             app[DATABASE], ttl_ms=round(settings.task_ttl * 1000),
             poll_interval_ms=round(settings.task_poll_interval * 1000),
-            lease_seconds=settings.task_lease, max_per_key=settings.task_max_per_key))
+            lease_seconds=settings.task_lease, max_per_key=settings.task_max_per_key)
+        tasks = app[TASK_RUNNER] = TaskRunner(app[TASK_STORE])
         resources = given
         if resources is None:
             # Built here: they describe what this process serves (its reports, the explorer's

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as redis
 from aiohttp import web
 
+from ..api.sessions import ConsoleSessions
 from ..auth import Authenticator, Principal
 from ..config import Settings
 from ..credentials import BearerCheck
@@ -20,6 +21,7 @@ from ..protocol.tasks import TaskRunner
 from ..ratelimit import RateLimiter
 from ..replica import Replica
 from ..sources.access import SourceAccess
+from ..task_store import TaskStore
 from ..tasks import BackgroundTasks
 from ..tracing import Tracer
 from .metrics import Metrics
@@ -29,6 +31,7 @@ __all__ = [
     "AUTHENTICATOR",
     "BACKGROUND",
     "BEARER",
+    "CONSOLE_SESSIONS",
     "CORS_ORIGIN",
     "DATABASE",
     "DISPATCHER",
@@ -46,6 +49,7 @@ __all__ = [
     "SETTINGS",
     "SHUTDOWN",
     "TASK_RUNNER",
+    "TASK_STORE",
     "TEMPLATES",
     "TOKEN_VERIFIER",
     "TRACER",
@@ -69,6 +73,10 @@ TEMPLATES = web.AppKey("templates", list)
 SOURCES = web.AppKey("sources", SourceAccess)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 TASK_RUNNER = web.AppKey("task_runner", TaskRunner)
+# The tasks' store, shared by MCP's tasks and the admin API's (a sync started from the console).
+TASK_STORE = web.AppKey("task_store", TaskStore)
+# The web console's sessions (api/sessions.py), for the API's cookie auth and the console.
+CONSOLE_SESSIONS = web.AppKey("console_sessions", ConsoleSessions)
 # Present when OAuth is configured (OAUTH_ISSUERS).
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 IDENTITIES = web.AppKey("identities", IdentityMapper)

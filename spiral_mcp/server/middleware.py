@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..api.envelope import error_response
+from ..api.sessions import same_origin
 from ..auth import Authenticator, Principal
 from ..credentials import CredentialRefused, bearer_credential
 from ..errors import ServiceError
@@ -46,7 +48,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/", "/health", "/ready", "/metrics"})
 # The admin API and the console authenticate their own callers (an admin key, an operator
 # credential or the console's cookie: api/auth.py), with answers in their own envelope.
-SELF_AUTHENTICATING = ("/api/v1/", "/admin")
+_API_PATHS = "/api/v1/"
+SELF_AUTHENTICATING = (_API_PATHS, "/admin")
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -153,6 +156,21 @@ def _origin_allowed(origin: str, allowed_origins: tuple[str, ...]) -> bool:
     return parts.scheme in ("http", "https") and _is_loopback(parts.hostname or "")
 
 
+def _guard_refusal(request: web.Request, code: str, message: str) -> web.Response:
+    """A 403 of the guard: in the admin API's envelope under /api/v1, else as json_error."""
+    if request.path.startswith(_API_PATHS):
+        return error_response(403, code, message)
+    return json_error(403, code, message)
+
+
+def _console_same_origin(request: web.Request, origin: str) -> bool:
+    """The console's own pages calling the console and the admin API: same-origin requests,
+    whatever host the server is reached at. (Not for MCP's routes: a rebinding domain is "same
+    origin" with itself; the console's cookie is never sent to such a domain, and api/auth.py
+    checks Origin again for cookie-authenticated changes.)"""
+    return request.path.startswith(SELF_AUTHENTICATING) and same_origin(request, origin)
+
+
 @web.middleware
 async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse cross-site browser calls and DNS-rebinding attempts.
@@ -167,11 +185,12 @@ async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResp
     # sign in); it holds nothing a credential would unlock.
     public = is_discovery_path(request.path)
     if origin is not None and not public \
-            and not _origin_allowed(origin, settings.allowed_origins):
-        return json_error(403, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
+            and not _origin_allowed(origin, settings.allowed_origins) \
+            and not _console_same_origin(request, origin):
+        return _guard_refusal(request, "FORBIDDEN_ORIGIN", f"origin {origin!r} is not allowed")
     if _is_loopback(settings.host) and not _loopback_host(request.headers.get("Host", "")):
-        return json_error(403, "FORBIDDEN_HOST",
-                          "this server only answers requests addressed to a loopback host")
+        return _guard_refusal(request, "FORBIDDEN_HOST",
+                              "this server only answers requests addressed to a loopback host")
     if origin is not None:
         request[CORS_ORIGIN] = "*" if public else origin
         if request.method == "OPTIONS" and (public or request.path in _CORS_PATHS):

@@ -1,0 +1,38 @@
+-- name: create_console_session!
+-- params: tenant_id, session_hash, csrf_token, key_id, ttl_seconds
+-- A console sign-in of the key, lasting ttl_seconds at most; only the cookie's hash is stored.
+INSERT INTO console_sessions (tenant_id, session_hash, csrf_token, key_id, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+
+-- name: find_console_session^
+-- params: session_hash, idle_seconds
+-- The live session with this hash and the key it acts as: none once the session has expired or
+-- been idle for idle_seconds, or its key is revoked, expired or has lost the admin scope (so
+-- revoking a key ends its sessions at once).
+SELECT s.tenant_id, s.session_hash, s.csrf_token, s.key_id, s.created_at, s.last_seen_at,
+       s.expires_at, k.name AS key_name, k.scopes, k.acts_as
+FROM console_sessions s
+JOIN api_keys k ON k.tenant_id = s.tenant_id AND k.key_id = s.key_id
+WHERE s.session_hash = $1
+  AND s.expires_at > now()
+  AND s.last_seen_at > now() - make_interval(secs => $2)
+  AND k.revoked_at IS NULL
+  AND (k.expires_at IS NULL OR k.expires_at > now())
+  AND 'admin' = ANY (k.scopes)
+
+-- name: touch_console_session!
+-- params: session_hash, every_seconds
+-- The session was used: its idle time starts again (written at most once per every_seconds).
+UPDATE console_sessions SET last_seen_at = now()
+WHERE session_hash = $1 AND last_seen_at < now() - make_interval(secs => $2)
+
+-- name: end_console_session!
+-- params: session_hash
+-- Sign-out.
+DELETE FROM console_sessions WHERE session_hash = $1
+
+-- name: reap_console_sessions!
+-- params: idle_seconds
+-- The tenant's sessions that can no longer be used: expired, or idle too long.
+DELETE FROM console_sessions
+WHERE expires_at <= now() OR last_seen_at <= now() - make_interval(secs => $1)
