@@ -36,7 +36,7 @@ TENANT_TABLES = (
     "tenants", "api_keys", "source_instances", "projects", "workflow_statuses",
     "workflow_transitions", "work_items", "work_item_transitions", "comments", "work_item_links",
     "audit_log", "idempotency_keys", "tenant_counters", "tasks", "oauth_bindings",
-    "console_sessions",
+    "console_sessions", "sync_runs",
 )
 
 
