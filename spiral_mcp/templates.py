@@ -23,10 +23,13 @@ Fields: ``name`` (the tool name: ``sql_`` then ``[a-z0-9_]``), ``title``, ``desc
 the agent reads in the tool list: short), ``definitions`` (optional: each figure's exact
 meaning, served in the report catalogue resource; reflowed as a description is), ``row_cap``
 (1-10000: the most rows a call returns), ``param NAME`` (a JSON Schema, Draft 2020-12, one per
-parameter; in the forms every client accepts: no type arrays, no null) and ``required``
-(comma-separated names). Parameters
+parameter; in the forms every client accepts: no type arrays, no null), ``required``
+(comma-separated names) and ``chart`` (optional: the name of a chart of ``spiral_mcp.charts``
+that draws this report's rows, e.g. ``daily_flow``). Parameters
 bind to ``$1..$n`` in declaration order; the tenant is never one (row-level security binds it).
-The tool's input schema is an object of those properties, ``required``, no other properties.
+The tool's input schema is an object of those properties, ``required``, no other properties;
+with ``chart`` it also takes ``chart`` (boolean, default false: the caller asks for the picture),
+which binds to no placeholder.
 
 At load every file is checked, or loading fails with :class:`TemplateError` naming the file: the
 metadata is complete, every schema is valid and in the forms every client accepts
@@ -56,12 +59,13 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pglast import parser as pg_parser
 
+from .charts import REPORT_CHARTS
 from .handlers.rows import jsonable
 from .schema_types import accepts, integral_floats, portable_problems
 
 __all__ = [
-    "Template", "TemplateError", "builtin_directory", "load_templates", "parse_template",
-    "run_template",
+    "CHART_ARGUMENT", "Template", "TemplateError", "builtin_directory", "load_templates",
+    "parse_template", "run_template",
 ]
 
 MAX_ROW_CAP = 10_000
@@ -70,7 +74,15 @@ _NAME = re.compile(r"^sql_[a-z0-9_]{1,60}$")
 _PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^-- (?P<field>[a-z_]+)(?: (?P<arg>\S+))?:(?:\s+(?P<value>.*?))?\s*$")
 _CONTINUATION = re.compile(r"^--\s{2,}(?P<text>\S.*?)\s*$")
-_SINGLE_FIELDS = ("name", "title", "description", "definitions", "row_cap", "required")
+_SINGLE_FIELDS = ("name", "title", "description", "definitions", "row_cap", "required", "chart")
+# The argument that asks a report with a chart for its picture; it binds to no placeholder.
+CHART_ARGUMENT = "chart"
+_CHART_SCHEMA: dict[str, Any] = {
+    "type": "boolean", "default": False,
+    "description": "true: also return a PNG chart of these figures as an image content block, "
+                   "for a person reading your answer to see; the rows are the same either way. "
+                   "Ask only when a picture helps: the image is large.",
+}
 _PROSE_FIELDS = ("description", "definitions")
 # Statement kinds that change data; any of them anywhere in the tree (a data-modifying CTE)
 # would turn a report into a write.
@@ -96,10 +108,13 @@ class Template:
     # Each figure's exact definition, for the report catalogue (the description, which every
     # tool list carries, says what the report is and points there).
     definitions: str = ""
+    # The chart (spiral_mcp.charts) that draws the rows when the caller passes chart: true.
+    chart: str | None = None
 
     def bind(self, arguments: Mapping[str, Any]) -> list[Any]:
         """The values for ``$1..$n``: defaults applied, "one or a list" made a list."""
-        if unknown := sorted(set(arguments) - set(self.params)):
+        given = set(arguments) - ({CHART_ARGUMENT} if self.chart else set())
+        if unknown := sorted(given - set(self.params)):
             raise TypeError(f"template {self.name}: unexpected arguments {unknown}")
         required = set(self.input_schema.get("required", ()))
         values: list[Any] = []
@@ -163,7 +178,14 @@ def parse_template(path: Path, text: str) -> Template:
     required = [r.strip() for r in fields.get("required", "").split(",") if r.strip()]
     if undeclared := [r for r in required if r not in properties]:
         raise TemplateError(f"{path}: required names undeclared parameters {undeclared}")
-    input_schema: dict[str, Any] = {"type": "object", "properties": properties}
+    chart = fields.get("chart") or None
+    if chart is not None and chart not in REPORT_CHARTS:
+        raise TemplateError(f"{path}: chart {chart!r} is not one of {', '.join(REPORT_CHARTS)}")
+    if chart is not None and CHART_ARGUMENT in properties:
+        raise TemplateError(f"{path}: a template with a chart cannot declare a parameter "
+                            f"{CHART_ARGUMENT!r}: the chart takes that argument")
+    input_schema: dict[str, Any] = {"type": "object", "properties": {
+        **properties, **({CHART_ARGUMENT: dict(_CHART_SCHEMA)} if chart else {})}}
     if required:  # every tool list carries it: no empty keyword
         input_schema["required"] = required
     input_schema["additionalProperties"] = False
@@ -183,6 +205,7 @@ def parse_template(path: Path, text: str) -> Template:
         params=tuple(properties),
         origin=str(path),
         definitions=fields.get("definitions", ""),
+        chart=chart,
     )
 
 

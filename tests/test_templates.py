@@ -250,11 +250,17 @@ def test_builtin_templates_load(templates: dict[str, Template]) -> None:
     for template in templates.values():
         Draft202012Validator.check_schema(template.input_schema)
         assert template.input_schema["additionalProperties"] is False
-        assert tuple(template.input_schema["properties"]) == template.params
+        # Every property binds a placeholder but chart, which asks for a picture.
+        assert tuple(p for p in template.input_schema["properties"]
+                     if not (template.chart and p == "chart")) == template.params
         assert template.title and template.description and template.row_cap > 0
         assert Path(template.origin).parent == builtin_directory()
     assert templates["sql_search_issues_by_project"].input_schema["required"] == ["project_key"]
     assert "required" not in templates["sql_lead_time_metrics"].input_schema
+    assert {name: t.chart for name, t in templates.items() if t.chart} == {
+        "sql_get_project_metrics": "daily_flow", "sql_lead_time_metrics": "weekly_delivery"}
+    assert templates["sql_lead_time_metrics"].input_schema["properties"]["chart"]["default"] \
+        is False
 
 
 def test_descriptions_say_what_is_rounded_and_how_percentiles_are_computed(
@@ -753,6 +759,11 @@ BAD = {
     "syntax error": (HEADER + ONE + "SELEC $1", "does not parse"),
     "no SQL": (HEADER + ONE, "no SQL under the header"),
     "row cap zero": (HEADER + "-- row_cap: 0\nSELECT 1", "row_cap must be between"),
+    "unknown chart": (HEADER + ONE + "-- chart: pie\nSELECT $1::int",
+                      "chart 'pie' is not one of daily_flow, weekly_delivery"),
+    "chart beside a chart parameter": (
+        HEADER + "-- row_cap: 5\n-- chart: daily_flow\n-- param chart: {\"type\": \"string\"}\n"
+        "SELECT $1::text", "cannot declare a parameter 'chart'"),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import keys, openapi, tasks
+from . import keys, openapi, projects, tasks
 from .auth import admin_auth
 from .openapi import OPENAPI, encoded_document
 from .routing import ApiRoutes, api_errors, bind
@@ -17,7 +17,7 @@ __all__ = ["API_PREFIX", "api_application"]
 API_PREFIX = "/api/v1"
 
 # Every resource module's operations; a module added here is routed and documented.
-_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes)
+_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, projects.routes)
 
 
 def api_application(*modules: ApiRoutes) -> web.Application:

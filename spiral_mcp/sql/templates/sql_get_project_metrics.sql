@@ -1,6 +1,7 @@
 -- name: sql_get_project_metrics
 -- title: Flow metrics of a project, per day and for the period
 -- row_cap: 400
+-- chart: daily_flow
 -- description: A project's daily flow over the last `days` UTC days (today so far): created,
 --   resolved (done; cancelled excluded), work in progress at each day's end, lead time
 --   p50/p90/avg; a row per day, the period, the previous period (to this time of day) and the

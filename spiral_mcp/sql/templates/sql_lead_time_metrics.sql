@@ -1,6 +1,7 @@
 -- name: sql_lead_time_metrics
 -- title: Lead time, cycle time and throughput
 -- row_cap: 60
+-- chart: weekly_delivery
 -- description: Lead time, cycle time (p50/p75/p90/p95/avg days) and throughput of the items
 --   resolved (done; cancelled excluded) in the last `days` UTC days, of all, a project and/or a
 --   label: a row for the period and one per ISO week. Definitions: resource spiral://reports.
