@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import keys, openapi, projects, tasks
+from . import audit, keys, openapi, projects, tasks, usage
 from .auth import admin_auth
 from .openapi import OPENAPI, encoded_document
 from .routing import ApiRoutes, api_errors, bind
@@ -17,7 +17,8 @@ __all__ = ["API_PREFIX", "api_application"]
 API_PREFIX = "/api/v1"
 
 # Every resource module's operations; a module added here is routed and documented.
-_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, projects.routes)
+_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, projects.routes,
+                                   audit.routes, usage.routes)
 
 
 def api_application(*modules: ApiRoutes) -> web.Application:

@@ -1,0 +1,23 @@
+-- name: audit_plan_per_call!
+-- params:
+-- The page and usage statements skip each filter left NULL ("$n IS NULL OR ..."). A plan made
+-- for every value at once (the generic plan PostgreSQL settles on after five calls of a
+-- prepared statement) cannot use the index a given filter needs; this transaction plans each
+-- call for its own values instead (planning costs ~0.1 ms, a wrong index scan ~100 ms).
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
+
+-- name: audit_page
+-- params: key_id, tool, outcome, since, until, before_at, before_id, page_size
+-- One page of the current tenant's audit log, newest first in (at, id) order: rows strictly
+-- before (before_at, before_id) when a cursor gave them, each other filter skipped when NULL.
+-- since is inclusive, until exclusive. arguments were redacted when the row was written.
+SELECT id, at, key_id, actor, tool, outcome, error_code, duration_ms, request_id, arguments
+FROM audit_log
+WHERE ($1::uuid IS NULL OR key_id = $1)
+  AND ($2::text IS NULL OR tool = $2)
+  AND ($3::text IS NULL OR outcome = $3)
+  AND ($4::timestamptz IS NULL OR at >= $4)
+  AND ($5::timestamptz IS NULL OR at < $5)
+  AND ($6::timestamptz IS NULL OR (at, id) < ($6, $7::bigint))
+ORDER BY at DESC, id DESC
+LIMIT $8
