@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from ..auth import Principal, parse_key
+from ..auth import SUSPENDED, Principal, parse_key
 from ..config import Settings
 from ..errors import ServiceError
 from ..handlers import Tool
@@ -124,7 +124,9 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
         except ServiceError as exc:
             raise ConnectionError(f"cannot check the API key: {exc.message}") from None
         if principal is None:
-            _say_error(f"the API key in {KEY_ENV} is not accepted (unknown, revoked or "
+            _say_error(f"the API key in {KEY_ENV} is not accepted: {SUSPENDED}"
+                       if authenticator.suspended(key) else
+                       f"the API key in {KEY_ENV} is not accepted (unknown, revoked or "
                        "expired; spiral-mcp apikey list shows the keys)")
             return 1
         server = StdioServer(
