@@ -91,12 +91,13 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def _open_session(request: web.Request, admin: AdminPrincipal) -> tuple[str, float]:
-    """A new console session for ``admin``: its cookie value and how long it may last."""
-    if admin.role == OPERATOR:
-        operators = request.config_dict[OPERATORS]
-        return await operators.open_session(admin)
+    """A new console session for ``admin``: its cookie value and how long it may last (both
+    kinds last CONSOLE_SESSION_TTL at most)."""
     sessions = request.config_dict[CONSOLE_SESSIONS]
-    cookie, _ = await sessions.create(admin)
+    if admin.role == OPERATOR:
+        cookie, _ = await request.config_dict[OPERATORS].open_session(admin)
+    else:
+        cookie, _ = await sessions.create(admin)
     return cookie, sessions.ttl
 
 

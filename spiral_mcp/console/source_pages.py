@@ -4,13 +4,14 @@ one instance's page (test, sync and backfill with live progress, its history of 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from aiohttp import web
 
+from ..admin import AdminNotFound
+from ..admin import instances as instance_domain
+from ..admin.runs import list_runs
 from ..server.keys import DATABASE
-from ..sources.manage import KINDS, list_sources
-from ..sources.runs import list_runs
+from ..sources.manage import KINDS
 from .access import not_found, tenant_admin, tenant_reads
 from .views import render
 
@@ -21,24 +22,12 @@ routes = web.RouteTableDef()
 _RUNS_SHOWN = 50
 
 
-def _projects(source: dict[str, Any]) -> dict[str, str]:
-    return dict(source.get("config", {}).get("projects", {}))
-
-
 @routes.get("/sources")
 async def sources(request: web.Request) -> web.Response:
     admin = tenant_admin(request)
-    queries = request.config_dict[DATABASE].queries
     async with tenant_reads(request, admin) as conn:
-        found = await list_sources(conn, queries, admin.tenant_id)
-        runs = await list_runs(conn, queries, limit=_RUNS_SHOWN)
-    last: dict[uuid.UUID, str] = {}
-    for run in runs:  # newest first: the first seen of an instance is its last
-        last.setdefault(run["instance_id"], run["status"])
-    shown = [{**source, "projects": sorted(_projects(source).values()),
-              "last_status": last.get(source["instance_id"])} for source in found]
-    return render(request, "sources.html", {
-        "title": "Sources", "sources": shown, "kinds": KINDS})
+        found = await instance_domain.list_instances(conn, request.config_dict[DATABASE].queries)
+    return render(request, "sources.html", {"title": "Sources", "sources": found, "kinds": KINDS})
 
 
 @routes.get("/sources/{instance_id}")
@@ -50,14 +39,14 @@ async def source(request: web.Request) -> web.Response:
         raise not_found("source with this id") from None
     queries = request.config_dict[DATABASE].queries
     async with tenant_reads(request, admin) as conn:
-        found = [s for s in await list_sources(conn, queries, admin.tenant_id)
-                 if s["instance_id"] == instance_id]
-        if not found:
+        try:
             # Another tenant's source is not found either (row-level security hides it).
-            raise not_found("source with this id")
-        runs = await list_runs(conn, queries, instance_id=instance_id, limit=_RUNS_SHOWN)
+            found = await instance_domain.get_instance(conn, queries, instance_id)
+        except AdminNotFound:
+            raise not_found("source with this id") from None
+        runs = (await list_runs(conn, queries, instance_id=instance_id,
+                                limit=_RUNS_SHOWN))["runs"]
     running = next((run for run in runs if run["status"] == "running"), None)
     return render(request, "source.html", {
-        "title": found[0]["name"], "source": {**found[0], "projects": _projects(found[0])},
-        "runs": runs,
-        "running_task": running["task_id"] if running and running.get("task_id") else None})
+        "title": found["name"], "source": found, "runs": runs,
+        "running_task": running["task_id"] if running and running["task_id"] else None})

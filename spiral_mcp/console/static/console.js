@@ -5,7 +5,7 @@
 //   <button data-api="DELETE /api/v1/keys/ID" data-confirm="...">
 //   data-then: "refresh" (re-read the page's [data-refresh] regions), "secret" (show the created
 //   secret once), "task" (follow the task the answer names), "say" (show its message), "reload",
-//   "go:<url>" ({id}: the created object's id).
+//   "go:<url>" ({field}: that field of the answer, e.g. the created object's id).
 //   <button data-copy="#id">                                  copy an element's text
 //
 // Every change carries the session's CSRF token (X-CSRF-Token, from <meta name="csrf-token">).
@@ -55,7 +55,8 @@
   }
 
   // A form's fields as the API's JSON: data-kind says how a field is typed ("list": comma
-  // separated, "int", "bool"); empty optional fields are left out.
+  // separated, "map": comma separated SOURCE=LOCAL pairs, "int", "bool", "json"); empty optional
+// fields are left out.
   function formBody(form) {
     const body = {};
     for (const field of form.elements) {
@@ -68,7 +69,17 @@
       }
       const value = field.value.trim();
       if (value === "") continue;
-      if (kind === "list") body[field.name] = value.split(",").map((s) => s.trim()).filter(Boolean);
+      const items = value.split(",").map((s) => s.trim()).filter(Boolean);
+      if (kind === "list") body[field.name] = items;
+      else if (kind === "map") {
+        // "ABC, octo/repo=OCTO": each SOURCE=LOCAL pair, a bare one mapping to itself.
+        body[field.name] = {};
+        for (const item of items) {
+          const at = item.lastIndexOf("=");
+          if (at < 0) body[field.name][item] = item;
+          else body[field.name][item.slice(0, at).trim()] = item.slice(at + 1).trim();
+        }
+      }
       else if (kind === "int") body[field.name] = Number.parseInt(value, 10);
       else if (kind === "json") body[field.name] = JSON.parse(value);
       else body[field.name] = value;
@@ -82,11 +93,15 @@
     return scope.querySelector(".form-error") || document.querySelector(".form-error[data-page]");
   }
 
-  function say(data) {
+  // "{field}" in a template replaced by that field of an answer.
+  function fill(template, data) {
+    return template.replace(/\{(\w+)\}/g, (_, name) => String(data[name] ?? ""));
+  }
+
+  function say(data, element) {
     const box = document.querySelector("[data-said]");
     if (!box) return;
-    box.textContent = data.message || (data.ok === false ? "the test failed" : "done");
-    box.classList.toggle("bad", data.ok === false);
+    box.textContent = element.dataset.say ? fill(element.dataset.say, data) : "Done.";
     box.hidden = false;
   }
 
@@ -167,10 +182,13 @@
       if (element.tagName === "FORM") element.reset();
       await refresh();
     } else if (then === "task") await follow(data.task_id || (data.task && data.task.task_id));
-    else if (then === "say") say(data);
+    else if (then === "say") say(data, element);
     else if (then === "reload") window.location.reload();
     else if (then.startsWith("go:")) {
-      window.location.assign(then.slice(3).replace("{id}", encodeURIComponent(data.id || "")));
+      // go:/admin/sources/{instance_id}: a field of the answer in braces.
+      const encoded = {};
+      for (const [name, value] of Object.entries(data)) encoded[name] = encodeURIComponent(String(value));
+      window.location.assign(fill(then.slice(3), encoded));
     }
   }
 
