@@ -17,8 +17,8 @@ __all__ = ["API_PREFIX", "api_application"]
 API_PREFIX = "/api/v1"
 
 # Every resource module's operations; a module added here is routed and documented.
-_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, projects.routes,
-                                   audit.routes, usage.routes)
+_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, audit.routes,
+                                   usage.routes, projects.routes)
 
 
 def api_application(*modules: ApiRoutes) -> web.Application:
