@@ -85,20 +85,28 @@ async def test_the_datasets_match_the_report_templates(
     assert lead[0] <= times["lead_time"]["p85"] <= lead[-1]
 
 
+@pytest.mark.parametrize(("first", "last"), [(99, 0), (40, 10)])
 async def test_the_cfd_counts_every_item_that_existed(
-        demo_tenant, app_conn: asyncpg.Connection, queries: Queries) -> None:
+        demo_tenant, app_conn: asyncpg.Connection, queries: Queries, first: int,
+        last: int) -> None:
+    """Days ``first`` to ``last`` days ago: from before the first item, and a window in the
+    past that starts with items already there."""
     async with as_tenant(app_conn, demo_tenant.id) as conn:
         today = await conn.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")
-        flow = await project_flow(conn, queries, "WEB", FlowWindow.parse(
-            str(today - dt.timedelta(days=99)), None, today=today))
+        flow = await project_flow(conn, queries, "WEB", FlowWindow(
+            today - dt.timedelta(days=first), today - dt.timedelta(days=last)))
         created = await conn.fetch("SELECT created_at FROM work_items WHERE project_key = 'WEB'")
-    assert len(flow["cfd"]) == 100
-    for row in flow["cfd"][:-1]:  # past days end at the next midnight UTC
+    assert len(flow["cfd"]) == first - last + 1
+    for row in flow["cfd"][:-1] if last == 0 else flow["cfd"]:  # today ends now, not midnight
         ends = dt.datetime.combine(dt.date.fromisoformat(row["day"]) + dt.timedelta(days=1),
                                    dt.time(), dt.UTC)
         existing = sum(1 for r in created if r["created_at"] < ends)
-        assert sum(v for k, v in row.items() if k != "day") == existing
-    assert sum(v for k, v in flow["cfd"][-1].items() if k != "day") == len(created)
+        assert sum(v for k, v in row.items() if k != "day") == existing, row
+    if last == 0:
+        assert sum(v for k, v in flow["cfd"][-1].items() if k != "day") == len(created)
+    # Work in progress at the window's end: the CFD's last day, item by item.
+    end = flow["cfd"][-1]
+    assert flow["wip"]["items_total"] == end["in_progress"] + end["blocked"] + end["in_review"]
 
 
 async def test_another_tenants_project_is_not_found(

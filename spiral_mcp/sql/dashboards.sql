@@ -29,9 +29,11 @@ SELECT project_key, name, description, lead FROM projects WHERE project_key = $1
 -- sql_get_project_metrics counts work in progress: a move at exactly that instant belongs to
 -- what follows; before its first recorded move an item was in that move's from-category; an
 -- item with no recorded move counts with its current category since its creation.
-WITH days AS (
-    SELECT d::date AS day,
-           least((d::date + 1)::timestamp AT TIME ZONE 'UTC', now()) AS ends_at
+WITH bounds AS (
+    SELECT $2::date::timestamp AT TIME ZONE 'UTC' AS since,
+           least(($3::date + 1)::timestamp AT TIME ZONE 'UTC', now()) AS until
+), days AS (
+    SELECT d::date AS day
     FROM generate_series($2::date, least($3::date, (now() AT TIME ZONE 'UTC')::date),
                          interval '1 day') AS d
 ), items AS (
@@ -46,6 +48,7 @@ WITH days AS (
     JOIN items AS i ON i.id = t.work_item_id
     WINDOW item_moves AS (PARTITION BY t.work_item_id ORDER BY t.transitioned_at, t.id)
 ), segments AS (
+    -- Each item's life as [start_at, end_at) stretches in one status category.
     SELECT transitioned_at AS start_at, next_at AS end_at, to_category AS category FROM moves
     UNION ALL
     SELECT i.created_at, m.transitioned_at, m.from_category
@@ -58,18 +61,46 @@ WITH days AS (
 ), lived AS (
     -- Empty stretches (two moves at one instant) hold no instant.
     SELECT start_at, end_at, category FROM segments WHERE end_at IS NULL OR end_at > start_at
+), steps AS (
+    -- In one pass, not a day-by-stretch join: each category's count just before the window,
+    -- then +1 on the day a stretch starts and -1 on the day it ends (a day is [midnight,
+    -- midnight)), for the window's stretches until its end.
+    SELECT NULL::date AS day, l.category, count(*) AS step
+    FROM lived AS l, bounds AS b
+    WHERE l.start_at < b.since AND (l.end_at IS NULL OR l.end_at >= b.since)
+    GROUP BY l.category
+    UNION ALL
+    SELECT change.day, change.category, sum(change.step)
+    FROM (SELECT (l.start_at AT TIME ZONE 'UTC')::date, l.category, 1
+          FROM lived AS l, bounds AS b WHERE l.start_at >= b.since AND l.start_at < b.until
+          UNION ALL
+          SELECT (l.end_at AT TIME ZONE 'UTC')::date, l.category, -1
+          FROM lived AS l, bounds AS b WHERE l.end_at >= b.since AND l.end_at < b.until)
+         AS change(day, category, step)
+    GROUP BY change.day, change.category
+), per_day AS (
+    SELECT d.day,
+           coalesce(sum(s.step) FILTER (WHERE s.category = 'todo'), 0) AS todo,
+           coalesce(sum(s.step) FILTER (WHERE s.category = 'in_progress'), 0) AS in_progress,
+           coalesce(sum(s.step) FILTER (WHERE s.category = 'blocked'), 0) AS blocked,
+           coalesce(sum(s.step) FILTER (WHERE s.category = 'in_review'), 0) AS in_review,
+           coalesce(sum(s.step) FILTER (WHERE s.category = 'done'), 0) AS done,
+           coalesce(sum(s.step) FILTER (WHERE s.category = 'cancelled'), 0) AS cancelled
+    FROM days AS d
+    -- Each day's steps; the count before the window (day null) joins the first day.
+    LEFT JOIN steps AS s ON s.day = d.day OR (s.day IS NULL AND d.day = $2::date)
+    GROUP BY d.day
 )
-SELECT d.day,
-       count(s.category) FILTER (WHERE s.category = 'todo') AS todo,
-       count(s.category) FILTER (WHERE s.category = 'in_progress') AS in_progress,
-       count(s.category) FILTER (WHERE s.category = 'blocked') AS blocked,
-       count(s.category) FILTER (WHERE s.category = 'in_review') AS in_review,
-       count(s.category) FILTER (WHERE s.category = 'done') AS done,
-       count(s.category) FILTER (WHERE s.category = 'cancelled') AS cancelled
-FROM days AS d
-LEFT JOIN lived AS s ON s.start_at < d.ends_at AND (s.end_at IS NULL OR s.end_at >= d.ends_at)
-GROUP BY d.day
-ORDER BY d.day
+SELECT day,
+       (sum(todo) OVER running)::bigint AS todo,
+       (sum(in_progress) OVER running)::bigint AS in_progress,
+       (sum(blocked) OVER running)::bigint AS blocked,
+       (sum(in_review) OVER running)::bigint AS in_review,
+       (sum(done) OVER running)::bigint AS done,
+       (sum(cancelled) OVER running)::bigint AS cancelled
+FROM per_day
+WINDOW running AS (ORDER BY day)
+ORDER BY day
 
 -- name: dashboard_throughput
 -- params: project_key, since, until
