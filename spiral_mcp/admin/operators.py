@@ -30,6 +30,7 @@ from .errors import AdminError, rows_as_dicts
 __all__ = [
     "CLI_OPERATOR",
     "OPERATOR_PREFIX",
+    "SESSION_PREFIX",
     "InTransaction",
     "Operator",
     "OperatorSession",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 OPERATOR_PREFIX = "spo_"
+SESSION_PREFIX = "os_"
 _SECRET_BYTES = 32
 _SECRET_LENGTH = len(OPERATOR_PREFIX) + 32 + 43  # id as hex, 32 bytes as unpadded base64url
 
@@ -77,10 +79,14 @@ CLI_OPERATOR = Operator(None, "cli")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OperatorSession:
-    """An operator's console session, found by its cookie."""
+    """An operator's console session, found by its cookie (``session_hash`` is the cookie's
+    SHA-256, the only form stored)."""
 
     operator: Operator
+    session_hash: bytes
     csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
     expires_at: datetime
 
 
@@ -156,7 +162,8 @@ async def open_session(conn: asyncpg.Connection, queries: Queries, operator: Ope
     """A console session for ``operator``: the cookie's value and the CSRF token."""
     if operator.operator_id is None:
         raise AdminError("the CLI opens no console session")
-    cookie = secrets.token_urlsafe(32)
+    # The prefix tells the console's cookie check to look among operators' sessions.
+    cookie = SESSION_PREFIX + secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     await queries.create_operator_session(
         conn, session_hash=_hash(cookie), operator_id=operator.operator_id, csrf_token=csrf,
@@ -172,7 +179,8 @@ async def find_session(conn: asyncpg.Connection, queries: Queries, cookie: str, 
                                               idle_seconds=float(idle))
     if row is None:
         return None
-    return OperatorSession(Operator(row["operator_id"], row["name"]), row["csrf_token"],
+    return OperatorSession(Operator(row["operator_id"], row["name"]), row["session_hash"],
+                           row["csrf_token"], row["created_at"], row["last_seen_at"],
                            row["expires_at"])
 
 

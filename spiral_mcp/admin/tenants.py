@@ -66,7 +66,8 @@ async def _tenant_audit(conn: asyncpg.Connection, queries: Queries, operator: Op
 
 async def list_tenants(conn: asyncpg.Connection, queries: Queries) -> list[dict[str, Any]]:
     """Every tenant, with whether it is suspended and how many live keys it has."""
-    return rows_as_dicts(await queries.list_tenants(conn))
+    return [{**row, "suspended": row["suspended_at"] is not None}
+            for row in rows_as_dicts(await queries.list_tenants(conn))]
 
 
 async def tenant_detail(conn: asyncpg.Connection, queries: Queries,

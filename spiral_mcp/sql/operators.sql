@@ -40,7 +40,8 @@ UPDATE operator_sessions s SET last_seen_at = now()
 FROM operators o
 WHERE s.session_hash = $1 AND o.operator_id = s.operator_id AND o.revoked_at IS NULL
   AND s.expires_at > now() AND s.last_seen_at > now() - make_interval(secs => $2)
-RETURNING s.operator_id, o.name, s.csrf_token, s.expires_at
+RETURNING s.operator_id, o.name, s.session_hash, s.csrf_token, s.created_at, s.last_seen_at,
+          s.expires_at
 
 -- name: end_operator_session!
 -- params: session_hash
