@@ -67,6 +67,8 @@ class ConsoleUser:
 async def sign_in(client: TestClient, credential: str, **headers: str) -> ConsoleUser:
     """Sign in with ``credential`` through the sign-in form; the session."""
     origin = str(client.make_url("")).rstrip("/")
+    if headers.get("X-Forwarded-Proto") == "https":  # as a TLS-ending proxy's browser sees it
+        origin = origin.replace("http://", "https://", 1)
     response = await client.post("/admin/login", data={"credential": credential},
                                  headers={"Origin": origin, **headers}, allow_redirects=False)
     assert response.status == 303, await response.text()

@@ -15,7 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from . import pages, project_pages, signin, source_pages
+from . import insight_pages, pages, project_pages, signin, source_pages, tenant_pages
 from .access import PageError
 from .security import security_headers
 from .signin import signed_in_only
@@ -47,7 +47,7 @@ def console_application() -> web.Application:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["when"] = when
     environment.filters["duration"] = duration
-    for module in (signin, pages, source_pages, project_pages):
+    for module in (signin, pages, source_pages, project_pages, insight_pages, tenant_pages):
         app.router.add_routes(module.routes)
     app.router.add_static("/static", Path(str(package / "static")), name="static",
                           append_version=False)

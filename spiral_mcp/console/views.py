@@ -36,10 +36,13 @@ def _nav(path: str, *, operator: bool) -> list[NavItem]:
     return [NavItem(label, href, href == best) for label, href in items]
 
 
-def when(value: datetime | None, *, seconds: bool = False) -> str:
-    """A moment as UTC text, or a dash for none."""
+def when(value: datetime | str | None, *, seconds: bool = False) -> str:
+    """A moment (or its ISO text, as JSON-ready datasets carry it) as UTC text; a dash for
+    none."""
     if value is None:
         return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds
                                           else "%Y-%m-%d %H:%M UTC")
 
