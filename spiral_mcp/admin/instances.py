@@ -60,12 +60,24 @@ async def get_instance(conn: asyncpg.Connection, queries: Queries,
     return instance_view(row, (await latest_runs(conn, queries)).get(instance_id))
 
 
+# The CLI's options as the API's body names them, in the checks' messages.
+_FIELDS = {"--base-url": "base_url", "--project": "projects", "--rate": "rate",
+           "--unmap": "unmap", "--map": "map", "--email": "email"}
+
+
+def _refused(exc: SourceAdminError) -> AdminError:
+    """A check of the CLI's, said in the API's words: bad input, one line."""
+    message = str(exc)
+    for option, field in _FIELDS.items():
+        message = message.replace(option, field)
+    return AdminError(message)
+
+
 def _checked(call: Any) -> Any:
-    """The CLI's checks say what is wrong in one line; the API answers them as bad input."""
     try:
         return call()
     except SourceAdminError as exc:
-        raise AdminError(str(exc)) from None
+        raise _refused(exc) from None
 
 
 async def create_instance(
@@ -84,7 +96,7 @@ async def create_instance(
             conn, queries, box, tenant_id=tenant_id, kind=kind, name=name, base_url=base_url,
             projects=project_map, token=token, email=email, overrides=overrides, rate=requests)
     except SourceAdminError as exc:
-        raise AdminError(str(exc)) from None
+        raise _refused(exc) from None
     return await get_instance(conn, queries, instance_id)
 
 
@@ -112,7 +124,7 @@ async def update_instance(
             await manage.change_overrides(conn, queries, instance_id, tenant_id=tenant_id,
                                           mapped=mapped, unmapped=unmapped, rate=rate)
         except SourceAdminError as exc:
-            raise AdminError(str(exc)) from None
+            raise _refused(exc) from None
     return await get_instance(conn, queries, instance_id)
 
 
