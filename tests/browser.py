@@ -143,12 +143,18 @@ class Browser:
         return await self._run(lambda: WebDriverWait(self.driver, timeout).until(
             value, f"{css!r}'s {name} never became one of {values} within {timeout} s"))
 
-    async def wait_for_path(self, prefix: str, *, timeout: float = _WAIT_SECONDS) -> None:
+    async def wait_for_path(self, path: str, *, prefix: bool = False,
+                            timeout: float = _WAIT_SECONDS) -> None:
+        """Wait until the browser is on ``path`` (its query aside), or on a path under it when
+        ``prefix``."""
         from selenium.webdriver.support.ui import WebDriverWait
 
+        def there(_: Any) -> bool:
+            current = self.path.partition("?")[0]
+            return current.startswith(path) if prefix else current == path
+
         await self._run(lambda: WebDriverWait(self.driver, timeout).until(
-            lambda _: self.path.startswith(prefix),
-            f"the browser did not reach {prefix} (it is on {self.path})"))
+            there, f"the browser did not reach {path} (it is on {self.path})"))
 
     async def script(self, source: str, *args: Any) -> Any:
         return await self._run(self.driver.execute_script, source, *args)

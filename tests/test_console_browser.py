@@ -136,7 +136,7 @@ async def test_the_admin_walk(served, browser, serve_fake, make_tenant: TenantFa
     await page.type("#source-email", fake.email)
     await page.type("#source-projects", "ABC")
     await page.click("#source-form button[type=submit]")
-    await page.wait_for_path("/admin/sources/")
+    await page.wait_for_path("/admin/sources/", prefix=True)
     assert fake.token not in await page.page_source()
     await page.screenshot("06-source")
 
@@ -147,6 +147,10 @@ async def test_the_admin_walk(served, browser, serve_fake, make_tenant: TenantFa
     await page.click("#sync-source")
     await asyncio.wait_for(held.held.wait(), 20)
     await page.find("#task-panel progress")
+    # The first page is written while the second is held: its counts are on show, and the
+    # running run is in the history.
+    await page.wait_for_text("#task-panel [data-task-status]", "pages 1, items 100")
+    await page.wait_for_text("#runs", "running")
     await page.screenshot("07-sync-in-progress", phone=False)
     held.release.set()
     state = await page.wait_for_attribute("#task-panel", "data-state",
@@ -156,11 +160,31 @@ async def test_the_admin_walk(served, browser, serve_fake, make_tenant: TenantFa
     assert "ok" in runs and "api" in runs
     await page.screenshot("08-source-synced")
 
-    # The calls in the audit log, the usage, and the project's dashboard.
+    # An agent uses the new key: its calls are in the audit log (written in the background,
+    # about once a second) and in the usage.
+    for jql in ("project = ABC", "project = ABC AND status = Done", "project = ABC ORDER BY"):
+        answer = await client.post("/execute", headers={"Authorization": f"Bearer {secret}"},
+                                   json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                         "params": {"name": "jira_search",
+                                                    "arguments": {"jql": jql}}})
+        assert answer.status == 200
     await page.click('a.link[href="/admin/audit"]')
+    for _ in range(40):
+        if "jira_search" in await page.text("#audit-table"):
+            break
+        await asyncio.sleep(0.25)
+        await page.get("/admin/audit")
     audit = await page.text("#audit-table")
-    assert "instances" in audit and "keys" in audit
+    assert "admin:instances.sync" in audit and "admin:keys.create" in audit
+    assert "claude-desktop" in audit or "jira_search" in audit
     await page.screenshot("09-audit")
+    await page.type('#audit-filters input[name="tool"]', "jira_search")
+    await page.select('#audit-filters select[name="outcome"]', "error")
+    await page.click("#audit-filters button[type=submit]")
+    await page.wait_for_path("/admin/audit")
+    filtered = await page.text("#audit-table")
+    assert "jira_search" in filtered and "admin:" not in filtered
+    await page.screenshot("09-audit-filtered", phone=False)
 
     await page.click('a.link[href="/admin/usage"]')
     await page.find("#usage-window")

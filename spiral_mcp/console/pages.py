@@ -52,7 +52,7 @@ async def home(request: web.Request) -> web.Response:
     return render(request, "home.html", {
         "title": "Home",
         "tenant_line": f"Tenant {summary['tenant_name']}",
-        "summary": {"keys": live, "sources": len(sources), "projects": summary["projects"],
+        "summary": {"live_keys": live, "sources": len(sources), "projects": summary["projects"],
                     "calls": summary["calls"]},
         "steps": steps,
         "mcp_url": _server_url(request, "/mcp"),

@@ -3,7 +3,7 @@
 The console is a page of an admin's browser with an ambient credential (its cookie): the
 headers keep other sites from framing it (clickjacking), from running script in it (CSP without
 'unsafe-inline': an injected <script> or on*= attribute does nothing), from reading its
-answers from a cache or a Referer, and the browser from guessing a file's type.
+answers from a cache or a Referer sent elsewhere, and the browser from guessing a file's type.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 _ALWAYS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser sends "Origin: null" with the console's own form posts
+    # and fetches (Fetch: the Origin header follows the referrer policy for non-CORS requests),
+    # and the same-origin checks would refuse them. same-origin sends nothing to other sites.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }

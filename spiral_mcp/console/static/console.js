@@ -13,6 +13,7 @@
 
 (function () {
   const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+  const TITLES = { completed: "Sync finished", failed: "Sync failed", cancelled: "Sync cancelled" };
 
   function csrfToken() {
     const meta = document.querySelector('meta[name="csrf-token"]');
@@ -126,7 +127,7 @@
     if (!panel) return;
     panel.querySelector("[data-secret-value]").textContent = data.secret;
     const name = panel.querySelector("[data-secret-name]");
-    if (name) name.textContent = data.name || "";
+    if (name) name.textContent = (data.key && data.key.name) || data.name || "";
     panel.hidden = false;
     panel.scrollIntoView({ block: "nearest" });
   }
@@ -144,8 +145,10 @@
     const status = panel.querySelector("[data-task-status]");
     panel.hidden = false;
     panel.dataset.state = "working";
+    const title = panel.querySelector("[data-task-title]");
+    if (title) title.textContent = "Sync in progress";
     bar.removeAttribute("value");
-    for (;;) {
+    for (let poll = 1; ; poll++) {
       let task;
       try {
         task = await api("GET", "/api/v1/tasks/" + encodeURIComponent(taskId));
@@ -161,6 +164,8 @@
       status.textContent = describe(task);
       if (TERMINAL.has(task.status)) {
         panel.dataset.state = task.status;
+        const title = panel.querySelector("[data-task-title]");
+        if (title) title.textContent = TITLES[task.status];
         if (task.status === "completed") {
           bar.max = 1;
           bar.value = 1;
@@ -171,6 +176,8 @@
         await refresh();
         return;
       }
+      // The history below shows the running run's pages and items too, every few polls.
+      if (poll % 3 === 0) await refresh();
       await new Promise((resolve) => setTimeout(resolve, Math.max(300, task.poll_interval_ms || 500)));
     }
   }
