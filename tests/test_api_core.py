@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from api_fixtures import ApiClient
+import uuid
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from api_fixtures import ApiAnswer, ApiClient, make_api
 from openapi_spec_validator import validate
 
 from spiral_mcp.api.app import api_application
+from spiral_mcp.api.auth import AdminPrincipal
+from spiral_mcp.api.routing import OPERATOR, ApiCall, ApiRoutes, bind
+from spiral_mcp.api.schemas import SchemaBook
+from spiral_mcp.api.state import ADMIN_PRINCIPAL
+from spiral_mcp.auth import Principal
+from spiral_mcp.errors import ErrorCode, ServiceError
+from tests.test_oauth_http import idps, orgs, serve, user  # noqa: F401
 
 
 async def test_openapi_document_is_valid_openapi_31(api: ApiClient) -> None:
@@ -59,3 +70,65 @@ async def test_unknown_route_and_wrong_method(api: ApiClient, tenant) -> None:
     resp = await api.call("PUT", "/keys", tenant)
     assert resp.status == 405 and resp.error["code"] == "VALIDATION_ERROR"
     assert "PUT is not allowed on /api/v1/keys" in resp.error["message"]
+
+
+async def test_an_oauth_token_is_a_tenant_admin_with_the_admin_scope_only(
+        serve, orgs, idps) -> None:  # noqa: F811
+    api = await make_api(await serve())
+    acme = orgs["acme"]
+    admin = user(idps[0], acme, org="acme", scope="spiral:read spiral:admin")
+    resp = await api.get("/keys", admin)
+    assert resp.status == 200 and resp.body["tenant_id"] == str(acme.id)
+    created = await api.post("/keys", admin, json={"name": "made by ada", "scopes": ["read"]})
+    assert created.status == 201 and created.data["key"]["user"] is None
+    reader = user(idps[0], acme, org="acme", scope="spiral:read spiral:write")
+    resp = await api.get("/keys", reader)
+    assert resp.status == 403 and resp.error["message"] == "this access token lacks the admin scope"
+    resp = await api.get("/keys", {"Authorization": "Bearer not-a-token"})
+    assert resp.status == 401 and resp.error["code"] == "INVALID_TOKEN"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+async def test_operator_credentials_are_refused_while_operator_access_is_off(
+        api: ApiClient) -> None:
+    resp = await api.get("/keys", {"Authorization": "Bearer spo_" + "a" * 40})
+    assert resp.status == 401 and resp.error == {
+        "code": "UNAUTHENTICATED", "details": [], "retry_after": None,
+        "message": "operator access is off on this server (OPERATOR_API)"}
+
+
+async def test_mcp_routes_still_answer_as_before(client) -> None:
+    """The API's refusals are its own; MCP's door keeps its body and challenge."""
+    async with client.post("/execute", json={}) as resp:
+        assert resp.status == 401 and "WWW-Authenticate" in resp.headers
+        assert (await resp.json()) == {"error": {
+            "code": "UNAUTHENTICATED",
+            "message": "an API key is required: Authorization: Bearer <key>"}}
+
+
+async def test_a_tenant_admin_on_an_operator_route_is_refused_saying_nothing_more() -> None:
+    routes = ApiRoutes()
+
+    @routes.operation("GET", "/tenants", summary="List tenants", role=OPERATOR)
+    async def list_tenants(call: ApiCall) -> None:
+        raise AssertionError("never reached")
+
+    handler = bind(next(iter(routes)), SchemaBook.load())
+    request = make_mocked_request("GET", "/api/v1/tenants")
+    request[ADMIN_PRINCIPAL] = AdminPrincipal.tenant_admin(Principal(
+        tenant_id=uuid.uuid4(), key_id=uuid.uuid4(), key_name="k", scopes=frozenset({"admin"})))
+    with pytest.raises(ServiceError) as refused:
+        await handler(request)
+    assert refused.value.code == ErrorCode.PERMISSION_DENIED
+    assert refused.value.message == "this route is for operators"
+
+
+async def test_the_fixture_fails_an_answer_its_document_does_not_allow(api: ApiClient) -> None:
+    wrong = ApiAnswer(200, {"success": True, "data": {"keys": [{"key_id": "k"}]},
+                            "tenant_id": None, "timing_ms": 1.0},
+                      {"Content-Type": "application/json"}, "")
+    with pytest.raises(AssertionError, match="breaks its document"):
+        api.check("GET", "/keys", wrong)
+    undocumented = ApiAnswer(204, None, {}, "")
+    with pytest.raises(AssertionError, match="which its document does not list"):
+        api.check("GET", "/keys", undocumented)

@@ -25,7 +25,7 @@ from .sessions import OPERATOR_SESSION_PREFIX, UNSAFE_METHODS, csrf_problem, ses
 from .state import ADMIN_PRINCIPAL, OPERATORS
 
 __all__ = ["OPERATOR", "TENANT_ADMIN", "AdminPrincipal", "ConsoleSession", "admin_auth",
-           "bearer_admin", "request_admin", "session_admin"]
+           "bearer_admin", "credential_admin", "request_admin", "session_admin"]
 
 OPERATOR_PREFIX = "spo_"
 ADMIN_SCOPE = "admin"
@@ -36,8 +36,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def bearer_admin(request: web.Request, header: str) -> AdminPrincipal:
     """The admin a bearer ``Authorization`` header names; CredentialRefused or ServiceError
     saying why it is none."""
-    settings = request.config_dict[SETTINGS]
-    credential = bearer_credential(settings, header)
+    return await credential_admin(request, bearer_credential(request.config_dict[SETTINGS],
+                                                             header))
+
+
+async def credential_admin(request: web.Request, credential: str) -> AdminPrincipal:
+    """The admin ``credential`` is (an admin API key or OAuth token, or an operator's
+    ``spo_...``): what the console's sign-in checks a pasted secret with. CredentialRefused
+    (not valid) or ServiceError (PERMISSION_DENIED: no admin scope; CONNECTION_ERROR) say why
+    it is none."""
     if credential.startswith(OPERATOR_PREFIX):
         operators = request.config_dict.get(OPERATORS)
         if operators is None:

@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from ..admin import AdminError, AdminNotFound
+from ..auth import Principal
 from ..db import Database, TenantTransaction
 from ..errors import ErrorCode, ServiceError
 from ..handlers.arguments import ArgumentCheck
@@ -58,6 +59,9 @@ Handler = Callable[["ApiCall"], Awaitable[Any]]
 
 def not_found(thing: str, ident: object) -> ServiceError:
     """NOT_FOUND for ``thing`` ``ident``: the answer to a missing object and another tenant's."""
+    if isinstance(ident, uuid.UUID):
+        return ServiceError(ErrorCode.NOT_FOUND, f"no {thing} with id {ident}")
+    # Text from the path, quoted (and cut: it is the caller's, of any length).
     text = str(ident)
     shown = text if len(text) <= 64 else text[:64] + "..."
     return ServiceError(ErrorCode.NOT_FOUND, f"no {thing} with id {shown!r}")
@@ -158,6 +162,15 @@ class ApiCall:
         """The caller of a non-public route (always set there)."""
         assert self.principal is not None
         return self.principal
+
+    @property
+    def tenant_principal(self) -> Principal:
+        """The tenant principal (key or OAuth user) of a tenant admin: what tasks, sessions
+        and rate limits are keyed by."""
+        principal = self.admin.principal
+        if principal is None:
+            raise ServiceError(ErrorCode.PERMISSION_DENIED, "this route is for tenant admins")
+        return principal
 
     def tenant(self, *, readonly: bool = True) -> TenantTransaction:
         """The caller's tenant transaction (``async with``), as the tools have theirs."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..errors import ErrorCode, ServiceError
 from ..server.keys import TASK_STORE
 from ..task_store import ORPHAN_CANCELLED, ORPHANED_ERROR, StoredTask
 from .routing import ApiCall, ApiRoutes, not_found
@@ -26,20 +25,13 @@ def task_view(task: StoredTask) -> dict[str, Any]:
     return {name: values[name] for name in _FIELDS}
 
 
-def _principal(call: ApiCall):
-    principal = call.admin.principal
-    if principal is None:
-        raise ServiceError(ErrorCode.PERMISSION_DENIED, "this route is for tenant admins")
-    return principal
-
-
 @routes.operation("GET", "/tasks/{task_id}", summary="Poll a task", response="task")
 async def get_task(call: ApiCall) -> dict[str, Any]:
     """The task's status, progress, and once it has ended its result or error; poll again after
     ``poll_interval_ms``."""
     task_id = call.path["task_id"]
     task = await call.request.config_dict[TASK_STORE].get(
-        _principal(call), task_id, orphan_error=ORPHANED_ERROR)
+        call.tenant_principal, task_id, orphan_error=ORPHANED_ERROR)
     if task is None:
         raise not_found("task", task_id)
     return task_view(task)
@@ -51,7 +43,7 @@ async def cancel_task(call: ApiCall) -> dict[str, Any]:
     (its status then reads cancelled). A task that has ended is left as it is."""
     task_id = call.path["task_id"]
     store = call.request.config_dict[TASK_STORE]
-    principal = _principal(call)
+    principal = call.tenant_principal
     if await store.cancel(principal, task_id, orphan_message=ORPHAN_CANCELLED) is None:
         raise not_found("task", task_id)
     task = await store.get(principal, task_id, orphan_error=ORPHANED_ERROR)

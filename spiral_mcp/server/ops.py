@@ -34,6 +34,8 @@ async def index(request: web.Request) -> web.Response:
         "health": "/health",
         "ready": "/ready",
         "metrics": "/metrics",
+        # The admin API; its OpenAPI document is /api/v1/openapi.json.
+        "admin_api": "/api/v1",
     }
     settings = request.app[SETTINGS]
     if settings.oauth:
