@@ -94,42 +94,30 @@ async def test_rows_carry_what_was_audited(api: ApiClient, written) -> None:
 async def test_keyset_pages_see_every_row_once_while_rows_arrive(api: ApiClient, written,
                                                                  admin_conn) -> None:
     tenant, rows = written
-    stop = asyncio.Event()
-
-    async def keep_writing() -> int:
-        # Newer rows (the log's usual growth: an offset would show rows twice) and rows among
-        # the old ones (shown or not, depending on where the walk is, but never twice).
-        written_meanwhile = 0
-        while not stop.is_set():
-            at = BASE + timedelta(minutes=30 + written_meanwhile) if written_meanwhile % 2 \
-                else BASE + timedelta(minutes=10)
-            await write_rows(admin_conn, tenant.id, [Row(at=at, tool="jira_create_issue")])
-            written_meanwhile += 1
-            await asyncio.sleep(0.005)
-        return written_meanwhile
-
-    writer = asyncio.create_task(keep_writing())
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[datetime, int]] = []
+    ahead: list[int] = []  # rows written where the walk has yet to go: it must find them
+    behind: list[int] = []  # rows written where it has been: it must not show them
     cursor = None
-    pages = 0
-    try:
-        while True:
-            page = await _page(api, tenant, limit=7, **({"cursor": cursor} if cursor else {}))
-            seen += [(item["at"], item["id"]) for item in page["items"]]
-            pages += 1
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-            await asyncio.sleep(0.01)  # the writer gets its turn between pages
-    finally:
-        stop.set()
-        arrived = await writer
-    assert arrived > pages  # rows did arrive during the walk
+    while True:
+        page = await _page(api, tenant, limit=7, **({"cursor": cursor} if cursor else {}))
+        seen += [(datetime.fromisoformat(item["at"]), item["id"]) for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        # Between two pages, as a busy log grows: a row newer than all (an offset would then
+        # show a row twice), one at the very time the page ended on (after it in (at, id)
+        # order, as its id is higher), and one older than the page's last row.
+        last_at = seen[-1][0]
+        newer, tie, older = await write_rows(admin_conn, tenant.id, [
+            Row(at=BASE + timedelta(hours=1)), Row(at=last_at),
+            Row(at=last_at - timedelta(microseconds=1))])
+        behind += [newer.id, tie.id]
+        ahead.append(older.id)
     ids = [row_id for _, row_id in seen]
     assert len(ids) == len(set(ids)), "a row was shown twice"
     assert {r.id for r in rows} <= set(ids), "a row there from the start was skipped"
-    keys = [(datetime.fromisoformat(at), row_id) for at, row_id in seen]
-    assert keys == sorted(keys, reverse=True), "pages are not newest first"
+    assert set(ahead) <= set(ids) and not set(behind) & set(ids)
+    assert seen == sorted(seen, reverse=True), "pages are not newest first"
 
 
 @pytest.mark.parametrize(("query", "message"), [
@@ -220,3 +208,16 @@ async def test_a_refused_tool_call_is_found_with_its_secret_redacted(api: ApiCli
     assert item["error_code"] == "VALIDATION_ERROR"
     assert item["arguments"] == {"jql": "project = WEB", "api_token": "[redacted]"}
     assert "s3cret-value" not in str(page)
+
+
+async def test_admin_changes_are_found_by_their_action(api: ApiClient, tenant) -> None:
+    created = await api.post("/keys", tenant, json={"name": "ci", "scopes": ["read"]})
+    assert created.status == 201, created.body
+    key_id = created.data["key"]["key_id"]
+    assert (await api.delete(f"/keys/{key_id}", tenant)).status == 200
+    page = await _page(api, tenant, key_id=str(tenant.key_id))
+    assert [item["tool"] for item in page["items"]] == ["admin:keys.revoke", "admin:keys.create"]
+    assert page["items"][0]["arguments"] == {"key_id": key_id}
+    assert created.data["secret"] not in str(page)
+    [found] = (await _page(api, tenant, tool="admin:keys.create"))["items"]
+    assert found["arguments"]["name"] == "ci" and found["outcome"] == "ok"

@@ -4,6 +4,7 @@ another tenant's calls never counted."""
 
 from __future__ import annotations
 
+import io
 import random
 import uuid
 from datetime import datetime, timedelta
@@ -13,6 +14,11 @@ from urllib.parse import urlencode
 import pytest
 from api_fixtures import ApiClient
 from audit_rows import BASE, Row, percentile_cont, write_rows
+from matplotlib import image
+
+from spiral_mcp.admin.usage_charts import CHART_TITLES, usage_chart_data
+from spiral_mcp.charts import METRICS_CHARTS
+from spiral_mcp.charts.metrics import MAX_ROWS
 
 HOUR = timedelta(hours=1)
 WINDOW = {"since": "2026-11-02T10:00:00Z", "until": "2026-11-02T14:00:00Z"}  # 4 hour buckets
@@ -44,6 +50,13 @@ async def _usage(api: ApiClient, tenant: Any, **query: Any) -> dict[str, Any]:
     resp = await api.get("/usage?" + urlencode(query), tenant)
     assert resp.status == 200, resp.body
     return resp.data
+
+
+async def _image(api: ApiClient, path: str, who: Any) -> tuple[int, str, str, bytes]:
+    # Not through api.get: its answer is read as text, an image is bytes.
+    async with api.client.get(f"/api/v1{path}", headers=who.headers) as resp:
+        return (resp.status, resp.headers["Content-Type"], resp.headers.get("Cache-Control", ""),
+                await resp.read())
 
 
 def _figures(rows: list[Row]) -> dict[str, Any]:
@@ -131,13 +144,15 @@ async def test_empty_buckets_are_zeros_and_an_empty_window_is_no_series(api: Api
                                 "p95_ms": None, "p99_ms": None}
 
 
-async def test_the_default_window_is_the_last_day(api: ApiClient, tenant) -> None:
-    report = await _usage(api, tenant)
-    since, until = (datetime.fromisoformat(report[k]) for k in ("since", "until"))
-    assert until - since == timedelta(hours=24) and len(report["buckets"]) in (24, 25)
-    report = await _usage(api, tenant, bucket="day")
-    since, until = (datetime.fromisoformat(report[k]) for k in ("since", "until"))
-    assert until - since == timedelta(days=30)
+async def test_the_default_window_is_whole_buckets_up_to_until(api: ApiClient, tenant) -> None:
+    for bucket, stride, count in (("hour", HOUR, 24), ("day", 24 * HOUR, 30)):
+        report = await _usage(api, tenant, bucket=bucket)
+        assert len(report["buckets"]) == count, bucket
+        assert report["buckets"][0] == report["since"]  # the first bucket is a whole one
+        last = datetime.fromisoformat(report["buckets"][-1])
+        assert last < datetime.fromisoformat(report["until"]) <= last + stride
+    report = await _usage(api, tenant, until="2026-11-02T10:00:00Z")
+    assert report["since"] == "2026-11-01T10:00:00+00:00" and len(report["buckets"]) == 24
 
 
 @pytest.mark.parametrize(("query", "message"), [
@@ -191,3 +206,60 @@ async def test_another_tenants_calls_are_never_counted(api: ApiClient, written, 
     report = await _usage(api, other, **WINDOW)
     assert [s["name"] for s in report["series"]] == ["their_tool"]
     assert report["totals"]["calls"] == 30
+
+
+async def test_charts_of_usage_are_images_drawn_from_the_tenants_calls_only(
+        api: ApiClient, written, make_tenant, admin_conn) -> None:
+    tenant, _ = written
+    path = "/usage/charts/{}.{}?" + urlencode(WINDOW)
+    images = {}
+    for chart in ("calls", "errors", "latency"):
+        status, kind, cache, png = await _image(api, path.format(chart, "png"), tenant)
+        assert (status, kind) == (200, "image/png") and cache.startswith("private")
+        assert image.imread(io.BytesIO(png), format="png").shape[:2] == (720, 1280)
+        status, kind, _, svg = await _image(api, path.format(chart, "svg"), tenant)
+        assert (status, kind) == (200, "image/svg+xml") and b"<svg" in svg
+        images[chart] = svg
+    # Drawing is deterministic: another tenant's calls in the same window change nothing.
+    other = await make_tenant(name="other")
+    await write_rows(admin_conn, other.id, [
+        Row(at=BASE + timedelta(minutes=m), key_id=other.key_id, tool="their_tool",
+            outcome="error", duration_ms=5000.0) for m in range(0, 240, 3)])
+    for chart, before in images.items():
+        assert (await _image(api, path.format(chart, "svg"), tenant))[3] == before, chart
+
+
+async def test_usage_chart_refusals(api: ApiClient, tenant) -> None:
+    resp = await api.get("/usage/charts/pie.png", tenant)
+    assert resp.status == 404
+    assert resp.error["message"] == "no chart 'pie'; the charts are calls, errors, latency"
+    resp = await api.get("/usage/charts/calls.gif", tenant)
+    assert resp.status == 404 and resp.error["message"].startswith("no image format 'gif'")
+    resp = await api.get("/usage/charts/calls.svg?bucket=week", tenant)
+    assert resp.status == 400 and "/bucket: 'week' is not one of" in resp.error["message"]
+    # An empty window still draws (a chart that says so).
+    status, _, _, svg = await _image(api, "/usage/charts/latency.svg?since=2025-01-01T00:00:00Z&"
+                                          "until=2025-01-02T00:00:00Z", tenant)
+    assert status == 200 and b"<svg" in svg
+
+
+def test_many_series_fold_into_one_within_what_a_chart_draws() -> None:
+    buckets = [BASE + i * HOUR for i in range(400)]
+    series = [{"name": f"key {n}", "calls": [n] * 400, "errors": [1] * 400,
+               "p50_ms": [1.0] * 400, "p95_ms": [2.0] * 400} for n in range(80, 0, -1)]
+    report = {"buckets": buckets, "series": series, "by": "key", "bucket": "hour",
+              "since": buckets[0], "until": buckets[-1] + HOUR}
+    data = usage_chart_data(report, "calls")
+    assert len(data["rows"]) <= MAX_ROWS
+    names = list(dict.fromkeys(row["name"] for row in data["rows"]))
+    assert names[:3] == ["key 80", "key 79", "key 78"] and names[-1] == "other keys"
+    assert len(names) == MAX_ROWS // 400
+    other = [row for row in data["rows"] if row["name"] == "other keys"]
+    assert other[0]["calls"] == sum(range(1, 80 - len(names) + 2))
+    assert other[0]["p95_ms"] is None
+    assert data["title"] == "Calls per hour, by key"
+    assert data["since"] == "2026-11-02 10:00 UTC"
+
+
+def test_every_metrics_chart_has_a_title() -> None:
+    assert set(CHART_TITLES) == set(METRICS_CHARTS)

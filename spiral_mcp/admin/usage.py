@@ -31,6 +31,7 @@ BY = ("tool", "key")
 MAX_BUCKETS = 400
 # Buckets are cut from here (the SQL's date_bin origin): at UTC hours and UTC midnights.
 _ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+_INSTANT = timedelta(microseconds=1)  # timestamptz's resolution
 _FIGURES = ("calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms")
 
 
@@ -48,10 +49,13 @@ class UsageWindow:
         if bucket not in BUCKETS:
             raise invalid("bucket", f"bucket must be one of {', '.join(BUCKETS)}, "
                                     f"not {bucket[:40]!r}")
-        default_span = BUCKETS[bucket][1]
+        stride, default_span = BUCKETS[bucket]
         start, end = parse_window(since, until)
         end = end or now or datetime.now(UTC)
-        start = start or end - default_span
+        if start is None:
+            # Whole buckets back from the one holding until's last instant (the current
+            # bucket, in progress, when until is now): no chart starts on a partial bucket.
+            start = _floor(end - _INSTANT, stride) - default_span + stride
         if start >= end:  # since given alone, after now
             raise invalid("since", f"since ({start.isoformat()}) must be before until "
                                    f"({end.isoformat()}; now when not given)")
@@ -68,9 +72,14 @@ class UsageWindow:
 
     @property
     def starts(self) -> list[datetime]:
-        first = _ORIGIN + (self.since - _ORIGIN) // self.stride * self.stride
+        first = _floor(self.since, self.stride)
         count = -((first - self.until) // self.stride)  # ceil((until - first) / stride)
         return [first + i * self.stride for i in range(count)]
+
+
+def _floor(moment: datetime, stride: timedelta) -> datetime:
+    """The start of the bucket ``moment`` is in."""
+    return _ORIGIN + (moment - _ORIGIN) // stride * stride
 
 
 def _figures(calls: int, errors: int, percentiles: list[float | None] | None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 -- The page and usage statements skip each filter left NULL ("$n IS NULL OR ..."). A plan made
 -- for every value at once (the generic plan PostgreSQL settles on after five calls of a
 -- prepared statement) cannot use the index a given filter needs; this transaction plans each
--- call for its own values instead (planning costs ~0.1 ms, a wrong index scan ~100 ms).
+-- call for its own values instead. Measured on 100k rows: one tool's usage over 12 days took
+-- 38 ms on the plan for every value (a scan of the window), 0.45 ms planned for its own.
 SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
 
 -- name: audit_page
