@@ -105,12 +105,14 @@ def _bytes(figure: Any, fmt: str) -> bytes:
     return out.getvalue()
 
 
-def no_data(axes: Any, title: str) -> None:
-    """An empty chart that says so, instead of empty axes (or a crash)."""
-    axes.set_title(title, loc="left")
-    axes.set_axis_off()
-    axes.text(0.5, 0.5, "no data in this window", ha="center", va="center", fontsize=14,
-              color="#666666", transform=axes.transAxes, gid="no-data")
+def no_data(axes: list[Any], title: str) -> None:
+    """An empty chart that says so, instead of empty axes (or a crash): the title over the
+    first axes, every axes hidden, the words in the middle of the figure."""
+    axes[0].set_title(title, loc="left")
+    for ax in axes:
+        ax.set_axis_off()
+    axes[0].figure.text(0.5, 0.5, "no data in this window", ha="center", va="center",
+                        fontsize=14, color="#666666", gid="no-data")
 
 
 def parse_day(value: Any) -> Any:

@@ -61,7 +61,7 @@ def draw_calls(data: Mapping[str, Any], axes: list[Any]) -> None:
     title = _title(data, "Calls")
     names = _busiest(rows, "calls")
     if not names:
-        no_data(ax, title)
+        no_data(axes, title)
         return
     for colour, name in zip(PALETTE, names, strict=False):
         ax.plot(*_series(rows, name, "calls"), marker="o", markersize=3, color=colour,
@@ -92,7 +92,7 @@ def draw_errors(data: Mapping[str, Any], axes: list[Any]) -> None:
         calls[at] += row.get("calls") or 0
         errors[at] += row.get("errors") or 0
     if not any(calls.values()):
-        no_data(ax, title)
+        no_data(axes, title)
         return
     at = sorted(t for t in calls if calls[t])
     ax.plot(at, [100 * errors[t] / calls[t] for t in at], color=PALETTE[7], linewidth=2.2,
@@ -117,7 +117,7 @@ def draw_latency(data: Mapping[str, Any], axes: list[Any]) -> None:
     names = [n for n in _busiest(rows, "calls")
              if _series(rows, n, "p95_ms")[0] or _series(rows, n, "p50_ms")[0]][:5]
     if not names:
-        no_data(ax, title)
+        no_data(axes, title)
         return
     for colour, name in zip(PALETTE, names, strict=False):
         ax.plot(*_series(rows, name, "p95_ms"), color=colour, marker="o", markersize=3,

@@ -43,8 +43,7 @@ def draw_daily_flow(data: Mapping[str, Any], axes: list[Any]) -> None:
              f"{_days(period.get('lead_time_p90_days'))}")
     if not days or not any(row.get(f) for row in days
                            for f in ("created", "resolved", "wip_end_of_day")):
-        no_data(axes[0], title)
-        axes[1].set_axis_off()
+        no_data(axes, title)
         return
     x = [parse_day(row["day"]) for row in days]
     width = 0.4
@@ -75,8 +74,7 @@ def draw_weekly_delivery(data: Mapping[str, Any], axes: list[Any]) -> None:
              f"{_days(period.get('cycle_time_p50_days'))} / p95 "
              f"{_days(period.get('cycle_time_p95_days'))}")
     if not weeks or not any(row.get("resolved") for row in weeks):
-        no_data(axes[0], title)
-        axes[1].set_axis_off()
+        no_data(axes, title)
         return
     labels = [f"W{parse_day(row['week_start']).isocalendar().week:02d}" for row in weeks]
     x = range(len(weeks))
