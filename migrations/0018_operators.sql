@@ -19,7 +19,7 @@
 -- under the tenant's own context, as the owner is bound by the policies too, then the tenant.
 --
 -- Runs as the owner role.
--- depends: 0016_replica_binding
+-- depends: 0017_admin_core
 
 ALTER TABLE tenants ADD COLUMN suspended_at timestamptz;
 

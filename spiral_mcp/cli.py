@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import sys
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn
 
 import asyncpg
@@ -487,11 +487,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(_run_migrate(args, settings))
         elif args.command == "source":
             asyncio.run(_run_source(args, settings))
-        elif args.command == "operator" or (args.command == "tenant"
-                                            and args.action in operator_cli.TENANT_ACTIONS):
-            listing = asyncio.run(operator_cli.run(args, functools.partial(_with_admin, settings)))
-            if listing is not None:
-                _print_json(listing)
+        elif operator_cli.handles(args):
+            asyncio.run(operator_cli.run(args, partial(_with_admin, settings), _print_json))
         else:
             asyncio.run(_run_admin(args, settings))
     except (CommandError, admin.AdminError) as exc:

@@ -22,7 +22,7 @@ from .admin.operators import CLI_OPERATOR
 from .db import init_connection
 from .queries import Queries
 
-__all__ = ["TENANT_ACTIONS", "add_operator_commands", "add_tenant_actions", "run"]
+__all__ = ["TENANT_ACTIONS", "add_operator_commands", "add_tenant_actions", "handles", "run"]
 
 # The tenant actions this module runs (``tenant list`` stays with cli.py).
 TENANT_ACTIONS = frozenset({"create", "suspend", "resume", "delete"})
@@ -67,6 +67,12 @@ def add_tenant_actions(actions: Any, common: argparse.ArgumentParser,
                         help="the tenant's exact name, to confirm")
 
 
+def handles(args: argparse.Namespace) -> bool:
+    """Whether the parsed command is one of this module's."""
+    return args.command == "operator" or (args.command == "tenant"
+                                          and args.action in TENANT_ACTIONS)
+
+
 def _in_transaction(with_admin: WithAdmin) -> operators.InTransaction:
     async def run_work(work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         async def on(conn: asyncpg.Connection, _queries: Queries) -> Any:
@@ -79,9 +85,10 @@ def _in_transaction(with_admin: WithAdmin) -> operators.InTransaction:
     return run_work
 
 
-async def run(args: argparse.Namespace, with_admin: WithAdmin) -> Any:
-    """Run an ``operator`` command or one of TENANT_ACTIONS; print its outcome, or return what
-    the caller prints as JSON (a listing)."""
+async def run(args: argparse.Namespace, with_admin: WithAdmin,
+              print_json: Callable[[Any], None]) -> None:
+    """Run an ``operator`` command or one of TENANT_ACTIONS and print its outcome (a listing
+    with ``print_json``)."""
     queries = Queries.load()
     in_transaction = _in_transaction(with_admin)
 
@@ -106,7 +113,8 @@ async def run(args: argparse.Namespace, with_admin: WithAdmin) -> Any:
             print("secret (shown once; store it now):", file=sys.stderr)
             print(secret)
         case "operator", "list":
-            return await in_transaction(lambda conn: operators.list_operators(conn, queries))
+            print_json(await in_transaction(
+                lambda conn: operators.list_operators(conn, queries)))
         case "operator", "revoke":
             async def revoke(conn: asyncpg.Connection) -> None:
                 await operators.revoke_operator(conn, queries, args.operator_id)
@@ -134,5 +142,4 @@ async def run(args: argparse.Namespace, with_admin: WithAdmin) -> Any:
                     conn, queries, CLI_OPERATOR, args.tenant_id, confirm=args.confirm),
                 tenant_id=args.tenant_id, arguments={"confirm": args.confirm})
             print(f"deleted {args.tenant_id} ({sum(done['deleted'].values())} rows)")
-    return None
 

@@ -16,12 +16,14 @@ from aiohttp.test_utils import TestClient
 from api_fixtures import ApiClient, make_api
 
 from spiral_mcp.admin import operators
+from spiral_mcp.api.principal import AdminPrincipal
 from spiral_mcp.api.state import OPERATORS
 from spiral_mcp.config import load_settings
 from spiral_mcp.db import init_connection
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import BEARER, CONSOLE_SESSIONS
 
 MCP_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 OPERATOR_ROUTES = [("GET", "/tenants"), ("POST", "/tenants"),
@@ -257,3 +259,48 @@ async def test_operator_api_needs_the_owner_role(aiohttp_client,
                      database_url=database_urls.runtime, owner_url=database_urls.runtime)
     with pytest.raises(ConnectionError, match="must be the owner role"):
         await aiohttp_client(app)
+
+
+def _cookie(value: str, csrf: str | None = None) -> dict[str, str]:
+    headers = {"Cookie": f"spiral_console={value}"}
+    if csrf is not None:
+        headers["X-CSRF-Token"] = csrf
+    return headers
+
+
+async def test_console_cookies_tenant_admin_kept_out_operator_let_in_with_csrf(
+    ops_api: ApiClient, served: TestClient, owner: asyncpg.Connection, queries: Queries,
+    make_tenant,
+) -> None:
+    tenant = await make_tenant(name="Cookie")
+    principal = await served.app[BEARER].principal(tenant.key)
+    cookie, csrf = await served.app[CONSOLE_SESSIONS].create(
+        AdminPrincipal.tenant_admin(principal))
+    assert (await ops_api.get("/keys", _cookie(cookie))).status == 200
+    for method, template in OPERATOR_ROUTES:
+        resp = await ops_api.call(method, _path(template, tenant.id), _cookie(cookie, csrf),
+                                  json={"name": "x"} if method == "POST" else None)
+        assert resp.status == 403, (method, template, resp.body)
+        assert resp.error["message"] == "this route is for operators"
+
+    operator_id, headers = await _operator(owner, queries)
+    access = served.app[OPERATORS]
+    admin = await access.principal(headers["Authorization"].removeprefix("Bearer "))
+    assert admin is not None
+    op_cookie, op_csrf = await access.open_session(admin)
+    listed = await ops_api.get("/tenants", _cookie(op_cookie))
+    assert listed.status == 200 and str(tenant.id) in listed.text
+    refused = await ops_api.post(f"/tenants/{tenant.id}/suspend", _cookie(op_cookie))
+    assert refused.status == 403 and "CSRF token is missing" in refused.error["message"]
+    assert (await ops_api.post(f"/tenants/{tenant.id}/suspend",
+                               _cookie(op_cookie, "x" * 43))).status == 403
+    suspended = await ops_api.post(f"/tenants/{tenant.id}/suspend", _cookie(op_cookie, op_csrf))
+    assert suspended.status == 200 and suspended.data["suspended"] is True
+    # The operator's cookie has no tenant context either.
+    assert (await ops_api.get("/keys", _cookie(op_cookie))).status == 403
+
+    # The suspended tenant's console session is over, as its keys are.
+    ended = await ops_api.get("/keys", _cookie(cookie))
+    assert ended.status == 401 and "console session has ended" in ended.error["message"]
+    assert [a for a, _, o in await _actions(owner, operator_id) if o == "ok"] == [
+        "console.sign_in", "tenants.list", "tenants.suspend"]

@@ -5,6 +5,8 @@ runtime and explorer roles may not touch."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,11 +18,14 @@ from test_cli import Result, cli  # noqa: F401 - the fixture, shared
 
 from spiral_mcp.admin import AdminError, operators, tenants
 from spiral_mcp.admin.operators import CLI_OPERATOR
+from spiral_mcp.config import load_settings
 from spiral_mcp.db import init_connection
 from spiral_mcp.oauth import bindings
 from spiral_mcp.oauth.identity import _resolution
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
+from spiral_mcp.roles import UnsafeRuntimeRole, check_runtime_role
+from spiral_mcp.server.app import create_app
 
 OPERATOR_TABLES = ("operators", "operator_sessions", "operator_audit")
 
@@ -333,3 +338,43 @@ async def test_operator_sessions_end_with_their_operator(
         assert await operators.find_session(admin_conn, queries, cookie + "x", idle=60) is None
         await operators.revoke_operator(admin_conn, queries, operator_id)
         assert await operators.find_session(admin_conn, queries, cookie, idle=60) is None
+
+
+async def test_the_server_refuses_a_runtime_role_with_a_privilege_on_operators(
+    super_conn: asyncpg.Connection, app_conn: asyncpg.Connection,
+) -> None:
+    await check_runtime_role(app_conn)  # the real one passes
+    role = f"spiral_test_{uuid.uuid4().hex[:8]}"
+    # All in a transaction rolled back: the shared test database is never altered.
+    with pytest.raises(UnsafeRuntimeRole,
+                       match=r"privileges on the operators' tables \(operator_audit\)"):
+        async with super_conn.transaction():
+            await super_conn.execute(f'CREATE ROLE "{role}"')
+            await super_conn.execute(f'GRANT INSERT ON operator_audit TO "{role}"')
+            await super_conn.execute(f'SET LOCAL ROLE "{role}"')
+            await check_runtime_role(super_conn)
+    assert not await super_conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role)
+
+
+async def test_suspension_and_resumption_take_effect_within_the_cache_ttl(
+    aiohttp_client, database_urls: DatabaseUrls, make_tenant,
+    admin_conn: asyncpg.Connection, queries: Queries,
+) -> None:
+    ttl = 1.0
+    settings = load_settings(environ={"DATABASE_URL": database_urls.runtime, "DB_POOL_MIN": "1",
+                                      "AUTH_CACHE_TTL": str(ttl)})
+    client = await aiohttp_client(create_app(settings, database_url=database_urls.runtime))
+    tenant = await make_tenant()
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+
+    async def status() -> int:
+        return (await client.post("/execute", json=call, headers=tenant.headers)).status
+
+    for change, expected in ((tenants.suspend_tenant, 403), (tenants.resume_tenant, 200)):
+        assert await status() == (403 if expected == 200 else 200)  # now cached
+        started = time.monotonic()
+        async with admin_conn.transaction():
+            await change(admin_conn, queries, CLI_OPERATOR, tenant.id)
+        while await status() != expected:
+            assert time.monotonic() - started < ttl + 2.0, f"{change.__name__} not seen"
+            await asyncio.sleep(0.05)

@@ -21,9 +21,6 @@ __all__ = ["operator_context"]
 # Operator calls are few (people at a console or a script); two connections keep them from ever
 # weighing on the database, and one of them is enough for credential checks under load.
 _POOL_MAX = 2
-# Console sessions of operators: 12 hours at most, 1 hour without a request (as tenant ones).
-SESSION_TTL = 12 * 3600.0
-SESSION_IDLE = 3600.0
 
 
 def operator_context(owner_url: str | None) -> Callable[[web.Application],
@@ -56,8 +53,9 @@ def operator_context(owner_url: str | None) -> Callable[[web.Application],
                                   "operators; it must be the owner role") from None
         database = Database(pool, app[DATABASE].queries,
                             acquire_timeout=settings.db_connect_timeout)
-        app[OPERATORS] = OwnerOperators(database, session_ttl=SESSION_TTL,
-                                        session_idle=SESSION_IDLE)
+        # Operators' console sessions last as tenant admins' do.
+        app[OPERATORS] = OwnerOperators(database, session_ttl=settings.console_session_ttl,
+                                        session_idle=settings.console_session_idle)
         try:
             yield
         finally:
