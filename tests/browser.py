@@ -112,8 +112,13 @@ class Browser:
         await self._run(lambda: Select(element).select_by_value(value))
 
     async def click(self, css: str) -> None:
+        from selenium.common.exceptions import UnexpectedAlertPresentException
+
         element = await self.find(css)
-        await self._run(element.click)
+        try:
+            await self._run(element.click)
+        except UnexpectedAlertPresentException:
+            pass  # the click opened a confirm(): accept_dialog answers it
 
     async def wait_for_text(self, css: str, expected: str, *,
                             timeout: float = _WAIT_SECONDS) -> str:
@@ -156,6 +161,20 @@ class Browser:
         await self._run(lambda: WebDriverWait(self.driver, timeout).until(
             there, f"the browser did not reach {path} (it is on {self.path})"))
 
+    async def accept_dialog(self, *, timeout: float = _WAIT_SECONDS) -> str:
+        """Accept the page's confirm() dialog once it shows; its text."""
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def accept() -> str:
+            alert = WebDriverWait(self.driver, timeout).until(
+                ec.alert_is_present(), f"no dialog showed within {timeout} s")
+            text = str(alert.text)
+            alert.accept()
+            return text
+
+        return await self._run(accept)
+
     async def script(self, source: str, *args: Any) -> Any:
         return await self._run(self.driver.execute_script, source, *args)
 
@@ -184,14 +203,13 @@ class Browser:
 
     def _capture(self, name: str, size: tuple[int, int]) -> Path:
         self._resize(size)
-        # A layout pass at the new width before measuring the page's height.
-        self.driver.execute_script("return document.body.offsetHeight")
-        metrics = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
-        content = metrics.get("cssContentSize") or metrics["contentSize"]
+        # The page's height at the new width (reading it makes the layout pass).
+        height = self.driver.execute_script(
+            "return document.documentElement.scrollHeight")
         shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size[0],
-                     "height": max(size[1], content["height"]), "scale": 1}})
+            "clip": {"x": 0, "y": 0, "width": size[0], "height": max(size[1], height),
+                     "scale": 1}})
         path = self.shots / f"{name}-{size[0]}.png"
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
@@ -217,6 +235,8 @@ async def _open(size: tuple[int, int], shots: Path) -> AsyncIterator[Callable[[s
 
     options = webdriver.ChromeOptions()
     options.binary_location = binary
+    # A confirm() the page opens stays open until the test answers it (accept_dialog).
+    options.unhandled_prompt_behavior = "ignore"
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--disable-gpu", "--disable-extensions", "--no-first-run",
                      "--disable-background-networking", "--lang=en-US",

@@ -7,6 +7,7 @@ dashboard, sign out. Every page is saved as a screenshot at 1280 px and at a pho
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from browser import Browser
 
+from spiral_mcp.admin import operators
+from spiral_mcp.config import load_settings
+from spiral_mcp.db import init_connection
 from spiral_mcp.server.app import create_app
 from tests.conftest import Tenant, TenantFactory, make_settings
 from tests.fake_jira import FakeJira
@@ -62,9 +66,19 @@ def jira_with_history() -> FakeJira:
 
 
 @pytest.fixture
-async def served(database_urls) -> AsyncIterator[Callable[[], Awaitable[TestClient]]]:
+async def served(database_urls) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+    """``await served(operators=False)``: the server, able to open sources; with
+    ``operators`` the operator path on too (OPERATOR_API, the owner's pool)."""
     async with app_clients() as start:
-        async def serve() -> TestClient:
+        async def serve(*, operators: bool = False) -> TestClient:
+            if operators:
+                assert database_urls.admin is not None
+                settings = load_settings(environ={
+                    "DATABASE_URL": database_urls.runtime, "AUTH_CACHE_TTL": "0",
+                    "ADMIN_DATABASE_URL": database_urls.admin, "OPERATOR_API": "on",
+                    "DB_POOL_MIN": "1", "DB_POOL_MAX": "5", "SYNC_INTERVAL": "0"})
+                return await start(create_app(settings, database_url=database_urls.runtime,
+                                              owner_url=database_urls.admin))
             settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY,
                                      SYNC_INTERVAL="0")
             return await start(create_app(settings, database_url=database_urls.runtime,
@@ -203,4 +217,35 @@ async def test_the_admin_walk(served, browser, serve_fake, make_tenant: TenantFa
     assert "signed out" in await page.text(".notice")
     await page.screenshot("12-signed-out")
     await page.get("/admin/keys")
+    await page.wait_for_path("/admin/login")
+
+
+async def test_the_operator_walk(served, browser, admin_conn, queries) -> None:
+    """An operator signs in with its own credential, creates a tenant, suspends and resumes
+    it; the tenant pages are not the operator's."""
+    await init_connection(admin_conn)
+    async with admin_conn.transaction():
+        _, secret = await operators.create_operator(admin_conn, queries,
+                                                    f"op-{uuid.uuid4().hex[:8]}")
+    client = await served(operators=True)
+    page: Browser = browser(str(client.make_url("")))
+    await page.get("/admin/login")
+    await page.type("#credential", secret)
+    await page.click("#sign-in button[type=submit]")
+    await page.wait_for_path("/admin/tenants")
+    name = f"Globex {uuid.uuid4().hex[:6]}"
+    await page.type('#tenant-form input[name="name"]', name)
+    await page.click("#tenant-form button[type=submit]")
+    row = f'#tenants-table tr[data-name="{name}"]'
+    assert "active" in await page.text(row)
+    await page.click(f"{row} button.suspend")
+    assert name in await page.accept_dialog()
+    await page.wait_for_text(row, "suspended")
+    await page.screenshot("13-tenants")
+    await page.click(f"{row} button.resume")
+    await page.wait_for_text(row, "active")
+    # The tenant pages have no tenant to show an operator: back to the tenants.
+    await page.get("/admin/keys")
+    await page.wait_for_path("/admin/tenants")
+    await page.click("#sign-out")
     await page.wait_for_path("/admin/login")

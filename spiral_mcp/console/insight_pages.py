@@ -75,6 +75,8 @@ async def audit(request: web.Request) -> web.Response:
                 next_url = "/admin/audit?" + urlencode({**kept, "cursor": page["next_cursor"]})
     return render(request, "audit.html", {
         "title": "Audit log", "keys": keys, "filters": shown, "outcomes": OUTCOMES,
+        # A call of a key that acts for nobody has no actor: the key's name says whose it was.
+        "key_names": {str(key["key_id"]): key["name"] for key in keys},
         "entries": entries, "next_url": next_url, "problem": problem,
         "filtered": any(shown.values())})
 

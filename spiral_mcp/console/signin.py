@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..api.auth import bearer_admin, session_admin
+from ..api.auth import credential_admin, session_admin
 from ..api.principal import OPERATOR, AdminPrincipal
 from ..api.sessions import (
     OPERATOR_SESSION_PREFIX,
@@ -112,7 +112,7 @@ async def login(request: web.Request) -> web.Response:
         return _login_page(request, "Paste an API key with the admin scope (spk_…).",
                            problem=True, status=400)
     try:
-        admin = await bearer_admin(request, f"Bearer {credential}")
+        admin = await credential_admin(request, credential)
         if admin.principal is not None and admin.principal.credential != "api_key":
             raise CredentialRefused(400, "VALIDATION_ERROR", "sign in with an API key (spk_…); "
                                     "OAuth sign-in to the console is not offered")

@@ -183,10 +183,11 @@
   }
 
   async function after(then, data, element) {
+    // A form that made what it asked for is emptied for the next one.
+    if (element.tagName === "FORM" && then !== "task") element.reset();
     if (!then || then === "refresh") await refresh();
     else if (then === "secret") {
       showSecret(data);
-      if (element.tagName === "FORM") element.reset();
       await refresh();
     } else if (then === "task") await follow(data.task_id || (data.task && data.task.task_id));
     else if (then === "say") say(data, element);
