@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -115,10 +116,9 @@ class Browser:
         from selenium.common.exceptions import UnexpectedAlertPresentException
 
         element = await self.find(css)
-        try:
+        # A click that opens a confirm() is answered by accept_dialog.
+        with contextlib.suppress(UnexpectedAlertPresentException):
             await self._run(element.click)
-        except UnexpectedAlertPresentException:
-            pass  # the click opened a confirm(): accept_dialog answers it
 
     async def wait_for_text(self, css: str, expected: str, *,
                             timeout: float = _WAIT_SECONDS) -> str:
