@@ -10,7 +10,11 @@ import asyncpg
 import pytest
 from console_client import session_cookie, sign_in
 
+from spiral_mcp.admin import operators
+from spiral_mcp.config import load_settings
+from spiral_mcp.db import init_connection
 from spiral_mcp.queries import Queries
+from spiral_mcp.server.app import create_app
 from spiral_mcp.sources import manage
 from spiral_mcp.sources.secrets import SecretBox
 from tests.conftest import Tenant, TenantFactory
@@ -218,3 +222,45 @@ async def test_stored_values_are_escaped(client, make_tenant: TenantFactory) -> 
 async def test_static_files_are_the_package_css_and_js_only(client, path: str) -> None:
     response = await client.get(path, allow_redirects=False)
     assert response.status in (403, 404)
+
+
+@pytest.fixture
+async def operator_client(aiohttp_client, database_urls):
+    """The server with the operator path on (OPERATOR_API, the owner's pool)."""
+    assert database_urls.admin is not None
+    settings = load_settings(environ={
+        "DATABASE_URL": database_urls.runtime, "ADMIN_DATABASE_URL": database_urls.admin,
+        "OPERATOR_API": "on", "AUTH_CACHE_TTL": "0", "DB_POOL_MIN": "1", "DB_POOL_MAX": "5"})
+    return await aiohttp_client(create_app(settings, database_url=database_urls.runtime,
+                                           owner_url=database_urls.admin))
+
+
+async def test_an_operator_has_the_tenants_page_and_no_tenants_pages(
+        operator_client, admin_conn, queries: Queries, tenant: Tenant) -> None:
+    await init_connection(admin_conn)
+    async with admin_conn.transaction():
+        operator_id, secret = await operators.create_operator(
+            admin_conn, queries, f"op-{uuid.uuid4().hex[:8]}")
+    user = await sign_in(operator_client, secret)
+    assert user.cookie.startswith("os_")
+    status, html = await user.page("/admin/tenants")
+    assert status == 200 and str(tenant.id) in html and secret not in html
+    for path in TENANT_PAGES:
+        response = await operator_client.get(path, headers=user.cookies,
+                                             allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == "/admin/tenants"
+    # Its changes need the session's token too.
+    status, _ = await user.api("POST", "/tenants", csrf=None, json={"name": "no token"})
+    assert status == 403
+    status, created = await user.api("POST", "/tenants", json={"name": "with token"})
+    assert status == 201, created
+    # Sign-in and the page views are in the operator's own audit.
+    actions = {row["action"] for row in await admin_conn.fetch(
+        "SELECT action FROM operator_audit WHERE operator_id = $1", operator_id)}
+    assert {"console.sign_in", "console.tenants", "tenants.create"} <= actions
+    # Signed out, the operator's session is over.
+    out = await operator_client.post("/admin/logout", data={"csrf_token": user.csrf},
+                                     headers={**user.cookies, "Origin": user.origin()},
+                                     allow_redirects=False)
+    assert out.status == 303
+    assert (await user.page("/admin/tenants"))[0] == 303

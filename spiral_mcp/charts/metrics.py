@@ -102,8 +102,9 @@ def draw_errors(data: Mapping[str, Any], axes: list[Any]) -> None:
         no_data(axes, title)
         return
     at = sorted(t for t in calls if calls[t])
+    # Markers: a bucket between empty ones is a point, not a line.
     ax.plot(at, [100 * errors[t] / calls[t] for t in at], color=PALETTE[7], linewidth=2.2,
-            label="all calls")
+            marker="o", markersize=4, label="all calls")
     # A few series only: a rate over few calls swings, and more lines hide the total.
     for colour, name in zip(PALETTE, _busiest(rows, "errors")[:4], strict=False):
         points = sorted((parse_instant(row["at"]), 100 * (row.get("errors") or 0) / row["calls"])

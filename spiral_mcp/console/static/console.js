@@ -115,6 +115,10 @@
   // Re-read this page and put its fresh [data-refresh] regions in place of the old ones.
   async function refresh() {
     const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (response.redirected && new URL(response.url).pathname === "/admin/login") {
+      window.location.assign(response.url);  // the session ended (its own key revoked)
+      return;
+    }
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const region of document.querySelectorAll("[data-refresh]")) {
       const replacement = fresh.getElementById(region.id);
