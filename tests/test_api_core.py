@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from api_fixtures import ApiAnswer, ApiClient, make_api
 from openapi_spec_validator import validate
 
 from spiral_mcp.api.app import api_application
 from spiral_mcp.api.auth import AdminPrincipal
-from spiral_mcp.api.routing import OPERATOR, ApiCall, ApiRoutes, bind
+from spiral_mcp.api.routing import OPERATOR, PUBLIC, ApiCall, ApiRoutes, bind
 from spiral_mcp.api.schemas import SchemaBook
 from spiral_mcp.api.state import ADMIN_PRINCIPAL
 from spiral_mcp.auth import Principal
 from spiral_mcp.errors import ErrorCode, ServiceError
+from spiral_mcp.server.keys import DATABASE
 from tests.test_oauth_http import idps, orgs, serve, user  # noqa: F401
 
 
@@ -132,3 +135,41 @@ async def test_the_fixture_fails_an_answer_its_document_does_not_allow(api: ApiC
     undocumented = ApiAnswer(204, None, {}, "")
     with pytest.raises(AssertionError, match="which its document does not list"):
         api.check("GET", "/keys", undocumented)
+
+
+async def test_query_strings_are_coerced_to_their_schema_then_checked() -> None:
+    book = SchemaBook({"page_query": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"limit": {"type": "integer", "minimum": 1, "maximum": 500},
+                       "full": {"type": "boolean"}, "tool": {"type": "string"}}}})
+    routes = ApiRoutes()
+    seen = []
+
+    @routes.operation("GET", "/things", summary="Things", query="page_query", role=PUBLIC)
+    async def things(call: ApiCall) -> None:
+        seen.append(call.query)
+
+    handler = bind(next(iter(routes)), book)
+    app = web.Application()
+    app[DATABASE] = SimpleNamespace(queries=None)  # the handler above touches no database
+
+    async def call(query: str) -> None:
+        await handler(make_mocked_request("GET", f"/api/v1/things?{query}", app=app))
+
+    await call("limit=20&full=true&tool=jira_search")
+    assert seen == [{"limit": 20, "full": True, "tool": "jira_search"}]
+    for query, message in [
+        ("limit=abc", "invalid query for GET /api/v1/things: /limit: 'abc' is not of type "
+                      "'integer'"),
+        ("limit=0", "invalid query for GET /api/v1/things: /limit: 0 is less than the minimum "
+                    "of 1"),
+        ("full=yes", "invalid query for GET /api/v1/things: /full: 'yes' is not of type "
+                     "'boolean'"),
+        ("colour=red", "invalid query for GET /api/v1/things: /: Additional properties are not "
+                       "allowed ('colour' was unexpected)"),
+        ("tool=a&tool=b", "query parameter 'tool' is given 2 times; give it once"),
+    ]:
+        with pytest.raises(ServiceError) as refused:
+            await call(query)
+        assert refused.value.code == ErrorCode.VALIDATION_ERROR
+        assert refused.value.message == message, query

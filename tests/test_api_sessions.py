@@ -4,12 +4,14 @@ ends (sign-out, idle, its key revoked)."""
 from __future__ import annotations
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from api_fixtures import ApiClient
 
-from spiral_mcp.api.auth import AdminPrincipal
+from spiral_mcp.api.auth import AdminPrincipal, request_admin
 from spiral_mcp.api.sessions import clear_session_cookie, cookie_name, set_session_cookie
+from spiral_mcp.errors import ServiceError
 from spiral_mcp.server.keys import AUTHENTICATOR, CONSOLE_SESSIONS
 
 ENDED = {"code": "UNAUTHENTICATED",
@@ -131,3 +133,14 @@ def test_the_cookie_is_httponly_strict_and_secure_over_tls() -> None:
     response = web.Response()
     clear_session_cookie(response, tls)
     assert "Max-Age=0" in response.cookies.output()
+
+
+async def test_a_console_form_passes_its_csrf_field(api: ApiClient, tenant) -> None:
+    """What the console's own routes check (a form post to /admin/logout, say)."""
+    _, cookie, csrf = await sign_in(api, tenant.key)
+    app = api.client.server.app
+    request = make_mocked_request("POST", "/admin/logout", headers=cookie, app=app)
+    admin = await request_admin(request, form_token=csrf)
+    assert admin.tenant_id == tenant.id and admin.session.csrf_token == csrf
+    with pytest.raises(ServiceError, match="does not match this session"):
+        await request_admin(request, form_token="forged")

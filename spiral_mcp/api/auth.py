@@ -78,9 +78,11 @@ async def session_admin(request: web.Request, cookie: str) -> AdminPrincipal:
     return admin
 
 
-async def request_admin(request: web.Request) -> AdminPrincipal:
+async def request_admin(request: web.Request, *,
+                        form_token: str | None = None) -> AdminPrincipal:
     """Who makes ``request``: its bearer credential, else its console session (with the CSRF
-    check of an unsafe method). CredentialRefused or ServiceError say why nobody."""
+    check of an unsafe method: the X-CSRF-Token header, or ``form_token``, the csrf_token field
+    of a console form the caller has read). CredentialRefused or ServiceError say why nobody."""
     header = request.headers.get("Authorization")
     cookie = session_cookie(request)
     if header is not None or cookie is None:
@@ -88,7 +90,7 @@ async def request_admin(request: web.Request) -> AdminPrincipal:
     admin = await session_admin(request, cookie)
     if request.method in UNSAFE_METHODS:
         assert admin.session is not None
-        if (problem := csrf_problem(request, admin.session)) is not None:
+        if (problem := csrf_problem(request, admin.session, form_token=form_token)) is not None:
             raise ServiceError(ErrorCode.PERMISSION_DENIED, problem)
     return admin
 
