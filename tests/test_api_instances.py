@@ -18,8 +18,10 @@ import pytest
 from aiohttp import web
 from api_fixtures import ApiAnswer, ApiClient, make_api
 
+from spiral_mcp.api.auth import AdminPrincipal
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
+from spiral_mcp.server.keys import AUTHENTICATOR, CONSOLE_SESSIONS
 from spiral_mcp.sources.sync import lock_key
 from tests.conftest import Tenant, make_settings
 from tests.fake_jira import FakeJira
@@ -60,7 +62,8 @@ async def _add(api: ApiClient, tenant: Tenant, fake: FakeJira, **extra: Any) -> 
     return resp.data["instance_id"]
 
 
-async def _until_ended(api: ApiClient, tenant: Tenant, task_id: str) -> dict[str, Any]:
+async def _until_ended(api: ApiClient, tenant: Tenant | dict[str, str],
+                       task_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while True:
         task = (await api.get(f"/tasks/{task_id}", tenant)).data
@@ -289,3 +292,68 @@ async def test_runs_are_pages_newest_first(api: ApiClient, jira: FakeJira, make_
                                                      reverse=True)
     resp = await api.get("/runs?cursor=garbage", tenant)
     assert resp.status == 400 and "cursor" in resp.error["message"]
+
+
+async def test_a_sync_stops_when_the_key_that_started_it_is_revoked(
+        api: ApiClient, serve_fake, make_tenant, admin_conn) -> None:
+    fake = FakeJira(token=TOKEN)
+    fake.add_issue("ABC-1", summary="One", status="To Do", updated=T0)
+    app, gate = _gated(fake)
+    await serve_fake(fake, app=app)
+    tenant = await make_tenant()
+    created = await api.post("/keys", tenant, json={"name": "syncer", "scopes": ["admin"]})
+    syncer = {"Authorization": f"Bearer {created.data['secret']}"}
+    instance_id = await _add(api, tenant, fake)
+    resp = await api.post(f"/instances/{instance_id}/sync", syncer, json={})
+    assert resp.status == 202, resp.body
+    task_id = resp.data["task"]["task_id"]
+    await api.delete(f"/keys/{created.data['key']['key_id']}", tenant)
+    # Its task is its key's: the owner polls it by the run's history instead.
+    deadline = time.monotonic() + 30
+    while (run := (await api.get("/runs", tenant)).data["runs"][0])["status"] == "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    gate.set()
+    assert run["status"] == "cancelled" and run["task_id"] == task_id
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        task = await admin_conn.fetchrow("SELECT status, error FROM tasks WHERE task_id = $1",
+                                         uuid.UUID(task_id))
+        audited = await admin_conn.fetchval(
+            "SELECT after::text FROM audit_log WHERE tool = 'admin:instances.sync'")
+    assert task["status"] == "failed" and "was revoked or has expired" in task["error"]
+    assert task_id in audited and resp.data["run_id"] in audited
+
+
+@pytest.mark.parametrize("token", ["s3cret" * 2000, 12345678])
+async def test_a_refused_token_is_not_echoed_in_the_error(api: ApiClient, jira: FakeJira,
+                                                          make_tenant, token: Any) -> None:
+    tenant = await make_tenant()
+    resp = await api.post("/instances", tenant, json={**_body(jira), "token": token})
+    assert resp.status == 400 and resp.error["code"] == "VALIDATION_ERROR"
+    assert "/token" in resp.error["message"] and str(token) not in resp.text
+
+
+async def test_the_console_session_adds_and_syncs_with_its_csrf_token(
+        api: ApiClient, jira: FakeJira, make_tenant) -> None:
+    """What the console does: the cookie and the session's CSRF token on every change; the
+    cookie alone changes nothing."""
+    tenant = await make_tenant()
+    app = api.client.server.app
+    principal = await app[AUTHENTICATOR].authenticate(tenant.key)
+    cookie, csrf = await app[CONSOLE_SESSIONS].create(AdminPrincipal.tenant_admin(principal))
+    session = {"Cookie": f"spiral_console={cookie}"}
+    refused = await api.post("/instances", session, json=_body(jira))
+    assert refused.status == 403 and "CSRF" in refused.error["message"]
+    changing = {**session, "X-CSRF-Token": csrf}
+    created = await api.post("/instances", changing, json=_body(jira))
+    assert created.status == 201, created.body
+    instance_id = created.data["instance_id"]
+    refused = await api.post(f"/instances/{instance_id}/sync", session, json={})
+    assert refused.status == 403
+    resp = await api.post(f"/instances/{instance_id}/sync", changing, json={})
+    assert resp.status == 202, resp.body
+    task = await _until_ended(api, session, resp.data["task"]["task_id"])
+    assert task["status"] == "completed" and task["result"]["items"] == 25
+    [run] = (await api.get(f"/instances/{instance_id}/runs", session)).data["runs"]
+    assert (run["status"], run["trigger"]) == ("ok", "api")

@@ -6,7 +6,7 @@ tenant's instances only); another tenant's instance, like none, is :class:`Admin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -20,8 +20,12 @@ from ..sources.sync import lock_key
 from .errors import AdminError, AdminNotFound
 from .runs import latest_runs
 
-__all__ = ["create_instance", "delete_instance", "get_instance", "instance_view",
-           "list_instances", "update_instance"]
+__all__ = ["InstanceBusy", "create_instance", "delete_instance", "get_instance",
+           "instance_view", "list_instances", "update_instance"]
+
+
+class InstanceBusy(AdminError):
+    """A sync of the instance runs: the change waits for it (CONFLICT)."""
 
 
 def instance_view(row: asyncpg.Record, last_run: dict[str, Any] | None) -> dict[str, Any]:
@@ -83,7 +87,7 @@ def _checked(call: Any) -> Any:
 async def create_instance(
     conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
     kind: str, name: str, base_url: str | None, token: str, email: str | None,
-    projects: Mapping[str, str], rate: str | None, mappings: list[str],
+    projects: Mapping[str, str], rate: str | None, mappings: Sequence[str],
 ) -> dict[str, Any]:
     """Add an instance, checked as ``spiral-mcp source add`` checks it; the new instance."""
     adapter = _checked(lambda: manage.adapter_class(kind))
@@ -103,7 +107,7 @@ async def create_instance(
 async def update_instance(
     conn: asyncpg.Connection, queries: Queries, instance_id: uuid.UUID, *,
     tenant_id: uuid.UUID, name: str | None = None, rate: str | None = None,
-    mapped: list[str] = (), unmapped: list[str] = (),  # type: ignore[assignment]
+    mapped: Sequence[str] = (), unmapped: Sequence[str] = (),
     projects: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Rename, set the request rate (``default``: the kind's), set or remove mapping
@@ -155,7 +159,3 @@ async def delete_instance(conn: asyncpg.Connection, queries: Queries,
                            "to end, then remove the source")
     await queries.source_delete(conn, instance_id=instance_id)
     return gone
-
-
-class InstanceBusy(AdminError):
-    """A sync of the instance runs: the change waits for it (CONFLICT)."""

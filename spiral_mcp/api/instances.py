@@ -49,6 +49,11 @@ def _tenant_id(call: ApiCall) -> uuid.UUID:
     return tenant_id
 
 
+def _rate(raw: str | float | None) -> str | None:
+    # The CLI's --rate reads text (2.5, 150/min, 5000/h); a number is requests a second.
+    return None if raw is None else str(raw)
+
+
 @routes.operation("GET", "/instances", summary="List the tenant's source instances",
                   response="instance_list")
 async def list_instances(call: ApiCall) -> dict[str, Any]:
@@ -74,11 +79,6 @@ async def create_instance(call: ApiCall) -> dict[str, Any]:
         await call.audit(conn, "instances.create", arguments=body, after=created)
     call.headers["Location"] = f"/api/v1/instances/{created['instance_id']}"
     return created
-
-
-def _rate(raw: str | float | None) -> str | None:
-    # The CLI's --rate reads text (2.5, 150/min, 5000/h); a number is requests a second.
-    return None if raw is None else str(raw)
 
 
 @routes.operation("GET", "/instances/{instance_id}", summary="Read a source instance",
