@@ -53,14 +53,16 @@ CREATE TABLE operator_audit (
     operator_id uuid REFERENCES operators,
     actor       text NOT NULL,
     action      text NOT NULL,
-    -- No foreign key: the row of a tenant's deletion outlives the tenant.
-    tenant_id   uuid,
+    -- The tenant acted on. No foreign key: the row of a tenant's deletion outlives the tenant.
+    -- Not named tenant_id: the rows are no tenant's own (every table with a tenant_id column is
+    -- a tenant table under forced row-level security, DESIGN.md invariant 1).
+    target_tenant_id uuid,
     arguments   jsonb NOT NULL DEFAULT '{}',
     outcome     text NOT NULL CHECK (outcome IN ('ok', 'error')),
     detail      jsonb
 );
 CREATE INDEX operator_audit_at ON operator_audit (at DESC);
-CREATE INDEX operator_audit_tenant ON operator_audit (tenant_id, at DESC);
+CREATE INDEX operator_audit_tenant ON operator_audit (target_tenant_id, at DESC);
 
 ALTER TABLE operators ENABLE ROW LEVEL SECURITY;
 ALTER TABLE operator_sessions ENABLE ROW LEVEL SECURITY;
@@ -128,7 +130,7 @@ $$;
 
 -- Every row of one tenant, in the caller's transaction: each tenant-owned table of the public
 -- schema (row-level security forced, a tenant_id column; so tables later migrations add are
--- covered, and operator_audit, whose security is not forced, keeps its record) is emptied of
+-- covered) is emptied of
 -- the tenant's rows under its context, then the tenant itself goes. Returns the tenant's rows
 -- per table as they were (tables with none left out): counted first, since a delete cascades
 -- (projects take their work items). Table names come from the catalog, never from the caller.

@@ -1,4 +1,4 @@
-"""The CLI's operator commands: ``operator create|list|revoke`` and ``tenant
+"""The CLI's operator commands: ``operator create|list|revoke|audit`` and ``tenant
 create|suspend|resume|delete``, through the same domain functions as the admin API's operator
 routes (spiral_mcp.admin.operators and .tenants), each change recorded in operator_audit with
 the actor ``cli``.
@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from .admin import operators, tenants
+from .admin import AdminError, operators, tenants
 from .admin.operators import CLI_OPERATOR
 from .db import init_connection
 from .queries import Queries
@@ -34,7 +34,7 @@ WithAdmin = Callable[[Callable[[asyncpg.Connection, Queries], Awaitable[Any]]], 
 
 def add_operator_commands(commands: Any, common: argparse.ArgumentParser,
                           parse_id: Callable[[str], uuid.UUID]) -> None:
-    """``operator create|list|revoke`` under ``commands`` (the CLI's subparsers)."""
+    """``operator create|list|revoke|audit`` under ``commands`` (the CLI's subparsers)."""
     operator = commands.add_parser(
         "operator", help="create, list or revoke operators (who manage every tenant)",
         description="An operator manages tenants across the installation through the admin "
@@ -47,6 +47,10 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser,
     revoke = actions.add_parser("revoke", parents=[common],
                                 help="revoke an operator; its console sessions end")
     revoke.add_argument("operator_id", type=parse_id)
+    audit = actions.add_parser("audit", parents=[common],
+                               help="what operators (and this CLI) did, newest first")
+    audit.add_argument("--tenant", type=parse_id, help="only actions on this tenant")
+    audit.add_argument("--limit", type=int, default=50, help="how many (default 50)")
 
 
 def add_tenant_actions(actions: Any, common: argparse.ArgumentParser,
@@ -115,6 +119,11 @@ async def run(args: argparse.Namespace, with_admin: WithAdmin,
         case "operator", "list":
             print_json(await in_transaction(
                 lambda conn: operators.list_operators(conn, queries)))
+        case "operator", "audit":
+            if not 1 <= args.limit <= 10_000:
+                raise AdminError("--limit must be between 1 and 10000")
+            print_json(await in_transaction(lambda conn: operators.list_audit(
+                conn, queries, tenant_id=args.tenant, limit=args.limit)))
         case "operator", "revoke":
             async def revoke(conn: asyncpg.Connection) -> None:
                 await operators.revoke_operator(conn, queries, args.operator_id)

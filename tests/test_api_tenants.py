@@ -18,7 +18,7 @@ from api_fixtures import ApiClient, make_api
 from spiral_mcp.admin import operators
 from spiral_mcp.api.principal import AdminPrincipal
 from spiral_mcp.api.state import OPERATORS
-from spiral_mcp.config import load_settings
+from spiral_mcp.config import ConfigError, load_settings
 from spiral_mcp.db import init_connection
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
@@ -71,7 +71,7 @@ def _path(template: str, tenant_id: uuid.UUID) -> str:
 
 async def _actions(owner: asyncpg.Connection, operator_id: uuid.UUID) -> list[tuple]:
     return [tuple(r) for r in await owner.fetch(
-        "SELECT action, tenant_id, outcome FROM operator_audit WHERE operator_id = $1 "
+        "SELECT action, target_tenant_id, outcome FROM operator_audit WHERE operator_id = $1 "
         "ORDER BY id", operator_id)]
 
 
@@ -304,3 +304,14 @@ async def test_console_cookies_tenant_admin_kept_out_operator_let_in_with_csrf(
     assert ended.status == 401 and "console session has ended" in ended.error["message"]
     assert [a for a, _, o in await _actions(owner, operator_id) if o == "ok"] == [
         "console.sign_in", "tenants.list", "tenants.suspend"]
+
+
+async def test_operator_api_needs_the_owners_url(aiohttp_client,
+                                                 database_urls: DatabaseUrls) -> None:
+    with pytest.raises(ConfigError, match="OPERATOR_API: needs ADMIN_DATABASE_URL"):
+        load_settings(environ={"DATABASE_URL": database_urls.runtime, "OPERATOR_API": "on"})
+    assert load_settings(environ={}).operator_api is False  # off by default
+    app = create_app(_settings(database_urls, OPERATOR_API="on"),
+                     database_url=database_urls.runtime)
+    with pytest.raises(ConnectionError, match="needs the owner role's URL"):
+        await aiohttp_client(app)

@@ -55,8 +55,8 @@ async def super_conn(superuser_url: str, database_urls: DatabaseUrls
 
 async def _audit(conn: asyncpg.Connection, **where: object) -> list[tuple]:
     rows = await conn.fetch(
-        "SELECT actor, action, tenant_id, outcome, arguments, detail FROM operator_audit "
-        "WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR action = $2) "
+        "SELECT actor, action, target_tenant_id, outcome, arguments, detail FROM operator_audit "
+        "WHERE ($1::uuid IS NULL OR target_tenant_id = $1) AND ($2::text IS NULL OR action = $2) "
         "ORDER BY id", where.get("tenant_id"), where.get("action"))
     return [tuple(r) for r in rows]
 
@@ -93,6 +93,11 @@ async def test_operator_lifecycle_through_the_cli(cli, admin_conn: asyncpg.Conne
     # The name is free again once its holder is revoked.
     _ok(await cli("operator", "create", "--name", name))
 
+    shown = _ok(await cli("operator", "audit", "--limit", "3")).json()
+    assert [(r["actor"], r["action"], r["outcome"]) for r in shown] == [
+        ("cli", "operators.create", "ok"), ("cli", "operators.revoke", "error"),
+        ("cli", "operators.revoke", "ok")]
+    assert (await cli("operator", "audit", "--limit", "0")).code == 1
     rows = [r for r in await _audit(admin_conn)
             if r[4].get("name") == name or r[4].get("operator_id") == str(operator_id)]
     assert [(r[0], r[1], r[3]) for r in rows] == [
@@ -126,6 +131,9 @@ async def test_tenant_suspend_resume_delete_through_the_cli(
     unknown = await cli("tenant", "suspend", str(tenant_id))
     assert unknown.code == 1 and f"no tenant with id {tenant_id}" in unknown.err
 
+    shown = _ok(await cli("operator", "audit", "--tenant", str(tenant_id))).json()
+    assert [r["action"] for r in shown][-2:] == ["tenants.suspend", "tenants.create"]
+    assert {r["tenant_id"] for r in shown} == {str(tenant_id)}
     assert [(r[0], r[1], r[3]) for r in await _audit(admin_conn, tenant_id=tenant_id)] == [
         ("cli", "tenants.create", "ok"), ("cli", "tenants.suspend", "ok"),
         ("cli", "tenants.resume", "ok"), ("cli", "tenants.delete", "error"),
@@ -136,8 +144,7 @@ async def test_tenant_suspend_resume_delete_through_the_cli(
 
 
 async def _tenant_tables(conn: asyncpg.Connection) -> list[str]:
-    """Every table holding tenant rows: a tenant_id column, under forced row-level security
-    (operator_audit names tenants but is no tenant's)."""
+    """Every table holding tenant rows: a tenant_id column, under forced row-level security."""
     return [r["relname"] for r in await conn.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
         "AND a.attname = 'tenant_id' WHERE c.relnamespace = 'public'::regnamespace "

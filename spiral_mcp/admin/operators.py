@@ -39,6 +39,7 @@ __all__ = [
     "end_session",
     "find_session",
     "is_operator_secret",
+    "list_audit",
     "list_operators",
     "open_session",
     "record",
@@ -131,6 +132,13 @@ async def create_operator(conn: asyncpg.Connection, queries: Queries,
 async def list_operators(conn: asyncpg.Connection, queries: Queries) -> list[dict[str, Any]]:
     """Every operator, revoked ones too; never a hash."""
     return rows_as_dicts(await queries.list_operators(conn))
+
+
+async def list_audit(conn: asyncpg.Connection, queries: Queries, *,
+                     tenant_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+    """The latest ``limit`` operator actions, newest first (on one tenant when given)."""
+    return rows_as_dicts(await queries.list_operator_audit(conn, tenant_id=tenant_id,
+                                                           limit=limit))
 
 
 async def revoke_operator(conn: asyncpg.Connection, queries: Queries,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -99,9 +100,11 @@ def _say_error(message: str) -> None:
 async def _serve(settings: Settings, key: str, protocol_fd: int,
                  tools: Iterable[Tool] | None) -> int:
     urls = await prepare_database(settings)
-    # One client, one process: its session stays in memory even where REDIS_URL is set.
-    app = create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer,
-                     tools=tools, share_sessions=False)
+    # One client, one process: its session stays in memory even where REDIS_URL is set. No
+    # HTTP, so no operator routes: no owner pool for them either, whatever OPERATOR_API says.
+    app = create_app(dataclasses.replace(settings, operator_api=False),
+                     database_url=urls.runtime, explorer_url=urls.explorer, tools=tools,
+                     share_sessions=False)
     server: StdioServer | None = None
 
     async def drain(app: web.Application) -> None:

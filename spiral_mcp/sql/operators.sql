@@ -54,15 +54,17 @@ DELETE FROM operator_sessions WHERE operator_id = $1
 
 -- name: insert_operator_audit!
 -- params: operator_id, actor, action, tenant_id, arguments, outcome, detail
-INSERT INTO operator_audit (operator_id, actor, action, tenant_id, arguments, outcome, detail)
+INSERT INTO operator_audit (operator_id, actor, action, target_tenant_id, arguments, outcome,
+                            detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 
 -- name: list_operator_audit
 -- params: tenant_id, limit
 -- The latest operator actions, newest first; of one tenant when tenant_id is not null.
-SELECT id, at, operator_id, actor, action, tenant_id, arguments, outcome, detail
+SELECT id, at, operator_id, actor, action, target_tenant_id AS tenant_id, arguments, outcome,
+       detail
 FROM operator_audit
-WHERE $1::uuid IS NULL OR tenant_id = $1
+WHERE $1::uuid IS NULL OR target_tenant_id = $1
 ORDER BY at DESC, id DESC
 LIMIT $2
 
