@@ -48,6 +48,8 @@ async def test_every_answer_carries_the_security_headers(client, tenant: Tenant)
     assert away.status == 303 and away.headers["Location"].startswith("/admin/login")
     assert_page_headers(away.headers)
     user = await sign_in(client, tenant.key)
+    slash = await client.get("/admin/", headers=user.cookies, allow_redirects=False)
+    assert slash.status == 308 and slash.headers["Location"] == "/admin"
     for path in TENANT_PAGES:
         response = await client.get(path, headers=user.cookies, allow_redirects=False)
         assert response.status == 200, path
@@ -66,6 +68,8 @@ async def test_a_page_without_a_session_leads_to_sign_in(client) -> None:
     forged = await client.get("/admin/keys", headers={"Cookie": "spiral_console=forged"},
                               allow_redirects=False)
     assert forged.status == 303
+    first = await client.get("/admin", allow_redirects=False)
+    assert first.headers["Location"] == "/admin/login"  # a first visit: no "session ended"
 
 
 async def test_the_session_cookie_is_http_only_and_strict(client, tenant: Tenant) -> None:

@@ -15,6 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from ..errors import ServiceError
 from . import insight_pages, pages, project_pages, signin, source_pages, tenant_pages
 from .access import PageError
 from .security import security_headers
@@ -30,12 +31,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A page refused to this admin (PageError) is the error page, with its status."""
+    """A page refused to this admin (PageError), or one the store cannot serve now (a
+    ServiceError: the database out of reach, a statement timing out), is the error page with
+    its status and one line; never a JSON body or a traceback in the browser."""
     try:
         return await handler(request)
     except PageError as exc:
         return render(request, "error.html", {"title": exc.title, "message": exc.message},
                       status=exc.status)
+    except ServiceError as exc:
+        status = 503 if exc.retry_after else 500
+        return render(request, "error.html", {
+            "title": "Not available right now", "message": exc.message}, status=status)
+
+
+async def _home(request: web.Request) -> web.Response:
+    # /admin/ is where a typed address often ends: the home page is /admin.
+    raise web.HTTPPermanentRedirect(CONSOLE_PREFIX)
 
 
 def console_application() -> web.Application:
@@ -49,6 +61,7 @@ def console_application() -> web.Application:
     environment.filters["duration"] = duration
     for module in (signin, pages, source_pages, project_pages, insight_pages, tenant_pages):
         app.router.add_routes(module.routes)
+    app.router.add_get("/", _home)
     app.router.add_static("/static", Path(str(package / "static")), name="static",
                           append_version=False)
     return app

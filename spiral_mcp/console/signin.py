@@ -65,7 +65,7 @@ async def signed_in_only(request: web.Request, handler: Handler) -> web.StreamRe
         admin = None
     if admin is None:
         # The home page is where a first visit lands: no "session ended" for it.
-        expired = cookie is not None or request.path != "/admin"
+        expired = cookie is not None or request.path not in ("/admin", "/admin/")
         raise web.HTTPSeeOther(_SIGN_IN + ("?expired=1" if expired else ""))
     request[SIGNED_IN] = admin
     return await handler(request)
