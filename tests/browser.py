@@ -175,6 +175,14 @@ class Browser:
 
         return await self._run(accept)
 
+    async def page_problems(self) -> list[str]:
+        """What the pages' consoles said since the last call of an uncaught script error or a
+        Content Security Policy refusal (an inline script or style the CSP blocked)."""
+        entries = await self._run(self.driver.get_log, "browser")
+        return [entry["message"] for entry in entries
+                if "Content Security Policy" in entry["message"]
+                or "Uncaught" in entry["message"]]
+
     async def script(self, source: str, *args: Any) -> Any:
         return await self._run(self.driver.execute_script, source, *args)
 
@@ -237,6 +245,8 @@ async def _open(size: tuple[int, int], shots: Path) -> AsyncIterator[Callable[[s
     options.binary_location = binary
     # A confirm() the page opens stays open until the test answers it (accept_dialog).
     options.unhandled_prompt_behavior = "ignore"
+    # The page's console, for page_problems().
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--disable-gpu", "--disable-extensions", "--no-first-run",
                      "--disable-background-networking", "--lang=en-US",

@@ -167,19 +167,27 @@ async def test_a_tenant_admin_cannot_reach_operator_pages_or_routes(client,
 
 
 async def add_source(admin_conn: asyncpg.Connection, queries: Queries,
-                     tenant_id: uuid.UUID, token: str) -> uuid.UUID:
+                     tenant_id: uuid.UUID, token: str, *, name: str | None = None) -> uuid.UUID:
     async with admin_conn.transaction():
         return await manage.add_source(
             admin_conn, queries, BOX, tenant_id=tenant_id, kind="jira",
-            name=f"jira {uuid.uuid4().hex[:6]}", base_url="http://127.0.0.1:1/retired",
+            name=name or f"jira {uuid.uuid4().hex[:6]}", base_url="http://127.0.0.1:1/retired",
             projects={"ABC": "ABC"}, token=token)
 
 
 async def test_another_tenants_objects_are_not_found(
         client, make_tenant: TenantFactory, admin_conn, queries: Queries) -> None:
     mine, theirs = await make_tenant(), await make_tenant(demo=True)
-    their_source = await add_source(admin_conn, queries, theirs.id, "their-token")
+    their_source = await add_source(admin_conn, queries, theirs.id, "their-token",
+                                    name="their-own-jira")
     user = await sign_in(client, mine.key)
+    # Nothing of theirs on any of my pages.
+    for path in TENANT_PAGES:
+        status, html = await user.page(path)
+        assert status == 200
+        for theirs_only in (str(theirs.id), str(theirs.key_id), "their-own-jira",
+                            str(their_source)):
+            assert theirs_only not in html, (path, theirs_only)
     status, html = await user.page(f"/admin/sources/{their_source}")
     assert status == 404 and str(their_source) not in html
     for path in ("/admin/sources/not-a-uuid", "/admin/projects/NOPE"):

@@ -218,6 +218,8 @@ async def test_the_admin_walk(served, browser, serve_fake, make_tenant: TenantFa
     await page.screenshot("12-signed-out")
     await page.get("/admin/keys")
     await page.wait_for_path("/admin/login")
+    # No page needed an inline script or style, and no script failed.
+    assert await page.page_problems() == []
 
 
 async def test_the_operator_walk(served, browser, admin_conn, queries) -> None:
@@ -249,3 +251,4 @@ async def test_the_operator_walk(served, browser, admin_conn, queries) -> None:
     await page.wait_for_path("/admin/tenants")
     await page.click("#sign-out")
     await page.wait_for_path("/admin/login")
+    assert await page.page_problems() == []
