@@ -12,7 +12,7 @@
 --
 -- The runtime role inserts runs and updates their progress and outcome columns only (never the
 -- tenant, the instance or the start); it never deletes one: runs go with their instance.
--- depends: 0016_replica_binding
+-- depends: 0017_admin_core
 
 CREATE TABLE sync_runs (
     tenant_id   uuid NOT NULL,
