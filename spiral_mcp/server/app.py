@@ -24,6 +24,7 @@ from ..api.app import API_PREFIX, api_application
 from ..api.sessions import ConsoleSessions
 from ..auth import Authenticator
 from ..config import Settings
+from ..console import CONSOLE_PREFIX, console_application
 from ..credentials import BearerCheck
 from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
@@ -136,6 +137,7 @@ def create_app(
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
     app.add_subapp(API_PREFIX, api_application())
+    app.add_subapp(CONSOLE_PREFIX, console_application())
     app.cleanup_ctx.append(tracing_context)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_explorer(
