@@ -15,7 +15,7 @@
 -- Every audit row pays for these once, in the writer's batches off the request path. A large
 -- audit_log is locked against writes while the indexes are built (the writer keeps its rows
 -- queued and retries meanwhile).
--- depends: 0017_admin_core
+-- depends: 0019_sync_runs
 
 CREATE INDEX audit_log_at_id ON audit_log (tenant_id, at DESC, id DESC)
     INCLUDE (tool, key_id, outcome, duration_ms);

@@ -26,13 +26,17 @@ from .config_values import SCOPES
 from .db import Database
 from .errors import ServiceError
 
-__all__ = ["SCOPES", "Authenticator", "NewKey", "Principal", "hash_key", "key_problem", "new_key",
-           "parse_key"]
+__all__ = ["SCOPES", "SUSPENDED", "Authenticator", "NewKey", "Principal", "hash_key", "key_problem",
+           "new_key", "parse_key"]
 
 _PREFIX = "spk_"
 _SECRET_BYTES = 32
 _SECRET_CHARS = 43  # base64url of 32 bytes, unpadded
 _KEY_LENGTH = len(_PREFIX) + 64 + _SECRET_CHARS
+
+# What the holder of a right key of a suspended tenant is told.
+SUSPENDED = ("this API key's tenant is suspended by the server's operator; its keys work again "
+             "once an operator resumes it")
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +122,16 @@ class _CachedKey:
     ids: tuple[uuid.UUID, uuid.UUID]
     row: dict[str, Any] | None  # None: no such key (cached too, so floods of bad keys stay cheap)
     fetched: float
-    # Who the key is when its row is usable (this tenant's, not revoked), built once per lookup.
+    # Who the key is when its row is usable (this tenant's, not revoked, its tenant not
+    # suspended), built once per lookup.
     principal: Principal | None = None
 
     @classmethod
     def of(cls, ids: tuple[uuid.UUID, uuid.UUID], row: dict[str, Any] | None) -> _CachedKey:
         tenant_id, key_id = ids
         principal = None
-        if row is not None and row["tenant_id"] == tenant_id and row["revoked_at"] is None:
+        if row is not None and row["tenant_id"] == tenant_id and row["revoked_at"] is None \
+                and row["suspended_at"] is None:
             principal = Principal(tenant_id=tenant_id, key_id=key_id, key_name=row["name"],
                                   scopes=frozenset(row["scopes"]), user=row["acts_as"])
         return cls(ids, row, time.monotonic(), principal)
@@ -134,7 +140,8 @@ class _CachedKey:
 class Authenticator:
     """Verifies keys against the database, trusting a verified row for ``cache_ttl`` seconds.
 
-    A revoked key therefore stops working within ``cache_ttl``. Use times are collected in memory
+    A revoked key therefore stops working within ``cache_ttl``, as does every key of a tenant an
+    operator suspends (and works again within it once resumed). Use times are collected in memory
     and written in one statement per tenant by :meth:`flush_last_used`, not once per request.
     """
 
@@ -179,6 +186,16 @@ class Authenticator:
             return None
         self._used[name] = cached.ids
         return cached.principal
+
+    def suspended(self, secret: str) -> bool:
+        """Whether ``secret``, just refused by :meth:`authenticate`, is a live key of a tenant an
+        operator has suspended: said to its holder alone (the hash matched), as the reason."""
+        name = _key_name(secret)
+        cached = self._cache.get(name) if name is not None else None
+        row = cached.row if cached is not None else None
+        return (row is not None and hmac.compare_digest(row["key_hash"], hash_key(secret))
+                and row["tenant_id"] == cached.ids[0] and row["revoked_at"] is None
+                and row["suspended_at"] is not None)
 
     async def _lookup(self, name: str, ids: tuple[uuid.UUID, uuid.UUID]) -> _CachedKey:
         # Many requests with the same new key share one database round trip.

@@ -14,12 +14,13 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn
 
 import asyncpg
 import orjson
 
-from . import __version__, admin, migrate
+from . import __version__, admin, migrate, operator_cli
 from .config import ConfigError, Settings, load_settings
 from .config_values import web_url
 from .oauth import bindings
@@ -94,11 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--count", type=int, default=1, help="how many (default 1)")
     mig_actions.add_parser("status", parents=[common], help="list applied and pending migrations")
 
-    tenant = commands.add_parser("tenant", help="create or list tenants")
+    tenant = commands.add_parser("tenant", help="create, list, suspend, resume or delete tenants")
     tenant_actions = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = tenant_actions.add_parser("create", parents=[common], help="create a tenant")
-    create.add_argument("name")
+    operator_cli.add_tenant_actions(tenant_actions, common, _uuid)
     tenant_actions.add_parser("list", parents=[common], help="list tenants")
+    operator_cli.add_operator_commands(commands, common, _uuid)
 
     key = commands.add_parser("apikey", help="create, list or revoke API keys")
     key_actions = key.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -303,10 +304,6 @@ async def _run_admin(args: argparse.Namespace, settings: Settings) -> None:
     from . import demo
 
     match args.command, args.action if "action" in args else None:
-        case "tenant", "create":
-            tenant_id = await _with_admin(
-                settings, lambda c, q: admin.create_tenant(c, q, args.name))
-            print(tenant_id)
         case "tenant", "list":
             rows = await _with_admin(settings, lambda c, q: q.list_tenants(c))
             _print_json(admin.rows_as_dicts(rows))
@@ -490,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(_run_migrate(args, settings))
         elif args.command == "source":
             asyncio.run(_run_source(args, settings))
+        elif operator_cli.handles(args):
+            asyncio.run(operator_cli.run(args, partial(_with_admin, settings), _print_json))
         else:
             asyncio.run(_run_admin(args, settings))
     except (CommandError, admin.AdminError) as exc:

@@ -215,6 +215,11 @@ SETTINGS: tuple[Setting, ...] = (
             "OAuth: client id this server authenticates with at the introspection endpoint"),
     Setting("OAUTH_INTROSPECTION_CLIENT_SECRET", secret, None,
             "OAuth: that client's secret"),
+    Setting("OPERATOR_API", boolean, False,
+            "serve the operator routes of the admin API (/api/v1/tenants, /api/v1/usage/tenants) "
+            "to operator credentials (spiral-mcp operator create), on a small pool of the owner "
+            "role (ADMIN_DATABASE_URL, or the embedded database's owner); off: spo_ credentials "
+            "are refused"),
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint, None,
             "OpenTelemetry collector (OTLP/HTTP) to send traces to, such as "
             "http://collector:4318 (spans go to its /v1/traces); unset: tracing off. The other "
@@ -291,6 +296,7 @@ class Settings:
     oauth_introspection_url: str | None
     oauth_introspection_client_id: str | None
     oauth_introspection_client_secret: Secret | None
+    operator_api: bool
     otel_exporter_otlp_endpoint: str | None
 
     @property
@@ -405,6 +411,11 @@ def load_settings(
         if share is not None and share > whole:
             raise ConfigError(f"{env}: {share} is more than {of} {whole}")
     _check_replica(settings)
+    if settings.operator_api and settings.database_url is not None \
+            and settings.admin_database_url is None:
+        # Operators act across tenants as the owner role; the runtime role must never do that.
+        raise ConfigError("OPERATOR_API: needs ADMIN_DATABASE_URL, the owner role's URL, which "
+                          "operator requests run as (the runtime role cannot act across tenants)")
     if settings.oauth and settings.oauth_resource is None:
         raise ConfigError("OAUTH_RESOURCE: needed with OAUTH_ISSUERS: tokens are accepted only "
                           "when minted for this server's URI")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .auth import Authenticator, Principal, key_problem
+from .auth import SUSPENDED, Authenticator, Principal, key_problem
 from .config import Settings
 from .errors import ServiceError
 from .oauth import TokenRefused, TokenVerifier, VerifiedToken
@@ -116,6 +116,8 @@ class BearerCheck:
             if (problem := key_problem(credential)) is not None:
                 raise _invalid_api_key(f"the API key is malformed: {problem}")
             principal = await self.authenticator.authenticate(credential)
+            if principal is None and self.authenticator.suspended(credential):
+                raise _invalid_api_key(SUSPENDED)
             if principal is None:
                 # The same answer for unknown, revoked and expired keys: no hint either way.
                 raise _invalid_api_key(

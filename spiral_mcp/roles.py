@@ -17,6 +17,7 @@ __all__ = [
     "EXPLORER_MEMORY_LIMIT",
     "EXPLORER_ROLE",
     "EXPLORER_SETTINGS",
+    "OWNER_ONLY_TABLES",
     "OWNER_ROLE",
     "UnsafeRuntimeRole",
     "check_memory_limit",
@@ -36,8 +37,13 @@ TENANT_TABLES = (
     "tenants", "api_keys", "source_instances", "projects", "workflow_statuses",
     "workflow_transitions", "work_items", "work_item_transitions", "comments", "work_item_links",
     "audit_log", "idempotency_keys", "tenant_counters", "tasks", "oauth_bindings",
-    "console_sessions",
+    "console_sessions", "sync_runs",
 )
+
+# The owner's alone (0018_operators): operators' credentials and sessions, and the audit of what
+# they do. A runtime role holding any privilege on them could read an operator's hash or forge
+# or hide an operator's action; the server refuses to start then.
+OWNER_ONLY_TABLES = ("operators", "operator_sessions", "operator_audit")
 
 
 # Built-in functions the explorer role must not run even if a query ever got past the explorer's
@@ -208,6 +214,19 @@ async def check_runtime_role(conn: asyncpg.Connection) -> None:
         raise UnsafeRuntimeRole(
             f"runtime role {role['rolname']!r} owns tenant tables ({names}); "
             "it could disable their row-level security"
+        )
+    # Tables a schema before 0018 lacks are skipped (to_regclass is null): readiness says so.
+    reachable = await conn.fetch(
+        "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass('public.' || t) IS NOT NULL "
+        "AND has_table_privilege(current_user, to_regclass('public.' || t), "
+        "'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') ORDER BY 1",
+        list(OWNER_ONLY_TABLES),
+    )
+    if reachable:
+        names = ", ".join(r["t"] for r in reachable)
+        raise UnsafeRuntimeRole(
+            f"runtime role {role['rolname']!r} has privileges on the operators' tables ({names}); "
+            "they are the owner's alone"
         )
 
 

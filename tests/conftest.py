@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from browser import browser, phone_browser, screenshot_dir  # noqa: F401 (fixtures)
 from faults import OwnRedis
 
 from spiral_mcp import admin

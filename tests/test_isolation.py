@@ -44,6 +44,7 @@ class Seed:
     tenant_id: uuid.UUID
     item_ids: tuple[int, int]
     key_id: uuid.UUID | None = None  # the tenant's API key (a task's creator)
+    instance_id: uuid.UUID | None = None  # the tenant's source instance (a sync run's)
 
 
 InsertBuilder = Callable[[uuid.UUID, Seed], tuple[Any, ...]]
@@ -130,6 +131,11 @@ SPECS: dict[str, TableSpec] = {
         frozenset(), "created_at = created_at",
         _ins("INSERT INTO oauth_bindings (tenant_id, issuer) "
              "VALUES ($1, 'https://' || gen_random_uuid() || '.example.com')")),
+    # 0019: the history of source syncs; a run's progress and outcome columns only are updated.
+    "sync_runs": TableSpec(
+        frozenset({"select", "insert", "update"}), "pages = pages + 1",
+        _ins("INSERT INTO sync_runs (tenant_id, instance_id, kind, trigger) "
+             "VALUES ($1, $2, 'sync', 'api')", lambda s: s.instance_id)),
     # 0017: the console's sessions, each bound to the admin key that opened it.
     "console_sessions": TableSpec(
         frozenset({"select", "insert", "update", "delete"}), "last_seen_at = now()",
@@ -176,9 +182,10 @@ async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUI
     context (the owner is under FORCE RLS too). The same project and item keys in every tenant."""
     async with conn.transaction():
         await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
-        await conn.execute(
+        instance_id = await conn.fetchval(
             "INSERT INTO source_instances (tenant_id, kind, name, base_url) "
-            "VALUES ($1, 'jira', 'iso', 'https://jira.example.com')", tenant_id)
+            "VALUES ($1, 'jira', 'iso', 'https://jira.example.com') RETURNING instance_id",
+            tenant_id)
         # The trigger adds the default workflow: statuses and transitions.
         await conn.execute(
             "INSERT INTO projects (tenant_id, project_key, name) VALUES ($1, 'ISO', 'Isolation')",
@@ -216,7 +223,10 @@ async def _seed(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUI
             "INSERT INTO console_sessions (tenant_id, session_hash, csrf_token, key_id, "
             "expires_at) VALUES ($1, sha256(gen_random_uuid()::text::bytea), repeat('c', 43), $2, "
             "now() + interval '1 hour')", tenant_id, key_id)
-    return Seed(tenant_id, (first, second), key_id)
+        await conn.execute(
+            "INSERT INTO sync_runs (tenant_id, instance_id, kind, trigger, status, finished_at) "
+            "VALUES ($1, $2, 'backfill', 'cli', 'ok', now())", tenant_id, instance_id)
+    return Seed(tenant_id, (first, second), key_id, instance_id)
 
 
 @pytest.fixture

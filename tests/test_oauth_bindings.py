@@ -35,7 +35,9 @@ async def _resolve(app_conn: asyncpg.Connection, queries: Queries, issuer: str,
                    claims: dict) -> list[tuple]:
     # As the server does it: the runtime role, no tenant context, claims as jsonb.
     await init_connection(app_conn)
-    return [tuple(r) for r in await queries.oauth_tenant(app_conn, issuer=issuer, claims=claims)]
+    # (tenant, claim): whether the tenant is suspended is test_operators.py's.
+    rows = await queries.oauth_tenant(app_conn, issuer=issuer, claims=claims)
+    return [(r["tenant_id"], r["claim"]) for r in rows]
 
 
 async def test_a_token_finds_the_tenant_its_issuer_or_claim_value_is_bound_to(

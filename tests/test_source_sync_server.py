@@ -114,6 +114,13 @@ async def scalar(conn: asyncpg.Connection, tenant_id: uuid.UUID, sql: str, *args
         return await conn.fetchval(sql, *args)
 
 
+async def runs_of(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The tenant's sync history, newest first."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        return await conn.fetch("SELECT * FROM sync_runs ORDER BY started_at DESC, run_id DESC")
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -288,6 +295,13 @@ async def test_a_failing_instance_does_not_stop_the_others(
     assert sorted(r.source for r in failures) == sorted(mine)
     assert all("\n" not in r.error and "wrong-token" not in r.error for r in failures)
     assert any("401" in r.error for r in failures)
+    # Each is in its tenant's sync history, as the schedule's, the failures in one line.
+    runs = await runs_of(app_conn, bad_tenant.id)
+    assert {(r["instance_id"], r["trigger"], r["status"]) for r in runs} == {
+        (refused, "schedule", "failed"), (unreachable, "schedule", "failed")}
+    assert all(r["error"] and "wrong-token" not in r["error"] for r in runs)
+    [ok] = await runs_of(app_conn, good_tenant.id)
+    assert (ok["instance_id"], ok["status"], ok["items"]) == (good, "ok", 4)
 
 
 async def test_shutdown_mid_sync_keeps_committed_pages_and_resumes(
@@ -311,6 +325,8 @@ async def test_shutdown_mid_sync_keeps_committed_pages_and_resumes(
     await client.close()  # the cleanup cancels the sync waiting on page 3
     assert time.monotonic() - started < 5
     assert await scalar(app_conn, tenant.id, count) == 199  # pages 1 and 2 stay
+    [cut] = await runs_of(app_conn, tenant.id)
+    assert (cut["status"], cut["trigger"], cut["pages"]) == ("cancelled", "schedule", 2)
     cursor = await scalar(app_conn, tenant.id, "SELECT sync_cursor::text FROM source_instances")
     assert orjson.loads(cursor)["updated"] is not None
     # The cancelled session let go of the lock, and the next sync resumes from the cursor.
@@ -388,6 +404,9 @@ async def test_sources_sync_syncs_and_lists_the_new_cursor(
     assert again["data"]["changed"] == 0 and again["data"]["items"] < 120  # from the cursor
     full = await envelope(client, tenant, "sources_sync", source_id=str(source_id), full=True)
     assert (full["data"]["items"], full["data"]["changed"]) == (120, 0)
+    runs = await runs_of(app_conn, tenant.id)
+    assert [(r["kind"], r["trigger"], r["status"], r["changed"]) for r in runs] == [
+        ("backfill", "tool", "ok", 0), ("sync", "tool", "ok", 0), ("sync", "tool", "ok", 120)]
     (listed,) = (await envelope(client, tenant, "sources_list"))["data"]["sources"]
     assert listed["last_synced_at"] is not None
     assert listed["cursor"]["updated"].startswith("2025-03-01T")

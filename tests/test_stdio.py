@@ -30,8 +30,11 @@ from mcp.shared.exceptions import MCPError
 from test_mcp_clients import _elicit, _sample
 
 from spiral_mcp import admin
-from spiral_mcp.auth import new_key
+from spiral_mcp.admin import tenants
+from spiral_mcp.admin.operators import CLI_OPERATOR
+from spiral_mcp.auth import SUSPENDED, new_key
 from spiral_mcp.config import SETTINGS
+from spiral_mcp.db import init_connection
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import APP_ROLE, url_for_role
@@ -374,6 +377,29 @@ async def test_a_key_revoked_while_serving_ends_the_server(
     assert proc.proc.returncode == 1 and out == b""
     assert err.decode().splitlines()[-1] == (
         f"spiral-mcp: error: the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
+
+
+
+async def test_a_tenant_suspended_while_serving_ends_the_server_saying_so(
+        environment, tenant: Tenant, admin_conn: asyncpg.Connection, queries: Queries) -> None:
+    proc = await Process.start(PRODUCT, environment(tenant))
+    await proc.send(initialize(), INITIALIZED)
+    assert "result" in await proc.answer(1)
+    await init_connection(admin_conn)
+    async with admin_conn.transaction():
+        await tenants.suspend_tenant(admin_conn, queries, CLI_OPERATOR, tenant.id)
+    await proc.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert "no longer accepted" in (await proc.answer(2))["error"]["message"]
+    _, err = await asyncio.wait_for(proc.proc.communicate(), 30)
+    assert proc.proc.returncode == 1
+    assert err.decode().splitlines()[-1] == (
+        f"spiral-mcp: error: the API key in {KEY_ENV} is no longer accepted: {SUSPENDED}")
+    # Nor does it start again while the tenant is suspended.
+    proc = await Process.start(PRODUCT, environment(tenant))
+    _, err = await asyncio.wait_for(proc.proc.communicate(), 30)
+    assert proc.proc.returncode == 1
+    assert err.decode().splitlines()[-1] == (
+        f"spiral-mcp: error: the API key in {KEY_ENV} is not accepted: {SUSPENDED}")
 
 
 # -- the pipes --------------------------------------------------------------------------------

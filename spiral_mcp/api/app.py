@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import audit, keys, openapi, projects, tasks, usage
+from . import audit, instances, keys, openapi, projects, runs, tasks, tenants, usage
 from .auth import admin_auth
 from .openapi import OPENAPI, encoded_document
 from .routing import ApiRoutes, api_errors, bind
@@ -17,8 +17,9 @@ __all__ = ["API_PREFIX", "api_application"]
 API_PREFIX = "/api/v1"
 
 # Every resource module's operations; a module added here is routed and documented.
-_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, audit.routes,
-                                   usage.routes, projects.routes)
+_MODULES: tuple[ApiRoutes, ...] = (openapi.routes, keys.routes, tasks.routes, instances.routes,
+                                   runs.routes, audit.routes, usage.routes, projects.routes,
+                                   tenants.routes)
 
 
 def api_application(*modules: ApiRoutes) -> web.Application:

@@ -56,3 +56,10 @@ class OperatorAccess(Protocol):
     async def session(self, cookie: str) -> AdminPrincipal | None:
         """The operator of a live operator console session (cookie value ``os_...``), with
         ``session`` set, or None."""
+
+    async def open_session(self, admin: AdminPrincipal) -> tuple[str, str]:
+        """A console session for an operator signed in with its secret: (cookie value ``os_...``,
+        CSRF token)."""
+
+    async def end_session(self, cookie: str) -> None:
+        """Sign-out of an operator's console session; nothing for one that is not there."""

@@ -28,8 +28,8 @@ from ..db import Database
 from .principal import AdminPrincipal, ConsoleSession
 
 __all__ = ["MAX_SESSIONS_PER_KEY", "OPERATOR_SESSION_PREFIX", "SESSION_PREFIX", "UNSAFE_METHODS",
-           "ConsoleSessions", "clear_session_cookie", "cookie_name", "csrf_problem", "same_origin",
-           "session_cookie", "set_session_cookie"]
+           "ConsoleSessions", "came_over_tls", "clear_session_cookie", "cookie_name",
+           "csrf_problem", "same_origin", "session_cookie", "set_session_cookie"]
 
 SESSION_PREFIX = "cs_"
 OPERATOR_SESSION_PREFIX = "os_"
@@ -126,9 +126,18 @@ class ConsoleSessions:
             await self._queries.end_console_session(conn, session_hash=_hash(cookie))
 
 
+def came_over_tls(request: web.Request) -> bool:
+    """Whether the browser reached this server over https: directly, or through a proxy that
+    ended TLS and says so (``X-Forwarded-Proto: https``). Believing the header only ever makes
+    the cookie stricter (Secure, ``__Host-``): a client that forges it over plain HTTP gets a
+    cookie its own browser will not send back."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
+
+
 def cookie_name(request: web.Request) -> str:
     """The session cookie's name: ``__Host-spiral_console`` over TLS, else ``spiral_console``."""
-    return _TLS_COOKIE if request.secure else _COOKIE
+    return _TLS_COOKIE if came_over_tls(request) else _COOKIE
 
 
 def session_cookie(request: web.Request) -> str | None:
@@ -141,17 +150,18 @@ def set_session_cookie(response: web.StreamResponse, request: web.Request, value
     """Set the session cookie: HttpOnly (no script reads it), SameSite=Strict (no other site's
     page sends it: CSRF's first wall), Secure over TLS, Path=/."""
     response.set_cookie(cookie_name(request), value, max_age=int(max_age), path="/",
-                        httponly=True, secure=request.secure, samesite="Strict")
+                        httponly=True, secure=came_over_tls(request), samesite="Strict")
 
 
 def clear_session_cookie(response: web.StreamResponse, request: web.Request) -> None:
-    response.del_cookie(cookie_name(request), path="/", secure=request.secure,
+    response.del_cookie(cookie_name(request), path="/", secure=came_over_tls(request),
                         httponly=True, samesite="Strict")
 
 
 def same_origin(request: web.Request, origin: str) -> bool:
     """Whether a browser's ``Origin`` is this server as the request reached it."""
-    return origin == f"{request.scheme}://{request.host}"
+    scheme = "https" if came_over_tls(request) else request.scheme
+    return origin == f"{scheme}://{request.host}"
 
 
 def csrf_problem(request: web.Request, session: ConsoleSession, *,

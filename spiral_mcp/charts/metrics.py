@@ -55,6 +55,13 @@ def _legend(ax: Any) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
+def _span(rows: list[Mapping[str, Any]]) -> list[Any] | None:
+    """The first and last bucket of the window, so that a chart whose lines skip empty
+    buckets (error rate, latency) still spans the whole window, not the few points it has."""
+    instants = sorted({parse_instant(row["at"]) for row in rows})
+    return [instants[0], instants[-1]] if len(instants) > 1 else None
+
+
 def draw_calls(data: Mapping[str, Any], axes: list[Any]) -> None:
     """Lines: calls per bucket of the busiest series, the rest summed as "other"."""
     ax, rows = axes[0], _rows(data)
@@ -95,8 +102,9 @@ def draw_errors(data: Mapping[str, Any], axes: list[Any]) -> None:
         no_data(axes, title)
         return
     at = sorted(t for t in calls if calls[t])
+    # Markers: a bucket between empty ones is a point, not a line.
     ax.plot(at, [100 * errors[t] / calls[t] for t in at], color=PALETTE[7], linewidth=2.2,
-            label="all calls")
+            marker="o", markersize=4, label="all calls")
     # A few series only: a rate over few calls swings, and more lines hide the total.
     for colour, name in zip(PALETTE, _busiest(rows, "errors")[:4], strict=False):
         points = sorted((parse_instant(row["at"]), 100 * (row.get("errors") or 0) / row["calls"])
@@ -106,7 +114,7 @@ def draw_errors(data: Mapping[str, Any], axes: list[Any]) -> None:
     ax.set_title(title, loc="left")
     ax.set_ylabel("errors (% of calls)")
     ax.set_ylim(bottom=0, top=max(5.0, ax.get_ylim()[1]))
-    time_axis(ax)
+    time_axis(ax, _span(rows))
     _legend(ax)
 
 
@@ -126,7 +134,7 @@ def draw_latency(data: Mapping[str, Any], axes: list[Any]) -> None:
     ax.set_title(title, loc="left")
     ax.set_ylabel("duration (ms): p95 solid, p50 dotted")
     ax.set_ylim(bottom=0)
-    time_axis(ax)
+    time_axis(ax, _span(rows))
     _legend(ax)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from referencing import Registry
 
 from ..errors import ErrorCode, ServiceError
@@ -154,12 +155,25 @@ def _invalid_arguments(tool: str, details: list[dict[str, str]], *,
     )
 
 
+def _message(error: ValidationError) -> str:
+    """What is wrong with a value. A secret (a ``writeOnly`` property, such as a source's token
+    in the admin API's body) is never repeated in a refusal, which callers show and log:
+    jsonschema's own messages start with the value."""
+    if not (isinstance(error.schema, dict) and error.schema.get("writeOnly") is True):
+        return error.message
+    limit = error.validator_value
+    return {"type": f"(not shown: a secret) is not of type {limit!r}",
+            "minLength": f"(not shown: a secret) is shorter than {limit} characters",
+            "maxLength": f"(not shown: a secret) is longer than {limit} characters",
+            }.get(str(error.validator), f"(not shown: a secret) fails its {error.validator} check")
+
+
 def _validation_details(validator: Draft202012Validator, arguments: Any) -> list[dict[str, str]]:
     details = []
     errors = itertools.islice(validator.iter_errors(arguments), _MAX_DETAILS)
     for error in sorted(errors, key=lambda e: list(e.absolute_path)):
         path = _cut("/".join(str(p) for p in error.absolute_path))
-        details.append({"path": "/" + path if path else "/", "message": _cut(error.message)})
+        details.append({"path": "/" + path if path else "/", "message": _cut(_message(error))})
     return details
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import orjson
 
+from ..db import Database
 from ..errors import ErrorCode, ServiceError
 from ..sources.access import SourceAccess, SourceNotFound, SyncBusy
 from ..sources.base import SourceError
@@ -26,7 +28,7 @@ from .context import ToolContext
 from .registry import Tool
 from .rows import jsonable
 
-__all__ = ["TOOLS", "unusable_source", "upstream_error"]
+__all__ = ["TOOLS", "sync_now", "unusable_source", "upstream_error"]
 
 
 def upstream_error(exc: SourceError) -> ServiceError:
@@ -70,30 +72,34 @@ def source_access(ctx: ToolContext) -> SourceAccess:
     return ctx.sources or SourceAccess(None, unavailable="this server reaches no sources")
 
 
-async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    instance_id = uuid.UUID(args["source_id"])
-    # For a client that takes tasks: it gets a handle and reads the pages' progress with
-    # tasks/get; tasks/cancel stops the sync between or inside pages (a page and the cursor
-    # commit together, so what was written stays whole, and the next sync resumes from it).
-    await ctx.become_task()
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+async def sync_now(database: Database, access: SourceAccess, *, tenant_id: uuid.UUID,
+                   instance_id: uuid.UUID, full: bool, trigger: str, progress: Progress,
+                   task_id: uuid.UUID | None = None,
+                   on_start: Callable[[uuid.UUID], None] | None = None) -> dict[str, Any]:
+    """A sync asked for now (the sources_sync tool, the admin API): its pages told to
+    ``progress`` in order, its failure as the ServiceError a caller gets, its counts."""
     # The sync reports pages from a plain callback; one sender keeps the notifications in order.
     pages: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
 
-    def on_page(progress: SyncProgress) -> None:
-        pages.put_nowait((progress.pages, progress.line()))
+    def on_page(done: SyncProgress) -> None:
+        pages.put_nowait((done.pages, done.line()))
 
     async def send() -> None:
         while (page := await pages.get()) is not None:
-            await ctx.progress(page[0], None, page[1])
+            await progress(page[0], None, page[1])
 
     sender = asyncio.create_task(send())
     try:
         # Not the pool's: a source answering slowly would keep a pooled connection from every
         # tenant's calls, authentication included, for as long as it takes.
-        async with ctx.database.detached(application_name="spiral-mcp sync") as conn:
-            progress = await source_access(ctx).sync(
-                conn, ctx.database.queries, tenant_id=ctx.tenant_id, instance_id=instance_id,
-                full=args.get("full", False), on_page=on_page)
+        async with database.detached(application_name="spiral-mcp sync") as conn:
+            synced = await access.sync(
+                conn, database.queries, tenant_id=tenant_id, instance_id=instance_id,
+                trigger=trigger, full=full, task_id=task_id, on_page=on_page,
+                on_start=on_start)
         pages.put_nowait(None)
         await sender
     except SyncBusy as exc:
@@ -110,9 +116,19 @@ async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         raise ServiceError(ErrorCode.CONFLICT, str(exc)) from None
     finally:
         sender.cancel()
-    return {"source_id": str(instance_id), "pages": progress.pages, "items": progress.items,
-            "changed": progress.changed,
-            "items_per_second": round(progress.items_per_second, 1)}
+    return {"source_id": str(instance_id), "pages": synced.pages, "items": synced.items,
+            "changed": synced.changed,
+            "items_per_second": round(synced.items_per_second, 1)}
+
+
+async def sync_source(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    # For a client that takes tasks: it gets a handle and reads the pages' progress with
+    # tasks/get; tasks/cancel stops the sync between or inside pages (a page and the cursor
+    # commit together, so what was written stays whole, and the next sync resumes from it).
+    await ctx.become_task()
+    return await sync_now(ctx.database, source_access(ctx), tenant_id=ctx.tenant_id,
+                          instance_id=uuid.UUID(args["source_id"]),
+                          full=args.get("full", False), trigger="tool", progress=ctx.progress)
 
 
 TOOLS = (

@@ -155,4 +155,7 @@ def _resolution(issuer: str, rows: list[Any]) -> uuid.UUID | str:
     if rows[0]["tenant_id"] is None:
         return (f"no tenant is bound to this token's {claim} claim at its issuer ({issuer}); "
                 "the server's operator binds one with spiral-mcp oauth bind")
+    if rows[0]["suspended"]:
+        return ("the tenant this token acts in is suspended by the server's operator; its "
+                "tokens work again once an operator resumes it")
     return rows[0]["tenant_id"]

@@ -24,6 +24,7 @@ from ..api.app import API_PREFIX, api_application
 from ..api.sessions import ConsoleSessions
 from ..auth import Authenticator
 from ..config import Settings
+from ..console import CONSOLE_PREFIX, console_application
 from ..credentials import BearerCheck
 from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
@@ -81,6 +82,7 @@ from .keys import (
 )
 from .metrics import Metrics
 from .middleware import authenticate, cors_headers, origin_guard, request_context
+from .operators import operator_context
 from .replica_context import replica_context
 from .shutdown import ShutdownClock
 from .tracing import tracing_context
@@ -98,7 +100,7 @@ def create_app(
     settings: Settings, *, database_url: str, tools: Iterable[Tool] | None = None,
     explorer_url: str | None = None, resources: Iterable[Resource] | None = None,
     prompts: Iterable[Prompt] | None = None, shared_secret: bytes | None = None,
-    share_sessions: bool = True,
+    share_sessions: bool = True, owner_url: str | None = None,
 ) -> web.Application:
     """Build the application; ``database_url`` logs in as the runtime role, ``explorer_url`` as
     the explorer role (default: EXPLORER_DATABASE_URL, else ``database_url`` as spiral_explorer).
@@ -109,6 +111,7 @@ def create_app(
     workers of ``serve --workers``), which seals what a tool asks a stateless client when
     SPIRAL_SECRET_KEY is not set. With REDIS_URL set, sessions are shared through Redis unless
     SESSION_STORE is `memory` or ``share_sessions`` is False (stdio: one client, one process).
+    ``owner_url`` logs in as the owner role: with OPERATOR_API on, operator requests run there.
     Raises TemplateError, naming the file, when a report template is bad.
     """
     app = web.Application(
@@ -134,6 +137,7 @@ def create_app(
     app.router.add_routes(legacy_sse.routes)
     app.router.add_routes(execute.routes)
     app.add_subapp(API_PREFIX, api_application())
+    app.add_subapp(CONSOLE_PREFIX, console_application())
     app.cleanup_ctx.append(tracing_context)
     app.cleanup_ctx.append(_database(database_url))
     app.cleanup_ctx.append(_explorer(
@@ -143,6 +147,7 @@ def create_app(
     # After the explorer: it gives the explorer its pool on the standby.
     app.cleanup_ctx.append(replica_context(explorer_url or settings.explorer_database_url))
     app.cleanup_ctx.append(_authenticator)
+    app.cleanup_ctx.append(operator_context(owner_url))
     if settings.oauth:
         app.cleanup_ctx.append(_oauth)
     app.cleanup_ctx.append(_source_sync(database_url, sources))

@@ -121,6 +121,8 @@ def _print_banner(settings: Settings, *, name: str, tenant_id: uuid.UUID, secret
         "  MCP Inspector (Node 22.19 or newer; this command brings one):",
         f'    {INSPECTOR} --server-url {url}/mcp --transport http '
         f'--header "Authorization: Bearer {secret}"',
+        "  Web console (keys, sources and their syncs, audit log, usage, project dashboards):",
+        f"    {url}/admin (sign in with this key)",
     ]
     if settings.spiral_secret_key is None and not settings.embedded:
         lines.append("  Sources (Jira, GitHub, Asana) need SPIRAL_SECRET_KEY: see README, "

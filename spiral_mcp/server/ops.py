@@ -36,6 +36,8 @@ async def index(request: web.Request) -> web.Response:
         "metrics": "/metrics",
         # The admin API; its OpenAPI document is /api/v1/openapi.json.
         "admin_api": "/api/v1",
+        # The web console: sign in at /admin/login with an admin key or an operator secret.
+        "console": "/admin",
     }
     settings = request.app[SETTINGS]
     if settings.oauth:

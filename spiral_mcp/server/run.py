@@ -134,7 +134,8 @@ async def prepare_database(settings: Settings) -> DatabaseUrls:
 
 async def _build(settings: Settings) -> web.Application:
     urls = await prepare_database(settings)
-    return create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer)
+    return create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer,
+                      owner_url=urls.admin)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from ..auth import Principal, parse_key
+from ..auth import SUSPENDED, Principal, parse_key
 from ..config import Settings
 from ..errors import ServiceError
 from ..handlers import Tool
@@ -99,9 +100,11 @@ def _say_error(message: str) -> None:
 async def _serve(settings: Settings, key: str, protocol_fd: int,
                  tools: Iterable[Tool] | None) -> int:
     urls = await prepare_database(settings)
-    # One client, one process: its session stays in memory even where REDIS_URL is set.
-    app = create_app(settings, database_url=urls.runtime, explorer_url=urls.explorer,
-                     tools=tools, share_sessions=False)
+    # One client, one process: its session stays in memory even where REDIS_URL is set. No
+    # HTTP, so no operator routes: no owner pool for them either, whatever OPERATOR_API says.
+    app = create_app(dataclasses.replace(settings, operator_api=False),
+                     database_url=urls.runtime, explorer_url=urls.explorer, tools=tools,
+                     share_sessions=False)
     server: StdioServer | None = None
 
     async def drain(app: web.Application) -> None:
@@ -124,7 +127,9 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
         except ServiceError as exc:
             raise ConnectionError(f"cannot check the API key: {exc.message}") from None
         if principal is None:
-            _say_error(f"the API key in {KEY_ENV} is not accepted (unknown, revoked or "
+            _say_error(f"the API key in {KEY_ENV} is not accepted: {SUSPENDED}"
+                       if authenticator.suspended(key) else
+                       f"the API key in {KEY_ENV} is not accepted (unknown, revoked or "
                        "expired; spiral-mcp apikey list shows the keys)")
             return 1
         server = StdioServer(
@@ -143,7 +148,9 @@ async def _serve(settings: Settings, key: str, protocol_fd: int,
     finally:
         await runner.cleanup()
     if server.key_refused:
-        _say_error(f"the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
+        _say_error(f"the API key in {KEY_ENV} is no longer accepted: {SUSPENDED}"
+                   if app[AUTHENTICATOR].suspended(key) else
+                   f"the API key in {KEY_ENV} is no longer accepted (revoked or expired)")
         return 1
     return 0
 

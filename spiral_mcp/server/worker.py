@@ -115,7 +115,7 @@ def main() -> None:
 
     try:
         app = create_app(settings, database_url=orders.urls.runtime,
-                         explorer_url=orders.urls.explorer,
+                         explorer_url=orders.urls.explorer, owner_url=orders.urls.admin,
                          shared_secret=orders.shared_secret)
         app.cleanup_ctx.append(serve_own_metrics(Path(orders.metrics_dir), orders.number))
         web.run_app(app, loop=loop, sock=listeners,

@@ -27,8 +27,8 @@ import aiohttp
 import orjson
 
 __all__ = ["CATEGORIES", "PRIORITIES", "TYPES", "Adapter", "Answer", "Comment", "Draft",
-           "HttpClient", "Item", "Link", "Page", "Ref", "SourceError", "Transition", "Workflow",
-           "writes"]
+           "HttpClient", "Item", "Link", "Page", "Ref", "SourceAdminError", "SourceError",
+           "Transition", "Workflow", "writes"]
 
 
 # The store's values, which an instance's mapping overrides must name.
@@ -49,6 +49,10 @@ class SourceError(Exception):
         self.kind = kind
         self.status = status
         self.ambiguous = ambiguous
+
+
+class SourceAdminError(ValueError):
+    """An operator's source request that cannot be carried out; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

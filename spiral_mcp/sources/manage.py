@@ -19,9 +19,10 @@ import asyncpg
 import orjson
 
 from ..queries import Queries
-from .base import Adapter
+from .base import Adapter, SourceAdminError
+from .runs import recorded_sync
 from .secrets import SecretBox
-from .sync import SyncProgress, instance_lock, sync_instance
+from .sync import SyncProgress
 
 __all__ = ["KINDS", "MAX_RATE", "MIN_RATE", "SourceAdminError", "adapter_class", "add_source",
            "change_overrides", "find_source", "list_sources", "make_adapter", "parse_overrides",
@@ -41,10 +42,6 @@ MAX_RATE = 100.0
 MIN_RATE = 1 / 60
 _RATE = re.compile(r"^(?P<count>\d+(?:\.\d+)?)(?:\s*/\s*(?P<per>s|min|h))?$")
 _PER = {None: 1, "s": 1, "min": 60, "h": 3600}
-
-
-class SourceAdminError(ValueError):
-    """An operator's source request that cannot be carried out; the message says why."""
 
 
 def adapter_class(kind: str) -> type[Adapter]:
@@ -358,17 +355,11 @@ async def run_sync(
     full: bool = False, on_page: Callable[[SyncProgress], None] | None = None,
     **client_options: Any,
 ) -> SyncProgress:
-    """Find the instance and sync it; ``conn`` must be outside a transaction."""
-    # The same lock as the server's syncs; read the row under it, as a sync that just finished
-    # elsewhere has moved the cursor.
-    async with instance_lock(conn, queries, instance_id):
-        async with conn.transaction():
-            row = await find_source(conn, queries, instance_id)
-        adapter = make_adapter(row, box, **client_options)
-        try:
-            return await sync_instance(
-                conn, queries, adapter, tenant_id=row["tenant_id"], instance_id=instance_id,
-                projects=orjson.loads(row["config"]).get("projects", {}),
-                cursor=row["sync_cursor"], full=full, on_page=on_page)
-        finally:
-            await adapter.close()
+    """Find the instance and sync it, recorded as the CLI's (runs.recorded_sync: the server's
+    lock and history); ``conn`` must be outside a transaction."""
+    async with conn.transaction():
+        row = await find_source(conn, queries, instance_id)
+    return await recorded_sync(
+        conn, queries, tenant_id=row["tenant_id"], instance_id=instance_id,
+        adapter_of=lambda found: make_adapter(found, box, **client_options), trigger="cli",
+        full=full, on_page=on_page)

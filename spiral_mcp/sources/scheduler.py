@@ -22,18 +22,14 @@ import asyncpg
 from ..db import connect
 from ..queries import Queries
 from ..tracing import background_span
-from .access import SourceAccess, SourceNotFound, SyncBusy
-from .base import SourceError
-from .manage import SourceAdminError
-from .secrets import CredentialError
-from .sync import SyncError, SyncProgress
+from .access import SourceAccess, SyncBusy
+from .runs import EXPECTED
+from .sync import SyncProgress
 
 __all__ = ["SyncScheduler"]
 
 log = logging.getLogger(__name__)
 
-# Failures an operator fixes at the source or in its configuration: one line, no traceback.
-_EXPECTED = (SourceError, SyncError, CredentialError, SourceAdminError, SourceNotFound)
 # The database being away: the schedule is read again at the next look.
 _UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 asyncpg.InternalClientError)
@@ -161,12 +157,13 @@ class SyncScheduler:
         fields = {"tenant": str(tenant_id), "source": str(instance_id)}
         try:
             progress = await self._access.sync(conn, self._queries, tenant_id=tenant_id,
-                                               instance_id=instance_id)
+                                               instance_id=instance_id, trigger="schedule")
         except SyncBusy:
             log.debug("source sync skipped: running elsewhere", extra=fields)
             return None
-        except _EXPECTED as exc:
-            # The messages name the failure and never carry credentials.
+        except EXPECTED as exc:
+            # Failures an operator fixes at the source or in its configuration: one line, no
+            # traceback (recorded in the run's history too).
             log.warning("source sync failed", extra={**fields, "error": str(exc)})
             return None
         except (asyncpg.PostgresError, asyncpg.InterfaceError,

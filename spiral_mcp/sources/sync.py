@@ -318,12 +318,14 @@ async def sync_instance(
     full: bool = False,
     on_page: Callable[[SyncProgress], None] | None = None,
     on_commit: Callable[[frozenset[str]], None] | None = None,
+    run_id: uuid.UUID | None = None,
 ) -> SyncProgress:
     """Sync ``adapter``'s items into ``tenant_id`` from the stored ``cursor`` (or all, ``full``,
     which also re-applies the instance's mappings to items the source has not changed).
 
     ``conn`` must not be inside a transaction: every page commits on its own. ``on_commit`` hears,
     after each commit that changed something, the kinds of data it changed (changed_data).
+    ``run_id``: the sync_runs row whose counts each page moves, in the page's own transaction.
     """
     progress = SyncProgress()
     # Read before the transaction opens: no transaction waits on the source.
@@ -360,6 +362,10 @@ async def sync_instance(
                 await queries.source_save_cursor(
                     conn, instance_id=instance_id,
                     sync_cursor=_json({"updated": high_water.isoformat() if high_water else None}))
+                if run_id is not None:
+                    await queries.sync_run_page(
+                        conn, run_id=run_id, pages=progress.pages + 1,
+                        items=progress.items + len(page.items), changed=progress.changed + changed)
             if changed:
                 if on_commit is not None:
                     on_commit(ITEM_DATA)

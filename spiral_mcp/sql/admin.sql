@@ -6,7 +6,7 @@ INSERT INTO tenants (name) VALUES ($1) RETURNING tenant_id
 -- name: list_tenants
 -- params:
 -- Every tenant with how many live keys it has; the owner role sees all of them.
-SELECT t.tenant_id, t.name, t.created_at,
+SELECT t.tenant_id, t.name, t.created_at, t.suspended_at,
        (SELECT count(*) FROM api_keys k
          WHERE k.tenant_id = t.tenant_id AND k.revoked_at IS NULL) AS live_keys
 FROM tenants t

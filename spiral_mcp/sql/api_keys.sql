@@ -1,9 +1,11 @@
 -- name: get_api_key^
 -- params: key_id
--- The key with this id, in the tenant set by the transaction; the caller compares the hash.
-SELECT key_id, tenant_id, name, key_hash, scopes, acts_as, expires_at, revoked_at
-FROM api_keys
-WHERE key_id = $1
+-- The key with this id, in the tenant set by the transaction, and whether that tenant is
+-- suspended (0018_operators); the caller compares the hash.
+SELECT k.key_id, k.tenant_id, k.name, k.key_hash, k.scopes, k.acts_as, k.expires_at,
+       k.revoked_at, t.suspended_at
+FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
+WHERE k.key_id = $1
 
 -- name: touch_api_keys!
 -- params: key_ids, used_at

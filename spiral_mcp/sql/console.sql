@@ -8,11 +8,12 @@ VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
 -- params: session_hash, idle_seconds
 -- The live session with this hash and the key it acts as: none once the session has expired or
 -- been idle for idle_seconds, or its key is revoked, expired or has lost the admin scope (so
--- revoking a key ends its sessions at once).
+-- revoking a key ends its sessions at once), or its tenant is suspended (0018_operators).
 SELECT s.tenant_id, s.session_hash, s.csrf_token, s.key_id, s.created_at, s.last_seen_at,
        s.expires_at, k.name AS key_name, k.scopes, k.acts_as
 FROM console_sessions s
 JOIN api_keys k ON k.tenant_id = s.tenant_id AND k.key_id = s.key_id
+JOIN tenants t ON t.tenant_id = s.tenant_id AND t.suspended_at IS NULL
 WHERE s.session_hash = $1
   AND s.expires_at > now()
   AND s.last_seen_at > now() - make_interval(secs => $2)

@@ -1,8 +1,9 @@
 -- name: oauth_tenant
 -- params: issuer, claims
 -- The tenant a verified token acts in, through the owner's function (see 0015_oauth for what
--- its rows mean); the runtime role has no other way to read the bindings.
-SELECT tenant_id, claim FROM oauth_tenant($1, $2)
+-- its rows mean, and 0018_operators for suspended); the runtime role has no other way to read
+-- the bindings.
+SELECT tenant_id, claim, suspended FROM oauth_tenant($1, $2)
 
 -- name: oauth_bind$
 -- params: tenant_id, issuer, claim, claim_value

@@ -12,3 +12,10 @@ SELECT pg_try_advisory_lock($1)
 -- name: source_unlock$
 -- params: lock_key
 SELECT pg_advisory_unlock($1)
+
+-- name: source_try_xact_lock$
+-- params: lock_key
+-- The instance's sync lock for the rest of this transaction, or false at once while a sync holds
+-- it (session and transaction advisory locks of one key exclude each other): a removal never
+-- runs under a sync, and no sync starts until the removal commits.
+SELECT pg_try_advisory_xact_lock($1)

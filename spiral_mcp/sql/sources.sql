@@ -14,6 +14,15 @@ SELECT instance_id, tenant_id, kind, name, base_url, config::text AS config,
 FROM source_instances
 ORDER BY created_at, instance_id
 
+-- name: source_read^
+-- params: instance_id
+-- One instance as source_list shows it (never the credentials).
+SELECT instance_id, tenant_id, kind, name, base_url, config::text AS config,
+       credentials IS NOT NULL AS has_credentials, sync_cursor::text AS sync_cursor,
+       last_synced_at, created_at
+FROM source_instances
+WHERE instance_id = $1
+
 -- name: source_get^
 -- params: instance_id
 -- One instance with its sealed credentials, for a test or a sync; never leaves the process.
@@ -32,6 +41,11 @@ SELECT config::text FROM source_instances WHERE instance_id = $1 FOR UPDATE
 -- params: instance_id, config
 -- The instance's config as a whole; the next sync's adapter reads it.
 UPDATE source_instances SET config = $2::text::jsonb WHERE instance_id = $1
+
+-- name: source_rename$
+-- params: instance_id, name
+-- An instance's new name (unique in the tenant); its id, or nothing when there is no such one.
+UPDATE source_instances SET name = $2 WHERE instance_id = $1 RETURNING instance_id
 
 -- name: source_delete$
 -- params: instance_id
