@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from .errors import ErrorCode, ServiceError
+
 __all__ = ["Decision", "LocalBuckets", "RateLimiter", "RedisBuckets"]
 
 log = logging.getLogger(__name__)
@@ -377,6 +379,18 @@ class RateLimiter:
                 return decision
         self._checked_locally += 1
         return self._local.take_unshared(keys, interval=interval, window=self._window)
+
+    async def admit(self, *, tenant_id: uuid.UUID, key_id: uuid.UUID, call_class: str) -> None:
+        """Spend one call of ``call_class`` from the key's budget, or RATE_LIMITED saying when
+        to retry: what every door that takes a key's calls (tools, the admin API) asks."""
+        decision = await self.check(tenant_id=tenant_id, key_id=key_id, call_class=call_class)
+        if not decision.allowed:
+            raise ServiceError(
+                ErrorCode.RATE_LIMITED,
+                f"rate limit for {call_class} calls reached; retry after "
+                f"{decision.retry_after:.1f} s",
+                retry_after=round(decision.retry_after, 3),
+            )
 
     def _backend_failed(self, exc: Exception, asked: float) -> None:
         now = time.monotonic()

@@ -18,10 +18,13 @@ from ..queries import Queries
 from .cursors import decode_cursor, encode_cursor
 from .times import parse_key_id, parse_window
 
-__all__ = ["AUDIT_PAGE_DEFAULT", "AUDIT_PAGE_MAX", "AuditFilters", "audit_page"]
+__all__ = ["AUDIT_PAGE_DEFAULT", "AUDIT_PAGE_MAX", "MAX_ARGUMENT_BYTES", "AuditFilters",
+           "audit_page"]
 
 AUDIT_PAGE_DEFAULT = 50
 AUDIT_PAGE_MAX = 200
+# Arguments longer than this (as JSON) are shown by their size: a page stays a few megabytes.
+MAX_ARGUMENT_BYTES = 16_384
 
 _SCOPE = "audit"
 
@@ -63,7 +66,7 @@ async def audit_page(conn: asyncpg.Connection, queries: Queries, *, filters: Aud
     rows = await queries.audit_page(
         conn, key_id=filters.key_id, tool=filters.tool, outcome=filters.outcome,
         since=filters.since, until=filters.until, before_at=before_at, before_id=before_id,
-        page_size=limit + 1)
+        page_size=limit + 1, max_argument_bytes=MAX_ARGUMENT_BYTES)
     items = [dict(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:

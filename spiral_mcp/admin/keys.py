@@ -15,8 +15,13 @@ from ..auth import SCOPES, new_key
 from ..queries import Queries
 from .errors import AdminError, AdminNotFound
 
-__all__ = ["create_api_key", "get_key", "key_view", "list_keys", "parse_scopes",
+__all__ = ["OPERATOR_ACTOR", "create_api_key", "get_key", "key_view", "list_keys", "parse_scopes",
            "revoke_api_key"]
+
+
+# The actor of an operator's changes in a tenant's audit log reads "operator:<name>"; a key's
+# actor is its user or its name, so neither may read the same.
+OPERATOR_ACTOR = "operator:"
 
 
 def parse_scopes(raw: str | Iterable[str]) -> list[str]:
@@ -41,6 +46,10 @@ async def create_api_key(
     """Create a key; return its id and the secret, which is stored only as a hash."""
     if not 1 <= len(name.strip()) <= 200:
         raise AdminError("a key name has 1 to 200 characters")
+    if any(text is not None and text.strip().lower().startswith(OPERATOR_ACTOR)
+           for text in (name, user)):
+        raise AdminError(f"a key's name and user may not start with {OPERATOR_ACTOR!r}, which "
+                         "the audit log keeps for operators")
     if not await queries.tenant_exists(conn, tenant_id=tenant_id):
         raise AdminError(f"no tenant with id {tenant_id}")
     key = new_key(tenant_id)

@@ -17,6 +17,10 @@ __all__ = ["invalid", "parse_key_id", "parse_time", "parse_window"]
 # also take a bare date, a week date or a time without an offset (read as local time).
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
+# The times a window may name. Near datetime's own ends (years 1 and 9999) an offset or a
+# bucket's arithmetic leaves the range Python can hold: refused here, named, never a 500.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def invalid(name: str, message: str) -> ServiceError:
@@ -30,9 +34,16 @@ def parse_time(name: str, raw: str) -> datetime:
     text = raw.strip()
     if _RFC3339.fullmatch(text):
         try:
-            return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+            moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+        except OverflowError:  # the offset takes it past year 1 or 9999
+            moment = _LATEST
         except ValueError:
-            pass  # a month 13, a day 32: said below like any other
+            moment = None  # a month 13, a day 32: said below like any other
+        if moment is not None:
+            if _EARLIEST <= moment < _LATEST:
+                return moment
+            raise invalid(name, f"{name} must be between {_EARLIEST.year} and "
+                                f"{_LATEST.year} (UTC), not {raw[:40]!r}")
     hint = ""
     if re.search(r"\d \d{2}:\d{2}$", text):
         # A "+01:00" offset sent unescaped in a URL arrives as " 01:00".

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..credentials import CredentialRefused, bearer_credential
 from ..errors import ErrorCode, ServiceError
-from ..server.keys import BEARER, CONSOLE_SESSIONS, SETTINGS
+from ..server.keys import BEARER, CONSOLE_SESSIONS, RATE_LIMITER, SETTINGS
 from .envelope import error_response
 from .principal import OPERATOR, TENANT_ADMIN, AdminPrincipal, ConsoleSession
 from .routing import is_public
@@ -97,7 +97,8 @@ async def request_admin(request: web.Request, *,
 
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticates every matched route but the public ones; refusals in the envelope."""
+    """Authenticates every matched route but the public ones, and spends one call of the
+    caller's rate limit; refusals in the envelope."""
     if request.match_info.http_exception is not None or is_public(request):
         return await handler(request)
     try:
@@ -105,5 +106,11 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     except CredentialRefused as refused:
         return error_response(refused.status, refused.code, refused.message,
                               headers=refused.headers)
+    if admin.principal is not None:
+        # A tenant admin's calls draw on its key's budget as its tool calls do: reads on the
+        # read budget, changes on the write one (RATE_LIMITED, 429 with Retry-After).
+        await request.config_dict[RATE_LIMITER].admit(
+            tenant_id=admin.principal.tenant_id, key_id=admin.principal.key_id,
+            call_class="write" if request.method in UNSAFE_METHODS else "read")
     request[ADMIN_PRINCIPAL] = admin
     return await handler(request)

@@ -4,7 +4,7 @@ needs."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +34,9 @@ def check_chart(chart: str, fmt: str, known: Collection[str]) -> None:
                            f"no image format {fmt[:10]!r}; the formats are {', '.join(FORMATS)}")
 
 
-async def chart_response(chart: str, fmt: str, data: Mapping[str, Any]) -> web.Response:
-    """``chart`` of ``data`` drawn as ``fmt``, as the answer (check_chart first)."""
-    image = await render_async(chart, data, fmt=fmt)
+async def chart_response(chart: str, fmt: str, data: Mapping[str, Any], *,
+                         owner: Hashable) -> web.Response:
+    """``chart`` of ``data`` drawn as ``fmt``, as the answer (check_chart first); ``owner``
+    (the tenant) bounds how many of its drawings may wait."""
+    image = await render_async(chart, data, fmt=fmt, owner=owner)
     return web.Response(body=image, content_type=MIME_TYPES[fmt], headers=_HEADERS)

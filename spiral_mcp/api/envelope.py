@@ -35,11 +35,16 @@ STATUS: dict[str, int] = {
 }
 
 
+# A tenant's data, a new key's secret, or text the caller put in the path: no cache keeps an
+# answer, and no browser reads one as anything but JSON.
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
 def _json(body: dict[str, Any], *, status: int, headers: dict[str, str] | None) -> web.Response:
     # orjson writes datetimes as ISO 8601; default=str: asyncpg's own UUID type (not a
     # uuid.UUID) as its canonical text, as db.py encodes values for jsonb.
     return web.Response(body=orjson.dumps(body, default=str), status=status,
-                        content_type="application/json", headers=headers)
+                        content_type="application/json", headers={**_HEADERS, **(headers or {})})
 
 
 def success_response(data: Any, *, tenant_id: uuid.UUID | None, started: float,

@@ -14,9 +14,13 @@ from ..errors import ErrorCode, ServiceError
 from ..server.keys import AUTHENTICATOR
 from .routing import ApiCall, ApiRoutes
 
-__all__ = ["routes"]
+__all__ = ["MAX_LIVE_KEYS", "routes"]
 
 routes = ApiRoutes()
+
+# Live keys a tenant may hold: far more than people and bots need, few enough that an admin key
+# in a loop cannot grow the key table (and every list of it) without end.
+MAX_LIVE_KEYS = 500
 
 
 def _expiry(value: str | None) -> datetime | None:
@@ -55,6 +59,12 @@ async def create_key(call: ApiCall) -> dict[str, Any]:
     body = call.body
     expires_at = _expiry(body.get("expires_at"))
     async with call.tenant(readonly=False) as conn:
+        # Checked before the insert: two creations at once may pass it together, a few over
+        # at most (each spends the caller's write budget).
+        if await call.queries.count_live_keys(conn) >= MAX_LIVE_KEYS:
+            raise ServiceError(ErrorCode.CONFLICT,
+                               f"this tenant has {MAX_LIVE_KEYS} live keys, the most it may "
+                               "have; revoke one first")
         key_id, secret = await admin.create_api_key(
             conn, call.queries, tenant_id=call.admin.tenant_id, name=body["name"],
             scopes=body["scopes"], user=body.get("user"), expires_at=expires_at)

@@ -47,7 +47,7 @@ async def get_project_chart(call: ApiCall) -> web.Response:
     flow. An empty window draws a chart that says so."""
     chart, fmt = call.path["chart"], call.path["fmt"]
     check_chart(chart, fmt, FLOW_CHARTS)
-    return await chart_response(chart, fmt, await _flow(call))
+    return await chart_response(chart, fmt, await _flow(call), owner=call.admin.tenant_id)
 
 
 async def _flow(call: ApiCall) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from ..auth import Principal
 from ..db import Database
 from .principal import AdminPrincipal, ConsoleSession
 
-__all__ = ["OPERATOR_SESSION_PREFIX", "SESSION_PREFIX", "UNSAFE_METHODS", "ConsoleSessions",
-           "came_over_tls", "clear_session_cookie", "cookie_name", "csrf_problem", "same_origin",
-           "session_cookie", "set_session_cookie"]
+__all__ = ["MAX_SESSIONS_PER_KEY", "OPERATOR_SESSION_PREFIX", "SESSION_PREFIX", "UNSAFE_METHODS",
+           "ConsoleSessions", "came_over_tls", "clear_session_cookie", "cookie_name",
+           "csrf_problem", "same_origin", "session_cookie", "set_session_cookie"]
 
 SESSION_PREFIX = "cs_"
 OPERATOR_SESSION_PREFIX = "os_"
@@ -40,6 +40,9 @@ _COOKIE = "spiral_console"
 _TLS_COOKIE = "__Host-spiral_console"
 _SECRET_CHARS = 43  # base64url of 32 bytes, unpadded
 _COOKIE_LENGTH = len(SESSION_PREFIX) + 32 + _SECRET_CHARS
+# Sessions one key may have open (browsers, devices); a new sign-in past it ends the oldest, so
+# signing in in a loop cannot grow the table.
+MAX_SESSIONS_PER_KEY = 20
 # last_seen_at is written at most this often: a page's burst of requests costs one write.
 _TOUCH_SECONDS = 30.0
 
@@ -68,7 +71,8 @@ class ConsoleSessions:
 
     async def create(self, admin: AdminPrincipal) -> tuple[str, str]:
         """A new session for a tenant admin signed in with an API key: (cookie value, CSRF
-        token). The tenant's sessions that can no longer be used are deleted on the way."""
+        token). The tenant's sessions that can no longer be used are deleted on the way, and
+        the key's oldest past MAX_SESSIONS_PER_KEY."""
         principal = admin.principal
         if admin.tenant_id is None or principal is None or principal.credential != "api_key":
             raise ValueError("a console session is opened with a tenant admin's API key")
@@ -80,6 +84,8 @@ class ConsoleSessions:
             await self._queries.create_console_session(
                 conn, tenant_id=admin.tenant_id, session_hash=_hash(cookie), csrf_token=csrf,
                 key_id=principal.key_id, ttl_seconds=self.ttl)
+            await self._queries.trim_console_sessions(conn, key_id=principal.key_id,
+                                                      keep=MAX_SESSIONS_PER_KEY)
         return cookie, csrf
 
     async def admin(self, cookie: str) -> AdminPrincipal | None:

@@ -36,7 +36,8 @@ async def get_usage_chart(call: ApiCall) -> web.Response:
     series as for GET /usage. An empty window draws a chart that says so."""
     chart, fmt = call.path["chart"], call.path["fmt"]
     check_chart(chart, fmt, METRICS_CHARTS)
-    return await chart_response(chart, fmt, usage_chart_data(await _report(call), chart))
+    return await chart_response(chart, fmt, usage_chart_data(await _report(call), chart),
+                                owner=call.admin.tenant_id)
 
 
 async def _report(call: ApiCall) -> dict[str, Any]:

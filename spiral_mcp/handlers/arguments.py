@@ -9,6 +9,7 @@ recursive walks them.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -131,6 +132,19 @@ def _too_deep(arguments: Any) -> str | None:
     return None
 
 
+# A refusal quotes what was refused (jsonschema's messages hold the whole value): each message
+# is cut to its start and end (where "is too long" and the like are said), and only the first
+# details are listed, so an answer never repeats a big input, nor all of a secret sent in it.
+_MAX_MESSAGE = 240
+_MAX_DETAILS = 20
+
+
+def _cut(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE:
+        return message
+    return f"{message[:160]}...{message[-60:]}"
+
+
 def _invalid_arguments(tool: str, details: list[dict[str, str]], *,
                        noun: str = "arguments") -> ServiceError:
     return ServiceError(
@@ -156,9 +170,10 @@ def _message(error: ValidationError) -> str:
 
 def _validation_details(validator: Draft202012Validator, arguments: Any) -> list[dict[str, str]]:
     details = []
-    for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
-        path = "/".join(str(p) for p in error.absolute_path)
-        details.append({"path": "/" + path if path else "/", "message": _message(error)})
+    errors = itertools.islice(validator.iter_errors(arguments), _MAX_DETAILS)
+    for error in sorted(errors, key=lambda e: list(e.absolute_path)):
+        path = _cut("/".join(str(p) for p in error.absolute_path))
+        details.append({"path": "/" + path if path else "/", "message": _cut(_message(error))})
     return details
 
 

@@ -293,15 +293,8 @@ class ToolRegistry:
     async def admit(self, principal: Principal, call_class: str) -> None:
         """Spend one call of ``call_class`` from the key's budget, or RATE_LIMITED. Tool calls,
         resource reads and prompts all draw on it."""
-        decision = await self._rate_limiter.check(
-            tenant_id=principal.tenant_id, key_id=principal.key_id, call_class=call_class)
-        if not decision.allowed:
-            raise ServiceError(
-                ErrorCode.RATE_LIMITED,
-                f"rate limit for {call_class} calls reached; retry after "
-                f"{decision.retry_after:.1f} s",
-                retry_after=round(decision.retry_after, 3),
-            )
+        await self._rate_limiter.admit(tenant_id=principal.tenant_id, key_id=principal.key_id,
+                                       call_class=call_class)
 
     def take_share(self, kind: str | None, principal: Principal) -> AbstractContextManager[None]:
         """A place in the tenant's share of ``kind`` for the call (none needed for None), or

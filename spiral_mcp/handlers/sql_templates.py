@@ -49,7 +49,7 @@ def _handler(template: Template, observe: Callable[[str, float], None]):
         if draw:
             # Drawn after the transaction: the connection is not held while the CPU works.
             png = await render_async(template.chart, {
-                "subject": _subject(template, values), **result})
+                "subject": _subject(template, values), **result}, owner=ctx.principal.tenant_id)
             ctx.attach({"type": "image", "mimeType": "image/png",
                         "data": base64.b64encode(png).decode("ascii")})
         return result

@@ -8,11 +8,17 @@
 SELECT set_config('plan_cache_mode', 'force_custom_plan', true)
 
 -- name: audit_page
--- params: key_id, tool, outcome, since, until, before_at, before_id, page_size
+-- params: key_id, tool, outcome, since, until, before_at, before_id, page_size, max_argument_bytes
 -- One page of the current tenant's audit log, newest first in (at, id) order: rows strictly
 -- before (before_at, before_id) when a cursor gave them, each other filter skipped when NULL.
--- since is inclusive, until exclusive. arguments were redacted when the row was written.
-SELECT id, at, key_id, actor, tool, outcome, error_code, duration_ms, request_id, arguments
+-- since is inclusive, until exclusive. arguments were redacted when the row was written; past
+-- max_argument_bytes (as JSON text) they are shown by their size alone: a call may carry up to
+-- MAX_BODY_BYTES, and a page of such rows would be hundreds of megabytes.
+SELECT id, at, key_id, actor, tool, outcome, error_code, duration_ms, request_id,
+       CASE WHEN octet_length(arguments::text) <= $9 THEN arguments
+            ELSE jsonb_build_object('[too large to show]',
+                                    octet_length(arguments::text) || ' bytes')
+       END AS arguments
 FROM audit_log
 WHERE ($1::uuid IS NULL OR key_id = $1)
   AND ($2::text IS NULL OR tool = $2)

@@ -37,3 +37,11 @@ DELETE FROM console_sessions WHERE session_hash = $1
 -- The tenant's sessions that can no longer be used: expired, or idle too long.
 DELETE FROM console_sessions
 WHERE expires_at <= now() OR last_seen_at <= now() - make_interval(secs => $1)
+
+-- name: trim_console_sessions!
+-- params: key_id, keep
+-- The key's sessions but its newest keep: signing in again and again ends the oldest.
+DELETE FROM console_sessions
+WHERE key_id = $1
+  AND session_hash NOT IN (SELECT session_hash FROM console_sessions WHERE key_id = $1
+                           ORDER BY created_at DESC, last_seen_at DESC LIMIT $2)
