@@ -73,11 +73,13 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serve_oauth_app(database_urls: DatabaseUrls, *, issuers: Sequence[str],
-                          port: int | None = None, **env: str) -> AsyncIterator[OAuthApp]:
+                          port: int | None = None, host: str = "127.0.0.1",
+                          **env: str) -> AsyncIterator[OAuthApp]:
     """The product serving /mcp on 127.0.0.1 (on ``port``, else a free one) with
-    OAUTH_ISSUERS=``issuers`` and OAUTH_RESOURCE its own /mcp URL (``env`` adds settings)."""
+    OAUTH_ISSUERS=``issuers`` and OAUTH_RESOURCE its own /mcp URL, named with ``host``
+    (``env`` adds settings)."""
     port = port or free_port()
-    resource = f"http://127.0.0.1:{port}/mcp"
+    resource = f"http://{host}:{port}/mcp"
     settings = make_settings(database_urls, OAUTH_ISSUERS=",".join(issuers),
                              OAUTH_RESOURCE=resource, **env)
     app = create_app(settings, database_url=database_urls.runtime, tools=builtin_tools())

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
+from browser import Browser
 from conftest import Tenant, TenantFactory
 from console_client import ConsoleUser, csrf_token_of
 from oauth_serving import USERS, OAuthApp, bind, free_port, serve_oauth_app
@@ -47,16 +48,18 @@ class ConsoleWorld:
 
 @contextlib.asynccontextmanager
 async def console_world(database_urls: DatabaseUrls, queries: Queries,
-                        make_tenant: TenantFactory, **env: str) -> AsyncIterator[ConsoleWorld]:
+                        make_tenant: TenantFactory, *, host: str = "127.0.0.1",
+                        **env: str) -> AsyncIterator[ConsoleWorld]:
+    """``host`` names the product in OAUTH_RESOURCE (and so in the console's redirect URI)."""
     acme = await make_tenant(demo=True, name="acme")
     globex = await make_tenant(name="globex")
     async with start_provider(accounts=USERS) as provider:
         port = free_port()
         registered = await provider.register_client(
-            redirect_uris=[f"http://127.0.0.1:{port}/admin/oauth/callback"],
+            redirect_uris=[f"http://{host}:{port}/admin/oauth/callback"],
             grant_types=["authorization_code"], client_name="spiral-mcp console")
         async with serve_oauth_app(database_urls, issuers=[provider.issuer], port=port,
-                                   CONSOLE_OAUTH_CLIENT_ID=registered["client_id"],
+                                   host=host, CONSOLE_OAUTH_CLIENT_ID=registered["client_id"],
                                    OAUTH_JWKS_MIN_REFRESH="1", **env) as app:
             for tenant, org in ((acme, "acme"), (globex, "globex")):
                 await bind(database_urls, queries, tenant_id=tenant.id,
@@ -317,3 +320,34 @@ async def test_an_oauth_admin_cannot_reach_another_tenant(cworld: ConsoleWorld) 
     status, keys = await carol.api("GET", "/keys")
     assert status == 200 and keys["tenant_id"] == str(cworld.globex.id)
     assert str(cworld.acme.key_id) not in str(keys)
+
+
+@pytest.mark.slow
+async def test_the_oauth_walk_in_a_browser(database_urls: DatabaseUrls, queries: Queries,
+                                           make_tenant: TenantFactory, browser) -> None:
+    """Chromium signs in through the provider's own pages. The product is named localhost, the
+    provider 127.0.0.1: two sites, so the return from the provider is a cross-site navigation,
+    as with a real issuer (the pre-sign-in cookie must be Lax, and the Strict session cookie
+    must be in place after the callback's own page moves on)."""
+    async with console_world(database_urls, queries, make_tenant, host="localhost") as world:
+        base = world.app.resource.removesuffix("/mcp")
+        page: Browser = browser(base)
+        await page.get("/admin/login")
+        await page.find("#oauth-sign-in")
+        await page.screenshot("oauth-01-sign-in")
+        await page.click("#oauth-sign-in")
+        # The provider's own sign-in and consent pages (oidc-provider's devInteractions).
+        await page.type("input[name=login]", "alice")
+        await page.type("input[name=password]", "any")
+        await page.click("button[type=submit]")
+        await page.click("button[type=submit]")
+        await page.wait_for_path("/admin")
+        assert "alice@example.com" in await page.page_source()
+        await page.screenshot("oauth-02-home")
+        assert await page.page_problems() == []
+        names = {cookie["name"]: cookie for cookie in await page.cookies()}
+        assert names[SESSION]["sameSite"] == "Strict" and names[SESSION]["httpOnly"]
+        assert PENDING not in names
+        # Sign out from the page's own button.
+        await page.click("form[action='/admin/logout'] button")
+        await page.wait_for_path("/admin/login")
