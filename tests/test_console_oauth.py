@@ -5,6 +5,7 @@ cookies by hand, as tests/console_client.py does). Without Node.js these tests a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from console_client import ConsoleUser, csrf_token_of
 from oauth_serving import USERS, OAuthApp, bind, free_port, serve_oauth_app
 from oidc_provider import OidcProvider, start_provider
 
+from spiral_mcp import migrate
 from spiral_mcp.oauth import bindings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
@@ -351,3 +353,41 @@ async def test_the_oauth_walk_in_a_browser(database_urls: DatabaseUrls, queries:
         # Sign out from the page's own button.
         await page.click("form[action='/admin/logout'] button")
         await page.wait_for_path("/admin/login")
+
+
+async def test_migration_0021_rolls_back_with_users_sessions_in_place(
+        fresh_database: str) -> None:
+    """Rolling 0021 back ends the users' sessions (a session needs a key again) and keeps the
+    keys' ones; applied again, both kinds can be written."""
+    await asyncio.to_thread(migrate.apply, fresh_database)
+    assert migrate.head_ids()[-1] == "0021_console_oauth"
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        tenant_id = await conn.fetchval(
+            "INSERT INTO tenants (name) VALUES ('t') RETURNING tenant_id")
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+            key_id = await conn.fetchval(
+                "INSERT INTO api_keys (tenant_id, name, key_hash, scopes) "
+                "VALUES ($1, 'k', $2, '{admin}') RETURNING key_id", tenant_id, b"k" * 32)
+            await conn.execute(
+                "INSERT INTO console_sessions (tenant_id, session_hash, csrf_token, key_id, "
+                "expires_at) VALUES ($1, $2, $3, $4, now() + interval '1 hour')",
+                tenant_id, b"a" * 32, "c" * 43, key_id)
+            await conn.execute(
+                "INSERT INTO console_sessions (tenant_id, session_hash, csrf_token, "
+                "principal_id, oauth_issuer, oauth_subject, oauth_claims, scopes, expires_at) "
+                "VALUES ($1, $2, $3, gen_random_uuid(), 'https://i', 'u', '{}', '{admin}', "
+                "now() + interval '1 hour')", tenant_id, b"b" * 32, "c" * 43)
+    finally:
+        await conn.close()
+    assert await asyncio.to_thread(migrate.rollback, fresh_database) == ("0021_console_oauth",)
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+            left = await conn.fetch("SELECT session_hash FROM console_sessions")
+        assert [row["session_hash"] for row in left] == [b"a" * 32]
+    finally:
+        await conn.close()
+    assert await asyncio.to_thread(migrate.apply, fresh_database) == ("0021_console_oauth",)
