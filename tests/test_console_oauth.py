@@ -51,15 +51,21 @@ class ConsoleWorld:
 @contextlib.asynccontextmanager
 async def console_world(database_urls: DatabaseUrls, queries: Queries,
                         make_tenant: TenantFactory, *, host: str = "127.0.0.1",
-                        **env: str) -> AsyncIterator[ConsoleWorld]:
-    """``host`` names the product in OAUTH_RESOURCE (and so in the console's redirect URI)."""
+                        confidential: bool = False, **env: str) -> AsyncIterator[ConsoleWorld]:
+    """``host`` names the product in OAUTH_RESOURCE (and so in the console's redirect URI);
+    ``confidential``: the console is registered with a client secret (HTTP Basic at the token
+    endpoint), else as a public client."""
     acme = await make_tenant(demo=True, name="acme")
     globex = await make_tenant(name="globex")
     async with start_provider(accounts=USERS) as provider:
         port = free_port()
         registered = await provider.register_client(
             redirect_uris=[f"http://{host}:{port}/admin/oauth/callback"],
-            grant_types=["authorization_code"], client_name="spiral-mcp console")
+            grant_types=["authorization_code"], client_name="spiral-mcp console",
+            **({"token_endpoint_auth_method": "client_secret_basic",
+                "application_type": "web"} if confidential else {}))
+        if confidential:
+            env["CONSOLE_OAUTH_CLIENT_SECRET"] = registered["client_secret"]
         async with serve_oauth_app(database_urls, issuers=[provider.issuer], port=port,
                                    host=host, CONSOLE_OAUTH_CLIENT_ID=registered["client_id"],
                                    OAUTH_JWKS_MIN_REFRESH="1", **env) as app:
@@ -221,6 +227,37 @@ async def test_a_state_mismatch_is_refused(cworld: ConsoleWorld) -> None:
                   "state does not match")
     # No cookie at all: a callback this browser never started.
     await refused(await callback(cworld, answer, None), 400, "not started in this browser")
+
+
+async def test_an_answer_of_another_issuer_or_a_refusal_is_refused(
+        cworld: ConsoleWorld) -> None:
+    started = await start(cworld)
+    answer = await authorize(cworld, started, "alice")
+    await refused(await callback(cworld, {**answer, "iss": "https://other.example.com"},
+                                 started.pending), 400, "from another issuer")
+    started = await start(cworld)
+    denied = {"error": "access_denied", "error_description": "the user said no",
+              "state": started.pending.split(".")[0], "iss": cworld.provider.issuer}
+    await refused(await callback(cworld, denied, started.pending), 400,
+                  "the issuer did not sign you in: the user said no")
+
+
+async def test_a_confidential_client_signs_in_with_its_secret(
+        database_urls: DatabaseUrls, queries: Queries, make_tenant: TenantFactory) -> None:
+    async with console_world(database_urls, queries, make_tenant,
+                             confidential=True) as world:
+        user = await signed_in(world, "carol")
+        status, keys = await user.api("GET", "/keys")
+        assert status == 200 and keys["tenant_id"] == str(world.globex.id)
+
+
+async def test_without_the_setting_no_oauth_sign_in_is_offered(client) -> None:
+    page = await (await client.get("/admin/login")).text()
+    assert "/admin/oauth/start" not in page and "oauth-sign-in" not in page
+    for path in ("/admin/oauth/start", "/admin/oauth/callback?code=x&state=y"):
+        response = await client.get(path, allow_redirects=False)
+        assert response.status == 404
+        assert "not configured on this server (CONSOLE_OAUTH_CLIENT_ID)" in await response.text()
 
 
 async def test_a_replayed_code_is_refused(cworld: ConsoleWorld) -> None:
