@@ -235,6 +235,9 @@ async def test_an_answer_of_another_issuer_or_a_refusal_is_refused(
     answer = await authorize(cworld, started, "alice")
     await refused(await callback(cworld, {**answer, "iss": "https://other.example.com"},
                                  started.pending), 400, "from another issuer")
+    unnamed = {name: value for name, value in answer.items() if name != "iss"}
+    await refused(await callback(cworld, unnamed, started.pending), 400,
+                  "does not name its issuer")
     started = await start(cworld)
     denied = {"error": "access_denied", "error_description": "the user said no",
               "state": started.pending.split(".")[0], "iss": cworld.provider.issuer}

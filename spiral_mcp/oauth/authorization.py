@@ -136,9 +136,15 @@ class AuthorizationClient:
         if not hmac.compare_digest(state.encode(), pending.state.encode()):
             raise SignInRefused("the sign-in's state does not match this browser's; start it "
                                 "again")
-        # RFC 9207: an answer naming another issuer is a mix-up (or an attack); refused.
+        # RFC 9207: an answer naming another issuer is a mix-up (or an attack); refused, as is
+        # one without iss from an issuer that says it always sends it.
         if "iss" in answer and answer["iss"] != self.issuer:
             raise SignInRefused("the answer came from another issuer than the one asked")
+        metadata = await self._verifier.issuer_metadata(self.issuer)
+        if "iss" not in answer and metadata.get("authorization_response_iss_parameter_supported") \
+                is True:
+            raise SignInRefused("the answer does not name its issuer (iss), which this issuer "
+                                "always does")
         if "error" in answer:
             described = answer.get("error_description") or answer["error"]
             raise SignInRefused(f"the issuer did not sign you in: {described[:300]}")
