@@ -215,6 +215,18 @@ SETTINGS: tuple[Setting, ...] = (
             "OAuth: client id this server authenticates with at the introspection endpoint"),
     Setting("OAUTH_INTROSPECTION_CLIENT_SECRET", secret, None,
             "OAuth: that client's secret"),
+    Setting("CONSOLE_OAUTH_CLIENT_ID", optional_text, None,
+            "OAuth: the web console's client id at CONSOLE_OAUTH_ISSUER (registered with the "
+            "redirect URI <OAUTH_RESOURCE's origin>/admin/oauth/callback); set: the console's "
+            "sign-in page offers \"Sign in with\" that issuer"),
+    Setting("CONSOLE_OAUTH_CLIENT_SECRET", secret, None,
+            "OAuth: the console client's secret (a confidential client); unset: a public client "
+            "(PKCE protects its codes either way)"),
+    Setting("CONSOLE_OAUTH_ISSUER", web_url, None,
+            "OAuth: the issuer the console signs in with, one of OAUTH_ISSUERS (default: the "
+            "only one)"),
+    Setting("CONSOLE_OAUTH_NAME", optional_text, None,
+            "OAuth: the issuer's name on the console's sign-in button (default: its host)"),
     Setting("OPERATOR_API", boolean, False,
             "serve the operator routes of the admin API (/api/v1/tenants, /api/v1/usage/tenants) "
             "to operator credentials (spiral-mcp operator create), on a small pool of the owner "
@@ -296,6 +308,10 @@ class Settings:
     oauth_introspection_url: str | None
     oauth_introspection_client_id: str | None
     oauth_introspection_client_secret: Secret | None
+    console_oauth_client_id: str | None
+    console_oauth_client_secret: Secret | None
+    console_oauth_issuer: str | None
+    console_oauth_name: str | None
     operator_api: bool
     otel_exporter_otlp_endpoint: str | None
 
@@ -308,6 +324,11 @@ class Settings:
     def oauth(self) -> bool:
         """Whether access tokens of an authorization server are accepted."""
         return bool(self.oauth_issuers)
+
+    @property
+    def console_oauth(self) -> bool:
+        """Whether the web console offers signing in with an OAuth issuer."""
+        return self.console_oauth_client_id is not None
 
     @property
     def rate_limits(self) -> dict[str, int]:
@@ -426,7 +447,31 @@ def load_settings(
     if settings.oauth_introspection_url and not settings.oauth:
         raise ConfigError("OAUTH_INTROSPECTION_URL: needs OAUTH_ISSUERS, the issuers whose "
                           "tokens it answers for")
-    return settings
+    return _check_console_oauth(settings)
+
+
+def _check_console_oauth(settings: Settings) -> Settings:
+    """The console's OAuth client settings; CONSOLE_OAUTH_ISSUER filled in when it is implied."""
+    if not settings.console_oauth:
+        for env, value in (("CONSOLE_OAUTH_CLIENT_SECRET", settings.console_oauth_client_secret),
+                           ("CONSOLE_OAUTH_ISSUER", settings.console_oauth_issuer)):
+            if value is not None:
+                raise ConfigError(f"{env}: needs CONSOLE_OAUTH_CLIENT_ID, the console's client "
+                                  "id at the issuer")
+        return settings
+    if not settings.oauth:
+        raise ConfigError("CONSOLE_OAUTH_CLIENT_ID: needs OAUTH_ISSUERS and OAUTH_RESOURCE: the "
+                          "console's tokens are verified as /mcp's are")
+    issuer = settings.console_oauth_issuer
+    if issuer is None:
+        if len(settings.oauth_issuers) > 1:
+            raise ConfigError("CONSOLE_OAUTH_ISSUER: needed when OAUTH_ISSUERS names more than "
+                              "one issuer: which one the console signs in with")
+        issuer = settings.oauth_issuers[0]
+    elif issuer not in settings.oauth_issuers:
+        raise ConfigError(f"CONSOLE_OAUTH_ISSUER: {issuer} is not one of OAUTH_ISSUERS, whose "
+                          "tokens alone are accepted")
+    return dataclasses.replace(settings, console_oauth_issuer=issuer)
 
 
 def _check_replica(settings: Settings) -> None:

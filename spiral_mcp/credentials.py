@@ -128,9 +128,18 @@ class BearerCheck:
             raise _invalid_api_key("this server takes API keys (spk_...) and OAuth is not "
                                    "configured, so it cannot check this credential; an "
                                    "operator creates a key with spiral-mcp apikey create")
+        _, principal = await self.token_principal(credential)
+        return principal
+
+    async def token_principal(self, token: str) -> tuple[VerifiedToken, Principal]:
+        """An OAuth access token verified and mapped to its principal (OAuth configured): what
+        :meth:`principal` does with one, and what the console's OAuth sign-in keeps of it.
+        CredentialRefused (401 INVALID_TOKEN) saying why it is refused; a ServiceError when it
+        cannot be checked now."""
+        assert self.verifier is not None and self.identities is not None
         try:
-            token = await _verified(self.verifier, credential)
-            return await self.identities.principal(token)
+            verified = await _verified(self.verifier, token)
+            return verified, await self.identities.principal(verified)
         except TokenRefused as exc:
             raise CredentialRefused(401, "INVALID_TOKEN", str(exc), {
                 "WWW-Authenticate": bearer_challenge(self.settings, error="invalid_token",

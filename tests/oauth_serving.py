@@ -25,8 +25,8 @@ from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 from spiral_mcp.server.app import create_app
 
-__all__ = ["USERS", "Bearer", "OAuthApp", "World", "bind", "open_world", "serve_oauth_app",
-           "world"]
+__all__ = ["USERS", "Bearer", "OAuthApp", "World", "bind", "free_port", "open_world",
+           "serve_oauth_app", "world"]
 
 # The provider's users: alice and bob work for acme, carol for globex; dave has no org.
 USERS = {"alice": {"email": "alice@example.com", "org_id": "acme"},
@@ -64,7 +64,7 @@ class OAuthApp:
             "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": name})
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # The resource URL must be known before the app is made: its port is picked first.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,11 +73,13 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serve_oauth_app(database_urls: DatabaseUrls, *, issuers: Sequence[str],
+                          port: int | None = None, host: str = "127.0.0.1",
                           **env: str) -> AsyncIterator[OAuthApp]:
-    """The product serving /mcp on 127.0.0.1 with OAUTH_ISSUERS=``issuers`` and
-    OAUTH_RESOURCE its own /mcp URL (``env`` adds settings)."""
-    port = _free_port()
-    resource = f"http://127.0.0.1:{port}/mcp"
+    """The product serving /mcp on 127.0.0.1 (on ``port``, else a free one) with
+    OAUTH_ISSUERS=``issuers`` and OAUTH_RESOURCE its own /mcp URL, named with ``host``
+    (``env`` adds settings)."""
+    port = port or free_port()
+    resource = f"http://{host}:{port}/mcp"
     settings = make_settings(database_urls, OAUTH_ISSUERS=",".join(issuers),
                              OAUTH_RESOURCE=resource, **env)
     app = create_app(settings, database_url=database_urls.runtime, tools=builtin_tools())

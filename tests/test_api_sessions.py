@@ -15,8 +15,9 @@ from spiral_mcp.errors import ServiceError
 from spiral_mcp.server.keys import AUTHENTICATOR, CONSOLE_SESSIONS
 
 ENDED = {"code": "UNAUTHENTICATED",
-         "message": "the console session has ended (signed out, expired, or its key was "
-                    "revoked); sign in again at /admin/login",
+         "message": "the console session has ended (signed out, expired, its key revoked or "
+                    "its OAuth sign-in no longer bound to the tenant); sign in again at "
+                    "/admin/login",
          "details": [], "retry_after": None}
 
 

@@ -68,3 +68,39 @@ def test_a_bad_session_store_is_refused_naming_the_variable(env: dict[str, str],
                                                             message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(environ=env)
+
+
+_ISSUERS = {"OAUTH_ISSUERS": "https://a.example.com,https://b.example.com",
+            "OAUTH_RESOURCE": "https://mcp.example.com/mcp"}
+
+
+def test_the_console_signs_in_with_the_only_issuer_unless_told() -> None:
+    one = {"OAUTH_ISSUERS": "https://a.example.com", "OAUTH_RESOURCE": "https://m.example.com/mcp"}
+    settings = load_settings(environ={**one, "CONSOLE_OAUTH_CLIENT_ID": "console"})
+    assert settings.console_oauth and settings.console_oauth_issuer == "https://a.example.com"
+    assert repr(load_settings(environ={**one, "CONSOLE_OAUTH_CLIENT_ID": "console",
+                                       "CONSOLE_OAUTH_CLIENT_SECRET": "s3cret"})
+                ).count("s3cret") == 0
+    chosen = load_settings(environ={**_ISSUERS, "CONSOLE_OAUTH_CLIENT_ID": "console",
+                                    "CONSOLE_OAUTH_ISSUER": "https://b.example.com"})
+    assert chosen.console_oauth_issuer == "https://b.example.com"
+    assert not load_settings(environ={}).console_oauth
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CONSOLE_OAUTH_CLIENT_ID": "console"},
+     r"^CONSOLE_OAUTH_CLIENT_ID: needs OAUTH_ISSUERS and OAUTH_RESOURCE"),
+    ({**_ISSUERS, "CONSOLE_OAUTH_CLIENT_ID": "console"},
+     r"^CONSOLE_OAUTH_ISSUER: needed when OAUTH_ISSUERS names more than one issuer"),
+    ({**_ISSUERS, "CONSOLE_OAUTH_CLIENT_ID": "console",
+      "CONSOLE_OAUTH_ISSUER": "https://c.example.com"},
+     r"^CONSOLE_OAUTH_ISSUER: https://c.example.com is not one of OAUTH_ISSUERS"),
+    ({**_ISSUERS, "CONSOLE_OAUTH_CLIENT_SECRET": "s"},
+     r"^CONSOLE_OAUTH_CLIENT_SECRET: needs CONSOLE_OAUTH_CLIENT_ID"),
+    ({**_ISSUERS, "CONSOLE_OAUTH_ISSUER": "https://a.example.com"},
+     r"^CONSOLE_OAUTH_ISSUER: needs CONSOLE_OAUTH_CLIENT_ID"),
+])
+def test_a_console_oauth_setting_that_cannot_work_is_refused(env: dict[str, str],
+                                                             message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=env)

@@ -73,8 +73,9 @@ async def session_admin(request: web.Request, cookie: str) -> AdminPrincipal:
         admin = await request.config_dict[CONSOLE_SESSIONS].admin(cookie)
     if admin is None:
         raise CredentialRefused(401, "UNAUTHENTICATED",
-                                "the console session has ended (signed out, expired, or its key "
-                                "was revoked); sign in again at /admin/login")
+                                "the console session has ended (signed out, expired, its key "
+                                "revoked or its OAuth sign-in no longer bound to the tenant); "
+                                "sign in again at /admin/login")
     return admin
 
 

@@ -5,8 +5,10 @@ A tenant session's cookie value reads ``cs_<tenant id hex><secret>``: carrying t
 the lookup run in that tenant's transaction, under row-level security, as API keys do; only its
 SHA-256 is stored. A session lasts CONSOLE_SESSION_TTL at most and ends after
 CONSOLE_SESSION_IDLE without a request, and at once when its key is revoked, expires or loses
-the admin scope (the lookup joins the key). Operator sessions (``os_...``) belong to the operator
-path (api/principal.py ``OperatorAccess``).
+the admin scope (the lookup joins the key). A session opened by OAuth sign-in (0021) belongs to
+the user (the principal id MCP gives it) instead: it ends no later than the token's exp, and at
+once when the issuer's binding stops naming its tenant. Operator sessions (``os_...``) belong
+to the operator path (api/principal.py ``OperatorAccess``).
 
 The console builds /admin/login and /admin/logout on :class:`ConsoleSessions` (``create``,
 ``end``) and :func:`set_session_cookie` / :func:`clear_session_cookie`; api/auth.py finds the
@@ -16,15 +18,19 @@ session of each request and checks :func:`csrf_problem` on unsafe methods.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..auth import Principal
 from ..db import Database
+from ..oauth import VerifiedToken
 from .principal import AdminPrincipal, ConsoleSession
 
 __all__ = ["MAX_SESSIONS_PER_KEY", "OPERATOR_SESSION_PREFIX", "SESSION_PREFIX", "UNSAFE_METHODS",
@@ -71,21 +77,45 @@ class ConsoleSessions:
 
     async def create(self, admin: AdminPrincipal) -> tuple[str, str]:
         """A new session for a tenant admin signed in with an API key: (cookie value, CSRF
-        token). The tenant's sessions that can no longer be used are deleted on the way, and
-        the key's oldest past MAX_SESSIONS_PER_KEY."""
+        token); the key's oldest sessions past MAX_SESSIONS_PER_KEY end."""
         principal = admin.principal
         if admin.tenant_id is None or principal is None or principal.credential != "api_key":
-            raise ValueError("a console session is opened with a tenant admin's API key")
-        secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-        cookie = f"{SESSION_PREFIX}{admin.tenant_id.hex}{secret}"
-        csrf = secrets.token_urlsafe(32)
-        async with self._db.tenant(admin.tenant_id) as conn:
+            raise ValueError("a key's console session is opened with a tenant admin's API key")
+        return await self._open(admin.tenant_id, functools.partial(
+            self._queries.create_console_session, key_id=principal.key_id,
+            ttl_seconds=self.ttl), trim_key_id=principal.key_id)
+
+    async def create_for_user(self, admin: AdminPrincipal,
+                              token: VerifiedToken) -> tuple[str, str, float]:
+        """A new session for a tenant admin signed in with OAuth, ``token`` being the access
+        token its principal was mapped from: (cookie value, CSRF token, seconds it lasts:
+        CONSOLE_SESSION_TTL, or less, as it ends no later than the token's exp)."""
+        principal = admin.principal
+        if admin.tenant_id is None or principal is None or principal.credential != "oauth":
+            raise ValueError("a user's console session is opened with an OAuth tenant admin")
+        lifetime = min(self.ttl, token.expires_at - time.time())
+        if lifetime <= 0:
+            raise ValueError("the access token has expired")
+        cookie, csrf = await self._open(admin.tenant_id, functools.partial(
+            self._queries.create_user_console_session, principal_id=principal.key_id,
+            oauth_issuer=token.issuer, oauth_subject=token.subject,
+            oauth_claims=dict(token.claims), acts_as=principal.user,
+            scopes=sorted(principal.scopes), ttl_seconds=lifetime))
+        return cookie, csrf, lifetime
+
+    async def _open(self, tenant_id: uuid.UUID, insert: Callable[..., Awaitable[None]], *,
+                    trim_key_id: uuid.UUID | None = None) -> tuple[str, str]:
+        """A new session of the tenant, its row written by ``insert`` (a create query with
+        the session's own columns bound): (cookie value, CSRF token). The tenant's sessions
+        that can no longer be used are deleted on the way, and ``trim_key_id``'s oldest past
+        MAX_SESSIONS_PER_KEY."""
+        cookie, csrf = _new_session(tenant_id)
+        async with self._db.tenant(tenant_id) as conn:
             await self._queries.reap_console_sessions(conn, idle_seconds=self.idle)
-            await self._queries.create_console_session(
-                conn, tenant_id=admin.tenant_id, session_hash=_hash(cookie), csrf_token=csrf,
-                key_id=principal.key_id, ttl_seconds=self.ttl)
-            await self._queries.trim_console_sessions(conn, key_id=principal.key_id,
-                                                      keep=MAX_SESSIONS_PER_KEY)
+            await insert(conn, tenant_id=tenant_id, session_hash=_hash(cookie), csrf_token=csrf)
+            if trim_key_id is not None:
+                await self._queries.trim_console_sessions(conn, key_id=trim_key_id,
+                                                          keep=MAX_SESSIONS_PER_KEY)
         return cookie, csrf
 
     async def admin(self, cookie: str) -> AdminPrincipal | None:
@@ -107,9 +137,13 @@ class ConsoleSessions:
             session_hash=session_hash, csrf_token=row["csrf_token"], tenant_id=tenant_id,
             key_id=row["key_id"], created_at=row["created_at"],
             last_seen_at=row["last_seen_at"], expires_at=row["expires_at"])
-        principal = Principal(tenant_id=tenant_id, key_id=row["key_id"],
+        user = row["key_id"] is None
+        # An OAuth user's session acts as the user's principal id, as MCP's requests do.
+        principal = Principal(tenant_id=tenant_id,
+                              key_id=row["principal_id"] if user else row["key_id"],
                               key_name=row["key_name"], scopes=frozenset(row["scopes"]),
-                              user=row["acts_as"])
+                              user=row["acts_as"], credential="oauth" if user else "api_key",
+                              expires_at=row["expires_at"].timestamp() if user else None)
         return AdminPrincipal.tenant_admin(principal, session=session)
 
     async def find(self, cookie: str) -> ConsoleSession | None:
@@ -124,6 +158,12 @@ class ConsoleSessions:
             return
         async with self._db.tenant(tenant_id) as conn:
             await self._queries.end_console_session(conn, session_hash=_hash(cookie))
+
+
+def _new_session(tenant_id: uuid.UUID) -> tuple[str, str]:
+    """A new session's cookie value and CSRF token."""
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    return f"{SESSION_PREFIX}{tenant_id.hex}{secret}", secrets.token_urlsafe(32)
 
 
 def came_over_tls(request: web.Request) -> bool:

@@ -16,7 +16,15 @@ import jinja2
 from aiohttp import web
 
 from ..errors import ServiceError
-from . import insight_pages, pages, project_pages, signin, source_pages, tenant_pages
+from . import (
+    insight_pages,
+    oauth_signin,
+    pages,
+    project_pages,
+    signin,
+    source_pages,
+    tenant_pages,
+)
 from .access import PageError
 from .security import security_headers
 from .signin import signed_in_only
@@ -59,7 +67,8 @@ def console_application() -> web.Application:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["when"] = when
     environment.filters["duration"] = duration
-    for module in (signin, pages, source_pages, project_pages, insight_pages, tenant_pages):
+    for module in (signin, oauth_signin, pages, source_pages, project_pages, insight_pages,
+                   tenant_pages):
         app.router.add_routes(module.routes)
     app.router.add_get("/", _home)
     app.router.add_static("/static", Path(str(package / "static")), name="static",

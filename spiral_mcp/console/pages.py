@@ -36,9 +36,10 @@ async def home(request: web.Request) -> web.Response:
         sources = await list_sources(conn, database.queries, admin.tenant_id)
         summary = await tenant_overview(conn, database.queries)
     live = sum(1 for key in keys if key["state"] == "live")
-    # The second key is the first one an admin makes for an agent (the first signed in here).
+    # An admin signed in with a key holds one: the next is the first made for an agent.
+    own = 1 if admin.principal is not None and admin.principal.credential == "api_key" else 0
     steps = [
-        {"title": "Create a key for each agent", "href": "/admin/keys", "done": live > 1,
+        {"title": "Create a key for each agent", "href": "/admin/keys", "done": live > own,
          "text": "with only the scopes it needs; the secret is shown once."},
         {"title": "Add a source", "href": "/admin/sources", "done": bool(sources),
          "text": "Jira, GitHub or Asana: its issues sync into this tenant."},

@@ -1,10 +1,10 @@
 """Signing in and out of the console, and who is signed in.
 
 Sign-in takes an API key with the ``admin`` scope, or an operator credential (``spo_...``) when
-the operator path is on (OAuth sign-in is not offered: a console session is opened with a key).
-It opens a console session (api/sessions.py) whose id travels only in an HttpOnly,
-SameSite=Strict cookie (``__Host-`` and Secure over TLS); the credential itself is never kept by
-the browser. Sign-out ends the session in the database, not only the cookie.
+the operator path is on, or (CONSOLE_OAUTH_CLIENT_ID set) goes through the OAuth issuer
+(oauth_signin.py). It opens a console session (api/sessions.py) whose id travels only in an
+HttpOnly, SameSite=Strict cookie (``__Host-`` and Secure over TLS); the credential itself is
+never kept by the browser. Sign-out ends the session in the database, not only the cookie.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from ..api.sessions import (
 from ..api.state import OPERATORS
 from ..credentials import CredentialRefused
 from ..errors import ErrorCode, ServiceError
-from ..server.keys import CONSOLE_SESSIONS
+from ..server.keys import CONSOLE_OAUTH, CONSOLE_SESSIONS
 from .state import SIGNED_IN, STATIC_URL, signed_in
 
-__all__ = ["routes", "signed_in_only"]
+__all__ = ["login_page", "routes", "signed_in_only"]
 
 log = logging.getLogger(__name__)
 
-# Reached without a session: the sign-in page itself and the package's CSS/JS.
-_OPEN = ("/admin/login", "/admin/static/")
+# Reached without a session: the sign-in pages (a key's, OAuth's) and the package's CSS/JS.
+_OPEN = ("/admin/login", "/admin/oauth/", "/admin/static/")
 _SIGN_IN = "/admin/login"
 _LONGEST_CREDENTIAL = 8192
 
@@ -75,18 +75,22 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _login_page(request: web.Request, message: str | None = None, *, problem: bool = False,
-                status: int = 200) -> web.Response:
+def login_page(request: web.Request, message: str | None = None, *, problem: bool = False,
+               status: int = 200) -> web.Response:
+    """The sign-in page, with ``message`` (a ``problem`` shown as such); it offers "Sign in
+    with <issuer>" when the console's OAuth client is configured."""
+    client = request.config_dict.get(CONSOLE_OAUTH)
     return aiohttp_jinja2.render_template("login.html", request, {
         "static_url": STATIC_URL, "message": message, "problem": problem,
-        "operators": OPERATORS in request.config_dict}, status=status)
+        "operators": OPERATORS in request.config_dict,
+        "oauth_name": client.name if client is not None else None}, status=status)
 
 
 @routes.get("/login")
 async def login_form(request: web.Request) -> web.Response:
     expired = request.query.get("expired") == "1"
     ended = request.query.get("ended") == "1"
-    return _login_page(request, "Your session has ended; sign in again." if expired else
+    return login_page(request, "Your session has ended; sign in again." if expired else
                        "You are signed out." if ended else None)
 
 
@@ -104,24 +108,25 @@ async def _open_session(request: web.Request, admin: AdminPrincipal) -> tuple[st
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
     if _from_elsewhere(request):
-        return _login_page(request, "This sign-in came from another site and was refused.",
+        return login_page(request, "This sign-in came from another site and was refused.",
                            problem=True, status=403)
     form = await request.post()
     credential = str(form.get("credential", "")).strip()
     if not credential or len(credential) > _LONGEST_CREDENTIAL:
-        return _login_page(request, "Paste an API key with the admin scope (spk_…).",
+        return login_page(request, "Paste an API key with the admin scope (spk_…).",
                            problem=True, status=400)
     try:
         admin = await credential_admin(request, credential)
         if admin.principal is not None and admin.principal.credential != "api_key":
             raise CredentialRefused(400, "VALIDATION_ERROR", "sign in with an API key (spk_…); "
-                                    "OAuth sign-in to the console is not offered")
+                                    "an access token is not pasted here: OAuth users sign in "
+                                    "through their issuer's button, where one is offered")
     except CredentialRefused as refused:
-        return _login_page(request, refused.message, problem=True, status=refused.status)
+        return login_page(request, refused.message, problem=True, status=refused.status)
     except ServiceError as exc:
         # PERMISSION_DENIED (no admin scope) says so; an outage says to retry.
         status = 403 if exc.code is ErrorCode.PERMISSION_DENIED else 503
-        return _login_page(request, exc.message, problem=True, status=status)
+        return login_page(request, exc.message, problem=True, status=status)
     cookie, lifetime = await _open_session(request, admin)
     response = _see_other("/admin/tenants" if admin.role == OPERATOR else "/admin")
     set_session_cookie(response, request, cookie, max_age=lifetime)

@@ -23,7 +23,7 @@ import jwt
 from ..errors import ServiceError
 from .fetching import FailureMemory, Fetcher, unusable
 
-__all__ = ["IssuerKeys", "KeySet", "metadata_urls"]
+__all__ = ["IssuerKeys", "KeySet", "metadata_urls", "usable_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,18 @@ def metadata_urls(issuer: str) -> tuple[str, ...]:
     return (f"{origin}/.well-known/oauth-authorization-server{path}",
             f"{origin}/.well-known/openid-configuration{path}",
             f"{origin}{path}/.well-known/openid-configuration")
+
+
+def usable_endpoint(uri: Any, issuer: str) -> bool:
+    """Whether an endpoint an issuer's metadata names may be used: https, or http when the
+    issuer itself is (a loopback server the settings allowed)."""
+    if not isinstance(uri, str):
+        return False
+    try:
+        scheme = urlsplit(uri).scheme
+    except ValueError:
+        return False
+    return scheme == "https" or scheme == urlsplit(issuer).scheme == "http"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,6 +125,7 @@ class IssuerKeys:
         self._ttl = ttl
         self._min_refresh = min_refresh
         self._jwks_uri: str | None = None
+        self._metadata: Mapping[str, Any] = {}
         self._metadata_at = -math.inf
         self._keys = KeySet({}, frozenset())
         self._keys_at = -math.inf
@@ -141,6 +154,21 @@ class IssuerKeys:
             await self._refresh(since=self._min_refresh)
             found = self._keys.find(kid, alg)
         return found, kid is None or kid in self._keys.kids
+
+    async def metadata(self) -> Mapping[str, Any]:
+        """The issuer's metadata document (checked to name this issuer), fetched when older
+        than OAUTH_JWKS_TTL: where a client of the issuer finds its endpoints."""
+        if time.monotonic() - self._metadata_at >= self._ttl:
+            async with self._lock:
+                if time.monotonic() - self._metadata_at >= self._ttl:
+                    self._failure.check()
+                    try:
+                        self._jwks_uri = await self._discover()
+                    except ServiceError as exc:
+                        self._failure.remember(exc)
+                        raise
+                    self._metadata_at = time.monotonic()
+        return self._metadata
 
     def publishes(self, kid: str | None) -> bool:
         """Whether the key set as last fetched still has ``kid`` (a token without a kid was
@@ -181,18 +209,11 @@ class IssuerKeys:
                 reasons.append(f"{url} names another issuer")
                 continue
             jwks_uri = document.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not self._allowed(jwks_uri):
+            if not usable_endpoint(jwks_uri, self.issuer):
                 raise unusable(what, f"its metadata at {url} has no usable jwks_uri")
+            self._metadata = document
             return jwks_uri
         raise unusable(what, "no metadata document was found (" + "; ".join(reasons) + ")")
-
-    def _allowed(self, uri: str) -> bool:
-        # https, or http when the issuer itself is (a loopback server the settings allowed).
-        try:
-            scheme = urlsplit(uri).scheme
-        except ValueError:
-            return False
-        return scheme == "https" or scheme == urlsplit(self.issuer).scheme == "http"
 
     async def _fetch_keys(self, jwks_uri: str | None) -> KeySet:
         assert jwks_uri is not None  # _discover ran first

@@ -9,17 +9,19 @@ broken issuer is not asked again by every request.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from ..errors import ErrorCode, ServiceError
 
-__all__ = ["Answer", "FailureMemory", "Fetcher", "unusable"]
+__all__ = ["Answer", "FailureMemory", "Fetcher", "basic_authorization", "unusable"]
 
 # Metadata and key sets are a few KiB; this is generous and still bounds memory.
 MAX_DOCUMENT_BYTES = 512 * 1024
@@ -55,10 +57,12 @@ class Fetcher:
         return await self._send("GET", url, what=what)
 
     async def post_form(
-        self, url: str, form: Mapping[str, str], *, authorization: str, what: str
+        self, url: str, form: Mapping[str, str], *, authorization: str | None, what: str
     ) -> Answer:
-        return await self._send("POST", url, what=what, data=dict(form),
-                                headers={"Authorization": authorization})
+        """A form POST; ``authorization`` None for a public client (it names itself in the
+        form)."""
+        headers = {} if authorization is None else {"Authorization": authorization}
+        return await self._send("POST", url, what=what, data=dict(form), headers=headers)
 
     async def _send(
         self, method: str, url: str, *, what: str, headers: Mapping[str, str] | None = None,
@@ -89,6 +93,14 @@ class Fetcher:
         if self._owned and self._session is not None:
             await self._session.close()
         self._session = None
+
+
+def basic_authorization(client_id: str, secret: str) -> str:
+    """HTTP Basic client authentication at an authorization server."""
+    # RFC 6749 section 2.3.1: both halves are form-encoded before going into Basic auth (a
+    # secret with ":" would otherwise split in the wrong place).
+    credentials = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
 
 
 def unusable(what: str, reason: str) -> ServiceError:

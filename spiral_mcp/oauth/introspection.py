@@ -8,10 +8,8 @@ costs one introspection.
 
 from __future__ import annotations
 
-import base64
 import time
 from types import MappingProxyType
-from urllib.parse import quote
 
 from ..config import Settings
 from ..errors import ServiceError
@@ -25,7 +23,7 @@ from .claims import (
     scopes_of,
     subject_of,
 )
-from .fetching import FailureMemory, Fetcher, unusable
+from .fetching import FailureMemory, Fetcher, basic_authorization, unusable
 
 __all__ = ["Introspector"]
 
@@ -41,11 +39,8 @@ class Introspector:
         assert settings.oauth_introspection_client_id is not None
         assert settings.oauth_introspection_client_secret is not None
         self._url = settings.oauth_introspection_url
-        # RFC 6749 section 2.3.1: both halves are form-encoded before going into Basic auth
-        # (a secret with ":" would otherwise split in the wrong place).
-        credentials = (f"{quote(settings.oauth_introspection_client_id, safe='')}:"
-                       f"{quote(settings.oauth_introspection_client_secret, safe='')}")
-        self._authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self._authorization = basic_authorization(settings.oauth_introspection_client_id,
+                                                  settings.oauth_introspection_client_secret)
         self._issuers = settings.oauth_issuers
         self._resource = settings.oauth_resource
         self._leeway = settings.oauth_leeway

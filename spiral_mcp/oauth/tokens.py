@@ -8,6 +8,7 @@ period. Every refusal is a :class:`TokenRefused` whose text is safe to show the 
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -101,6 +102,43 @@ class TokenVerifier:
         self._verified.put(key, (verified, kid), until=min(time.time() + VERIFIED_SECONDS,
                                                            verified.expires_at + self._leeway))
         return verified
+
+    @property
+    def fetcher(self) -> Fetcher:
+        """The HTTP client the verifier asks authorization servers with (one per server)."""
+        return self._fetcher
+
+    async def issuer_metadata(self, issuer: str) -> Mapping[str, Any]:
+        """The metadata document of a configured issuer (the one the keys are found through)."""
+        return await self._issuers[issuer].metadata()
+
+    async def verify_id_token(self, token: str, *, issuer: str, client_id: str,
+                              nonce: str) -> Mapping[str, Any]:
+        """The claims of an OpenID Connect ID token ``issuer`` signed for the client
+        ``client_id`` in the sign-in that sent ``nonce``; TokenRefused otherwise. (Its audience
+        is the client, so :meth:`verify` would refuse it as an access token.)"""
+        header, _ = _peek(token)
+        alg = header.get("alg")
+        if alg not in self._algorithms:
+            raise TokenRefused("the ID token's algorithm is not accepted")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenRefused("the ID token is malformed")
+        keys = self._issuers[issuer]
+        candidates, _ = await keys.find(kid, alg)
+        if not candidates:
+            raise TokenRefused("the ID token's signing key is not one its issuer publishes")
+        claims = self._decode(token, candidates, alg=alg, issuer=issuer)
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or client_id not in audiences:
+            raise TokenRefused("the ID token was issued for another client")
+        # OpenID Connect Core 3.1.3.7: the nonce ties the ID token to this browser's sign-in,
+        # so a token of another sign-in (replayed or injected) is refused.
+        if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(
+                claims["nonce"].encode(), nonce.encode()):
+            raise TokenRefused("the ID token's nonce is not this sign-in's")
+        return claims
 
     async def _verify_jwt(self, token: str) -> tuple[VerifiedToken, str | None]:
         header, unverified = _peek(token)

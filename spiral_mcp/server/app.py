@@ -25,6 +25,7 @@ from ..api.sessions import ConsoleSessions
 from ..auth import Authenticator
 from ..config import Settings
 from ..console import CONSOLE_PREFIX, console_application
+from ..console.oauth_signin import console_oauth_client
 from ..credentials import BearerCheck
 from ..db import Database, close_pool, connect, create_pool, keep_session
 from ..errors import ServiceError
@@ -61,6 +62,7 @@ from .keys import (
     AUTHENTICATOR,
     BACKGROUND,
     BEARER,
+    CONSOLE_OAUTH,
     CONSOLE_SESSIONS,
     DATABASE,
     DISPATCHER,
@@ -275,6 +277,8 @@ async def _oauth(app: web.Application) -> AsyncIterator[None]:
     verifier = app[TOKEN_VERIFIER] = TokenVerifier(app[SETTINGS])
     identities = app[IDENTITIES] = IdentityMapper(app[DATABASE], app[SETTINGS])
     app[BEARER] = dataclasses.replace(app[BEARER], verifier=verifier, identities=identities)
+    if app[SETTINGS].console_oauth:
+        app[CONSOLE_OAUTH] = console_oauth_client(app[SETTINGS], verifier)
     yield
     await verifier.close()
 

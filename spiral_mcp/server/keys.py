@@ -14,6 +14,7 @@ from ..credentials import BearerCheck
 from ..db import Database
 from ..explorer import Explorer
 from ..oauth import TokenVerifier
+from ..oauth.authorization import AuthorizationClient
 from ..oauth.identity import IdentityMapper
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.sessions import SessionStore
@@ -31,6 +32,7 @@ __all__ = [
     "AUTHENTICATOR",
     "BACKGROUND",
     "BEARER",
+    "CONSOLE_OAUTH",
     "CONSOLE_SESSIONS",
     "CORS_ORIGIN",
     "DATABASE",
@@ -77,6 +79,8 @@ TASK_RUNNER = web.AppKey("task_runner", TaskRunner)
 TASK_STORE = web.AppKey("task_store", TaskStore)
 # The web console's sessions (api/sessions.py), for the API's cookie auth and the console.
 CONSOLE_SESSIONS = web.AppKey("console_sessions", ConsoleSessions)
+# The console's OAuth client (CONSOLE_OAUTH_CLIENT_ID set); absent: the console offers keys only.
+CONSOLE_OAUTH = web.AppKey("console_oauth", AuthorizationClient)
 # Present when OAuth is configured (OAUTH_ISSUERS).
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 IDENTITIES = web.AppKey("identities", IdentityMapper)

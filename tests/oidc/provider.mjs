@@ -11,6 +11,8 @@
 //   cookie_keys       ["..."]: keys signing the interaction cookies (kept across reloads)
 //   opaque_resources  [resource, ...]: access tokens for these are opaque (checked by
 //                     introspection), for any other resource JWTs whose aud is the resource
+//   audiences         {resource: audience}: the aud of JWT access tokens for that resource, when
+//                     it is not the resource itself (a token for another audience, refused)
 //   client_id_metadata_documents
 //                     true: clients may be https://localhost:<port>/... URLs whose JSON the
 //                     provider fetches (OAuth Client ID Metadata Documents); the test serves
@@ -123,7 +125,7 @@ function buildProvider(issuer, config) {
             }
             : {
               scope: RESOURCE_SCOPES.join(' '),
-              audience: resource,
+              audience: config.audiences?.[resource] ?? resource,
               accessTokenTTL: ttl,
               accessTokenFormat: 'jwt',
               jwt: { sign: { alg: 'RS256' } },
