@@ -18,7 +18,8 @@ __all__ = ["routes"]
 
 routes = ApiRoutes()
 
-_PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
+# Whole-value checks use fullmatch: with match, "$" also matches before a trailing newline.
+_PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,19}")
 
 
 @routes.operation("GET", "/projects", summary="List the tenant's projects",
@@ -52,7 +53,7 @@ async def get_project_chart(call: ApiCall) -> web.Response:
 
 async def _flow(call: ApiCall) -> dict[str, Any]:
     key = call.path["project_key"]
-    if not _PROJECT_KEY.match(key):
+    if not _PROJECT_KEY.fullmatch(key):
         # Not a key any project can have: as not found as another tenant's project.
         raise ServiceError(ErrorCode.NOT_FOUND, f"no project {key[:40]!r}")
     window = FlowWindow.parse(call.query.get("since"), call.query.get("until"))
