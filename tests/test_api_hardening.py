@@ -205,3 +205,23 @@ async def test_console_charts_offer_the_compact_size(api: ApiClient, make_tenant
             html = await resp.text()
         assert '<source media="(max-width: 640px)" srcset="' in html, page
         assert "size=compact" in html
+
+
+async def test_the_console_lists_live_keys_and_links_the_others(api: ApiClient, tenant) -> None:
+    gone = await api.post("/keys", tenant, json={"name": "gone-key", "scopes": ["read"]})
+    await api.delete(f"/keys/{gone.data['key']['key_id']}", tenant)
+    await api.post("/keys", tenant, json={"name": "kept-key", "scopes": ["read"]})
+    _, header, _ = await sign_in(api, tenant.key)
+
+    async def page(query: str) -> str:
+        async with api.client.get(f"/admin/keys{query}", headers=header) as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+    live = await page("")
+    assert "kept-key" in live and "gone-key" not in live
+    assert 'href="/admin/keys?state=revoked"' in live and 'href="/admin/keys?state=all"' in live
+    revoked = await page("?state=revoked")
+    assert "gone-key" in revoked and "kept-key" not in revoked
+    damaged = await page("?cursor=abc")
+    assert "cursor is not valid" in damaged

@@ -148,6 +148,12 @@
     panel.querySelector("[data-secret-value]").textContent = data.secret;
     const name = panel.querySelector("[data-secret-name]");
     if (name) name.textContent = (data.key && data.key.name) || data.name || "";
+    // What the server chose for the key (the expiry of the key that made it).
+    const note = panel.querySelector("[data-secret-note]");
+    if (note) {
+      note.textContent = data.note || "";
+      note.hidden = !data.note;
+    }
     panel.hidden = false;
     panel.scrollIntoView({ block: "nearest" });
   }
