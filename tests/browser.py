@@ -20,6 +20,7 @@ import base64
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -209,8 +210,18 @@ class Browser:
             "width": width, "height": height, "deviceScaleFactor": 1,
             "mobile": size == PHONE})
 
+    def _images_settled(self, timeout: float = 10.0) -> None:
+        """Wait until the images chosen for the new width have loaded: a <picture> picks
+        another source (the compact chart) once the width is a phone's."""
+        time.sleep(0.3)  # the new width's source requested
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.driver.execute_script(
+                "return Array.from(document.images).every((i) => i.complete);"):
+            time.sleep(0.1)
+
     def _capture(self, name: str, size: tuple[int, int]) -> Path:
         self._resize(size)
+        self._images_settled()
         # The page's height at the new width (reading it makes the layout pass).
         height = self.driver.execute_script(
             "return document.documentElement.scrollHeight")

@@ -84,6 +84,8 @@ async def test_an_oauth_token_is_a_tenant_admin_with_the_admin_scope_only(
     assert resp.status == 200 and resp.body["tenant_id"] == str(acme.id)
     created = await api.post("/keys", admin, json={"name": "made by ada", "scopes": ["read"]})
     assert created.status == 201 and created.data["key"]["user"] is None
+    # Not bound by the short-lived token that made it (README says so).
+    assert created.data["key"]["expires_at"] is None and created.data["note"] is None
     reader = user(idps[0], acme, org="acme", scope="spiral:read spiral:write")
     resp = await api.get("/keys", reader)
     assert resp.status == 403 and resp.error["message"] == "this access token lacks the admin scope"

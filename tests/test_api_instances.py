@@ -135,10 +135,12 @@ async def test_add_list_read_change_and_remove_without_the_token(
     async with admin_conn.transaction():
         await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
         audited = await admin_conn.fetch(
-            "SELECT tool, arguments::text AS arguments, before::text AS before, "
+            "SELECT tool, outcome, arguments::text AS arguments, before::text AS before, "
             "after::text AS after FROM audit_log WHERE tool LIKE 'admin:instances.%' ORDER BY id")
-    assert [r["tool"] for r in audited] == ["admin:instances.create", "admin:instances.update",
-                                            "admin:instances.delete"]
+    # The refused change (a project's new key) is audited too.
+    assert [(r["tool"], r["outcome"]) for r in audited] == [
+        ("admin:instances.create", "ok"), ("admin:instances.update", "ok"),
+        ("admin:instances.update", "error"), ("admin:instances.delete", "ok")]
     assert '"token": "[redacted]"' in audited[0]["arguments"]
     assert all(TOKEN not in (r[c] or "") for r in audited for c in ("arguments", "before",
                                                                      "after"))

@@ -136,3 +136,46 @@ def test_matplotlib_is_loaded_only_to_draw() -> None:
             "spiral_mcp.handlers.sql_templates; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported at start'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _last_hour_only() -> dict[str, Any]:
+    """Calls in the window's last bucket only: the error-rate and latency charts' one point
+    lies on the window's end."""
+    end = datetime.datetime(2026, 12, 7, 7, tzinfo=datetime.UTC)
+    rows = [{"at": (end - datetime.timedelta(hours=23 - i)).isoformat(), "name": "jira_search",
+             "calls": 4 if i == 23 else 0, "errors": 1 if i == 23 else 0,
+             "p50_ms": 5.0 if i == 23 else None, "p95_ms": 9.0 if i == 23 else None}
+            for i in range(24)]
+    return {"title": "Usage", "rows": rows}
+
+
+@pytest.mark.parametrize("chart", ["errors", "latency"])
+def test_a_point_at_the_windows_end_is_drawn_whole(chart: str) -> None:
+    from spiral_mcp.charts import canvas
+    from spiral_mcp.charts.metrics import METRICS_CHARTS
+
+    draw, rows = METRICS_CHARTS[chart]
+    sink: list[bytes] = []
+    data = _last_hour_only()
+    with canvas.drawing("png", sink, rows=rows) as (_, axes):
+        draw(data, axes)
+        left, right = axes[0].get_xlim()
+        first, last = (canvas.parse_instant(data["rows"][i]["at"]) for i in (0, -1))
+        dates = canvas._matplotlib()[2]
+        assert left < dates.date2num(first) and right > dates.date2num(last)
+
+
+@pytest.mark.parametrize("chart", ["calls", "errors", "latency"])
+def test_the_compact_size_is_640_by_520(chart: str) -> None:
+    png = charts.render(chart, _last_hour_only(), fmt="png", size="compact")
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (640, 520)
+    svg = charts.render(chart, _last_hour_only(), fmt="svg", size="compact").decode()
+    assert 'width="288pt" height="234pt"' in svg
+    # The full size keeps its bytes: the same data draws the same image as before compact.
+    assert charts.render(chart, _last_hour_only(), fmt="png") == charts.render(
+        chart, _last_hour_only(), fmt="png", size="full")
+
+
+def test_an_unknown_size_is_refused() -> None:
+    with pytest.raises(charts.ChartError, match="unknown chart size 'huge'"):
+        charts.render("calls", _last_hour_only(), size="huge")

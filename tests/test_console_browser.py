@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -67,10 +68,11 @@ def jira_with_history() -> FakeJira:
 
 @pytest.fixture
 async def served(database_urls) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
-    """``await served(operators=False)``: the server, able to open sources; with
-    ``operators`` the operator path on too (OPERATOR_API, the owner's pool)."""
+    """``await served(operators=False, middleware=None)``: the server, able to open sources;
+    with ``operators`` the operator path on too (OPERATOR_API, the owner's pool); a
+    ``middleware`` runs before the server's own."""
     async with app_clients() as start:
-        async def serve(*, operators: bool = False) -> TestClient:
+        async def serve(*, operators: bool = False, middleware: Any = None) -> TestClient:
             if operators:
                 assert database_urls.admin is not None
                 settings = load_settings(environ={
@@ -81,8 +83,11 @@ async def served(database_urls) -> AsyncIterator[Callable[..., Awaitable[TestCli
                                               owner_url=database_urls.admin))
             settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY,
                                      SYNC_INTERVAL="0")
-            return await start(create_app(settings, database_url=database_urls.runtime,
-                                          explorer_url=database_urls.explorer))
+            app = create_app(settings, database_url=database_urls.runtime,
+                             explorer_url=database_urls.explorer)
+            if middleware is not None:
+                app.middlewares.insert(0, middleware)
+            return await start(app)
 
         yield serve
 
@@ -220,6 +225,55 @@ async def test_the_admin_walk(served, browser, serve_fake, make_tenant: TenantFa
     await page.wait_for_path("/admin/login")
     # No page needed an inline script or style, and no script failed.
     assert await page.page_problems() == []
+
+
+class RateLimitedPolls:
+    """Answers the first polls of a task 429 with Retry-After, as a spent read budget does."""
+
+    def __init__(self, refusals: int) -> None:
+        self.left = refusals
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path.startswith("/api/v1/tasks/") and self.left > 0:
+            self.left -= 1
+            return web.json_response(
+                {"success": False, "error": {"code": "RATE_LIMITED",
+                                             "message": "rate limit for read calls reached",
+                                             "details": [], "retry_after": 1}},
+                status=429, headers={"Retry-After": "1"})
+        return await handler(request)
+
+
+async def test_sync_progress_waits_out_a_rate_limit(served, browser, serve_fake,
+                                                    make_tenant: TenantFactory) -> None:
+    """A 429 on a progress poll is a pause, said as such, never a failed sync."""
+    held = HeldSearch()
+    fake = jira_with_history()
+    fake_app = fake.app()
+    fake_app.middlewares.insert(0, held.middleware)
+    await serve_fake(fake, app=fake_app)
+    tenant: Tenant = await make_tenant(name="Acme")
+    limited = RateLimitedPolls(refusals=2)
+    client = await served(middleware=limited.middleware)
+    made = await client.post("/api/v1/instances", headers=tenant.headers, json={
+        "kind": "jira", "name": "acme-jira", "base_url": fake.base_url,  # type: ignore[attr-defined]
+        "token": fake.token, "email": fake.email, "projects": {"ABC": "ABC"}})
+    assert made.status == 201, await made.text()
+    instance_id = (await made.json())["data"]["instance_id"]
+    page: Browser = browser(str(client.make_url("")))
+    await page.get("/admin/login")
+    await page.type("#credential", tenant.key)
+    await page.click("#sign-in button[type=submit]")
+    await page.wait_for_path("/admin")
+    await page.get(f"/admin/sources/{instance_id}")
+    await page.click("#sync-source")
+    await page.wait_for_text("#task-panel [data-task-status]", "waiting: rate limited")
+    held.release.set()
+    state = await page.wait_for_attribute("#task-panel", "data-state",
+                                          ("completed", "failed", "cancelled"), timeout=30)
+    assert state == "completed", await page.text("#task-panel")
+    assert limited.left == 0
 
 
 async def test_the_operator_walk(served, browser, admin_conn, queries) -> None:

@@ -13,10 +13,17 @@ import asyncpg
 
 from ..auth import SCOPES, new_key
 from ..queries import Queries
+from .cursors import decode_cursor, encode_cursor
 from .errors import AdminError, AdminNotFound
 
-__all__ = ["OPERATOR_ACTOR", "create_api_key", "get_key", "key_view", "list_keys", "parse_scopes",
-           "revoke_api_key"]
+__all__ = ["KEY_PAGE_DEFAULT", "KEY_PAGE_MAX", "KEY_STATES", "OPERATOR_ACTOR", "create_api_key",
+           "get_key", "key_page", "key_view", "parse_scopes", "revoke_api_key"]
+
+KEY_PAGE_DEFAULT = 100
+KEY_PAGE_MAX = 500
+# Which keys a page lists; live ones unless asked (revoked ones pile up over the years).
+KEY_STATES = ("live", "revoked", "expired", "all")
+_SCOPE = "keys"
 
 
 # The actor of an operator's changes in a tenant's audit log reads "operator:<name>"; a key's
@@ -81,11 +88,23 @@ def key_view(row: Mapping[str, Any], *, now: datetime | None = None) -> dict[str
             "last_used_at": row["last_used_at"]}
 
 
-async def list_keys(conn: asyncpg.Connection, queries: Queries,
-                    tenant_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The tenant's keys, oldest first, revoked ones included."""
+async def key_page(conn: asyncpg.Connection, queries: Queries, *, state: str = "live",
+                   limit: int = KEY_PAGE_DEFAULT, cursor: str | None = None) -> dict[str, Any]:
+    """One page of the transaction's tenant's keys in ``state``, newest first:
+    ``{"keys": [...], "next_cursor": str | None}`` (None on the last page)."""
+    filters = {"state": state}
+    before_at, before_id = (decode_cursor(_SCOPE, filters, cursor, uuid_ids=True)
+                            if cursor is not None else (None, None))
+    # One row more than the page: whether another page follows, without a count.
+    rows = await queries.api_keys_page(conn, state=state, before_at=before_at,
+                                       before_id=before_id, page_size=limit + 1)
     now = datetime.now(UTC)
-    return [key_view(r, now=now) for r in await queries.list_api_keys(conn, tenant_id=tenant_id)]
+    keys = [key_view(row, now=now) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(_SCOPE, filters, (last["created_at"], last["key_id"]))
+    return {"keys": keys, "next_cursor": next_cursor}
 
 
 async def get_key(conn: asyncpg.Connection, queries: Queries, key_id: uuid.UUID) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import asyncpg
 from ..queries import Queries
 from .times import invalid, parse_key_id, parse_window
 
-__all__ = ["BUCKETS", "BY", "MAX_BUCKETS", "UsageWindow", "usage_report"]
+__all__ = ["BUCKETS", "BY", "MAX_BUCKETS", "MAX_SERIES", "UsageWindow", "fold_series",
+           "usage_report"]
 
 # A bucket's length, and the window a request without since gets.
 BUCKETS: dict[str, tuple[timedelta, timedelta]] = {
@@ -29,6 +30,9 @@ BUCKETS: dict[str, tuple[timedelta, timedelta]] = {
 BY = ("tool", "key")
 # Bounds the work of one request (the rows it aggregates) and the points of one chart.
 MAX_BUCKETS = 400
+# Series of one report: the busiest ones, the rest summed into one ("other keys"): keys minted
+# and used in a loop must not grow the answer without end.
+MAX_SERIES = 20
 # Buckets are cut from here (the SQL's date_bin origin): at UTC hours and UTC midnights.
 _ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 _INSTANT = timedelta(microseconds=1)  # timestamptz's resolution
@@ -96,12 +100,38 @@ def _ms(value: float | None) -> float | None:
 _EMPTY = _figures(0, 0, None)
 
 
+def _other(by: str, calls: list[int], errors: list[int], folded: int) -> dict[str, Any]:
+    """The series summing ``folded`` quieter ones: calls and errors add up, percentiles do not
+    (left empty)."""
+    width = len(calls)
+    return {"name": f"other {by}s", "tool": None, "key_id": None, "folded": folded,
+            "calls": calls, "errors": errors,
+            "error_rate": [e / c if c else None for c, e in zip(calls, errors, strict=True)],
+            "p50_ms": [None] * width, "p95_ms": [None] * width, "p99_ms": [None] * width,
+            "totals": _figures(sum(calls), sum(errors), None)}
+
+
+def fold_series(series: list[dict[str, Any]], keep: int, by: str) -> list[dict[str, Any]]:
+    """``series`` (busiest first), at most ``keep``: all past the first ``keep - 1`` summed
+    into one."""
+    if len(series) <= keep:
+        return series
+    rest = series[keep - 1:]
+    width = len(rest[0]["calls"])
+    calls = [sum(s["calls"][i] for s in rest) for i in range(width)]
+    errors = [sum(s["errors"][i] for s in rest) for i in range(width)]
+    folded = sum(s.get("folded", 1) for s in rest)
+    return [*series[:keep - 1], _other(by, calls, errors, folded)]
+
+
 async def usage_report(conn: asyncpg.Connection, queries: Queries, *, window: UsageWindow,
                        by: str = "tool", tool: str | None = None,
                        key_id: str | None = None) -> dict[str, Any]:
     """Usage in ``window`` per tool (``by="tool"``) or per key (``by="key"``), optionally of
-    one tool or one key. Series come busiest first; a key's series is named after the key
-    ("no key" for calls made without one, e.g. by an OAuth user)."""
+    one tool or one key. Series come busiest first, at most MAX_SERIES: past the busiest
+    MAX_SERIES - 1 the rest are summed into one ("other tools" / "other keys", its ``folded``
+    saying how many). A key's series is named after the key ("no key" for calls made without
+    one, e.g. by an OAuth user)."""
     if by not in BY:
         raise invalid("by", f"by must be one of {', '.join(BY)}, not {by[:40]!r}")
     key = parse_key_id(key_id)
@@ -111,31 +141,45 @@ async def usage_report(conn: asyncpg.Connection, queries: Queries, *, window: Us
         key_id=key, by_key=by == "key")
     starts = window.starts
     index = {start: i for i, start in enumerate(starts)}
-    series: dict[tuple[str | None, uuid.UUID | None], dict[str, Any]] = {}
     totals = _EMPTY
+    # First the whole window of each series, to keep the busiest (the SQL sends those rows
+    # first); only those get lists of their own, the others add into one.
+    whole: dict[tuple[str | None, uuid.UUID | None], dict[str, Any]] = {}
     for row in rows:
-        figures = _figures(row["calls"], row["errors"], row["percentiles"])
         if row["all_series"]:
-            totals = figures
-            continue
-        one = series.setdefault((row["tool"], row["key_id"]), {
-            "tool": row["tool"], "key_id": row["key_id"],
-            **{name: [_EMPTY[name]] * len(starts) for name in _FIGURES}})
+            totals = _figures(row["calls"], row["errors"], row["percentiles"])
+        elif row["whole_window"]:
+            whole[(row["tool"], row["key_id"])] = _figures(row["calls"], row["errors"],
+                                                           row["percentiles"])
+    ranked = sorted(whole, key=lambda ident: (-whole[ident]["calls"], str(ident)))
+    kept = ranked if len(ranked) <= MAX_SERIES else ranked[:MAX_SERIES - 1]
+    series = {ident: {"tool": ident[0], "key_id": ident[1], "totals": whole[ident],
+                      **{name: [_EMPTY[name]] * len(starts) for name in _FIGURES}}
+              for ident in kept}
+    other_calls, other_errors = [0] * len(starts), [0] * len(starts)
+    for row in rows:
         if row["whole_window"]:
-            one["totals"] = figures
-        else:
-            for name in _FIGURES:
-                one[name][index[row["bucket"]]] = figures[name]
+            continue
+        at = index[row["bucket"]]
+        one = series.get((row["tool"], row["key_id"]))
+        if one is None:
+            other_calls[at] += row["calls"]
+            other_errors[at] += row["errors"]
+            continue
+        figures = _figures(row["calls"], row["errors"], row["percentiles"])
+        for name in _FIGURES:
+            one[name][at] = figures[name]
     if by == "key":
         await _name_keys(conn, queries, list(series.values()))
     else:
         for one in series.values():
             one["name"] = one["tool"]
+    listed = sorted(series.values(), key=lambda s: (-s["totals"]["calls"], s["name"]))
+    if len(kept) < len(ranked):
+        listed.append(_other(by, other_calls, other_errors, len(ranked) - len(kept)))
     return {
         "since": window.since, "until": window.until, "bucket": window.bucket, "by": by,
-        "buckets": starts,
-        "series": sorted(series.values(), key=lambda s: (-s["totals"]["calls"], s["name"])),
-        "totals": totals,
+        "buckets": starts, "series": listed, "totals": totals,
     }
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..charts.metrics import MAX_ROWS
+from .usage import fold_series
 
 __all__ = ["CHART_TITLES", "usage_chart_data"]
 
@@ -26,19 +27,6 @@ def _shown(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _folded(series: list[dict[str, Any]], keep: int, by: str) -> list[dict[str, Any]]:
-    """``series`` (busiest first) with all past the first ``keep - 1`` summed into one: calls
-    and errors add up, percentiles do not (left empty)."""
-    if len(series) <= keep:
-        return series
-    rest = series[keep - 1:]
-    width = len(rest[0]["calls"])
-    calls = [sum(s["calls"][i] for s in rest) for i in range(width)]
-    errors = [sum(s["errors"][i] for s in rest) for i in range(width)]
-    return [*series[:keep - 1], {"name": f"other {by}s", "calls": calls, "errors": errors,
-                                 "p50_ms": [None] * width, "p95_ms": [None] * width}]
-
-
 def usage_chart_data(report: dict[str, Any], chart: str) -> dict[str, Any]:
     """The dataset of chart ``chart`` (one of CHART_TITLES) drawn from ``report``."""
     buckets: list[datetime] = report["buckets"]
@@ -47,7 +35,7 @@ def usage_chart_data(report: dict[str, Any], chart: str) -> dict[str, Any]:
         {"at": start.isoformat(), "name": series["name"], "calls": series["calls"][i],
          "errors": series["errors"][i], "p50_ms": series["p50_ms"][i],
          "p95_ms": series["p95_ms"][i]}
-        for series in _folded(report["series"], keep, report["by"])
+        for series in fold_series(report["series"], keep, report["by"])
         for i, start in enumerate(buckets)]
     return {"title": CHART_TITLES[chart].format(bucket=report["bucket"], by=report["by"]),
             "since": _shown(report["since"]), "until": _shown(report["until"]), "rows": rows}

@@ -35,8 +35,8 @@ def check_chart(chart: str, fmt: str, known: Collection[str]) -> None:
 
 
 async def chart_response(chart: str, fmt: str, data: Mapping[str, Any], *,
-                         owner: Hashable) -> web.Response:
-    """``chart`` of ``data`` drawn as ``fmt``, as the answer (check_chart first); ``owner``
-    (the tenant) bounds how many of its drawings may wait."""
-    image = await render_async(chart, data, fmt=fmt, owner=owner)
+                         owner: Hashable, size: str = "full") -> web.Response:
+    """``chart`` of ``data`` drawn as ``fmt`` in ``size``, as the answer (check_chart first);
+    ``owner`` (the tenant) bounds how many of its drawings may wait."""
+    image = await render_async(chart, data, fmt=fmt, size=size, owner=owner)
     return web.Response(body=image, content_type=MIME_TYPES[fmt], headers=_HEADERS)

@@ -64,7 +64,8 @@ async def list_instances(call: ApiCall) -> dict[str, Any]:
 
 
 @routes.operation("POST", "/instances", summary="Add a source instance", body="instance_create",
-                  response="instance", status=201)
+                  response="instance", status=201,
+                  audit="instances.create")
 async def create_instance(call: ApiCall) -> dict[str, Any]:
     """Registers a source with its token (sealed with the server's key; never shown, logged or
     audited again). Checked as ``spiral-mcp source add`` checks it."""
@@ -89,7 +90,8 @@ async def get_instance(call: ApiCall) -> dict[str, Any]:
 
 
 @routes.operation("PATCH", "/instances/{instance_id}", summary="Change a source instance",
-                  body="instance_update", response="instance")
+                  body="instance_update", response="instance",
+                  audit="instances.update")
 async def update_instance(call: ApiCall) -> dict[str, Any]:
     """Rename it, set its request rate, set (``map``) or remove (``unmap``) mapping overrides,
     or map further source projects; all or nothing. Stored items keep their old mapping until
@@ -109,7 +111,7 @@ async def update_instance(call: ApiCall) -> dict[str, Any]:
 
 
 @routes.operation("DELETE", "/instances/{instance_id}", summary="Remove a source instance",
-                  response="instance")
+                  response="instance", audit="instances.delete")
 async def delete_instance(call: ApiCall) -> dict[str, Any]:
     """Removes the instance and its sync history; its projects and items stay, as local data.
     While a sync of it runs: 409 CONFLICT."""
@@ -148,7 +150,8 @@ async def test_instance(call: ApiCall) -> dict[str, Any]:
 
 
 @routes.operation("POST", "/instances/{instance_id}/sync", summary="Sync or backfill a source",
-                  body="instance_sync", response="sync_accepted", status=202)
+                  body="instance_sync", response="sync_accepted", status=202,
+                  audit="instances.sync")
 async def sync_instance(call: ApiCall) -> dict[str, Any]:
     """Starts a sync (``{"full": true}``: a backfill, which also re-applies the mappings) as a
     task: 202 with the task to poll (GET /api/v1/tasks/{task_id}: progress per page, then the

@@ -9,18 +9,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from .. import admin
+from ..admin.keys import KEY_PAGE_DEFAULT
 from ..errors import ErrorCode, ServiceError
 from ..server.keys import AUTHENTICATOR
 from .routing import ApiCall, ApiRoutes
 
-__all__ = ["MAX_LIVE_KEYS", "routes"]
+__all__ = ["LAST_ADMIN_KEY", "MAX_LIVE_KEYS", "routes"]
 
 routes = ApiRoutes()
 
 # Live keys a tenant may hold: far more than people and bots need, few enough that an admin key
 # in a loop cannot grow the key table (and every list of it) without end.
 MAX_LIVE_KEYS = 500
+LAST_ADMIN_KEY = "this is the tenant's last admin key; create another admin key first"
 
 
 def _expiry(value: str | None) -> datetime | None:
@@ -42,25 +46,43 @@ def _expiry(value: str | None) -> datetime | None:
     return at
 
 
-@routes.operation("GET", "/keys", summary="List the tenant's API keys", response="key_list")
+@routes.operation("GET", "/keys", summary="List the tenant's API keys", query="key_query",
+                  response="key_list")
 async def list_keys(call: ApiCall) -> dict[str, Any]:
-    """Every key of the tenant, revoked and expired ones included, oldest first; never a hash
-    or a secret."""
+    """The tenant's keys in one state (live unless asked: revoked, expired or all), newest
+    first, in keyset pages: follow next_cursor with the same state. Never a hash or a
+    secret."""
+    query = call.query
     async with call.tenant(readonly=True) as conn:
-        keys = await admin.list_keys(conn, call.queries, call.admin.tenant_id)
-    return {"keys": keys}
+        return await admin.key_page(conn, call.queries, state=query.get("state", "live"),
+                                    limit=query.get("limit", KEY_PAGE_DEFAULT),
+                                    cursor=query.get("cursor"))
 
 
 @routes.operation("POST", "/keys", summary="Create an API key", body="key_create",
-                  response="key_created", status=201)
+                  response="key_created", status=201, audit="keys.create")
 async def create_key(call: ApiCall) -> dict[str, Any]:
     """The new key and its secret. The secret is in this answer only: it is stored as a hash,
-    and no list, read or audit row shows it."""
+    and no list, read or audit row shows it. A key made with a key that expires expires no
+    later than it (without expires_at: when it does, and ``note`` says so); a tenant admin may
+    make keys acting for any user of its tenant (the audit row names who made it)."""
     body = call.body
     expires_at = _expiry(body.get("expires_at"))
+    note = None
     async with call.tenant(readonly=False) as conn:
-        # Checked before the insert: two creations at once may pass it together, a few over
-        # at most (each spends the caller's write budget).
+        maker_expiry = await _maker_expiry(call, conn)
+        if maker_expiry is not None:
+            if expires_at is None:
+                expires_at = maker_expiry
+                note = (f"expires_at is {maker_expiry.isoformat()}, when the key that made it "
+                        "expires: a key may not outlive the key that made it")
+            elif expires_at > maker_expiry:
+                raise ServiceError(ErrorCode.VALIDATION_ERROR,
+                                   f"expires_at {body['expires_at']!r} is after "
+                                   f"{maker_expiry.isoformat()}, when the key that makes it "
+                                   "expires: a key may not outlive the key that made it")
+        # Creations of one tenant wait for each other here, so the count below is exact.
+        await call.queries.lock_tenant_keys(conn, tenant_id=call.admin.tenant_id)
         if await call.queries.count_live_keys(conn) >= MAX_LIVE_KEYS:
             raise ServiceError(ErrorCode.CONFLICT,
                                f"this tenant has {MAX_LIVE_KEYS} live keys, the most it may "
@@ -71,7 +93,18 @@ async def create_key(call: ApiCall) -> dict[str, Any]:
         key = await admin.get_key(conn, call.queries, key_id)
         await call.audit(conn, "keys.create", arguments=body, after=key)
     call.headers["Location"] = f"/api/v1/keys/{key_id}"
-    return {"key": key, "secret": secret}
+    return {"key": key, "secret": secret, "note": note}
+
+
+async def _maker_expiry(call: ApiCall, conn: asyncpg.Connection) -> datetime | None:
+    """When the API key making a key (by bearer or through its console session) expires;
+    None for a key that never does and for an OAuth user, whose short-lived token is renewed
+    as the user signs in again and so bounds nothing."""
+    principal = call.tenant_principal
+    if principal.credential != "api_key":
+        return None
+    maker = await admin.get_key(conn, call.queries, principal.key_id)
+    return maker["expires_at"]
 
 
 @routes.operation("GET", "/keys/{key_id}", summary="Read an API key", response="key")
@@ -81,16 +114,24 @@ async def get_key(call: ApiCall) -> dict[str, Any]:
         return await admin.get_key(conn, call.queries, call.path["key_id"])
 
 
-@routes.operation("DELETE", "/keys/{key_id}", summary="Revoke an API key", response="key")
+@routes.operation("DELETE", "/keys/{key_id}", summary="Revoke an API key", response="key",
+                  audit="keys.revoke")
 async def revoke_key(call: ApiCall) -> dict[str, Any]:
     """The key, revoked: it stops authenticating (at once in this process, within
-    AUTH_CACHE_TTL in others), and its console sessions end at once. Revoking a revoked key is
-    a CONFLICT."""
+    AUTH_CACHE_TTL in others), and its console sessions end at once. Revoking a revoked key,
+    or the tenant's last live admin key (nobody could manage the tenant after it), is a
+    CONFLICT."""
     key_id = call.path["key_id"]
     async with call.tenant(readonly=False) as conn:
+        # Revocations of one tenant wait for each other: two admins revoking the last two
+        # admin keys at once cannot both pass the count.
+        await call.queries.lock_tenant_keys(conn, tenant_id=call.admin.tenant_id)
         before = await admin.get_key(conn, call.queries, key_id)
         if before["state"] == "revoked":
             raise ServiceError(ErrorCode.CONFLICT, f"key {key_id} is already revoked")
+        if (before["state"] == "live" and "admin" in before["scopes"]
+                and await call.queries.count_live_admin_keys(conn) <= 1):
+            raise ServiceError(ErrorCode.CONFLICT, LAST_ADMIN_KEY)
         await admin.revoke_api_key(conn, call.queries, key_id)
         after = await admin.get_key(conn, call.queries, key_id)
         await call.audit(conn, "keys.revoke", arguments={"key_id": key_id}, before=before,

@@ -18,7 +18,8 @@ __all__ = ["routes"]
 
 routes = ApiRoutes()
 
-_PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,19}$")
+# Whole-value checks use fullmatch: with match, "$" also matches before a trailing newline.
+_PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,19}")
 
 
 @routes.operation("GET", "/projects", summary="List the tenant's projects",
@@ -40,19 +41,20 @@ async def get_project_flow(call: ApiCall) -> dict[str, Any]:
 
 
 @routes.operation("GET", "/projects/{project_key}/charts/{chart}.{fmt}",
-                  summary="A chart of a project's flow", query="flow_window", raw=True,
+                  summary="A chart of a project's flow", query="flow_chart_query", raw=True,
                   produces=IMAGE_TYPES)
 async def get_project_chart(call: ApiCall) -> web.Response:
     """chart: cfd, throughput, lead_cycle or wip_age; fmt: png or svg. The window as for the
-    flow. An empty window draws a chart that says so."""
+    flow; size=compact for a phone's column. An empty window draws a chart that says so."""
     chart, fmt = call.path["chart"], call.path["fmt"]
     check_chart(chart, fmt, FLOW_CHARTS)
-    return await chart_response(chart, fmt, await _flow(call), owner=call.admin.tenant_id)
+    return await chart_response(chart, fmt, await _flow(call), owner=call.admin.tenant_id,
+                                size=call.query.get("size", "full"))
 
 
 async def _flow(call: ApiCall) -> dict[str, Any]:
     key = call.path["project_key"]
-    if not _PROJECT_KEY.match(key):
+    if not _PROJECT_KEY.fullmatch(key):
         # Not a key any project can have: as not found as another tenant's project.
         raise ServiceError(ErrorCode.NOT_FOUND, f"no project {key[:40]!r}")
     window = FlowWindow.parse(call.query.get("since"), call.query.get("until"))

@@ -89,6 +89,8 @@ class Operation:
     raw: bool = False
     produces: tuple[str, ...] = ("application/json",)
     description: str = ""
+    # The audit action of a change ("keys.create"): its refusals are audited under it too.
+    audit: str | None = None
     params: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,13 +114,13 @@ class ApiRoutes:
     def operation(self, method: str, path: str, *, summary: str, body: str | None = None,
                   query: str | None = None, response: str | None = None, status: int = 200,
                   role: str = TENANT_ADMIN, raw: bool = False,
-                  produces: tuple[str, ...] = ("application/json",),
+                  produces: tuple[str, ...] = ("application/json",), audit: str | None = None,
                   ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self._operations.append(Operation(
                 method, path, handler, summary, body=body, query=query, response=response,
                 status=status, role=role, raw=raw, produces=produces,
-                description=(handler.__doc__ or "").strip()))
+                description=(handler.__doc__ or "").strip(), audit=audit))
             return handler
 
         return register
@@ -183,16 +185,27 @@ class ApiCall:
                     before: Any = None, after: Any = None) -> None:
         """The audit row of a change, in the change's own transaction (both commit or
         neither); ``arguments`` are redacted as a tool's are."""
+        await self.queries.insert_audit(conn, **self._entry(
+            action, arguments=arguments, before=before, after=after).row())
+
+    async def audit_refusal(self, action: str, code: str) -> None:
+        """The audit row of a change refused with ``code``, in a transaction of its own (the
+        change's, if it began, rolls back): who tried what, as a tool's failure is kept."""
+        entry = self._entry(action, arguments=self.body, outcome="error", error_code=code)
+        async with self.tenant(readonly=False) as conn:
+            await self.queries.insert_audit(conn, **entry.row())
+
+    def _entry(self, action: str, *, arguments: Any, before: Any = None, after: Any = None,
+               outcome: str = "ok", error_code: str | None = None) -> AuditEntry:
         admin = self.admin
         assert admin.tenant_id is not None
-        entry = AuditEntry(
+        return AuditEntry(
             tenant_id=admin.tenant_id,
             key_id=admin.principal.key_id if admin.principal is not None else None,
             actor=admin.actor, tool=f"admin:{action}", arguments=redact(arguments),
-            outcome="ok", error_code=None,
+            outcome=outcome, error_code=error_code,
             duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
             request_id=self.request.get(REQUEST_ID), before=before, after=after)
-        await self.queries.insert_audit(conn, **entry.row())
 
 
 def _coerce(value: str, schema: dict[str, Any]) -> Any:
@@ -234,13 +247,35 @@ class _Bound:
                                    "this route is for tenant admins; an operator manages "
                                    "tenants at /api/v1/tenants")
         path = self._path(request)
-        call = ApiCall(request, op, body=await self._body(request), query=self._query(request),
-                       path=path, started=started)
-        result = await op.handler(call)
+        body: Any = None
+        try:
+            body = await self._body(request)
+            call = ApiCall(request, op, body=body, query=self._query(request), path=path,
+                           started=started)
+            result = await op.handler(call)
+        except Exception as exc:
+            if op.audit is not None and principal.role == TENANT_ADMIN:
+                await self._audit_refusal(request, path, body, started, exc)
+            raise
         if op.raw:
             return result
         return success_response(result, tenant_id=principal.tenant_id if principal else None,
                                 started=started, status=op.status, headers=call.headers)
+
+    async def _audit_refusal(self, request: web.Request, path: dict[str, Any], body: Any,
+                             started: float, exc: Exception) -> None:
+        """Audit a refused change; a failure to do so is logged, and the refusal still
+        answered."""
+        assert self.operation.audit is not None
+        # What was sent (a body that did not parse: nothing), with the path's ids.
+        arguments = {**{name: str(value) for name, value in path.items()},
+                     **(body if isinstance(body, dict) else {})}
+        call = ApiCall(request, self.operation, body=arguments, query={}, path=path,
+                       started=started)
+        try:
+            await call.audit_refusal(self.operation.audit, _error_code(exc))
+        except Exception:
+            log.exception("could not audit a refused %s", self.operation.audit)
 
     def _path(self, request: web.Request) -> dict[str, Any]:
         values: dict[str, Any] = dict(request.match_info)
@@ -283,6 +318,17 @@ class _Bound:
                                    "give it once")
             query[name] = _coerce(values[0], properties.get(name, {}))
         return self.query_check(query)
+
+
+def _error_code(exc: Exception) -> str:
+    """The code the caller is answered with (as api_errors maps it)."""
+    if isinstance(exc, ServiceError):
+        return str(exc.code)
+    if isinstance(exc, AdminNotFound):
+        return str(ErrorCode.NOT_FOUND)
+    if isinstance(exc, AdminError):
+        return str(ErrorCode.VALIDATION_ERROR)
+    return str(ErrorCode.INTERNAL_ERROR)
 
 
 def is_public(request: web.Request) -> bool:

@@ -28,16 +28,17 @@ async def get_usage(call: ApiCall) -> dict[str, Any]:
 
 
 @routes.operation("GET", "/usage/charts/{chart}.{fmt}",
-                  summary="A chart of the tenant's usage", query="usage_query", raw=True,
+                  summary="A chart of the tenant's usage", query="usage_chart_query", raw=True,
                   produces=IMAGE_TYPES)
 async def get_usage_chart(call: ApiCall) -> web.Response:
     """chart: calls (per series), errors (error rate, all calls and the series with most
     errors) or latency (p50 and p95 of the busiest series); fmt: png or svg. The window and
-    series as for GET /usage. An empty window draws a chart that says so."""
+    series as for GET /usage; size=compact for a phone's column. An empty window draws a
+    chart that says so."""
     chart, fmt = call.path["chart"], call.path["fmt"]
     check_chart(chart, fmt, METRICS_CHARTS)
     return await chart_response(chart, fmt, usage_chart_data(await _report(call), chart),
-                                owner=call.admin.tenant_id)
+                                owner=call.admin.tenant_id, size=call.query.get("size", "full"))
 
 
 async def _report(call: ApiCall) -> dict[str, Any]:

@@ -27,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ErrorCode, ServiceError
-from .canvas import FORMATS, MIME_TYPES, ChartError, drawing
+from .canvas import FORMATS, MIME_TYPES, SIZES, ChartError, drawing
 from .flow import FLOW_CHARTS
 from .metrics import METRICS_CHARTS
 from .reports import REPORT_CHARTS
 
 __all__ = ["FLOW_CHARTS", "FORMATS", "MAX_WAITING", "MAX_WAITING_EACH", "METRICS_CHARTS",
-           "MIME_TYPES", "REPORT_CHARTS", "ChartError", "render", "render_async"]
+           "MIME_TYPES", "REPORT_CHARTS", "SIZES", "ChartError", "render", "render_async"]
 
 _CHARTS = {**FLOW_CHARTS, **METRICS_CHARTS, **REPORT_CHARTS}
 # Drawings waiting or under way: a dashboard's page asks for a handful at once; past these a
@@ -46,21 +46,23 @@ _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spiral-charts"
 _waiting: collections.Counter[Hashable] = collections.Counter()
 
 
-def render(chart: str, data: Mapping[str, Any], *, fmt: str = "png") -> bytes:
-    """The chart ``chart`` of ``data`` as ``fmt`` (png or svg) bytes; blocking CPU work."""
+def render(chart: str, data: Mapping[str, Any], *, fmt: str = "png",
+           size: str = "full") -> bytes:
+    """The chart ``chart`` of ``data`` as ``fmt`` (png or svg) bytes of ``size`` (full or
+    compact, see canvas.SIZES); blocking CPU work."""
     try:
         draw, rows = _CHARTS[chart]
     except KeyError:
         raise ChartError(f"unknown chart {chart!r} (known: {', '.join(sorted(_CHARTS))})") \
             from None
     sink: list[bytes] = []
-    with drawing(fmt, sink, rows=rows, sharex=rows > 1) as (_, axes):
+    with drawing(fmt, sink, rows=rows, sharex=rows > 1, size=size) as (_, axes):
         draw(data, axes)
     return sink[0]
 
 
 async def render_async(chart: str, data: Mapping[str, Any], *, fmt: str = "png",
-                       owner: Hashable = None) -> bytes:
+                       size: str = "full", owner: Hashable = None) -> bytes:
     """:func:`render` on the charts' thread, so the event loop keeps serving while it draws;
     RATE_LIMITED when ``owner`` (the tenant) already has MAX_WAITING_EACH drawings waiting or
     everyone MAX_WAITING."""
@@ -72,7 +74,7 @@ async def render_async(chart: str, data: Mapping[str, Any], *, fmt: str = "png",
     _waiting[owner] += 1
     try:
         return await asyncio.get_running_loop().run_in_executor(
-            _EXECUTOR, functools.partial(render, chart, data, fmt=fmt))
+            _EXECUTOR, functools.partial(render, chart, data, fmt=fmt, size=size))
     finally:
         _waiting[owner] -= 1
         if not _waiting[owner]:

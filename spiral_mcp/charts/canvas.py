@@ -12,21 +12,30 @@ from __future__ import annotations
 import datetime
 import functools
 import io
+import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["CATEGORY_COLOURS", "FORMATS", "MIME_TYPES", "PALETTE", "ChartError", "drawing",
-           "no_data", "parse_day", "parse_instant", "time_axis"]
+__all__ = ["CATEGORY_COLOURS", "FORMATS", "MIME_TYPES", "PALETTE", "SIZES", "ChartError",
+           "drawing", "is_compact", "no_data", "parse_day", "parse_instant", "time_axis"]
 
 FORMATS = ("png", "svg")
 MIME_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 
-# 8 x 4.5 inches: 1280 x 720 px as PNG at 160 dpi; as SVG 576 x 324 pt, which the console scales
-# to its column (the text stays about 2 % of the width, readable from a phone's width up).
-_SIZE_INCHES = (8.0, 4.5)
+# full: 8 x 4.5 inches, 1280 x 720 px as PNG at 160 dpi; as SVG 576 x 324 pt, which the console
+# scales to its column. compact (a phone's column, 390 px): 4 x 3.25 inches, 640 x 520 px, with
+# the same fonts, so text is twice as large against the chart; its legend goes below, its title
+# wraps and its time axis has fewer ticks.
+SIZES = {"full": (8.0, 4.5), "compact": (4.0, 3.25)}
 _PNG_DPI = 160
+_COMPACT_STYLE = {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8}
+_COMPACT_TITLE_CHARS = 46
+_COMPACT_LABEL_CHARS = 24
+# Room either side of a time axis's first and last instants (a share of its span): a point at
+# the window's end is drawn whole, not cut in half by the edge.
+_TIME_MARGIN = 0.03
 # Okabe-Ito: told apart by people with any common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
            "#000000")
@@ -72,29 +81,71 @@ def _matplotlib() -> tuple[Any, Any, Any]:
     return Figure, FigureCanvasAgg, dates
 
 
+def is_compact(figure: Any) -> bool:
+    """Whether ``figure`` is drawn at the compact size (for a phone's column)."""
+    return figure.get_gid() == "compact"
+
+
 def time_axis(axes: Any, limits: list[Any] | None = None) -> None:
-    """Dates on the x axis, as few and as short as fit; ``limits``: its first and last."""
+    """Dates on the x axis, as few and as short as fit; ``limits``: its first and last
+    instants, which are drawn a little inside the edges."""
     dates = _matplotlib()[2]
-    locator = dates.AutoDateLocator(minticks=3, maxticks=8)
+    locator = dates.AutoDateLocator(minticks=3, maxticks=5 if is_compact(axes.figure) else 8)
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator))
     if limits:
-        axes.set_xlim(limits[0], limits[-1])
+        first, last = limits[0], limits[-1]
+        margin = (last - first) * _TIME_MARGIN
+        axes.set_xlim(first - margin, last + margin)
 
 
 @contextmanager
-def drawing(fmt: str, sink: list[bytes], *, rows: int = 1,
-            sharex: bool = False) -> Iterator[tuple[Any, list[Any]]]:
-    """A figure with ``rows`` axes stacked; on leaving, its ``fmt`` bytes go into ``sink``."""
+def drawing(fmt: str, sink: list[bytes], *, rows: int = 1, sharex: bool = False,
+            size: str = "full") -> Iterator[tuple[Any, list[Any]]]:
+    """A figure of ``size`` with ``rows`` axes stacked; on leaving, its ``fmt`` bytes go into
+    ``sink``."""
     if fmt not in FORMATS:
         raise ChartError(f"unknown image format {fmt!r} (known: {', '.join(FORMATS)})")
+    if size not in SIZES:
+        raise ChartError(f"unknown chart size {size!r} (known: {', '.join(SIZES)})")
     figure_class, canvas_class, _ = _matplotlib()
-    with _LOCK:
-        figure = figure_class(figsize=_SIZE_INCHES, layout="constrained")
+    import matplotlib
+
+    style = _COMPACT_STYLE if size == "compact" else {}
+    with _LOCK, matplotlib.rc_context(style):
+        figure = figure_class(figsize=SIZES[size], layout="constrained")
+        if size == "compact":
+            figure.set_gid(size)  # what time_axis reads (the full size's bytes stay as they were)
         canvas_class(figure)
         axes = list(figure.subplots(rows, 1, sharex=sharex, squeeze=False)[:, 0])
         yield figure, axes
+        if size == "compact":
+            _compacted(figure, axes)
         sink.append(_bytes(figure, fmt))
+
+
+def _compacted(figure: Any, axes: list[Any]) -> None:
+    """A drawn chart made for a narrow column: the title over the whole width (not only the
+    axes', which long tick labels narrow) and wrapped, the legends beside the axes moved into
+    one below them (beside, they would take half the width)."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        if title := ax.get_title(loc="left"):
+            ax.set_title("", loc="left")
+            figure.suptitle(textwrap.fill(title, _COMPACT_TITLE_CHARS), x=0.02, ha="left",
+                            fontsize=ax.title.get_fontsize())
+        # A y label as long as the shorter side would run into the title.
+        if len(label := ax.get_ylabel()) > _COMPACT_LABEL_CHARS:
+            ax.set_ylabel(textwrap.fill(label, _COMPACT_LABEL_CHARS))
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        handles += legend.legend_handles
+        labels += [text.get_text() for text in legend.get_texts()]
+        legend.remove()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncols=2)
 
 
 def _bytes(figure: Any, fmt: str) -> bytes:

@@ -16,6 +16,7 @@ from .canvas import (
     CATEGORY_COLOURS,
     PALETTE,
     ChartError,
+    is_compact,
     no_data,
     parse_day,
     parse_instant,
@@ -81,8 +82,10 @@ def draw_throughput(data: Mapping[str, Any], axes: list[Any]) -> None:
     counts = [row.get("resolved") or 0 for row in rows]
     bars = ax.bar(range(len(rows)), counts, color=PALETTE[2], width=0.7)
     ax.bar_label(bars, fontsize=8, padding=2)
-    ax.set_xticks(range(len(rows)), labels, rotation=45 if len(rows) > 8 else 0,
-                  ha="right" if len(rows) > 8 else "center", fontsize=8)
+    # Labels side by side while they fit: half as many on a compact chart.
+    crowded = len(rows) > (4 if is_compact(ax.figure) else 8)
+    ax.set_xticks(range(len(rows)), labels, rotation=45 if crowded else 0,
+                  ha="right" if crowded else "center", fontsize=8)
     ax.set_title(title, loc="left")
     ax.set_ylabel("items done")
     ax.grid(axis="x", visible=False)
@@ -145,9 +148,11 @@ def _label_lines(ax: Any, marks: list[tuple[str, float]]) -> None:
             groups[-1].append(mark)
         else:
             groups.append([mark])
+    # Stacked on a compact chart: side by side they would take half its width.
+    joint = "\n" if is_compact(ax.figure) else " / "
     right = ax.secondary_yaxis("right")
     right.set_yticks([sum(v for _, v in g) / len(g) for g in groups],
-                     [" / ".join(f"{n} {v:.1f}" for n, v in g) + " d" for g in groups],
+                     [joint.join(f"{n} {v:.1f}" for n, v in g) + " d" for g in groups],
                      fontsize=8)
     right.tick_params(length=0)
     right.spines["right"].set_visible(False)

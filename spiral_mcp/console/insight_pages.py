@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..admin import instances as instance_domain
 from ..admin.audit import AuditFilters, audit_page
-from ..admin.keys import list_keys
+from ..admin.keys import KEY_PAGE_MAX, key_page
 from ..admin.runs import list_runs
 from ..admin.usage import UsageWindow, usage_report
 from ..errors import ErrorCode, ServiceError
@@ -56,7 +56,8 @@ async def audit(request: web.Request) -> web.Response:
     entries: list[dict[str, Any]] = []
     next_url = None
     async with tenant_reads(request, admin) as conn:
-        keys = await list_keys(conn, queries, admin.tenant_id)
+        # The filter's choices: the newest keys of any state (a page: revoked keys pile up).
+        keys = (await key_page(conn, queries, state="all", limit=KEY_PAGE_MAX))["keys"]
         try:
             filters = AuditFilters.parse(
                 key_id=shown["key_id"] or None, tool=shown["tool"].strip() or None,

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from .. import admin as admin_domain
+from ..admin.keys import KEY_STATES
 from ..admin.overview import tenant_overview
 from ..config_values import SCOPES
+from ..errors import ErrorCode, ServiceError
 from ..server.keys import DATABASE
 from ..sources.manage import list_sources
 from .access import tenant_admin, tenant_reads
@@ -32,10 +35,9 @@ async def home(request: web.Request) -> web.Response:
     admin = tenant_admin(request)
     database = request.config_dict[DATABASE]
     async with tenant_reads(request, admin) as conn:
-        keys = await admin_domain.list_keys(conn, database.queries, admin.tenant_id)
+        live = await database.queries.count_live_keys(conn)
         sources = await list_sources(conn, database.queries, admin.tenant_id)
         summary = await tenant_overview(conn, database.queries)
-    live = sum(1 for key in keys if key["state"] == "live")
     # An admin signed in with a key holds one: the next is the first made for an agent.
     own = 1 if admin.principal is not None and admin.principal.credential == "api_key" else 0
     steps = [
@@ -63,16 +65,33 @@ async def home(request: web.Request) -> web.Response:
 
 @routes.get("/keys")
 async def keys(request: web.Request) -> web.Response:
+    """Live keys, newest first (the key just made is at the top); revoked and expired ones
+    behind a link each, in pages."""
     admin = tenant_admin(request)
     database = request.config_dict[DATABASE]
+    state = request.query.get("state", "live")
+    if state not in KEY_STATES:
+        state = "live"
+    problem = None
+    found: list[dict[str, Any]] = []
+    next_url = None
     async with tenant_reads(request, admin) as conn:
-        found: list[dict[str, Any]] = await admin_domain.list_keys(
-            conn, database.queries, admin.tenant_id)
+        try:
+            page = await admin_domain.key_page(conn, database.queries, state=state,
+                                               cursor=request.query.get("cursor") or None)
+        except ServiceError as exc:  # a damaged cursor in the address
+            if exc.code is not ErrorCode.VALIDATION_ERROR:
+                raise
+            problem = exc.message
+        else:
+            found = page["keys"]
+            if page["next_cursor"]:
+                next_url = "/admin/keys?" + urlencode({"state": state,
+                                                       "cursor": page["next_cursor"]})
     signed_in_with = admin.principal.key_id if admin.principal is not None else None
     for key in found:
         key["current"] = key["key_id"] == signed_in_with
-    # Newest first: the key just made is at the top.
-    found.sort(key=lambda key: key["created_at"], reverse=True)
     return render(request, "keys.html", {
-        "title": "API keys", "keys": found, "scopes": SCOPES,
+        "title": "API keys", "keys": found, "scopes": SCOPES, "state": state,
+        "states": KEY_STATES, "next_url": next_url, "problem": problem,
         "default_scopes": _DEFAULT_SCOPES})

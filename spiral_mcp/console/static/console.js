@@ -49,10 +49,24 @@
     }
     if (!envelope || envelope.success !== true) {
       const error = envelope && envelope.error;
-      throw new Error(error && error.message ? error.message
+      const failure = new Error(error && error.message ? error.message
         : "the server answered " + response.status + " " + response.statusText);
+      failure.status = response.status;
+      // Seconds to wait before asking again (429, 503): the header, else the envelope's.
+      const wait = Number.parseFloat(response.headers.get("Retry-After") || (error && error.retry_after));
+      failure.retryAfter = Number.isFinite(wait) && wait > 0 ? wait : 1;
+      throw failure;
     }
     return envelope.data;
+  }
+
+  // Whether a poll's failure only asks to wait (rate limited): polling goes on after it.
+  function isRateLimit(err) {
+    return err.status === 429;
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
   }
 
   // A form's fields as the API's JSON: data-kind says how a field is typed ("list": comma
@@ -119,6 +133,8 @@
       window.location.assign(response.url);  // the session ended (its own key revoked)
       return;
     }
+    // Rate limited or failing for a moment: the regions shown stay until the next refresh.
+    if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const region of document.querySelectorAll("[data-refresh]")) {
       const replacement = fresh.getElementById(region.id);
@@ -132,6 +148,12 @@
     panel.querySelector("[data-secret-value]").textContent = data.secret;
     const name = panel.querySelector("[data-secret-name]");
     if (name) name.textContent = (data.key && data.key.name) || data.name || "";
+    // What the server chose for the key (the expiry of the key that made it).
+    const note = panel.querySelector("[data-secret-note]");
+    if (note) {
+      note.textContent = data.note || "";
+      note.hidden = !data.note;
+    }
     panel.hidden = false;
     panel.scrollIntoView({ block: "nearest" });
   }
@@ -157,6 +179,14 @@
       try {
         task = await api("GET", "/api/v1/tasks/" + encodeURIComponent(taskId));
       } catch (err) {
+        if (isRateLimit(err)) {
+          // The sync goes on meanwhile: wait as told, then ask again.
+          status.textContent = "waiting: rate limited";
+          panel.dataset.state = "waiting";
+          await sleep(err.retryAfter * 1000);
+          panel.dataset.state = "working";
+          continue;
+        }
         status.textContent = err.message;
         panel.dataset.state = "failed";
         return;
@@ -182,7 +212,7 @@
       }
       // The history below shows the running run's pages and items too, every few polls.
       if (poll % 3 === 0) await refresh();
-      await new Promise((resolve) => setTimeout(resolve, Math.max(300, task.poll_interval_ms || 500)));
+      await sleep(Math.max(300, task.poll_interval_ms || 500));
     }
   }
 
