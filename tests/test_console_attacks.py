@@ -1,0 +1,286 @@
+"""A hostile tenant admin, a hostile web page and a hostile source against the console and the
+admin API's sources (issue 21, second attack): stored and reflected XSS, open redirects,
+headers on every answer, sign-in (fixation, login CSRF, what a refusal reveals), operator routes
+by every method, SSRF through a source's address, and a source echoing its credentials back.
+Each test is an attack that must fail; a finding still open is xfail(strict=True) with its
+reason. The first attack's tests (tests/test_api_attacks.py) are not repeated here."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from api_fixtures import ApiClient
+from console_client import session_cookie, sign_in
+from test_api_instances import TOKEN, _add, _until_ended
+
+# The fixtures: a server that opens sources, and the fake Jira.
+from test_api_instances import api as api
+from test_api_instances import jira as jira
+from test_console import CSP
+
+from tests.fake_jira import FakeJira
+
+XSS = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+RAW = ("<script>alert(1)", "<img src=x", "onerror=alert(2)>")
+
+
+def _origin(client: Any) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+def _no_raw(html: str, where: str) -> None:
+    for raw in RAW:
+        assert raw not in html, (where, raw)
+
+
+# --- stored and reflected XSS -------------------------------------------------------------
+
+
+async def test_values_a_tenant_stores_are_text_on_every_page(api: ApiClient, jira: FakeJira,
+                                                             make_tenant) -> None:
+    """Key names, acts_as, a source's name and projects, audit arguments and tool names of
+    the admin's own calls: every page shows them escaped."""
+    tenant = await make_tenant()
+    client = api.client
+    user = await sign_in(client, tenant.key)
+    status, body = await user.api("POST", "/keys", json={
+        "name": "k" + XSS, "scopes": ["read"], "acts_as": "u" + XSS})
+    assert status in (201, 400), body
+    instance_id = await _add(api, tenant, jira, name="src" + XSS)
+    await api.get(f"/audit?tool={XSS}", tenant)
+    for path in ("/admin", "/admin/keys", "/admin/sources", f"/admin/sources/{instance_id}",
+                 "/admin/audit", "/admin/usage", "/admin/projects",
+                 f"/admin/audit?tool={XSS}&key_id={XSS}&outcome={XSS}&since={XSS}",
+                 f"/admin/usage?window={XSS}", f"/admin/audit?cursor={XSS}",
+                 f"/admin/projects/{XSS}", f"/admin/sources/{XSS}",
+                 f"/admin/login?expired={XSS}&next={XSS}"):
+        status, html = await user.page(path)
+        assert status < 500, (path, status)
+        _no_raw(html, path)
+
+
+async def test_what_a_source_says_is_text_in_the_history(api: ApiClient, serve_fake,
+                                                         make_tenant) -> None:
+    """A hostile source's item titles and error messages reach the console as text."""
+    fake = FakeJira(token=TOKEN)
+    fake.add_issue("ABC-1", summary=XSS, status="To Do", updated=datetime(2025, 3, 1, tzinfo=UTC))
+    jira_ = await serve_fake(fake)
+    tenant = await make_tenant()
+    instance_id = await _add(api, tenant, jira_)
+    resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={"full": True})
+    assert (await _until_ended(api, tenant, resp.data["task"]["task_id"]))["status"] == \
+        "completed"
+    jira_.token = "rotated"
+    resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={})
+    await _until_ended(api, tenant, resp.data["task"]["task_id"])
+    user = await sign_in(api.client, tenant.key)
+    for path in (f"/admin/sources/{instance_id}", "/admin/projects", "/admin/projects/API",
+                 "/admin/usage", "/admin/audit"):
+        status, html = await user.page(path)
+        assert status == 200, path
+        _no_raw(html, path)
+
+
+# --- headers on every answer, redirects, caches -------------------------------------------
+
+
+async def test_every_console_answer_has_the_csp_even_errors(api: ApiClient, tenant) -> None:
+    client = api.client
+    user = await sign_in(client, tenant.key)
+    for path in ("/admin/nope", "/admin/static/nope.js", f"/admin/sources/{uuid.uuid4()}",
+                 "/admin/projects/NOPE", "/admin/static/", "/admin/login/x", "/admin/tenants"):
+        for headers in ({}, user.cookies):
+            response = await client.get(path, headers=headers, allow_redirects=False)
+            assert response.headers.get("Content-Security-Policy") == CSP, (path, response.status)
+            assert response.headers.get("X-Frame-Options") == "DENY", path
+            if not path.startswith("/admin/static/"):
+                assert response.headers.get("Cache-Control") == "no-store", path
+    # A method the route does not take, on a page and on sign-in.
+    for method, path in (("DELETE", "/admin/keys"), ("PUT", "/admin/login")):
+        response = await client.request(method, path, headers=user.cookies,
+                                        allow_redirects=False)
+        assert response.status in (303, 405), (method, path)
+        assert response.headers.get("Content-Security-Policy") == CSP, (method, path)
+
+
+async def test_no_redirect_leaves_this_server(api: ApiClient, tenant) -> None:
+    client = api.client
+    user = await sign_in(client, tenant.key)
+    origin = _origin(client)
+    for path in ("/admin//evil.example/", "/admin/\\evil.example", "/admin/login?next=//evil",
+                 "/admin/keys/", "/admin/%2F%2Fevil.example",
+                 "/admin/login/..//evil.example", "/admin/static//evil.example/"):
+        for headers in ({}, user.cookies):
+            response = await client.get(path, headers=headers, allow_redirects=False)
+            location = response.headers.get("Location")
+            if location is None:
+                continue
+            assert location.startswith("/admin") and not location.startswith("//"), \
+                (path, location)
+            assert "evil" not in location, (path, location)
+    response = await client.post("/admin/login?next=https://evil.example",
+                                 data={"credential": tenant.key}, headers={"Origin": origin},
+                                 allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/admin"
+
+
+# --- sign-in ------------------------------------------------------------------------------
+
+
+async def test_a_cookie_planted_before_sign_in_is_not_the_session(api: ApiClient,
+                                                                  tenant) -> None:
+    """Session fixation: whatever cookie the browser carried, sign-in sets a new one, and the
+    planted value is no session."""
+    client = api.client
+    planted = "cs_" + tenant.id.hex + "A" * 43
+    response = await client.post("/admin/login", data={"credential": tenant.key}, headers={
+        "Origin": _origin(client), "Cookie": f"spiral_console={planted}"},
+        allow_redirects=False)
+    assert response.status == 303
+    _, value, _ = session_cookie(response.headers["Set-Cookie"])
+    assert value != planted
+    client.session.cookie_jar.clear()
+    page = await client.get("/admin/keys", headers={"Cookie": f"spiral_console={planted}"},
+                            allow_redirects=False)
+    assert page.status == 303
+
+
+async def test_login_csrf_from_another_site_or_a_null_origin_is_refused(api: ApiClient,
+                                                                        tenant) -> None:
+    client = api.client
+    for origin in ("https://evil.example", "null", _origin(client).replace("http", "https"),
+                   _origin(client) + ".evil.example"):
+        response = await client.post("/admin/login", data={"credential": tenant.key},
+                                     headers={"Origin": origin}, allow_redirects=False)
+        assert response.status == 403 and "Set-Cookie" not in response.headers, origin
+    # Sign-out from another site does not end the session either.
+    user = await sign_in(client, tenant.key)
+    response = await client.post("/admin/logout", data={"csrf_token": user.csrf},
+                                 headers={**user.cookies, "Origin": "https://evil.example"},
+                                 allow_redirects=False)
+    assert response.status == 403
+    assert (await user.page("/admin/keys"))[0] == 200
+
+
+async def test_a_refused_sign_in_says_the_same_for_unknown_and_revoked_keys(
+        api: ApiClient, make_tenant, queries, admin_conn) -> None:
+    client = api.client
+    revoked = await make_tenant()
+    await queries.revoke_api_key(admin_conn, key_id=revoked.key_id)
+    unknown = "spk_" + revoked.key[4:-4] + ("AAAA" if not revoked.key.endswith("AAAA")
+                                             else "BBBB")
+    answers = []
+    for key in (revoked.key, unknown):
+        response = await client.post("/admin/login", data={"credential": key},
+                                     headers={"Origin": _origin(client)},
+                                     allow_redirects=False)
+        answers.append((response.status, await response.text()))
+    assert answers[0] == answers[1]
+
+
+# --- operators by every path ----------------------------------------------------------------
+
+
+async def test_a_tenant_admin_reaches_no_operator_route_by_any_method(api: ApiClient,
+                                                                      tenant) -> None:
+    """HEAD, OPTIONS and method-override headers open nothing of the operator path."""
+    client = api.client
+    user = await sign_in(client, tenant.key)
+    origin = _origin(client)
+    for creds in (tenant.headers, {**user.cookies, "Origin": origin, "X-CSRF-Token": user.csrf}):
+        for method in ("HEAD", "OPTIONS", "GET"):
+            for path in ("/api/v1/tenants", "/api/v1/usage/tenants",
+                         f"/api/v1/tenants/{tenant.id}"):
+                response = await client.request(method, path, headers=creds)
+                text = await response.text()
+                assert response.status in (401, 403, 404, 405), (method, path, response.status)
+                assert str(tenant.id) not in text or path.endswith(str(tenant.id))
+        for override in ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"):
+            response = await client.post(f"/api/v1/tenants/{tenant.id}/suspend",
+                                         headers={**creds, override: "GET"})
+            assert response.status in (401, 403), override
+        for method in ("HEAD", "GET"):
+            response = await client.request(method, "/admin/tenants", headers=creds,
+                                            allow_redirects=False)
+            assert response.status in (303, 403), method
+
+
+async def test_an_operator_cookie_or_credential_is_nothing_with_the_operator_api_off(
+        api: ApiClient, tenant) -> None:
+    client = api.client
+    for creds in ({"Authorization": "Bearer spo_" + "A" * 43},
+                  {"Cookie": "spiral_console=os_" + "A" * 60}):
+        for path in ("/api/v1/keys", "/api/v1/tenants"):
+            response = await client.get(path, headers=creds)
+            assert response.status in (401, 403), (path, creds)
+        response = await client.post("/mcp", headers={**creds, "Content-Type":
+                                                      "application/json"}, data=b"{}")
+        assert response.status in (401, 403)
+
+
+# --- sources: SSRF and credentials echoed ----------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "design question: a tenant admin may point a source at any address the server reaches "
+    "(loopback over plain http, 10/8, 169.254.169.254, fd00::/8, names resolving there), the "
+    "CLI's check_base_url rule made for the operator; refusing private networks needs a setting "
+    "for on-premises Jira (SOURCE_PRIVATE_NETWORKS) and a check at connect time (DNS), not only "
+    "on the literal"))
+@pytest.mark.parametrize("base_url", [
+    "http://127.0.0.1:6379", "http://localhost:5432", "http://[::1]:8080",
+    "https://169.254.169.254/latest", "https://10.0.0.1", "https://192.168.1.1",
+    "https://[fd00::1]", "https://metadata.google.internal"])
+async def test_a_tenant_admin_cannot_point_a_source_at_private_addresses(
+        api: ApiClient, make_tenant, base_url: str) -> None:
+    tenant = await make_tenant()
+    resp = await api.post("/instances", tenant, json={
+        "kind": "jira", "name": f"ssrf {uuid.uuid4().hex[:6]}", "base_url": base_url,
+        "token": "t", "projects": {"ABC": "ABC"}})
+    assert resp.status == 400, (base_url, resp.body)
+
+
+def _echoing_app(status: int = 401) -> web.Application:
+    """A hostile (or careless) source that puts the request's Authorization in its error."""
+
+    async def echo(request: web.Request) -> web.Response:
+        said = request.headers.get("Authorization", "")
+        return web.json_response({"errorMessages": [f"bad credentials {said}"],
+                                  "errors": {"auth": said}}, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+@pytest.mark.parametrize("status", [401, 500])
+@pytest.mark.parametrize("email", [None, "me@example.com"])
+async def test_a_source_echoing_the_token_does_not_leak_it(
+        api: ApiClient, serve_fake, make_tenant, admin_conn, status: int,
+        email: str | None) -> None:
+    fake = await serve_fake(FakeJira(token=TOKEN), app=_echoing_app(status))
+    tenant = await make_tenant()
+    body = {"kind": "jira", "name": f"echo {uuid.uuid4().hex[:6]}", "base_url": fake.base_url,
+            "token": TOKEN, "projects": {"ABC": "ABC"}}
+    if email:
+        body["email"] = email
+    resp = await api.post("/instances", tenant, json=body)
+    assert resp.status == 201, resp.body
+    instance_id = resp.data["instance_id"]
+    basic = base64.b64encode(f"{email}:{TOKEN}".encode()).decode()
+    tested = await api.post(f"/instances/{instance_id}/test", tenant)
+    assert tested.status >= 400
+    synced = await api.post(f"/instances/{instance_id}/sync", tenant, json={})
+    task = await _until_ended(api, tenant, synced.data["task"]["task_id"])
+    runs = await api.get(f"/instances/{instance_id}/runs", tenant)
+    stored = await admin_conn.fetch("SELECT error FROM sync_runs WHERE instance_id = $1",
+                                    uuid.UUID(instance_id))
+    user = await sign_in(api.client, tenant.key)
+    _, page = await user.page(f"/admin/sources/{instance_id}")
+    for text in (tested.text, str(task), runs.text, str(stored), page):
+        assert TOKEN not in text and basic not in text, text[:400]
