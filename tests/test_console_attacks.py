@@ -7,7 +7,9 @@ reason. The first attack's tests (tests/test_api_attacks.py) are not repeated he
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 from aiohttp import web
 from api_fixtures import ApiClient
 from console_client import session_cookie, sign_in
-from test_api_instances import TOKEN, _add, _until_ended
+from test_api_instances import TOKEN, _add, _gated, _until_ended
 
 # The fixtures: a server that opens sources, and the fake Jira.
 from test_api_instances import api as api
@@ -284,3 +286,41 @@ async def test_a_source_echoing_the_token_does_not_leak_it(
     _, page = await user.page(f"/admin/sources/{instance_id}")
     for text in (tested.text, str(task), runs.text, str(stored), page):
         assert TOKEN not in text and basic not in text, text[:400]
+
+
+# --- suspension ---------------------------------------------------------------------------
+
+
+async def test_suspending_a_tenant_stops_its_running_sync(api: ApiClient, serve_fake,
+                                                          make_tenant, admin_conn) -> None:
+    """A sync started just before the operator suspends the tenant does not go on with the
+    suspended tenant's rights until the source is done (a backfill can take hours)."""
+    fake = FakeJira(token=TOKEN)
+    fake.add_issue("ABC-1", summary="One", status="To Do", updated=datetime(2025, 3, 1,
+                                                                            tzinfo=UTC))
+    app, gate = _gated(fake)
+    await serve_fake(fake, app=app)
+    tenant = await make_tenant()
+    instance_id = await _add(api, tenant, fake)
+    resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={"full": True})
+    assert resp.status == 202, resp.body
+    task_id = resp.data["task"]["task_id"]
+    await admin_conn.execute("UPDATE tenants SET suspended_at = now() WHERE tenant_id = $1",
+                             tenant.id)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            async with admin_conn.transaction():
+                await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                         str(tenant.id))
+                task = await admin_conn.fetchrow(
+                    "SELECT status, error FROM tasks WHERE task_id = $1", uuid.UUID(task_id))
+            if task["status"] != "working" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        gate.set()
+        await admin_conn.execute("UPDATE tenants SET suspended_at = NULL WHERE tenant_id = $1",
+                                 tenant.id)
+    assert task["status"] == "failed", task
+    assert "suspended" in task["error"]
