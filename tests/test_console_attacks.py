@@ -16,16 +16,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from api_fixtures import ApiClient
+from api_fixtures import ApiClient, make_api
 from console_client import session_cookie, sign_in
-from test_api_instances import TOKEN, _add, _gated, _until_ended
+from test_api_instances import SECRET_KEY, TOKEN, _add, _gated, _until_ended
 
 # The fixtures: a server that opens sources, and the fake Jira.
 from test_api_instances import api as api
 from test_api_instances import jira as jira
 from test_console import CSP
 
+from spiral_mcp.server.app import create_app
+from tests.conftest import make_settings
 from tests.fake_jira import FakeJira
+from tests.serving import app_clients
 
 XSS = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
 RAW = ("<script>alert(1)", "<img src=x", "onerror=alert(2)>")
@@ -324,3 +327,49 @@ async def test_suspending_a_tenant_stops_its_running_sync(api: ApiClient, serve_
                                  tenant.id)
     assert task["status"] == "failed", task
     assert "suspended" in task["error"]
+
+
+# --- many syncs at once -------------------------------------------------------------------
+
+
+async def test_syncs_through_the_api_draw_on_the_tenants_share(database_urls, serve_fake,
+                                                               make_tenant) -> None:
+    """Each sync holds a database connection of its own for as long as its source takes;
+    MCP's sources_sync is bounded per tenant (SYNC_MAX_PER_TENANT) and per process, so one
+    tenant cannot take every connection. The API's sync must draw on the same share, MCP and
+    API together."""
+    fake = FakeJira(token=TOKEN)
+    fake.add_issue("ABC-1", summary="One", status="To Do", updated=datetime(2025, 3, 1,
+                                                                            tzinfo=UTC))
+    app, gate = _gated(fake)
+    await serve_fake(fake, app=app)
+    settings = make_settings(database_urls, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0",
+                             SYNC_MAX_PER_TENANT="1", SYNC_ON_DEMAND_MAX="2")
+    async with app_clients() as start:
+        api = await make_api(await start(create_app(settings, database_url=database_urls.runtime,
+                                                    explorer_url=database_urls.explorer)))
+        tenant, other = await make_tenant(), await make_tenant()
+        first, second = await _add(api, tenant, fake), await _add(api, tenant, fake)
+        running = await api.post(f"/instances/{first}/sync", tenant, json={})
+        assert running.status == 202, running.body
+        refused = await api.post(f"/instances/{second}/sync", tenant, json={})
+        assert refused.status == 429 and refused.error["code"] == "RATE_LIMITED", refused.body
+        assert refused.headers["Retry-After"]
+        assert (await api.get("/runs", tenant)).data["runs"][0]["run_id"] == \
+            running.data["run_id"]  # the refused sync left no run behind
+        mcp = await api.client.post("/execute", headers=tenant.headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "sources_sync", "arguments": {"source_id": second}}})
+        assert "RATE_LIMITED" in await mcp.text()
+        # Another tenant has its own share, and then the process's total is reached.
+        theirs = await _add(api, other, fake)
+        assert (await api.post(f"/instances/{theirs}/sync", other, json={})).status == 202
+        third = await make_tenant()
+        full = await api.post(f"/instances/{await _add(api, third, fake)}/sync", third, json={})
+        assert full.status == 429 and "this server already runs" in full.error["message"]
+        gate.set()
+        await _until_ended(api, tenant, running.data["task"]["task_id"])
+        await asyncio.sleep(0.1)
+        again = await api.post(f"/instances/{second}/sync", tenant, json={})
+        assert again.status == 202, again.body
+        await _until_ended(api, tenant, again.data["task"]["task_id"])
