@@ -385,3 +385,56 @@ async def test_syncs_through_the_api_draw_on_the_tenants_share(database_urls, se
         again = await api.post(f"/instances/{second}/sync", tenant, json={})
         assert again.status == 202, again.body
         await _until_ended(api, tenant, again.data["task"]["task_id"])
+
+
+# --- chart images, other tenants' tasks ------------------------------------------------------
+
+
+async def test_a_chart_as_svg_carries_no_markup_of_the_tenant_and_runs_nothing(
+        api: ApiClient, tenant, admin_conn) -> None:
+    """Tool names in the audit log become the usage chart's legend: an SVG opened on its own
+    is a document, so no text of the tenant may be markup in it, and its answer forbids script
+    anyway."""
+    async with admin_conn.transaction():
+        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+        await admin_conn.execute(
+            "INSERT INTO audit_log (tenant_id, key_id, actor, tool, arguments, outcome, "
+            "duration_ms) VALUES ($1, $2, 'x', $3, '{}', 'ok', 5)",
+            tenant.id, tenant.key_id, "t--><script>alert(3)</script><!--" + XSS)
+    for chart in ("calls", "errors", "latency"):
+        resp = await api.client.get(f"/api/v1/usage/charts/{chart}.svg?by=tool",
+                                    headers=tenant.headers)
+        assert resp.status == 200, chart
+        svg = await resp.text()
+        # Text is drawn as paths (svg.fonttype), each glyph run after a comment naming its
+        # text: escaped, and a "-->" in it does not end the comment.
+        assert "<script" not in svg and "<img" not in svg
+        assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_another_tenants_sync_task_cannot_be_read_or_cancelled(
+        api: ApiClient, serve_fake, make_tenant) -> None:
+    fake = FakeJira(token=TOKEN)
+    fake.add_issue("ABC-1", summary="One", status="To Do", updated=datetime(2025, 3, 1,
+                                                                            tzinfo=UTC))
+    app, gate = _gated(fake)
+    await serve_fake(fake, app=app)
+    victim, attacker = await make_tenant(), await make_tenant()
+    instance_id = await _add(api, victim, fake)
+    try:
+        started = await api.post(f"/instances/{instance_id}/sync", victim, json={})
+        task_id = started.data["task"]["task_id"]
+        for method, path in (("GET", f"/tasks/{task_id}"), ("DELETE", f"/tasks/{task_id}"),
+                             ("POST", f"/instances/{instance_id}/sync"),
+                             ("GET", f"/instances/{instance_id}/runs"),
+                             ("DELETE", f"/instances/{instance_id}")):
+            resp = await _patiently(api, method, path, attacker,
+                                    **({"json": {}} if method == "POST" else {}))
+            assert resp.status == 404, (method, path, resp.body)
+        runs = await _patiently(api, "GET", f"/runs?instance_id={instance_id}", attacker)
+        assert runs.status in (200, 404) and task_id not in runs.text
+        assert (await _patiently(api, "GET", f"/tasks/{task_id}", victim)).data["status"] == \
+            "working"
+    finally:
+        gate.set()
