@@ -238,9 +238,8 @@ async def test_an_operator_cookie_or_credential_is_nothing_with_the_operator_api
     "for on-premises Jira (SOURCE_PRIVATE_NETWORKS) and a check at connect time (DNS), not only "
     "on the literal"))
 @pytest.mark.parametrize("base_url", [
-    "http://127.0.0.1:6379", "http://localhost:5432", "http://[::1]:8080",
-    "https://169.254.169.254/latest", "https://10.0.0.1", "https://192.168.1.1",
-    "https://[fd00::1]", "https://metadata.google.internal"])
+    "http://127.0.0.1:6379", "http://localhost:5432", "http://[::1]:8080", "https://10.0.0.1",
+    "https://192.168.1.1", "https://[fd00::1]", "https://metadata.google.internal"])
 async def test_a_tenant_admin_cannot_point_a_source_at_private_addresses(
         api: ApiClient, make_tenant, base_url: str) -> None:
     tenant = await make_tenant()
@@ -248,6 +247,20 @@ async def test_a_tenant_admin_cannot_point_a_source_at_private_addresses(
         "kind": "jira", "name": f"ssrf {uuid.uuid4().hex[:6]}", "base_url": base_url,
         "token": "t", "projects": {"ABC": "ABC"}})
     assert resp.status == 400, (base_url, resp.body)
+
+
+@pytest.mark.parametrize("base_url", [
+    "https://169.254.169.254/latest", "https://[fe80::1]", "https://0.0.0.0",
+    "https://[::]:443", "https://224.0.0.1", "https://[::ffff:169.254.169.254]"])
+async def test_no_source_lives_at_link_local_unspecified_or_multicast_addresses(
+        api: ApiClient, make_tenant, base_url: str) -> None:
+    """Cloud metadata (169.254.169.254), link-local, 0.0.0.0 (this host) and multicast are
+    never a source's address, whoever asks: refused as the address is given."""
+    tenant = await make_tenant()
+    resp = await api.post("/instances", tenant, json={
+        "kind": "jira", "name": f"ssrf {uuid.uuid4().hex[:6]}", "base_url": base_url,
+        "token": "t", "projects": {"ABC": "ABC"}})
+    assert resp.status == 400 and "no source is served" in resp.error["message"], resp.body
 
 
 async def _patiently(api: ApiClient, method: str, path: str, tenant: Any,
