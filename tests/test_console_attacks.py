@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from api_fixtures import ApiClient, make_api
 from console_client import session_cookie, sign_in
-from test_api_instances import SECRET_KEY, TOKEN, _add, _gated, _until_ended
+from test_api_instances import SECRET_KEY, TOKEN, _add, _gated
 
 # The fixtures: a server that opens sources, and the fake Jira.
 from test_api_instances import api as api
@@ -77,12 +77,13 @@ async def test_what_a_source_says_is_text_in_the_history(api: ApiClient, serve_f
     jira_ = await serve_fake(fake)
     tenant = await make_tenant()
     instance_id = await _add(api, tenant, jira_)
-    resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={"full": True})
-    assert (await _until_ended(api, tenant, resp.data["task"]["task_id"]))["status"] == \
+    resp = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant,
+                            json={"full": True})
+    assert (await _ended(api, tenant, resp.data["task"]["task_id"]))["status"] == \
         "completed"
     jira_.token = "rotated"
-    resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={})
-    await _until_ended(api, tenant, resp.data["task"]["task_id"])
+    resp = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant, json={})
+    await _ended(api, tenant, resp.data["task"]["task_id"])
     user = await sign_in(api.client, tenant.key)
     for path in (f"/admin/sources/{instance_id}", "/admin/projects", "/admin/projects/API",
                  "/admin/usage", "/admin/audit"):
@@ -172,6 +173,22 @@ async def test_login_csrf_from_another_site_or_a_null_origin_is_refused(api: Api
     assert (await user.page("/admin/keys"))[0] == 200
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "open, low: sign-in attempts are not limited per client; a key is 256 random bits, so "
+    "guessing is hopeless, but each made-up key id costs a database lookup. A limit per client "
+    "address needs the client's address behind a proxy (a trusted-proxy setting), a design "
+    "choice"))
+async def test_sign_in_attempts_are_limited(api: ApiClient, tenant) -> None:
+    client = api.client
+    statuses = []
+    for _ in range(40):
+        response = await client.post("/admin/login", data={
+            "credential": "spk_" + uuid.uuid4().hex + uuid.uuid4().hex},
+            headers={"Origin": _origin(client)}, allow_redirects=False)
+        statuses.append(response.status)
+    assert 429 in statuses
+
+
 async def test_a_refused_sign_in_says_the_same_for_unknown_and_revoked_keys(
         api: ApiClient, make_tenant, queries, admin_conn) -> None:
     client = api.client
@@ -233,10 +250,11 @@ async def test_an_operator_cookie_or_credential_is_nothing_with_the_operator_api
 
 @pytest.mark.xfail(strict=True, reason=(
     "design question: a tenant admin may point a source at any address the server reaches "
-    "(loopback over plain http, 10/8, 169.254.169.254, fd00::/8, names resolving there), the "
-    "CLI's check_base_url rule made for the operator; refusing private networks needs a setting "
-    "for on-premises Jira (SOURCE_PRIVATE_NETWORKS) and a check at connect time (DNS), not only "
-    "on the literal"))
+    "(loopback over plain http, 10/8, 192.168/16, fd00::/8, names resolving there) and read the "
+    "first 200 characters of what answers there in the test's error: the CLI's check_base_url "
+    "rule, made for the operator; refusing private networks needs a setting for on-premises "
+    "Jira (SOURCE_PRIVATE_NETWORKS) and a check at connect time (DNS, rebinding), not only on "
+    "the literal"))
 @pytest.mark.parametrize("base_url", [
     "http://127.0.0.1:6379", "http://localhost:5432", "http://[::1]:8080", "https://10.0.0.1",
     "https://192.168.1.1", "https://[fd00::1]", "https://metadata.google.internal"])
@@ -265,14 +283,25 @@ async def test_no_source_lives_at_link_local_unspecified_or_multicast_addresses(
 
 async def _patiently(api: ApiClient, method: str, path: str, tenant: Any,
                      **kwargs: Any) -> Any:
-    """The call, again after the wait a RATE_LIMITED answer asks (polling a task spends the
-    key's read budget)."""
+    """The call, again after the wait the key's rate limit asks (polling a task spends the
+    key's read budget); other refusals, a share's among them, are the answer."""
     for _ in range(50):
         resp = await api.call(method, path, tenant, **kwargs)
-        if resp.status != 429:
+        if resp.status != 429 or not resp.error["message"].startswith("rate limit for"):
             return resp
         await asyncio.sleep(resp.error["retry_after"] or 0.1)
     raise AssertionError(f"{method} {path} stayed rate limited")
+
+
+async def _ended(api: ApiClient, tenant: Any, task_id: str) -> dict[str, Any]:
+    """The task once it has ended, polled as a client does (within the key's read budget)."""
+    deadline = time.monotonic() + 30
+    while True:
+        task = (await _patiently(api, "GET", f"/tasks/{task_id}", tenant)).data
+        if task["status"] not in ("working", "input_required"):
+            return task
+        assert time.monotonic() < deadline, task
+        await asyncio.sleep(0.1)
 
 
 def _echoing_app(status: int = 401) -> web.Application:
@@ -306,7 +335,7 @@ async def test_a_source_echoing_the_token_does_not_leak_it(
     tested = await _patiently(api, "POST", f"/instances/{instance_id}/test", tenant)
     assert tested.status >= 400
     synced = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant, json={})
-    task = await _until_ended(api, tenant, synced.data["task"]["task_id"])
+    task = await _ended(api, tenant, synced.data["task"]["task_id"])
     runs = await _patiently(api, "GET", f"/instances/{instance_id}/runs", tenant)
     stored = await admin_conn.fetch("SELECT error FROM sync_runs WHERE instance_id = $1",
                                     uuid.UUID(instance_id))
@@ -330,7 +359,8 @@ async def test_suspending_a_tenant_stops_its_running_sync(api: ApiClient, serve_
     await serve_fake(fake, app=app)
     tenant = await make_tenant()
     instance_id = await _add(api, tenant, fake)
-    resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={"full": True})
+    resp = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant,
+                            json={"full": True})
     assert resp.status == 202, resp.body
     task_id = resp.data["task"]["task_id"]
     await admin_conn.execute("UPDATE tenants SET suspended_at = now() WHERE tenant_id = $1",
@@ -375,9 +405,9 @@ async def test_syncs_through_the_api_draw_on_the_tenants_share(database_urls, se
                                                     explorer_url=database_urls.explorer)))
         tenant, other = await make_tenant(), await make_tenant()
         first, second = await _add(api, tenant, fake), await _add(api, tenant, fake)
-        running = await api.post(f"/instances/{first}/sync", tenant, json={})
+        running = await _patiently(api, "POST", f"/instances/{first}/sync", tenant, json={})
         assert running.status == 202, running.body
-        refused = await api.post(f"/instances/{second}/sync", tenant, json={})
+        refused = await _patiently(api, "POST", f"/instances/{second}/sync", tenant, json={})
         assert refused.status == 429 and refused.error["code"] == "RATE_LIMITED", refused.body
         assert refused.headers["Retry-After"]
         assert (await api.get("/runs", tenant)).data["runs"][0]["run_id"] == \
@@ -388,16 +418,17 @@ async def test_syncs_through_the_api_draw_on_the_tenants_share(database_urls, se
         assert "RATE_LIMITED" in await mcp.text()
         # Another tenant has its own share, and then the process's total is reached.
         theirs = await _add(api, other, fake)
-        assert (await api.post(f"/instances/{theirs}/sync", other, json={})).status == 202
+        theirs_sync = await _patiently(api, "POST", f"/instances/{theirs}/sync", other, json={})
+        assert theirs_sync.status == 202
         third = await make_tenant()
         full = await api.post(f"/instances/{await _add(api, third, fake)}/sync", third, json={})
         assert full.status == 429 and "this server already runs" in full.error["message"]
         gate.set()
-        await _until_ended(api, tenant, running.data["task"]["task_id"])
+        await _ended(api, tenant, running.data["task"]["task_id"])
         await asyncio.sleep(0.1)
-        again = await api.post(f"/instances/{second}/sync", tenant, json={})
+        again = await _patiently(api, "POST", f"/instances/{second}/sync", tenant, json={})
         assert again.status == 202, again.body
-        await _until_ended(api, tenant, again.data["task"]["task_id"])
+        await _ended(api, tenant, again.data["task"]["task_id"])
 
 
 # --- chart images, other tenants' tasks ------------------------------------------------------
@@ -436,7 +467,7 @@ async def test_another_tenants_sync_task_cannot_be_read_or_cancelled(
     victim, attacker = await make_tenant(), await make_tenant()
     instance_id = await _add(api, victim, fake)
     try:
-        started = await api.post(f"/instances/{instance_id}/sync", victim, json={})
+        started = await _patiently(api, "POST", f"/instances/{instance_id}/sync", victim, json={})
         task_id = started.data["task"]["task_id"]
         for method, path in (("GET", f"/tasks/{task_id}"), ("DELETE", f"/tasks/{task_id}"),
                              ("POST", f"/instances/{instance_id}/sync"),
