@@ -22,7 +22,7 @@ from .auth import Principal
 from .errors import ErrorCode, ServiceError
 from .task_store import TaskStore
 
-__all__ = ["KEY_GONE", "SHUT_DOWN", "Progress", "run_task_job"]
+__all__ = ["KEY_GONE", "SHUT_DOWN", "TENANT_SUSPENDED", "Progress", "run_task_job"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ SHUT_DOWN: Final = ServiceError(ErrorCode.INTERNAL_ERROR, "the server shut down 
                                 "task finished; start it again")
 KEY_GONE: Final = ServiceError(ErrorCode.PERMISSION_DENIED, "the API key that started this task "
                                "was revoked or has expired; the task was stopped")
+TENANT_SUSPENDED: Final = ServiceError(ErrorCode.PERMISSION_DENIED, "this tenant was suspended "
+                                       "by the server's operator; the task was stopped")
+# Why the heartbeat stops the work, but a cancel: the error the task ends with.
+_STOPPED: Final = {"credential": KEY_GONE, "suspended": TENANT_SUSPENDED}
 
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 Work = Callable[[Progress], Awaitable[dict[str, Any]]]
@@ -47,7 +51,7 @@ async def run_task_job(store: TaskStore, principal: Principal, task_id: uuid.UUI
     tenant_id = principal.tenant_id
     job = asyncio.current_task()
     assert job is not None
-    stopped: list[str] = []  # why the heartbeat stopped the work: "cancel" or "credential"
+    stopped: list[str] = []  # why the heartbeat stopped the work: "cancel" or a _STOPPED key
 
     async def progress(done: float, total: float | None, message: str | None) -> None:
         try:
@@ -62,7 +66,7 @@ async def run_task_job(store: TaskStore, principal: Principal, task_id: uuid.UUI
                 verdict = await store.renew(tenant_id, task_id)
             except ServiceError:
                 continue  # the database is out of reach: missed beats are what the lease allows
-            if verdict in ("cancel", "credential"):
+            if verdict == "cancel" or verdict in _STOPPED:
                 stopped.append(verdict)
                 job.cancel()
                 return
@@ -81,7 +85,7 @@ async def run_task_job(store: TaskStore, principal: Principal, task_id: uuid.UUI
             await _finish(store, tenant_id, task_id, "cancelled",
                           message="cancelled at the caller's request")
         else:
-            await _finish(store, tenant_id, task_id, "failed", error=KEY_GONE)
+            await _finish(store, tenant_id, task_id, "failed", error=_STOPPED[stopped[0]])
         return
     except ServiceError as exc:
         await _finish(store, tenant_id, task_id, "failed", error=exc)

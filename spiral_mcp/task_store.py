@@ -127,8 +127,8 @@ class TaskStore:
 
     async def renew(self, tenant_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
         """Heartbeat: "cancel" (a cancel was asked for), "credential" (its API key was revoked
-        or has expired, or its OAuth token's exp has passed) or "go"; None once the task has
-        ended."""
+        or has expired, or its OAuth token's exp has passed), "suspended" (its tenant was) or
+        "go"; None once the task has ended."""
         async with self._db.tenant(tenant_id) as conn:
             return await self._queries.task_renew(conn, task_id=task_id,
                                                   lease_seconds=self.lease_seconds)

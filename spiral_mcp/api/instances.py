@@ -10,16 +10,18 @@ fails later. Its progress is the task's, per page; DELETE /api/v1/tasks/{task_id
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
 from ..admin import instances
 from ..errors import ErrorCode, ServiceError
 from ..handlers.sources import sync_now, unusable_source, upstream_error
-from ..server.keys import BACKGROUND, SOURCES, TASK_STORE
+from ..server.keys import BACKGROUND, DISPATCHER, SOURCES, TASK_STORE
 from ..sources.access import SourceAccess
 from ..sources.base import SourceAdminError, SourceError
 from ..sources.secrets import CredentialError
+from ..sources.sync import lock_key
 from ..task_jobs import Progress, run_task_job
 from .routing import ApiCall, ApiRoutes
 from .tasks import task_view
@@ -162,13 +164,24 @@ async def sync_instance(call: ApiCall) -> dict[str, Any]:
     assert admin.principal is not None  # a tenant admin's route
     async with call.tenant(readonly=True) as conn:
         await instances.get_instance(conn, call.queries, instance_id)  # NOT_FOUND first
+        # One already running is CONFLICT, said before the tenant's share of syncs is counted
+        # (a race past this check meets the sync's own lock, CONFLICT too).
+        if not await call.queries.source_try_xact_lock(conn, lock_key=lock_key(instance_id)):
+            raise ServiceError(ErrorCode.CONFLICT, f"a sync of source {instance_id} is already "
+                               "running; wait for it to finish", retry_after=5.0)
     _box(call)  # no task for a sync that cannot open credentials
-    store = call.request.config_dict[TASK_STORE]
-    task = await store.create(admin.principal, tool="admin:instances.sync")
-    if task is None:
-        raise ServiceError(ErrorCode.RATE_LIMITED,
-                           f"this key keeps {store.max_per_key} tasks already; wait for some "
-                           "to expire (TASK_TTL after they end)", retry_after=60.0)
+    with contextlib.ExitStack() as refused:
+        # The tenant's share of syncs, MCP's sources_sync and these together (each holds a
+        # connection of its own for as long as its source takes): RATE_LIMITED at once past it.
+        refused.enter_context(call.request.config_dict[DISPATCHER].registry.take_share(
+            "sync", admin.principal))
+        store = call.request.config_dict[TASK_STORE]
+        task = await store.create(admin.principal, tool="admin:instances.sync")
+        if task is None:
+            raise ServiceError(ErrorCode.RATE_LIMITED,
+                               f"this key keeps {store.max_per_key} tasks already; wait for "
+                               "some to expire (TASK_TTL after they end)", retry_after=60.0)
+        share = refused.pop_all()  # the job holds the place from here to its end
     started: asyncio.Future[uuid.UUID] = asyncio.get_running_loop().create_future()
 
     def begun(run_id: uuid.UUID) -> None:
@@ -187,8 +200,11 @@ async def sync_instance(call: ApiCall) -> dict[str, Any]:
             raise
         return {**counts, "run_id": str(started.result())}
 
-    job = call.request.config_dict[BACKGROUND].spawn(
-        run_task_job(store, admin.principal, task.task_id, work))
+    async def in_share() -> None:
+        with share:
+            await run_task_job(store, admin.principal, task.task_id, work)
+
+    job = call.request.config_dict[BACKGROUND].spawn(in_share())
     await asyncio.wait((job, started), return_when=asyncio.FIRST_COMPLETED)
     if not started.done():
         started.cancel()

@@ -64,6 +64,8 @@ KEY_GONE = RpcError(INTERNAL_ERROR, "the API key that created this task was revo
 TOKEN_UNBOUND = RpcError(INTERNAL_ERROR, "the user who created this task no longer acts in this "
                                          "tenant (their issuer or claim value was unbound); the "
                                          "task was stopped")
+TENANT_SUSPENDED = RpcError(INTERNAL_ERROR, "this tenant was suspended by the server's operator; "
+                                            "the task was stopped")
 # How often a question of a task looks for an answer that another process took in.
 ANSWER_POLL_SECONDS = 1.0
 # How often expired tasks of every tenant are deleted.
@@ -340,8 +342,9 @@ class TaskRunner:
             verdict = await self._store.renew(principal.tenant_id, running.task_id)
             if verdict == "cancel":
                 self._stop(running)  # cancelled through another process
-            elif verdict == "credential":
-                running.credential_gone = KEY_GONE
+            elif verdict in ("credential", "suspended"):
+                running.credential_gone = KEY_GONE if verdict == "credential" \
+                    else TENANT_SUSPENDED
                 running.halt()
             elif principal.still_valid is not None and not await principal.still_valid():
                 # The database knows a key's revocation, not a user's binding (oauth.identity

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from .credential_echo import credential_texts, without_credentials
+
 __all__ = ["CATEGORIES", "PRIORITIES", "TYPES", "Adapter", "Answer", "Comment", "Draft",
            "HttpClient", "Item", "Link", "Page", "Ref", "SourceAdminError", "SourceError",
            "Transition", "Workflow", "writes"]
@@ -381,6 +383,8 @@ class HttpClient:
             self._origin = f"{parts.scheme}://{parts.netloc}"
         except ValueError:  # nothing can be sent there: fetch says so
             self._origin = self.base_url
+        # What of the credentials an answer may echo back, taken out of every body it reads.
+        self._credentials = credential_texts(headers or {})
         self._session = aiohttp.ClientSession(
             headers={"Accept": "application/json", **(headers or {})},
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
@@ -458,7 +462,7 @@ class HttpClient:
                 async with self._session.request(
                     method, url, params=params, json=json, allow_redirects=False,
                 ) as response:
-                    body = await response.read()
+                    body = without_credentials(await response.read(), self._credentials)
                     status = response.status
                     headers = response.headers.copy()
             except aiohttp.ClientConnectorDNSError:

@@ -219,6 +219,18 @@ def _is_host(host: str) -> bool:
     return all(HOST_LABEL.match(label) for label in labels)
 
 
+def _never_a_source(host: str) -> bool:
+    """Whether ``host`` is an address literal where no source can be: link-local (cloud
+    metadata among them), unspecified (this host) or multicast, IPv4-mapped ones too."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: what it resolves to is not known here
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address.is_unspecified or address.is_multicast
+
+
 def check_base_url(raw: str) -> str:
     """The source's API address, checked: https (plain http only to loopback), a host, maybe a
     port and a path, and nothing else; without a trailing slash."""
@@ -247,6 +259,11 @@ def check_base_url(raw: str) -> str:
         raise SourceAdminError(f"--base-url {url!r}: {parts.hostname!r} is not a valid host")
     if port == 0:
         raise SourceAdminError(f"--base-url {url!r}: port 0 cannot be connected to")
+    if _never_a_source(parts.hostname):
+        # Cloud metadata (169.254.169.254) and the like: asked for by mistake or to reach what
+        # the server's network holds, never a Jira, GitHub or Asana.
+        raise SourceAdminError(f"--base-url {url!r}: {parts.hostname} is a link-local, "
+                               "unspecified or multicast address; no source is served there")
     if parts.scheme == "http":
         # Basic auth in clear text would hand the token to anyone on the path; only loopback
         # (a local proxy or a test double) may use plain http.

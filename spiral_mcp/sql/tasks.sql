@@ -41,6 +41,7 @@ RETURNING task_id, status, status_message, progress, progress_total, input_reque
 -- The running process's heartbeat: the lease and the expiry move on; what stops the task:
 -- 'cancel' (a cancel was asked for), 'credential' (the API key that created it was revoked or
 -- has expired: a task never goes on with a key's rights that a request could no longer use), or
+-- 'suspended' (an operator suspended the tenant: nothing of it runs on, 0018_operators), or
 -- 'go'. An OAuth user's task is the user's, not its token's: the token's exp does not stop it.
 -- Nothing once the task has ended.
 UPDATE tasks
@@ -48,6 +49,9 @@ SET lease_until = now() + make_interval(secs => $2),
     expires_at = greatest(expires_at, now() + make_interval(secs => ttl_ms / 1000.0))
 WHERE task_id = $1 AND status IN ('working', 'input_required')
 RETURNING CASE WHEN cancel_requested THEN 'cancel'
+               WHEN EXISTS (SELECT 1 FROM tenants AS t
+                            WHERE t.tenant_id = tasks.tenant_id AND t.suspended_at IS NOT NULL)
+               THEN 'suspended'
                WHEN credential = 'api_key'
                     AND NOT EXISTS (SELECT 1 FROM api_keys AS k
                                     WHERE k.tenant_id = tasks.tenant_id AND k.key_id = tasks.key_id
