@@ -11,7 +11,9 @@ other), so a route that returns what its document does not say fails the test th
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,3 +136,26 @@ async def make_api(client: TestClient) -> ApiClient:
 async def api(client: TestClient) -> ApiClient:
     """The admin API of the ``client`` fixture's server, answers checked against its document."""
     return await make_api(client)
+
+
+async def patiently(api: ApiClient, method: str, path: str, who: Any,
+                    **kwargs: Any) -> ApiAnswer:
+    """The call, again after the wait the key's rate limit asks (polling a task spends the
+    key's read budget); other refusals, a share's among them, are the answer."""
+    for _ in range(50):
+        resp = await api.call(method, path, who, **kwargs)
+        if resp.status != 429 or not resp.error["message"].startswith("rate limit for"):
+            return resp
+        await asyncio.sleep(resp.error["retry_after"] or 0.1)
+    raise AssertionError(f"{method} {path} stayed rate limited")
+
+
+async def task_ended(api: ApiClient, who: Any, task_id: str) -> dict[str, Any]:
+    """The task once it has ended, polled as a client does (within the key's read budget)."""
+    deadline = time.monotonic() + 30
+    while True:
+        task = (await patiently(api, "GET", f"/tasks/{task_id}", who)).data
+        if task["status"] not in ("working", "input_required"):
+            return task
+        assert time.monotonic() < deadline, task
+        await asyncio.sleep(0.1)

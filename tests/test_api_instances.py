@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from api_fixtures import ApiAnswer, ApiClient, make_api
+from api_fixtures import ApiAnswer, ApiClient, make_api, task_ended
 
 from spiral_mcp.api.auth import AdminPrincipal
 from spiral_mcp.provision import DatabaseUrls
@@ -61,16 +61,6 @@ async def _add(api: ApiClient, tenant: Tenant, fake: FakeJira, **extra: Any) -> 
     assert resp.status == 201, resp.body
     return resp.data["instance_id"]
 
-
-async def _until_ended(api: ApiClient, tenant: Tenant | dict[str, str],
-                       task_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        task = (await api.get(f"/tasks/{task_id}", tenant)).data
-        if task["status"] not in ("working", "input_required"):
-            return task
-        assert time.monotonic() < deadline, task
-        await asyncio.sleep(0.05)
 
 
 def _gated(fake: FakeJira) -> tuple[web.Application, asyncio.Event]:
@@ -186,7 +176,7 @@ async def test_a_sync_is_a_task_polled_to_its_end_and_a_run_in_the_history(
     assert resp.status == 202, resp.body
     task_id, run_id = resp.data["task"]["task_id"], resp.data["run_id"]
     assert resp.headers["Location"] == f"/api/v1/tasks/{task_id}"
-    task = await _until_ended(api, tenant, task_id)
+    task = await task_ended(api, tenant, task_id)
     assert task["status"] == "completed", task
     assert task["result"]["run_id"] == run_id
     assert (task["result"]["items"], task["result"]["changed"]) == (25, 25)
@@ -209,7 +199,7 @@ async def test_a_failed_sync_is_recorded_with_the_sources_message(
     jira.token = "rotated"  # the stored token is refused from now on
     resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={})
     assert resp.status == 202, resp.body
-    task = await _until_ended(api, tenant, resp.data["task"]["task_id"])
+    task = await task_ended(api, tenant, resp.data["task"]["task_id"])
     assert task["status"] == "failed" and task["error"]["code"] == "UPSTREAM_ERROR"
     assert "refused the credentials" in task["error"]["message"]
     [run] = (await api.get("/runs?status=failed", tenant)).data["runs"]
@@ -247,7 +237,7 @@ async def test_a_running_sync_is_cancelled_through_its_task(
     assert running["run_id"] == resp.data["run_id"] and running["finished_at"] is None
     resp = await api.delete(f"/tasks/{task_id}", tenant)
     assert resp.status == 200, resp.body
-    task = await _until_ended(api, tenant, task_id)
+    task = await task_ended(api, tenant, task_id)
     gate.set()
     assert task["status"] == "cancelled", task
     [run] = (await api.get(f"/instances/{instance_id}/runs", tenant)).data["runs"]
@@ -259,7 +249,7 @@ async def test_another_tenants_instance_and_runs_are_not_found(
     owner, other = await make_tenant(), await make_tenant()
     instance_id = await _add(api, owner, jira)
     resp = await api.post(f"/instances/{instance_id}/sync", owner, json={})
-    await _until_ended(api, owner, resp.data["task"]["task_id"])
+    await task_ended(api, owner, resp.data["task"]["task_id"])
     calls = [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/test"), ("POST", "/sync"),
              ("GET", "/runs")]
     for method, tail in calls:
@@ -284,7 +274,7 @@ async def test_runs_are_pages_newest_first(api: ApiClient, jira: FakeJira, make_
     instance_id = await _add(api, tenant, jira)
     for _ in range(3):
         resp = await api.post(f"/instances/{instance_id}/sync", tenant, json={})
-        await _until_ended(api, tenant, resp.data["task"]["task_id"])
+        await task_ended(api, tenant, resp.data["task"]["task_id"])
     first = (await api.get("/runs?limit=2", tenant)).data
     assert len(first["runs"]) == 2 and first["next_cursor"]
     rest = (await api.get(f"/runs?limit=2&cursor={first['next_cursor']}", tenant)).data
@@ -355,7 +345,7 @@ async def test_the_console_session_adds_and_syncs_with_its_csrf_token(
     assert refused.status == 403
     resp = await api.post(f"/instances/{instance_id}/sync", changing, json={})
     assert resp.status == 202, resp.body
-    task = await _until_ended(api, session, resp.data["task"]["task_id"])
+    task = await task_ended(api, session, resp.data["task"]["task_id"])
     assert task["status"] == "completed" and task["result"]["items"] == 25
     [run] = (await api.get(f"/instances/{instance_id}/runs", session)).data["runs"]
     assert (run["status"], run["trigger"]) == ("ok", "api")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from api_fixtures import ApiClient, make_api
+from api_fixtures import ApiClient, make_api, patiently, task_ended
 from console_client import session_cookie, sign_in
 from test_api_instances import SECRET_KEY, TOKEN, _add, _gated
 
@@ -77,13 +77,13 @@ async def test_what_a_source_says_is_text_in_the_history(api: ApiClient, serve_f
     jira_ = await serve_fake(fake)
     tenant = await make_tenant()
     instance_id = await _add(api, tenant, jira_)
-    resp = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant,
+    resp = await patiently(api, "POST", f"/instances/{instance_id}/sync", tenant,
                             json={"full": True})
-    assert (await _ended(api, tenant, resp.data["task"]["task_id"]))["status"] == \
+    assert (await task_ended(api, tenant, resp.data["task"]["task_id"]))["status"] == \
         "completed"
     jira_.token = "rotated"
-    resp = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant, json={})
-    await _ended(api, tenant, resp.data["task"]["task_id"])
+    resp = await patiently(api, "POST", f"/instances/{instance_id}/sync", tenant, json={})
+    await task_ended(api, tenant, resp.data["task"]["task_id"])
     user = await sign_in(api.client, tenant.key)
     for path in (f"/admin/sources/{instance_id}", "/admin/projects", "/admin/projects/API",
                  "/admin/usage", "/admin/audit"):
@@ -281,27 +281,6 @@ async def test_no_source_lives_at_link_local_unspecified_or_multicast_addresses(
     assert resp.status == 400 and "no source is served" in resp.error["message"], resp.body
 
 
-async def _patiently(api: ApiClient, method: str, path: str, tenant: Any,
-                     **kwargs: Any) -> Any:
-    """The call, again after the wait the key's rate limit asks (polling a task spends the
-    key's read budget); other refusals, a share's among them, are the answer."""
-    for _ in range(50):
-        resp = await api.call(method, path, tenant, **kwargs)
-        if resp.status != 429 or not resp.error["message"].startswith("rate limit for"):
-            return resp
-        await asyncio.sleep(resp.error["retry_after"] or 0.1)
-    raise AssertionError(f"{method} {path} stayed rate limited")
-
-
-async def _ended(api: ApiClient, tenant: Any, task_id: str) -> dict[str, Any]:
-    """The task once it has ended, polled as a client does (within the key's read budget)."""
-    deadline = time.monotonic() + 30
-    while True:
-        task = (await _patiently(api, "GET", f"/tasks/{task_id}", tenant)).data
-        if task["status"] not in ("working", "input_required"):
-            return task
-        assert time.monotonic() < deadline, task
-        await asyncio.sleep(0.1)
 
 
 def _echoing_app(status: int = 401) -> web.Application:
@@ -332,11 +311,11 @@ async def test_a_source_echoing_the_token_does_not_leak_it(
     assert resp.status == 201, resp.body
     instance_id = resp.data["instance_id"]
     basic = base64.b64encode(f"{email}:{TOKEN}".encode()).decode()
-    tested = await _patiently(api, "POST", f"/instances/{instance_id}/test", tenant)
+    tested = await patiently(api, "POST", f"/instances/{instance_id}/test", tenant)
     assert tested.status >= 400
-    synced = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant, json={})
-    task = await _ended(api, tenant, synced.data["task"]["task_id"])
-    runs = await _patiently(api, "GET", f"/instances/{instance_id}/runs", tenant)
+    synced = await patiently(api, "POST", f"/instances/{instance_id}/sync", tenant, json={})
+    task = await task_ended(api, tenant, synced.data["task"]["task_id"])
+    runs = await patiently(api, "GET", f"/instances/{instance_id}/runs", tenant)
     stored = await admin_conn.fetch("SELECT error FROM sync_runs WHERE instance_id = $1",
                                     uuid.UUID(instance_id))
     user = await sign_in(api.client, tenant.key)
@@ -359,7 +338,7 @@ async def test_suspending_a_tenant_stops_its_running_sync(api: ApiClient, serve_
     await serve_fake(fake, app=app)
     tenant = await make_tenant()
     instance_id = await _add(api, tenant, fake)
-    resp = await _patiently(api, "POST", f"/instances/{instance_id}/sync", tenant,
+    resp = await patiently(api, "POST", f"/instances/{instance_id}/sync", tenant,
                             json={"full": True})
     assert resp.status == 202, resp.body
     task_id = resp.data["task"]["task_id"]
@@ -405,9 +384,9 @@ async def test_syncs_through_the_api_draw_on_the_tenants_share(database_urls, se
                                                     explorer_url=database_urls.explorer)))
         tenant, other = await make_tenant(), await make_tenant()
         first, second = await _add(api, tenant, fake), await _add(api, tenant, fake)
-        running = await _patiently(api, "POST", f"/instances/{first}/sync", tenant, json={})
+        running = await patiently(api, "POST", f"/instances/{first}/sync", tenant, json={})
         assert running.status == 202, running.body
-        refused = await _patiently(api, "POST", f"/instances/{second}/sync", tenant, json={})
+        refused = await patiently(api, "POST", f"/instances/{second}/sync", tenant, json={})
         assert refused.status == 429 and refused.error["code"] == "RATE_LIMITED", refused.body
         assert refused.headers["Retry-After"]
         assert (await api.get("/runs", tenant)).data["runs"][0]["run_id"] == \
@@ -418,17 +397,17 @@ async def test_syncs_through_the_api_draw_on_the_tenants_share(database_urls, se
         assert "RATE_LIMITED" in await mcp.text()
         # Another tenant has its own share, and then the process's total is reached.
         theirs = await _add(api, other, fake)
-        theirs_sync = await _patiently(api, "POST", f"/instances/{theirs}/sync", other, json={})
+        theirs_sync = await patiently(api, "POST", f"/instances/{theirs}/sync", other, json={})
         assert theirs_sync.status == 202
         third = await make_tenant()
         full = await api.post(f"/instances/{await _add(api, third, fake)}/sync", third, json={})
         assert full.status == 429 and "this server already runs" in full.error["message"]
         gate.set()
-        await _ended(api, tenant, running.data["task"]["task_id"])
+        await task_ended(api, tenant, running.data["task"]["task_id"])
         await asyncio.sleep(0.1)
-        again = await _patiently(api, "POST", f"/instances/{second}/sync", tenant, json={})
+        again = await patiently(api, "POST", f"/instances/{second}/sync", tenant, json={})
         assert again.status == 202, again.body
-        await _ended(api, tenant, again.data["task"]["task_id"])
+        await task_ended(api, tenant, again.data["task"]["task_id"])
 
 
 # --- chart images, other tenants' tasks ------------------------------------------------------
@@ -467,18 +446,18 @@ async def test_another_tenants_sync_task_cannot_be_read_or_cancelled(
     victim, attacker = await make_tenant(), await make_tenant()
     instance_id = await _add(api, victim, fake)
     try:
-        started = await _patiently(api, "POST", f"/instances/{instance_id}/sync", victim, json={})
+        started = await patiently(api, "POST", f"/instances/{instance_id}/sync", victim, json={})
         task_id = started.data["task"]["task_id"]
         for method, path in (("GET", f"/tasks/{task_id}"), ("DELETE", f"/tasks/{task_id}"),
                              ("POST", f"/instances/{instance_id}/sync"),
                              ("GET", f"/instances/{instance_id}/runs"),
                              ("DELETE", f"/instances/{instance_id}")):
-            resp = await _patiently(api, method, path, attacker,
+            resp = await patiently(api, method, path, attacker,
                                     **({"json": {}} if method == "POST" else {}))
             assert resp.status == 404, (method, path, resp.body)
-        runs = await _patiently(api, "GET", f"/runs?instance_id={instance_id}", attacker)
+        runs = await patiently(api, "GET", f"/runs?instance_id={instance_id}", attacker)
         assert runs.status in (200, 404) and task_id not in runs.text
-        assert (await _patiently(api, "GET", f"/tasks/{task_id}", victim)).data["status"] == \
+        assert (await patiently(api, "GET", f"/tasks/{task_id}", victim)).data["status"] == \
             "working"
     finally:
         gate.set()
