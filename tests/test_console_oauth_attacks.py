@@ -5,19 +5,37 @@ reason."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from http.cookies import SimpleCookie
 
 import pytest
 from api_fixtures import ApiClient
 from conftest import TenantFactory
-from test_console_oauth import (PENDING, SESSION, ConsoleWorld, authorize, callback,
-                                console_world, cookies_of, cworld, refused, signed_in,  # noqa: F401
-                                start)
+from test_console_oauth import (
+    PENDING,
+    SESSION,
+    ConsoleWorld,
+    authorize,
+    callback,
+    console_world,
+    cookies_of,
+    forget_cookies,
+    refused,
+    signed_in,
+    start,
+)
 
 from spiral_mcp.api.sessions import MAX_SESSIONS_PER_KEY
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
+
+
+@pytest.fixture
+async def cworld(database_urls: DatabaseUrls, queries: Queries,
+                 make_tenant: TenantFactory) -> AsyncIterator[ConsoleWorld]:
+    async with console_world(database_urls, queries, make_tenant) as opened:
+        yield opened
 
 
 # --- the code flow --------------------------------------------------------------------------
@@ -81,6 +99,7 @@ async def test_a_users_sessions_are_bounded(cworld: ConsoleWorld) -> None:
     first = await signed_in(cworld, "carol")
     for _ in range(MAX_SESSIONS_PER_KEY):
         await signed_in(cworld, "carol")
+    forget_cookies(cworld)  # the client's jar holds the newest session's cookie
     status, _ = await first.page("/admin")
     assert status == 303
 
@@ -94,7 +113,8 @@ async def test_a_users_sessions_are_bounded(cworld: ConsoleWorld) -> None:
 async def test_an_oauth_admin_cannot_mint_a_key_outliving_its_binding(
         cworld: ConsoleWorld) -> None:
     alice = await signed_in(cworld, "alice")
-    status, created = await alice.api("POST", "/keys", json={"name": "kept", "scopes": ["admin"]})
+    status, created = await alice.api("POST", "/keys",
+                                      json={"name": "kept", "scopes": ["admin"]})
     assert status == 201, created
     assert created["data"]["key"]["expires_at"] is not None
 
