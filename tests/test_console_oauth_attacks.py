@@ -5,10 +5,12 @@ reason."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from http.cookies import SimpleCookie
 
+import asyncpg
 import pytest
 from api_fixtures import ApiClient
 from conftest import TenantFactory
@@ -27,6 +29,7 @@ from test_console_oauth import (
 )
 
 from spiral_mcp.api.sessions import MAX_SESSIONS_PER_KEY
+from spiral_mcp.oauth import bindings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries
 
@@ -158,3 +161,57 @@ async def test_the_last_lasting_admin_key_is_kept(api: ApiClient, tenant) -> Non
     brief = {"Authorization": f"Bearer {made.data['secret']}"}
     revoked = await api.delete(f"/keys/{tenant.key_id}", brief)
     assert revoked.status == 409
+
+
+async def test_a_binding_moved_to_another_tenant_ends_the_session(cworld: ConsoleWorld) -> None:
+    """alice was an admin of acme through org_id=acme; the operator binds that claim to globex
+    instead. Her acme session ends at once, and signing in again lands in globex, with none of
+    acme's keys in sight."""
+    alice = await signed_in(cworld, "alice")
+    conn = await asyncpg.connect(cworld.database_urls.admin)
+    try:
+        await bindings.unbind(conn, cworld.queries, tenant_id=cworld.acme.id,
+                              issuer=cworld.provider.issuer, claim="org_id", value="acme")
+        await bindings.bind(conn, cworld.queries, tenant_id=cworld.globex.id,
+                            issuer=cworld.provider.issuer, claim="org_id", value="acme")
+    finally:
+        await conn.close()
+    forget_cookies(cworld)
+    status, body = await alice.api("GET", "/keys")
+    assert status == 401, body
+    again = await signed_in(cworld, "alice")
+    status, keys = await again.api("GET", "/keys")
+    assert status == 200 and keys["tenant_id"] == str(cworld.globex.id)
+    assert str(cworld.acme.key_id) not in str(keys)
+
+
+async def test_an_oauth_admin_cannot_revoke_the_last_admin_key(cworld: ConsoleWorld) -> None:
+    """Only OAuth admins would be left: the rule holds for them as for a key (an issuer's
+    outage or a binding removed would leave nobody who can manage the tenant)."""
+    alice = await signed_in(cworld, "alice")
+    status, body = await alice.api("DELETE", f"/keys/{cworld.acme.key_id}")
+    assert status == 409 and "last admin key" in body["error"]["message"], body
+
+
+async def test_a_key_revoking_itself(api: ApiClient, tenant) -> None:
+    """The last admin key cannot revoke itself; with another admin key it can, and is then
+    nobody."""
+    alone = await api.delete(f"/keys/{tenant.key_id}", tenant)
+    assert alone.status == 409
+    made = await api.post("/keys", tenant, json={"name": "second", "scopes": ["admin"]})
+    second = {"Authorization": f"Bearer {made.data['secret']}"}
+    gone = await api.delete(f"/keys/{made.data['key']['key_id']}", second)
+    assert gone.status == 200 and gone.data["state"] == "revoked"
+    after = await api.get("/keys", second)
+    assert after.status == 403 and after.error["code"] == "INVALID_API_KEY"
+
+
+async def test_two_admin_keys_revoking_each_other_at_once_leave_one(api: ApiClient,
+                                                                    tenant) -> None:
+    made = await api.post("/keys", tenant, json={"name": "second", "scopes": ["admin"]})
+    second = {"Authorization": f"Bearer {made.data['secret']}"}
+    results = await asyncio.gather(
+        api.delete(f"/keys/{made.data['key']['key_id']}", tenant),
+        api.delete(f"/keys/{tenant.key_id}", second))
+    assert sorted(result.status for result in results) in ([200, 403], [200, 409]), \
+        [result.data for result in results]
