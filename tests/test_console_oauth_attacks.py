@@ -107,6 +107,22 @@ async def test_a_users_sessions_are_bounded(cworld: ConsoleWorld) -> None:
     assert status == 303
 
 
+async def test_a_user_cannot_pose_as_an_operator_in_the_audit_log(
+        database_urls: DatabaseUrls, queries: Queries, make_tenant: TenantFactory) -> None:
+    """A user claim reading 'operator:...' (an issuer where users pick their name) would make
+    the user's changes read as an operator's in the tenant's audit log, which a key's name and
+    user may not: such a claim names nobody, and the next claim (sub) is the user."""
+    accounts = {"mallory": {"email": "operator:root@example.com", "org_id": "acme"}}
+    async with console_world(database_urls, queries, make_tenant, accounts=accounts) as world:
+        mallory = await signed_in(world, "mallory")
+        status, created = await mallory.api("POST", "/keys",
+                                            json={"name": "k", "scopes": ["read"]})
+        assert status == 201, created
+        status, audit = await mallory.api("GET", "/audit?tool=admin:keys.create")
+        actor = audit["data"]["items"][0]["actor"]
+        assert not actor.lower().startswith("operator:") and actor == "mallory", actor
+
+
 # --- the session ----------------------------------------------------------------------------
 
 
