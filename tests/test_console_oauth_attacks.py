@@ -94,6 +94,18 @@ async def test_a_long_lived_token_gives_no_longer_session_than_the_ttl(
                              CONSOLE_SESSION_TTL="60") as world:
         user = await signed_in(world, "alice")
         assert int(SimpleCookie(user.set_cookie)[SESSION]["max-age"]) <= 60
+        # The row too, not only the cookie (a browser may keep a cookie past its max-age).
+        conn = await asyncpg.connect(world.database_urls.admin)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                   str(world.acme.id))
+                lasts = await conn.fetchval(
+                    "SELECT max(extract(epoch FROM expires_at - created_at)) "
+                    "FROM console_sessions WHERE principal_id IS NOT NULL")
+        finally:
+            await conn.close()
+        assert 0 < lasts <= 60
 
 
 async def test_a_users_sessions_are_bounded(cworld: ConsoleWorld) -> None:
