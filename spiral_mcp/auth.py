@@ -26,8 +26,8 @@ from .config_values import SCOPES
 from .db import Database
 from .errors import ServiceError
 
-__all__ = ["SCOPES", "SUSPENDED", "Authenticator", "NewKey", "Principal", "hash_key", "key_problem",
-           "new_key", "parse_key"]
+__all__ = ["OPERATOR_ACTOR", "SCOPES", "SUSPENDED", "Authenticator", "NewKey", "Principal",
+           "hash_key", "key_problem", "new_key", "parse_key"]
 
 _PREFIX = "spk_"
 _SECRET_BYTES = 32
@@ -37,6 +37,10 @@ _KEY_LENGTH = len(_PREFIX) + 64 + _SECRET_CHARS
 # What the holder of a right key of a suspended tenant is told.
 SUSPENDED = ("this API key's tenant is suspended by the server's operator; its keys work again "
              "once an operator resumes it")
+
+# The actor of an operator's changes in a tenant's audit log reads "operator:<name>"; a key's
+# or an OAuth user's actor is its user or its name, so none of those may read the same.
+OPERATOR_ACTOR = "operator:"
 
 log = logging.getLogger(__name__)
 

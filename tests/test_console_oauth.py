@@ -51,13 +51,14 @@ class ConsoleWorld:
 @contextlib.asynccontextmanager
 async def console_world(database_urls: DatabaseUrls, queries: Queries,
                         make_tenant: TenantFactory, *, host: str = "127.0.0.1",
-                        confidential: bool = False, **env: str) -> AsyncIterator[ConsoleWorld]:
+                        confidential: bool = False, accounts: dict[str, Any] | None = None,
+                        **env: str) -> AsyncIterator[ConsoleWorld]:
     """``host`` names the product in OAUTH_RESOURCE (and so in the console's redirect URI);
     ``confidential``: the console is registered with a client secret (HTTP Basic at the token
-    endpoint), else as a public client."""
+    endpoint), else as a public client; ``accounts``: the provider's users (USERS)."""
     acme = await make_tenant(demo=True, name="acme")
     globex = await make_tenant(name="globex")
-    async with start_provider(accounts=USERS) as provider:
+    async with start_provider(accounts=accounts or USERS) as provider:
         port = free_port()
         registered = await provider.register_client(
             redirect_uris=[f"http://{host}:{port}/admin/oauth/callback"],

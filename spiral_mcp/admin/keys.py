@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from ..auth import SCOPES, new_key
+from ..auth import OPERATOR_ACTOR, SCOPES, new_key
 from ..queries import Queries
 from .cursors import decode_cursor, encode_cursor
 from .errors import AdminError, AdminNotFound
@@ -24,11 +24,6 @@ KEY_PAGE_MAX = 500
 # Which keys a page lists; live ones unless asked (revoked ones pile up over the years).
 KEY_STATES = ("live", "revoked", "expired", "all")
 _SCOPE = "keys"
-
-
-# The actor of an operator's changes in a tenant's audit log reads "operator:<name>"; a key's
-# actor is its user or its name, so neither may read the same.
-OPERATOR_ACTOR = "operator:"
 
 
 def parse_scopes(raw: str | Iterable[str]) -> list[str]:

@@ -40,6 +40,14 @@ def _expiry(value: str | None) -> datetime | None:
     if at.tzinfo is None:
         raise ServiceError(ErrorCode.VALIDATION_ERROR,
                            f"expires_at {value!r} needs a time zone, such as Z or +02:00")
+    try:
+        # In UTC, as it is stored: a far-west offset on 9999-12-31 is year 10000 (a 500 if
+        # it got to the database driver).
+        at = at.astimezone(UTC)
+    except OverflowError:
+        raise ServiceError(ErrorCode.VALIDATION_ERROR,
+                           f"expires_at {value!r} is after 9999-12-31T23:59:59Z, the latest a "
+                           "key may expire") from None
     if at <= datetime.now(UTC):
         raise ServiceError(ErrorCode.VALIDATION_ERROR,
                            f"expires_at {value!r} is in the past; a new key must expire later")

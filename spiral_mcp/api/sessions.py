@@ -83,7 +83,7 @@ class ConsoleSessions:
             raise ValueError("a key's console session is opened with a tenant admin's API key")
         return await self._open(admin.tenant_id, functools.partial(
             self._queries.create_console_session, key_id=principal.key_id,
-            ttl_seconds=self.ttl), trim_key_id=principal.key_id)
+            ttl_seconds=self.ttl), owner_id=principal.key_id)
 
     async def create_for_user(self, admin: AdminPrincipal,
                               token: VerifiedToken) -> tuple[str, str, float]:
@@ -100,22 +100,22 @@ class ConsoleSessions:
             self._queries.create_user_console_session, principal_id=principal.key_id,
             oauth_issuer=token.issuer, oauth_subject=token.subject,
             oauth_claims=dict(token.claims), acts_as=principal.user,
-            scopes=sorted(principal.scopes), ttl_seconds=lifetime))
+            scopes=sorted(principal.scopes), ttl_seconds=lifetime), owner_id=principal.key_id)
         return cookie, csrf, lifetime
 
     async def _open(self, tenant_id: uuid.UUID, insert: Callable[..., Awaitable[None]], *,
-                    trim_key_id: uuid.UUID | None = None) -> tuple[str, str]:
+                    owner_id: uuid.UUID) -> tuple[str, str]:
         """A new session of the tenant, its row written by ``insert`` (a create query with
         the session's own columns bound): (cookie value, CSRF token). The tenant's sessions
-        that can no longer be used are deleted on the way, and ``trim_key_id``'s oldest past
-        MAX_SESSIONS_PER_KEY."""
+        that can no longer be used are deleted on the way, and the oldest of ``owner_id`` (the
+        key, or the OAuth user's principal id) past MAX_SESSIONS_PER_KEY: a user signing in
+        in a loop cannot grow the table either."""
         cookie, csrf = _new_session(tenant_id)
         async with self._db.tenant(tenant_id) as conn:
             await self._queries.reap_console_sessions(conn, idle_seconds=self.idle)
             await insert(conn, tenant_id=tenant_id, session_hash=_hash(cookie), csrf_token=csrf)
-            if trim_key_id is not None:
-                await self._queries.trim_console_sessions(conn, key_id=trim_key_id,
-                                                          keep=MAX_SESSIONS_PER_KEY)
+            await self._queries.trim_console_sessions(conn, owner_id=owner_id,
+                                                      keep=MAX_SESSIONS_PER_KEY)
         return cookie, csrf
 
     async def admin(self, cookie: str) -> AdminPrincipal | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from ..auth import Principal
+from ..auth import OPERATOR_ACTOR, Principal
 from ..config import Settings
 from ..db import Database
 from ..errors import ServiceError
@@ -121,7 +121,10 @@ class IdentityMapper:
             # A claim its issuer says is unverified (OpenID's email_verified, phone_number_
             # verified) is only what the user typed: someone else's address would make them
             # the author of this user's writes.
+            # One reading "operator:..." would pose as an operator in the audit log, as a
+            # key's name and user may not (admin/keys.py): it names nobody either.
             if isinstance(value, str) and value.strip() \
+                    and not value.strip().lower().startswith(OPERATOR_ACTOR) \
                     and claims.get(f"{name}_verified") not in _UNVERIFIED:
                 return value
         return None

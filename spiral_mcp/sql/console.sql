@@ -56,9 +56,12 @@ DELETE FROM console_sessions
 WHERE expires_at <= now() OR last_seen_at <= now() - make_interval(secs => $1)
 
 -- name: trim_console_sessions!
--- params: key_id, keep
--- The key's sessions but its newest keep: signing in again and again ends the oldest.
+-- params: owner_id, keep
+-- The sessions of one key (key_id) or one OAuth user (principal_id) but their newest keep:
+-- signing in again and again ends the oldest. (Key ids are random, principal ids derived from
+-- issuer, subject and tenant: the two never meet.)
 DELETE FROM console_sessions
-WHERE key_id = $1
-  AND session_hash NOT IN (SELECT session_hash FROM console_sessions WHERE key_id = $1
+WHERE (key_id = $1 OR principal_id = $1)
+  AND session_hash NOT IN (SELECT session_hash FROM console_sessions
+                           WHERE key_id = $1 OR principal_id = $1
                            ORDER BY created_at DESC, last_seen_at DESC LIMIT $2)
