@@ -92,7 +92,8 @@ async def test_the_live_key_cap_is_exact_under_concurrency(api: ApiClient, tenan
 async def test_the_last_admin_key_cannot_be_revoked(api: ApiClient, tenant, admin_conn) -> None:
     refused = await api.delete(f"/keys/{tenant.key_id}", tenant)
     assert refused.status == 409
-    assert refused.error["message"] == ("this is the tenant's last admin key; create another "
+    assert refused.error["message"] == ("this is the tenant's last admin key (no other lasts "
+                                        "as long); create another "
                                         "admin key first")
     assert (await api.get(f"/keys/{tenant.key_id}", tenant)).data["state"] == "live"
     # A key without admin goes as before; with another admin key, the first may go too.

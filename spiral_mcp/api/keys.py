@@ -24,7 +24,8 @@ routes = ApiRoutes()
 # Live keys a tenant may hold: far more than people and bots need, few enough that an admin key
 # in a loop cannot grow the key table (and every list of it) without end.
 MAX_LIVE_KEYS = 500
-LAST_ADMIN_KEY = "this is the tenant's last admin key; create another admin key first"
+LAST_ADMIN_KEY = ("this is the tenant's last admin key (no other lasts as long); create another "
+                  "admin key first")
 
 
 def _expiry(value: str | None) -> datetime | None:
@@ -127,7 +128,8 @@ async def get_key(call: ApiCall) -> dict[str, Any]:
 async def revoke_key(call: ApiCall) -> dict[str, Any]:
     """The key, revoked: it stops authenticating (at once in this process, within
     AUTH_CACHE_TTL in others), and its console sessions end at once. Revoking a revoked key,
-    or the tenant's last live admin key (nobody could manage the tenant after it), is a
+    or the tenant's last admin key (no other live admin key lasts as long: nobody could
+    manage the tenant once it is gone), is a
     CONFLICT."""
     key_id = call.path["key_id"]
     async with call.tenant(readonly=False) as conn:
@@ -137,8 +139,9 @@ async def revoke_key(call: ApiCall) -> dict[str, Any]:
         before = await admin.get_key(conn, call.queries, key_id)
         if before["state"] == "revoked":
             raise ServiceError(ErrorCode.CONFLICT, f"key {key_id} is already revoked")
+        # An admin key expiring tomorrow does not stand in for one that never expires.
         if (before["state"] == "live" and "admin" in before["scopes"]
-                and await call.queries.count_live_admin_keys(conn) <= 1):
+                and not await call.queries.another_admin_key_lasts(conn, key_id=key_id)):
             raise ServiceError(ErrorCode.CONFLICT, LAST_ADMIN_KEY)
         await admin.revoke_api_key(conn, call.queries, key_id)
         after = await admin.get_key(conn, call.queries, key_id)

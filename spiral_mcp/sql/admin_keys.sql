@@ -34,9 +34,15 @@ LIMIT $4
 -- lock space of its own, apart from first starts' and the sources' locks.)
 SELECT pg_advisory_xact_lock(hashtext('spiral-mcp-keys'), hashtext($1::uuid::text))
 
--- name: count_live_admin_keys$
--- params:
--- How many keys of the tenant set by the transaction still authenticate with the admin scope.
-SELECT count(*) FROM api_keys
-WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-  AND 'admin' = ANY (scopes)
+-- name: another_admin_key_lasts$
+-- params: key_id
+-- Whether another key of the tenant set by the transaction still authenticates with the admin
+-- scope and lasts at least as long as this one (no expiry, or a later one): revoking this one
+-- then never brings closer the day the tenant has no admin key.
+SELECT EXISTS (
+    SELECT 1 FROM api_keys this JOIN api_keys other ON other.key_id <> this.key_id
+    WHERE this.key_id = $1
+      AND other.revoked_at IS NULL AND (other.expires_at IS NULL OR other.expires_at > now())
+      AND 'admin' = ANY (other.scopes)
+      AND (other.expires_at IS NULL
+           OR (this.expires_at IS NOT NULL AND other.expires_at >= this.expires_at)))
