@@ -23,6 +23,7 @@ from spiral_mcp.config import SETTINGS, load_settings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import PRINCIPAL
+from tests.conftest import LOOPBACK_SETTING
 
 # The installed entry point, as an operator runs it; ``-m`` only if the venv has no script.
 _SCRIPT = Path(sys.executable).with_name("spiral-mcp")
@@ -46,7 +47,8 @@ def cli(database_urls: DatabaseUrls, tmp_path: Path):
     # Nothing of the caller's environment may steer the command (an unset admin URL would
     # start the embedded database).
     base = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
-    base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path)}
+    base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
+             "SOURCE_PRIVATE_NETWORKS": LOOPBACK_SETTING}  # its fake sources are on loopback
 
     async def run(*args: str, **env: str | None) -> Result:
         # A variable given as None is removed from the command's environment.

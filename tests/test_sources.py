@@ -128,8 +128,8 @@ def test_own_database_needs_a_key_and_the_key_is_checked(tmp_path: Path) -> None
     ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
     ("http://localhost/", "http://localhost"),
 ])
-def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) -> None:
-    assert manage.check_base_url(raw) == expected
+async def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) -> None:
+    assert await manage.check_base_url(raw) == expected
 
 
 @pytest.mark.parametrize(("raw", "says"), [
@@ -150,9 +150,9 @@ def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) 
     ("jira.example.com", "expected an https:// address"),
     ("http://jira.example.com", "must use https"),
 ])
-def test_a_bad_base_url_is_one_clear_line_without_its_secret(raw: str, says: str) -> None:
+async def test_a_bad_base_url_is_one_clear_line_without_its_secret(raw: str, says: str) -> None:
     with pytest.raises(manage.SourceAdminError) as info:
-        manage.check_base_url(raw)
+        await manage.check_base_url(raw)
     assert says in str(info.value) and "s3cret" not in str(info.value)
     assert "\n" not in str(info.value)
 
