@@ -254,6 +254,33 @@ async def test_a_bad_source_base_url_is_one_line_and_stores_nothing(
     assert _ok(await cli("source", "list", "--tenant", str(tenant.id), **env)).json() == []
 
 
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:8080", "http://localhost:8080",
+                                      "https://10.1.2.3", "https://2130706433"])
+async def test_a_source_in_a_private_network_the_operator_did_not_list_is_refused(
+    cli, make_tenant, base_url: str
+) -> None:
+    """Without SOURCE_PRIVATE_NETWORKS, loopback and private addresses are refused in the same
+    words as by the API; listed, they are added."""
+    tenant = await make_tenant()
+    env = {"SPIRAL_SECRET_KEY": "x" * 43 + "=", "TOKEN": "s3cret-token"}
+    add = ("source", "add", "--tenant", str(tenant.id), "--kind", "jira", "--name", "acme",
+           "--base-url", base_url, "--project", "ABC=ABC", "--token-env", "TOKEN")
+    result = await cli(*add, SOURCE_PRIVATE_NETWORKS=None, **env)
+    assert result.code == 1 and result.out == "", result.err
+    assert result.err.startswith("spiral-mcp: error: --base-url: ")
+    assert "outside the networks the operator lets sources reach (SOURCE_PRIVATE_NETWORKS)" \
+        in result.err and result.err.count("\n") == 1, result.err
+    assert _ok(await cli("source", "list", "--tenant", str(tenant.id), **env)).json() == []
+    _ok(await cli(*add, SOURCE_PRIVATE_NETWORKS="127.0.0.0/8,10.0.0.0/8", **env))
+
+
+async def test_a_bad_source_private_network_is_one_line(cli) -> None:
+    result = await cli("tenant", "list", SOURCE_PRIVATE_NETWORKS="10.0.0.0/8,10.1.2.3/8")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "SOURCE_PRIVATE_NETWORKS: '10.1.2.3/8' is not a network in CIDR notation" \
+        in result.err, result.err
+
+
 async def _has_table(url: str, table: str) -> bool:
     conn = await asyncpg.connect(url)
     try:

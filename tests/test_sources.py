@@ -20,6 +20,7 @@ from spiral_mcp.sources.base import Comment, Draft, HttpClient, Item, Link, Ref,
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
 from spiral_mcp.sources.sync import SyncBusy, lock_key, write_items
+from tests.conftest import LOOPBACK_SETTING
 from tests.fake_jira import FakeJira, jira_time
 
 BOX = SecretBox(b"x" * 43 + b"=")
@@ -738,7 +739,8 @@ async def test_cli_add_list_test_sync_remove(jira: FakeJira, make_tenant, databa
     tenant = await make_tenant()
     env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     env |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
-            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "JIRA_TOKEN": jira.token}
+            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "JIRA_TOKEN": jira.token,
+            "SOURCE_PRIVATE_NETWORKS": LOOPBACK_SETTING}  # the fakes are on loopback
 
     async def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
