@@ -369,9 +369,11 @@ def _read_token(var: str | None) -> str:
 async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
     from .sources import manage
     from .sources.base import SourceError
+    from .sources.networks import from_setting
     from .sources.secrets import CredentialError, load_secret_box
     from .sources.sync import SyncBusy, SyncError
 
+    networks = from_setting(settings.source_private_networks)
     try:
         box = load_secret_box(settings)
         match args.action:
@@ -384,7 +386,7 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
                 source_id = await _with_admin(settings, lambda c, q: manage.add_source(
                     c, q, box, tenant_id=args.tenant, kind=args.kind, name=args.name,
                     base_url=args.base_url, projects=projects, email=args.email, token=token,
-                    overrides=overrides, rate=rate))
+                    overrides=overrides, rate=rate, networks=networks))
                 print(source_id)
             case "list":
                 _print_json(await _with_admin(
@@ -396,7 +398,8 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
             case "test":
                 row = await _with_admin(settings,
                                         lambda c, q: manage.find_source(c, q, args.source_id))
-                adapter = manage.make_adapter(row, box, retries=1, timeout=15.0)
+                adapter = manage.make_adapter(row, box, retries=1, timeout=15.0,
+                                              networks=networks)
                 try:
                     who = await adapter.check()
                 finally:
@@ -405,7 +408,7 @@ async def _run_source(args: argparse.Namespace, settings: Settings) -> None:
             case "set":
                 await _set_overrides(args, settings)
             case "sync":
-                await _sync(args, settings, box)
+                await _sync(args, settings, box, networks)
     except SourceError as exc:
         raise CommandError(str(exc)) from None
     except (CredentialError, SyncBusy, SyncError, manage.SourceAdminError) as exc:
@@ -428,7 +431,7 @@ async def _set_overrides(args: argparse.Namespace, settings: Settings) -> None:
               file=sys.stderr)
 
 
-async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:
+async def _sync(args: argparse.Namespace, settings: Settings, box: Any, networks: Any) -> None:
     from .sources import manage
 
     def show(progress: Any) -> None:
@@ -440,7 +443,7 @@ async def _sync(args: argparse.Namespace, settings: Settings, box: Any) -> None:
     conn = await _admin_connection(settings)
     try:
         progress = await manage.run_sync(conn, queries, box, args.source_id, full=args.full,
-                                         on_page=show)
+                                         on_page=show, networks=networks)
     finally:
         await conn.close()
     if sys.stderr.isatty():

@@ -7,6 +7,7 @@ line and exits with status 2.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from .config_values import (
     csv,
     default_data_dir,
     fernet_key,
+    networks,
     number,
     optional_choice,
     optional_text,
@@ -187,6 +189,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_MAX_PER_TENANT", optional_whole_number(1, 1000), None,
             "sources_sync calls one tenant runs at once in a server process (default: half of "
             "SYNC_ON_DEMAND_MAX); more are RATE_LIMITED"),
+    Setting("SOURCE_PRIVATE_NETWORKS", networks, (),
+            "private networks (CIDRs, comma-separated) sources may be reached at besides public "
+            "addresses, like an on-premises Jira's; unset: public addresses only. Loopback is "
+            "private too (127.0.0.0/8,::1/128), the only place plain http is allowed"),
     Setting("OAUTH_ISSUERS", web_urls, (),
             "OAuth: authorization servers (issuer URLs, comma-separated) whose access tokens "
             "are accepted beside API keys; unset: API keys only. Bind each issuer to a tenant "
@@ -297,6 +303,7 @@ class Settings:
     report_max_per_tenant: int | None
     sync_on_demand_max: int | None
     sync_max_per_tenant: int | None
+    source_private_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     oauth_issuers: tuple[str, ...]
     oauth_resource: str | None
     oauth_user_claims: tuple[str, ...]

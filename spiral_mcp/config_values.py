@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,9 @@ from urllib.parse import urlsplit
 
 __all__ = ["DEFAULT_SCOPE_MAP", "JWT_ALGORITHMS", "TOOLSETS", "ConfigError", "Secret",
            "algorithms", "boolean", "choice", "claim_names", "csv", "default_data_dir",
-           "fernet_key", "number", "optional_choice", "optional_text", "optional_whole_number",
-           "postgres_url", "redis_url", "scope_map", "secret", "text", "toolsets",
+           "fernet_key", "networks", "number", "optional_choice", "optional_text",
+           "optional_whole_number", "postgres_url", "redis_url", "scope_map", "secret", "text",
+           "toolsets",
            "web_url", "web_urls", "whole_number", "workers"]
 
 T = TypeVar("T", int, float)
@@ -128,6 +130,18 @@ def redis_url(raw: str) -> str | None:
 
 def csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (a bare address is a network of one)."""
+    found = []
+    for part in csv(raw):
+        try:
+            found.append(ipaddress.ip_network(part))
+        except ValueError as exc:
+            raise ConfigError(f"{part!r} is not a network in CIDR notation, like 10.0.0.0/8 or "
+                              f"fd00::/8 ({exc})") from None
+    return tuple(found)
 
 
 def toolsets(raw: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ provisioned and migrated for this run, tenants with keys, and the app served ove
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,9 +24,29 @@ from spiral_mcp.provision import DatabaseUrls, provision, start_embedded
 from spiral_mcp.queries import Queries
 from spiral_mcp.roles import OWNER_ROLE, url_for_role
 from spiral_mcp.server.app import create_app
+from spiral_mcp.sources import networks as source_networks
 from tests.balancer import haproxy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Every fake source is served on loopback, which sources may reach only when the operator lists
+# it (SOURCE_PRIVATE_NETWORKS): every served app, adapter and check of the tests lists it, as the
+# CLI's runs do (LOOPBACK_SETTING); the tests of the rule take it out again (public_only).
+LOOPBACK_SETTING = "127.0.0.0/8,::1/128"
+LOOPBACK = source_networks.SourceNetworks(tuple(
+    ipaddress.ip_network(cidr) for cidr in LOOPBACK_SETTING.split(",")))
+
+
+@pytest.fixture(autouse=True)
+def sources_reach_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source_networks, "DEFAULT", LOOPBACK)
+
+
+@pytest.fixture
+def public_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources reach public addresses only, as with SOURCE_PRIVATE_NETWORKS unset."""
+    monkeypatch.setattr(source_networks, "DEFAULT", source_networks.SourceNetworks())
 
 
 @pytest.fixture(scope="session")

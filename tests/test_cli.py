@@ -23,6 +23,7 @@ from spiral_mcp.config import SETTINGS, load_settings
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.server.app import create_app
 from spiral_mcp.server.keys import PRINCIPAL
+from tests.conftest import LOOPBACK_SETTING
 
 # The installed entry point, as an operator runs it; ``-m`` only if the venv has no script.
 _SCRIPT = Path(sys.executable).with_name("spiral-mcp")
@@ -46,7 +47,8 @@ def cli(database_urls: DatabaseUrls, tmp_path: Path):
     # Nothing of the caller's environment may steer the command (an unset admin URL would
     # start the embedded database).
     base = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
-    base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path)}
+    base |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
+             "SOURCE_PRIVATE_NETWORKS": LOOPBACK_SETTING}  # its fake sources are on loopback
 
     async def run(*args: str, **env: str | None) -> Result:
         # A variable given as None is removed from the command's environment.
@@ -250,6 +252,33 @@ async def test_a_bad_source_base_url_is_one_line_and_stores_nothing(
     assert result.err.startswith("spiral-mcp: error: --base-url") and says in result.err
     assert result.err.count("\n") == 1 and "s3cret" not in result.err, result.err
     assert _ok(await cli("source", "list", "--tenant", str(tenant.id), **env)).json() == []
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:8080", "http://localhost:8080",
+                                      "https://10.1.2.3", "https://2130706433"])
+async def test_a_source_in_a_private_network_the_operator_did_not_list_is_refused(
+    cli, make_tenant, base_url: str
+) -> None:
+    """Without SOURCE_PRIVATE_NETWORKS, loopback and private addresses are refused in the same
+    words as by the API; listed, they are added."""
+    tenant = await make_tenant()
+    env = {"SPIRAL_SECRET_KEY": "x" * 43 + "=", "TOKEN": "s3cret-token"}
+    add = ("source", "add", "--tenant", str(tenant.id), "--kind", "jira", "--name", "acme",
+           "--base-url", base_url, "--project", "ABC=ABC", "--token-env", "TOKEN")
+    result = await cli(*add, SOURCE_PRIVATE_NETWORKS=None, **env)
+    assert result.code == 1 and result.out == "", result.err
+    assert result.err.startswith("spiral-mcp: error: --base-url: ")
+    assert "outside the networks the operator lets sources reach (SOURCE_PRIVATE_NETWORKS)" \
+        in result.err and result.err.count("\n") == 1, result.err
+    assert _ok(await cli("source", "list", "--tenant", str(tenant.id), **env)).json() == []
+    _ok(await cli(*add, SOURCE_PRIVATE_NETWORKS="127.0.0.0/8,10.0.0.0/8", **env))
+
+
+async def test_a_bad_source_private_network_is_one_line(cli) -> None:
+    result = await cli("tenant", "list", SOURCE_PRIVATE_NETWORKS="10.0.0.0/8,10.1.2.3/8")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "SOURCE_PRIVATE_NETWORKS: '10.1.2.3/8' is not a network in CIDR notation" \
+        in result.err, result.err
 
 
 async def _has_table(url: str, table: str) -> bool:

@@ -248,23 +248,21 @@ async def test_an_operator_cookie_or_credential_is_nothing_with_the_operator_api
 # --- sources: SSRF and credentials echoed ----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design question: a tenant admin may point a source at any address the server reaches "
-    "(loopback over plain http, 10/8, 192.168/16, fd00::/8, names resolving there) and read the "
-    "first 200 characters of what answers there in the test's error: the CLI's check_base_url "
-    "rule, made for the operator; refusing private networks needs a setting for on-premises "
-    "Jira (SOURCE_PRIVATE_NETWORKS) and a check at connect time (DNS, rebinding), not only on "
-    "the literal"))
 @pytest.mark.parametrize("base_url", [
     "http://127.0.0.1:6379", "http://localhost:5432", "http://[::1]:8080", "https://10.0.0.1",
-    "https://192.168.1.1", "https://[fd00::1]", "https://metadata.google.internal"])
+    "https://192.168.1.1", "https://[fd00::1]", "https://2130706433", "https://[::ffff:a00:1]"])
+@pytest.mark.usefixtures("public_only")
 async def test_a_tenant_admin_cannot_point_a_source_at_private_addresses(
         api: ApiClient, make_tenant, base_url: str) -> None:
+    """Loopback, private networks and names resolving there are not a tenant's to probe:
+    refused unless the operator lists them (SOURCE_PRIVATE_NETWORKS; a name resolving there
+    only later is refused at connect time: tests/test_source_networks.py)."""
     tenant = await make_tenant()
     resp = await api.post("/instances", tenant, json={
         "kind": "jira", "name": f"ssrf {uuid.uuid4().hex[:6]}", "base_url": base_url,
         "token": "t", "projects": {"ABC": "ABC"}})
     assert resp.status == 400, (base_url, resp.body)
+    assert "(SOURCE_PRIVATE_NETWORKS)" in resp.error["message"], resp.body
 
 
 @pytest.mark.parametrize("base_url", [

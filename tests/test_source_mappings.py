@@ -20,7 +20,7 @@ import pytest
 from spiral_mcp.config import SETTINGS
 from spiral_mcp.queries import Queries
 from spiral_mcp.sources import manage
-from tests.conftest import TenantFactory
+from tests.conftest import LOOPBACK_SETTING, TenantFactory
 from tests.fake_jira import FakeJira
 from tests.test_source_sync_server import BOX, FAST, T0, add_source, scalar
 
@@ -129,7 +129,8 @@ def source_cli(database_urls, tmp_path: Path) -> Run:
     """``await source_cli("set", ...)``: ``spiral-mcp source ...`` as the operator runs it."""
     env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     env |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
-            "SPIRAL_SECRET_KEY": "x" * 43 + "="}
+            "SPIRAL_SECRET_KEY": "x" * 43 + "=",
+            "SOURCE_PRIVATE_NETWORKS": LOOPBACK_SETTING}  # the fakes are on loopback
 
     async def run(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(

@@ -20,6 +20,7 @@ from spiral_mcp.sources.base import Comment, Draft, HttpClient, Item, Link, Ref,
 from spiral_mcp.sources.jira import JiraAdapter, category_for, priority_for, type_for
 from spiral_mcp.sources.secrets import CredentialError, SecretBox, load_secret_box
 from spiral_mcp.sources.sync import SyncBusy, lock_key, write_items
+from tests.conftest import LOOPBACK_SETTING
 from tests.fake_jira import FakeJira, jira_time
 
 BOX = SecretBox(b"x" * 43 + b"=")
@@ -128,8 +129,8 @@ def test_own_database_needs_a_key_and_the_key_is_checked(tmp_path: Path) -> None
     ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
     ("http://localhost/", "http://localhost"),
 ])
-def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) -> None:
-    assert manage.check_base_url(raw) == expected
+async def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) -> None:
+    assert await manage.check_base_url(raw) == expected
 
 
 @pytest.mark.parametrize(("raw", "says"), [
@@ -150,9 +151,9 @@ def test_a_base_url_is_kept_without_its_trailing_slash(raw: str, expected: str) 
     ("jira.example.com", "expected an https:// address"),
     ("http://jira.example.com", "must use https"),
 ])
-def test_a_bad_base_url_is_one_clear_line_without_its_secret(raw: str, says: str) -> None:
+async def test_a_bad_base_url_is_one_clear_line_without_its_secret(raw: str, says: str) -> None:
     with pytest.raises(manage.SourceAdminError) as info:
-        manage.check_base_url(raw)
+        await manage.check_base_url(raw)
     assert says in str(info.value) and "s3cret" not in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -738,7 +739,8 @@ async def test_cli_add_list_test_sync_remove(jira: FakeJira, make_tenant, databa
     tenant = await make_tenant()
     env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     env |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
-            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "JIRA_TOKEN": jira.token}
+            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "JIRA_TOKEN": jira.token,
+            "SOURCE_PRIVATE_NETWORKS": LOOPBACK_SETTING}  # the fakes are on loopback
 
     async def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(

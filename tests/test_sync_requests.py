@@ -23,6 +23,7 @@ from spiral_mcp.sources.asana import AsanaAdapter
 from spiral_mcp.sources.base import Ref
 from spiral_mcp.sources.jira import JiraAdapter
 from spiral_mcp.sources.secrets import SecretBox
+from tests.conftest import LOOPBACK_SETTING
 from tests.fake_asana import FakeAsana
 from tests.fake_github import FakeGitHub
 from tests.fake_jira import FakeJira
@@ -282,7 +283,8 @@ def source_cli(database_urls, tmp_path: Path):
     """``await source_cli("set", ...)``: ``spiral-mcp source ...`` as the operator runs it."""
     env = {k: v for k, v in os.environ.items() if k not in {s.env for s in SETTINGS}}
     env |= {"ADMIN_DATABASE_URL": database_urls.admin, "SPIRAL_DATA_DIR": str(tmp_path),
-            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "ASANA_TOKEN": "1/2:pat"}
+            "SPIRAL_SECRET_KEY": "x" * 43 + "=", "ASANA_TOKEN": "1/2:pat",
+            "SOURCE_PRIVATE_NETWORKS": LOOPBACK_SETTING}  # the fakes are on loopback
 
     async def run(*args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(

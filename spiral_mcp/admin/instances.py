@@ -15,6 +15,7 @@ import orjson
 from ..queries import Queries
 from ..sources import manage
 from ..sources.base import SourceAdminError
+from ..sources.networks import SourceNetworks
 from ..sources.secrets import SecretBox
 from ..sources.sync import lock_key
 from .errors import AdminError, AdminNotFound
@@ -88,8 +89,10 @@ async def create_instance(
     conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
     kind: str, name: str, base_url: str | None, token: str, email: str | None,
     projects: Mapping[str, str], rate: str | None, mappings: Sequence[str],
+    networks: SourceNetworks | None = None,
 ) -> dict[str, Any]:
-    """Add an instance, checked as ``spiral-mcp source add`` checks it; the new instance."""
+    """Add an instance, checked as ``spiral-mcp source add`` checks it (its address public or
+    in ``networks``, SOURCE_PRIVATE_NETWORKS); the new instance."""
     adapter = _checked(lambda: manage.adapter_class(kind))
     project_map = _checked(lambda: manage.parse_project_map(
         [f"{ref}={key}" for ref, key in projects.items()], adapter))
@@ -98,7 +101,8 @@ async def create_instance(
     try:
         instance_id = await manage.add_source(
             conn, queries, box, tenant_id=tenant_id, kind=kind, name=name, base_url=base_url,
-            projects=project_map, token=token, email=email, overrides=overrides, rate=requests)
+            projects=project_map, token=token, email=email, overrides=overrides, rate=requests,
+            networks=networks)
     except SourceAdminError as exc:
         raise _refused(exc) from None
     return await get_instance(conn, queries, instance_id)

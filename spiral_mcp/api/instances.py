@@ -78,7 +78,8 @@ async def create_instance(call: ApiCall) -> dict[str, Any]:
             conn, call.queries, box, tenant_id=_tenant_id(call), kind=body["kind"],
             name=body["name"], base_url=body.get("base_url"), token=body["token"],
             email=body.get("email"), projects=body["projects"],
-            rate=_rate(body.get("rate")), mappings=body.get("map", []))
+            rate=_rate(body.get("rate")), mappings=body.get("map", []),
+            networks=_access(call).networks)
         await call.audit(conn, "instances.create", arguments=body, after=created)
     call.headers["Location"] = f"/api/v1/instances/{created['instance_id']}"
     return created

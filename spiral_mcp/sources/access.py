@@ -16,6 +16,7 @@ from ..config import Settings
 from ..queries import Queries
 from .base import Adapter
 from .manage import make_adapter
+from .networks import SourceNetworks, from_setting
 from .runs import SourceNotFound, recorded_sync
 from .secrets import CredentialError, SecretBox, load_secret_box
 from .sync import SyncBusy, SyncProgress
@@ -24,13 +25,15 @@ __all__ = ["SourceAccess", "SourceNotFound", "SyncBusy"]
 
 
 class SourceAccess:
-    """The secret box of this process, when it has one, and the HTTP options of its adapters."""
+    """The secret box of this process, when it has one, the private networks its sources may be
+    in, and the HTTP options of its adapters."""
 
     def __init__(self, box: SecretBox | None, *, unavailable: str | None = None,
-                 **client_options: Any) -> None:
+                 networks: SourceNetworks | None = None, **client_options: Any) -> None:
         self._box = box
         self.unavailable = unavailable if box is None else None
-        self._client_options = client_options
+        self.networks = networks
+        self._client_options = {"networks": networks, **client_options}
         # Told once per sync run, after its commits, what of its tenant's data the run changed
         # (the server announces it to the resources' subscribers; set by the app).
         self.on_change: DataChanged = nothing_listens
@@ -38,10 +41,11 @@ class SourceAccess:
     @classmethod
     def from_settings(cls, settings: Settings, **client_options: Any) -> SourceAccess:
         """Without a usable key the server still starts; sources are then out of reach."""
+        networks = from_setting(settings.source_private_networks)
         try:
-            return cls(load_secret_box(settings), **client_options)
+            return cls(load_secret_box(settings), networks=networks, **client_options)
         except CredentialError as exc:
-            return cls(None, unavailable=str(exc), **client_options)
+            return cls(None, unavailable=str(exc), networks=networks, **client_options)
 
     def secret_box(self) -> SecretBox:
         """The box sealing and opening credentials; CredentialError without a key."""

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from . import networks as source_networks
 from .credential_echo import credential_texts, without_credentials
 
 __all__ = ["CATEGORIES", "PRIORITIES", "TYPES", "Adapter", "Answer", "Comment", "Draft",
@@ -376,17 +377,26 @@ class HttpClient:
         rate: float = 10.0,
         max_retry_after: float = 120.0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        networks: source_networks.SourceNetworks | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         try:
             parts = urlsplit(self.base_url)
             self._origin = f"{parts.scheme}://{parts.netloc}"
+            host = parts.hostname or ""
         except ValueError:  # nothing can be sent there: fetch says so
             self._origin = self.base_url
+            host = ""
+        # Where it may connect: a literal host is checked here, a name by the resolver at each
+        # connection (never following redirects, each request connects to this origin only).
+        allowed = source_networks.chosen(networks)
+        self._refused = source_networks.refused_literal(host, allowed)
+        self._resolver = source_networks.GuardedResolver(allowed)
         # What of the credentials an answer may echo back, taken out of every body it reads.
         self._credentials = credential_texts(headers or {})
         self._session = aiohttp.ClientSession(
             headers={"Accept": "application/json", **(headers or {})},
+            connector=aiohttp.TCPConnector(resolver=self._resolver),
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
             # Redirects could carry basic auth to another host; a source answers directly.
             raise_for_status=False,
@@ -407,6 +417,7 @@ class HttpClient:
 
     async def close(self) -> None:
         await self._session.close()
+        await self._resolver.close()  # the connector closes only a resolver of its own
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -455,6 +466,8 @@ class HttpClient:
         if idempotent is None:
             idempotent = method != "POST"
         url = path if path.startswith(self._origin + "/") else f"{self.base_url}{path}"
+        if self._refused is not None:
+            raise SourceError("private_address", self._refused)
         for attempt in range(self._retries + 1):
             await self._take_slot()
             self.requests += 1
@@ -465,7 +478,9 @@ class HttpClient:
                     body = without_credentials(await response.read(), self._credentials)
                     status = response.status
                     headers = response.headers.copy()
-            except aiohttp.ClientConnectorDNSError:
+            except aiohttp.ClientConnectorDNSError as exc:
+                if isinstance(exc.os_error, source_networks.PrivateAddress):
+                    raise SourceError("private_address", str(exc.os_error)) from None
                 raise SourceError("dns", f"cannot resolve the host of {self.base_url}") from None
             except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError,
                     ssl.SSLError) as exc:

@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from ..queries import Queries
+from . import networks as source_networks
 from .base import Adapter, SourceAdminError
 from .runs import recorded_sync
 from .secrets import SecretBox
@@ -231,9 +232,12 @@ def _never_a_source(host: str) -> bool:
     return address.is_link_local or address.is_unspecified or address.is_multicast
 
 
-def check_base_url(raw: str) -> str:
+async def check_base_url(raw: str,
+                         networks: source_networks.SourceNetworks | None = None) -> str:
     """The source's API address, checked: https (plain http only to loopback), a host, maybe a
-    port and a path, and nothing else; without a trailing slash."""
+    port and a path, and nothing else; without a trailing slash. Its host must be, or resolve
+    now to, a public address or one in ``networks`` (SOURCE_PRIVATE_NETWORKS); connecting to it
+    is checked again (see :mod:`.networks`)."""
     url = raw.strip()
     if "@" in url:
         # user:token@host would store the token in clear in base_url, shown by every listing
@@ -264,6 +268,10 @@ def check_base_url(raw: str) -> str:
         # the server's network holds, never a Jira, GitHub or Asana.
         raise SourceAdminError(f"--base-url {url!r}: {parts.hostname} is a link-local, "
                                "unspecified or multicast address; no source is served there")
+    try:
+        await source_networks.check_host(parts.hostname, source_networks.chosen(networks))
+    except source_networks.PrivateAddress as exc:
+        raise SourceAdminError(f"--base-url: {exc}") from None
     if parts.scheme == "http":
         # Basic auth in clear text would hand the token to anyone on the path; only loopback
         # (a local proxy or a test double) may use plain http.
@@ -281,11 +289,12 @@ async def add_source(
     conn: asyncpg.Connection, queries: Queries, box: SecretBox, *, tenant_id: uuid.UUID,
     kind: str, name: str, base_url: str | None, projects: dict[str, str], token: str,
     email: str | None = None, overrides: dict[str, dict[str, str]] | None = None,
-    rate: float | None = None,
+    rate: float | None = None, networks: source_networks.SourceNetworks | None = None,
 ) -> uuid.UUID:
     """Register an instance. ``email`` is for Jira Cloud's basic auth; without it a Jira token
     is a Server/Data Center bearer token. GitHub and Asana take a token alone. ``rate``: the
-    requests a second it keeps to (:func:`parse_rate`), when not its kind's default."""
+    requests a second it keeps to (:func:`parse_rate`), when not its kind's default.
+    ``networks``: the private networks its address may be in (SOURCE_PRIVATE_NETWORKS)."""
     adapter = adapter_class(kind)
     if not 1 <= len(name.strip()) <= 200:
         raise SourceAdminError("a source name has 1 to 200 characters")
@@ -296,7 +305,7 @@ async def add_source(
     base_url = base_url or adapter.default_base_url
     if base_url is None:
         raise SourceAdminError(f"a {kind} source needs --base-url")
-    base_url = check_base_url(base_url)  # before anything is sealed or stored
+    base_url = await check_base_url(base_url, networks)  # before anything is sealed or stored
     credentials = {"token": token.strip()}
     if email is not None:
         credentials["email"] = email.strip()
