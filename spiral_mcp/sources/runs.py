@@ -91,13 +91,26 @@ async def _begin(conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.
 async def _end(conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UUID,
                instance_id: uuid.UUID, run_id: uuid.UUID, status: str,
                error: str | None) -> None:
+    async def record() -> None:
+        async with conn.transaction():
+            await queries.set_tenant(conn, tenant_id=str(tenant_id))
+            await queries.sync_run_finish(conn, run_id=run_id, status=status, error=error)
+
     try:
         async with asyncio.timeout(_END_SECONDS):
-            if status == "cancelled" and not await _settle(conn, queries, instance_id):
+            # The session is settled only when a cancel left it unusable: settling lets the
+            # lock go for a moment, in which the run reads as abandoned.
+            if status == "cancelled" and conn.is_in_transaction() \
+                    and not await _settle(conn, queries, instance_id):
                 return  # another run began meanwhile and stored this one as abandoned
-            async with conn.transaction():
-                await queries.set_tenant(conn, tenant_id=str(tenant_id))
-                await queries.sync_run_finish(conn, run_id=run_id, status=status, error=error)
+            try:
+                await record()
+            except asyncpg.NoActiveSQLTransactionError:
+                # A cancel that landed while a page's BEGIN was on its way: asyncpg holds a
+                # block the server never entered, so the next one was a savepoint of nothing.
+                if not await _settle(conn, queries, instance_id):
+                    return
+                await record()
     except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
         # The row stays running and reads as abandoned once the lock is gone.
         log.warning("could not record the end of a sync run",
