@@ -20,6 +20,8 @@ RUN pip install /src && rm -rf /src
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin spiral
 USER spiral
 WORKDIR /home/spiral
+# matplotlib's font cache, built once here rather than on the first chart a request asks for.
+RUN python -c "import matplotlib.font_manager"
 
 # Every interface inside the container; the Host-header guard only applies to loopback binds, so
 # publish the port on the host's loopback (as docker-compose.yml does) or behind a proxy.
