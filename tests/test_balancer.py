@@ -26,7 +26,7 @@ import aiohttp
 import httpx2
 import pytest
 from aiohttp import web
-from conftest import Tenant, TenantFactory
+from conftest import LOOPBACK_SETTING, Tenant, TenantFactory
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
@@ -70,6 +70,7 @@ async def fronts(haproxy: str, database_urls: DatabaseUrls,
         DATABASE_URL=database_urls.runtime, EXPLORER_DATABASE_URL=database_urls.explorer,
         REDIS_URL=redis_url, SPIRAL_SECRET_KEY=SECRET_KEY, SYNC_INTERVAL="0",
         AUTH_CACHE_TTL="0", LOG_LEVEL="warning",
+        SOURCE_PRIVATE_NETWORKS=LOOPBACK_SETTING,  # the fake source is on loopback
         PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
     command = [sys.executable, "-m", "spiral_mcp", "serve"]
     started: dict[int, Balancer] = {}
