@@ -25,6 +25,8 @@ class SharedSession(Session):
     key: str = ""                          # its Redis hash
     saved: dict[str, str] = dataclasses.field(default_factory=dict)
     saved_subscriptions: frozenset[str] = frozenset()
+    # The values ``saved`` was made from (see ``unchanged``).
+    saved_values: tuple[Any, ...] = ()
     rev: str = ""                          # the revision ``saved`` is of ('' unknown)
     stream_token: str | None = None        # set while this process holds its stream
     stream_start: str = "0-0"              # the newest event when it opened the stream
@@ -36,6 +38,26 @@ class SharedSession(Session):
     def _store(self) -> Any:
         assert self.store is not None
         return self.store
+
+    def shared_values(self) -> tuple[Any, ...]:
+        # The objects themselves, not copies: a request that changes the client's info or
+        # capabilities assigns new ones (the dispatcher's initialize), and tuple equality
+        # compares by identity first, so an unchanged session costs no JSON here.
+        return (self.protocol_version, self.handshake_done, self.log_level, self.state,
+                self.client_info, self.client_capabilities)
+
+    def mark_saved(self, fields: dict[str, str], values: tuple[Any, ...],
+                   subscriptions: frozenset[str]) -> None:
+        """Redis holds ``fields``, made from ``values`` (shared_values), and ``subscriptions``."""
+        self.saved = fields
+        self.saved_values = values
+        self.saved_subscriptions = subscriptions
+
+    def unchanged(self) -> bool:
+        """Nothing to save: what every request but a handful (initialize, setLevel,
+        subscribe) finds, without building the fields."""
+        return (self.saved_values == self.shared_values()
+                and self.subscriptions == self.saved_subscriptions)
 
     def post(self, message: dict[str, Any]) -> bool:
         if self.state is SessionState.CLOSED:

@@ -29,7 +29,7 @@ PROCESSES = "spiral:processes"
 BROADCAST = "spiral:b"
 
 
-def session_key(tenant_id: uuid.UUID, session_id: str) -> str:
+def session_key(tenant_id: uuid.UUID | str, session_id: str) -> str:
     """The session's hash. The tenant is part of the name: a lookup names the caller's tenant,
     so another tenant's principal cannot even address the key."""
     return f"spiral:t:{tenant_id}:s:{session_id}"
@@ -51,10 +51,11 @@ def tenant_namespace(tenant_id: uuid.UUID) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def cap_sets(tenant_id: uuid.UUID, key_id: uuid.UUID) -> tuple[str, str, str]:
-    """The tenant's and the key's sets of sessions, and the key's id as the hash holds it
-    (made once per key, not per request)."""
-    return tenant_sessions(tenant_id), key_sessions(tenant_id, key_id), str(key_id)
+def cap_sets(tenant_id: uuid.UUID, key_id: uuid.UUID) -> tuple[str, str, str, str]:
+    """The tenant's and the key's sets of sessions, and the key's and the tenant's ids as the
+    hash holds them (made once per key, not per request: a UUID's text costs a microsecond)."""
+    return (tenant_sessions(tenant_id), key_sessions(tenant_id, key_id), str(key_id),
+            str(tenant_id))
 
 
 def call_field(session_id: str, request_id: Any) -> bytes:
@@ -185,17 +186,20 @@ local ttl = ARGV[4]
 if h[3] == 'ready' then ttl = ARGV[3] end
 local verdicts = {}
 local calls = k .. ':calls'
-local claimed = false
+local created = false
 for i = 10, #ARGV, 3 do
-  if redis.call('HEXISTS', calls, ARGV[i]) == 1 then
+  if redis.call('HSETNX', calls, ARGV[i], ARGV[9]) == 0 then
     table.insert(verdicts, 'duplicate')
-  elseif redis.call('HLEN', calls) >= tonumber(ARGV[8]) then
-    table.insert(verdicts, 'busy')
   else
-    redis.call('HSET', calls, ARGV[i], ARGV[9])
-    redis.call('HSET', KEYS[5], ARGV[i + 1], ARGV[i + 2])
-    table.insert(verdicts, 'ok')
-    claimed = true
+    local running = redis.call('HLEN', calls)
+    if running > tonumber(ARGV[8]) then
+      redis.call('HDEL', calls, ARGV[i])
+      table.insert(verdicts, 'busy')
+    else
+      redis.call('HSET', KEYS[5], ARGV[i + 1], ARGV[i + 2])
+      table.insert(verdicts, 'ok')
+      if running == 1 then created = true end
+    end
   end
 end
 if not h[5] or tonumber(ARGV[5]) - tonumber(h[5]) >= tonumber(ARGV[7]) then
@@ -204,7 +208,7 @@ if not h[5] or tonumber(ARGV[5]) - tonumber(h[5]) >= tonumber(ARGV[7]) then
   end
   for i = 1, 3 do redis.call('ZADD', KEYS[i], 'XX', ARGV[5], k) end
   redis.call('HSET', k, 'seen', ARGV[5])
-elseif claimed then
+elseif created then
   redis.call('PEXPIRE', calls, ttl)  -- a calls hash made just now expires with the session
 end
 local rev = h[4] or ''

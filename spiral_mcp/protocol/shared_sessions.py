@@ -180,7 +180,7 @@ class SharedSessionStore(SessionStore):
             raise SessionLimitError(_REFUSALS[verdict])
         for ended in outcome[1:]:
             self.bus.broadcast({"type": "closed", "key": ended.decode()})
-        session.saved = fields
+        session.mark_saved(fields, session.shared_values(), frozenset(session.subscriptions))
         session.rev = "1"
         self._local[key] = session
         return session
@@ -193,14 +193,14 @@ class SharedSessionStore(SessionStore):
                   ) -> Session | None:
         if not _SESSION_ID.fullmatch(session_id):
             return None
-        key = lua.session_key(tenant_id, session_id)
+        tenant_set, key_set, key_name, tenant_name = lua.cap_sets(tenant_id, key_id)
+        key = lua.session_key(tenant_name, session_id)
         local = self._local.get(key)
         # The revision of this copy's fields: Redis answers them only if they moved since.
         # The binding (key, tenant, transport) is checked in Redis all the same: a copy here
         # says nothing of whether the session still exists, or is the caller's.
         known = ("" if local is None or local.state is SessionState.CLOSED
                  or local.key_id != key_id or local.transport != transport else local.rev)
-        tenant_set, key_set, key_name = lua.cap_sets(tenant_id, key_id)
         keys = [lua.SESSIONS_ALL, tenant_set, key_set, key]
         args: list[Any] = [key_name, transport, self._ttl_ready, self._ttl_open,
                            int(time.time() * 1000), known, self._refresh_ms]
@@ -212,8 +212,8 @@ class SharedSessionStore(SessionStore):
                 field = orjson.dumps(request_id)
                 fields_of_calls.append(field)
                 args += [field, lua.call_field(session_id, request_id), orjson.dumps(
-                    {"session": key, "id": request_id, "tenant": str(tenant_id),
-                     "key": str(key_id), **about})]
+                    {"session": key, "id": request_id, "tenant": tenant_name,
+                     "key": key_name, **about})]
         try:
             found = await self._line.script(self._lookup.sha, lua.LOOKUP, keys, args)
         except RedisError as exc:
@@ -266,17 +266,21 @@ class SharedSessionStore(SessionStore):
         if self._draining:
             session.drain()
         session.subscriptions = subscriptions
-        session.saved = shared_fields(session)
-        session.saved_subscriptions = frozenset(subscriptions)
+        session.mark_saved(shared_fields(session), session.shared_values(),
+                           frozenset(subscriptions))
 
     async def save(self, session: Session) -> None:
         assert isinstance(session, SharedSession)
+        if session.unchanged():
+            return
+        values = session.shared_values()
         now = shared_fields(session)
         changed = {k: v for k, v in now.items() if session.saved.get(k) != v}
         subscriptions = frozenset(session.subscriptions)
         added = subscriptions - session.saved_subscriptions
         removed = session.saved_subscriptions - subscriptions
         if not (changed or added or removed):
+            session.mark_saved(session.saved, values, subscriptions)  # equal, not the same
             return
         change = {"fields": changed, "add": sorted(added), "remove": sorted(removed)}
         known, session.rev = session.rev, ""  # until Redis says which revision this is
@@ -286,8 +290,7 @@ class SharedSessionStore(SessionStore):
                 [self._ttl_ms(now.get("state") == "ready"), orjson.dumps(change)])
         except RedisError as exc:
             raise SessionStoreUnavailable(str(exc)) from exc
-        session.saved = {**session.saved, **changed}
-        session.saved_subscriptions = subscriptions
+        session.mark_saved({**session.saved, **changed}, values, subscriptions)
         # This copy is current only if no other process saved since it last read the session
         # (else the next lookup reads the fields whole).
         if known and rev == int(known) + 1:
