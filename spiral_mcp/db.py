@@ -4,6 +4,7 @@ Every read or write of tenant data happens inside :meth:`Database.tenant`, a tra
 statement sets ``app.tenant_id`` for that transaction only (``set_config(..., true)``), so a pooled
 connection never carries one tenant's context into another's request. Driver failures leave this
 module as :class:`~spiral_mcp.errors.ServiceError` with CONNECTION_ERROR or QUERY_TIMEOUT.
+How a connection is opened and set up is ``connections.py``'s (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ import asyncio
 import collections
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import asyncpg
-import orjson
 
+from .connections import close_pool, connect, create_pool, init_connection, keep_session
 from .errors import ErrorCode, ServiceError
 from .queries import Queries
+from .tracing import Tracer, statement_span
 
 if TYPE_CHECKING:
     from .replica import Replica
 
 __all__ = [
-    "Connect", "Database", "TenantTransaction", "connect", "connection_error", "create_pool",
-    "init_connection", "keep_session",
+    "Connect", "Database", "TenantTransaction", "close_pool", "connect", "connection_error",
+    "create_pool", "init_connection", "keep_session",
 ]
 
 # Failures that mean "the database cannot be reached or went away", not "the query was wrong".
@@ -57,110 +59,6 @@ def connection_error() -> ServiceError:
 
 def _timeout_error() -> ServiceError:
     return ServiceError(ErrorCode.QUERY_TIMEOUT, "the query took too long and was cancelled")
-
-
-def _encode_json(value: Any) -> bytes:
-    return orjson.dumps(value, default=str)
-
-
-def _encode_jsonb(value: Any) -> bytes:
-    return _JSONB_VERSION + orjson.dumps(value, default=str)
-
-
-def _decode_jsonb(data: bytes) -> Any:
-    if data[:1] != _JSONB_VERSION:
-        raise ValueError(f"jsonb in an unknown binary format (version {data[:1]!r})")
-    return orjson.loads(memoryview(data)[1:])
-
-
-# jsonb's binary form: a version byte, then the JSON text.
-_JSONB_VERSION = b"\x01"
-
-
-async def init_connection(conn: asyncpg.Connection) -> None:
-    """json and jsonb values travel as Python objects, parsed and written by orjson.
-
-    In the binary format: asyncpg decodes a value inside a record or array in that format with
-    whatever codec its type has, so a text-format codec would be handed binary jsonb (a version
-    byte first) and fail on every jsonb value in a ``ROW(...)`` or whole-row reference."""
-    await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_json,
-                              decoder=orjson.loads, format="binary")
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_encode_jsonb,
-                              decoder=_decode_jsonb, format="binary")
-
-
-async def keep_session(conn: asyncpg.Connection) -> None:
-    """The runtime pool's reset: none. Its statements leave no session state (the tenant is set
-    per transaction; nothing LISTENs, locks, opens cursors or SETs for the session), so the
-    default reset's round trip (RESET ALL, CLOSE ALL, ...) buys nothing on every release. A
-    transaction left open by a cancelled call is still rolled back: asyncpg does that before it
-    calls this hook."""
-
-
-async def create_pool(
-    url: str,
-    *,
-    min_size: int,
-    max_size: int,
-    connect_timeout: float,
-    statement_timeout: float,
-    application_name: str = "spiral-mcp",
-    server_settings: Mapping[str, str] | None = None,
-    init: Callable[[asyncpg.Connection], Awaitable[None]] = init_connection,
-    **pool_options: Any,
-) -> asyncpg.Pool:
-    """A pool whose connections give up fast: connecting within ``connect_timeout`` and each
-    statement within ``statement_timeout`` (server-side, with a client-side backstop).
-
-    ``server_settings`` add to the session settings; ``init`` sets up each new connection (by
-    default: :func:`init_connection`); ``pool_options`` go to asyncpg as they are (the explorer
-    pool sets its reset and turns the statement cache off)."""
-    return await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=connect_timeout,
-        command_timeout=statement_timeout + 1.0,
-        max_inactive_connection_lifetime=60.0,
-        init=init,
-        server_settings=_session_settings(statement_timeout, application_name, server_settings),
-        **pool_options,
-    )
-
-
-async def connect(url: str, *, connect_timeout: float, statement_timeout: float,
-                  application_name: str) -> asyncpg.Connection:
-    """One connection outside any pool, set up as a pooled one is (see :func:`create_pool`)."""
-    conn = await asyncpg.connect(
-        url, timeout=connect_timeout, command_timeout=statement_timeout + 1.0,
-        server_settings=_session_settings(statement_timeout, application_name, None))
-    try:
-        await init_connection(conn)
-    except BaseException:
-        conn.terminate()
-        raise
-    return conn
-
-
-def _session_settings(statement_timeout: float, application_name: str,
-                      extra: Mapping[str, str] | None) -> dict[str, str]:
-    return {
-        "application_name": application_name,
-        # Our statements are short; JIT compilation cost up to a second on report queries.
-        "jit": "off",
-        "statement_timeout": str(int(statement_timeout * 1000)),
-        # A connection stuck in an open transaction would hold locks; end it server-side.
-        "idle_in_transaction_session_timeout": str(int((statement_timeout + 5) * 1000)),
-        **(extra or {}),
-    }
-
-
-async def close_pool(pool: asyncpg.Pool, *, grace: float) -> None:
-    """Close gracefully within ``grace`` seconds (connections finish their work), then force."""
-    try:
-        await asyncio.wait_for(pool.close(), timeout=grace)
-    except TimeoutError:
-        pool.terminate()
 
 
 def _service_error(exc: BaseException) -> ServiceError | None:
@@ -245,7 +143,10 @@ class TenantTransaction:
     async def _enter(self, database: Database) -> asyncpg.Connection:
         conn = await database.acquire()
         try:
-            await conn.execute(self._begin)
+            if (tracer := database.tracer) is None:
+                await conn.execute(self._begin)
+            else:
+                await _traced_command(tracer, conn, self._begin, "BEGIN")
         except BaseException as exc:
             await database.release(conn, settled=False)
             if (error := _service_error(exc)) is not None:
@@ -264,12 +165,18 @@ class TenantTransaction:
         try:
             try:
                 if exc is None:
-                    await conn.execute("COMMIT")
+                    if (tracer := self._database.tracer) is None:
+                        await conn.execute("COMMIT")
+                    else:
+                        await _traced_command(tracer, conn, "COMMIT", "COMMIT")
                     settled = True
                 elif not conn.is_closed() and conn.is_in_transaction():
                     # Also when cancelled, as asyncpg's own transactions do; a connection that
                     # cannot even roll back is closed by the pool's release.
-                    await conn.execute("ROLLBACK")
+                    if (tracer := self._database.tracer) is None:
+                        await conn.execute("ROLLBACK")
+                    else:
+                        await _traced_command(tracer, conn, "ROLLBACK", "ROLLBACK")
                     settled = True
             finally:
                 await self._database.release(conn, settled=settled)
@@ -279,6 +186,20 @@ class TenantTransaction:
             raise
         if exc is not None and (error := _service_error(exc)) is not None:
             raise error from exc
+
+
+async def _traced_command(tracer: Tracer, conn: asyncpg.Connection, sql: str,
+                          command: str) -> None:
+    """A transaction control statement in a span named ``command`` (BEGIN, COMMIT, ROLLBACK)
+    when traced work runs it, as a named statement's (``tracing.statement_span``): a slow
+    COMMIT (synchronous commit, a lock) shows. Only the command's name: BEGIN's text holds the
+    tenant id."""
+    span = statement_span(tracer, command, command)
+    if span is None:
+        await conn.execute(sql)
+        return
+    with span:
+        await conn.execute(sql)
 
 
 class Database:
@@ -300,6 +221,8 @@ class Database:
     ) -> None:
         self.pool = pool
         self.queries = queries
+        # The tracer of the statements (None: tracing off), for the tenant transactions' own.
+        self.tracer: Tracer | None = queries.tracer
         # Opens a connection outside the pool (see detached); None: this database opens none.
         self._connect = connect
         self._acquire_timeout = acquire_timeout

@@ -27,6 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from serving import app_clients
 
 from spiral_mcp.config import ConfigError, load_settings
+from spiral_mcp.errors import ErrorCode, ServiceError
 from spiral_mcp.provision import DatabaseUrls
 from spiral_mcp.queries import Queries, Query
 from spiral_mcp.server.app import create_app
@@ -85,6 +86,10 @@ class Collector:
     def children(self, parent: Span) -> list[Span]:
         return [s for s in self.spans
                 if s.trace_id == parent.trace_id and s.parent_span_id == parent.span_id]
+
+
+def in_order(spans: list[Span]) -> list[Span]:
+    return sorted(spans, key=lambda span: span.start_time_unix_nano)
 
 
 def _value(value: Any) -> Any:
@@ -198,15 +203,20 @@ async def test_a_tool_call_is_one_chain_of_spans_and_carries_no_value(
         "gen_ai.operation.name": "execute_tool", "spiral.tenant_id": str(tenant.id),
         "spiral.key_id": str(tenant.key_id), "spiral.credential": "api_key",
         "spiral.request_id": attributes(http)["spiral.request_id"], "spiral.outcome": "ok"}
-    queries = receiver.children(tool)
+    # The tool's transaction: BEGIN (with the tenant's setting), its statements, COMMIT, in
+    # that order, each a span named by the command alone.
+    begin, *queries, commit = in_order(receiver.children(tool))
+    assert (begin.name, commit.name) == ("BEGIN", "COMMIT")
     assert queries and {q.name for q in queries} <= statements
-    for query in queries:
-        assert query.kind == Span.SPAN_KIND_CLIENT
-        assert attributes(query) == {
+    for span in (begin, *queries, commit):
+        assert span.kind == Span.SPAN_KIND_CLIENT
+        operation = span.name if span in (begin, commit) else "SELECT"
+        assert attributes(span) == {
             "db.system.name": "postgresql", "db.system": "postgresql",
-            "db.operation.name": "SELECT", "db.query.summary": query.name}
+            "db.operation.name": operation, "db.query.summary": span.name}
     # Whatever else ran under the HTTP span (authentication, with no key cached) is statements.
-    assert {s.name for s in receiver.children(http) if s is not tool} <= statements
+    assert {s.name for s in receiver.children(http) if s is not tool} <= statements | {
+        "BEGIN", "COMMIT"}
 
     # The explorer: a span named explorer_query under its tool's, the explorer's own named
     # statements under it.
@@ -236,6 +246,13 @@ async def test_a_tool_call_is_one_chain_of_spans_and_carries_no_value(
     for secret in (tenant.key.encode(), SEARCHED.encode(), EXPLORED.encode(), b"SELECT ",
                    b"Bearer", sid.encode()):
         assert secret not in exported
+    # The tenant id is an attribute of the tool's span only: never of a statement's (BEGIN's
+    # text sets it, and no text of it is exported).
+    for span in receiver.spans:
+        if span.kind == Span.SPAN_KIND_CLIENT:
+            assert str(tenant.id) not in str(attributes(span).values())
+    for text in (b"SET LOCAL", b"app.tenant_id", b"READ ONLY"):
+        assert text not in exported
     assert receiver.resources[0]["service.name"] == "spiral-mcp"
 
     # The access line of the call leads to its trace.
@@ -284,6 +301,46 @@ async def test_a_tool_error_a_resource_read_and_a_prompt_are_spans_too(
     assert attributes(prompt_span)["gen_ai.prompt.name"] == "backlog_triage"
 
 
+async def test_a_failed_write_rolls_back_in_a_span_and_a_failed_commit_is_marked(
+        database_urls: DatabaseUrls, tenant: Tenant, collector: tuple[Collector, str]) -> None:
+    receiver, endpoint = collector
+    async with app_clients() as start:
+        app = create_app(make_settings(database_urls, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                                       SYNC_INTERVAL="0"), database_url=database_urls.runtime)
+        client = await start(app)
+        sid = await open_session(client, tenant)
+        response = await post(client, tenant, request(
+            "tools/call", 2, name="jira_update_issue",
+            arguments={"issue_key": "NOPE-404", "fields": {"summary": "Never written"}}),
+            sid=sid, version="2025-11-25")
+        assert (await response.json())["result"]["isError"]
+        # A COMMIT the server refuses: a deferred unique constraint is checked only then.
+        with app[TRACER].start_as_current_span("deferred check"), \
+                pytest.raises(ServiceError) as refused:
+            async with app[DATABASE].tenant(tenant.id) as conn:
+                await conn.execute("CREATE TEMP TABLE zqx_once (n int UNIQUE DEFERRABLE "
+                                   "INITIALLY DEFERRED) ON COMMIT DROP")
+                await conn.execute("INSERT INTO zqx_once VALUES (1), (1)")
+        assert refused.value.code is ErrorCode.VALIDATION_ERROR
+    write, = receiver.named("tools/call jira_update_issue")
+    begin, *queries, rollback = in_order(receiver.children(write))
+    assert (begin.name, rollback.name) == ("BEGIN", "ROLLBACK")
+    assert queries and "COMMIT" not in {q.name for q in queries}
+    assert attributes(rollback) == {
+        "db.system.name": "postgresql", "db.system": "postgresql",
+        "db.operation.name": "ROLLBACK", "db.query.summary": "ROLLBACK"}
+    # Rolling back went well: the tool failed, not the statement.
+    assert rollback.status.code == rollback.status.STATUS_CODE_UNSET
+
+    check, = receiver.named("deferred check")
+    begin, commit = in_order(receiver.children(check))
+    assert (begin.name, commit.name) == ("BEGIN", "COMMIT")
+    assert begin.status.code == begin.status.STATUS_CODE_UNSET
+    assert commit.status.code == commit.status.STATUS_CODE_ERROR
+    assert attributes(commit)["error.type"] == commit.status.message == "UniqueViolationError"
+    assert b"zqx_once" not in b"".join(receiver.bodies)
+
+
 async def test_another_tenants_calls_are_traced_under_its_own_ids(
         database_urls: DatabaseUrls, tenant: Tenant, make_tenant: TenantFactory,
         collector: tuple[Collector, str]) -> None:
@@ -316,6 +373,7 @@ async def test_tracing_off_exports_nothing_and_builds_nothing(
         assert app[DISPATCHER].registry.tracer is None
         # Plain statements, no span machinery on their path.
         assert type(app[DATABASE].queries.get_issue) is Query
+        assert app[DATABASE].tracer is None  # BEGIN and COMMIT run bare, too
         sid = await open_session(client, tenant)
         await call_tool(client, tenant, sid, "jira_search", traceparent=header)
     assert receiver.bodies == []
