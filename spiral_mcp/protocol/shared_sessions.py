@@ -32,7 +32,6 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from . import shared_scripts as lua
-from .http import STREAM_POLL_SECONDS, KeyNoLongerValid, client_gone
 from .sessions import (
     UNINITIALIZED_TIMEOUT,
     Session,
@@ -44,8 +43,9 @@ from .sessions import (
 from .shared_bus import Bus
 from .shared_line import RedisLine
 from .shared_local import SharedSession, shared_fields
-from .shared_posts import POST_EVENT_ID, PostStream, PostStreamReader, checked_event_id
+from .shared_posts import PostStream, checked_event_id
 from .shared_reaper import Reaper
+from .shared_streams import SessionStreams
 
 __all__ = ["EVENTS_KEPT", "SharedSessionStore"]
 
@@ -53,12 +53,6 @@ log = logging.getLogger(__name__)
 
 # Events kept per session stream for a resumption (Redis trims to about this many).
 EVENTS_KEPT = 256
-# A stream's holder renews its mark this often; a mark not renewed for STREAM_MARK_SECONDS
-# (its process died) no longer keeps another process from opening the stream.
-STREAM_MARK_SECONDS = 10.0
-STREAM_KEEP_SECONDS = 3.0
-# A stream waits at most this long on Redis between its checks (client gone, drain, key).
-READ_BLOCK_MS = 1000
 # How often every process looks for dead ones (a dead one is noticed within the heartbeat's TTL
 # and this).
 REAP_SECONDS = 2.0
@@ -97,8 +91,6 @@ class SharedSessionStore(SessionStore):
                          max_per_key=max_per_key, idle_timeout=idle_timeout)
         self._max_calls = max_concurrent_calls
         self._client = client
-        # XREAD BLOCK waits longer than the commands' socket timeout allows.
-        self._blocking = blocking
         self.bus = Bus(client, blocking, on_message=self._on_message)
         # The lookup and the release, which every request makes, go on a line of their own.
         pool = client.connection_pool
@@ -110,12 +102,8 @@ class SharedSessionStore(SessionStore):
         self.reaper = Reaper(client, client.register_script(lua.LOST_CALL),
                              process_id=self.bus.process_id, events_kept=EVENTS_KEPT,
                              events_ttl_ms=_ms(idle_timeout))
-        self._open_stream = client.register_script(lua.OPEN_STREAM)
-        self._keep_stream = client.register_script(lua.KEEP_STREAM)
-        self._release_stream = client.register_script(lua.RELEASE_STREAM)
-        self._posts = PostStreamReader(
-            client, blocking, client.register_script(lua.RESUME_POST),
-            mark_ms=_ms(STREAM_MARK_SECONDS), block_ms=READ_BLOCK_MS)
+        self._streams = SessionStreams(client, blocking, process_id=self.bus.process_id,
+                                       ttl_ms=_ms(idle_timeout))
         self._process_calls = lua.process_calls(self.bus.process_id)
         self._ttl_ready = _ms(idle_timeout)
         self._ttl_open = _ms(min(idle_timeout, UNINITIALIZED_TIMEOUT))
@@ -356,40 +344,15 @@ class SharedSessionStore(SessionStore):
                                 self._process_calls:
                                 lua.call_field(session.id, request_id)})
 
-    # -- the stream ------------------------------------------------------------------------
+    # -- the stream (shared_streams.py) -------------------------------------------------
 
     async def open_stream(self, session: Session, *, after: str | None) -> bool:
-        """Take the session's stream (with ``after``, over from whoever holds it: that holder
-        may be dead). Resuming a POST's stream takes nothing: it is not the session's."""
         assert isinstance(session, SharedSession)
-        if after is not None and POST_EVENT_ID.match(after):
-            return True
-        resuming = after is not None
-        token = f"{self.bus.process_id}:{secrets.token_hex(4)}"
-        try:
-            verdict = await self._open_stream(
-                keys=[f"{session.key}:stream", session.key],
-                args=[token, _ms(STREAM_MARK_SECONDS), "1" if resuming else "0",
-                      self._ttl_ms(ready=True)])
-        except RedisError as exc:
-            raise SessionStoreUnavailable(str(exc)) from exc
-        if verdict[0] != b"ok":
-            return False
-        session.stream_start = verdict[1].decode()
-        session.stream_token = token
-        session.stream_open = True
-        return True
+        return await self._streams.open(session, after=after)
 
     async def close_stream(self, session: Session) -> None:
         assert isinstance(session, SharedSession)
-        token, session.stream_token = session.stream_token, None
-        session.stream_open = False
-        session.touch()
-        if token is not None:
-            try:
-                await self._release_stream(keys=[f"{session.key}:stream"], args=[token])
-            except RedisError as exc:
-                raise SessionStoreUnavailable(str(exc)) from exc
+        await self._streams.close(session)
 
     def event_id(self, header: str) -> str | None:
         return checked_event_id(header)
@@ -398,52 +361,13 @@ class SharedSessionStore(SessionStore):
         assert isinstance(session, SharedSession)
         return PostStream(self.bus, session.key, request_ids)
 
-    async def events(
+    def events(
         self, request: web.Request, session: Session, *, after: str | None,
         key_still_valid: Callable[[], Awaitable[bool]] | None,
     ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
-        """The session's events after ``after`` (or from now), until the session ends, the
-        client leaves, another process takes the stream over, or this one drains."""
         assert isinstance(session, SharedSession)
-        if after is not None and (post := POST_EVENT_ID.match(after)) is not None:
-            async for item in self._posts.events(request, session, post[1], post[2],
-                                                 key_still_valid=key_still_valid):
-                yield item
-            return
-        events = f"{session.key}:events"
-        last = after or session.stream_start
-        now = time.monotonic()
-        next_keep, next_check = now + STREAM_KEEP_SECONDS, now + STREAM_POLL_SECONDS
-        while not client_gone(request) and session.state is not SessionState.CLOSED:
-            if session.state is SessionState.CLOSING and session.idle:
-                return  # this process drains: the client resumes elsewhere
-            now = time.monotonic()
-            if key_still_valid is not None and now >= next_check:
-                if not await key_still_valid():
-                    raise KeyNoLongerValid(f"the credential of session {session.id} is no "
-                                           "longer valid")
-                next_check = now + STREAM_POLL_SECONDS
-            try:
-                if now >= next_keep:
-                    if not await self._keep(session):
-                        return  # taken over by another process, or ended
-                    next_keep = now + STREAM_KEEP_SECONDS
-                read = await self._blocking.xread({events: last}, count=100,
-                                                  block=READ_BLOCK_MS)
-            except RedisError as exc:
-                raise SessionStoreUnavailable(str(exc)) from exc
-            for _, entries in read:
-                for entry_id, values in entries:
-                    last = entry_id.decode()
-                    yield last, orjson.loads(values[b"m"])
-
-    async def _keep(self, session: SharedSession) -> bool:
-        if session.stream_token is None:
-            return False
-        kept = await self._keep_stream(
-            keys=[f"{session.key}:stream", session.key],
-            args=[session.stream_token, _ms(STREAM_MARK_SECONDS), self._ttl_ms(ready=True)])
-        return bool(kept)
+        return self._streams.events(request, session, after=after,
+                                    key_still_valid=key_still_valid)
 
     # -- messages from other processes -----------------------------------------------------
 

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..protocol.shared_sessions import READ_BLOCK_MS, SharedSessionStore
+from ..protocol.shared_sessions import SharedSessionStore
+from ..protocol.shared_streams import READ_BLOCK_MS
 from ..redis_client import close_redis, redis_client
 from .keys import REDIS, SESSIONS, SETTINGS, SHUTDOWN
 

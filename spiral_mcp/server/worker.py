@@ -28,7 +28,7 @@ from ..config import Settings
 from ..provision import DatabaseUrls
 from .app import create_app
 from .logs import configure_logging
-from .run import STARTUP_ERRORS, new_event_loop
+from .run import STARTUP_ERRORS, new_event_loop, settle_heap
 from .shutdown import WIND_DOWN_SECONDS
 from .worker_metrics import serve_own_metrics
 
@@ -108,6 +108,7 @@ def main() -> None:
 
     def listening(_banner: str) -> None:
         # Called by run_app once the app has started and accepts: the cleanup contexts have run.
+        settle_heap()
         log.info("worker ready")
         _tell(control, "ready")
         # The supervisor writes nothing more: the control socket turns readable at its end.
