@@ -32,7 +32,6 @@ from redis.exceptions import (
     NoScriptError,
     ReadOnlyError,
     RedisError,
-    ResponseError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -88,6 +87,11 @@ class RedisLine:
 
     def _write(self, conn: Any, args: tuple[Any, ...],
                answer: asyncio.Future[Any] | None) -> None:
+        if conn is not self._conn:
+            # Lost since the caller had it (while it waited for the connection): written on
+            # the next one, the command would take the reply of the first command written
+            # there, another request's.
+            raise RedisConnectionError("lost the connection to Redis")
         # The commands of one turn of the event loop go out in one write (one system call for
         # every request that looked its session up meanwhile).
         self._out.append(pack_command(args))
@@ -112,11 +116,15 @@ class RedisLine:
     async def _connect(self) -> Any:
         if self._connecting is None:
             self._connecting = asyncio.create_task(self._open())
-        try:
-            return await asyncio.shield(self._connecting)
-        finally:
-            if self._connecting is not None and self._connecting.done():
-                self._connecting = None
+            # Forgotten as it ends, not as a caller takes its connection: when every caller
+            # has gone (cancelled), a later one must not be handed this connection, lost by
+            # then maybe, or its old failure.
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)
+
+    def _connected(self, connecting: asyncio.Task[Any]) -> None:
+        if self._connecting is connecting:
+            self._connecting = None
 
     async def _open(self) -> Any:
         conn = self._pool.make_connection()
@@ -135,13 +143,16 @@ class RedisLine:
 
     def _answer(self, conn: Any, reply: Any) -> None:
         answer, _ = self._waiting.popleft()
+        # Every error Redis answers, not only a ResponseError: LOADING (a Redis
+        # loading its data: restarted, or a demoted master syncing) parses as a ConnectionError,
+        # and must not be taken for a value.
         if answer is None:
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, RedisError):
                 log.warning("Redis refused a command of the session store",
                             extra={"error": str(reply)})
         elif answer.done():
             pass  # its caller was cancelled
-        elif isinstance(reply, ResponseError):
+        elif isinstance(reply, RedisError):
             answer.set_exception(reply)
         else:
             answer.set_result(reply)
