@@ -212,3 +212,4 @@ async def test_a_save_refused_by_a_loading_redis_is_made_again(
     finally:
         await store.stop(grace=0)
         await client.aclose()
+

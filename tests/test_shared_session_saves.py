@@ -7,14 +7,20 @@ session's hash is read straight from Redis after each step.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import orjson
 import redis.asyncio as redis
 import test_shared_sessions as shared
 from conftest import Tenant
+from faults import OwnRedis
 from test_shared_sessions import JQL, Pair
 from test_transports import post, request
+
+from spiral_mcp.protocol.shared_local import SharedSession
+from spiral_mcp.protocol.shared_sessions import SharedSessionStore
 
 # The shared-session tests' fixtures: two apps sharing the database and a Redis of the module's.
 pair = shared.pair
@@ -79,3 +85,47 @@ async def test_each_change_through_either_process_is_written_and_nothing_else(
         await send(client, rid, "ping")
         await send(client, rid + 10, "logging/setLevel", level="debug")
     assert (await _hash(redis_client, key))["rev"] == rev
+
+
+async def test_a_change_made_while_another_lookup_of_the_session_was_answered_is_kept(
+        module_redis: OwnRedis, redis_client: redis.Redis) -> None:
+    """Two requests of one session on this process, their lookups answered in one read after
+    another process changed the session: the first sets the level and saves; the second's
+    lookup, the same revision, must not put the level of before back into the copy (it was
+    then served here, and the next save wrote it back to Redis)."""
+    here, there = (redis.Redis.from_url(module_redis.url) for _ in range(2))
+    stores = [SharedSessionStore(client, client, max_sessions=10, max_per_tenant=10,
+                                 max_per_key=10, idle_timeout=60.0, max_concurrent_calls=4)
+              for client in (here, there)]
+    store, other = stores
+    try:
+        made = await store.create(
+            key_id=uuid.uuid4(), tenant_id=uuid.uuid4(), scopes=frozenset({"read"}),
+            transport="streamable", protocol_version="2025-06-18", max_concurrent_calls=4)
+
+        async def lookup(on: SharedSessionStore) -> SharedSession:
+            found = await on.get(made.id, made.key_id, tenant_id=made.tenant_id,
+                                 transport="streamable")
+            assert isinstance(found, SharedSession)
+            return found
+
+        async def set_level(level: str) -> None:
+            session = await lookup(store)
+            session.log_level = level
+            await store.save(session)
+
+        async def ping() -> None:
+            await store.save(await lookup(store))
+
+        elsewhere = await lookup(other)
+        elsewhere.log_level = "info"
+        await other.save(elsewhere)
+        await asyncio.gather(set_level("debug"), ping())
+        await ping()
+        assert (await lookup(store)).log_level == "debug"
+        assert await here.hget(made.key, "log_level") == b"debug"
+    finally:
+        for each in stores:
+            await each.stop(grace=0)
+        await here.aclose()
+        await there.aclose()

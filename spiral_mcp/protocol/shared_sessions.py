@@ -212,7 +212,13 @@ class SharedSessionStore(SessionStore):
                 self._forget(key)
             return None
         rev, raw, subscriptions, stream_open, verdicts = found
-        if raw or not known or local is None:
+        rev = rev.decode()
+        # Fields of the revision the copy has are not applied again: another lookup's answer
+        # brought them, and a request may have changed the copy since (its save on its way),
+        # which they would undo, here and then in Redis at its next save.
+        has_them = (known and local is not None and local.state is not SessionState.CLOSED
+                    and rev == local.rev)
+        if (raw or not known or local is None) and not has_them:
             fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
             if local is None or local.state is SessionState.CLOSED:
                 local = self._local[key] = self._local_copy(
@@ -221,7 +227,7 @@ class SharedSessionStore(SessionStore):
                     transport=transport, protocol_version=fields.get("protocol_version", ""),
                     max_concurrent_calls=self._max_calls)
             self._apply(local, fields, {s.decode() for s in subscriptions})
-            local.rev = rev.decode()
+            local.rev = rev
         elif self._draining:
             local.drain()
         local.stream_open = bool(stream_open) or local.stream_token is not None
@@ -271,18 +277,18 @@ class SharedSessionStore(SessionStore):
             session.mark_saved(session.saved, values, subscriptions)  # equal, not the same
             return
         change = {"fields": changed, "add": sorted(added), "remove": sorted(removed)}
-        known, session.rev = session.rev, ""  # until Redis says which revision this is
+        known = session.rev
         try:
             rev = await self._line.script(
                 self._save.sha, lua.SAVE, [session.key],
                 [self._ttl_ms(now.get("state") == "ready"), orjson.dumps(change)])
         except RedisError as exc:
+            session.rev = ""  # the next lookup reads the fields whole
             raise SessionStoreUnavailable(str(exc)) from exc
         session.mark_saved({**session.saved, **changed}, values, subscriptions)
         # This copy is current only if no other process saved since it last read the session
         # (else the next lookup reads the fields whole).
-        if known and rev == int(known) + 1:
-            session.rev = str(rev)
+        session.rev = str(rev) if known and rev == int(known) + 1 else ""
 
     async def remove(self, session: Session) -> None:
         """End the session everywhere: its keys go, every process closes its copy (its stream
