@@ -143,9 +143,8 @@ class RedisLine:
 
     def _answer(self, conn: Any, reply: Any) -> None:
         answer, _ = self._waiting.popleft()
-        # Every error Redis answers, not only a ResponseError: LOADING (a Redis
-        # loading its data: restarted, or a demoted master syncing) parses as a ConnectionError,
-        # and must not be taken for a value.
+        # Every error Redis answers fails its command, not only a ResponseError: LOADING parses
+        # as a ConnectionError (redis-py's client raises those, as a lost connection).
         if answer is None:
             if isinstance(reply, RedisError):
                 log.warning("Redis refused a command of the session store",
@@ -156,10 +155,10 @@ class RedisLine:
             answer.set_exception(reply)
         else:
             answer.set_result(reply)
-        if isinstance(reply, ReadOnlyError):
-            # A Sentinel failover made this server a replica: connect again (to the new
-            # master).
-            self._lost(conn, RedisConnectionError("Redis is now a replica"))
+        if isinstance(reply, ReadOnlyError | RedisConnectionError):
+            # A Sentinel failover made this server a replica (READONLY), or one loading the
+            # new master's data (LOADING; or Redis restarted): connect again (to the master).
+            self._lost(conn, RedisConnectionError(f"Redis answered {reply}"))
 
     def _lost(self, conn: Any, error: RedisError) -> None:
         """Every command waiting on ``conn`` fails; the next one connects again."""
