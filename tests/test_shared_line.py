@@ -213,3 +213,19 @@ async def test_a_save_refused_by_a_loading_redis_is_made_again(
         await store.stop(grace=0)
         await client.aclose()
 
+
+
+async def test_a_line_closed_while_it_connects_leaves_no_connection(
+        admin: redis.Redis, module_redis: OwnRedis) -> None:
+    """The app stops while the line connects (its first request in flight): the connection,
+    made after the close, is closed too, not left open to Redis."""
+    client = redis.Redis.from_url(module_redis.url, client_name=LINE)
+    line = RedisLine(client.connection_pool, timeout=1.0)
+    first = asyncio.ensure_future(line.call("GET", "a"))
+    await asyncio.sleep(0)  # it waits for the connection
+    await line.close()
+    with contextlib.suppress(RedisError):
+        await asyncio.wait_for(first, 3)
+    await asyncio.sleep(0.2)
+    assert await _line_ids(admin) == []
+    await client.aclose()

@@ -181,6 +181,10 @@ class RedisLine:
             self._lost(self._conn, RedisTimeoutError("Redis did not answer in time"))
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            # Else a connection made after the close would be left open.
+            with contextlib.suppress(RedisError):
+                await self._connecting
         if self._conn is not None:
             self._lost(self._conn, RedisConnectionError("the session store's line closed"))
         for task in list(self._closing):
