@@ -204,8 +204,15 @@ class SharedSessionStore(SessionStore):
                      "key": key_name, **about})]
         try:
             found = await self._line.script(self._lookup.sha, lua.LOOKUP, keys, args)
-        except RedisError as exc:
-            raise SessionStoreUnavailable(str(exc)) from exc
+        except BaseException as exc:
+            # Redis may have claimed the calls' places all the same (the lookup written, its
+            # answer overdue or no longer awaited): given back, else they stay taken as long
+            # as the session lives (its lookups renew them) and its calls are refused as busy.
+            for request_id, _ in calls or ():
+                self._release(key, session_id, request_id)
+            if isinstance(exc, RedisError):
+                raise SessionStoreUnavailable(str(exc)) from exc
+            raise
         if found is None:
             # Ended elsewhere (or expired): so is this copy, if it is the caller's.
             if local is not None and local.key_id == key_id:
@@ -240,7 +247,7 @@ class SharedSessionStore(SessionStore):
         assert isinstance(session, SharedSession)
         for request_id in request_ids:
             if session.claimed.pop(orjson.dumps(request_id), False) is None:
-                self._release(session, request_id)
+                self._release(session.key, session.id, request_id)
 
     def _apply(self, session: SharedSession, fields: dict[str, str],
                subscriptions: set[str]) -> None:
@@ -334,21 +341,20 @@ class SharedSessionStore(SessionStore):
         return None if verdict == b"ok" else verdict.decode()
 
     async def release_call(self, session: SharedSession, request_id: Any) -> None:
-        self._release(session, request_id)
+        self._release(session.key, session.id, request_id)
 
-    def _release(self, session: SharedSession, request_id: Any) -> None:
+    def _release(self, key: str, session_id: str, request_id: Any) -> None:
         # On the line (no reply awaited), else through the bus's queue: either way written to
         # Redis in the next turn of the event loop, right after the call's answer, as the
         # bus's queue alone did (so a client's next call seldom finds the place still taken,
         # and then it is refused only at the cap). Should Redis be away, the place expires
         # with the session's calls hash.
         field = orjson.dumps(request_id)
-        if self._line.send(("HDEL", f"{session.key}:calls", field),
-                           ("HDEL", self._process_calls, lua.call_field(session.id, request_id))):
+        if self._line.send(("HDEL", f"{key}:calls", field),
+                           ("HDEL", self._process_calls, lua.call_field(session_id, request_id))):
             return
-        self.bus.delete_fields({f"{session.key}:calls": orjson.dumps(request_id),
-                                self._process_calls:
-                                lua.call_field(session.id, request_id)})
+        self.bus.delete_fields({f"{key}:calls": field,
+                                self._process_calls: lua.call_field(session_id, request_id)})
 
     # -- the stream (shared_streams.py) -------------------------------------------------
 
