@@ -229,3 +229,40 @@ async def test_a_line_closed_while_it_connects_leaves_no_connection(
     await asyncio.sleep(0.2)
     assert await _line_ids(admin) == []
     await client.aclose()
+
+
+async def test_a_connection_redis_ends_as_it_opens_fails_the_command_at_once() -> None:
+    """The peer answers the connection's handshake and closes it with its last reply: the end
+    arrives as redis-py finishes connecting and the line takes the connection over (before it,
+    the line checks the transport; after it, its protocol hears of it). Either way a command
+    fails at once, never waiting for a reply that cannot come. (No real Redis ends a connection
+    at that instant on demand; this peer speaks just enough RESP for redis-py's handshake:
+    HELLO 3, CLIENT commands, the last two of them the library's name and version.)"""
+
+    async def answer_then_close(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+        setinfo = 0
+        while data := await reader.read(65536):
+            commands = data.count(b"*")  # no argument of the handshake holds one
+            if b"HELLO" in data:
+                writer.write(b"%1\r\n+proto\r\n:3\r\n")
+                commands -= 1
+            writer.write(b"+OK\r\n" * commands)
+            setinfo += data.count(b"SETINFO")
+            if setinfo == 2:  # the library's name and version: the handshake's last commands
+                await writer.drain()
+                writer.close()
+                return
+
+    peer = await asyncio.start_server(answer_then_close, "127.0.0.1", 0)
+    port = peer.sockets[0].getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port)
+    line = RedisLine(client.connection_pool, timeout=30.0)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(line.call("GET", "a"), 5)
+    finally:
+        await line.close()
+        await client.aclose()
+        peer.close()
+        await peer.wait_closed()

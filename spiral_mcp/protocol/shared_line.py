@@ -138,6 +138,12 @@ class RedisLine:
         # Replies come to the line from here on (the handshake's were read by redis-py).
         transport = conn._writer.transport
         transport.set_protocol(_Replies(self, conn))
+        if transport.is_closing() or conn._reader.at_eof():
+            # Ended between the handshake and the line taking over: the new protocol would
+            # never hear of it, and commands would wait out the timeout.
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise RedisConnectionError("Redis closed the connection as it opened")
         self._conn, self._transport = conn, transport
         return conn
 
