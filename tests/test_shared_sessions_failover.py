@@ -217,3 +217,80 @@ async def test_a_stream_of_a_killed_process_resumes_on_another(
                 process.kill()
                 await process.wait()
         redis_server.stop()
+
+
+async def test_a_legacy_sse_stream_of_a_killed_process_resumes_on_another(
+        database_urls, make_tenant, tmp_path: Path) -> None:
+    """2024-11-05's GET /sse: the process holding the stream is killed; the client reconnects
+    on another process with the last event id it got (as an EventSource does by itself) and
+    goes on with the same session, getting the answer it missed meanwhile. Another key cannot
+    take the stream over, and an id the server never sent is refused."""
+    if not OwnRedis.available():
+        pytest.skip("redis-server is not installed")
+    redis_server = OwnRedis(tmp_path)
+    redis_server.start()
+    tenant = await make_tenant(demo=True)
+    stranger = await make_tenant(demo=True)
+    ports = [_free_port(), _free_port()]
+    victim, survivor = [await _serve(database_urls, port, REDIS_URL=redis_server.url)
+                        for port in ports]
+    victim_url, survivor_url = (f"http://127.0.0.1:{port}" for port in ports)
+    json_headers = {**tenant.headers, "Content-Type": "application/json"}
+
+    async def post(endpoint: str, body: bytes) -> None:
+        sent = await http.post(f"{survivor_url}{endpoint}", headers=json_headers, data=body)
+        assert sent.status == 202, await sent.text()
+
+    def get_issue(request_id: int) -> bytes:
+        return _rpc(request_id, "tools/call", name="jira_get_issue",
+                    arguments={"issue_key": "WEB-1"})
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            for base in (victim_url, survivor_url):
+                await _ready(http, base)
+            stream = await http.get(f"{victim_url}/sse",
+                                    headers={**tenant.headers, "Accept": STREAM})
+            assert stream.status == 200
+            endpoint_event = await read_event(stream, timeout=30)
+            endpoint = endpoint_event["data"]
+            sid = endpoint.rpartition("=")[2]
+            assert endpoint_event["id"].startswith(f"{sid}/")
+            await post(endpoint, _rpc(0, "initialize", protocolVersion="2024-11-05",
+                                      capabilities={}, clientInfo={"name": "t", "version": "1"}))
+            answered = await read_event(stream, timeout=30)
+            assert orjson.loads(answered["data"])["id"] == 0
+            await post(endpoint, orjson.dumps({"jsonrpc": "2.0",
+                                               "method": "notifications/initialized"}))
+
+            victim.kill()
+            await victim.wait()
+            await post(endpoint, get_issue(1))  # answered while no process holds the stream
+
+            foreign = await http.get(f"{survivor_url}/sse", headers={
+                **stranger.headers, "Accept": STREAM, "Last-Event-ID": answered["id"]})
+            assert foreign.status == 404
+            made_up = await http.get(f"{survivor_url}/sse", headers={
+                **tenant.headers, "Accept": STREAM, "Last-Event-ID": f"{sid}/not-an-id"})
+            assert made_up.status == 400
+
+            resumed = await http.get(f"{survivor_url}/sse", headers={
+                **tenant.headers, "Accept": STREAM, "Last-Event-ID": answered["id"]})
+            assert resumed.status == 200
+            again = await read_event(resumed, timeout=30)
+            assert (again["event"], again["data"]) == ("endpoint", endpoint)
+            missed = await read_event(resumed, timeout=30)
+            call = orjson.loads(missed["data"])
+            assert call["id"] == 1 and call["result"]["isError"] is False
+            assert missed["id"].startswith(f"{sid}/") and missed["id"] != answered["id"]
+            # The session goes on, live, on the resumed stream.
+            await post(endpoint, get_issue(2))
+            live = await read_event(resumed, timeout=30)
+            assert orjson.loads(live["data"])["id"] == 2
+            resumed.close()
+    finally:
+        for process in (victim, survivor):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        redis_server.stop()

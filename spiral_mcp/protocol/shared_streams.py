@@ -125,4 +125,6 @@ class SessionStreams:
         kept = await self._keep_mark(
             keys=[f"{session.key}:stream", session.key],
             args=[session.stream_token, STREAM_MARK_MS, self._ttl_ms])
+        if not kept:
+            session.stream_token = None  # the mark is another process's now (or gone)
         return bool(kept)
