@@ -294,3 +294,47 @@ async def test_a_legacy_sse_stream_of_a_killed_process_resumes_on_another(
                 process.kill()
                 await process.wait()
         redis_server.stop()
+
+
+async def test_a_legacy_stream_taken_over_survives_its_old_connection_closing(
+        database_urls, make_tenant, tmp_path: Path) -> None:
+    """The client resumes its /sse stream on another process while the first still holds it
+    (a balancer cut the connection, say), then the first connection closes: the process that
+    held it must not end the session, whose stream now lives elsewhere."""
+    if not OwnRedis.available():
+        pytest.skip("redis-server is not installed")
+    redis_server = OwnRedis(tmp_path)
+    redis_server.start()
+    tenant = await make_tenant(demo=True)
+    ports = [_free_port(), _free_port()]
+    first, second = [await _serve(database_urls, port, REDIS_URL=redis_server.url)
+                     for port in ports]
+    first_url, second_url = (f"http://127.0.0.1:{port}" for port in ports)
+    json_headers = {**tenant.headers, "Content-Type": "application/json"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            for base in (first_url, second_url):
+                await _ready(http, base)
+            old = await http.get(f"{first_url}/sse", headers={**tenant.headers, "Accept": STREAM})
+            endpoint_event = await read_event(old, timeout=30)
+            endpoint = endpoint_event["data"]
+            resumed = await http.get(f"{second_url}/sse", headers={
+                **tenant.headers, "Accept": STREAM, "Last-Event-ID": endpoint_event["id"]})
+            assert resumed.status == 200
+            assert (await read_event(resumed, timeout=30))["data"] == endpoint
+            old.close()
+            await asyncio.sleep(2.5)  # the first process notices its client gone (1 s reads)
+
+            sent = await http.post(f"{first_url}{endpoint}", headers=json_headers, data=_rpc(
+                0, "initialize", protocolVersion="2024-11-05", capabilities={},
+                clientInfo={"name": "t", "version": "1"}))
+            assert sent.status == 202, await sent.text()
+            answered = await read_event(resumed, timeout=30)
+            assert orjson.loads(answered["data"])["id"] == 0
+            resumed.close()
+    finally:
+        for process in (first, second):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        redis_server.stop()

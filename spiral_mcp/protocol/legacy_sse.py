@@ -67,6 +67,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     # Event ids only where another process can resume from them.
     ids = sessions.shares_streams
     left = True  # the client went away, or can make no request any more: the session ends
+    held = True  # unless its stream was taken over meanwhile (the client resumed elsewhere)
     try:
         try:
             response = await sse_stream(request)
@@ -84,7 +85,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                                  event_id=_event_id(session, entry) if ids else None)
             # Ended with the client still there: this process drains, or another one took the
             # stream over; either way the client goes on elsewhere.
-            left = client_gone(request) and not (ids and session.stream_token is None)
+            left = client_gone(request)
             response.stop_streaming()
         except (KeyNoLongerValid, SessionStoreUnavailable):
             response.stop_streaming()  # the session ends with its stream, below
@@ -92,10 +93,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
             pass  # the client left or stalled; its session ends with its stream
         finally:
             with contextlib.suppress(SessionStoreUnavailable):
-                await sessions.close_stream(session)
+                held = await sessions.close_stream(session)
         return response
     finally:
-        if left:
+        if left and held:
             with contextlib.suppress(SessionStoreUnavailable):  # else its keys expire
                 await sessions.remove(session)
 

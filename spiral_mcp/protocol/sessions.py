@@ -325,9 +325,11 @@ class SessionStore:
         session.stream_open = True
         return True
 
-    async def close_stream(self, session: Session) -> None:
+    async def close_stream(self, session: Session) -> bool:
+        """The stream ends; whether it still was the session's (not taken over elsewhere)."""
         session.stream_open = False
         session.touch()
+        return True
 
     def event_id(self, header: str) -> str | None:
         """The Last-Event-ID to resume after, or None; ValueError when malformed. Here an id is

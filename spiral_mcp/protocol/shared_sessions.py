@@ -362,9 +362,9 @@ class SharedSessionStore(SessionStore):
         assert isinstance(session, SharedSession)
         return await self._streams.open(session, after=after)
 
-    async def close_stream(self, session: Session) -> None:
+    async def close_stream(self, session: Session) -> bool:
         assert isinstance(session, SharedSession)
-        await self._streams.close(session)
+        return await self._streams.close(session)
 
     def event_id(self, header: str) -> str | None:
         return checked_event_id(header)

@@ -71,15 +71,17 @@ class SessionStreams:
         session.stream_open = True
         return True
 
-    async def close(self, session: SharedSession) -> None:
+    async def close(self, session: SharedSession) -> bool:
+        """Let the stream's mark go; whether it still was this stream's (not taken over)."""
         token, session.stream_token = session.stream_token, None
         session.stream_open = False
         session.touch()
-        if token is not None:
-            try:
-                await self._release(keys=[f"{session.key}:stream"], args=[token])
-            except RedisError as exc:
-                raise SessionStoreUnavailable(str(exc)) from exc
+        if token is None:
+            return False
+        try:
+            return bool(await self._release(keys=[f"{session.key}:stream"], args=[token]))
+        except RedisError as exc:
+            raise SessionStoreUnavailable(str(exc)) from exc
 
     async def events(
         self, request: web.Request, session: SharedSession, *, after: str | None,
