@@ -307,12 +307,19 @@ async def test_a_sync_stops_when_the_key_that_started_it_is_revoked(
         await asyncio.sleep(0.05)
     gate.set()
     assert run["status"] == "cancelled" and run["task_id"] == task_id
-    async with admin_conn.transaction():
-        await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
-        task = await admin_conn.fetchrow("SELECT status, error FROM tasks WHERE task_id = $1",
-                                         uuid.UUID(task_id))
-        audited = await admin_conn.fetchval(
-            "SELECT after::text FROM audit_log WHERE tool = 'admin:instances.sync'")
+    # The run is recorded as the sync unwinds, the task's end a moment after (its own write).
+    while True:
+        async with admin_conn.transaction():
+            await admin_conn.execute("SELECT set_config('app.tenant_id', $1, true)",
+                                     str(tenant.id))
+            task = await admin_conn.fetchrow("SELECT status, error FROM tasks WHERE task_id = $1",
+                                             uuid.UUID(task_id))
+            audited = await admin_conn.fetchval(
+                "SELECT after::text FROM audit_log WHERE tool = 'admin:instances.sync'")
+        if task["status"] != "working":
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
     assert task["status"] == "failed" and "was revoked or has expired" in task["error"]
     assert task_id in audited and resp.data["run_id"] in audited
 
