@@ -129,7 +129,9 @@ async def _resumed(request: web.Request) -> tuple[Session, str] | None:
         after = sessions.event_id(entry) if _SESSION_ID.match(session_id) else None
     except ValueError:
         after = None
-    if after is None:
+    # A POST stream's id (``<stream>_<entry>``) is none of this transport's: its events are
+    # the session stream's own entries.
+    if after is None or "_" in after:
         raise web.HTTPBadRequest(text="Last-Event-ID must be an event id this server sent")
     principal = request[PRINCIPAL]
     session = await sessions.get(session_id, principal.key_id, tenant_id=principal.tenant_id,

@@ -29,6 +29,7 @@ class SharedSession(Session):
     saved_values: tuple[Any, ...] = ()
     rev: str = ""                          # the revision ``saved`` is of ('' unknown)
     stream_token: str | None = None        # set while this process holds its stream
+    stream_holder: asyncio.Task[Any] | None = None  # the request serving it (shared_streams.py)
     stream_start: str = "0-0"              # the newest event when it opened the stream
     # Calls whose places the lookup claimed (request id as JSON → None, or why refused), for
     # claim_call to take.

@@ -214,8 +214,10 @@ class SharedSessionStore(SessionStore):
                 raise SessionStoreUnavailable(str(exc)) from exc
             raise
         if found is None:
-            # Ended elsewhere (or expired): so is this copy, if it is the caller's.
-            if local is not None and local.key_id == key_id:
+            # Ended elsewhere (or expired): so is this copy, if it is the caller's. A copy of
+            # another transport is not: the caller named it through the wrong door (an /mcp
+            # session's id in a GET /sse's Last-Event-ID), which must not end it here.
+            if local is not None and local.key_id == key_id and local.transport == transport:
                 self._forget(key)
             return None
         rev, raw, subscriptions, stream_open, verdicts = found

@@ -10,6 +10,7 @@ the SSE event ids. A POST's own stream (shared_posts.py) is resumed by its reade
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -68,14 +69,22 @@ class SessionStreams:
             return False
         session.stream_start = verdict[1].decode()
         session.stream_token = token
+        # The request serving the stream, as its task: a resumption on this very process
+        # shares the local copy, so the token alone would not tell the streams apart.
+        session.stream_holder = asyncio.current_task()
         session.stream_open = True
         return True
 
     async def close(self, session: SharedSession) -> bool:
         """Let the stream's mark go; whether it still was this stream's (not taken over)."""
-        token, session.stream_token = session.stream_token, None
-        session.stream_open = False
         session.touch()
+        if session.stream_holder is not asyncio.current_task():
+            # Taken over by a resumption here (or never held: a POST's stream): the mark and
+            # the token are the newer stream's, which must not end with this one.
+            return False
+        token, session.stream_token = session.stream_token, None
+        session.stream_holder = None
+        session.stream_open = False
         if token is None:
             return False
         try:
@@ -122,7 +131,7 @@ class SessionStreams:
                     yield last, orjson.loads(values[b"m"])
 
     async def _keep(self, session: SharedSession) -> bool:
-        if session.stream_token is None:
+        if session.stream_token is None or session.stream_holder is not asyncio.current_task():
             return False
         kept = await self._keep_mark(
             keys=[f"{session.key}:stream", session.key],
