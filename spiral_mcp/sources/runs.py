@@ -105,10 +105,14 @@ async def _end(conn: asyncpg.Connection, queries: Queries, *, tenant_id: uuid.UU
                 return  # another run began meanwhile and stored this one as abandoned
             try:
                 await record()
-            except asyncpg.NoActiveSQLTransactionError:
+            except (asyncpg.NoActiveSQLTransactionError, asyncpg.InterfaceError):
                 # A cancel that landed while a page's BEGIN was on its way: asyncpg holds a
-                # block the server never entered, so the next one was a savepoint of nothing.
+                # block the server never entered (the next one was a savepoint of nothing), or
+                # the server entered one asyncpg never saw begin (asyncpg refuses a transaction
+                # inside it). A settled session records it.
                 if not await _settle(conn, queries, instance_id):
+                    log.warning("a sync run's end was not recorded: another run took its lock",
+                                extra={"run": str(run_id), "status": status})
                     return
                 await record()
     except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
