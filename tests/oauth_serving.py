@@ -19,6 +19,7 @@ from conftest import Tenant, TenantFactory, make_settings
 from oidc_provider import OidcProvider, start_provider
 from serving import ProductionLikeServer
 
+from spiral_mcp.admin.errors import AdminError
 from spiral_mcp.handlers import builtin_tools
 from spiral_mcp.oauth import bindings
 from spiral_mcp.provision import DatabaseUrls
@@ -103,6 +104,21 @@ async def bind(database_urls: DatabaseUrls, queries: Queries, *, tenant_id: uuid
         await conn.close()
 
 
+async def unbind_orgs(database_urls: DatabaseUrls, queries: Queries, issuer: str,
+                      orgs: list[tuple[uuid.UUID, str]]) -> None:
+    """Take back a world's org_id bindings as it ends: the shared database keeps every test's,
+    and a later test's provider may be given the same port, where they would collide."""
+    assert database_urls.admin is not None
+    conn = await asyncpg.connect(database_urls.admin)
+    try:
+        for tenant_id, org in orgs:
+            with contextlib.suppress(AdminError):  # the test took it back itself
+                await bindings.unbind(conn, queries, tenant_id=tenant_id, issuer=issuer,
+                                      claim="org_id", value=org)
+    finally:
+        await conn.close()
+
+
 @dataclass(frozen=True)
 class World:
     """A provider, the product trusting it, and two tenants bound to its org_id claim: acme
@@ -147,10 +163,14 @@ async def open_world(database_urls: DatabaseUrls, queries: Queries,
             serve_oauth_app(database_urls, issuers=[provider.issuer], **env))
         if opaque:
             await provider.reconfigure(opaque_resources=[app.resource])
-        for tenant, org in ((acme, "acme"), (globex, "globex")):
-            await bind(database_urls, queries, tenant_id=tenant.id, issuer=provider.issuer,
+        orgs = [(acme.id, "acme"), (globex.id, "globex")]
+        for tenant_id, org in orgs:
+            await bind(database_urls, queries, tenant_id=tenant_id, issuer=provider.issuer,
                        claim="org_id", value=org)
-        yield World(provider=provider, app=app, acme=acme, globex=globex)
+        try:
+            yield World(provider=provider, app=app, acme=acme, globex=globex)
+        finally:
+            await unbind_orgs(database_urls, queries, provider.issuer, orgs)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from aiohttp import ClientResponse
 from browser import Browser
 from conftest import Tenant, TenantFactory
 from console_client import ConsoleUser, csrf_token_of
-from oauth_serving import USERS, OAuthApp, bind, free_port, serve_oauth_app
+from oauth_serving import USERS, OAuthApp, bind, free_port, serve_oauth_app, unbind_orgs
 from oidc_provider import OidcProvider, start_provider
 
 from spiral_mcp import migrate
@@ -70,10 +70,14 @@ async def console_world(database_urls: DatabaseUrls, queries: Queries,
         async with serve_oauth_app(database_urls, issuers=[provider.issuer], port=port,
                                    host=host, CONSOLE_OAUTH_CLIENT_ID=registered["client_id"],
                                    OAUTH_JWKS_MIN_REFRESH="1", **env) as app:
-            for tenant, org in ((acme, "acme"), (globex, "globex")):
-                await bind(database_urls, queries, tenant_id=tenant.id,
+            orgs = [(acme.id, "acme"), (globex.id, "globex")]
+            for tenant_id, org in orgs:
+                await bind(database_urls, queries, tenant_id=tenant_id,
                            issuer=provider.issuer, claim="org_id", value=org)
-            yield ConsoleWorld(provider, app, acme, globex, database_urls, queries)
+            try:
+                yield ConsoleWorld(provider, app, acme, globex, database_urls, queries)
+            finally:
+                await unbind_orgs(database_urls, queries, provider.issuer, orgs)
 
 
 @pytest.fixture
