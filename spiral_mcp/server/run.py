@@ -165,6 +165,11 @@ def settle_heap() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def _listening(settings: Settings) -> None:
+    settle_heap()
+    print_listening(settings)
+
+
 def serve(settings: Settings) -> None:
     """Serve HTTP until SIGTERM or SIGINT: in this process, or with WORKERS > 1 in that many
     worker processes this one supervises (``workers.py``)."""
@@ -190,7 +195,7 @@ def serve(settings: Settings) -> None:
             shutdown_timeout=settings.shutdown_timeout + WIND_DOWN_SECONDS,
             access_log=None,
             # Called once the server listens: our one line instead of aiohttp's banner.
-            print=lambda _banner: (settle_heap(), print_listening(settings)),
+            print=lambda _banner: _listening(settings),
             handle_signals=True,
         )
     except STARTUP_ERRORS as exc:
