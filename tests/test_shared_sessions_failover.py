@@ -6,7 +6,9 @@ test's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,33 @@ async def _ready(http: aiohttp.ClientSession, base: str) -> None:
             pass
         await asyncio.sleep(0.1)
     pytest.fail(f"the server at {base} did not become ready")
+
+
+@contextlib.asynccontextmanager
+async def _two_servers(database_urls, tmp_path: Path, **env: str
+                       ) -> AsyncIterator[list[tuple[asyncio.subprocess.Process, str]]]:
+    """Two real `spiral-mcp serve` processes sharing a Redis of the test's own, both ready, as
+    (process, base URL); killed, and the Redis stopped, as the test ends."""
+    if not OwnRedis.available():
+        pytest.skip("redis-server is not installed")
+    redis_server = OwnRedis(tmp_path)
+    redis_server.start()
+    servers: list[tuple[asyncio.subprocess.Process, str]] = []
+    try:
+        for _ in range(2):
+            port = _free_port()
+            process = await _serve(database_urls, port, REDIS_URL=redis_server.url, **env)
+            servers.append((process, f"http://127.0.0.1:{port}"))
+        async with aiohttp.ClientSession() as http:
+            for _, base in servers:
+                await _ready(http, base)
+        yield servers
+    finally:
+        for process, _ in servers:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        redis_server.stop()
 
 
 def _headers(tenant: Any, sid: str | None = None, accept: str = "application/json, "
@@ -71,85 +100,71 @@ async def _audited(admin_conn: asyncpg.Connection, tenant_id: Any) -> list[async
 
 async def test_a_call_of_a_killed_process_is_answered_by_another(
         database_urls, make_tenant, admin_conn: asyncpg.Connection, tmp_path: Path) -> None:
-    if not OwnRedis.available():
-        pytest.skip("redis-server is not installed")
-    redis_server = OwnRedis(tmp_path)
-    redis_server.start()
     tenant = await make_tenant(demo=True)
     bystander = await make_tenant(name="bystander")
-    env = {"REDIS_URL": redis_server.url, "EXPLORER_TIMEOUT_S": "60"}
-    ports = [_free_port(), _free_port()]
-    victim, survivor = [await _serve(database_urls, port, **env) for port in ports]
-    victim_url, survivor_url = (f"http://127.0.0.1:{port}" for port in ports)
-    try:
-        async with aiohttp.ClientSession() as http:
-            for base in (victim_url, survivor_url):
-                await _ready(http, base)
-            sid = await _session(http, victim_url, survivor_url, tenant, {})
-            # This client can be asked things: its calls are answered as (resumable) streams.
-            asking = await _session(http, victim_url, survivor_url, tenant, {"elicitation": {}})
-            stream = await http.get(f"{survivor_url}/mcp",
-                                    headers=_headers(tenant, sid, accept=STREAM))
-            assert stream.status == 200
+    env = {"EXPLORER_TIMEOUT_S": "60"}
+    async with _two_servers(database_urls, tmp_path, **env) as servers, \
+            aiohttp.ClientSession() as http:
+        (victim, victim_url), (_, survivor_url) = servers
+        sid = await _session(http, victim_url, survivor_url, tenant, {})
+        # This client can be asked things: its calls are answered as (resumable) streams.
+        asking = await _session(http, victim_url, survivor_url, tenant, {"elicitation": {}})
+        stream = await http.get(f"{survivor_url}/mcp",
+                                headers=_headers(tenant, sid, accept=STREAM))
+        assert stream.status == 200
 
-            call = asyncio.ensure_future(http.post(
-                f"{victim_url}/mcp", headers=_headers(tenant, sid), data=orjson.dumps(
-                    {"jsonrpc": "2.0", "id": 42, "method": "tools/call",
-                     "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}})))
-            streamed = await http.post(
-                f"{victim_url}/mcp", headers=_headers(tenant, asking), data=orjson.dumps(
-                    {"jsonrpc": "2.0", "id": 44, "method": "tools/call",
-                     "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}}))
-            priming = await read_event(streamed)
-            assert priming["data"] == ""
-            await asyncio.sleep(1.0)  # the queries are running
-            assert not call.done()
-            victim.kill()
-            await victim.wait()
-            with pytest.raises(aiohttp.ClientError):
-                await asyncio.wait_for(call, 10)
+        call = asyncio.ensure_future(http.post(
+            f"{victim_url}/mcp", headers=_headers(tenant, sid), data=orjson.dumps(
+                {"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+                 "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}})))
+        streamed = await http.post(
+            f"{victim_url}/mcp", headers=_headers(tenant, asking), data=orjson.dumps(
+                {"jsonrpc": "2.0", "id": 44, "method": "tools/call",
+                 "params": {"name": "explorer_query", "arguments": {"sql": SLOW_SQL}}}))
+        priming = await read_event(streamed)
+        assert priming["data"] == ""
+        await asyncio.sleep(1.0)  # the queries are running
+        assert not call.done()
+        victim.kill()
+        await victim.wait()
+        with pytest.raises(aiohttp.ClientError):
+            await asyncio.wait_for(call, 10)
 
-            # The survivor notices the heartbeat gone and answers the call on the stream.
-            event = await read_event(stream, timeout=30)
-            answer = orjson.loads(event["data"])
-            assert answer == {"jsonrpc": "2.0", "id": 42,
-                              "error": {"code": -32603, "message": LOST_MESSAGE}}
-            assert event["id"].count("-") == 1
-            stream.close()
-            # The streamed call's answer comes on its own stream, resumed on the survivor.
-            resumed = await http.get(f"{survivor_url}/mcp", headers={
-                **_headers(tenant, asking, accept=STREAM), "Last-Event-ID": priming["id"]})
-            assert resumed.status == 200
-            event = await read_event(resumed, timeout=30)
-            assert orjson.loads(event["data"]) == {
-                "jsonrpc": "2.0", "id": 44, "error": {"code": -32603, "message": LOST_MESSAGE}}
-            assert event["id"].split("_")[0] == priming["id"].split("_")[0]
-            with pytest.raises(EOFError):
-                await read_event(resumed)
+        # The survivor notices the heartbeat gone and answers the call on the stream.
+        event = await read_event(stream, timeout=30)
+        answer = orjson.loads(event["data"])
+        assert answer == {"jsonrpc": "2.0", "id": 42,
+                          "error": {"code": -32603, "message": LOST_MESSAGE}}
+        assert event["id"].count("-") == 1
+        stream.close()
+        # The streamed call's answer comes on its own stream, resumed on the survivor.
+        resumed = await http.get(f"{survivor_url}/mcp", headers={
+            **_headers(tenant, asking, accept=STREAM), "Last-Event-ID": priming["id"]})
+        assert resumed.status == 200
+        event = await read_event(resumed, timeout=30)
+        assert orjson.loads(event["data"]) == {
+            "jsonrpc": "2.0", "id": 44, "error": {"code": -32603, "message": LOST_MESSAGE}}
+        assert event["id"].split("_")[0] == priming["id"].split("_")[0]
+        with pytest.raises(EOFError):
+            await read_event(resumed)
 
-            # Their audit rows says so (written by the survivor, under the tenant).
-            deadline = time.monotonic() + 20
-            while not (rows := await _audited(admin_conn, tenant.id)) \
-                    and time.monotonic() < deadline:
-                await asyncio.sleep(0.3)
-            while len(rows) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.3)
-                rows = await _audited(admin_conn, tenant.id)
-            assert [dict(r) for r in rows] == 2 * [
-                {"tool": "explorer_query", "outcome": "error", "error_code": PROCESS_LOST}]
-            assert await _audited(admin_conn, bystander.id) == []
+        # Their audit rows says so (written by the survivor, under the tenant).
+        deadline = time.monotonic() + 20
+        while not (rows := await _audited(admin_conn, tenant.id)) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        while len(rows) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            rows = await _audited(admin_conn, tenant.id)
+        assert [dict(r) for r in rows] == 2 * [
+            {"tool": "explorer_query", "outcome": "error", "error_code": PROCESS_LOST}]
+        assert await _audited(admin_conn, bystander.id) == []
 
-            # The session goes on, and its call place was freed.
-            ping = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid),
-                                   data=orjson.dumps({"jsonrpc": "2.0", "id": 43,
-                                                      "method": "ping"}))
-            assert ping.status == 200
-    finally:
-        for process in (victim, survivor):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        redis_server.stop()
+        # The session goes on, and its call place was freed.
+        ping = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid),
+                               data=orjson.dumps({"jsonrpc": "2.0", "id": 43,
+                                                  "method": "ping"}))
+        assert ping.status == 200
 
 
 WORK_ITEMS = "spiral://explorer/views/work_items"
@@ -164,15 +179,7 @@ async def test_a_stream_of_a_killed_process_resumes_on_another(
     """The process holding a session's GET stream is killed: what the session's calls on another
     process announce meanwhile is kept, and the client resumes the stream there from its last
     event id, missing nothing."""
-    if not OwnRedis.available():
-        pytest.skip("redis-server is not installed")
-    redis_server = OwnRedis(tmp_path)
-    redis_server.start()
     tenant = await make_tenant(demo=True)
-    ports = [_free_port(), _free_port()]
-    victim, survivor = [await _serve(database_urls, port, REDIS_URL=redis_server.url)
-                        for port in ports]
-    victim_url, survivor_url = (f"http://127.0.0.1:{port}" for port in ports)
 
     async def create(request_id: int, summary: str) -> None:
         made = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid), data=_rpc(
@@ -180,43 +187,36 @@ async def test_a_stream_of_a_killed_process_resumes_on_another(
             arguments={"project_key": "WEB", "summary": summary}))
         assert (await made.json())["result"]["isError"] is False
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            for base in (victim_url, survivor_url):
-                await _ready(http, base)
-            sid = await _session(http, survivor_url, survivor_url, tenant, {})
-            subscribed = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid),
-                                         data=_rpc(1, "resources/subscribe", uri=WORK_ITEMS))
-            assert subscribed.status == 200
-            stream = await http.get(f"{victim_url}/mcp",
-                                    headers=_headers(tenant, sid, accept=STREAM))
-            assert stream.status == 200
-            await create(2, "before the kill")
-            seen = await read_event(stream, timeout=30)
-            assert orjson.loads(seen["data"])["params"] == {"uri": WORK_ITEMS}
+    async with _two_servers(database_urls, tmp_path) as servers, \
+            aiohttp.ClientSession() as http:
+        (victim, victim_url), (_, survivor_url) = servers
+        sid = await _session(http, survivor_url, survivor_url, tenant, {})
+        subscribed = await http.post(f"{survivor_url}/mcp", headers=_headers(tenant, sid),
+                                     data=_rpc(1, "resources/subscribe", uri=WORK_ITEMS))
+        assert subscribed.status == 200
+        stream = await http.get(f"{victim_url}/mcp",
+                                headers=_headers(tenant, sid, accept=STREAM))
+        assert stream.status == 200
+        await create(2, "before the kill")
+        seen = await read_event(stream, timeout=30)
+        assert orjson.loads(seen["data"])["params"] == {"uri": WORK_ITEMS}
 
-            victim.kill()
-            await victim.wait()
-            await create(3, "while no process holds the stream")
-            resumed = await http.get(f"{survivor_url}/mcp", headers={
-                **_headers(tenant, sid, accept=STREAM), "Last-Event-ID": seen["id"]})
-            assert resumed.status == 200
-            missed = await read_event(resumed, timeout=30)
-            assert orjson.loads(missed["data"]) == {
-                "jsonrpc": "2.0", "method": "notifications/resources/updated",
-                "params": {"uri": WORK_ITEMS}}
-            assert missed["id"] != seen["id"]
-            # The resumed stream goes on live.
-            await create(4, "after the resumption")
-            live = await read_event(resumed, timeout=30)
-            assert orjson.loads(live["data"])["method"] == "notifications/resources/updated"
-            resumed.close()
-    finally:
-        for process in (victim, survivor):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        redis_server.stop()
+        victim.kill()
+        await victim.wait()
+        await create(3, "while no process holds the stream")
+        resumed = await http.get(f"{survivor_url}/mcp", headers={
+            **_headers(tenant, sid, accept=STREAM), "Last-Event-ID": seen["id"]})
+        assert resumed.status == 200
+        missed = await read_event(resumed, timeout=30)
+        assert orjson.loads(missed["data"]) == {
+            "jsonrpc": "2.0", "method": "notifications/resources/updated",
+            "params": {"uri": WORK_ITEMS}}
+        assert missed["id"] != seen["id"]
+        # The resumed stream goes on live.
+        await create(4, "after the resumption")
+        live = await read_event(resumed, timeout=30)
+        assert orjson.loads(live["data"])["method"] == "notifications/resources/updated"
+        resumed.close()
 
 
 async def test_a_legacy_sse_stream_of_a_killed_process_resumes_on_another(
@@ -225,16 +225,8 @@ async def test_a_legacy_sse_stream_of_a_killed_process_resumes_on_another(
     on another process with the last event id it got (as an EventSource does by itself) and
     goes on with the same session, getting the answer it missed meanwhile. Another key cannot
     take the stream over, and an id the server never sent is refused."""
-    if not OwnRedis.available():
-        pytest.skip("redis-server is not installed")
-    redis_server = OwnRedis(tmp_path)
-    redis_server.start()
     tenant = await make_tenant(demo=True)
     stranger = await make_tenant(demo=True)
-    ports = [_free_port(), _free_port()]
-    victim, survivor = [await _serve(database_urls, port, REDIS_URL=redis_server.url)
-                        for port in ports]
-    victim_url, survivor_url = (f"http://127.0.0.1:{port}" for port in ports)
     json_headers = {**tenant.headers, "Content-Type": "application/json"}
 
     async def post(endpoint: str, body: bytes) -> None:
@@ -245,55 +237,48 @@ async def test_a_legacy_sse_stream_of_a_killed_process_resumes_on_another(
         return _rpc(request_id, "tools/call", name="jira_get_issue",
                     arguments={"issue_key": "WEB-1"})
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            for base in (victim_url, survivor_url):
-                await _ready(http, base)
-            stream = await http.get(f"{victim_url}/sse",
-                                    headers={**tenant.headers, "Accept": STREAM})
-            assert stream.status == 200
-            endpoint_event = await read_event(stream, timeout=30)
-            endpoint = endpoint_event["data"]
-            sid = endpoint.rpartition("=")[2]
-            assert endpoint_event["id"].startswith(f"{sid}/")
-            await post(endpoint, _rpc(0, "initialize", protocolVersion="2024-11-05",
-                                      capabilities={}, clientInfo={"name": "t", "version": "1"}))
-            answered = await read_event(stream, timeout=30)
-            assert orjson.loads(answered["data"])["id"] == 0
-            await post(endpoint, orjson.dumps({"jsonrpc": "2.0",
-                                               "method": "notifications/initialized"}))
+    async with _two_servers(database_urls, tmp_path) as servers, \
+            aiohttp.ClientSession() as http:
+        (victim, victim_url), (_, survivor_url) = servers
+        stream = await http.get(f"{victim_url}/sse",
+                                headers={**tenant.headers, "Accept": STREAM})
+        assert stream.status == 200
+        endpoint_event = await read_event(stream, timeout=30)
+        endpoint = endpoint_event["data"]
+        sid = endpoint.rpartition("=")[2]
+        assert endpoint_event["id"].startswith(f"{sid}/")
+        await post(endpoint, _rpc(0, "initialize", protocolVersion="2024-11-05",
+                                  capabilities={}, clientInfo={"name": "t", "version": "1"}))
+        answered = await read_event(stream, timeout=30)
+        assert orjson.loads(answered["data"])["id"] == 0
+        await post(endpoint, orjson.dumps({"jsonrpc": "2.0",
+                                           "method": "notifications/initialized"}))
 
-            victim.kill()
-            await victim.wait()
-            await post(endpoint, get_issue(1))  # answered while no process holds the stream
+        victim.kill()
+        await victim.wait()
+        await post(endpoint, get_issue(1))  # answered while no process holds the stream
 
-            foreign = await http.get(f"{survivor_url}/sse", headers={
-                **stranger.headers, "Accept": STREAM, "Last-Event-ID": answered["id"]})
-            assert foreign.status == 404
-            made_up = await http.get(f"{survivor_url}/sse", headers={
-                **tenant.headers, "Accept": STREAM, "Last-Event-ID": f"{sid}/not-an-id"})
-            assert made_up.status == 400
+        foreign = await http.get(f"{survivor_url}/sse", headers={
+            **stranger.headers, "Accept": STREAM, "Last-Event-ID": answered["id"]})
+        assert foreign.status == 404
+        made_up = await http.get(f"{survivor_url}/sse", headers={
+            **tenant.headers, "Accept": STREAM, "Last-Event-ID": f"{sid}/not-an-id"})
+        assert made_up.status == 400
 
-            resumed = await http.get(f"{survivor_url}/sse", headers={
-                **tenant.headers, "Accept": STREAM, "Last-Event-ID": answered["id"]})
-            assert resumed.status == 200
-            again = await read_event(resumed, timeout=30)
-            assert (again["event"], again["data"]) == ("endpoint", endpoint)
-            missed = await read_event(resumed, timeout=30)
-            call = orjson.loads(missed["data"])
-            assert call["id"] == 1 and call["result"]["isError"] is False
-            assert missed["id"].startswith(f"{sid}/") and missed["id"] != answered["id"]
-            # The session goes on, live, on the resumed stream.
-            await post(endpoint, get_issue(2))
-            live = await read_event(resumed, timeout=30)
-            assert orjson.loads(live["data"])["id"] == 2
-            resumed.close()
-    finally:
-        for process in (victim, survivor):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        redis_server.stop()
+        resumed = await http.get(f"{survivor_url}/sse", headers={
+            **tenant.headers, "Accept": STREAM, "Last-Event-ID": answered["id"]})
+        assert resumed.status == 200
+        again = await read_event(resumed, timeout=30)
+        assert (again["event"], again["data"]) == ("endpoint", endpoint)
+        missed = await read_event(resumed, timeout=30)
+        call = orjson.loads(missed["data"])
+        assert call["id"] == 1 and call["result"]["isError"] is False
+        assert missed["id"].startswith(f"{sid}/") and missed["id"] != answered["id"]
+        # The session goes on, live, on the resumed stream.
+        await post(endpoint, get_issue(2))
+        live = await read_event(resumed, timeout=30)
+        assert orjson.loads(live["data"])["id"] == 2
+        resumed.close()
 
 
 async def test_a_legacy_stream_taken_over_survives_its_old_connection_closing(
@@ -301,40 +286,25 @@ async def test_a_legacy_stream_taken_over_survives_its_old_connection_closing(
     """The client resumes its /sse stream on another process while the first still holds it
     (a balancer cut the connection, say), then the first connection closes: the process that
     held it must not end the session, whose stream now lives elsewhere."""
-    if not OwnRedis.available():
-        pytest.skip("redis-server is not installed")
-    redis_server = OwnRedis(tmp_path)
-    redis_server.start()
     tenant = await make_tenant(demo=True)
-    ports = [_free_port(), _free_port()]
-    first, second = [await _serve(database_urls, port, REDIS_URL=redis_server.url)
-                     for port in ports]
-    first_url, second_url = (f"http://127.0.0.1:{port}" for port in ports)
     json_headers = {**tenant.headers, "Content-Type": "application/json"}
-    try:
-        async with aiohttp.ClientSession() as http:
-            for base in (first_url, second_url):
-                await _ready(http, base)
-            old = await http.get(f"{first_url}/sse", headers={**tenant.headers, "Accept": STREAM})
-            endpoint_event = await read_event(old, timeout=30)
-            endpoint = endpoint_event["data"]
-            resumed = await http.get(f"{second_url}/sse", headers={
-                **tenant.headers, "Accept": STREAM, "Last-Event-ID": endpoint_event["id"]})
-            assert resumed.status == 200
-            assert (await read_event(resumed, timeout=30))["data"] == endpoint
-            old.close()
-            await asyncio.sleep(2.5)  # the first process notices its client gone (1 s reads)
+    async with _two_servers(database_urls, tmp_path) as servers, \
+            aiohttp.ClientSession() as http:
+        (_, first_url), (_, second_url) = servers
+        old = await http.get(f"{first_url}/sse", headers={**tenant.headers, "Accept": STREAM})
+        endpoint_event = await read_event(old, timeout=30)
+        endpoint = endpoint_event["data"]
+        resumed = await http.get(f"{second_url}/sse", headers={
+            **tenant.headers, "Accept": STREAM, "Last-Event-ID": endpoint_event["id"]})
+        assert resumed.status == 200
+        assert (await read_event(resumed, timeout=30))["data"] == endpoint
+        old.close()
+        await asyncio.sleep(2.5)  # the first process notices its client gone (1 s reads)
 
-            sent = await http.post(f"{first_url}{endpoint}", headers=json_headers, data=_rpc(
-                0, "initialize", protocolVersion="2024-11-05", capabilities={},
-                clientInfo={"name": "t", "version": "1"}))
-            assert sent.status == 202, await sent.text()
-            answered = await read_event(resumed, timeout=30)
-            assert orjson.loads(answered["data"])["id"] == 0
-            resumed.close()
-    finally:
-        for process in (first, second):
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        redis_server.stop()
+        sent = await http.post(f"{first_url}{endpoint}", headers=json_headers, data=_rpc(
+            0, "initialize", protocolVersion="2024-11-05", capabilities={},
+            clientInfo={"name": "t", "version": "1"}))
+        assert sent.status == 202, await sent.text()
+        answered = await read_event(resumed, timeout=30)
+        assert orjson.loads(answered["data"])["id"] == 0
+        resumed.close()
